@@ -1,0 +1,38 @@
+# The commands the README names. Each installs what it needs first (setup).
+SHELL := /bin/bash
+VENV := $(CURDIR)/.venv
+export ENVOY_BIN := $(VENV)/bin/envoy-real
+export KUBECTL_BIN := $(VENV)/bin/kubectl
+export OPENSSL_BIN := $(shell command -v openssl)
+CARGO ?= cargo
+
+.PHONY: setup build test demo bench crds fmt lint
+
+setup:
+	@./scripts/setup.sh
+
+build:
+	$(CARGO) build --workspace --bins
+
+# Every test of the workspace; the end-to-end ones find Envoy and kubectl through ENVOY_BIN and KUBECTL_BIN.
+test: setup
+	$(CARGO) test --workspace --no-fail-fast
+
+# The main job: universal mode running the bundled example mesh.
+demo: setup
+	@./scripts/demo.sh
+
+# Prints figures as ratios against baselines measured in the same run.
+bench: setup
+	@./scripts/bench.sh
+
+# Regenerates crds/ from the Rust types.
+crds:
+	$(CARGO) run --quiet --bin trellis -- crds --out crds
+
+fmt:
+	$(CARGO) fmt --all
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings

@@ -1,0 +1,2 @@
+//! Mesh API types: Istio's networking and security kinds, and Trellis' own.
+#![forbid(unsafe_code)]

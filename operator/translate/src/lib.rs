@@ -1,0 +1,2 @@
+//! Translation of the mesh model into the Envoy resources of one proxy.
+#![forbid(unsafe_code)]

@@ -1,0 +1,2 @@
+//! The xDS server: aggregated discovery over gRPC for sidecars and gateways.
+#![forbid(unsafe_code)]

@@ -1,0 +1,2 @@
+//! Kubernetes API simulator (test infrastructure only).
+#![forbid(unsafe_code)]

@@ -1,0 +1,2 @@
+//! Shared harness for end-to-end tests.
+#![forbid(unsafe_code)]
