@@ -8,18 +8,20 @@ use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
 #[derive(Parser)]
-#[command(name = "trellis", version, about = "Trellis service mesh control plane")]
+#[command(
+    name = "trellis",
+    version,
+    about = "Trellis service mesh control plane"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
 }
 
 #[derive(Subcommand)]
-enum Command {
-}
+enum Command {}
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    match cli.command {
-    }
+    match cli.command {}
 }

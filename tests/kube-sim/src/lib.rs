@@ -1,2 +1,4 @@
 //! Kubernetes API simulator (test infrastructure only).
 #![forbid(unsafe_code)]
+
+pub mod error;
