@@ -1,2 +1,49 @@
-//! Shared harness for end-to-end tests.
+//! Shared harness for end-to-end tests against the real Envoy binary.
+//!
+//! - [`envoy`]: locate Envoy (`ENVOY_BIN`), validate bootstraps offline, and run
+//!   an Envoy process under a guard that kills it by PID on drop.
+//! - [`upstream`]: tiny HTTP/1.1 upstream servers bound on 127.0.0.x (echo,
+//!   flaky, slow) that report which server answered and what it received.
+//! - [`client`]: a minimal blocking HTTP/1.1 client for plaintext requests.
+//! - [`free_port`]: pick an unused TCP port on 127.0.0.1.
+//!
+//! Everything listens on 127.0.0.0/8 only; every process a test starts is
+//! stopped by its guard, also when the test panics.
 #![forbid(unsafe_code)]
+
+pub mod client;
+pub mod envoy;
+pub mod upstream;
+
+pub use client::{HttpRequest, HttpResponse};
+pub use envoy::{Envoy, envoy_bin, validate_bootstrap};
+pub use upstream::{Behavior, Upstream};
+
+use std::net::{Ipv4Addr, TcpListener};
+
+/// Errors of the harness that a test may want to inspect instead of panicking on.
+#[derive(Debug, thiserror::Error)]
+pub enum HarnessError {
+    #[error("io error talking to {target}: {source}")]
+    Io {
+        target: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("malformed HTTP response from {target}: {reason}")]
+    MalformedResponse { target: String, reason: String },
+}
+
+/// A TCP port that was free on 127.0.0.1 a moment ago (bind to port 0, read it, release it).
+pub fn free_port() -> u16 {
+    free_port_on(Ipv4Addr::LOCALHOST)
+}
+
+/// Like [`free_port`], on a given loopback address (e.g. 127.0.0.11).
+pub fn free_port_on(ip: Ipv4Addr) -> u16 {
+    let listener = TcpListener::bind((ip, 0)).expect("bind port 0 on loopback");
+    listener
+        .local_addr()
+        .expect("local addr of probe listener")
+        .port()
+}

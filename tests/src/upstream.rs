@@ -1,0 +1,240 @@
+//! Upstream HTTP/1.1 test servers on 127.0.0.x.
+//!
+//! Every answer from [`Behavior::Echo`] is JSON describing what arrived:
+//! `{"server": <name>, "method", "path", "headers": {lower-case name: value}, "body"}`,
+//! so a test sees which upstream answered and with which identity headers
+//! (e.g. `x-forwarded-client-cert`). Each response also carries `x-upstream: <name>`.
+//! Responses close the connection, so framing stays trivial.
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+/// How an upstream answers.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Behavior {
+    /// 200 with the JSON echo.
+    Echo,
+    /// Only the n-th request (1-based) answers 503; all others echo.
+    FailNth(u64),
+    /// The first n requests answer 503, later ones echo.
+    FailFirst(u64),
+    /// Every request answers this status (with the JSON echo as body).
+    Status(u16),
+    /// Echo after sleeping this long.
+    Slow(Duration),
+}
+
+/// A running upstream; stops accepting when dropped.
+pub struct Upstream {
+    name: String,
+    addr: SocketAddr,
+    hits: Arc<AtomicU64>,
+    stop: Arc<AtomicBool>,
+    accept_thread: Option<JoinHandle<()>>,
+}
+
+impl Upstream {
+    /// Binds `ip:0` (any 127.0.0.x works on Linux) and serves in background threads.
+    pub fn start(name: &str, ip: Ipv4Addr, behavior: Behavior) -> Upstream {
+        let listener = TcpListener::bind((ip, 0))
+            .unwrap_or_else(|e| panic!("upstream {name}: bind {ip}:0: {e}"));
+        let addr = listener.local_addr().expect("upstream local addr");
+        let hits = Arc::new(AtomicU64::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let server = Arc::new(Server {
+            name: name.to_string(),
+            behavior,
+            hits: hits.clone(),
+        });
+        let stop_flag = stop.clone();
+        let accept_thread = std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                if stop_flag.load(Ordering::SeqCst) {
+                    break;
+                }
+                let Ok(stream) = stream else { continue };
+                let server = server.clone();
+                std::thread::spawn(move || server.serve(stream));
+            }
+        });
+        Upstream {
+            name: name.to_string(),
+            addr,
+            hits,
+            stop,
+            accept_thread: Some(accept_thread),
+        }
+    }
+
+    /// An echo upstream.
+    pub fn echo(name: &str, ip: Ipv4Addr) -> Upstream {
+        Self::start(name, ip, Behavior::Echo)
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    pub fn ip(&self) -> String {
+        self.addr.ip().to_string()
+    }
+
+    pub fn port(&self) -> u16 {
+        self.addr.port()
+    }
+
+    /// Requests received so far.
+    pub fn hits(&self) -> u64 {
+        self.hits.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for Upstream {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        // wake the blocking accept so the thread sees the flag
+        let _ = TcpStream::connect_timeout(&self.addr, Duration::from_millis(200));
+        if let Some(t) = self.accept_thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+struct Server {
+    name: String,
+    behavior: Behavior,
+    hits: Arc<AtomicU64>,
+}
+
+struct Received {
+    method: String,
+    path: String,
+    headers: BTreeMap<String, String>,
+    body: Vec<u8>,
+}
+
+impl Server {
+    fn serve(&self, mut stream: TcpStream) {
+        let _ = stream.set_read_timeout(Some(Duration::from_secs(30)));
+        let Some(request) = read_request(&mut stream) else {
+            return;
+        };
+        let n = self.hits.fetch_add(1, Ordering::SeqCst) + 1;
+        let status = match &self.behavior {
+            Behavior::Echo => 200,
+            Behavior::FailNth(k) => {
+                if n == *k {
+                    503
+                } else {
+                    200
+                }
+            }
+            Behavior::FailFirst(k) => {
+                if n <= *k {
+                    503
+                } else {
+                    200
+                }
+            }
+            Behavior::Status(code) => *code,
+            Behavior::Slow(delay) => {
+                std::thread::sleep(*delay);
+                200
+            }
+        };
+        let body = serde_json::json!({
+            "server": self.name,
+            "method": request.method,
+            "path": request.path,
+            "headers": request.headers,
+            "body": String::from_utf8_lossy(&request.body),
+            "request_number": n,
+        })
+        .to_string();
+        let head = format!(
+            "HTTP/1.1 {status} {}\r\ncontent-type: application/json\r\nx-upstream: {}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+            reason(status),
+            self.name,
+            body.len()
+        );
+        let _ = stream.write_all(head.as_bytes());
+        let _ = stream.write_all(body.as_bytes());
+        let _ = stream.flush();
+        let _ = stream.shutdown(Shutdown::Write);
+        // drain until the peer closes so the close is clean (no RST)
+        let mut sink = [0u8; 1024];
+        let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
+        while matches!(stream.read(&mut sink), Ok(n) if n > 0) {}
+    }
+}
+
+fn reason(status: u16) -> &'static str {
+    match status {
+        200 => "OK",
+        503 => "Service Unavailable",
+        500 => "Internal Server Error",
+        _ => "Status",
+    }
+}
+
+fn read_request(stream: &mut TcpStream) -> Option<Received> {
+    let mut raw = Vec::new();
+    let mut buf = [0u8; 8192];
+    let head_end = loop {
+        if let Some(pos) = raw.windows(4).position(|w| w == b"\r\n\r\n") {
+            break pos;
+        }
+        let n = stream.read(&mut buf).ok()?;
+        if n == 0 {
+            return None;
+        }
+        raw.extend_from_slice(&buf[..n]);
+    };
+    let head = String::from_utf8_lossy(&raw[..head_end]).into_owned();
+    let mut lines = head.split("\r\n");
+    let mut first = lines.next()?.split_whitespace();
+    let method = first.next()?.to_string();
+    let path = first.next()?.to_string();
+    let mut headers: BTreeMap<String, String> = BTreeMap::new();
+    for line in lines {
+        let Some((k, v)) = line.split_once(':') else {
+            continue;
+        };
+        let k = k.trim().to_ascii_lowercase();
+        let v = v.trim().to_string();
+        headers
+            .entry(k)
+            .and_modify(|existing| {
+                existing.push(',');
+                existing.push_str(&v);
+            })
+            .or_insert(v);
+    }
+    let len: usize = headers
+        .get("content-length")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    let mut body = raw[head_end + 4..].to_vec();
+    while body.len() < len {
+        let n = stream.read(&mut buf).ok()?;
+        if n == 0 {
+            break;
+        }
+        body.extend_from_slice(&buf[..n]);
+    }
+    body.truncate(len);
+    Some(Received {
+        method,
+        path,
+        headers,
+        body,
+    })
+}
