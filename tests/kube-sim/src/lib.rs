@@ -3,4 +3,5 @@
 
 pub mod error;
 pub mod patch;
+pub mod schema;
 pub mod selectors;
