@@ -2,6 +2,8 @@
 #![forbid(unsafe_code)]
 
 pub mod error;
+pub mod jsonpath;
 pub mod patch;
 pub mod schema;
 pub mod selectors;
+pub mod table;
