@@ -141,9 +141,15 @@ impl CertificateAuthority {
         params
             .distinguished_name
             .push(rcgen::DnType::OrganizationName, td.as_str());
+        let serial = crate::issue::random_serial(&*rng)?;
+        // A distinct name per root keeps two roots apart in a rotation bundle and in logs.
+        let tag: String = serial.to_bytes()[..4]
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
         params
             .distinguished_name
-            .push(rcgen::DnType::CommonName, "Trellis root CA");
+            .push(rcgen::DnType::CommonName, format!("Trellis root CA {tag}"));
         params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Constrained(1));
         params.key_usages = vec![
             rcgen::KeyUsagePurpose::KeyCertSign,
@@ -152,7 +158,7 @@ impl CertificateAuthority {
         ];
         params.not_before = (now - CLOCK_SKEW_BACKDATE).into();
         params.not_after = (now + options.ttl).into();
-        params.serial_number = Some(crate::issue::random_serial(&*rng)?);
+        params.serial_number = Some(serial);
         let signer = CaSigner { key, rng };
         let cert = params.self_signed(&signer).map_err(|e| CaError::Issue {
             subject: format!("root CA of {td}"),
