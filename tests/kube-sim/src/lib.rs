@@ -1,6 +1,7 @@
 //! Kubernetes API simulator (test infrastructure only).
 #![forbid(unsafe_code)]
 
+pub mod admission;
 pub mod apply;
 pub mod error;
 pub mod jsonpath;
