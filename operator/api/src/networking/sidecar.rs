@@ -1,0 +1,58 @@
+//! `Sidecar`: narrows what a workload's proxy sees and may reach.
+
+use super::common::{Port, WorkloadSelector};
+use crate::status::ResourceStatus;
+use kube::CustomResource;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// Egress scope and outbound policy for the selected workloads.
+#[derive(CustomResource, Serialize, Deserialize, JsonSchema, Clone, Debug, Default, PartialEq)]
+#[kube(
+    group = "networking.istio.io",
+    version = "v1",
+    kind = "Sidecar",
+    namespaced,
+    status = "ResourceStatus",
+    category = "istio-io",
+    category = "networking-istio-io",
+    derive = "PartialEq",
+    derive = "Default"
+)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SidecarSpec {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workload_selector: Option<WorkloadSelector>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub egress: Vec<IstioEgressListener>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outbound_traffic_policy: Option<OutboundTrafficPolicy>,
+}
+
+/// Hosts (`namespace/dnsName`) the workload's proxy may reach.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct IstioEgressListener {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<Port>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bind: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hosts: Vec<String>,
+}
+
+/// What happens to traffic for hosts outside the registry.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct OutboundTrafficPolicy {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<OutboundTrafficPolicyMode>,
+}
+
+/// `ALLOW_ANY` passes unknown destinations through; `REGISTRY_ONLY` blocks them.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum OutboundTrafficPolicyMode {
+    RegistryOnly,
+    AllowAny,
+}
