@@ -1,0 +1,25 @@
+//! Universal mode runtime for `trellis up`: everything that touches processes,
+//! files and sockets on the local machine, kept apart from the pure crates.
+//!
+//! - [`state`]: the state directory layout and atomic writes (including the
+//!   Kubernetes secret-volume `..data` layout for certificate directories).
+//! - [`identities`]: the mesh root and per-service-account certificates on disk.
+//! - [`assignments`]: ports handed out once and reused across restarts.
+//! - [`supervisor`]: runs Envoy processes that die with their parent.
+//! - [`bootstrap`]: ADS bootstraps with file-based SDS for workload certificates.
+//! - [`watcher`]: turns edits in the config directory into apply/delete events.
+//! - [`status`]: the `status.json` document and its table rendering.
+//! - [`demo_app`]: the HTTP service used by the bundled example.
+#![forbid(unsafe_code)]
+
+pub mod assignments;
+pub mod bootstrap;
+pub mod demo_app;
+pub mod error;
+pub mod identities;
+pub mod state;
+pub mod status;
+pub mod supervisor;
+pub mod watcher;
+
+pub use error::LocalError;
