@@ -1,0 +1,63 @@
+//! Errors of the security builders.
+use std::fmt;
+
+/// The object an error is attached to: `kind/namespace/name`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ObjectRef {
+    pub kind: String,
+    pub namespace: String,
+    pub name: String,
+}
+
+impl ObjectRef {
+    pub fn new(kind: &str, namespace: &str, name: &str) -> Self {
+        ObjectRef {
+            kind: kind.to_string(),
+            namespace: namespace.to_string(),
+            name: name.to_string(),
+        }
+    }
+}
+
+impl fmt::Display for ObjectRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}/{}", self.kind, self.namespace, self.name)
+    }
+}
+
+/// A security resource that cannot be translated. The resource is left out;
+/// everything else still applies.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SecurityError {
+    #[error("{object}: {field}: {reason}")]
+    Unsupported {
+        object: ObjectRef,
+        field: String,
+        reason: String,
+    },
+    /// `reason` quotes the offending value.
+    #[error("{object}: {field}: {reason}")]
+    Invalid {
+        object: ObjectRef,
+        field: String,
+        reason: String,
+    },
+}
+
+impl From<SecurityError> for crate::TranslateError {
+    fn from(err: SecurityError) -> Self {
+        let message = err.to_string();
+        let (object, field) = match &err {
+            SecurityError::Unsupported { object, field, .. }
+            | SecurityError::Invalid { object, field, .. } => (object, field),
+        };
+        crate::TranslateError {
+            kind: object.kind.clone(),
+            namespace: object.namespace.clone(),
+            name: object.name.clone(),
+            path: field.clone(),
+            message,
+            code: crate::ErrorCode::InvalidValue,
+        }
+    }
+}

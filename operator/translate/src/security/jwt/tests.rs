@@ -1,0 +1,119 @@
+use super::*;
+use proptest::prelude::*;
+use prost::Message;
+
+fn decode(filter: &HttpFilter) -> JwtAuthentication {
+    let Some(ConfigType::TypedConfig(any)) = &filter.config_type else {
+        panic!("typed config expected");
+    };
+    JwtAuthentication::decode(any.value.as_slice()).unwrap()
+}
+
+fn policy(rules: Vec<JwtRule>) -> RequestAuthnPolicy {
+    RequestAuthnPolicy {
+        namespace: "shop".into(),
+        name: "jwt".into(),
+        jwt_rules: rules,
+    }
+}
+
+#[test]
+fn inline_jwks_provider_with_payload_metadata_and_allow_missing() {
+    let rule = JwtRule {
+        issuer: "https://issuer.example".into(),
+        jwks: Some("{\"keys\":[]}".into()),
+        audiences: vec!["shop".into()],
+        ..Default::default()
+    };
+    let (filter, clusters, errors) = jwt_authn_filter(&[policy(vec![rule])]);
+    assert!(errors.is_empty() && clusters.is_empty());
+    let config = decode(&filter.unwrap());
+    let provider = &config.providers["shop.jwt.0"];
+    assert_eq!(provider.issuer, "https://issuer.example");
+    assert_eq!(provider.payload_in_metadata, PAYLOAD_METADATA_KEY);
+    assert!(matches!(
+        provider.jwks_source_specifier,
+        Some(JwksSourceSpecifier::LocalJwks(_))
+    ));
+    let Some(RequirementType::Requires(req)) = &config.rules[0].requirement_type else {
+        panic!("requires expected");
+    };
+    let Some(RequiresType::RequiresAny(any)) = &req.requires_type else {
+        panic!("requires_any expected");
+    };
+    assert_eq!(any.requirements.len(), 2);
+    assert!(matches!(
+        any.requirements[1].requires_type,
+        Some(RequiresType::AllowMissing(_))
+    ));
+}
+
+#[test]
+fn jwks_uri_gets_a_cluster() {
+    let rule = JwtRule {
+        issuer: "iss".into(),
+        jwks_uri: Some("https://keys.example.com/.well-known/jwks.json".into()),
+        ..Default::default()
+    };
+    let (filter, clusters, errors) = jwt_authn_filter(&[policy(vec![rule])]);
+    assert!(errors.is_empty());
+    assert_eq!(clusters.len(), 1);
+    assert_eq!(clusters[0].name, "outbound|443||keys.example.com");
+    assert!(clusters[0].transport_socket.is_some());
+    let config = decode(&filter.unwrap());
+    let Some(JwksSourceSpecifier::RemoteJwks(remote)) =
+        &config.providers["shop.jwt.0"].jwks_source_specifier
+    else {
+        panic!("remote jwks expected");
+    };
+    assert_eq!(
+        remote.http_uri.as_ref().unwrap().http_upstream_type,
+        Some(HttpUpstreamType::Cluster(
+            "outbound|443||keys.example.com".into()
+        ))
+    );
+}
+
+#[test]
+fn bad_rules_are_errors_naming_the_field() {
+    let no_issuer = JwtRule {
+        jwks: Some("{}".into()),
+        ..Default::default()
+    };
+    let bad_uri = JwtRule {
+        issuer: "i".into(),
+        jwks_uri: Some("ftp://x".into()),
+        ..Default::default()
+    };
+    let (filter, _, errors) = jwt_authn_filter(&[
+        policy(vec![no_issuer]),
+        RequestAuthnPolicy {
+            name: "other".into(),
+            ..policy(vec![bad_uri])
+        },
+    ]);
+    assert!(filter.is_none());
+    let texts: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
+    assert!(
+        texts
+            .iter()
+            .any(|t| t.contains("RequestAuthentication/shop/jwt")
+                && t.contains("spec.jwtRules[0].issuer"))
+    );
+    assert!(texts.iter().any(|t| t.contains("spec.jwtRules[0].jwksUri")));
+}
+
+#[test]
+fn parses_jwks_uris() {
+    let u = JwksUri::parse("http://127.0.0.1:8081/jwks").unwrap();
+    assert_eq!((u.host.as_str(), u.port, u.tls), ("127.0.0.1", 8081, false));
+    assert!(JwksUri::parse("http://:80/").is_none());
+    assert!(JwksUri::parse("https://a b/").is_none());
+}
+
+proptest! {
+    #[test]
+    fn jwks_uri_parser_never_panics(s in ".{0,40}") {
+        let _ = JwksUri::parse(&s);
+    }
+}
