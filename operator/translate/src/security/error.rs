@@ -43,21 +43,3 @@ pub enum SecurityError {
         reason: String,
     },
 }
-
-impl From<SecurityError> for crate::TranslateError {
-    fn from(err: SecurityError) -> Self {
-        let message = err.to_string();
-        let (object, field) = match &err {
-            SecurityError::Unsupported { object, field, .. }
-            | SecurityError::Invalid { object, field, .. } => (object, field),
-        };
-        crate::TranslateError {
-            kind: object.kind.clone(),
-            namespace: object.namespace.clone(),
-            name: object.name.clone(),
-            path: field.clone(),
-            message,
-            code: crate::ErrorCode::InvalidValue,
-        }
-    }
-}
