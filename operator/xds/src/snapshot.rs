@@ -1,0 +1,282 @@
+//! Per-proxy snapshots: named resources per type, each with a content hash, shared
+//! across proxies through a [`ResourceCache`].
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::sync::{Arc, Mutex, Weak};
+
+use envoy_types::pb::google::protobuf::Any;
+use sha2::{Digest, Sha256};
+
+use crate::{ProxyId, ResourceType, XdsError};
+
+/// SHA-256 of a resource or of a set of resources.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+pub struct ContentHash(pub [u8; 32]);
+
+impl ContentHash {
+    /// The version string sent to Envoy: the first 8 bytes in hex. Equal content gives an
+    /// equal version, across proxies and restarts of the server.
+    pub fn version(&self) -> String {
+        hex::encode(&self.0[..8])
+    }
+
+    /// Hash of named hashes in order (used for types and whole snapshots).
+    pub fn of_entries<'a>(entries: impl IntoIterator<Item = (&'a str, &'a ContentHash)>) -> Self {
+        let mut h = Sha256::new();
+        for (name, hash) in entries {
+            h.update((name.len() as u64).to_be_bytes());
+            h.update(name.as_bytes());
+            h.update(hash.0);
+        }
+        ContentHash(h.finalize().into())
+    }
+}
+
+impl fmt::Debug for ContentHash {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ContentHash({})", self.version())
+    }
+}
+
+/// One named resource, packed as `Any`. Held behind `Arc` and shared by every proxy
+/// whose snapshot contains the identical resource.
+#[derive(Debug, PartialEq)]
+pub struct Resource {
+    pub name: String,
+    pub any: Any,
+    pub hash: ContentHash,
+}
+
+impl Resource {
+    pub fn new(name: String, any: Any) -> Resource {
+        let mut h = Sha256::new();
+        for part in [
+            name.as_bytes(),
+            any.type_url.as_bytes(),
+            any.value.as_slice(),
+        ] {
+            h.update((part.len() as u64).to_be_bytes());
+            h.update(part);
+        }
+        Resource {
+            name,
+            any,
+            hash: ContentHash(h.finalize().into()),
+        }
+    }
+}
+
+/// Interns resources by content so identical ones are stored once. Entries are weak:
+/// a resource no snapshot holds any more is freed.
+#[derive(Default)]
+pub struct ResourceCache {
+    entries: Mutex<CacheEntries>,
+}
+
+#[derive(Default)]
+struct CacheEntries {
+    map: HashMap<ContentHash, Weak<Resource>>,
+    prune_at: usize,
+}
+
+impl ResourceCache {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn intern(&self, resource: Resource) -> Arc<Resource> {
+        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(existing) = entries.map.get(&resource.hash).and_then(Weak::upgrade) {
+            return existing;
+        }
+        if entries.map.len() >= entries.prune_at {
+            entries.map.retain(|_, w| w.strong_count() > 0);
+            entries.prune_at = (entries.map.len() * 2).max(1024);
+        }
+        let hash = resource.hash;
+        let arc = Arc::new(resource);
+        entries.map.insert(hash, Arc::downgrade(&arc));
+        arc
+    }
+
+    /// Live distinct resources (for metrics and tests).
+    pub fn live(&self) -> usize {
+        let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        entries
+            .map
+            .values()
+            .filter(|w| w.strong_count() > 0)
+            .count()
+    }
+}
+
+/// The resources of one type in a snapshot, by name.
+#[derive(Debug, Default, Clone)]
+pub struct TypeSnapshot {
+    resources: BTreeMap<String, Arc<Resource>>,
+    hash: ContentHash,
+}
+
+impl TypeSnapshot {
+    pub fn get(&self, name: &str) -> Option<&Arc<Resource>> {
+        self.resources.get(name)
+    }
+    pub fn iter(&self) -> impl Iterator<Item = &Arc<Resource>> {
+        self.resources.values()
+    }
+    pub fn len(&self) -> usize {
+        self.resources.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.resources.is_empty()
+    }
+    pub fn hash(&self) -> ContentHash {
+        self.hash
+    }
+}
+
+/// Everything one proxy is served, per type. Built by the caller (the translator's output
+/// packed as `Any`) through [`SnapshotBuilder`].
+#[derive(Debug, Default, Clone)]
+pub struct Snapshot {
+    types: [TypeSnapshot; 5],
+    hash: ContentHash,
+}
+
+impl Snapshot {
+    pub fn builder() -> SnapshotBuilder {
+        SnapshotBuilder::default()
+    }
+    pub fn get(&self, ty: ResourceType) -> &TypeSnapshot {
+        &self.types[ty.index()]
+    }
+    /// Hash over every type: equal hashes mean a push would change nothing.
+    pub fn hash(&self) -> ContentHash {
+        self.hash
+    }
+}
+
+/// Collects named resources; [`SnapshotBuilder::build`] interns them and computes hashes.
+#[derive(Default, Debug)]
+pub struct SnapshotBuilder {
+    types: [BTreeMap<String, Any>; 5],
+}
+
+impl SnapshotBuilder {
+    /// Adds a resource; its type comes from `any.type_url`.
+    pub fn add(&mut self, name: impl Into<String>, any: Any) -> Result<&mut Self, XdsError> {
+        let name = name.into();
+        let ty = ResourceType::from_type_url(&any.type_url).ok_or_else(|| {
+            XdsError::UnsupportedResourceType {
+                resource: name.clone(),
+                type_url: any.type_url.clone(),
+            }
+        })?;
+        if name.is_empty() {
+            return Err(XdsError::InvalidResource {
+                resource: format!("{ty}/<empty>"),
+                reason: "resource name is empty".to_string(),
+            });
+        }
+        let slot = &mut self.types[ty.index()];
+        if slot.contains_key(&name) {
+            return Err(XdsError::InvalidResource {
+                resource: format!("{ty}/{name}"),
+                reason: "two resources of this type have the same name".to_string(),
+            });
+        }
+        slot.insert(name, any);
+        Ok(self)
+    }
+
+    pub fn build(self, cache: &ResourceCache) -> Snapshot {
+        let types = self.types.map(|resources| {
+            let resources: BTreeMap<String, Arc<Resource>> = resources
+                .into_iter()
+                .map(|(name, any)| (name.clone(), cache.intern(Resource::new(name, any))))
+                .collect();
+            let hash =
+                ContentHash::of_entries(resources.iter().map(|(n, r)| (n.as_str(), &r.hash)));
+            TypeSnapshot { resources, hash }
+        });
+        let hash = ContentHash::of_entries(
+            ResourceType::ALL
+                .iter()
+                .map(|t| (t.type_url(), &types[t.index()].hash)),
+        );
+        Snapshot { types, hash }
+    }
+}
+
+/// Where the server gets a proxy's configuration: called when a proxy connects and on
+/// every push that includes it. Implemented by the binary (model -> translate -> pack).
+pub trait SnapshotSource: Send + Sync + 'static {
+    fn snapshot(&self, proxy: &ProxyId) -> Result<Snapshot, XdsError>;
+}
+
+impl<F> SnapshotSource for F
+where
+    F: Fn(&ProxyId) -> Result<Snapshot, XdsError> + Send + Sync + 'static,
+{
+    fn snapshot(&self, proxy: &ProxyId) -> Result<Snapshot, XdsError> {
+        self(proxy)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn any(ty: ResourceType, bytes: &[u8]) -> Any {
+        Any {
+            type_url: ty.type_url().to_string(),
+            value: bytes.to_vec(),
+        }
+    }
+
+    #[test]
+    fn identical_resources_are_shared_and_hashes_follow_content() {
+        let cache = ResourceCache::new();
+        let mut a = Snapshot::builder();
+        a.add("c1", any(ResourceType::Cluster, b"x")).unwrap();
+        let mut b = Snapshot::builder();
+        b.add("c1", any(ResourceType::Cluster, b"x")).unwrap();
+        let (a, b) = (a.build(&cache), b.build(&cache));
+        assert!(Arc::ptr_eq(
+            a.get(ResourceType::Cluster).get("c1").unwrap(),
+            b.get(ResourceType::Cluster).get("c1").unwrap()
+        ));
+        assert_eq!(a.hash(), b.hash());
+        assert_eq!(cache.live(), 1);
+
+        let mut c = Snapshot::builder();
+        c.add("c1", any(ResourceType::Cluster, b"y")).unwrap();
+        let c = c.build(&cache);
+        assert_ne!(a.hash(), c.hash());
+        assert_eq!(
+            a.get(ResourceType::Listener).hash(),
+            c.get(ResourceType::Listener).hash()
+        );
+        drop((a, b));
+        assert_eq!(cache.live(), 1);
+    }
+
+    #[test]
+    fn rejects_unknown_types_duplicates_and_empty_names() {
+        let mut b = Snapshot::builder();
+        let err = b
+            .add(
+                "n",
+                Any {
+                    type_url: "type.googleapis.com/foo.Bar".into(),
+                    value: vec![],
+                },
+            )
+            .unwrap_err();
+        assert!(err.to_string().contains("foo.Bar"), "{err}");
+        b.add("r", any(ResourceType::Route, b"1")).unwrap();
+        let err = b.add("r", any(ResourceType::Route, b"2")).unwrap_err();
+        assert!(err.to_string().contains("routes/r"), "{err}");
+        assert!(b.add("", any(ResourceType::Route, b"2")).is_err());
+    }
+}
