@@ -19,9 +19,17 @@ struct Cli {
 }
 
 #[derive(Subcommand)]
-enum Command {}
+enum Command {
+    /// Demo HTTP service for the bundled example: answers, calls its downstreams through the sidecar.
+    DemoApp(commands::demo_app::DemoAppArgs),
+    /// Print the proxies, sync state and config errors of `trellis up`.
+    Status(commands::status::StatusArgs),
+}
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    match cli.command {}
+    match cli.command {
+        Command::DemoApp(args) => commands::demo_app::run(args),
+        Command::Status(args) => commands::status::run(args),
+    }
 }

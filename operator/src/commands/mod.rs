@@ -1,1 +1,3 @@
 //! The subcommands of `trellis`, one module each.
+pub mod demo_app;
+pub mod status;
