@@ -397,6 +397,45 @@ fn validate_array(
             validate_at(item_schema, item, &format!("{path}[{i}]"), causes);
         }
     }
+    validate_list_type(schema, items, path, causes);
+}
+
+/// `x-kubernetes-list-type: set` items and `map` keys must be unique.
+fn validate_list_type(schema: &Value, items: &[Value], path: &str, causes: &mut Vec<Cause>) {
+    let identity = |item: &Value| -> Option<Value> {
+        match schema.get("x-kubernetes-list-type").and_then(Value::as_str) {
+            Some("set") => Some(item.clone()),
+            Some("map") => {
+                let keys = schema.get("x-kubernetes-list-map-keys")?.as_array()?;
+                let key: Map<String, Value> = keys
+                    .iter()
+                    .filter_map(Value::as_str)
+                    .filter_map(|k| item.get(k).map(|v| (k.to_string(), v.clone())))
+                    .collect();
+                Some(Value::Object(key))
+            }
+            _ => None,
+        }
+    };
+    let mut seen: Vec<Value> = Vec::new();
+    for (i, item) in items.iter().enumerate() {
+        let Some(id) = identity(item) else { return };
+        if seen.contains(&id) {
+            let shown = match &id {
+                Value::Object(m) => {
+                    format!("map[string]interface {{}}{}", Value::Object(m.clone()))
+                }
+                other => render(other),
+            };
+            causes.push(Cause {
+                reason: "FieldValueDuplicate".into(),
+                message: format!("Duplicate value: {shown}"),
+                field: format!("{path}[{i}]"),
+            });
+        } else {
+            seen.push(id);
+        }
+    }
 }
 
 fn validate_object(schema: &Value, map: &Map<String, Value>, path: &str, causes: &mut Vec<Cause>) {
@@ -606,6 +645,32 @@ mod tests {
         )
         .unwrap();
         assert_eq!(out["spec"]["color"], "red");
+    }
+
+    #[test]
+    fn list_types_reject_duplicates() {
+        let set =
+            json!({"type": "array", "x-kubernetes-list-type": "set", "items": {"type": "string"}});
+        let causes = validate(
+            &json!({"type": "object", "properties": {"hosts": set}}),
+            &json!({"hosts": ["a", "b", "a"]}),
+        );
+        assert_eq!(causes.len(), 1);
+        assert_eq!(causes[0].field, "hosts[2]");
+        assert_eq!(causes[0].message, "Duplicate value: \"a\"");
+        let map = json!({"type": "array", "x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"],
+                         "items": {"type": "object", "properties": {"name": {"type": "string"}, "v": {"type": "integer"}}}});
+        let causes = validate(
+            &map,
+            &json!([{"name": "x", "v": 1}, {"name": "y"}, {"name": "x", "v": 2}]),
+        );
+        assert_eq!(causes.len(), 1);
+        assert_eq!(causes[0].field, "[2]");
+        assert_eq!(
+            causes[0].message,
+            "Duplicate value: map[string]interface {}{\"name\":\"x\"}"
+        );
+        assert!(validate(&map, &json!([{"name": "x"}, {"name": "y"}])).is_empty());
     }
 
     proptest! {

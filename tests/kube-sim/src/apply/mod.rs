@@ -14,6 +14,7 @@
 //! `record_update` is for create/update/patch: the manager (operation `Update`) takes ownership
 //! of what it changed, other managers lose it. The caller handles apiVersion/kind/name checks,
 //! status-subresource rules and resourceVersion.
+//! `undeclared_fields_error(applied, unknown)` is the error for apply configs with unknown fields.
 
 // ApiError is the crate's one error type and is returned by value to the HTTP layer.
 #![allow(clippy::result_large_err)]
@@ -371,6 +372,35 @@ pub fn record_update(
     }
     prune_missing(&mut entries, &new);
     store_entries(new, entries)
+}
+
+/// The error of an apply config with fields its schema does not declare (`unknown` as
+/// `schema::prune` reports them, e.g. `spec.foo`). The API server answers this with a bare 500
+/// Status whose message comes from structured-merge-diff; kubectl prints it verbatim.
+pub fn undeclared_fields_error(applied: &Value, unknown: &[String]) -> ApiError {
+    let text = |p: &str| {
+        applied
+            .pointer(p)
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+    };
+    let api_version = text("/apiVersion");
+    let (group, version) = api_version.rsplit_once('/').unwrap_or(("", api_version));
+    let fields: Vec<String> = unknown
+        .iter()
+        .map(|f| format!(".{f}: field not declared in schema"))
+        .collect();
+    ApiError::new(
+        500,
+        "",
+        format!(
+            "failed to create typed patch object ({}/{}; {group}/{version}, Kind={}): {}",
+            text("/metadata/namespace"),
+            text("/metadata/name"),
+            text("/kind"),
+            fields.join("\n")
+        ),
+    )
 }
 
 /// The `managedFields` entries of `object` for `manager`, as (operation, fieldsV1) pairs.

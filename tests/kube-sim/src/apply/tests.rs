@@ -229,6 +229,23 @@ fn schema_list_types_drive_custom_resources() {
     assert_eq!(out["spec"]["args"], json!(["1"]));
 }
 
+#[test]
+fn undeclared_fields_are_reported_like_structured_merge_diff() {
+    let applied = json!({"apiVersion": "example.com/v1", "kind": "Widget", "metadata": {"name": "w1", "namespace": "default"}});
+    let err = undeclared_fields_error(&applied, &["spec.foo".to_string()]);
+    assert_eq!(err.code, 500);
+    assert_eq!(
+        err.message,
+        "failed to create typed patch object (default/w1; example.com/v1, Kind=Widget): .spec.foo: field not declared in schema"
+    );
+    let pv = json!({"apiVersion": "v1", "kind": "PersistentVolume", "metadata": {"name": "pv"}});
+    assert!(
+        undeclared_fields_error(&pv, &["spec.x".to_string()])
+            .message
+            .starts_with("failed to create typed patch object (/pv; /v1, Kind=PersistentVolume)")
+    );
+}
+
 proptest! {
     #[test]
     fn fields_v1_round_trips(doc in arb_json()) {
