@@ -13,8 +13,10 @@ pub mod networking;
 mod resource;
 pub mod security;
 pub mod status;
+pub mod validate;
 
 pub use duration::{Duration, parse_duration};
 pub use error::{Error, LoadError, LoadErrors, ObjectRef};
 pub use load::{load, load_all};
 pub use resource::{Resource, is_cluster_scoped_kind};
+pub use validate::{FieldError, validate};

@@ -1,0 +1,245 @@
+//! DestinationRule rules.
+
+use super::fields::{dns_label, duration, export_to, header_name, host, labels, port};
+use super::{Errors, FieldError};
+use crate::networking::{
+    ClientTLSMode, ClientTLSSettings, ConnectionPoolSettings, DestinationRule,
+    LoadBalancerSettings, OutlierDetection, TrafficPolicy,
+};
+use std::collections::BTreeSet;
+
+/// Validates a DestinationRule.
+pub fn destination_rule(dr: &DestinationRule) -> Vec<FieldError> {
+    let mut errors = Errors::default();
+    let spec = &dr.spec;
+    errors.check("spec.host", host(&spec.host));
+    export_to(&spec.export_to, &mut errors);
+    if let Some(tp) = &spec.traffic_policy {
+        traffic_policy(&mut errors, "spec.trafficPolicy", tp);
+    }
+    let mut names = BTreeSet::new();
+    for (i, subset) in spec.subsets.iter().enumerate() {
+        let path = format!("spec.subsets[{i}]");
+        errors.check(format!("{path}.name"), dns_label(&subset.name));
+        if !names.insert(subset.name.as_str()) {
+            errors.add(
+                format!("{path}.name"),
+                format!("duplicate subset name {:?}", subset.name),
+            );
+        }
+        labels(&mut errors, &format!("{path}.labels"), &subset.labels);
+        if let Some(tp) = &subset.traffic_policy {
+            traffic_policy(&mut errors, &format!("{path}.trafficPolicy"), tp);
+        }
+    }
+    if let Some(ws) = &spec.workload_selector {
+        labels(&mut errors, "spec.workloadSelector.labels", &ws.labels);
+    }
+    errors.0
+}
+
+fn traffic_policy(errors: &mut Errors, path: &str, tp: &TrafficPolicy) {
+    if let Some(lb) = &tp.load_balancer {
+        load_balancer(errors, &format!("{path}.loadBalancer"), lb);
+    }
+    if let Some(cp) = &tp.connection_pool {
+        connection_pool(errors, &format!("{path}.connectionPool"), cp);
+    }
+    if let Some(od) = &tp.outlier_detection {
+        outlier_detection(errors, &format!("{path}.outlierDetection"), od);
+    }
+    if let Some(tls) = &tp.tls {
+        client_tls(errors, &format!("{path}.tls"), tls);
+    }
+    let mut ports = BTreeSet::new();
+    for (i, pls) in tp.port_level_settings.iter().enumerate() {
+        let ppath = format!("{path}.portLevelSettings[{i}]");
+        match pls.port.as_ref().and_then(|p| p.number) {
+            Some(n) => {
+                errors.check(format!("{ppath}.port.number"), port(n));
+                if !ports.insert(n) {
+                    errors.add(
+                        format!("{ppath}.port.number"),
+                        format!("duplicate port {n}"),
+                    );
+                }
+            }
+            None => errors.add(format!("{ppath}.port.number"), "required"),
+        }
+        if let Some(lb) = &pls.load_balancer {
+            load_balancer(errors, &format!("{ppath}.loadBalancer"), lb);
+        }
+        if let Some(cp) = &pls.connection_pool {
+            connection_pool(errors, &format!("{ppath}.connectionPool"), cp);
+        }
+        if let Some(od) = &pls.outlier_detection {
+            outlier_detection(errors, &format!("{ppath}.outlierDetection"), od);
+        }
+        if let Some(tls) = &pls.tls {
+            client_tls(errors, &format!("{ppath}.tls"), tls);
+        }
+    }
+}
+
+fn load_balancer(errors: &mut Errors, path: &str, lb: &LoadBalancerSettings) {
+    match (&lb.simple, &lb.consistent_hash) {
+        (Some(_), Some(_)) => {
+            errors.add(path.to_owned(), "set only one of simple and consistentHash")
+        }
+        (None, None) => errors.add(
+            path.to_owned(),
+            "one of simple or consistentHash is required",
+        ),
+        _ => {}
+    }
+    if let Some(ch) = &lb.consistent_hash {
+        let chpath = format!("{path}.consistentHash");
+        let keys = [
+            ch.http_header_name.is_some(),
+            ch.http_cookie.is_some(),
+            ch.use_source_ip == Some(true),
+            ch.http_query_parameter_name.is_some(),
+        ]
+        .iter()
+        .filter(|set| **set)
+        .count();
+        if keys != 1 {
+            errors.add(
+                chpath.clone(),
+                "exactly one of httpHeaderName, httpCookie, useSourceIp or httpQueryParameterName is required",
+            );
+        }
+        if let Some(name) = &ch.http_header_name {
+            errors.check(format!("{chpath}.httpHeaderName"), header_name(name));
+        }
+        if let Some(cookie) = &ch.http_cookie {
+            if cookie.name.is_empty() {
+                errors.add(format!("{chpath}.httpCookie.name"), "required");
+            }
+            if let Some(ttl) = &cookie.ttl {
+                // A zero TTL asks Envoy for a session cookie.
+                if ttl.0 != "0s" && ttl.0 != "0" {
+                    errors.check(format!("{chpath}.httpCookie.ttl"), duration(ttl));
+                }
+            }
+        }
+    }
+}
+
+fn connection_pool(errors: &mut Errors, path: &str, cp: &ConnectionPoolSettings) {
+    let mut non_negative = |field: &str, value: Option<i32>| {
+        if let Some(v) = value
+            && v < 0
+        {
+            errors.add(format!("{path}.{field}"), "must not be negative");
+        }
+    };
+    if let Some(tcp) = &cp.tcp {
+        non_negative("tcp.maxConnections", tcp.max_connections);
+    }
+    if let Some(http) = &cp.http {
+        non_negative(
+            "http.http1MaxPendingRequests",
+            http.http1_max_pending_requests,
+        );
+        non_negative("http.http2MaxRequests", http.http2_max_requests);
+        non_negative(
+            "http.maxRequestsPerConnection",
+            http.max_requests_per_connection,
+        );
+        non_negative("http.maxRetries", http.max_retries);
+        non_negative("http.maxConcurrentStreams", http.max_concurrent_streams);
+    }
+    if let Some(tcp) = &cp.tcp {
+        for (field, d) in [
+            ("connectTimeout", &tcp.connect_timeout),
+            ("maxConnectionDuration", &tcp.max_connection_duration),
+            ("idleTimeout", &tcp.idle_timeout),
+        ] {
+            if let Some(d) = d {
+                errors.check(format!("{path}.tcp.{field}"), duration(d));
+            }
+        }
+        if let Some(ka) = &tcp.tcp_keepalive {
+            for (field, d) in [("time", &ka.time), ("interval", &ka.interval)] {
+                if let Some(d) = d {
+                    errors.check(format!("{path}.tcp.tcpKeepalive.{field}"), duration(d));
+                }
+            }
+        }
+    }
+    if let Some(http) = &cp.http
+        && let Some(d) = &http.idle_timeout
+    {
+        errors.check(format!("{path}.http.idleTimeout"), duration(d));
+    }
+}
+
+fn outlier_detection(errors: &mut Errors, path: &str, od: &OutlierDetection) {
+    for (field, d) in [
+        ("interval", &od.interval),
+        ("baseEjectionTime", &od.base_ejection_time),
+    ] {
+        if let Some(d) = d {
+            errors.check(format!("{path}.{field}"), duration(d));
+        }
+    }
+    for (field, v) in [
+        ("maxEjectionPercent", od.max_ejection_percent),
+        ("minHealthPercent", od.min_health_percent),
+    ] {
+        if let Some(v) = v
+            && !(0..=100).contains(&v)
+        {
+            errors.add(format!("{path}.{field}"), "must be between 0 and 100");
+        }
+    }
+}
+
+/// Client TLS: certificates only where the mode uses them.
+pub(crate) fn client_tls(errors: &mut Errors, path: &str, tls: &ClientTLSSettings) {
+    let mode = tls.mode.unwrap_or(ClientTLSMode::Disable);
+    let has_files = tls.client_certificate.is_some() || tls.private_key.is_some();
+    match mode {
+        ClientTLSMode::Mutual => {
+            let complete_files = tls.client_certificate.is_some() && tls.private_key.is_some();
+            if tls.credential_name.is_none() && !complete_files {
+                errors.add(
+                    path.to_owned(),
+                    "MUTUAL requires credentialName, or clientCertificate and privateKey",
+                );
+            }
+        }
+        ClientTLSMode::Simple => {
+            if has_files {
+                errors.add(
+                    path.to_owned(),
+                    "clientCertificate and privateKey are only used with MUTUAL",
+                );
+            }
+        }
+        ClientTLSMode::Disable | ClientTLSMode::IstioMutual => {
+            let any = has_files
+                || tls.ca_certificates.is_some()
+                || tls.credential_name.is_some()
+                || (mode == ClientTLSMode::Disable && !tls.subject_alt_names.is_empty());
+            if any {
+                errors.add(
+                    path.to_owned(),
+                    format!(
+                        "{} takes no certificates (clientCertificate, privateKey, caCertificates, credentialName)",
+                        if mode == ClientTLSMode::Disable { "DISABLE" } else { "ISTIO_MUTUAL (the mesh provides them)" }
+                    ),
+                );
+            }
+        }
+    }
+    if let Some(sni) = &tls.sni
+        && host(sni).is_err()
+    {
+        errors.add(
+            format!("{path}.sni"),
+            format!("{sni:?} is not a valid server name"),
+        );
+    }
+}

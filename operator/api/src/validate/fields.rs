@@ -1,0 +1,340 @@
+//! Checks of single values shared by the kinds: names, hosts, ports,
+//! durations, regexes, CIDRs, principals, labels.
+
+use super::Errors;
+use crate::duration::{Duration, parse_duration};
+use crate::networking::{Percent, StringMatch};
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+pub(crate) type Check = Result<(), String>;
+
+/// A port number in 1–65535.
+pub(crate) fn port(number: u32) -> Check {
+    if (1..=65535).contains(&number) {
+        Ok(())
+    } else {
+        Err(format!("port {number} must be between 1 and 65535"))
+    }
+}
+
+/// A duration in Istio syntax of at least 1ms.
+pub(crate) fn duration(value: &Duration) -> Check {
+    let parsed = parse_duration(&value.0).map_err(|e| e.to_string())?;
+    if parsed < std::time::Duration::from_millis(1) {
+        return Err(format!("duration {:?} must be at least 1ms", value.0));
+    }
+    Ok(())
+}
+
+/// A percentage in 0–100.
+pub(crate) fn percent(value: &Percent) -> Check {
+    if (0.0..=100.0).contains(&value.value) {
+        Ok(())
+    } else {
+        Err(format!(
+            "percentage {} must be between 0 and 100",
+            value.value
+        ))
+    }
+}
+
+/// A regular expression as Envoy's RE2 accepts it.
+pub(crate) fn regex(pattern: &str) -> Check {
+    regex::RegexBuilder::new(pattern)
+        .size_limit(1 << 20)
+        .build()
+        .map(|_| ())
+        .map_err(|e| {
+            let detail = e.to_string();
+            let last = detail.lines().last().unwrap_or("").trim().to_owned();
+            format!("invalid regex {pattern:?}: {last}")
+        })
+}
+
+/// A string matcher: regexes must compile, exact/prefix may be empty only for prefix.
+pub(crate) fn string_match(errors: &mut Errors, path: &str, value: &StringMatch) {
+    match value {
+        StringMatch::Regex(r) => errors.check(format!("{path}.regex"), regex(r)),
+        StringMatch::Exact(_) | StringMatch::Prefix(_) => {}
+    }
+}
+
+/// A DNS-1123 label: lowercase alphanumerics and '-', at most 63 characters.
+pub(crate) fn dns_label(value: &str) -> Check {
+    let ok = !value.is_empty()
+        && value.len() <= 63
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !value.starts_with('-')
+        && !value.ends_with('-');
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "{value:?} is not a valid DNS-1123 label (lowercase letters, digits and '-', at most 63 characters)"
+        ))
+    }
+}
+
+/// A DNS-1123 subdomain: dot-separated labels, at most 253 characters.
+pub(crate) fn dns_subdomain(value: &str) -> Check {
+    if value.len() > 253 || value.split('.').any(|l| dns_label(l).is_err()) {
+        return Err(format!("{value:?} is not a valid DNS-1123 subdomain"));
+    }
+    Ok(())
+}
+
+/// A host as Istio allows it: a FQDN or short name, optionally with a
+/// leading `*` wildcard (`*`, `*.example.com`). IP addresses are not hosts.
+pub(crate) fn host(value: &str) -> Check {
+    if value.is_empty() {
+        return Err("host must not be empty".into());
+    }
+    if value == "*" {
+        return Ok(());
+    }
+    let rest = value.strip_prefix("*.").unwrap_or(value);
+    if rest.contains('*') {
+        return Err(format!(
+            "host {value:?}: a wildcard is only allowed as the leftmost label (\"*.example.com\")"
+        ));
+    }
+    if rest.parse::<IpAddr>().is_ok() {
+        return Err(format!("host {value:?}: an IP address is not a host name"));
+    }
+    let rest = rest.strip_suffix('.').unwrap_or(rest);
+    let label_ok = |l: &str| {
+        !l.is_empty()
+            && l.len() <= 63
+            && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+    };
+    if rest.len() > 253 || !rest.split('.').all(label_ok) {
+        return Err(format!("host {value:?} is not a valid host name"));
+    }
+    Ok(())
+}
+
+/// A host without wildcard (a destination).
+pub(crate) fn exact_host(value: &str) -> Check {
+    if value.contains('*') {
+        return Err(format!("host {value:?}: wildcards are not allowed here"));
+    }
+    host(value)
+}
+
+/// `namespace/host` as gateways and sidecars write hosts (`./x`, `*/x`, `~/x`
+/// in sidecars); a bare host means `*/host` for gateways.
+pub(crate) fn namespaced_host(value: &str, require_namespace: bool) -> Check {
+    match value.split_once('/') {
+        Some((ns, h)) => {
+            if !matches!(ns, "." | "*" | "~") {
+                dns_label(ns).map_err(|e| format!("namespace of {value:?}: {e}"))?;
+            }
+            host(h)
+        }
+        None if require_namespace => Err(format!(
+            "host {value:?} must be written as namespace/host (e.g. \"./*\" or \"istio-system/*\")"
+        )),
+        None => host(value),
+    }
+}
+
+/// An `exportTo` entry: `.`, `*` or a namespace.
+pub(crate) fn export_to(values: &[String], errors: &mut Errors) {
+    for (i, v) in values.iter().enumerate() {
+        if v != "." && v != "*" {
+            errors.check(format!("spec.exportTo[{i}]"), dns_label(v));
+        }
+    }
+}
+
+/// An IP address or CIDR block.
+pub(crate) fn cidr(value: &str) -> Check {
+    let (address, prefix) = match value.split_once('/') {
+        Some((a, p)) => (a, Some(p)),
+        None => (value, None),
+    };
+    let ip: IpAddr = address
+        .parse()
+        .map_err(|_| format!("{value:?} is not an IP address or CIDR block"))?;
+    if let Some(prefix) = prefix {
+        let max = if ip.is_ipv4() { 32 } else { 128 };
+        match prefix.parse::<u8>() {
+            Ok(p) if p <= max => {}
+            _ => {
+                return Err(format!(
+                    "{value:?}: prefix length must be between 0 and {max}"
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A Kubernetes label key: `[prefix/]name`.
+pub(crate) fn label_key(key: &str) -> Check {
+    let (prefix, name) = match key.rsplit_once('/') {
+        Some((p, n)) => (Some(p), n),
+        None => (None, key),
+    };
+    if let Some(prefix) = prefix {
+        dns_subdomain(prefix).map_err(|_| format!("label key {key:?}: invalid prefix"))?;
+    }
+    if !label_name_ok(name) || name.is_empty() {
+        return Err(format!("label key {key:?} is not a valid label name"));
+    }
+    Ok(())
+}
+
+/// A Kubernetes label value (may be empty).
+pub(crate) fn label_value(value: &str) -> Check {
+    if value.is_empty() || label_name_ok(value) {
+        Ok(())
+    } else {
+        Err(format!(
+            "label value {value:?} is not valid (alphanumerics, '-', '_', '.', at most 63 characters)"
+        ))
+    }
+}
+
+fn label_name_ok(name: &str) -> bool {
+    name.len() <= 63
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+        && name
+            .bytes()
+            .next()
+            .is_some_and(|b| b.is_ascii_alphanumeric())
+        && name
+            .bytes()
+            .last()
+            .is_some_and(|b| b.is_ascii_alphanumeric())
+}
+
+/// A label map (selector or workload labels).
+pub(crate) fn labels(errors: &mut Errors, path: &str, labels: &BTreeMap<String, String>) {
+    for (k, v) in labels {
+        errors.check(format!("{path}[{k}]"), label_key(k));
+        errors.check(format!("{path}[{k}]"), label_value(v));
+    }
+}
+
+/// Wildcards in authorization values: only `*`, `prefix*` or `*suffix`.
+pub(crate) fn wildcard_placement(value: &str) -> Check {
+    if value.is_empty() {
+        return Err("value must not be empty".into());
+    }
+    let inner = value
+        .strip_prefix('*')
+        .or_else(|| value.strip_suffix('*'))
+        .unwrap_or(value);
+    if inner.contains('*') {
+        return Err(format!(
+            "{value:?}: '*' is only allowed alone, as a prefix or as a suffix"
+        ));
+    }
+    Ok(())
+}
+
+/// A peer principal: `<trust-domain>/ns/<namespace>/sa/<service-account>`,
+/// or a `*` form (`*`, `prefix*`, `*suffix`).
+pub(crate) fn principal(value: &str) -> Check {
+    wildcard_placement(value)?;
+    if value.starts_with("spiffe://") {
+        return Err(format!(
+            "principal {value:?}: write it without the \"spiffe://\" scheme"
+        ));
+    }
+    if value.contains('*') {
+        return Ok(());
+    }
+    let parts: Vec<&str> = value.split('/').collect();
+    let shape_ok = parts.len() == 5
+        && parts[1] == "ns"
+        && parts[3] == "sa"
+        && !parts[0].is_empty()
+        && dns_label(parts[2]).is_ok()
+        && !parts[4].is_empty();
+    if shape_ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "principal {value:?} must have the form <trust-domain>/ns/<namespace>/sa/<service-account>"
+        ))
+    }
+}
+
+/// An HTTP header name.
+pub(crate) fn header_name(value: &str) -> Check {
+    let ok = !value.is_empty()
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!("{value:?} is not a valid header name"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hosts() {
+        for ok in [
+            "*",
+            "*.example.com",
+            "reviews",
+            "reviews.shop.svc.cluster.local",
+            "a-b.c",
+        ] {
+            assert!(host(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "",
+            "foo.*.com",
+            "*foo.com",
+            "1.2.3.4",
+            "-a.com",
+            "a..b",
+            "a_b.com",
+        ] {
+            assert!(host(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn principals() {
+        assert!(principal("cluster.local/ns/shop/sa/web").is_ok());
+        assert!(principal("*").is_ok());
+        assert!(principal("cluster.local/ns/shop/*").is_ok());
+        assert!(principal("*/sa/web").is_ok());
+        assert!(principal("cluster.local/ns/*/sa/web").is_err());
+        assert!(principal("spiffe://cluster.local/ns/a/sa/b").is_err());
+        assert!(principal("web").is_err());
+    }
+
+    #[test]
+    fn cidrs() {
+        assert!(cidr("10.0.0.0/8").is_ok());
+        assert!(cidr("fd00::/64").is_ok());
+        assert!(cidr("1.2.3.4").is_ok());
+        assert!(cidr("10.0.0.0/33").is_err());
+        assert!(cidr("10.0.0/8").is_err());
+    }
+
+    #[test]
+    fn label_keys() {
+        assert!(label_key("app.kubernetes.io/name").is_ok());
+        assert!(label_key("app").is_ok());
+        assert!(label_key("-app").is_err());
+        assert!(label_key("a/b/c").is_err());
+    }
+}

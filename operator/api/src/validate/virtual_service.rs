@@ -1,0 +1,407 @@
+//! VirtualService rules.
+
+use super::fields::{
+    cidr, duration, exact_host, export_to, header_name, host, labels, percent, port, string_match,
+};
+use super::{Errors, FieldError};
+use crate::duration::parse_duration;
+use crate::networking::{
+    CorsPolicy, Destination, HTTPFaultInjection, HTTPMatchRequest, HTTPRedirect, HTTPRoute,
+    Headers, RouteDestination, VirtualService,
+};
+
+const RETRY_ON_POLICIES: &[&str] = &[
+    "5xx",
+    "gateway-error",
+    "reset",
+    "reset-before-request",
+    "connect-failure",
+    "envoy-ratelimited",
+    "retriable-4xx",
+    "refused-stream",
+    "retriable-status-codes",
+    "retriable-headers",
+    "http3-post-connect-failure",
+    "cancelled",
+    "deadline-exceeded",
+    "internal",
+    "resource-exhausted",
+    "unavailable",
+];
+
+/// Validates a VirtualService.
+pub fn virtual_service(vs: &VirtualService) -> Vec<FieldError> {
+    let mut errors = Errors::default();
+    let spec = &vs.spec;
+    if spec.hosts.is_empty() {
+        errors.add("spec.hosts", "at least one host is required");
+    }
+    for (i, h) in spec.hosts.iter().enumerate() {
+        errors.check(format!("spec.hosts[{i}]"), host(h));
+    }
+    for (i, g) in spec.gateways.iter().enumerate() {
+        errors.check(format!("spec.gateways[{i}]"), gateway_ref(g));
+    }
+    export_to(&spec.export_to, &mut errors);
+    if spec.http.is_empty() && spec.tcp.is_empty() && spec.tls.is_empty() {
+        errors.add(
+            "spec",
+            "at least one of http, tcp or tls routes is required",
+        );
+    }
+    for (i, route) in spec.http.iter().enumerate() {
+        http_route(&mut errors, &format!("spec.http[{i}]"), route);
+    }
+    for (i, route) in spec.tcp.iter().enumerate() {
+        let path = format!("spec.tcp[{i}]");
+        for (j, m) in route.match_.iter().enumerate() {
+            let mpath = format!("{path}.match[{j}]");
+            subnets(&mut errors, &mpath, &m.destination_subnets);
+            if let Some(p) = m.port {
+                errors.check(format!("{mpath}.port"), port(p));
+            }
+            labels(
+                &mut errors,
+                &format!("{mpath}.sourceLabels"),
+                &m.source_labels,
+            );
+        }
+        route_destinations(&mut errors, &path, &route.route);
+    }
+    for (i, route) in spec.tls.iter().enumerate() {
+        let path = format!("spec.tls[{i}]");
+        if route.match_.is_empty() {
+            errors.add(
+                format!("{path}.match"),
+                "TLS routes need at least one match",
+            );
+        }
+        for (j, m) in route.match_.iter().enumerate() {
+            let mpath = format!("{path}.match[{j}]");
+            if m.sni_hosts.is_empty() {
+                errors.add(
+                    format!("{mpath}.sniHosts"),
+                    "at least one SNI host is required",
+                );
+            }
+            for (k, sni) in m.sni_hosts.iter().enumerate() {
+                errors.check(format!("{mpath}.sniHosts[{k}]"), host(sni));
+            }
+            subnets(&mut errors, &mpath, &m.destination_subnets);
+            if let Some(p) = m.port {
+                errors.check(format!("{mpath}.port"), port(p));
+            }
+            labels(
+                &mut errors,
+                &format!("{mpath}.sourceLabels"),
+                &m.source_labels,
+            );
+        }
+        route_destinations(&mut errors, &path, &route.route);
+    }
+    errors.0
+}
+
+fn gateway_ref(value: &str) -> Result<(), String> {
+    if value == "mesh" {
+        return Ok(());
+    }
+    let name = value.rsplit_once('/').map_or(value, |(_, n)| n);
+    super::fields::dns_subdomain(name).map_err(|e| format!("gateway {value:?}: {e}"))?;
+    if let Some((ns, _)) = value.rsplit_once('/') {
+        super::fields::dns_label(ns).map_err(|e| format!("gateway {value:?}: {e}"))?;
+    }
+    Ok(())
+}
+
+fn subnets(errors: &mut Errors, path: &str, values: &[String]) {
+    for (k, s) in values.iter().enumerate() {
+        errors.check(format!("{path}.destinationSubnets[{k}]"), cidr(s));
+    }
+}
+
+fn http_route(errors: &mut Errors, path: &str, route: &HTTPRoute) {
+    for (j, m) in route.match_.iter().enumerate() {
+        http_match(errors, &format!("{path}.match[{j}]"), m);
+    }
+    match (route.route.is_empty(), &route.redirect) {
+        (true, None) => errors.add(path.to_owned(), "a route or a redirect is required"),
+        (false, Some(_)) => errors.add(
+            format!("{path}.redirect"),
+            "a rule cannot have both a route and a redirect",
+        ),
+        _ => {}
+    }
+    if let Some(redirect) = &route.redirect {
+        http_redirect(errors, &format!("{path}.redirect"), redirect);
+        if route.rewrite.is_some() {
+            errors.add(
+                format!("{path}.rewrite"),
+                "a rule cannot have both a redirect and a rewrite",
+            );
+        }
+    }
+    if !route.route.is_empty() {
+        let weights: Vec<Option<i32>> = route.route.iter().map(|d| d.weight).collect();
+        for (k, d) in route.route.iter().enumerate() {
+            let dpath = format!("{path}.route[{k}]");
+            destination(errors, &format!("{dpath}.destination"), &d.destination);
+            if let Some(h) = &d.headers {
+                headers(errors, &format!("{dpath}.headers"), h);
+            }
+        }
+        check_weights(errors, &format!("{path}.route"), &weights);
+    }
+    if let Some(rewrite) = &route.rewrite
+        && let Some(authority) = &rewrite.authority
+        && authority.is_empty()
+    {
+        errors.add(format!("{path}.rewrite.authority"), "must not be empty");
+    }
+    let timeout = route.timeout.as_ref().and_then(|t| {
+        // Istio documents "0s" as "no timeout".
+        if t.0 == "0s" || t.0 == "0" {
+            return None;
+        }
+        errors.check(format!("{path}.timeout"), duration(t));
+        parse_duration(&t.0).ok()
+    });
+    if let Some(retries) = &route.retries {
+        let rpath = format!("{path}.retries");
+        if let Some(attempts) = retries.attempts
+            && attempts < 0
+        {
+            errors.add(format!("{rpath}.attempts"), "must not be negative");
+        }
+        if let Some(per_try) = &retries.per_try_timeout {
+            errors.check(format!("{rpath}.perTryTimeout"), duration(per_try));
+            if let (Some(timeout), Ok(per_try)) = (timeout, parse_duration(&per_try.0))
+                && per_try > timeout
+            {
+                errors.add(
+                    format!("{rpath}.perTryTimeout"),
+                    format!(
+                        "perTryTimeout {} must not exceed the route timeout {}",
+                        retries.per_try_timeout.as_ref().map_or("", |d| &d.0),
+                        route.timeout.as_ref().map_or("", |d| &d.0)
+                    ),
+                );
+            }
+        }
+        if let Some(retry_on) = &retries.retry_on {
+            for policy in retry_on.split(',').map(str::trim) {
+                let known = RETRY_ON_POLICIES.contains(&policy)
+                    || policy
+                        .parse::<u16>()
+                        .is_ok_and(|c| (100..=599).contains(&c));
+                if !known {
+                    errors.add(
+                        format!("{rpath}.retryOn"),
+                        format!("unknown retry policy {policy:?}"),
+                    );
+                }
+            }
+        }
+    }
+    if let Some(fault) = &route.fault {
+        fault_injection(errors, &format!("{path}.fault"), fault);
+    }
+    if let Some(mirror) = &route.mirror {
+        destination(errors, &format!("{path}.mirror"), mirror);
+    }
+    if let Some(p) = &route.mirror_percentage {
+        errors.check(format!("{path}.mirrorPercentage.value"), percent(p));
+        if route.mirror.is_none() {
+            errors.add(format!("{path}.mirrorPercentage"), "requires mirror");
+        }
+    }
+    if let Some(cors) = &route.cors_policy {
+        cors_policy(errors, &format!("{path}.corsPolicy"), cors);
+    }
+    if let Some(h) = &route.headers {
+        headers(errors, &format!("{path}.headers"), h);
+    }
+}
+
+fn http_match(errors: &mut Errors, path: &str, m: &HTTPMatchRequest) {
+    for (field, value) in [
+        ("uri", &m.uri),
+        ("scheme", &m.scheme),
+        ("method", &m.method),
+        ("authority", &m.authority),
+    ] {
+        if let Some(v) = value {
+            string_match(errors, &format!("{path}.{field}"), v);
+        }
+    }
+    for (field, map) in [
+        ("headers", &m.headers),
+        ("queryParams", &m.query_params),
+        ("withoutHeaders", &m.without_headers),
+    ] {
+        for (name, v) in map {
+            let fpath = format!("{path}.{field}[{name}]");
+            if field != "queryParams" {
+                errors.check(fpath.clone(), header_name(name));
+            }
+            string_match(errors, &fpath, v);
+        }
+    }
+    if let Some(p) = m.port {
+        errors.check(format!("{path}.port"), port(p));
+    }
+    labels(errors, &format!("{path}.sourceLabels"), &m.source_labels);
+    for (i, g) in m.gateways.iter().enumerate() {
+        errors.check(format!("{path}.gateways[{i}]"), gateway_ref(g));
+    }
+}
+
+fn http_redirect(errors: &mut Errors, path: &str, r: &HTTPRedirect) {
+    if let Some(code) = r.redirect_code
+        && !matches!(code, 301 | 302 | 303 | 307 | 308)
+    {
+        errors.add(
+            format!("{path}.redirectCode"),
+            format!("redirect code {code} must be one of 301, 302, 303, 307, 308"),
+        );
+    }
+    if let Some(p) = r.port {
+        errors.check(format!("{path}.port"), port(p));
+    }
+    if let Some(scheme) = &r.scheme
+        && scheme != "http"
+        && scheme != "https"
+    {
+        errors.add(
+            format!("{path}.scheme"),
+            format!("scheme {scheme:?} must be http or https"),
+        );
+    }
+    if r.uri.is_none() && r.authority.is_none() && r.port.is_none() && r.scheme.is_none() {
+        errors.add(
+            path.to_owned(),
+            "a redirect must set uri, authority, port or scheme",
+        );
+    }
+}
+
+fn fault_injection(errors: &mut Errors, path: &str, fault: &HTTPFaultInjection) {
+    if fault.delay.is_none() && fault.abort.is_none() {
+        errors.add(path.to_owned(), "a fault needs a delay or an abort");
+    }
+    if let Some(delay) = &fault.delay {
+        match &delay.fixed_delay {
+            Some(d) => errors.check(format!("{path}.delay.fixedDelay"), duration(d)),
+            None => errors.add(format!("{path}.delay.fixedDelay"), "required"),
+        }
+        if let Some(p) = &delay.percentage {
+            errors.check(format!("{path}.delay.percentage.value"), percent(p));
+        }
+    }
+    if let Some(abort) = &fault.abort {
+        match abort.http_status {
+            Some(s) if (200..=599).contains(&s) => {}
+            Some(s) => errors.add(
+                format!("{path}.abort.httpStatus"),
+                format!("HTTP status {s} must be between 200 and 599"),
+            ),
+            None => errors.add(format!("{path}.abort.httpStatus"), "required"),
+        }
+        if let Some(p) = &abort.percentage {
+            errors.check(format!("{path}.abort.percentage.value"), percent(p));
+        }
+    }
+}
+
+fn cors_policy(errors: &mut Errors, path: &str, cors: &CorsPolicy) {
+    for (i, origin) in cors.allow_origins.iter().enumerate() {
+        string_match(errors, &format!("{path}.allowOrigins[{i}]"), origin);
+    }
+    for (field, values) in [
+        ("allowHeaders", &cors.allow_headers),
+        ("exposeHeaders", &cors.expose_headers),
+    ] {
+        for (i, h) in values.iter().enumerate() {
+            errors.check(format!("{path}.{field}[{i}]"), header_name(h));
+        }
+    }
+    for (i, m) in cors.allow_methods.iter().enumerate() {
+        if m.is_empty() || !m.bytes().all(|b| b.is_ascii_uppercase()) {
+            errors.add(
+                format!("{path}.allowMethods[{i}]"),
+                format!("{m:?} is not an HTTP method (uppercase letters)"),
+            );
+        }
+    }
+    if let Some(age) = &cors.max_age {
+        errors.check(format!("{path}.maxAge"), duration(age));
+    }
+}
+
+/// Header operations: valid names.
+pub(crate) fn headers(errors: &mut Errors, path: &str, h: &Headers) {
+    for (side, ops) in [("request", &h.request), ("response", &h.response)] {
+        let Some(ops) = ops else { continue };
+        for (field, names) in [
+            ("set", ops.set.keys().collect::<Vec<_>>()),
+            ("add", ops.add.keys().collect()),
+            ("remove", ops.remove.iter().collect()),
+        ] {
+            for name in names {
+                errors.check(format!("{path}.{side}.{field}[{name}]"), header_name(name));
+            }
+        }
+    }
+}
+
+/// A destination: exact host, optional subset, valid port.
+pub(crate) fn destination(errors: &mut Errors, path: &str, d: &Destination) {
+    errors.check(format!("{path}.host"), exact_host(&d.host));
+    if let Some(subset) = &d.subset {
+        errors.check(format!("{path}.subset"), super::fields::dns_label(subset));
+    }
+    if let Some(p) = &d.port {
+        match p.number {
+            Some(n) => errors.check(format!("{path}.port.number"), port(n)),
+            None => errors.add(format!("{path}.port.number"), "required"),
+        }
+    }
+}
+
+fn route_destinations(errors: &mut Errors, path: &str, routes: &[RouteDestination]) {
+    if routes.is_empty() {
+        errors.add(
+            format!("{path}.route"),
+            "at least one destination is required",
+        );
+    }
+    for (k, d) in routes.iter().enumerate() {
+        destination(
+            errors,
+            &format!("{path}.route[{k}].destination"),
+            &d.destination,
+        );
+    }
+    let weights: Vec<Option<i32>> = routes.iter().map(|d| d.weight).collect();
+    check_weights(errors, &format!("{path}.route"), &weights);
+}
+
+/// Each weight in 0–100; with several destinations they sum to 100.
+fn check_weights(errors: &mut Errors, path: &str, weights: &[Option<i32>]) {
+    for (k, w) in weights.iter().enumerate() {
+        if let Some(w) = w
+            && !(0..=100).contains(w)
+        {
+            errors.add(format!("{path}[{k}].weight"), "must be between 0 and 100");
+        }
+    }
+    if weights.len() > 1 {
+        let sum: i64 = weights.iter().map(|w| i64::from(w.unwrap_or(0))).sum();
+        if sum != 100 {
+            errors.add(
+                path.to_owned(),
+                format!("weights of the destinations must sum to 100 (they sum to {sum})"),
+            );
+        }
+    }
+}

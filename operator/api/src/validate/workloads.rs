@@ -1,0 +1,86 @@
+//! Sidecar and WorkloadEntry rules.
+
+use super::fields::{dns_label, host, labels, namespaced_host, port};
+use super::{Errors, FieldError};
+use crate::networking::{Sidecar, WorkloadEntry, WorkloadEntrySpec};
+use std::net::IpAddr;
+
+/// Validates a Sidecar.
+pub fn sidecar(sc: &Sidecar) -> Vec<FieldError> {
+    let mut errors = Errors::default();
+    let spec = &sc.spec;
+    if let Some(ws) = &spec.workload_selector {
+        if ws.labels.is_empty() {
+            errors.add(
+                "spec.workloadSelector.labels",
+                "must not be empty when workloadSelector is set",
+            );
+        }
+        labels(&mut errors, "spec.workloadSelector.labels", &ws.labels);
+    }
+    for (i, listener) in spec.egress.iter().enumerate() {
+        let path = format!("spec.egress[{i}]");
+        if listener.hosts.is_empty() {
+            errors.add(format!("{path}.hosts"), "at least one host is required");
+        }
+        for (j, h) in listener.hosts.iter().enumerate() {
+            errors.check(format!("{path}.hosts[{j}]"), namespaced_host(h, true));
+        }
+        if let Some(p) = &listener.port {
+            errors.check(format!("{path}.port.number"), port(p.number));
+        }
+        if let Some(bind) = &listener.bind
+            && bind.parse::<IpAddr>().is_err()
+            && !bind.starts_with("unix://")
+        {
+            errors.add(
+                format!("{path}.bind"),
+                format!("{bind:?} is not an IP address"),
+            );
+        }
+    }
+    errors.0
+}
+
+/// Validates a WorkloadEntry.
+pub fn workload_entry(we: &WorkloadEntry) -> Vec<FieldError> {
+    let mut errors = workload_entry_spec("spec", &we.spec);
+    if we.spec.address.is_none() && we.spec.network.is_none() {
+        errors.push(FieldError {
+            path: "spec.address".into(),
+            message: "required (unless network is set)".into(),
+        });
+    }
+    errors
+}
+
+/// Checks shared by WorkloadEntry and ServiceEntry endpoints.
+pub(crate) fn workload_entry_spec(path: &str, spec: &WorkloadEntrySpec) -> Vec<FieldError> {
+    let mut errors = Errors::default();
+    if let Some(address) = &spec.address {
+        let ok = address.parse::<IpAddr>().is_ok()
+            || address
+                .strip_prefix("unix://")
+                .is_some_and(|p| p.starts_with('/'))
+            || host(address).is_ok_and(|_| !address.contains('*'));
+        if !ok {
+            errors.add(
+                format!("{path}.address"),
+                format!("{address:?} is not an IP address, host name or unix:// path"),
+            );
+        }
+    }
+    for (name, number) in &spec.ports {
+        errors.check(format!("{path}.ports[{name}]"), port(*number));
+    }
+    labels(&mut errors, &format!("{path}.labels"), &spec.labels);
+    if let Some(sa) = &spec.service_account {
+        errors.check(format!("{path}.serviceAccount"), dns_label(sa));
+    }
+    if let Some(w) = spec.weight
+        && w > 1_000_000
+    {
+        errors.add(format!("{path}.weight"), "must be at most 1000000");
+    }
+    errors.0
+}
