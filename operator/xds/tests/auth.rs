@@ -1,0 +1,250 @@
+//! A proxy gets only its own configuration: mTLS with a mesh certificate is required and
+//! the node's namespace and service account must match the certificate's SPIFFE id.
+mod support;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use envoy_types::pb::google::protobuf::Any;
+use support::*;
+use tonic::Code;
+use trellis_xds::{
+    ProxyId, ProxyKind, PushScope, ResourceCache, ResourceType, Snapshot, XdsConfig, XdsError,
+};
+
+/// Each proxy's listener and secret carry its own service account, so a leak is visible.
+fn per_identity_source(
+    generation: Arc<AtomicU64>,
+) -> impl Fn(&ProxyId) -> Result<Snapshot, XdsError> + Send + Sync {
+    let cache = Arc::new(ResourceCache::new());
+    move |proxy: &ProxyId| {
+        let g = generation.load(Ordering::SeqCst);
+        let sa = &proxy.service_account;
+        let mut b = Snapshot::builder();
+        let raw = |ty: ResourceType, content: String| Any {
+            type_url: ty.type_url().to_string(),
+            value: content.into_bytes(),
+        };
+        b.add(
+            format!("listener-{sa}"),
+            raw(ResourceType::Listener, format!("{sa}-listener-g{g}")),
+        )?;
+        b.add(
+            format!("secret-{sa}"),
+            raw(ResourceType::Secret, format!("{sa}-private-key")),
+        )?;
+        Ok(b.build(&cache))
+    }
+}
+
+fn contents(r: &envoy_types::pb::envoy::service::discovery::v3::DiscoveryResponse) -> Vec<String> {
+    r.resources
+        .iter()
+        .map(|a| String::from_utf8(a.value.clone()).unwrap())
+        .collect()
+}
+
+fn proxy(ns: &str, name: &str, sa: &str) -> ProxyId {
+    ProxyId::new(ProxyKind::Sidecar, ns, name, sa)
+}
+
+const LDS: &str = "type.googleapis.com/envoy.config.listener.v3.Listener";
+const SDS: &str = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret";
+
+fn first_request(
+    p: &ProxyId,
+    type_url: &str,
+    names: &[&str],
+) -> envoy_types::pb::envoy::service::discovery::v3::DiscoveryRequest {
+    let mut r = request(type_url, names);
+    r.node = Some(node_for(p));
+    r
+}
+
+#[tokio::test]
+async fn a_proxy_gets_its_own_config_and_secrets_and_never_another_identitys() {
+    let ca = TestCa::new("mesh root");
+    let generation = Arc::new(AtomicU64::new(1));
+    let running = start(
+        &ca,
+        XdsConfig::new(TRUST_DOMAIN),
+        Arc::new(per_identity_source(generation)),
+    )
+    .await;
+    let a = proxy("shop", "web-1", "web");
+    let a_cert = ca.workload("shop", "web");
+
+    // A with its own identity: its listener, and of the secrets it asks for only its own.
+    let mut client = connect(running.addr, &ca.root_pem, Some(&a_cert))
+        .await
+        .unwrap();
+    let mut ads = AdsClient::open(&mut client, first_request(&a, LDS, &[]))
+        .await
+        .unwrap();
+    let lds = ads.recv().await.unwrap();
+    assert_eq!(contents(&lds), ["web-listener-g1"]);
+    ads.ack(&lds, &[]).await;
+    ads.send(request(SDS, &["secret-web", "secret-cart"])).await;
+    let sds = ads.recv().await.unwrap();
+    assert_eq!(
+        contents(&sds),
+        ["web-private-key"],
+        "secret of another identity leaked"
+    );
+
+    // A's certificate claiming B's service account, or B's namespace: refused.
+    let refused_before = running.server.metrics().refused_total;
+    for claim in [
+        proxy("shop", "cart-1", "cart"),
+        proxy("bank", "web-1", "web"),
+    ] {
+        let mut client = connect(running.addr, &ca.root_pem, Some(&a_cert))
+            .await
+            .unwrap();
+        let err = match AdsClient::open(&mut client, first_request(&claim, SDS, &["secret-cart"]))
+            .await
+        {
+            Ok(mut ads) => ads.recv().await.unwrap_err(),
+            Err(status) => status,
+        };
+        assert_eq!(err.code(), Code::PermissionDenied, "{claim}: {err}");
+        assert!(
+            err.message()
+                .contains("spiffe://cluster.local/ns/shop/sa/web"),
+            "{err}"
+        );
+    }
+    assert_eq!(running.server.metrics().refused_total, refused_before + 2);
+
+    // Switching node mid-stream is refused too.
+    let mut client = connect(running.addr, &ca.root_pem, Some(&a_cert))
+        .await
+        .unwrap();
+    let mut ads = AdsClient::open(&mut client, first_request(&a, LDS, &[]))
+        .await
+        .unwrap();
+    let lds = ads.recv().await.unwrap();
+    let mut switch = first_request(&proxy("shop", "cart-1", "cart"), SDS, &["secret-cart"]);
+    switch.version_info = lds.version_info.clone();
+    ads.send(switch).await;
+    let err = ads.recv().await.unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied, "{err}");
+}
+
+#[tokio::test]
+async fn connections_without_a_mesh_client_certificate_get_nothing() {
+    let ca = TestCa::new("mesh root");
+    let running = start(
+        &ca,
+        XdsConfig::new(TRUST_DOMAIN),
+        Arc::new(per_identity_source(Arc::new(AtomicU64::new(1)))),
+    )
+    .await;
+    let a = proxy("shop", "web-1", "web");
+    let other_ca = TestCa::new("some other root");
+    let foreign = other_ca.workload("shop", "web");
+    let no_spiffe = ca.leaf("https://example.com/web", &[]);
+    let cases: [(&str, Option<&Pem>); 3] = [
+        ("no client certificate", None),
+        ("certificate from another CA", Some(&foreign)),
+        ("certificate without a SPIFFE id", Some(&no_spiffe)),
+    ];
+    for (what, cert) in cases {
+        let outcome = match connect(running.addr, &ca.root_pem, cert).await {
+            Err(e) => Err(e.to_string()),
+            Ok(mut client) => match AdsClient::open(&mut client, first_request(&a, LDS, &[])).await
+            {
+                Err(status) => Err(status.to_string()),
+                Ok(mut ads) => ads.recv().await.map_err(|s| s.to_string()),
+            },
+        };
+        assert!(outcome.is_err(), "{what}: got config {outcome:?}");
+    }
+    assert!(running.server.metrics().refused_total >= 3);
+    assert!(running.server.proxy_statuses().is_empty());
+}
+
+#[tokio::test]
+async fn pushes_are_scoped_and_skipped_when_output_is_unchanged() {
+    let ca = TestCa::new("mesh root");
+    let generation = Arc::new(AtomicU64::new(1));
+    let running = start(
+        &ca,
+        XdsConfig::new(TRUST_DOMAIN),
+        Arc::new(per_identity_source(generation.clone())),
+    )
+    .await;
+    let web = proxy("shop", "web-1", "web");
+    let cart = proxy("shop", "cart-1", "cart");
+    let mut streams = Vec::new();
+    for (p, cert) in [
+        (&web, ca.workload("shop", "web")),
+        (&cart, ca.workload("shop", "cart")),
+    ] {
+        let mut client = connect(running.addr, &ca.root_pem, Some(&cert))
+            .await
+            .unwrap();
+        let mut ads = AdsClient::open(&mut client, first_request(p, LDS, &[]))
+            .await
+            .unwrap();
+        let lds = ads.recv().await.unwrap();
+        ads.ack(&lds, &[]).await;
+        streams.push((client, ads));
+    }
+    // wait until both ACKs are processed
+    for p in [&web, &cart] {
+        while !running
+            .server
+            .proxy_status(p)
+            .is_some_and(|s| s.get(ResourceType::Listener).in_sync())
+        {
+            tokio::task::yield_now().await;
+        }
+    }
+
+    // Nothing changed: a push to everyone sends nothing.
+    let before = running.server.metrics();
+    running.server.push_now(&PushScope::All);
+    let after = running.server.metrics();
+    assert_eq!(after.pushes_total, before.pushes_total);
+    assert_eq!(after.pushes_skipped_total, before.pushes_skipped_total + 2);
+
+    // A change pushed to web only reaches web.
+    generation.store(2, Ordering::SeqCst);
+    running
+        .server
+        .push(PushScope::Proxies([web.clone()].into()));
+    let (_, web_ads) = &mut streams[0];
+    let lds = web_ads.recv().await.unwrap();
+    assert_eq!(contents(&lds), ["web-listener-g2"]);
+    web_ads.ack(&lds, &[]).await;
+    let m = running.server.metrics();
+    assert_eq!(m.pushes_total, after.pushes_total + 1);
+    let cart_status = running.server.proxy_status(&cart).unwrap();
+    let cart_lds = cart_status.get(ResourceType::Listener);
+    assert_eq!(
+        cart_lds.last_sent.as_ref().unwrap().resource_names(),
+        ["listener-cart"]
+    );
+    assert_eq!(
+        contents_of(&cart_lds.last_sent.as_ref().unwrap().resources[0].any),
+        "cart-listener-g1",
+        "cart was outside the push scope"
+    );
+    while !running.server.proxy_status(&web).unwrap().in_sync() {
+        tokio::task::yield_now().await;
+    }
+    let web_status = running.server.proxy_status(&web).unwrap();
+    assert_eq!(
+        web_status
+            .get(ResourceType::Listener)
+            .acked_version
+            .as_deref(),
+        Some(lds.version_info.as_str())
+    );
+    assert_eq!(m.connected_proxies, 2);
+}
+
+fn contents_of(any: &Any) -> String {
+    String::from_utf8(any.value.clone()).unwrap()
+}
