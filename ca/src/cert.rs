@@ -217,7 +217,9 @@ impl CertificateInfo {
 
 /// RFC 3339 UTC rendering of a time, for messages and the CLI.
 pub fn format_time(t: SystemTime) -> String {
+    // Certificates carry whole seconds; so do messages.
     let odt = ::time::OffsetDateTime::from(t);
+    let odt = odt.replace_nanosecond(0).unwrap_or(odt);
     odt.format(&::time::format_description::well_known::Rfc3339)
         .unwrap_or_else(|_| format!("{odt}"))
 }

@@ -65,7 +65,8 @@ impl CertificateAuthority {
             .checked_add(ttl)
             .unwrap_or(self.issuer_not_after)
             .min(self.issuer_not_after);
-        Ok((not_before, not_after))
+        // X.509 times have whole seconds; report exactly what the certificate says.
+        Ok((whole_seconds(not_before), whole_seconds(not_after)))
     }
 
     pub(crate) fn leaf_params(
@@ -255,6 +256,13 @@ impl CertificateAuthority {
             cert_chain_pem,
             root_cert_pem: self.own_roots.to_pem(),
         })
+    }
+}
+
+fn whole_seconds(t: SystemTime) -> SystemTime {
+    match t.duration_since(std::time::UNIX_EPOCH) {
+        Ok(d) => std::time::UNIX_EPOCH + Duration::from_secs(d.as_secs()),
+        Err(_) => t,
     }
 }
 

@@ -52,6 +52,14 @@ fn workload_ttl_backdate_and_issuer_expiry() {
     let leaf = &leaf_chain(&issued)[0];
     assert_eq!(leaf.not_before, t - CLOCK_SKEW_BACKDATE);
     assert_eq!(leaf.not_after, t + DAY);
+    let odd = ca
+        .issue_for_service_account("a", "b", DAY, t + Duration::from_millis(1500))
+        .unwrap();
+    assert_eq!(
+        odd.not_after,
+        leaf_chain(&odd)[0].not_after,
+        "reported notAfter is the certificate's"
+    );
     // A TTL past the root's end is cut to it.
     let late = ca
         .issue_for_service_account("a", "b", DAY, t + 36 * 3600 * Duration::from_secs(1))

@@ -24,6 +24,8 @@ enum Command {
     DemoApp(commands::demo_app::DemoAppArgs),
     /// Print the proxies, sync state and config errors of `trellis up`.
     Status(commands::status::StatusArgs),
+    /// Certificate authority: create a root, issue workload identities, inspect certificates.
+    Ca(commands::ca::CaArgs),
 }
 
 fn main() -> ExitCode {
@@ -31,5 +33,6 @@ fn main() -> ExitCode {
     match cli.command {
         Command::DemoApp(args) => commands::demo_app::run(args),
         Command::Status(args) => commands::status::run(args),
+        Command::Ca(args) => commands::ca::run(args),
     }
 }

@@ -1,3 +1,4 @@
 //! The subcommands of `trellis`, one module each.
 pub mod demo_app;
 pub mod status;
+pub mod ca;
