@@ -39,6 +39,11 @@ impl Structure<'_> {
                     ListStrategy::Replace => ListKind::Atomic,
                 }
             }
+            // Object metadata has the same shape in every kind (finalizers a set,
+            // ownerReferences keyed by uid), whatever a CRD schema says about it.
+            Structure::Schema(_) if path.first().is_some_and(|e| e == "f:metadata") => {
+                Structure::Builtin("").list_kind(path)
+            }
             Structure::Schema(root) => {
                 let Some(node) = schema_node(root, path) else {
                     return ListKind::Atomic;
@@ -73,6 +78,9 @@ impl Structure<'_> {
                 Some("selector") => *kind == "Service",
                 _ => false,
             },
+            Structure::Schema(_) if path.first().is_some_and(|e| e == "f:metadata") => {
+                Structure::Builtin("").is_map(path)
+            }
             Structure::Schema(root) => schema_node(root, path).is_some_and(|n| {
                 n.get("additionalProperties")
                     .is_some_and(|a| a.is_object() || a == &Value::Bool(true))

@@ -146,6 +146,10 @@ pub fn server_side_apply(
     let empty = json!({});
     let base = current.unwrap_or(&empty);
 
+    // A conflict is a change: compare against what applying would produce, so an empty map
+    // merged into a populated one changes (and conflicts) nothing.
+    let mut would_be = base.clone();
+    merge_into(&mut would_be, applied, structure, &mut Vec::new());
     let mut conflicts: Vec<(usize, Vec<String>)> = Vec::new();
     for (index, entry) in entries.iter().enumerate() {
         if entry.is(manager, "Apply") {
@@ -157,7 +161,7 @@ pub fn server_side_apply(
                 .is_some_and(|e| e.starts_with("k:") || e.starts_with("v:"))
         });
         for path in leaves {
-            if value_at(base, path) != value_at(applied, path) {
+            if value_at(base, path) != value_at(&would_be, path) {
                 conflicts.push((index, path.clone()));
             }
         }

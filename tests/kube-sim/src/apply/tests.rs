@@ -227,6 +227,52 @@ fn schema_list_types_drive_custom_resources() {
     assert_eq!(out["spec"]["ports"].as_array().unwrap().len(), 2);
     assert_eq!(out["spec"]["hosts"], json!(["x", "y"]));
     assert_eq!(out["spec"]["args"], json!(["1"]));
+    // Metadata lists follow ObjectMeta, not the CRD schema: finalizers are a set.
+    let with_finalizer = |f: &str| {
+        let mut o = obj(json!({}));
+        o["metadata"]["finalizers"] = json!([f]);
+        o
+    };
+    let first = server_side_apply(
+        Some(&out),
+        &with_finalizer("a.example.com/x"),
+        "alice",
+        false,
+        T1,
+        structure,
+    )
+    .unwrap();
+    let both = server_side_apply(
+        Some(&first),
+        &with_finalizer("b.example.com/y"),
+        "bob",
+        false,
+        T1,
+        structure,
+    )
+    .unwrap();
+    assert_eq!(
+        both["metadata"]["finalizers"],
+        json!(["a.example.com/x", "b.example.com/y"])
+    );
+    let created = record_update(None, &with_finalizer("x"), "m", T1, structure);
+    let labels_map = json!({"metadata": {"labels": {"k": "v"}}});
+    let labeled = record_update(
+        Some(&created),
+        &merge_labels(&created, &labels_map),
+        "m",
+        T1,
+        structure,
+    );
+    assert!(
+        managed_fields_of(&labeled, "m")[0].1["f:metadata"]["f:labels"]
+            .get(".")
+            .is_some()
+    );
+}
+
+fn merge_labels(object: &Value, patch: &Value) -> Value {
+    crate::patch::merge::merge_patch(object, patch)
 }
 
 #[test]
