@@ -1,0 +1,123 @@
+//! The real kubectl against a simulator: apply, get, label, annotate, patch, describe, delete.
+
+mod common;
+
+use common::Kubectl;
+use kube_sim::TestServer;
+
+const CONFIGMAP: &str = "apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: settings
+  labels: {app: web}
+data:
+  mode: blue
+";
+
+const OTHER_NAMESPACE: &str = "apiVersion: v1
+kind: Namespace
+metadata:
+  name: team-b
+---
+apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: elsewhere
+  namespace: team-b
+  labels: {app: api}
+data:
+  mode: red
+";
+
+#[test]
+fn apply_get_label_annotate_patch_describe_delete() {
+    let server = TestServer::start().expect("server starts");
+    let k = Kubectl::new(&server);
+
+    let out = k.ok_stdin(&["apply", "-f", "-"], Some(CONFIGMAP));
+    assert!(out.contains("configmap/settings created"), "{out}");
+    let changed = CONFIGMAP.replace("mode: blue", "mode: green");
+    let out = k.ok_stdin(&["apply", "-f", "-"], Some(&changed));
+    assert!(out.contains("configmap/settings configured"), "{out}");
+    assert_eq!(
+        k.ok(&[
+            "get",
+            "configmap",
+            "settings",
+            "-o",
+            "jsonpath={.data.mode}"
+        ]),
+        "green"
+    );
+    let yaml = k.ok(&["get", "cm", "settings", "-o", "yaml"]);
+    assert!(
+        yaml.contains("kubectl.kubernetes.io/last-applied-configuration"),
+        "{yaml}"
+    );
+    assert!(yaml.contains("uid:"), "{yaml}");
+
+    k.ok_stdin(&["apply", "-f", "-"], Some(OTHER_NAMESPACE));
+    let all = k.ok(&["get", "configmaps", "-A"]);
+    assert!(
+        all.contains("team-b") && all.contains("elsewhere") && all.contains("settings"),
+        "{all}"
+    );
+    let selected = k.ok(&["get", "cm", "-A", "-l", "app=api", "-o", "name"]);
+    assert_eq!(selected.trim(), "configmap/elsewhere");
+    let none = k.ok(&["get", "cm", "-l", "app=api", "-o", "name"]);
+    assert_eq!(
+        none.trim(),
+        "",
+        "label selector is scoped to the default namespace"
+    );
+
+    k.ok(&["label", "cm", "settings", "tier=frontend"]);
+    k.ok(&["annotate", "cm", "settings", "owner=team-a"]);
+    k.ok(&[
+        "patch",
+        "cm",
+        "settings",
+        "--type",
+        "merge",
+        "-p",
+        r#"{"data":{"merge":"1"}}"#,
+    ]);
+    k.ok(&[
+        "patch",
+        "cm",
+        "settings",
+        "--type",
+        "json",
+        "-p",
+        r#"[{"op":"add","path":"/data/json","value":"2"}]"#,
+    ]);
+    k.ok(&[
+        "patch",
+        "cm",
+        "settings",
+        "--type",
+        "strategic",
+        "-p",
+        r#"{"data":{"strategic":"3"}}"#,
+    ]);
+    let data = k.ok(&["get", "cm", "settings", "-o", "jsonpath={.metadata.labels.tier} {.metadata.annotations.owner} {.data.merge}{.data.json}{.data.strategic}"]);
+    assert_eq!(data, "frontend team-a 123");
+
+    let described = k.ok(&["describe", "configmap", "settings"]);
+    assert!(
+        described.contains("Name:") && described.contains("settings"),
+        "{described}"
+    );
+    assert!(described.contains("tier=frontend"), "{described}");
+
+    let err = k.fails(
+        &["patch", "cm", "missing", "--type", "merge", "-p", "{}"],
+        None,
+    );
+    assert!(err.contains(r#"configmaps "missing" not found"#), "{err}");
+
+    let out = k.ok(&["delete", "cm", "settings"]);
+    assert!(out.contains(r#"configmap "settings" deleted"#), "{out}");
+    let err = k.fails(&["get", "cm", "settings"], None);
+    assert!(err.contains(r#"configmaps "settings" not found"#), "{err}");
+}
