@@ -421,6 +421,20 @@ mod tests {
         assert!(err.contains("unsupported or malformed key"), "{err}");
     }
 
+    proptest::proptest! {
+        #[test]
+        fn key_loader_never_panics(
+            tag in proptest::sample::select(vec!["PRIVATE KEY", "EC PRIVATE KEY", "RSA PRIVATE KEY", "CERTIFICATE", "X"]),
+            body in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..200),
+        ) {
+            let text = pem_io::encode(tag, &body);
+            let rng = SystemRandom::new();
+            proptest::prop_assert!(PrivateKey::from_pem("fuzz", &text, &rng).is_err());
+            let cut = &text[..text.len() / 2];
+            proptest::prop_assert!(PrivateKey::from_pem("fuzz", cut, &rng).is_err());
+        }
+    }
+
     #[test]
     fn key_algorithm_names_round_trip() {
         for a in [

@@ -419,6 +419,15 @@ proptest! {
     #![proptest_config(ProptestConfig::with_cases(24))]
 
     #[test]
+    fn csr_signing_never_panics_on_garbage(body in proptest::collection::vec(any::<u8>(), 0..300)) {
+        let ca = self_signed("cluster.local", KeyAlgorithm::EcdsaP256, fixed_now());
+        let id = SpiffeId::parse("spiffe://cluster.local/ns/a/sa/b").unwrap();
+        let b64 = pem::encode(&pem::Pem::new("CERTIFICATE REQUEST", body));
+        prop_assert!(ca.sign_csr(&b64, &id, DAY, fixed_now()).is_err());
+        prop_assert!(TrustBundle::from_pem("fuzz", &b64.replace("CERTIFICATE REQUEST", "CERTIFICATE")).is_err());
+    }
+
+    #[test]
     fn issued_certificates_verify_against_the_bundle_that_issued_them(
         ns in "[a-z0-9]([a-z0-9-]{0,20}[a-z0-9])?",
         sa in "[a-z0-9]([a-z0-9.-]{0,30}[a-z0-9])?",
