@@ -344,3 +344,48 @@ fn pem_block(tag: &str, der: &[u8]) -> String {
     let b64 = openssl_ok(dir.path(), &["base64", "-in", "x.der"]);
     format!("-----BEGIN {tag}-----\n{b64}-----END {tag}-----\n")
 }
+
+#[test]
+fn rsa_csr_gets_key_encipherment() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let ca = self_signed("cluster.local", KeyAlgorithm::EcdsaP256, now());
+    let id = SpiffeId::parse("spiffe://cluster.local/ns/legacy/sa/app").unwrap();
+    openssl_ok(
+        d,
+        &[
+            "genpkey",
+            "-algorithm",
+            "RSA",
+            "-pkeyopt",
+            "rsa_keygen_bits:2048",
+            "-out",
+            "k.pem",
+        ],
+    );
+    openssl_ok(
+        d,
+        &[
+            "req",
+            "-new",
+            "-key",
+            "k.pem",
+            "-subj",
+            "/CN=app",
+            "-addext",
+            &format!("subjectAltName=URI:{id}"),
+            "-config",
+            "/dev/null",
+            "-out",
+            "rsa.csr",
+        ],
+    );
+    let issued = ca.sign_csr(&read(d, "rsa.csr"), &id, DAY, now()).unwrap();
+    assert_openssl_verifies(d, &issued.cert_chain_pem, &issued.root_cert_pem);
+    let text = openssl_ok(d, &["x509", "-in", "leaf.pem", "-noout", "-text"]);
+    assert!(
+        text.contains("Digital Signature, Key Encipherment"),
+        "{text}"
+    );
+    assert!(text.contains("Public-Key: (2048 bit)"), "{text}");
+}
