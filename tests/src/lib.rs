@@ -6,6 +6,9 @@
 //!   flaky, slow) that report which server answered and what it received.
 //! - [`client`]: a minimal blocking HTTP/1.1 client for plaintext requests.
 //! - [`free_port`]: pick an unused TCP port on 127.0.0.1.
+//! - [`mesh`]: CA-issued identities as file SDS, and static-bootstrap scaffolding.
+//! - [`golden`]: golden files of generated Envoy config (`UPDATE_GOLDEN=1` rewrites).
+//! - [`jwt`]: ES256 tokens and JWKS for RequestAuthentication tests.
 //!
 //! Everything listens on 127.0.0.0/8 only; every process a test starts is
 //! stopped by its guard, also when the test panics.
@@ -13,6 +16,9 @@
 
 pub mod client;
 pub mod envoy;
+pub mod golden;
+pub mod jwt;
+pub mod mesh;
 pub mod upstream;
 
 pub use client::{HttpRequest, HttpResponse};
