@@ -114,6 +114,8 @@ pub struct CertificateAuthority {
     /// The earliest `notAfter` among the signing certificate and intermediates.
     pub(crate) issuer_not_after: SystemTime,
     pub(crate) issuer_not_before: SystemTime,
+    /// The root the signing certificate chains to.
+    pub(crate) root: CertificateInfo,
     pub(crate) own_roots: TrustBundle,
     /// What workloads are told to trust: own roots plus any added during rotation.
     pub(crate) distributed: TrustBundle,
@@ -259,10 +261,16 @@ impl CertificateAuthority {
         let below_root: Vec<&CertificateInfo> =
             chain.iter().filter(|c| !own_roots.contains(c)).collect();
         let intermediates_pem = below_root.iter().map(|c| c.to_pem()).collect();
+        // The root this chain leads to (validated by the caller); other roots bundled in
+        // root-cert.pem do not limit how long leaves may live.
+        let root = own_roots
+            .verify_chain_ignoring_time(&chain)
+            .cloned()
+            .unwrap_or_else(|_| signing_cert.clone());
         let issuer_not_after = below_root
             .iter()
             .map(|c| c.not_after)
-            .chain(own_roots.roots().iter().map(|r| r.not_after))
+            .chain([root.not_after])
             .min()
             .unwrap_or(signing_cert.not_after);
         let issuer_not_before = signing_cert.not_before;
@@ -275,6 +283,7 @@ impl CertificateAuthority {
             intermediates_pem,
             issuer_not_after,
             issuer_not_before,
+            root,
             distributed: own_roots.clone(),
             own_roots,
             distributed_pem,
@@ -312,11 +321,7 @@ impl CertificateAuthority {
 
     /// The root the signing certificate chains to (itself when self-signed).
     pub fn root(&self) -> &CertificateInfo {
-        self.chain
-            .iter()
-            .find(|c| self.own_roots.contains(c))
-            .or_else(|| self.own_roots.roots().first())
-            .unwrap_or(&self.signing_cert)
+        &self.root
     }
 
     /// The CA's own roots (`root-cert.pem`).
