@@ -31,7 +31,13 @@ fn is_executable(path: &Path) -> bool {
 /// (JSON is YAML, so both are written to a `.yaml` file). `Err` carries Envoy's output.
 pub fn validate_bootstrap(bootstrap: &str) -> Result<(), String> {
     let dir = tempfile::tempdir().map_err(|e| format!("tempdir: {e}"))?;
-    let file = dir.path().join("bootstrap.yaml");
+    validate_bootstrap_in(dir.path(), bootstrap)
+}
+
+/// Like [`validate_bootstrap`], with Envoy's working directory set to `dir`, so a
+/// bootstrap with relative file paths (e.g. a golden file's SDS files) resolves them there.
+pub fn validate_bootstrap_in(dir: &Path, bootstrap: &str) -> Result<(), String> {
+    let file = dir.join("trellis-validate-bootstrap.yaml");
     std::fs::write(&file, bootstrap).map_err(|e| format!("write bootstrap: {e}"))?;
     let output = Command::new(envoy_bin())
         .arg("--mode")
@@ -41,6 +47,7 @@ pub fn validate_bootstrap(bootstrap: &str) -> Result<(), String> {
         .arg("--disable-hot-restart")
         .arg("-l")
         .arg("error")
+        .current_dir(dir)
         .stdin(Stdio::null())
         .output()
         .map_err(|e| format!("running envoy: {e}"))?;

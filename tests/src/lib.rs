@@ -22,7 +22,7 @@ pub mod mesh;
 pub mod upstream;
 
 pub use client::{HttpRequest, HttpResponse};
-pub use envoy::{Envoy, envoy_bin, validate_bootstrap};
+pub use envoy::{Envoy, envoy_bin, validate_bootstrap, validate_bootstrap_in};
 pub use upstream::{Behavior, Upstream};
 
 use std::net::{Ipv4Addr, TcpListener};

@@ -57,6 +57,28 @@ pub struct Identity {
 impl Identity {
     /// Issues `spiffe://cluster.local/ns/<ns>/sa/<sa>` and writes it under `dir`.
     pub fn issue(ca: &CertificateAuthority, dir: &Path, namespace: &str, sa: &str) -> Identity {
+        Self::issue_at(ca, dir, dir, namespace, sa)
+    }
+
+    /// Like [`Identity::issue`], writing under `base/<relative>` with the SDS files
+    /// naming the PEM files by the relative path (for golden bootstraps validated in `base`).
+    pub fn issue_with_relative_sds(
+        ca: &CertificateAuthority,
+        base: &Path,
+        relative: &str,
+        namespace: &str,
+        sa: &str,
+    ) -> Identity {
+        Self::issue_at(ca, &base.join(relative), Path::new(relative), namespace, sa)
+    }
+
+    fn issue_at(
+        ca: &CertificateAuthority,
+        dir: &Path,
+        named_as: &Path,
+        namespace: &str,
+        sa: &str,
+    ) -> Identity {
         std::fs::create_dir_all(dir).expect("identity dir");
         let issued = ca
             .issue_for_service_account(namespace, sa, Duration::from_secs(3600), SystemTime::now())
@@ -65,8 +87,9 @@ impl Identity {
         std::fs::write(file("cert-chain.pem"), &issued.cert_chain_pem).expect("write cert");
         std::fs::write(file("key.pem"), issued.key_pem.expose()).expect("write key");
         std::fs::write(file("root-cert.pem"), &issued.root_cert_pem).expect("write root");
-        let cert = workload_cert_secret(&file("cert-chain.pem"), &file("key.pem"), None);
-        let root = trust_bundle_secret(&file("root-cert.pem"), None);
+        let named = |name: &str| named_as.join(name).to_string_lossy().into_owned();
+        let cert = workload_cert_secret(&named("cert-chain.pem"), &named("key.pem"), None);
+        let root = trust_bundle_secret(&named("root-cert.pem"), None);
         write_sds_file(&file("sds-cert.yaml"), &cert);
         write_sds_file(&file("sds-root.yaml"), &root);
         Identity {

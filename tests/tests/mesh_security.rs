@@ -13,7 +13,9 @@ use trellis_e2e::mesh::{
     Identity, bootstrap_yaml, http_connection_manager, listener, route_to, static_cluster, test_ca,
     vhost,
 };
-use trellis_e2e::{Envoy, HttpRequest, Upstream, free_port_on, validate_bootstrap};
+use trellis_e2e::{
+    Envoy, HttpRequest, Upstream, free_port_on, validate_bootstrap, validate_bootstrap_in,
+};
 use trellis_translate::security::authz::{
     AuthzAction, AuthzContext, AuthzPolicy, Condition, Operation, Rule, Source, rbac_filters,
 };
@@ -289,8 +291,8 @@ fn web_bootstrap(listen: SocketAddr, cart: &CartPlan, sds: &SdsSource) -> String
 
 fn golden_plans() -> (CartPlan, SocketAddr, SdsSource) {
     let sds = |who: &str| SdsSource::Files {
-        workload_cert_file: format!("/etc/trellis/{who}/sds-cert.yaml"),
-        trust_bundle_file: format!("/etc/trellis/{who}/sds-root.yaml"),
+        workload_cert_file: format!("identities/{who}/sds-cert.yaml"),
+        trust_bundle_file: format!("identities/{who}/sds-root.yaml"),
         watched_directory: None,
     };
     let plan = CartPlan {
@@ -302,7 +304,8 @@ fn golden_plans() -> (CartPlan, SocketAddr, SdsSource) {
         jwt: 15005,
         app: SocketAddr::from(([127, 0, 0, 42], 8080)),
         sds: sds("cart"),
-        jwks: r#"{"keys":[]}"#.into(),
+        // a fixed, valid public key (the P-256 base point) keeps the golden file stable
+        jwks: r#"{"keys":[{"kty":"EC","crv":"P-256","alg":"ES256","kid":"golden","x":"axfR8uEsQkf4vOblY6RA8ncDfYEt6zOg9KE5RdiYwpY","y":"T-NC4v4af5uO5-tKfA-eFivOM1drMV7Oy7ZAaDe_UfU"}]}"#.into(),
     };
     (plan, SocketAddr::from(([127, 0, 0, 43], 15000)), sds("web"))
 }
@@ -310,11 +313,24 @@ fn golden_plans() -> (CartPlan, SocketAddr, SdsSource) {
 #[test]
 fn golden_security_bootstraps() {
     let (plan, web_listen, web_sds) = golden_plans();
-    check_golden("security-cart-sidecar", &cart_bootstrap(&plan));
-    check_golden(
-        "security-web-sidecar",
-        &web_bootstrap(web_listen, &plan, &web_sds),
-    );
+    let cart = cart_bootstrap(&plan);
+    let web = web_bootstrap(web_listen, &plan, &web_sds);
+    check_golden("security-cart-sidecar", &cart);
+    check_golden("security-web-sidecar", &web);
+    // the golden files themselves load in Envoy, with their relative SDS paths in place
+    let dir = tempfile::tempdir().unwrap();
+    let ca = test_ca();
+    for who in ["cart", "web"] {
+        Identity::issue_with_relative_sds(
+            &ca,
+            dir.path(),
+            &format!("identities/{who}"),
+            "shop",
+            who,
+        );
+    }
+    validate_bootstrap_in(dir.path(), &cart).expect("golden cart bootstrap validates");
+    validate_bootstrap_in(dir.path(), &web).expect("golden web bootstrap validates");
 }
 
 fn get(addr: SocketAddr, host: &str, path: &str) -> trellis_e2e::HttpResponse {
