@@ -543,7 +543,36 @@ mod tests {
         assert_eq!(unsupported_for_custom_resource().code, 415);
     }
 
+    fn containers(names: &[(String, String)]) -> Value {
+        Value::Array(
+            names
+                .iter()
+                .map(|(n, i)| json!({"name": n, "image": i}))
+                .collect(),
+        )
+    }
+
     proptest! {
+        /// Keyed merge keeps one item per name: every patched name with the patch's image, every
+        /// other current name untouched.
+        #[test]
+        fn keyed_lists_merge_by_name(
+            current in prop::collection::btree_map("[a-d]", "[x-z]", 0..4),
+            patch in prop::collection::btree_map("[a-d]", "[x-z]", 0..4),
+        ) {
+            let current_list: Vec<(String, String)> = current.clone().into_iter().collect();
+            let patch_list: Vec<(String, String)> = patch.clone().into_iter().collect();
+            let pod = json!({"spec": {"containers": containers(&current_list)}});
+            let out = strategic_merge_patch(&pod, &json!({"spec": {"containers": containers(&patch_list)}}), "Pod").unwrap();
+            let mut expected = current.clone();
+            expected.extend(patch.clone());
+            let got: std::collections::BTreeMap<String, String> = out["spec"]["containers"].as_array().unwrap().iter()
+                .map(|c| (c["name"].as_str().unwrap().to_string(), c["image"].as_str().unwrap().to_string()))
+                .collect();
+            prop_assert_eq!(out["spec"]["containers"].as_array().unwrap().len(), got.len());
+            prop_assert_eq!(got, expected);
+        }
+
         #[test]
         fn never_panics(current in arb_json(), patch in arb_json()) {
             let _ = strategic_merge_patch(&current, &patch, "Pod");
