@@ -26,7 +26,10 @@ use trellis_translate::security::peer_authn::{
     MtlsMode, PeerAuthnPolicy, WorkloadRef, effective_mode, inbound_filter_chains, tls_inspector,
 };
 use trellis_translate::security::sds::SdsSource;
-use trellis_translate::security::tls::{downstream_mtls, upstream_mtls, upstream_transport_socket};
+use trellis_translate::security::tls::{
+    auto_mtls_socket_matches, downstream_mtls, sidecar_endpoint_metadata, upstream_mtls,
+    upstream_transport_socket,
+};
 
 const CART: &str = "spiffe://cluster.local/ns/shop/sa/cart";
 const ISSUER: &str = "https://issuer.test";
@@ -40,6 +43,8 @@ struct CartPlan {
     rbac: u16,
     jwt: u16,
     app: SocketAddr,
+    /// A workload without a sidecar (plaintext only), for auto mTLS.
+    legacy: SocketAddr,
     sds: SdsSource,
     jwks: String,
 }
@@ -271,6 +276,7 @@ fn web_bootstrap(listen: SocketAddr, cart: &CartPlan, sds: &SdsSource) -> String
             static_cluster("disable-mtls", &[at(cart.disable)], mtls(CART)),
         ),
         ("rbac", static_cluster("rbac", &[at(cart.rbac)], mtls(CART))),
+        ("auto", auto_mtls_cluster(sds, at(cart.strict), cart.legacy)),
     ];
     let vhosts = cases
         .iter()
@@ -289,6 +295,21 @@ fn web_bootstrap(listen: SocketAddr, cart: &CartPlan, sds: &SdsSource) -> String
     )
 }
 
+/// One cluster over a sidecar endpoint (STRICT port) and a sidecar-less one: auto mTLS
+/// picks mTLS for the first and plaintext for the second.
+fn auto_mtls_cluster(sds: &SdsSource, sidecar: SocketAddr, plain: SocketAddr) -> Cluster {
+    let mut cluster = static_cluster("auto", &[sidecar, plain], None);
+    let ctx = upstream_mtls(sds, "cart.shop.svc.cluster.local", &[CART.to_string()]);
+    cluster.transport_socket_matches = auto_mtls_socket_matches(&ctx);
+    let endpoints = &mut cluster
+        .load_assignment
+        .as_mut()
+        .expect("endpoints")
+        .endpoints[0];
+    endpoints.lb_endpoints[0].metadata = Some(sidecar_endpoint_metadata());
+    cluster
+}
+
 fn golden_plans() -> (CartPlan, SocketAddr, SdsSource) {
     let sds = |who: &str| SdsSource::Files {
         workload_cert_file: format!("identities/{who}/sds-cert.yaml"),
@@ -303,6 +324,7 @@ fn golden_plans() -> (CartPlan, SocketAddr, SdsSource) {
         rbac: 15004,
         jwt: 15005,
         app: SocketAddr::from(([127, 0, 0, 42], 8080)),
+        legacy: SocketAddr::from(([127, 0, 0, 44], 8080)),
         sds: sds("cart"),
         // a fixed, valid public key (the P-256 base point) keeps the golden file stable
         jwks: r#"{"keys":[{"kty":"EC","crv":"P-256","alg":"ES256","kid":"golden","x":"axfR8uEsQkf4vOblY6RA8ncDfYEt6zOg9KE5RdiYwpY","y":"T-NC4v4af5uO5-tKfA-eFivOM1drMV7Oy7ZAaDe_UfU"}]}"#.into(),
@@ -348,6 +370,7 @@ fn mtls_peer_authentication_rbac_and_jwt_on_real_envoy() {
     let web_id = Identity::issue(&ca, &tmp.path().join("web"), "shop", "web");
     assert_eq!(cart_id.spiffe_id, CART);
     let app = Upstream::echo("cart-app", Ipv4Addr::new(127, 0, 0, 42));
+    let legacy = Upstream::echo("legacy-app", Ipv4Addr::new(127, 0, 0, 44));
     let signer = JwtSigner::generate("k1");
     let ip = Ipv4Addr::new(127, 0, 0, 41);
     let plan = CartPlan {
@@ -358,6 +381,7 @@ fn mtls_peer_authentication_rbac_and_jwt_on_real_envoy() {
         rbac: free_port_on(ip),
         jwt: free_port_on(ip),
         app: app.addr(),
+        legacy: legacy.addr(),
         sds: cart_id.sds(),
         jwks: signer.jwks(),
     };
@@ -401,6 +425,24 @@ fn mtls_peer_authentication_rbac_and_jwt_on_real_envoy() {
     // DISABLE: plaintext only
     assert_eq!(get(web_listen, "disable-plain", "/").status, 200);
     assert_eq!(get(web_listen, "disable-mtls", "/").status, 503);
+
+    // auto mTLS: the sidecar endpoint gets mTLS (its app sees our identity), the
+    // sidecar-less endpoint plaintext; both answer
+    let mut seen = BTreeMap::new();
+    for _ in 0..6 {
+        let r = get(web_listen, "auto", "/");
+        assert_eq!(r.status, 200, "{}", r.body_text());
+        let json = r.json();
+        let server = json["server"].as_str().unwrap().to_string();
+        let has_xfcc = json["headers"]["x-forwarded-client-cert"].is_string();
+        assert_eq!(
+            has_xfcc,
+            server == "cart-app",
+            "mTLS only towards the sidecar"
+        );
+        *seen.entry(server).or_insert(0) += 1;
+    }
+    assert_eq!(seen.len(), 2, "both endpoints answered: {seen:?}");
 
     // RBAC in Istio's order: DENY beats ALLOW; an ALLOW must match; AUDIT changes nothing
     assert_eq!(get(web_listen, "rbac", "/api/items").status, 200);

@@ -3,13 +3,18 @@
 //! Client side verifies the server's URI SAN against the SPIFFE ids behind the
 //! destination service; server side requires a client certificate signed by the
 //! trust bundle (who may call is RBAC's job, not the handshake's).
-use envoy_types::pb::envoy::config::core::v3::{TransportSocket, transport_socket::ConfigType};
+use envoy_types::pb::envoy::config::cluster::v3::cluster::TransportSocketMatch;
+use envoy_types::pb::envoy::config::core::v3::{
+    Metadata, TransportSocket, transport_socket::ConfigType,
+};
+use envoy_types::pb::envoy::extensions::transport_sockets::raw_buffer::v3::RawBuffer;
 use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{
     CertificateValidationContext, CommonTlsContext, DownstreamTlsContext, SubjectAltNameMatcher,
     UpstreamTlsContext, common_tls_context::CombinedCertificateValidationContext,
     common_tls_context::ValidationContextType, subject_alt_name_matcher::SanType,
 };
 use envoy_types::pb::google::protobuf::BoolValue;
+use envoy_types::pb::google::protobuf::{Struct, Value, value};
 
 use super::matchers::exact;
 use super::pack;
@@ -94,6 +99,57 @@ pub fn downstream_transport_socket(ctx: &DownstreamTlsContext) -> TransportSocke
     }
 }
 
+/// Endpoint metadata key/value marking an endpoint that has a sidecar (Istio's `tlsMode`).
+pub const TLS_MODE_KEY: &str = "tlsMode";
+pub const TLS_MODE_ISTIO: &str = "istio";
+/// Metadata namespace Envoy reads for `transport_socket_matches`.
+pub const TRANSPORT_SOCKET_MATCH: &str = "envoy.transport_socket_match";
+
+fn tls_mode_struct() -> Struct {
+    Struct {
+        fields: std::collections::HashMap::from([(
+            TLS_MODE_KEY.to_string(),
+            Value {
+                kind: Some(value::Kind::StringValue(TLS_MODE_ISTIO.to_string())),
+            },
+        )]),
+    }
+}
+
+/// Auto mTLS for a cluster: endpoints marked with [`sidecar_endpoint_metadata`] get
+/// mesh mTLS, every other endpoint plaintext (a workload without a sidecar).
+pub fn auto_mtls_socket_matches(ctx: &UpstreamTlsContext) -> Vec<TransportSocketMatch> {
+    vec![
+        TransportSocketMatch {
+            name: "tlsMode-istio".to_string(),
+            r#match: Some(tls_mode_struct()),
+            transport_socket: Some(upstream_transport_socket(ctx)),
+        },
+        TransportSocketMatch {
+            name: "tlsMode-disabled".to_string(),
+            r#match: Some(Struct::default()),
+            transport_socket: Some(TransportSocket {
+                name: RAW_BUFFER_TRANSPORT_SOCKET.to_string(),
+                config_type: Some(ConfigType::TypedConfig(pack(&RawBuffer {}))),
+            }),
+        },
+    ]
+}
+
+/// Name of Envoy's plaintext transport socket.
+pub const RAW_BUFFER_TRANSPORT_SOCKET: &str = "envoy.transport_sockets.raw_buffer";
+
+/// Metadata of an endpoint whose workload has a sidecar (selects the mTLS socket match).
+pub fn sidecar_endpoint_metadata() -> Metadata {
+    Metadata {
+        filter_metadata: std::collections::HashMap::from([(
+            TRANSPORT_SOCKET_MATCH.to_string(),
+            tls_mode_struct(),
+        )]),
+        ..Default::default()
+    }
+}
+
 /// The SPIFFE id of a service account: `spiffe://<trust-domain>/ns/<ns>/sa/<sa>`.
 pub fn spiffe_id(trust_domain: &str, namespace: &str, service_account: &str) -> String {
     format!("spiffe://{trust_domain}/ns/{namespace}/sa/{service_account}")
@@ -174,6 +230,28 @@ mod tests {
                 .unwrap()
                 .match_typed_subject_alt_names
                 .is_empty()
+        );
+    }
+
+    #[test]
+    fn auto_mtls_matches_sidecar_endpoints_first_then_plaintext() {
+        let ctx = upstream_mtls(&sds(), "x", &["spiffe://a".into()]);
+        let matches = auto_mtls_socket_matches(&ctx);
+        assert_eq!(matches.len(), 2);
+        let wanted = matches[0].r#match.as_ref().unwrap();
+        let meta = sidecar_endpoint_metadata();
+        assert_eq!(
+            meta.filter_metadata.get(TRANSPORT_SOCKET_MATCH),
+            Some(wanted)
+        );
+        assert_eq!(
+            matches[0].transport_socket.as_ref().unwrap().name,
+            TLS_TRANSPORT_SOCKET
+        );
+        assert!(matches[1].r#match.as_ref().unwrap().fields.is_empty());
+        assert_eq!(
+            matches[1].transport_socket.as_ref().unwrap().name,
+            RAW_BUFFER_TRANSPORT_SOCKET
         );
     }
 
