@@ -26,6 +26,10 @@ enum Command {
     Status(commands::status::StatusArgs),
     /// Certificate authority: create a root, issue workload identities, inspect certificates.
     Ca(commands::ca::CaArgs),
+    /// Print the CustomResourceDefinitions of the mesh kinds, or write them to a directory.
+    Crds(commands::crds::CrdsArgs),
+    /// Check mesh YAML files or directories: exit 0 when valid, 1 printing every error.
+    Validate(commands::validate::ValidateArgs),
 }
 
 fn main() -> ExitCode {
@@ -34,5 +38,7 @@ fn main() -> ExitCode {
         Command::DemoApp(args) => commands::demo_app::run(args),
         Command::Status(args) => commands::status::run(args),
         Command::Ca(args) => commands::ca::run(args),
+        Command::Crds(args) => commands::crds::run(args),
+        Command::Validate(args) => commands::validate::run(args),
     }
 }

@@ -5,6 +5,7 @@
 //! - [`load`](load()): multi-document YAML → [`Resource`]s, unknown fields rejected.
 #![forbid(unsafe_code)]
 
+pub mod crd;
 pub mod duration;
 mod error;
 pub mod load;

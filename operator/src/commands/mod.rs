@@ -2,3 +2,5 @@
 pub mod demo_app;
 pub mod status;
 pub mod ca;
+pub mod crds;
+pub mod validate;

@@ -1,0 +1,88 @@
+//! `trellis validate -f PATH...`: loads and validates mesh YAML files (or
+//! directories of them, recursively) and prints every error as
+//! `kind/namespace/name: path: message`.
+
+use clap::Args;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use trellis_api::{ObjectRef, load_all, validate};
+
+#[derive(Debug, Args)]
+pub struct ValidateArgs {
+    /// Files or directories (searched recursively for *.yaml and *.yml).
+    #[arg(short = 'f', long = "filename", required = true, num_args = 1..)]
+    paths: Vec<PathBuf>,
+}
+
+pub fn run(args: ValidateArgs) -> ExitCode {
+    let mut lines = Vec::new();
+    let mut files = Vec::new();
+    for path in &args.paths {
+        if let Err(e) = collect_files(path, &mut files) {
+            lines.push(format!("{}: {e}", path.display()));
+        }
+    }
+    let mut objects = 0usize;
+    let mut seen: BTreeMap<ObjectRef, String> = BTreeMap::new();
+    for file in &files {
+        let source = file.display().to_string();
+        let text = match std::fs::read_to_string(file) {
+            Ok(text) => text,
+            Err(e) => {
+                lines.push(format!("{source}: cannot read: {e}"));
+                continue;
+            }
+        };
+        let (resources, load_errors) = load_all(&source, &text);
+        lines.extend(load_errors.iter().map(ToString::to_string));
+        for resource in &resources {
+            objects += 1;
+            let object = resource.object_ref();
+            for error in validate(resource) {
+                lines.push(format!("{object}: {error}"));
+            }
+            if let Some(first) = seen.insert(object.clone(), source.clone()) {
+                lines.push(format!(
+                    "{object}: metadata.name: duplicate object (also defined in {first})"
+                ));
+            }
+        }
+    }
+    for line in &lines {
+        println!("{line}");
+    }
+    if lines.is_empty() {
+        eprintln!("{objects} objects in {} files: valid", files.len());
+        ExitCode::SUCCESS
+    } else {
+        eprintln!("{} errors in {} files", lines.len(), files.len());
+        ExitCode::FAILURE
+    }
+}
+
+/// `path` itself when a file; its *.yaml / *.yml files, recursively and
+/// sorted, when a directory.
+fn collect_files(path: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
+    let meta = std::fs::metadata(path)?;
+    if !meta.is_dir() {
+        out.push(path.to_owned());
+        return Ok(());
+    }
+    let mut entries: Vec<PathBuf> = std::fs::read_dir(path)?
+        .map(|e| e.map(|e| e.path()))
+        .collect::<Result<_, _>>()?;
+    entries.sort();
+    for entry in entries {
+        if entry.is_dir() {
+            collect_files(&entry, out)?;
+        } else if entry
+            .extension()
+            .and_then(|e| e.to_str())
+            .is_some_and(|e| e == "yaml" || e == "yml")
+        {
+            out.push(entry);
+        }
+    }
+    Ok(())
+}
