@@ -134,6 +134,18 @@ fn authorization_policies() -> Vec<AuthzPolicy> {
             }],
         ),
         policy(
+            "allow-by-host",
+            AuthzAction::Allow,
+            vec![Rule {
+                to: vec![Operation {
+                    hosts: vec!["RBAC".into()],
+                    paths: vec!["/by-host".into()],
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+        ),
+        policy(
             "audit-everything",
             AuthzAction::Audit,
             vec![Rule::default()],
@@ -455,6 +467,11 @@ fn mtls_peer_authentication_rbac_and_jwt_on_real_envoy() {
         get(web_listen, "rbac", "/other").status,
         403,
         "no ALLOW matched"
+    );
+    assert_eq!(
+        get(web_listen, "rbac", "/by-host").status,
+        200,
+        "hosts match ignoring case"
     );
     let post = |tenant: Option<&str>| {
         let mut req = HttpRequest::new("POST", "/api/items")

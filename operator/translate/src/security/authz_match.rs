@@ -146,6 +146,18 @@ fn claim_path(key: &str) -> Option<Vec<&str>> {
         .then_some(parts)
 }
 
+/// An operation host, compared case-insensitively with `:authority`, which may carry a port.
+fn host_matcher(value: &str) -> StringMatcher {
+    use super::matchers::{IstioValue, classify};
+    let host = match classify(value) {
+        IstioValue::Any => return string_matcher("*", false),
+        IstioValue::Prefix(p) => format!("{}.*", regex_escape(p)),
+        IstioValue::Suffix(s) => format!(".*{}", regex_escape(s)),
+        IstioValue::Exact(e) => regex_escape(e),
+    };
+    regex_matcher(&format!("(?i)^{host}(:[0-9]+)?$"))
+}
+
 /// `to` and permission-side `when` conditions of one rule.
 pub(crate) fn rule_permissions(rule: &Rule, object: &ObjectRef, field: &str) -> Res<Permission> {
     let mut parts = Vec::new();
@@ -212,7 +224,7 @@ fn operation(op: &Operation, object: &ObjectRef, field: &str) -> Res<Permission>
     let host = |v: &str| {
         Ok(perm(permission::Rule::Header(header(
             ":authority",
-            string_matcher(v, true),
+            host_matcher(v),
         ))))
     };
     push_perm(&mut parts, &op.hosts, &op.not_hosts, host)?;
@@ -505,6 +517,18 @@ mod tests {
         );
         assert_eq!(claim_path("request.auth.claims"), None);
         assert!(condition_side("request.regex.headers").is_none());
+    }
+
+    #[test]
+    fn host_matches_with_or_without_port_ignoring_case() {
+        use envoy_types::pb::envoy::r#type::matcher::v3::string_matcher::MatchPattern;
+        let re = |v: &str| match host_matcher(v).match_pattern {
+            Some(MatchPattern::SafeRegex(r)) => r.regex,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(re("cart.shop"), r"(?i)^cart\.shop(:[0-9]+)?$");
+        assert_eq!(re("*.example.com"), r"(?i)^.*\.example\.com(:[0-9]+)?$");
+        assert_eq!(re("api.*"), r"(?i)^api\..*(:[0-9]+)?$");
     }
 
     #[test]
