@@ -7,11 +7,15 @@
 //!
 //! Each rule becomes one Envoy policy: permissions = AND(OR(to), to-side
 //! `when` conditions), principals = AND(OR(from), from-side `when` conditions).
+use envoy_types::pb::envoy::config::listener::v3::{
+    Filter as NetworkFilter, filter as network_filter,
+};
 use envoy_types::pb::envoy::config::rbac::v3::{Policy, Rbac, rbac::Action as RbacAction};
 use envoy_types::pb::envoy::extensions::filters::http::rbac::v3::Rbac as RbacFilter;
 use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
     HttpFilter, http_filter::ConfigType,
 };
+use envoy_types::pb::envoy::extensions::filters::network::rbac::v3::Rbac as NetworkRbacFilter;
 
 use super::authz_match::{rule_permissions, rule_principals};
 use super::{ObjectRef, SecurityError, pack};
@@ -104,25 +108,76 @@ pub fn rbac_filters(
     policies: &[AuthzPolicy],
     ctx: AuthzContext<'_>,
 ) -> (Vec<HttpFilter>, Vec<SecurityError>) {
+    let (configs, errors) = rbac_configs(policies, ctx, Protocol::Http);
+    let filters = configs
+        .into_iter()
+        .map(|rules| HttpFilter {
+            name: HTTP_RBAC.to_string(),
+            config_type: Some(ConfigType::TypedConfig(pack(&RbacFilter {
+                rules: Some(rules),
+                ..Default::default()
+            }))),
+            ..Default::default()
+        })
+        .collect();
+    (filters, errors)
+}
+
+/// Name of the network (TCP) RBAC filter.
+pub const NETWORK_RBAC: &str = "envoy.filters.network.rbac";
+
+/// The network RBAC filters for a TCP port, in evaluation order, as Istio builds
+/// them: HTTP-only fields (hosts, methods, paths, request principals, request
+/// headers and JWT claims) cannot be checked on TCP, so an ALLOW/AUDIT rule using
+/// them never matches, and a DENY rule is checked without them (denying more).
+pub fn network_rbac_filters(
+    policies: &[AuthzPolicy],
+    ctx: AuthzContext<'_>,
+    stat_prefix: &str,
+) -> (Vec<NetworkFilter>, Vec<SecurityError>) {
+    let (configs, errors) = rbac_configs(policies, ctx, Protocol::Tcp);
+    let filters = configs
+        .into_iter()
+        .map(|rules| NetworkFilter {
+            name: NETWORK_RBAC.to_string(),
+            config_type: Some(network_filter::ConfigType::TypedConfig(pack(
+                &NetworkRbacFilter {
+                    rules: Some(rules),
+                    stat_prefix: stat_prefix.to_string(),
+                    ..Default::default()
+                },
+            ))),
+        })
+        .collect();
+    (filters, errors)
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Protocol {
+    Http,
+    Tcp,
+}
+
+fn rbac_configs(
+    policies: &[AuthzPolicy],
+    ctx: AuthzContext<'_>,
+    protocol: Protocol,
+) -> (Vec<Rbac>, Vec<SecurityError>) {
     let mut errors = Vec::new();
     let mut sorted: Vec<&AuthzPolicy> = policies.iter().collect();
     sorted.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
-
-    let mut deny = Rbac {
-        action: RbacAction::Deny as i32,
+    let empty = |action: RbacAction| Rbac {
+        action: action as i32,
         ..Default::default()
     };
-    let mut allow = Rbac {
-        action: RbacAction::Allow as i32,
-        ..Default::default()
-    };
-    let mut audit = Rbac {
-        action: RbacAction::Log as i32,
-        ..Default::default()
-    };
-    let (mut any_deny, mut any_allow, mut any_audit) = (false, false, false);
+    // slots in evaluation order: DENY, ALLOW, AUDIT (LOG)
+    let mut slots = [
+        (false, empty(RbacAction::Deny)),
+        (false, empty(RbacAction::Allow)),
+        (false, empty(RbacAction::Log)),
+    ];
     for policy in sorted {
-        let target = match policy.action {
+        let slot = match policy.action {
             AuthzAction::Custom => {
                 errors.push(SecurityError::Unsupported {
                     object: policy.object(),
@@ -131,28 +186,16 @@ pub fn rbac_filters(
                 });
                 continue;
             }
-            AuthzAction::Deny => {
-                any_deny = true;
-                &mut deny
-            }
-            AuthzAction::Allow => {
-                any_allow = true;
-                &mut allow
-            }
-            AuthzAction::Audit => {
-                any_audit = true;
-                &mut audit
-            }
+            AuthzAction::Deny => &mut slots[0],
+            AuthzAction::Allow => &mut slots[1],
+            AuthzAction::Audit => &mut slots[2],
         };
-        match policy_rules(policy, ctx) {
-            Ok(rules) => {
-                for (name, rule) in rules {
-                    target.policies.insert(name, rule);
-                }
-            }
+        slot.0 = true;
+        match policy_rules(policy, ctx, protocol) {
+            Ok(rules) => slot.1.policies.extend(rules),
             Err(err) => {
                 if policy.action == AuthzAction::Deny {
-                    target.policies.insert(
+                    slot.1.policies.insert(
                         format!("ns[{}]-policy[{}]-invalid", policy.namespace, policy.name),
                         deny_all(),
                     );
@@ -161,17 +204,61 @@ pub fn rbac_filters(
             }
         }
     }
-    let mut filters = Vec::new();
-    if any_deny {
-        filters.push(rbac_filter(deny, "deny"));
+    let configs = slots
+        .into_iter()
+        .filter(|(used, _)| *used)
+        .map(|(_, rbac)| rbac)
+        .collect();
+    (configs, errors)
+}
+
+/// The rule as it can be checked on a TCP connection; `None` when it can never match.
+fn tcp_view(rule: &Rule, action: AuthzAction) -> Option<Rule> {
+    let http_condition = |c: &Condition| c.key.starts_with("request.");
+    let has_http = rule.to.iter().any(|o| {
+        !(o.hosts.is_empty()
+            && o.not_hosts.is_empty()
+            && o.methods.is_empty()
+            && o.not_methods.is_empty()
+            && o.paths.is_empty()
+            && o.not_paths.is_empty())
+    }) || rule
+        .from
+        .iter()
+        .any(|s| !(s.request_principals.is_empty() && s.not_request_principals.is_empty()))
+        || rule.when.iter().any(http_condition);
+    if !has_http {
+        return Some(rule.clone());
     }
-    if any_allow {
-        filters.push(rbac_filter(allow, "allow"));
+    if action != AuthzAction::Deny {
+        return None;
     }
-    if any_audit {
-        filters.push(rbac_filter(audit, "audit"));
-    }
-    (filters, errors)
+    Some(Rule {
+        from: rule
+            .from
+            .iter()
+            .map(|s| Source {
+                request_principals: vec![],
+                not_request_principals: vec![],
+                ..s.clone()
+            })
+            .collect(),
+        to: rule
+            .to
+            .iter()
+            .map(|o| Operation {
+                ports: o.ports.clone(),
+                not_ports: o.not_ports.clone(),
+                ..Default::default()
+            })
+            .collect(),
+        when: rule
+            .when
+            .iter()
+            .filter(|c| !http_condition(c))
+            .cloned()
+            .collect(),
+    })
 }
 
 fn deny_all() -> Policy {
@@ -190,12 +277,18 @@ fn deny_all() -> Policy {
 fn policy_rules(
     policy: &AuthzPolicy,
     ctx: AuthzContext<'_>,
+    protocol: Protocol,
 ) -> Result<Vec<(String, Policy)>, SecurityError> {
     policy
         .rules
         .iter()
         .enumerate()
+        .filter_map(|(i, rule)| match protocol {
+            Protocol::Http => Some((i, rule.clone())),
+            Protocol::Tcp => tcp_view(rule, policy.action).map(|r| (i, r)),
+        })
         .map(|(i, rule)| {
+            let rule = &rule;
             let field = format!("spec.rules[{i}]");
             let object = policy.object();
             Ok((
@@ -208,20 +301,6 @@ fn policy_rules(
             ))
         })
         .collect()
-}
-
-fn rbac_filter(rules: Rbac, stat_prefix: &str) -> HttpFilter {
-    let filter = RbacFilter {
-        rules: Some(rules),
-        shadow_rules_stat_prefix: String::new(),
-        ..Default::default()
-    };
-    let _ = stat_prefix;
-    HttpFilter {
-        name: HTTP_RBAC.to_string(),
-        config_type: Some(ConfigType::TypedConfig(pack(&filter))),
-        ..Default::default()
-    }
 }
 
 #[cfg(test)]

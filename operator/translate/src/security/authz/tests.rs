@@ -222,3 +222,62 @@ proptest! {
         prop_assert!(errors.len() <= 1);
     }
 }
+
+#[test]
+fn tcp_drops_http_only_allow_rules_and_strips_deny_rules() {
+    let http_allow = Rule {
+        to: vec![Operation {
+            methods: vec!["GET".into()],
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    let port_allow = Rule {
+        to: vec![Operation {
+            ports: vec!["5432".into()],
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    let http_deny = Rule {
+        to: vec![Operation {
+            paths: vec!["/admin".into()],
+            ports: vec!["5432".into()],
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    let policies = [
+        policy("allow", AuthzAction::Allow, vec![http_allow, port_allow]),
+        policy("deny", AuthzAction::Deny, vec![http_deny]),
+    ];
+    let (filters, errors) = network_rbac_filters(&policies, CTX, "tcp.db");
+    assert!(errors.is_empty());
+    let decode_net = |f: &envoy_types::pb::envoy::config::listener::v3::Filter| {
+        let Some(envoy_types::pb::envoy::config::listener::v3::filter::ConfigType::TypedConfig(
+            any,
+        )) = &f.config_type
+        else {
+            panic!("typed config expected");
+        };
+        let cfg = NetworkRbacFilter::decode(any.value.as_slice()).unwrap();
+        assert_eq!(cfg.stat_prefix, "tcp.db");
+        cfg.rules.unwrap()
+    };
+    let deny = decode_net(&filters[0]);
+    let allow = decode_net(&filters[1]);
+    assert_eq!(deny.action, RbacAction::Deny as i32);
+    // the deny rule keeps only its port
+    let p = &deny.policies["ns[shop]-policy[deny]-rule[0]"];
+    assert!(matches!(
+        p.permissions[0].rule,
+        Some(permission::Rule::DestinationPort(5432))
+    ));
+    // the HTTP-only allow rule is gone, the port rule stays
+    assert_eq!(allow.policies.len(), 1);
+    assert!(
+        allow
+            .policies
+            .contains_key("ns[shop]-policy[allow]-rule[1]")
+    );
+}
