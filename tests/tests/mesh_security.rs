@@ -10,14 +10,15 @@ use envoy_types::pb::envoy::config::listener::v3::{FilterChainMatch, Listener};
 use trellis_e2e::golden::check_golden;
 use trellis_e2e::jwt::{JwtSigner, unix_now};
 use trellis_e2e::mesh::{
-    Identity, bootstrap_yaml, http_connection_manager, listener, route_to, static_cluster, test_ca,
-    vhost,
+    Identity, bootstrap_yaml, http_connection_manager, listener, route_to, static_cluster,
+    tcp_proxy, test_ca, vhost,
 };
 use trellis_e2e::{
     Envoy, HttpRequest, Upstream, free_port_on, validate_bootstrap, validate_bootstrap_in,
 };
 use trellis_translate::security::authz::{
-    AuthzAction, AuthzContext, AuthzPolicy, Condition, Operation, Rule, Source, rbac_filters,
+    AuthzAction, AuthzContext, AuthzPolicy, Condition, Operation, Rule, Source,
+    network_rbac_filters, rbac_filters,
 };
 use trellis_translate::security::jwt::{
     JwtRule, PAYLOAD_METADATA_KEY, RequestAuthnPolicy, jwt_authn_filter,
@@ -42,6 +43,9 @@ struct CartPlan {
     disable: u16,
     rbac: u16,
     jwt: u16,
+    /// TCP (tcp_proxy) ports with network RBAC: one allowing web, one allowing nobody.
+    tcp_allowed: u16,
+    tcp_denied: u16,
     app: SocketAddr,
     /// A workload without a sidecar (plaintext only), for auto mTLS.
     legacy: SocketAddr,
@@ -233,12 +237,47 @@ fn cart_bootstrap(plan: &CartPlan) -> String {
         };
         listener(name, SocketAddr::from((plan.ip, port)), chains, filters)
     };
+    let tcp_inbound = |name: &str, port: u16, allowed_sa: &str| -> Listener {
+        let mode = effective_mode(&peer, "istio-system", workload, u32::from(port));
+        let policy = AuthzPolicy {
+            namespace: "shop".into(),
+            name: name.into(),
+            action: AuthzAction::Allow,
+            rules: vec![Rule {
+                from: vec![Source {
+                    principals: vec![format!("cluster.local/ns/shop/sa/{allowed_sa}")],
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+        };
+        // uses an HTTP-only field, so on TCP it never matches (does not open the port)
+        let http_only = AuthzPolicy {
+            name: format!("{name}-http-only"),
+            rules: vec![Rule {
+                to: vec![Operation {
+                    methods: vec!["GET".into()],
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+            ..policy.clone()
+        };
+        let (mut filters, errors) = network_rbac_filters(&[policy, http_only], ctx, name);
+        assert!(errors.is_empty(), "{errors:?}");
+        filters.push(tcp_proxy(name, "inbound|app"));
+        let (chains, _) =
+            inbound_filter_chains(name, mode, FilterChainMatch::default(), &tls, filters);
+        listener(name, SocketAddr::from((plan.ip, port)), chains, vec![])
+    };
     let listeners = vec![
         inbound("strict", plan.strict, vec![]),
         inbound("permissive", plan.permissive, vec![]),
         inbound("disable", plan.disable, vec![]),
         inbound("rbac", plan.rbac, rbac),
         inbound("jwt", plan.jwt, jwt_chain_filters),
+        tcp_inbound("tcp-allowed", plan.tcp_allowed, "web"),
+        tcp_inbound("tcp-denied", plan.tcp_denied, "nobody"),
     ];
     let clusters = vec![static_cluster("inbound|app", &[plan.app], None)];
     bootstrap_yaml("cart", listeners, clusters)
@@ -289,6 +328,14 @@ fn web_bootstrap(listen: SocketAddr, cart: &CartPlan, sds: &SdsSource) -> String
         ),
         ("rbac", static_cluster("rbac", &[at(cart.rbac)], mtls(CART))),
         ("auto", auto_mtls_cluster(sds, at(cart.strict), cart.legacy)),
+        (
+            "tcp-allowed",
+            static_cluster("tcp-allowed", &[at(cart.tcp_allowed)], mtls(CART)),
+        ),
+        (
+            "tcp-denied",
+            static_cluster("tcp-denied", &[at(cart.tcp_denied)], mtls(CART)),
+        ),
     ];
     let vhosts = cases
         .iter()
@@ -335,6 +382,8 @@ fn golden_plans() -> (CartPlan, SocketAddr, SdsSource) {
         disable: 15003,
         rbac: 15004,
         jwt: 15005,
+        tcp_allowed: 15006,
+        tcp_denied: 15007,
         app: SocketAddr::from(([127, 0, 0, 42], 8080)),
         legacy: SocketAddr::from(([127, 0, 0, 44], 8080)),
         sds: sds("cart"),
@@ -392,6 +441,8 @@ fn mtls_peer_authentication_rbac_and_jwt_on_real_envoy() {
         disable: free_port_on(ip),
         rbac: free_port_on(ip),
         jwt: free_port_on(ip),
+        tcp_allowed: free_port_on(ip),
+        tcp_denied: free_port_on(ip),
         app: app.addr(),
         legacy: legacy.addr(),
         sds: cart_id.sds(),
@@ -487,6 +538,15 @@ fn mtls_peer_authentication_rbac_and_jwt_on_real_envoy() {
     assert_eq!(post(None), 403);
     assert!(
         cart.stat("http.rbac.rbac.denied") >= 4,
+        "{}",
+        cart.admin_get("/stats?filter=rbac")
+    );
+
+    // TCP: network RBAC checks the mTLS peer; the HTTP-only rule never matches on TCP
+    assert_eq!(get(web_listen, "tcp-allowed", "/").status, 200);
+    assert_eq!(get(web_listen, "tcp-denied", "/").status, 503);
+    assert!(
+        cart.stat("tcp-denied.rbac.denied") >= 1,
         "{}",
         cart.admin_get("/stats?filter=rbac")
     );
