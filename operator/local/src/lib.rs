@@ -7,6 +7,7 @@
 //! - [`assignments`]: ports handed out once and reused across restarts.
 //! - [`supervisor`]: runs Envoy processes that die with their parent.
 //! - [`bootstrap`]: ADS bootstraps with file-based SDS for workload certificates.
+//! - [`config_set`]: the directory's resources per file, load errors, object changes.
 //! - [`watcher`]: turns edits in the config directory into apply/delete events.
 //! - [`status`]: the `status.json` document and its table rendering.
 //! - [`demo_app`]: the HTTP service used by the bundled example.
@@ -14,6 +15,7 @@
 
 pub mod assignments;
 pub mod bootstrap;
+pub mod config_set;
 pub mod demo_app;
 pub mod error;
 pub mod identities;
