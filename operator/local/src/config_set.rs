@@ -13,7 +13,7 @@ use trellis_api::{ObjectRef, Resource};
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum ResourceChange {
-    Apply(Resource),
+    Apply(Box<Resource>),
     Delete(ObjectRef),
 }
 
@@ -55,7 +55,7 @@ impl ConfigSet {
             .collect();
         for (key, (_, resource)) in &after {
             if before.get(key) != Some(*resource) {
-                changes.push(ResourceChange::Apply((*resource).clone()));
+                changes.push(ResourceChange::Apply(Box::new((*resource).clone())));
             }
         }
         changes
