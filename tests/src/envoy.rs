@@ -86,11 +86,11 @@ impl Envoy {
         let dir = tempfile::tempdir().expect("tempdir for envoy");
         let config = dir.path().join("bootstrap.yaml");
         std::fs::write(&config, bootstrap).expect("write bootstrap");
-        let admin_port = crate::free_port();
-        let admin = SocketAddr::from((Ipv4Addr::LOCALHOST, admin_port));
-        let admin_yaml = format!(
-            "admin: {{address: {{socket_address: {{address: 127.0.0.1, port_value: {admin_port}}}}}}}"
-        );
+        // Envoy binds the admin port itself (port 0) and reports it in a file: no race
+        // with other processes picking ports.
+        let admin_path = dir.path().join("admin-address");
+        let admin_yaml =
+            "admin: {address: {socket_address: {address: 127.0.0.1, port_value: 0}}}".to_string();
         let log = dir.path().join("envoy.log");
         let child = Command::new(envoy_bin())
             .arg("-c")
@@ -98,6 +98,8 @@ impl Envoy {
             .arg("--config-yaml")
             .arg(admin_yaml)
             .arg("--disable-hot-restart")
+            .arg("--admin-address-path")
+            .arg(&admin_path)
             .arg("--log-path")
             .arg(&log)
             .arg("-l")
@@ -110,18 +112,30 @@ impl Envoy {
             .stderr(Stdio::null())
             .spawn()
             .expect("spawn envoy");
-        let mut envoy = Envoy { child, admin, dir };
-        envoy.wait_live(Duration::from_secs(30));
+        let mut envoy = Envoy {
+            child,
+            admin: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
+            dir,
+        };
+        envoy.wait_live(&admin_path, Duration::from_secs(30));
         envoy
     }
 
-    fn wait_live(&mut self, limit: Duration) {
+    fn wait_live(&mut self, admin_path: &Path, limit: Duration) {
         let start = Instant::now();
         loop {
             if let Ok(Some(status)) = self.child.try_wait() {
                 panic!("envoy exited early ({status}); log:\n{}", self.log());
             }
-            if let Ok(resp) = HttpRequest::get("/ready").send(self.admin)
+            if self.admin.port() == 0
+                && let Some(addr) = std::fs::read_to_string(admin_path)
+                    .ok()
+                    .and_then(|text| text.trim().parse::<SocketAddr>().ok())
+            {
+                self.admin = addr;
+            }
+            if self.admin.port() != 0
+                && let Ok(resp) = HttpRequest::get("/ready").send(self.admin)
                 && resp.status == 200
                 && resp.body_text().trim() == "LIVE"
             {

@@ -45,6 +45,18 @@ pub fn free_port() -> u16 {
     free_port_on(Ipv4Addr::LOCALHOST)
 }
 
+/// `n` distinct ports free on `ip` (all bound at once, then released), so ports
+/// picked for one bootstrap never collide with each other.
+pub fn free_ports_on(ip: Ipv4Addr, n: usize) -> Vec<u16> {
+    let listeners: Vec<TcpListener> = (0..n)
+        .map(|_| TcpListener::bind((ip, 0)).expect("bind port 0 on loopback"))
+        .collect();
+    listeners
+        .iter()
+        .map(|l| l.local_addr().expect("local addr of probe listener").port())
+        .collect()
+}
+
 /// Like [`free_port`], on a given loopback address (e.g. 127.0.0.11).
 pub fn free_port_on(ip: Ipv4Addr) -> u16 {
     let listener = TcpListener::bind((ip, 0)).expect("bind port 0 on loopback");

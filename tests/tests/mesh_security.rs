@@ -14,7 +14,8 @@ use trellis_e2e::mesh::{
     tcp_proxy, test_ca, vhost,
 };
 use trellis_e2e::{
-    Envoy, HttpRequest, Upstream, free_port_on, validate_bootstrap, validate_bootstrap_in,
+    Envoy, HttpRequest, Upstream, free_port_on, free_ports_on, validate_bootstrap,
+    validate_bootstrap_in,
 };
 use trellis_translate::security::authz::{
     AuthzAction, AuthzContext, AuthzPolicy, Condition, Operation, Rule, Source,
@@ -434,15 +435,16 @@ fn mtls_peer_authentication_rbac_and_jwt_on_real_envoy() {
     let legacy = Upstream::echo("legacy-app", Ipv4Addr::new(127, 0, 0, 44));
     let signer = JwtSigner::generate("k1");
     let ip = Ipv4Addr::new(127, 0, 0, 41);
+    let ports = free_ports_on(ip, 7);
     let plan = CartPlan {
         ip,
-        strict: free_port_on(ip),
-        permissive: free_port_on(ip),
-        disable: free_port_on(ip),
-        rbac: free_port_on(ip),
-        jwt: free_port_on(ip),
-        tcp_allowed: free_port_on(ip),
-        tcp_denied: free_port_on(ip),
+        strict: ports[0],
+        permissive: ports[1],
+        disable: ports[2],
+        rbac: ports[3],
+        jwt: ports[4],
+        tcp_allowed: ports[5],
+        tcp_denied: ports[6],
         app: app.addr(),
         legacy: legacy.addr(),
         sds: cart_id.sds(),
