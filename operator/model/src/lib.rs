@@ -1,2 +1,26 @@
 //! The mesh index: a pure, synchronous model fed by apply/delete events.
+//!
+//! Watching lives elsewhere (Kubernetes reflectors, a directory watcher); this
+//! crate only keeps the current state and answers the translator's questions.
+//! [`MeshModel::apply`] and [`MeshModel::delete`] report a [`ChangeScope`]: the
+//! proxies whose output can have changed, so a push can be scoped.
 #![forbid(unsafe_code)]
+
+mod config;
+mod error;
+mod index;
+mod registry;
+mod scope;
+mod service;
+mod workload;
+
+pub use config::{MeshSettings, MtlsMode, OutboundPolicy};
+pub use error::ModelError;
+pub use index::{Endpoint, MeshModel, Resource, ResourceKey, ResourceKind};
+pub use registry::{Registry, ServiceSource, fqdn_candidates, host_matches, strip_port};
+pub use scope::{ChangeScope, ProxyId};
+pub use service::{
+    ExportTo, MeshService, Protocol, Resolution, ServiceOrigin, ServicePort, StaticEndpoint,
+    TargetPort,
+};
+pub use workload::{SIDECAR_CONTAINER_NAMES, Workload, labels_match};

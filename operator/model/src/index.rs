@@ -1,0 +1,374 @@
+//! The index itself: apply / delete / reset, and the queries over services,
+//! workloads and identities.
+use std::collections::{BTreeMap, BTreeSet};
+
+use k8s_openapi::api::core::v1::{Pod, Service};
+
+use crate::config::MeshSettings;
+use crate::error::ModelError;
+use crate::registry::{Registry, ServiceSource};
+use crate::scope::ChangeScope;
+use crate::service::{MeshService, Resolution, ServicePort};
+use crate::workload::Workload;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ResourceKind {
+    Service,
+    Workload,
+    ServiceAccount,
+    MeshConfig,
+}
+
+impl ResourceKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ResourceKind::Service => "Service",
+            ResourceKind::Workload => "Workload",
+            ResourceKind::ServiceAccount => "ServiceAccount",
+            ResourceKind::MeshConfig => "MeshConfig",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ResourceKey {
+    pub kind: ResourceKind,
+    pub namespace: String,
+    pub name: String,
+}
+
+impl ResourceKey {
+    pub fn new(kind: ResourceKind, namespace: impl Into<String>, name: impl Into<String>) -> Self {
+        ResourceKey {
+            kind,
+            namespace: namespace.into(),
+            name: name.into(),
+        }
+    }
+}
+
+/// One object fed into the model.
+#[derive(Debug, Clone)]
+pub enum Resource {
+    Service(Box<Service>),
+    /// A Pod: becomes a [`Workload`] once it has an IP.
+    Pod(Box<Pod>),
+    Workload(Box<Workload>),
+    ServiceAccount {
+        namespace: String,
+        name: String,
+    },
+    /// The mesh-wide settings (the MeshConfig singleton).
+    MeshSettings(MeshSettings),
+}
+
+/// The mesh index. Cloning is cheap enough for a per-push snapshot of a
+/// mid-sized mesh; the translator only needs `&MeshModel`.
+#[derive(Debug, Clone, Default)]
+pub struct MeshModel {
+    pub(crate) settings: MeshSettings,
+    pub(crate) registry: Registry,
+    /// Workloads by namespace, then name.
+    pub(crate) workloads: BTreeMap<String, BTreeMap<String, Workload>>,
+    pub(crate) service_accounts: BTreeSet<(String, String)>,
+}
+
+impl MeshModel {
+    pub fn new(settings: MeshSettings) -> Self {
+        MeshModel {
+            settings,
+            ..Default::default()
+        }
+    }
+
+    pub fn settings(&self) -> &MeshSettings {
+        &self.settings
+    }
+
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    /// Adds or replaces an object; reports which proxies may see a difference.
+    pub fn apply(&mut self, resource: Resource) -> Result<ChangeScope, ModelError> {
+        match resource {
+            Resource::Service(service) => {
+                let key = service_key(&service)?;
+                let Some(mesh) = MeshService::from_kubernetes(&service, &self.settings) else {
+                    return Ok(ChangeScope::None);
+                };
+                let changed = self.registry.set(key, vec![mesh]);
+                Ok(if changed {
+                    ChangeScope::All
+                } else {
+                    ChangeScope::None
+                })
+            }
+            Resource::Pod(pod) => match Workload::from_pod(&pod) {
+                Some(w) => Ok(self.set_workload(w)),
+                None => {
+                    // A pod without an IP serves nothing yet (or any more).
+                    let ns = pod
+                        .metadata
+                        .namespace
+                        .clone()
+                        .unwrap_or_else(|| "default".into());
+                    let name = pod.metadata.name.clone().unwrap_or_default();
+                    Ok(self.remove_workload(&ns, &name))
+                }
+            },
+            Resource::Workload(w) => Ok(self.set_workload(*w)),
+            Resource::ServiceAccount { namespace, name } => {
+                let added = self.service_accounts.insert((namespace.clone(), name));
+                Ok(if added {
+                    ChangeScope::namespace(&namespace)
+                } else {
+                    ChangeScope::None
+                })
+            }
+            Resource::MeshSettings(settings) => {
+                if settings == self.settings {
+                    return Ok(ChangeScope::None);
+                }
+                let domain_changed = settings.cluster_domain != self.settings.cluster_domain;
+                self.settings = settings;
+                if domain_changed {
+                    self.reindex_kubernetes_hosts();
+                }
+                Ok(ChangeScope::All)
+            }
+        }
+    }
+
+    /// Removes an object; reports which proxies may see a difference.
+    pub fn delete(&mut self, key: &ResourceKey) -> ChangeScope {
+        match key.kind {
+            ResourceKind::Service => {
+                let source = ServiceSource::Kubernetes {
+                    namespace: key.namespace.clone(),
+                    name: key.name.clone(),
+                };
+                if self.registry.remove(&source) {
+                    ChangeScope::All
+                } else {
+                    ChangeScope::None
+                }
+            }
+            ResourceKind::Workload => self.remove_workload(&key.namespace, &key.name),
+            ResourceKind::ServiceAccount => {
+                let removed = self
+                    .service_accounts
+                    .remove(&(key.namespace.clone(), key.name.clone()));
+                if removed {
+                    ChangeScope::namespace(&key.namespace)
+                } else {
+                    ChangeScope::None
+                }
+            }
+            ResourceKind::MeshConfig => self
+                .apply(Resource::MeshSettings(MeshSettings::default()))
+                .unwrap_or(ChangeScope::All),
+        }
+    }
+
+    /// Replaces every object of `kind` (a relist after a watch restart).
+    pub fn reset(&mut self, kind: ResourceKind, resources: Vec<Resource>) -> ChangeScope {
+        match kind {
+            ResourceKind::Service => {
+                self.registry.clear();
+            }
+            ResourceKind::Workload => self.workloads.clear(),
+            ResourceKind::ServiceAccount => self.service_accounts.clear(),
+            ResourceKind::MeshConfig => self.settings = MeshSettings::default(),
+        }
+        for r in resources {
+            // A malformed object in a relist is skipped like it would be on apply.
+            let _ = self.apply(r);
+        }
+        ChangeScope::All
+    }
+
+    fn set_workload(&mut self, w: Workload) -> ChangeScope {
+        let ns = self.workloads.entry(w.namespace.clone()).or_default();
+        if ns.get(&w.name) == Some(&w) {
+            return ChangeScope::None;
+        }
+        ns.insert(w.name.clone(), w);
+        // Endpoints of services other proxies call: everyone may see it.
+        ChangeScope::All
+    }
+
+    fn remove_workload(&mut self, namespace: &str, name: &str) -> ChangeScope {
+        let removed = self
+            .workloads
+            .get_mut(namespace)
+            .and_then(|ns| ns.remove(name))
+            .is_some();
+        if removed {
+            ChangeScope::All
+        } else {
+            ChangeScope::None
+        }
+    }
+
+    fn reindex_kubernetes_hosts(&mut self) {
+        let settings = self.settings.clone();
+        let old = std::mem::take(&mut self.registry);
+        for s in old.services() {
+            let mut s = s.clone();
+            if s.origin == crate::service::ServiceOrigin::Kubernetes {
+                s.hostname = settings.service_fqdn(&s.name, &s.namespace);
+                self.registry.set(
+                    ServiceSource::Kubernetes {
+                        namespace: s.namespace.clone(),
+                        name: s.name.clone(),
+                    },
+                    vec![s],
+                );
+            }
+        }
+    }
+
+    // ---- queries ----
+
+    pub fn workload(&self, namespace: &str, name: &str) -> Option<&Workload> {
+        self.workloads.get(namespace)?.get(name)
+    }
+
+    /// Every workload, sorted by namespace then name.
+    pub fn workloads(&self) -> impl Iterator<Item = &Workload> {
+        self.workloads.values().flat_map(|ns| ns.values())
+    }
+
+    pub fn service_account_exists(&self, namespace: &str, name: &str) -> bool {
+        self.service_accounts
+            .contains(&(namespace.to_string(), name.to_string()))
+    }
+
+    /// Resolves a host relative to `namespace` (see [`Registry::resolve`]).
+    pub fn resolve_host(&self, host: &str, namespace: &str) -> Option<&MeshService> {
+        self.registry.resolve(host, namespace, &self.settings)
+    }
+
+    /// The workloads behind a service (selector match in its namespace), sorted.
+    pub fn workloads_of(&self, service: &MeshService) -> Vec<&Workload> {
+        if service.resolution != Resolution::Endpoints {
+            return Vec::new();
+        }
+        let Some(selector) = &service.selector else {
+            return Vec::new();
+        };
+        self.workloads
+            .get(&service.namespace)
+            .map(|ns| ns.values().filter(|w| w.matches(selector)).collect())
+            .unwrap_or_default()
+    }
+
+    /// The endpoints of one service port, optionally narrowed to a subset's labels.
+    pub fn endpoints(
+        &self,
+        service: &MeshService,
+        port: &ServicePort,
+        subset: Option<&BTreeMap<String, String>>,
+    ) -> Vec<Endpoint> {
+        let keep = |labels: &BTreeMap<String, String>| {
+            subset.is_none_or(|s| crate::workload::labels_match(s, labels))
+        };
+        match service.resolution {
+            Resolution::Endpoints => self
+                .workloads_of(service)
+                .into_iter()
+                .filter(|w| keep(&w.labels))
+                .filter_map(|w| {
+                    Some(Endpoint {
+                        address: w.address.clone(),
+                        port: w.target_port(port)?,
+                        labels: w.labels.clone(),
+                        has_sidecar: w.has_sidecar,
+                        namespace: w.namespace.clone(),
+                        service_account: Some(w.service_account.clone()),
+                        weight: w.weight,
+                    })
+                })
+                .collect(),
+            Resolution::Dns | Resolution::Static => service
+                .static_endpoints
+                .iter()
+                .filter(|e| keep(&e.labels))
+                .map(|e| Endpoint {
+                    address: e.address.clone(),
+                    port: e
+                        .ports
+                        .get(&port.name)
+                        .copied()
+                        .unwrap_or(match &port.target_port {
+                            crate::service::TargetPort::Number(n) => *n,
+                            crate::service::TargetPort::Name(_) => port.port,
+                        }),
+                    labels: e.labels.clone(),
+                    has_sidecar: false,
+                    namespace: service.namespace.clone(),
+                    service_account: None,
+                    weight: 1,
+                })
+                .collect(),
+            Resolution::Passthrough => Vec::new(),
+        }
+    }
+
+    /// The SPIFFE ids of the workloads behind a service, sorted.
+    pub fn service_identities(&self, service: &MeshService) -> Vec<String> {
+        let set: BTreeSet<String> = self
+            .workloads_of(service)
+            .into_iter()
+            .map(|w| self.settings.spiffe_id(&w.namespace, &w.service_account))
+            .collect();
+        set.into_iter().collect()
+    }
+
+    /// The SPIFFE id of a workload.
+    pub fn workload_identity(&self, workload: &Workload) -> String {
+        self.settings
+            .spiffe_id(&workload.namespace, &workload.service_account)
+    }
+
+    /// The services a workload is behind (its inbound side), sorted by host.
+    pub fn services_of(&self, workload: &Workload) -> Vec<&MeshService> {
+        self.registry
+            .services()
+            .filter(|s| s.resolution == Resolution::Endpoints && workload.is_behind(s))
+            .collect()
+    }
+}
+
+/// One concrete endpoint of a service port.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Endpoint {
+    pub address: String,
+    pub port: u16,
+    pub labels: BTreeMap<String, String>,
+    pub has_sidecar: bool,
+    pub namespace: String,
+    pub service_account: Option<String>,
+    pub weight: u32,
+}
+
+fn service_key(service: &Service) -> Result<ServiceSource, ModelError> {
+    let namespace = service
+        .metadata
+        .namespace
+        .clone()
+        .unwrap_or_else(|| "default".into());
+    let name = service
+        .metadata
+        .name
+        .clone()
+        .ok_or_else(|| ModelError::Invalid {
+            kind: "Service".into(),
+            namespace: namespace.clone(),
+            name: String::new(),
+            path: "metadata.name".into(),
+            message: "a Service needs a name".into(),
+        })?;
+    Ok(ServiceSource::Kubernetes { namespace, name })
+}

@@ -1,0 +1,127 @@
+//! Workloads: the endpoints behind services, one shape for Kubernetes Pods and
+//! universal mode's WorkloadEntries.
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::Pod;
+
+use crate::service::{MeshService, ServicePort, TargetPort};
+
+/// Container names that mark a pod as having a sidecar.
+pub const SIDECAR_CONTAINER_NAMES: [&str; 2] = ["trellis-proxy", "istio-proxy"];
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Workload {
+    pub namespace: String,
+    pub name: String,
+    /// The workload's IP (a Pod IP, or a WorkloadEntry address such as 127.0.0.11).
+    pub address: String,
+    pub labels: BTreeMap<String, String>,
+    pub service_account: String,
+    /// Named ports (container ports, WorkloadEntry `ports`).
+    pub ports: BTreeMap<String, u16>,
+    pub has_sidecar: bool,
+    /// Universal mode: the port the application itself listens on (on 127.0.0.1) for
+    /// each target port the sidecar serves on `address`. Kubernetes: empty (the app
+    /// listens on the target port and the sidecar intercepts).
+    pub app_ports: BTreeMap<u16, u16>,
+    /// Load-balancing weight (WorkloadEntry `weight`); 1 when unset.
+    pub weight: u32,
+    pub locality: Option<String>,
+}
+
+impl Workload {
+    pub fn new(
+        namespace: impl Into<String>,
+        name: impl Into<String>,
+        address: impl Into<String>,
+    ) -> Self {
+        Workload {
+            namespace: namespace.into(),
+            name: name.into(),
+            address: address.into(),
+            labels: BTreeMap::new(),
+            service_account: "default".into(),
+            ports: BTreeMap::new(),
+            has_sidecar: true,
+            app_ports: BTreeMap::new(),
+            weight: 1,
+            locality: None,
+        }
+    }
+
+    /// A running Pod as a workload. `None` until the pod has a name and an IP.
+    pub fn from_pod(pod: &Pod) -> Option<Workload> {
+        let name = pod.metadata.name.clone()?;
+        let namespace = pod
+            .metadata
+            .namespace
+            .clone()
+            .unwrap_or_else(|| "default".into());
+        let address = pod
+            .status
+            .as_ref()
+            .and_then(|s| s.pod_ip.clone())
+            .filter(|ip| !ip.is_empty())?;
+        let spec = pod.spec.clone().unwrap_or_default();
+        let mut ports = BTreeMap::new();
+        let mut has_sidecar = false;
+        for container in spec
+            .containers
+            .iter()
+            .chain(spec.init_containers.iter().flatten())
+        {
+            has_sidecar |= SIDECAR_CONTAINER_NAMES.contains(&container.name.as_str());
+            for port in container.ports.iter().flatten() {
+                if let (Some(name), Ok(number)) = (&port.name, u16::try_from(port.container_port)) {
+                    ports.insert(name.clone(), number);
+                }
+            }
+        }
+        Some(Workload {
+            namespace,
+            name,
+            address,
+            labels: pod.metadata.labels.clone().unwrap_or_default(),
+            service_account: spec
+                .service_account_name
+                .filter(|s| !s.is_empty())
+                .unwrap_or_else(|| "default".into()),
+            ports,
+            has_sidecar,
+            app_ports: BTreeMap::new(),
+            weight: 1,
+            locality: None,
+        })
+    }
+
+    /// The port this workload serves `port` of a service on, if it can.
+    pub fn target_port(&self, port: &ServicePort) -> Option<u16> {
+        match &port.target_port {
+            TargetPort::Number(n) => Some(*n),
+            TargetPort::Name(name) => self.ports.get(name).copied(),
+        }
+    }
+
+    /// The port the application listens on behind target port `target`.
+    pub fn app_port(&self, target: u16) -> u16 {
+        self.app_ports.get(&target).copied().unwrap_or(target)
+    }
+
+    pub fn matches(&self, selector: &BTreeMap<String, String>) -> bool {
+        labels_match(selector, &self.labels)
+    }
+
+    /// Whether `service` selects this workload.
+    pub fn is_behind(&self, service: &MeshService) -> bool {
+        service.namespace == self.namespace
+            && service.selector.as_ref().is_some_and(|s| self.matches(s))
+    }
+}
+
+/// Every selector label is present with the same value (an empty selector matches all).
+pub fn labels_match(
+    selector: &BTreeMap<String, String>,
+    labels: &BTreeMap<String, String>,
+) -> bool {
+    selector.iter().all(|(k, v)| labels.get(k) == Some(v))
+}

@@ -1,0 +1,332 @@
+//! Clusters: outbound per service port and subset, inbound per target port,
+//! and Istio's catch-all clusters.
+use std::collections::HashMap;
+use std::time::Duration as StdDuration;
+
+use envoy_types::pb::envoy::config::cluster::v3::{
+    CircuitBreakers, Cluster, OutlierDetection as EnvoyOutlier,
+    circuit_breakers::Thresholds,
+    cluster::{
+        ClusterDiscoveryType, DiscoveryType, DnsLookupFamily, EdsClusterConfig, LbPolicy,
+        TransportSocketMatch,
+    },
+};
+use envoy_types::pb::envoy::config::core::v3::{
+    AggregatedConfigSource, ApiVersion, ConfigSource, Http2ProtocolOptions, HttpProtocolOptions,
+    TransportSocket, config_source::ConfigSourceSpecifier, transport_socket::ConfigType,
+};
+use envoy_types::pb::envoy::config::core::v3::{DataSource, data_source::Specifier};
+use envoy_types::pb::envoy::extensions::transport_sockets::raw_buffer::v3::RawBuffer;
+use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{
+    CertificateValidationContext, CommonTlsContext, UpstreamTlsContext,
+    common_tls_context::ValidationContextType,
+};
+use envoy_types::pb::envoy::extensions::upstreams::http::v3::{
+    HttpProtocolOptions as UpstreamHttpOptions,
+    http_protocol_options::{
+        ExplicitHttpConfig, UpstreamProtocolOptions, explicit_http_config::ProtocolConfig,
+    },
+};
+use envoy_types::pb::google::protobuf::{Duration, Struct, UInt32Value, Value, value::Kind};
+use envoy_types::util::pack_any;
+
+use trellis_model::{MeshService, Protocol, Resolution, ServicePort};
+
+use crate::endpoints;
+use crate::names;
+use crate::policy::{ClientTls, ClusterPolicy, ConnectionPool, LoadBalancer, OutlierDetection};
+use crate::security::sds::SdsSource;
+use crate::security::tls::{upstream_mtls, upstream_transport_socket};
+
+/// Istio's default connect timeout.
+pub const DEFAULT_CONNECT_TIMEOUT: StdDuration = StdDuration::from_secs(10);
+/// Endpoint metadata namespace Envoy matches `transport_socket_matches` against.
+pub const TRANSPORT_SOCKET_MATCH: &str = "envoy.transport_socket_match";
+/// The metadata key and value marking an endpoint that has a sidecar.
+pub const TLS_MODE_KEY: &str = "tlsMode";
+pub const TLS_MODE_ISTIO: &str = "istio";
+
+const HTTP_PROTOCOL_OPTIONS: &str = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions";
+const RAW_BUFFER: &str = "envoy.transport_sockets.raw_buffer";
+
+pub fn duration(d: StdDuration) -> Duration {
+    Duration {
+        seconds: d.as_secs() as i64,
+        nanos: d.subsec_nanos() as i32,
+    }
+}
+
+/// Everything the cluster builder needs to know about one outbound cluster.
+pub struct OutboundCluster<'a> {
+    pub service: &'a MeshService,
+    pub port: &'a ServicePort,
+    pub subset: Option<&'a str>,
+    pub policy: &'a ClusterPolicy,
+    /// SPIFFE ids behind the service (what the client accepts from the server).
+    pub identities: &'a [String],
+    /// Endpoints for STATIC / DNS services (EDS services get theirs over EDS).
+    pub inline_endpoints: Vec<trellis_model::Endpoint>,
+}
+
+/// `outbound|<port>|<subset>|<host>`.
+pub fn outbound_cluster(spec: &OutboundCluster<'_>, sds: &SdsSource) -> Cluster {
+    let name = names::outbound_cluster(spec.port.port, spec.subset, &spec.service.hostname);
+    let mut cluster = base_cluster(&name, spec.policy, spec.port.protocol);
+    match spec.service.resolution {
+        Resolution::Endpoints => {
+            cluster.cluster_discovery_type =
+                Some(ClusterDiscoveryType::Type(DiscoveryType::Eds as i32));
+            cluster.eds_cluster_config = Some(EdsClusterConfig {
+                eds_config: Some(ads_config_source()),
+                service_name: name.clone(),
+            });
+        }
+        Resolution::Dns | Resolution::Static => {
+            let kind = if spec.service.resolution == Resolution::Dns {
+                DiscoveryType::StrictDns
+            } else {
+                DiscoveryType::Static
+            };
+            cluster.cluster_discovery_type = Some(ClusterDiscoveryType::Type(kind as i32));
+            cluster.dns_lookup_family = DnsLookupFamily::V4Only as i32;
+            cluster.load_assignment =
+                Some(endpoints::load_assignment(&name, &spec.inline_endpoints));
+        }
+        Resolution::Passthrough => {
+            cluster.cluster_discovery_type = Some(ClusterDiscoveryType::Type(
+                DiscoveryType::OriginalDst as i32,
+            ));
+            cluster.lb_policy = LbPolicy::ClusterProvided as i32;
+        }
+    }
+    let sni = format!(
+        "outbound_.{}_.{}_.{}",
+        spec.port.port,
+        spec.subset.unwrap_or(""),
+        spec.service.hostname
+    );
+    match &spec.policy.tls {
+        None => {
+            // Auto mTLS: endpoints with a sidecar carry `tlsMode: istio` metadata.
+            if spec.service.resolution == Resolution::Endpoints && !spec.identities.is_empty() {
+                cluster.transport_socket_matches = vec![
+                    TransportSocketMatch {
+                        name: "tlsMode-istio".into(),
+                        r#match: Some(tls_mode_struct()),
+                        transport_socket: Some(mesh_mtls_socket(sds, &sni, spec.identities)),
+                    },
+                    TransportSocketMatch {
+                        name: "tlsMode-disabled".into(),
+                        r#match: Some(Struct::default()),
+                        transport_socket: Some(raw_buffer_socket()),
+                    },
+                ];
+            }
+        }
+        Some(ClientTls::Disable) => {}
+        Some(ClientTls::IstioMutual { sni: custom }) => {
+            let sni = custom.clone().unwrap_or(sni);
+            cluster.transport_socket = Some(mesh_mtls_socket(sds, &sni, spec.identities));
+        }
+        Some(ClientTls::Simple {
+            sni: custom,
+            ca_certificates,
+        }) => {
+            let sni = custom
+                .clone()
+                .unwrap_or_else(|| spec.service.hostname.trim_start_matches("*.").to_string());
+            cluster.transport_socket = Some(simple_tls_socket(&sni, ca_certificates.as_deref()));
+        }
+    }
+    cluster
+}
+
+/// `inbound|<port>||`: the local application behind one target port.
+pub fn inbound_cluster(
+    target_port: u16,
+    app_address: &str,
+    app_port: u16,
+    protocol: Protocol,
+) -> Cluster {
+    let name = names::inbound_cluster(target_port);
+    let mut cluster = base_cluster(&name, &ClusterPolicy::default(), protocol);
+    cluster.cluster_discovery_type = Some(ClusterDiscoveryType::Type(DiscoveryType::Static as i32));
+    let endpoint = trellis_model::Endpoint {
+        address: app_address.to_string(),
+        port: app_port,
+        labels: Default::default(),
+        has_sidecar: false,
+        namespace: String::new(),
+        service_account: None,
+        weight: 1,
+    };
+    cluster.load_assignment = Some(endpoints::load_assignment(&name, &[endpoint]));
+    cluster
+}
+
+/// Traffic to an unknown destination, forwarded to where it was going (ALLOW_ANY).
+pub fn passthrough_cluster() -> Cluster {
+    Cluster {
+        name: names::PASSTHROUGH_CLUSTER.into(),
+        cluster_discovery_type: Some(ClusterDiscoveryType::Type(
+            DiscoveryType::OriginalDst as i32,
+        )),
+        lb_policy: LbPolicy::ClusterProvided as i32,
+        connect_timeout: Some(duration(DEFAULT_CONNECT_TIMEOUT)),
+        ..Default::default()
+    }
+}
+
+/// A cluster with no endpoints: requests to it fail (REGISTRY_ONLY).
+pub fn blackhole_cluster() -> Cluster {
+    Cluster {
+        name: names::BLACKHOLE_CLUSTER.into(),
+        cluster_discovery_type: Some(ClusterDiscoveryType::Type(DiscoveryType::Static as i32)),
+        connect_timeout: Some(duration(DEFAULT_CONNECT_TIMEOUT)),
+        ..Default::default()
+    }
+}
+
+fn base_cluster(name: &str, policy: &ClusterPolicy, protocol: Protocol) -> Cluster {
+    let pool = policy.connection_pool.clone().unwrap_or_default();
+    let mut cluster = Cluster {
+        name: name.to_string(),
+        connect_timeout: Some(duration(
+            pool.connect_timeout.unwrap_or(DEFAULT_CONNECT_TIMEOUT),
+        )),
+        circuit_breakers: circuit_breakers(&pool),
+        outlier_detection: policy.outlier_detection.as_ref().map(outlier_detection),
+        ..Default::default()
+    };
+    cluster.lb_policy = match policy
+        .load_balancer
+        .as_ref()
+        .unwrap_or(&LoadBalancer::RoundRobin)
+    {
+        LoadBalancer::RoundRobin => LbPolicy::RoundRobin,
+        LoadBalancer::LeastRequest => LbPolicy::LeastRequest,
+        LoadBalancer::Random => LbPolicy::Random,
+        LoadBalancer::ConsistentHashHeader(_) => LbPolicy::RingHash,
+    } as i32;
+    let http_options = http_protocol_options(protocol, &pool);
+    if let Some(options) = http_options {
+        cluster.typed_extension_protocol_options =
+            HashMap::from([(HTTP_PROTOCOL_OPTIONS.to_string(), pack_any(options))]);
+    }
+    cluster
+}
+
+fn http_protocol_options(protocol: Protocol, pool: &ConnectionPool) -> Option<UpstreamHttpOptions> {
+    let h2 = protocol.is_http2();
+    if !h2 && pool.max_requests_per_connection.is_none() {
+        return None;
+    }
+    let protocol_config = if h2 {
+        ProtocolConfig::Http2ProtocolOptions(Http2ProtocolOptions::default())
+    } else {
+        ProtocolConfig::HttpProtocolOptions(Default::default())
+    };
+    Some(UpstreamHttpOptions {
+        common_http_protocol_options: pool.max_requests_per_connection.map(|n| {
+            HttpProtocolOptions {
+                max_requests_per_connection: Some(UInt32Value { value: n }),
+                ..Default::default()
+            }
+        }),
+        upstream_protocol_options: Some(UpstreamProtocolOptions::ExplicitHttpConfig(
+            ExplicitHttpConfig {
+                protocol_config: Some(protocol_config),
+            },
+        )),
+        ..Default::default()
+    })
+}
+
+/// connectionPool -> the default-priority thresholds (unset fields keep Envoy's defaults,
+/// except Istio's habit of raising them to effectively unlimited is not copied).
+fn circuit_breakers(pool: &ConnectionPool) -> Option<CircuitBreakers> {
+    let u = |v: Option<u32>| v.map(|value| UInt32Value { value });
+    if pool.max_connections.is_none()
+        && pool.http1_max_pending_requests.is_none()
+        && pool.http2_max_requests.is_none()
+        && pool.max_retries.is_none()
+    {
+        return None;
+    }
+    Some(CircuitBreakers {
+        thresholds: vec![Thresholds {
+            max_connections: u(pool.max_connections),
+            max_pending_requests: u(pool.http1_max_pending_requests),
+            max_requests: u(pool.http2_max_requests),
+            max_retries: u(pool.max_retries),
+            ..Default::default()
+        }],
+        ..Default::default()
+    })
+}
+
+fn outlier_detection(o: &OutlierDetection) -> EnvoyOutlier {
+    let u = |v: Option<u32>| v.map(|value| UInt32Value { value });
+    EnvoyOutlier {
+        consecutive_5xx: u(o.consecutive_5xx_errors),
+        interval: o.interval.map(duration),
+        base_ejection_time: o.base_ejection_time.map(duration),
+        max_ejection_percent: u(o.max_ejection_percent),
+        // Istio turns the gateway-error and local-origin detectors off unless asked.
+        enforcing_consecutive_gateway_failure: Some(UInt32Value { value: 0 }),
+        enforcing_success_rate: Some(UInt32Value { value: 0 }),
+        ..Default::default()
+    }
+}
+
+fn ads_config_source() -> ConfigSource {
+    ConfigSource {
+        resource_api_version: ApiVersion::V3 as i32,
+        config_source_specifier: Some(ConfigSourceSpecifier::Ads(AggregatedConfigSource {})),
+        ..Default::default()
+    }
+}
+
+/// `{tlsMode: istio}`: the match and the endpoint metadata of auto mTLS.
+pub fn tls_mode_struct() -> Struct {
+    Struct {
+        fields: HashMap::from([(
+            TLS_MODE_KEY.to_string(),
+            Value {
+                kind: Some(Kind::StringValue(TLS_MODE_ISTIO.to_string())),
+            },
+        )]),
+    }
+}
+
+fn mesh_mtls_socket(sds: &SdsSource, sni: &str, identities: &[String]) -> TransportSocket {
+    upstream_transport_socket(&upstream_mtls(sds, sni, identities))
+}
+
+fn raw_buffer_socket() -> TransportSocket {
+    TransportSocket {
+        name: RAW_BUFFER.into(),
+        config_type: Some(ConfigType::TypedConfig(pack_any(RawBuffer::default()))),
+    }
+}
+
+fn simple_tls_socket(sni: &str, ca_file: Option<&str>) -> TransportSocket {
+    let validation = ca_file.map(|path| {
+        ValidationContextType::ValidationContext(CertificateValidationContext {
+            trusted_ca: Some(DataSource {
+                specifier: Some(Specifier::Filename(path.to_string())),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+    });
+    let ctx = UpstreamTlsContext {
+        common_tls_context: Some(CommonTlsContext {
+            validation_context_type: validation,
+            ..Default::default()
+        }),
+        sni: sni.to_string(),
+        ..Default::default()
+    };
+    upstream_transport_socket(&ctx)
+}

@@ -1,0 +1,154 @@
+//! A VirtualService `http[]` rule after host resolution: the form the route
+//! builder reads. The mapping from the API object lives in `virtual_service`.
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StringMatch {
+    Exact(String),
+    Prefix(String),
+    /// RE2 syntax, as Envoy runs it.
+    Regex(String),
+}
+
+/// One `match[]` entry; every set condition must hold.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct RequestMatch {
+    pub uri: Option<StringMatch>,
+    pub method: Option<StringMatch>,
+    pub authority: Option<StringMatch>,
+    pub headers: BTreeMap<String, StringMatch>,
+    pub without_headers: BTreeMap<String, StringMatch>,
+    pub query_params: BTreeMap<String, StringMatch>,
+    pub ignore_uri_case: bool,
+    /// Only for requests arriving on this port.
+    pub port: Option<u16>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct HeaderOps {
+    pub set: BTreeMap<String, String>,
+    pub add: BTreeMap<String, String>,
+    pub remove: Vec<String>,
+}
+
+impl HeaderOps {
+    pub fn is_empty(&self) -> bool {
+        self.set.is_empty() && self.add.is_empty() && self.remove.is_empty()
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Headers {
+    pub request: HeaderOps,
+    pub response: HeaderOps,
+}
+
+/// A resolved destination: `cluster` is the Envoy cluster name it goes to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Destination {
+    pub cluster: String,
+    pub weight: u32,
+    pub headers: Headers,
+    /// `consistentHash.httpHeaderName` of the destination's DestinationRule.
+    pub hash_header: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Redirect {
+    pub uri: Option<String>,
+    pub authority: Option<String>,
+    pub scheme: Option<String>,
+    pub port: Option<u16>,
+    /// 301 unless set.
+    pub code: Option<u32>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    Route(Vec<Destination>),
+    Redirect(Redirect),
+    DirectResponse { status: u32, body: Option<String> },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rewrite {
+    pub uri: Option<String>,
+    pub authority: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Retries {
+    pub attempts: u32,
+    pub per_try_timeout: Option<Duration>,
+    /// Envoy `retry_on` (Istio's comma list; bare status codes go to `retriable_status_codes`).
+    pub retry_on: Option<String>,
+}
+
+/// Percentages are 0..=100 with fractions.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Fault {
+    pub delay: Option<(Duration, f64)>,
+    pub abort: Option<(u32, f64)>,
+}
+
+impl Eq for Fault {}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Mirror {
+    pub cluster: String,
+    /// 0..=100; `None` is 100 %.
+    pub percentage: Option<f64>,
+}
+
+impl Eq for Mirror {}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Cors {
+    pub allow_origins: Vec<StringMatch>,
+    pub allow_methods: Vec<String>,
+    pub allow_headers: Vec<String>,
+    pub expose_headers: Vec<String>,
+    pub max_age: Option<Duration>,
+    pub allow_credentials: Option<bool>,
+}
+
+/// One `http[]` rule of a VirtualService.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpRule {
+    pub name: String,
+    /// Empty: matches every request.
+    pub matches: Vec<RequestMatch>,
+    pub action: Action,
+    pub rewrite: Option<Rewrite>,
+    pub timeout: Option<Duration>,
+    /// `None`: Istio's default retry policy.
+    pub retries: Option<Retries>,
+    pub fault: Option<Fault>,
+    pub mirror: Option<Mirror>,
+    pub headers: Headers,
+    pub cors: Option<Cors>,
+}
+
+impl HttpRule {
+    /// A rule that sends everything to one cluster, as for a host without a VirtualService.
+    pub fn default_to(cluster: String, hash_header: Option<String>) -> HttpRule {
+        HttpRule {
+            name: "default".into(),
+            matches: Vec::new(),
+            action: Action::Route(vec![Destination {
+                cluster,
+                weight: 100,
+                headers: Headers::default(),
+                hash_header,
+            }]),
+            rewrite: None,
+            timeout: None,
+            retries: None,
+            fault: None,
+            mirror: None,
+            headers: Headers::default(),
+            cors: None,
+        }
+    }
+}

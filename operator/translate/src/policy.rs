@@ -1,0 +1,76 @@
+//! The DestinationRule traffic policy in the form the cluster builder reads.
+//! The model's DestinationRules are mapped into it (see `destination_rule`).
+use std::time::Duration;
+
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum LoadBalancer {
+    #[default]
+    RoundRobin,
+    LeastRequest,
+    Random,
+    /// `consistentHash.httpHeaderName`: ring hash on the cluster, hash policy on routes.
+    ConsistentHashHeader(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ConnectionPool {
+    pub max_connections: Option<u32>,
+    pub connect_timeout: Option<Duration>,
+    pub http1_max_pending_requests: Option<u32>,
+    pub http2_max_requests: Option<u32>,
+    pub max_requests_per_connection: Option<u32>,
+    pub max_retries: Option<u32>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct OutlierDetection {
+    pub consecutive_5xx_errors: Option<u32>,
+    pub interval: Option<Duration>,
+    pub base_ejection_time: Option<Duration>,
+    pub max_ejection_percent: Option<u32>,
+}
+
+/// `trafficPolicy.tls`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClientTls {
+    /// Plaintext, even to sidecars.
+    Disable,
+    /// TLS origination to an external server; `ca_certificates` is a file path on the
+    /// proxy (without it the server certificate is not verified).
+    Simple {
+        sni: Option<String>,
+        ca_certificates: Option<String>,
+    },
+    /// Mesh mTLS with the workload certificate (whatever the endpoints are).
+    IstioMutual { sni: Option<String> },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ClusterPolicy {
+    pub load_balancer: Option<LoadBalancer>,
+    pub connection_pool: Option<ConnectionPool>,
+    pub outlier_detection: Option<OutlierDetection>,
+    /// `None`: auto mTLS (mTLS to endpoints with a sidecar, plaintext otherwise).
+    pub tls: Option<ClientTls>,
+}
+
+impl ClusterPolicy {
+    /// A subset's (or port's) policy over the rule's: set fields win, the rest is inherited.
+    pub fn overlay(&self, over: &ClusterPolicy) -> ClusterPolicy {
+        ClusterPolicy {
+            load_balancer: over
+                .load_balancer
+                .clone()
+                .or_else(|| self.load_balancer.clone()),
+            connection_pool: over
+                .connection_pool
+                .clone()
+                .or_else(|| self.connection_pool.clone()),
+            outlier_detection: over
+                .outlier_detection
+                .clone()
+                .or_else(|| self.outlier_detection.clone()),
+            tls: over.tls.clone().or_else(|| self.tls.clone()),
+        }
+    }
+}

@@ -1,0 +1,372 @@
+//! HttpRule -> Envoy routes. One Envoy route per `match[]` entry, in order.
+use std::collections::HashMap;
+use std::time::Duration as StdDuration;
+
+use envoy_types::pb::envoy::config::core::v3::DataSource;
+use envoy_types::pb::envoy::config::core::v3::data_source::Specifier;
+use envoy_types::pb::envoy::config::core::v3::{
+    HeaderValue, HeaderValueOption, RuntimeFractionalPercent,
+    header_value_option::HeaderAppendAction,
+};
+use envoy_types::pb::envoy::config::route::v3::{
+    DirectResponseAction, HeaderMatcher, QueryParameterMatcher, RedirectAction, RetryPolicy, Route,
+    RouteAction, RouteMatch, WeightedCluster,
+    header_matcher::HeaderMatchSpecifier,
+    query_parameter_matcher::QueryParameterMatchSpecifier,
+    redirect_action::{RedirectResponseCode, SchemeRewriteSpecifier},
+    retry_policy::RetryHostPredicate,
+    route::Action as EnvoyAction,
+    route_action::{
+        ClusterSpecifier, HashPolicy, HostRewriteSpecifier, RequestMirrorPolicy,
+        hash_policy::{Header as HashHeader, PolicySpecifier},
+    },
+    route_match::PathSpecifier,
+    weighted_cluster::ClusterWeight,
+};
+use envoy_types::pb::envoy::extensions::filters::common::fault::v3::{
+    FaultDelay, fault_delay::FaultDelaySecifier,
+};
+use envoy_types::pb::envoy::extensions::filters::http::fault::v3::{
+    FaultAbort, HttpFault, fault_abort::ErrorType,
+};
+use envoy_types::pb::envoy::extensions::retry::host::previous_hosts::v3::PreviousHostsPredicate;
+use envoy_types::pb::envoy::r#type::matcher::v3::{
+    RegexMatcher, StringMatcher, string_matcher::MatchPattern,
+};
+use envoy_types::pb::envoy::r#type::v3::{FractionalPercent, fractional_percent::DenominatorType};
+use envoy_types::pb::google::protobuf::{Any, UInt32Value};
+use envoy_types::util::pack_any;
+
+use crate::cluster::duration;
+use crate::http_rule::{
+    Action, Destination, Fault, HeaderOps, HttpRule, RequestMatch, Retries, StringMatch,
+};
+
+pub const FAULT_FILTER: &str = "envoy.filters.http.fault";
+/// Istio's default retry: 2 attempts on these conditions (and 503).
+pub const DEFAULT_RETRY_ON: &str =
+    "connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes";
+pub const DEFAULT_RETRY_ATTEMPTS: u32 = 2;
+
+/// The Envoy routes of one rule; `port` drops `match[]` entries for another port.
+pub fn routes(rule: &HttpRule, port: Option<u16>) -> Vec<Route> {
+    let matches: Vec<Option<&RequestMatch>> = if rule.matches.is_empty() {
+        vec![None]
+    } else {
+        rule.matches
+            .iter()
+            .filter(|m| match (m.port, port) {
+                (Some(want), Some(got)) => want == got,
+                _ => true,
+            })
+            .map(Some)
+            .collect()
+    };
+    matches
+        .into_iter()
+        .enumerate()
+        .map(|(i, m)| route(rule, m, i))
+        .collect()
+}
+
+fn route(rule: &HttpRule, m: Option<&RequestMatch>, index: usize) -> Route {
+    let mut typed_per_filter_config: HashMap<String, Any> = HashMap::new();
+    if let Some(fault) = &rule.fault {
+        typed_per_filter_config.insert(FAULT_FILTER.into(), pack_any(http_fault(fault)));
+    }
+    let mut request_headers_to_add = header_options(&rule.headers.request);
+    let mut response_headers_to_add = header_options(&rule.headers.response);
+    let mut request_headers_to_remove = rule.headers.request.remove.clone();
+    let mut response_headers_to_remove = rule.headers.response.remove.clone();
+    let action = match &rule.action {
+        Action::Route(destinations) => {
+            if let [only] = destinations.as_slice() {
+                // A single destination's header ops apply to the whole route.
+                request_headers_to_add.extend(header_options(&only.headers.request));
+                response_headers_to_add.extend(header_options(&only.headers.response));
+                request_headers_to_remove.extend(only.headers.request.remove.iter().cloned());
+                response_headers_to_remove.extend(only.headers.response.remove.iter().cloned());
+            }
+            EnvoyAction::Route(route_action(rule, destinations))
+        }
+        Action::Redirect(r) => EnvoyAction::Redirect(RedirectAction {
+            host_redirect: r.authority.clone().unwrap_or_default(),
+            port_redirect: r.port.map(u32::from).unwrap_or(0),
+            scheme_rewrite_specifier: r.scheme.clone().map(SchemeRewriteSpecifier::SchemeRedirect),
+            path_rewrite_specifier: r.uri.clone().map(
+                envoy_types::pb::envoy::config::route::v3::redirect_action::PathRewriteSpecifier::PathRedirect,
+            ),
+            response_code: redirect_code(r.code.unwrap_or(301)) as i32,
+            ..Default::default()
+        }),
+        Action::DirectResponse { status, body } => EnvoyAction::DirectResponse(DirectResponseAction {
+            status: *status,
+            body: body.as_ref().map(|b| DataSource {
+                specifier: Some(Specifier::InlineString(b.clone())),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+    };
+    Route {
+        name: if index == 0 {
+            rule.name.clone()
+        } else {
+            format!("{}.{index}", rule.name)
+        },
+        r#match: Some(route_match(m)),
+        action: Some(action),
+        typed_per_filter_config,
+        request_headers_to_add,
+        request_headers_to_remove,
+        response_headers_to_add,
+        response_headers_to_remove,
+        ..Default::default()
+    }
+}
+
+fn route_action(rule: &HttpRule, destinations: &[Destination]) -> RouteAction {
+    let cluster_specifier = match destinations {
+        [only] => ClusterSpecifier::Cluster(only.cluster.clone()),
+        many => ClusterSpecifier::WeightedClusters(WeightedCluster {
+            clusters: many
+                .iter()
+                .map(|d| ClusterWeight {
+                    name: d.cluster.clone(),
+                    weight: Some(UInt32Value { value: d.weight }),
+                    request_headers_to_add: header_options(&d.headers.request),
+                    request_headers_to_remove: d.headers.request.remove.clone(),
+                    response_headers_to_add: header_options(&d.headers.response),
+                    response_headers_to_remove: d.headers.response.remove.clone(),
+                    ..Default::default()
+                })
+                .collect(),
+            ..Default::default()
+        }),
+    };
+    let hash_policy = destinations
+        .iter()
+        .find_map(|d| d.hash_header.clone())
+        .map(|header_name| HashPolicy {
+            policy_specifier: Some(PolicySpecifier::Header(HashHeader {
+                header_name,
+                ..Default::default()
+            })),
+            ..Default::default()
+        })
+        .into_iter()
+        .collect();
+    let mut action = RouteAction {
+        cluster_specifier: Some(cluster_specifier),
+        // Istio disables Envoy's 15 s default: no timeout unless the rule sets one.
+        timeout: Some(duration(rule.timeout.unwrap_or(StdDuration::ZERO))),
+        retry_policy: Some(retry_policy(rule.retries.as_ref())),
+        hash_policy,
+        request_mirror_policies: rule
+            .mirror
+            .iter()
+            .map(|m| RequestMirrorPolicy {
+                cluster: m.cluster.clone(),
+                runtime_fraction: m.percentage.map(|p| RuntimeFractionalPercent {
+                    default_value: Some(fraction(p)),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            })
+            .collect(),
+        ..Default::default()
+    };
+    if let Some(rewrite) = &rule.rewrite {
+        if let Some(uri) = &rewrite.uri {
+            action.prefix_rewrite = uri.clone();
+        }
+        if let Some(authority) = &rewrite.authority {
+            action.host_rewrite_specifier =
+                Some(HostRewriteSpecifier::HostRewriteLiteral(authority.clone()));
+        }
+    }
+    action
+}
+
+/// Istio's retry semantics: `attempts: 0` disables retries; bare status codes in
+/// `retryOn` become retriable status codes.
+pub fn retry_policy(retries: Option<&Retries>) -> RetryPolicy {
+    let (attempts, per_try, retry_on) = match retries {
+        None => (DEFAULT_RETRY_ATTEMPTS, None, DEFAULT_RETRY_ON.to_string()),
+        Some(r) => (
+            r.attempts,
+            r.per_try_timeout,
+            r.retry_on
+                .clone()
+                .unwrap_or_else(|| DEFAULT_RETRY_ON.to_string()),
+        ),
+    };
+    let mut conditions: Vec<String> = Vec::new();
+    let mut codes: Vec<u32> = Vec::new();
+    for item in retry_on.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        match item.parse::<u32>() {
+            Ok(code) => codes.push(code),
+            Err(_) => conditions.push(item.to_string()),
+        }
+    }
+    if !codes.is_empty() && !conditions.iter().any(|c| c == "retriable-status-codes") {
+        conditions.push("retriable-status-codes".into());
+    }
+    if codes.is_empty() && conditions.iter().any(|c| c == "retriable-status-codes") {
+        codes.push(503);
+    }
+    RetryPolicy {
+        retry_on: conditions.join(","),
+        num_retries: Some(UInt32Value { value: attempts }),
+        per_try_timeout: per_try.map(duration),
+        retriable_status_codes: codes,
+        retry_host_predicate: vec![RetryHostPredicate {
+            name: "envoy.retry_host_predicates.previous_hosts".into(),
+            config_type: Some(
+                envoy_types::pb::envoy::config::route::v3::retry_policy::retry_host_predicate::ConfigType::TypedConfig(
+                    pack_any(PreviousHostsPredicate::default()),
+                ),
+            ),
+        }],
+        host_selection_retry_max_attempts: 5,
+        ..Default::default()
+    }
+}
+
+fn route_match(m: Option<&RequestMatch>) -> RouteMatch {
+    let Some(m) = m else {
+        return RouteMatch {
+            path_specifier: Some(PathSpecifier::Prefix("/".into())),
+            ..Default::default()
+        };
+    };
+    let path_specifier = match &m.uri {
+        None => PathSpecifier::Prefix("/".into()),
+        Some(StringMatch::Exact(p)) => PathSpecifier::Path(p.clone()),
+        Some(StringMatch::Prefix(p)) => PathSpecifier::Prefix(p.clone()),
+        Some(StringMatch::Regex(r)) => PathSpecifier::SafeRegex(regex(r)),
+    };
+    let mut headers: Vec<HeaderMatcher> = Vec::new();
+    if let Some(method) = &m.method {
+        headers.push(header_matcher(":method", method, false));
+    }
+    if let Some(authority) = &m.authority {
+        headers.push(header_matcher(":authority", authority, false));
+    }
+    headers.extend(m.headers.iter().map(|(k, v)| header_matcher(k, v, false)));
+    headers.extend(
+        m.without_headers
+            .iter()
+            .map(|(k, v)| header_matcher(k, v, true)),
+    );
+    RouteMatch {
+        path_specifier: Some(path_specifier),
+        case_sensitive: m
+            .ignore_uri_case
+            .then_some(envoy_types::pb::google::protobuf::BoolValue { value: false }),
+        headers,
+        query_parameters: m
+            .query_params
+            .iter()
+            .map(|(k, v)| QueryParameterMatcher {
+                name: k.clone(),
+                query_parameter_match_specifier: Some(QueryParameterMatchSpecifier::StringMatch(
+                    string_matcher(v),
+                )),
+            })
+            .collect(),
+        ..Default::default()
+    }
+}
+
+fn header_matcher(name: &str, value: &StringMatch, invert: bool) -> HeaderMatcher {
+    // `withoutHeaders` with an empty exact value means "header absent".
+    let present_only = invert && matches!(value, StringMatch::Exact(v) if v.is_empty());
+    HeaderMatcher {
+        name: name.to_string(),
+        invert_match: invert,
+        header_match_specifier: Some(if present_only {
+            HeaderMatchSpecifier::PresentMatch(true)
+        } else {
+            HeaderMatchSpecifier::StringMatch(string_matcher(value))
+        }),
+        ..Default::default()
+    }
+}
+
+pub fn string_matcher(value: &StringMatch) -> StringMatcher {
+    StringMatcher {
+        match_pattern: Some(match value {
+            StringMatch::Exact(v) => MatchPattern::Exact(v.clone()),
+            StringMatch::Prefix(v) => MatchPattern::Prefix(v.clone()),
+            StringMatch::Regex(v) => MatchPattern::SafeRegex(regex(v)),
+        }),
+        ignore_case: false,
+    }
+}
+
+fn regex(re: &str) -> RegexMatcher {
+    RegexMatcher {
+        regex: re.to_string(),
+        ..Default::default()
+    }
+}
+
+fn header_options(ops: &HeaderOps) -> Vec<HeaderValueOption> {
+    let option = |(k, v): (&String, &String), action: HeaderAppendAction| HeaderValueOption {
+        header: Some(HeaderValue {
+            key: k.clone(),
+            value: v.clone(),
+            ..Default::default()
+        }),
+        append_action: action as i32,
+        ..Default::default()
+    };
+    ops.set
+        .iter()
+        .map(|kv| option(kv, HeaderAppendAction::OverwriteIfExistsOrAdd))
+        .chain(
+            ops.add
+                .iter()
+                .map(|kv| option(kv, HeaderAppendAction::AppendIfExistsOrAdd)),
+        )
+        .collect()
+}
+
+/// A percentage (0..=100, fractions allowed) as parts per million.
+pub fn fraction(percent: f64) -> FractionalPercent {
+    let clamped = if percent.is_finite() {
+        percent.clamp(0.0, 100.0)
+    } else {
+        0.0
+    };
+    FractionalPercent {
+        numerator: (clamped * 10_000.0).round() as u32,
+        denominator: DenominatorType::Million as i32,
+    }
+}
+
+fn http_fault(fault: &Fault) -> HttpFault {
+    HttpFault {
+        delay: fault.delay.map(|(d, pct)| FaultDelay {
+            percentage: Some(fraction(pct)),
+            fault_delay_secifier: Some(FaultDelaySecifier::FixedDelay(duration(d))),
+        }),
+        abort: fault.abort.map(|(status, pct)| FaultAbort {
+            percentage: Some(fraction(pct)),
+            error_type: Some(ErrorType::HttpStatus(status)),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+fn redirect_code(code: u32) -> RedirectResponseCode {
+    match code {
+        302 => RedirectResponseCode::Found,
+        303 => RedirectResponseCode::SeeOther,
+        307 => RedirectResponseCode::TemporaryRedirect,
+        308 => RedirectResponseCode::PermanentRedirect,
+        _ => RedirectResponseCode::MovedPermanently,
+    }
+}
