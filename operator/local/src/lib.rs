@@ -5,6 +5,7 @@
 //!   Kubernetes secret-volume `..data` layout for certificate directories).
 //! - [`identities`]: the mesh root and per-service-account certificates on disk.
 //! - [`assignments`]: ports handed out once and reused across restarts.
+//! - [`plan`]: which Envoys run, on which addresses and ports.
 //! - [`supervisor`]: runs Envoy processes that die with their parent.
 //! - [`bootstrap`]: ADS bootstraps with file-based SDS for workload certificates.
 //! - [`config_set`]: the directory's resources per file, load errors, object changes.
@@ -19,6 +20,7 @@ pub mod config_set;
 pub mod demo_app;
 pub mod error;
 pub mod identities;
+pub mod plan;
 pub mod state;
 pub mod status;
 pub mod supervisor;

@@ -25,7 +25,7 @@ fn boutique_example_loads_and_validates_without_errors() {
     let (set, changes) = initial(&boutique());
     assert_eq!(set.errors(), vec![], "the example must be valid");
     let count = |kind: &str| set.resources().iter().filter(|r| r.kind() == kind).count();
-    assert_eq!(count("WorkloadEntry"), 7);
+    assert_eq!(count("WorkloadEntry"), 8);
     assert_eq!(count("Service"), 6);
     assert_eq!(count("ServiceAccount"), 7);
     assert_eq!(count("Gateway"), 1);
