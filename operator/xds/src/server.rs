@@ -387,6 +387,8 @@ impl StreamTask {
             return false;
         }
         let (kind, out) = self.ads.handle_request_classified(req);
+        // Status first, so whoever reads a counter also finds the status it counted.
+        self.record_status();
         match &kind {
             RequestKind::Ack => Metrics::inc(&self.inner.metrics.acks_total),
             RequestKind::Nack(nack) => {
@@ -405,10 +407,16 @@ impl StreamTask {
         self.send(out).await
     }
 
-    /// Records the new status, then sends; false when the proxy is gone.
-    async fn send(&mut self, out: Vec<DiscoveryResponse>) -> bool {
+    fn record_status(&self) {
         if let Some(conn) = self.inner.lock_conns().get_mut(&self.conn_id) {
             conn.types = self.ads.status();
+        }
+    }
+
+    /// Records the new status, then sends; false when the proxy is gone.
+    async fn send(&mut self, out: Vec<DiscoveryResponse>) -> bool {
+        if !out.is_empty() {
+            self.record_status();
         }
         for response in out {
             Metrics::inc(&self.inner.metrics.responses_total);
