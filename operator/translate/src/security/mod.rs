@@ -10,6 +10,7 @@ mod authz_match;
 pub mod error;
 pub mod jwt;
 pub mod matchers;
+pub mod origination;
 pub mod peer_authn;
 pub mod sds;
 pub mod tls;

@@ -1,0 +1,247 @@
+//! TLS that is not mesh mTLS: DestinationRule `trafficPolicy.tls` towards a
+//! destination (TLS origination), and Gateway server TLS (SIMPLE / MUTUAL).
+use envoy_types::pb::envoy::config::core::v3::{DataSource, data_source::Specifier};
+use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{
+    CertificateValidationContext, CommonTlsContext, DownstreamTlsContext, SdsSecretConfig,
+    SubjectAltNameMatcher, TlsCertificate, UpstreamTlsContext,
+    common_tls_context::ValidationContextType, subject_alt_name_matcher::SanType,
+};
+use envoy_types::pb::google::protobuf::BoolValue;
+
+use super::matchers::exact;
+use super::sds::SdsSource;
+use super::tls::upstream_mtls;
+
+/// `DestinationRule.trafficPolicy.tls` (files as paths on the proxy).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClientTls {
+    Disable,
+    /// Origination: verify the server with `ca_certificates` (or the proxy's system
+    /// roots when absent) and its SAN against `subject_alt_names` (or the SNI host).
+    Simple(OriginationSettings),
+    /// Like `Simple`, presenting a client certificate.
+    Mutual {
+        settings: OriginationSettings,
+        client_certificate: String,
+        private_key: String,
+    },
+    /// Mesh mTLS with the workload certificate.
+    IstioMutual,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct OriginationSettings {
+    pub ca_certificates: Option<String>,
+    pub subject_alt_names: Vec<String>,
+    pub sni: Option<String>,
+    pub insecure_skip_verify: bool,
+}
+
+/// Where the proxy finds the operating system's root certificates.
+pub const SYSTEM_ROOTS: &str = "/etc/ssl/certs/ca-certificates.crt";
+
+fn file(path: &str) -> DataSource {
+    DataSource {
+        specifier: Some(Specifier::Filename(path.to_string())),
+        ..Default::default()
+    }
+}
+
+fn dns_san(name: &str) -> SubjectAltNameMatcher {
+    SubjectAltNameMatcher {
+        san_type: SanType::Dns as i32,
+        matcher: Some(exact(name)),
+        oid: String::new(),
+    }
+}
+
+fn origination(settings: &OriginationSettings, host: &str) -> (CommonTlsContext, String) {
+    let sni = settings.sni.clone().unwrap_or_else(|| host.to_string());
+    let validation = (!settings.insecure_skip_verify).then(|| {
+        let sans = if settings.subject_alt_names.is_empty() {
+            vec![dns_san(&sni)]
+        } else {
+            settings
+                .subject_alt_names
+                .iter()
+                .map(|s| dns_san(s))
+                .collect()
+        };
+        ValidationContextType::ValidationContext(CertificateValidationContext {
+            trusted_ca: Some(file(
+                settings.ca_certificates.as_deref().unwrap_or(SYSTEM_ROOTS),
+            )),
+            match_typed_subject_alt_names: sans,
+            ..Default::default()
+        })
+    });
+    (
+        CommonTlsContext {
+            validation_context_type: validation,
+            ..Default::default()
+        },
+        sni,
+    )
+}
+
+/// The upstream TLS context for a destination `host` under `tls`; `None` for DISABLE.
+/// `mesh_sans` are the destination's SPIFFE ids, used by ISTIO_MUTUAL.
+pub fn client_tls_context(
+    tls: &ClientTls,
+    host: &str,
+    sds: &SdsSource,
+    mesh_sans: &[String],
+) -> Option<UpstreamTlsContext> {
+    match tls {
+        ClientTls::Disable => None,
+        ClientTls::IstioMutual => Some(upstream_mtls(sds, host, mesh_sans)),
+        ClientTls::Simple(settings) => {
+            let (common, sni) = origination(settings, host);
+            Some(UpstreamTlsContext {
+                common_tls_context: Some(common),
+                sni,
+                ..Default::default()
+            })
+        }
+        ClientTls::Mutual {
+            settings,
+            client_certificate,
+            private_key,
+        } => {
+            let (mut common, sni) = origination(settings, host);
+            common.tls_certificates = vec![TlsCertificate {
+                certificate_chain: Some(file(client_certificate)),
+                private_key: Some(file(private_key)),
+                ..Default::default()
+            }];
+            Some(UpstreamTlsContext {
+                common_tls_context: Some(common),
+                sni,
+                ..Default::default()
+            })
+        }
+    }
+}
+
+/// Gateway server TLS mode (`Server.tls.mode`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GatewayTlsMode {
+    Simple,
+    Mutual,
+}
+
+/// SDS names of a gateway credential, as Istio names them: the key pair
+/// `kubernetes://<name>` and, for MUTUAL, the client CA `kubernetes://<name>-cacert`.
+pub fn gateway_credential_names(credential_name: &str) -> (String, String) {
+    (
+        format!("kubernetes://{credential_name}"),
+        format!("kubernetes://{credential_name}-cacert"),
+    )
+}
+
+/// Server TLS of a gateway listener: the credential (and for MUTUAL the client CA)
+/// as SDS secret references (file-based, or over ADS from the xDS server).
+pub fn gateway_server_tls(
+    mode: GatewayTlsMode,
+    credential: SdsSecretConfig,
+    client_ca: Option<SdsSecretConfig>,
+) -> DownstreamTlsContext {
+    let mutual = mode == GatewayTlsMode::Mutual;
+    DownstreamTlsContext {
+        common_tls_context: Some(CommonTlsContext {
+            tls_certificate_sds_secret_configs: vec![credential],
+            validation_context_type: client_ca
+                .filter(|_| mutual)
+                .map(ValidationContextType::ValidationContextSdsSecretConfig),
+            alpn_protocols: vec!["h2".into(), "http/1.1".into()],
+            ..Default::default()
+        }),
+        require_client_certificate: mutual.then_some(BoolValue { value: true }),
+        ..Default::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn simple_verifies_sni_host_with_system_roots_by_default() {
+        let ctx = client_tls_context(
+            &ClientTls::Simple(OriginationSettings::default()),
+            "api.example.com",
+            &SdsSource::Ads,
+            &[],
+        )
+        .unwrap();
+        assert_eq!(ctx.sni, "api.example.com");
+        let Some(ValidationContextType::ValidationContext(v)) =
+            ctx.common_tls_context.unwrap().validation_context_type
+        else {
+            panic!("validation context expected");
+        };
+        assert_eq!(v.trusted_ca, Some(file(SYSTEM_ROOTS)));
+        assert_eq!(
+            v.match_typed_subject_alt_names,
+            vec![dns_san("api.example.com")]
+        );
+    }
+
+    #[test]
+    fn mutual_presents_a_client_cert_and_skip_verify_drops_validation() {
+        let tls = ClientTls::Mutual {
+            settings: OriginationSettings {
+                insecure_skip_verify: true,
+                sni: Some("internal".into()),
+                ..Default::default()
+            },
+            client_certificate: "/c/cert.pem".into(),
+            private_key: "/c/key.pem".into(),
+        };
+        let ctx = client_tls_context(&tls, "h", &SdsSource::Ads, &[]).unwrap();
+        assert_eq!(ctx.sni, "internal");
+        let common = ctx.common_tls_context.unwrap();
+        assert!(common.validation_context_type.is_none());
+        assert_eq!(common.tls_certificates.len(), 1);
+        assert!(client_tls_context(&ClientTls::Disable, "h", &SdsSource::Ads, &[]).is_none());
+    }
+
+    #[test]
+    fn istio_mutual_is_mesh_mtls() {
+        let sans = vec!["spiffe://cluster.local/ns/a/sa/b".to_string()];
+        let ctx = client_tls_context(&ClientTls::IstioMutual, "b.a.svc", &SdsSource::Ads, &sans);
+        assert_eq!(ctx, Some(upstream_mtls(&SdsSource::Ads, "b.a.svc", &sans)));
+    }
+
+    #[test]
+    fn gateway_mutual_requires_client_certs_and_simple_does_not() {
+        let (cred, ca) = gateway_credential_names("shop-cert");
+        assert_eq!(cred, "kubernetes://shop-cert");
+        assert_eq!(ca, "kubernetes://shop-cert-cacert");
+        let sds = |name: &str| SdsSecretConfig {
+            name: name.into(),
+            sds_config: None,
+        };
+        let mutual = gateway_server_tls(GatewayTlsMode::Mutual, sds(&cred), Some(sds(&ca)));
+        assert_eq!(
+            mutual.require_client_certificate,
+            Some(BoolValue { value: true })
+        );
+        assert!(
+            mutual
+                .common_tls_context
+                .unwrap()
+                .validation_context_type
+                .is_some()
+        );
+        let simple = gateway_server_tls(GatewayTlsMode::Simple, sds(&cred), Some(sds(&ca)));
+        assert_eq!(simple.require_client_certificate, None);
+        assert!(
+            simple
+                .common_tls_context
+                .unwrap()
+                .validation_context_type
+                .is_none()
+        );
+    }
+}
