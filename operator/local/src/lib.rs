@@ -6,6 +6,7 @@
 //! - [`identities`]: the mesh root and per-service-account certificates on disk.
 //! - [`assignments`]: ports handed out once and reused across restarts.
 //! - [`plan`]: which Envoys run, on which addresses and ports.
+//! - [`fleet`]: keeps the running Envoys equal to the plan; status rows.
 //! - [`supervisor`]: runs Envoy processes that die with their parent.
 //! - [`bootstrap`]: ADS bootstraps with file-based SDS for workload certificates.
 //! - [`config_set`]: the directory's resources per file, load errors, object changes.
@@ -19,6 +20,7 @@ pub mod bootstrap;
 pub mod config_set;
 pub mod demo_app;
 pub mod error;
+pub mod fleet;
 pub mod identities;
 pub mod plan;
 pub mod state;
