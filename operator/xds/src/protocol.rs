@@ -92,7 +92,9 @@ impl AdsStream {
             match &state.status.last_sent {
                 Some(sent) if sent.nonce == req.response_nonce => match &req.error_detail {
                     None => {
-                        state.status.acked_version = Some(req.version_info.clone());
+                        // The nonce names the response, so the ACKed version is the one
+                        // sent with it, whatever `version_info` the proxy echoes.
+                        state.status.acked_version = Some(sent.version.clone());
                         RequestKind::Ack
                     }
                     Some(err) => {

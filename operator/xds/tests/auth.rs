@@ -248,3 +248,74 @@ async fn pushes_are_scoped_and_skipped_when_output_is_unchanged() {
 fn contents_of(any: &Any) -> String {
     String::from_utf8(any.value.clone()).unwrap()
 }
+
+#[tokio::test]
+async fn a_rotated_trust_bundle_and_server_certificate_apply_to_new_connections() {
+    let old_ca = TestCa::new("old root");
+    let new_ca = TestCa::new("new root");
+    let running = start(
+        &old_ca,
+        XdsConfig::new(TRUST_DOMAIN),
+        Arc::new(per_identity_source(Arc::new(AtomicU64::new(1)))),
+    )
+    .await;
+    let web = proxy("shop", "web-1", "web");
+    let fetch = |root: String, cert: Pem| {
+        let web = web.clone();
+        let addr = running.addr;
+        async move {
+            let mut client = connect(addr, &root, Some(&cert))
+                .await
+                .map_err(|e| e.to_string())?;
+            let mut ads = AdsClient::open(&mut client, first_request(&web, LDS, &[]))
+                .await
+                .map_err(|e| e.to_string())?;
+            ads.recv()
+                .await
+                .map(|r| contents(&r))
+                .map_err(|e| e.to_string())
+        }
+    };
+    let old_cert = old_ca.workload("shop", "web");
+    assert_eq!(
+        fetch(old_ca.root_pem.clone(), old_cert.clone())
+            .await
+            .unwrap(),
+        ["web-listener-g1"]
+    );
+
+    // Rotate: the server now presents a certificate of the new root and trusts only it.
+    let server_pem = new_ca.server();
+    running
+        .tls
+        .reload(&server_pem.cert, &server_pem.key, &new_ca.root_pem)
+        .unwrap();
+    let new_cert = new_ca.workload("shop", "web");
+    assert_eq!(
+        fetch(new_ca.root_pem.clone(), new_cert).await.unwrap(),
+        ["web-listener-g1"]
+    );
+    assert!(
+        fetch(new_ca.root_pem.clone(), old_cert).await.is_err(),
+        "old root still trusted"
+    );
+
+    // A broken bundle is refused and the current settings stay.
+    let err = running
+        .tls
+        .reload(&server_pem.cert, &server_pem.key, "not pem")
+        .err()
+        .unwrap();
+    assert!(err.to_string().contains("trust_bundle"), "{err}");
+    let err = running
+        .tls
+        .reload(&server_pem.cert, "garbage", &new_ca.root_pem)
+        .err()
+        .unwrap();
+    assert!(
+        err.to_string().contains("private_key") && !err.to_string().contains("garbage"),
+        "{err}"
+    );
+    let again = new_ca.workload("shop", "web");
+    assert!(fetch(new_ca.root_pem.clone(), again).await.is_ok());
+}
