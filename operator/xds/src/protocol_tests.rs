@@ -400,11 +400,12 @@ mod properties {
                             q.error_detail = Some(Status { code: 3, message: "x".into(), details: vec![] });
                         }
                         let out = s.handle_request(q);
-                        if let (Some(ty), false) = (ResourceType::from_type_url(&type_url), names.iter().any(|n| n == "*")) {
-                            if !ty.is_wildcard_type() || !names.is_empty() {
-                                for r in &out {
-                                    prop_assert!(r.resources.len() <= names.len());
-                                }
+                        let explicit_names = ResourceType::from_type_url(&type_url)
+                            .is_some_and(|ty| !ty.is_wildcard_type() || !names.is_empty())
+                            && !names.iter().any(|n| n == "*");
+                        if explicit_names {
+                            for r in &out {
+                                prop_assert!(r.resources.len() <= names.len());
                             }
                         }
                         out
