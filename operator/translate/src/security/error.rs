@@ -43,3 +43,46 @@ pub enum SecurityError {
         reason: String,
     },
 }
+
+impl From<SecurityError> for crate::TranslateError {
+    fn from(err: SecurityError) -> Self {
+        let message = err.to_string();
+        let (object, path) = match err {
+            SecurityError::Unsupported { object, field, .. }
+            | SecurityError::Invalid { object, field, .. } => (object, field),
+        };
+        crate::TranslateError {
+            kind: object.kind,
+            namespace: object.namespace,
+            name: object.name,
+            path,
+            message,
+            code: crate::ErrorCode::InvalidValue,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn converts_to_translate_error_with_object_and_path() {
+        let err = SecurityError::Unsupported {
+            object: ObjectRef::new("AuthorizationPolicy", "shop", "ext"),
+            field: "spec.action".into(),
+            reason: "CUSTOM is not supported".into(),
+        };
+        let t: crate::TranslateError = err.into();
+        assert_eq!(
+            (
+                t.kind.as_str(),
+                t.namespace.as_str(),
+                t.name.as_str(),
+                t.path.as_str()
+            ),
+            ("AuthorizationPolicy", "shop", "ext", "spec.action")
+        );
+        assert!(t.to_string().contains("CUSTOM"));
+    }
+}
