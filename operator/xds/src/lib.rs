@@ -7,6 +7,23 @@
 //! - [`debounce`]: push coalescing (quiet period, maximum delay) and push scopes.
 //! - [`server`]: the tonic service, the connection registry, pushes, status and metrics.
 //! - [`tls`]: the reloadable mTLS acceptor that hands the peer's SPIFFE id to the service.
+//!
+//! # Wiring (done by the binary; this crate knows nothing of the translator)
+//!
+//! 1. Keep one [`ResourceCache`] and implement [`SnapshotSource`]: for a [`ProxyId`],
+//!    translate, pack each resource with `envoy_types::util::pack_any`, add it to a
+//!    [`SnapshotBuilder`] under its name and `build(&cache)`.
+//! 2. `XdsServer::new(XdsConfig::new(trust_domain), Arc::new(source))` inside Tokio, and
+//!    `server.serve(listener, TlsSettings::from_pem(cert, key, bundle)?, shutdown)`; call
+//!    `TlsSettings::reload` when the CA rotates the server certificate or the bundle.
+//! 3. After each model change, `server.push(PushScope::Proxies(affected))` (or `All`):
+//!    debounced, re-snapshotted per proxy, sent only when the proxy's hash changed.
+//! 4. Bootstraps: `node.id` from [`ProxyId::node_id`], node metadata
+//!    `SERVICE_ACCOUNT: <sa>`, an ADS cluster over mTLS with the workload certificate
+//!    (see `tests/envoy_e2e.rs` for a bootstrap Envoy 1.40 accepts).
+//! 5. `server.proxy_statuses()` / `proxy_status(id)` feed `trellis status` and
+//!    `trellis proxy-config` (last sent resources per type, ACKed version, last NACK);
+//!    `server.metrics()` feeds `/metrics`.
 #![forbid(unsafe_code)]
 
 pub mod debounce;

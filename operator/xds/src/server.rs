@@ -59,6 +59,9 @@ struct Inner {
     metrics: Arc<Metrics>,
     conns: Mutex<HashMap<u64, Conn>>,
     next_conn: AtomicU64,
+    /// Incremented as each push round starts; a connecting proxy compares it around its
+    /// registration to catch a round that missed it.
+    push_rounds_started: AtomicU64,
     push_tx: mpsc::UnboundedSender<PushScope>,
 }
 
@@ -81,6 +84,7 @@ impl XdsServer {
             metrics: Arc::new(Metrics::default()),
             conns: Mutex::new(HashMap::new()),
             next_conn: AtomicU64::new(1),
+            push_rounds_started: AtomicU64::new(0),
             push_tx,
         });
         tokio::spawn(run_debouncer(Arc::downgrade(&inner), push_rx));
@@ -164,6 +168,7 @@ impl Inner {
 
     fn flush(&self, scope: &PushScope) {
         let start = Instant::now();
+        self.push_rounds_started.fetch_add(1, Ordering::SeqCst);
         let mut targets: BTreeMap<ProxyId, Vec<u64>> = BTreeMap::new();
         for (id, conn) in self.lock_conns().iter() {
             if scope.contains(&conn.proxy) {
@@ -283,6 +288,7 @@ impl AggregatedDiscoveryService for AdsService {
             .map_err(|e| inner.refuse(Status::invalid_argument(e.to_string())))?;
         authorize(&proxy, &peer, &inner.config.trust_domain)
             .map_err(|e| inner.refuse(Status::permission_denied(e.to_string())))?;
+        let rounds_before = inner.push_rounds_started.load(Ordering::SeqCst);
         let snapshot = inner.source.snapshot(&proxy).map_err(|e| {
             Metrics::inc(&inner.metrics.snapshot_errors_total);
             Status::unavailable(e.to_string())
@@ -306,6 +312,11 @@ impl AggregatedDiscoveryService for AdsService {
             .connected_proxies
             .fetch_add(1, Ordering::Relaxed);
         Metrics::inc(&inner.metrics.connections_total);
+        if inner.push_rounds_started.load(Ordering::SeqCst) != rounds_before {
+            // A push round ran while this snapshot was built and may have missed this
+            // stream: refresh once, through the normal push path (skipped if unchanged).
+            inner.flush(&PushScope::Proxies([proxy.clone()].into()));
+        }
         tracing::info!(proxy = %proxy, conn = conn_id, "proxy connected");
         let (tx, rx) = mpsc::channel(16);
         let stream = StreamTask {
