@@ -2,7 +2,14 @@
 //! workloads and identities.
 use std::collections::{BTreeMap, BTreeSet};
 
+use std::sync::Arc;
+
 use k8s_openapi::api::core::v1::{Pod, Service};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use trellis_api::networking::{DestinationRule, VirtualService};
+
+use crate::service::ExportTo;
+use crate::traffic::{Store, Stored};
 
 use crate::config::MeshSettings;
 use crate::error::ModelError;
@@ -17,6 +24,8 @@ pub enum ResourceKind {
     Workload,
     ServiceAccount,
     MeshConfig,
+    VirtualService,
+    DestinationRule,
 }
 
 impl ResourceKind {
@@ -26,6 +35,8 @@ impl ResourceKind {
             ResourceKind::Workload => "Workload",
             ResourceKind::ServiceAccount => "ServiceAccount",
             ResourceKind::MeshConfig => "MeshConfig",
+            ResourceKind::VirtualService => "VirtualService",
+            ResourceKind::DestinationRule => "DestinationRule",
         }
     }
 }
@@ -60,6 +71,8 @@ pub enum Resource {
     },
     /// The mesh-wide settings (the MeshConfig singleton).
     MeshSettings(MeshSettings),
+    VirtualService(Box<VirtualService>),
+    DestinationRule(Box<DestinationRule>),
 }
 
 /// The mesh index. Cloning is cheap enough for a per-push snapshot of a
@@ -71,6 +84,9 @@ pub struct MeshModel {
     /// Workloads by namespace, then name.
     pub(crate) workloads: BTreeMap<String, BTreeMap<String, Workload>>,
     pub(crate) service_accounts: BTreeSet<(String, String)>,
+    pub(crate) virtual_services: Store<VirtualService>,
+    pub(crate) destination_rules: Store<DestinationRule>,
+    pub(crate) seq: u64,
 }
 
 impl MeshModel {
@@ -137,6 +153,37 @@ impl MeshModel {
                 }
                 Ok(ChangeScope::All)
             }
+            Resource::VirtualService(vs) => {
+                let (ns, name) = object_key("VirtualService", &vs.metadata)?;
+                let (meta, export_to) = (vs.metadata.clone(), vs.spec.export_to.clone());
+                let stored = self.stored(&meta, &export_to, ns, name, *vs);
+                Ok(store_set(&mut self.virtual_services, stored))
+            }
+            Resource::DestinationRule(dr) => {
+                let (ns, name) = object_key("DestinationRule", &dr.metadata)?;
+                let (meta, export_to) = (dr.metadata.clone(), dr.spec.export_to.clone());
+                let stored = self.stored(&meta, &export_to, ns, name, *dr);
+                Ok(store_set(&mut self.destination_rules, stored))
+            }
+        }
+    }
+
+    fn stored<T>(
+        &mut self,
+        meta: &ObjectMeta,
+        export_to: &[String],
+        namespace: String,
+        name: String,
+        object: T,
+    ) -> Stored<T> {
+        self.seq += 1;
+        Stored {
+            export_to: ExportTo::from_list(export_to, &namespace),
+            created: meta.creation_timestamp.as_ref().map(|t| t.0.to_string()),
+            namespace,
+            name,
+            seq: self.seq,
+            object: Arc::new(object),
         }
     }
 
@@ -168,6 +215,12 @@ impl MeshModel {
             ResourceKind::MeshConfig => self
                 .apply(Resource::MeshSettings(MeshSettings::default()))
                 .unwrap_or(ChangeScope::All),
+            ResourceKind::VirtualService => {
+                store_remove(&mut self.virtual_services, &key.namespace, &key.name)
+            }
+            ResourceKind::DestinationRule => {
+                store_remove(&mut self.destination_rules, &key.namespace, &key.name)
+            }
         }
     }
 
@@ -180,6 +233,8 @@ impl MeshModel {
             ResourceKind::Workload => self.workloads.clear(),
             ResourceKind::ServiceAccount => self.service_accounts.clear(),
             ResourceKind::MeshConfig => self.settings = MeshSettings::default(),
+            ResourceKind::VirtualService => self.virtual_services.clear(),
+            ResourceKind::DestinationRule => self.destination_rules.clear(),
         }
         for r in resources {
             // A malformed object in a relist is skipped like it would be on apply.
@@ -230,6 +285,44 @@ impl MeshModel {
     }
 
     // ---- queries ----
+
+    /// Every VirtualService, by namespace and name.
+    pub fn virtual_services(&self) -> impl Iterator<Item = &Stored<VirtualService>> {
+        self.virtual_services.values()
+    }
+
+    /// Every DestinationRule, by namespace and name.
+    pub fn destination_rules(&self) -> impl Iterator<Item = &Stored<DestinationRule>> {
+        self.destination_rules.values()
+    }
+
+    /// Sidecar VirtualServices for `host` (FQDN) seen from `namespace`, in precedence order.
+    pub fn virtual_services_for(
+        &self,
+        host: &str,
+        namespace: &str,
+    ) -> Vec<&Stored<VirtualService>> {
+        crate::traffic::virtual_services_for(
+            &self.virtual_services,
+            host,
+            namespace,
+            &self.settings,
+        )
+    }
+
+    /// The DestinationRule for `host` (FQDN) seen from `namespace`.
+    pub fn destination_rule_for(
+        &self,
+        host: &str,
+        namespace: &str,
+    ) -> Option<&Stored<DestinationRule>> {
+        crate::traffic::destination_rule_for(
+            &self.destination_rules,
+            host,
+            namespace,
+            &self.settings,
+        )
+    }
 
     pub fn workload(&self, namespace: &str, name: &str) -> Option<&Workload> {
         self.workloads.get(namespace)?.get(name)
@@ -351,6 +444,42 @@ pub struct Endpoint {
     pub namespace: String,
     pub service_account: Option<String>,
     pub weight: u32,
+}
+
+fn object_key(kind: &str, meta: &ObjectMeta) -> Result<(String, String), ModelError> {
+    let namespace = meta.namespace.clone().unwrap_or_else(|| "default".into());
+    let name = meta.name.clone().ok_or_else(|| ModelError::Invalid {
+        kind: kind.into(),
+        namespace: namespace.clone(),
+        name: String::new(),
+        path: "metadata.name".into(),
+        message: format!("a {kind} needs a name"),
+    })?;
+    Ok((namespace, name))
+}
+
+/// Mesh objects change what any proxy may see: scope All unless nothing changed.
+fn store_set<T: PartialEq>(store: &mut Store<T>, mut stored: Stored<T>) -> ChangeScope {
+    let key = (stored.namespace.clone(), stored.name.clone());
+    if let Some(old) = store.get(&key) {
+        if old.object == stored.object {
+            return ChangeScope::None;
+        }
+        // An update keeps the object's age.
+        stored.seq = old.seq;
+        if stored.created.is_none() {
+            stored.created = old.created.clone();
+        }
+    }
+    store.insert(key, stored);
+    ChangeScope::All
+}
+
+fn store_remove<T>(store: &mut Store<T>, namespace: &str, name: &str) -> ChangeScope {
+    match store.remove(&(namespace.to_string(), name.to_string())) {
+        Some(_) => ChangeScope::All,
+        None => ChangeScope::None,
+    }
 }
 
 fn service_key(service: &Service) -> Result<ServiceSource, ModelError> {

@@ -12,6 +12,7 @@ mod index;
 mod registry;
 mod scope;
 mod service;
+mod traffic;
 mod workload;
 
 pub use config::{MeshSettings, MtlsMode, OutboundPolicy};
@@ -23,4 +24,5 @@ pub use service::{
     ExportTo, MeshService, Protocol, Resolution, ServiceOrigin, ServicePort, StaticEndpoint,
     TargetPort,
 };
+pub use traffic::{Store, Stored, qualify};
 pub use workload::{SIDECAR_CONTAINER_NAMES, Workload, labels_match};

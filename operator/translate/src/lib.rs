@@ -5,14 +5,20 @@
 #![forbid(unsafe_code)]
 
 pub mod cluster;
+pub mod destination_rule;
 pub mod endpoints;
 pub mod http_rule;
+pub mod listener;
 pub mod names;
+pub mod outbound;
 pub mod policy;
 pub mod route;
 pub mod security;
+mod sidecar;
 mod types;
+pub mod virtual_service;
 
+pub use sidecar::{Translator, translate};
 pub use types::{
     ErrorCode, ExplicitPorts, ListenerShape, Proxy, ProxyKind, ProxyResources, SdsSource,
     SecretRef, TRUST_BUNDLE_SECRET, TranslateError, TranslateOptions, WORKLOAD_CERT_SECRET,

@@ -1,0 +1,112 @@
+//! VirtualServices and DestinationRules: storage and "which one applies" queries.
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use trellis_api::networking::{DestinationRule, VirtualService};
+
+use crate::config::MeshSettings;
+use crate::registry::{fqdn_candidates, host_matches};
+use crate::service::ExportTo;
+
+/// A stored mesh object with what precedence rules need.
+#[derive(Debug, Clone)]
+pub struct Stored<T> {
+    pub namespace: String,
+    pub name: String,
+    /// RFC 3339 creation time when known (sorts chronologically), for "oldest wins".
+    pub created: Option<String>,
+    /// Arrival order, the tie breaker when creation times are unknown or equal.
+    pub seq: u64,
+    pub export_to: ExportTo,
+    pub object: Arc<T>,
+}
+
+impl<T> Stored<T> {
+    /// Older first.
+    pub fn age_key(&self) -> (Option<&str>, u64) {
+        (self.created.as_deref(), self.seq)
+    }
+}
+
+/// Objects of one kind by (namespace, name).
+pub type Store<T> = BTreeMap<(String, String), Stored<T>>;
+
+/// The hosts of a VirtualService in fully-qualified form (short names resolved
+/// against the VirtualService's namespace).
+pub fn vs_hosts(vs: &Stored<VirtualService>, settings: &MeshSettings) -> Vec<String> {
+    vs.object
+        .spec
+        .hosts
+        .iter()
+        .map(|h| qualify(h, &vs.namespace, settings))
+        .collect()
+}
+
+/// A host as written in a resource of `namespace`, fully qualified.
+pub fn qualify(host: &str, namespace: &str, settings: &MeshSettings) -> String {
+    if host.starts_with('*') {
+        return host.to_ascii_lowercase();
+    }
+    fqdn_candidates(&host.to_ascii_lowercase(), namespace, settings)
+        .into_iter()
+        .next()
+        .unwrap_or_default()
+}
+
+/// VirtualServices for sidecars (`gateways` empty or containing `mesh`) that apply to
+/// `host` (an FQDN) as seen from `namespace`: visible by exportTo, namespace-local
+/// first, then other namespaces, the root namespace last; oldest first within a group.
+pub fn virtual_services_for<'a>(
+    store: &'a Store<VirtualService>,
+    host: &str,
+    namespace: &str,
+    settings: &MeshSettings,
+) -> Vec<&'a Stored<VirtualService>> {
+    let mut found: Vec<&Stored<VirtualService>> = store
+        .values()
+        .filter(|vs| vs.export_to.visible_from(namespace) || vs.namespace == namespace)
+        .filter(|vs| {
+            let g = &vs.object.spec.gateways;
+            g.is_empty() || g.iter().any(|g| g == "mesh")
+        })
+        .filter(|vs| vs_hosts(vs, settings).iter().any(|h| host_matches(h, host)))
+        .collect();
+    found.sort_by_key(|vs| (precedence(&vs.namespace, namespace, settings), vs.age_key()));
+    found
+}
+
+/// The DestinationRule for `host` as seen from `namespace` (exact host over wildcard,
+/// namespace-local first, the root namespace last, oldest wins).
+pub fn destination_rule_for<'a>(
+    store: &'a Store<DestinationRule>,
+    host: &str,
+    namespace: &str,
+    settings: &MeshSettings,
+) -> Option<&'a Stored<DestinationRule>> {
+    store
+        .values()
+        .filter(|dr| dr.export_to.visible_from(namespace) || dr.namespace == namespace)
+        .filter(|dr| dr.object.spec.workload_selector.is_none())
+        .filter_map(|dr| {
+            let h = qualify(&dr.object.spec.host, &dr.namespace, settings);
+            host_matches(&h, host).then(|| (h.starts_with('*'), dr))
+        })
+        .min_by_key(|(wild, dr)| {
+            (
+                *wild,
+                precedence(&dr.namespace, namespace, settings),
+                dr.age_key(),
+            )
+        })
+        .map(|(_, dr)| dr)
+}
+
+fn precedence(owner: &str, client: &str, settings: &MeshSettings) -> u8 {
+    if owner == client {
+        0
+    } else if owner == settings.root_namespace {
+        2
+    } else {
+        1
+    }
+}

@@ -1,0 +1,159 @@
+//! DestinationRule (API) -> [`ClusterPolicy`] per port and subset.
+use trellis_api::networking::{
+    ClientTLSMode, ConnectionPoolSettings, DestinationRule, LoadBalancerSettings, SimpleLB,
+    TrafficPolicy,
+};
+
+use crate::policy::{ClientTls, ClusterPolicy, ConnectionPool, LoadBalancer, OutlierDetection};
+use crate::types::{ErrorCode, TranslateError};
+
+/// The policy for `port` (and `subset`), with errors for values that cannot be used.
+pub fn cluster_policy(
+    dr: &DestinationRule,
+    namespace: &str,
+    port: u16,
+    subset: Option<&str>,
+    errors: &mut Vec<TranslateError>,
+) -> ClusterPolicy {
+    let name = dr.metadata.name.clone().unwrap_or_default();
+    let mut err = |path: String, message: String| {
+        errors.push(TranslateError {
+            kind: "DestinationRule".into(),
+            namespace: namespace.to_string(),
+            name: name.clone(),
+            path,
+            message,
+            code: ErrorCode::InvalidValue,
+        })
+    };
+    let mut policy = match &dr.spec.traffic_policy {
+        Some(tp) => with_ports(tp, port, "spec.trafficPolicy", &mut err),
+        None => ClusterPolicy::default(),
+    };
+    let subset_entry = subset.and_then(|name| {
+        dr.spec
+            .subsets
+            .iter()
+            .enumerate()
+            .find(|(_, s)| s.name == name)
+    });
+    if let Some((i, tp)) = subset_entry.and_then(|(i, s)| Some((i, s.traffic_policy.as_ref()?))) {
+        let over = with_ports(
+            tp,
+            port,
+            &format!("spec.subsets[{i}].trafficPolicy"),
+            &mut err,
+        );
+        policy = policy.overlay(&over);
+    }
+    policy
+}
+
+fn with_ports(
+    tp: &TrafficPolicy,
+    port: u16,
+    path: &str,
+    err: &mut impl FnMut(String, String),
+) -> ClusterPolicy {
+    let base = ClusterPolicy {
+        load_balancer: tp.load_balancer.as_ref().map(load_balancer),
+        connection_pool: tp
+            .connection_pool
+            .as_ref()
+            .map(|c| connection_pool(c, &format!("{path}.connectionPool"), err)),
+        outlier_detection: tp.outlier_detection.as_ref().map(|o| OutlierDetection {
+            consecutive_5xx_errors: o.consecutive_5xx_errors,
+            interval: dur(
+                o.interval.as_ref(),
+                &format!("{path}.outlierDetection.interval"),
+                err,
+            ),
+            base_ejection_time: dur(
+                o.base_ejection_time.as_ref(),
+                &format!("{path}.outlierDetection.baseEjectionTime"),
+                err,
+            ),
+            max_ejection_percent: o.max_ejection_percent.and_then(|p| u32::try_from(p).ok()),
+        }),
+        tls: tp.tls.as_ref().and_then(|t| {
+            Some(match t.mode? {
+                ClientTLSMode::Disable => ClientTls::Disable,
+                ClientTLSMode::Simple | ClientTLSMode::Mutual => ClientTls::Simple {
+                    sni: t.sni.clone(),
+                    ca_certificates: t.ca_certificates.clone(),
+                },
+                ClientTLSMode::IstioMutual => ClientTls::IstioMutual { sni: t.sni.clone() },
+            })
+        }),
+    };
+    let Some((i, pl)) = tp
+        .port_level_settings
+        .iter()
+        .enumerate()
+        .find(|(_, p)| p.port.as_ref().and_then(|s| s.number) == Some(u32::from(port)))
+    else {
+        return base;
+    };
+    let ppath = format!("{path}.portLevelSettings[{i}]");
+    let over = ClusterPolicy {
+        load_balancer: pl.load_balancer.as_ref().map(load_balancer),
+        connection_pool: pl
+            .connection_pool
+            .as_ref()
+            .map(|c| connection_pool(c, &format!("{ppath}.connectionPool"), err)),
+        outlier_detection: None,
+        tls: None,
+    };
+    base.overlay(&over)
+}
+
+fn load_balancer(lb: &LoadBalancerSettings) -> LoadBalancer {
+    if let Some(header) = lb
+        .consistent_hash
+        .as_ref()
+        .and_then(|c| c.http_header_name.clone())
+    {
+        return LoadBalancer::ConsistentHashHeader(header);
+    }
+    match lb.simple {
+        Some(SimpleLB::LeastConn) | Some(SimpleLB::LeastRequest) => LoadBalancer::LeastRequest,
+        Some(SimpleLB::Random) => LoadBalancer::Random,
+        _ => LoadBalancer::RoundRobin,
+    }
+}
+
+fn connection_pool(
+    c: &ConnectionPoolSettings,
+    path: &str,
+    err: &mut impl FnMut(String, String),
+) -> ConnectionPool {
+    let pos = |v: Option<i32>| v.and_then(|n| u32::try_from(n).ok()).filter(|n| *n > 0);
+    let tcp = c.tcp.as_ref();
+    let http = c.http.as_ref();
+    ConnectionPool {
+        max_connections: pos(tcp.and_then(|t| t.max_connections)),
+        connect_timeout: dur(
+            tcp.and_then(|t| t.connect_timeout.as_ref()),
+            &format!("{path}.tcp.connectTimeout"),
+            err,
+        ),
+        http1_max_pending_requests: pos(http.and_then(|h| h.http1_max_pending_requests)),
+        http2_max_requests: pos(http.and_then(|h| h.http2_max_requests)),
+        max_requests_per_connection: pos(http.and_then(|h| h.max_requests_per_connection)),
+        max_retries: pos(http.and_then(|h| h.max_retries)),
+    }
+}
+
+pub(crate) fn dur(
+    d: Option<&trellis_api::Duration>,
+    path: &str,
+    err: &mut impl FnMut(String, String),
+) -> Option<std::time::Duration> {
+    match d?.parse() {
+        Ok(v) => Some(v),
+        Err(e) => {
+            err(path.to_string(), e.to_string());
+            None
+        }
+    }
+}

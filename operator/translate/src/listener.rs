@@ -1,0 +1,104 @@
+//! Listener building blocks: HTTP connection manager, TCP proxy, listeners.
+use envoy_types::pb::envoy::config::core::v3::{
+    AggregatedConfigSource, ApiVersion, ConfigSource, config_source::ConfigSourceSpecifier,
+};
+use envoy_types::pb::envoy::config::listener::v3::{
+    Filter, FilterChain, Listener, ListenerFilter, filter::ConfigType,
+};
+use envoy_types::pb::envoy::config::route::v3::RouteConfiguration;
+use envoy_types::pb::envoy::extensions::filters::http::fault::v3::HttpFault;
+use envoy_types::pb::envoy::extensions::filters::http::router::v3::Router;
+use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
+    HttpConnectionManager, HttpFilter, Rds, http_connection_manager::RouteSpecifier,
+    http_filter::ConfigType as HttpFilterConfig,
+};
+use envoy_types::pb::envoy::extensions::filters::network::tcp_proxy::v3::{
+    TcpProxy, tcp_proxy::ClusterSpecifier,
+};
+use envoy_types::util::pack_any;
+
+use crate::endpoints::socket_address;
+use crate::route::FAULT_FILTER;
+
+pub const HCM: &str = "envoy.filters.network.http_connection_manager";
+pub const TCP_PROXY: &str = "envoy.filters.network.tcp_proxy";
+pub const ROUTER: &str = "envoy.filters.http.router";
+
+/// Where an HTTP connection manager gets its routes.
+pub enum Routes {
+    /// By name over ADS (the RouteConfiguration is in the proxy's `routes`).
+    Rds(String),
+    Inline(Box<RouteConfiguration>),
+}
+
+/// `filters` run before fault injection and the router (RBAC, JWT from the security module).
+pub fn http_connection_manager(
+    stat_prefix: &str,
+    routes: Routes,
+    filters: Vec<HttpFilter>,
+) -> Filter {
+    let mut http_filters = filters;
+    http_filters.push(HttpFilter {
+        name: FAULT_FILTER.into(),
+        config_type: Some(HttpFilterConfig::TypedConfig(
+            pack_any(HttpFault::default()),
+        )),
+        ..Default::default()
+    });
+    http_filters.push(HttpFilter {
+        name: ROUTER.into(),
+        config_type: Some(HttpFilterConfig::TypedConfig(pack_any(Router::default()))),
+        ..Default::default()
+    });
+    let route_specifier = match routes {
+        Routes::Rds(name) => RouteSpecifier::Rds(Rds {
+            route_config_name: name,
+            config_source: Some(ConfigSource {
+                resource_api_version: ApiVersion::V3 as i32,
+                config_source_specifier: Some(ConfigSourceSpecifier::Ads(
+                    AggregatedConfigSource {},
+                )),
+                ..Default::default()
+            }),
+        }),
+        Routes::Inline(rc) => RouteSpecifier::RouteConfig(*rc),
+    };
+    let hcm = HttpConnectionManager {
+        stat_prefix: stat_prefix.to_string(),
+        route_specifier: Some(route_specifier),
+        http_filters,
+        ..Default::default()
+    };
+    Filter {
+        name: HCM.into(),
+        config_type: Some(ConfigType::TypedConfig(pack_any(hcm))),
+    }
+}
+
+pub fn tcp_proxy(stat_prefix: &str, cluster: &str) -> Filter {
+    let tcp = TcpProxy {
+        stat_prefix: stat_prefix.to_string(),
+        cluster_specifier: Some(ClusterSpecifier::Cluster(cluster.to_string())),
+        ..Default::default()
+    };
+    Filter {
+        name: TCP_PROXY.into(),
+        config_type: Some(ConfigType::TypedConfig(pack_any(tcp))),
+    }
+}
+
+pub fn listener(
+    name: String,
+    address: &str,
+    port: u16,
+    filter_chains: Vec<FilterChain>,
+    listener_filters: Vec<ListenerFilter>,
+) -> Listener {
+    Listener {
+        name,
+        address: Some(socket_address(address, port)),
+        filter_chains,
+        listener_filters,
+        ..Default::default()
+    }
+}

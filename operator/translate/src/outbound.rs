@@ -1,0 +1,335 @@
+//! What every sidecar of one namespace sees outbound: clusters, endpoints and the
+//! HTTP routes per host. Computed once per namespace and shared (`Arc`).
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use envoy_types::pb::envoy::config::cluster::v3::Cluster;
+use envoy_types::pb::envoy::config::endpoint::v3::ClusterLoadAssignment;
+use envoy_types::pb::envoy::config::route::v3::{RouteConfiguration, VirtualHost};
+use trellis_api::networking as api;
+use trellis_model::{MeshModel, MeshService, Resolution, ServicePort};
+
+use crate::cluster::{OutboundCluster, outbound_cluster};
+use crate::destination_rule::cluster_policy;
+use crate::endpoints::load_assignment;
+use crate::http_rule::HttpRule;
+use crate::names;
+use crate::policy::{ClusterPolicy, LoadBalancer};
+use crate::route::routes;
+use crate::security::sds::SdsSource;
+use crate::types::{ErrorCode, TranslateError};
+use crate::virtual_service::http_rule;
+
+type Labels = std::collections::BTreeMap<String, String>;
+
+/// The shared outbound view of one namespace.
+#[derive(Debug, Clone, Default)]
+pub struct OutboundScope {
+    pub clusters: Vec<Arc<Cluster>>,
+    pub endpoints: Vec<Arc<ClusterLoadAssignment>>,
+    /// HTTP rules per (service FQDN, port), in order.
+    pub http_rules: BTreeMap<(String, u16), Vec<HttpRule>>,
+    /// The HTTP proxy route configuration (explicit shape).
+    pub http_proxy_routes: Arc<RouteConfiguration>,
+    /// Services visible from the namespace, by host.
+    pub services: Vec<MeshService>,
+    pub errors: Vec<TranslateError>,
+}
+
+/// Builds the outbound view of `namespace`.
+pub fn outbound_scope(model: &MeshModel, namespace: &str, sds: &SdsSource) -> OutboundScope {
+    let mut scope = OutboundScope::default();
+    let services: Vec<&MeshService> = model
+        .registry()
+        .services()
+        .filter(|s| s.export_to.visible_from(namespace) || s.namespace == namespace)
+        .collect();
+    let mut clusters: BTreeMap<String, Arc<Cluster>> = BTreeMap::new();
+    let mut endpoints: BTreeMap<String, Arc<ClusterLoadAssignment>> = BTreeMap::new();
+    let mut known_subsets: BTreeSet<(String, String)> = BTreeSet::new();
+    let mut hash_headers: BTreeMap<String, String> = BTreeMap::new();
+    for service in &services {
+        let dr = model.destination_rule_for(&service.hostname, namespace);
+        let identities = model.service_identities(service);
+        for port in &service.ports {
+            let mut variants: Vec<(Option<&str>, Option<&Labels>)> = vec![(None, None)];
+            if let Some(dr) = dr {
+                for s in &dr.object.spec.subsets {
+                    variants.push((Some(s.name.as_str()), Some(&s.labels)));
+                    known_subsets.insert((service.hostname.clone(), s.name.clone()));
+                }
+            }
+            for (subset, labels) in variants {
+                let policy = match dr {
+                    Some(dr) => {
+                        let mut errs = Vec::new();
+                        let p =
+                            cluster_policy(&dr.object, &dr.namespace, port.port, subset, &mut errs);
+                        // Report each DestinationRule problem once, from its default cluster.
+                        if subset.is_none() && port == &service.ports[0] {
+                            scope.errors.extend(errs);
+                        }
+                        p
+                    }
+                    None => ClusterPolicy::default(),
+                };
+                let found = model.endpoints(service, port, labels);
+                if let (Some(dr), Some(name)) = (dr, subset)
+                    && service.resolution == Resolution::Endpoints
+                    && found.is_empty()
+                    && port == &service.ports[0]
+                {
+                    scope.errors.push(TranslateError {
+                        kind: "DestinationRule".into(),
+                        namespace: dr.namespace.clone(),
+                        name: dr.name.clone(),
+                        path: format!("spec.subsets[{name}]"),
+                        message: format!(
+                            "subset {name} of {} selects no endpoints",
+                            service.hostname
+                        ),
+                        code: ErrorCode::EmptySubset,
+                    });
+                }
+                let cluster_name = names::outbound_cluster(port.port, subset, &service.hostname);
+                if let Some(LoadBalancer::ConsistentHashHeader(h)) = &policy.load_balancer {
+                    hash_headers.insert(cluster_name.clone(), h.clone());
+                }
+                let eds = service.resolution == Resolution::Endpoints;
+                let spec = OutboundCluster {
+                    service,
+                    port,
+                    subset,
+                    policy: &policy,
+                    identities: &identities,
+                    inline_endpoints: if eds { Vec::new() } else { found.clone() },
+                };
+                clusters.insert(cluster_name.clone(), Arc::new(outbound_cluster(&spec, sds)));
+                if eds {
+                    endpoints.insert(
+                        cluster_name.clone(),
+                        Arc::new(load_assignment(&cluster_name, &found)),
+                    );
+                }
+            }
+        }
+    }
+    scope.errors.extend(unknown_dr_hosts(model));
+    // HTTP rules: the first VirtualService claiming a host wins; later ones are conflicts.
+    for service in &services {
+        let vss = model.virtual_services_for(&service.hostname, namespace);
+        for extra in vss.iter().skip(1) {
+            scope.errors.push(TranslateError {
+                kind: "VirtualService".into(),
+                namespace: extra.namespace.clone(),
+                name: extra.name.clone(),
+                path: "spec.hosts".into(),
+                message: format!(
+                    "host {} is already claimed by VirtualService {}/{}; this one is ignored for it",
+                    service.hostname, vss[0].namespace, vss[0].name
+                ),
+                code: ErrorCode::ConflictingHost,
+            });
+        }
+        for port in service.ports.iter().filter(|p| p.protocol.is_http()) {
+            let default_cluster = names::outbound_cluster(port.port, None, &service.hostname);
+            let rules = match vss.first() {
+                Some(vs) => {
+                    let resolve = |d: &api::Destination| {
+                        resolve_destination(
+                            model,
+                            vs.namespace.as_str(),
+                            service,
+                            port,
+                            d,
+                            &known_subsets,
+                            &hash_headers,
+                        )
+                    };
+                    let mut out = Vec::new();
+                    for (i, r) in vs.object.spec.http.iter().enumerate() {
+                        let mut errs = Vec::new();
+                        if let Some(rule) =
+                            http_rule(r, i, (&vs.namespace, &vs.name), &resolve, &mut errs)
+                        {
+                            out.push(rule);
+                        }
+                        // The same VirtualService is seen by every port: report once.
+                        if port
+                            == service
+                                .ports
+                                .iter()
+                                .find(|p| p.protocol.is_http())
+                                .unwrap_or(port)
+                        {
+                            scope.errors.extend(errs);
+                        }
+                    }
+                    out
+                }
+                None => vec![HttpRule::default_to(
+                    default_cluster.clone(),
+                    hash_headers.get(&default_cluster).cloned(),
+                )],
+            };
+            scope
+                .http_rules
+                .insert((service.hostname.clone(), port.port), rules);
+        }
+    }
+    scope.http_proxy_routes = Arc::new(http_proxy_routes(
+        model,
+        namespace,
+        &services,
+        &scope.http_rules,
+    ));
+    scope.clusters = clusters.into_values().collect();
+    scope.endpoints = endpoints.into_values().collect();
+    scope.services = services.into_iter().cloned().collect();
+    scope.errors.sort();
+    scope.errors.dedup();
+    scope
+}
+
+fn resolve_destination(
+    model: &MeshModel,
+    vs_namespace: &str,
+    from: &MeshService,
+    from_port: &ServicePort,
+    d: &api::Destination,
+    known_subsets: &BTreeSet<(String, String)>,
+    hash_headers: &BTreeMap<String, String>,
+) -> Result<(String, Option<String>), (ErrorCode, String)> {
+    let Some(target) = model.resolve_host(&d.host, vs_namespace) else {
+        return Err((
+            ErrorCode::UnknownDestination,
+            format!("host {} matches no service", d.host),
+        ));
+    };
+    let port = match d.port.as_ref().and_then(|p| p.number) {
+        Some(n) => u16::try_from(n)
+            .ok()
+            .filter(|n| target.port(*n).is_some())
+            .ok_or_else(|| {
+                (
+                    ErrorCode::UnknownDestination,
+                    format!("service {} has no port {n}", target.hostname),
+                )
+            })?,
+        None if target.hostname == from.hostname => from_port.port,
+        None => match target.ports.as_slice() {
+            [only] => only.port,
+            _ => target.port(from_port.port).map(|p| p.port).ok_or_else(|| {
+                (
+                    ErrorCode::UnknownDestination,
+                    format!(
+                        "service {} has several ports: set destination.port",
+                        target.hostname
+                    ),
+                )
+            })?,
+        },
+    };
+    if let Some(subset) = &d.subset
+        && !known_subsets.contains(&(target.hostname.clone(), subset.clone()))
+    {
+        return Err((
+            ErrorCode::UnknownSubset,
+            format!(
+                "subset {subset} of {} is not defined by any DestinationRule",
+                target.hostname
+            ),
+        ));
+    }
+    let cluster = names::outbound_cluster(port, d.subset.as_deref(), &target.hostname);
+    let hash = hash_headers.get(&cluster).cloned();
+    Ok((cluster, hash))
+}
+
+fn unknown_dr_hosts(model: &MeshModel) -> Vec<TranslateError> {
+    model
+        .destination_rules()
+        .filter(|dr| {
+            let h = &dr.object.spec.host;
+            !h.starts_with('*') && model.resolve_host(h, &dr.namespace).is_none()
+        })
+        .map(|dr| TranslateError {
+            kind: "DestinationRule".into(),
+            namespace: dr.namespace.clone(),
+            name: dr.name.clone(),
+            path: "spec.host".into(),
+            message: format!("host {} matches no service", dr.object.spec.host),
+            code: ErrorCode::UnknownHost,
+        })
+        .collect()
+}
+
+/// The names a client in `namespace` may use for `service` (without port).
+pub fn host_aliases(model: &MeshModel, service: &MeshService, namespace: &str) -> Vec<String> {
+    let mut out = vec![service.hostname.clone()];
+    if service.origin == trellis_model::ServiceOrigin::Kubernetes {
+        let short = &service.name;
+        let ns = &service.namespace;
+        out.push(format!("{short}.{ns}.svc"));
+        out.push(format!("{short}.{ns}"));
+        if ns == namespace {
+            out.push(short.clone());
+        }
+        if let Some(ip) = &service.address {
+            out.push(ip.clone());
+        }
+    }
+    let _ = model;
+    out
+}
+
+/// One route configuration for the explicit HTTP proxy: a virtual host per service
+/// port with every alias `:port`; bare aliases go to port 80 or the lowest HTTP port.
+fn http_proxy_routes(
+    model: &MeshModel,
+    namespace: &str,
+    services: &[&MeshService],
+    rules: &BTreeMap<(String, u16), Vec<HttpRule>>,
+) -> RouteConfiguration {
+    let mut virtual_hosts = Vec::new();
+    for service in services {
+        let aliases = host_aliases(model, service, namespace);
+        let http_ports: Vec<&ServicePort> = service
+            .ports
+            .iter()
+            .filter(|p| p.protocol.is_http())
+            .collect();
+        let bare_port = http_ports
+            .iter()
+            .find(|p| p.port == 80)
+            .or(http_ports.first())
+            .map(|p| p.port);
+        for port in &http_ports {
+            let Some(port_rules) = rules.get(&(service.hostname.clone(), port.port)) else {
+                continue;
+            };
+            let mut domains: Vec<String> = aliases
+                .iter()
+                .map(|a| format!("{a}:{}", port.port))
+                .collect();
+            if bare_port == Some(port.port) {
+                domains.extend(aliases.iter().cloned());
+            }
+            virtual_hosts.push(VirtualHost {
+                name: format!("{}:{}", service.hostname, port.port),
+                domains,
+                routes: port_rules
+                    .iter()
+                    .flat_map(|r| routes(r, Some(port.port)))
+                    .collect(),
+                ..Default::default()
+            });
+        }
+    }
+    RouteConfiguration {
+        name: names::OUTBOUND_HTTP_PROXY_ROUTE.into(),
+        virtual_hosts,
+        validate_clusters: Some(envoy_types::pb::google::protobuf::BoolValue { value: false }),
+        ..Default::default()
+    }
+}

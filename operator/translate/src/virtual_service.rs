@@ -1,0 +1,184 @@
+//! VirtualService `http[]` (API) -> [`HttpRule`], destinations resolved to cluster names.
+use trellis_api::networking::{self as api, HTTPRoute};
+
+use crate::destination_rule::dur;
+use crate::http_rule::{
+    Action, Cors, Destination, Fault, HeaderOps, Headers, HttpRule, Mirror, Redirect, RequestMatch,
+    Retries, Rewrite, StringMatch,
+};
+use crate::types::{ErrorCode, TranslateError};
+
+/// Resolves a destination to (cluster name, consistent-hash header), or says why not.
+pub type Resolver<'a> =
+    dyn Fn(&api::Destination) -> Result<(String, Option<String>), (ErrorCode, String)> + 'a;
+
+/// Converts rule `index`; `None` (with errors) when no destination could be resolved.
+pub fn http_rule(
+    route: &HTTPRoute,
+    index: usize,
+    object: (&str, &str),
+    resolve: &Resolver<'_>,
+    errors: &mut Vec<TranslateError>,
+) -> Option<HttpRule> {
+    let path = format!("spec.http[{index}]");
+    let mut push = |code: ErrorCode, p: String, message: String| {
+        errors.push(TranslateError {
+            kind: "VirtualService".into(),
+            namespace: object.0.to_string(),
+            name: object.1.to_string(),
+            path: p,
+            message,
+            code,
+        })
+    };
+    let mut invalid = |p: String, m: String| push(ErrorCode::InvalidValue, p, m);
+    let timeout = dur(
+        route.timeout.as_ref(),
+        &format!("{path}.timeout"),
+        &mut invalid,
+    );
+    let retries = route.retries.as_ref().map(|r| Retries {
+        attempts: r.attempts.and_then(|a| u32::try_from(a).ok()).unwrap_or(2),
+        per_try_timeout: dur(
+            r.per_try_timeout.as_ref(),
+            &format!("{path}.retries.perTryTimeout"),
+            &mut invalid,
+        ),
+        retry_on: r.retry_on.clone(),
+    });
+    let fault = route.fault.as_ref().map(|f| Fault {
+        delay: f.delay.as_ref().and_then(|d| {
+            let fixed = dur(
+                d.fixed_delay.as_ref(),
+                &format!("{path}.fault.delay.fixedDelay"),
+                &mut invalid,
+            )?;
+            Some((fixed, d.percentage.as_ref().map_or(100.0, |p| p.value)))
+        }),
+        abort: f.abort.as_ref().and_then(|a| {
+            let status = u32::try_from(a.http_status?).ok()?;
+            Some((status, a.percentage.as_ref().map_or(100.0, |p| p.value)))
+        }),
+    });
+    let cors = route.cors_policy.as_ref().map(|c| Cors {
+        allow_origins: c.allow_origins.iter().map(string_match).collect(),
+        allow_methods: c.allow_methods.clone(),
+        allow_headers: c.allow_headers.clone(),
+        expose_headers: c.expose_headers.clone(),
+        max_age: dur(
+            c.max_age.as_ref(),
+            &format!("{path}.corsPolicy.maxAge"),
+            &mut invalid,
+        ),
+        allow_credentials: c.allow_credentials,
+    });
+    let action = if let Some(r) = &route.redirect {
+        Action::Redirect(Redirect {
+            uri: r.uri.clone(),
+            authority: r.authority.clone(),
+            scheme: r.scheme.clone(),
+            port: r.port.and_then(|p| u16::try_from(p).ok()),
+            code: r.redirect_code,
+        })
+    } else {
+        let mut destinations = Vec::new();
+        for (i, d) in route.route.iter().enumerate() {
+            match resolve(&d.destination) {
+                Ok((cluster, hash_header)) => destinations.push(Destination {
+                    cluster,
+                    weight: d
+                        .weight
+                        .and_then(|w| u32::try_from(w).ok())
+                        .unwrap_or(if route.route.len() == 1 { 100 } else { 0 }),
+                    headers: headers(d.headers.as_ref()),
+                    hash_header,
+                }),
+                Err((code, message)) => {
+                    push(code, format!("{path}.route[{i}].destination"), message)
+                }
+            }
+        }
+        // Envoy rejects weighted clusters whose weights are all zero.
+        destinations.retain(|d| d.weight > 0 || route.route.len() == 1);
+        if destinations.is_empty() {
+            return None;
+        }
+        Action::Route(destinations)
+    };
+    let mirror = route.mirror.as_ref().and_then(|m| match resolve(m) {
+        Ok((cluster, _)) => Some(Mirror {
+            cluster,
+            percentage: route.mirror_percentage.as_ref().map(|p| p.value),
+        }),
+        Err((code, message)) => {
+            push(code, format!("{path}.mirror"), message);
+            None
+        }
+    });
+    Some(HttpRule {
+        name: route
+            .name
+            .clone()
+            .unwrap_or_else(|| format!("{}.{}.{index}", object.0, object.1)),
+        matches: route
+            .match_
+            .iter()
+            .map(|m| RequestMatch {
+                uri: m.uri.as_ref().map(string_match),
+                method: m.method.as_ref().map(string_match),
+                authority: m.authority.as_ref().map(string_match),
+                headers: m
+                    .headers
+                    .iter()
+                    .map(|(k, v)| (k.clone(), string_match(v)))
+                    .collect(),
+                without_headers: m
+                    .without_headers
+                    .iter()
+                    .map(|(k, v)| (k.clone(), string_match(v)))
+                    .collect(),
+                query_params: m
+                    .query_params
+                    .iter()
+                    .map(|(k, v)| (k.clone(), string_match(v)))
+                    .collect(),
+                ignore_uri_case: m.ignore_uri_case.unwrap_or(false),
+                port: m.port.and_then(|p| u16::try_from(p).ok()),
+            })
+            .collect(),
+        action,
+        rewrite: route.rewrite.as_ref().map(|r| Rewrite {
+            uri: r.uri.clone(),
+            authority: r.authority.clone(),
+        }),
+        timeout,
+        retries,
+        fault,
+        mirror,
+        headers: headers(route.headers.as_ref()),
+        cors,
+    })
+}
+
+pub fn string_match(m: &api::StringMatch) -> StringMatch {
+    match m {
+        api::StringMatch::Exact(v) => StringMatch::Exact(v.clone()),
+        api::StringMatch::Prefix(v) => StringMatch::Prefix(v.clone()),
+        api::StringMatch::Regex(v) => StringMatch::Regex(v.clone()),
+    }
+}
+
+fn headers(h: Option<&api::Headers>) -> Headers {
+    let ops = |o: Option<&api::HeaderOperations>| {
+        o.map(|o| HeaderOps {
+            set: o.set.clone(),
+            add: o.add.clone(),
+            remove: o.remove.clone(),
+        })
+        .unwrap_or_default()
+    };
+    Headers {
+        request: ops(h.and_then(|h| h.request.as_ref())),
+        response: ops(h.and_then(|h| h.response.as_ref())),
+    }
+}
