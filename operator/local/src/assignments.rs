@@ -56,9 +56,11 @@ impl Assignments {
         Ok(port)
     }
 
-    /// Forgets ports whose key is no longer in use (a removed workload).
-    pub fn retain(&mut self, in_use: &BTreeSet<String>) {
-        self.ports.retain(|key, _| in_use.contains(key));
+    /// Forgets the ports of keys starting with `prefix` that are no longer in
+    /// use (a removed workload); keys with other prefixes are kept.
+    pub fn retain_prefixed(&mut self, prefix: &str, in_use: &BTreeSet<String>) {
+        self.ports
+            .retain(|key, _| !key.starts_with(prefix) || in_use.contains(key));
     }
 }
 
@@ -105,6 +107,19 @@ mod tests {
         let mut offers = vec![20001, 20000].into_iter().rev();
         let y = a.port_for("y", || Ok(offers.next().unwrap())).unwrap();
         assert_eq!(y, 20001);
+    }
+
+    #[test]
+    fn retain_forgets_only_unused_keys_of_the_prefix() {
+        let mut a = Assignments::default();
+        a.port_for("xds", || Ok(1)).unwrap();
+        a.port_for("admin/shop/a", || Ok(2)).unwrap();
+        a.port_for("admin/shop/b", || Ok(3)).unwrap();
+        a.retain_prefixed("admin/", &["admin/shop/a".to_string()].into());
+        assert_eq!(
+            a.ports.keys().collect::<Vec<_>>(),
+            vec!["admin/shop/a", "xds"]
+        );
     }
 
     #[test]

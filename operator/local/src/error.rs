@@ -51,6 +51,11 @@ pub enum LocalError {
         #[source]
         source: trellis_ca::CaError,
     },
+    #[error("xDS server: {source}")]
+    Xds {
+        #[source]
+        source: trellis_xds::XdsError,
+    },
     #[error("no free local port: {0}")]
     NoFreePort(#[source] std::io::Error),
 }

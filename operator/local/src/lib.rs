@@ -5,6 +5,7 @@
 //!   Kubernetes secret-volume `..data` layout for certificate directories).
 //! - [`identities`]: the mesh root and per-service-account certificates on disk.
 //! - [`assignments`]: ports handed out once and reused across restarts.
+//! - [`mesh`]: the control loop of `trellis up`, given a model/translator backend.
 //! - [`plan`]: which Envoys run, on which addresses and ports.
 //! - [`fleet`]: keeps the running Envoys equal to the plan; status rows.
 //! - [`supervisor`]: runs Envoy processes that die with their parent.
@@ -22,6 +23,7 @@ pub mod demo_app;
 pub mod error;
 pub mod fleet;
 pub mod identities;
+pub mod mesh;
 pub mod plan;
 pub mod state;
 pub mod status;

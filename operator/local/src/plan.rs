@@ -63,6 +63,7 @@ impl PlannedProxy {
         format!("{kind}/{}/{}", self.namespace, self.name)
     }
 
+    /// Its key in [`Assignments`]; all admin keys start with `admin/`.
     pub fn admin_key(&self) -> String {
         format!("admin/{}/{}", self.namespace, self.name)
     }
@@ -217,7 +218,7 @@ pub fn plan(
         }
     }
     let in_use: BTreeSet<String> = proxies.iter().map(PlannedProxy::admin_key).collect();
-    assignments.retain(&in_use);
+    assignments.retain_prefixed("admin/", &in_use);
     Ok((proxies, errors))
 }
 

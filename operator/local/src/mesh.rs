@@ -1,0 +1,196 @@
+//! The universal-mode control loop: state directory, CA and workload
+//! certificates, the xDS server, the directory watcher and the Envoy fleet,
+//! wired together. What the resources *mean* (model and translation) comes
+//! from a [`MeshBackend`], so this loop owns only processes, files and time.
+use crate::assignments::{Assignments, free_local_port};
+use crate::bootstrap::ServerSan;
+use crate::config_set::{ConfigSet, ResourceChange};
+use crate::error::{LocalError, Result};
+use crate::fleet::{Fleet, FleetConfig};
+use crate::identities::{Identity, IdentityKeeper, load_or_create_ca};
+use crate::plan::{PlanOptions, plan};
+use crate::state::StateDir;
+use crate::status::{ConfigError, MeshStatus, write_status};
+use crate::supervisor::{BackoffPolicy, Supervisor};
+use crate::watcher::{FileEvent, watch};
+use std::collections::BTreeSet;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use trellis_ca::{RenewalPolicy, SystemRandom, TrustDomain};
+use trellis_xds::{PushScope, SnapshotSource, TlsSettings, XdsConfig, XdsServer};
+
+/// The DNS name in the xDS server's certificate; bootstraps check it.
+pub const XDS_SERVER_NAME: &str = "trellis-xds.trellis-system.svc";
+
+/// The meaning of the resources: the model and the translator behind it.
+pub trait MeshBackend: Send + Sync + 'static {
+    /// Applies object changes; returns the proxies whose configuration may have changed.
+    fn apply(&self, changes: &[ResourceChange]) -> PushScope;
+    /// What the xDS server serves each proxy.
+    fn snapshot_source(&self) -> Arc<dyn SnapshotSource>;
+}
+
+#[derive(Debug, Clone)]
+pub struct MeshOptions {
+    pub config_dir: PathBuf,
+    pub state_dir: PathBuf,
+    pub envoy_bin: PathBuf,
+    pub trust_domain: String,
+    pub dns_domain: String,
+    /// Port 0: a port chosen on the first run and kept in the state directory.
+    pub xds_listen: SocketAddr,
+    pub cert_ttl: Duration,
+    pub plan: PlanOptions,
+    pub envoy_log_level: String,
+    pub watch_interval: Duration,
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+fn xds_err(source: trellis_xds::XdsError) -> LocalError {
+    LocalError::Xds { source }
+}
+
+/// Runs the mesh until `shutdown` completes; every Envoy is stopped on return.
+pub async fn run(
+    options: MeshOptions,
+    backend: Arc<dyn MeshBackend>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<()> {
+    let state = StateDir::open(&options.state_dir)?;
+    let mut assignments = Assignments::load(&state.assignments_path())?;
+    let xds_addr = if options.xds_listen.port() == 0 {
+        let port = assignments.port_for("xds", free_local_port)?;
+        SocketAddr::new(options.xds_listen.ip(), port)
+    } else {
+        options.xds_listen
+    };
+    assignments.save(&state.assignments_path())?;
+    let td = TrustDomain::new(&options.trust_domain).map_err(|source| LocalError::Ca {
+        object: format!("trust domain {:?}", options.trust_domain),
+        source,
+    })?;
+    let ca = load_or_create_ca(
+        &state,
+        &td,
+        SystemTime::now(),
+        Arc::new(SystemRandom::new()),
+    )?;
+    let server_cert = ca
+        .issue_server_cert(
+            &[XDS_SERVER_NAME.to_string()],
+            options.cert_ttl.max(Duration::from_secs(3600)),
+            SystemTime::now(),
+        )
+        .map_err(|source| LocalError::Ca {
+            object: "xDS server certificate".into(),
+            source,
+        })?;
+    let tls = TlsSettings::from_pem(
+        &server_cert.cert_chain_pem,
+        server_cert.key_pem.expose(),
+        &server_cert.root_cert_pem,
+    )
+    .map_err(xds_err)?;
+    let xds = XdsServer::new(
+        XdsConfig::new(&options.trust_domain),
+        backend.snapshot_source(),
+    );
+    let listener = tokio::net::TcpListener::bind(xds_addr)
+        .await
+        .map_err(|e| LocalError::io("listening for xDS on", xds_addr.to_string(), e))?;
+    let (stop_xds, xds_stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = xds.clone();
+    tokio::spawn(async move {
+        let stopped = async {
+            let _ = xds_stopped.await;
+        };
+        if let Err(e) = server.serve(listener, tls, stopped).await {
+            tracing::error!(error = %e, "xDS server stopped");
+        }
+    });
+
+    let (events_tx, mut events_rx) = tokio::sync::mpsc::unbounded_channel::<Vec<FileEvent>>();
+    let _watcher = watch(
+        options.config_dir.clone(),
+        options.watch_interval,
+        move |events| {
+            let _ = events_tx.send(events);
+        },
+        |e| tracing::warn!(error = %e, "scanning the config directory"),
+    )?;
+
+    let supervisor = Supervisor::start(BackoffPolicy::default())?;
+    let mut fleet = Fleet::new(FleetConfig {
+        envoy_bin: options.envoy_bin.clone(),
+        xds: xds_addr,
+        xds_server_san: ServerSan::Dns(XDS_SERVER_NAME.into()),
+        trust_domain: options.trust_domain.clone(),
+        dns_domain: options.dns_domain.clone(),
+        log_level: options.envoy_log_level.clone(),
+    });
+    let mut keeper = IdentityKeeper::new(options.cert_ttl, RenewalPolicy::default());
+    let mut config = ConfigSet::default();
+    let mut plan_errors: Vec<ConfigError> = Vec::new();
+    let mut identities: BTreeSet<Identity> = BTreeSet::new();
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tokio::pin!(shutdown);
+
+    let result: Result<()> = async {
+        loop {
+            tokio::select! {
+                () = &mut shutdown => return Ok(()),
+                Some(events) = events_rx.recv() => {
+                    let changes = config.apply_events(events);
+                    if changes.is_empty() {
+                        continue;
+                    }
+                    let scope = backend.apply(&changes);
+                    let resources = config.resources();
+                    let (planned, errors) =
+                        plan(&resources, &mut assignments, &options.plan, free_local_port)?;
+                    assignments.save(&state.assignments_path())?;
+                    plan_errors = errors;
+                    identities = planned
+                        .iter()
+                        .map(|p| (p.namespace.clone(), p.service_account.clone()))
+                        .collect();
+                    keeper.reconcile(&state, &ca, &identities, SystemTime::now())?;
+                    for change in fleet.reconcile(&state, &supervisor, &planned)? {
+                        tracing::info!(?change, "fleet");
+                    }
+                    xds.push(scope);
+                }
+                _ = tick.tick() => {
+                    // Renewals rewrite the certificate directories; Envoy picks them up itself.
+                    keeper.reconcile(&state, &ca, &identities, SystemTime::now())?;
+                }
+            }
+            let mut config_errors = config.errors();
+            config_errors.extend(plan_errors.iter().cloned());
+            let status = MeshStatus {
+                written_at: unix_now(),
+                config_dir: options.config_dir.display().to_string(),
+                xds_address: xds_addr.to_string(),
+                proxies: fleet.reports(
+                    &supervisor.states(),
+                    |ns, sa| keeper.expiry(&(ns.to_string(), sa.to_string())),
+                    |id| xds.proxy_status(id),
+                ),
+                config_errors,
+            };
+            write_status(&state.status_path(), &status)?;
+        }
+    }
+    .await;
+    supervisor.shutdown();
+    let _ = stop_xds.send(());
+    result
+}
