@@ -193,13 +193,13 @@ async fn pushes_are_scoped_and_skipped_when_output_is_unchanged() {
     }
     // wait until both ACKs are processed
     for p in [&web, &cart] {
-        while !running
-            .server
-            .proxy_status(p)
-            .is_some_and(|s| s.get(ResourceType::Listener).in_sync())
-        {
-            tokio::task::yield_now().await;
-        }
+        wait_until("initial ACK", || {
+            running
+                .server
+                .proxy_status(p)
+                .is_some_and(|s| s.get(ResourceType::Listener).in_sync())
+        })
+        .await;
     }
 
     // Nothing changed: a push to everyone sends nothing.
@@ -231,9 +231,10 @@ async fn pushes_are_scoped_and_skipped_when_output_is_unchanged() {
         "cart-listener-g1",
         "cart was outside the push scope"
     );
-    while !running.server.proxy_status(&web).unwrap().in_sync() {
-        tokio::task::yield_now().await;
-    }
+    wait_until("web in sync", || {
+        running.server.proxy_status(&web).unwrap().in_sync()
+    })
+    .await;
     let web_status = running.server.proxy_status(&web).unwrap();
     assert_eq!(
         web_status
@@ -243,6 +244,15 @@ async fn pushes_are_scoped_and_skipped_when_output_is_unchanged() {
         Some(lds.version_info.as_str())
     );
     assert_eq!(m.connected_proxies, 2);
+
+    // Closing a stream removes the proxy from status and the connected gauge.
+    drop(streams.remove(1));
+    wait_until("cart's stream closed", || {
+        running.server.proxy_status(&cart).is_none()
+    })
+    .await;
+    assert_eq!(running.server.metrics().connected_proxies, 1);
+    assert_eq!(running.server.proxy_statuses().len(), 1);
 }
 
 fn contents_of(any: &Any) -> String {
@@ -318,4 +328,19 @@ async fn a_rotated_trust_bundle_and_server_certificate_apply_to_new_connections(
     );
     let again = new_ca.workload("shop", "web");
     assert!(fetch(new_ca.root_pem.clone(), again).await.is_ok());
+}
+
+/// Waits for a condition the server reaches asynchronously; fails after a generous bound.
+async fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    let wait = async {
+        while !done() {
+            tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+        }
+    };
+    if tokio::time::timeout(std::time::Duration::from_secs(20), wait)
+        .await
+        .is_err()
+    {
+        panic!("gave up waiting for {what}");
+    }
 }
