@@ -31,8 +31,6 @@ pub enum EnvoyJsonError {
     Decode { type_name: String, reason: String },
     #[error("message {type_name} cannot be written as JSON: {reason}")]
     Serialize { type_name: String, reason: String },
-    #[error("JSON value cannot be written as YAML: {0}")]
-    Yaml(String),
 }
 
 /// The descriptor pool of the Envoy API messages this crate knows.
@@ -86,10 +84,13 @@ pub fn to_yaml_string<M: Message + prost::Name>(message: &M) -> Result<String, E
     json_to_yaml(&to_json(message)?)
 }
 
-/// YAML text of any JSON value (e.g. a list of transcoded resources).
+/// YAML text of any JSON value (e.g. a list of transcoded resources). Strings are
+/// always quoted, so Envoy's YAML 1.1 parser never reads `yes` or `on` as a boolean.
 pub fn json_to_yaml(value: &serde_json::Value) -> Result<String, EnvoyJsonError> {
-    serde_yaml::to_string(value).map_err(|e| EnvoyJsonError::Yaml(e.to_string()))
+    Ok(yaml::to_yaml(value))
 }
+
+mod yaml;
 
 #[cfg(test)]
 mod tests;
