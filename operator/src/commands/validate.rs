@@ -6,7 +6,8 @@ use clap::Args;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use trellis_api::{ObjectRef, load_all, validate};
+use trellis_api::ObjectRef;
+use trellis_api::validate::check_source;
 
 #[derive(Debug, Args)]
 pub struct ValidateArgs {
@@ -34,14 +35,11 @@ pub fn run(args: ValidateArgs) -> ExitCode {
                 continue;
             }
         };
-        let (resources, load_errors) = load_all(&source, &text);
-        lines.extend(load_errors.iter().map(ToString::to_string));
+        let (resources, problems) = check_source(&source, &text);
+        lines.extend(problems);
         for resource in &resources {
             objects += 1;
             let object = resource.object_ref();
-            for error in validate(resource) {
-                lines.push(format!("{object}: {error}"));
-            }
             if let Some(first) = seen.insert(object.clone(), source.clone()) {
                 lines.push(format!(
                     "{object}: metadata.name: duplicate object (also defined in {first})"

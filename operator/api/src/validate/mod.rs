@@ -76,3 +76,16 @@ impl Errors {
         }
     }
 }
+
+/// Loads and validates one YAML source; returns the objects that loaded and
+/// every problem as a `kind/namespace/name: path: message` line (load
+/// errors first, then validation errors in document order).
+pub fn check_source(source_name: &str, text: &str) -> (Vec<Resource>, Vec<String>) {
+    let (resources, load_errors) = crate::load_all(source_name, text);
+    let mut lines: Vec<String> = load_errors.iter().map(ToString::to_string).collect();
+    for resource in &resources {
+        let object = resource.object_ref();
+        lines.extend(validate(resource).iter().map(|e| format!("{object}: {e}")));
+    }
+    (resources, lines)
+}
