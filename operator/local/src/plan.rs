@@ -4,7 +4,7 @@
 //! Istio, so it has an identity and an address).
 //!
 //! Addresses come from the WorkloadEntry (127.0.0.0/8, one per workload);
-//! the app port from the annotation [`APP_PORT_ANNOTATION`]; admin ports are
+//! the app port (on 127.0.0.1, unique) from the annotation [`APP_PORT_ANNOTATION`]; admin ports are
 //! handed out once and kept in [`Assignments`], so a restart reuses them.
 use crate::assignments::{Assignments, gateway_port};
 use crate::error::Result;
@@ -14,7 +14,7 @@ use std::net::Ipv4Addr;
 use trellis_api::Resource;
 use trellis_api::networking::{Gateway, WorkloadEntry};
 
-/// Where the app of a workload listens (on the workload's own address).
+/// Where the app of a workload listens (on 127.0.0.1).
 pub const APP_PORT_ANNOTATION: &str = "local.trellis.dev/app-port";
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -44,7 +44,7 @@ pub struct PlannedProxy {
     pub name: String,
     pub service_account: String,
     pub address: Ipv4Addr,
-    /// Sidecars: where the app listens on `address`.
+    /// Sidecars: where the app listens on 127.0.0.1.
     pub app_port: Option<u16>,
     pub admin_port: u16,
     /// Sidecars: the outbound HTTP proxy port on `address`.
@@ -87,6 +87,7 @@ pub fn plan(
     let mut errors = Vec::new();
     let mut used_addresses: BTreeMap<Ipv4Addr, String> = BTreeMap::new();
     let mut gateways_served: BTreeSet<usize> = BTreeSet::new();
+    let mut used_app_ports: BTreeMap<u16, String> = BTreeMap::new();
     for resource in resources {
         let Resource::WorkloadEntry(we) = resource else {
             continue;
@@ -167,6 +168,18 @@ pub fn plan(
             }
             None => None,
         };
+        // The translator forwards inbound traffic to the app on 127.0.0.1, so
+        // app ports are shared by every workload and must not collide.
+        if let Some(port) = app_port {
+            if let Some(owner) = used_app_ports.get(&port) {
+                errors.push(error(
+                    &format!("metadata.annotations[{APP_PORT_ANNOTATION}]"),
+                    format!("app port {port} is already used by {owner}"),
+                ));
+                continue;
+            }
+            used_app_ports.insert(port, format!("{namespace}/{name}"));
+        }
         let gateway_ports: Vec<u16> = matched
             .iter()
             .flat_map(|i| gateways[*i].spec.servers.iter())

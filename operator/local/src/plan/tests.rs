@@ -47,7 +47,7 @@ fn boutique_plan_has_seven_sidecars_and_one_gateway() {
     assert_eq!(cart.address, Ipv4Addr::new(127, 0, 0, 13));
     assert_eq!(
         (cart.app_port, cart.outbound_http_port),
-        (Some(18080), Some(15001))
+        (Some(18013), Some(15001))
     );
     assert_eq!(cart.service_account, "cart");
     let gw: Vec<_> = proxies
@@ -93,8 +93,13 @@ spec: {address: 127.0.0.21}
 ---
 apiVersion: networking.istio.io/v1
 kind: WorkloadEntry
-metadata: {name: b, namespace: shop, annotations: {local.trellis.dev/app-port: "18080"}}
+metadata: {name: b, namespace: shop, annotations: {local.trellis.dev/app-port: "18081"}}
 spec: {address: 127.0.0.21}
+---
+apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata: {name: c, namespace: shop, annotations: {local.trellis.dev/app-port: "18080"}}
+spec: {address: 127.0.0.22}
 ---
 apiVersion: networking.istio.io/v1
 kind: Gateway
@@ -132,6 +137,7 @@ spec:
             "WorkloadEntry/remote: spec.address",
             "WorkloadEntry/noport: metadata.annotations[local.trellis.dev/app-port]",
             "WorkloadEntry/b: spec.address",
+            "WorkloadEntry/c: metadata.annotations[local.trellis.dev/app-port]",
             "Gateway/gw: spec.selector",
         ]
     );
