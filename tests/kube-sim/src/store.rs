@@ -294,16 +294,17 @@ impl Store {
             )));
         }
         match meta::str_at(&obj, &["metadata", "resourceVersion"]) {
-            Some(rv)
-                if !rv.is_empty()
-                    && Some(rv) != meta::str_at(&old, &["metadata", "resourceVersion"]) =>
-            {
-                return Err(ApiError::conflict(
-                    &rt.group,
-                    &rt.resource,
-                    name,
-                    "the object has been modified; please apply your changes to the latest version and try again",
-                ));
+            Some(rv) if !rv.is_empty() => {
+                if Some(rv) == meta::str_at(&old, &["metadata", "resourceVersion"]) {
+                    // The precondition holds.
+                } else {
+                    return Err(ApiError::conflict(
+                        &rt.group,
+                        &rt.resource,
+                        name,
+                        "the object has been modified; please apply your changes to the latest version and try again",
+                    ));
+                }
             }
             _ if rt.is_custom() => {
                 return Err(ApiError::invalid(
