@@ -1,0 +1,315 @@
+//! Sidecar translation (explicit universal shape), asserted on the Envoy structs.
+mod fixture;
+
+use envoy_types::pb::envoy::config::cluster::v3::cluster::{
+    ClusterDiscoveryType, DiscoveryType, LbPolicy,
+};
+use envoy_types::pb::envoy::config::route::v3::{
+    Route, RouteAction, VirtualHost, route::Action, route_action::ClusterSpecifier,
+};
+use fixture::*;
+use trellis_translate::{ErrorCode, ProxyResources};
+
+fn vhost<'a>(out: &'a ProxyResources, name: &str) -> &'a VirtualHost {
+    out.routes
+        .iter()
+        .flat_map(|rc| rc.virtual_hosts.iter())
+        .find(|v| v.name == name)
+        .unwrap_or_else(|| panic!("no virtual host {name}"))
+}
+
+fn action(route: &Route) -> &RouteAction {
+    match route.action.as_ref().unwrap() {
+        Action::Route(a) => a,
+        other => panic!("not a route action: {other:?}"),
+    }
+}
+
+const CART: &str = "cart.shop.svc.cluster.local";
+
+#[test]
+fn outbound_clusters_and_endpoints_use_istio_names() {
+    let model = model_of(base_resources());
+    let out = web_sidecar(&model);
+    let names: Vec<&str> = out.clusters.iter().map(|c| c.name.as_str()).collect();
+    assert!(
+        names.contains(&"outbound|8080||cart.shop.svc.cluster.local"),
+        "{names:?}"
+    );
+    assert!(names.contains(&"inbound|8000||"), "{names:?}");
+    let mut sorted = names.clone();
+    sorted.sort();
+    assert_eq!(names, sorted, "clusters are sorted by name");
+    let cla = out
+        .endpoints
+        .iter()
+        .find(|e| e.cluster_name == format!("outbound|8080||{CART}"))
+        .unwrap();
+    let addrs: Vec<String> = cla.endpoints[0]
+        .lb_endpoints
+        .iter()
+        .map(|e| format!("{e:?}"))
+        .collect();
+    assert_eq!(addrs.len(), 2);
+    assert!(addrs[0].contains("127.0.0.11") && addrs[1].contains("127.0.0.12"));
+    // Endpoints with a sidecar are marked for auto mTLS.
+    assert!(addrs[0].contains("tlsMode"));
+    let cart = out
+        .clusters
+        .iter()
+        .find(|c| c.name == format!("outbound|8080||{CART}"))
+        .unwrap();
+    assert_eq!(
+        cart.cluster_discovery_type,
+        Some(ClusterDiscoveryType::Type(DiscoveryType::Eds as i32))
+    );
+    assert_eq!(
+        cart.transport_socket_matches.len(),
+        2,
+        "auto mTLS socket matches"
+    );
+}
+
+#[test]
+fn http_proxy_routes_by_every_host_alias() {
+    let model = model_of(base_resources());
+    let out = web_sidecar(&model);
+    let v = vhost(&out, &format!("{CART}:8080"));
+    for d in [
+        "cart",
+        "cart.shop",
+        "cart.shop.svc",
+        CART,
+        "cart:8080",
+        "cart.shop:8080",
+        "cart.shop.svc.cluster.local:8080",
+    ] {
+        assert!(
+            v.domains.iter().any(|x| x == d),
+            "{d} missing from {:?}",
+            v.domains
+        );
+    }
+    let listener = out
+        .listeners
+        .iter()
+        .find(|l| l.name == "127.0.0.10_15001")
+        .unwrap();
+    let bytes = prost::Message::encode_to_vec(listener);
+    let needle = b"outbound_http_proxy";
+    assert!(
+        bytes.windows(needle.len()).any(|w| w == needle),
+        "HCM uses the proxy routes"
+    );
+    assert!(
+        out.listeners.iter().any(|l| l.name == "127.0.0.10_25432"),
+        "TCP outbound port"
+    );
+    assert!(
+        out.listeners.iter().any(|l| l.name == "127.0.0.10_8000"),
+        "inbound at target port"
+    );
+}
+
+#[test]
+fn route_without_virtual_service_gets_istio_default_retries() {
+    let model = model_of(base_resources());
+    let out = web_sidecar(&model);
+    let v = vhost(&out, &format!("{CART}:8080"));
+    let retry = action(&v.routes[0]).retry_policy.clone().unwrap();
+    assert_eq!(retry.num_retries.unwrap().value, 2);
+    assert_eq!(
+        retry.retry_on,
+        "connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes"
+    );
+    assert_eq!(retry.retriable_status_codes, vec![503]);
+}
+
+const CART_DR: &str = r#"
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: cart, namespace: shop}
+spec:
+  host: cart
+  trafficPolicy:
+    loadBalancer: {simple: LEAST_REQUEST}
+    connectionPool:
+      tcp: {maxConnections: 7, connectTimeout: 2s}
+      http: {http1MaxPendingRequests: 3, maxRetries: 4}
+    outlierDetection: {consecutive5xxErrors: 2, interval: 1s, baseEjectionTime: 30s, maxEjectionPercent: 100}
+  subsets:
+  - name: v1
+    labels: {version: v1}
+  - name: v2
+    labels: {version: v2}
+"#;
+
+const CART_VS: &str = r#"
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: cart, namespace: shop}
+spec:
+  hosts: [cart]
+  http:
+  - name: canary
+    match:
+    - headers: {x-user: {exact: tester}}
+      uri: {prefix: /api}
+    route:
+    - destination: {host: cart, subset: v2}
+  - name: split
+    timeout: 3s
+    retries: {attempts: 5, perTryTimeout: 1s, retryOn: "5xx,429"}
+    route:
+    - destination: {host: cart, subset: v1}
+      weight: 90
+    - destination: {host: cart, subset: v2}
+      weight: 10
+"#;
+
+#[test]
+fn virtual_service_routes_weights_subsets_retries_and_timeouts() {
+    let mut resources = base_resources();
+    resources.push(dr(CART_DR));
+    resources.push(vs(CART_VS));
+    let model = model_of(resources);
+    let out = web_sidecar(&model);
+    assert!(out.errors.is_empty(), "{:?}", out.errors);
+    let v = vhost(&out, &format!("{CART}:8080"));
+    assert_eq!(v.routes.len(), 2);
+    let canary = &v.routes[0];
+    let m = canary.r#match.as_ref().unwrap();
+    assert_eq!(m.headers[0].name, "x-user");
+    assert_eq!(
+        action(canary).cluster_specifier,
+        Some(ClusterSpecifier::Cluster(format!(
+            "outbound|8080|v2|{CART}"
+        )))
+    );
+    let split = action(&v.routes[1]);
+    let Some(ClusterSpecifier::WeightedClusters(w)) = &split.cluster_specifier else {
+        panic!("weighted clusters expected");
+    };
+    let weights: Vec<(String, u32)> = w
+        .clusters
+        .iter()
+        .map(|c| (c.name.clone(), c.weight.unwrap().value))
+        .collect();
+    assert_eq!(
+        weights,
+        vec![
+            (format!("outbound|8080|v1|{CART}"), 90),
+            (format!("outbound|8080|v2|{CART}"), 10)
+        ]
+    );
+    assert_eq!(split.timeout.unwrap().seconds, 3);
+    let retry = split.retry_policy.as_ref().unwrap();
+    assert_eq!(retry.num_retries.unwrap().value, 5);
+    assert_eq!(retry.per_try_timeout.unwrap().seconds, 1);
+    assert_eq!(retry.retry_on, "5xx,retriable-status-codes");
+    assert_eq!(retry.retriable_status_codes, vec![429]);
+    // Subset clusters exist and select only their endpoints.
+    let v1 = out
+        .endpoints
+        .iter()
+        .find(|e| e.cluster_name == format!("outbound|8080|v1|{CART}"))
+        .unwrap();
+    assert_eq!(v1.endpoints[0].lb_endpoints.len(), 1);
+    assert!(format!("{v1:?}").contains("127.0.0.11"));
+    // DestinationRule policy on every cart cluster.
+    for c in out.clusters.iter().filter(|c| c.name.ends_with(CART)) {
+        assert_eq!(c.lb_policy, LbPolicy::LeastRequest as i32, "{}", c.name);
+        let t = &c.circuit_breakers.as_ref().unwrap().thresholds[0];
+        assert_eq!(t.max_connections.unwrap().value, 7);
+        assert_eq!(t.max_pending_requests.unwrap().value, 3);
+        assert_eq!(t.max_retries.unwrap().value, 4);
+        assert_eq!(c.connect_timeout.unwrap().seconds, 2);
+        let o = c.outlier_detection.as_ref().unwrap();
+        assert_eq!(o.consecutive_5xx.unwrap().value, 2);
+        assert_eq!(o.base_ejection_time.unwrap().seconds, 30);
+    }
+}
+
+#[test]
+fn dangling_subset_and_unknown_host_are_reported_and_left_out() {
+    let mut resources = base_resources();
+    resources.push(vs(r#"
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: broken, namespace: shop}
+spec:
+  hosts: [cart]
+  http:
+  - route:
+    - destination: {host: cart, subset: nope}
+"#));
+    resources.push(dr(r#"
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: ghost, namespace: shop}
+spec:
+  host: ghost
+"#));
+    let model = model_of(resources);
+    let out = web_sidecar(&model);
+    let subset = out
+        .errors
+        .iter()
+        .find(|e| e.code == ErrorCode::UnknownSubset)
+        .unwrap();
+    assert_eq!(
+        (subset.kind.as_str(), subset.name.as_str()),
+        ("VirtualService", "broken")
+    );
+    assert_eq!(subset.path, "spec.http[0].route[0].destination");
+    let host = out
+        .errors
+        .iter()
+        .find(|e| e.code == ErrorCode::UnknownHost)
+        .unwrap();
+    assert_eq!(
+        (host.name.as_str(), host.path.as_str()),
+        ("ghost", "spec.host")
+    );
+    // The broken rule is left out; web still reaches its own service and db.
+    assert!(vhost(&out, &format!("{CART}:8080")).routes.is_empty());
+    assert!(
+        out.clusters
+            .iter()
+            .any(|c| c.name == "outbound|5432||db.shop.svc.cluster.local")
+    );
+}
+
+#[test]
+fn second_virtual_service_for_a_host_is_a_conflict() {
+    let mut resources = base_resources();
+    resources.push(vs(CART_VS));
+    resources.push(dr(CART_DR));
+    resources.push(vs(
+        &CART_VS.replace("name: cart, namespace", "name: cart-copy, namespace")
+    ));
+    let model = model_of(resources);
+    let out = web_sidecar(&model);
+    let conflict = out
+        .errors
+        .iter()
+        .find(|e| e.code == ErrorCode::ConflictingHost)
+        .unwrap();
+    assert_eq!(conflict.name, "cart-copy");
+}
+
+#[test]
+fn empty_subset_is_reported() {
+    let mut resources = base_resources();
+    resources.push(dr(
+        &CART_DR.replace("labels: {version: v2}", "labels: {version: v9}")
+    ));
+    let model = model_of(resources);
+    let out = web_sidecar(&model);
+    let e = out
+        .errors
+        .iter()
+        .find(|e| e.code == ErrorCode::EmptySubset)
+        .unwrap();
+    assert!(e.message.contains("v2"), "{}", e.message);
+}
