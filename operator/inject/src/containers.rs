@@ -1,0 +1,187 @@
+//! The containers and volumes the injector adds.
+
+use crate::capture::{CaptureOptions, HEALTH_PORT, METRICS_PORT, PROXY_UID};
+use k8s_openapi::api::core::v1::{
+    Capabilities, ConfigMapVolumeSource, Container, ContainerPort, EnvVar, EnvVarSource,
+    HTTPGetAction, ObjectFieldSelector, Probe, ResourceRequirements, SecretVolumeSource,
+    SecurityContext, Volume, VolumeMount,
+};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+
+pub const INIT_CONTAINER_NAME: &str = "trellis-init";
+pub const PROXY_CONTAINER_NAME: &str = "trellis-proxy";
+/// Envoy image when MeshConfig names none.
+pub const DEFAULT_PROXY_IMAGE: &str = "docker.io/envoyproxy/envoy:v1.40.0";
+pub const ROOT_CERT_CONFIG_MAP: &str = "trellis-ca-root-cert";
+pub const BOOTSTRAP_CONFIG_MAP: &str = "trellis-sidecar-bootstrap";
+pub const CERTS_DIR: &str = "/etc/certs";
+pub const ROOT_CERT_DIR: &str = "/etc/trellis/root";
+pub const BOOTSTRAP_DIR: &str = "/etc/trellis/bootstrap";
+
+pub(crate) const IDENTITY_VOLUME: &str = "trellis-identity";
+pub(crate) const ROOT_VOLUME: &str = "trellis-ca-root";
+pub(crate) const BOOTSTRAP_VOLUME: &str = "trellis-bootstrap";
+
+/// The Secret holding the identity of a service account, created by the operator.
+pub fn identity_secret_name(service_account: &str) -> String {
+    format!("trellis-identity-{service_account}")
+}
+
+pub(crate) fn init_container(image: &str, capture: &CaptureOptions) -> Container {
+    Container {
+        name: INIT_CONTAINER_NAME.into(),
+        image: Some(image.into()),
+        args: Some(capture.to_args()),
+        resources: Some(ResourceRequirements {
+            requests: Some(
+                [
+                    ("cpu".to_string(), q("10m")),
+                    ("memory".to_string(), q("16Mi")),
+                ]
+                .into(),
+            ),
+            limits: Some(
+                [
+                    ("cpu".to_string(), q("100m")),
+                    ("memory".to_string(), q("64Mi")),
+                ]
+                .into(),
+            ),
+            ..Default::default()
+        }),
+        // Only this short-lived container holds NET_ADMIN/NET_RAW: it must run
+        // as root to change the pod's nat table.
+        security_context: Some(SecurityContext {
+            run_as_user: Some(0),
+            run_as_group: Some(0),
+            run_as_non_root: Some(false),
+            read_only_root_filesystem: Some(true),
+            allow_privilege_escalation: Some(false),
+            privileged: Some(false),
+            capabilities: Some(Capabilities {
+                add: Some(vec!["NET_ADMIN".into(), "NET_RAW".into()]),
+                drop: Some(vec!["ALL".into()]),
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+fn q(s: &str) -> k8s_openapi::apimachinery::pkg::api::resource::Quantity {
+    k8s_openapi::apimachinery::pkg::api::resource::Quantity(s.into())
+}
+
+fn field_env(name: &str, path: &str) -> EnvVar {
+    EnvVar {
+        name: name.into(),
+        value_from: Some(EnvVarSource {
+            field_ref: Some(ObjectFieldSelector {
+                field_path: path.into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+fn mount(name: &str, path: &str) -> VolumeMount {
+    VolumeMount {
+        name: name.into(),
+        mount_path: path.into(),
+        read_only: Some(true),
+        ..Default::default()
+    }
+}
+
+pub(crate) fn proxy_container(
+    image: &str,
+    resources: Option<ResourceRequirements>,
+    log_level: &str,
+) -> Container {
+    let port = |name: &str, p: u16| ContainerPort {
+        name: Some(name.into()),
+        container_port: i32::from(p),
+        protocol: Some("TCP".into()),
+        ..Default::default()
+    };
+    Container {
+        name: PROXY_CONTAINER_NAME.into(),
+        image: Some(image.into()),
+        args: Some(vec![
+            "-c".into(),
+            format!("{BOOTSTRAP_DIR}/envoy.json"),
+            "--service-node".into(),
+            "$(POD_NAME).$(POD_NAMESPACE)".into(),
+            "--service-cluster".into(),
+            "$(SERVICE_ACCOUNT).$(POD_NAMESPACE)".into(),
+            "--disable-hot-restart".into(),
+            "--log-level".into(),
+            log_level.into(),
+        ]),
+        env: Some(vec![
+            field_env("POD_NAME", "metadata.name"),
+            field_env("POD_NAMESPACE", "metadata.namespace"),
+            field_env("SERVICE_ACCOUNT", "spec.serviceAccountName"),
+            field_env("INSTANCE_IP", "status.podIP"),
+        ]),
+        ports: Some(vec![
+            port("http-envoy-prom", METRICS_PORT),
+            port("health", HEALTH_PORT),
+        ]),
+        readiness_probe: Some(Probe {
+            http_get: Some(HTTPGetAction {
+                path: Some("/healthz/ready".into()),
+                port: IntOrString::Int(i32::from(HEALTH_PORT)),
+                ..Default::default()
+            }),
+            period_seconds: Some(2),
+            failure_threshold: Some(30),
+            ..Default::default()
+        }),
+        resources,
+        security_context: Some(SecurityContext {
+            run_as_user: Some(i64::from(PROXY_UID)),
+            run_as_group: Some(i64::from(PROXY_UID)),
+            run_as_non_root: Some(true),
+            read_only_root_filesystem: Some(true),
+            allow_privilege_escalation: Some(false),
+            privileged: Some(false),
+            capabilities: Some(Capabilities {
+                drop: Some(vec!["ALL".into()]),
+                add: None,
+            }),
+            ..Default::default()
+        }),
+        volume_mounts: Some(vec![
+            mount(IDENTITY_VOLUME, CERTS_DIR),
+            mount(ROOT_VOLUME, ROOT_CERT_DIR),
+            mount(BOOTSTRAP_VOLUME, BOOTSTRAP_DIR),
+        ]),
+        ..Default::default()
+    }
+}
+
+pub(crate) fn volumes(service_account: &str) -> Vec<Volume> {
+    let config_map = |name: &str, cm: &str| Volume {
+        name: name.into(),
+        config_map: Some(ConfigMapVolumeSource {
+            name: cm.into(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    vec![
+        Volume {
+            name: IDENTITY_VOLUME.into(),
+            secret: Some(SecretVolumeSource {
+                secret_name: Some(identity_secret_name(service_account)),
+                ..Default::default()
+            }),
+            ..Default::default()
+        },
+        config_map(ROOT_VOLUME, ROOT_CERT_CONFIG_MAP),
+        config_map(BOOTSTRAP_VOLUME, BOOTSTRAP_CONFIG_MAP),
+    ]
+}

@@ -1,0 +1,219 @@
+//! [`inject`]: a pod in, the injected pod and the JSONPatch between them out.
+
+use crate::InjectError;
+use crate::capture::{self, CaptureOptions, Selection};
+use crate::containers::{
+    self, DEFAULT_PROXY_IMAGE, INIT_CONTAINER_NAME, PROXY_CONTAINER_NAME, init_container,
+    proxy_container,
+};
+use k8s_openapi::api::core::v1::{Container, Pod, Probe, ResourceRequirements};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use trellis_api::mesh::MeshConfigSpec;
+
+/// Records what was added (Istio's annotation; its presence makes injection a no-op).
+pub const STATUS_ANNOTATION: &str = "sidecar.istio.io/status";
+/// Marks the pod's endpoints as mTLS-capable for auto mTLS.
+pub const TLS_MODE_LABEL: &str = "security.istio.io/tlsMode";
+const DEFAULT_CONTAINER_ANNOTATION: &str = "kubectl.kubernetes.io/default-container";
+
+const ANN_EXCLUDE_OUTBOUND_PORTS: &str = "traffic.sidecar.istio.io/excludeOutboundPorts";
+const ANN_EXCLUDE_INBOUND_PORTS: &str = "traffic.sidecar.istio.io/excludeInboundPorts";
+const ANN_EXCLUDE_OUTBOUND_RANGES: &str = "traffic.sidecar.istio.io/excludeOutboundIPRanges";
+const ANN_INCLUDE_OUTBOUND_RANGES: &str = "traffic.sidecar.istio.io/includeOutboundIPRanges";
+const ANN_INCLUDE_INBOUND_PORTS: &str = "traffic.sidecar.istio.io/includeInboundPorts";
+
+/// Mesh-wide inputs of injection.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InjectionContext {
+    /// Envoy image of the sidecar.
+    pub proxy_image: String,
+    pub proxy_resources: Option<ResourceRequirements>,
+    pub proxy_log_level: String,
+    /// Image of the `trellis` binary, run as `trellis proxy-init`.
+    pub init_image: String,
+}
+
+impl InjectionContext {
+    /// Proxy image, resources and log level from MeshConfig (defaults where unset).
+    pub fn from_mesh_config(mesh: &MeshConfigSpec, init_image: &str) -> Self {
+        let proxy = mesh.proxy.clone().unwrap_or_default();
+        InjectionContext {
+            proxy_image: proxy.image.unwrap_or_else(|| DEFAULT_PROXY_IMAGE.into()),
+            proxy_resources: proxy.resources,
+            proxy_log_level: proxy.log_level.unwrap_or_else(|| "warning".into()),
+            init_image: init_image.into(),
+        }
+    }
+}
+
+/// The injected pod and the RFC 6902 patch from the input to it (empty when
+/// the pod was already injected).
+#[derive(Debug, Clone, PartialEq)]
+pub struct InjectOutcome {
+    pub pod: Pod,
+    pub patch: json_patch::Patch,
+    pub already_injected: bool,
+}
+
+fn object_name(pod: &Pod) -> String {
+    let ns = pod.metadata.namespace.as_deref().unwrap_or("");
+    let name = pod
+        .metadata
+        .name
+        .as_deref()
+        .or(pod.metadata.generate_name.as_deref())
+        .unwrap_or("");
+    format!("Pod/{ns}/{name}")
+}
+
+/// Injects the sidecar: the caller has decided with [`crate::should_inject`].
+/// A pod carrying [`STATUS_ANNOTATION`] or a container named
+/// `trellis-proxy` is returned unchanged.
+pub fn inject(pod: &Pod, ctx: &InjectionContext) -> Result<InjectOutcome, InjectError> {
+    let object = object_name(pod);
+    let Some(spec) = pod.spec.as_ref() else {
+        return Err(InjectError::MissingSpec { object });
+    };
+    let annotations = pod.metadata.annotations.clone().unwrap_or_default();
+    let has_proxy = spec
+        .containers
+        .iter()
+        .any(|c| c.name == PROXY_CONTAINER_NAME);
+    if annotations.contains_key(STATUS_ANNOTATION) || has_proxy {
+        return Ok(InjectOutcome {
+            pod: pod.clone(),
+            patch: json_patch::Patch(Vec::new()),
+            already_injected: true,
+        });
+    }
+    let capture = capture_options(&object, &annotations, &spec.containers)?;
+    let service_account = spec
+        .service_account_name
+        .clone()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "default".into());
+
+    let mut out = pod.clone();
+    let spec = out.spec.as_mut().expect("checked above");
+    let first_app = spec.containers.first().map(|c| c.name.clone());
+    spec.init_containers
+        .get_or_insert_with(Vec::new)
+        .push(init_container(&ctx.init_image, &capture));
+    spec.containers.push(proxy_container(
+        &ctx.proxy_image,
+        ctx.proxy_resources.clone(),
+        &ctx.proxy_log_level,
+    ));
+    let volumes = containers::volumes(&service_account);
+    let volume_names: Vec<String> = volumes.iter().map(|v| v.name.clone()).collect();
+    spec.volumes.get_or_insert_with(Vec::new).extend(volumes);
+
+    let status = serde_json::json!({
+        "initContainers": [INIT_CONTAINER_NAME],
+        "containers": [PROXY_CONTAINER_NAME],
+        "volumes": volume_names,
+        "imagePullSecrets": null,
+        "revision": "default",
+    });
+    let ann = out
+        .metadata
+        .annotations
+        .get_or_insert_with(Default::default);
+    ann.insert(STATUS_ANNOTATION.into(), status.to_string());
+    if let Some(first) = first_app {
+        ann.entry(DEFAULT_CONTAINER_ANNOTATION.into())
+            .or_insert(first);
+    }
+    out.metadata
+        .labels
+        .get_or_insert_with(Default::default)
+        .insert(TLS_MODE_LABEL.into(), "istio".into());
+
+    let to_json = |p: &Pod| {
+        serde_json::to_value(p).map_err(|e| InjectError::Serialize {
+            object: object.clone(),
+            message: e.to_string(),
+        })
+    };
+    let patch = json_patch::diff(&to_json(pod)?, &to_json(&out)?);
+    Ok(InjectOutcome {
+        pod: out,
+        patch,
+        already_injected: false,
+    })
+}
+
+/// The capture options from Istio's traffic annotations, plus the ports of
+/// app probes excluded from inbound capture (see the crate docs).
+fn capture_options(
+    object: &str,
+    annotations: &std::collections::BTreeMap<String, String>,
+    containers: &[Container],
+) -> Result<CaptureOptions, InjectError> {
+    let read = |key: &'static str| annotations.get(key).map(|v| (key, v.as_str()));
+    let invalid = |key: &str, value: &str, reason: String| InjectError::InvalidAnnotation {
+        object: object.into(),
+        annotation: key.into(),
+        value: value.into(),
+        reason,
+    };
+    let mut o = CaptureOptions::default();
+    if let Some((k, v)) = read(ANN_INCLUDE_INBOUND_PORTS) {
+        o.include_inbound_ports = capture::parse_port_selection(v).map_err(|e| invalid(k, v, e))?;
+    }
+    if let Some((k, v)) = read(ANN_EXCLUDE_INBOUND_PORTS) {
+        o.exclude_inbound_ports
+            .extend(capture::parse_port_list(v).map_err(|e| invalid(k, v, e))?);
+    }
+    if let Some((k, v)) = read(ANN_EXCLUDE_OUTBOUND_PORTS) {
+        o.exclude_outbound_ports = capture::parse_port_list(v).map_err(|e| invalid(k, v, e))?;
+    }
+    if let Some((k, v)) = read(ANN_INCLUDE_OUTBOUND_RANGES) {
+        o.include_outbound_ip_ranges =
+            capture::parse_cidr_selection(v).map_err(|e| invalid(k, v, e))?;
+    }
+    if let Some((k, v)) = read(ANN_EXCLUDE_OUTBOUND_RANGES) {
+        o.exclude_outbound_ip_ranges = capture::parse_cidr_list(v).map_err(|e| invalid(k, v, e))?;
+    }
+    o.exclude_inbound_ports
+        .extend(containers.iter().flat_map(probe_ports));
+    o.exclude_inbound_ports.sort_unstable();
+    o.exclude_inbound_ports.dedup();
+    if let Selection::Only(ports) = &mut o.include_inbound_ports {
+        ports.retain(|p| !o.exclude_inbound_ports.contains(p));
+    }
+    Ok(o)
+}
+
+/// The ports a container's probes reach (named ports resolved; unresolvable ones ignored).
+fn probe_ports(c: &Container) -> Vec<u16> {
+    let resolve = |port: &IntOrString| -> Option<u16> {
+        match port {
+            IntOrString::Int(n) => u16::try_from(*n).ok().filter(|p| *p != 0),
+            IntOrString::String(name) => c
+                .ports
+                .iter()
+                .flatten()
+                .find(|p| p.name.as_deref() == Some(name.as_str()))
+                .and_then(|p| u16::try_from(p.container_port).ok())
+                .filter(|p| *p != 0),
+        }
+    };
+    let of = |p: &Probe| -> Option<u16> {
+        if let Some(h) = &p.http_get {
+            return resolve(&h.port);
+        }
+        if let Some(t) = &p.tcp_socket {
+            return resolve(&t.port);
+        }
+        p.grpc
+            .as_ref()
+            .and_then(|g| u16::try_from(g.port).ok())
+            .filter(|p| *p != 0)
+    };
+    [&c.liveness_probe, &c.readiness_probe, &c.startup_probe]
+        .into_iter()
+        .flatten()
+        .filter_map(of)
+        .collect()
+}

@@ -1,0 +1,241 @@
+//! Behaviour of `inject`: what is added, idempotence, the patch, errors.
+
+use k8s_openapi::api::core::v1::Pod;
+use proptest::prelude::*;
+use trellis_api::mesh::{MeshConfigSpec, ProxySettings};
+use trellis_inject::{InjectError, InjectionContext, STATUS_ANNOTATION, inject};
+
+fn ctx() -> InjectionContext {
+    let mesh = MeshConfigSpec {
+        proxy: Some(ProxySettings {
+            image: Some("envoy:test".into()),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    InjectionContext::from_mesh_config(&mesh, "trellis:test")
+}
+
+fn pod(yaml: &str) -> Pod {
+    serde_json::from_value(serde_json::to_value(serde_yaml_value(yaml)).unwrap()).unwrap()
+}
+
+fn serde_yaml_value(yaml: &str) -> serde_json::Value {
+    // JSON is YAML; the fixtures below are written as JSON to avoid a YAML dependency.
+    serde_json::from_str(yaml).unwrap()
+}
+
+const APP: &str = r#"{"metadata":{"name":"web","namespace":"shop",
+  "annotations":{"traffic.sidecar.istio.io/excludeOutboundPorts":"5432"}},
+  "spec":{"serviceAccountName":"web-sa","containers":[{"name":"app","image":"app:1",
+    "ports":[{"name":"http","containerPort":8080},{"name":"health","containerPort":8081}],
+    "readinessProbe":{"httpGet":{"path":"/ready","port":"health"}},
+    "livenessProbe":{"tcpSocket":{"port":8082}}}]}}"#;
+
+#[test]
+fn adds_init_sidecar_volumes_and_status() {
+    let out = inject(&pod(APP), &ctx()).unwrap();
+    assert!(!out.already_injected);
+    let spec = out.pod.spec.as_ref().unwrap();
+    let init = &spec.init_containers.as_ref().unwrap()[0];
+    assert_eq!(init.image.as_deref(), Some("trellis:test"));
+    let args = init.args.clone().unwrap();
+    assert_eq!(args[0], "proxy-init");
+    assert!(
+        args.contains(&"--exclude-outbound-ports=5432".to_string()),
+        "{args:?}"
+    );
+    // Probe ports (named 'health' -> 8081, and 8082) are excluded from inbound capture.
+    assert!(
+        args.contains(&"--exclude-inbound-ports=8081,8082,15021,15090".to_string()),
+        "{args:?}"
+    );
+    let caps = init
+        .security_context
+        .as_ref()
+        .unwrap()
+        .capabilities
+        .as_ref()
+        .unwrap();
+    assert_eq!(
+        caps.add.as_deref(),
+        Some(&["NET_ADMIN".to_string(), "NET_RAW".to_string()][..])
+    );
+
+    let proxy = spec
+        .containers
+        .iter()
+        .find(|c| c.name == "trellis-proxy")
+        .unwrap();
+    assert_eq!(proxy.image.as_deref(), Some("envoy:test"));
+    let sc = proxy.security_context.as_ref().unwrap();
+    assert_eq!(sc.run_as_user, Some(1337));
+    assert_eq!(sc.run_as_non_root, Some(true));
+    assert_eq!(sc.read_only_root_filesystem, Some(true));
+    assert_eq!(
+        sc.capabilities.as_ref().unwrap().drop.as_deref(),
+        Some(&["ALL".to_string()][..])
+    );
+    assert!(sc.capabilities.as_ref().unwrap().add.is_none());
+    let ports: Vec<i32> = proxy
+        .ports
+        .iter()
+        .flatten()
+        .map(|p| p.container_port)
+        .collect();
+    assert_eq!(ports, vec![15090, 15021]);
+    assert!(proxy.readiness_probe.as_ref().unwrap().http_get.is_some());
+
+    let vols = spec.volumes.as_ref().unwrap();
+    let secret = vols.iter().find_map(|v| v.secret.as_ref()).unwrap();
+    assert_eq!(
+        secret.secret_name.as_deref(),
+        Some("trellis-identity-web-sa")
+    );
+    let cms: Vec<&str> = vols
+        .iter()
+        .filter_map(|v| v.config_map.as_ref())
+        .map(|c| c.name.as_str())
+        .collect();
+    assert_eq!(
+        cms,
+        vec!["trellis-ca-root-cert", "trellis-sidecar-bootstrap"]
+    );
+
+    let ann = out.pod.metadata.annotations.as_ref().unwrap();
+    let status: serde_json::Value = serde_json::from_str(&ann[STATUS_ANNOTATION]).unwrap();
+    assert_eq!(status["containers"][0], "trellis-proxy");
+    assert_eq!(ann["kubectl.kubernetes.io/default-container"], "app");
+    assert_eq!(
+        out.pod.metadata.labels.as_ref().unwrap()["security.istio.io/tlsMode"],
+        "istio"
+    );
+}
+
+#[test]
+fn patch_turns_input_into_output_and_second_injection_is_a_no_op() {
+    let input = pod(APP);
+    let out = inject(&input, &ctx()).unwrap();
+    let mut doc = serde_json::to_value(&input).unwrap();
+    json_patch_apply(&mut doc, &out.patch);
+    assert_eq!(doc, serde_json::to_value(&out.pod).unwrap());
+    let again = inject(&out.pod, &ctx()).unwrap();
+    assert!(again.already_injected);
+    assert_eq!(again.pod, out.pod);
+    assert!(again.patch.0.is_empty());
+}
+
+fn json_patch_apply(doc: &mut serde_json::Value, patch: &json_patch::Patch) {
+    json_patch::patch(doc, patch).unwrap();
+}
+
+#[test]
+fn default_service_account_and_include_ports() {
+    let p = pod(r#"{"metadata":{"name":"a","namespace":"n","annotations":{
+        "traffic.sidecar.istio.io/includeInboundPorts":"80,15021",
+        "traffic.sidecar.istio.io/includeOutboundIPRanges":"10.0.0.0/8"}},
+        "spec":{"containers":[{"name":"c"}]}}"#);
+    let out = inject(&p, &ctx()).unwrap();
+    let spec = out.pod.spec.unwrap();
+    let args = spec.init_containers.unwrap()[0].args.clone().unwrap();
+    assert!(
+        args.contains(&"--include-inbound-ports=80".to_string()),
+        "{args:?}"
+    );
+    assert!(
+        args.contains(&"--include-outbound-ip-ranges=10.0.0.0/8".to_string()),
+        "{args:?}"
+    );
+    let secret = spec
+        .volumes
+        .unwrap()
+        .into_iter()
+        .find_map(|v| v.secret)
+        .unwrap();
+    assert_eq!(
+        secret.secret_name.as_deref(),
+        Some("trellis-identity-default")
+    );
+}
+
+#[test]
+fn bad_annotation_names_pod_and_annotation() {
+    let p = pod(r#"{"metadata":{"name":"a","namespace":"n","annotations":{
+        "traffic.sidecar.istio.io/excludeOutboundIPRanges":"10.0.0.0/99"}},
+        "spec":{"containers":[{"name":"c"}]}}"#);
+    let err = inject(&p, &ctx()).unwrap_err();
+    assert!(matches!(err, InjectError::InvalidAnnotation { .. }));
+    let msg = err.to_string();
+    assert!(
+        msg.starts_with(
+            "Pod/n/a: metadata.annotations[\"traffic.sidecar.istio.io/excludeOutboundIPRanges\"]"
+        ),
+        "{msg}"
+    );
+}
+
+#[test]
+fn pod_without_spec_is_an_error() {
+    let err = inject(&Pod::default(), &ctx()).unwrap_err();
+    assert!(err.to_string().contains("spec"), "{err}");
+}
+
+fn arb_pod() -> impl Strategy<Value = Pod> {
+    let ann_key = prop::sample::select(vec![
+        "traffic.sidecar.istio.io/excludeOutboundPorts",
+        "traffic.sidecar.istio.io/excludeInboundPorts",
+        "traffic.sidecar.istio.io/excludeOutboundIPRanges",
+        "traffic.sidecar.istio.io/includeOutboundIPRanges",
+        "traffic.sidecar.istio.io/includeInboundPorts",
+        "other",
+    ]);
+    let ann_val = prop_oneof![Just("*".to_string()), "[0-9,./ ]{0,20}", ".{0,10}"];
+    let port = prop_oneof![
+        (0i32..70000).prop_map(|n| serde_json::json!(n)),
+        "[a-z]{1,4}".prop_map(|s| serde_json::json!(s))
+    ];
+    let container = (
+        "[a-z]{1,6}",
+        prop::option::of(port.clone()),
+        prop::option::of((0i32..70000, "[a-z]{1,4}")),
+    );
+    (
+        prop::collection::btree_map(ann_key, ann_val, 0..4),
+        prop::collection::vec(container, 0..4),
+        prop::option::of("[a-z-]{0,8}"),
+    )
+        .prop_map(|(ann, containers, sa)| {
+            let containers: Vec<_> = containers
+                .into_iter()
+                .map(|(name, probe, port)| {
+                    let mut c = serde_json::json!({"name": name});
+                    if let Some(p) = probe {
+                        c["readinessProbe"] = serde_json::json!({"httpGet": {"port": p}});
+                    }
+                    if let Some((n, pn)) = port {
+                        c["ports"] = serde_json::json!([{"containerPort": n, "name": pn}]);
+                    }
+                    c
+                })
+                .collect();
+            serde_json::from_value(serde_json::json!({
+                "metadata": {"name": "p", "annotations": ann},
+                "spec": {"containers": containers, "serviceAccountName": sa},
+            }))
+            .unwrap()
+        })
+}
+
+proptest! {
+    #[test]
+    fn random_pods_never_panic_and_inject_is_idempotent(p in arb_pod()) {
+        if let Ok(once) = inject(&p, &ctx()) {
+            let twice = inject(&once.pod, &ctx()).unwrap();
+            prop_assert_eq!(&twice.pod, &once.pod);
+            prop_assert!(twice.patch.0.is_empty());
+            let mut doc = serde_json::to_value(&p).unwrap();
+            json_patch::patch(&mut doc, &once.patch).unwrap();
+            prop_assert_eq!(doc, serde_json::to_value(&once.pod).unwrap());
+        }
+    }
+}
