@@ -68,6 +68,16 @@ pub struct WatchEvent {
     pub event_type: EventType,
     pub key: ObjKey,
     pub object: Value,
+    /// The event as a watch stream line, serialized once for every watcher.
+    pub line: bytes::Bytes,
+}
+
+/// One watch event as the newline-terminated JSON a watch stream carries.
+pub fn watch_line(event_type: &str, object: &Value) -> bytes::Bytes {
+    let mut text =
+        serde_json::to_string(&json!({"type": event_type, "object": object})).unwrap_or_default();
+    text.push('\n');
+    bytes::Bytes::from(text)
 }
 
 /// What the broadcast carries to open watches.
@@ -469,6 +479,7 @@ impl Store {
                         event_type: EventType::Added,
                         key: k.clone(),
                         object: v.clone(),
+                        line: watch_line("ADDED", v),
                     })
                 })
                 .collect(),
@@ -629,6 +640,7 @@ impl Inner {
             rv: self.rv,
             event_type,
             key,
+            line: watch_line(event_type.as_str(), &object),
             object,
         });
         self.history.push_back(event.clone());

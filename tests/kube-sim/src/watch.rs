@@ -94,10 +94,7 @@ impl Watcher {
         if !self.wants(event) {
             return true;
         }
-        self.tx
-            .send(line(event.event_type.as_str(), &event.object))
-            .await
-            .is_ok()
+        self.tx.send(event.line.clone()).await.is_ok()
     }
 
     async fn bookmark(&self, initial_end: bool) -> bool {
@@ -135,7 +132,7 @@ async fn stream_events(
     if initial {
         // Synthetic ADDED events all carry the current resourceVersion; send each.
         for event in &started.replay {
-            if w.wants(event) && w.tx.send(line("ADDED", &event.object)).await.is_err() {
+            if w.wants(event) && w.tx.send(event.line.clone()).await.is_err() {
                 return;
             }
         }
