@@ -53,7 +53,7 @@ fn envoy_bin() -> PathBuf {
 
 fn workload(name: &str, ip: u8) -> String {
     format!(
-        "apiVersion: networking.istio.io/v1\nkind: WorkloadEntry\nmetadata:\n  name: {name}\n  namespace: shop\n  annotations: {{local.trellis.dev/app-port: \"18080\"}}\nspec:\n  address: 127.0.0.{ip}\n  serviceAccount: cart\n  labels: {{app: cart}}\n"
+        "apiVersion: networking.istio.io/v1\nkind: WorkloadEntry\nmetadata:\n  name: {name}\n  namespace: shop\n  annotations: {{local.trellis.dev/app-port: \"180{ip}\"}}\nspec:\n  address: 127.0.0.{ip}\n  serviceAccount: cart\n  labels: {{app: cart}}\n"
     )
 }
 
