@@ -30,6 +30,8 @@ enum Command {
     Crds(commands::crds::CrdsArgs),
     /// Check mesh YAML files or directories: exit 0 when valid, 1 printing every error.
     Validate(commands::validate::ValidateArgs),
+    /// The in-cluster control plane: CA, mesh namespaces, identity secrets, leader election, metrics.
+    Operator(commands::operator::OperatorArgs),
 }
 
 fn main() -> ExitCode {
@@ -40,5 +42,6 @@ fn main() -> ExitCode {
         Command::Ca(args) => commands::ca::run(args),
         Command::Crds(args) => commands::crds::run(args),
         Command::Validate(args) => commands::validate::run(args),
+        Command::Operator(args) => commands::operator::run(args),
     }
 }

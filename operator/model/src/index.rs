@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::{Pod, Service};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use trellis_api::networking::{DestinationRule, VirtualService};
+use trellis_api::networking::{DestinationRule, Gateway, ServiceEntry, Sidecar, VirtualService};
 
 use crate::service::ExportTo;
 use crate::traffic::{Store, Stored};
@@ -26,6 +26,9 @@ pub enum ResourceKind {
     MeshConfig,
     VirtualService,
     DestinationRule,
+    ServiceEntry,
+    Gateway,
+    Sidecar,
 }
 
 impl ResourceKind {
@@ -37,6 +40,9 @@ impl ResourceKind {
             ResourceKind::MeshConfig => "MeshConfig",
             ResourceKind::VirtualService => "VirtualService",
             ResourceKind::DestinationRule => "DestinationRule",
+            ResourceKind::ServiceEntry => "ServiceEntry",
+            ResourceKind::Gateway => "Gateway",
+            ResourceKind::Sidecar => "Sidecar",
         }
     }
 }
@@ -73,6 +79,10 @@ pub enum Resource {
     MeshSettings(MeshSettings),
     VirtualService(Box<VirtualService>),
     DestinationRule(Box<DestinationRule>),
+    /// Adds its hosts to the registry.
+    ServiceEntry(Box<ServiceEntry>),
+    Gateway(Box<Gateway>),
+    Sidecar(Box<Sidecar>),
 }
 
 /// The mesh index. Cloning is cheap enough for a per-push snapshot of a
@@ -86,6 +96,8 @@ pub struct MeshModel {
     pub(crate) service_accounts: BTreeSet<(String, String)>,
     pub(crate) virtual_services: Store<VirtualService>,
     pub(crate) destination_rules: Store<DestinationRule>,
+    pub(crate) gateways: Store<Gateway>,
+    pub(crate) sidecars: Store<Sidecar>,
     pub(crate) seq: u64,
 }
 
@@ -165,6 +177,31 @@ impl MeshModel {
                 let stored = self.stored(&meta, &export_to, ns, name, *dr);
                 Ok(store_set(&mut self.destination_rules, stored))
             }
+            Resource::ServiceEntry(se) => {
+                let (ns, name) = object_key("ServiceEntry", &se.metadata)?;
+                let services = crate::service_entry::services_of_entry(&se, &ns, &name)?;
+                let source = ServiceSource::ServiceEntry {
+                    namespace: ns,
+                    name,
+                };
+                Ok(if self.registry.set(source, services) {
+                    ChangeScope::All
+                } else {
+                    ChangeScope::None
+                })
+            }
+            Resource::Gateway(gw) => {
+                let (ns, name) = object_key("Gateway", &gw.metadata)?;
+                let meta = gw.metadata.clone();
+                let stored = self.stored(&meta, &[], ns, name, *gw);
+                Ok(store_set(&mut self.gateways, stored))
+            }
+            Resource::Sidecar(sc) => {
+                let (ns, name) = object_key("Sidecar", &sc.metadata)?;
+                let meta = sc.metadata.clone();
+                let stored = self.stored(&meta, &[], ns, name, *sc);
+                Ok(store_set(&mut self.sidecars, stored))
+            }
         }
     }
 
@@ -221,6 +258,19 @@ impl MeshModel {
             ResourceKind::DestinationRule => {
                 store_remove(&mut self.destination_rules, &key.namespace, &key.name)
             }
+            ResourceKind::ServiceEntry => {
+                let source = ServiceSource::ServiceEntry {
+                    namespace: key.namespace.clone(),
+                    name: key.name.clone(),
+                };
+                if self.registry.remove(&source) {
+                    ChangeScope::All
+                } else {
+                    ChangeScope::None
+                }
+            }
+            ResourceKind::Gateway => store_remove(&mut self.gateways, &key.namespace, &key.name),
+            ResourceKind::Sidecar => store_remove(&mut self.sidecars, &key.namespace, &key.name),
         }
     }
 
@@ -228,8 +278,29 @@ impl MeshModel {
     pub fn reset(&mut self, kind: ResourceKind, resources: Vec<Resource>) -> ChangeScope {
         match kind {
             ResourceKind::Service => {
-                self.registry.clear();
+                let entries: Vec<ServiceSource> = self
+                    .registry
+                    .sources()
+                    .filter(|s| matches!(s, ServiceSource::Kubernetes { .. }))
+                    .cloned()
+                    .collect();
+                for s in entries {
+                    self.registry.remove(&s);
+                }
             }
+            ResourceKind::ServiceEntry => {
+                let entries: Vec<ServiceSource> = self
+                    .registry
+                    .sources()
+                    .filter(|s| matches!(s, ServiceSource::ServiceEntry { .. }))
+                    .cloned()
+                    .collect();
+                for s in entries {
+                    self.registry.remove(&s);
+                }
+            }
+            ResourceKind::Gateway => self.gateways.clear(),
+            ResourceKind::Sidecar => self.sidecars.clear(),
             ResourceKind::Workload => self.workloads.clear(),
             ResourceKind::ServiceAccount => self.service_accounts.clear(),
             ResourceKind::MeshConfig => self.settings = MeshSettings::default(),
@@ -269,18 +340,15 @@ impl MeshModel {
     fn reindex_kubernetes_hosts(&mut self) {
         let settings = self.settings.clone();
         let old = std::mem::take(&mut self.registry);
-        for s in old.services() {
-            let mut s = s.clone();
-            if s.origin == crate::service::ServiceOrigin::Kubernetes {
-                s.hostname = settings.service_fqdn(&s.name, &s.namespace);
-                self.registry.set(
-                    ServiceSource::Kubernetes {
-                        namespace: s.namespace.clone(),
-                        name: s.name.clone(),
-                    },
-                    vec![s],
-                );
+        for source in old.sources() {
+            let mut services = old.defined_by(source).to_vec();
+            for s in &mut services {
+                if s.origin == crate::service::ServiceOrigin::Kubernetes {
+                    s.hostname = settings.service_fqdn(&s.name, &s.namespace);
+                }
             }
+            // ServiceEntries keep their hosts; only Kubernetes names follow the domain.
+            self.registry.set(source.clone(), services);
         }
     }
 
@@ -322,6 +390,47 @@ impl MeshModel {
             namespace,
             &self.settings,
         )
+    }
+
+    /// Every Gateway, by namespace and name.
+    pub fn gateways(&self) -> impl Iterator<Item = &Stored<Gateway>> {
+        self.gateways.values()
+    }
+
+    pub fn gateway(&self, namespace: &str, name: &str) -> Option<&Stored<Gateway>> {
+        self.gateways
+            .get(&(namespace.to_string(), name.to_string()))
+    }
+
+    /// The Gateways a gateway workload runs (their selector matches its labels).
+    pub fn gateways_for(&self, workload: &Workload) -> Vec<&Stored<Gateway>> {
+        crate::service_entry::gateways_for(&self.gateways, workload)
+    }
+
+    /// VirtualServices bound to Gateway `namespace/name` (by `ns/name` or a short name
+    /// in the VirtualService's namespace), oldest first.
+    pub fn virtual_services_for_gateway(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> Vec<&Stored<VirtualService>> {
+        let mut found: Vec<&Stored<VirtualService>> = self
+            .virtual_services
+            .values()
+            .filter(|vs| {
+                vs.object.spec.gateways.iter().any(|g| {
+                    crate::service_entry::gateway_ref(g, &vs.namespace)
+                        .is_some_and(|(ns, n)| ns == namespace && n == name)
+                })
+            })
+            .collect();
+        found.sort_by_key(|vs| vs.age_key());
+        found
+    }
+
+    /// The Sidecar resource that scopes `workload`'s proxy, if any.
+    pub fn sidecar_for(&self, workload: &Workload) -> Option<&Stored<Sidecar>> {
+        crate::service_entry::sidecar_for(&self.sidecars, workload, &self.settings.root_namespace)
     }
 
     pub fn workload(&self, namespace: &str, name: &str) -> Option<&Workload> {

@@ -12,6 +12,7 @@ mod index;
 mod registry;
 mod scope;
 mod service;
+mod service_entry;
 mod traffic;
 mod workload;
 
@@ -24,5 +25,6 @@ pub use service::{
     ExportTo, MeshService, Protocol, Resolution, ServiceOrigin, ServicePort, StaticEndpoint,
     TargetPort,
 };
+pub use service_entry::{gateway_ref, services_of_entry};
 pub use traffic::{Store, Stored, qualify};
 pub use workload::{SIDECAR_CONTAINER_NAMES, Workload, labels_match};

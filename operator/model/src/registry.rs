@@ -60,6 +60,16 @@ impl Registry {
         true
     }
 
+    /// Every object that defines services.
+    pub fn sources(&self) -> impl Iterator<Item = &ServiceSource> {
+        self.by_source.keys()
+    }
+
+    /// The services `source` defines (empty when unknown).
+    pub fn defined_by(&self, source: &ServiceSource) -> &[MeshService] {
+        self.by_source.get(source).map(Vec::as_slice).unwrap_or(&[])
+    }
+
     pub fn clear(&mut self) {
         self.by_source.clear();
         self.by_host.clear();

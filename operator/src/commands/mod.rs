@@ -4,3 +4,4 @@ pub mod status;
 pub mod ca;
 pub mod crds;
 pub mod validate;
+pub mod operator;
