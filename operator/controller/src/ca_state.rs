@@ -1,0 +1,135 @@
+//! The CA the operator signs with, shared by every controller and (for the status
+//! helper) with what went wrong loading it. Updated only by [`crate::ca_store`].
+
+use futures::Stream;
+use std::sync::Arc;
+use std::time::SystemTime;
+use tokio::sync::watch;
+use tokio_stream::StreamExt;
+use tokio_stream::wrappers::WatchStream;
+use trellis_ca::CertificateAuthority;
+
+/// Where the CA comes from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CaMode {
+    /// A root the operator created, stored in Secret `trellis-ca`.
+    SelfSigned,
+    /// Istio's plugged-in `cacerts` Secret.
+    PluggedIn,
+}
+
+impl CaMode {
+    /// Short name for status (`self-signed`, `plugged-in`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CaMode::SelfSigned => "self-signed",
+            CaMode::PluggedIn => "plugged-in",
+        }
+    }
+}
+
+/// A loaded CA and what the controllers derive from it.
+#[derive(Debug)]
+pub struct CaSnapshot {
+    /// The CA (signs identities).
+    pub ca: CertificateAuthority,
+    pub mode: CaMode,
+    /// The Secret it was loaded from (`namespace/name`).
+    pub source: String,
+    /// Increases with every change of CA.
+    pub generation: u64,
+    /// SHA-256 fingerprint (hex) of the root the CA chains to.
+    pub root_fingerprint: String,
+    /// `notAfter` of that root.
+    pub root_not_after: SystemTime,
+    /// `root-cert.pem` for workloads: the CA's roots plus any previous root still in use.
+    pub trust_bundle_pem: String,
+}
+
+/// The CA state: the CA in use and the last problem seen loading one.
+#[derive(Clone, Debug, Default)]
+pub struct CaStatus {
+    /// The CA in use; `None` until one is loaded.
+    pub current: Option<Arc<CaSnapshot>>,
+    /// Why the preferred CA source is not in use (e.g. a broken `cacerts`), naming
+    /// the Secret and file. `None` when all is well.
+    pub problem: Option<String>,
+}
+
+/// Shared handle to the CA state.
+#[derive(Clone)]
+pub struct CaHandle {
+    tx: watch::Sender<CaStatus>,
+}
+
+impl Default for CaHandle {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl CaHandle {
+    /// No CA loaded.
+    pub fn new() -> Self {
+        Self {
+            tx: watch::Sender::new(CaStatus::default()),
+        }
+    }
+
+    /// The CA in use, if any.
+    pub fn current(&self) -> Option<Arc<CaSnapshot>> {
+        self.tx.borrow().current.clone()
+    }
+
+    /// The whole state (CA and problem).
+    pub fn status(&self) -> CaStatus {
+        self.tx.borrow().clone()
+    }
+
+    /// A receiver notified on every change (CA or problem).
+    pub fn subscribe(&self) -> watch::Receiver<CaStatus> {
+        self.tx.subscribe()
+    }
+
+    /// Fires `()` whenever the CA in use changes (not on problem-only changes).
+    pub fn on_change(&self) -> impl Stream<Item = ()> + Send + 'static {
+        let mut last = self.current().map(|c| c.generation);
+        WatchStream::from_changes(self.tx.subscribe()).filter_map(move |status| {
+            let generation = status.current.as_ref().map(|c| c.generation);
+            if generation != last {
+                last = generation;
+                Some(())
+            } else {
+                None
+            }
+        })
+    }
+
+    /// Installs a new CA (clearing any problem).
+    pub(crate) fn install(&self, snapshot: CaSnapshot) {
+        self.tx.send_modify(|status| {
+            status.current = Some(Arc::new(snapshot));
+            status.problem = None;
+        });
+    }
+
+    /// Records a problem, keeping the CA in use.
+    pub(crate) fn report_problem(&self, problem: Option<String>) {
+        self.tx.send_if_modified(|status| {
+            if status.problem == problem {
+                return false;
+            }
+            status.problem = problem;
+            true
+        });
+    }
+
+    /// The next generation number.
+    pub(crate) fn next_generation(&self) -> u64 {
+        self.tx
+            .borrow()
+            .current
+            .as_ref()
+            .map_or(1, |c| c.generation + 1)
+    }
+}

@@ -1,0 +1,334 @@
+//! CA persistence. On first start the leader creates a self-signed root and stores it
+//! (with its key) in Secret `trellis-ca` of the operator's namespace, with `create`, so
+//! it is never overwritten. A `cacerts` Secret there (Istio's plugged-in layout:
+//! `ca-cert.pem`, `ca-key.pem`, `root-cert.pem`, `cert-chain.pem`) takes precedence.
+//! A broken `cacerts` (or `trellis-ca`) is logged, reported as an event on the Secret
+//! and in [`crate::CaStatus::problem`], and the last good CA stays in use.
+
+use crate::ca_state::{CaMode, CaSnapshot};
+use crate::context::Context;
+use crate::error::{Error, Result};
+use crate::events::reference;
+use crate::runtime::cache_synced;
+use crate::{MANAGED_BY, MANAGED_BY_LABEL};
+use futures::StreamExt;
+use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{Api, ObjectMeta, PostParams};
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+use trellis_ca::{CaFiles, CertificateAuthority, RootOptions, TrustBundle};
+
+/// Controller name (metrics, logs).
+pub const NAME: &str = "ca";
+/// The Secret holding the operator's own root and key.
+pub const CA_SECRET: &str = "trellis-ca";
+/// Istio's plugged-in CA Secret.
+pub const CACERTS_SECRET: &str = "cacerts";
+/// The four files of the `cacerts` layout.
+pub const CA_CERT: &str = "ca-cert.pem";
+pub const CA_KEY: &str = "ca-key.pem";
+pub const CERT_CHAIN: &str = "cert-chain.pem";
+pub const ROOT_CERT: &str = "root-cert.pem";
+
+fn text<'a>(secret: &'a Secret, key: &str, object: &str) -> Result<&'a str> {
+    let bytes = secret
+        .data
+        .as_ref()
+        .and_then(|d| d.get(key))
+        .ok_or_else(|| Error::Invalid {
+            object: object.to_string(),
+            field: format!("data[{key}]"),
+            reason: "missing".into(),
+        })?;
+    std::str::from_utf8(&bytes.0).map_err(|_| Error::Invalid {
+        object: object.to_string(),
+        field: format!("data[{key}]"),
+        reason: "not UTF-8 PEM text".into(),
+    })
+}
+
+/// Loads a CA from a Secret in `cacerts` layout (`cert-chain.pem` optional).
+pub fn load(ctx: &Context, secret: &Secret) -> Result<CertificateAuthority> {
+    let object = format!(
+        "Secret {}/{}",
+        secret.metadata.namespace.as_deref().unwrap_or(""),
+        secret.metadata.name.as_deref().unwrap_or("")
+    );
+    let chain = match secret.data.as_ref().and_then(|d| d.get(CERT_CHAIN)) {
+        Some(_) => text(secret, CERT_CHAIN, &object)?,
+        None => "",
+    };
+    let files = CaFiles {
+        ca_cert: text(secret, CA_CERT, &object)?,
+        ca_key: text(secret, CA_KEY, &object)?,
+        cert_chain: chain,
+        root_cert: text(secret, ROOT_CERT, &object)?,
+    };
+    CertificateAuthority::from_cacerts(
+        ctx.config.trust_domain.clone(),
+        files,
+        ctx.clock.now(),
+        ctx.rng.clone(),
+    )
+    .map_err(|source| Error::Ca { object, source })
+}
+
+/// The Secret storing `ca` in `cacerts` layout (the key included: the Secret is the CA).
+pub fn to_secret(namespace: &str, ca: &CertificateAuthority) -> Secret {
+    let material = ca.to_material();
+    let data = BTreeMap::from([
+        (
+            CA_CERT.to_string(),
+            ByteString(material.ca_cert_pem.into_bytes()),
+        ),
+        (
+            CA_KEY.to_string(),
+            ByteString(material.ca_key_pem.expose().as_bytes().to_vec()),
+        ),
+        (
+            CERT_CHAIN.to_string(),
+            ByteString(material.cert_chain_pem.into_bytes()),
+        ),
+        (
+            ROOT_CERT.to_string(),
+            ByteString(material.root_cert_pem.into_bytes()),
+        ),
+    ]);
+    Secret {
+        metadata: ObjectMeta {
+            name: Some(CA_SECRET.into()),
+            namespace: Some(namespace.into()),
+            labels: Some(BTreeMap::from([(
+                MANAGED_BY_LABEL.to_string(),
+                MANAGED_BY.to_string(),
+            )])),
+            ..Default::default()
+        },
+        type_: Some("Opaque".into()),
+        data: Some(data),
+        ..Default::default()
+    }
+}
+
+/// Makes `ca` the CA in use unless it is the one already in use. A new root keeps the
+/// previous root in the distributed bundle so workloads with old certificates keep
+/// talking while they are reissued.
+fn install(ctx: &Context, mut ca: CertificateAuthority, mode: CaMode, source: String) {
+    let current = ctx.ca.current();
+    if let Some(cur) = &current {
+        if cur.ca.signing_certificate().sha256_fingerprint
+            == ca.signing_certificate().sha256_fingerprint
+            && cur.mode == mode
+        {
+            return;
+        }
+        let now = ctx.clock.now();
+        let previous: Vec<_> = cur
+            .ca
+            .trust_bundle()
+            .roots()
+            .iter()
+            .filter(|r| r.not_after > now && !ca.own_roots().contains(r))
+            .cloned()
+            .collect();
+        if !previous.is_empty() {
+            ca.set_distributed_roots(&TrustBundle::new(previous));
+        }
+    }
+    let root = ca.root().clone();
+    let snapshot = CaSnapshot {
+        mode,
+        source: source.clone(),
+        generation: ctx.ca.next_generation(),
+        root_fingerprint: root.fingerprint_hex(),
+        root_not_after: root.not_after,
+        trust_bundle_pem: ca.trust_bundle().to_pem(),
+        ca,
+    };
+    tracing::info!(
+        mode = mode.as_str(),
+        source = %source,
+        root = %snapshot.root_fingerprint,
+        root_expires = %trellis_ca::format_time(root.not_after),
+        replaced = current.is_some(),
+        "CA loaded"
+    );
+    ctx.ca.install(snapshot);
+}
+
+async fn report(ctx: &Context, secret: &Secret, problem: &str, already: bool) {
+    if already {
+        return;
+    }
+    tracing::error!(problem, "CA Secret rejected; keeping the CA in use");
+    let r = reference(
+        "Secret",
+        &ctx.config.namespace,
+        secret.metadata.name.as_deref().unwrap_or(""),
+        secret.metadata.uid.as_deref(),
+    );
+    ctx.events
+        .publish(&r, true, "CARejected", "LoadCA", problem.to_string())
+        .await;
+}
+
+/// One pass: decides the CA from the cached Secrets, creating `trellis-ca` when needed.
+async fn evaluate(ctx: &Context, secrets: &Store<Secret>) -> Result<()> {
+    let ns = &ctx.config.namespace;
+    let previous_problem = ctx.ca.status().problem;
+    let mut problem: Option<(Arc<Secret>, String)> = None;
+    if let Some(cacerts) = secrets.get(&ObjectRef::new(CACERTS_SECRET).within(ns)) {
+        match load(ctx, &cacerts) {
+            Ok(ca) => {
+                install(ctx, ca, CaMode::PluggedIn, format!("{ns}/{CACERTS_SECRET}"));
+                return Ok(());
+            }
+            Err(e) => problem = Some((cacerts, e.to_string())),
+        }
+    }
+    let finish = |problem: Option<(Arc<Secret>, String)>| async move {
+        let text = problem.as_ref().map(|(_, p)| p.clone());
+        if let Some((secret, p)) = &problem {
+            report(ctx, secret, p, previous_problem.as_ref() == Some(p)).await;
+        }
+        ctx.ca.report_problem(text);
+    };
+    if problem.is_some() && ctx.ca.current().is_some() {
+        // Keep the last good CA (plugged-in or our own).
+        finish(problem).await;
+        return Ok(());
+    }
+    match secrets.get(&ObjectRef::new(CA_SECRET).within(ns)) {
+        Some(own) => match load(ctx, &own) {
+            Ok(ca) => {
+                install(ctx, ca, CaMode::SelfSigned, format!("{ns}/{CA_SECRET}"));
+                finish(problem).await;
+            }
+            Err(e) => {
+                // Never overwritten: a hand-broken trellis-ca needs a human.
+                finish(problem.or(Some((own, e.to_string())))).await;
+            }
+        },
+        None => {
+            finish(problem).await;
+            if !ctx.leader.is_leader() {
+                // The leader creates it; followers see it through the watch.
+                return Ok(());
+            }
+            let mut options = RootOptions::new(ctx.config.trust_domain.clone());
+            options.key = ctx.config.root_key;
+            options.ttl = ctx.config.root_ttl;
+            let ca =
+                CertificateAuthority::new_self_signed(&options, ctx.clock.now(), ctx.rng.clone())
+                    .map_err(|source| Error::Ca {
+                    object: format!("Secret {ns}/{CA_SECRET}"),
+                    source,
+                })?;
+            let api: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
+            let _permit = ctx.leader.permit()?;
+            ctx.telemetry.metrics.api_write(NAME);
+            match api
+                .create(&PostParams::default(), &to_secret(ns, &ca))
+                .await
+            {
+                Ok(_) => {
+                    tracing::info!(secret = %format!("{ns}/{CA_SECRET}"), "created a self-signed root CA");
+                    let r = reference("Secret", ns, CA_SECRET, None);
+                    ctx.events
+                        .publish(
+                            &r,
+                            false,
+                            "RootCreated",
+                            "CreateCA",
+                            format!("self-signed root {} created", ca.root().fingerprint_hex()),
+                        )
+                        .await;
+                    if ctx.ca.current().is_none()
+                        || secrets
+                            .get(&ObjectRef::new(CACERTS_SECRET).within(ns))
+                            .is_none()
+                    {
+                        install(ctx, ca, CaMode::SelfSigned, format!("{ns}/{CA_SECRET}"));
+                    }
+                }
+                // Someone else created it first: the watch brings it.
+                Err(kube::Error::Api(s)) if s.code == 409 => {}
+                Err(e) => {
+                    return Err(Error::kube("creating", format!("Secret {ns}/{CA_SECRET}"))(
+                        e,
+                    ));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Runs the CA loader until shutdown.
+pub async fn run(ctx: Arc<Context>) {
+    let gate = ctx.telemetry.readiness.gate("ca");
+    let cache_gate = ctx.telemetry.readiness.gate("cache/ca-secrets");
+    let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &ctx.config.namespace);
+    let (reader, writer) = reflector::store();
+    let events = cache_synced(
+        reflector::reflector(writer, watcher(api, watcher::Config::default())).default_backoff(),
+        cache_gate,
+    )
+    .filter_map(|event| async move {
+        match event {
+            // `true`: the cache holds a full list.
+            Ok(watcher::Event::InitDone) => Some(true),
+            Ok(watcher::Event::Apply(s) | watcher::Event::Delete(s))
+                if matches!(s.metadata.name.as_deref(), Some(CA_SECRET | CACERTS_SECRET)) =>
+            {
+                Some(false)
+            }
+            _ => None,
+        }
+    });
+    let mut triggers =
+        futures::stream::select(events, ctx.leader.on_elected().map(|()| false)).boxed();
+    let mut shutdown = std::pin::pin!(ctx.shutdown());
+    let mut synced = false;
+    let mut retry: Option<Duration> = None;
+    loop {
+        let wait = retry.unwrap_or(Duration::from_secs(3600));
+        tokio::select! {
+            _ = &mut shutdown => break,
+            next = triggers.next() => match next {
+                Some(full_list) => synced |= full_list,
+                None => break,
+            },
+            _ = tokio::time::sleep(wait), if retry.is_some() => {}
+        }
+        if !synced {
+            continue;
+        }
+        let _timer = ctx.telemetry.metrics.reconcile_started(NAME);
+        match evaluate(&ctx, &reader).await {
+            Ok(()) => {
+                retry = None;
+                ctx.backoffs.succeeded(NAME);
+            }
+            Err(Error::NotLeader) => retry = None,
+            Err(e) => {
+                ctx.telemetry.metrics.reconcile_failed(NAME);
+                let wait = ctx.backoffs.failed(NAME);
+                tracing::warn!(error = %e, retry_in = ?wait, "CA reconcile failed");
+                retry = Some(wait);
+            }
+        }
+        if let Some(ca) = ctx.ca.current() {
+            gate.set(true);
+            if let Ok(left) = ca.root_not_after.duration_since(ctx.clock.now()) {
+                ctx.telemetry.metrics.root_expiry.set(left.as_secs_f64());
+            } else {
+                ctx.telemetry.metrics.root_expiry.set(0.0);
+            }
+        }
+    }
+}

@@ -1,0 +1,217 @@
+//! `trellis operator`: the in-cluster control plane. Parses flags, builds the kube
+//! client (a kubeconfig file, `KUBECONFIG`, or the in-cluster service account),
+//! installs signal handlers and runs `trellis_controller::run` until SIGTERM/SIGINT.
+
+use anyhow::{Context, Result, anyhow};
+use clap::Args;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+use trellis_ca::{KeyAlgorithm, RenewalPolicy, TrustDomain};
+use trellis_controller::{LeaseConfig, OperatorConfig};
+
+fn duration(s: &str) -> Result<Duration, String> {
+    trellis_api::parse_duration(s).map_err(|e| e.to_string())
+}
+
+#[derive(Args, Debug)]
+pub struct OperatorArgs {
+    /// The operator's own namespace (CA Secrets, Lease, control-plane MeshStatus).
+    #[arg(long, env = "POD_NAMESPACE", default_value = "trellis-system")]
+    namespace: String,
+    /// Kubeconfig file; without it, KUBECONFIG or the in-cluster service account is used.
+    #[arg(long)]
+    kubeconfig: Option<PathBuf>,
+    /// Kubeconfig context (default: the current context).
+    #[arg(long)]
+    context: Option<String>,
+    /// Address of /metrics, /healthz and /readyz.
+    #[arg(long, default_value = "0.0.0.0:15014")]
+    metrics_addr: SocketAddr,
+    /// Address of the xDS (ADS/SDS) server.
+    #[arg(long, default_value = "0.0.0.0:15012")]
+    xds_addr: SocketAddr,
+    /// Name of the leader-election Lease in the operator's namespace.
+    #[arg(long, default_value = "trellis-operator-leader")]
+    lease_name: String,
+    /// This replica's identity in the Lease (default: POD_NAME, else hostname, plus the PID).
+    #[arg(long, env = "POD_NAME")]
+    identity: Option<String>,
+    /// How long the Lease is valid without renewal.
+    #[arg(long, default_value = "15s", value_parser = duration)]
+    lease_duration: Duration,
+    /// The leader stops writing when it could not renew for this long.
+    #[arg(long, default_value = "10s", value_parser = duration)]
+    renew_deadline: Duration,
+    /// How often the Lease is renewed or tried.
+    #[arg(long, default_value = "2s", value_parser = duration)]
+    retry_period: Duration,
+    /// SPIFFE trust domain of workload identities.
+    #[arg(long, default_value = "cluster.local")]
+    trust_domain: String,
+    /// Lifetime of workload certificates.
+    #[arg(long, default_value = "24h", value_parser = duration)]
+    workload_cert_ttl: Duration,
+    /// Renew after this fraction of a certificate's lifetime (0-1).
+    #[arg(long, default_value_t = 0.5)]
+    renewal_ratio: f64,
+    /// Key type of a new self-signed root: ecdsa-p256, rsa-2048, rsa-3072 or rsa-4096.
+    #[arg(long, default_value = "ecdsa-p256")]
+    root_key_type: String,
+    /// Lifetime of a new self-signed root.
+    #[arg(long, default_value = "87600h", value_parser = duration)]
+    root_cert_ttl: Duration,
+    /// Identities reissued per second after the root changes.
+    #[arg(long, default_value_t = 100.0)]
+    rotation_rate: f64,
+    /// Longest wait between two tries of a failing object.
+    #[arg(long, default_value = "5m", value_parser = duration)]
+    max_backoff: Duration,
+    /// Log format: text or json.
+    #[arg(long, default_value = "text")]
+    log_format: String,
+}
+
+fn key_type(s: &str) -> Result<KeyAlgorithm> {
+    match s {
+        "ecdsa-p256" => Ok(KeyAlgorithm::EcdsaP256),
+        "rsa-2048" => Ok(KeyAlgorithm::Rsa { bits: 2048 }),
+        "rsa-3072" => Ok(KeyAlgorithm::Rsa { bits: 3072 }),
+        "rsa-4096" => Ok(KeyAlgorithm::Rsa { bits: 4096 }),
+        other => Err(anyhow!(
+            "--root-key-type: {other:?} is not one of ecdsa-p256, rsa-2048, rsa-3072, rsa-4096"
+        )),
+    }
+}
+
+fn default_identity() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "trellis".into());
+    format!("{host}-{}", std::process::id())
+}
+
+fn config(args: &OperatorArgs) -> Result<OperatorConfig> {
+    let trust_domain =
+        TrustDomain::new(&args.trust_domain).map_err(|e| anyhow!("--trust-domain: {e}"))?;
+    if !(args.renewal_ratio > 0.0 && args.renewal_ratio < 1.0) {
+        return Err(anyhow!(
+            "--renewal-ratio: {} must be between 0 and 1 (exclusive)",
+            args.renewal_ratio
+        ));
+    }
+    if !(args.rotation_rate > 0.0) {
+        return Err(anyhow!("--rotation-rate: must be greater than 0"));
+    }
+    if args.renew_deadline >= args.lease_duration || args.retry_period >= args.renew_deadline {
+        return Err(anyhow!(
+            "--lease-duration ({:?}) must exceed --renew-deadline ({:?}), which must exceed --retry-period ({:?})",
+            args.lease_duration,
+            args.renew_deadline,
+            args.retry_period
+        ));
+    }
+    let mut lease = LeaseConfig::new(
+        &args.lease_name,
+        args.identity.clone().unwrap_or_else(default_identity),
+    );
+    lease.lease_duration = args.lease_duration;
+    lease.renew_deadline = args.renew_deadline;
+    lease.retry_period = args.retry_period;
+    let mut config = OperatorConfig::new(&args.namespace, lease);
+    config.trust_domain = trust_domain;
+    config.workload_ttl = args.workload_cert_ttl;
+    config.renewal = RenewalPolicy {
+        ratio: args.renewal_ratio,
+        ..RenewalPolicy::default()
+    };
+    config.root_key = key_type(&args.root_key_type)?;
+    config.root_ttl = args.root_cert_ttl;
+    config.rotation_rate = args.rotation_rate;
+    config.metrics_addr = args.metrics_addr;
+    config.xds_addr = args.xds_addr;
+    config.max_backoff = args.max_backoff;
+    Ok(config)
+}
+
+async fn client(args: &OperatorArgs) -> Result<kube::Client> {
+    let options = kube::config::KubeConfigOptions {
+        context: args.context.clone(),
+        ..Default::default()
+    };
+    let config = match &args.kubeconfig {
+        Some(path) => {
+            let kubeconfig = kube::config::Kubeconfig::read_from(path)
+                .with_context(|| format!("--kubeconfig {}", path.display()))?;
+            kube::Config::from_custom_kubeconfig(kubeconfig, &options)
+                .await
+                .with_context(|| format!("--kubeconfig {}", path.display()))?
+        }
+        None => kube::Config::infer()
+            .await
+            .context("no --kubeconfig, and neither KUBECONFIG/~/.kube/config nor the in-cluster service account works")?,
+    };
+    kube::Client::try_from(config).context("building the Kubernetes client")
+}
+
+async fn terminated() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot listen for SIGTERM; stopping only on Ctrl-C");
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM received"),
+        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
+    }
+}
+
+async fn run_async(args: OperatorArgs) -> Result<()> {
+    let config = config(&args)?;
+    let client = client(&args).await?;
+    // Tasks of other subsystems (xDS server, status writers) are added here.
+    let extra: Vec<trellis_controller::runtime::ExtraTask> = Vec::new();
+    trellis_controller::run(config, client, terminated(), extra, |running| {
+        tracing::info!(metrics = %running.metrics_addr, "telemetry listening");
+    })
+    .await?;
+    Ok(())
+}
+
+pub fn run(args: OperatorArgs) -> ExitCode {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if args.log_format == "json" {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: starting the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run_async(args)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
