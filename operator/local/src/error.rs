@@ -56,6 +56,8 @@ pub enum LocalError {
         #[source]
         source: trellis_xds::XdsError,
     },
+    #[error("{what} name {value:?} is not a safe path component")]
+    UnsafeName { what: String, value: String },
     #[error("no free local port: {0}")]
     NoFreePort(#[source] std::io::Error),
 }

@@ -5,9 +5,11 @@
 //!   Kubernetes secret-volume `..data` layout for certificate directories).
 //! - [`identities`]: the mesh root and per-service-account certificates on disk.
 //! - [`assignments`]: ports handed out once and reused across restarts.
+//! - [`backend`]: the model and translator behind the loop (objects -> snapshots).
 //! - [`mesh`]: the control loop of `trellis up`, given a model/translator backend.
 //! - [`plan`]: which Envoys run, on which addresses and ports.
 //! - [`fleet`]: keeps the running Envoys equal to the plan; status rows.
+//! - [`proxy_config`]: per-proxy dumps of what xDS last sent, for `trellis proxy-config`.
 //! - [`supervisor`]: runs Envoy processes that die with their parent.
 //! - [`bootstrap`]: ADS bootstraps with file-based SDS for workload certificates.
 //! - [`config_set`]: the directory's resources per file, load errors, object changes.
@@ -17,6 +19,7 @@
 #![forbid(unsafe_code)]
 
 pub mod assignments;
+pub mod backend;
 pub mod bootstrap;
 pub mod config_set;
 pub mod demo_app;
@@ -25,6 +28,7 @@ pub mod fleet;
 pub mod identities;
 pub mod mesh;
 pub mod plan;
+pub mod proxy_config;
 pub mod state;
 pub mod status;
 pub mod supervisor;

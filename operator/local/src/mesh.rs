@@ -6,14 +6,15 @@ use crate::assignments::{Assignments, free_local_port};
 use crate::bootstrap::ServerSan;
 use crate::config_set::{ConfigSet, ResourceChange};
 use crate::error::{LocalError, Result};
-use crate::fleet::{Fleet, FleetConfig};
+use crate::fleet::{Fleet, FleetConfig, proxy_id};
 use crate::identities::{Identity, IdentityKeeper, load_or_create_ca};
-use crate::plan::{PlanOptions, plan};
+use crate::plan::{PlanOptions, PlannedProxy, plan};
+use crate::proxy_config::{build_dump, remove_dump, sync_key, write_dump};
 use crate::state::StateDir;
 use crate::status::{ConfigError, MeshStatus, write_status};
 use crate::supervisor::{BackoffPolicy, Supervisor};
 use crate::watcher::{FileEvent, watch};
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -31,6 +32,10 @@ pub trait MeshBackend: Send + Sync + 'static {
     fn apply(&self, changes: &[ResourceChange]) -> PushScope;
     /// What the xDS server serves each proxy.
     fn snapshot_source(&self) -> Arc<dyn SnapshotSource>;
+    /// Problems found while building the model or translating (shown in status).
+    fn config_errors(&self) -> Vec<ConfigError> {
+        Vec::new()
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -56,6 +61,40 @@ fn unix_now() -> u64 {
 
 fn xds_err(source: trellis_xds::XdsError) -> LocalError {
     LocalError::Xds { source }
+}
+
+/// Writes `proxy-config/<ns>/<name>.json` for proxies whose sync state or
+/// certificate changed, and removes the dumps of proxies that left the plan.
+fn write_dumps(
+    state: &StateDir,
+    planned: &[PlannedProxy],
+    xds: &XdsServer,
+    keeper: &IdentityKeeper,
+    dumped: &mut BTreeMap<(String, String), String>,
+) -> Result<()> {
+    let mut live = BTreeSet::new();
+    for p in planned {
+        let key = (p.namespace.clone(), p.name.clone());
+        live.insert(key.clone());
+        let status = xds.proxy_status(&proxy_id(p));
+        let expiry = keeper.expiry(&(p.namespace.clone(), p.service_account.clone()));
+        let signature = format!("{}|{expiry:?}", sync_key(status.as_ref()));
+        if dumped.get(&key) == Some(&signature) {
+            continue;
+        }
+        let cert_dir = state.cert_dir(&p.namespace, &p.service_account)?;
+        let dump = build_dump(&p.namespace, &p.name, status.as_ref(), Some(&cert_dir));
+        write_dump(state, &dump)?;
+        dumped.insert(key, signature);
+    }
+    dumped.retain(|(ns, name), _| {
+        let keep = live.contains(&(ns.clone(), name.clone()));
+        if !keep {
+            remove_dump(state, ns, name);
+        }
+        keep
+    });
+    Ok(())
 }
 
 /// Runs the mesh until `shutdown` completes; every Envoy is stopped on return.
@@ -140,6 +179,9 @@ pub async fn run(
     let mut config = ConfigSet::default();
     let mut plan_errors: Vec<ConfigError> = Vec::new();
     let mut identities: BTreeSet<Identity> = BTreeSet::new();
+    let mut current_plan: Vec<PlannedProxy> = Vec::new();
+    let mut dumped: BTreeMap<(String, String), String> = BTreeMap::new();
+    let mut reported: Vec<ConfigError> = Vec::new();
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tokio::pin!(shutdown);
 
@@ -166,6 +208,7 @@ pub async fn run(
                     for change in fleet.reconcile(&state, &supervisor, &planned)? {
                         tracing::info!(?change, "fleet");
                     }
+                    current_plan = planned;
                     xds.push(scope);
                 }
                 _ = tick.tick() => {
@@ -175,6 +218,13 @@ pub async fn run(
             }
             let mut config_errors = config.errors();
             config_errors.extend(plan_errors.iter().cloned());
+            config_errors.extend(backend.config_errors());
+            for e in &config_errors {
+                if !reported.contains(e) {
+                    tracing::warn!("skipped: {e}");
+                }
+            }
+            reported.clone_from(&config_errors);
             let status = MeshStatus {
                 written_at: unix_now(),
                 config_dir: options.config_dir.display().to_string(),
@@ -187,6 +237,7 @@ pub async fn run(
                 config_errors,
             };
             write_status(&state.status_path(), &status)?;
+            write_dumps(&state, &current_plan, &xds, &keeper, &mut dumped)?;
         }
     }
     .await;

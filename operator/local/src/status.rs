@@ -50,6 +50,26 @@ pub struct ProxyReport {
     pub listeners: Vec<String>,
 }
 
+impl std::fmt::Display for ConfigError {
+    /// `file: Kind/namespace/name: field: message`, leaving out what is unknown.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if !self.file.is_empty() {
+            write!(f, "{}: ", self.file)?;
+        }
+        if let Some(kind) = &self.kind {
+            write!(f, "{kind}/")?;
+            if let Some(ns) = &self.namespace {
+                write!(f, "{ns}/")?;
+            }
+            write!(f, "{}: ", self.name.as_deref().unwrap_or("<unnamed>"))?;
+        }
+        if let Some(field) = &self.field {
+            write!(f, "{field}: ")?;
+        }
+        f.write_str(&self.message)
+    }
+}
+
 /// A configuration problem against one resource (or one file that did not parse).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
