@@ -58,6 +58,8 @@ pub enum LocalError {
     },
     #[error("{what} name {value:?} is not a safe path component")]
     UnsafeName { what: String, value: String },
+    #[error("demo: {what}: {message}")]
+    Demo { what: String, message: String },
     #[error("no free local port: {0}")]
     NoFreePort(#[source] std::io::Error),
 }

@@ -15,6 +15,7 @@
 //! - [`config_set`]: the directory's resources per file, load errors, object changes.
 //! - [`watcher`]: turns edits in the config directory into apply/delete events.
 //! - [`status`]: the `status.json` document and its table rendering.
+//! - [`demo`]: `trellis demo`, the bundled example on a live mesh with its checks.
 //! - [`demo_app`]: the HTTP service used by the bundled example.
 #![forbid(unsafe_code)]
 
@@ -22,6 +23,7 @@ pub mod assignments;
 pub mod backend;
 pub mod bootstrap;
 pub mod config_set;
+pub mod demo;
 pub mod demo_app;
 pub mod error;
 pub mod fleet;
