@@ -6,6 +6,7 @@ use envoy_types::pb::envoy::config::listener::v3::{
     Filter, FilterChain, Listener, ListenerFilter, filter::ConfigType,
 };
 use envoy_types::pb::envoy::config::route::v3::RouteConfiguration;
+use envoy_types::pb::envoy::extensions::filters::http::cors::v3::Cors;
 use envoy_types::pb::envoy::extensions::filters::http::fault::v3::HttpFault;
 use envoy_types::pb::envoy::extensions::filters::http::router::v3::Router;
 use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
@@ -18,7 +19,7 @@ use envoy_types::pb::envoy::extensions::filters::network::tcp_proxy::v3::{
 use envoy_types::util::pack_any;
 
 use crate::endpoints::socket_address;
-use crate::route::FAULT_FILTER;
+use crate::route::{CORS_FILTER, FAULT_FILTER};
 
 pub const HCM: &str = "envoy.filters.network.http_connection_manager";
 pub const TCP_PROXY: &str = "envoy.filters.network.tcp_proxy";
@@ -31,13 +32,19 @@ pub enum Routes {
     Inline(Box<RouteConfiguration>),
 }
 
-/// `filters` run before fault injection and the router (RBAC, JWT from the security module).
+/// `filters` run before CORS, fault injection and the router (RBAC, JWT from the
+/// security module). CORS and fault do nothing unless a route configures them.
 pub fn http_connection_manager(
     stat_prefix: &str,
     routes: Routes,
     filters: Vec<HttpFilter>,
 ) -> Filter {
     let mut http_filters = filters;
+    http_filters.push(HttpFilter {
+        name: CORS_FILTER.into(),
+        config_type: Some(HttpFilterConfig::TypedConfig(pack_any(Cors::default()))),
+        ..Default::default()
+    });
     http_filters.push(HttpFilter {
         name: FAULT_FILTER.into(),
         config_type: Some(HttpFilterConfig::TypedConfig(

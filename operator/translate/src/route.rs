@@ -26,6 +26,7 @@ use envoy_types::pb::envoy::config::route::v3::{
 use envoy_types::pb::envoy::extensions::filters::common::fault::v3::{
     FaultDelay, fault_delay::FaultDelaySecifier,
 };
+use envoy_types::pb::envoy::extensions::filters::http::cors::v3::CorsPolicy;
 use envoy_types::pb::envoy::extensions::filters::http::fault::v3::{
     FaultAbort, HttpFault, fault_abort::ErrorType,
 };
@@ -34,15 +35,17 @@ use envoy_types::pb::envoy::r#type::matcher::v3::{
     RegexMatcher, StringMatcher, string_matcher::MatchPattern,
 };
 use envoy_types::pb::envoy::r#type::v3::{FractionalPercent, fractional_percent::DenominatorType};
-use envoy_types::pb::google::protobuf::{Any, UInt32Value};
+use envoy_types::pb::google::protobuf::{Any, BoolValue, UInt32Value};
 use envoy_types::util::pack_any;
 
 use crate::cluster::duration;
 use crate::http_rule::{
-    Action, Destination, Fault, HeaderOps, HttpRule, RequestMatch, Retries, StringMatch,
+    Action, Cors, Destination, Fault, HeaderOps, HttpRule, RequestMatch, Retries, StringMatch,
 };
 
 pub const FAULT_FILTER: &str = "envoy.filters.http.fault";
+/// The CORS filter; a route's `corsPolicy` is its per-route config.
+pub const CORS_FILTER: &str = "envoy.filters.http.cors";
 /// Istio's default retry: 2 attempts on these conditions (and 503).
 pub const DEFAULT_RETRY_ON: &str =
     "connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes";
@@ -73,6 +76,9 @@ fn route(rule: &HttpRule, m: Option<&RequestMatch>, index: usize) -> Route {
     let mut typed_per_filter_config: HashMap<String, Any> = HashMap::new();
     if let Some(fault) = &rule.fault {
         typed_per_filter_config.insert(FAULT_FILTER.into(), pack_any(http_fault(fault)));
+    }
+    if let Some(cors) = &rule.cors {
+        typed_per_filter_config.insert(CORS_FILTER.into(), pack_any(cors_policy(cors)));
     }
     let mut request_headers_to_add = header_options(&rule.headers.request);
     let mut response_headers_to_add = header_options(&rule.headers.response);
@@ -285,12 +291,14 @@ fn header_matcher(name: &str, value: &StringMatch, invert: bool) -> HeaderMatche
     HeaderMatcher {
         name: name.to_string(),
         invert_match: invert,
+        // A request without the header is "without" it: Envoy would otherwise fail an
+        // inverted match on a missing header.
+        treat_missing_header_as_empty: invert && !present_only,
         header_match_specifier: Some(if present_only {
             HeaderMatchSpecifier::PresentMatch(true)
         } else {
             HeaderMatchSpecifier::StringMatch(string_matcher(value))
         }),
-        ..Default::default()
     }
 }
 
@@ -357,6 +365,22 @@ fn http_fault(fault: &Fault) -> HttpFault {
             error_type: Some(ErrorType::HttpStatus(status)),
             ..Default::default()
         }),
+        ..Default::default()
+    }
+}
+
+/// `corsPolicy` -> the CORS filter's per-route policy (lists comma-joined, max age in seconds).
+pub fn cors_policy(cors: &Cors) -> CorsPolicy {
+    CorsPolicy {
+        allow_origin_string_match: cors.allow_origins.iter().map(string_matcher).collect(),
+        allow_methods: cors.allow_methods.join(","),
+        allow_headers: cors.allow_headers.join(","),
+        expose_headers: cors.expose_headers.join(","),
+        max_age: cors
+            .max_age
+            .map(|d| d.as_secs().to_string())
+            .unwrap_or_default(),
+        allow_credentials: cors.allow_credentials.map(|value| BoolValue { value }),
         ..Default::default()
     }
 }
