@@ -9,6 +9,8 @@
 //! - [`mesh`]: CA-issued identities as file SDS, and static-bootstrap scaffolding.
 //! - [`golden`]: golden files of generated Envoy config (`UPDATE_GOLDEN=1` rewrites).
 //! - [`jwt`]: ES256 tokens and JWKS for RequestAuthentication tests.
+//! - [`proxy_bootstrap`]: the translator's output for one proxy as a static bootstrap.
+//! - [`sidecar_mesh`]: small meshes translated by the real translator, run in real Envoy.
 //!
 //! Everything listens on 127.0.0.0/8 only; every process a test starts is
 //! stopped by its guard, also when the test panics.
@@ -19,6 +21,8 @@ pub mod envoy;
 pub mod golden;
 pub mod jwt;
 pub mod mesh;
+pub mod proxy_bootstrap;
+pub mod sidecar_mesh;
 pub mod upstream;
 
 pub use client::{HttpRequest, HttpResponse};

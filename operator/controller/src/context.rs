@@ -42,6 +42,9 @@ pub struct Context {
     pub events: EventSink,
     /// Per-object error backoff.
     pub backoffs: Backoffs,
+    /// `notAfter` of every identity Secret (kept by the identity controller from its
+    /// watch): counts and earliest expiry per namespace for MeshStatus and metrics.
+    pub identities: Arc<std::sync::Mutex<crate::identity::ExpiryIndex>>,
     /// Time.
     pub clock: Arc<dyn Clock>,
     /// Randomness for keys and serials.
@@ -68,6 +71,7 @@ impl Context {
             telemetry,
             events,
             backoffs,
+            identities: Arc::default(),
             clock: Arc::new(SystemClock),
             rng: Arc::new(trellis_ca::SystemRandom::new()),
             shutdown,

@@ -49,6 +49,8 @@ pub mod config;
 pub mod context;
 pub mod error;
 pub mod events;
+pub mod identity;
+pub mod identity_plan;
 
 pub mod leader;
 pub mod mesh;

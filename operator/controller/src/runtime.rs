@@ -21,6 +21,7 @@ pub fn controllers() -> Vec<(&'static str, ControllerFn)> {
     vec![
         ("ca", |ctx| Box::pin(crate::ca_store::run(ctx))),
         ("namespace", |ctx| Box::pin(crate::namespaces::run(ctx))),
+        ("identity", |ctx| Box::pin(crate::identity::run(ctx))),
     ]
 }
 

@@ -1,0 +1,497 @@
+//! Identity secrets: one Secret per ServiceAccount of every mesh namespace, holding a
+//! certificate for `spiffe://<trust-domain>/ns/<ns>/sa/<sa>` (see [`crate::identity_plan`]
+//! for every decision). Renewals are requeued for the certificate's renewal time — no
+//! polling; a root change reissues everything at `rotation_rate` per second; a Secret
+//! edited or deleted by hand is repaired; a restart writes nothing that is still valid.
+
+use crate::backoff;
+use crate::context::Context;
+use crate::error::{Error, Result};
+use crate::events::reference;
+use crate::identity_plan::{self, Decision, IssueReason, Wanted, desired_secret, secret_name};
+use crate::mesh::namespace_in_mesh;
+use crate::runtime::cache_synced;
+use crate::{FIELD_MANAGER, MANAGED_BY, MANAGED_BY_LABEL};
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{Namespace, Secret, ServiceAccount};
+use kube::api::{Api, DeleteParams, Patch, PatchParams};
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+use trellis_ca::SpiffeId;
+
+/// Controller name (metrics, logs).
+pub const NAME: &str = "identity";
+
+/// Spreads reissues after a root change: at most `rate` per second.
+pub struct RateLimiter {
+    interval: Duration,
+    next: Mutex<Instant>,
+}
+
+impl RateLimiter {
+    /// `rate` permits per second.
+    pub fn new(rate: f64) -> Self {
+        Self {
+            interval: Duration::from_secs_f64(1.0 / rate.max(0.001)),
+            next: Mutex::new(Instant::now()),
+        }
+    }
+
+    /// Reserves the next slot and returns how long to wait for it.
+    pub fn reserve(&self) -> Duration {
+        let mut next = self.next.lock().unwrap_or_else(|p| p.into_inner());
+        let now = Instant::now();
+        let slot = (*next).max(now);
+        *next = slot + self.interval;
+        slot - now
+    }
+}
+
+/// `notAfter` of every identity Secret, for the earliest-expiry gauge.
+#[derive(Default)]
+pub struct ExpiryIndex {
+    by_key: HashMap<(String, String), SystemTime>,
+    ordered: BTreeSet<(SystemTime, String, String)>,
+}
+
+impl ExpiryIndex {
+    fn set(&mut self, ns: &str, name: &str, not_after: Option<SystemTime>) {
+        let key = (ns.to_string(), name.to_string());
+        if let Some(old) = self.by_key.remove(&key) {
+            self.ordered.remove(&(old, key.0.clone(), key.1.clone()));
+        }
+        if let Some(t) = not_after {
+            self.ordered.insert((t, key.0.clone(), key.1.clone()));
+            self.by_key.insert(key, t);
+        }
+    }
+
+    /// The earliest `notAfter`.
+    pub fn earliest(&self) -> Option<SystemTime> {
+        self.ordered.first().map(|(t, _, _)| *t)
+    }
+
+    /// The earliest `notAfter` in namespace `ns` (for MeshStatus).
+    pub fn earliest_in(&self, ns: &str) -> Option<SystemTime> {
+        self.ordered
+            .iter()
+            .find(|(_, n, _)| n == ns)
+            .map(|(t, _, _)| *t)
+    }
+
+    /// How many identity Secrets namespace `ns` has (for MeshStatus).
+    pub fn count_in(&self, ns: &str) -> usize {
+        self.by_key.keys().filter(|(n, _)| n == ns).count()
+    }
+
+    /// How many identity Secrets exist.
+    pub fn len(&self) -> usize {
+        self.by_key.len()
+    }
+
+    /// Whether there is none.
+    pub fn is_empty(&self) -> bool {
+        self.by_key.is_empty()
+    }
+}
+
+struct State {
+    ctx: Arc<Context>,
+    namespaces: Store<Namespace>,
+    secrets: Store<Secret>,
+    /// What this process wrote last per Secret, until the watch catches up.
+    written: Mutex<HashMap<(String, String), Arc<Secret>>>,
+    limiter: RateLimiter,
+}
+
+fn rv_number(s: &Secret) -> Option<u64> {
+    s.metadata.resource_version.as_deref()?.parse().ok()
+}
+
+impl State {
+    /// The freshest known version of a Secret: the cache, or our own last write when
+    /// the cache has not seen it yet (avoids writing twice for one change).
+    fn current_secret(&self, ns: &str, name: &str) -> Option<Arc<Secret>> {
+        let cached = self.secrets.get(&ObjectRef::new(name).within(ns));
+        let key = (ns.to_string(), name.to_string());
+        let mut written = self.written.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(mine) = written.get(&key).cloned() else {
+            return cached;
+        };
+        match (&cached, rv_number(&mine)) {
+            (Some(c), Some(w)) if rv_number(c).is_some_and(|r| r >= w) => {
+                written.remove(&key);
+                cached
+            }
+            (Some(c), None) if c.metadata.resource_version == mine.metadata.resource_version => {
+                written.remove(&key);
+                cached
+            }
+            _ => Some(mine),
+        }
+    }
+
+    fn forget_written(&self, ns: &str, name: &str) {
+        let mut written = self.written.lock().unwrap_or_else(|p| p.into_inner());
+        written.remove(&(ns.to_string(), name.to_string()));
+    }
+
+    fn remember_written(&self, secret: Secret) {
+        let key = (
+            secret.metadata.namespace.clone().unwrap_or_default(),
+            secret.metadata.name.clone().unwrap_or_default(),
+        );
+        let mut written = self.written.lock().unwrap_or_else(|p| p.into_inner());
+        written.insert(key, Arc::new(secret));
+    }
+}
+
+fn is_ours(secret: &Secret) -> bool {
+    secret
+        .metadata
+        .labels
+        .as_ref()
+        .and_then(|l| l.get(MANAGED_BY_LABEL))
+        .is_some_and(|v| v == MANAGED_BY)
+}
+
+fn requeue_at(at: SystemTime, now: SystemTime) -> Action {
+    // At least one second, so a certificate due now is not retried in a tight loop.
+    let wait = at.duration_since(now).unwrap_or(Duration::ZERO);
+    Action::requeue(wait.max(Duration::from_secs(1)))
+}
+
+async fn apply(state: &State, api: &Api<Secret>, secret: &Secret, object: &str) -> Result<()> {
+    let ctx = &state.ctx;
+    let name = secret.metadata.name.clone().unwrap_or_default();
+    let _permit = ctx.leader.permit()?;
+    ctx.telemetry.metrics.api_write(NAME);
+    let written = api
+        .patch(
+            &name,
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(secret),
+        )
+        .await
+        .map_err(Error::kube("applying", object.to_string()))?;
+    state.remember_written(written);
+    Ok(())
+}
+
+async fn reconcile(sa: Arc<ServiceAccount>, state: Arc<State>) -> Result<Action> {
+    let ctx = state.ctx.clone();
+    let _timer = ctx.telemetry.metrics.reconcile_started(NAME);
+    if !ctx.leader.is_leader() {
+        return Ok(Action::await_change());
+    }
+    let ns = sa.metadata.namespace.clone().unwrap_or_default();
+    let sa_name = sa.metadata.name.clone().unwrap_or_default();
+    let name = secret_name(&sa_name);
+    let object = format!("Secret {ns}/{name}");
+    let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &ns);
+    let existing = state.current_secret(&ns, &name);
+    let in_mesh = state
+        .namespaces
+        .get(&ObjectRef::new(&ns))
+        .is_some_and(|n| namespace_in_mesh(&n));
+    if !in_mesh || sa.metadata.deletion_timestamp.is_some() {
+        if existing.as_deref().is_some_and(is_ours) {
+            let _permit = ctx.leader.permit()?;
+            ctx.telemetry.metrics.api_write(NAME);
+            match api.delete(&name, &DeleteParams::default()).await {
+                Ok(_) => {}
+                Err(kube::Error::Api(s)) if s.code == 404 => {}
+                Err(e) => return Err(Error::kube("deleting", object)(e)),
+            }
+            state.forget_written(&ns, &name);
+            tracing::info!(namespace = %ns, service_account = %sa_name, "namespace left the mesh: identity Secret deleted");
+        }
+        return Ok(Action::await_change());
+    }
+    let Some(ca) = ctx.ca.current() else {
+        return Ok(Action::await_change());
+    };
+    let owner_uid = sa.metadata.uid.clone().ok_or_else(|| Error::Invalid {
+        object: format!("ServiceAccount {ns}/{sa_name}"),
+        field: "metadata.uid".into(),
+        reason: "missing".into(),
+    })?;
+    let spiffe_id =
+        SpiffeId::for_service_account(ca.ca.trust_domain(), &ns, &sa_name).map_err(|source| {
+            Error::Ca {
+                object: format!("ServiceAccount {ns}/{sa_name}"),
+                source,
+            }
+        })?;
+    let now = ctx.clock.now();
+    let wanted = Wanted {
+        namespace: &ns,
+        service_account: &sa_name,
+        owner_uid: &owner_uid,
+        spiffe_id: &spiffe_id,
+        own_roots: ca.ca.own_roots(),
+        bundle_pem: &ca.trust_bundle_pem,
+        policy: &ctx.config.renewal,
+        now,
+    };
+    let key = backoff::key(NAME, sa.as_ref());
+    let action = match identity_plan::decide(existing.as_deref(), &wanted) {
+        Decision::Keep { renew_at } => requeue_at(renew_at, now),
+        Decision::Rewrite { renew_at, why } => {
+            let old = existing.as_deref().and_then(|s| s.data.as_ref());
+            let field = |k: &str| {
+                old.and_then(|d| d.get(k))
+                    .map(|b| b.0.clone())
+                    .unwrap_or_default()
+            };
+            let not_after = existing
+                .as_deref()
+                .and_then(identity_plan::recorded_not_after)
+                .unwrap_or(renew_at);
+            let secret = desired_secret(
+                &wanted,
+                &field(identity_plan::CERT_CHAIN),
+                &field(identity_plan::KEY),
+                not_after,
+            );
+            apply(&state, &api, &secret, &object).await?;
+            tracing::info!(namespace = %ns, service_account = %sa_name, why, "identity Secret rewritten (certificate kept)");
+            requeue_at(renew_at, now)
+        }
+        Decision::Issue(reason) => {
+            if reason == IssueReason::Root {
+                let wait = state.limiter.reserve();
+                if !wait.is_zero() {
+                    let mut stop = std::pin::pin!(ctx.shutdown());
+                    tokio::select! {
+                        _ = tokio::time::sleep(wait) => {}
+                        _ = &mut stop => return Ok(Action::await_change()),
+                    }
+                }
+            }
+            let issued =
+                match ca
+                    .ca
+                    .issue_workload(&spiffe_id, ctx.config.workload_ttl, ctx.clock.now())
+                {
+                    Ok(issued) => issued,
+                    Err(source) => {
+                        ctx.telemetry
+                            .metrics
+                            .identity(&ctx.telemetry.metrics.identities_failed, reason.label());
+                        let r = reference("ServiceAccount", &ns, &sa_name, Some(&owner_uid));
+                        ctx.events
+                            .publish(
+                                &r,
+                                true,
+                                "IdentityFailed",
+                                "IssueCertificate",
+                                format!("could not issue {spiffe_id}: {source}"),
+                            )
+                            .await;
+                        return Err(Error::Ca { object, source });
+                    }
+                };
+            let secret = desired_secret(
+                &wanted,
+                issued.cert_chain_pem.as_bytes(),
+                issued.key_pem.expose().as_bytes(),
+                issued.not_after,
+            );
+            if let Err(e) = apply(&state, &api, &secret, &object).await {
+                if !matches!(e, Error::NotLeader) {
+                    ctx.telemetry
+                        .metrics
+                        .identity(&ctx.telemetry.metrics.identities_failed, reason.label());
+                }
+                return Err(e);
+            }
+            let metrics = &ctx.telemetry.metrics;
+            match &reason {
+                IssueReason::New => metrics.identity(&metrics.identities_issued, reason.label()),
+                _ => metrics.identity(&metrics.identities_renewed, reason.label()),
+            }
+            tracing::info!(namespace = %ns, service_account = %sa_name, spiffe_id = %spiffe_id, reason = reason.label(), not_after = %trellis_ca::format_time(issued.not_after), "identity issued");
+            if matches!(reason, IssueReason::New | IssueReason::Repair(_)) {
+                let note = match &reason {
+                    IssueReason::Repair(why) => format!("{spiffe_id} reissued into {name}: {why}"),
+                    _ => format!("{spiffe_id} issued into {name}"),
+                };
+                let r = reference("ServiceAccount", &ns, &sa_name, Some(&owner_uid));
+                ctx.events
+                    .publish(&r, false, "IdentityIssued", "IssueCertificate", note)
+                    .await;
+            }
+            // Renewal time of the new certificate: recomputed from the Secret on the
+            // next reconcile (the watch event of this write triggers it).
+            Action::await_change()
+        }
+    };
+    ctx.backoffs.succeeded(&key);
+    Ok(action)
+}
+
+/// Runs the controller until shutdown.
+pub async fn run(ctx: Arc<Context>) {
+    let readiness = &ctx.telemetry.readiness;
+    let (sa_reader, sa_writer) = reflector::store();
+    let sa_stream = cache_synced(
+        reflector::reflector(
+            sa_writer,
+            watcher(
+                Api::<ServiceAccount>::all(ctx.client.clone()),
+                watcher::Config::default(),
+            ),
+        )
+        .default_backoff(),
+        readiness.gate("cache/serviceaccounts"),
+    )
+    .touched_objects();
+    let (ns_reader, ns_writer) = reflector::store();
+    let ns_stream = cache_synced(
+        reflector::reflector(
+            ns_writer,
+            watcher(
+                Api::<Namespace>::all(ctx.client.clone()),
+                watcher::Config::default(),
+            ),
+        )
+        .default_backoff(),
+        readiness.gate("cache/identity-namespaces"),
+    )
+    .touched_objects();
+    let expiry = ctx.identities.clone();
+    let (secret_reader, secret_writer) = reflector::store();
+    let secret_config =
+        watcher::Config::default().labels(&format!("{}=true", identity_plan::IDENTITY_LABEL));
+    let index = expiry.clone();
+    let secret_stream = cache_synced(
+        reflector::reflector(
+            secret_writer,
+            watcher(Api::<Secret>::all(ctx.client.clone()), secret_config),
+        )
+        .default_backoff(),
+        readiness.gate("cache/identity-secrets"),
+    )
+    .inspect(move |event| {
+        let mut index = index.lock().unwrap_or_else(|p| p.into_inner());
+        let mut record = |s: &Secret, keep: bool| {
+            let ns = s.metadata.namespace.as_deref().unwrap_or("");
+            let name = s.metadata.name.as_deref().unwrap_or("");
+            index.set(
+                ns,
+                name,
+                keep.then(|| identity_plan::recorded_not_after(s)).flatten(),
+            );
+        };
+        match event {
+            Ok(watcher::Event::Apply(s) | watcher::Event::InitApply(s)) => record(s, true),
+            Ok(watcher::Event::Delete(s)) => record(s, false),
+            _ => {}
+        }
+    });
+    let state = Arc::new(State {
+        ctx: ctx.clone(),
+        namespaces: ns_reader,
+        secrets: secret_reader,
+        written: Mutex::new(HashMap::new()),
+        limiter: RateLimiter::new(ctx.config.rotation_rate),
+    });
+    // A deleted Secret must be repaired even if our last write is newer than the cache.
+    let forget = state.clone();
+    let secret_stream = secret_stream
+        .inspect(move |event| {
+            if let Ok(watcher::Event::Delete(s)) = event {
+                forget.forget_written(
+                    s.metadata.namespace.as_deref().unwrap_or(""),
+                    s.metadata.name.as_deref().unwrap_or(""),
+                );
+            }
+        })
+        .touched_objects();
+    let gauge_task = tokio::spawn(expiry_gauge(ctx.clone(), expiry));
+    let by_namespace = sa_reader.clone();
+    let triggers = futures::stream::select(ctx.leader.on_elected(), ctx.ca.on_change());
+    Controller::for_stream(sa_stream, sa_reader)
+        .owns_stream(secret_stream)
+        .watches_stream(ns_stream, move |ns: Namespace| {
+            let name = ns.metadata.name.unwrap_or_default();
+            by_namespace
+                .state()
+                .into_iter()
+                .filter(|sa| sa.metadata.namespace.as_deref() == Some(name.as_str()))
+                .map(|sa| ObjectRef::from_obj(sa.as_ref()))
+                .collect::<Vec<_>>()
+        })
+        .reconcile_all_on(triggers)
+        .with_config(kube::runtime::controller::Config::default().concurrency(16))
+        .graceful_shutdown_on(ctx.shutdown())
+        .run(
+            reconcile,
+            |sa, error, state: Arc<State>| {
+                backoff::error_policy(NAME)(sa, error, state.ctx.clone())
+            },
+            state,
+        )
+        .for_each(|_| async {})
+        .await;
+    gauge_task.abort();
+}
+
+/// Keeps `trellis_identity_earliest_expiry_seconds` and `trellis_ca_root_expiry_seconds`
+/// current (seconds-until gauges move with the clock).
+async fn expiry_gauge(ctx: Arc<Context>, expiry: Arc<Mutex<ExpiryIndex>>) {
+    loop {
+        let now = ctx.clock.now();
+        let secs = |t: SystemTime| {
+            t.duration_since(now)
+                .map(|d| d.as_secs_f64())
+                .unwrap_or(0.0)
+        };
+        let earliest = expiry.lock().unwrap_or_else(|p| p.into_inner()).earliest();
+        if let Some(t) = earliest {
+            ctx.telemetry.metrics.earliest_workload_expiry.set(secs(t));
+        }
+        if let Some(ca) = ctx.ca.current() {
+            ctx.telemetry
+                .metrics
+                .root_expiry
+                .set(secs(ca.root_not_after));
+        }
+        let mut stop = std::pin::pin!(ctx.shutdown());
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(5)) => {}
+            _ = &mut stop => return,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rate_limiter_spaces_reservations() {
+        let limiter = RateLimiter::new(10.0);
+        let waits: Vec<Duration> = (0..5).map(|_| limiter.reserve()).collect();
+        assert!(waits[0] < Duration::from_millis(50));
+        assert!(waits[4] >= Duration::from_millis(350), "{waits:?}");
+    }
+
+    #[test]
+    fn expiry_index_tracks_the_earliest() {
+        let mut index = ExpiryIndex::default();
+        let t = |s| SystemTime::UNIX_EPOCH + Duration::from_secs(s);
+        index.set("a", "x", Some(t(30)));
+        index.set("a", "y", Some(t(10)));
+        assert_eq!(index.earliest(), Some(t(10)));
+        index.set("a", "y", Some(t(50)));
+        assert_eq!(index.earliest(), Some(t(30)));
+        index.set("a", "x", None);
+        assert_eq!(index.earliest(), Some(t(50)));
+    }
+}

@@ -1,0 +1,197 @@
+use super::*;
+use std::sync::Arc;
+use trellis_ca::{CertificateAuthority, RootOptions, SystemRandom, TrustDomain};
+
+const UID: &str = "uid-web";
+
+fn t(secs: u64) -> SystemTime {
+    UNIX_EPOCH + Duration::from_secs(1_900_000_000 + secs)
+}
+
+fn ca(td: &str) -> CertificateAuthority {
+    let td = TrustDomain::new(td).unwrap();
+    CertificateAuthority::new_self_signed(
+        &RootOptions::new(td),
+        t(0),
+        Arc::new(SystemRandom::new()),
+    )
+    .unwrap()
+}
+
+struct Fixture {
+    ca: CertificateAuthority,
+    id: SpiffeId,
+    bundle: String,
+    policy: RenewalPolicy,
+}
+
+impl Fixture {
+    fn new() -> Self {
+        let ca = ca("cluster.local");
+        let id = SpiffeId::for_service_account(ca.trust_domain(), "shop", "web").unwrap();
+        let bundle = ca.trust_bundle().to_pem();
+        Self {
+            ca,
+            id,
+            bundle,
+            policy: RenewalPolicy {
+                ratio: 0.5,
+                jitter_ratio: 0.0,
+            },
+        }
+    }
+
+    fn wanted(&self, now: SystemTime) -> Wanted<'_> {
+        Wanted {
+            namespace: "shop",
+            service_account: "web",
+            owner_uid: UID,
+            spiffe_id: &self.id,
+            own_roots: self.ca.own_roots(),
+            bundle_pem: &self.bundle,
+            policy: &self.policy,
+            now,
+        }
+    }
+
+    /// A Secret as the operator writes it, issued at `at` for one hour.
+    fn issued(&self, at: SystemTime) -> Secret {
+        let issued = self
+            .ca
+            .issue_workload(&self.id, Duration::from_secs(3600), at)
+            .unwrap();
+        desired_secret(
+            &self.wanted(at),
+            issued.cert_chain_pem.as_bytes(),
+            issued.key_pem.expose().as_bytes(),
+            issued.not_after,
+        )
+    }
+}
+
+#[test]
+fn missing_secret_is_issued() {
+    let f = Fixture::new();
+    assert_eq!(
+        decide(None, &f.wanted(t(10))),
+        Decision::Issue(IssueReason::New)
+    );
+}
+
+#[test]
+fn fresh_secret_is_kept_until_half_its_life() {
+    let f = Fixture::new();
+    let secret = f.issued(t(100));
+    match decide(Some(&secret), &f.wanted(t(200))) {
+        Decision::Keep { renew_at } => {
+            // notBefore is backdated 5 minutes: (100 - 300) + 0.5 * (3600 + 300).
+            assert_eq!(
+                renew_at,
+                t(100) - Duration::from_secs(300) + Duration::from_secs(1950)
+            );
+        }
+        other => panic!("expected Keep, got {other:?}"),
+    }
+    assert_eq!(
+        decide(Some(&secret), &f.wanted(t(100 + 1700))),
+        Decision::Issue(IssueReason::Lifetime)
+    );
+    assert_eq!(recorded_not_after(&secret), Some(t(3700)));
+}
+
+#[test]
+fn hand_edited_data_is_repaired() {
+    let f = Fixture::new();
+    let mut secret = f.issued(t(100));
+    secret.data.as_mut().unwrap().insert(
+        KEY.into(),
+        ByteString(b"-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n".to_vec()),
+    );
+    assert!(matches!(
+        decide(Some(&secret), &f.wanted(t(200))),
+        Decision::Issue(IssueReason::Repair(_))
+    ));
+    secret.data.as_mut().unwrap().remove(KEY);
+    assert!(matches!(
+        decide(Some(&secret), &f.wanted(t(200))),
+        Decision::Issue(IssueReason::Repair(_))
+    ));
+}
+
+#[test]
+fn edited_metadata_is_rewritten_without_reissue() {
+    let f = Fixture::new();
+    let mut secret = f.issued(t(100));
+    secret.metadata.owner_references = None;
+    assert!(matches!(
+        decide(Some(&secret), &f.wanted(t(200))),
+        Decision::Rewrite { .. }
+    ));
+    let mut secret = f.issued(t(100));
+    secret
+        .metadata
+        .labels
+        .as_mut()
+        .unwrap()
+        .remove(IDENTITY_LABEL);
+    assert!(matches!(
+        decide(Some(&secret), &f.wanted(t(200))),
+        Decision::Rewrite { .. }
+    ));
+}
+
+#[test]
+fn new_root_reissues_and_added_bundle_root_rewrites() {
+    let f = Fixture::new();
+    let secret = f.issued(t(100));
+    let other = ca("cluster.local");
+    // The CA now signs under another root: the old chain must be replaced.
+    let mut wanted = f.wanted(t(200));
+    wanted.own_roots = other.own_roots();
+    assert_eq!(
+        decide(Some(&secret), &wanted),
+        Decision::Issue(IssueReason::Root)
+    );
+    // Same root, but the bundle handed out gained a root: rewrite only.
+    let bigger = format!("{}{}", f.bundle, other.trust_bundle().to_pem());
+    let mut wanted = f.wanted(t(200));
+    wanted.bundle_pem = &bigger;
+    assert!(matches!(
+        decide(Some(&secret), &wanted),
+        Decision::Rewrite { .. }
+    ));
+}
+
+#[test]
+fn trust_domain_change_reissues() {
+    let f = Fixture::new();
+    let secret = f.issued(t(100));
+    let td = TrustDomain::new("example.org").unwrap();
+    let id = SpiffeId::for_service_account(&td, "shop", "web").unwrap();
+    let mut wanted = f.wanted(t(200));
+    wanted.spiffe_id = &id;
+    assert_eq!(
+        decide(Some(&secret), &wanted),
+        Decision::Issue(IssueReason::Identity)
+    );
+}
+
+#[test]
+fn desired_secret_is_owned_by_the_service_account() {
+    let f = Fixture::new();
+    let secret = f.issued(t(100));
+    assert_eq!(
+        secret.metadata.name.as_deref(),
+        Some("trellis-identity-web")
+    );
+    let owner = &secret.metadata.owner_references.as_ref().unwrap()[0];
+    assert_eq!(
+        (owner.kind.as_str(), owner.uid.as_str(), owner.controller),
+        ("ServiceAccount", UID, Some(true))
+    );
+    let data = secret.data.as_ref().unwrap();
+    assert_eq!(
+        data.keys().collect::<Vec<_>>(),
+        vec![CERT_CHAIN, KEY, ROOT_CERT]
+    );
+}

@@ -1,0 +1,231 @@
+//! A small mesh in namespace `shop`, translated by the real translator (explicit
+//! universal shape) and loaded into real Envoy as a static bootstrap.
+//!
+//! Every service has one HTTP port 80 named `http` whose target port is the named
+//! port `http`, so each workload (one upstream server of ours) serves it on its own
+//! address and port. The client is the sidecar of workload `shop/web-1`, which sits
+//! behind no service and sends everything through its outbound HTTP proxy port.
+use std::collections::BTreeMap;
+use std::net::{Ipv4Addr, SocketAddr};
+
+use k8s_openapi::api::core::v1::Service;
+use trellis_api::networking::{DestinationRule, VirtualService};
+use trellis_model::{MeshModel, MeshSettings, MtlsMode, Resource, Workload};
+use trellis_translate::{
+    ExplicitPorts, ListenerShape, Proxy, ProxyResources, SdsSource, TranslateOptions, Translator,
+};
+
+use crate::envoy::{Envoy, validate_bootstrap_in};
+use crate::golden::check_golden;
+use crate::mesh::{Identity, test_ca};
+use crate::proxy_bootstrap::static_bootstrap;
+
+pub const NAMESPACE: &str = "shop";
+
+/// `name.shop.svc.cluster.local`.
+pub fn fqdn(name: &str) -> String {
+    format!("{name}.{NAMESPACE}.svc.cluster.local")
+}
+
+/// The Envoy cluster of a service's port 80 (optionally a subset).
+pub fn cluster(service: &str, subset: Option<&str>) -> String {
+    format!("outbound|80|{}|{}", subset.unwrap_or(""), fqdn(service))
+}
+
+/// A Service `shop/<name>` selecting `app: <app>`, port 80 `http` -> target port `http`,
+/// with a cluster IP derived from the name (distinct for distinct names here).
+pub fn service(name: &str, app: &str) -> Resource {
+    let n = name
+        .bytes()
+        .fold(7u32, |h, b| h.wrapping_mul(31).wrapping_add(u32::from(b)));
+    let cluster_ip = format!(
+        "10.{}.{}.{}",
+        (n >> 16) & 0xff,
+        (n >> 8) & 0xff,
+        (n & 0xff).max(1)
+    );
+    let svc: Service = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": name, "namespace": NAMESPACE},
+        "spec": {
+            "selector": {"app": app},
+            "ports": [{"name": "http", "port": 80, "targetPort": "http"}],
+            "clusterIP": cluster_ip
+        }
+    }))
+    .expect("service");
+    Resource::Service(Box::new(svc))
+}
+
+/// A workload `shop/<name>` serving its named port `http` on `addr`, with service
+/// account `<app>` and labels `app: <app>` plus `labels`.
+pub fn workload(
+    name: &str,
+    app: &str,
+    addr: SocketAddr,
+    labels: &[(&str, &str)],
+    has_sidecar: bool,
+) -> Workload {
+    let mut w = Workload::new(NAMESPACE, name, addr.ip().to_string());
+    w.labels = BTreeMap::from([("app".to_string(), app.to_string())]);
+    w.labels
+        .extend(labels.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+    w.service_account = app.to_string();
+    w.ports = BTreeMap::from([("http".to_string(), addr.port())]);
+    w.has_sidecar = has_sidecar;
+    w
+}
+
+/// A workload without a sidecar (plaintext endpoint), as most upstreams here are.
+pub fn plain_workload(
+    name: &str,
+    app: &str,
+    addr: SocketAddr,
+    labels: &[(&str, &str)],
+) -> Resource {
+    Resource::Workload(Box::new(workload(name, app, addr, labels, false)))
+}
+
+/// A mesh object's YAML as JSON (the API's enums are tagged maps, as in Istio's JSON).
+fn yaml_value(yaml: &str) -> serde_json::Value {
+    serde_yaml::from_str(yaml).unwrap_or_else(|e| panic!("yaml: {e}\n{yaml}"))
+}
+
+pub fn virtual_service(yaml: &str) -> Resource {
+    let vs: VirtualService = serde_json::from_value(yaml_value(yaml))
+        .unwrap_or_else(|e| panic!("VirtualService: {e}\n{yaml}"));
+    Resource::VirtualService(Box::new(vs))
+}
+
+pub fn destination_rule(yaml: &str) -> Resource {
+    let dr: DestinationRule = serde_json::from_value(yaml_value(yaml))
+        .unwrap_or_else(|e| panic!("DestinationRule: {e}\n{yaml}"));
+    Resource::DestinationRule(Box::new(dr))
+}
+
+/// Mesh settings with `default_mtls`.
+pub fn mesh_settings(default_mtls: MtlsMode) -> Resource {
+    Resource::MeshSettings(MeshSettings {
+        default_mtls,
+        ..MeshSettings::default()
+    })
+}
+
+/// The model of `resources` plus the client workload `web-1` at `client_ip`.
+pub fn model(resources: Vec<Resource>, client_ip: Ipv4Addr) -> MeshModel {
+    let mut m = MeshModel::new(MeshSettings::default());
+    let client = workload("web-1", "web", SocketAddr::from((client_ip, 1)), &[], true);
+    for r in resources
+        .into_iter()
+        .chain([Resource::Workload(Box::new(client))])
+    {
+        m.apply(r).expect("apply to model");
+    }
+    m
+}
+
+/// Explicit-shape options with the outbound HTTP proxy on `outbound_port`.
+pub fn options(outbound_port: u16, sds: SdsSource) -> TranslateOptions {
+    TranslateOptions {
+        shape: ListenerShape::Explicit(ExplicitPorts {
+            outbound_http_port: outbound_port,
+            ..Default::default()
+        }),
+        sds,
+    }
+}
+
+/// Translates the sidecar of `shop/<workload>`; panics on translation errors (the
+/// scenarios here are all valid).
+pub fn translate_sidecar(
+    model: &MeshModel,
+    workload: &str,
+    options: TranslateOptions,
+) -> ProxyResources {
+    let out = Translator::new(model, options).translate(&Proxy::sidecar(NAMESPACE, workload));
+    assert!(
+        out.errors.is_empty(),
+        "translation errors: {:#?}",
+        out.errors
+    );
+    out
+}
+
+/// Relative file SDS of `identities/<who>/` (golden bootstraps).
+pub fn relative_sds(who: &str) -> SdsSource {
+    SdsSource::Files {
+        workload_cert_file: format!("identities/{who}/sds-cert.yaml"),
+        trust_bundle_file: format!("identities/{who}/sds-root.yaml"),
+        watched_directory: None,
+    }
+}
+
+/// Checks `tests/golden/<scenario>.yaml` and validates it with `envoy --mode validate`,
+/// with identities for `who` written where its relative SDS paths point.
+pub fn check_golden_bootstrap(scenario: &str, bootstrap: &str, who: &[&str]) {
+    check_golden(scenario, bootstrap);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ca = test_ca();
+    for w in who {
+        Identity::issue_with_relative_sds(
+            &ca,
+            dir.path(),
+            &format!("identities/{w}"),
+            NAMESPACE,
+            w,
+        );
+    }
+    validate_bootstrap_in(dir.path(), bootstrap)
+        .unwrap_or_else(|e| panic!("golden {scenario} does not validate: {e}"));
+}
+
+/// A client sidecar running in real Envoy.
+pub struct Client {
+    pub envoy: Envoy,
+    /// The outbound HTTP proxy listener (send requests here with a service's Host).
+    pub listen: SocketAddr,
+    _identity: tempfile::TempDir,
+}
+
+/// Translates `web-1`'s sidecar for `resources` and starts Envoy on it. The identity
+/// (`shop/web`) is issued by `ca`. Also validates the bootstrap offline first.
+pub fn start_client(
+    ca: &trellis_ca::CertificateAuthority,
+    resources: Vec<Resource>,
+    client_ip: Ipv4Addr,
+) -> Client {
+    let identity_dir = tempfile::tempdir().expect("tempdir");
+    let identity = Identity::issue(ca, identity_dir.path(), NAMESPACE, "web");
+    let port = crate::free_ports_on(client_ip, 1)[0];
+    let model = model(resources, client_ip);
+    let out = translate_sidecar(&model, "web-1", options(port, identity.sds()));
+    let yaml = static_bootstrap("web-1", &out);
+    crate::validate_bootstrap(&yaml).expect("client sidecar bootstrap validates");
+    Client {
+        envoy: Envoy::start(&yaml),
+        listen: SocketAddr::from((client_ip, port)),
+        _identity: identity_dir,
+    }
+}
+
+/// The golden form of a scenario: client `web-1` at 127.0.0.50, outbound port 15001,
+/// relative SDS paths.
+pub fn golden_client_bootstrap(resources: Vec<Resource>) -> String {
+    let ip = Ipv4Addr::new(127, 0, 0, 50);
+    let model = model(resources, ip);
+    let out = translate_sidecar(&model, "web-1", options(15001, relative_sds("web")));
+    static_bootstrap("web-1", &out)
+}
+
+/// Fixed addresses for golden files: `127.0.0.<base+i>:<9000+i>` for the i-th name.
+pub fn golden_addrs(names: &[&str], base: u8) -> BTreeMap<String, SocketAddr> {
+    names
+        .iter()
+        .enumerate()
+        .map(|(i, n)| {
+            (
+                n.to_string(),
+                SocketAddr::from(([127, 0, 0, base + i as u8], 9000 + i as u16)),
+            )
+        })
+        .collect()
+}

@@ -1,0 +1,251 @@
+//! VirtualService features through the whole translator (model -> sidecar -> real Envoy)
+//! that `routing.rs` (route builder only) does not cover: withoutHeaders, authority and
+//! regex queryParams matches, header set/add/remove on request and response, CORS
+//! preflight, mirror with a percentage, fault delay and abort with a percentage.
+use std::collections::BTreeMap;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use trellis_e2e::mesh::test_ca;
+use trellis_e2e::sidecar_mesh::{
+    check_golden_bootstrap, destination_rule, golden_addrs, golden_client_bootstrap,
+    plain_workload, service, start_client, virtual_service,
+};
+use trellis_e2e::{HttpRequest, HttpResponse, Upstream};
+use trellis_model::Resource;
+
+const UPSTREAMS: [&str; 3] = ["a", "b", "m"];
+
+/// Service `routes` (a = v1, b = v2, subsets from a DestinationRule) with one
+/// VirtualService exercising every feature; service `mirror` (m) receives copies.
+fn scenario(addr: &BTreeMap<String, SocketAddr>) -> Vec<Resource> {
+    vec![
+        service("routes", "routes"),
+        service("mirror", "mirror"),
+        plain_workload("a", "routes", addr["a"], &[("version", "v1")]),
+        plain_workload("b", "routes", addr["b"], &[("version", "v2")]),
+        plain_workload("m", "mirror", addr["m"], &[]),
+        destination_rule(
+            r#"
+metadata: {name: routes, namespace: shop}
+spec:
+  host: routes
+  subsets:
+  - {name: v1, labels: {version: v1}}
+  - {name: v2, labels: {version: v2}}
+"#,
+        ),
+        virtual_service(
+            r#"
+metadata: {name: routes, namespace: shop}
+spec:
+  hosts: [routes]
+  http:
+  - name: without-headers
+    match: [{uri: {prefix: /guarded}, withoutHeaders: {x-debug: {exact: "1"}}}]
+    route: [{destination: {host: routes, subset: v2}}]
+  - name: authority
+    match: [{uri: {prefix: /authority}, authority: {prefix: routes.shop}}]
+    route: [{destination: {host: routes, subset: v2}}]
+  - name: query-regex
+    match: [{uri: {prefix: /query}, queryParams: {id: {regex: "[0-9]+"}}}]
+    route: [{destination: {host: routes, subset: v2}}]
+  - name: headers
+    match: [{uri: {prefix: /headers}}]
+    headers:
+      request: {set: {x-set: by-route}, add: {x-add: by-route}, remove: [x-drop]}
+      response: {set: {x-upstream: rewritten}, add: {x-resp-add: by-route}, remove: [content-type]}
+    route:
+    - destination: {host: routes, subset: v1}
+      headers:
+        request: {set: {x-destination: v1}}
+        response: {add: {x-destination: v1}}
+  - name: cors
+    match: [{uri: {prefix: /cors}}]
+    corsPolicy:
+      allowOrigins: [{exact: "https://shop.example"}]
+      allowMethods: [GET, POST]
+      allowHeaders: [x-token]
+      exposeHeaders: [x-upstream]
+      maxAge: 60s
+      allowCredentials: true
+    route: [{destination: {host: routes, subset: v1}}]
+  - name: mirror-half
+    match: [{uri: {prefix: /mirror-half}}]
+    mirror: {host: mirror}
+    mirrorPercentage: {value: 50}
+    route: [{destination: {host: routes, subset: v1}}]
+  - name: mirror-all
+    match: [{uri: {prefix: /mirror-all}}]
+    mirror: {host: mirror}
+    route: [{destination: {host: routes, subset: v1}}]
+  - name: abort-half
+    match: [{uri: {prefix: /abort-half}}]
+    fault: {abort: {httpStatus: 418, percentage: {value: 50}}}
+    route: [{destination: {host: routes, subset: v1}}]
+  - name: delay-half
+    match: [{uri: {prefix: /delay-half}}]
+    fault: {delay: {fixedDelay: 5ms, percentage: {value: 50}}}
+    route: [{destination: {host: routes, subset: v1}}]
+  - name: default
+    route: [{destination: {host: routes, subset: v1}}]
+"#,
+        ),
+    ]
+}
+
+#[test]
+fn golden_traffic_routing() {
+    let yaml = golden_client_bootstrap(scenario(&golden_addrs(&UPSTREAMS, 71)));
+    check_golden_bootstrap("traffic-routing", &yaml, &["web"]);
+}
+
+/// Waits (bounded) until `count()` has not changed for 500 ms, and returns it.
+fn settled(count: impl Fn() -> u64) -> u64 {
+    let start = Instant::now();
+    let mut last = count();
+    let mut since = Instant::now();
+    while start.elapsed() < Duration::from_secs(30) {
+        std::thread::sleep(Duration::from_millis(100));
+        let now = count();
+        if now != last {
+            last = now;
+            since = Instant::now();
+        } else if since.elapsed() >= Duration::from_millis(500) {
+            break;
+        }
+    }
+    last
+}
+
+#[test]
+fn routing_features_through_the_translator_on_real_envoy() {
+    let ip = Ipv4Addr::new(127, 0, 0, 71);
+    let ups: BTreeMap<String, Upstream> = UPSTREAMS
+        .iter()
+        .map(|n| (n.to_string(), Upstream::echo(n, ip)))
+        .collect();
+    let addrs = ups.iter().map(|(n, u)| (n.clone(), u.addr())).collect();
+    let client = start_client(&test_ca(), scenario(&addrs), Ipv4Addr::new(127, 0, 0, 70));
+    let send = |req: HttpRequest| -> HttpResponse {
+        let req = if req.headers.iter().any(|(k, _)| k == "host") {
+            req
+        } else {
+            req.host("routes")
+        };
+        req.send(client.listen).expect("request")
+    };
+    let server = |req: HttpRequest| {
+        let r = send(req);
+        assert_eq!(r.status, 200, "{}", r.body_text());
+        r.json()["server"].as_str().unwrap().to_string()
+    };
+    let get = HttpRequest::get;
+
+    // withoutHeaders: any x-debug but "1" (or none) goes to v2
+    assert_eq!(server(get("/guarded")), "b");
+    assert_eq!(server(get("/guarded").header("x-debug", "2")), "b");
+    assert_eq!(server(get("/guarded").header("x-debug", "1")), "a");
+    // authority prefix
+    assert_eq!(server(get("/authority").host("routes.shop")), "b");
+    assert_eq!(server(get("/authority").host("routes")), "a");
+    // queryParams regex (the whole value must match)
+    assert_eq!(server(get("/query?id=42")), "b");
+    assert_eq!(server(get("/query?id=4x2")), "a");
+    assert_eq!(server(get("/query")), "a");
+
+    // header operations on the request and the response (rule and destination level)
+    let r = send(
+        get("/headers")
+            .header("x-set", "client")
+            .header("x-add", "client")
+            .header("x-drop", "1"),
+    );
+    assert_eq!(r.status, 200);
+    let seen = &r.json()["headers"];
+    assert_eq!(seen["x-set"], "by-route", "set overwrites: {seen}");
+    assert_eq!(seen["x-add"], "client,by-route", "add appends: {seen}");
+    assert!(seen["x-drop"].is_null(), "remove: {seen}");
+    assert_eq!(seen["x-destination"], "v1", "destination set: {seen}");
+    assert_eq!(r.header("x-upstream"), Some("rewritten"), "{:?}", r.headers);
+    assert_eq!(r.header("x-resp-add"), Some("by-route"), "{:?}", r.headers);
+    assert_eq!(r.header("x-destination"), Some("v1"), "{:?}", r.headers);
+    assert_eq!(r.header("content-type"), None, "{:?}", r.headers);
+
+    // CORS: an allowed origin's preflight is answered by Envoy, never reaching the app
+    let hits = |n: &str| ups[n].hits();
+    let before = hits("a");
+    let r = send(
+        HttpRequest::new("OPTIONS", "/cors")
+            .header("origin", "https://shop.example")
+            .header("access-control-request-method", "POST")
+            .header("access-control-request-headers", "x-token"),
+    );
+    assert_eq!(r.status, 200, "{:?}", r.headers);
+    assert_eq!(
+        r.header("access-control-allow-origin"),
+        Some("https://shop.example")
+    );
+    assert_eq!(r.header("access-control-allow-methods"), Some("GET,POST"));
+    assert_eq!(r.header("access-control-allow-headers"), Some("x-token"));
+    assert_eq!(r.header("access-control-max-age"), Some("60"));
+    assert_eq!(r.header("access-control-allow-credentials"), Some("true"));
+    assert_eq!(hits("a"), before, "the preflight reached the upstream");
+    // the actual request gets the CORS response headers
+    let r = send(get("/cors").header("origin", "https://shop.example"));
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        r.header("access-control-allow-origin"),
+        Some("https://shop.example")
+    );
+    assert_eq!(
+        r.header("access-control-expose-headers"),
+        Some("x-upstream")
+    );
+    // another origin: no CORS answer; the preflight is forwarded to the app
+    let before = hits("a");
+    let r = send(
+        HttpRequest::new("OPTIONS", "/cors")
+            .header("origin", "https://evil.example")
+            .header("access-control-request-method", "POST"),
+    );
+    assert_eq!(r.header("access-control-allow-origin"), None);
+    assert_eq!(
+        hits("a"),
+        before + 1,
+        "the unmatched preflight was forwarded"
+    );
+
+    // mirror at 100 %: every request is copied to `mirror`
+    let m0 = hits("m");
+    for _ in 0..20 {
+        assert_eq!(server(get("/mirror-all")), "a");
+    }
+    assert_eq!(settled(|| hits("m")) - m0, 20, "100 % mirror");
+    // mirror at 50 % of 400 requests: expected 200 copies, sd 10; accept 140..=260 (6 sd)
+    let m0 = hits("m");
+    for _ in 0..400 {
+        assert_eq!(server(get("/mirror-half")), "a");
+    }
+    let copies = settled(|| hits("m")) - m0;
+    assert!((140..=260).contains(&copies), "mirrored {copies} of 400");
+
+    // fault abort at 50 % of 400: expected 200 aborts, sd 10; accept 140..=260
+    let statuses: Vec<u16> = (0..400).map(|_| send(get("/abort-half")).status).collect();
+    let aborted = statuses.iter().filter(|s| **s == 418).count();
+    let passed = statuses.iter().filter(|s| **s == 200).count();
+    assert_eq!(aborted + passed, 400, "only 418 and 200 expected");
+    assert!((140..=260).contains(&aborted), "aborted {aborted} of 400");
+    // fault delay at 50 % of 400: Envoy counts the delays it injected
+    let delayed0 = client
+        .envoy
+        .stat("http.outbound_http_proxy.fault.delays_injected");
+    for _ in 0..400 {
+        assert_eq!(server(get("/delay-half")), "a");
+    }
+    let delayed = client
+        .envoy
+        .stat("http.outbound_http_proxy.fault.delays_injected")
+        - delayed0;
+    assert!((140..=260).contains(&delayed), "delayed {delayed} of 400");
+}
