@@ -20,6 +20,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// The bundled example on a live mesh: traffic through the gateway, a checked report, then runs until Ctrl-C.
+    Demo(commands::demo::DemoArgs),
     /// Demo HTTP service for the bundled example: answers, calls its downstreams through the sidecar.
     DemoApp(commands::demo_app::DemoAppArgs),
     /// Print the proxies, sync state and config errors of `trellis up`.
@@ -37,6 +39,7 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
+        Command::Demo(args) => commands::demo::run(args),
         Command::DemoApp(args) => commands::demo_app::run(args),
         Command::Status(args) => commands::status::run(args),
         Command::Ca(args) => commands::ca::run(args),

@@ -1,4 +1,5 @@
 //! The subcommands of `trellis`, one module each.
+pub mod demo;
 pub mod demo_app;
 pub mod status;
 pub mod ca;
