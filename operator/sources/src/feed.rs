@@ -1,0 +1,466 @@
+//! The feed: a synchronous state machine fed by [`Change`]s (apply / delete /
+//! reset) that keeps the [`MeshModel`] and everything status needs, and says
+//! which proxies each change can affect. No I/O, no clock: unit tested by
+//! applying objects and looking at the model and the scopes.
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use k8s_openapi::api::core::v1::{Namespace, Pod, PodStatus};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use trellis_api::mesh::MeshConfigSpec;
+use trellis_api::networking::OutboundTrafficPolicyMode;
+use trellis_api::security::MutualTLSMode;
+use trellis_api::status::ResourceStatus;
+use trellis_api::{ObjectRef, Resource};
+use trellis_model::{
+    ChangeScope, MeshModel, MeshSettings, MtlsMode, OutboundPolicy, ResourceKey, ResourceKind,
+};
+use trellis_xds::{ProxyId, ProxyKind, PushScope};
+
+use crate::input::{Change, Input, SourceKind, normalize, strip_meta};
+
+/// A mesh configuration object as status sees it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConfigObject {
+    pub object: ObjectRef,
+    pub generation: Option<i64>,
+    /// The status the API server holds for it (what the operator wrote last).
+    pub status: Option<ResourceStatus>,
+    pub content: ConfigContent,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum ConfigContent {
+    /// Read; `status` and volatile metadata removed.
+    Loaded(Arc<Resource>),
+    /// Could not be read: the field path and the reason.
+    Unreadable { path: String, message: String },
+}
+
+/// Namespace and name.
+pub type NsName = (String, String);
+
+/// An immutable view of the feed after a batch of changes, shared with readers.
+#[derive(Debug, Clone, Default)]
+pub struct MeshView {
+    /// Increases with every change to anything in the view.
+    pub revision: u64,
+    /// Every source has listed its objects at least once.
+    pub synced: bool,
+    pub model: Arc<MeshModel>,
+    pub config: Arc<BTreeMap<ObjectRef, ConfigObject>>,
+    pub namespaces: Arc<BTreeMap<String, Namespace>>,
+    pub pods: Arc<BTreeMap<NsName, Pod>>,
+    pub service_accounts: Arc<BTreeSet<NsName>>,
+}
+
+/// Kinds whose valid objects the model programs into proxies.
+pub fn programmed(kind: &str) -> bool {
+    matches!(kind, "VirtualService" | "DestinationRule")
+}
+
+#[derive(Debug, Default)]
+pub struct MeshFeed {
+    base: MeshSettings,
+    model: Arc<MeshModel>,
+    config: Arc<BTreeMap<ObjectRef, ConfigObject>>,
+    namespaces: Arc<BTreeMap<String, Namespace>>,
+    pods: Arc<BTreeMap<NsName, Pod>>,
+    service_accounts: Arc<BTreeSet<NsName>>,
+    slices: BTreeMap<NsName, EndpointSlice>,
+    /// Pod address learnt from EndpointSlices, for pods whose status has none yet.
+    slice_addresses: BTreeMap<NsName, String>,
+    present: BTreeMap<SourceKind, BTreeSet<ObjectRef>>,
+    revision: u64,
+}
+
+impl MeshFeed {
+    /// `base`: the settings before any MeshConfig (cluster domain, root namespace...).
+    pub fn new(base: MeshSettings) -> Self {
+        MeshFeed {
+            model: Arc::new(MeshModel::new(base.clone())),
+            base,
+            ..Default::default()
+        }
+    }
+
+    pub fn model(&self) -> &MeshModel {
+        &self.model
+    }
+
+    pub fn revision(&self) -> u64 {
+        self.revision
+    }
+
+    pub fn view(&self, synced: bool) -> MeshView {
+        MeshView {
+            revision: self.revision,
+            synced,
+            model: self.model.clone(),
+            config: self.config.clone(),
+            namespaces: self.namespaces.clone(),
+            pods: self.pods.clone(),
+            service_accounts: self.service_accounts.clone(),
+        }
+    }
+
+    /// Applies one change; returns which proxies may see a difference.
+    pub fn apply(&mut self, change: Change) -> ChangeScope {
+        match change {
+            Change::Apply(input) => self.apply_input(input),
+            Change::Delete(key) => self.delete(&key),
+            Change::Reset(kind, inputs) => {
+                let listed: BTreeSet<ObjectRef> = inputs.iter().map(Input::key).collect();
+                let gone: Vec<ObjectRef> = self
+                    .present
+                    .get(&kind)
+                    .map(|keys| keys.difference(&listed).cloned().collect())
+                    .unwrap_or_default();
+                let mut scope = ChangeScope::None;
+                for key in gone {
+                    scope = scope.union(self.delete(&key));
+                }
+                for input in inputs {
+                    scope = scope.union(self.apply_input(input));
+                }
+                scope
+            }
+        }
+    }
+
+    fn mark(&mut self, kind: SourceKind, key: ObjectRef, present: bool) {
+        let keys = self.present.entry(kind).or_default();
+        if present {
+            keys.insert(key);
+        } else {
+            keys.remove(&key);
+        }
+    }
+
+    fn apply_input(&mut self, input: Input) -> ChangeScope {
+        let key = input.key();
+        let Some(kind) = SourceKind::from_kind(&key.kind) else {
+            return ChangeScope::None;
+        };
+        match input {
+            Input::Resource(mut resource) => {
+                let status = normalize(&mut resource);
+                self.mark(kind, key.clone(), true);
+                self.apply_resource(key, *resource, status)
+            }
+            Input::Unreadable(u) => {
+                self.mark(kind, key.clone(), true);
+                let object = ConfigObject {
+                    object: key.clone(),
+                    generation: u.generation,
+                    status: u.status,
+                    content: ConfigContent::Unreadable {
+                        path: u.path,
+                        message: u.message,
+                    },
+                };
+                let mut scope = ChangeScope::None;
+                if programmed(&key.kind) {
+                    scope = self.model_delete(&key);
+                }
+                self.set_config(object);
+                scope
+            }
+            Input::Pod(mut pod) => {
+                strip_meta(&mut pod.metadata);
+                self.mark(kind, key.clone(), true);
+                let id = ns_name(&key);
+                if self.pods.get(&id) == Some(&pod) {
+                    return ChangeScope::None;
+                }
+                self.revision += 1;
+                Arc::make_mut(&mut self.pods).insert(id.clone(), *pod);
+                self.program_pod(&id)
+            }
+            Input::EndpointSlice(mut slice) => {
+                strip_meta(&mut slice.metadata);
+                self.mark(kind, key.clone(), true);
+                let id = ns_name(&key);
+                let old = self.slices.insert(id, *slice.clone());
+                self.reindex_slice(old.as_ref(), Some(&slice))
+            }
+        }
+    }
+
+    fn apply_resource(
+        &mut self,
+        key: ObjectRef,
+        resource: Resource,
+        status: Option<ResourceStatus>,
+    ) -> ChangeScope {
+        match resource {
+            Resource::Namespace(ns) => {
+                let name = key.name.clone();
+                if self.namespaces.get(&name) != Some(&ns) {
+                    self.revision += 1;
+                    Arc::make_mut(&mut self.namespaces).insert(name, ns);
+                }
+                ChangeScope::None
+            }
+            Resource::Service(service) => {
+                self.model_apply(trellis_model::Resource::Service(Box::new(service)))
+            }
+            Resource::ServiceAccount(_) => {
+                let id = ns_name(&key);
+                if !self.service_accounts.contains(&id) {
+                    self.revision += 1;
+                    Arc::make_mut(&mut self.service_accounts).insert(id.clone());
+                }
+                self.model_apply(trellis_model::Resource::ServiceAccount {
+                    namespace: id.0,
+                    name: id.1,
+                })
+            }
+            Resource::MeshConfig(config) => {
+                if key.name != trellis_api::mesh::MESH_CONFIG_NAME {
+                    return ChangeScope::None;
+                }
+                let valid = trellis_api::validate(&Resource::MeshConfig(config.clone())).is_empty();
+                let settings = if valid {
+                    settings_from(&config.spec, &self.base)
+                } else {
+                    self.base.clone()
+                };
+                self.model_apply(trellis_model::Resource::MeshSettings(settings))
+            }
+            resource @ (Resource::VirtualService(_)
+            | Resource::DestinationRule(_)
+            | Resource::Gateway(_)
+            | Resource::ServiceEntry(_)
+            | Resource::Sidecar(_)
+            | Resource::PeerAuthentication(_)
+            | Resource::RequestAuthentication(_)
+            | Resource::AuthorizationPolicy(_)) => {
+                let valid = trellis_api::validate(&resource).is_empty();
+                let object = ConfigObject {
+                    object: key.clone(),
+                    generation: resource.meta().generation,
+                    status,
+                    content: ConfigContent::Loaded(Arc::new(resource.clone())),
+                };
+                self.set_config(object);
+                match resource {
+                    Resource::VirtualService(vs) if valid => {
+                        self.model_apply(trellis_model::Resource::VirtualService(Box::new(vs)))
+                    }
+                    Resource::DestinationRule(dr) if valid => {
+                        self.model_apply(trellis_model::Resource::DestinationRule(Box::new(dr)))
+                    }
+                    Resource::VirtualService(_) | Resource::DestinationRule(_) => {
+                        self.model_delete(&key)
+                    }
+                    _ => ChangeScope::None,
+                }
+            }
+            Resource::WorkloadEntry(_) | Resource::MeshStatus(_) => ChangeScope::None,
+        }
+    }
+
+    fn set_config(&mut self, object: ConfigObject) {
+        if self.config.get(&object.object) != Some(&object) {
+            self.revision += 1;
+            Arc::make_mut(&mut self.config).insert(object.object.clone(), object);
+        }
+    }
+
+    fn delete(&mut self, key: &ObjectRef) -> ChangeScope {
+        let Some(kind) = SourceKind::from_kind(&key.kind) else {
+            return ChangeScope::None;
+        };
+        self.mark(kind, key.clone(), false);
+        let id = ns_name(key);
+        match kind {
+            SourceKind::Namespace => {
+                if Arc::make_mut(&mut self.namespaces)
+                    .remove(&key.name)
+                    .is_some()
+                {
+                    self.revision += 1;
+                }
+                ChangeScope::None
+            }
+            SourceKind::Service => self.model_delete(key),
+            SourceKind::ServiceAccount => {
+                if Arc::make_mut(&mut self.service_accounts).remove(&id) {
+                    self.revision += 1;
+                }
+                self.model_delete(key)
+            }
+            SourceKind::MeshConfig => {
+                if key.name != trellis_api::mesh::MESH_CONFIG_NAME {
+                    return ChangeScope::None;
+                }
+                self.model_apply(trellis_model::Resource::MeshSettings(self.base.clone()))
+            }
+            SourceKind::Pod => {
+                if Arc::make_mut(&mut self.pods).remove(&id).is_none() {
+                    return ChangeScope::None;
+                }
+                self.revision += 1;
+                self.model_delete(key)
+            }
+            SourceKind::EndpointSlice => {
+                let old = self.slices.remove(&id);
+                self.reindex_slice(old.as_ref(), None)
+            }
+            _ => {
+                if Arc::make_mut(&mut self.config).remove(key).is_some() {
+                    self.revision += 1;
+                }
+                if programmed(&key.kind) {
+                    self.model_delete(key)
+                } else {
+                    ChangeScope::None
+                }
+            }
+        }
+    }
+
+    fn model_apply(&mut self, resource: trellis_model::Resource) -> ChangeScope {
+        // A malformed object (no name) is skipped; the API server never sends one.
+        let scope = Arc::make_mut(&mut self.model)
+            .apply(resource)
+            .unwrap_or(ChangeScope::None);
+        if scope != ChangeScope::None {
+            self.revision += 1;
+        }
+        scope
+    }
+
+    fn model_delete(&mut self, key: &ObjectRef) -> ChangeScope {
+        let kind = match key.kind.as_str() {
+            "Service" => ResourceKind::Service,
+            "Pod" => ResourceKind::Workload,
+            "ServiceAccount" => ResourceKind::ServiceAccount,
+            "VirtualService" => ResourceKind::VirtualService,
+            "DestinationRule" => ResourceKind::DestinationRule,
+            _ => return ChangeScope::None,
+        };
+        let (namespace, name) = ns_name(key);
+        let scope = Arc::make_mut(&mut self.model).delete(&ResourceKey::new(kind, namespace, name));
+        if scope != ChangeScope::None {
+            self.revision += 1;
+        }
+        scope
+    }
+
+    /// Feeds a pod to the model, with the address its EndpointSlices give when its
+    /// status has none. A pod that is terminating or finished serves nothing.
+    fn program_pod(&mut self, id: &NsName) -> ChangeScope {
+        let Some(pod) = self.pods.get(id) else {
+            return ChangeScope::None;
+        };
+        let mut pod = pod.clone();
+        let finished = pod.metadata.deletion_timestamp.is_some()
+            || matches!(
+                pod.status.as_ref().and_then(|s| s.phase.as_deref()),
+                Some("Succeeded" | "Failed")
+            );
+        let status = pod.status.get_or_insert_with(PodStatus::default);
+        if finished {
+            status.pod_ip = None;
+        } else if status.pod_ip.as_deref().is_none_or(str::is_empty) {
+            status.pod_ip = self.slice_addresses.get(id).cloned();
+        }
+        self.model_apply(trellis_model::Resource::Pod(Box::new(pod)))
+    }
+
+    fn reindex_slice(
+        &mut self,
+        old: Option<&EndpointSlice>,
+        new: Option<&EndpointSlice>,
+    ) -> ChangeScope {
+        let mut touched: BTreeSet<NsName> = BTreeSet::new();
+        if let Some(old) = old {
+            for (pod, _) in slice_pod_addresses(old) {
+                if self.slice_addresses.remove(&pod).is_some() {
+                    touched.insert(pod);
+                }
+            }
+        }
+        if let Some(new) = new {
+            for (pod, address) in slice_pod_addresses(new) {
+                self.slice_addresses.insert(pod.clone(), address);
+                touched.insert(pod);
+            }
+        }
+        let mut scope = ChangeScope::None;
+        for pod in touched {
+            scope = scope.union(self.program_pod(&pod));
+        }
+        scope
+    }
+}
+
+fn ns_name(key: &ObjectRef) -> NsName {
+    (key.namespace.clone().unwrap_or_default(), key.name.clone())
+}
+
+/// (pod, address) for every ready-or-unknown endpoint of a slice that names its pod.
+fn slice_pod_addresses(slice: &EndpointSlice) -> Vec<(NsName, String)> {
+    let slice_ns = slice.metadata.namespace.clone().unwrap_or_default();
+    slice
+        .endpoints
+        .iter()
+        .filter(|e| e.conditions.as_ref().and_then(|c| c.ready) != Some(false))
+        .filter_map(|e| {
+            let target = e.target_ref.as_ref()?;
+            if target.kind.as_deref() != Some("Pod") {
+                return None;
+            }
+            let name = target.name.clone()?;
+            let ns = target.namespace.clone().unwrap_or_else(|| slice_ns.clone());
+            let address = e.addresses.first()?.clone();
+            Some(((ns, name), address))
+        })
+        .collect()
+}
+
+/// The model's settings from a MeshConfig over the operator's base settings.
+pub fn settings_from(spec: &MeshConfigSpec, base: &MeshSettings) -> MeshSettings {
+    let mut s = base.clone();
+    s.trust_domain = spec.trust_domain_or_default().to_string();
+    s.default_mtls = match spec.default_mtls_mode {
+        Some(MutualTLSMode::Strict) => MtlsMode::Strict,
+        Some(MutualTLSMode::Disable) => MtlsMode::Disable,
+        Some(MutualTLSMode::Permissive | MutualTLSMode::Unset) | None => MtlsMode::Permissive,
+    };
+    s.outbound_policy = match spec.outbound_traffic_policy.as_ref().and_then(|p| p.mode) {
+        Some(OutboundTrafficPolicyMode::RegistryOnly) => OutboundPolicy::RegistryOnly,
+        Some(OutboundTrafficPolicyMode::AllowAny) | None => OutboundPolicy::AllowAny,
+    };
+    s
+}
+
+/// The xDS push for a model change: every proxy the scope names (sidecar and
+/// gateway identities of its workloads), or `None` when nothing changed.
+pub fn push_scope(model: &MeshModel, scope: &ChangeScope) -> Option<PushScope> {
+    match scope {
+        ChangeScope::None => None,
+        ChangeScope::All => Some(PushScope::All),
+        ChangeScope::Namespaces(_) | ChangeScope::Proxies(_) => {
+            let mut proxies = BTreeSet::new();
+            for w in model.workloads() {
+                if scope.affects(&w.namespace, &w.name) {
+                    for kind in [ProxyKind::Sidecar, ProxyKind::Gateway] {
+                        proxies.insert(ProxyId::new(
+                            kind,
+                            &w.namespace,
+                            &w.name,
+                            &w.service_account,
+                        ));
+                    }
+                }
+            }
+            Some(PushScope::Proxies(proxies))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

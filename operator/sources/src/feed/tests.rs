@@ -1,0 +1,227 @@
+use super::*;
+use crate::input::input_from_json;
+use serde_json::json;
+
+fn vs(name: &str, weights: (i32, i32), generation: i64) -> Input {
+    input_from_json(
+        SourceKind::VirtualService,
+        json!({
+            "apiVersion": "networking.istio.io/v1",
+            "kind": "VirtualService",
+            "metadata": {"name": name, "namespace": "shop", "generation": generation},
+            "spec": {"hosts": ["cart"], "http": [{"route": [
+                {"destination": {"host": "cart", "subset": "v1"}, "weight": weights.0},
+                {"destination": {"host": "cart", "subset": "v2"}, "weight": weights.1}
+            ]}]}
+        }),
+    )
+}
+
+fn pod(name: &str, ip: Option<&str>) -> Input {
+    let mut status = json!({"phase": "Running"});
+    if let Some(ip) = ip {
+        status["podIP"] = json!(ip);
+    }
+    Input::Pod(Box::new(
+        serde_json::from_value(json!({
+            "metadata": {"name": name, "namespace": "shop", "labels": {"app": "cart"}},
+            "spec": {"serviceAccountName": "cart", "containers": [
+                {"name": "app", "image": "cart"}, {"name": "trellis-proxy", "image": "envoy"}
+            ]},
+            "status": status
+        }))
+        .unwrap(),
+    ))
+}
+
+fn slice(name: &str, endpoints: serde_json::Value) -> Input {
+    Input::EndpointSlice(Box::new(
+        serde_json::from_value(json!({
+            "metadata": {"name": name, "namespace": "shop"},
+            "addressType": "IPv4",
+            "endpoints": endpoints
+        }))
+        .unwrap(),
+    ))
+}
+
+fn key(kind: &str, name: &str) -> ObjectRef {
+    ObjectRef {
+        kind: kind.into(),
+        namespace: Some("shop".into()),
+        name: name.into(),
+    }
+}
+
+#[test]
+fn a_valid_virtual_service_is_programmed_and_an_invalid_one_withdrawn() {
+    let mut feed = MeshFeed::new(MeshSettings::default());
+    let scope = feed.apply(Change::Apply(vs("r", (90, 10), 1)));
+    assert_eq!(scope, ChangeScope::All);
+    assert_eq!(feed.model().virtual_services().count(), 1);
+
+    // The same object edited into an invalid one: kept for status, out of the model.
+    let scope = feed.apply(Change::Apply(vs("r", (60, 30), 2)));
+    assert_eq!(scope, ChangeScope::All);
+    assert_eq!(feed.model().virtual_services().count(), 0);
+    let view = feed.view(true);
+    let object = &view.config[&key("VirtualService", "r")];
+    assert_eq!(object.generation, Some(2));
+    assert!(matches!(object.content, ConfigContent::Loaded(_)));
+}
+
+#[test]
+fn a_status_write_changes_the_view_but_pushes_nothing() {
+    let mut feed = MeshFeed::new(MeshSettings::default());
+    feed.apply(Change::Apply(vs("r", (90, 10), 1)));
+    let before = feed.revision();
+    let Input::Resource(r) = vs("r", (90, 10), 1) else {
+        panic!()
+    };
+    let mut json = r.to_json();
+    json["metadata"]["resourceVersion"] = json!("99");
+    json["status"] =
+        json!({"conditions": [{"type": "Accepted", "status": "True"}], "observedGeneration": 1});
+    let scope = feed.apply(Change::Apply(input_from_json(
+        SourceKind::VirtualService,
+        json,
+    )));
+    assert_eq!(scope, ChangeScope::None);
+    assert!(
+        feed.revision() > before,
+        "the new status is visible to status readers"
+    );
+    let view = feed.view(true);
+    let status = view.config[&key("VirtualService", "r")]
+        .status
+        .clone()
+        .unwrap();
+    assert_eq!(status.observed_generation, Some(1));
+}
+
+#[test]
+fn an_unreadable_object_is_kept_for_status_and_removed_from_the_model() {
+    let mut feed = MeshFeed::new(MeshSettings::default());
+    feed.apply(Change::Apply(vs("r", (90, 10), 1)));
+    let bad = input_from_json(
+        SourceKind::VirtualService,
+        json!({"apiVersion": "networking.istio.io/v1", "kind": "VirtualService",
+               "metadata": {"name": "r", "namespace": "shop", "generation": 2},
+               "spec": {"hosts": ["cart"], "tcp": [{"bogus": 1}]}}),
+    );
+    assert_eq!(feed.apply(Change::Apply(bad)), ChangeScope::All);
+    assert_eq!(feed.model().virtual_services().count(), 0);
+    let view = feed.view(true);
+    match &view.config[&key("VirtualService", "r")].content {
+        ConfigContent::Unreadable { path, message } => {
+            assert!(path.starts_with("spec.tcp[0]"), "{path}");
+            assert!(message.contains("bogus"), "{message}");
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn pods_get_their_address_from_endpoint_slices_until_their_status_has_one() {
+    let mut feed = MeshFeed::new(MeshSettings::default());
+    assert_eq!(
+        feed.apply(Change::Apply(pod("cart-1", None))),
+        ChangeScope::None
+    );
+    assert!(feed.model().workload("shop", "cart-1").is_none());
+
+    let endpoints = json!([{"addresses": ["10.0.0.7"], "conditions": {"ready": true},
+                            "targetRef": {"kind": "Pod", "name": "cart-1", "namespace": "shop"}}]);
+    let scope = feed.apply(Change::Apply(slice("cart-abc", endpoints)));
+    assert_eq!(scope, ChangeScope::All);
+    let w = feed.model().workload("shop", "cart-1").expect("workload");
+    assert_eq!(w.address, "10.0.0.7");
+    assert_eq!(w.service_account, "cart");
+    assert!(w.has_sidecar);
+
+    // A not-ready endpoint gives no address.
+    let not_ready = json!([{"addresses": ["10.0.0.7"], "conditions": {"ready": false},
+                            "targetRef": {"kind": "Pod", "name": "cart-1"}}]);
+    feed.apply(Change::Apply(slice("cart-abc", not_ready)));
+    assert!(feed.model().workload("shop", "cart-1").is_none());
+
+    // The pod's own IP wins once it has one, whatever the slices say.
+    feed.apply(Change::Apply(pod("cart-1", Some("10.0.0.8"))));
+    assert_eq!(
+        feed.model().workload("shop", "cart-1").unwrap().address,
+        "10.0.0.8"
+    );
+    feed.apply(Change::Delete(key("EndpointSlice", "cart-abc")));
+    assert_eq!(
+        feed.model().workload("shop", "cart-1").unwrap().address,
+        "10.0.0.8"
+    );
+
+    assert_eq!(
+        feed.apply(Change::Delete(key("Pod", "cart-1"))),
+        ChangeScope::All
+    );
+    assert!(feed.model().workload("shop", "cart-1").is_none());
+    assert!(feed.view(true).pods.is_empty());
+}
+
+#[test]
+fn a_reset_drops_what_the_relist_no_longer_has() {
+    let mut feed = MeshFeed::new(MeshSettings::default());
+    feed.apply(Change::Apply(vs("a", (90, 10), 1)));
+    feed.apply(Change::Apply(vs("b", (90, 10), 1)));
+    let scope = feed.apply(Change::Reset(
+        SourceKind::VirtualService,
+        vec![vs("b", (90, 10), 1)],
+    ));
+    assert_eq!(scope, ChangeScope::All);
+    let names: Vec<String> = feed
+        .model()
+        .virtual_services()
+        .map(|s| s.name.clone())
+        .collect();
+    assert_eq!(names, ["b"]);
+    assert_eq!(feed.view(true).config.len(), 1);
+}
+
+#[test]
+fn service_accounts_scope_their_namespace_and_push_scope_names_its_proxies() {
+    let mut feed = MeshFeed::new(MeshSettings::default());
+    feed.apply(Change::Apply(pod("cart-1", Some("10.0.0.8"))));
+    let sa: k8s_openapi::api::core::v1::ServiceAccount =
+        serde_json::from_value(json!({"metadata": {"name": "cart", "namespace": "shop"}})).unwrap();
+    let scope = feed.apply(Change::Apply(Input::Resource(Box::new(
+        Resource::ServiceAccount(sa),
+    ))));
+    assert_eq!(scope, ChangeScope::namespace("shop"));
+    let Some(PushScope::Proxies(proxies)) = push_scope(feed.model(), &scope) else {
+        panic!("expected named proxies")
+    };
+    assert!(proxies.contains(&ProxyId::new(ProxyKind::Sidecar, "shop", "cart-1", "cart")));
+    assert_eq!(push_scope(feed.model(), &ChangeScope::None), None);
+    assert_eq!(feed.view(true).service_accounts.len(), 1);
+}
+
+#[test]
+fn mesh_config_default_sets_the_model_settings_and_its_deletion_restores_the_base() {
+    let mut feed = MeshFeed::new(MeshSettings::default());
+    let mc = input_from_json(
+        SourceKind::MeshConfig,
+        json!({"apiVersion": "mesh.trellis.dev/v1alpha1", "kind": "MeshConfig",
+               "metadata": {"name": "default"},
+               "spec": {"trustDomain": "corp.example", "defaultMtlsMode": "STRICT",
+                        "outboundTrafficPolicy": {"mode": "REGISTRY_ONLY"}}}),
+    );
+    assert_eq!(feed.apply(Change::Apply(mc)), ChangeScope::All);
+    let s = feed.model().settings();
+    assert_eq!(s.trust_domain, "corp.example");
+    assert_eq!(s.default_mtls, MtlsMode::Strict);
+    assert_eq!(s.outbound_policy, OutboundPolicy::RegistryOnly);
+    let key = ObjectRef {
+        kind: "MeshConfig".into(),
+        namespace: None,
+        name: "default".into(),
+    };
+    feed.apply(Change::Delete(key));
+    assert_eq!(feed.model().settings(), &MeshSettings::default());
+}
