@@ -7,7 +7,9 @@
 pub mod cluster;
 pub mod destination_rule;
 pub mod endpoints;
+pub mod gateway;
 pub mod http_rule;
+pub mod interception;
 pub mod listener;
 pub mod names;
 pub mod outbound;

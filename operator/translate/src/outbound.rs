@@ -7,7 +7,8 @@ use envoy_types::pb::envoy::config::cluster::v3::Cluster;
 use envoy_types::pb::envoy::config::endpoint::v3::ClusterLoadAssignment;
 use envoy_types::pb::envoy::config::route::v3::{RouteConfiguration, VirtualHost};
 use trellis_api::networking as api;
-use trellis_model::{MeshModel, MeshService, Resolution, ServicePort};
+use trellis_api::networking::{OutboundTrafficPolicyMode, Sidecar};
+use trellis_model::{MeshModel, MeshService, OutboundPolicy, Resolution, ServicePort, Stored};
 
 use crate::cluster::{OutboundCluster, outbound_cluster};
 use crate::destination_rule::cluster_policy;
@@ -34,15 +35,77 @@ pub struct OutboundScope {
     /// Services visible from the namespace, by host.
     pub services: Vec<MeshService>,
     pub errors: Vec<TranslateError>,
+    /// (host, subset) pairs some DestinationRule defines.
+    pub known_subsets: BTreeSet<(String, String)>,
+    /// Consistent-hash header per cluster name.
+    pub hash_headers: BTreeMap<String, String>,
+    /// What happens to hosts outside the registry (MeshConfig, or the Sidecar resource).
+    pub outbound_policy: OutboundPolicy,
+    /// Interception shape: one route configuration per outbound HTTP port (named by port).
+    pub port_routes: Vec<Arc<RouteConfiguration>>,
+}
+
+/// Istio's catch-all virtual hosts for hosts outside the registry.
+pub const ALLOW_ANY_VHOST: &str = "allow_any";
+pub const BLOCK_ALL_VHOST: &str = "block_all";
+
+/// Whether a Sidecar resource's `egress[].hosts` (`namespace/dnsName`, with `*`, `.`
+/// and `~` for the namespace, `*` or `*.suffix` for the name) admit `service`.
+/// Without egress listeners everything is admitted.
+pub fn egress_admits(sidecar: &Stored<Sidecar>, service: &MeshService) -> bool {
+    let egress = &sidecar.object.spec.egress;
+    if egress.is_empty() {
+        return true;
+    }
+    egress.iter().flat_map(|e| e.hosts.iter()).any(|h| {
+        let (ns, dns) = h.split_once('/').unwrap_or(("*", h.as_str()));
+        let ns_ok = match ns {
+            "*" => true,
+            "~" => false,
+            "." => service.namespace == sidecar.namespace,
+            other => service.namespace == other,
+        };
+        ns_ok && trellis_model::host_matches(&dns.to_ascii_lowercase(), &service.hostname)
+    })
+}
+
+/// The outbound policy in force: the Sidecar resource's, else the mesh's.
+pub fn effective_outbound_policy(
+    model: &MeshModel,
+    sidecar: Option<&Stored<Sidecar>>,
+) -> OutboundPolicy {
+    match sidecar
+        .and_then(|s| s.object.spec.outbound_traffic_policy.as_ref())
+        .and_then(|p| p.mode)
+    {
+        Some(OutboundTrafficPolicyMode::RegistryOnly) => OutboundPolicy::RegistryOnly,
+        Some(OutboundTrafficPolicyMode::AllowAny) => OutboundPolicy::AllowAny,
+        None => model.settings().outbound_policy,
+    }
 }
 
 /// Builds the outbound view of `namespace`.
 pub fn outbound_scope(model: &MeshModel, namespace: &str, sds: &SdsSource) -> OutboundScope {
-    let mut scope = OutboundScope::default();
+    outbound_scope_for(model, namespace, sds, None)
+}
+
+/// The outbound view of `namespace` narrowed by a Sidecar resource (egress hosts,
+/// outbound traffic policy).
+pub fn outbound_scope_for(
+    model: &MeshModel,
+    namespace: &str,
+    sds: &SdsSource,
+    sidecar: Option<&Stored<Sidecar>>,
+) -> OutboundScope {
+    let mut scope = OutboundScope {
+        outbound_policy: effective_outbound_policy(model, sidecar),
+        ..Default::default()
+    };
     let services: Vec<&MeshService> = model
         .registry()
         .services()
         .filter(|s| s.export_to.visible_from(namespace) || s.namespace == namespace)
+        .filter(|s| sidecar.is_none_or(|sc| egress_admits(sc, s)))
         .collect();
     let mut clusters: BTreeMap<String, Arc<Cluster>> = BTreeMap::new();
     let mut endpoints: BTreeMap<String, Arc<ClusterLoadAssignment>> = BTreeMap::new();
@@ -115,6 +178,9 @@ pub fn outbound_scope(model: &MeshModel, namespace: &str, sds: &SdsSource) -> Ou
         }
     }
     scope.errors.extend(unknown_dr_hosts(model));
+    scope
+        .errors
+        .extend(crate::gateway::analyze_gateway_bindings(model));
     // HTTP rules: the first VirtualService claiming a host wins; later ones are conflicts.
     for service in &services {
         let vss = model.virtual_services_for(&service.hostname, namespace);
@@ -182,7 +248,17 @@ pub fn outbound_scope(model: &MeshModel, namespace: &str, sds: &SdsSource) -> Ou
         namespace,
         &services,
         &scope.http_rules,
+        scope.outbound_policy,
     ));
+    scope.port_routes = port_routes(
+        model,
+        namespace,
+        &services,
+        &scope.http_rules,
+        scope.outbound_policy,
+    );
+    scope.known_subsets = known_subsets;
+    scope.hash_headers = hash_headers;
     scope.clusters = clusters.into_values().collect();
     scope.endpoints = endpoints.into_values().collect();
     scope.services = services.into_iter().cloned().collect();
@@ -191,7 +267,9 @@ pub fn outbound_scope(model: &MeshModel, namespace: &str, sds: &SdsSource) -> Ou
     scope
 }
 
-fn resolve_destination(
+/// Resolves a route destination (as written in a VirtualService of `vs_namespace`)
+/// to its cluster name and consistent-hash header.
+pub fn resolve_destination(
     model: &MeshModel,
     vs_namespace: &str,
     from: &MeshService,
@@ -290,6 +368,7 @@ fn http_proxy_routes(
     namespace: &str,
     services: &[&MeshService],
     rules: &BTreeMap<(String, u16), Vec<HttpRule>>,
+    policy: OutboundPolicy,
 ) -> RouteConfiguration {
     let mut virtual_hosts = Vec::new();
     for service in services {
@@ -326,10 +405,103 @@ fn http_proxy_routes(
             });
         }
     }
+    virtual_hosts.push(catch_all_vhost(policy));
     RouteConfiguration {
         name: names::OUTBOUND_HTTP_PROXY_ROUTE.into(),
         virtual_hosts,
         validate_clusters: Some(envoy_types::pb::google::protobuf::BoolValue { value: false }),
         ..Default::default()
     }
+}
+
+/// The virtual host for hosts outside the registry: ALLOW_ANY forwards to the
+/// original destination (PassthroughCluster), REGISTRY_ONLY answers 502 as Istio does.
+pub fn catch_all_vhost(policy: OutboundPolicy) -> VirtualHost {
+    use envoy_types::pb::envoy::config::route::v3::{
+        DirectResponseAction, Route, RouteAction, RouteMatch, route, route_action, route_match,
+    };
+    let r#match = Some(RouteMatch {
+        path_specifier: Some(route_match::PathSpecifier::Prefix("/".into())),
+        ..Default::default()
+    });
+    let (name, action) = match policy {
+        OutboundPolicy::AllowAny => (
+            ALLOW_ANY_VHOST,
+            route::Action::Route(RouteAction {
+                cluster_specifier: Some(route_action::ClusterSpecifier::Cluster(
+                    names::PASSTHROUGH_CLUSTER.into(),
+                )),
+                // Passthrough keeps whatever the app expects: no timeout.
+                timeout: Some(crate::cluster::duration(std::time::Duration::ZERO)),
+                ..Default::default()
+            }),
+        ),
+        OutboundPolicy::RegistryOnly => (
+            BLOCK_ALL_VHOST,
+            route::Action::DirectResponse(DirectResponseAction {
+                status: 502,
+                body: None,
+                ..Default::default()
+            }),
+        ),
+    };
+    VirtualHost {
+        name: name.into(),
+        domains: vec!["*".into()],
+        routes: vec![Route {
+            name: name.into(),
+            r#match,
+            action: Some(action),
+            ..Default::default()
+        }],
+        ..Default::default()
+    }
+}
+
+/// Interception shape: a route configuration per outbound HTTP port, named by the
+/// port as Istio does, with a virtual host per service on that port and the catch-all.
+fn port_routes(
+    model: &MeshModel,
+    namespace: &str,
+    services: &[&MeshService],
+    rules: &BTreeMap<(String, u16), Vec<HttpRule>>,
+    policy: OutboundPolicy,
+) -> Vec<Arc<RouteConfiguration>> {
+    let mut by_port: BTreeMap<u16, Vec<VirtualHost>> = BTreeMap::new();
+    let mut seen: BTreeSet<(u16, String)> = BTreeSet::new();
+    for service in services {
+        let aliases = host_aliases(model, service, namespace);
+        for port in service.ports.iter().filter(|p| p.protocol.is_http()) {
+            let Some(port_rules) = rules.get(&(service.hostname.clone(), port.port)) else {
+                continue;
+            };
+            let mut domains: Vec<String> = aliases.clone();
+            domains.extend(aliases.iter().map(|a| format!("{a}:{}", port.port)));
+            // Envoy rejects a domain twice in one route configuration: first service wins.
+            domains.retain(|d| seen.insert((port.port, d.clone())));
+            by_port.entry(port.port).or_default().push(VirtualHost {
+                name: format!("{}:{}", service.hostname, port.port),
+                domains,
+                routes: port_rules
+                    .iter()
+                    .flat_map(|r| routes(r, Some(port.port)))
+                    .collect(),
+                ..Default::default()
+            });
+        }
+    }
+    by_port
+        .into_iter()
+        .map(|(port, mut virtual_hosts)| {
+            virtual_hosts.push(catch_all_vhost(policy));
+            Arc::new(RouteConfiguration {
+                name: names::outbound_route(port),
+                virtual_hosts,
+                validate_clusters: Some(envoy_types::pb::google::protobuf::BoolValue {
+                    value: false,
+                }),
+                ..Default::default()
+            })
+        })
+        .collect()
 }

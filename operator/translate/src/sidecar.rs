@@ -6,10 +6,10 @@ use std::sync::Arc;
 use envoy_types::pb::envoy::config::listener::v3::{FilterChain, FilterChainMatch, Listener};
 use trellis_model::{MeshModel, MtlsMode, Workload};
 
-use crate::cluster::{blackhole_cluster, inbound_cluster, passthrough_cluster};
+use crate::cluster::{blackhole_cluster, inbound_cluster};
 use crate::listener::{Routes, http_connection_manager, listener, tcp_proxy};
 use crate::names;
-use crate::outbound::{OutboundScope, outbound_scope};
+use crate::outbound::{OutboundScope, outbound_scope_for};
 use crate::security::peer_authn::{EffectiveMtls, inbound_filter_chains, tls_inspector};
 use crate::security::tls::downstream_mtls;
 use crate::types::{
@@ -22,8 +22,12 @@ use crate::types::{
 pub struct Translator<'m> {
     model: &'m MeshModel,
     options: TranslateOptions,
-    scopes: BTreeMap<String, Arc<OutboundScope>>,
+    /// By (namespace, the Sidecar resource in force).
+    scopes: BTreeMap<ScopeKey, Arc<OutboundScope>>,
 }
+
+/// A client namespace and the Sidecar resource (namespace, name) in force, if any.
+type ScopeKey = (String, Option<(String, String)>);
 
 impl<'m> Translator<'m> {
     pub fn new(model: &'m MeshModel, options: TranslateOptions) -> Self {
@@ -36,11 +40,29 @@ impl<'m> Translator<'m> {
 
     /// The outbound view of `namespace` (cached).
     pub fn scope(&mut self, namespace: &str) -> Arc<OutboundScope> {
-        if let Some(s) = self.scopes.get(namespace) {
+        self.scope_for(namespace, None)
+    }
+
+    /// The outbound view of `namespace` narrowed by Sidecar resource `sidecar` (cached).
+    fn scope_for(
+        &mut self,
+        namespace: &str,
+        sidecar: Option<&trellis_model::Stored<trellis_api::networking::Sidecar>>,
+    ) -> Arc<OutboundScope> {
+        let key = (
+            namespace.to_string(),
+            sidecar.map(|s| (s.namespace.clone(), s.name.clone())),
+        );
+        if let Some(s) = self.scopes.get(&key) {
             return s.clone();
         }
-        let s = Arc::new(outbound_scope(self.model, namespace, &self.options.sds));
-        self.scopes.insert(namespace.to_string(), s.clone());
+        let s = Arc::new(outbound_scope_for(
+            self.model,
+            namespace,
+            &self.options.sds,
+            sidecar,
+        ));
+        self.scopes.insert(key, s.clone());
         s
     }
 
@@ -59,7 +81,12 @@ impl<'m> Translator<'m> {
                 ..Default::default()
             };
         };
-        let scope = self.scope(&proxy.namespace);
+        // Gateways are not scoped by Sidecar resources.
+        let sidecar = match proxy.kind {
+            ProxyKind::Sidecar => model.sidecar_for(workload),
+            ProxyKind::Gateway => None,
+        };
+        let scope = self.scope_for(&proxy.namespace, sidecar);
         let mut out = ProxyResources {
             clusters: scope.clusters.clone(),
             endpoints: scope.endpoints.clone(),
@@ -67,19 +94,30 @@ impl<'m> Translator<'m> {
             ..Default::default()
         };
         if proxy.kind == ProxyKind::Gateway {
-            // Gateways are built by the gateway module; a sidecar view is still valid output.
-            out.errors.push(TranslateError {
-                kind: "Workload".into(),
-                namespace: proxy.namespace.clone(),
-                name: proxy.name.clone(),
-                path: String::new(),
-                message: "gateway proxies are not translated yet; serving the sidecar view".into(),
-                code: ErrorCode::InvalidValue,
-            });
+            let gw =
+                crate::gateway::gateway_resources(model, workload, &scope, &self.options.shape);
+            out.listeners = gw.listeners;
+            out.routes = gw.routes;
+            out.errors.extend(gw.errors);
+            out.errors.sort();
+            out.errors.dedup();
+            out.secrets = gw.secrets;
+            if !out.clusters.is_empty() {
+                out.secrets
+                    .extend([SecretRef::TrustBundle, SecretRef::WorkloadCertificate]);
+            }
+            out.secrets.sort();
+            return out;
         }
         let mut listeners = Vec::new();
         let mut extra_clusters = Vec::new();
-        let mtls_used = self.inbound(workload, &mut listeners, &mut extra_clusters);
+        let mut inbound_chains = Vec::new();
+        let (mtls_used, inspector) = self.inbound(
+            workload,
+            &mut listeners,
+            &mut inbound_chains,
+            &mut extra_clusters,
+        );
         match &self.options.shape {
             ListenerShape::Explicit(ports) => {
                 let http = http_connection_manager(
@@ -119,9 +157,19 @@ impl<'m> Translator<'m> {
                 }
             }
             ListenerShape::Interception => {
-                extra_clusters.push(Arc::new(passthrough_cluster()));
-                extra_clusters.push(Arc::new(blackhole_cluster()));
+                listeners.extend(crate::interception::outbound_listeners(&scope));
+                listeners.push(crate::interception::virtual_inbound(
+                    inbound_chains,
+                    inspector,
+                ));
+                listeners.extend(crate::interception::agent_listeners());
+                out.routes.extend(scope.port_routes.iter().cloned());
+                extra_clusters.extend(crate::interception::clusters());
             }
+        }
+        if let ListenerShape::Explicit(_) = self.options.shape {
+            extra_clusters.push(Arc::new(crate::interception::header_passthrough_cluster()));
+            extra_clusters.push(Arc::new(blackhole_cluster()));
         }
         out.clusters.extend(extra_clusters);
         out.clusters.sort_by(|a, b| a.name.cmp(&b.name));
@@ -136,16 +184,20 @@ impl<'m> Translator<'m> {
         out
     }
 
-    /// Inbound listeners (one per target port of the services the workload is behind)
-    /// and their `inbound|<port>||` clusters. Returns whether mTLS is served.
+    /// Inbound listeners (explicit shape: one per target port of the services the
+    /// workload is behind; interception: filter chains of `virtualInbound` matching
+    /// the destination port) and their `inbound|<port>||` clusters. Returns whether
+    /// mTLS is served and whether the TLS inspector is needed.
     fn inbound(
         &self,
         workload: &Workload,
         listeners: &mut Vec<Listener>,
+        chains_out: &mut Vec<FilterChain>,
         clusters: &mut Vec<Arc<envoy_types::pb::envoy::config::cluster::v3::Cluster>>,
-    ) -> bool {
+    ) -> (bool, bool) {
         let mut seen = BTreeSet::new();
         let mut mtls = false;
+        let mut any_inspector = false;
         for service in self.model.services_of(workload) {
             for port in &service.ports {
                 let Some(target) = workload.target_port(port) else {
@@ -164,22 +216,34 @@ impl<'m> Translator<'m> {
                 let mode = self.mtls_mode(workload);
                 mtls |= mode != EffectiveMtls::Disable;
                 let name = names::listener_name(&workload.address, target);
+                let explicit = matches!(self.options.shape, ListenerShape::Explicit(_));
+                let base = if explicit {
+                    FilterChainMatch::default()
+                } else {
+                    FilterChainMatch {
+                        destination_port: Some(envoy_types::pb::google::protobuf::UInt32Value {
+                            value: u32::from(target),
+                        }),
+                        ..Default::default()
+                    }
+                };
                 let (chains, inspector) = inbound_filter_chains(
                     &name,
                     mode,
-                    FilterChainMatch::default(),
+                    base,
                     &downstream_mtls(&self.options.sds),
                     vec![filter],
                 );
-                let filters = if inspector {
-                    vec![tls_inspector()]
-                } else {
-                    Vec::new()
-                };
-                if let ListenerShape::Explicit(_) = self.options.shape {
+                any_inspector |= inspector;
+                if explicit {
+                    let filters = if inspector {
+                        vec![tls_inspector()]
+                    } else {
+                        Vec::new()
+                    };
                     listeners.push(listener(name, &workload.address, target, chains, filters));
                 } else {
-                    listeners.push(listener(name, "0.0.0.0", target, chains, filters));
+                    chains_out.extend(chains);
                 }
                 clusters.push(Arc::new(inbound_cluster(
                     target,
@@ -189,7 +253,7 @@ impl<'m> Translator<'m> {
                 )));
             }
         }
-        mtls
+        (mtls, any_inspector)
     }
 
     fn mtls_mode(&self, _workload: &Workload) -> EffectiveMtls {

@@ -1,0 +1,571 @@
+//! Ingress gateway proxies: listeners from the Gateways whose selector matches the
+//! gateway workload, routes from the VirtualServices bound to them; plus the
+//! mesh-wide checks of those bindings (missing Gateway, host not served).
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use envoy_types::pb::envoy::config::core::v3::{
+    AggregatedConfigSource, ApiVersion, ConfigSource, config_source::ConfigSourceSpecifier,
+};
+use envoy_types::pb::envoy::config::listener::v3::filter::ConfigType;
+use envoy_types::pb::envoy::config::listener::v3::{
+    Filter, FilterChain, FilterChainMatch, Listener,
+};
+use envoy_types::pb::envoy::config::route::v3::{
+    RouteConfiguration, VirtualHost, virtual_host::TlsRequirementType,
+};
+use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::HttpConnectionManager;
+use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::SdsSecretConfig;
+use envoy_types::pb::google::protobuf::BoolValue;
+use envoy_types::util::pack_any;
+use prost::Message;
+use trellis_api::networking::{self as api, Gateway, Server, ServerTLSMode, VirtualService};
+use trellis_model::{MeshModel, Stored, Workload, gateway_ref, host_matches};
+
+use crate::http_rule::HttpRule;
+use crate::listener::{Routes, http_connection_manager, listener};
+use crate::names;
+use crate::outbound::OutboundScope;
+use crate::route::routes;
+use crate::security::origination::{GatewayTlsMode, gateway_server_tls};
+use crate::security::peer_authn::tls_inspector;
+use crate::security::tls::downstream_transport_socket;
+use crate::types::{ErrorCode, ListenerShape, SecretRef, TranslateError};
+use crate::virtual_service::http_rule;
+
+/// What a gateway proxy gets besides the shared clusters and endpoints.
+#[derive(Debug, Default)]
+pub struct GatewayOutput {
+    pub listeners: Vec<Listener>,
+    pub routes: Vec<Arc<RouteConfiguration>>,
+    pub secrets: Vec<SecretRef>,
+    pub errors: Vec<TranslateError>,
+}
+
+/// A server host (`ns/host`, `./host`, `*/host` or `host`): which VirtualService
+/// namespaces it admits (`None`: all) and the host pattern.
+fn server_host(host: &str, gateway_ns: &str) -> (Option<String>, String) {
+    match host.split_once('/') {
+        Some(("*", h)) => (None, h.to_ascii_lowercase()),
+        Some((".", h)) => (Some(gateway_ns.to_string()), h.to_ascii_lowercase()),
+        Some((ns, h)) => (Some(ns.to_string()), h.to_ascii_lowercase()),
+        None => (None, host.to_ascii_lowercase()),
+    }
+}
+
+/// A VirtualService host as a gateway sees it: short names are qualified in the
+/// VirtualService's namespace, anything with a dot is taken as written.
+fn vs_host(host: &str, vs_ns: &str, model: &MeshModel) -> String {
+    let h = host.to_ascii_lowercase();
+    if h.contains('.') || h.starts_with('*') {
+        h
+    } else {
+        model.settings().service_fqdn(&h, vs_ns)
+    }
+}
+
+/// The host both patterns match: the more specific of the two, or none.
+fn intersect(server: &str, vs: &str) -> Option<String> {
+    if host_matches(server, vs) {
+        Some(vs.to_string())
+    } else if host_matches(vs, server) {
+        Some(server.to_string())
+    } else {
+        None
+    }
+}
+
+/// The domains server `server` of gateway `gw` serves for `vs`, per VirtualService host index.
+fn served(
+    model: &MeshModel,
+    gw: &Stored<Gateway>,
+    server: &Server,
+    vs: &Stored<VirtualService>,
+) -> Vec<(usize, String)> {
+    let mut out = Vec::new();
+    for (j, h) in vs.object.spec.hosts.iter().enumerate() {
+        let vh = vs_host(h, &vs.namespace, model);
+        for sh in &server.hosts {
+            let (ns, pattern) = server_host(sh, &gw.namespace);
+            if ns.as_ref().is_some_and(|ns| ns != &vs.namespace) {
+                continue;
+            }
+            if let Some(d) = intersect(&pattern, &vh) {
+                out.push((j, d));
+            }
+        }
+    }
+    out
+}
+
+fn error(
+    vs: &Stored<VirtualService>,
+    path: String,
+    code: ErrorCode,
+    message: String,
+) -> TranslateError {
+    TranslateError {
+        kind: "VirtualService".into(),
+        namespace: vs.namespace.clone(),
+        name: vs.name.clone(),
+        path,
+        message,
+        code,
+    }
+}
+
+/// Mesh-wide checks of VirtualService -> Gateway bindings: a named Gateway that
+/// does not exist, and a VirtualService host that no server of its Gateway serves.
+pub fn analyze_gateway_bindings(model: &MeshModel) -> Vec<TranslateError> {
+    let mut errors = Vec::new();
+    for vs in model.virtual_services() {
+        for (i, g) in vs.object.spec.gateways.iter().enumerate() {
+            let Some((ns, name)) = gateway_ref(g, &vs.namespace) else {
+                continue;
+            };
+            let Some(gw) = model.gateway(&ns, &name) else {
+                errors.push(error(
+                    vs,
+                    format!("spec.gateways[{i}]"),
+                    ErrorCode::MissingGateway,
+                    format!("Gateway {ns}/{name} does not exist"),
+                ));
+                continue;
+            };
+            let mut hit = BTreeSet::new();
+            for server in &gw.object.spec.servers {
+                hit.extend(served(model, gw, server, vs).into_iter().map(|(j, _)| j));
+            }
+            for (j, h) in vs.object.spec.hosts.iter().enumerate() {
+                if !hit.contains(&j) {
+                    errors.push(error(
+                        vs,
+                        format!("spec.hosts[{j}]"),
+                        ErrorCode::HostNotServedByGateway,
+                        format!("host {h} is not served by any server of Gateway {ns}/{name}"),
+                    ));
+                }
+            }
+        }
+    }
+    errors
+}
+
+fn gw_error(gw: &Stored<Gateway>, path: String, message: String) -> TranslateError {
+    TranslateError {
+        kind: "Gateway".into(),
+        namespace: gw.namespace.clone(),
+        name: gw.name.clone(),
+        path,
+        message,
+        code: ErrorCode::InvalidValue,
+    }
+}
+
+fn ads() -> ConfigSource {
+    ConfigSource {
+        resource_api_version: ApiVersion::V3 as i32,
+        config_source_specifier: Some(ConfigSourceSpecifier::Ads(AggregatedConfigSource {})),
+        ..Default::default()
+    }
+}
+
+/// How one server is served.
+enum Kind {
+    Plain { https_redirect: bool },
+    Tls(GatewayTlsMode, String),
+}
+
+struct ServerRef<'a> {
+    gw: &'a Stored<Gateway>,
+    index: usize,
+    server: &'a Server,
+    kind: Kind,
+}
+
+fn classify(gw: &Stored<Gateway>, i: usize, server: &Server) -> Result<Kind, Box<TranslateError>> {
+    let protocol = server
+        .port
+        .protocol
+        .as_deref()
+        .unwrap_or("HTTP")
+        .to_ascii_uppercase();
+    let path = format!("spec.servers[{i}]");
+    match (protocol.as_str(), &server.tls) {
+        ("HTTP" | "HTTP2" | "GRPC", tls) => Ok(Kind::Plain {
+            https_redirect: tls.as_ref().and_then(|t| t.https_redirect) == Some(true),
+        }),
+        ("HTTPS", Some(tls)) => {
+            let mode = match tls.mode {
+                Some(ServerTLSMode::Simple) | None => GatewayTlsMode::Simple,
+                Some(ServerTLSMode::Mutual) => GatewayTlsMode::Mutual,
+                Some(other) => {
+                    return Err(Box::new(gw_error(
+                        gw,
+                        format!("{path}.tls.mode"),
+                        format!("TLS mode {other:?} is not supported on gateways yet"),
+                    )));
+                }
+            };
+            let cred = tls
+                .credential_name
+                .clone()
+                .filter(|c| !c.is_empty())
+                .ok_or_else(|| {
+                    Box::new(gw_error(
+                        gw,
+                        format!("{path}.tls.credentialName"),
+                        "an HTTPS server needs credentialName".into(),
+                    ))
+                })?;
+            Ok(Kind::Tls(mode, cred))
+        }
+        ("HTTPS", None) => Err(Box::new(gw_error(
+            gw,
+            format!("{path}.tls"),
+            "an HTTPS server needs tls settings".into(),
+        ))),
+        (other, _) => Err(Box::new(gw_error(
+            gw,
+            format!("{path}.port.protocol"),
+            format!("protocol {other} is not supported on gateways yet"),
+        ))),
+    }
+}
+
+/// The gateway HTTP connection manager: routes over RDS, edge settings.
+fn gateway_hcm(stat_prefix: &str, route_name: &str) -> Filter {
+    let filter = http_connection_manager(stat_prefix, Routes::Rds(route_name.into()), Vec::new());
+    let Some(ConfigType::TypedConfig(any)) = &filter.config_type else {
+        return filter;
+    };
+    let Ok(mut hcm) = HttpConnectionManager::decode(any.value.as_slice()) else {
+        return filter;
+    };
+    // Domains are matched without the port, and the gateway is the edge.
+    hcm.strip_matching_host_port = false;
+    hcm.strip_port_mode = Some(
+        envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::http_connection_manager::StripPortMode::StripAnyHostPort(true),
+    );
+    hcm.use_remote_address = Some(BoolValue { value: true });
+    Filter {
+        name: filter.name,
+        config_type: Some(ConfigType::TypedConfig(pack_any(hcm))),
+    }
+}
+
+/// Listeners and routes of gateway workload `workload`.
+pub fn gateway_resources(
+    model: &MeshModel,
+    workload: &Workload,
+    scope: &OutboundScope,
+    shape: &ListenerShape,
+) -> GatewayOutput {
+    let mut out = GatewayOutput::default();
+    let mut by_port: BTreeMap<u16, Vec<ServerRef<'_>>> = BTreeMap::new();
+    for gw in model.gateways_for(workload) {
+        for (i, server) in gw.object.spec.servers.iter().enumerate() {
+            let Some(port) = u16::try_from(server.port.number).ok().filter(|p| *p > 0) else {
+                out.errors.push(gw_error(
+                    gw,
+                    format!("spec.servers[{i}].port.number"),
+                    format!("{} is not a port number", server.port.number),
+                ));
+                continue;
+            };
+            match classify(gw, i, server) {
+                Ok(kind) => by_port.entry(port).or_default().push(ServerRef {
+                    gw,
+                    index: i,
+                    server,
+                    kind,
+                }),
+                Err(e) => out.errors.push(*e),
+            }
+        }
+    }
+    for (port, servers) in by_port {
+        let plain = matches!(servers[0].kind, Kind::Plain { .. });
+        let (keep, clash): (Vec<_>, Vec<_>) = servers
+            .into_iter()
+            .partition(|s| matches!(s.kind, Kind::Plain { .. }) == plain);
+        for s in clash {
+            out.errors.push(gw_error(
+                s.gw,
+                format!("spec.servers[{}].port", s.index),
+                format!(
+                    "port {port} already serves {} traffic",
+                    if plain { "plaintext" } else { "TLS" }
+                ),
+            ));
+        }
+        let (address, listen_port) = match shape {
+            ListenerShape::Interception => ("0.0.0.0".to_string(), port),
+            ListenerShape::Explicit(p) => {
+                let listen = if port < 1024 {
+                    port.saturating_add(p.privileged_port_offset)
+                } else {
+                    port
+                };
+                (workload.address.clone(), listen)
+            }
+        };
+        let name = names::listener_name(&address, listen_port);
+        let mut chains = Vec::new();
+        let mut inspector = false;
+        if plain {
+            let route_name = names::gateway_route(port);
+            let rc = route_config(model, scope, &route_name, port, &keep, &mut out.errors);
+            out.routes.push(Arc::new(rc));
+            chains.push(FilterChain {
+                name: route_name.clone(),
+                filters: vec![gateway_hcm(&route_name, &route_name)],
+                ..Default::default()
+            });
+        } else {
+            let mut seen_names: BTreeSet<Vec<String>> = BTreeSet::new();
+            for s in &keep {
+                let Kind::Tls(mode, cred) = &s.kind else {
+                    continue;
+                };
+                let mut server_names: Vec<String> = s
+                    .server
+                    .hosts
+                    .iter()
+                    .map(|h| server_host(h, &s.gw.namespace).1)
+                    .filter(|h| h != "*")
+                    .collect();
+                server_names.sort();
+                server_names.dedup();
+                if s.server
+                    .hosts
+                    .iter()
+                    .any(|h| server_host(h, &s.gw.namespace).1 == "*")
+                {
+                    server_names.clear();
+                }
+                if !seen_names.insert(server_names.clone()) {
+                    out.errors.push(gw_error(
+                        s.gw,
+                        format!("spec.servers[{}].hosts", s.index),
+                        format!("another TLS server on port {port} already serves these hosts"),
+                    ));
+                    continue;
+                }
+                inspector |= !server_names.is_empty();
+                let port_name = s
+                    .server
+                    .port
+                    .name
+                    .clone()
+                    .unwrap_or_else(|| s.index.to_string());
+                let route_name =
+                    format!("https.{port}.{port_name}.{}.{}", s.gw.name, s.gw.namespace);
+                let rc = route_config(
+                    model,
+                    scope,
+                    &route_name,
+                    port,
+                    std::slice::from_ref(s),
+                    &mut out.errors,
+                );
+                out.routes.push(Arc::new(rc));
+                let cred_ref = SecretRef::GatewayCredential {
+                    namespace: workload.namespace.clone(),
+                    name: cred.clone(),
+                };
+                let ca_ref = SecretRef::GatewayCredential {
+                    namespace: workload.namespace.clone(),
+                    name: format!("{cred}-cacert"),
+                };
+                let sds = |r: &SecretRef| SdsSecretConfig {
+                    name: r.sds_name(),
+                    sds_config: Some(ads()),
+                };
+                let tls = gateway_server_tls(
+                    *mode,
+                    sds(&cred_ref),
+                    (*mode == GatewayTlsMode::Mutual).then(|| sds(&ca_ref)),
+                );
+                out.secrets.push(cred_ref);
+                if *mode == GatewayTlsMode::Mutual {
+                    out.secrets.push(ca_ref);
+                }
+                chains.push(FilterChain {
+                    name: route_name.clone(),
+                    filter_chain_match: (!server_names.is_empty()).then(|| FilterChainMatch {
+                        server_names,
+                        ..Default::default()
+                    }),
+                    filters: vec![gateway_hcm(&route_name, &route_name)],
+                    transport_socket: Some(downstream_transport_socket(&tls)),
+                    ..Default::default()
+                });
+            }
+        }
+        if chains.is_empty() {
+            continue;
+        }
+        let filters = if inspector {
+            vec![tls_inspector()]
+        } else {
+            Vec::new()
+        };
+        out.listeners
+            .push(listener(name, &address, listen_port, chains, filters));
+    }
+    out.listeners.sort_by(|a, b| a.name.cmp(&b.name));
+    out.routes.sort_by(|a, b| a.name.cmp(&b.name));
+    out.secrets.sort();
+    out.secrets.dedup();
+    out
+}
+
+/// A served domain: the owning VirtualService (namespace, name), its rules, and
+/// whether the server redirects to https.
+type DomainRoutes = ((String, String), Vec<HttpRule>, bool);
+
+/// One route configuration for `servers` (all on `port`): a virtual host per
+/// served domain, the oldest VirtualService winning a domain.
+fn route_config(
+    model: &MeshModel,
+    scope: &OutboundScope,
+    name: &str,
+    port: u16,
+    servers: &[ServerRef<'_>],
+    errors: &mut Vec<TranslateError>,
+) -> RouteConfiguration {
+    // domain -> (owner VS key, rules, https redirect)
+    let mut hosts: BTreeMap<String, DomainRoutes> = BTreeMap::new();
+    for s in servers {
+        let redirect = matches!(
+            s.kind,
+            Kind::Plain {
+                https_redirect: true
+            }
+        );
+        let mut bound = false;
+        for vs in model.virtual_services_for_gateway(&s.gw.namespace, &s.gw.name) {
+            let domains = served(model, s.gw, s.server, vs);
+            if domains.is_empty() {
+                continue;
+            }
+            bound = true;
+            let key = (vs.namespace.clone(), vs.name.clone());
+            let rules = gateway_rules(model, scope, vs, errors);
+            for (j, d) in domains {
+                match hosts.get(&d) {
+                    Some((owner, _, _)) if owner != &key => errors.push(error(
+                        vs,
+                        format!("spec.hosts[{j}]"),
+                        ErrorCode::ConflictingHost,
+                        format!(
+                            "host {d} on Gateway {}/{} is already claimed by VirtualService {}/{}",
+                            s.gw.namespace, s.gw.name, owner.0, owner.1
+                        ),
+                    )),
+                    Some(_) => {}
+                    None => {
+                        hosts.insert(d, (key.clone(), rules.clone(), redirect));
+                    }
+                }
+            }
+        }
+        // An https redirect needs no VirtualService: every served host is redirected.
+        if redirect && !bound {
+            for h in &s.server.hosts {
+                let d = server_host(h, &s.gw.namespace).1;
+                hosts
+                    .entry(d)
+                    .or_insert_with(|| ((String::new(), String::new()), Vec::new(), true));
+            }
+        }
+    }
+    let virtual_hosts = hosts
+        .into_iter()
+        .map(|(domain, (_, rules, redirect))| VirtualHost {
+            name: format!("{domain}:{port}"),
+            domains: vec![domain],
+            routes: rules.iter().flat_map(|r| routes(r, Some(port))).collect(),
+            require_tls: if redirect {
+                TlsRequirementType::All as i32
+            } else {
+                TlsRequirementType::None as i32
+            },
+            ..Default::default()
+        })
+        .collect();
+    RouteConfiguration {
+        name: name.to_string(),
+        virtual_hosts,
+        validate_clusters: Some(BoolValue { value: false }),
+        ..Default::default()
+    }
+}
+
+/// The `http[]` rules of a gateway-bound VirtualService, destinations resolved in
+/// its namespace against the gateway's outbound view.
+fn gateway_rules(
+    model: &MeshModel,
+    scope: &OutboundScope,
+    vs: &Stored<VirtualService>,
+    errors: &mut Vec<TranslateError>,
+) -> Vec<HttpRule> {
+    let resolve = |d: &api::Destination| -> Result<(String, Option<String>), (ErrorCode, String)> {
+        let target = model
+            .resolve_host(&d.host, &vs.namespace)
+            .filter(|t| scope.services.iter().any(|s| s.hostname == t.hostname))
+            .ok_or_else(|| {
+                (
+                    ErrorCode::UnknownDestination,
+                    format!("host {} matches no service visible to the gateway", d.host),
+                )
+            })?;
+        let port = match d.port.as_ref().and_then(|p| p.number) {
+            Some(n) => u16::try_from(n)
+                .ok()
+                .filter(|n| target.port(*n).is_some())
+                .ok_or_else(|| {
+                    (
+                        ErrorCode::UnknownDestination,
+                        format!("service {} has no port {n}", target.hostname),
+                    )
+                })?,
+            None => match target.ports.as_slice() {
+                [only] => only.port,
+                _ => {
+                    return Err((
+                        ErrorCode::UnknownDestination,
+                        format!(
+                            "service {} has several ports: set destination.port",
+                            target.hostname
+                        ),
+                    ));
+                }
+            },
+        };
+        if let Some(subset) = &d.subset
+            && !scope
+                .known_subsets
+                .contains(&(target.hostname.clone(), subset.clone()))
+        {
+            return Err((
+                ErrorCode::UnknownSubset,
+                format!(
+                    "subset {subset} of {} is not defined by any DestinationRule",
+                    target.hostname
+                ),
+            ));
+        }
+        let cluster = names::outbound_cluster(port, d.subset.as_deref(), &target.hostname);
+        let hash = scope.hash_headers.get(&cluster).cloned();
+        Ok((cluster, hash))
+    };
+    let mut out = Vec::new();
+    for (i, r) in vs.object.spec.http.iter().enumerate() {
+        if let Some(rule) = http_rule(r, i, (&vs.namespace, &vs.name), &resolve, errors) {
+            out.push(rule);
+        }
+    }
+    out
+}

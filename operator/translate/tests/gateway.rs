@@ -1,0 +1,294 @@
+//! Ingress gateway translation and the Gateway binding checks, asserted on the Envoy structs.
+mod fixture;
+
+use envoy_types::pb::envoy::config::listener::v3::Listener;
+use envoy_types::pb::envoy::config::route::v3::{
+    RouteConfiguration, virtual_host::TlsRequirementType,
+};
+use fixture::*;
+use trellis_api::networking::Gateway;
+use trellis_model::Resource;
+use trellis_translate::{ErrorCode, Proxy, ProxyResources, SecretRef, Translator};
+
+pub fn gateway(yaml: &str) -> Resource {
+    let gw: Gateway = from_yaml(yaml);
+    Resource::Gateway(Box::new(gw))
+}
+
+pub const GATEWAY: &str = r#"
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: shop-gw, namespace: shop}
+spec:
+  selector: {istio: ingressgateway}
+  servers:
+  - port: {number: 80, name: http, protocol: HTTP}
+    hosts: [shop.example.com]
+    tls: {httpsRedirect: true}
+  - port: {number: 8081, name: http-plain, protocol: HTTP}
+    hosts: ["shop/*.example.com"]
+  - port: {number: 443, name: https-shop, protocol: HTTPS}
+    hosts: [shop.example.com]
+    tls: {mode: SIMPLE, credentialName: shop-cert}
+  - port: {number: 443, name: https-admin, protocol: HTTPS}
+    hosts: [admin.example.com]
+    tls: {mode: MUTUAL, credentialName: admin-cert}
+"#;
+
+/// Bound by its short name from the Gateway's namespace.
+pub const SHOP_VS: &str = r#"
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: shop, namespace: shop}
+spec:
+  hosts: [shop.example.com, admin.example.com]
+  gateways: [shop-gw]
+  http:
+  - match: [{uri: {prefix: /cart}}]
+    route: [{destination: {host: cart}}]
+  - route: [{destination: {host: web}}]
+"#;
+
+/// Bound by `ns/name` from another namespace; server 1 admits only `shop`'s VirtualServices.
+const OTHER_VS: &str = r#"
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: other, namespace: other}
+spec:
+  hosts: [other.example.com]
+  gateways: [shop/shop-gw]
+  http:
+  - route: [{destination: {host: web.shop.svc.cluster.local}}]
+"#;
+
+const MISSING_VS: &str = r#"
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: lost, namespace: shop}
+spec:
+  hosts: [lost.example.com]
+  gateways: [mesh, nope]
+  http:
+  - route: [{destination: {host: web}}]
+"#;
+
+pub fn gateway_resources() -> Vec<Resource> {
+    let mut r = base_resources();
+    r.push(workload(
+        "shop",
+        "ingress-1",
+        "127.0.0.20",
+        &[("istio", "ingressgateway")],
+    ));
+    r.push(gateway(GATEWAY));
+    r.push(vs(SHOP_VS));
+    r
+}
+
+fn gateway_proxy(model: &trellis_model::MeshModel) -> ProxyResources {
+    Translator::new(model, explicit_options()).translate(&Proxy::gateway("shop", "ingress-1"))
+}
+
+fn route_config<'a>(out: &'a ProxyResources, name: &str) -> &'a RouteConfiguration {
+    out.routes
+        .iter()
+        .find(|r| r.name == name)
+        .unwrap_or_else(|| {
+            panic!(
+                "no route configuration {name} in {:?}",
+                out.routes.iter().map(|r| &r.name).collect::<Vec<_>>()
+            )
+        })
+}
+
+fn listener<'a>(out: &'a ProxyResources, name: &str) -> &'a Listener {
+    out.listeners
+        .iter()
+        .find(|l| l.name == name)
+        .unwrap_or_else(|| panic!("no listener {name}"))
+}
+
+fn domains(rc: &RouteConfiguration) -> Vec<&str> {
+    rc.virtual_hosts
+        .iter()
+        .flat_map(|v| v.domains.iter().map(String::as_str))
+        .collect()
+}
+
+#[test]
+fn servers_become_listeners_on_offset_ports_with_routes_per_port() {
+    let model = model_of(gateway_resources());
+    let out = gateway_proxy(&model);
+    let names: Vec<&str> = out.listeners.iter().map(|l| l.name.as_str()).collect();
+    // 80 and 443 are privileged: moved by the explicit shape's offset (8000).
+    assert_eq!(
+        names,
+        ["127.0.0.20_8080", "127.0.0.20_8081", "127.0.0.20_8443"]
+    );
+    // httpsRedirect: the host is served and redirected to https.
+    let http = route_config(&out, "http.80");
+    assert_eq!(domains(http), ["shop.example.com"]);
+    assert_eq!(
+        http.virtual_hosts[0].require_tls,
+        TlsRequirementType::All as i32
+    );
+    // The wildcard server serves both VirtualService hosts under their own names.
+    let plain = route_config(&out, "http.8081");
+    assert_eq!(domains(plain), ["admin.example.com", "shop.example.com"]);
+    let shop = &plain.virtual_hosts[1];
+    assert_eq!(
+        shop.routes.len(),
+        2,
+        "both http rules of the VirtualService"
+    );
+    assert_eq!(shop.require_tls, TlsRequirementType::None as i32);
+    // One TLS filter chain per HTTPS server, picked by SNI, each with its own routes.
+    let https = listener(&out, "127.0.0.20_8443");
+    assert_eq!(https.filter_chains.len(), 2);
+    let snis: Vec<Vec<String>> = https
+        .filter_chains
+        .iter()
+        .map(|c| c.filter_chain_match.clone().unwrap().server_names)
+        .collect();
+    assert_eq!(
+        snis,
+        [
+            vec!["shop.example.com".to_string()],
+            vec!["admin.example.com".to_string()]
+        ]
+    );
+    assert_eq!(https.listener_filters.len(), 1, "TLS inspector for SNI");
+    assert_eq!(
+        domains(route_config(&out, "https.443.https-shop.shop-gw.shop")),
+        ["shop.example.com"]
+    );
+    assert_eq!(
+        domains(route_config(&out, "https.443.https-admin.shop-gw.shop")),
+        ["admin.example.com"]
+    );
+    // Credentials by SDS name; MUTUAL also needs the client CA.
+    let creds: Vec<String> = out
+        .secrets
+        .iter()
+        .filter(|s| matches!(s, SecretRef::GatewayCredential { .. }))
+        .map(SecretRef::sds_name)
+        .collect();
+    assert_eq!(
+        creds,
+        [
+            "kubernetes://shop/admin-cert",
+            "kubernetes://shop/admin-cert-cacert",
+            "kubernetes://shop/shop-cert"
+        ]
+    );
+    // The gateway reaches the services through the usual outbound clusters.
+    assert!(
+        out.clusters
+            .iter()
+            .any(|c| c.name == "outbound|8080||cart.shop.svc.cluster.local")
+    );
+    assert!(out.errors.is_empty(), "{:?}", out.errors);
+}
+
+#[test]
+fn namespace_restricted_server_host_rejects_other_namespaces() {
+    let mut r = gateway_resources();
+    r.push(vs(OTHER_VS));
+    let model = model_of(r);
+    let out = gateway_proxy(&model);
+    let e = out
+        .errors
+        .iter()
+        .find(|e| e.code == ErrorCode::HostNotServedByGateway)
+        .expect("host not served");
+    assert_eq!(
+        (e.kind.as_str(), e.namespace.as_str(), e.name.as_str()),
+        ("VirtualService", "other", "other")
+    );
+    assert_eq!(e.path, "spec.hosts[0]");
+    assert!(
+        !domains(route_config(&out, "http.8081")).contains(&"other.example.com"),
+        "the unserved host gets no virtual host"
+    );
+    // The rest of the gateway is untouched.
+    assert_eq!(out.listeners.len(), 3);
+}
+
+#[test]
+fn missing_gateway_is_reported_to_every_proxy_and_mesh_binding_still_applies() {
+    let mut r = gateway_resources();
+    r.push(vs(MISSING_VS));
+    let model = model_of(r);
+    for out in [gateway_proxy(&model), web_sidecar(&model)] {
+        let e = out
+            .errors
+            .iter()
+            .find(|e| e.code == ErrorCode::MissingGateway)
+            .expect("missing gateway");
+        assert_eq!(
+            (e.name.as_str(), e.path.as_str()),
+            ("lost", "spec.gateways[1]")
+        );
+        assert!(e.message.contains("shop/nope"), "{}", e.message);
+    }
+}
+
+#[test]
+fn two_virtual_services_on_one_gateway_host_conflict() {
+    let mut r = gateway_resources();
+    r.push(vs(&SHOP_VS.replace(
+        "name: shop, namespace",
+        "name: shop-copy, namespace",
+    )));
+    let model = model_of(r);
+    let out = gateway_proxy(&model);
+    let e = out
+        .errors
+        .iter()
+        .find(|e| e.code == ErrorCode::ConflictingHost)
+        .expect("conflict");
+    assert_eq!(e.name, "shop-copy");
+    assert_eq!(domains(route_config(&out, "http.80")), ["shop.example.com"]);
+}
+
+#[test]
+fn unsupported_server_is_left_out_with_an_error() {
+    let mut r = gateway_resources();
+    r.push(gateway(
+        r#"
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: tls-gw, namespace: shop}
+spec:
+  selector: {istio: ingressgateway}
+  servers:
+  - port: {number: 9443, name: tls, protocol: HTTPS}
+    hosts: [x.example.com]
+    tls: {mode: PASSTHROUGH}
+  - port: {number: 9444, name: https-nocred, protocol: HTTPS}
+    hosts: [y.example.com]
+    tls: {mode: SIMPLE}
+"#,
+    ));
+    let model = model_of(r);
+    let out = gateway_proxy(&model);
+    let paths: Vec<(&str, &str)> = out
+        .errors
+        .iter()
+        .map(|e| (e.name.as_str(), e.path.as_str()))
+        .collect();
+    assert_eq!(
+        paths,
+        [
+            ("tls-gw", "spec.servers[0].tls.mode"),
+            ("tls-gw", "spec.servers[1].tls.credentialName")
+        ]
+    );
+    assert_eq!(out.listeners.len(), 3, "shop-gw still applies");
+}
+
+#[test]
+fn gateway_output_is_deterministic() {
+    let model = model_of(gateway_resources());
+    assert_eq!(gateway_proxy(&model), gateway_proxy(&model));
+}
