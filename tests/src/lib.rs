@@ -9,6 +9,7 @@
 //! - [`mesh`]: CA-issued identities as file SDS, and static-bootstrap scaffolding.
 //! - [`golden`]: golden files of generated Envoy config (`UPDATE_GOLDEN=1` rewrites).
 //! - [`jwt`]: ES256 tokens and JWKS for RequestAuthentication tests.
+//! - [`static_bootstrap`]: a translator result as a static bootstrap (RDS/EDS inlined, ADS secrets as files).
 //! - [`proxy_bootstrap`]: the translator's output for one proxy as a static bootstrap.
 //! - [`sidecar_mesh`]: small meshes translated by the real translator, run in real Envoy.
 //!
@@ -23,6 +24,7 @@ pub mod jwt;
 pub mod mesh;
 pub mod proxy_bootstrap;
 pub mod sidecar_mesh;
+pub mod static_bootstrap;
 pub mod upstream;
 
 pub use client::{HttpRequest, HttpResponse};

@@ -1,0 +1,301 @@
+//! Ingress gateway on real Envoy, configured by the translator: HTTP with
+//! httpsRedirect, plain HTTP with namespace-restricted wildcard hosts, HTTPS SIMPLE
+//! and MUTUAL with credentials over (file) SDS, VirtualServices bound by short name
+//! and by `ns/name`. Plus the golden bootstrap of the scenario.
+mod mesh_fixtures;
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::Path;
+use std::time::{Duration, SystemTime};
+
+use mesh_fixtures::*;
+use trellis_e2e::golden::check_golden;
+use trellis_e2e::mesh::{Identity, test_ca, write_sds_file};
+use trellis_e2e::static_bootstrap::{SecretFiles, static_bootstrap};
+use trellis_e2e::{Envoy, HttpRequest, Upstream, free_ports_on, validate_bootstrap_in};
+use trellis_model::{MeshSettings, Resource};
+use trellis_translate::security::sds::{SdsSource, trust_bundle_secret, workload_cert_secret};
+use trellis_translate::{
+    ErrorCode, ExplicitPorts, ListenerShape, Proxy, ProxyResources, TranslateOptions, Translator,
+};
+
+const GW_IP: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 70);
+
+struct Ports {
+    redirect: u16,
+    plain: u16,
+    https: u16,
+}
+
+fn resources(ports: &Ports, cart: SocketAddr, web: SocketAddr) -> Vec<Resource> {
+    let gateway = format!(
+        r#"
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {{name: shop-gw, namespace: shop}}
+spec:
+  selector: {{istio: ingressgateway}}
+  servers:
+  - port: {{number: {redirect}, name: http-redirect, protocol: HTTP}}
+    hosts: [shop.example.com]
+    tls: {{httpsRedirect: true}}
+  - port: {{number: {plain}, name: http, protocol: HTTP}}
+    hosts: ["shop/*.example.com", "*/api.example.com"]
+  - port: {{number: {https}, name: https-shop, protocol: HTTPS}}
+    hosts: [shop.example.com]
+    tls: {{mode: SIMPLE, credentialName: shop-cert}}
+  - port: {{number: {https}, name: https-admin, protocol: HTTPS}}
+    hosts: [admin.example.com]
+    tls: {{mode: MUTUAL, credentialName: admin-cert}}
+"#,
+        redirect = ports.redirect,
+        plain = ports.plain,
+        https = ports.https
+    );
+    vec![
+        service("shop", "cart", "cart", &[("http", 8080, cart.port())]),
+        service("shop", "web", "web", &[("http", 80, web.port())]),
+        workload(
+            "shop",
+            "cart-1",
+            &cart.ip().to_string(),
+            &[("app", "cart")],
+            false,
+        ),
+        workload(
+            "shop",
+            "web-1",
+            &web.ip().to_string(),
+            &[("app", "web")],
+            false,
+        ),
+        workload(
+            "shop",
+            "ingress-1",
+            &GW_IP.to_string(),
+            &[("istio", "ingressgateway")],
+            true,
+        ),
+        object(&gateway),
+        // bound by short name from the Gateway's own namespace
+        object(
+            r#"
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: shop, namespace: shop}
+spec:
+  hosts: [shop.example.com, admin.example.com]
+  gateways: [shop-gw]
+  http:
+  - match: [{uri: {prefix: /cart}}]
+    route: [{destination: {host: cart}}]
+  - route: [{destination: {host: web}}]
+"#,
+        ),
+        // bound by ns/name from another namespace, host served by `*/api.example.com`
+        object(
+            r#"
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: api, namespace: team}
+spec:
+  hosts: [api.example.com]
+  gateways: [shop/shop-gw]
+  http:
+  - route: [{destination: {host: cart.shop.svc.cluster.local}}]
+"#,
+        ),
+        // `shop/*.example.com` admits only VirtualServices of namespace shop
+        object(
+            r#"
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: sneaky, namespace: team}
+spec:
+  hosts: [sneaky.example.com]
+  gateways: [shop/shop-gw]
+  http:
+  - route: [{destination: {host: cart.shop.svc.cluster.local}}]
+"#,
+        ),
+    ]
+}
+
+fn translate(ports: &Ports, cart: SocketAddr, web: SocketAddr, sds: SdsSource) -> ProxyResources {
+    let model = model_of(MeshSettings::default(), resources(ports, cart, web));
+    let options = TranslateOptions {
+        shape: ListenerShape::Explicit(ExplicitPorts {
+            outbound_http_port: 15001,
+            privileged_port_offset: 8000,
+            ..Default::default()
+        }),
+        sds,
+    };
+    Translator::new(&model, options).translate(&Proxy::gateway("shop", "ingress-1"))
+}
+
+/// Gateway credentials as file SDS: `kubernetes://shop/<name>` (key pair) and
+/// `kubernetes://shop/<name>-cacert` (client CA), files under `dir`, named as `named_as`.
+fn write_credentials(
+    ca: &trellis_ca::CertificateAuthority,
+    dir: &Path,
+    named_as: &Path,
+) -> SecretFiles {
+    let now = SystemTime::now();
+    let mut files = SecretFiles::new();
+    for (cred, host) in [
+        ("shop-cert", "shop.example.com"),
+        ("admin-cert", "admin.example.com"),
+    ] {
+        let issued = ca
+            .issue_server_cert(&[host.to_string()], Duration::from_secs(3600), now)
+            .expect("server cert");
+        let file = |n: &str| dir.join(format!("{cred}-{n}"));
+        let named = |n: &str| named_as.join(format!("{cred}-{n}"));
+        std::fs::write(file("cert.pem"), &issued.cert_chain_pem).unwrap();
+        std::fs::write(file("key.pem"), issued.key_pem.expose()).unwrap();
+        std::fs::write(file("root.pem"), &issued.root_cert_pem).unwrap();
+        let name = format!("kubernetes://shop/{cred}");
+        let mut secret = workload_cert_secret(
+            &named("cert.pem").to_string_lossy(),
+            &named("key.pem").to_string_lossy(),
+            None,
+        );
+        secret.name = name.clone();
+        write_sds_file(&file("sds.yaml").to_string_lossy(), &secret);
+        files.insert(name.clone(), named("sds.yaml"));
+        let mut cacert = trust_bundle_secret(&named("root.pem").to_string_lossy(), None);
+        cacert.name = format!("{name}-cacert");
+        write_sds_file(&file("sds-cacert.yaml").to_string_lossy(), &cacert);
+        files.insert(format!("{name}-cacert"), named("sds-cacert.yaml"));
+    }
+    files
+}
+
+#[test]
+fn ingress_gateway_http_https_redirect_and_bindings() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let ca = test_ca();
+    let identity = Identity::issue(&ca, &d.join("ingress"), "shop", "ingress");
+    let files = write_credentials(&ca, d, d);
+    let client = ca
+        .issue_for_service_account(
+            "shop",
+            "admin-client",
+            Duration::from_secs(3600),
+            SystemTime::now(),
+        )
+        .unwrap();
+    std::fs::write(d.join("client.pem"), &client.cert_chain_pem).unwrap();
+    std::fs::write(d.join("client-key.pem"), client.key_pem.expose()).unwrap();
+    std::fs::write(d.join("root.pem"), &client.root_cert_pem).unwrap();
+
+    let cart = Upstream::echo("cart", Ipv4Addr::new(127, 0, 0, 71));
+    let web = Upstream::echo("web", Ipv4Addr::new(127, 0, 0, 72));
+    let p = free_ports_on(GW_IP, 3);
+    let ports = Ports {
+        redirect: p[0],
+        plain: p[1],
+        https: p[2],
+    };
+    let out = translate(&ports, cart.addr(), web.addr(), identity.sds());
+    // the only problem in the model: the sneaky VirtualService's host is not served
+    let codes: Vec<(ErrorCode, &str)> = out
+        .errors
+        .iter()
+        .map(|e| (e.code, e.name.as_str()))
+        .collect();
+    assert_eq!(codes, [(ErrorCode::HostNotServedByGateway, "sneaky")]);
+    let yaml = static_bootstrap("ingress", &out, &files);
+    validate_bootstrap_in(d, &yaml).expect("gateway bootstrap validates");
+    let envoy = Envoy::start(&yaml);
+
+    let at = |port: u16| SocketAddr::from((GW_IP, port));
+    let get = |port: u16, host: &str, path: &str| {
+        HttpRequest::get(path)
+            .host(host)
+            .send(at(port))
+            .unwrap_or_else(|e| panic!("{host}{path}: {e}"))
+    };
+    // httpsRedirect
+    let r = get(ports.redirect, "shop.example.com", "/cart");
+    assert_eq!(r.status, 301, "{}", r.body_text());
+    let location = r.header("location").unwrap_or_default().to_string();
+    assert!(
+        location.starts_with("https://shop.example.com"),
+        "{location}"
+    );
+    // plain HTTP: VirtualService rules, hosts through the wildcard server host
+    let r = get(ports.plain, "shop.example.com", "/cart/items");
+    assert_eq!((r.status, r.header("x-upstream")), (200, Some("cart")));
+    let r = get(
+        ports.plain,
+        &format!("shop.example.com:{}", ports.plain),
+        "/",
+    );
+    assert_eq!(
+        (r.status, r.header("x-upstream")),
+        (200, Some("web")),
+        "port in Host is ignored"
+    );
+    // bound by ns/name from namespace team
+    let r = get(ports.plain, "api.example.com", "/");
+    assert_eq!((r.status, r.header("x-upstream")), (200, Some("cart")));
+    // not served: the server host admits only namespace shop
+    assert_eq!(get(ports.plain, "sneaky.example.com", "/").status, 404);
+    assert_eq!(get(ports.plain, "unknown.example.org", "/").status, 404);
+
+    // HTTPS SIMPLE: the gateway presents shop.example.com's certificate
+    let https = at(ports.https);
+    let root = d.join("root.pem");
+    let r = curl_https("shop.example.com", https, "/cart", &root, None);
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(r.body.contains("\"cart\""), "{}", r.body);
+    // HTTPS MUTUAL: no client certificate, no response; with one, routed
+    let r = curl_https("admin.example.com", https, "/", &root, None);
+    assert_eq!(
+        r.status, 0,
+        "handshake must fail without a client cert: {}",
+        r.body
+    );
+    let (cert, key) = (d.join("client.pem"), d.join("client-key.pem"));
+    let r = curl_https("admin.example.com", https, "/", &root, Some((&cert, &key)));
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(r.body.contains("\"web\""), "{}", r.body);
+    assert!(
+        envoy.stat(&format!(
+            "listener.{GW_IP}_{}.ssl.fail_verify_no_cert",
+            ports.https
+        )) >= 1
+    );
+}
+
+#[test]
+fn golden_gateway_bootstrap() {
+    let ports = Ports {
+        redirect: 18080,
+        plain: 18081,
+        https: 18443,
+    };
+    let cart = SocketAddr::from(([127, 0, 0, 71], 9001));
+    let web = SocketAddr::from(([127, 0, 0, 72], 9002));
+    let sds = SdsSource::Files {
+        workload_cert_file: "identities/ingress/sds-cert.yaml".into(),
+        trust_bundle_file: "identities/ingress/sds-root.yaml".into(),
+        watched_directory: None,
+    };
+    let out = translate(&ports, cart, web, sds);
+    let dir = tempfile::tempdir().unwrap();
+    let ca = test_ca();
+    std::fs::create_dir_all(dir.path().join("credentials")).unwrap();
+    let files = write_credentials(
+        &ca,
+        &dir.path().join("credentials"),
+        Path::new("credentials"),
+    );
+    let yaml = static_bootstrap("ingress", &out, &files);
+    check_golden("gateway-ingress", &yaml);
+    Identity::issue_with_relative_sds(&ca, dir.path(), "identities/ingress", "shop", "ingress");
+    validate_bootstrap_in(dir.path(), &yaml).expect("golden gateway bootstrap validates");
+}

@@ -1,0 +1,110 @@
+//! Model building blocks shared by the gateway / ServiceEntry / Sidecar / interception
+//! end-to-end tests: mesh objects from YAML, workloads, and curl for HTTPS clients.
+#![allow(dead_code)]
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::Command;
+
+use trellis_model::{MeshModel, MeshSettings, Resource, Workload};
+
+/// YAML through JSON: the API's enums are externally tagged maps, as in Istio's JSON.
+pub fn from_yaml<T: serde::de::DeserializeOwned>(yaml: &str) -> T {
+    let value: serde_json::Value = serde_yaml::from_str(yaml).expect("test YAML parses");
+    serde_json::from_value(value).expect("test YAML has the API's shape")
+}
+
+/// A mesh object of any kind the model takes, from its YAML.
+pub fn object(yaml: &str) -> Resource {
+    let value: serde_json::Value = serde_yaml::from_str(yaml).expect("test YAML parses");
+    let kind = value["kind"].as_str().expect("kind").to_string();
+    match kind.as_str() {
+        "VirtualService" => Resource::VirtualService(Box::new(from_yaml(yaml))),
+        "DestinationRule" => Resource::DestinationRule(Box::new(from_yaml(yaml))),
+        "Gateway" => Resource::Gateway(Box::new(from_yaml(yaml))),
+        "ServiceEntry" => Resource::ServiceEntry(Box::new(from_yaml(yaml))),
+        "Sidecar" => Resource::Sidecar(Box::new(from_yaml(yaml))),
+        "Service" => Resource::Service(Box::new(from_yaml(yaml))),
+        other => panic!("fixture does not know kind {other}"),
+    }
+}
+
+/// A Kubernetes Service selecting `app=<app>` with `(name, port, targetPort)` ports.
+pub fn service(ns: &str, name: &str, app: &str, ports: &[(&str, u16, u16)]) -> Resource {
+    let ports: Vec<_> = ports
+        .iter()
+        .map(|(n, p, t)| serde_json::json!({"name": n, "port": p, "targetPort": t}))
+        .collect();
+    Resource::Service(Box::new(
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": name, "namespace": ns},
+            "spec": {"selector": {"app": app}, "ports": ports}
+        }))
+        .expect("service"),
+    ))
+}
+
+/// A workload at `addr` with labels; service account = its `app` label.
+pub fn workload(
+    ns: &str,
+    name: &str,
+    addr: &str,
+    labels: &[(&str, &str)],
+    sidecar: bool,
+) -> Resource {
+    let mut w = Workload::new(ns, name, addr);
+    w.labels = labels
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    w.service_account = labels
+        .iter()
+        .find(|(k, _)| *k == "app")
+        .map(|(_, v)| v.to_string())
+        .unwrap_or_else(|| "default".into());
+    w.has_sidecar = sidecar;
+    Resource::Workload(Box::new(w))
+}
+
+pub fn model_of(settings: MeshSettings, resources: Vec<Resource>) -> MeshModel {
+    let mut m = MeshModel::new(settings);
+    for r in resources {
+        m.apply(r).expect("fixture object applies");
+    }
+    m
+}
+
+/// What curl saw: the HTTP status (0 when no response, e.g. a failed handshake) and body.
+pub struct CurlResult {
+    pub status: u16,
+    pub body: String,
+}
+
+/// `curl https://<host>:<port><path>` with `host` resolved to `addr` (SNI = host),
+/// trusting `ca`; `client` is a (cert, key) pair for mutual TLS.
+pub fn curl_https(
+    host: &str,
+    addr: SocketAddr,
+    path: &str,
+    ca: &Path,
+    client: Option<(&Path, &Path)>,
+) -> CurlResult {
+    let mut cmd = Command::new("curl");
+    cmd.args(["-s", "--max-time", "10", "-w", "\n%{http_code}"])
+        .arg("--resolve")
+        .arg(format!("{host}:{}:{}", addr.port(), addr.ip()))
+        .arg("--cacert")
+        .arg(ca);
+    if let Some((cert, key)) = client {
+        cmd.arg("--cert").arg(cert).arg("--key").arg(key);
+    }
+    cmd.arg(format!("https://{host}:{}{path}", addr.port()));
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("curl is needed for HTTPS tests (run make setup): {e}"));
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", text.as_str()));
+    CurlResult {
+        status: code.trim().parse().unwrap_or(0),
+        body: body.to_string(),
+    }
+}
