@@ -10,8 +10,8 @@ use crate::state::{CertFile, StateDir, write_atomic, write_cert_dir};
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, SystemTime};
 use trellis_ca::{
-    CaFiles, CertificateAuthority, CertificateInfo, KeyAlgorithm, RenewalPolicy, Rng, RootOptions,
-    SpiffeId, TrustDomain, WantedIdentity, renewal_due, renewal_time,
+    CaFiles, CertificateAuthority, CertificateInfo, KeyAlgorithm, RenewalPolicy, RenewalReason,
+    Rng, RootOptions, SpiffeId, TrustDomain, WantedIdentity, renewal_due, renewal_time,
 };
 
 const CA_CERT: &str = "ca-cert.pem";
@@ -172,8 +172,20 @@ impl IdentityKeeper {
         )?;
         let leaf = CertificateInfo::all_from_pem(CA_CHAIN, &issued.cert_chain_pem)
             .map_err(|source| LocalError::Ca { object, source })?;
-        let renew_at = leaf.first().map_or(now, |l| renewal_time(l, &self.policy));
+        let renew_at = leaf.first().map_or(now, |l| self.renew_at(l));
         Ok((renew_at, issued.not_after))
+    }
+
+    /// When to renew `leaf`: the policy's fraction of the lifetime this keeper
+    /// asked for. The CA backdates `notBefore` for clock skew (minutes), which
+    /// for a short TTL would put the renewal time before the issuance and renew
+    /// on every tick; so the lifetime is counted from `notAfter - ttl`.
+    fn renew_at(&self, leaf: &CertificateInfo) -> SystemTime {
+        let mut effective = leaf.clone();
+        if let Some(start) = leaf.not_after.checked_sub(self.ttl) {
+            effective.not_before = effective.not_before.max(start);
+        }
+        renewal_time(&effective, &self.policy)
     }
 
     fn adopt_existing(
@@ -210,12 +222,18 @@ impl IdentityKeeper {
         if root_pem != ca.trust_bundle().to_pem() {
             return Ok(None);
         }
-        if renewal_due(&chain, now, &self.policy, &wanted).is_some() {
+        match renewal_due(&chain, now, &self.policy, &wanted) {
+            None | Some(RenewalReason::LifetimeElapsed { .. }) => {}
+            Some(_) => return Ok(None),
+        }
+        let Some(leaf) = chain.first() else {
+            return Ok(None);
+        };
+        let renew_at = self.renew_at(leaf);
+        if renew_at <= now {
             return Ok(None);
         }
-        Ok(chain
-            .first()
-            .map(|leaf| (renewal_time(leaf, &self.policy), leaf.not_after)))
+        Ok(Some((renew_at, leaf.not_after)))
     }
 }
 
@@ -267,6 +285,42 @@ mod tests {
         let again = std::fs::read_to_string(state.cert_dir("shop", "cart").unwrap().join(CA_CHAIN))
             .unwrap();
         assert_eq!(chain, again);
+    }
+
+    /// The CA backdates notBefore by minutes; a 60 s certificate must still
+    /// live about half its lifetime, not be renewed on every tick.
+    #[test]
+    fn short_ttl_renews_at_half_the_requested_lifetime_not_every_tick() {
+        let tmp = tempfile::tempdir().unwrap();
+        let state = StateDir::open(tmp.path()).unwrap();
+        let td = TrustDomain::new("cluster.local").unwrap();
+        let now = SystemTime::now();
+        let ca = load_or_create_ca(&state, &td, now, rng()).unwrap();
+        let wanted: BTreeSet<Identity> = [id("shop", "cart")].into();
+        let ttl = Duration::from_secs(60);
+        let mut keeper = IdentityKeeper::new(ttl, RenewalPolicy::default());
+        keeper.reconcile(&state, &ca, &wanted, now).unwrap();
+        let renew_at = keeper.next_renewal().unwrap();
+        assert!(renew_at >= now + Duration::from_secs(29), "{renew_at:?} vs {now:?}");
+        assert!(renew_at < keeper.expiry(&id("shop", "cart")).unwrap());
+        for s in [1, 10, 25] {
+            assert!(
+                keeper
+                    .reconcile(&state, &ca, &wanted, now + Duration::from_secs(s))
+                    .unwrap()
+                    .is_empty(),
+                "renewed after {s}s"
+            );
+        }
+        // A restart adopts the fresh certificate instead of reissuing it.
+        let mut keeper2 = IdentityKeeper::new(ttl, RenewalPolicy::default());
+        assert!(
+            keeper2
+                .reconcile(&state, &ca, &wanted, now + Duration::from_secs(2))
+                .unwrap()
+                .is_empty()
+        );
+        assert_eq!(keeper2.next_renewal(), Some(renew_at));
     }
 
     #[test]
