@@ -24,6 +24,10 @@ enum Command {
     Demo(commands::demo::DemoArgs),
     /// Demo HTTP service for the bundled example: answers, calls its downstreams through the sidecar.
     DemoApp(commands::demo_app::DemoAppArgs),
+    /// Universal mode: run the mesh of a YAML directory with real Envoys on this machine.
+    Up(commands::up::UpArgs),
+    /// Show what the xDS server last sent a proxy of `trellis up`, and whether it ACKed.
+    ProxyConfig(commands::proxy_config::ProxyConfigArgs),
     /// Print the proxies, sync state and config errors of `trellis up`.
     Status(commands::status::StatusArgs),
     /// Certificate authority: create a root, issue workload identities, inspect certificates.
@@ -41,6 +45,8 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Demo(args) => commands::demo::run(args),
         Command::DemoApp(args) => commands::demo_app::run(args),
+        Command::Up(args) => commands::up::run(args),
+        Command::ProxyConfig(args) => commands::proxy_config::run(args),
         Command::Status(args) => commands::status::run(args),
         Command::Ca(args) => commands::ca::run(args),
         Command::Crds(args) => commands::crds::run(args),

@@ -18,7 +18,7 @@ use kube::api::{Api, DeleteParams, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 use trellis_ca::SpiffeId;
@@ -56,6 +56,8 @@ impl RateLimiter {
 pub struct ExpiryIndex {
     by_key: HashMap<(String, String), SystemTime>,
     ordered: BTreeSet<(SystemTime, String, String)>,
+    /// Service accounts whose last issue failed, with why (for MeshStatus).
+    failed: BTreeMap<(String, String), String>,
 }
 
 impl ExpiryIndex {
@@ -86,6 +88,37 @@ impl ExpiryIndex {
     /// How many identity Secrets namespace `ns` has (for MeshStatus).
     pub fn count_in(&self, ns: &str) -> usize {
         self.by_key.keys().filter(|(n, _)| n == ns).count()
+    }
+
+    /// Records that issuing for service account `ns/sa` failed (`Some(why)`) or worked (`None`).
+    pub fn set_failed(&mut self, ns: &str, sa: &str, why: Option<String>) {
+        let key = (ns.to_string(), sa.to_string());
+        match why {
+            Some(why) => {
+                self.failed.insert(key, why);
+            }
+            None => {
+                self.failed.remove(&key);
+            }
+        }
+    }
+
+    /// Service accounts of `ns` whose identity could not be issued or renewed, with why.
+    pub fn failures_in(&self, ns: &str) -> Vec<(String, String)> {
+        self.failed
+            .iter()
+            .filter(|((n, _), _)| n == ns)
+            .map(|((_, sa), why)| (sa.clone(), why.clone()))
+            .collect()
+    }
+
+    /// How many identity certificates of `ns` expire at or before `by`.
+    pub fn expiring_in(&self, ns: &str, by: SystemTime) -> usize {
+        self.ordered
+            .iter()
+            .take_while(|(t, _, _)| *t <= by)
+            .filter(|(_, n, _)| n == ns)
+            .count()
     }
 
     /// How many identity Secrets exist.
@@ -283,6 +316,10 @@ async fn reconcile(sa: Arc<ServiceAccount>, state: Arc<State>) -> Result<Action>
                         ctx.telemetry
                             .metrics
                             .identity(&ctx.telemetry.metrics.identities_failed, reason.label());
+                        ctx.identities
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .set_failed(&ns, &sa_name, Some(source.to_string()));
                         let r = reference("ServiceAccount", &ns, &sa_name, Some(&owner_uid));
                         ctx.events
                             .publish(
@@ -310,6 +347,10 @@ async fn reconcile(sa: Arc<ServiceAccount>, state: Arc<State>) -> Result<Action>
                 }
                 return Err(e);
             }
+            ctx.identities
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .set_failed(&ns, &sa_name, None);
             let metrics = &ctx.telemetry.metrics;
             match &reason {
                 IssueReason::New => metrics.identity(&metrics.identities_issued, reason.label()),
@@ -493,5 +534,25 @@ mod tests {
         assert_eq!(index.earliest(), Some(t(30)));
         index.set("a", "x", None);
         assert_eq!(index.earliest(), Some(t(50)));
+    }
+
+    #[test]
+    fn expiry_index_counts_expiring_and_failed_per_namespace() {
+        let mut index = ExpiryIndex::default();
+        let t = |s| SystemTime::UNIX_EPOCH + Duration::from_secs(s);
+        index.set("a", "x", Some(t(10)));
+        index.set("a", "y", Some(t(50)));
+        index.set("b", "z", Some(t(5)));
+        assert_eq!(index.expiring_in("a", t(20)), 1);
+        assert_eq!(index.expiring_in("a", t(50)), 2);
+        assert_eq!(index.expiring_in("c", t(50)), 0);
+        index.set_failed("a", "cart", Some("no CA loaded yet".into()));
+        assert_eq!(
+            index.failures_in("a"),
+            vec![("cart".to_string(), "no CA loaded yet".to_string())]
+        );
+        assert!(index.failures_in("b").is_empty());
+        index.set_failed("a", "cart", None);
+        assert!(index.failures_in("a").is_empty());
     }
 }

@@ -2,6 +2,8 @@
 pub mod demo;
 pub mod demo_app;
 pub mod status;
+pub mod up;
+pub mod proxy_config;
 pub mod ca;
 pub mod crds;
 pub mod validate;
