@@ -55,6 +55,7 @@ pub mod identity_plan;
 pub mod leader;
 pub mod mesh;
 pub mod namespaces;
+pub mod rbac;
 
 pub mod runtime;
 

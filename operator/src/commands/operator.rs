@@ -56,6 +56,9 @@ pub struct OperatorArgs {
     /// Renew after this fraction of a certificate's lifetime (0-1).
     #[arg(long, default_value_t = 0.5)]
     renewal_ratio: f64,
+    /// Up to this fraction of a lifetime is added to each identity's renewal time (fixed per identity) to spread renewals.
+    #[arg(long, default_value_t = 0.1)]
+    renewal_jitter: f64,
     /// Key type of a new self-signed root: ecdsa-p256, rsa-2048, rsa-3072 or rsa-4096.
     #[arg(long, default_value = "ecdsa-p256")]
     root_key_type: String,
@@ -103,7 +106,26 @@ fn config(args: &OperatorArgs) -> Result<OperatorConfig> {
             args.renewal_ratio
         ));
     }
-    if !(args.rotation_rate > 0.0) {
+    if !(0.0..1.0).contains(&args.renewal_jitter) {
+        return Err(anyhow!(
+            "--renewal-jitter: {} must be at least 0 and below 1",
+            args.renewal_jitter
+        ));
+    }
+    // Certificates are backdated for clock skew, which counts in their lifetime: the
+    // renewal time must still come after issuance, or renewals would loop.
+    let backdate = trellis_ca::CLOCK_SKEW_BACKDATE.as_secs_f64();
+    let after_issue =
+        (args.workload_cert_ttl.as_secs_f64() + backdate) * args.renewal_ratio - backdate;
+    if after_issue < 1.0 {
+        return Err(anyhow!(
+            "--workload-cert-ttl {:?} with --renewal-ratio {}: certificates would be due for renewal as soon as issued \
+             (their notBefore is set {backdate}s back); use a longer TTL or a higher ratio",
+            args.workload_cert_ttl,
+            args.renewal_ratio
+        ));
+    }
+    if args.rotation_rate.is_nan() || args.rotation_rate <= 0.0 {
         return Err(anyhow!("--rotation-rate: must be greater than 0"));
     }
     if args.renew_deadline >= args.lease_duration || args.retry_period >= args.renew_deadline {
@@ -126,7 +148,7 @@ fn config(args: &OperatorArgs) -> Result<OperatorConfig> {
     config.workload_ttl = args.workload_cert_ttl;
     config.renewal = RenewalPolicy {
         ratio: args.renewal_ratio,
-        ..RenewalPolicy::default()
+        jitter_ratio: args.renewal_jitter,
     };
     config.root_key = key_type(&args.root_key_type)?;
     config.root_ttl = args.root_cert_ttl;
