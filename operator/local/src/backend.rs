@@ -306,6 +306,9 @@ pub fn build_model(
     for r in objects {
         match r {
             Resource::Service(s) => apply(&mut model, r, M::Service(Box::new(s.clone()))),
+            Resource::ServiceEntry(se) => {
+                apply(&mut model, r, M::ServiceEntry(Box::new(se.clone())))
+            }
             Resource::ServiceAccount(sa) => {
                 let namespace = sa
                     .metadata
@@ -378,6 +381,8 @@ pub fn build_model(
             Resource::DestinationRule(dr) => {
                 apply(&mut model, r, M::DestinationRule(Box::new(dr.clone())))
             }
+            Resource::Gateway(g) => apply(&mut model, r, M::Gateway(Box::new(g.clone()))),
+            Resource::Sidecar(sc) => apply(&mut model, r, M::Sidecar(Box::new(sc.clone()))),
             _ => {}
         }
     }
