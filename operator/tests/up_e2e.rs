@@ -1,0 +1,776 @@
+//! `trellis up` end to end: the real binary runs a mesh of real Envoys from a
+//! directory, and the tests send real requests through the sidecars.
+//!
+//! - traffic flows from a client sidecar's outbound HTTP proxy port over mTLS to
+//!   the server sidecars; invalid files are reported and skipped; editing a
+//!   VirtualService moves traffic while a continuous client sees no failure;
+//!   `trellis proxy-config` shows what was sent and ACKed, never a key;
+//!   SIGTERM stops every Envoy;
+//! - with a 60 s certificate TTL, certificates rotate under continuous traffic
+//!   with no failed request and no Envoy restart;
+//! - `trellis up` killed with SIGKILL leaves no Envoy behind, and a restart on
+//!   the same state directory reuses root, addresses and ports.
+//!
+//! Every process is killed by PID in a Drop guard; waits are bounded.
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use trellis_e2e::{HttpRequest, Upstream};
+
+fn envoy_bin() -> PathBuf {
+    let bin = std::env::var("ENVOY_BIN").expect(
+        "ENVOY_BIN is not set: run `make setup` and export ENVOY_BIN=$PWD/.venv/bin/envoy-real",
+    );
+    assert!(
+        Path::new(&bin).exists(),
+        "ENVOY_BIN={bin} does not exist: run `make setup`"
+    );
+    PathBuf::from(bin)
+}
+
+fn running(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| {
+            !s.rsplit(')')
+                .next()
+                .unwrap_or("")
+                .trim_start()
+                .starts_with('Z')
+        })
+        .unwrap_or(false)
+}
+
+fn signal(pid: u32, sig: &str) {
+    let _ = Command::new("kill")
+        .args([&format!("-{sig}"), &pid.to_string()])
+        .stderr(Stdio::null())
+        .status();
+}
+
+/// A running `trellis up`; killed (with its Envoys) by PID when dropped.
+struct Up {
+    child: Option<Child>,
+    state: PathBuf,
+    log: PathBuf,
+}
+
+impl Up {
+    fn start(config: &Path, state: &Path, extra: &[&str]) -> Up {
+        let log = state.with_extension(format!("{}.log", std::process::id()));
+        let stderr = std::fs::File::create(&log).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_trellis"))
+            .arg("up")
+            .arg("-f")
+            .arg(config)
+            .arg("--state-dir")
+            .arg(state)
+            .arg("--envoy-bin")
+            .arg(envoy_bin())
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(stderr)
+            .spawn()
+            .expect("start trellis up");
+        Up {
+            child: Some(child),
+            state: state.to_path_buf(),
+            log,
+        }
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.as_ref().unwrap().id()
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn status(&self) -> Option<Value> {
+        let text = std::fs::read_to_string(self.state.join("status.json")).ok()?;
+        serde_json::from_str(&text).ok()
+    }
+
+    fn envoy_pids(&self) -> Vec<u32> {
+        self.status()
+            .map(|s| {
+                s["proxies"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|p| p["pid"].as_u64())
+                    .map(|p| p as u32)
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Waits until `n` proxies run and every one ACKed its listeners.
+    fn wait_ready(&mut self, n: usize) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(90);
+        loop {
+            if let Some(s) = self.status() {
+                let proxies = s["proxies"].as_array().cloned().unwrap_or_default();
+                if proxies.len() == n
+                    && proxies
+                        .iter()
+                        .all(|p| p["ackedVersion"].is_string() && p["pid"].is_u64())
+                {
+                    return s;
+                }
+            }
+            if let Some(code) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!("trellis up exited with {code}:\n{}", self.log());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for {n} proxies to ACK; status: {:?}\nlog:\n{}",
+                self.status(),
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// SIGTERM; returns whether it exited successfully (bounded wait).
+    fn terminate(&mut self) -> bool {
+        signal(self.pid(), "TERM");
+        self.wait_exit()
+    }
+
+    fn kill(&mut self) {
+        signal(self.pid(), "KILL");
+        self.wait_exit();
+    }
+
+    fn wait_exit(&mut self) -> bool {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let child = self.child.as_mut().unwrap();
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                self.child = None;
+                return status.success();
+            }
+            assert!(Instant::now() < deadline, "trellis up did not exit");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Up {
+    fn drop(&mut self) {
+        let envoys = self.envoy_pids();
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        // PDEATHSIG already took them; this only covers a broken build.
+        for pid in envoys {
+            if running(pid) {
+                signal(pid, "KILL");
+            }
+        }
+    }
+}
+
+fn wait_gone(pids: &[u32]) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    for pid in pids {
+        while running(*pid) {
+            assert!(Instant::now() < deadline, "Envoy {pid} outlived trellis up");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+/// A mesh on `127.<net>.0.x`: a `frontend` client workload and `cart` v1 (and
+/// optionally v2) behind the `cart` service, subsets from a DestinationRule.
+struct Fixture {
+    _tmp: tempfile::TempDir,
+    config: PathBuf,
+    state: PathBuf,
+    net: u8,
+    apps: Vec<Upstream>,
+}
+
+impl Fixture {
+    fn new(net: u8, cart_versions: &[&str]) -> Fixture {
+        let tmp = tempfile::tempdir().unwrap();
+        let config = tmp.path().join("config");
+        let state = tmp.path().join("state");
+        std::fs::create_dir(&config).unwrap();
+        let mut apps = Vec::new();
+        let frontend = Upstream::echo("frontend", Ipv4Addr::LOCALHOST);
+        let mut files = vec![(
+            "base.yaml".to_string(),
+            "apiVersion: v1\nkind: ServiceAccount\nmetadata: {name: frontend, namespace: shop}\n---\n\
+                 apiVersion: v1\nkind: ServiceAccount\nmetadata: {name: cart, namespace: shop}\n---\n\
+                 apiVersion: v1\nkind: Service\nmetadata: {name: cart, namespace: shop}\n\
+                 spec:\n  selector: {app: cart}\n  ports:\n  - {name: http, port: 8080, targetPort: 8080}\n---\n\
+                 apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: cart, namespace: shop}\n\
+                 spec:\n  host: cart\n  subsets:\n  - {name: v1, labels: {version: v1}}\n  - {name: v2, labels: {version: v2}}\n".to_string(),
+        )];
+        files.push((
+            "frontend.yaml".into(),
+            workload(
+                "frontend",
+                "frontend",
+                "frontend",
+                "v1",
+                net,
+                10,
+                frontend.port(),
+            ),
+        ));
+        apps.push(frontend);
+        for (i, v) in cart_versions.iter().enumerate() {
+            let app = Upstream::echo(&format!("cart-{v}"), Ipv4Addr::LOCALHOST);
+            files.push((
+                format!("cart-{v}.yaml"),
+                workload(
+                    &format!("cart-{v}"),
+                    "cart",
+                    "cart",
+                    v,
+                    net,
+                    11 + i as u8,
+                    app.port(),
+                ),
+            ));
+            apps.push(app);
+        }
+        for (name, text) in files {
+            std::fs::write(config.join(name), text).unwrap();
+        }
+        Fixture {
+            _tmp: tmp,
+            config,
+            state,
+            net,
+            apps,
+        }
+    }
+
+    /// The frontend sidecar's outbound HTTP proxy port.
+    fn proxy(&self) -> SocketAddr {
+        SocketAddr::from(([127, self.net, 0, 10], 15001))
+    }
+
+    fn route_cart_to(&self, subset: &str) {
+        write_atomically(
+            &self.config.join("vs.yaml"),
+            &format!(
+                "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: cart, namespace: shop}}\n\
+                 spec:\n  hosts: [cart]\n  http:\n  - route:\n    - destination: {{host: cart, subset: {subset}}}\n"
+            ),
+        );
+    }
+}
+
+/// Editors save by renaming a new file over the old one; so do the tests.
+fn write_atomically(path: &Path, text: &str) {
+    let tmp = path.with_extension("tmp~");
+    std::fs::write(&tmp, text).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
+}
+
+fn workload(
+    name: &str,
+    sa: &str,
+    app: &str,
+    version: &str,
+    net: u8,
+    host: u8,
+    app_port: u16,
+) -> String {
+    format!(
+        "apiVersion: networking.istio.io/v1\nkind: WorkloadEntry\nmetadata:\n  name: {name}\n  namespace: shop\n  \
+         annotations: {{local.trellis.dev/app-port: \"{app_port}\"}}\nspec:\n  address: 127.{net}.0.{host}\n  \
+         serviceAccount: {sa}\n  labels: {{app: {app}, version: {version}}}\n"
+    )
+}
+
+/// Calls `cart` through the frontend's sidecar; the upstream that answered, or the failure.
+fn call_cart(proxy: SocketAddr, host: &str) -> Result<String, String> {
+    let response = HttpRequest::get("/items")
+        .host(host)
+        .timeout(Duration::from_secs(5))
+        .send(proxy)
+        .map_err(|e| e.to_string())?;
+    if response.status != 200 {
+        return Err(format!(
+            "status {}: {}",
+            response.status,
+            response.body_text()
+        ));
+    }
+    Ok(response.json()["server"]
+        .as_str()
+        .unwrap_or("?")
+        .to_string())
+}
+
+fn wait_serving(proxy: SocketAddr, expect: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        match call_cart(proxy, "cart:8080") {
+            Ok(server) if server == expect => return,
+            other => assert!(
+                Instant::now() < deadline,
+                "cart never answered from {expect} through {proxy}: last {other:?}"
+            ),
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Every request's completion time and outcome (the answering upstream, or the failure).
+type CallLog = Vec<(Instant, Result<String, String>)>;
+
+/// A client calling `cart` in a loop until stopped.
+struct Traffic {
+    stop: Arc<AtomicBool>,
+    log: Arc<Mutex<CallLog>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Traffic {
+    fn start(proxy: SocketAddr) -> Traffic {
+        let stop = Arc::new(AtomicBool::new(false));
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let (s, l) = (stop.clone(), log.clone());
+        let thread = std::thread::spawn(move || {
+            while !s.load(Ordering::SeqCst) {
+                let r = call_cart(proxy, "cart:8080");
+                l.lock().unwrap().push((Instant::now(), r));
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        });
+        Traffic {
+            stop,
+            log,
+            thread: Some(thread),
+        }
+    }
+
+    fn snapshot(&self) -> CallLog {
+        self.log.lock().unwrap().clone()
+    }
+
+    fn finish(mut self) -> CallLog {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            t.join().unwrap();
+        }
+        self.snapshot()
+    }
+}
+
+impl Drop for Traffic {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn failures(log: &CallLog) -> Vec<String> {
+    log.iter()
+        .filter_map(|(_, r)| r.as_ref().err().cloned())
+        .collect()
+}
+
+fn proxy_pid(status: &Value, name: &str) -> u64 {
+    status["proxies"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == name)
+        .and_then(|p| p["pid"].as_u64())
+        .unwrap_or_else(|| panic!("no pid for {name}: {status}"))
+}
+
+fn admin_port(status: &Value, name: &str) -> u16 {
+    status["proxies"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == name)
+        .and_then(|p| p["adminPort"].as_u64())
+        .unwrap_or_else(|| panic!("no admin port for {name}: {status}")) as u16
+}
+
+fn admin_get(port: u16, path: &str) -> String {
+    HttpRequest::get(path)
+        .timeout(Duration::from_secs(5))
+        .send(SocketAddr::from(([127, 0, 0, 1], port)))
+        .map(|r| r.body_text())
+        .unwrap_or_else(|e| panic!("admin {port}{path}: {e}"))
+}
+
+fn trellis(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_trellis"))
+        .args(args)
+        .output()
+        .expect("run trellis")
+}
+
+fn proxy_config(state: &Path, proxy: &str, section: &str, output: &str) -> String {
+    let out = trellis(&[
+        "proxy-config",
+        "--proxy",
+        proxy,
+        section,
+        "-o",
+        output,
+        "--state-dir",
+        state.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "proxy-config {proxy} {section} -o {output}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[test]
+fn traffic_flows_over_mtls_and_a_virtualservice_edit_moves_it_without_failures() {
+    let fx = Fixture::new(61, &["v1", "v2"]);
+    fx.route_cart_to("v1");
+    std::fs::write(
+        fx.config.join("broken.yaml"),
+        "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: bad, namespace: shop}\nspec:\n  hosts: [cart]\n  http:\n  - route:\n    - destination: {host: cart}\n      weight: 101\n",
+    )
+    .unwrap();
+    let mut up = Up::start(&fx.config, &fx.state, &[]);
+    let status = up.wait_ready(3);
+    let pids: Vec<u64> = ["frontend", "cart-v1", "cart-v2"]
+        .iter()
+        .map(|n| proxy_pid(&status, n))
+        .collect();
+
+    // The invalid file is reported (path, kind/name, message) and the rest runs.
+    let errors = status["configErrors"].as_array().unwrap();
+    assert!(
+        errors
+            .iter()
+            .any(|e| e["file"].as_str().unwrap().ends_with("broken.yaml")
+                && e["kind"] == "VirtualService"
+                && e["name"] == "bad"),
+        "{errors:?}"
+    );
+    let log = up.log();
+    assert!(
+        log.contains("broken.yaml") && log.contains("VirtualService/shop/bad"),
+        "stderr must name the skipped file and object:\n{log}"
+    );
+
+    // Through the outbound HTTP proxy port, by every name Istio accepts, over mTLS.
+    wait_serving(fx.proxy(), "cart-v1");
+    for host in [
+        "cart",
+        "cart:8080",
+        "cart.shop",
+        "cart.shop:8080",
+        "cart.shop.svc.cluster.local",
+        "cart.shop.svc.cluster.local:8080",
+    ] {
+        assert_eq!(
+            call_cart(fx.proxy(), host),
+            Ok("cart-v1".to_string()),
+            "Host {host}"
+        );
+    }
+    // An app with HTTP_PROXY set sends the absolute URL.
+    let absolute = HttpRequest::get("http://cart:8080/items")
+        .host("cart:8080")
+        .send(fx.proxy())
+        .unwrap();
+    assert_eq!(absolute.status, 200, "{}", absolute.body_text());
+    assert_eq!(absolute.json()["server"], "cart-v1");
+    assert_eq!(fx.apps[0].hits(), 0, "the frontend app was never called");
+    let stats = admin_get(
+        admin_port(&status, "cart-v1"),
+        "/stats?filter=ssl.handshake",
+    );
+    let handshakes: u64 = stats
+        .lines()
+        .filter(|l| l.starts_with("listener.") && l.contains("ssl.handshake"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum();
+    assert!(
+        handshakes > 0,
+        "no mTLS handshake on cart-v1's inbound listener:\n{stats}"
+    );
+
+    // Edit the VirtualService under continuous traffic.
+    let traffic = Traffic::start(fx.proxy());
+    std::thread::sleep(Duration::from_millis(500));
+    let edited = Instant::now();
+    fx.route_cart_to("v2");
+    let deadline = edited + Duration::from_secs(20);
+    let moved_at = loop {
+        let log = traffic.snapshot();
+        if let Some((at, _)) = log
+            .iter()
+            .find(|(at, r)| *at > edited && r.as_deref() == Ok("cart-v2"))
+        {
+            break *at;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "traffic never moved to v2: {:?}",
+            log.last()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    std::thread::sleep(Duration::from_millis(1000));
+    let log = traffic.finish();
+    eprintln!(
+        "VirtualService edit -> first response from v2: {:?} ({} requests in total)",
+        moved_at - edited,
+        log.len()
+    );
+    assert_eq!(
+        failures(&log),
+        Vec::<String>::new(),
+        "failed requests during the edit"
+    );
+    let tail: Vec<&str> = log
+        .iter()
+        .filter(|(at, _)| *at > moved_at + Duration::from_millis(200))
+        .filter_map(|(_, r)| r.as_deref().ok())
+        .collect();
+    assert!(
+        !tail.is_empty() && tail.iter().all(|s| *s == "cart-v2"),
+        "{tail:?}"
+    );
+    assert!(
+        log.iter()
+            .any(|(at, r)| *at < edited && r.as_deref() == Ok("cart-v1"))
+    );
+
+    // No Envoy restarted for the edit.
+    let status = up.status().unwrap();
+    for (n, pid) in ["frontend", "cart-v1", "cart-v2"].iter().zip(&pids) {
+        assert_eq!(proxy_pid(&status, n), *pid, "{n} restarted");
+    }
+
+    // proxy-config: what was sent, ACKed, and never a key.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let routes = loop {
+        let text = proxy_config(&fx.state, "shop/frontend", "routes", "json");
+        let doc: Value = serde_json::from_str(&text).unwrap();
+        let t = &doc["types"][0];
+        if t["acked"] == true && text.contains("outbound|8080|v2|cart.shop.svc.cluster.local") {
+            break doc;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "routes never ACKed with v2:\n{text}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(routes["proxy"], "shop/frontend");
+    assert_eq!(routes["types"].as_array().unwrap().len(), 1);
+    assert_eq!(routes["types"][0]["type"], "routes");
+    let listeners = proxy_config(&fx.state, "shop/cart-v1", "listeners", "yaml");
+    assert!(listeners.contains("127.61.0.11"), "{listeners}");
+    assert!(listeners.contains("8080"), "{listeners}");
+    let table = proxy_config(&fx.state, "shop/cart-v1", "all", "table");
+    for word in [
+        "LISTENERS",
+        "CLUSTERS",
+        "ENDPOINTS",
+        "ROUTES",
+        "ACKED",
+        "FILE SECRETS",
+    ] {
+        assert!(table.contains(word), "{word} missing:\n{table}");
+    }
+    let secrets = proxy_config(&fx.state, "shop/cart-v1", "secrets", "json");
+    assert!(
+        secrets.contains("spiffe://cluster.local/ns/shop/sa/cart"),
+        "{secrets}"
+    );
+    let all = proxy_config(&fx.state, "shop/cart-v1", "all", "json");
+    for text in [&all, &secrets, &table] {
+        assert!(!text.contains("PRIVATE KEY"), "key material shown:\n{text}");
+    }
+    let unknown = trellis(&[
+        "proxy-config",
+        "--proxy",
+        "shop/nope",
+        "--state-dir",
+        fx.state.to_str().unwrap(),
+    ]);
+    assert_eq!(unknown.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&unknown.stderr).contains("shop/nope"));
+
+    // SIGTERM stops every Envoy.
+    let envoys = up.envoy_pids();
+    assert_eq!(envoys.len(), 3);
+    assert!(
+        up.terminate(),
+        "trellis up exited with failure:\n{}",
+        up.log()
+    );
+    wait_gone(&envoys);
+}
+
+fn cert_serials(certs: &str) -> Vec<String> {
+    let doc: Value = serde_json::from_str(certs).unwrap_or(Value::Null);
+    let mut out = Vec::new();
+    for c in doc["certificates"].as_array().into_iter().flatten() {
+        for cert in c["cert_chain"].as_array().into_iter().flatten() {
+            if let Some(s) = cert["serial_number"].as_str() {
+                out.push(s.to_string());
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+fn uptime(port: u16) -> u64 {
+    let info: Value = serde_json::from_str(&admin_get(port, "/server_info")).unwrap();
+    let text = info["uptime_current_epoch"].as_str().unwrap_or("0s");
+    text.trim_end_matches('s').parse::<f64>().unwrap_or(0.0) as u64
+}
+
+#[test]
+fn certificates_rotate_under_traffic_without_envoy_restarts() {
+    let fx = Fixture::new(62, &["v1"]);
+    let mut up = Up::start(&fx.config, &fx.state, &["--cert-ttl", "60s"]);
+    let status = up.wait_ready(2);
+    wait_serving(fx.proxy(), "cart-v1");
+    let names = ["frontend", "cart-v1"];
+    let pids: Vec<u64> = names.iter().map(|n| proxy_pid(&status, n)).collect();
+    let ports: Vec<u16> = names.iter().map(|n| admin_port(&status, n)).collect();
+    let before: Vec<Vec<String>> = ports
+        .iter()
+        .map(|p| cert_serials(&admin_get(*p, "/certs")))
+        .collect();
+    assert!(before.iter().all(|s| !s.is_empty()), "{before:?}");
+    let uptime_before: Vec<u64> = ports.iter().map(|p| uptime(*p)).collect();
+    let started = Instant::now();
+
+    let traffic = Traffic::start(fx.proxy());
+    // Renewal is due at 50-60% of 60 s; wait until both Envoys serve a new certificate.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut seen: Vec<std::collections::BTreeSet<Vec<String>>> = vec![Default::default(); 2];
+    loop {
+        let now: Vec<Vec<String>> = ports
+            .iter()
+            .map(|p| cert_serials(&admin_get(*p, "/certs")))
+            .collect();
+        for (set, serials) in seen.iter_mut().zip(&now) {
+            set.insert(serials.clone());
+        }
+        if now
+            .iter()
+            .zip(&before)
+            .all(|(n, b)| !n.is_empty() && n.iter().all(|s| !b.contains(s)))
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "certificates did not rotate: before {before:?} now {now:?}\n{}",
+            up.log()
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    // Keep traffic going over the new certificates for a moment.
+    std::thread::sleep(Duration::from_secs(2));
+    let log = traffic.finish();
+    eprintln!(
+        "rotation observed after {:?}; {} requests",
+        started.elapsed(),
+        log.len()
+    );
+    assert_eq!(
+        failures(&log),
+        Vec::<String>::new(),
+        "failed requests during rotation"
+    );
+    assert!(
+        log.len() > 100,
+        "too little traffic to prove anything: {}",
+        log.len()
+    );
+    let elapsed = started.elapsed().as_secs();
+    let status = up.status().unwrap();
+    for (i, n) in names.iter().enumerate() {
+        assert_eq!(proxy_pid(&status, n), pids[i], "{n}'s Envoy restarted");
+        let after = uptime(ports[i]);
+        assert!(
+            after + 1 >= uptime_before[i] + elapsed,
+            "{n}'s Envoy uptime went from {} to {after} over {elapsed}s: it restarted",
+            uptime_before[i]
+        );
+    }
+    let envoys = up.envoy_pids();
+    assert!(up.terminate());
+    wait_gone(&envoys);
+}
+
+#[test]
+fn sigkill_leaves_no_envoy_and_a_restart_reuses_the_state_directory() {
+    let fx = Fixture::new(63, &["v1"]);
+    let mut up = Up::start(&fx.config, &fx.state, &[]);
+    let first = up.wait_ready(2);
+    wait_serving(fx.proxy(), "cart-v1");
+    let root = std::fs::read(fx.state.join("ca/root-cert.pem")).unwrap();
+    let envoys = up.envoy_pids();
+    assert_eq!(envoys.len(), 2);
+
+    up.kill();
+    wait_gone(&envoys);
+    drop(up);
+
+    std::fs::remove_file(fx.state.join("status.json")).unwrap();
+    let mut up = Up::start(&fx.config, &fx.state, &[]);
+    let second = up.wait_ready(2);
+    assert_eq!(
+        std::fs::read(fx.state.join("ca/root-cert.pem")).unwrap(),
+        root
+    );
+    assert_eq!(second["xdsAddress"], first["xdsAddress"]);
+    for n in ["frontend", "cart-v1"] {
+        let pick = |s: &Value| {
+            s["proxies"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|p| p["name"] == n)
+                .map(|p| {
+                    (
+                        p["address"].clone(),
+                        p["adminPort"].clone(),
+                        p["identity"].clone(),
+                    )
+                })
+        };
+        assert_eq!(pick(&second), pick(&first), "{n}");
+    }
+    // The app keeps using the same proxy address: no failed request once the proxies are back.
+    wait_serving(fx.proxy(), "cart-v1");
+    let traffic = Traffic::start(fx.proxy());
+    std::thread::sleep(Duration::from_secs(3));
+    let log = traffic.finish();
+    assert!(log.len() > 20, "{}", log.len());
+    assert_eq!(failures(&log), Vec::<String>::new());
+
+    let envoys = up.envoy_pids();
+    assert!(up.terminate());
+    wait_gone(&envoys);
+}
