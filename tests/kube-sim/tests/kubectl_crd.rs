@@ -96,6 +96,18 @@ fn custom_resources_through_kubectl() {
         err.contains(r#"strict decoding error: unknown field "spec.flavour""#),
         "{err}"
     );
+    // `create` fails exactly as against the real API server.
+    let err = k.fails(&["create", "-f", "-"], Some(&unknown));
+    assert_eq!(
+        err.trim_end(),
+        r#"Error from server (BadRequest): error when creating "STDIN": Widget in version "v1" cannot be handled as a Widget: strict decoding error: unknown field "spec.flavour""#
+    );
+    // Server-side apply of an undeclared field: structured-merge-diff's bare 500.
+    let err = k.fails(&["apply", "--server-side", "-f", "-"], Some(&unknown));
+    assert_eq!(
+        err.trim_end(),
+        "Error from server: failed to create typed patch object (default/odd; example.com/v1, Kind=Widget): .spec.flavour: field not declared in schema"
+    );
     let invalid = WIDGET
         .replace("name: small", "name: huge")
         .replace("size: 2", "size: 99");

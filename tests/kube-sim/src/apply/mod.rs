@@ -394,6 +394,14 @@ pub fn undeclared_fields_error(applied: &Value, unknown: &[String]) -> ApiError 
         .iter()
         .map(|f| format!(".{f}: field not declared in schema"))
         .collect();
+    // structured-merge-diff's ValidationErrors: one error alone, else an indented list.
+    let detail = if fields.len() == 1 {
+        fields.join("")
+    } else {
+        let mut lines = vec!["errors:".to_string()];
+        lines.extend(fields.iter().map(|f| format!("  {f}")));
+        lines.join("\n")
+    };
     ApiError::new(
         500,
         "",
@@ -402,7 +410,7 @@ pub fn undeclared_fields_error(applied: &Value, unknown: &[String]) -> ApiError 
             text("/metadata/namespace"),
             text("/metadata/name"),
             text("/kind"),
-            fields.join("\n")
+            detail
         ),
     )
 }

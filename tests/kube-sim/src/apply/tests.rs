@@ -284,6 +284,12 @@ fn undeclared_fields_are_reported_like_structured_merge_diff() {
         err.message,
         "failed to create typed patch object (default/w1; example.com/v1, Kind=Widget): .spec.foo: field not declared in schema"
     );
+    let two = undeclared_fields_error(&applied, &["spec.a".to_string(), "spec.b".to_string()]);
+    assert_eq!(
+        two.message,
+        "failed to create typed patch object (default/w1; example.com/v1, Kind=Widget): errors:\n  .spec.a: field not declared in schema\n  .spec.b: field not declared in schema"
+    );
+    assert_eq!(two.reason, "", "a bare error, not a typed Status reason");
     let pv = json!({"apiVersion": "v1", "kind": "PersistentVolume", "metadata": {"name": "pv"}});
     assert!(
         undeclared_fields_error(&pv, &["spec.x".to_string()])
