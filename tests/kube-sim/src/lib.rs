@@ -5,28 +5,28 @@
 
 pub mod admission;
 pub mod apply;
-pub mod error;
-pub mod jsonpath;
-pub mod patch;
-pub mod schema;
-pub mod selectors;
-pub mod table;
 pub mod applying;
 pub mod discovery;
+pub mod error;
 pub mod handlers;
 pub mod http;
+pub mod jsonpath;
 pub mod kubeconfig;
 pub mod meta;
 pub mod openapi;
+pub mod patch;
 pub mod patching;
 pub mod pipeline;
 pub mod registry;
 pub mod routing;
+pub mod schema;
+pub mod selectors;
 pub mod server;
 pub mod store;
+pub mod table;
+pub mod testserver;
 pub mod tls;
 pub mod watch;
 pub mod webhooks;
-pub mod testserver;
 
 pub use testserver::{Options, TestServer};

@@ -30,6 +30,8 @@ pub enum ApiPath {
     Resource(ResourcePath),
     /// `/openapi/v3` (None) or `/openapi/v3/api/v1`, `/openapi/v3/apis/<g>/<v>` (group, version).
     OpenApiV3(Option<(String, String)>),
+    /// `/openapi/v2`, the protobuf swagger document kubectl reads for client-side validation.
+    OpenApiV2,
     Unknown,
 }
 
@@ -44,6 +46,7 @@ pub fn parse_path(path: &str) -> ApiPath {
     match segs.as_slice() {
         ["version"] => ApiPath::Version,
         ["healthz"] | ["livez"] | ["readyz"] => ApiPath::Healthz,
+        ["openapi", "v2"] => ApiPath::OpenApiV2,
         ["openapi", "v3"] => ApiPath::OpenApiV3(None),
         ["openapi", "v3", "api", version] => {
             ApiPath::OpenApiV3(Some((String::new(), version.to_string())))

@@ -246,6 +246,7 @@ async fn route(ctx: &Ctx, req: &Request, path: &ApiPath) -> Result<Response<Body
             }
             Ok(http::json(200, &openapi::group_version(&reg, g, v)))
         }
+        ApiPath::OpenApiV2 => Ok(openapi::v2_document()),
         ApiPath::Unknown => Err(http::no_such_path()),
     }
 }
