@@ -262,6 +262,23 @@ impl Fixture {
         SocketAddr::from(([127, self.net, 0, 10], 15001))
     }
 
+    /// An ingress gateway for `shop.example.com` on 127.0.0.1:`port`, routing to `cart`.
+    fn add_gateway(&self, port: u16) {
+        std::fs::write(
+            self.config.join("gateway.yaml"),
+            format!(
+                "apiVersion: v1\nkind: ServiceAccount\nmetadata: {{name: ingress, namespace: shop}}\n---\n\
+                 apiVersion: networking.istio.io/v1\nkind: WorkloadEntry\nmetadata: {{name: ingress, namespace: shop}}\n\
+                 spec:\n  address: 127.0.0.1\n  serviceAccount: ingress\n  labels: {{istio: ingress-{port}}}\n---\n\
+                 apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {{name: web, namespace: shop}}\n\
+                 spec:\n  selector: {{istio: ingress-{port}}}\n  servers:\n  - port: {{number: {port}, name: http, protocol: HTTP}}\n    hosts: [shop.example.com]\n---\n\
+                 apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: web, namespace: shop}}\n\
+                 spec:\n  hosts: [shop.example.com]\n  gateways: [web]\n  http:\n  - route:\n    - destination: {{host: cart.shop.svc.cluster.local, port: {{number: 8080}}}}\n"
+            ),
+        )
+        .unwrap();
+    }
+
     fn route_cart_to(&self, subset: &str) {
         write_atomically(
             &self.config.join("vs.yaml"),
@@ -450,9 +467,11 @@ fn traffic_flows_over_mtls_and_a_virtualservice_edit_moves_it_without_failures()
         "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: bad, namespace: shop}\nspec:\n  hosts: [cart]\n  http:\n  - route:\n    - destination: {host: cart}\n      weight: 101\n",
     )
     .unwrap();
+    let gateway_port = trellis_e2e::free_port();
+    fx.add_gateway(gateway_port);
     let mut up = Up::start(&fx.config, &fx.state, &[]);
-    let status = up.wait_ready(3);
-    let pids: Vec<u64> = ["frontend", "cart-v1", "cart-v2"]
+    let status = up.wait_ready(4);
+    let pids: Vec<u64> = ["frontend", "cart-v1", "cart-v2", "ingress"]
         .iter()
         .map(|n| proxy_pid(&status, n))
         .collect();
@@ -497,6 +516,24 @@ fn traffic_flows_over_mtls_and_a_virtualservice_edit_moves_it_without_failures()
     assert_eq!(absolute.status, 200, "{}", absolute.body_text());
     assert_eq!(absolute.json()["server"], "cart-v1");
     assert_eq!(fx.apps[0].hits(), 0, "the frontend app was never called");
+    // Through the ingress gateway (its own Envoy, on 127.0.0.1 at the Gateway's port).
+    let gateway = SocketAddr::from(([127, 0, 0, 1], gateway_port));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        match call_cart(gateway, "shop.example.com") {
+            Ok(server) if server == "cart-v1" => break,
+            other => assert!(
+                Instant::now() < deadline,
+                "the gateway never reached cart-v1: {other:?}"
+            ),
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let unknown_host = HttpRequest::get("/")
+        .host("other.example.com")
+        .send(gateway)
+        .unwrap();
+    assert_eq!(unknown_host.status, 404, "{}", unknown_host.body_text());
     let stats = admin_get(
         admin_port(&status, "cart-v1"),
         "/stats?filter=ssl.handshake",
@@ -560,7 +597,10 @@ fn traffic_flows_over_mtls_and_a_virtualservice_edit_moves_it_without_failures()
 
     // No Envoy restarted for the edit.
     let status = up.status().unwrap();
-    for (n, pid) in ["frontend", "cart-v1", "cart-v2"].iter().zip(&pids) {
+    for (n, pid) in ["frontend", "cart-v1", "cart-v2", "ingress"]
+        .iter()
+        .zip(&pids)
+    {
         assert_eq!(proxy_pid(&status, n), *pid, "{n} restarted");
     }
 
@@ -617,7 +657,7 @@ fn traffic_flows_over_mtls_and_a_virtualservice_edit_moves_it_without_failures()
 
     // SIGTERM stops every Envoy.
     let envoys = up.envoy_pids();
-    assert_eq!(envoys.len(), 3);
+    assert_eq!(envoys.len(), 4);
     assert!(
         up.terminate(),
         "trellis up exited with failure:\n{}",
