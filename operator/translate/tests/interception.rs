@@ -1,0 +1,133 @@
+//! The Kubernetes interception shape (Istio's layout), asserted on the Envoy structs.
+mod fixture;
+
+use envoy_types::pb::envoy::config::listener::v3::Listener;
+use fixture::*;
+use trellis_model::{MeshModel, MeshSettings, OutboundPolicy};
+use trellis_translate::{Proxy, ProxyResources, SdsSource, TranslateOptions, Translator};
+
+fn intercepted(model: &MeshModel) -> ProxyResources {
+    let options = TranslateOptions {
+        sds: SdsSource::Ads,
+        ..Default::default()
+    };
+    Translator::new(model, options).translate(&Proxy::sidecar("shop", "web-1"))
+}
+
+fn listener<'a>(out: &'a ProxyResources, name: &str) -> &'a Listener {
+    out.listeners
+        .iter()
+        .find(|l| l.name == name)
+        .unwrap_or_else(|| {
+            panic!(
+                "no listener {name} in {:?}",
+                out.listeners.iter().map(|l| &l.name).collect::<Vec<_>>()
+            )
+        })
+}
+
+fn port(l: &Listener) -> u32 {
+    let text = format!("{:?}", l.address);
+    let n = text.split("PortValue(").nth(1).unwrap();
+    n[..n.find(')').unwrap()].parse().unwrap()
+}
+
+#[test]
+fn istio_ports_and_listener_names() {
+    let model = model_of(base_resources());
+    let out = intercepted(&model);
+    let names: Vec<&str> = out.listeners.iter().map(|l| l.name.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "0.0.0.0_15021",
+            "0.0.0.0_15090",
+            "0.0.0.0_80",
+            "0.0.0.0_8080",
+            "10.0.0.1_5432",
+            "virtualInbound",
+            "virtualOutbound"
+        ]
+    );
+    let outbound = listener(&out, "virtualOutbound");
+    assert_eq!(port(outbound), 15001);
+    assert_eq!(outbound.use_original_dst.map(|b| b.value), Some(true));
+    assert_eq!(outbound.filter_chains[0].name, "PassthroughCluster");
+    // per-service listeners only receive connections handed over by 15001
+    for name in ["0.0.0.0_80", "0.0.0.0_8080", "10.0.0.1_5432"] {
+        assert_eq!(
+            listener(&out, name).bind_to_port.map(|b| b.value),
+            Some(false),
+            "{name}"
+        );
+    }
+    let inbound = listener(&out, "virtualInbound");
+    assert_eq!(port(inbound), 15006);
+    assert_eq!(
+        inbound.listener_filters[0].name,
+        "envoy.filters.listener.original_dst"
+    );
+    // PERMISSIVE by default: an mTLS and a plaintext chain for target port 8000,
+    // then the passthrough chain for undeclared ports
+    let chains: Vec<(String, Option<u32>)> = inbound
+        .filter_chains
+        .iter()
+        .map(|c| {
+            (
+                c.name.clone(),
+                c.filter_chain_match
+                    .as_ref()
+                    .and_then(|m| m.destination_port.map(|p| p.value)),
+            )
+        })
+        .collect();
+    assert_eq!(
+        chains,
+        [
+            ("127.0.0.10_8000-mtls".to_string(), Some(8000)),
+            ("127.0.0.10_8000-plaintext".to_string(), Some(8000)),
+            ("InboundPassthroughClusterIpv4".to_string(), None)
+        ]
+    );
+    assert_eq!(port(listener(&out, "0.0.0.0_15021")), 15021);
+    assert_eq!(port(listener(&out, "0.0.0.0_15090")), 15090);
+    // route configurations named by port, each ending with the catch-all
+    let routes: Vec<&str> = out.routes.iter().map(|r| r.name.as_str()).collect();
+    assert_eq!(routes, ["80", "8080"]);
+    let rc8080 = &out.routes[1];
+    assert_eq!(rc8080.virtual_hosts.last().unwrap().name, "allow_any");
+    assert!(
+        rc8080.virtual_hosts[0]
+            .domains
+            .contains(&"cart.shop.svc.cluster.local:8080".to_string())
+    );
+    let clusters: Vec<&str> = out.clusters.iter().map(|c| c.name.as_str()).collect();
+    for c in [
+        "BlackHoleCluster",
+        "InboundPassthroughClusterIpv4",
+        "PassthroughCluster",
+        "prometheus_stats",
+        "inbound|8000||",
+    ] {
+        assert!(clusters.contains(&c), "{c} in {clusters:?}");
+    }
+}
+
+#[test]
+fn registry_only_blackholes_unknown_destinations() {
+    let mut model = model_of(base_resources());
+    model
+        .apply(trellis_model::Resource::MeshSettings(MeshSettings {
+            outbound_policy: OutboundPolicy::RegistryOnly,
+            ..Default::default()
+        }))
+        .unwrap();
+    let out = intercepted(&model);
+    let outbound = listener(&out, "virtualOutbound");
+    assert_eq!(outbound.filter_chains[0].name, "BlackHoleCluster");
+    assert!(
+        out.routes
+            .iter()
+            .all(|r| r.virtual_hosts.last().unwrap().name == "block_all")
+    );
+}

@@ -1,0 +1,280 @@
+//! The Sidecar resource (egress hosts, outboundTrafficPolicy) and ServiceEntries in
+//! the translator's output.
+mod fixture;
+
+use envoy_types::pb::envoy::config::cluster::v3::cluster::{ClusterDiscoveryType, DiscoveryType};
+use envoy_types::pb::envoy::config::route::v3::route::Action;
+use fixture::*;
+use trellis_api::networking::{ServiceEntry, Sidecar};
+use trellis_model::{MeshModel, Resource};
+use trellis_translate::{Proxy, ProxyResources, Translator};
+
+fn sidecar(yaml: &str) -> Resource {
+    let s: Sidecar = from_yaml(yaml);
+    Resource::Sidecar(Box::new(s))
+}
+
+fn service_entry(yaml: &str) -> Resource {
+    let s: ServiceEntry = from_yaml(yaml);
+    Resource::ServiceEntry(Box::new(s))
+}
+
+fn outbound_hosts(out: &ProxyResources) -> Vec<String> {
+    let mut hosts: Vec<String> = out
+        .clusters
+        .iter()
+        .filter_map(|c| c.name.strip_prefix("outbound|"))
+        .map(|n| n.rsplit('|').next().unwrap().to_string())
+        .collect();
+    hosts.sort();
+    hosts.dedup();
+    hosts
+}
+
+fn catch_all(out: &ProxyResources) -> String {
+    let rc = out
+        .routes
+        .iter()
+        .find(|r| r.name == "outbound_http_proxy")
+        .unwrap();
+    rc.virtual_hosts.last().unwrap().name.clone()
+}
+
+fn sidecar_of(model: &MeshModel, ns: &str, name: &str) -> ProxyResources {
+    Translator::new(model, explicit_options()).translate(&Proxy::sidecar(ns, name))
+}
+
+const NAMESPACE_SCOPE: &str = r#"
+apiVersion: networking.istio.io/v1
+kind: Sidecar
+metadata: {name: default, namespace: shop}
+spec:
+  egress:
+  - hosts: ["./cart.shop.svc.cluster.local", "istio-system/*"]
+"#;
+
+const WEB_SCOPE: &str = r#"
+apiVersion: networking.istio.io/v1
+kind: Sidecar
+metadata: {name: web-only, namespace: shop}
+spec:
+  workloadSelector: {labels: {app: web}}
+  egress:
+  - hosts: ["*/*.example.com", "./db.shop.svc.cluster.local"]
+  outboundTrafficPolicy: {mode: REGISTRY_ONLY}
+"#;
+
+const ROOT_SCOPE: &str = r#"
+apiVersion: networking.istio.io/v1
+kind: Sidecar
+metadata: {name: default, namespace: istio-system}
+spec:
+  egress:
+  - hosts: ["./*"]
+"#;
+
+const EXTERNAL: &str = r#"
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: payments, namespace: ops}
+spec:
+  hosts: [pay.example.com]
+  resolution: DNS
+  ports: [{number: 443, name: https, protocol: HTTPS}]
+"#;
+
+#[test]
+fn without_a_sidecar_resource_every_visible_service_is_configured() {
+    let mut r = base_resources();
+    r.push(service_entry(EXTERNAL));
+    let model = model_of(r);
+    let out = web_sidecar(&model);
+    assert_eq!(
+        outbound_hosts(&out),
+        [
+            "cart.shop.svc.cluster.local",
+            "db.shop.svc.cluster.local",
+            "pay.example.com",
+            "web.shop.svc.cluster.local"
+        ]
+    );
+    assert_eq!(catch_all(&out), "allow_any");
+}
+
+#[test]
+fn namespace_sidecar_limits_egress_hosts() {
+    let mut r = base_resources();
+    r.push(service_entry(EXTERNAL));
+    r.push(sidecar(NAMESPACE_SCOPE));
+    let model = model_of(r);
+    let out = web_sidecar(&model);
+    assert_eq!(outbound_hosts(&out), ["cart.shop.svc.cluster.local"]);
+    // no route to the excluded services either
+    let rc = out
+        .routes
+        .iter()
+        .find(|r| r.name == "outbound_http_proxy")
+        .unwrap();
+    assert!(
+        rc.virtual_hosts
+            .iter()
+            .all(|v| !v.name.contains("web.shop") && !v.name.contains("db.shop")),
+        "{:?}",
+        rc.virtual_hosts.iter().map(|v| &v.name).collect::<Vec<_>>()
+    );
+    // the workload's own inbound side is not affected
+    assert!(out.clusters.iter().any(|c| c.name == "inbound|8000||"));
+}
+
+#[test]
+fn workload_selector_wins_and_brings_its_outbound_policy() {
+    let mut r = base_resources();
+    r.push(service_entry(EXTERNAL));
+    r.push(sidecar(NAMESPACE_SCOPE));
+    r.push(sidecar(WEB_SCOPE));
+    let model = model_of(r);
+    let out = web_sidecar(&model);
+    assert_eq!(
+        outbound_hosts(&out),
+        ["db.shop.svc.cluster.local", "pay.example.com"]
+    );
+    assert_eq!(catch_all(&out), "block_all");
+    let rc = out
+        .routes
+        .iter()
+        .find(|r| r.name == "outbound_http_proxy")
+        .unwrap();
+    let block = rc.virtual_hosts.last().unwrap();
+    assert!(matches!(
+        block.routes[0].action,
+        Some(Action::DirectResponse(ref d)) if d.status == 502
+    ));
+    // cart-v1 is not selected by WEB_SCOPE: the namespace default applies
+    let cart = sidecar_of(&model, "shop", "cart-v1");
+    assert_eq!(outbound_hosts(&cart), ["cart.shop.svc.cluster.local"]);
+    assert_eq!(catch_all(&cart), "allow_any");
+}
+
+#[test]
+fn root_namespace_sidecar_is_the_mesh_default() {
+    let mut r = base_resources();
+    r.push(sidecar(ROOT_SCOPE));
+    r.push(workload("ops", "ops-1", "127.0.0.30", &[("app", "ops")]));
+    r.push(service("ops", "ops", "ops", &[("http", 80, 8080)]));
+    let model = model_of(r);
+    // `./*` is the Sidecar's own namespace (istio-system): nothing from shop or ops
+    let out = sidecar_of(&model, "ops", "ops-1");
+    assert!(
+        outbound_hosts(&out).is_empty(),
+        "{:?}",
+        outbound_hosts(&out)
+    );
+    // a namespace Sidecar overrides the root one
+    let mut r = base_resources();
+    r.push(sidecar(ROOT_SCOPE));
+    r.push(sidecar(NAMESPACE_SCOPE));
+    let model = model_of(r);
+    assert_eq!(
+        outbound_hosts(&web_sidecar(&model)),
+        ["cart.shop.svc.cluster.local"]
+    );
+}
+
+#[test]
+fn service_entry_resolutions_become_cluster_types() {
+    let mut r = base_resources();
+    r.push(service_entry(EXTERNAL));
+    r.push(service_entry(
+        r#"
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: fixed, namespace: shop}
+spec:
+  hosts: [fixed.example.com]
+  resolution: STATIC
+  ports: [{number: 80, name: http, protocol: HTTP}]
+  endpoints: [{address: 127.0.0.90, ports: {http: 9090}}, {address: 127.0.0.91}]
+"#,
+    ));
+    r.push(service_entry(
+        r#"
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: any, namespace: shop}
+spec:
+  hosts: ["*.wild.example.com"]
+  resolution: NONE
+  ports: [{number: 80, name: http, protocol: HTTP}]
+"#,
+    ));
+    let model = model_of(r);
+    let out = web_sidecar(&model);
+    let kind = |name: &str| {
+        let c = out
+            .clusters
+            .iter()
+            .find(|c| c.name == name)
+            .unwrap_or_else(|| panic!("no cluster {name}"));
+        (
+            c.cluster_discovery_type.clone(),
+            format!("{:?}", c.load_assignment),
+        )
+    };
+    let (t, la) = kind("outbound|443||pay.example.com");
+    assert_eq!(
+        t,
+        Some(ClusterDiscoveryType::Type(DiscoveryType::StrictDns as i32))
+    );
+    assert!(la.contains("pay.example.com") && la.contains("443"), "{la}");
+    let (t, la) = kind("outbound|80||fixed.example.com");
+    assert_eq!(
+        t,
+        Some(ClusterDiscoveryType::Type(DiscoveryType::Static as i32))
+    );
+    assert!(la.contains("127.0.0.90") && la.contains("9090"), "{la}");
+    assert!(
+        la.contains("127.0.0.91") && la.contains("PortValue(80)"),
+        "{la}"
+    );
+    let (t, _) = kind("outbound|80||*.wild.example.com");
+    assert_eq!(
+        t,
+        Some(ClusterDiscoveryType::Type(
+            DiscoveryType::OriginalDst as i32
+        ))
+    );
+    // a ServiceEntry host is routable by its name on the HTTP proxy
+    let rc = out
+        .routes
+        .iter()
+        .find(|r| r.name == "outbound_http_proxy")
+        .unwrap();
+    assert!(
+        rc.virtual_hosts
+            .iter()
+            .any(|v| v.domains.contains(&"fixed.example.com".to_string()))
+    );
+}
+
+#[test]
+fn invalid_service_entry_is_rejected_by_the_model_with_its_field() {
+    let mut model = model_of(base_resources());
+    let err = model
+        .apply(service_entry(
+            r#"
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: bad, namespace: shop}
+spec:
+  hosts: ["*.example.com"]
+  resolution: DNS
+  ports: [{number: 80, name: http}]
+"#,
+        ))
+        .unwrap_err();
+    let text = err.to_string();
+    assert!(
+        text.starts_with("ServiceEntry/shop/bad: spec.hosts[0]"),
+        "{text}"
+    );
+}
