@@ -349,6 +349,13 @@ fn cell(column: &Column, object: &Value, now: Option<i64>) -> Value {
             match found.as_slice() {
                 [] => Value::Null,
                 [single] if column.kind == "date" => age_of(Some(single), now),
+                // A string column holding a list or map shows it as JSON, as the API server
+                // prints it (`kubectl get vs`: `["bookinfo-gateway"]`).
+                [single]
+                    if column.kind == "string" && (single.is_array() || single.is_object()) =>
+                {
+                    Value::String(single.to_string())
+                }
                 [single] => (*single).clone(),
                 many => json!(
                     many.iter()
@@ -538,7 +545,7 @@ mod tests {
         assert_eq!(table["columnDefinitions"][3]["priority"], 1);
         assert_eq!(
             table["rows"][0]["cells"],
-            json!(["w1", ["a", "b"], "True", 3, "3m"])
+            json!(["w1", r#"["a","b"]"#, "True", 3, "3m"])
         );
         assert_eq!(table["rows"][0]["object"]["kind"], "PartialObjectMetadata");
         assert_eq!(table["rows"][0]["object"]["metadata"]["name"], "w1");
