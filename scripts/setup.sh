@@ -38,3 +38,12 @@ if ! command -v openssl >/dev/null; then
   echo "setup: openssl is missing; installing it from Debian's packages"
   apt-get update -qq && apt-get install -y -qq openssl >/dev/null
 fi
+
+# proxy-init tests: iptables (nft backend) and iproute2 (`ip netns`), from Debian's packages.
+missing=()
+command -v iptables-restore >/dev/null || missing+=(iptables)
+command -v ip >/dev/null || missing+=(iproute2)
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "setup: installing ${missing[*]} from Debian's packages"
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi

@@ -38,6 +38,8 @@ enum Command {
     Validate(commands::validate::ValidateArgs),
     /// The in-cluster control plane: CA, mesh namespaces, identity secrets, leader election, metrics.
     Operator(commands::operator::OperatorArgs),
+    /// Install the sidecar's traffic-capture iptables rules (the injected init container runs this).
+    ProxyInit(commands::proxy_init::ProxyInitArgs),
 }
 
 fn main() -> ExitCode {
@@ -52,5 +54,6 @@ fn main() -> ExitCode {
         Command::Crds(args) => commands::crds::run(args),
         Command::Validate(args) => commands::validate::run(args),
         Command::Operator(args) => commands::operator::run(args),
+        Command::ProxyInit(args) => commands::proxy_init::run(args),
     }
 }

@@ -8,3 +8,4 @@ pub mod ca;
 pub mod crds;
 pub mod validate;
 pub mod operator;
+pub mod proxy_init;
