@@ -210,10 +210,15 @@ pub fn start_client(
 /// The golden form of a scenario: client `web-1` at 127.0.0.50, outbound port 15001,
 /// relative SDS paths.
 pub fn golden_client_bootstrap(resources: Vec<Resource>) -> String {
-    let ip = Ipv4Addr::new(127, 0, 0, 50);
-    let model = model(resources, ip);
-    let out = translate_sidecar(&model, "web-1", options(15001, relative_sds("web")));
-    static_bootstrap("web-1", &out)
+    golden_sidecar_bootstrap(resources, "web-1", "web")
+}
+
+/// The golden form of the sidecar of `shop/<workload>` (service account `sa`) in a
+/// scenario (client `web-1` at 127.0.0.50), outbound port 15001, relative SDS paths.
+pub fn golden_sidecar_bootstrap(resources: Vec<Resource>, workload: &str, sa: &str) -> String {
+    let model = model(resources, Ipv4Addr::new(127, 0, 0, 50));
+    let out = translate_sidecar(&model, workload, options(15001, relative_sds(sa)));
+    static_bootstrap(workload, &out)
 }
 
 /// Fixed addresses for golden files: `127.0.0.<base+i>:<9000+i>` for the i-th name.

@@ -1,0 +1,294 @@
+//! DestinationRule load balancing and auto mTLS through the whole translator
+//! (model -> sidecars -> real Envoy).
+//!
+//! Load balancing: ROUND_ROBIN (strictly cyclic), RANDOM (spread, not cyclic),
+//! LEAST_REQUEST (a busy endpoint is avoided), consistentHash on a header (same
+//! header value -> same endpoint).
+//! Auto mTLS: the client uses mTLS to an endpoint with a sidecar (a STRICT server
+//! sidecar, so plaintext would be refused) and plaintext to one without; a
+//! DestinationRule with `tls.mode: DISABLE` or `ISTIO_MUTUAL` overrides that.
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::{Ipv4Addr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use trellis_e2e::mesh::{Identity, test_ca};
+use trellis_e2e::proxy_bootstrap::static_bootstrap;
+use trellis_e2e::sidecar_mesh::{
+    check_golden_bootstrap, cluster, destination_rule, golden_addrs, golden_client_bootstrap,
+    golden_sidecar_bootstrap, mesh_settings, model, options, plain_workload, service, start_client,
+    translate_sidecar, workload,
+};
+use trellis_e2e::{Behavior, Envoy, HttpRequest, Upstream, free_ports_on, validate_bootstrap};
+use trellis_model::{MtlsMode, Resource};
+
+type Addrs = BTreeMap<String, SocketAddr>;
+
+fn get(host: &str) -> HttpRequest {
+    HttpRequest::get("/").host(host)
+}
+
+// ---------------------------------------------------------------- load balancing
+
+const LB_UPSTREAMS: [&str; 13] = [
+    "rr-1", "rr-2", "rr-3", "random-1", "random-2", "random-3", "hash-1", "hash-2", "hash-3",
+    "lr-slow", "lr-1", "lr-2", "lr-3",
+];
+
+fn lb_dr(name: &str, lb: &str) -> Resource {
+    destination_rule(&format!(
+        "metadata: {{name: {name}, namespace: shop}}\nspec: {{host: {name}, trafficPolicy: {{loadBalancer: {lb}}}}}\n"
+    ))
+}
+
+fn lb_scenario(addr: &Addrs) -> Vec<Resource> {
+    let mut out = vec![
+        service("rr", "rr"),
+        service("random", "random"),
+        service("hash", "hash"),
+        service("lr", "lr"),
+        lb_dr("rr", "{simple: ROUND_ROBIN}"),
+        lb_dr("random", "{simple: RANDOM}"),
+        lb_dr("hash", "{consistentHash: {httpHeaderName: x-user}}"),
+        lb_dr("lr", "{simple: LEAST_REQUEST}"),
+    ];
+    for name in LB_UPSTREAMS {
+        let app = name.split('-').next().unwrap();
+        out.push(plain_workload(name, app, addr[name], &[]));
+    }
+    out
+}
+
+#[test]
+fn golden_traffic_load_balancing() {
+    let yaml = golden_client_bootstrap(lb_scenario(&golden_addrs(&LB_UPSTREAMS, 111)));
+    check_golden_bootstrap("traffic-load-balancing", &yaml, &["web"]);
+}
+
+#[test]
+fn load_balancer_policies_on_real_envoy() {
+    let ip = Ipv4Addr::new(127, 0, 0, 111);
+    let ups: BTreeMap<&str, Upstream> = LB_UPSTREAMS
+        .iter()
+        .map(|n| {
+            let behavior = if *n == "lr-slow" {
+                Behavior::Slow(Duration::from_secs(15))
+            } else {
+                Behavior::Echo
+            };
+            (*n, Upstream::start(n, ip, behavior))
+        })
+        .collect();
+    let addrs = ups.iter().map(|(n, u)| (n.to_string(), u.addr())).collect();
+    let client = start_client(
+        &test_ca(),
+        lb_scenario(&addrs),
+        Ipv4Addr::new(127, 0, 0, 110),
+    );
+    let server = |req: HttpRequest| {
+        let r = req.send(client.listen).expect("request");
+        assert_eq!(r.status, 200, "{}", r.body_text());
+        r.json()["server"].as_str().unwrap().to_string()
+    };
+
+    // ROUND_ROBIN: sequential requests cycle through the 3 endpoints in a fixed order
+    let seq: Vec<String> = (0..30).map(|_| server(get("rr"))).collect();
+    let first: BTreeSet<&String> = seq[..3].iter().collect();
+    assert_eq!(first.len(), 3, "{seq:?}");
+    assert!(
+        (3..seq.len()).all(|i| seq[i] == seq[i - 3]),
+        "not cyclic: {seq:?}"
+    );
+
+    // RANDOM: 300 requests; each endpoint expects 100 (sd 8.2), accept >= 50 (6 sd);
+    // and the order is not round robin's cycle (a random order of 300 is cyclic with
+    // probability 3 * 2 / 3^300)
+    let seq: Vec<String> = (0..300).map(|_| server(get("random"))).collect();
+    for n in ["random-1", "random-2", "random-3"] {
+        let count = seq.iter().filter(|s| *s == n).count();
+        assert!(count >= 50, "{n} answered {count} of 300");
+    }
+    assert!(
+        (3..seq.len()).any(|i| seq[i] != seq[i - 3]),
+        "cyclic: {seq:?}"
+    );
+
+    // consistentHash on x-user: the same user always lands on the same endpoint;
+    // 20 users spread over more than one endpoint (all on one: probability 3^-19)
+    let mut placed = BTreeSet::new();
+    for user in 0..20 {
+        let user = format!("user-{user}");
+        let first = server(get("hash").header("x-user", &user));
+        for _ in 0..4 {
+            assert_eq!(server(get("hash").header("x-user", &user)), first, "{user}");
+        }
+        placed.insert(first);
+    }
+    assert!(placed.len() >= 2, "every user on {placed:?}");
+
+    // LEAST_REQUEST: requests are sent one after another while the slow endpoint keeps
+    // every request it gets open (15 s). Envoy compares the active requests of 2
+    // random endpoints, so the busy one is chosen only when both picks are it:
+    // about 1/16 of 80 = 5 (sd 2.2). Round robin or random would give it 20.
+    // Accept at most 14 (4 sd above 5).
+    let slow = &ups["lr-slow"];
+    let lr_hits = || -> u64 {
+        ["lr-slow", "lr-1", "lr-2", "lr-3"]
+            .iter()
+            .map(|n| ups[n].hits())
+            .sum()
+    };
+    let listen = client.listen;
+    let mut threads = Vec::new();
+    for i in 0..80u64 {
+        threads.push(std::thread::spawn(move || {
+            get("lr")
+                .timeout(Duration::from_secs(60))
+                .send(listen)
+                .expect("request")
+        }));
+        // bounded wait until the request reached an endpoint, so the next one sees it
+        let start = Instant::now();
+        while lr_hits() < i + 1 {
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "request {i} did not arrive"
+            );
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+    let to_slow = slow.hits();
+    assert!(to_slow <= 14, "the busy endpoint got {to_slow} of 80");
+    for t in threads {
+        assert_eq!(t.join().unwrap().status, 200);
+    }
+}
+
+// ---------------------------------------------------------------- auto mTLS
+
+/// `cart-v1` has a sidecar (STRICT mesh), `cart-legacy` has none. Three services select
+/// both: `cart` (auto mTLS), `cart-plain` (DR DISABLE), `cart-mtls` (DR ISTIO_MUTUAL).
+fn mtls_scenario(cart_v1: SocketAddr, app_port: u16, legacy: SocketAddr) -> Vec<Resource> {
+    let mut v1 = workload("cart-v1", "cart", cart_v1, &[], true);
+    v1.app_ports = BTreeMap::from([(cart_v1.port(), app_port)]);
+    vec![
+        mesh_settings(MtlsMode::Strict),
+        service("cart", "cart"),
+        service("cart-plain", "cart"),
+        service("cart-mtls", "cart"),
+        Resource::Workload(Box::new(v1)),
+        plain_workload("cart-legacy", "cart", legacy, &[]),
+        destination_rule(
+            "metadata: {name: cart-plain, namespace: shop}\nspec: {host: cart-plain, trafficPolicy: {tls: {mode: DISABLE}}}\n",
+        ),
+        destination_rule(
+            "metadata: {name: cart-mtls, namespace: shop}\nspec: {host: cart-mtls, trafficPolicy: {tls: {mode: ISTIO_MUTUAL}, connectionPool: {tcp: {connectTimeout: 1s}}}}\n",
+        ),
+    ]
+}
+
+fn golden_mtls_scenario() -> Vec<Resource> {
+    mtls_scenario(
+        SocketAddr::from(([127, 0, 0, 121], 9000)),
+        9100,
+        SocketAddr::from(([127, 0, 0, 122], 9001)),
+    )
+}
+
+#[test]
+fn golden_traffic_auto_mtls() {
+    let web = golden_client_bootstrap(golden_mtls_scenario());
+    check_golden_bootstrap("traffic-auto-mtls-web", &web, &["web"]);
+    let cart = golden_sidecar_bootstrap(golden_mtls_scenario(), "cart-v1", "cart");
+    check_golden_bootstrap("traffic-auto-mtls-cart", &cart, &["cart"]);
+}
+
+#[test]
+fn auto_mtls_to_sidecars_plaintext_to_the_rest_unless_a_destination_rule_says_otherwise() {
+    let ca = test_ca();
+    let cart_ip = Ipv4Addr::new(127, 0, 0, 121);
+    let app = Upstream::echo("cart-app", Ipv4Addr::LOCALHOST);
+    let legacy = Upstream::echo("legacy", Ipv4Addr::new(127, 0, 0, 122));
+    let cart_ports = free_ports_on(cart_ip, 2);
+    let cart_addr = SocketAddr::from((cart_ip, cart_ports[0]));
+    let resources = || mtls_scenario(cart_addr, app.port(), legacy.addr());
+
+    // the server sidecar of cart-v1, translated from the same model
+    let cart_dir = tempfile::tempdir().unwrap();
+    let cart_id = Identity::issue(&ca, cart_dir.path(), "shop", "cart");
+    let model = model(resources(), Ipv4Addr::new(127, 0, 0, 120));
+    let out = translate_sidecar(&model, "cart-v1", options(cart_ports[1], cart_id.sds()));
+    let yaml = static_bootstrap("cart-v1", &out);
+    validate_bootstrap(&yaml).expect("cart sidecar validates");
+    let cart = Envoy::start(&yaml);
+    let client = start_client(&ca, resources(), Ipv4Addr::new(127, 0, 0, 120));
+    let answers = |host: &str, n: usize| -> BTreeMap<String, usize> {
+        let mut seen = BTreeMap::new();
+        for _ in 0..n {
+            let r = get(host).send(client.listen).expect("request");
+            assert_eq!(r.status, 200, "{host}: {}", r.body_text());
+            *seen
+                .entry(r.json()["server"].as_str().unwrap().to_string())
+                .or_insert(0) += 1;
+        }
+        seen
+    };
+
+    // auto mTLS: both endpoints serve; the sidecar one only accepts mTLS (STRICT)
+    let seen = answers("cart", 20);
+    assert_eq!(
+        seen.keys().collect::<Vec<_>>(),
+        ["cart-app", "legacy"],
+        "{seen:?}"
+    );
+    let name = cluster("cart", None);
+    assert!(client.envoy.stat(&format!("cluster.{name}.ssl.handshake")) >= 1);
+    assert_eq!(
+        client
+            .envoy
+            .stat(&format!("cluster.{name}.ssl.fail_verify_san")),
+        0
+    );
+    // the server sidecar saw mTLS connections with a client certificate
+    let inbound = format!(
+        "listener.{}_{}.ssl.handshake",
+        cart_addr.ip(),
+        cart_addr.port()
+    );
+    assert!(
+        cart.stat(&inbound) >= 1,
+        "{:?}",
+        cart.stats()
+            .keys()
+            .filter(|k| k.contains("ssl.handshake"))
+            .collect::<Vec<_>>()
+    );
+
+    // DISABLE: plaintext to both. Legacy answers; the STRICT sidecar closes plaintext
+    // connections (a reset after connecting, which Istio's default retries do not cover: 503)
+    let mut seen = BTreeMap::new();
+    for _ in 0..10 {
+        let r = get("cart-plain").send(client.listen).expect("request");
+        let who = match r.status {
+            200 => r.json()["server"].as_str().unwrap().to_string(),
+            503 => "reset".to_string(),
+            other => panic!("cart-plain: {other} {}", r.body_text()),
+        };
+        *seen.entry(who).or_insert(0) += 1;
+    }
+    assert_eq!(
+        seen.keys().collect::<Vec<_>>(),
+        ["legacy", "reset"],
+        "{seen:?}"
+    );
+    assert_eq!(
+        client.envoy.stat(&format!(
+            "cluster.{}.ssl.handshake",
+            cluster("cart-plain", None)
+        )),
+        0
+    );
+
+    // ISTIO_MUTUAL: mTLS to both; the plaintext-only legacy endpoint cannot serve it
+    let seen = answers("cart-mtls", 6);
+    assert_eq!(seen.keys().collect::<Vec<_>>(), ["cart-app"], "{seen:?}");
+}
