@@ -123,6 +123,13 @@ impl MeshBackend for ModelBackend {
                 BTreeMap::new()
             }
         };
+        if let Ok(mut errors) = self.shared.translate_errors.lock() {
+            // Proxies whose workload left no longer report translation errors.
+            errors.retain(|key, _| {
+                key.split_once('/')
+                    .is_some_and(|(ns, name)| model.workload(ns, name).is_some())
+            });
+        }
         if let Ok(mut current) = self.shared.current.write() {
             *current = Current {
                 model: Arc::new(model),

@@ -69,10 +69,11 @@ pub async fn apply(
             Err(e) if e.code == 404 => None,
             Err(e) => return Err(e),
         };
-        let merged = apply::server_side_apply(
+        let merged = apply::server_side_apply_on(
             current.as_ref(),
             &applied,
             &manager,
+            if status { "status" } else { "" },
             force,
             &meta::now_rfc3339(),
             structure(rt),

@@ -333,6 +333,10 @@ impl Store {
         let mut new = if status_only {
             let mut merged = old.clone();
             merged["status"] = obj.get("status").cloned().unwrap_or(Value::Null);
+            // The write's own bookkeeping (a status apply's managedFields entry).
+            if let Some(mf) = obj["metadata"].get("managedFields") {
+                merged["metadata"]["managedFields"] = mf.clone();
+            }
             if merged["status"].is_null()
                 && let Some(map) = merged.as_object_mut()
             {

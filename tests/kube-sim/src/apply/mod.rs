@@ -76,7 +76,12 @@ impl Entry {
     }
 
     fn is(&self, manager: &str, operation: &str) -> bool {
-        self.manager == manager && self.operation == operation && self.subresource.is_empty()
+        self.is_on(manager, operation, "")
+    }
+
+    /// The entry of `manager`'s `operation` on `subresource` ("" for the main resource).
+    fn is_on(&self, manager: &str, operation: &str, subresource: &str) -> bool {
+        self.manager == manager && self.operation == operation && self.subresource == subresource
     }
 
     /// How the API server names a manager in conflict messages.
@@ -136,6 +141,22 @@ pub fn server_side_apply(
     now: &str,
     structure: Structure,
 ) -> Result<Value, ApiError> {
+    server_side_apply_on(current, applied, manager, "", force, now, structure)
+}
+
+/// [`server_side_apply`] on a subresource (`status`): the manager's entry for that
+/// subresource is its own, as the API server keys entries by manager, operation and
+/// subresource, so applying status never drops what the same manager applied to the
+/// main resource.
+pub fn server_side_apply_on(
+    current: Option<&Value>,
+    applied: &Value,
+    manager: &str,
+    subresource: &str,
+    force: bool,
+    now: &str,
+    structure: Structure,
+) -> Result<Value, ApiError> {
     if !applied.is_object() {
         return Err(ApiError::bad_request(
             "apply patch must be an object".to_string(),
@@ -152,7 +173,7 @@ pub fn server_side_apply(
     merge_into(&mut would_be, applied, structure, &mut Vec::new());
     let mut conflicts: Vec<(usize, Vec<String>)> = Vec::new();
     for (index, entry) in entries.iter().enumerate() {
-        if entry.is(manager, "Apply") {
+        if entry.is_on(manager, "Apply", subresource) {
             continue;
         }
         // List items are compared through their fields; an item itself never conflicts.
@@ -175,14 +196,14 @@ pub fn server_side_apply(
 
     let previous: FieldSet = entries
         .iter()
-        .find(|e| e.is(manager, "Apply"))
+        .find(|e| e.is_on(manager, "Apply", subresource))
         .map(|e| e.fields.clone())
         .unwrap_or_default();
     let mut object = base.clone();
     for path in previous.difference(&applied_set) {
         let owned_elsewhere = entries
             .iter()
-            .filter(|e| !e.is(manager, "Apply"))
+            .filter(|e| !e.is_on(manager, "Apply", subresource))
             .any(|e| e.fields.iter().any(|p| is_under(p, path)));
         let still_applied = applied_set.iter().any(|p| is_under(p, path));
         if !owned_elsewhere && !still_applied {
@@ -196,10 +217,13 @@ pub fn server_side_apply(
         operation: "Apply".into(),
         api_version: api_version_of(applied),
         time: now.to_string(),
-        subresource: String::new(),
+        subresource: subresource.to_string(),
         fields: applied_set,
     };
-    match entries.iter_mut().find(|e| e.is(manager, "Apply")) {
+    match entries
+        .iter_mut()
+        .find(|e| e.is_on(manager, "Apply", subresource))
+    {
         Some(existing) => *existing = entry,
         None => entries.push(entry),
     }

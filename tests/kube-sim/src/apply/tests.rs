@@ -324,3 +324,38 @@ proptest! {
         prop_assert_eq!(&two["data"], &json!(second));
     }
 }
+
+#[test]
+fn a_status_apply_has_its_own_entry_and_keeps_the_main_resource_apply() {
+    let main = json!({"apiVersion": "v1", "kind": "Service",
+                      "metadata": {"name": "s", "namespace": "default", "labels": {"app": "web"}},
+                      "spec": {"type": "ClusterIP"}});
+    let out =
+        server_side_apply(None, &main, "op", false, T1, Structure::Builtin("Service")).unwrap();
+    let status = json!({"apiVersion": "v1", "kind": "Service",
+                        "metadata": {"name": "s", "namespace": "default"},
+                        "status": {"loadBalancer": {}}});
+    let out = server_side_apply_on(
+        Some(&out),
+        &status,
+        "op",
+        "status",
+        false,
+        T2,
+        Structure::Builtin("Service"),
+    )
+    .unwrap();
+    assert_eq!(
+        out["metadata"]["labels"]["app"], "web",
+        "main-resource fields stay"
+    );
+    assert_eq!(out["spec"]["type"], "ClusterIP");
+    let entries = out["metadata"]["managedFields"].as_array().unwrap();
+    assert_eq!(entries.len(), 2, "{entries:?}");
+    assert_eq!(entries[1]["subresource"], "status");
+    assert_eq!(
+        entries[1]["fieldsV1"],
+        json!({"f:status": {"f:loadBalancer": {}}})
+    );
+    assert!(entries[0].get("subresource").is_none());
+}
