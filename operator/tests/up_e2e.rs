@@ -279,6 +279,52 @@ impl Fixture {
         .unwrap();
     }
 
+    /// A TCP service `db` (port 5432) with one workload at 127.<net>.0.20.
+    fn add_tcp_service(&mut self) {
+        let app = Upstream::echo("db", Ipv4Addr::LOCALHOST);
+        std::fs::write(
+            self.config.join("db.yaml"),
+            format!(
+                "apiVersion: v1\nkind: ServiceAccount\nmetadata: {{name: db, namespace: shop}}\n---\n\
+                 apiVersion: v1\nkind: Service\nmetadata: {{name: db, namespace: shop}}\n\
+                 spec:\n  selector: {{app: db}}\n  ports:\n  - {{name: tcp-postgres, port: 5432, targetPort: 5432}}\n---\n{}",
+                workload("db", "db", "db", "v1", self.net, 20, app.port())
+            ),
+        )
+        .unwrap();
+        self.apps.push(app);
+    }
+
+    /// The outbound port `trellis up` gave the TCP service `db:5432`.
+    fn db_port(&self) -> u16 {
+        let text = std::fs::read_to_string(self.state.join("outbound-ports.json")).unwrap();
+        let doc: Value = serde_json::from_str(&text).unwrap();
+        doc["ports"]["tcp/db.shop.svc.cluster.local:5432"]
+            .as_u64()
+            .unwrap_or_else(|| panic!("no outbound port for db: {text}")) as u16
+    }
+
+    /// Talks to `db` through the frontend sidecar's explicit TCP port.
+    fn call_db(&self) -> Result<String, String> {
+        let addr = SocketAddr::from(([127, self.net, 0, 10], self.db_port()));
+        let r = HttpRequest::get("/query")
+            .timeout(Duration::from_secs(5))
+            .send(addr)
+            .map_err(|e| e.to_string())?;
+        Ok(r.json()["server"].as_str().unwrap_or("?").to_string())
+    }
+
+    fn wait_db(&self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            match self.call_db() {
+                Ok(s) if s == "db" => return,
+                other => assert!(Instant::now() < deadline, "db never answered: {other:?}"),
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
     fn route_cart_to(&self, subset: &str) {
         write_atomically(
             &self.config.join("vs.yaml"),
@@ -765,13 +811,17 @@ fn certificates_rotate_under_traffic_without_envoy_restarts() {
 
 #[test]
 fn sigkill_leaves_no_envoy_and_a_restart_reuses_the_state_directory() {
-    let fx = Fixture::new(63, &["v1"]);
+    let mut fx = Fixture::new(63, &["v1"]);
+    fx.add_tcp_service();
     let mut up = Up::start(&fx.config, &fx.state, &[]);
-    let first = up.wait_ready(2);
+    let first = up.wait_ready(3);
     wait_serving(fx.proxy(), "cart-v1");
+    // A TCP service through its explicit outbound port, over mTLS.
+    fx.wait_db();
+    let db_port = fx.db_port();
     let root = std::fs::read(fx.state.join("ca/root-cert.pem")).unwrap();
     let envoys = up.envoy_pids();
-    assert_eq!(envoys.len(), 2);
+    assert_eq!(envoys.len(), 3);
 
     up.kill();
     wait_gone(&envoys);
@@ -779,13 +829,14 @@ fn sigkill_leaves_no_envoy_and_a_restart_reuses_the_state_directory() {
 
     std::fs::remove_file(fx.state.join("status.json")).unwrap();
     let mut up = Up::start(&fx.config, &fx.state, &[]);
-    let second = up.wait_ready(2);
+    let second = up.wait_ready(3);
     assert_eq!(
         std::fs::read(fx.state.join("ca/root-cert.pem")).unwrap(),
         root
     );
     assert_eq!(second["xdsAddress"], first["xdsAddress"]);
-    for n in ["frontend", "cart-v1"] {
+    assert_eq!(fx.db_port(), db_port, "the TCP outbound port moved");
+    for n in ["frontend", "cart-v1", "db"] {
         let pick = |s: &Value| {
             s["proxies"]
                 .as_array()
@@ -809,8 +860,11 @@ fn sigkill_leaves_no_envoy_and_a_restart_reuses_the_state_directory() {
     let log = traffic.finish();
     assert!(log.len() > 20, "{}", log.len());
     assert_eq!(failures(&log), Vec::<String>::new());
+    fx.wait_db();
 
+    // Ctrl-C (SIGINT) stops every Envoy as well.
     let envoys = up.envoy_pids();
-    assert!(up.terminate());
+    signal(up.pid(), "INT");
+    assert!(up.wait_exit(), "trellis up failed on SIGINT:\n{}", up.log());
     wait_gone(&envoys);
 }
