@@ -390,6 +390,14 @@ pub fn build_model(
             }
             Resource::Gateway(g) => apply(&mut model, r, M::Gateway(Box::new(g.clone()))),
             Resource::Sidecar(sc) => apply(&mut model, r, M::Sidecar(Box::new(sc.clone()))),
+            Resource::RequestAuthentication(ra) => apply(
+                &mut model,
+                r,
+                M::RequestAuthentication(Box::new(ra.clone())),
+            ),
+            Resource::AuthorizationPolicy(ap) => {
+                apply(&mut model, r, M::AuthorizationPolicy(Box::new(ap.clone())))
+            }
             _ => {}
         }
     }

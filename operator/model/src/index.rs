@@ -7,6 +7,7 @@ use std::sync::Arc;
 use k8s_openapi::api::core::v1::{Pod, Service};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use trellis_api::networking::{DestinationRule, Gateway, ServiceEntry, Sidecar, VirtualService};
+use trellis_api::security::{AuthorizationPolicy, RequestAuthentication};
 
 use crate::service::ExportTo;
 use crate::traffic::{Store, Stored};
@@ -29,6 +30,8 @@ pub enum ResourceKind {
     ServiceEntry,
     Gateway,
     Sidecar,
+    RequestAuthentication,
+    AuthorizationPolicy,
 }
 
 impl ResourceKind {
@@ -43,6 +46,8 @@ impl ResourceKind {
             ResourceKind::ServiceEntry => "ServiceEntry",
             ResourceKind::Gateway => "Gateway",
             ResourceKind::Sidecar => "Sidecar",
+            ResourceKind::RequestAuthentication => "RequestAuthentication",
+            ResourceKind::AuthorizationPolicy => "AuthorizationPolicy",
         }
     }
 }
@@ -83,6 +88,10 @@ pub enum Resource {
     ServiceEntry(Box<ServiceEntry>),
     Gateway(Box<Gateway>),
     Sidecar(Box<Sidecar>),
+    /// JWT validation for the workloads it selects.
+    RequestAuthentication(Box<RequestAuthentication>),
+    /// Access control for the workloads it selects.
+    AuthorizationPolicy(Box<AuthorizationPolicy>),
 }
 
 /// The mesh index. Cloning is cheap enough for a per-push snapshot of a
@@ -98,6 +107,8 @@ pub struct MeshModel {
     pub(crate) destination_rules: Store<DestinationRule>,
     pub(crate) gateways: Store<Gateway>,
     pub(crate) sidecars: Store<Sidecar>,
+    pub(crate) request_authentications: Store<RequestAuthentication>,
+    pub(crate) authorization_policies: Store<AuthorizationPolicy>,
     pub(crate) seq: u64,
 }
 
@@ -202,6 +213,18 @@ impl MeshModel {
                 let stored = self.stored(&meta, &[], ns, name, *sc);
                 Ok(store_set(&mut self.sidecars, stored))
             }
+            Resource::RequestAuthentication(ra) => {
+                let (ns, name) = object_key("RequestAuthentication", &ra.metadata)?;
+                let meta = ra.metadata.clone();
+                let stored = self.stored(&meta, &[], ns, name, *ra);
+                Ok(store_set(&mut self.request_authentications, stored))
+            }
+            Resource::AuthorizationPolicy(ap) => {
+                let (ns, name) = object_key("AuthorizationPolicy", &ap.metadata)?;
+                let meta = ap.metadata.clone();
+                let stored = self.stored(&meta, &[], ns, name, *ap);
+                Ok(store_set(&mut self.authorization_policies, stored))
+            }
         }
     }
 
@@ -271,6 +294,12 @@ impl MeshModel {
             }
             ResourceKind::Gateway => store_remove(&mut self.gateways, &key.namespace, &key.name),
             ResourceKind::Sidecar => store_remove(&mut self.sidecars, &key.namespace, &key.name),
+            ResourceKind::RequestAuthentication => {
+                store_remove(&mut self.request_authentications, &key.namespace, &key.name)
+            }
+            ResourceKind::AuthorizationPolicy => {
+                store_remove(&mut self.authorization_policies, &key.namespace, &key.name)
+            }
         }
     }
 
@@ -301,6 +330,8 @@ impl MeshModel {
             }
             ResourceKind::Gateway => self.gateways.clear(),
             ResourceKind::Sidecar => self.sidecars.clear(),
+            ResourceKind::RequestAuthentication => self.request_authentications.clear(),
+            ResourceKind::AuthorizationPolicy => self.authorization_policies.clear(),
             ResourceKind::Workload => self.workloads.clear(),
             ResourceKind::ServiceAccount => self.service_accounts.clear(),
             ResourceKind::MeshConfig => self.settings = MeshSettings::default(),
@@ -400,6 +431,31 @@ impl MeshModel {
     pub fn gateway(&self, namespace: &str, name: &str) -> Option<&Stored<Gateway>> {
         self.gateways
             .get(&(namespace.to_string(), name.to_string()))
+    }
+
+    /// The RequestAuthentications that apply to `workload` (its namespace and the
+    /// mesh root namespace, selector matching its labels), oldest first.
+    pub fn request_authentications_for(
+        &self,
+        workload: &Workload,
+    ) -> Vec<&Stored<RequestAuthentication>> {
+        crate::security::request_authentications_for(
+            &self.request_authentications,
+            workload,
+            &self.settings.root_namespace,
+        )
+    }
+
+    /// The AuthorizationPolicies that apply to `workload`, oldest first.
+    pub fn authorization_policies_for(
+        &self,
+        workload: &Workload,
+    ) -> Vec<&Stored<AuthorizationPolicy>> {
+        crate::security::authorization_policies_for(
+            &self.authorization_policies,
+            workload,
+            &self.settings.root_namespace,
+        )
     }
 
     /// The Gateways a gateway workload runs (their selector matches its labels).

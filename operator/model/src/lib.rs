@@ -11,6 +11,7 @@ mod error;
 mod index;
 mod registry;
 mod scope;
+mod security;
 mod service;
 mod service_entry;
 mod traffic;

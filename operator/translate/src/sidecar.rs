@@ -4,6 +4,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use envoy_types::pb::envoy::config::listener::v3::{FilterChain, FilterChainMatch, Listener};
+use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::HttpFilter;
 use trellis_model::{MeshModel, MtlsMode, Workload};
 
 use crate::cluster::{blackhole_cluster, inbound_cluster};
@@ -112,8 +113,12 @@ impl<'m> Translator<'m> {
         let mut listeners = Vec::new();
         let mut extra_clusters = Vec::new();
         let mut inbound_chains = Vec::new();
+        let security = crate::security::workload::inbound_security(model, workload);
+        out.errors.extend(security.errors);
+        extra_clusters.extend(security.clusters.into_iter().map(Arc::new));
         let (mtls_used, inspector) = self.inbound(
             workload,
+            &security.http_filters,
             &mut listeners,
             &mut inbound_chains,
             &mut extra_clusters,
@@ -191,6 +196,7 @@ impl<'m> Translator<'m> {
     fn inbound(
         &self,
         workload: &Workload,
+        http_filters: &[HttpFilter],
         listeners: &mut Vec<Listener>,
         chains_out: &mut Vec<FilterChain>,
         clusters: &mut Vec<Arc<envoy_types::pb::envoy::config::cluster::v3::Cluster>>,
@@ -209,7 +215,11 @@ impl<'m> Translator<'m> {
                 let cluster = names::inbound_cluster(target);
                 let filter = if port.protocol.is_http() {
                     let rc = inbound_routes(target, &cluster);
-                    http_connection_manager(&cluster, Routes::Inline(Box::new(rc)), Vec::new())
+                    http_connection_manager(
+                        &cluster,
+                        Routes::Inline(Box::new(rc)),
+                        http_filters.to_vec(),
+                    )
                 } else {
                     tcp_proxy(&cluster, &cluster)
                 };

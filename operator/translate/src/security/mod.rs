@@ -14,6 +14,7 @@ pub mod origination;
 pub mod peer_authn;
 pub mod sds;
 pub mod tls;
+pub mod workload;
 
 pub use error::{ObjectRef, SecurityError};
 

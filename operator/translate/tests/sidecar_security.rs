@@ -1,0 +1,165 @@
+//! RequestAuthentication and AuthorizationPolicy reach a sidecar's inbound HTTP
+//! connection managers: the model picks the policies that apply to the workload
+//! (its namespace or the mesh root namespace, selector matching its labels),
+//! and the translator puts jwt_authn before RBAC before the router.
+mod fixture;
+
+use envoy_types::pb::envoy::config::listener::v3::filter::ConfigType;
+use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::HttpConnectionManager;
+use fixture::*;
+use prost::Message;
+use trellis_api::security::{AuthorizationPolicy, RequestAuthentication};
+use trellis_model::{MeshModel, Resource, ResourceKey, ResourceKind};
+use trellis_translate::{Proxy, ProxyResources, Translator};
+
+const JWKS: &str = r#"{"keys":[{"kty":"EC","crv":"P-256","alg":"ES256","kid":"k","x":"f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU","y":"x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0"}]}"#;
+
+fn ra(yaml: &str) -> Resource {
+    let ra: RequestAuthentication = from_yaml(yaml);
+    Resource::RequestAuthentication(Box::new(ra))
+}
+
+fn ap(yaml: &str) -> Resource {
+    let ap: AuthorizationPolicy = from_yaml(yaml);
+    Resource::AuthorizationPolicy(Box::new(ap))
+}
+
+fn policies() -> Vec<Resource> {
+    vec![
+        ra(&format!(
+            "metadata: {{name: web-jwt, namespace: shop}}\nspec:\n  selector: {{matchLabels: {{app: web}}}}\n  jwtRules:\n  - issuer: https://issuer.example\n    jwks: '{JWKS}'\n"
+        )),
+        ap(
+            "metadata: {name: web-require-jwt, namespace: shop}\nspec:\n  selector: {matchLabels: {app: web}}\n  rules:\n  - from:\n    - source: {requestPrincipals: ['*']}\n",
+        ),
+        ap(
+            "metadata: {name: deny-admin, namespace: istio-system}\nspec:\n  action: DENY\n  rules:\n  - to:\n    - operation: {paths: [/admin]}\n",
+        ),
+        ap(
+            "metadata: {name: elsewhere, namespace: other}\nspec:\n  action: DENY\n  rules:\n  - {}\n",
+        ),
+    ]
+}
+
+/// The HTTP filter names of the inbound listener on `address:port`.
+fn inbound_filters(out: &ProxyResources, address: &str, port: u16) -> Vec<String> {
+    let name = format!("{address}_{port}");
+    let listener = out
+        .listeners
+        .iter()
+        .find(|l| l.name == name)
+        .unwrap_or_else(|| panic!("no listener {name}"));
+    let filter = &listener.filter_chains[0].filters[0];
+    let Some(ConfigType::TypedConfig(any)) = &filter.config_type else {
+        panic!("no typed config on {name}");
+    };
+    let hcm = HttpConnectionManager::decode(any.value.as_slice()).unwrap();
+    hcm.http_filters.into_iter().map(|f| f.name).collect()
+}
+
+fn sidecar(model: &MeshModel, name: &str) -> ProxyResources {
+    Translator::new(model, explicit_options()).translate(&Proxy::sidecar("shop", name))
+}
+
+#[test]
+fn policies_apply_by_namespace_root_namespace_and_selector() {
+    let mut resources = base_resources();
+    resources.extend(policies());
+    let model = model_of(resources);
+    let web = model.workload("shop", "web-1").unwrap();
+    let cart = model.workload("shop", "cart-v1").unwrap();
+    let names = |v: Vec<&trellis_model::Stored<AuthorizationPolicy>>| {
+        v.iter().map(|p| p.name.clone()).collect::<Vec<_>>()
+    };
+    assert_eq!(
+        names(model.authorization_policies_for(web)),
+        ["web-require-jwt", "deny-admin"]
+    );
+    assert_eq!(
+        names(model.authorization_policies_for(cart)),
+        ["deny-admin"]
+    );
+    assert_eq!(model.request_authentications_for(web).len(), 1);
+    assert!(model.request_authentications_for(cart).is_empty());
+}
+
+#[test]
+fn jwt_then_rbac_then_router_on_the_selected_workload_only() {
+    let mut resources = base_resources();
+    resources.extend(policies());
+    let mut model = model_of(resources);
+    let web = sidecar(&model, "web-1");
+    assert!(web.errors.is_empty(), "{:?}", web.errors);
+    let filters = inbound_filters(&web, "127.0.0.10", 8000);
+    assert_eq!(filters[0], "envoy.filters.http.jwt_authn", "{filters:?}");
+    assert_eq!(
+        filters
+            .iter()
+            .filter(|f| *f == "envoy.filters.http.rbac")
+            .count(),
+        2,
+        "a DENY and an ALLOW filter: {filters:?}"
+    );
+    assert_eq!(filters.last().unwrap(), "envoy.filters.http.router");
+
+    let cart = sidecar(&model, "cart-v1");
+    let filters = inbound_filters(&cart, "127.0.0.11", 8080);
+    assert!(
+        !filters.contains(&"envoy.filters.http.jwt_authn".to_string()),
+        "{filters:?}"
+    );
+    assert_eq!(
+        filters
+            .iter()
+            .filter(|f| *f == "envoy.filters.http.rbac")
+            .count(),
+        1,
+        "only the mesh-wide DENY: {filters:?}"
+    );
+    // The outbound proxy listener carries no inbound policy.
+    let outbound = inbound_filters(&web, "127.0.0.10", 15001);
+    assert!(
+        !outbound
+            .iter()
+            .any(|f| f.contains("rbac") || f.contains("jwt")),
+        "{outbound:?}"
+    );
+
+    // Deleting the policies removes the filters.
+    for (kind, ns, name) in [
+        (ResourceKind::RequestAuthentication, "shop", "web-jwt"),
+        (ResourceKind::AuthorizationPolicy, "shop", "web-require-jwt"),
+        (
+            ResourceKind::AuthorizationPolicy,
+            "istio-system",
+            "deny-admin",
+        ),
+    ] {
+        model.delete(&ResourceKey::new(kind, ns, name));
+    }
+    let web = sidecar(&model, "web-1");
+    let filters = inbound_filters(&web, "127.0.0.10", 8000);
+    assert!(
+        !filters
+            .iter()
+            .any(|f| f.contains("rbac") || f.contains("jwt")),
+        "{filters:?}"
+    );
+}
+
+#[test]
+fn an_untranslatable_policy_is_reported_against_its_object() {
+    let mut resources = base_resources();
+    resources.push(ra(
+        "metadata: {name: broken, namespace: shop}\nspec:\n  selector: {matchLabels: {app: web}}\n  jwtRules:\n  - issuer: https://issuer.example\n    jwksUri: ftp://keys.example/jwks\n",
+    ));
+    let model = model_of(resources);
+    let web = sidecar(&model, "web-1");
+    assert!(
+        web.errors.iter().any(|e| e.kind == "RequestAuthentication"
+            && e.name == "broken"
+            && e.path == "spec.jwtRules[0].jwksUri"),
+        "{:?}",
+        web.errors
+    );
+}
