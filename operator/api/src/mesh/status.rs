@@ -52,6 +52,42 @@ pub struct MeshStatusStatus {
     /// Mesh resources with validation or translation errors.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub errors: Option<u32>,
+    /// Mesh namespace: pods running a sidecar.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pods_with_sidecar: Option<u32>,
+    /// Mesh namespace: the earliest `notAfter` of its workload certificates (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub earliest_cert_expiry: Option<String>,
+    /// Mesh namespace: mesh configuration objects accepted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config_accepted: Option<u32>,
+    /// Mesh namespace: mesh configuration objects rejected (`Accepted=False`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config_rejected: Option<u32>,
+    /// Connected proxies that have ACKed everything they were sent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proxies_in_sync: Option<u32>,
+    /// Control plane: `self-signed` or `plugged-in`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_mode: Option<String>,
+    /// Control plane: SHA-256 fingerprint of the root in use (hex pairs joined by colons).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub root_fingerprint: Option<String>,
+    /// Control plane: `notAfter` of the root in use (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub root_expiry: Option<String>,
+    /// Control plane: the SPIFFE trust domain.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trust_domain: Option<String>,
+    /// Control plane: when the xDS server last pushed configuration (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_push: Option<String>,
+    /// Control plane: version of the operator that wrote this status.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub operator_version: Option<String>,
+    /// Control plane: identity of the replica holding the leader Lease.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub leader: Option<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
