@@ -198,8 +198,8 @@ async fn terminated() {
 async fn run_async(args: OperatorArgs) -> Result<()> {
     let config = config(&args)?;
     let client = client(&args).await?;
-    // Tasks of other subsystems (xDS server, status writers) are added here.
-    let extra: Vec<trellis_controller::runtime::ExtraTask> = Vec::new();
+    // Sources -> model -> xDS server for the cluster's sidecars, and the status writers.
+    let extra = trellis_status::runtime::extra_tasks();
     trellis_controller::run(config, client, terminated(), extra, |running| {
         tracing::info!(metrics = %running.metrics_addr, "telemetry listening");
     })

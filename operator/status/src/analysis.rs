@@ -1,0 +1,78 @@
+//! The translation's findings about mesh objects (unknown subsets, unknown
+//! hosts, conflicting hosts...), found by building the outbound view of every
+//! namespace that has workloads or configuration. Pure.
+use std::collections::{BTreeMap, BTreeSet};
+
+use trellis_api::ObjectRef;
+use trellis_model::MeshModel;
+use trellis_translate::{TranslateError, TranslateOptions, Translator};
+
+/// Findings per mesh object, each reported once.
+pub fn analyze(
+    model: &MeshModel,
+    config_namespaces: impl IntoIterator<Item = String>,
+) -> BTreeMap<ObjectRef, Vec<TranslateError>> {
+    let mut namespaces: BTreeSet<String> = config_namespaces.into_iter().collect();
+    namespaces.extend(model.workloads().map(|w| w.namespace.clone()));
+    let mut translator = Translator::new(model, TranslateOptions::default());
+    let mut found: BTreeSet<TranslateError> = BTreeSet::new();
+    for ns in &namespaces {
+        found.extend(translator.scope(ns).errors.iter().cloned());
+    }
+    let mut out: BTreeMap<ObjectRef, Vec<TranslateError>> = BTreeMap::new();
+    for e in found {
+        let key = ObjectRef {
+            kind: e.kind.clone(),
+            namespace: Some(e.namespace.clone()),
+            name: e.name.clone(),
+        };
+        out.entry(key).or_default().push(e);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+    use trellis_sources::{Change, Input, MeshFeed, SourceKind, input_from_json};
+
+    #[test]
+    fn an_unknown_subset_is_found_once_and_attributed_to_its_virtual_service() {
+        let mut feed = MeshFeed::new(Default::default());
+        let service: k8s_openapi::api::core::v1::Service = serde_json::from_value(json!({
+            "metadata": {"name": "cart", "namespace": "shop"},
+            "spec": {"selector": {"app": "cart"}, "ports": [{"name": "http", "port": 8080}]}
+        }))
+        .unwrap();
+        feed.apply(Change::Apply(Input::Resource(Box::new(
+            trellis_api::Resource::Service(service),
+        ))));
+        for ns in ["shop", "web"] {
+            let pod = serde_json::from_value(json!({
+                "metadata": {"name": "p", "namespace": ns, "labels": {"app": "cart"}},
+                "spec": {"containers": [{"name": "app"}]},
+                "status": {"podIP": "10.0.0.9"}
+            }))
+            .unwrap();
+            feed.apply(Change::Apply(Input::Pod(Box::new(pod))));
+        }
+        feed.apply(Change::Apply(input_from_json(
+            SourceKind::VirtualService,
+            json!({"apiVersion": "networking.istio.io/v1", "kind": "VirtualService",
+                   "metadata": {"name": "r", "namespace": "shop"},
+                   "spec": {"hosts": ["cart"], "http": [{"route": [
+                       {"destination": {"host": "cart", "subset": "v2"}}]}]}}),
+        )));
+        let found = analyze(feed.model(), ["shop".to_string()]);
+        let key = ObjectRef {
+            kind: "VirtualService".into(),
+            namespace: Some("shop".into()),
+            name: "r".into(),
+        };
+        let errors = found.get(&key).expect("finding for the VirtualService");
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert_eq!(errors[0].code, trellis_translate::ErrorCode::UnknownSubset);
+        assert_eq!(errors[0].path, "spec.http[0].route[0].destination");
+    }
+}
