@@ -146,3 +146,100 @@ fn corpus_uses_every_field_of_every_kind() {
         "examples/istio never uses these fields: {all_missing:#?}"
     );
 }
+
+/// Every object schema of a CRD (keyed by its JSON text, so a type used in several
+/// places — a TrafficPolicy at the top and in subsets, a StringMatch under uri and
+/// headers — is one entry) with the path of its first occurrence and its field names.
+fn object_types(
+    schema: &Value,
+    path: &str,
+    out: &mut BTreeMap<String, (String, BTreeSet<String>)>,
+) {
+    if let Some(Value::Object(props)) = schema.get("properties") {
+        out.entry(schema.to_string())
+            .or_insert_with(|| (path.to_owned(), props.keys().cloned().collect()));
+        for (name, prop) in props {
+            // Kubernetes' own ResourceRequirements is not ours to cover.
+            if name != "resources" {
+                object_types(prop, &format!("{path}.{name}"), out);
+            }
+        }
+    }
+    if let Some(items) = schema.get("items") {
+        object_types(items, &format!("{path}[]"), out);
+    }
+    if let Some(inner) = schema.get("additionalProperties").filter(|a| a.is_object()) {
+        object_types(inner, &format!("{path}.*"), out);
+    }
+}
+
+/// The field names a document sets on each object type.
+fn used_by_type(value: &Value, schema: &Value, out: &mut BTreeMap<String, BTreeSet<String>>) {
+    match value {
+        Value::Object(map) => {
+            let props = schema.get("properties").and_then(Value::as_object);
+            if props.is_some() {
+                out.entry(schema.to_string())
+                    .or_default()
+                    .extend(map.keys().cloned());
+            }
+            for (k, v) in map {
+                let child = props
+                    .and_then(|p| p.get(k))
+                    .or_else(|| schema.get("additionalProperties").filter(|a| a.is_object()));
+                if let Some(child) = child {
+                    used_by_type(v, child, out);
+                }
+            }
+        }
+        Value::Array(items) => {
+            if let Some(item_schema) = schema.get("items") {
+                items.iter().for_each(|v| used_by_type(v, item_schema, out));
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Stricter than field names: every field of every object type (StringMatch, TrafficPolicy,
+/// HeaderOperations, ...) is set somewhere the corpus uses that type.
+#[test]
+fn corpus_sets_every_field_of_every_object_type() {
+    let mut all_missing = Vec::new();
+    let docs: Vec<Value> = corpus()
+        .into_iter()
+        .flat_map(|(_, text)| documents(&text))
+        .collect();
+    for crd in crds() {
+        let kind = crd.spec.names.kind.clone();
+        let schema = serde_json::to_value(
+            crd.spec.versions[0]
+                .schema
+                .as_ref()
+                .unwrap()
+                .open_api_v3_schema
+                .as_ref()
+                .unwrap(),
+        )
+        .unwrap();
+        let spec = &schema["properties"]["spec"];
+        let mut types = BTreeMap::new();
+        object_types(spec, "spec", &mut types);
+        let mut used = BTreeMap::new();
+        for doc in docs.iter().filter(|d| d["kind"] == kind.as_str()) {
+            used_by_type(&doc["spec"], spec, &mut used);
+        }
+        for (key, (path, fields)) in &types {
+            let empty = BTreeSet::new();
+            let set = used.get(key).unwrap_or(&empty);
+            let missing: Vec<&String> = fields.difference(set).collect();
+            if !missing.is_empty() {
+                all_missing.push(format!("{kind} {path}: {missing:?}"));
+            }
+        }
+    }
+    assert!(
+        all_missing.is_empty(),
+        "examples/istio never sets these fields: {all_missing:#?}"
+    );
+}
