@@ -261,3 +261,123 @@ pub fn read_dump(state_root: &Path, namespace: &str, name: &str) -> Result<Proxy
     let bytes = std::fs::read(&path).map_err(|e| LocalError::io("reading", &path, e))?;
     serde_json::from_slice(&bytes).map_err(|source| LocalError::Json { path, source })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use envoy_types::pb::envoy::config::core::v3::{DataSource, data_source::Specifier};
+    use envoy_types::pb::envoy::config::listener::v3::Listener;
+    use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{
+        Secret, TlsCertificate, secret,
+    };
+    use std::sync::Arc;
+    use trellis_xds::{NackRecord, ProxyId, ProxyKind, Resource, SentResponse};
+
+    fn inline(text: &str) -> Option<DataSource> {
+        Some(DataSource {
+            specifier: Some(Specifier::InlineString(text.to_string())),
+            ..Default::default()
+        })
+    }
+
+    fn status() -> ProxyStatus {
+        let mut types: [TypeStatus; 5] = Default::default();
+        let listener = Listener {
+            name: "127.0.0.10_15001".into(),
+            ..Default::default()
+        };
+        types[ResourceType::Listener.index()] = TypeStatus {
+            subscribed: None,
+            last_sent: Some(SentResponse {
+                version: "v2".into(),
+                nonce: "n2".into(),
+                resources: vec![Arc::new(Resource::new(
+                    listener.name.clone(),
+                    envoy_types::util::pack_any(listener),
+                ))],
+            }),
+            acked_version: Some("v1".into()),
+            last_nack: Some(NackRecord {
+                type_url: ResourceType::Listener.type_url().into(),
+                rejected_version: "v2".into(),
+                nonce: "n2".into(),
+                message: "bad listener".into(),
+                resource_names: vec!["127.0.0.10_15001".into()],
+            }),
+        };
+        let secret = Secret {
+            name: "kubernetes://shop/cred".into(),
+            r#type: Some(secret::Type::TlsCertificate(TlsCertificate {
+                certificate_chain: inline("-----BEGIN CERTIFICATE-----\nMIIB\n"),
+                private_key: inline("-----BEGIN PRIVATE KEY-----\nsecret\n"),
+                ..Default::default()
+            })),
+        };
+        types[ResourceType::Secret.index()] = TypeStatus {
+            subscribed: Some(vec!["kubernetes://shop/cred".into()]),
+            last_sent: Some(SentResponse {
+                version: "s1".into(),
+                nonce: "n3".into(),
+                resources: vec![Arc::new(Resource::new(
+                    secret.name.clone(),
+                    envoy_types::util::pack_any(secret),
+                ))],
+            }),
+            acked_version: Some("s1".into()),
+            last_nack: None,
+        };
+        ProxyStatus {
+            proxy: ProxyId::new(ProxyKind::Sidecar, "shop", "frontend", "frontend"),
+            node_id: "sidecar~127.0.0.10~frontend.shop~shop.svc.cluster.local".into(),
+            connected_since: SystemTime::now(),
+            types,
+        }
+    }
+
+    #[test]
+    fn dump_shows_versions_nacks_and_resources_but_never_key_material() {
+        let s = status();
+        let dump = build_dump("shop", "frontend", Some(&s), None);
+        assert!(dump.connected);
+        let listeners = &dump.types[ResourceType::Listener.index()];
+        assert_eq!(listeners.type_name, "listeners");
+        assert!(!listeners.acked);
+        assert_eq!(listeners.acked_version.as_deref(), Some("v1"));
+        let nack = listeners.nack.as_ref().unwrap();
+        assert_eq!(
+            (nack.rejected_version.as_str(), nack.message.as_str()),
+            ("v2", "bad listener")
+        );
+        assert_eq!(listeners.resources[0].config["name"], "127.0.0.10_15001");
+        let secrets = &dump.types[ResourceType::Secret.index()];
+        assert!(secrets.acked);
+        assert_eq!(secrets.resources[0].config["kind"], "tls_certificate");
+        let text = serde_json::to_string(&dump).unwrap();
+        assert!(
+            !text.contains("PRIVATE KEY") && !text.contains("secret\\n"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn sync_key_changes_with_acks_and_dumps_round_trip_on_disk() {
+        let s = status();
+        let mut acked = s.clone();
+        acked.types[ResourceType::Listener.index()].acked_version = Some("v2".into());
+        assert_ne!(sync_key(Some(&s)), sync_key(Some(&acked)));
+        assert_eq!(sync_key(Some(&s)), sync_key(Some(&s.clone())));
+        assert_eq!(sync_key(None), "disconnected");
+
+        let tmp = tempfile::tempdir().unwrap();
+        let state = StateDir::open(tmp.path()).unwrap();
+        let dump = build_dump("shop", "frontend", Some(&acked), None);
+        write_dump(&state, &dump).unwrap();
+        assert_eq!(read_dump(tmp.path(), "shop", "frontend").unwrap(), dump);
+        remove_dump(&state, "shop", "frontend");
+        assert!(read_dump(tmp.path(), "shop", "frontend").is_err());
+        assert!(matches!(
+            dump_path(tmp.path(), "..", "x"),
+            Err(LocalError::UnsafeName { .. })
+        ));
+    }
+}

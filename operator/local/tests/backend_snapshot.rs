@@ -1,0 +1,197 @@
+//! The `trellis up` backend without Envoy: directory objects in, per-proxy
+//! snapshots out, in the explicit (universal mode) shape.
+use envoy_types::pb::envoy::config::listener::v3::Listener;
+use prost::Message;
+use std::path::Path;
+use trellis_local::backend::{BackendOptions, ModelBackend, OUTBOUND_PORTS_FILE};
+use trellis_local::config_set::ResourceChange;
+use trellis_local::mesh::MeshBackend;
+use trellis_xds::{ProxyId, ProxyKind, ResourceType, Snapshot};
+
+const OBJECTS: &str = r#"
+apiVersion: v1
+kind: ServiceAccount
+metadata: {name: cart, namespace: shop}
+---
+apiVersion: v1
+kind: ServiceAccount
+metadata: {name: frontend, namespace: shop}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: cart, namespace: shop}
+spec:
+  selector: {app: cart}
+  ports:
+  - {name: http, port: 80, targetPort: 8080}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: db, namespace: shop}
+spec:
+  selector: {app: db}
+  ports:
+  - {name: tcp-postgres, port: 5432, targetPort: 5432}
+---
+apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata:
+  name: cart-v1
+  namespace: shop
+  annotations: {local.trellis.dev/app-port: "18011"}
+spec:
+  address: 127.0.0.11
+  serviceAccount: cart
+  labels: {app: cart}
+---
+apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata:
+  name: frontend
+  namespace: shop
+  annotations: {local.trellis.dev/app-port: "18010"}
+spec:
+  address: 127.0.0.10
+  serviceAccount: frontend
+  labels: {app: frontend}
+"#;
+
+fn backend(state: &Path) -> ModelBackend {
+    ModelBackend::new(BackendOptions {
+        state_dir: state.to_path_buf(),
+        trust_domain: "cluster.local".into(),
+        dns_domain: "cluster.local".into(),
+        outbound_http_port: 15001,
+        privileged_port_offset: 8000,
+    })
+    .unwrap()
+}
+
+fn changes(yaml: &str) -> Vec<ResourceChange> {
+    let (resources, errors) = trellis_api::load_all("test.yaml", yaml);
+    assert!(errors.is_empty(), "{errors:?}");
+    resources
+        .into_iter()
+        .map(|r| ResourceChange::Apply(Box::new(r)))
+        .collect()
+}
+
+fn snapshot(b: &ModelBackend, name: &str, sa: &str) -> Snapshot {
+    b.snapshot_source()
+        .snapshot(&ProxyId::new(ProxyKind::Sidecar, "shop", name, sa))
+        .unwrap()
+}
+
+/// A packed resource as proto3 JSON text (nested `Any`s decoded too).
+fn json(any: &envoy_types::pb::google::protobuf::Any) -> String {
+    let message = any.type_url.rsplit('/').next().unwrap();
+    trellis_envoy_json::bytes_to_json(message, &any.value)
+        .unwrap()
+        .to_string()
+}
+
+fn names(s: &Snapshot, ty: ResourceType) -> Vec<String> {
+    s.get(ty).iter().map(|r| r.name.clone()).collect()
+}
+
+#[test]
+fn sidecars_get_explicit_listeners_inbound_to_the_app_port_and_tcp_ports() {
+    let tmp = tempfile::tempdir().unwrap();
+    let b = backend(tmp.path());
+    b.apply(&changes(OBJECTS));
+    let ports = b.tcp_outbound_ports();
+    let db_port = *ports
+        .get(&("db.shop.svc.cluster.local".to_string(), 5432))
+        .unwrap_or_else(|| panic!("{ports:?}"));
+    assert_eq!(ports.len(), 1, "HTTP services get no TCP port: {ports:?}");
+
+    let frontend = snapshot(&b, "frontend", "frontend");
+    let listeners = names(&frontend, ResourceType::Listener);
+    assert!(
+        listeners.contains(&"127.0.0.10_15001".to_string()),
+        "{listeners:?}"
+    );
+    assert!(
+        listeners.contains(&format!("127.0.0.10_{db_port}")),
+        "{listeners:?}"
+    );
+    let clusters = names(&frontend, ResourceType::Cluster);
+    assert!(
+        clusters.contains(&"outbound|80||cart.shop.svc.cluster.local".to_string()),
+        "{clusters:?}"
+    );
+    assert!(names(&frontend, ResourceType::Route).contains(&"outbound_http_proxy".to_string()));
+    // The workload certificate comes from the proxy's own file-SDS file.
+    let cluster = frontend
+        .get(ResourceType::Cluster)
+        .get("outbound|80||cart.shop.svc.cluster.local")
+        .unwrap();
+    let text = json(&cluster.any);
+    let sds = tmp
+        .path()
+        .join("bootstrap/shop/frontend/sds-workload-cert.json");
+    assert!(text.contains(sds.to_str().unwrap()), "{text}");
+    // cart's endpoint is its workload address at the target port.
+    let cla = frontend
+        .get(ResourceType::Endpoint)
+        .get("outbound|80||cart.shop.svc.cluster.local")
+        .unwrap();
+    let text = json(&cla.any);
+    assert!(
+        text.contains("127.0.0.11") && text.contains("8080"),
+        "{text}"
+    );
+
+    // cart-v1 serves 8080 on its own address and forwards to its app port.
+    let cart = snapshot(&b, "cart-v1", "cart");
+    let listener = cart
+        .get(ResourceType::Listener)
+        .get("127.0.0.11_8080")
+        .unwrap_or_else(|| panic!("{:?}", names(&cart, ResourceType::Listener)));
+    let listener = Listener::decode(listener.any.value.as_slice()).unwrap();
+    assert!(format!("{:?}", listener.address).contains("127.0.0.11"));
+    let inbound = cart
+        .get(ResourceType::Cluster)
+        .get("inbound|8080||")
+        .unwrap();
+    let text = json(&inbound.any);
+    assert!(text.contains("18011"), "{text}");
+
+    // The TCP port is kept for the next run on the same state directory.
+    assert!(tmp.path().join(OUTBOUND_PORTS_FILE).exists());
+    let again = backend(tmp.path());
+    again.apply(&changes(OBJECTS));
+    assert_eq!(again.tcp_outbound_ports(), ports);
+}
+
+#[test]
+fn translation_errors_are_reported_and_forgotten_with_their_proxy() {
+    let tmp = tempfile::tempdir().unwrap();
+    let b = backend(tmp.path());
+    let vs = "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: cart, namespace: shop}\nspec:\n  hosts: [cart]\n  http:\n  - route:\n    - destination: {host: cart, subset: v9}\n";
+    b.apply(&changes(&format!("{OBJECTS}\n---\n{vs}")));
+    let _ = snapshot(&b, "frontend", "frontend");
+    let errors = b.config_errors();
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.kind.as_deref() == Some("VirtualService")
+                && e.name.as_deref() == Some("cart")
+                && e.message.contains("v9")),
+        "{errors:?}"
+    );
+    // The frontend workload leaves: its errors go with it.
+    let (resources, _) = trellis_api::load_all("test.yaml", OBJECTS);
+    let frontend = resources
+        .iter()
+        .find(|r| r.kind() == "WorkloadEntry" && r.name() == "frontend")
+        .unwrap();
+    b.apply(&[ResourceChange::Delete(frontend.object_ref())]);
+    assert!(
+        !b.config_errors()
+            .iter()
+            .any(|e| e.kind.as_deref() == Some("VirtualService")),
+        "{:?}",
+        b.config_errors()
+    );
+}
