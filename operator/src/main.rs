@@ -40,6 +40,8 @@ enum Command {
     Operator(commands::operator::OperatorArgs),
     /// Install the sidecar's traffic-capture iptables rules (the injected init container runs this).
     ProxyInit(commands::proxy_init::ProxyInitArgs),
+    /// Inject the sidecar into workload manifests (-f FILE|DIR|-), as the webhook would.
+    Inject(commands::inject::InjectArgs),
 }
 
 fn main() -> ExitCode {
@@ -55,5 +57,6 @@ fn main() -> ExitCode {
         Command::Validate(args) => commands::validate::run(args),
         Command::Operator(args) => commands::operator::run(args),
         Command::ProxyInit(args) => commands::proxy_init::run(args),
+        Command::Inject(args) => commands::inject::run(args),
     }
 }

@@ -12,6 +12,10 @@ pub const INIT_CONTAINER_NAME: &str = "trellis-init";
 pub const PROXY_CONTAINER_NAME: &str = "trellis-proxy";
 /// Envoy image when MeshConfig names none.
 pub const DEFAULT_PROXY_IMAGE: &str = "docker.io/envoyproxy/envoy:v1.40.0";
+/// Image of the `trellis` binary (run as `trellis proxy-init`) when none is configured:
+/// the webhook and `trellis inject` use the same default.
+pub const DEFAULT_INIT_IMAGE: &str =
+    concat!("ghcr.io/trellis-mesh/trellis:", env!("CARGO_PKG_VERSION"));
 pub const ROOT_CERT_CONFIG_MAP: &str = "trellis-ca-root-cert";
 pub const BOOTSTRAP_CONFIG_MAP: &str = "trellis-sidecar-bootstrap";
 pub const CERTS_DIR: &str = "/etc/certs";

@@ -13,6 +13,12 @@ pub enum InjectError {
         value: String,
         reason: String,
     },
+    #[error("{object}: {path}: {message}")]
+    InvalidTemplate {
+        object: String,
+        path: String,
+        message: String,
+    },
     #[error("{object}: the pod could not be converted to JSON to compute the patch: {message}")]
     Serialize { object: String, message: String },
 }

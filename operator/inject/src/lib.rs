@@ -8,6 +8,8 @@
 //!   annotation, plus the RFC 6902 JSONPatch from the input to the output.
 //! - [`capture`]: the traffic-capture options (derived from the pod's
 //!   annotations and probes) and the iptables rule set they stand for.
+//! - [`inject_workload`]: the same injection applied to the pod template of a
+//!   workload manifest (`trellis inject`).
 //!
 //! # What the injected pod needs from the operator
 //!
@@ -41,11 +43,14 @@ mod containers;
 mod error;
 mod inject;
 mod select;
+mod workload;
 
 pub use containers::{
-    BOOTSTRAP_CONFIG_MAP, BOOTSTRAP_DIR, CERTS_DIR, DEFAULT_PROXY_IMAGE, INIT_CONTAINER_NAME,
-    PROXY_CONTAINER_NAME, ROOT_CERT_CONFIG_MAP, ROOT_CERT_DIR, identity_secret_name,
+    BOOTSTRAP_CONFIG_MAP, BOOTSTRAP_DIR, CERTS_DIR, DEFAULT_INIT_IMAGE, DEFAULT_PROXY_IMAGE,
+    INIT_CONTAINER_NAME, PROXY_CONTAINER_NAME, ROOT_CERT_CONFIG_MAP, ROOT_CERT_DIR,
+    identity_secret_name,
 };
 pub use error::InjectError;
 pub use inject::{InjectOutcome, InjectionContext, STATUS_ANNOTATION, TLS_MODE_LABEL, inject};
 pub use select::{InjectDecision, NEVER_INJECTED_NAMESPACES, should_inject};
+pub use workload::{WorkloadOutcome, inject_workload, template_path};

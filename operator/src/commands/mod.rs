@@ -9,3 +9,4 @@ pub mod crds;
 pub mod validate;
 pub mod operator;
 pub mod proxy_init;
+pub mod inject;
