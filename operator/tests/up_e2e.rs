@@ -682,6 +682,17 @@ fn traffic_flows_over_mtls_and_a_virtualservice_edit_moves_it_without_failures()
     ] {
         assert!(table.contains(word), "{word} missing:\n{table}");
     }
+    // The table summarizes each resource: a listener's address, an endpoint's addresses.
+    assert!(
+        table.contains("127.61.0.11_8080") && table.contains("127.61.0.11:8080"),
+        "{table}"
+    );
+    let endpoints = proxy_config(&fx.state, "shop/frontend", "endpoints", "table");
+    assert!(
+        endpoints.contains("outbound|8080|v2|cart.shop.svc.cluster.local")
+            && endpoints.contains("127.61.0.12:8080"),
+        "{endpoints}"
+    );
     let secrets = proxy_config(&fx.state, "shop/cart-v1", "secrets", "json");
     assert!(
         secrets.contains("spiffe://cluster.local/ns/shop/sa/cart"),

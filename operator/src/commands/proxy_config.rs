@@ -127,31 +127,27 @@ fn short(v: &Option<String>) -> String {
 fn detail(type_name: &str, config: &Value) -> String {
     match type_name {
         "listeners" => {
-            let addr = &config["address"]["socketAddress"];
+            let addr = &config["address"]["socket_address"];
             format!(
                 "{}:{}",
                 addr["address"].as_str().unwrap_or("?"),
-                addr["portValue"]
+                addr["port_value"]
             )
         }
         "routes" => {
-            let hosts: usize = config["virtualHosts"].as_array().map_or(0, Vec::len);
+            let hosts: usize = config["virtual_hosts"].as_array().map_or(0, Vec::len);
             format!("{hosts} virtual hosts")
         }
-        "clusters" => config["type"]
-            .as_str()
-            .or_else(|| config["clusterDiscoveryType"].as_str())
-            .unwrap_or("EDS")
-            .to_string(),
+        "clusters" => config["type"].as_str().unwrap_or("EDS").to_string(),
         "endpoints" => {
             let mut addrs = Vec::new();
             for locality in config["endpoints"].as_array().into_iter().flatten() {
-                for ep in locality["lbEndpoints"].as_array().into_iter().flatten() {
-                    let a = &ep["endpoint"]["address"]["socketAddress"];
+                for ep in locality["lb_endpoints"].as_array().into_iter().flatten() {
+                    let a = &ep["endpoint"]["address"]["socket_address"];
                     addrs.push(format!(
                         "{}:{}",
                         a["address"].as_str().unwrap_or("?"),
-                        a["portValue"]
+                        a["port_value"]
                     ));
                 }
             }

@@ -146,6 +146,7 @@ pub fn run(args: UpArgs) -> ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .try_init();
     match up(args) {
         Ok(()) => ExitCode::SUCCESS,
