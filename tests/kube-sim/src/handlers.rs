@@ -182,10 +182,9 @@ fn start_watch(ctx: &Ctx, req: &Request, rt: &ResourceType, path: &ResourcePath)
 
 /// Parses a JSON body as an object of the type the path names.
 pub fn body_object(req: &Request, rt: &ResourceType) -> Result<Value, ApiError> {
-    if req.content_type().contains("protobuf") {
-        return Err(ApiError::unsupported_media_type(req.content_type()));
-    }
-    let obj: Value = if req.content_type().contains("yaml") {
+    let obj: Value = if req.content_type().contains("protobuf") {
+        crate::protobuf::decode(&req.body)?
+    } else if req.content_type().contains("yaml") {
         serde_yaml::from_slice(&req.body)
             .map_err(|e| ApiError::bad_request(format!("error decoding YAML body: {e}")))?
     } else {

@@ -17,6 +17,7 @@ pub mod openapi;
 pub mod patch;
 pub mod patching;
 pub mod pipeline;
+pub mod protobuf;
 pub mod registry;
 pub mod routing;
 pub mod schema;

@@ -1,0 +1,96 @@
+//! kubectl's imperative `create` commands, which send the protobuf encoding through
+//! client-go's typed clients: namespace, configmap, secret, serviceaccount.
+
+mod common;
+
+use common::Kubectl;
+use kube_sim::TestServer;
+
+#[test]
+fn imperative_creates_in_protobuf_are_stored_as_sent() {
+    let server = TestServer::start().expect("server starts");
+    let k = Kubectl::new(&server);
+
+    let out = k.ok(&["create", "namespace", "team-a"]);
+    assert_eq!(out.trim(), "namespace/team-a created");
+    assert_eq!(
+        k.ok(&[
+            "get",
+            "ns",
+            "team-a",
+            "-o",
+            "jsonpath={.spec.finalizers} {.status.phase}"
+        ]),
+        r#"["kubernetes"] Active"#
+    );
+
+    let out = k.ok(&[
+        "create",
+        "configmap",
+        "settings",
+        "-n",
+        "team-a",
+        "--from-literal=mode=blue",
+        "--from-literal=size=3",
+    ]);
+    assert_eq!(out.trim(), "configmap/settings created");
+    assert_eq!(
+        k.ok(&[
+            "get",
+            "cm",
+            "settings",
+            "-n",
+            "team-a",
+            "-o",
+            "jsonpath={.data.mode} {.data.size}"
+        ]),
+        "blue 3"
+    );
+
+    let out = k.ok(&[
+        "create",
+        "secret",
+        "generic",
+        "creds",
+        "-n",
+        "team-a",
+        "--from-literal=token=s3cr3t",
+        "--type=example.com/token",
+    ]);
+    assert_eq!(out.trim(), "secret/creds created");
+    assert_eq!(
+        k.ok(&[
+            "get",
+            "secret",
+            "creds",
+            "-n",
+            "team-a",
+            "-o",
+            "jsonpath={.type} {.data.token}"
+        ]),
+        "example.com/token czNjcjN0"
+    );
+
+    let out = k.ok(&["create", "serviceaccount", "robot", "-n", "team-a"]);
+    assert_eq!(out.trim(), "serviceaccount/robot created");
+    assert!(
+        k.ok(&[
+            "get",
+            "sa",
+            "robot",
+            "-n",
+            "team-a",
+            "-o",
+            "jsonpath={.metadata.uid}"
+        ])
+        .len()
+            == 36
+    );
+
+    // Creating it again is the API server's AlreadyExists.
+    let err = k.fails(&["create", "serviceaccount", "robot", "-n", "team-a"], None);
+    assert_eq!(
+        err.trim(),
+        r#"error: failed to create serviceaccount: serviceaccounts "robot" already exists"#
+    );
+}
