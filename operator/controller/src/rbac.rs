@@ -26,7 +26,11 @@ impl std::fmt::Display for ApiRequest {
             Some(sub) => format!("{}/{sub}", self.resource),
             None => self.resource.clone(),
         };
-        let group = if self.group.is_empty() { "core" } else { &self.group };
+        let group = if self.group.is_empty() {
+            "core"
+        } else {
+            &self.group
+        };
         write!(
             f,
             "{} {group}/{resource} in {} name {}",
@@ -53,7 +57,11 @@ pub fn classify(method: &str, path: &str, query: &str) -> Option<ApiRequest> {
     let (resource, name, subresource) = match rest {
         [resource] => (resource.to_string(), None, None),
         [resource, name] => (resource.to_string(), Some(name.to_string()), None),
-        [resource, name, sub] => (resource.to_string(), Some(name.to_string()), Some(sub.to_string())),
+        [resource, name, sub] => (
+            resource.to_string(),
+            Some(name.to_string()),
+            Some(sub.to_string()),
+        ),
         _ => return None,
     };
     let watching = query
@@ -178,14 +186,41 @@ mod tests {
     #[test]
     fn classifies_requests_like_the_api_server() {
         let r = classify("GET", "/api/v1/secrets", "labelSelector=x&watch=true").unwrap();
-        assert_eq!((r.verb.as_str(), r.resource.as_str(), r.namespace), ("watch", "secrets", None));
-        let r = classify("PATCH", "/api/v1/namespaces/shop/secrets/trellis-identity-web", "fieldManager=trellis").unwrap();
-        assert_eq!((r.verb.as_str(), r.namespace.as_deref(), r.name.as_deref()), ("patch", Some("shop"), Some("trellis-identity-web")));
-        let r = classify("PUT", "/apis/coordination.k8s.io/v1/namespaces/trellis-system/leases/l", "").unwrap();
-        assert_eq!((r.verb.as_str(), r.group.as_str()), ("update", "coordination.k8s.io"));
+        assert_eq!(
+            (r.verb.as_str(), r.resource.as_str(), r.namespace),
+            ("watch", "secrets", None)
+        );
+        let r = classify(
+            "PATCH",
+            "/api/v1/namespaces/shop/secrets/trellis-identity-web",
+            "fieldManager=trellis",
+        )
+        .unwrap();
+        assert_eq!(
+            (r.verb.as_str(), r.namespace.as_deref(), r.name.as_deref()),
+            ("patch", Some("shop"), Some("trellis-identity-web"))
+        );
+        let r = classify(
+            "PUT",
+            "/apis/coordination.k8s.io/v1/namespaces/trellis-system/leases/l",
+            "",
+        )
+        .unwrap();
+        assert_eq!(
+            (r.verb.as_str(), r.group.as_str()),
+            ("update", "coordination.k8s.io")
+        );
         let r = classify("GET", "/api/v1/namespaces/shop", "").unwrap();
-        assert_eq!((r.verb.as_str(), r.resource.as_str(), r.name.as_deref()), ("get", "namespaces", Some("shop")));
-        let r = classify("PATCH", "/apis/networking.istio.io/v1/namespaces/a/virtualservices/v/status", "").unwrap();
+        assert_eq!(
+            (r.verb.as_str(), r.resource.as_str(), r.name.as_deref()),
+            ("get", "namespaces", Some("shop"))
+        );
+        let r = classify(
+            "PATCH",
+            "/apis/networking.istio.io/v1/namespaces/a/virtualservices/v/status",
+            "",
+        )
+        .unwrap();
         assert_eq!(r.subresource.as_deref(), Some("status"));
         assert!(classify("GET", "/apis", "").is_none());
         assert!(classify("GET", "/version", "").is_none());
@@ -195,13 +230,34 @@ mod tests {
     fn rules_allow_exactly_what_they_say() {
         let rules = Rules::operator("mesh-system").unwrap();
         let allowed = |m: &str, p: &str| rules.allows(&classify(m, p, "").unwrap());
-        assert!(allowed("PATCH", "/api/v1/namespaces/shop/secrets/trellis-identity-web"));
-        assert!(allowed("PUT", "/apis/coordination.k8s.io/v1/namespaces/mesh-system/leases/l"));
+        assert!(allowed(
+            "PATCH",
+            "/api/v1/namespaces/shop/secrets/trellis-identity-web"
+        ));
+        assert!(allowed(
+            "PUT",
+            "/apis/coordination.k8s.io/v1/namespaces/mesh-system/leases/l"
+        ));
         // The Lease role is namespaced: nowhere else.
-        assert!(!allowed("PUT", "/apis/coordination.k8s.io/v1/namespaces/shop/leases/l"));
+        assert!(!allowed(
+            "PUT",
+            "/apis/coordination.k8s.io/v1/namespaces/shop/leases/l"
+        ));
         // Never update (replace) a Secret, never touch ServiceAccounts or Pods.
         assert!(!allowed("PUT", "/api/v1/namespaces/shop/secrets/x"));
-        assert!(!allowed("PATCH", "/api/v1/namespaces/shop/serviceaccounts/web"));
-        assert!(!allowed("GET", "/api/v1/pods"));
+        assert!(!allowed(
+            "PATCH",
+            "/api/v1/namespaces/shop/serviceaccounts/web"
+        ));
+        assert!(!allowed("DELETE", "/api/v1/namespaces/shop/pods/p"));
+        // Status of a user's VirtualService, never its spec.
+        assert!(allowed(
+            "PATCH",
+            "/apis/networking.istio.io/v1/namespaces/a/virtualservices/v/status"
+        ));
+        assert!(!allowed(
+            "PATCH",
+            "/apis/networking.istio.io/v1/namespaces/a/virtualservices/v"
+        ));
     }
 }
