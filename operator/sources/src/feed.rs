@@ -27,6 +27,8 @@ pub struct ConfigObject {
     /// The status the API server holds for it (what the operator wrote last).
     pub status: Option<ResourceStatus>,
     pub content: ConfigContent,
+    /// The model applies objects like this one to proxies (when valid).
+    pub programmed: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -54,9 +56,26 @@ pub struct MeshView {
     pub service_accounts: Arc<BTreeSet<NsName>>,
 }
 
-/// Kinds whose valid objects the model programs into proxies.
+/// Kinds whose valid objects the model programs into proxies. PeerAuthentication
+/// is programmed only mesh-wide (see [`is_mesh_wide_peer_authentication`]).
 pub fn programmed(kind: &str) -> bool {
-    matches!(kind, "VirtualService" | "DestinationRule")
+    matches!(
+        kind,
+        "VirtualService"
+            | "DestinationRule"
+            | "ServiceEntry"
+            | "Gateway"
+            | "Sidecar"
+            | "RequestAuthentication"
+            | "AuthorizationPolicy"
+    )
+}
+
+/// A PeerAuthentication in the root namespace without a selector: it sets the
+/// mesh-wide mTLS mode (the only PeerAuthentication the model applies so far).
+pub fn is_mesh_wide_peer_authentication(resource: &Resource, root_namespace: &str) -> bool {
+    matches!(resource, Resource::PeerAuthentication(pa)
+        if pa.metadata.namespace.as_deref() == Some(root_namespace) && pa.spec.selector.is_none())
 }
 
 #[derive(Debug, Default)]
@@ -71,6 +90,10 @@ pub struct MeshFeed {
     /// Pod address learnt from EndpointSlices, for pods whose status has none yet.
     slice_addresses: BTreeMap<NsName, String>,
     present: BTreeMap<SourceKind, BTreeSet<ObjectRef>>,
+    /// The valid MeshConfig `default`, if any.
+    mesh_config: Option<MeshConfigSpec>,
+    /// Mesh-wide PeerAuthentications (root namespace, no selector) and their mode.
+    root_peer_authentications: BTreeMap<String, Option<MtlsMode>>,
     revision: u64,
 }
 
@@ -158,6 +181,7 @@ impl MeshFeed {
                         path: u.path,
                         message: u.message,
                     },
+                    programmed: programmed(&key.kind),
                 };
                 let mut scope = ChangeScope::None;
                 if programmed(&key.kind) {
@@ -221,12 +245,8 @@ impl MeshFeed {
                     return ChangeScope::None;
                 }
                 let valid = trellis_api::validate(&Resource::MeshConfig(config.clone())).is_empty();
-                let settings = if valid {
-                    settings_from(&config.spec, &self.base)
-                } else {
-                    self.base.clone()
-                };
-                self.model_apply(trellis_model::Resource::MeshSettings(settings))
+                self.mesh_config = valid.then_some(config.spec);
+                self.apply_settings()
             }
             resource @ (Resource::VirtualService(_)
             | Resource::DestinationRule(_)
@@ -241,21 +261,42 @@ impl MeshFeed {
                     object: key.clone(),
                     generation: resource.meta().generation,
                     status,
+                    programmed: programmed(&key.kind)
+                        || is_mesh_wide_peer_authentication(&resource, &self.base.root_namespace),
                     content: ConfigContent::Loaded(Arc::new(resource.clone())),
                 };
                 self.set_config(object);
-                match resource {
-                    Resource::VirtualService(vs) if valid => {
-                        self.model_apply(trellis_model::Resource::VirtualService(Box::new(vs)))
+                if let Resource::PeerAuthentication(pa) = &resource {
+                    let mode = pa
+                        .spec
+                        .mtls
+                        .as_ref()
+                        .and_then(|m| m.mode.as_ref())
+                        .and_then(mtls_mode);
+                    let root = self.base.root_namespace.clone();
+                    if valid && is_mesh_wide_peer_authentication(&resource, &root) {
+                        self.root_peer_authentications
+                            .insert(key.name.clone(), mode);
+                    } else {
+                        self.root_peer_authentications.remove(&key.name);
                     }
-                    Resource::DestinationRule(dr) if valid => {
-                        self.model_apply(trellis_model::Resource::DestinationRule(Box::new(dr)))
-                    }
-                    Resource::VirtualService(_) | Resource::DestinationRule(_) => {
-                        self.model_delete(&key)
-                    }
-                    _ => ChangeScope::None,
+                    return self.apply_settings();
                 }
+                if !valid {
+                    return self.model_delete(&key);
+                }
+                use trellis_model::Resource as M;
+                let input = match resource {
+                    Resource::VirtualService(o) => M::VirtualService(Box::new(o)),
+                    Resource::DestinationRule(o) => M::DestinationRule(Box::new(o)),
+                    Resource::ServiceEntry(o) => M::ServiceEntry(Box::new(o)),
+                    Resource::Gateway(o) => M::Gateway(Box::new(o)),
+                    Resource::Sidecar(o) => M::Sidecar(Box::new(o)),
+                    Resource::RequestAuthentication(o) => M::RequestAuthentication(Box::new(o)),
+                    Resource::AuthorizationPolicy(o) => M::AuthorizationPolicy(Box::new(o)),
+                    _ => return ChangeScope::None,
+                };
+                self.model_apply(input)
             }
             Resource::WorkloadEntry(_) | Resource::MeshStatus(_) => ChangeScope::None,
         }
@@ -295,7 +336,18 @@ impl MeshFeed {
                 if key.name != trellis_api::mesh::MESH_CONFIG_NAME {
                     return ChangeScope::None;
                 }
-                self.model_apply(trellis_model::Resource::MeshSettings(self.base.clone()))
+                self.mesh_config = None;
+                self.apply_settings()
+            }
+            SourceKind::PeerAuthentication => {
+                if Arc::make_mut(&mut self.config).remove(key).is_some() {
+                    self.revision += 1;
+                }
+                let root = key.namespace.as_deref() == Some(self.base.root_namespace.as_str());
+                if root && self.root_peer_authentications.remove(&key.name).is_some() {
+                    return self.apply_settings();
+                }
+                ChangeScope::None
             }
             SourceKind::Pod => {
                 if Arc::make_mut(&mut self.pods).remove(&id).is_none() {
@@ -321,6 +373,19 @@ impl MeshFeed {
         }
     }
 
+    /// MeshConfig over the base settings, then the mesh-wide PeerAuthentication's mode
+    /// (the first by name when several exist), as universal mode does.
+    fn apply_settings(&mut self) -> ChangeScope {
+        let mut settings = match &self.mesh_config {
+            Some(spec) => settings_from(spec, &self.base),
+            None => self.base.clone(),
+        };
+        if let Some(mode) = self.root_peer_authentications.values().flatten().next() {
+            settings.default_mtls = *mode;
+        }
+        self.model_apply(trellis_model::Resource::MeshSettings(settings))
+    }
+
     fn model_apply(&mut self, resource: trellis_model::Resource) -> ChangeScope {
         // A malformed object (no name) is skipped; the API server never sends one.
         let scope = Arc::make_mut(&mut self.model)
@@ -339,6 +404,11 @@ impl MeshFeed {
             "ServiceAccount" => ResourceKind::ServiceAccount,
             "VirtualService" => ResourceKind::VirtualService,
             "DestinationRule" => ResourceKind::DestinationRule,
+            "ServiceEntry" => ResourceKind::ServiceEntry,
+            "Gateway" => ResourceKind::Gateway,
+            "Sidecar" => ResourceKind::Sidecar,
+            "RequestAuthentication" => ResourceKind::RequestAuthentication,
+            "AuthorizationPolicy" => ResourceKind::AuthorizationPolicy,
             _ => return ChangeScope::None,
         };
         let (namespace, name) = ns_name(key);
@@ -425,16 +495,26 @@ fn slice_pod_addresses(slice: &EndpointSlice) -> Vec<(NsName, String)> {
 pub fn settings_from(spec: &MeshConfigSpec, base: &MeshSettings) -> MeshSettings {
     let mut s = base.clone();
     s.trust_domain = spec.trust_domain_or_default().to_string();
-    s.default_mtls = match spec.default_mtls_mode {
-        Some(MutualTLSMode::Strict) => MtlsMode::Strict,
-        Some(MutualTLSMode::Disable) => MtlsMode::Disable,
-        Some(MutualTLSMode::Permissive | MutualTLSMode::Unset) | None => MtlsMode::Permissive,
-    };
+    s.default_mtls = spec
+        .default_mtls_mode
+        .as_ref()
+        .and_then(mtls_mode)
+        .unwrap_or(MtlsMode::Permissive);
     s.outbound_policy = match spec.outbound_traffic_policy.as_ref().and_then(|p| p.mode) {
         Some(OutboundTrafficPolicyMode::RegistryOnly) => OutboundPolicy::RegistryOnly,
         Some(OutboundTrafficPolicyMode::AllowAny) | None => OutboundPolicy::AllowAny,
     };
     s
+}
+
+/// The model's mode for an API mode; `UNSET` inherits (None).
+fn mtls_mode(mode: &MutualTLSMode) -> Option<MtlsMode> {
+    match mode {
+        MutualTLSMode::Strict => Some(MtlsMode::Strict),
+        MutualTLSMode::Permissive => Some(MtlsMode::Permissive),
+        MutualTLSMode::Disable => Some(MtlsMode::Disable),
+        MutualTLSMode::Unset => None,
+    }
 }
 
 /// The xDS push for a model change: every proxy the scope names (sidecar and

@@ -16,7 +16,10 @@ pub mod input;
 pub mod reflect;
 pub mod snapshot;
 
-pub use feed::{ConfigContent, ConfigObject, MeshFeed, MeshView, NsName, programmed, push_scope};
+pub use feed::{
+    ConfigContent, ConfigObject, MeshFeed, MeshView, NsName, is_mesh_wide_peer_authentication,
+    programmed, push_scope,
+};
 pub use input::{Change, Input, SourceKind, Unreadable, input_from_json};
 pub use reflect::{Sources, api_resource};
 pub use snapshot::ModelSnapshots;

@@ -2,7 +2,7 @@
 //! read and what the translation found (pure: values and the time in, status out).
 use trellis_api::Resource;
 use trellis_api::status::{Condition, ResourceStatus};
-use trellis_sources::{ConfigContent, ConfigObject, programmed};
+use trellis_sources::{ConfigContent, ConfigObject};
 use trellis_translate::TranslateError;
 
 pub const ACCEPTED: &str = "Accepted";
@@ -79,7 +79,7 @@ pub fn resource_status(
     let rejected = rejection(object);
     let mut conditions = Vec::new();
     if rejected.is_empty() {
-        let message = if programmed(kind) {
+        let message = if object.programmed {
             format!("The {kind} is valid and is part of the configuration sent to proxies.")
         } else {
             format!("The {kind} is valid.")
@@ -104,14 +104,19 @@ pub fn resource_status(
                 summarize(&findings),
                 generation,
             ));
-        } else if !programmed(kind) {
+        } else if !object.programmed {
+            let message = if kind == "PeerAuthentication" {
+                "Trellis applies only the mesh-wide PeerAuthentication (root namespace, no selector) so far; this one is validated but not applied.".to_string()
+            } else {
+                format!(
+                    "Trellis validates {kind} objects but does not program them into proxies yet."
+                )
+            };
             conditions.push(condition(
                 WARNING,
                 true,
                 "NotImplemented",
-                format!(
-                    "Trellis validates {kind} objects but does not program them into proxies yet."
-                ),
+                message,
                 generation,
             ));
         }

@@ -225,3 +225,74 @@ fn mesh_config_default_sets_the_model_settings_and_its_deletion_restores_the_bas
     feed.apply(Change::Delete(key));
     assert_eq!(feed.model().settings(), &MeshSettings::default());
 }
+
+fn pa(namespace: &str, selector: bool, mode: &str) -> Input {
+    let mut spec = json!({"mtls": {"mode": mode}});
+    if selector {
+        spec["selector"] = json!({"matchLabels": {"app": "cart"}});
+    }
+    input_from_json(
+        SourceKind::PeerAuthentication,
+        json!({"apiVersion": "security.istio.io/v1", "kind": "PeerAuthentication",
+               "metadata": {"name": "default", "namespace": namespace}, "spec": spec}),
+    )
+}
+
+#[test]
+fn the_mesh_wide_peer_authentication_sets_the_default_mtls_mode() {
+    let mut feed = MeshFeed::new(MeshSettings::default());
+    // A namespace policy or a workload selector is not mesh-wide.
+    assert_eq!(
+        feed.apply(Change::Apply(pa("shop", false, "STRICT"))),
+        ChangeScope::None
+    );
+    assert_eq!(
+        feed.apply(Change::Apply(pa("istio-system", true, "STRICT"))),
+        ChangeScope::None
+    );
+    assert_eq!(feed.model().settings().default_mtls, MtlsMode::Permissive);
+    let view = feed.view(true);
+    assert!(!view.config[&key("PeerAuthentication", "default")].programmed);
+
+    assert_eq!(
+        feed.apply(Change::Apply(pa("istio-system", false, "STRICT"))),
+        ChangeScope::All
+    );
+    assert_eq!(feed.model().settings().default_mtls, MtlsMode::Strict);
+    let root = ObjectRef {
+        kind: "PeerAuthentication".into(),
+        namespace: Some("istio-system".into()),
+        name: "default".into(),
+    };
+    assert!(feed.view(true).config[&root].programmed);
+    feed.apply(Change::Delete(root));
+    assert_eq!(feed.model().settings().default_mtls, MtlsMode::Permissive);
+}
+
+#[test]
+fn service_entries_and_authorization_policies_reach_the_model() {
+    let mut feed = MeshFeed::new(MeshSettings::default());
+    let se = input_from_json(
+        SourceKind::ServiceEntry,
+        json!({"apiVersion": "networking.istio.io/v1", "kind": "ServiceEntry",
+               "metadata": {"name": "ext", "namespace": "shop"},
+               "spec": {"hosts": ["api.example.com"], "resolution": "DNS", "location": "MESH_EXTERNAL",
+                        "ports": [{"number": 443, "name": "tls", "protocol": "TLS"}]}}),
+    );
+    assert_eq!(feed.apply(Change::Apply(se)), ChangeScope::All);
+    assert!(
+        feed.model()
+            .resolve_host("api.example.com", "shop")
+            .is_some()
+    );
+    assert!(feed.view(true).config[&key("ServiceEntry", "ext")].programmed);
+    assert_eq!(
+        feed.apply(Change::Delete(key("ServiceEntry", "ext"))),
+        ChangeScope::All
+    );
+    assert!(
+        feed.model()
+            .resolve_host("api.example.com", "shop")
+            .is_none()
+    );
+}
