@@ -408,7 +408,7 @@ fn http_proxy_routes(
     virtual_hosts.push(catch_all_vhost(policy));
     RouteConfiguration {
         name: names::OUTBOUND_HTTP_PROXY_ROUTE.into(),
-        virtual_hosts,
+        virtual_hosts: unique_domains(virtual_hosts),
         validate_clusters: Some(envoy_types::pb::google::protobuf::BoolValue { value: false }),
         ..Default::default()
     }
@@ -468,7 +468,6 @@ fn port_routes(
     policy: OutboundPolicy,
 ) -> Vec<Arc<RouteConfiguration>> {
     let mut by_port: BTreeMap<u16, Vec<VirtualHost>> = BTreeMap::new();
-    let mut seen: BTreeSet<(u16, String)> = BTreeSet::new();
     for service in services {
         let aliases = host_aliases(model, service, namespace);
         for port in service.ports.iter().filter(|p| p.protocol.is_http()) {
@@ -477,8 +476,6 @@ fn port_routes(
             };
             let mut domains: Vec<String> = aliases.clone();
             domains.extend(aliases.iter().map(|a| format!("{a}:{}", port.port)));
-            // Envoy rejects a domain twice in one route configuration: first service wins.
-            domains.retain(|d| seen.insert((port.port, d.clone())));
             by_port.entry(port.port).or_default().push(VirtualHost {
                 name: format!("{}:{}", service.hostname, port.port),
                 domains,
@@ -496,12 +493,36 @@ fn port_routes(
             virtual_hosts.push(catch_all_vhost(policy));
             Arc::new(RouteConfiguration {
                 name: names::outbound_route(port),
-                virtual_hosts,
+                virtual_hosts: unique_domains(virtual_hosts),
                 validate_clusters: Some(envoy_types::pb::google::protobuf::BoolValue {
                     value: false,
                 }),
                 ..Default::default()
             })
+        })
+        .collect()
+}
+
+/// Envoy rejects a route configuration naming a domain twice. A domain that is some
+/// virtual host's own host name (`<host>` or `<host>:<port>`, the vhost name) stays
+/// with that host; any other collision (a short-name alias, a shared address) goes to
+/// the first virtual host. Virtual hosts left without domains are dropped.
+pub fn unique_domains(virtual_hosts: Vec<VirtualHost>) -> Vec<VirtualHost> {
+    let own = |v: &VirtualHost, d: &str| {
+        v.name == d || v.name.rsplit_once(':').is_some_and(|(h, _)| h == d)
+    };
+    let exact: BTreeSet<String> = virtual_hosts
+        .iter()
+        .flat_map(|v| v.domains.iter().filter(|d| own(v, d)).cloned())
+        .collect();
+    let mut seen = BTreeSet::new();
+    virtual_hosts
+        .into_iter()
+        .filter_map(|mut v| {
+            let mut domains = std::mem::take(&mut v.domains);
+            domains.retain(|d| (own(&v, d) || !exact.contains(d)) && seen.insert(d.clone()));
+            v.domains = domains;
+            (!v.domains.is_empty()).then_some(v)
         })
         .collect()
 }
