@@ -344,7 +344,16 @@ pub fn gateway_resources(
                 {
                     server_names.clear();
                 }
-                if !seen_names.insert(server_names.clone()) {
+                // Envoy refuses two chains that could match the same SNI.
+                let overlap = if server_names.is_empty() {
+                    seen_names.contains(&Vec::new())
+                } else {
+                    seen_names
+                        .iter()
+                        .flatten()
+                        .any(|n| server_names.contains(n))
+                };
+                if overlap {
                     out.errors.push(gw_error(
                         s.gw,
                         format!("spec.servers[{}].hosts", s.index),
@@ -352,6 +361,7 @@ pub fn gateway_resources(
                     ));
                     continue;
                 }
+                seen_names.insert(server_names.clone());
                 inspector |= !server_names.is_empty();
                 let port_name = s
                     .server
