@@ -21,8 +21,9 @@ pub struct DemoArgs {
     /// Where certificates, bootstraps, Envoy logs and status.json are kept.
     #[arg(long, default_value = ".trellis/demo")]
     state_dir: PathBuf,
-    /// Exit after the report: status 0 only if every expectation held.
-    #[arg(long, env = "DEMO_ONCE")]
+    /// Exit after the report: status 0 only if every expectation held
+    /// (DEMO_ONCE=1 does the same; 0, false, no, off or empty do not).
+    #[arg(long, env = "DEMO_ONCE", value_parser = clap::builder::FalseyValueParser::new())]
     once: bool,
     /// The Envoy binary (default: .venv/bin/envoy-real, then `envoy` on PATH).
     #[arg(long, env = "ENVOY_BIN")]
@@ -128,7 +129,9 @@ fn options(args: &DemoArgs) -> Result<(DemoOptions, BackendOptions)> {
         min_requests: args.requests.max(1),
         max_requests: args.max_requests.max(args.requests.max(1)),
         ready_timeout: Duration::from_secs(args.ready_timeout),
-        min_success_ratio: 0.9,
+        // Retries hide most of email v2's failures; what is left, plus the odd
+        // timeout on a heavily loaded machine, must stay a small share.
+        min_success_ratio: 0.8,
     };
     Ok((demo, backend))
 }

@@ -229,7 +229,7 @@ pub fn evaluate(obs: &Observations) -> Report {
                 r.retries.to_string(),
                 r.ejections.to_string(),
                 if r.handshakes > 0 && r.san_failures == 0 {
-                    format!("yes ({} handshakes)", r.handshakes)
+                    format!("yes, {} handshakes", r.handshakes)
                 } else {
                     format!(
                         "NO ({} handshakes, {} SAN failures)",
