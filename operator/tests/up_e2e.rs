@@ -815,6 +815,25 @@ fn certificates_rotate_under_traffic_without_envoy_restarts() {
             uptime_before[i]
         );
     }
+    // The xDS server's certificate was renewed too, and a proxy that connects
+    // afterwards is served over the new one.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !up.log().contains("renewed the xDS server certificate") {
+        assert!(
+            Instant::now() < deadline,
+            "xDS server certificate not renewed:\n{}",
+            up.log()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let app = Upstream::echo("cart-v2", Ipv4Addr::LOCALHOST);
+    std::fs::write(
+        fx.config.join("cart-v2.yaml"),
+        workload("cart-v2", "cart", "cart", "v2", fx.net, 12, app.port()),
+    )
+    .unwrap();
+    up.wait_ready(3);
+
     let envoys = up.envoy_pids();
     assert!(up.terminate());
     wait_gone(&envoys);

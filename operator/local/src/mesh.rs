@@ -122,16 +122,19 @@ pub async fn run(
         SystemTime::now(),
         Arc::new(SystemRandom::new()),
     )?;
-    let server_cert = ca
-        .issue_server_cert(
-            &[XDS_SERVER_NAME.to_string()],
-            options.cert_ttl.max(Duration::from_secs(3600)),
-            SystemTime::now(),
-        )
-        .map_err(|source| LocalError::Ca {
-            object: "xDS server certificate".into(),
-            source,
-        })?;
+    // The xDS server's own certificate, renewed at half its lifetime like the
+    // workload certificates (open streams keep their connection).
+    let server_ttl = options.cert_ttl;
+    let issue_server_cert = |now: SystemTime| {
+        let cert = ca
+            .issue_server_cert(&[XDS_SERVER_NAME.to_string()], server_ttl, now)
+            .map_err(|source| LocalError::Ca {
+                object: "xDS server certificate".into(),
+                source,
+            })?;
+        Ok::<_, LocalError>((cert, now + server_ttl / 2))
+    };
+    let (server_cert, mut server_renew_at) = issue_server_cert(SystemTime::now())?;
     let tls = TlsSettings::from_pem(
         &server_cert.cert_chain_pem,
         server_cert.key_pem.expose(),
@@ -147,11 +150,12 @@ pub async fn run(
         .map_err(|e| LocalError::io("listening for xDS on", xds_addr.to_string(), e))?;
     let (stop_xds, xds_stopped) = tokio::sync::oneshot::channel::<()>();
     let server = xds.clone();
+    let server_tls = tls.clone();
     tokio::spawn(async move {
         let stopped = async {
             let _ = xds_stopped.await;
         };
-        if let Err(e) = server.serve(listener, tls, stopped).await {
+        if let Err(e) = server.serve(listener, server_tls, stopped).await {
             tracing::error!(error = %e, "xDS server stopped");
         }
     });
@@ -214,6 +218,18 @@ pub async fn run(
                 _ = tick.tick() => {
                     // Renewals rewrite the certificate directories; Envoy picks them up itself.
                     keeper.reconcile(&state, &ca, &identities, SystemTime::now())?;
+                    let now = SystemTime::now();
+                    if now >= server_renew_at {
+                        let (cert, renew_at) = issue_server_cert(now)?;
+                        tls.reload(
+                            &cert.cert_chain_pem,
+                            cert.key_pem.expose(),
+                            &cert.root_cert_pem,
+                        )
+                        .map_err(xds_err)?;
+                        server_renew_at = renew_at;
+                        tracing::info!("renewed the xDS server certificate");
+                    }
                 }
             }
             let mut config_errors = config.errors();
