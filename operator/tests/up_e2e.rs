@@ -9,7 +9,9 @@
 //! - with a 60 s certificate TTL, certificates rotate under continuous traffic
 //!   with no failed request and no Envoy restart;
 //! - `trellis up` killed with SIGKILL leaves no Envoy behind, and a restart on
-//!   the same state directory reuses root, addresses and ports.
+//!   the same state directory reuses root, addresses and ports;
+//! - an update Envoy rejects (NACK) leaves the proxy on its last good config,
+//!   and `trellis proxy-config` / `trellis status` show the rejection.
 //!
 //! Every process is killed by PID in a Drop guard; waits are bounded.
 use std::net::{Ipv4Addr, SocketAddr};
@@ -896,5 +898,86 @@ fn sigkill_leaves_no_envoy_and_a_restart_reuses_the_state_directory() {
     let envoys = up.envoy_pids();
     signal(up.pid(), "INT");
     assert!(up.wait_exit(), "trellis up failed on SIGINT:\n{}", up.log());
+    wait_gone(&envoys);
+}
+
+#[test]
+fn a_rejected_update_keeps_the_last_good_config_and_proxy_config_shows_the_nack() {
+    let fx = Fixture::new(64, &["v1", "v2"]);
+    fx.route_cart_to("v1");
+    let mut up = Up::start(&fx.config, &fx.state, &[]);
+    up.wait_ready(3);
+    wait_serving(fx.proxy(), "cart-v1");
+    let routes_doc = || -> Value {
+        serde_json::from_str(&proxy_config(&fx.state, "shop/frontend", "routes", "json")).unwrap()
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while routes_doc()["types"][0]["acked"] != true {
+        assert!(Instant::now() < deadline, "routes never ACKed");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let good = routes_doc()["types"][0]["ackedVersion"].clone();
+
+    // Valid for Istio's schema, refused by Envoy's RE2 (repetition too large): Envoy NACKs.
+    let traffic = Traffic::start(fx.proxy());
+    write_atomically(
+        &fx.config.join("vs.yaml"),
+        "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: cart, namespace: shop}\n\
+         spec:\n  hosts: [cart]\n  http:\n  - match:\n    - uri: {regex: \"^/(x{1,300}y{1,300}){1,20}$\"}\n    \
+         route:\n    - destination: {host: cart, subset: v1}\n  - route:\n    - destination: {host: cart, subset: v2}\n",
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let rejected = loop {
+        let doc = routes_doc();
+        if doc["types"][0]["nack"].is_object() {
+            break doc;
+        }
+        assert!(Instant::now() < deadline, "no NACK recorded: {doc}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let t = &rejected["types"][0];
+    assert_eq!(t["acked"], false);
+    assert_eq!(
+        t["ackedVersion"], good,
+        "the proxy stays on its last ACKed version"
+    );
+    assert!(
+        t["nack"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("repetition"),
+        "{t}"
+    );
+    let table = proxy_config(&fx.state, "shop/frontend", "routes", "table");
+    assert!(table.contains("NACKED"), "{table}");
+    let status = trellis(&["status", "--state-dir", fx.state.to_str().unwrap()]);
+    assert!(
+        String::from_utf8_lossy(&status.stdout).contains("NACK"),
+        "{}",
+        String::from_utf8_lossy(&status.stdout)
+    );
+    // Meanwhile the last good routes keep serving v1, without a failure.
+    std::thread::sleep(Duration::from_millis(500));
+    let log = traffic.finish();
+    assert_eq!(failures(&log), Vec::<String>::new());
+    assert!(
+        log.iter().all(|(_, r)| r.as_deref() == Ok("cart-v1")),
+        "traffic left the last good config"
+    );
+
+    // Fixing the file is ACKed and applied.
+    fx.route_cart_to("v2");
+    wait_serving(fx.proxy(), "cart-v2");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let doc = routes_doc();
+        if doc["types"][0]["acked"] == true && doc["types"][0]["nack"].is_null() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "fix never ACKed: {doc}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let envoys = up.envoy_pids();
+    assert!(up.terminate());
     wait_gone(&envoys);
 }
