@@ -13,6 +13,7 @@ pub mod conditions;
 pub mod mesh_status;
 pub mod runtime;
 pub mod writer;
+pub mod xds_metrics;
 
 /// Every error of the status writers.
 #[derive(Debug, thiserror::Error)]

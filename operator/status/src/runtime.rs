@@ -59,6 +59,9 @@ async fn run(ctx: Arc<Context>) {
     };
     let snapshots = ModelSnapshots::new(cluster_translate_options());
     let xds = XdsServer::new(XdsConfig::new(&trust_domain), snapshots.clone());
+    for (name, help, metric) in crate::xds_metrics::families(&xds) {
+        ctx.telemetry.register(name, help, metric);
+    }
     let sources = Sources::start(ctx.client.clone(), base, snapshots, Some(xds.clone()));
 
     let gate = ctx.telemetry.readiness.gate("cache/sources");
