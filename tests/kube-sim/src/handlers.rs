@@ -176,6 +176,7 @@ fn start_watch(ctx: &Ctx, req: &Request, rt: &ResourceType, path: &ResourcePath)
             timeout,
             send_initial_events: req.param("sendInitialEvents") == Some("true"),
             bookmark_interval: ctx.bookmark_interval,
+            table: ctx.watch_table(req, rt)?,
         },
     )
 }

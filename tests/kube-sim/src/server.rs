@@ -162,6 +162,34 @@ impl Ctx {
     }
 }
 
+impl Ctx {
+    /// For a watch asking for `as=Table`: renders one object as a one-row Table.
+    pub fn watch_table(
+        &self,
+        req: &Request,
+        rt: &ResourceType,
+    ) -> Result<Option<crate::watch::TableRenderer>, ApiError> {
+        if !wants_table(req) {
+            return Ok(None);
+        }
+        let printer = match &rt.crd_version {
+            Some(version) => table::Printer::for_crd_version(version)?,
+            None => table::Printer::for_kind(&rt.kind),
+        };
+        let include = table::IncludeObject::parse(req.param("includeObject"))?;
+        Ok(Some(Box::new(move |object: &Value| {
+            let mut t = table::to_table(
+                &printer,
+                std::slice::from_ref(object),
+                include,
+                &crate::meta::now_rfc3339(),
+            );
+            t["metadata"]["resourceVersion"] = object["metadata"]["resourceVersion"].clone();
+            t
+        })))
+    }
+}
+
 /// Whether the client asked for server-side printing (`as=Table`).
 fn wants_table(req: &Request) -> bool {
     req.accept().split(',').any(|part| {

@@ -15,6 +15,9 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{broadcast, mpsc};
 
+/// Renders one object as the one-row Table a watch with `as=Table` sends.
+pub type TableRenderer = Box<dyn Fn(&Value) -> Value + Send + Sync>;
+
 /// What a watch request asked for.
 pub struct WatchParams {
     /// None: start with the current objects (resourceVersion unset or "0").
@@ -26,6 +29,8 @@ pub struct WatchParams {
     /// `sendInitialEvents=true`: replay current objects, then a bookmark marking their end.
     pub send_initial_events: bool,
     pub bookmark_interval: Duration,
+    /// `as=Table`: each event's object is sent as a one-row Table.
+    pub table: Option<TableRenderer>,
 }
 
 /// Starts a watch; the 410 for a too-old resourceVersion comes back as an error before any
@@ -94,7 +99,15 @@ impl Watcher {
         if !self.wants(event) {
             return true;
         }
-        self.tx.send(event.line.clone()).await.is_ok()
+        self.tx.send(self.event_line(event)).await.is_ok()
+    }
+
+    /// The event as this watcher's client reads it: shared JSON, or a Table of its own.
+    fn event_line(&self, event: &WatchEvent) -> Bytes {
+        match &self.params.table {
+            Some(render) => line(event.event_type.as_str(), &render(&event.object)),
+            None => event.line.clone(),
+        }
     }
 
     async fn bookmark(&self, initial_end: bool) -> bool {
@@ -132,7 +145,7 @@ async fn stream_events(
     if initial {
         // Synthetic ADDED events all carry the current resourceVersion; send each.
         for event in &started.replay {
-            if w.wants(event) && w.tx.send(event.line.clone()).await.is_err() {
+            if w.wants(event) && w.tx.send(w.event_line(event)).await.is_err() {
                 return;
             }
         }

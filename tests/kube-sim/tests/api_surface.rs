@@ -433,6 +433,24 @@ async fn tables_for_builtin_kinds_and_crd_columns() {
     assert_eq!(names(&t, "columnDefinitions"), ["Name", "Size"]);
     assert_eq!(t["rows"][0]["cells"][0], "g1");
     assert_eq!(t["rows"][0]["cells"][1], 4);
+
+    // A watch asking for Tables (`kubectl get -w`) gets each event's object as a one-row Table.
+    let req = http::Request::get("/apis/example.com/v1/gadgets?watch=true&timeoutSeconds=1")
+        .header("Accept", table)
+        .body(Body::from(Vec::new()))
+        .expect("request");
+    let res = client.send(req).await.expect("watch");
+    let body = res.into_body().collect_bytes().await.expect("watch body");
+    let events: Vec<Value> = String::from_utf8_lossy(&body)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("event line"))
+        .collect();
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(events[0]["type"], "ADDED");
+    let object = &events[0]["object"];
+    assert_eq!(object["kind"], "Table");
+    assert_eq!(names(object, "columnDefinitions"), ["Name", "Size"]);
+    assert_eq!(object["rows"][0]["cells"], json!(["g1", 4]));
 }
 
 #[tokio::test]
