@@ -86,3 +86,57 @@ pub async fn plaintext_refused(addr: SocketAddr, timeout: Duration) -> Result<St
         Err(_) => Ok(format!("no answer within {timeout:?}")),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::net::TcpListener;
+
+    async fn server(answer: &'static [u8]) -> SocketAddr {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = listener.accept().await {
+                let mut buf = [0u8; 512];
+                let _ = s.read(&mut buf).await;
+                let _ = s.write_all(answer).await;
+            }
+        });
+        addr
+    }
+
+    #[tokio::test]
+    async fn a_plaintext_answer_is_not_a_refusal() {
+        let addr = server(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n").await;
+        let e = plaintext_refused(addr, Duration::from_secs(5))
+            .await
+            .unwrap_err();
+        assert!(e.contains("plaintext"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn a_tls_alert_or_close_is_a_refusal_and_nothing_listening_is_not() {
+        // A TLS server answers plaintext with an alert record and closes.
+        let addr = server(&[0x15, 0x03, 0x01, 0x00, 0x02, 0x02, 0x46]).await;
+        let ok = plaintext_refused(addr, Duration::from_secs(5))
+            .await
+            .unwrap();
+        assert!(ok.contains("non-HTTP"), "{ok}");
+        let closed = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let gone = closed.local_addr().unwrap();
+        drop(closed);
+        let e = plaintext_refused(gone, Duration::from_secs(5))
+            .await
+            .unwrap_err();
+        assert!(e.contains("connect"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn get_returns_status_and_body() {
+        let addr = server(b"HTTP/1.1 403 Forbidden\r\ncontent-length: 2\r\n\r\nno").await;
+        let (status, body) = get(addr, "h", "/", &[("x", "y".into())], Duration::from_secs(5))
+            .await
+            .unwrap();
+        assert_eq!((status, &body[..]), (403, &b"no"[..]));
+    }
+}
