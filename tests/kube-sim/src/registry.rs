@@ -218,7 +218,13 @@ pub fn builtins() -> Vec<ResourceType> {
             kind: b.kind.into(),
             namespaced: b.namespaced,
             short_names: b.short.iter().map(|s| s.to_string()).collect(),
-            categories: Vec::new(),
+            // The API server puts the workload kinds (of those served here: pods, services
+            // and deployments) in the `all` category that `kubectl get all` lists.
+            categories: if matches!(b.resource, "pods" | "services" | "deployments") {
+                vec!["all".to_string()]
+            } else {
+                Vec::new()
+            },
             has_status: b.status,
             verbs: ALL_VERBS.iter().map(|s| s.to_string()).collect(),
             crd_version: None,

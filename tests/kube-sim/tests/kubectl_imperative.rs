@@ -87,6 +87,14 @@ fn imperative_creates_in_protobuf_are_stored_as_sent() {
             == 36
     );
 
+    // `get all` lists the kinds in the `all` category (here Services), not ConfigMaps.
+    k.ok_stdin(
+        &["apply", "-f", "-"],
+        Some("apiVersion: v1\nkind: Service\nmetadata: {name: web, namespace: team-a}\nspec:\n  ports: [{port: 80}]\n"),
+    );
+    let all = k.ok(&["get", "all", "-n", "team-a", "-o", "name"]);
+    assert_eq!(all.trim(), "service/web");
+
     // Creating it again is the API server's AlreadyExists.
     let err = k.fails(&["create", "serviceaccount", "robot", "-n", "team-a"], None);
     assert_eq!(
