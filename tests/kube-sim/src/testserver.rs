@@ -5,8 +5,10 @@ use crate::error::ApiError;
 use crate::server::{Ctx, serve};
 use crate::store::Store;
 use crate::tls::TlsMaterial;
+use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::oneshot;
 
@@ -36,11 +38,15 @@ impl Default for Options {
     }
 }
 
+/// Service addresses registered by the test: (namespace, name, port) -> address.
+type Services = Arc<Mutex<HashMap<(String, String, u16), SocketAddr>>>;
+
 /// A running simulator on 127.0.0.1. Dropping it stops the server and every connection.
 pub struct TestServer {
     url: String,
     kubeconfig_path: PathBuf,
     store: Arc<Store>,
+    services: Services,
     config: kube::Config,
     shutdown: Option<oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
@@ -88,7 +94,16 @@ impl TestServer {
         })?;
         let server_config = tls.as_ref().map(|t| t.server_config()).transpose()?;
         let store = Arc::new(Store::new(opts.history_limit));
-        let ctx = Arc::new(Ctx::new(store.clone(), opts.bookmark_interval));
+        let services: Services = Arc::default();
+        let mut ctx = Ctx::new(store.clone(), opts.bookmark_interval);
+        let known = services.clone();
+        ctx.service_resolver = Arc::new(move |namespace: &str, name: &str, port: u16| {
+            let known = known.lock().unwrap_or_else(|e| e.into_inner());
+            known
+                .get(&(namespace.to_string(), name.to_string(), port))
+                .copied()
+        });
+        let ctx = Arc::new(ctx);
 
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let (shutdown_tx, shutdown_rx) = oneshot::channel::<()>();
@@ -130,6 +145,7 @@ impl TestServer {
             url,
             kubeconfig_path,
             store,
+            services,
             config,
             shutdown: Some(shutdown_tx),
             thread: Some(thread),
@@ -151,6 +167,15 @@ impl TestServer {
         // can make this fail, which is a bug in the calling test.
         kube::Client::try_from(self.config.clone())
             .expect("kube::Client for the simulator (call client() inside a tokio runtime)")
+    }
+
+    /// Makes `clientConfig.service` `namespace/name:port` of webhook configurations reach
+    /// `address` (there is no cluster DNS); the TLS server name stays `<name>.<namespace>.svc`.
+    pub fn register_service(&self, namespace: &str, name: &str, port: u16, address: SocketAddr) {
+        self.services
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert((namespace.to_string(), name.to_string(), port), address);
     }
 
     pub fn store(&self) -> &Arc<Store> {

@@ -1,0 +1,190 @@
+//! The HTTPS server: TLS from the current serving certificate, routes to the
+//! handlers, AdmissionReview in and out.
+
+use crate::review::{self, Verdict};
+use crate::tls::{ServingCert, server_config};
+use crate::{WebhookError, configs, mutate, validate};
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use std::net::SocketAddr;
+use std::sync::{Arc, RwLock};
+use tokio::net::TcpListener;
+use trellis_inject::InjectionContext;
+
+/// Largest AdmissionReview accepted (the API server's object limit is 3 MiB).
+const MAX_BODY: usize = 8 * 1024 * 1024;
+
+/// What the webhook needs to start.
+#[derive(Debug, Clone)]
+pub struct WebhookConfig {
+    /// Where to listen (the Service maps 443 to it; 15017 in our manifests).
+    pub listen: SocketAddr,
+    pub cert: ServingCert,
+    /// Sidecar image, resources, init image (from MeshConfig).
+    pub injection: InjectionContext,
+    /// The operator's namespace: never injected.
+    pub operator_namespace: String,
+}
+
+struct State {
+    tls: RwLock<Arc<rustls::ServerConfig>>,
+    injection: RwLock<Arc<InjectionContext>>,
+    operator_namespace: String,
+}
+
+/// A webhook server; clones share the certificate and injection settings.
+#[derive(Clone)]
+pub struct Webhook {
+    state: Arc<State>,
+}
+
+/// Binds `config.listen` and serves until the future is dropped.
+pub async fn serve(config: WebhookConfig) -> Result<(), WebhookError> {
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .map_err(|source| WebhookError::Bind {
+            address: config.listen,
+            source,
+        })?;
+    Webhook::new(&config)?.serve(listener).await;
+    Ok(())
+}
+
+impl Webhook {
+    pub fn new(config: &WebhookConfig) -> Result<Self, WebhookError> {
+        Ok(Webhook {
+            state: Arc::new(State {
+                tls: RwLock::new(server_config(&config.cert)?),
+                injection: RwLock::new(Arc::new(config.injection.clone())),
+                operator_namespace: config.operator_namespace.clone(),
+            }),
+        })
+    }
+
+    /// Serves new connections with `cert` from now on (rotation, no restart).
+    pub fn set_certificate(&self, cert: &ServingCert) -> Result<(), WebhookError> {
+        let config = server_config(cert)?;
+        *self.state.tls.write().unwrap_or_else(|e| e.into_inner()) = config;
+        Ok(())
+    }
+
+    /// Injects with these settings from now on (MeshConfig changed).
+    pub fn set_injection(&self, injection: InjectionContext) {
+        *self
+            .state
+            .injection
+            .write()
+            .unwrap_or_else(|e| e.into_inner()) = Arc::new(injection);
+    }
+
+    /// Accepts connections on `listener` until the future is dropped; each
+    /// connection runs in its own task, ended when the connection closes.
+    pub async fn serve(self, listener: TcpListener) {
+        loop {
+            let (stream, peer) = match listener.accept().await {
+                Ok(conn) => conn,
+                Err(e) => {
+                    tracing::warn!(error = %e, "webhook accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            let _ = stream.set_nodelay(true);
+            let acceptor = tokio_rustls::TlsAcceptor::from(
+                self.state
+                    .tls
+                    .read()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .clone(),
+            );
+            let state = self.state.clone();
+            tokio::spawn(async move {
+                let tls = match acceptor.accept(stream).await {
+                    Ok(tls) => tls,
+                    Err(e) => {
+                        tracing::debug!(%peer, error = %e, "webhook TLS handshake failed");
+                        return;
+                    }
+                };
+                let service = hyper::service::service_fn(move |req| {
+                    let state = state.clone();
+                    async move { Ok::<_, std::convert::Infallible>(handle(&state, req).await) }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .keep_alive(true)
+                    .serve_connection(TokioIo::new(tls), service)
+                    .await;
+            });
+        }
+    }
+}
+
+fn text(status: StatusCode, body: String) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::from(body)));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    response
+}
+
+async fn handle(state: &State, req: Request<Incoming>) -> Response<Full<Bytes>> {
+    let path = req.uri().path().to_string();
+    match (req.method(), path.as_str()) {
+        (&Method::GET, "/healthz") => return text(StatusCode::OK, "ok".into()),
+        (&Method::POST, configs::INJECT_PATH | configs::VALIDATE_PATH) => {}
+        (_, configs::INJECT_PATH | configs::VALIDATE_PATH | "/healthz") => {
+            return text(
+                StatusCode::METHOD_NOT_ALLOWED,
+                format!("{} is not allowed on {path}", req.method()),
+            );
+        }
+        _ => return text(StatusCode::NOT_FOUND, format!("no handler for {path}")),
+    }
+    let body = match Limited::new(req.into_body(), MAX_BODY).collect().await {
+        Ok(body) => body.to_bytes(),
+        Err(e) => return text(StatusCode::BAD_REQUEST, format!("reading the body: {e}")),
+    };
+    let request = match review::parse(&body) {
+        Ok(request) => request,
+        Err(e) => {
+            return text(
+                StatusCode::BAD_REQUEST,
+                format!("not an AdmissionReview: {e}"),
+            );
+        }
+    };
+    let verdict = if path == configs::INJECT_PATH {
+        let injection = state
+            .injection
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let outcome = mutate::review_pod(&request, &injection, &state.operator_namespace);
+        tracing::debug!(
+            uid = %request.uid, namespace = %request.namespace, reason = %outcome.reason,
+            injected = matches!(&outcome.verdict, Verdict::Allow { patch: Some(_) }),
+            "injection review"
+        );
+        outcome.verdict
+    } else {
+        let verdict = validate::review_object(&request);
+        if let Verdict::Deny { message, .. } = &verdict {
+            tracing::info!(uid = %request.uid, %message, "validation denied");
+        }
+        verdict
+    };
+    let reply = review::response(&request.uid, &verdict);
+    let mut response = Response::new(Full::new(Bytes::from(
+        serde_json::to_vec(&reply).unwrap_or_default(),
+    )));
+    response.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static("application/json"),
+    );
+    response
+}

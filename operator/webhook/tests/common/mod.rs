@@ -1,0 +1,178 @@
+//! A Kubernetes API simulator with the Trellis webhooks registered (served
+//! in-process as the operator serves them) and the real kubectl. Shared by
+//! trellis-webhook's tests and the trellis binary's offline-injection test.
+#![allow(dead_code)]
+
+use kube_sim::TestServer;
+use serde_json::Value;
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::SystemTime;
+use trellis_webhook::{
+    Webhook, WebhookClient, WebhookConfig, issue_serving_cert, mutating_webhook_configuration,
+    validating_webhook_configuration,
+};
+
+pub const OPERATOR_NS: &str = "trellis-system";
+pub const INIT_IMAGE: &str = "registry.example/trellis:test";
+
+/// The workspace root (this file is compiled into tests of two crates).
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .ancestors()
+        .find(|d| d.join("Cargo.lock").is_file() && d.join("crds").is_dir())
+        .expect("the workspace root above CARGO_MANIFEST_DIR")
+        .to_path_buf()
+}
+
+fn kubectl_bin() -> PathBuf {
+    let bin = std::env::var_os("KUBECTL_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join(".venv/bin/kubectl"));
+    assert!(
+        bin.exists(),
+        "kubectl not found at {} (KUBECTL_BIN): run `make setup`",
+        bin.display()
+    );
+    bin
+}
+
+/// The simulator, the webhook (on its own runtime thread) and kubectl.
+pub struct Cluster {
+    server: TestServer,
+    cache: tempfile::TempDir,
+    // Dropping the runtime ends the webhook's tasks.
+    _runtime: tokio::runtime::Runtime,
+}
+
+impl Cluster {
+    pub fn start() -> Cluster {
+        let server = TestServer::start().expect("kube-sim");
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let td = trellis_ca::TrustDomain::new("cluster.local").unwrap();
+        let rng = std::sync::Arc::new(trellis_ca::SystemRandom::new());
+        let ca = trellis_ca::CertificateAuthority::new_self_signed(
+            &trellis_ca::RootOptions::new(td),
+            SystemTime::now(),
+            rng,
+        )
+        .unwrap();
+        let cert = issue_serving_cert(&ca, OPERATOR_NS, SystemTime::now()).unwrap();
+        let mesh = trellis_api::mesh::MeshConfigSpec::default();
+        let config = WebhookConfig {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            cert: cert.clone(),
+            injection: trellis_inject::InjectionContext::from_mesh_config(&mesh, INIT_IMAGE),
+            operator_namespace: OPERATOR_NS.into(),
+        };
+        let webhook = Webhook::new(&config).unwrap();
+        let addr: SocketAddr = runtime.block_on(async {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = listener.local_addr().unwrap();
+            tokio::spawn(webhook.serve(listener));
+            addr
+        });
+        // The API server reaches Service trellis-webhook.trellis-system:443 at our port,
+        // verifying the certificate for trellis-webhook.trellis-system.svc.
+        server.register_service(OPERATOR_NS, "trellis-webhook", 443, addr);
+        let cluster = Cluster {
+            server,
+            cache: tempfile::tempdir().unwrap(),
+            _runtime: runtime,
+        };
+        let client = WebhookClient::Service {
+            namespace: OPERATOR_NS.into(),
+            port: 443,
+        };
+        for config in [
+            mutating_webhook_configuration(OPERATOR_NS, &client, &cert.ca_bundle_pem),
+            validating_webhook_configuration(&client, &cert.ca_bundle_pem, "Fail"),
+        ] {
+            cluster.ok(&["apply", "-f", "-"], Some(&config.to_string()));
+        }
+        let crds = workspace_root().join("crds");
+        cluster.ok(&["apply", "-k", crds.to_str().unwrap()], None);
+        cluster
+    }
+
+    pub fn run(&self, args: &[&str], stdin: Option<&str>) -> Output {
+        let mut child = Command::new(kubectl_bin())
+            .arg("--kubeconfig")
+            .arg(self.server.kubeconfig_path())
+            .arg("--cache-dir")
+            .arg(self.cache.path())
+            .arg("--request-timeout=20s")
+            .args(args)
+            .env("HOME", self.cache.path())
+            .env_remove("KUBECONFIG")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawning kubectl");
+        let mut input = child.stdin.take().unwrap();
+        if let Some(text) = stdin {
+            input.write_all(text.as_bytes()).unwrap();
+        }
+        drop(input);
+        child.wait_with_output().expect("kubectl")
+    }
+
+    pub fn ok(&self, args: &[&str], stdin: Option<&str>) -> String {
+        let out = self.run(args, stdin);
+        assert!(
+            out.status.success(),
+            "kubectl {args:?} failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    pub fn json(&self, args: &[&str]) -> Value {
+        let mut all = args.to_vec();
+        all.extend(["-o", "json"]);
+        serde_json::from_str(&self.ok(&all, None)).unwrap()
+    }
+
+    pub fn namespace(&self, name: &str, labels: &[&str]) {
+        self.ok(&["create", "namespace", name], None);
+        if !labels.is_empty() {
+            let mut args = vec!["label", "namespace", name];
+            args.extend_from_slice(labels);
+            self.ok(&args, None);
+        }
+    }
+}
+
+pub fn container_names(pod: &Value, key: &str) -> Vec<String> {
+    pod["spec"][key]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|c| c["name"].as_str().unwrap_or_default().to_string())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+pub const APP_POD: &str = r#"
+apiVersion: v1
+kind: Pod
+metadata:
+  name: web
+  labels: {app: web}
+spec:
+  serviceAccountName: web
+  containers:
+  - name: app
+    image: registry.example/web:1
+    ports: [{name: http, containerPort: 8080}]
+    readinessProbe: {httpGet: {path: /ready, port: 8081}}
+"#;
