@@ -305,6 +305,23 @@ pub fn build_model(
     use trellis_model::Resource as M;
     let mut model = MeshModel::new(settings(objects, options));
     let mut errors = Vec::new();
+    for r in objects {
+        if let Resource::MeshConfig(mc) = r
+            && let Some(td) = &mc.spec.trust_domain
+            && td != &options.trust_domain
+        {
+            errors.push(error_at(
+                "MeshConfig",
+                r,
+                "spec.trustDomain",
+                format!(
+                    "{td:?} differs from the trust domain this `trellis up` runs with ({:?}), \
+                     which identities and policies use; restart with --trust-domain {td}",
+                    options.trust_domain
+                ),
+            ));
+        }
+    }
     let mut apply = |model: &mut MeshModel, r: &Resource, m: M| {
         if let Err(e) = model.apply(m) {
             errors.push(error_at(r.kind(), r, "", e.to_string()));

@@ -195,3 +195,21 @@ fn translation_errors_are_reported_and_forgotten_with_their_proxy() {
         b.config_errors()
     );
 }
+
+#[test]
+fn a_meshconfig_trust_domain_other_than_the_running_one_is_reported() {
+    let tmp = tempfile::tempdir().unwrap();
+    let b = backend(tmp.path());
+    b.apply(&changes(
+        "apiVersion: mesh.trellis.dev/v1alpha1\nkind: MeshConfig\nmetadata: {name: default}\nspec: {trustDomain: example.org}\n",
+    ));
+    let errors = b.config_errors();
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.kind.as_deref() == Some("MeshConfig")
+                && e.field.as_deref() == Some("spec.trustDomain")
+                && e.message.contains("--trust-domain example.org")),
+        "{errors:?}"
+    );
+}
