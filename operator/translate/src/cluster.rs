@@ -15,12 +15,7 @@ use envoy_types::pb::envoy::config::core::v3::{
     AggregatedConfigSource, ApiVersion, ConfigSource, Http2ProtocolOptions, HttpProtocolOptions,
     TransportSocket, config_source::ConfigSourceSpecifier, transport_socket::ConfigType,
 };
-use envoy_types::pb::envoy::config::core::v3::{DataSource, data_source::Specifier};
 use envoy_types::pb::envoy::extensions::transport_sockets::raw_buffer::v3::RawBuffer;
-use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{
-    CertificateValidationContext, CommonTlsContext, UpstreamTlsContext,
-    common_tls_context::ValidationContextType,
-};
 use envoy_types::pb::envoy::extensions::upstreams::http::v3::{
     HttpProtocolOptions as UpstreamHttpOptions,
     http_protocol_options::{
@@ -128,14 +123,12 @@ pub fn outbound_cluster(spec: &OutboundCluster<'_>, sds: &SdsSource) -> Cluster 
             let sni = custom.clone().unwrap_or(sni);
             cluster.transport_socket = Some(mesh_mtls_socket(sds, &sni, spec.identities));
         }
-        Some(ClientTls::Simple {
-            sni: custom,
-            ca_certificates,
-        }) => {
-            let sni = custom
-                .clone()
-                .unwrap_or_else(|| spec.service.hostname.trim_start_matches("*.").to_string());
-            cluster.transport_socket = Some(simple_tls_socket(&sni, ca_certificates.as_deref()));
+        Some(ClientTls::Origination(tls)) => {
+            // The SNI (and the SAN checked) default to the host, wildcards trimmed.
+            let host = spec.service.hostname.trim_start_matches("*.");
+            cluster.transport_socket =
+                crate::security::origination::client_tls_context(tls, host, sds, spec.identities)
+                    .map(|ctx| upstream_transport_socket(&ctx));
         }
     }
     cluster
@@ -308,25 +301,4 @@ fn raw_buffer_socket() -> TransportSocket {
         name: RAW_BUFFER.into(),
         config_type: Some(ConfigType::TypedConfig(pack_any(RawBuffer::default()))),
     }
-}
-
-fn simple_tls_socket(sni: &str, ca_file: Option<&str>) -> TransportSocket {
-    let validation = ca_file.map(|path| {
-        ValidationContextType::ValidationContext(CertificateValidationContext {
-            trusted_ca: Some(DataSource {
-                specifier: Some(Specifier::Filename(path.to_string())),
-                ..Default::default()
-            }),
-            ..Default::default()
-        })
-    });
-    let ctx = UpstreamTlsContext {
-        common_tls_context: Some(CommonTlsContext {
-            validation_context_type: validation,
-            ..Default::default()
-        }),
-        sni: sni.to_string(),
-        ..Default::default()
-    };
-    upstream_transport_socket(&ctx)
 }

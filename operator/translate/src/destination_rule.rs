@@ -1,10 +1,11 @@
 //! DestinationRule (API) -> [`ClusterPolicy`] per port and subset.
 use trellis_api::networking::{
-    ClientTLSMode, ConnectionPoolSettings, DestinationRule, LoadBalancerSettings, SimpleLB,
-    TrafficPolicy,
+    ClientTLSMode, ClientTLSSettings, ConnectionPoolSettings, DestinationRule,
+    LoadBalancerSettings, SimpleLB, TrafficPolicy,
 };
 
 use crate::policy::{ClientTls, ClusterPolicy, ConnectionPool, LoadBalancer, OutlierDetection};
+use crate::security::origination::{ClientTls as Origination, OriginationSettings};
 use crate::types::{ErrorCode, TranslateError};
 
 /// The policy for `port` (and `subset`), with errors for values that cannot be used.
@@ -75,16 +76,10 @@ fn with_ports(
             ),
             max_ejection_percent: o.max_ejection_percent.and_then(|p| u32::try_from(p).ok()),
         }),
-        tls: tp.tls.as_ref().and_then(|t| {
-            Some(match t.mode? {
-                ClientTLSMode::Disable => ClientTls::Disable,
-                ClientTLSMode::Simple | ClientTLSMode::Mutual => ClientTls::Simple {
-                    sni: t.sni.clone(),
-                    ca_certificates: t.ca_certificates.clone(),
-                },
-                ClientTLSMode::IstioMutual => ClientTls::IstioMutual { sni: t.sni.clone() },
-            })
-        }),
+        tls: tp
+            .tls
+            .as_ref()
+            .and_then(|t| client_tls(t, &format!("{path}.tls"), err)),
     };
     let Some((i, pl)) = tp
         .port_level_settings
@@ -102,9 +97,47 @@ fn with_ports(
             .as_ref()
             .map(|c| connection_pool(c, &format!("{ppath}.connectionPool"), err)),
         outlier_detection: None,
-        tls: None,
+        tls: pl
+            .tls
+            .as_ref()
+            .and_then(|t| client_tls(t, &format!("{ppath}.tls"), err)),
     };
     base.overlay(&over)
+}
+
+/// `tls` settings -> [`ClientTls`]. MUTUAL needs `clientCertificate` and `privateKey`
+/// (files on the proxy); without them it is reported and originates SIMPLE TLS, so
+/// the server's refusal shows instead of silent plaintext.
+fn client_tls(
+    t: &ClientTLSSettings,
+    path: &str,
+    err: &mut impl FnMut(String, String),
+) -> Option<ClientTls> {
+    let settings = OriginationSettings {
+        ca_certificates: t.ca_certificates.clone(),
+        subject_alt_names: t.subject_alt_names.clone(),
+        sni: t.sni.clone(),
+        insecure_skip_verify: t.insecure_skip_verify == Some(true),
+    };
+    Some(match t.mode? {
+        ClientTLSMode::Disable => ClientTls::Disable,
+        ClientTLSMode::Simple => ClientTls::Origination(Origination::Simple(settings)),
+        ClientTLSMode::Mutual => match (&t.client_certificate, &t.private_key) {
+            (Some(cert), Some(key)) => ClientTls::Origination(Origination::Mutual {
+                settings,
+                client_certificate: cert.clone(),
+                private_key: key.clone(),
+            }),
+            _ => {
+                err(
+                    format!("{path}.clientCertificate"),
+                    "MUTUAL needs clientCertificate and privateKey (credentialName is not supported for sidecars yet)".into(),
+                );
+                ClientTls::Origination(Origination::Simple(settings))
+            }
+        },
+        ClientTLSMode::IstioMutual => ClientTls::IstioMutual { sni: t.sni.clone() },
+    })
 }
 
 fn load_balancer(lb: &LoadBalancerSettings) -> LoadBalancer {

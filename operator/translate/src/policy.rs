@@ -35,12 +35,11 @@ pub struct OutlierDetection {
 pub enum ClientTls {
     /// Plaintext, even to sidecars.
     Disable,
-    /// TLS origination to an external server; `ca_certificates` is a file path on the
-    /// proxy (without it the server certificate is not verified).
-    Simple {
-        sni: Option<String>,
-        ca_certificates: Option<String>,
-    },
+    /// TLS origination to a server outside the mesh (SIMPLE, or MUTUAL with a client
+    /// certificate): files are paths on the proxy; the server is verified against
+    /// `caCertificates` (the system roots when unset) and its SAN, unless
+    /// `insecureSkipVerify`.
+    Origination(crate::security::origination::ClientTls),
     /// Mesh mTLS with the workload certificate (whatever the endpoints are).
     IstioMutual { sni: Option<String> },
 }
