@@ -1,6 +1,7 @@
 //! ServiceEntries on real Envoy, configured by the translator (explicit shape: the
 //! app talks to its sidecar's HTTP proxy port): DNS resolution (`localhost`),
-//! STATIC endpoints, TLS origination by a DestinationRule SIMPLE, and MeshConfig
+//! STATIC endpoints, TLS origination by a DestinationRule SIMPLE (CA and SAN
+//! verified), and MeshConfig
 //! outboundTrafficPolicy ALLOW_ANY (unknown `ip:port` passes through) vs
 //! REGISTRY_ONLY (502). Plus the golden bootstrap of the scenario.
 mod mesh_fixtures;
@@ -94,6 +95,34 @@ kind: DestinationRule
 metadata: {{name: secure-api, namespace: shop}}
 spec:
   host: secure.example.com
+  trafficPolicy:
+    tls: {{mode: SIMPLE, caCertificates: "{ca}"}}
+"#,
+            ca = a.ca_file
+        )),
+        // the same TLS server under another name: its certificate does not match
+        object(&format!(
+            r#"
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{name: impostor, namespace: shop}}
+spec:
+  hosts: [impostor.example.com]
+  location: MESH_EXTERNAL
+  resolution: STATIC
+  ports: [{{number: 80, name: http, protocol: HTTP}}]
+  endpoints: [{{address: "{ip}", ports: {{http: {port}}}}}]
+"#,
+            ip = a.tls_ep.ip(),
+            port = a.tls_ep.port()
+        )),
+        object(&format!(
+            r#"
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {{name: impostor, namespace: shop}}
+spec:
+  host: impostor.example.com
   trafficPolicy:
     tls: {{mode: SIMPLE, caCertificates: "{ca}"}}
 "#,
@@ -233,6 +262,11 @@ fn service_entries_dns_static_tls_origination_and_outbound_policy() {
         "the sidecar originated TLS"
     );
     assert!(sidecar.stat("cluster.outbound|80||secure.example.com.ssl.handshake") >= 1);
+    // the server's certificate is checked against the host (SNI) it was called by
+    let before = tls_app.hits();
+    assert_eq!(get(proxy, "impostor.example.com").status, 503);
+    assert_eq!(tls_app.hits(), before);
+    assert!(sidecar.stat("cluster.outbound|80||impostor.example.com.ssl.fail_verify_san") >= 1);
     let r = get(proxy, &unknown_host);
     assert_eq!(
         (r.status, r.header("x-upstream")),
