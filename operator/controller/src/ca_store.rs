@@ -219,6 +219,27 @@ async fn evaluate(ctx: &Context, secrets: &Store<Secret>) -> Result<()> {
                 // The leader creates it; followers see it through the watch.
                 return Ok(());
             }
+            // The Secret vanished (or the API server came back empty) while our own root
+            // is in use: store that root again rather than rotating to a new one.
+            let in_use = ctx.ca.current().filter(|c| c.mode == CaMode::SelfSigned);
+            if let Some(current) = in_use {
+                let api: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
+                let _permit = ctx.leader.permit()?;
+                ctx.telemetry.metrics.api_write(NAME);
+                return match api
+                    .create(&PostParams::default(), &to_secret(ns, &current.ca))
+                    .await
+                {
+                    Ok(_) => {
+                        tracing::warn!(secret = %format!("{ns}/{CA_SECRET}"), "Secret was missing; stored the root in use again");
+                        Ok(())
+                    }
+                    Err(kube::Error::Api(s)) if s.code == 409 => Ok(()),
+                    Err(e) => Err(Error::kube("creating", format!("Secret {ns}/{CA_SECRET}"))(
+                        e,
+                    )),
+                };
+            }
             let mut options = RootOptions::new(ctx.config.trust_domain.clone());
             options.key = ctx.config.root_key;
             options.ttl = ctx.config.root_ttl;

@@ -22,6 +22,8 @@ pub struct RecordingProxy {
     pub requests: Arc<Mutex<Vec<Recorded>>>,
     kubeconfig: PathBuf,
     stop: Arc<AtomicBool>,
+    down: Arc<AtomicBool>,
+    open: Arc<Mutex<Vec<TcpStream>>>,
     _dir: tempfile::TempDir,
 }
 
@@ -32,15 +34,27 @@ impl RecordingProxy {
         let addr = listener.local_addr().expect("proxy address");
         let requests = Arc::new(Mutex::new(Vec::new()));
         let stop = Arc::new(AtomicBool::new(false));
+        let down = Arc::new(AtomicBool::new(false));
+        let open = Arc::new(Mutex::new(Vec::new()));
         {
             let requests = requests.clone();
             let stop = stop.clone();
+            let down = down.clone();
+            let open = open.clone();
             std::thread::spawn(move || {
                 for conn in listener.incoming() {
                     if stop.load(Ordering::SeqCst) {
                         break;
                     }
                     let Ok(client) = conn else { continue };
+                    if down.load(Ordering::SeqCst) {
+                        // The API server is "away": close at once.
+                        let _ = client.shutdown(Shutdown::Both);
+                        continue;
+                    }
+                    if let Ok(c) = client.try_clone() {
+                        open.lock().unwrap().push(c);
+                    }
                     let requests = requests.clone();
                     std::thread::spawn(move || relay(client, upstream, requests));
                 }
@@ -55,7 +69,20 @@ impl RecordingProxy {
             requests,
             kubeconfig,
             stop,
+            down,
+            open,
             _dir: dir,
+        }
+    }
+
+    /// Makes the API server unreachable through the proxy (every open connection is
+    /// cut, new ones are closed at once), or reachable again.
+    pub fn set_down(&self, down: bool) {
+        self.down.store(down, Ordering::SeqCst);
+        if down {
+            for c in self.open.lock().unwrap().drain(..) {
+                let _ = c.shutdown(Shutdown::Both);
+            }
         }
     }
 
