@@ -89,8 +89,40 @@ pub fn group_version(reg: &Registry, group: &str, version: &str) -> Value {
         "openapi": "3.0.0",
         "info": {"title": "Kubernetes", "version": format!("v1.{}.0", crate::discovery::SERVER_MINOR)},
         "paths": paths,
-        "components": {"schemas": {}},
+        "components": {"schemas": crd_schemas(reg, group, version)},
     })
+}
+
+/// The component name the API server gives a custom resource's schema: the group reversed,
+/// then version and kind (`io.istio.networking.v1.VirtualService`).
+fn definition_name(rt: &ResourceType) -> String {
+    let mut parts: Vec<&str> = rt.group.split('.').collect();
+    parts.reverse();
+    format!("{}.{}.{}", parts.join("."), rt.version, rt.kind)
+}
+
+/// Each custom resource's structural schema, tagged with its GroupVersionKind, so that
+/// `kubectl explain` finds it.
+fn crd_schemas(reg: &Registry, group: &str, version: &str) -> Map<String, Value> {
+    let mut schemas = Map::new();
+    for rt in reg.in_group_version(group, version) {
+        let Some(schema) = rt
+            .crd_version
+            .as_ref()
+            .and_then(|v| v.pointer("/schema/openAPIV3Schema"))
+        else {
+            continue;
+        };
+        let mut schema = schema.clone();
+        if let Some(map) = schema.as_object_mut() {
+            map.insert(
+                "x-kubernetes-group-version-kind".into(),
+                json!([{"group": rt.group, "version": rt.version, "kind": rt.kind}]),
+            );
+        }
+        schemas.insert(definition_name(rt), schema);
+    }
+    schemas
 }
 
 /// `/openapi/v2`: a swagger 2.0 document without definitions, in the protobuf encoding clients

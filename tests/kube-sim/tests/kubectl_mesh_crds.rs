@@ -130,6 +130,14 @@ fn generated_crds_accept_the_corpus_and_reject_unsupported_fields() {
         ]
     );
 
+    // The schema is published in OpenAPI v3, so kubectl explain reads it.
+    let explained = k.ok(&["explain", "virtualservice.spec.http.retries.attempts"]);
+    assert!(
+        explained.contains("KIND:       VirtualService")
+            && explained.contains("FIELD: attempts <integer>"),
+        "{explained}"
+    );
+
     // The older versions are served with the same schema; v1 is what is stored.
     let old = k.ok(&[
         "get",
