@@ -122,15 +122,23 @@ spec:
 }
 
 fn translate(ports: &Ports, cart: SocketAddr, web: SocketAddr, sds: SdsSource) -> ProxyResources {
+    let shape = ListenerShape::Explicit(ExplicitPorts {
+        outbound_http_port: 15001,
+        privileged_port_offset: 8000,
+        ..Default::default()
+    });
+    translate_in(shape, ports, cart, web, sds)
+}
+
+fn translate_in(
+    shape: ListenerShape,
+    ports: &Ports,
+    cart: SocketAddr,
+    web: SocketAddr,
+    sds: SdsSource,
+) -> ProxyResources {
     let model = model_of(MeshSettings::default(), resources(ports, cart, web));
-    let options = TranslateOptions {
-        shape: ListenerShape::Explicit(ExplicitPorts {
-            outbound_http_port: 15001,
-            privileged_port_offset: 8000,
-            ..Default::default()
-        }),
-        sds,
-    };
+    let options = TranslateOptions { shape, sds };
     Translator::new(&model, options).translate(&Proxy::gateway("shop", "ingress-1"))
 }
 
@@ -297,5 +305,37 @@ fn golden_gateway_bootstrap() {
     let yaml = static_bootstrap("ingress", &out, &files);
     check_golden("gateway-ingress", &yaml);
     Identity::issue_with_relative_sds(&ca, dir.path(), "identities/ingress", "shop", "ingress");
+    validate_bootstrap_in(dir.path(), &yaml).expect("golden gateway bootstrap validates");
+}
+
+/// In Kubernetes the gateway listens on the declared ports on every address.
+#[test]
+fn golden_gateway_interception_bootstrap() {
+    let ports = Ports {
+        redirect: 80,
+        plain: 8080,
+        https: 443,
+    };
+    let cart = SocketAddr::from(([10, 244, 0, 11], 8080));
+    let web = SocketAddr::from(([10, 244, 0, 10], 8000));
+    let sds = SdsSource::Files {
+        workload_cert_file: "etc/certs/sds-cert.yaml".into(),
+        trust_bundle_file: "etc/certs/sds-root.yaml".into(),
+        watched_directory: None,
+    };
+    let out = translate_in(ListenerShape::Interception, &ports, cart, web, sds);
+    let names: Vec<&str> = out.listeners.iter().map(|l| l.name.as_str()).collect();
+    assert_eq!(names, ["0.0.0.0_443", "0.0.0.0_80", "0.0.0.0_8080"]);
+    let dir = tempfile::tempdir().unwrap();
+    let ca = test_ca();
+    std::fs::create_dir_all(dir.path().join("credentials")).unwrap();
+    let files = write_credentials(
+        &ca,
+        &dir.path().join("credentials"),
+        Path::new("credentials"),
+    );
+    let yaml = static_bootstrap("ingress", &out, &files);
+    check_golden("gateway-ingress-interception", &yaml);
+    Identity::issue_with_relative_sds(&ca, dir.path(), "etc/certs", "shop", "ingress");
     validate_bootstrap_in(dir.path(), &yaml).expect("golden gateway bootstrap validates");
 }
