@@ -460,6 +460,32 @@ fn operator_writes_status_conditions_meshstatus_and_events_without_touching_spec
         (v["status"]["ready"] == true && v["status"]["errors"] == 0).then_some(())
     });
 
+    // Translation findings: with a Service `cart` but no DestinationRule defining its
+    // subsets, both VirtualServices stay accepted with a Warning naming the field.
+    k.ok_stdin(
+        &["apply", "-f", "-"],
+        Some("apiVersion: v1\nkind: Service\nmetadata: {name: cart, namespace: shop}\nspec:\n  selector: {app: cart}\n  ports: [{name: http, port: 8080}]\n"),
+    );
+    let warned = eventually("Warning on good", &op, || {
+        let v = k.try_json(&["get", "vs", "good", "-n", "shop"])?;
+        condition(&v, "Warning").map(|c| c.clone())
+    });
+    assert_eq!(warned["status"], "True", "{warned}");
+    assert_eq!(warned["reason"], "UnknownSubset", "{warned}");
+    assert!(
+        warned["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("spec.http[0].route[0].destination"),
+        "{warned}"
+    );
+    let good = k.json(&["get", "vs", "good", "-n", "shop"]);
+    assert_eq!(condition(&good, "Accepted").unwrap()["status"], "True");
+    eventually("shop counting the warnings", &op, || {
+        let v = k.try_json(&["get", "meshstatus", "mesh", "-n", "shop"])?;
+        (v["status"]["errors"] == 2).then_some(())
+    });
+
     // Leaving the mesh removes the namespace's MeshStatus.
     k.ok(&["label", "namespace", "shop", "istio-injection-"]);
     eventually("MeshStatus of shop removed", &op, || {

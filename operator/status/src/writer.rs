@@ -33,6 +33,8 @@ use crate::mesh_status::{
 pub const MESH_STATUS_NAME: &str = "mesh";
 /// How often MeshStatus is recomputed without any object changing.
 pub const REFRESH: Duration = Duration::from_secs(10);
+/// Shortest time between two passes (changes arriving meanwhile wait for the next).
+pub const MIN_PASS_INTERVAL: Duration = Duration::from_secs(1);
 const CONTROLLER: &str = "status";
 
 /// What the status loop reads besides the [`Context`].
@@ -50,6 +52,7 @@ pub async fn run(ctx: Arc<Context>, mut inputs: StatusInputs) {
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let shutdown = ctx.shutdown();
     tokio::pin!(shutdown);
+    let mut last_pass: Option<tokio::time::Instant> = None;
     loop {
         tokio::select! {
             () = &mut shutdown => return,
@@ -61,6 +64,15 @@ pub async fn run(ctx: Arc<Context>, mut inputs: StatusInputs) {
             writer.forget();
             continue;
         }
+        // Bursts of changes make one pass: at most one per MIN_PASS_INTERVAL.
+        if let Some(last) = last_pass {
+            let due = last + MIN_PASS_INTERVAL;
+            tokio::select! {
+                () = &mut shutdown => return,
+                () = tokio::time::sleep_until(due) => {}
+            }
+        }
+        last_pass = Some(tokio::time::Instant::now());
         let view = inputs.view.borrow_and_update().clone();
         let identities = identity_facts(&ctx, &view);
         let _timer = ctx.telemetry.metrics.reconcile_started(CONTROLLER);
