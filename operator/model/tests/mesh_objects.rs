@@ -1,0 +1,178 @@
+//! ServiceEntries in the registry, Gateways and Sidecars in the model.
+use serde_json::json;
+use trellis_model::{
+    ChangeScope, MeshModel, MeshSettings, Resolution, Resource, ResourceKey, ResourceKind,
+    ServiceOrigin, Workload,
+};
+
+fn se(name: &str, spec: serde_json::Value) -> Resource {
+    Resource::ServiceEntry(Box::new(
+        serde_json::from_value(
+            json!({"metadata": {"name": name, "namespace": "shop"}, "spec": spec}),
+        )
+        .unwrap(),
+    ))
+}
+
+fn labelled(ns: &str, name: &str, labels: &[(&str, &str)]) -> Workload {
+    let mut w = Workload::new(ns, name, "127.0.0.9");
+    w.labels = labels
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    w
+}
+
+#[test]
+fn service_entry_hosts_resolve_and_go_away_on_delete() {
+    let mut m = MeshModel::new(MeshSettings::default());
+    let scope = m
+        .apply(se(
+            "ext",
+            json!({"hosts": ["API.example.com", "*.wild.example.com"], "resolution": "DNS",
+                   "endpoints": [{"address": "localhost"}],
+                   "ports": [{"number": 443, "name": "https", "protocol": "HTTPS"}]}),
+        ))
+        .unwrap();
+    assert_eq!(scope, ChangeScope::All);
+    let api = m
+        .resolve_host("api.example.com", "other")
+        .expect("exact host");
+    assert_eq!(api.resolution, Resolution::Dns);
+    assert!(matches!(
+        api.origin,
+        ServiceOrigin::ServiceEntry { external: true, .. }
+    ));
+    assert_eq!(
+        m.resolve_host("x.wild.example.com:443", "shop")
+            .unwrap()
+            .hostname,
+        "*.wild.example.com"
+    );
+    let eps = m.endpoints(api, &api.ports[0], None);
+    assert_eq!((eps[0].address.as_str(), eps[0].port), ("localhost", 443));
+    // the same object again changes nothing
+    let again = se(
+        "ext",
+        json!({"hosts": ["API.example.com", "*.wild.example.com"], "resolution": "DNS",
+               "endpoints": [{"address": "localhost"}],
+               "ports": [{"number": 443, "name": "https", "protocol": "HTTPS"}]}),
+    );
+    assert_eq!(m.apply(again).unwrap(), ChangeScope::None);
+    let key = ResourceKey::new(ResourceKind::ServiceEntry, "shop", "ext");
+    assert_eq!(m.delete(&key), ChangeScope::All);
+    assert!(m.resolve_host("api.example.com", "shop").is_none());
+}
+
+#[test]
+fn dns_without_endpoints_resolves_the_host_and_bad_ports_are_refused() {
+    let mut m = MeshModel::new(MeshSettings::default());
+    m.apply(se(
+        "local",
+        json!({"hosts": ["localhost"], "resolution": "DNS",
+               "ports": [{"number": 8080, "name": "http", "protocol": "HTTP", "targetPort": 9090}]}),
+    ))
+    .unwrap();
+    let s = m.resolve_host("localhost", "shop").unwrap();
+    let eps = m.endpoints(s, &s.ports[0], None);
+    assert_eq!((eps[0].address.as_str(), eps[0].port), ("localhost", 9090));
+    let err = m
+        .apply(se(
+            "bad",
+            json!({"hosts": ["x.example.com"], "ports": [{"number": 70000, "name": "http"}]}),
+        ))
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "ServiceEntry/shop/bad: spec.ports[0].number: 70000 is not a port number"
+    );
+}
+
+#[test]
+fn a_new_cluster_domain_keeps_service_entries() {
+    let mut m = MeshModel::new(MeshSettings::default());
+    m.apply(se(
+        "ext",
+        json!({"hosts": ["api.example.com"], "resolution": "STATIC",
+               "endpoints": [{"address": "127.0.0.5"}],
+               "ports": [{"number": 80, "name": "http"}]}),
+    ))
+    .unwrap();
+    m.apply(Resource::MeshSettings(MeshSettings {
+        cluster_domain: "corp.internal".into(),
+        ..Default::default()
+    }))
+    .unwrap();
+    assert!(m.resolve_host("api.example.com", "shop").is_some());
+    // a relist of Kubernetes Services leaves ServiceEntries alone
+    m.reset(ResourceKind::Service, Vec::new());
+    assert!(m.resolve_host("api.example.com", "shop").is_some());
+    m.reset(ResourceKind::ServiceEntry, Vec::new());
+    assert!(m.resolve_host("api.example.com", "shop").is_none());
+}
+
+#[test]
+fn gateways_bind_by_selector_and_sidecars_by_precedence() {
+    let mut m = MeshModel::new(MeshSettings::default());
+    let gw = |ns: &str, name: &str| {
+        Resource::Gateway(Box::new(
+            serde_json::from_value(json!({
+                "metadata": {"name": name, "namespace": ns},
+                "spec": {"selector": {"istio": "ingressgateway"}, "servers": []}
+            }))
+            .unwrap(),
+        ))
+    };
+    m.apply(gw("shop", "a")).unwrap();
+    m.apply(gw("other", "b")).unwrap();
+    let vs = Resource::VirtualService(Box::new(
+        serde_json::from_value(json!({
+            "metadata": {"name": "v", "namespace": "shop"},
+            "spec": {"hosts": ["x"], "gateways": ["a", "other/b", "mesh"]}
+        }))
+        .unwrap(),
+    ));
+    m.apply(vs).unwrap();
+    let ingress = labelled("istio-system", "ingress", &[("istio", "ingressgateway")]);
+    let names: Vec<&str> = m
+        .gateways_for(&ingress)
+        .iter()
+        .map(|g| g.name.as_str())
+        .collect();
+    assert_eq!(names, ["b", "a"], "selector matches in any namespace");
+    assert_eq!(m.virtual_services_for_gateway("shop", "a").len(), 1);
+    assert_eq!(m.virtual_services_for_gateway("other", "b").len(), 1);
+    assert!(m.virtual_services_for_gateway("other", "a").is_empty());
+
+    let sidecar = |ns: &str, name: &str, selector: Option<(&str, &str)>| {
+        let mut spec = json!({"egress": [{"hosts": ["./*"]}]});
+        if let Some((k, v)) = selector {
+            spec["workloadSelector"] = json!({"labels": {k: v}});
+        }
+        Resource::Sidecar(Box::new(
+            serde_json::from_value(
+                json!({"metadata": {"name": name, "namespace": ns}, "spec": spec}),
+            )
+            .unwrap(),
+        ))
+    };
+    let web = labelled("shop", "web-1", &[("app", "web")]);
+    let cart = labelled("shop", "cart-1", &[("app", "cart")]);
+    m.apply(sidecar("istio-system", "mesh-default", None))
+        .unwrap();
+    assert_eq!(m.sidecar_for(&web).unwrap().name, "mesh-default");
+    m.apply(sidecar("shop", "ns-default", None)).unwrap();
+    m.apply(sidecar("shop", "web-only", Some(("app", "web"))))
+        .unwrap();
+    assert_eq!(m.sidecar_for(&web).unwrap().name, "web-only");
+    assert_eq!(m.sidecar_for(&cart).unwrap().name, "ns-default");
+    // a selector in the root namespace does not reach other namespaces
+    m.apply(sidecar(
+        "istio-system",
+        "root-selected",
+        Some(("app", "db")),
+    ))
+    .unwrap();
+    let db = labelled("ops", "db-1", &[("app", "db")]);
+    assert_eq!(m.sidecar_for(&db).unwrap().name, "mesh-default");
+}
