@@ -118,6 +118,8 @@ struct Writer {
     last_push: Option<SystemTime>,
     /// Stale MeshStatus objects were looked for since becoming leader.
     swept: bool,
+    /// Objects whose last write failed, and when to try again (exponential, per object).
+    retry_at: HashMap<String, tokio::time::Instant>,
 }
 
 impl Writer {
@@ -127,9 +129,39 @@ impl Writer {
             pending: HashMap::new(),
             rejected_events: HashMap::new(),
             mesh_status: HashMap::new(),
+            retry_at: HashMap::new(),
             last_push_rounds: 0,
             last_push: None,
             swept: false,
+        }
+    }
+
+    /// Whether a write of `key` may be tried now (not backing off after a failure).
+    fn due(&self, key: &str) -> bool {
+        self.retry_at
+            .get(key)
+            .is_none_or(|at| tokio::time::Instant::now() >= *at)
+    }
+
+    /// Books the outcome of a write: success clears the backoff, failure doubles it
+    /// (per object, with the error metric); losing leadership is not a failure.
+    fn record(&mut self, key: &str, result: Result<(), StatusError>) -> bool {
+        match result {
+            Ok(()) => {
+                if self.retry_at.remove(key).is_some() {
+                    self.ctx.backoffs.succeeded(&format!("{CONTROLLER}/{key}"));
+                }
+                true
+            }
+            Err(StatusError::NotLeader(_)) => false,
+            Err(e) => {
+                let wait = self.ctx.backoffs.failed(&format!("{CONTROLLER}/{key}"));
+                self.ctx.telemetry.metrics.reconcile_failed(CONTROLLER);
+                tracing::warn!(error = %e, retry_in = ?wait, "status not written");
+                self.retry_at
+                    .insert(key.to_string(), tokio::time::Instant::now() + wait);
+                false
+            }
         }
     }
 
@@ -179,14 +211,10 @@ impl Writer {
             let object = &view.config[key];
             if object.status.as_ref() == Some(status) {
                 self.pending.remove(key);
-            } else if self.pending.get(key) != Some(status) {
-                match self.patch_resource_status(key, status).await {
-                    Ok(()) => {
-                        self.pending.insert(key.clone(), status.clone());
-                    }
-                    Err(e) => {
-                        tracing::warn!(error = %e, "status not written; retried on the next pass")
-                    }
+            } else if self.pending.get(key) != Some(status) && self.due(&key.to_string()) {
+                let result = self.patch_resource_status(key, status).await;
+                if self.record(&key.to_string(), result) {
+                    self.pending.insert(key.clone(), status.clone());
                 }
             }
             if !is_accepted(status) && self.rejected_events.get(key) != Some(&object.generation) {
@@ -296,8 +324,10 @@ impl Writer {
         wanted.insert(control_ns.clone(), control_plane_status(&cp, now, previous));
 
         for (ns, status) in wanted {
-            if let Err(e) = self.apply_mesh_status(&ns, status, now).await {
-                tracing::warn!(error = %e, namespace = %ns, "MeshStatus not written; retried on the next pass");
+            let key = format!("MeshStatus/{ns}/{MESH_STATUS_NAME}");
+            if self.due(&key) {
+                let result = self.apply_mesh_status(&ns, status, now).await;
+                self.record(&key, result);
             }
         }
         if view.synced {
