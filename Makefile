@@ -5,8 +5,12 @@ export ENVOY_BIN := $(VENV)/bin/envoy-real
 export KUBECTL_BIN := $(VENV)/bin/kubectl
 export OPENSSL_BIN := $(shell command -v openssl)
 CARGO ?= cargo
+# `make image`: the container image of manifests/ (Dockerfile). Not part of `make test`.
+VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' operator/Cargo.toml | head -n 1)
+IMAGE ?= ghcr.io/trellis-mesh/trellis:$(VERSION)
+CONTAINER_ENGINE ?= $(shell command -v docker || command -v podman)
 
-.PHONY: setup build test demo bench crds fmt lint
+.PHONY: setup build test demo bench crds fmt lint image
 
 setup:
 	@./scripts/setup.sh
@@ -36,3 +40,9 @@ fmt:
 lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+# The trellis image (static binary, iptables for proxy-init), tagged $(IMAGE).
+# Local cluster: make image IMAGE=localhost:5001/trellis:dev, push it, kubectl apply -k manifests/overlays/local.
+image:
+	@test -n "$(CONTAINER_ENGINE)" || { echo "make image: neither docker nor podman found (set CONTAINER_ENGINE)" >&2; exit 1; }
+	$(CONTAINER_ENGINE) build -f Dockerfile -t $(IMAGE) .

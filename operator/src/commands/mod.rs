@@ -8,5 +8,6 @@ pub mod ca;
 pub mod crds;
 pub mod validate;
 pub mod operator;
+pub mod operator_webhook;
 pub mod proxy_init;
 pub mod inject;

@@ -71,6 +71,12 @@ pub struct OperatorArgs {
     /// Longest wait between two tries of a failing object.
     #[arg(long, default_value = "5m", value_parser = duration)]
     max_backoff: Duration,
+    /// Address of the admission webhooks (HTTPS; the trellis-webhook Service maps 443 here).
+    #[arg(long, default_value = "0.0.0.0:15017")]
+    webhook_addr: SocketAddr,
+    /// Image of the trellis binary that injected init containers run as `trellis proxy-init`.
+    #[arg(long, env = "TRELLIS_IMAGE", default_value = trellis_inject::DEFAULT_INIT_IMAGE)]
+    init_image: String,
     /// Log format: text or json.
     #[arg(long, default_value = "text")]
     log_format: String,
@@ -199,7 +205,13 @@ async fn run_async(args: OperatorArgs) -> Result<()> {
     let config = config(&args)?;
     let client = client(&args).await?;
     // Sources -> model -> xDS server for the cluster's sidecars, and the status writers.
-    let extra = trellis_status::runtime::extra_tasks();
+    let mut extra = trellis_status::runtime::extra_tasks();
+    // The admission webhooks, served by every replica with a certificate from the mesh CA.
+    let injection = trellis_inject::InjectionContext::from_mesh_config(
+        &trellis_api::mesh::MeshConfigSpec::default(),
+        &args.init_image,
+    );
+    extra.push(super::operator_webhook::task(args.webhook_addr, injection));
     trellis_controller::run(config, client, terminated(), extra, |running| {
         tracing::info!(metrics = %running.metrics_addr, "telemetry listening");
     })

@@ -356,6 +356,7 @@ impl Operator {
             .args(["--namespace", OPERATOR_NS])
             .args(["--identity", identity])
             .args(["--metrics-addr", "127.0.0.1:0", "--xds-addr", "127.0.0.1:0"])
+            .args(["--webhook-addr", "127.0.0.1:0"])
             .args(["--log-format", "json"])
             .args(extra)
             .env("RUST_LOG", "info")
