@@ -298,20 +298,41 @@ pub fn serve(
             let ctx = ctx.clone();
             let acceptor = acceptor.clone();
             connections.spawn(async move {
-                let service = hyper::service::service_fn(move |req| {
-                    let ctx = ctx.clone();
-                    async move { Ok::<_, std::convert::Infallible>(handle(ctx, req).await) }
-                });
                 let builder = auto::Builder::new(TokioExecutor::new());
                 match acceptor {
                     Some(acceptor) => {
                         if let Ok(tls_stream) = acceptor.accept(stream).await {
+                            // A client without a certificate is anonymous; with anonymous
+                            // auth disabled the API server answers every request 401.
+                            let authenticated = tls_stream
+                                .get_ref()
+                                .1
+                                .peer_certificates()
+                                .is_some_and(|certs| !certs.is_empty());
+                            let service = hyper::service::service_fn(move |req| {
+                                let ctx = ctx.clone();
+                                async move {
+                                    Ok::<_, std::convert::Infallible>(if authenticated {
+                                        handle(ctx, req).await
+                                    } else {
+                                        http::error(&ApiError::new(
+                                            401,
+                                            "Unauthorized",
+                                            "Unauthorized",
+                                        ))
+                                    })
+                                }
+                            });
                             let _ = builder
                                 .serve_connection(TokioIo::new(tls_stream), service)
                                 .await;
                         }
                     }
                     None => {
+                        let service = hyper::service::service_fn(move |req| {
+                            let ctx = ctx.clone();
+                            async move { Ok::<_, std::convert::Infallible>(handle(ctx, req).await) }
+                        });
                         let _ = builder
                             .serve_connection(TokioIo::new(stream), service)
                             .await;

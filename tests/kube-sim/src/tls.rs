@@ -103,8 +103,9 @@ impl TlsMaterial {
         &self.client_key_pem
     }
 
-    /// A rustls server config requiring a client certificate from our CA. Requests without
-    /// one are refused at the handshake, as a server with anonymous auth disabled does.
+    /// A rustls server config verifying client certificates against our CA. A client may
+    /// connect without one; the server then answers 401, as an API server with anonymous auth
+    /// disabled does. A certificate from another CA is refused at the handshake.
     pub fn server_config(&self) -> Result<Arc<rustls::ServerConfig>, ApiError> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let mut roots = RootCertStore::empty();
@@ -113,6 +114,7 @@ impl TlsMaterial {
             .map_err(|e| ApiError::internal(format!("TLS setup: CA into root store: {e}")))?;
         let verifier =
             WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+                .allow_unauthenticated()
                 .build()
                 .map_err(|e| ApiError::internal(format!("TLS setup: client verifier: {e}")))?;
         let mut config = rustls::ServerConfig::builder_with_provider(provider)

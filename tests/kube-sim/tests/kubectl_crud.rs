@@ -121,3 +121,47 @@ fn apply_get_label_annotate_patch_describe_delete() {
     let err = k.fails(&["get", "cm", "settings"], None);
     assert!(err.contains(r#"configmaps "settings" not found"#), "{err}");
 }
+
+#[test]
+fn kubectl_without_a_client_certificate_must_log_in() {
+    let server = TestServer::start().expect("server starts");
+    let kubeconfig = std::fs::read_to_string(server.kubeconfig_path()).expect("kubeconfig");
+    // A bearer token the server does not know instead of the client certificate (with no
+    // credentials at all kubectl would prompt for a user name).
+    let anonymous: String = kubeconfig
+        .lines()
+        .filter(|l| !l.contains("client-certificate-data") && !l.contains("client-key-data"))
+        .map(|l| {
+            if l.trim() == "user:" {
+                let indent = l.len() - l.trim_start().len();
+                format!("{l}\n{}token: not-a-valid-token\n", " ".repeat(indent + 2))
+            } else {
+                format!("{l}\n")
+            }
+        })
+        .collect();
+    assert_ne!(
+        anonymous, kubeconfig,
+        "the kubeconfig carries client credentials"
+    );
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("anonymous");
+    std::fs::write(&path, anonymous).expect("write kubeconfig");
+    let out = std::process::Command::new(common::kubectl_bin())
+        .arg("--kubeconfig")
+        .arg(&path)
+        .arg("--cache-dir")
+        .arg(dir.path().join("cache"))
+        .args(["get", "configmaps"])
+        .env("HOME", dir.path())
+        .env_remove("KUBECONFIG")
+        .output()
+        .expect("kubectl runs");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.lines()
+            .any(|l| l == "error: You must be logged in to the server (the server has asked for the client to provide credentials)"),
+        "{err}"
+    );
+}
