@@ -88,7 +88,8 @@ pub struct MeshFeed {
     service_accounts: Arc<BTreeSet<NsName>>,
     slices: BTreeMap<NsName, EndpointSlice>,
     /// Pod address learnt from EndpointSlices, for pods whose status has none yet.
-    slice_addresses: BTreeMap<NsName, String>,
+    /// pod -> (slice -> address), so a pod keeps an address while any slice lists it.
+    slice_addresses: BTreeMap<NsName, BTreeMap<NsName, String>>,
     present: BTreeMap<SourceKind, BTreeSet<ObjectRef>>,
     /// The valid MeshConfig `default`, if any.
     mesh_config: Option<MeshConfigSpec>,
@@ -205,8 +206,8 @@ impl MeshFeed {
                 strip_meta(&mut slice.metadata);
                 self.mark(kind, key.clone(), true);
                 let id = ns_name(&key);
-                let old = self.slices.insert(id, *slice.clone());
-                self.reindex_slice(old.as_ref(), Some(&slice))
+                let old = self.slices.insert(id.clone(), *slice.clone());
+                self.reindex_slice(&id, old.as_ref(), Some(&slice))
             }
         }
     }
@@ -358,7 +359,7 @@ impl MeshFeed {
             }
             SourceKind::EndpointSlice => {
                 let old = self.slices.remove(&id);
-                self.reindex_slice(old.as_ref(), None)
+                self.reindex_slice(&id, old.as_ref(), None)
             }
             _ => {
                 if Arc::make_mut(&mut self.config).remove(key).is_some() {
@@ -435,27 +436,38 @@ impl MeshFeed {
         if finished {
             status.pod_ip = None;
         } else if status.pod_ip.as_deref().is_none_or(str::is_empty) {
-            status.pod_ip = self.slice_addresses.get(id).cloned();
+            status.pod_ip = self
+                .slice_addresses
+                .get(id)
+                .and_then(|by_slice| by_slice.values().next().cloned());
         }
         self.model_apply(trellis_model::Resource::Pod(Box::new(pod)))
     }
 
     fn reindex_slice(
         &mut self,
+        slice: &NsName,
         old: Option<&EndpointSlice>,
         new: Option<&EndpointSlice>,
     ) -> ChangeScope {
         let mut touched: BTreeSet<NsName> = BTreeSet::new();
         if let Some(old) = old {
             for (pod, _) in slice_pod_addresses(old) {
-                if self.slice_addresses.remove(&pod).is_some() {
-                    touched.insert(pod);
+                if let Some(by_slice) = self.slice_addresses.get_mut(&pod) {
+                    by_slice.remove(slice);
+                    if by_slice.is_empty() {
+                        self.slice_addresses.remove(&pod);
+                    }
                 }
+                touched.insert(pod);
             }
         }
         if let Some(new) = new {
             for (pod, address) in slice_pod_addresses(new) {
-                self.slice_addresses.insert(pod.clone(), address);
+                self.slice_addresses
+                    .entry(pod.clone())
+                    .or_default()
+                    .insert(slice.clone(), address);
                 touched.insert(pod);
             }
         }

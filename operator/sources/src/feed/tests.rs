@@ -296,3 +296,172 @@ fn service_entries_and_authorization_policies_reach_the_model() {
             .is_none()
     );
 }
+
+mod convergence {
+    //! Any sequence of applies, deletes and relists leaves the feed where a fresh
+    //! feed fed only the surviving objects ends up.
+    use super::*;
+    use proptest::prelude::*;
+    use std::collections::BTreeMap;
+
+    #[derive(Debug, Clone)]
+    enum Obj {
+        Pod { i: usize, ip: bool, sidecar: bool },
+        Slice { i: usize, pods: Vec<(usize, bool)> },
+        Vs { i: usize, valid: bool },
+        Sa { i: usize },
+    }
+
+    fn input(o: &Obj) -> Input {
+        match o {
+            Obj::Pod { i, ip, sidecar } => {
+                let mut containers = vec![json!({"name": "app"})];
+                if *sidecar {
+                    containers.push(json!({"name": "trellis-proxy"}));
+                }
+                let mut status = json!({"phase": "Running"});
+                if *ip {
+                    status["podIP"] = json!(format!("10.0.1.{i}"));
+                }
+                Input::Pod(Box::new(
+                    serde_json::from_value(json!({
+                        "metadata": {"name": format!("p{i}"), "namespace": "shop"},
+                        "spec": {"serviceAccountName": format!("a{}", i % 2), "containers": containers},
+                        "status": status
+                    }))
+                    .unwrap(),
+                ))
+            }
+            Obj::Slice { i, pods } => {
+                let endpoints: Vec<serde_json::Value> = pods
+                    .iter()
+                    .map(|(p, ready)| {
+                        json!({"addresses": [format!("10.0.2.{p}")], "conditions": {"ready": ready},
+                               "targetRef": {"kind": "Pod", "name": format!("p{p}")}})
+                    })
+                    .collect();
+                slice(&format!("s{i}"), json!(endpoints))
+            }
+            Obj::Vs { i, valid } => {
+                let w = if *valid { (90, 10) } else { (60, 30) };
+                vs(&format!("v{i}"), w, 1)
+            }
+            Obj::Sa { i } => Input::Resource(Box::new(Resource::ServiceAccount(
+                serde_json::from_value(
+                    json!({"metadata": {"name": format!("a{i}"), "namespace": "shop"}}),
+                )
+                .unwrap(),
+            ))),
+        }
+    }
+
+    fn kind_of(o: &Obj) -> SourceKind {
+        match o {
+            Obj::Pod { .. } => SourceKind::Pod,
+            Obj::Slice { .. } => SourceKind::EndpointSlice,
+            Obj::Vs { .. } => SourceKind::VirtualService,
+            Obj::Sa { .. } => SourceKind::ServiceAccount,
+        }
+    }
+
+    fn obj() -> impl Strategy<Value = Obj> {
+        prop_oneof![
+            (0..3usize, any::<bool>(), any::<bool>()).prop_map(|(i, ip, sidecar)| Obj::Pod {
+                i,
+                ip,
+                sidecar
+            }),
+            (
+                0..2usize,
+                prop::collection::vec((0..3usize, any::<bool>()), 0..3)
+            )
+                .prop_map(|(i, mut pods)| {
+                    pods.sort();
+                    pods.dedup_by_key(|(p, _)| *p);
+                    Obj::Slice { i, pods }
+                }),
+            (0..2usize, any::<bool>()).prop_map(|(i, valid)| Obj::Vs { i, valid }),
+            (0..2usize).prop_map(|i| Obj::Sa { i }),
+        ]
+    }
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Apply(Obj),
+        Delete(Obj),
+        Reset(Vec<Obj>),
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            4 => obj().prop_map(Op::Apply),
+            2 => obj().prop_map(Op::Delete),
+            1 => prop::collection::vec(obj(), 0..3).prop_map(Op::Reset),
+        ]
+    }
+
+    type Summary = (
+        Vec<(String, String, bool)>,
+        Vec<String>,
+        Vec<(String, String)>,
+        Vec<ObjectRef>,
+        Vec<NsName>,
+    );
+
+    fn summary(feed: &MeshFeed) -> Summary {
+        let view = feed.view(true);
+        (
+            view.model
+                .workloads()
+                .map(|w| (w.name.clone(), w.address.clone(), w.has_sidecar))
+                .collect(),
+            view.model
+                .virtual_services()
+                .map(|v| v.name.clone())
+                .collect(),
+            view.service_accounts.iter().cloned().collect(),
+            view.config.keys().cloned().collect(),
+            view.pods.keys().cloned().collect(),
+        )
+    }
+
+    proptest! {
+        #[test]
+        fn the_feed_converges_to_the_surviving_objects(ops in prop::collection::vec(op(), 1..25)) {
+            let mut feed = MeshFeed::new(MeshSettings::default());
+            let mut live: BTreeMap<ObjectRef, Input> = BTreeMap::new();
+            for op in ops {
+                match op {
+                    Op::Apply(o) => {
+                        let i = input(&o);
+                        live.insert(i.key(), i.clone());
+                        feed.apply(Change::Apply(i));
+                    }
+                    Op::Delete(o) => {
+                        let key = input(&o).key();
+                        live.remove(&key);
+                        feed.apply(Change::Delete(key));
+                    }
+                    Op::Reset(objs) => {
+                        // A relist of one kind: the first object's kind (objects of
+                        // other kinds in the list are dropped, as a relist has one kind).
+                        let Some(kind) = objs.first().map(kind_of) else { continue };
+                        let mut listed: BTreeMap<ObjectRef, Input> = BTreeMap::new();
+                        for o in objs.iter().filter(|o| kind_of(o) == kind) {
+                            let i = input(o);
+                            listed.insert(i.key(), i);
+                        }
+                        live.retain(|k, _| k.kind != kind.as_str());
+                        live.extend(listed.clone());
+                        feed.apply(Change::Reset(kind, listed.into_values().collect()));
+                    }
+                }
+            }
+            let mut fresh = MeshFeed::new(MeshSettings::default());
+            for i in live.into_values() {
+                fresh.apply(Change::Apply(i));
+            }
+            prop_assert_eq!(summary(&feed), summary(&fresh));
+        }
+    }
+}
