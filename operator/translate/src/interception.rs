@@ -3,6 +3,7 @@
 //! the original destination) and inbound ones to 15006 (`virtualInbound`, one
 //! filter chain per destination port); 15021 answers health checks and 15090
 //! serves Prometheus stats.
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use envoy_types::pb::envoy::config::cluster::v3::{
@@ -10,7 +11,7 @@ use envoy_types::pb::envoy::config::cluster::v3::{
 };
 use envoy_types::pb::envoy::config::core::v3::{BindConfig, SocketAddress, socket_address};
 use envoy_types::pb::envoy::config::listener::v3::{
-    FilterChain, Listener, ListenerFilter, listener_filter::ConfigType,
+    FilterChain, FilterChainMatch, Listener, ListenerFilter, listener_filter::ConfigType,
 };
 use envoy_types::pb::envoy::config::route::v3::{
     DirectResponseAction, Route, RouteAction, RouteConfiguration, RouteMatch, VirtualHost, route,
@@ -19,7 +20,7 @@ use envoy_types::pb::envoy::config::route::v3::{
 use envoy_types::pb::envoy::extensions::filters::listener::original_dst::v3::OriginalDst;
 use envoy_types::pb::google::protobuf::BoolValue;
 use envoy_types::util::pack_any;
-use trellis_model::{OutboundPolicy, Resolution};
+use trellis_model::{MeshService, OutboundPolicy, Protocol, Resolution, ServicePort};
 
 use crate::cluster::{DEFAULT_CONNECT_TIMEOUT, duration};
 use crate::endpoints::load_assignment;
@@ -85,18 +86,27 @@ pub fn outbound_listeners(scope: &OutboundScope) -> Vec<Listener> {
             Vec::new(),
         )));
     }
+    // Services without an IP: TLS ports share `0.0.0.0_<port>` with a chain per SNI
+    // host; an opaque TCP port gets it only when a single service claims the port
+    // (several could not be told apart, so their traffic stays on virtualOutbound).
+    let mut by_port: BTreeMap<u16, Vec<(&MeshService, &ServicePort)>> = BTreeMap::new();
     for service in &scope.services {
-        let Some(address) = &service.address else {
-            continue;
-        };
-        if address.parse::<std::net::IpAddr>().is_err() {
+        if service.resolution == Resolution::Passthrough {
             continue;
         }
+        let address = service
+            .address
+            .as_ref()
+            .filter(|a| a.parse::<std::net::IpAddr>().is_ok());
         for port in service.ports.iter().filter(|p| !p.protocol.is_http()) {
-            if service.resolution == Resolution::Passthrough {
-                continue;
-            }
             let cluster = names::outbound_cluster(port.port, None, &service.hostname);
+            let Some(address) = address else {
+                // `*` is no SNI name; such traffic stays on virtualOutbound.
+                if service.hostname != "*" {
+                    by_port.entry(port.port).or_default().push((service, port));
+                }
+                continue;
+            };
             out.push(unbound(listener(
                 names::listener_name(address, port.port),
                 address,
@@ -108,6 +118,54 @@ pub fn outbound_listeners(scope: &OutboundScope) -> Vec<Listener> {
                 Vec::new(),
             )));
         }
+    }
+    let http_ports: BTreeSet<String> = out.iter().map(|l| l.name.clone()).collect();
+    for (port, claims) in by_port {
+        let name = names::listener_name("0.0.0.0", port);
+        if http_ports.contains(&name) {
+            continue;
+        }
+        let tls = claims
+            .iter()
+            .all(|(_, p)| matches!(p.protocol, Protocol::Tls | Protocol::Https));
+        if !tls && claims.len() > 1 {
+            continue;
+        }
+        let chains: Vec<FilterChain> = claims
+            .iter()
+            .map(|(service, p)| {
+                let cluster = names::outbound_cluster(p.port, None, &service.hostname);
+                FilterChain {
+                    name: cluster.clone(),
+                    filter_chain_match: tls.then(|| FilterChainMatch {
+                        server_names: vec![service.hostname.clone()],
+                        ..Default::default()
+                    }),
+                    filters: vec![tcp_proxy(&cluster, &cluster)],
+                    ..Default::default()
+                }
+            })
+            .collect();
+        let mut l = unbound(listener(
+            name,
+            "0.0.0.0",
+            port,
+            chains,
+            if tls {
+                vec![crate::security::peer_authn::tls_inspector()]
+            } else {
+                Vec::new()
+            },
+        ));
+        if tls {
+            // SNI of no known host: what the outbound policy says.
+            l.default_filter_chain = Some(FilterChain {
+                name: fallback.into(),
+                filters: vec![tcp_proxy(fallback, fallback)],
+                ..Default::default()
+            });
+        }
+        out.push(l);
     }
     out.sort_by(|a, b| a.name.cmp(&b.name));
     out.dedup_by(|a, b| a.name == b.name);
