@@ -90,6 +90,30 @@ spec:
   ports: [{number: 443, name: tls, protocol: TLS}]
 "#,
         ),
+        // no address: TLS told apart by SNI on 0.0.0.0_8443, a lone TCP port on 0.0.0.0_3306
+        object(
+            r#"
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: apis, namespace: shop}
+spec:
+  hosts: [api.example.com, "*.cdn.example.com"]
+  resolution: STATIC
+  endpoints: [{address: 127.0.0.99}]
+  ports: [{number: 8443, name: tls, protocol: TLS}]
+"#,
+        ),
+        object(
+            r#"
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: stores, namespace: shop}
+spec:
+  hosts: [store.example.com]
+  resolution: DNS
+  ports: [{number: 8443, name: https, protocol: HTTPS}, {number: 3306, name: tcp-mysql, protocol: TCP}]
+"#,
+        ),
     ]
 }
 
@@ -127,8 +151,10 @@ fn golden_interception_bootstraps_validate() {
             [
                 "0.0.0.0_15021",
                 "0.0.0.0_15090",
+                "0.0.0.0_3306",
                 "0.0.0.0_80",
                 "0.0.0.0_8080",
+                "0.0.0.0_8443",
                 "0.0.0.0_9090",
                 "10.96.0.12_5432",
                 "240.240.0.1_443",
@@ -137,6 +163,32 @@ fn golden_interception_bootstraps_validate() {
             ],
             "{name}"
         );
+        // TLS services without an address share 8443, chosen by SNI
+        let tls = out
+            .listeners
+            .iter()
+            .find(|l| l.name == "0.0.0.0_8443")
+            .unwrap();
+        let snis: Vec<Vec<String>> = tls
+            .filter_chains
+            .iter()
+            .map(|c| {
+                c.filter_chain_match
+                    .clone()
+                    .unwrap_or_default()
+                    .server_names
+            })
+            .collect();
+        assert_eq!(
+            snis,
+            [
+                vec!["*.cdn.example.com".to_string()],
+                vec!["api.example.com".to_string()],
+                vec!["store.example.com".to_string()]
+            ],
+            "{name}"
+        );
+        assert!(tls.default_filter_chain.is_some(), "{name}");
         let yaml = static_bootstrap("web-1", &out, &SecretFiles::new());
         check_golden(name, &yaml);
         validate_bootstrap_in(dir.path(), &yaml).unwrap_or_else(|e| panic!("{name}: {e}"));
