@@ -1,11 +1,12 @@
 //! The translation's findings about mesh objects (unknown subsets, unknown
-//! hosts, conflicting hosts...), found by building the outbound view of every
-//! namespace that has workloads or configuration. Pure.
+//! hosts, conflicting hosts, gateway bindings...), found by building the outbound
+//! view of every namespace that has workloads or configuration and translating
+//! every gateway workload. Pure.
 use std::collections::{BTreeMap, BTreeSet};
 
 use trellis_api::ObjectRef;
 use trellis_model::MeshModel;
-use trellis_translate::{TranslateError, TranslateOptions, Translator};
+use trellis_translate::{Proxy, TranslateError, TranslateOptions, Translator};
 
 /// Findings per mesh object, each reported once.
 pub fn analyze(
@@ -18,6 +19,13 @@ pub fn analyze(
     let mut found: BTreeSet<TranslateError> = BTreeSet::new();
     for ns in &namespaces {
         found.extend(translator.scope(ns).errors.iter().cloned());
+    }
+    // Gateway bindings are checked by translating the workloads that run a gateway.
+    for w in model.workloads() {
+        if !model.gateways_for(w).is_empty() {
+            let proxy = Proxy::gateway(&w.namespace, &w.name);
+            found.extend(translator.translate(&proxy).errors);
+        }
     }
     let mut out: BTreeMap<ObjectRef, Vec<TranslateError>> = BTreeMap::new();
     for e in found {
@@ -74,5 +82,45 @@ mod tests {
         assert_eq!(errors.len(), 1, "{errors:?}");
         assert_eq!(errors[0].code, trellis_translate::ErrorCode::UnknownSubset);
         assert_eq!(errors[0].path, "spec.http[0].route[0].destination");
+    }
+
+    #[test]
+    fn a_virtual_service_binding_a_missing_gateway_is_found_through_the_gateway_workload() {
+        let mut feed = MeshFeed::new(Default::default());
+        let pod = serde_json::from_value(json!({
+            "metadata": {"name": "ingress-1", "namespace": "edge", "labels": {"istio": "ingressgateway"}},
+            "spec": {"containers": [{"name": "istio-proxy"}]},
+            "status": {"podIP": "10.0.0.20"}
+        }))
+        .unwrap();
+        feed.apply(Change::Apply(Input::Pod(Box::new(pod))));
+        feed.apply(Change::Apply(input_from_json(
+            SourceKind::Gateway,
+            json!({"apiVersion": "networking.istio.io/v1", "kind": "Gateway",
+                   "metadata": {"name": "public", "namespace": "edge"},
+                   "spec": {"selector": {"istio": "ingressgateway"},
+                            "servers": [{"port": {"number": 80, "name": "http", "protocol": "HTTP"},
+                                         "hosts": ["shop.example.com"]}]}}),
+        )));
+        feed.apply(Change::Apply(input_from_json(
+            SourceKind::VirtualService,
+            json!({"apiVersion": "networking.istio.io/v1", "kind": "VirtualService",
+                   "metadata": {"name": "web", "namespace": "edge"},
+                   "spec": {"hosts": ["other.example.com"], "gateways": ["public"],
+                            "http": [{"route": [{"destination": {"host": "web.shop.svc.cluster.local"}}]}]}}),
+        )));
+        let found = analyze(feed.model(), ["edge".to_string()]);
+        let key = ObjectRef {
+            kind: "VirtualService".into(),
+            namespace: Some("edge".into()),
+            name: "web".into(),
+        };
+        let errors = found.get(&key).expect("a finding for the VirtualService");
+        assert!(
+            errors
+                .iter()
+                .any(|e| e.code == trellis_translate::ErrorCode::HostNotServedByGateway),
+            "{errors:?}"
+        );
     }
 }
