@@ -210,8 +210,9 @@ impl MeshModel {
             Resource::Sidecar(sc) => {
                 let (ns, name) = object_key("Sidecar", &sc.metadata)?;
                 let meta = sc.metadata.clone();
+                let scope = self.sidecar_scope(&ns);
                 let stored = self.stored(&meta, &[], ns, name, *sc);
-                Ok(store_set(&mut self.sidecars, stored))
+                Ok(narrow(store_set(&mut self.sidecars, stored), scope))
             }
             Resource::RequestAuthentication(ra) => {
                 let (ns, name) = object_key("RequestAuthentication", &ra.metadata)?;
@@ -293,7 +294,13 @@ impl MeshModel {
                 }
             }
             ResourceKind::Gateway => store_remove(&mut self.gateways, &key.namespace, &key.name),
-            ResourceKind::Sidecar => store_remove(&mut self.sidecars, &key.namespace, &key.name),
+            ResourceKind::Sidecar => {
+                let scope = self.sidecar_scope(&key.namespace);
+                narrow(
+                    store_remove(&mut self.sidecars, &key.namespace, &key.name),
+                    scope,
+                )
+            }
             ResourceKind::RequestAuthentication => {
                 store_remove(&mut self.request_authentications, &key.namespace, &key.name)
             }
@@ -343,6 +350,16 @@ impl MeshModel {
             let _ = self.apply(r);
         }
         ChangeScope::All
+    }
+
+    /// A Sidecar resource only scopes proxies of its own namespace, except in the
+    /// root namespace where it is the mesh-wide default.
+    fn sidecar_scope(&self, namespace: &str) -> ChangeScope {
+        if namespace == self.settings.root_namespace {
+            ChangeScope::All
+        } else {
+            ChangeScope::namespace(namespace)
+        }
     }
 
     fn set_workload(&mut self, w: Workload) -> ChangeScope {
@@ -410,6 +427,15 @@ impl MeshModel {
     }
 
     /// The DestinationRule for `host` (FQDN) seen from `namespace`.
+    /// VirtualServices and DestinationRules indexed by host, for many queries in a row.
+    pub fn traffic_index(&self) -> crate::TrafficIndex<'_> {
+        crate::TrafficIndex::new(
+            &self.virtual_services,
+            &self.destination_rules,
+            &self.settings,
+        )
+    }
+
     pub fn destination_rule_for(
         &self,
         host: &str,
@@ -638,6 +664,14 @@ fn store_set<T: PartialEq>(store: &mut Store<T>, mut stored: Stored<T>) -> Chang
     }
     store.insert(key, stored);
     ChangeScope::All
+}
+
+/// `changed` (None or All from the store) narrowed to `scope` when something changed.
+fn narrow(changed: ChangeScope, scope: ChangeScope) -> ChangeScope {
+    match changed {
+        ChangeScope::None => ChangeScope::None,
+        _ => scope,
+    }
 }
 
 fn store_remove<T>(store: &mut Store<T>, namespace: &str, name: &str) -> ChangeScope {

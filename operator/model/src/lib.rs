@@ -15,6 +15,7 @@ mod security;
 mod service;
 mod service_entry;
 mod traffic;
+mod traffic_index;
 mod workload;
 
 pub use config::{MeshSettings, MtlsMode, OutboundPolicy};
@@ -28,4 +29,5 @@ pub use service::{
 };
 pub use service_entry::{gateway_ref, services_of_entry};
 pub use traffic::{Store, Stored, qualify};
+pub use traffic_index::TrafficIndex;
 pub use workload::{SIDECAR_CONTAINER_NAMES, Workload, labels_match};

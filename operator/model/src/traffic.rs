@@ -101,7 +101,7 @@ pub fn destination_rule_for<'a>(
         .map(|(_, dr)| dr)
 }
 
-fn precedence(owner: &str, client: &str, settings: &MeshSettings) -> u8 {
+pub(crate) fn precedence(owner: &str, client: &str, settings: &MeshSettings) -> u8 {
     if owner == client {
         0
     } else if owner == settings.root_namespace {

@@ -16,6 +16,7 @@ pub mod outbound;
 pub mod policy;
 pub mod route;
 pub mod security;
+mod shared;
 mod sidecar;
 mod types;
 pub mod virtual_service;

@@ -10,14 +10,11 @@ use trellis_api::networking as api;
 use trellis_api::networking::{OutboundTrafficPolicyMode, Sidecar};
 use trellis_model::{MeshModel, MeshService, OutboundPolicy, Resolution, ServicePort, Stored};
 
-use crate::cluster::{OutboundCluster, outbound_cluster};
-use crate::destination_rule::cluster_policy;
-use crate::endpoints::load_assignment;
 use crate::http_rule::HttpRule;
 use crate::names;
-use crate::policy::{ClusterPolicy, LoadBalancer};
 use crate::route::routes;
 use crate::security::sds::SdsSource;
+use crate::shared::Shared;
 use crate::types::{ErrorCode, TranslateError};
 use crate::virtual_service::http_rule;
 
@@ -97,6 +94,18 @@ pub fn outbound_scope_for(
     sds: &SdsSource,
     sidecar: Option<&Stored<Sidecar>>,
 ) -> OutboundScope {
+    outbound_scope_shared(model, namespace, sds, sidecar, &mut Shared::new(model))
+}
+
+/// [`outbound_scope_for`] with clusters and endpoints taken from (and added to) `shared`,
+/// so namespaces that see the same DestinationRule for a host share the same `Arc`s.
+pub(crate) fn outbound_scope_shared(
+    model: &MeshModel,
+    namespace: &str,
+    sds: &SdsSource,
+    sidecar: Option<&Stored<Sidecar>>,
+    shared: &mut Shared<'_>,
+) -> OutboundScope {
     let mut scope = OutboundScope {
         outbound_policy: effective_outbound_policy(model, sidecar),
         ..Default::default()
@@ -112,8 +121,9 @@ pub fn outbound_scope_for(
     let mut known_subsets: BTreeSet<(String, String)> = BTreeSet::new();
     let mut hash_headers: BTreeMap<String, String> = BTreeMap::new();
     for service in &services {
-        let dr = model.destination_rule_for(&service.hostname, namespace);
-        let identities = model.service_identities(service);
+        let dr = shared
+            .index
+            .destination_rule_for(&service.hostname, namespace);
         for port in &service.ports {
             let mut variants: Vec<(Option<&str>, Option<&Labels>)> = vec![(None, None)];
             if let Some(dr) = dr {
@@ -123,23 +133,14 @@ pub fn outbound_scope_for(
                 }
             }
             for (subset, labels) in variants {
-                let policy = match dr {
-                    Some(dr) => {
-                        let mut errs = Vec::new();
-                        let p =
-                            cluster_policy(&dr.object, &dr.namespace, port.port, subset, &mut errs);
-                        // Report each DestinationRule problem once, from its default cluster.
-                        if subset.is_none() && port == &service.ports[0] {
-                            scope.errors.extend(errs);
-                        }
-                        p
-                    }
-                    None => ClusterPolicy::default(),
-                };
-                let found = model.endpoints(service, port, labels);
+                let built = shared.cluster(model, sds, service, port, subset, labels, dr);
+                // Report each DestinationRule problem once, from its default cluster.
+                if subset.is_none() && port == &service.ports[0] {
+                    scope.errors.extend(built.policy_errors.iter().cloned());
+                }
                 if let (Some(dr), Some(name)) = (dr, subset)
                     && service.resolution == Resolution::Endpoints
-                    && found.is_empty()
+                    && built.empty
                     && port == &service.ports[0]
                 {
                     scope.errors.push(TranslateError {
@@ -154,36 +155,28 @@ pub fn outbound_scope_for(
                         code: ErrorCode::EmptySubset,
                     });
                 }
-                let cluster_name = names::outbound_cluster(port.port, subset, &service.hostname);
-                if let Some(LoadBalancer::ConsistentHashHeader(h)) = &policy.load_balancer {
+                let cluster_name = &built.cluster.name;
+                if let Some(h) = &built.hash_header {
                     hash_headers.insert(cluster_name.clone(), h.clone());
                 }
-                let eds = service.resolution == Resolution::Endpoints;
-                let spec = OutboundCluster {
-                    service,
-                    port,
-                    subset,
-                    policy: &policy,
-                    identities: &identities,
-                    inline_endpoints: if eds { Vec::new() } else { found.clone() },
-                };
-                clusters.insert(cluster_name.clone(), Arc::new(outbound_cluster(&spec, sds)));
-                if eds {
-                    endpoints.insert(
-                        cluster_name.clone(),
-                        Arc::new(load_assignment(&cluster_name, &found)),
-                    );
+                clusters.insert(cluster_name.clone(), built.cluster.clone());
+                if let Some(e) = &built.endpoints {
+                    endpoints.insert(cluster_name.clone(), e.clone());
                 }
             }
         }
     }
-    scope.errors.extend(unknown_dr_hosts(model));
-    scope
-        .errors
-        .extend(crate::gateway::analyze_gateway_bindings(model));
+    let global = shared.global_errors.get_or_insert_with(|| {
+        let mut errors = unknown_dr_hosts(model);
+        errors.extend(crate::gateway::analyze_gateway_bindings(model));
+        errors
+    });
+    scope.errors.extend(global.iter().cloned());
     // HTTP rules: the first VirtualService claiming a host wins; later ones are conflicts.
     for service in &services {
-        let vss = model.virtual_services_for(&service.hostname, namespace);
+        let vss = shared
+            .index
+            .virtual_services_for(&service.hostname, namespace);
         for extra in vss.iter().skip(1) {
             scope.errors.push(TranslateError {
                 kind: "VirtualService".into(),
@@ -243,20 +236,25 @@ pub fn outbound_scope_for(
                 .insert((service.hostname.clone(), port.port), rules);
         }
     }
-    scope.http_proxy_routes = Arc::new(http_proxy_routes(
-        model,
-        namespace,
-        &services,
-        &scope.http_rules,
-        scope.outbound_policy,
-    ));
-    scope.port_routes = port_routes(
-        model,
-        namespace,
-        &services,
-        &scope.http_rules,
-        scope.outbound_policy,
-    );
+    // Each listener shape reads one of the two route forms; build only what is read.
+    if shared.routes.http_proxy {
+        scope.http_proxy_routes = Arc::new(http_proxy_routes(
+            model,
+            namespace,
+            &services,
+            &scope.http_rules,
+            scope.outbound_policy,
+        ));
+    }
+    if shared.routes.per_port {
+        scope.port_routes = port_routes(
+            model,
+            namespace,
+            &services,
+            &scope.http_rules,
+            scope.outbound_policy,
+        );
+    }
     scope.known_subsets = known_subsets;
     scope.hash_headers = hash_headers;
     scope.clusters = clusters.into_values().collect();

@@ -10,9 +10,10 @@ use trellis_model::{MeshModel, MtlsMode, Workload};
 use crate::cluster::{blackhole_cluster, inbound_cluster};
 use crate::listener::{Routes, http_connection_manager, listener, tcp_proxy};
 use crate::names;
-use crate::outbound::{OutboundScope, outbound_scope_for};
+use crate::outbound::{OutboundScope, outbound_scope_shared};
 use crate::security::peer_authn::{EffectiveMtls, inbound_filter_chains, tls_inspector};
 use crate::security::tls::downstream_mtls;
+use crate::shared::{RouteForms, Shared};
 use crate::types::{
     ErrorCode, ListenerShape, Proxy, ProxyKind, ProxyResources, SecretRef, TranslateError,
     TranslateOptions,
@@ -25,6 +26,8 @@ pub struct Translator<'m> {
     options: TranslateOptions,
     /// By (namespace, the Sidecar resource in force).
     scopes: BTreeMap<ScopeKey, Arc<OutboundScope>>,
+    /// Clusters and endpoints shared by the scopes of all namespaces.
+    shared: Shared<'m>,
 }
 
 /// A client namespace and the Sidecar resource (namespace, name) in force, if any.
@@ -32,10 +35,17 @@ type ScopeKey = (String, Option<(String, String)>);
 
 impl<'m> Translator<'m> {
     pub fn new(model: &'m MeshModel, options: TranslateOptions) -> Self {
+        let mut shared = Shared::new(model);
+        let explicit = matches!(options.shape, ListenerShape::Explicit(_));
+        shared.routes = RouteForms {
+            http_proxy: explicit,
+            per_port: !explicit,
+        };
         Translator {
             model,
             options,
             scopes: BTreeMap::new(),
+            shared,
         }
     }
 
@@ -57,11 +67,12 @@ impl<'m> Translator<'m> {
         if let Some(s) = self.scopes.get(&key) {
             return s.clone();
         }
-        let s = Arc::new(outbound_scope_for(
+        let s = Arc::new(outbound_scope_shared(
             self.model,
             namespace,
             &self.options.sds,
             sidecar,
+            &mut self.shared,
         ));
         self.scopes.insert(key, s.clone());
         s
@@ -176,9 +187,17 @@ impl<'m> Translator<'m> {
             extra_clusters.push(Arc::new(crate::interception::header_passthrough_cluster()));
             extra_clusters.push(Arc::new(blackhole_cluster()));
         }
-        out.clusters.extend(extra_clusters);
-        out.clusters.sort_by(|a, b| a.name.cmp(&b.name));
-        out.clusters.dedup_by(|a, b| a.name == b.name);
+        // The scope's clusters are sorted and distinct already: insert the few extras
+        // by binary search instead of sorting thousands of long names per proxy.
+        for extra in extra_clusters {
+            match out
+                .clusters
+                .binary_search_by(|c| c.name.as_str().cmp(extra.name.as_str()))
+            {
+                Ok(_) => {}
+                Err(at) => out.clusters.insert(at, extra),
+            }
+        }
         listeners.sort_by(|a, b| a.name.cmp(&b.name));
         out.listeners = listeners;
         out.routes.sort_by(|a, b| a.name.cmp(&b.name));
@@ -204,7 +223,7 @@ impl<'m> Translator<'m> {
         let mut seen = BTreeSet::new();
         let mut mtls = false;
         let mut any_inspector = false;
-        for service in self.model.services_of(workload) {
+        for service in self.shared.services_of(workload) {
             for port in &service.ports {
                 let Some(target) = workload.target_port(port) else {
                     continue;

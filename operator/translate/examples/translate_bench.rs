@@ -1,0 +1,313 @@
+//! Translation benchmark on a synthetic mesh (issue 4):
+//! 1,000 services x 3 ports in 20 namespaces, 10,000 endpoints (workloads, 10 per
+//! service), 500 VirtualServices, 500 DestinationRules, 200 AuthorizationPolicies.
+//!
+//! Prints (one `key value` per line, then a summary): time to build the model, time to
+//! translate one sidecar (cold: a fresh translator; warm: its namespace already seen),
+//! time for 2,000 sidecars (2 per service) with one translator, the bytes of output
+//! (distinct resources, as an xDS cache holds them, and as sent to every proxy), and the
+//! ratio of the translate time to the time of merely protobuf-encoding the same output,
+//! measured in the same run. Single-threaded: run it pinned to one core.
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::Service;
+use prost::Message;
+use trellis_model::{MeshModel, MeshSettings, Resource, Workload};
+use trellis_translate::{
+    ExplicitPorts, ListenerShape, Proxy, ProxyResources, SdsSource, TranslateOptions, Translator,
+};
+
+const NAMESPACES: usize = 20;
+const SERVICES: usize = 1_000;
+const ENDPOINTS_PER_SERVICE: usize = 10;
+const VIRTUAL_SERVICES: usize = 500;
+const DESTINATION_RULES: usize = 500;
+const AUTHORIZATION_POLICIES: usize = 200;
+const PROXIES_PER_SERVICE: usize = 2;
+
+fn ns(service: usize) -> String {
+    format!("ns-{}", service % NAMESPACES)
+}
+
+fn svc(service: usize) -> String {
+    format!("svc-{service}")
+}
+
+fn json<T: serde::de::DeserializeOwned>(value: serde_json::Value) -> T {
+    serde_json::from_value(value).expect("synthetic object")
+}
+
+fn resources() -> Vec<Resource> {
+    let mut out = Vec::new();
+    for s in 0..SERVICES {
+        let (ns, name) = (ns(s), svc(s));
+        let service: Service = json(serde_json::json!({
+            "metadata": {"name": name, "namespace": ns},
+            "spec": {
+                "selector": {"app": name},
+                "clusterIP": format!("10.{}.{}.{}", s / 65536, (s / 256) % 256, s % 256),
+                "ports": [
+                    {"name": "http", "port": 80, "targetPort": 8080},
+                    {"name": "grpc", "port": 9090, "targetPort": 9090},
+                    {"name": "tcp-db", "port": 5432, "targetPort": 5432},
+                ]
+            }
+        }));
+        out.push(Resource::Service(Box::new(service)));
+        for e in 0..ENDPOINTS_PER_SERVICE {
+            let n = s * ENDPOINTS_PER_SERVICE + e;
+            let mut w = Workload::new(
+                ns.clone(),
+                format!("{name}-{e}"),
+                format!("10.{}.{}.{}", 100 + n / 65536, (n / 256) % 256, n % 256),
+            );
+            w.labels = BTreeMap::from([
+                ("app".to_string(), name.clone()),
+                ("version".to_string(), format!("v{}", 1 + e % 2)),
+            ]);
+            w.service_account = name.clone();
+            out.push(Resource::Workload(Box::new(w)));
+        }
+    }
+    for s in 0..VIRTUAL_SERVICES {
+        let (ns, name) = (ns(2 * s), svc(2 * s));
+        let other = svc((2 * s + 1) % SERVICES);
+        out.push(Resource::VirtualService(Box::new(json(serde_json::json!({
+            "metadata": {"name": name, "namespace": ns},
+            "spec": {
+                "hosts": [name],
+                "http": [
+                    {
+                        "name": "canary",
+                        "match": [{"headers": {"x-canary": {"exact": "1"}}, "uri": {"prefix": "/api"}}],
+                        "route": [{"destination": {"host": name, "subset": "v2", "port": {"number": 80}}}],
+                        "timeout": "2s"
+                    },
+                    {
+                        "name": "other",
+                        "match": [{"uri": {"prefix": "/other"}}],
+                        "rewrite": {"uri": "/"},
+                        "route": [{"destination": {"host": format!("{other}.{}.svc.cluster.local", ns_of(&other)), "port": {"number": 80}}}]
+                    },
+                    {
+                        "name": "split",
+                        "route": [
+                            {"destination": {"host": name, "subset": "v1"}, "weight": 90},
+                            {"destination": {"host": name, "subset": "v2"}, "weight": 10}
+                        ],
+                        "retries": {"attempts": 3, "perTryTimeout": "1s", "retryOn": "5xx,connect-failure"}
+                    }
+                ]
+            }
+        })))));
+    }
+    for s in 0..DESTINATION_RULES {
+        let (ns, name) = (ns(2 * s), svc(2 * s));
+        out.push(Resource::DestinationRule(Box::new(json(serde_json::json!({
+            "metadata": {"name": name, "namespace": ns},
+            "spec": {
+                "host": name,
+                "trafficPolicy": {
+                    "loadBalancer": {"simple": "LEAST_REQUEST"},
+                    "connectionPool": {"tcp": {"maxConnections": 100}, "http": {"http1MaxPendingRequests": 50}},
+                    "outlierDetection": {"consecutive5xxErrors": 5, "interval": "10s", "baseEjectionTime": "30s"}
+                },
+                "subsets": [
+                    {"name": "v1", "labels": {"version": "v1"}},
+                    {"name": "v2", "labels": {"version": "v2"}}
+                ]
+            }
+        })))));
+    }
+    for p in 0..AUTHORIZATION_POLICIES {
+        let s = (p * 5) % SERVICES;
+        let (ns, name) = (ns(s), svc(s));
+        out.push(Resource::AuthorizationPolicy(Box::new(json(serde_json::json!({
+            "metadata": {"name": format!("allow-{name}"), "namespace": ns},
+            "spec": {
+                "selector": {"matchLabels": {"app": name}},
+                "action": "ALLOW",
+                "rules": [{
+                    "from": [{"source": {"namespaces": [ns, "ns-0"], "principals": [format!("cluster.local/ns/ns-1/sa/{}", svc(1))]}}],
+                    "to": [{"operation": {"methods": ["GET", "POST"], "paths": ["/api/*"]}}],
+                    "when": [{"key": "request.headers[x-tenant]", "values": ["acme"]}]
+                }]
+            }
+        })))));
+    }
+    out
+}
+
+fn ns_of(service_name: &str) -> String {
+    let n: usize = service_name
+        .trim_start_matches("svc-")
+        .parse()
+        .expect("svc-N");
+    ns(n)
+}
+
+fn options() -> TranslateOptions {
+    TranslateOptions {
+        shape: ListenerShape::Explicit(ExplicitPorts {
+            outbound_http_port: 15001,
+            ..Default::default()
+        }),
+        sds: SdsSource::Ads,
+    }
+}
+
+fn proxies() -> Vec<Proxy> {
+    (0..SERVICES)
+        .flat_map(|s| {
+            (0..PROXIES_PER_SERVICE).map(move |e| Proxy::sidecar(ns(s), format!("{}-{e}", svc(s))))
+        })
+        .collect()
+}
+
+/// Visits every resource of `out`; shared ones (`Arc`) are told apart by pointer.
+fn for_each_resource(out: &ProxyResources, mut f: impl FnMut(Option<usize>, &dyn Encode)) {
+    for l in &out.listeners {
+        f(None, l);
+    }
+    for r in &out.routes {
+        f(Some(Arc::as_ptr(r) as usize), r.as_ref());
+    }
+    for c in &out.clusters {
+        f(Some(Arc::as_ptr(c) as usize), c.as_ref());
+    }
+    for e in &out.endpoints {
+        f(Some(Arc::as_ptr(e) as usize), e.as_ref());
+    }
+}
+
+trait Encode {
+    fn len(&self) -> usize;
+    fn bytes(&self) -> Vec<u8>;
+}
+
+impl<M: Message> Encode for M {
+    fn len(&self) -> usize {
+        self.encoded_len()
+    }
+    fn bytes(&self) -> Vec<u8> {
+        self.encode_to_vec()
+    }
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+fn main() {
+    let t = Instant::now();
+    let resources = resources();
+    let generate = t.elapsed();
+
+    let t = Instant::now();
+    let mut model = MeshModel::new(MeshSettings::default());
+    for r in resources {
+        model.apply(r).expect("apply synthetic resource");
+    }
+    let build_model = t.elapsed();
+
+    let proxies = proxies();
+    let one = &proxies[0];
+    // cold: a fresh translator computes the proxy's scope; best of 5
+    let mut cold = Duration::MAX;
+    let mut one_out = ProxyResources::default();
+    for _ in 0..5 {
+        let t = Instant::now();
+        one_out = Translator::new(&model, options()).translate(one);
+        cold = cold.min(t.elapsed());
+    }
+    assert!(
+        one_out.errors.is_empty(),
+        "synthetic mesh has errors: {:?}",
+        &one_out.errors[..one_out.errors.len().min(5)]
+    );
+    // warm: other sidecars of the same namespace once its scope exists (median of 50)
+    let mut warm_translator = Translator::new(&model, options());
+    warm_translator.translate(one);
+    let mut warm_times: Vec<Duration> = proxies
+        .iter()
+        .filter(|p| p.namespace == one.namespace)
+        .skip(1)
+        .take(50)
+        .map(|p| {
+            let t = Instant::now();
+            let out = warm_translator.translate(p);
+            let d = t.elapsed();
+            assert!(out.errors.is_empty());
+            d
+        })
+        .collect();
+    warm_times.sort();
+    let warm = warm_times[warm_times.len() / 2];
+
+    // all proxies with one translator (shared resources computed once per scope)
+    let t = Instant::now();
+    let mut translator = Translator::new(&model, options());
+    let outputs: Vec<ProxyResources> = proxies.iter().map(|p| translator.translate(p)).collect();
+    let all = t.elapsed();
+    let errors: usize = outputs.iter().map(|o| o.errors.len()).sum();
+
+    // bytes: distinct resources once (what an xDS cache encodes), and as sent to every proxy
+    let mut seen = HashSet::new();
+    let (mut distinct_bytes, mut sent_bytes, mut distinct_count) = (0usize, 0usize, 0usize);
+    let mut size_cache: std::collections::HashMap<usize, usize> = Default::default();
+    for out in &outputs {
+        for_each_resource(out, |ptr, m| {
+            let len = match ptr {
+                Some(p) => *size_cache.entry(p).or_insert_with(|| m.len()),
+                None => m.len(),
+            };
+            sent_bytes += len;
+            if ptr.is_none_or(|p| seen.insert(p)) {
+                distinct_bytes += len;
+                distinct_count += 1;
+            }
+        });
+    }
+    // the baseline: protobuf-encode the same distinct output (best of 3)
+    let mut encode = Duration::MAX;
+    for _ in 0..3 {
+        let mut seen = HashSet::new();
+        let mut total = 0usize;
+        let t = Instant::now();
+        for out in &outputs {
+            for_each_resource(out, |ptr, m| {
+                if ptr.is_none_or(|p| seen.insert(p)) {
+                    total += m.bytes().len();
+                }
+            });
+        }
+        encode = encode.min(t.elapsed());
+        assert_eq!(total, distinct_bytes);
+    }
+    let one_bytes: usize = {
+        let mut n = 0;
+        for_each_resource(&one_out, |_, m| n += m.len());
+        n
+    };
+
+    println!("generate_ms {:.1}", ms(generate));
+    println!("build_model_ms {:.1}", ms(build_model));
+    println!("one_sidecar_cold_ms {:.2}", ms(cold));
+    println!("one_sidecar_warm_ms {:.3}", ms(warm));
+    println!("one_sidecar_clusters {}", one_out.clusters.len());
+    println!("one_sidecar_endpoints {}", one_out.endpoints.len());
+    println!("one_sidecar_bytes {one_bytes}");
+    println!("proxies {}", proxies.len());
+    println!("all_proxies_ms {:.1}", ms(all));
+    println!("translation_errors {errors}");
+    println!("distinct_resources {distinct_count}");
+    println!("distinct_output_bytes {distinct_bytes}");
+    println!("sent_output_bytes {sent_bytes}");
+    println!("encode_distinct_ms {:.1}", ms(encode));
+    println!(
+        "ratio_translate_all_to_encode {:.2}",
+        all.as_secs_f64() / encode.as_secs_f64()
+    );
+}
