@@ -37,7 +37,7 @@ enum Command {
     /// Check mesh YAML files or directories: exit 0 when valid, 1 printing every error.
     Validate(commands::validate::ValidateArgs),
     /// The in-cluster control plane: CA, mesh namespaces, identity secrets, leader election, metrics.
-    Operator(commands::operator::OperatorArgs),
+    Operator(Box<commands::operator::OperatorArgs>),
     /// Install the sidecar's traffic-capture iptables rules (the injected init container runs this).
     ProxyInit(commands::proxy_init::ProxyInitArgs),
     /// Inject the sidecar into workload manifests (-f FILE|DIR|-), as the webhook would.
@@ -55,7 +55,7 @@ fn main() -> ExitCode {
         Command::Ca(args) => commands::ca::run(args),
         Command::Crds(args) => commands::crds::run(args),
         Command::Validate(args) => commands::validate::run(args),
-        Command::Operator(args) => commands::operator::run(args),
+        Command::Operator(args) => commands::operator::run(*args),
         Command::ProxyInit(args) => commands::proxy_init::run(args),
         Command::Inject(args) => commands::inject::run(args),
     }

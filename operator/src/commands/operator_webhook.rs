@@ -87,10 +87,11 @@ async fn run(ctx: Arc<Context>, listen: SocketAddr, injection: InjectionContext)
     let server = tokio::spawn(webhook.clone().serve(listener));
     let mut recheck = tokio::time::interval(RECHECK);
     loop {
-        if !ctx.stopping() && ctx.leader.is_leader() {
-            if let Err(e) = write_bundles(&ctx, &cert.ca_bundle_pem).await {
-                tracing::warn!(error = %e, "cannot write the CA bundle of the webhook configurations");
-            }
+        if !ctx.stopping()
+            && ctx.leader.is_leader()
+            && let Err(e) = write_bundles(&ctx, &cert.ca_bundle_pem).await
+        {
+            tracing::warn!(error = %e, "cannot write the CA bundle of the webhook configurations");
         }
         let renew_at = cert.not_after - trellis_webhook::SERVING_CERT_TTL / 2;
         tokio::select! {
@@ -101,16 +102,16 @@ async fn run(ctx: Arc<Context>, listen: SocketAddr, injection: InjectionContext)
         let Some(snapshot) = ctx.ca.current() else {
             continue;
         };
-        if snapshot.generation != generation || SystemTime::now() >= renew_at {
-            if let Some(new) = issue(&ctx, &snapshot.ca) {
-                match webhook.set_certificate(&new) {
-                    Ok(()) => {
-                        tracing::info!("webhook serving certificate renewed");
-                        generation = snapshot.generation;
-                        cert = new;
-                    }
-                    Err(e) => tracing::error!(error = %e, "cannot use the new serving certificate"),
+        if (snapshot.generation != generation || SystemTime::now() >= renew_at)
+            && let Some(new) = issue(&ctx, &snapshot.ca)
+        {
+            match webhook.set_certificate(&new) {
+                Ok(()) => {
+                    tracing::info!("webhook serving certificate renewed");
+                    generation = snapshot.generation;
+                    cert = new;
                 }
+                Err(e) => tracing::error!(error = %e, "cannot use the new serving certificate"),
             }
         }
     }
