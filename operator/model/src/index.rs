@@ -426,7 +426,6 @@ impl MeshModel {
         )
     }
 
-    /// The DestinationRule for `host` (FQDN) seen from `namespace`.
     /// VirtualServices and DestinationRules indexed by host, for many queries in a row.
     pub fn traffic_index(&self) -> crate::TrafficIndex<'_> {
         crate::TrafficIndex::new(
@@ -436,6 +435,7 @@ impl MeshModel {
         )
     }
 
+    /// The DestinationRule for `host` (FQDN) seen from `namespace`.
     pub fn destination_rule_for(
         &self,
         host: &str,

@@ -161,7 +161,8 @@ fn gateways_bind_by_selector_and_sidecars_by_precedence() {
     m.apply(sidecar("istio-system", "mesh-default", None))
         .unwrap();
     assert_eq!(m.sidecar_for(&web).unwrap().name, "mesh-default");
-    m.apply(sidecar("shop", "ns-default", None)).unwrap();
+    let scope = m.apply(sidecar("shop", "ns-default", None)).unwrap();
+    assert!(scope.affects("shop", "web-1") && !scope.affects("ops", "db-1"));
     m.apply(sidecar("shop", "web-only", Some(("app", "web"))))
         .unwrap();
     assert_eq!(m.sidecar_for(&web).unwrap().name, "web-only");
@@ -175,4 +176,8 @@ fn gateways_bind_by_selector_and_sidecars_by_precedence() {
     .unwrap();
     let db = labelled("ops", "db-1", &[("app", "db")]);
     assert_eq!(m.sidecar_for(&db).unwrap().name, "mesh-default");
+    let key = ResourceKey::new(ResourceKind::Sidecar, "shop", "web-only");
+    assert_eq!(m.delete(&key), ChangeScope::namespace("shop"));
+    assert_eq!(m.delete(&key), ChangeScope::None);
+    assert_eq!(m.sidecar_for(&web).unwrap().name, "ns-default");
 }
