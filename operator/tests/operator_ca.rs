@@ -133,7 +133,10 @@ fn plugged_in_cacerts_win_broken_ones_keep_the_last_good_ca() {
         .kubectl
         .apply(&cacerts_yaml(dir.path(), "ca-key.pem"));
     cluster.namespace("shop", &["istio-injection=enabled"], &["web", "api"]);
-    let mut op = Operator::start(cluster.server.kubeconfig_path(), "op-1", &default_args());
+    let mut args = default_args();
+    // Slow enough that the overlap can be observed, and a short grace.
+    args.extend(["--rotation-rate", "1", "--rotation-grace", "3s"].map(String::from));
+    let mut op = Operator::start(cluster.server.kubeconfig_path(), "op-1", &args);
     op.wait_ready();
 
     // Identities chain through the intermediate to the plugged-in root.
@@ -193,7 +196,7 @@ fn plugged_in_cacerts_win_broken_ones_keep_the_last_good_ca() {
     verify_identity(&late, &plugged_root);
 
     // Without cacerts the operator makes its own root and moves every identity to it;
-    // the bundle keeps the old root while identities move.
+    // the bundle keeps the old root until every identity has moved (plus the grace).
     cluster
         .kubectl
         .run(&["delete", "secret", "-n", OPERATOR_NS, "cacerts"]);
@@ -203,6 +206,19 @@ fn plugged_in_cacerts_win_broken_ones_keep_the_last_good_ca() {
             .get_json(&["secret", "-n", OPERATOR_NS, "trellis-ca"])
     });
     let own_root = secret_field(&own, "root-cert.pem");
+    wait_for("the rotation to start", Duration::from_secs(30), || {
+        op.metric("trellis_ca_rotation_remaining")
+            .filter(|n| *n > 0.0)
+    });
+    let cm = cluster
+        .kubectl
+        .get_json(&["configmap", "-n", "shop", "trellis-ca-root-cert"])
+        .unwrap();
+    let overlap = cm["data"]["root-cert.pem"].as_str().unwrap();
+    assert!(
+        overlap.contains(own_root.trim()) && overlap.contains(plugged_root.trim()),
+        "both roots are trusted while identities move"
+    );
     for sa in ["web", "api", "late"] {
         let moved = wait_for(
             &format!("shop/{sa} under the new root"),
@@ -217,20 +233,35 @@ fn plugged_in_cacerts_win_broken_ones_keep_the_last_good_ca() {
             },
         );
         verify_identity(&moved, &own_root);
-        let bundle = secret_field(&moved, "root-cert.pem");
-        assert!(
-            bundle.contains(own_root.trim()) && bundle.contains(plugged_root.trim()),
-            "overlap bundle"
-        );
     }
-    let cm = cluster
-        .kubectl
-        .get_json(&["configmap", "-n", "shop", "trellis-ca-root-cert"])
-        .unwrap();
-    let bundle = cm["data"]["root-cert.pem"].as_str().unwrap();
-    assert!(bundle.contains(own_root.trim()) && bundle.contains(plugged_root.trim()));
-    assert_eq!(
-        op.metric("trellis_identity_renewed_total{reason=\"root\"}"),
-        Some(3.0)
+    // Then the old root leaves every bundle (a rewrite, not a reissue).
+    wait_for(
+        "the old root to leave the ConfigMap",
+        Duration::from_secs(60),
+        || {
+            let cm =
+                cluster
+                    .kubectl
+                    .get_json(&["configmap", "-n", "shop", "trellis-ca-root-cert"])?;
+            (cm["data"]["root-cert.pem"].as_str()?.trim() == own_root.trim()).then_some(())
+        },
     );
+    for sa in ["web", "api", "late"] {
+        let s = wait_for(
+            &format!("shop/{sa} bundle without the old root"),
+            Duration::from_secs(60),
+            || {
+                cluster
+                    .identity("shop", sa)
+                    .filter(|s| secret_field(s, "root-cert.pem").trim() == own_root.trim())
+            },
+        );
+        verify_identity(&s, &own_root);
+    }
+    let m = op.metrics();
+    assert_eq!(
+        m.get("trellis_identity_renewed_total{reason=\"root\"}"),
+        Some(&3.0)
+    );
+    assert_eq!(m.get("trellis_ca_rotation_remaining"), Some(&0.0));
 }

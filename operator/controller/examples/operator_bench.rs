@@ -61,7 +61,10 @@ fn metrics(addr: &str) -> BTreeMap<String, f64> {
     let Ok(mut s) = std::net::TcpStream::connect(addr) else {
         return BTreeMap::new();
     };
-    let _ = write!(s, "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    let _ = write!(
+        s,
+        "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    );
     let mut text = String::new();
     let _ = s.read_to_string(&mut text);
     text.lines()
@@ -88,7 +91,10 @@ fn wait_metric(addr: &str, series: &str, want: f64, limit: Duration) -> Duration
         if metrics(addr).get(series).copied().unwrap_or(0.0) >= want {
             return start.elapsed();
         }
-        assert!(start.elapsed() < limit, "timed out waiting for {series} >= {want}");
+        assert!(
+            start.elapsed() < limit,
+            "timed out waiting for {series} >= {want}"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
 }
@@ -102,7 +108,12 @@ fn main() {
     let meta = |name: String, ns: Option<&str>, labels: &[(&str, &str)]| ObjectMeta {
         name: Some(name),
         namespace: ns.map(str::to_string),
-        labels: Some(labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()),
+        labels: Some(
+            labels
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        ),
         ..Default::default()
     };
     // Baseline: the same number of Secrets created directly.
@@ -110,7 +121,13 @@ fn main() {
         let namespaces: Api<Namespace> = Api::all(client.clone());
         for ns in ["trellis-system", "baseline"] {
             namespaces
-                .create(&PostParams::default(), &Namespace { metadata: meta(ns.into(), None, &[]), ..Default::default() })
+                .create(
+                    &PostParams::default(),
+                    &Namespace {
+                        metadata: meta(ns.into(), None, &[]),
+                        ..Default::default()
+                    },
+                )
                 .await
                 .expect("namespace");
         }
@@ -121,10 +138,18 @@ fn main() {
                 let secrets = secrets.clone();
                 let s = Secret {
                     metadata: meta(format!("s-{i}"), Some("baseline"), &[]),
-                    data: Some(BTreeMap::from([("k".to_string(), k8s_openapi::ByteString(vec![b'x'; 1500]))])),
+                    data: Some(BTreeMap::from([(
+                        "k".to_string(),
+                        k8s_openapi::ByteString(vec![b'x'; 1500]),
+                    )])),
                     ..Default::default()
                 };
-                async move { secrets.create(&PostParams::default(), &s).await.expect("baseline secret") }
+                async move {
+                    secrets
+                        .create(&PostParams::default(), &s)
+                        .await
+                        .expect("baseline secret")
+                }
             })
             .buffer_unordered(32)
             .for_each(|_| async {})
@@ -138,7 +163,10 @@ fn main() {
             namespaces
                 .create(
                     &PostParams::default(),
-                    &Namespace { metadata: meta(format!("ns-{n}"), None, &[("istio-injection", "enabled")]), ..Default::default() },
+                    &Namespace {
+                        metadata: meta(format!("ns-{n}"), None, &[("istio-injection", "enabled")]),
+                        ..Default::default()
+                    },
                 )
                 .await
                 .expect("namespace");
@@ -147,18 +175,35 @@ fn main() {
             .map(|i| {
                 let ns = format!("ns-{}", i / a.accounts);
                 let api: Api<ServiceAccount> = Api::namespaced(client.clone(), &ns);
-                let sa = ServiceAccount { metadata: meta(format!("sa-{}", i % a.accounts), Some(&ns), &[]), ..Default::default() };
-                async move { api.create(&PostParams::default(), &sa).await.expect("service account") }
+                let sa = ServiceAccount {
+                    metadata: meta(format!("sa-{}", i % a.accounts), Some(&ns), &[]),
+                    ..Default::default()
+                };
+                async move {
+                    api.create(&PostParams::default(), &sa)
+                        .await
+                        .expect("service account")
+                }
             })
             .buffer_unordered(32)
             .for_each(|_| async {})
             .await;
     });
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let addr = format!("127.0.0.1:{port}");
     let start = Instant::now();
     let child = Command::new(&a.trellis)
-        .args(["operator", "--namespace", "trellis-system", "--identity", "bench"])
+        .args([
+            "operator",
+            "--namespace",
+            "trellis-system",
+            "--identity",
+            "bench",
+        ])
         .arg("--kubeconfig")
         .arg(server.kubeconfig_path())
         .args(["--metrics-addr", &addr, "--xds-addr", "127.0.0.1:0"])
@@ -171,10 +216,18 @@ fn main() {
         .expect("starting trellis operator");
     let guard = Guard(child);
     let limit = Duration::from_secs(1800);
-    wait_metric(&addr, "trellis_identity_issued_total{reason=\"new\"}", total as f64, limit);
+    wait_metric(
+        &addr,
+        "trellis_identity_issued_total{reason=\"new\"}",
+        total as f64,
+        limit,
+    );
     let issue = start.elapsed();
     let m = metrics(&addr);
-    let writes = m.get("trellis_api_writes_total{controller=\"identity\"}").copied().unwrap_or(0.0);
+    let writes = m
+        .get("trellis_api_writes_total{controller=\"identity\"}")
+        .copied()
+        .unwrap_or(0.0);
     // Check with the API, not only the operator's word.
     let listed = rt.block_on(async {
         let secrets: Api<Secret> = Api::all(client.clone());
@@ -199,19 +252,39 @@ fn main() {
     let cacerts = Secret {
         metadata: meta("cacerts".into(), Some("trellis-system"), &[]),
         data: Some(BTreeMap::from([
-            ("ca-cert.pem".to_string(), k8s_openapi::ByteString(material.ca_cert_pem.into_bytes())),
-            ("ca-key.pem".to_string(), k8s_openapi::ByteString(material.ca_key_pem.expose().as_bytes().to_vec())),
-            ("cert-chain.pem".to_string(), k8s_openapi::ByteString(material.cert_chain_pem.into_bytes())),
-            ("root-cert.pem".to_string(), k8s_openapi::ByteString(material.root_cert_pem.into_bytes())),
+            (
+                "ca-cert.pem".to_string(),
+                k8s_openapi::ByteString(material.ca_cert_pem.into_bytes()),
+            ),
+            (
+                "ca-key.pem".to_string(),
+                k8s_openapi::ByteString(material.ca_key_pem.expose().as_bytes().to_vec()),
+            ),
+            (
+                "cert-chain.pem".to_string(),
+                k8s_openapi::ByteString(material.cert_chain_pem.into_bytes()),
+            ),
+            (
+                "root-cert.pem".to_string(),
+                k8s_openapi::ByteString(material.root_cert_pem.into_bytes()),
+            ),
         ])),
         ..Default::default()
     };
     let rotation_start = Instant::now();
     rt.block_on(async {
         let secrets: Api<Secret> = Api::namespaced(client.clone(), "trellis-system");
-        secrets.create(&PostParams::default(), &cacerts).await.expect("cacerts");
+        secrets
+            .create(&PostParams::default(), &cacerts)
+            .await
+            .expect("cacerts");
     });
-    wait_metric(&addr, "trellis_identity_renewed_total{reason=\"root\"}", total as f64, limit);
+    wait_metric(
+        &addr,
+        "trellis_identity_renewed_total{reason=\"root\"}",
+        total as f64,
+        limit,
+    );
     let rotation = rotation_start.elapsed();
     let rss = peak_rss_kib(guard.0.id());
     println!("identities {total}");

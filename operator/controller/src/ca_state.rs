@@ -7,7 +7,7 @@ use std::time::SystemTime;
 use tokio::sync::watch;
 use tokio_stream::StreamExt;
 use tokio_stream::wrappers::WatchStream;
-use trellis_ca::CertificateAuthority;
+use trellis_ca::{CertificateAuthority, CertificateInfo, TrustBundle};
 
 /// Where the CA comes from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -32,7 +32,7 @@ impl CaMode {
 #[derive(Debug)]
 pub struct CaSnapshot {
     /// The CA (signs identities).
-    pub ca: CertificateAuthority,
+    pub ca: Arc<CertificateAuthority>,
     pub mode: CaMode,
     /// The Secret it was loaded from (`namespace/name`).
     pub source: String,
@@ -42,8 +42,46 @@ pub struct CaSnapshot {
     pub root_fingerprint: String,
     /// `notAfter` of that root.
     pub root_not_after: SystemTime,
-    /// `root-cert.pem` for workloads: the CA's roots plus any previous root still in use.
+    /// `root-cert.pem` for workloads: the CA's roots plus [`CaSnapshot::previous_roots`].
     pub trust_bundle_pem: String,
+    /// Roots of the previous CA, still trusted while identities move to the new root
+    /// (empty when no rotation is under way).
+    pub previous_roots: Vec<CertificateInfo>,
+}
+
+impl CaSnapshot {
+    /// A snapshot of `ca`, trusting `previous_roots` besides its own.
+    pub fn new(
+        ca: Arc<CertificateAuthority>,
+        mode: CaMode,
+        source: String,
+        generation: u64,
+        previous_roots: Vec<CertificateInfo>,
+    ) -> Self {
+        let root = ca.root().clone();
+        let bundle = TrustBundle::new(
+            ca.own_roots()
+                .roots()
+                .iter()
+                .chain(previous_roots.iter())
+                .cloned(),
+        );
+        Self {
+            mode,
+            source,
+            generation,
+            root_fingerprint: root.fingerprint_hex(),
+            root_not_after: root.not_after,
+            trust_bundle_pem: bundle.to_pem(),
+            previous_roots,
+            ca,
+        }
+    }
+
+    /// Whether a root rotation is under way (a previous root is still trusted).
+    pub fn rotating(&self) -> bool {
+        !self.previous_roots.is_empty()
+    }
 }
 
 /// The CA state: the CA in use and the last problem seen loading one.
@@ -110,6 +148,25 @@ impl CaHandle {
         self.tx.send_modify(|status| {
             status.current = Some(Arc::new(snapshot));
             status.problem = None;
+        });
+    }
+
+    /// Ends a rotation: the previous roots leave the bundle (a new generation, so every
+    /// controller hands out the smaller bundle). The problem, if any, stays.
+    pub(crate) fn finish_rotation(&self) {
+        self.tx.send_if_modified(|status| {
+            let Some(cur) = status.current.as_ref().filter(|c| c.rotating()) else {
+                return false;
+            };
+            let next = CaSnapshot::new(
+                cur.ca.clone(),
+                cur.mode,
+                cur.source.clone(),
+                cur.generation + 1,
+                Vec::new(),
+            );
+            status.current = Some(Arc::new(next));
+            true
         });
     }
 

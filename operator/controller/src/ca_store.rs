@@ -20,7 +20,7 @@ use kube::runtime::{WatchStreamExt, watcher};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
-use trellis_ca::{CaFiles, CertificateAuthority, RootOptions, TrustBundle};
+use trellis_ca::{CaFiles, CertificateAuthority, RootOptions};
 
 /// Controller name (metrics, logs).
 pub const NAME: &str = "ca";
@@ -115,10 +115,11 @@ pub fn to_secret(namespace: &str, ca: &CertificateAuthority) -> Secret {
 }
 
 /// Makes `ca` the CA in use unless it is the one already in use. A new root keeps the
-/// previous root in the distributed bundle so workloads with old certificates keep
-/// talking while they are reissued.
-fn install(ctx: &Context, mut ca: CertificateAuthority, mode: CaMode, source: String) {
+/// roots trusted so far in the distributed bundle, so workloads with old certificates
+/// keep talking while they are reissued; the identity controller ends the rotation.
+fn install(ctx: &Context, ca: CertificateAuthority, mode: CaMode, source: String) {
     let current = ctx.ca.current();
+    let mut previous = Vec::new();
     if let Some(cur) = &current {
         if cur.ca.signing_certificate().sha256_fingerprint
             == ca.signing_certificate().sha256_fingerprint
@@ -127,34 +128,32 @@ fn install(ctx: &Context, mut ca: CertificateAuthority, mode: CaMode, source: St
             return;
         }
         let now = ctx.clock.now();
-        let previous: Vec<_> = cur
+        previous = cur
             .ca
-            .trust_bundle()
+            .own_roots()
             .roots()
             .iter()
+            .chain(cur.previous_roots.iter())
             .filter(|r| r.not_after > now && !ca.own_roots().contains(r))
             .cloned()
             .collect();
-        if !previous.is_empty() {
-            ca.set_distributed_roots(&TrustBundle::new(previous));
-        }
+        let mut seen = std::collections::HashSet::new();
+        previous.retain(|r| seen.insert(r.sha256_fingerprint));
     }
-    let root = ca.root().clone();
-    let snapshot = CaSnapshot {
+    let snapshot = CaSnapshot::new(
+        Arc::new(ca),
         mode,
-        source: source.clone(),
-        generation: ctx.ca.next_generation(),
-        root_fingerprint: root.fingerprint_hex(),
-        root_not_after: root.not_after,
-        trust_bundle_pem: ca.trust_bundle().to_pem(),
-        ca,
-    };
+        source.clone(),
+        ctx.ca.next_generation(),
+        previous,
+    );
     tracing::info!(
         mode = mode.as_str(),
         source = %source,
         root = %snapshot.root_fingerprint,
-        root_expires = %trellis_ca::format_time(root.not_after),
+        root_expires = %trellis_ca::format_time(snapshot.root_not_after),
         replaced = current.is_some(),
+        rotating = snapshot.rotating(),
         "CA loaded"
     );
     ctx.ca.install(snapshot);

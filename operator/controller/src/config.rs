@@ -48,6 +48,8 @@ pub struct OperatorConfig {
     pub root_ttl: Duration,
     /// Identities reissued per second after a root change.
     pub rotation_rate: f64,
+    /// How long previous roots stay trusted after the last identity moved to the new root.
+    pub rotation_grace: Duration,
     /// Leader election.
     pub lease: LeaseConfig,
     /// Where `/metrics`, `/healthz`, `/readyz` are served.
@@ -69,6 +71,7 @@ impl OperatorConfig {
             renewal: RenewalPolicy::default(),
             root_ttl: trellis_ca::DEFAULT_ROOT_TTL,
             rotation_rate: 100.0,
+            rotation_grace: Duration::from_secs(60),
             lease,
             metrics_addr: ([0, 0, 0, 0], 15014).into(),
             xds_addr: ([0, 0, 0, 0], 15012).into(),

@@ -58,6 +58,8 @@ pub struct ExpiryIndex {
     ordered: BTreeSet<(SystemTime, String, String)>,
     /// Service accounts whose last issue failed, with why (for MeshStatus).
     failed: BTreeMap<(String, String), String>,
+    /// Root fingerprint each identity Secret chains to (root rotation progress).
+    roots: HashMap<(String, String), String>,
 }
 
 impl ExpiryIndex {
@@ -88,6 +90,24 @@ impl ExpiryIndex {
     /// How many identity Secrets namespace `ns` has (for MeshStatus).
     pub fn count_in(&self, ns: &str) -> usize {
         self.by_key.keys().filter(|(n, _)| n == ns).count()
+    }
+
+    /// Records the root a Secret's certificate chains to (`None`: the Secret is gone).
+    pub fn set_root(&mut self, ns: &str, name: &str, root: Option<&str>) {
+        let key = (ns.to_string(), name.to_string());
+        match root {
+            Some(r) => {
+                self.roots.insert(key, r.to_string());
+            }
+            None => {
+                self.roots.remove(&key);
+            }
+        }
+    }
+
+    /// How many identity Secrets do not chain to `root` yet (root rotation progress).
+    pub fn not_on_root(&self, root: &str) -> usize {
+        self.roots.values().filter(|r| *r != root).count()
     }
 
     /// Records that issuing for service account `ns/sa` failed (`Some(why)`) or worked (`None`).
@@ -268,6 +288,7 @@ async fn reconcile(sa: Arc<ServiceAccount>, state: Arc<State>) -> Result<Action>
         spiffe_id: &spiffe_id,
         own_roots: ca.ca.own_roots(),
         bundle_pem: &ca.trust_bundle_pem,
+        root_fingerprint: &ca.root_fingerprint,
         policy: &ctx.config.renewal,
         now,
     };
@@ -428,6 +449,15 @@ pub async fn run(ctx: Arc<Context>) {
                 name,
                 keep.then(|| identity_plan::recorded_not_after(s)).flatten(),
             );
+            index.set_root(
+                ns,
+                name,
+                if keep {
+                    Some(identity_plan::recorded_root(s).unwrap_or(""))
+                } else {
+                    None
+                },
+            );
         };
         match event {
             Ok(watcher::Event::Apply(s) | watcher::Event::InitApply(s)) => record(s, true),
@@ -483,9 +513,12 @@ pub async fn run(ctx: Arc<Context>) {
     gauge_task.abort();
 }
 
-/// Keeps `trellis_identity_earliest_expiry_seconds` and `trellis_ca_root_expiry_seconds`
-/// current (seconds-until gauges move with the clock).
+/// Keeps `trellis_identity_earliest_expiry_seconds`, `trellis_ca_root_expiry_seconds`
+/// and `trellis_ca_rotation_remaining` current (seconds-until gauges move with the
+/// clock), and ends a root rotation once every identity Secret chains to the new root
+/// and `rotation_grace` has passed since (proxies have picked the new files up).
 async fn expiry_gauge(ctx: Arc<Context>, expiry: Arc<Mutex<ExpiryIndex>>) {
+    let mut drained_since: Option<(u64, Instant)> = None;
     loop {
         let now = ctx.clock.now();
         let secs = |t: SystemTime| {
@@ -493,19 +526,51 @@ async fn expiry_gauge(ctx: Arc<Context>, expiry: Arc<Mutex<ExpiryIndex>>) {
                 .map(|d| d.as_secs_f64())
                 .unwrap_or(0.0)
         };
-        let earliest = expiry.lock().unwrap_or_else(|p| p.into_inner()).earliest();
+        let (earliest, remaining) = {
+            let index = expiry.lock().unwrap_or_else(|p| p.into_inner());
+            let remaining = ctx
+                .ca
+                .current()
+                .map(|ca| index.not_on_root(&ca.root_fingerprint));
+            (index.earliest(), remaining)
+        };
         if let Some(t) = earliest {
             ctx.telemetry.metrics.earliest_workload_expiry.set(secs(t));
         }
-        if let Some(ca) = ctx.ca.current() {
+        let ca = ctx.ca.current();
+        if let Some(ca) = &ca {
             ctx.telemetry
                 .metrics
                 .root_expiry
                 .set(secs(ca.root_not_after));
+            let remaining = remaining.unwrap_or(0);
+            ctx.telemetry
+                .metrics
+                .rotation_remaining
+                .set(i64::try_from(remaining).unwrap_or(i64::MAX));
+            if ca.rotating() && remaining == 0 {
+                match drained_since {
+                    Some((generation, since)) if generation == ca.generation => {
+                        if since.elapsed() >= ctx.config.rotation_grace {
+                            tracing::info!(root = %ca.root_fingerprint, "every identity moved to the new root; previous roots leave the trust bundle");
+                            ctx.ca.finish_rotation();
+                            drained_since = None;
+                        }
+                    }
+                    _ => drained_since = Some((ca.generation, Instant::now())),
+                }
+            } else {
+                drained_since = None;
+            }
         }
+        let tick = if ca.as_ref().is_some_and(|c| c.rotating()) {
+            Duration::from_millis(500)
+        } else {
+            Duration::from_secs(5)
+        };
         let mut stop = std::pin::pin!(ctx.shutdown());
         tokio::select! {
-            _ = tokio::time::sleep(Duration::from_secs(5)) => {}
+            _ = tokio::time::sleep(tick) => {}
             _ = &mut stop => return,
         }
     }

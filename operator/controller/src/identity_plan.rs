@@ -25,6 +25,8 @@ pub const IDENTITY_LABEL: &str = "trellis.dev/identity";
 pub const SPIFFE_ANNOTATION: &str = "trellis.dev/spiffe-id";
 /// Annotation: the leaf's `notAfter`, Unix seconds.
 pub const NOT_AFTER_ANNOTATION: &str = "trellis.dev/not-after";
+/// Annotation: SHA-256 fingerprint (hex) of the root the certificate chains to.
+pub const ROOT_ANNOTATION: &str = "trellis.dev/root";
 /// Annotation: SHA-256 of the three files as written, to detect hand edits.
 pub const CHECKSUM_ANNOTATION: &str = "trellis.dev/checksum";
 
@@ -87,6 +89,8 @@ pub struct Wanted<'a> {
     pub own_roots: &'a TrustBundle,
     /// `root-cert.pem` to hand out (own roots plus any previous root during rotation).
     pub bundle_pem: &'a str,
+    /// Fingerprint (hex) of the root new certificates chain to.
+    pub root_fingerprint: &'a str,
     pub policy: &'a RenewalPolicy,
     pub now: SystemTime,
 }
@@ -233,6 +237,10 @@ pub fn desired_secret(
             annotations: Some(BTreeMap::from([
                 (SPIFFE_ANNOTATION.to_string(), wanted.spiffe_id.to_string()),
                 (
+                    ROOT_ANNOTATION.to_string(),
+                    wanted.root_fingerprint.to_string(),
+                ),
+                (
                     NOT_AFTER_ANNOTATION.to_string(),
                     unix_seconds(not_after).to_string(),
                 ),
@@ -259,6 +267,11 @@ pub fn desired_secret(
         ])),
         ..Default::default()
     }
+}
+
+/// The recorded root fingerprint of an identity Secret (from its annotation).
+pub fn recorded_root(secret: &Secret) -> Option<&str> {
+    annotation(secret, ROOT_ANNOTATION)
 }
 
 /// The recorded `notAfter` of an identity Secret (from its annotation).

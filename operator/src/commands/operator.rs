@@ -68,6 +68,9 @@ pub struct OperatorArgs {
     /// Identities reissued per second after the root changes.
     #[arg(long, default_value_t = 100.0)]
     rotation_rate: f64,
+    /// How long the previous root stays trusted after the last identity moved to the new one.
+    #[arg(long, default_value = "1m", value_parser = duration)]
+    rotation_grace: Duration,
     /// Longest wait between two tries of a failing object.
     #[arg(long, default_value = "5m", value_parser = duration)]
     max_backoff: Duration,
@@ -159,6 +162,7 @@ fn config(args: &OperatorArgs) -> Result<OperatorConfig> {
     config.root_key = key_type(&args.root_key_type)?;
     config.root_ttl = args.root_cert_ttl;
     config.rotation_rate = args.rotation_rate;
+    config.rotation_grace = args.rotation_grace;
     config.metrics_addr = args.metrics_addr;
     config.xds_addr = args.xds_addr;
     config.max_backoff = args.max_backoff;

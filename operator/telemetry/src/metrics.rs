@@ -49,6 +49,8 @@ pub struct OperatorMetrics {
     pub api_writes: Family<ControllerLabels, Counter>,
     /// `trellis_leader`: 1 while this replica holds the Lease.
     pub leader: Gauge,
+    /// `trellis_ca_rotation_remaining`: identity Secrets not yet chaining to the current root.
+    pub rotation_remaining: Gauge,
 }
 
 impl OperatorMetrics {
@@ -65,6 +67,7 @@ impl OperatorMetrics {
             root_expiry: Gauge::default(),
             api_writes: Family::default(),
             leader: Gauge::default(),
+            rotation_remaining: Gauge::default(),
         };
         registry.register(
             "controller_reconciles",
@@ -110,6 +113,11 @@ impl OperatorMetrics {
             "api_writes",
             "Write requests (create, patch, apply, delete) sent to the API server, per controller",
             m.api_writes.clone(),
+        );
+        registry.register(
+            "ca_rotation_remaining",
+            "Identity Secrets that do not chain to the current root yet",
+            m.rotation_remaining.clone(),
         );
         registry.register(
             "leader",

@@ -22,6 +22,7 @@ struct Fixture {
     ca: CertificateAuthority,
     id: SpiffeId,
     bundle: String,
+    root: String,
     policy: RenewalPolicy,
 }
 
@@ -30,10 +31,12 @@ impl Fixture {
         let ca = ca("cluster.local");
         let id = SpiffeId::for_service_account(ca.trust_domain(), "shop", "web").unwrap();
         let bundle = ca.trust_bundle().to_pem();
+        let root = ca.root().fingerprint_hex();
         Self {
             ca,
             id,
             bundle,
+            root,
             policy: RenewalPolicy {
                 ratio: 0.5,
                 jitter_ratio: 0.0,
@@ -49,6 +52,7 @@ impl Fixture {
             spiffe_id: &self.id,
             own_roots: self.ca.own_roots(),
             bundle_pem: &self.bundle,
+            root_fingerprint: &self.root,
             policy: &self.policy,
             now,
         }
