@@ -30,6 +30,12 @@ pub async fn resource(ctx: &Ctx, req: &Request, path: &ResourcePath) -> Reply {
     if path.namespace.is_some() && !rt.namespaced {
         return Err(http::no_such_path());
     }
+    if path.subresource.as_deref() == Some("scale") && crate::scale::has_scale(&rt) {
+        let (Some(ns), Some(name)) = (path.namespace.as_deref(), path.name.as_deref()) else {
+            return Err(http::no_such_path());
+        };
+        return crate::scale::handle(ctx, req, &rt, ns, name);
+    }
     let status = match path.subresource.as_deref() {
         None => false,
         Some("status") if rt.has_status => true,

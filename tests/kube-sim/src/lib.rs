@@ -20,6 +20,7 @@ pub mod pipeline;
 pub mod protobuf;
 pub mod registry;
 pub mod routing;
+pub mod scale;
 pub mod schema;
 pub mod selectors;
 pub mod server;

@@ -87,13 +87,42 @@ fn imperative_creates_in_protobuf_are_stored_as_sent() {
             == 36
     );
 
-    // `get all` lists the kinds in the `all` category (here Services), not ConfigMaps.
+    // `get all` lists the kinds in the `all` category (Services, Deployments), not ConfigMaps.
     k.ok_stdin(
         &["apply", "-f", "-"],
         Some("apiVersion: v1\nkind: Service\nmetadata: {name: web, namespace: team-a}\nspec:\n  ports: [{port: 80}]\n"),
     );
+
+    // `kubectl scale` goes through the Deployment's scale subresource.
+    k.ok_stdin(
+        &["apply", "-f", "-"],
+        Some("apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: web, namespace: team-a}\nspec:\n  replicas: 1\n  selector: {matchLabels: {app: web}}\n  template:\n    metadata: {labels: {app: web}}\n    spec: {containers: [{name: web, image: web:1}]}\n"),
+    );
+    let out = k.ok(&["scale", "deployment", "web", "-n", "team-a", "--replicas=3"]);
+    assert_eq!(out.trim(), "deployment.apps/web scaled");
+    assert_eq!(
+        k.ok(&[
+            "get",
+            "deploy",
+            "web",
+            "-n",
+            "team-a",
+            "-o",
+            "jsonpath={.spec.replicas} {.metadata.generation}"
+        ]),
+        "3 2"
+    );
     let all = k.ok(&["get", "all", "-n", "team-a", "-o", "name"]);
-    assert_eq!(all.trim(), "service/web");
+    assert_eq!(all.trim(), "service/web\ndeployment.apps/web");
+    let scale = k.ok(&[
+        "get",
+        "--raw",
+        "/apis/apps/v1/namespaces/team-a/deployments/web/scale",
+    ]);
+    let scale: serde_json::Value = serde_json::from_str(&scale).expect("Scale JSON");
+    assert_eq!(scale["kind"], "Scale");
+    assert_eq!(scale["spec"]["replicas"], 3);
+    assert_eq!(scale["status"]["selector"], "app=web");
 
     // Creating it again is the API server's AlreadyExists.
     let err = k.fails(&["create", "serviceaccount", "robot", "-n", "team-a"], None);
