@@ -447,6 +447,14 @@ fn operator_writes_status_conditions_meshstatus_and_events_without_touching_spec
         before,
         "statuses were rewritten after a restart"
     );
+    // ...and the new leader does not report the same rejection again.
+    let rejected_events = k.json(&["get", "events.events.k8s.io", "-n", "shop"])["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["reason"] == "ConfigRejected" && e["regarding"]["name"] == "bad")
+        .count();
+    assert_eq!(rejected_events, 1);
 
     // Fixing the object flips it to Accepted and the namespace to ready.
     k.ok_stdin(&["apply", "-f", "-"], Some(&vs("bad", 50, 50)));

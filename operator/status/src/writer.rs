@@ -217,7 +217,16 @@ impl Writer {
                     self.pending.insert(key.clone(), status.clone());
                 }
             }
-            if !is_accepted(status) && self.rejected_events.get(key) != Some(&object.generation) {
+            // Reported once per generation: not again by a new leader when the status
+            // the API server holds already says this generation is rejected.
+            let reported = object
+                .status
+                .as_ref()
+                .is_some_and(|s| !is_accepted(s) && s.observed_generation == object.generation);
+            if !is_accepted(status)
+                && !reported
+                && self.rejected_events.get(key) != Some(&object.generation)
+            {
                 self.rejected_events.insert(key.clone(), object.generation);
                 let note = summarize(&rejection(object));
                 self.ctx
