@@ -11,7 +11,8 @@
 //! - `trellis up` killed with SIGKILL leaves no Envoy behind, and a restart on
 //!   the same state directory reuses root, addresses and ports;
 //! - an update Envoy rejects (NACK) leaves the proxy on its last good config,
-//!   and `trellis proxy-config` / `trellis status` show the rejection.
+//!   and `trellis proxy-config` / `trellis status` show the rejection;
+//! - not running as root, a Gateway on port 80 listens on 80 + the offset.
 //!
 //! Every process is killed by PID in a Drop guard; waits are bounded.
 use std::net::{Ipv4Addr, SocketAddr};
@@ -64,9 +65,22 @@ struct Up {
 
 impl Up {
     fn start(config: &Path, state: &Path, extra: &[&str]) -> Up {
+        Self::start_via(&[], config, state, extra)
+    }
+
+    /// Runs `trellis up` through `wrapper` (e.g. `setpriv` to drop root), which must exec it.
+    fn start_via(wrapper: &[&str], config: &Path, state: &Path, extra: &[&str]) -> Up {
         let log = state.with_extension(format!("{}.log", std::process::id()));
         let stderr = std::fs::File::create(&log).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_trellis"))
+        let mut command = match wrapper.split_first() {
+            Some((program, args)) => {
+                let mut c = Command::new(program);
+                c.args(args).arg(env!("CARGO_BIN_EXE_trellis"));
+                c
+            }
+            None => Command::new(env!("CARGO_BIN_EXE_trellis")),
+        };
+        let child = command
             .arg("up")
             .arg("-f")
             .arg(config)
@@ -979,5 +993,63 @@ fn a_rejected_update_keeps_the_last_good_config_and_proxy_config_shows_the_nack(
     }
     let envoys = up.envoy_pids();
     assert!(up.terminate());
+    wait_gone(&envoys);
+}
+
+#[test]
+fn gateway_ports_below_1024_move_up_by_the_offset_when_not_root() {
+    use std::os::unix::fs::PermissionsExt;
+    let fx = Fixture::new(65, &["v1"]);
+    fx.add_gateway(80);
+    // trellis up (and its Envoys) run as nobody: the directories must be theirs to use.
+    let base = fx.config.parent().unwrap();
+    for dir in [base, fx.config.as_path()] {
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+    }
+    let listen = trellis_e2e::free_port();
+    let offset = (listen - 80).to_string();
+    // As root, drop to nobody; a test run that is not root is already what this checks.
+    let root = std::fs::metadata("/proc/self").is_ok_and(|m| {
+        use std::os::unix::fs::MetadataExt;
+        m.uid() == 0
+    });
+    let wrapper: &[&str] = if root {
+        &[
+            "setpriv",
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--",
+        ]
+    } else {
+        &[]
+    };
+    let mut up = Up::start_via(
+        wrapper,
+        &fx.config,
+        &fx.state,
+        &["--gateway-port-offset", &offset],
+    );
+    up.wait_ready(3);
+    let gateway = SocketAddr::from(([127, 0, 0, 1], listen));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        match call_cart(gateway, "shop.example.com") {
+            Ok(server) if server == "cart-v1" => break,
+            other => assert!(
+                Instant::now() < deadline,
+                "no gateway on 80 + {offset} = {listen}: {other:?}\n{}",
+                up.log()
+            ),
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let listeners = proxy_config(&fx.state, "shop/ingress", "listeners", "json");
+    assert!(
+        listeners.contains(&format!("127.0.0.1_{listen}")),
+        "{listeners}"
+    );
+    let envoys = up.envoy_pids();
+    assert!(up.terminate(), "{}", up.log());
     wait_gone(&envoys);
 }

@@ -252,8 +252,9 @@ pub async fn run(
                 ),
                 config_errors,
             };
-            write_status(&state.status_path(), &status)?;
+            // Dumps first: once status.json shows a proxy ACKed, its dump is as new.
             write_dumps(&state, &current_plan, &xds, &keeper, &mut dumped)?;
+            write_status(&state.status_path(), &status)?;
         }
     }
     .await;
