@@ -1,7 +1,8 @@
 //! The admission webhooks inside the real `trellis operator`: with the webhook
 //! configurations installed without a CA bundle (as the manifests ship
 //! them), the operator fills both bundles from its CA, switches validation
-//! to `Fail`, and pods of mesh namespaces get the sidecar through it.
+//! to `Fail`, and pods of mesh namespaces get the sidecar (image from
+//! MeshConfig/default) through it.
 
 mod operator_support;
 
@@ -52,6 +53,10 @@ fn operator_writes_the_ca_bundles_and_serves_injection() {
         }
         cluster.kubectl.apply(&config.to_string());
     }
+    // The sidecar image comes from MeshConfig/default.
+    cluster.kubectl.apply(
+        "apiVersion: mesh.trellis.dev/v1alpha1\nkind: MeshConfig\nmetadata:\n  name: default\nspec:\n  proxy:\n    image: registry.example/envoy:from-meshconfig\n",
+    );
     let mut op = Operator::start(cluster.server.kubeconfig_path(), "op-1", &default_args());
     op.wait_ready();
     let address: SocketAddr = wait_for(
@@ -113,6 +118,10 @@ fn operator_writes_the_ca_bundles_and_serves_injection() {
         .filter_map(|c| c["name"].as_str())
         .collect();
     assert_eq!(names, ["app", "trellis-proxy"]);
+    assert_eq!(
+        pod["spec"]["containers"][1]["image"],
+        "registry.example/envoy:from-meshconfig"
+    );
     assert_eq!(
         pod["spec"]["initContainers"][0]["args"][0],
         Value::from("proxy-init")

@@ -211,11 +211,10 @@ async fn run_async(args: OperatorArgs) -> Result<()> {
     // Sources -> model -> xDS server for the cluster's sidecars, and the status writers.
     let mut extra = trellis_status::runtime::extra_tasks();
     // The admission webhooks, served by every replica with a certificate from the mesh CA.
-    let injection = trellis_inject::InjectionContext::from_mesh_config(
-        &trellis_api::mesh::MeshConfigSpec::default(),
-        &args.init_image,
-    );
-    extra.push(super::operator_webhook::task(args.webhook_addr, injection));
+    extra.push(super::operator_webhook::task(
+        args.webhook_addr,
+        args.init_image.clone(),
+    ));
     trellis_controller::run(config, client, terminated(), extra, |running| {
         tracing::info!(metrics = %running.metrics_addr, "telemetry listening");
     })

@@ -3,7 +3,9 @@
 //! serving certificate from it, and keep the CA bundle of both webhook
 //! configurations equal to the CA's root (at start and whenever the CA
 //! changes), switching validation to `failurePolicy: Fail` once serving.
-//! Every replica serves; only the leader writes the configurations.
+//! The sidecar's image, resources and log level follow `MeshConfig/default`
+//! (read at start and every [`RECHECK`]). Every replica serves; only the
+//! leader writes the configurations.
 
 use k8s_openapi::api::admissionregistration::v1::{
     MutatingWebhookConfiguration, ValidatingWebhookConfiguration,
@@ -16,6 +18,7 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
+use trellis_api::mesh::{MESH_CONFIG_NAME, MeshConfig};
 use trellis_controller::Context;
 use trellis_controller::runtime::ExtraTask;
 use trellis_inject::InjectionContext;
@@ -27,13 +30,30 @@ use trellis_webhook::{
 /// How often the configurations are checked again (someone may have reset the bundle).
 const RECHECK: Duration = Duration::from_secs(30);
 
-/// The task `trellis operator` adds to the runtime.
-pub fn task(listen: SocketAddr, injection: InjectionContext) -> ExtraTask {
+/// The task `trellis operator` adds to the runtime; `init_image` is the
+/// image injected init containers run `trellis proxy-init` from.
+pub fn task(listen: SocketAddr, init_image: String) -> ExtraTask {
     Box::new(
         move |ctx: Arc<Context>| -> Pin<Box<dyn Future<Output = ()> + Send>> {
-            Box::pin(run(ctx, listen, injection))
+            Box::pin(run(ctx, listen, init_image))
         },
     )
+}
+
+/// Injection settings from `MeshConfig/default` (built-in defaults without one).
+async fn injection_settings(ctx: &Context, init_image: &str) -> anyhow::Result<InjectionContext> {
+    let api: Api<MeshConfig> = Api::all(ctx.client.clone());
+    let params =
+        kube::api::ListParams::default().fields(&format!("metadata.name={MESH_CONFIG_NAME}"));
+    let spec = api
+        .list(&params)
+        .await?
+        .items
+        .into_iter()
+        .find(|m| m.metadata.name.as_deref() == Some(MESH_CONFIG_NAME))
+        .map(|m| m.spec)
+        .unwrap_or_default();
+    Ok(InjectionContext::from_mesh_config(&spec, init_image))
 }
 
 fn issue(ctx: &Context, ca: &trellis_ca::CertificateAuthority) -> Option<ServingCert> {
@@ -46,7 +66,7 @@ fn issue(ctx: &Context, ca: &trellis_ca::CertificateAuthority) -> Option<Serving
     }
 }
 
-async fn run(ctx: Arc<Context>, listen: SocketAddr, injection: InjectionContext) {
+async fn run(ctx: Arc<Context>, listen: SocketAddr, init_image: String) {
     let shutdown = ctx.shutdown();
     tokio::pin!(shutdown);
     let mut ca_changes = ctx.ca.subscribe();
@@ -62,10 +82,17 @@ async fn run(ctx: Arc<Context>, listen: SocketAddr, injection: InjectionContext)
             changed = ca_changes.changed() => if changed.is_err() { return },
         }
     };
+    let mut injection = match injection_settings(&ctx, &init_image).await {
+        Ok(i) => i,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read MeshConfig/default; injecting with defaults until it can be read");
+            InjectionContext::from_mesh_config(&Default::default(), &init_image)
+        }
+    };
     let config = WebhookConfig {
         listen,
         cert: cert.clone(),
-        injection,
+        injection: injection.clone(),
         operator_namespace: ctx.config.namespace.clone(),
     };
     let webhook = match Webhook::new(&config) {
@@ -98,6 +125,15 @@ async fn run(ctx: Arc<Context>, listen: SocketAddr, injection: InjectionContext)
             _ = &mut shutdown => break,
             changed = ca_changes.changed() => if changed.is_err() { break },
             _ = recheck.tick() => {}
+        }
+        match injection_settings(&ctx, &init_image).await {
+            Ok(latest) if latest != injection => {
+                tracing::info!(image = %latest.proxy_image, "sidecar settings from MeshConfig changed");
+                webhook.set_injection(latest.clone());
+                injection = latest;
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "cannot read MeshConfig/default"),
         }
         let Some(snapshot) = ctx.ca.current() else {
             continue;
