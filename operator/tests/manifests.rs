@@ -2,205 +2,18 @@
 //! rendered object read as its k8s-openapi type (and MeshConfig as its trellis-api
 //! type) without losing a field, RBAC equal to the least privileges written down in
 //! operator/controller/rbac.yaml, the Deployment's hardening and flags (checked by
-//! the real `trellis operator`), the webhook wiring, the local overlay, and the base
-//! accepted by the Kubernetes API simulator through `kubectl apply`.
+//! the real `trellis operator`), the webhook wiring (equal to what trellis-webhook
+//! generates, minus the CA bundle the operator writes), and the local overlay.
 
-use k8s_openapi::api::admissionregistration::v1::{
-    MutatingWebhookConfiguration, ValidatingWebhookConfiguration,
-};
+mod manifests_support;
+
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{Namespace, Service, ServiceAccount};
-use k8s_openapi::api::policy::v1::PodDisruptionBudget;
-use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, PolicyRule, Role, RoleBinding};
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use k8s_openapi::api::rbac::v1::{ClusterRole, PolicyRule, Role};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
-use serde::de::DeserializeOwned;
+use manifests_support::*;
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::Write;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
-
-const NS: &str = "trellis-system";
-const SA: &str = "trellis-operator";
-
-fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("operator/ has a parent")
-        .to_path_buf()
-}
-
-fn kubectl_bin() -> PathBuf {
-    let bin = std::env::var_os("KUBECTL_BIN")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| workspace().join(".venv/bin/kubectl"));
-    assert!(
-        bin.exists(),
-        "kubectl not found at {} (KUBECTL_BIN): run `make setup`",
-        bin.display()
-    );
-    bin
-}
-
-fn output_text(out: &Output) -> String {
-    format!(
-        "exit {:?}\nstdout:\n{}\nstderr:\n{}",
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
-
-/// `kubectl kustomize <dir>` run from the workspace root, exactly as the README says.
-fn kustomize(dir: &str) -> String {
-    let out = Command::new(kubectl_bin())
-        .args(["kustomize", dir])
-        .current_dir(workspace())
-        .output()
-        .expect("running kubectl kustomize");
-    assert!(
-        out.status.success(),
-        "kubectl kustomize {dir} failed: {}",
-        output_text(&out)
-    );
-    String::from_utf8(out.stdout).expect("kustomize output is UTF-8")
-}
-
-/// The rendered objects as JSON, in order.
-fn documents(yaml: &str) -> Vec<Value> {
-    serde_yaml::Deserializer::from_str(yaml)
-        .map(|doc| {
-            let v: serde_yaml::Value = serde::Deserialize::deserialize(doc).expect("valid YAML");
-            serde_json::to_value(v).expect("YAML maps to JSON")
-        })
-        .filter(|v| !v.is_null())
-        .collect()
-}
-
-fn id(obj: &Value) -> String {
-    format!(
-        "{}/{}",
-        obj["kind"].as_str().unwrap_or("?"),
-        obj["metadata"]["name"].as_str().unwrap_or("?")
-    )
-}
-
-/// Reads `obj` as `T` and checks that writing it back gives the same JSON, so no
-/// field was misspelled, misplaced or of the wrong type (k8s-openapi ignores unknown
-/// fields on reading; the round trip catches them).
-fn typed<T: DeserializeOwned + serde::Serialize>(obj: &Value) -> T {
-    let t: T = serde_json::from_value(obj.clone())
-        .unwrap_or_else(|e| panic!("{} does not parse as its type: {e}", id(obj)));
-    let back = serde_json::to_value(&t).unwrap();
-    if let Some(path) = first_difference(obj, &back, String::new()) {
-        panic!(
-            "{}: reading it as its k8s-openapi type lost or changed `{path}` (misspelled, misplaced or mistyped field)",
-            id(obj)
-        );
-    }
-    t
-}
-
-/// The first path where `a` and `b` differ; numbers compare by value (a schema's
-/// `minimum: 0` reads back as `0.0`).
-fn first_difference(a: &Value, b: &Value, path: String) -> Option<String> {
-    match (a, b) {
-        (Value::Number(x), Value::Number(y)) => (x.as_f64() != y.as_f64()).then_some(path),
-        (Value::Object(x), Value::Object(y)) => x
-            .keys()
-            .chain(y.keys())
-            .collect::<BTreeSet<_>>()
-            .into_iter()
-            .find_map(|k| {
-                let p = format!("{path}.{k}");
-                match (x.get(k), y.get(k)) {
-                    (Some(x), Some(y)) => first_difference(x, y, p),
-                    _ => Some(p),
-                }
-            }),
-        (Value::Array(x), Value::Array(y)) if x.len() == y.len() => x
-            .iter()
-            .zip(y)
-            .enumerate()
-            .find_map(|(i, (x, y))| first_difference(x, y, format!("{path}[{i}]"))),
-        _ => (a != b).then_some(path),
-    }
-}
-
-/// Every object of one rendering, by kind.
-#[derive(Default)]
-struct Rendered {
-    namespaces: Vec<Namespace>,
-    crds: Vec<CustomResourceDefinition>,
-    service_accounts: Vec<ServiceAccount>,
-    cluster_roles: Vec<ClusterRole>,
-    cluster_role_bindings: Vec<ClusterRoleBinding>,
-    roles: Vec<Role>,
-    role_bindings: Vec<RoleBinding>,
-    deployments: Vec<Deployment>,
-    services: Vec<Service>,
-    pdbs: Vec<PodDisruptionBudget>,
-    mutating: Vec<MutatingWebhookConfiguration>,
-    validating: Vec<ValidatingWebhookConfiguration>,
-    mesh_configs: Vec<trellis_api::mesh::MeshConfig>,
-    raw: Vec<Value>,
-}
-
-impl Rendered {
-    fn parse(yaml: &str) -> Rendered {
-        let mut r = Rendered::default();
-        for obj in documents(yaml) {
-            let api_version = obj["apiVersion"].as_str().unwrap_or("").to_string();
-            let kind = obj["kind"].as_str().unwrap_or("").to_string();
-            match (api_version.as_str(), kind.as_str()) {
-                ("v1", "Namespace") => r.namespaces.push(typed(&obj)),
-                ("apiextensions.k8s.io/v1", "CustomResourceDefinition") => r.crds.push(typed(&obj)),
-                ("v1", "ServiceAccount") => r.service_accounts.push(typed(&obj)),
-                ("rbac.authorization.k8s.io/v1", "ClusterRole") => {
-                    r.cluster_roles.push(typed(&obj))
-                }
-                ("rbac.authorization.k8s.io/v1", "ClusterRoleBinding") => {
-                    r.cluster_role_bindings.push(typed(&obj))
-                }
-                ("rbac.authorization.k8s.io/v1", "Role") => r.roles.push(typed(&obj)),
-                ("rbac.authorization.k8s.io/v1", "RoleBinding") => {
-                    r.role_bindings.push(typed(&obj))
-                }
-                ("apps/v1", "Deployment") => r.deployments.push(typed(&obj)),
-                ("v1", "Service") => r.services.push(typed(&obj)),
-                ("policy/v1", "PodDisruptionBudget") => r.pdbs.push(typed(&obj)),
-                ("admissionregistration.k8s.io/v1", "MutatingWebhookConfiguration") => {
-                    r.mutating.push(typed(&obj))
-                }
-                ("admissionregistration.k8s.io/v1", "ValidatingWebhookConfiguration") => {
-                    r.validating.push(typed(&obj))
-                }
-                ("mesh.trellis.dev/v1alpha1", "MeshConfig") => {
-                    let text = serde_json::to_string(&obj).unwrap();
-                    let loaded = trellis_api::load("manifests (MeshConfig)", &text)
-                        .unwrap_or_else(|e| panic!("MeshConfig does not load: {e}"));
-                    for resource in loaded {
-                        let errors = trellis_api::validate(&resource);
-                        assert!(errors.is_empty(), "{} is invalid: {errors:?}", id(&obj));
-                        match resource {
-                            trellis_api::Resource::MeshConfig(mc) => r.mesh_configs.push(mc),
-                            other => panic!("MeshConfig loaded as {}", other.kind()),
-                        }
-                    }
-                }
-                _ => panic!("unexpected object {api_version} {}", id(&obj)),
-            }
-            r.raw.push(obj);
-        }
-        r
-    }
-
-    fn deployment(&self) -> &Deployment {
-        assert_eq!(self.deployments.len(), 1, "one Deployment");
-        &self.deployments[0]
-    }
-}
+use std::process::Command;
 
 /// The least privileges written down by the operator work.
 fn written_rules() -> (Vec<PolicyRule>, Vec<PolicyRule>) {
@@ -692,6 +505,52 @@ fn check_webhooks(r: &Rendered) {
     );
 }
 
+/// The webhook configurations are the ones trellis-webhook generates (which the
+/// operator patches), apart from the CA bundle the operator writes at start and the
+/// Flux annotation of the validator.
+fn check_webhooks_match_trellis_webhook(r: &Rendered) {
+    let client = trellis_webhook::WebhookClient::Service {
+        namespace: NS.into(),
+        port: 443,
+    };
+    let strip = |mut config: Value| {
+        for webhook in config["webhooks"].as_array_mut().expect("webhooks") {
+            webhook["clientConfig"]
+                .as_object_mut()
+                .expect("clientConfig")
+                .remove("caBundle");
+        }
+        config["metadata"]
+            .as_object_mut()
+            .unwrap()
+            .remove("annotations");
+        config
+    };
+    let rendered = |kind: &str| {
+        strip(
+            r.raw
+                .iter()
+                .find(|o| o["kind"] == kind)
+                .unwrap_or_else(|| panic!("{kind} rendered"))
+                .clone(),
+        )
+    };
+    for (kind, generated) in [
+        (
+            "MutatingWebhookConfiguration",
+            trellis_webhook::mutating_webhook_configuration(NS, &client, ""),
+        ),
+        (
+            "ValidatingWebhookConfiguration",
+            trellis_webhook::validating_webhook_configuration(&client, "", "Ignore"),
+        ),
+    ] {
+        if let Some(path) = first_difference(&strip(generated), &rendered(kind), String::new()) {
+            panic!("{kind}: manifests/base/webhooks.yaml differs from trellis-webhook at `{path}`");
+        }
+    }
+}
+
 fn check_crds_and_rest(r: &Rendered) {
     // Every generated CRD, unchanged apart from the part-of label.
     let generated =
@@ -774,6 +633,7 @@ fn kubectl_kustomize_manifests_renders_the_install_as_typed_objects() {
     check_command_line(rendered.deployment());
     check_services(&rendered);
     check_webhooks(&rendered);
+    check_webhooks_match_trellis_webhook(&rendered);
     check_crds_and_rest(&rendered);
     // manifests/ is the base.
     assert_eq!(kustomize("manifests/"), kustomize("manifests/base"));
@@ -808,128 +668,4 @@ fn the_local_overlay_pulls_the_local_registry_image_and_keeps_the_base() {
             .collect::<Vec<_>>()
     };
     assert_eq!(others(&local), others(&base));
-}
-
-struct Sim {
-    server: kube_sim::TestServer,
-    cache: tempfile::TempDir,
-}
-
-impl Sim {
-    fn kubectl(&self, args: &[&str], stdin: &str) -> Output {
-        let mut child = Command::new(kubectl_bin())
-            .arg("--kubeconfig")
-            .arg(self.server.kubeconfig_path())
-            .arg("--cache-dir")
-            .arg(self.cache.path())
-            .arg("--request-timeout=20s")
-            .args(args)
-            .env("HOME", self.cache.path())
-            .env_remove("KUBECONFIG")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawning kubectl");
-        let mut input = child.stdin.take().unwrap();
-        input.write_all(stdin.as_bytes()).unwrap();
-        drop(input);
-        child.wait_with_output().expect("kubectl")
-    }
-
-    fn ok(&self, args: &[&str], stdin: &str) -> String {
-        let out = self.kubectl(args, stdin);
-        assert!(
-            out.status.success(),
-            "kubectl {args:?}: {}",
-            output_text(&out)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-}
-
-fn yaml_stream(objs: &[&Value]) -> String {
-    objs.iter()
-        .map(|o| serde_yaml::to_string(o).unwrap())
-        .collect::<Vec<_>>()
-        .join("---\n")
-}
-
-/// The simulator stores the kinds it serves (it has no RBAC or policy API); the
-/// rest of the base goes through `kubectl apply` as a cluster receives it, CRDs
-/// first. The default MeshConfig is admitted while the webhook does not serve yet
-/// because validation starts `Ignore`; under `Fail` the same write is refused —
-/// the reason the manifests start with `Ignore`.
-#[test]
-fn the_base_is_accepted_by_the_api_simulator_through_kubectl_apply() {
-    let rendered = Rendered::parse(&kustomize("manifests/"));
-    let sim = Sim {
-        server: kube_sim::TestServer::start().expect("kube-sim"),
-        cache: tempfile::tempdir().unwrap(),
-    };
-    let served = [
-        "Namespace",
-        "CustomResourceDefinition",
-        "ServiceAccount",
-        "Service",
-        "Deployment",
-        "MutatingWebhookConfiguration",
-        "ValidatingWebhookConfiguration",
-    ];
-    let first: Vec<&Value> = rendered
-        .raw
-        .iter()
-        .filter(|o| served.contains(&o["kind"].as_str().unwrap()))
-        .collect();
-    let applied = sim.ok(&["apply", "-f", "-"], &yaml_stream(&first));
-    assert_eq!(applied.lines().count(), first.len(), "{applied}");
-    let mesh_config: Vec<&Value> = rendered
-        .raw
-        .iter()
-        .filter(|o| o["kind"] == "MeshConfig")
-        .collect();
-    sim.ok(&["apply", "-f", "-"], &yaml_stream(&mesh_config));
-    let stored: Value =
-        serde_json::from_str(&sim.ok(&["get", "meshconfig", "default", "-o", "json"], "")).unwrap();
-    assert_eq!(stored["spec"], mesh_config[0]["spec"]);
-    let deployment: Value = serde_json::from_str(&sim.ok(
-        &[
-            "get",
-            "deployment",
-            "-n",
-            NS,
-            "trellis-operator",
-            "-o",
-            "json",
-        ],
-        "",
-    ))
-    .unwrap();
-    assert_eq!(deployment["spec"]["replicas"], 2);
-
-    // With Fail, no mesh object gets in while the webhook is not serving.
-    sim.ok(
-        &[
-            "patch",
-            "validatingwebhookconfiguration",
-            "trellis-validator",
-            "--type=json",
-            "-p",
-            r#"[{"op":"replace","path":"/webhooks/0/failurePolicy","value":"Fail"}]"#,
-        ],
-        "",
-    );
-    let mut changed = mesh_config[0].clone();
-    changed["spec"]["proxy"]["logLevel"] = "info".into();
-    let refused = sim.kubectl(&["apply", "-f", "-"], &yaml_stream(&[&changed]));
-    assert!(
-        !refused.status.success(),
-        "under failurePolicy Fail the write must be refused while the webhook is down: {}",
-        output_text(&refused)
-    );
-    assert!(
-        String::from_utf8_lossy(&refused.stderr).contains("validation.trellis.dev"),
-        "{}",
-        output_text(&refused)
-    );
 }
