@@ -45,6 +45,8 @@ impl IncludeObject {
 enum Cell {
     Path(JsonPath),
     Age,
+    /// The age of the first timestamp present at these JSON pointers.
+    AgeAt(&'static [&'static str]),
     Builtin(fn(&Value) -> Value),
 }
 
@@ -134,8 +136,56 @@ impl Printer {
         Ok(Printer { columns })
     }
 
+    /// Events print as the API server prints them (core and events.k8s.io alike): no Name
+    /// first, but when, what and why; the rest only with `-o wide`.
+    fn for_events() -> Printer {
+        let wide = |mut c: Column| {
+            c.priority = 1;
+            c
+        };
+        let mut name = wide(Column::builtin(
+            "Name",
+            "string",
+            Cell::Builtin(|o| text_at(o, "/metadata/name")),
+        ));
+        name.format = "name".into();
+        Printer {
+            columns: vec![
+                Column::builtin("Last Seen", "string", Cell::AgeAt(EVENT_LAST_SEEN)),
+                Column::builtin("Type", "string", Cell::Builtin(|o| text_at(o, "/type"))),
+                Column::builtin("Reason", "string", Cell::Builtin(|o| text_at(o, "/reason"))),
+                Column::builtin("Object", "string", Cell::Builtin(event_object)),
+                wide(Column::builtin(
+                    "Subobject",
+                    "string",
+                    Cell::Builtin(|o| text_at(o, "/involvedObject/fieldPath")),
+                )),
+                wide(Column::builtin(
+                    "Source",
+                    "string",
+                    Cell::Builtin(event_source),
+                )),
+                Column::builtin("Message", "string", Cell::Builtin(event_message)),
+                wide(Column::builtin(
+                    "First Seen",
+                    "string",
+                    Cell::AgeAt(EVENT_FIRST_SEEN),
+                )),
+                wide(Column::builtin(
+                    "Count",
+                    "string",
+                    Cell::Builtin(event_count),
+                )),
+                name,
+            ],
+        }
+    }
+
     /// NAME and AGE, with the usual extra columns of a few built-in kinds.
     pub fn for_kind(kind: &str) -> Printer {
+        if kind == "Event" {
+            return Self::for_events();
+        }
         let extras: Vec<Column> = match kind {
             "Namespace" => vec![Column::builtin(
                 "Status",
@@ -189,6 +239,59 @@ impl Printer {
         columns.push(age_column());
         Printer { columns }
     }
+}
+
+const EVENT_LAST_SEEN: &[&str] = &[
+    "/series/lastObservedTime",
+    "/lastTimestamp",
+    "/deprecatedLastTimestamp",
+    "/eventTime",
+    "/metadata/creationTimestamp",
+];
+const EVENT_FIRST_SEEN: &[&str] = &[
+    "/firstTimestamp",
+    "/deprecatedFirstTimestamp",
+    "/eventTime",
+    "/metadata/creationTimestamp",
+];
+
+/// `kind/name` of the object an event is about, the kind in lower case.
+fn event_object(event: &Value) -> Value {
+    let about = if event.get("regarding").is_some() {
+        &event["regarding"]
+    } else {
+        &event["involvedObject"]
+    };
+    let kind = about["kind"].as_str().unwrap_or("").to_lowercase();
+    json!(format!("{kind}/{}", about["name"].as_str().unwrap_or("")))
+}
+
+fn event_message(event: &Value) -> Value {
+    let text = event["message"]
+        .as_str()
+        .or_else(|| event["note"].as_str())
+        .unwrap_or("");
+    json!(text.trim())
+}
+
+fn event_source(event: &Value) -> Value {
+    let component = event["source"]["component"]
+        .as_str()
+        .or_else(|| event["reportingController"].as_str())
+        .unwrap_or("");
+    match event["source"]["host"].as_str() {
+        Some(host) if !host.is_empty() => json!(format!("{component}, {host}")),
+        _ => json!(component),
+    }
+}
+
+fn event_count(event: &Value) -> Value {
+    let count = event["series"]["count"]
+        .as_i64()
+        .or_else(|| event["count"].as_i64())
+        .or_else(|| event["deprecatedCount"].as_i64())
+        .unwrap_or(1);
+    json!(count.to_string())
 }
 
 fn text_at(object: &Value, pointer: &str) -> Value {
@@ -343,6 +446,13 @@ fn age_of(timestamp: Option<&Value>, now: Option<i64>) -> Value {
 fn cell(column: &Column, object: &Value, now: Option<i64>) -> Value {
     match &column.cell {
         Cell::Age => age_of(object.pointer("/metadata/creationTimestamp"), now),
+        Cell::AgeAt(pointers) => age_of(
+            pointers
+                .iter()
+                .filter_map(|p| object.pointer(p))
+                .find(|v| v.as_str().is_some_and(|s| !s.is_empty())),
+            now,
+        ),
         Cell::Builtin(f) => f(object),
         Cell::Path(path) => {
             let found = path.find(object);
@@ -610,6 +720,67 @@ mod tests {
         let table = to_table(&Printer::for_kind("Lease"), &[], IncludeObject::None, NOW);
         assert_eq!(table["columnDefinitions"].as_array().unwrap().len(), 2);
         assert!(Printer::for_crd_version(&json!({"additionalPrinterColumns": [{"name": "X", "type": "string", "jsonPath": "bad"}]})).is_err());
+    }
+
+    #[test]
+    fn events_print_when_what_and_why() {
+        let core = json!({"metadata": {"name": "a.1", "creationTimestamp": "2024-05-10T11:00:00Z"},
+            "involvedObject": {"kind": "ConfigMap", "name": "a", "fieldPath": "data"},
+            "reason": "Synced", "message": " all good\n", "type": "Normal",
+            "source": {"component": "trellis"}, "count": 3,
+            "firstTimestamp": "2024-05-10T11:50:00Z", "lastTimestamp": "2024-05-10T11:59:30Z"});
+        let modern = json!({"metadata": {"name": "b.2", "creationTimestamp": "2024-05-10T11:00:00Z"},
+            "regarding": {"kind": "Pod", "name": "web"}, "note": "pulled", "reason": "Pulled",
+            "type": "Normal", "reportingController": "kubelet",
+            "eventTime": "2024-05-10T11:58:00.000000Z"});
+        let table = to_table(
+            &Printer::for_kind("Event"),
+            &[core, modern],
+            IncludeObject::None,
+            NOW,
+        );
+        let names: Vec<&str> = table["columnDefinitions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "Last Seen",
+                "Type",
+                "Reason",
+                "Object",
+                "Subobject",
+                "Source",
+                "Message",
+                "First Seen",
+                "Count",
+                "Name"
+            ]
+        );
+        assert_eq!(
+            table["rows"][0]["cells"],
+            json!([
+                "30s",
+                "Normal",
+                "Synced",
+                "configmap/a",
+                "data",
+                "trellis",
+                "all good",
+                "10m",
+                "3",
+                "a.1"
+            ])
+        );
+        assert_eq!(
+            table["rows"][1]["cells"],
+            json!([
+                "2m", "Normal", "Pulled", "pod/web", "", "kubelet", "pulled", "2m", "1", "b.2"
+            ])
+        );
     }
 
     #[test]

@@ -29,6 +29,17 @@ data:
   mode: red
 ";
 
+const EVENT: &str = "apiVersion: v1
+kind: Event
+metadata: {name: settings.1}
+involvedObject: {apiVersion: v1, kind: ConfigMap, name: settings, namespace: default}
+reason: Synced
+message: settings are in sync
+type: Normal
+source: {component: trellis}
+count: 1
+";
+
 #[test]
 fn apply_get_label_annotate_patch_describe_delete() {
     let server = TestServer::start().expect("server starts");
@@ -109,6 +120,41 @@ fn apply_get_label_annotate_patch_describe_delete() {
         "{described}"
     );
     assert!(described.contains("tier=frontend"), "{described}");
+
+    // Events print as the API server prints them, and describe shows the object's events.
+    let uid = k.ok(&["get", "cm", "settings", "-o", "jsonpath={.metadata.uid}"]);
+    k.ok_stdin(
+        &["apply", "-f", "-"],
+        Some(&EVENT.replace(
+            "namespace: default}",
+            &format!("namespace: default, uid: {uid}}}"),
+        )),
+    );
+    let events = k.ok(&["get", "events"]);
+    let header: Vec<&str> = events
+        .lines()
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .collect();
+    assert_eq!(
+        header,
+        ["LAST", "SEEN", "TYPE", "REASON", "OBJECT", "MESSAGE"],
+        "{events}"
+    );
+    assert!(
+        events
+            .lines()
+            .nth(1)
+            .unwrap_or("")
+            .contains("Normal   Synced   configmap/settings   settings are in sync"),
+        "{events}"
+    );
+    let described = k.ok(&["describe", "configmap", "settings"]);
+    assert!(
+        described.contains("Synced") && described.contains("settings are in sync"),
+        "{described}"
+    );
 
     let err = k.fails(
         &["patch", "cm", "missing", "--type", "merge", "-p", "{}"],
