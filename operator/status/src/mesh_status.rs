@@ -67,6 +67,8 @@ pub struct ControlPlaneFacts {
     pub identity_failures: u32,
     pub config_rejected: u32,
     pub config_warnings: u32,
+    /// During a root rotation: identities still to reissue under the new root.
+    pub rotation_remaining: Option<u32>,
 }
 
 /// RFC 3339 in UTC, whole seconds.
@@ -217,8 +219,15 @@ pub fn control_plane_status(
         None
     };
     let ready_message = not_ready.clone().unwrap_or_else(|| {
+        let rotation = match facts.rotation_remaining {
+            Some(n) => format!(
+                "; a root rotation is under way with {} still to reissue",
+                plural(n, "identity", "identities")
+            ),
+            None => String::new(),
+        };
         format!(
-            "The {} CA is loaded, caches are synced and {} connected.",
+            "The {} CA is loaded, caches are synced and {} connected{rotation}.",
             facts.ca.as_ref().map_or("", |c| c.mode.as_str()),
             plural(facts.proxies, "proxy is", "proxies are")
         )
@@ -253,6 +262,7 @@ pub fn control_plane_status(
         last_push: facts.last_push.map(rfc3339),
         operator_version: Some(facts.operator_version.clone()),
         leader: facts.leader.clone(),
+        rotation_remaining: facts.rotation_remaining,
         conditions: with_times(conditions, previous, now),
         ..Default::default()
     }

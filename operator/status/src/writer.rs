@@ -328,6 +328,13 @@ impl Writer {
             identity_failures,
             config_rejected: desired.values().filter(|s| !is_accepted(s)).count() as u32,
             config_warnings: desired.values().filter(|s| has_warning(s)).count() as u32,
+            rotation_remaining: ca.current.as_ref().filter(|c| c.rotating()).map(|c| {
+                self.ctx
+                    .identities
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .not_on_root(&c.root_fingerprint) as u32
+            }),
         };
         let previous = self.mesh_status.get(&control_ns);
         wanted.insert(control_ns.clone(), control_plane_status(&cp, now, previous));

@@ -85,6 +85,9 @@ pub struct MeshStatusStatus {
     /// Control plane: version of the operator that wrote this status.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub operator_version: Option<String>,
+    /// Control plane, during a root rotation: identities not yet reissued under the new root.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rotation_remaining: Option<u32>,
     /// Control plane: identity of the replica holding the leader Lease.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub leader: Option<String>,

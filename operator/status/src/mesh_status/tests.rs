@@ -173,4 +173,16 @@ fn the_control_plane_explains_what_it_waits_for() {
     // Unchanged facts at a later time: identical status (no write).
     let s3 = control_plane_status(&cp, now() + 2 * DAY, Some(&s2));
     assert_eq!(s3, s2);
+
+    // A root rotation reports its progress.
+    cp.ca_problem = None;
+    cp.rotation_remaining = Some(7);
+    let s4 = control_plane_status(&cp, now(), None);
+    assert_eq!(s4.rotation_remaining, Some(7));
+    assert_eq!(
+        cond(&s4, READY).message.as_deref(),
+        Some(
+            "The plugged-in CA is loaded, caches are synced and 1 proxy is connected; a root rotation is under way with 7 identities still to reissue."
+        )
+    );
 }
