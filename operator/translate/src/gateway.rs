@@ -170,10 +170,22 @@ fn ads() -> ConfigSource {
     }
 }
 
+/// Where a TLS server's certificate comes from.
+enum Credential {
+    /// `credentialName`: SDS secrets `kubernetes://<ns>/<name>` (and `-cacert`).
+    Sds(String),
+    /// `serverCertificate` / `privateKey` (/ `caCertificates`): files on the proxy.
+    Files {
+        cert: String,
+        key: String,
+        ca: Option<String>,
+    },
+}
+
 /// How one server is served.
 enum Kind {
     Plain { https_redirect: bool },
-    Tls(GatewayTlsMode, String),
+    Tls(GatewayTlsMode, Credential),
 }
 
 struct ServerRef<'a> {
@@ -207,17 +219,35 @@ fn classify(gw: &Stored<Gateway>, i: usize, server: &Server) -> Result<Kind, Box
                     )));
                 }
             };
-            let cred = tls
-                .credential_name
-                .clone()
-                .filter(|c| !c.is_empty())
-                .ok_or_else(|| {
-                    Box::new(gw_error(
+            let cred = match (
+                tls.credential_name.as_ref().filter(|c| !c.is_empty()),
+                &tls.server_certificate,
+                &tls.private_key,
+            ) {
+                (Some(name), _, _) => Credential::Sds(name.clone()),
+                (None, Some(cert), Some(key)) => {
+                    if mode == GatewayTlsMode::Mutual && tls.ca_certificates.is_none() {
+                        return Err(Box::new(gw_error(
+                            gw,
+                            format!("{path}.tls.caCertificates"),
+                            "MUTUAL with certificate files needs caCertificates".into(),
+                        )));
+                    }
+                    Credential::Files {
+                        cert: cert.clone(),
+                        key: key.clone(),
+                        ca: tls.ca_certificates.clone(),
+                    }
+                }
+                _ => {
+                    return Err(Box::new(gw_error(
                         gw,
                         format!("{path}.tls.credentialName"),
-                        "an HTTPS server needs credentialName".into(),
-                    ))
-                })?;
+                        "an HTTPS server needs credentialName (or serverCertificate and privateKey)"
+                            .into(),
+                    )));
+                }
+            };
             Ok(Kind::Tls(mode, cred))
         }
         ("HTTPS", None) => Err(Box::new(gw_error(
@@ -324,6 +354,7 @@ pub fn gateway_resources(
             });
         } else {
             let mut seen_names: BTreeSet<Vec<String>> = BTreeSet::new();
+            let mut used_routes: BTreeSet<String> = BTreeSet::new();
             for s in &keep {
                 let Kind::Tls(mode, cred) = &s.kind else {
                     continue;
@@ -369,8 +400,13 @@ pub fn gateway_resources(
                     .name
                     .clone()
                     .unwrap_or_else(|| s.index.to_string());
-                let route_name =
+                let mut route_name =
                     format!("https.{port}.{port_name}.{}.{}", s.gw.name, s.gw.namespace);
+                // Port names should be unique in a Gateway; keep route names unique anyway.
+                if !used_routes.insert(route_name.clone()) {
+                    route_name = format!("{route_name}.{}", s.index);
+                    used_routes.insert(route_name.clone());
+                }
                 let rc = route_config(
                     model,
                     scope,
@@ -380,27 +416,33 @@ pub fn gateway_resources(
                     &mut out.errors,
                 );
                 out.routes.push(Arc::new(rc));
-                let cred_ref = SecretRef::GatewayCredential {
-                    namespace: workload.namespace.clone(),
-                    name: cred.clone(),
+                let tls = match cred {
+                    Credential::Sds(cred) => {
+                        let cred_ref = SecretRef::GatewayCredential {
+                            namespace: workload.namespace.clone(),
+                            name: cred.clone(),
+                        };
+                        let ca_ref = SecretRef::GatewayCredential {
+                            namespace: workload.namespace.clone(),
+                            name: format!("{cred}-cacert"),
+                        };
+                        let sds = |r: &SecretRef| SdsSecretConfig {
+                            name: r.sds_name(),
+                            sds_config: Some(ads()),
+                        };
+                        let tls = gateway_server_tls(
+                            *mode,
+                            sds(&cred_ref),
+                            (*mode == GatewayTlsMode::Mutual).then(|| sds(&ca_ref)),
+                        );
+                        out.secrets.push(cred_ref);
+                        if *mode == GatewayTlsMode::Mutual {
+                            out.secrets.push(ca_ref);
+                        }
+                        tls
+                    }
+                    Credential::Files { cert, key, ca } => file_server_tls(*mode, cert, key, ca),
                 };
-                let ca_ref = SecretRef::GatewayCredential {
-                    namespace: workload.namespace.clone(),
-                    name: format!("{cred}-cacert"),
-                };
-                let sds = |r: &SecretRef| SdsSecretConfig {
-                    name: r.sds_name(),
-                    sds_config: Some(ads()),
-                };
-                let tls = gateway_server_tls(
-                    *mode,
-                    sds(&cred_ref),
-                    (*mode == GatewayTlsMode::Mutual).then(|| sds(&ca_ref)),
-                );
-                out.secrets.push(cred_ref);
-                if *mode == GatewayTlsMode::Mutual {
-                    out.secrets.push(ca_ref);
-                }
                 chains.push(FilterChain {
                     name: route_name.clone(),
                     filter_chain_match: (!server_names.is_empty()).then(|| FilterChainMatch {
@@ -578,4 +620,43 @@ fn gateway_rules(
         }
     }
     out
+}
+
+/// Server TLS from certificate files on the proxy (`serverCertificate`, `privateKey`,
+/// and for MUTUAL `caCertificates`).
+fn file_server_tls(
+    mode: GatewayTlsMode,
+    cert: &str,
+    key: &str,
+    ca: &Option<String>,
+) -> envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::DownstreamTlsContext {
+    use envoy_types::pb::envoy::config::core::v3::{DataSource, data_source::Specifier};
+    use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{
+        CertificateValidationContext, CommonTlsContext, DownstreamTlsContext, TlsCertificate,
+        common_tls_context::ValidationContextType,
+    };
+    let file = |p: &str| DataSource {
+        specifier: Some(Specifier::Filename(p.to_string())),
+        ..Default::default()
+    };
+    let mutual = mode == GatewayTlsMode::Mutual;
+    DownstreamTlsContext {
+        common_tls_context: Some(CommonTlsContext {
+            tls_certificates: vec![TlsCertificate {
+                certificate_chain: Some(file(cert)),
+                private_key: Some(file(key)),
+                ..Default::default()
+            }],
+            validation_context_type: ca.as_deref().filter(|_| mutual).map(|ca| {
+                ValidationContextType::ValidationContext(CertificateValidationContext {
+                    trusted_ca: Some(file(ca)),
+                    ..Default::default()
+                })
+            }),
+            alpn_protocols: vec!["h2".into(), "http/1.1".into()],
+            ..Default::default()
+        }),
+        require_client_certificate: mutual.then_some(BoolValue { value: true }),
+        ..Default::default()
+    }
 }

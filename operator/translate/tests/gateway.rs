@@ -1,11 +1,14 @@
 //! Ingress gateway translation and the Gateway binding checks, asserted on the Envoy structs.
 mod fixture;
 
+use envoy_types::pb::envoy::config::core::v3::transport_socket::ConfigType;
 use envoy_types::pb::envoy::config::listener::v3::Listener;
 use envoy_types::pb::envoy::config::route::v3::{
     RouteConfiguration, virtual_host::TlsRequirementType,
 };
+use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::DownstreamTlsContext;
 use fixture::*;
+use prost::Message;
 use trellis_api::networking::Gateway;
 use trellis_model::Resource;
 use trellis_translate::{ErrorCode, Proxy, ProxyResources, SecretRef, Translator};
@@ -291,4 +294,80 @@ spec:
 fn gateway_output_is_deterministic() {
     let model = model_of(gateway_resources());
     assert_eq!(gateway_proxy(&model), gateway_proxy(&model));
+}
+
+#[test]
+fn server_certificates_from_files_and_duplicate_port_names() {
+    let mut r = gateway_resources();
+    r.push(gateway(
+        r#"
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: files-gw, namespace: shop}
+spec:
+  selector: {istio: ingressgateway}
+  servers:
+  - port: {number: 9443, name: https, protocol: HTTPS}
+    hosts: [shop.example.com]
+    tls: {mode: SIMPLE, serverCertificate: /etc/gw/cert.pem, privateKey: /etc/gw/key.pem}
+  - port: {number: 9443, name: https, protocol: HTTPS}
+    hosts: [admin.example.com]
+    tls: {mode: MUTUAL, serverCertificate: /etc/gw/cert.pem, privateKey: /etc/gw/key.pem, caCertificates: /etc/gw/ca.pem}
+  - port: {number: 9444, name: https-2, protocol: HTTPS}
+    hosts: [shop.example.com]
+    tls: {mode: MUTUAL, serverCertificate: /etc/gw/cert.pem, privateKey: /etc/gw/key.pem}
+"#,
+    ));
+    r.push(vs(&SHOP_VS
+        .replace("gateways: [shop-gw]", "gateways: [shop-gw, files-gw]")
+        .replace("name: shop, namespace", "name: shop-files, namespace")
+        .replace(
+            "[shop.example.com, admin.example.com]",
+            "[shop.example.com, admin.example.com]",
+        )));
+    let model = model_of(r);
+    let out = gateway_proxy(&model);
+    let l = listener(&out, "127.0.0.20_9443");
+    assert_eq!(l.filter_chains.len(), 2);
+    let contexts: Vec<DownstreamTlsContext> = l
+        .filter_chains
+        .iter()
+        .map(|c| {
+            let Some(ConfigType::TypedConfig(any)) =
+                &c.transport_socket.as_ref().unwrap().config_type
+            else {
+                panic!("typed config expected");
+            };
+            DownstreamTlsContext::decode(any.value.as_slice()).unwrap()
+        })
+        .collect();
+    let text = format!("{contexts:?}");
+    assert!(
+        text.contains("/etc/gw/cert.pem") && text.contains("/etc/gw/ca.pem"),
+        "{text}"
+    );
+    assert_eq!(contexts[0].require_client_certificate, None);
+    assert_eq!(
+        contexts[1].require_client_certificate.map(|b| b.value),
+        Some(true)
+    );
+    // both servers are named `https`: the second route configuration gets its index
+    let names: Vec<&str> = out.routes.iter().map(|r| r.name.as_str()).collect();
+    assert!(
+        names.contains(&"https.9443.https.files-gw.shop"),
+        "{names:?}"
+    );
+    assert!(
+        names.contains(&"https.9443.https.files-gw.shop.1"),
+        "{names:?}"
+    );
+    // MUTUAL from files without a CA is left out with its field
+    assert!(
+        out.errors
+            .iter()
+            .any(|e| e.name == "files-gw" && e.path == "spec.servers[2].tls.caCertificates"),
+        "{:?}",
+        out.errors
+    );
+    assert!(out.listeners.iter().all(|l| l.name != "127.0.0.20_9444"));
 }
