@@ -190,3 +190,61 @@ impl CaHandle {
             .map_or(1, |c| c.generation + 1)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures::StreamExt;
+    use std::time::{Duration, UNIX_EPOCH};
+    use trellis_ca::{RootOptions, SystemRandom, TrustDomain};
+
+    fn ca() -> Arc<CertificateAuthority> {
+        let td = TrustDomain::new("cluster.local").unwrap();
+        let now = UNIX_EPOCH + Duration::from_secs(1_900_000_000);
+        Arc::new(
+            CertificateAuthority::new_self_signed(
+                &RootOptions::new(td),
+                now,
+                Arc::new(SystemRandom::new()),
+            )
+            .unwrap(),
+        )
+    }
+
+    #[tokio::test]
+    async fn finishing_a_rotation_drops_previous_roots_and_notifies() {
+        let old = ca();
+        let new = ca();
+        let handle = CaHandle::new();
+        let mut changes = Box::pin(handle.on_change());
+        let previous = old.own_roots().roots().to_vec();
+        handle.install(CaSnapshot::new(
+            new.clone(),
+            CaMode::SelfSigned,
+            "ns/trellis-ca".into(),
+            1,
+            previous,
+        ));
+        changes.next().await.expect("install notifies");
+        let during = handle.current().unwrap();
+        assert!(during.rotating());
+        assert!(during.trust_bundle_pem.contains(old.root().to_pem().trim()));
+        assert!(during.trust_bundle_pem.contains(new.root().to_pem().trim()));
+
+        handle.report_problem(Some("cacerts: broken".into()));
+        handle.finish_rotation();
+        changes.next().await.expect("finishing notifies");
+        let after = handle.current().unwrap();
+        assert!(!after.rotating());
+        assert_eq!(after.generation, 2);
+        assert_eq!(after.trust_bundle_pem, new.own_roots().to_pem());
+        assert_eq!(
+            handle.status().problem.as_deref(),
+            Some("cacerts: broken"),
+            "the problem stays"
+        );
+        // Nothing to finish any more: no new generation.
+        handle.finish_rotation();
+        assert_eq!(handle.current().unwrap().generation, 2);
+    }
+}

@@ -40,6 +40,25 @@
 //!
 //! Writes use server-side apply under field manager [`FIELD_MANAGER`] or `create`,
 //! so an unchanged object costs no write and a changed one exactly one.
+//!
+//! # State other subsystems read
+//!
+//! - `ctx.ca.status()`: the CA in use ([`CaSnapshot`]: mode, source Secret, root
+//!   fingerprint and expiry, trust bundle, previous roots while a rotation is under way)
+//!   and `problem`, the last reason a CA Secret was rejected (e.g. a broken `cacerts`);
+//!   `ctx.ca.on_change()` fires when the CA or its bundle changes.
+//! - `ctx.identities`: per identity Secret its `notAfter` and root, and per
+//!   ServiceAccount the last issue failure: counts, earliest expiry and failures per
+//!   namespace, and rotation progress (`not_on_root`).
+//! - `ctx.leader`: whether this replica leads (gate every write with `permit()`).
+//!
+//! # Root rotation
+//!
+//! A new CA (a `cacerts` Secret appears or changes, or disappears in favour of
+//! `trellis-ca`) keeps the roots trusted so far in the bundle; every identity whose
+//! chain does not lead to the new root is reissued at `rotation_rate` per second; once
+//! none is left and `rotation_grace` has passed, the previous roots leave the bundle and
+//! every Secret and root ConfigMap is rewritten with the smaller one.
 #![forbid(unsafe_code)]
 
 pub mod backoff;
