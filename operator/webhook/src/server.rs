@@ -81,9 +81,12 @@ impl Webhook {
     }
 
     /// Accepts connections on `listener` until the future is dropped; each
-    /// connection runs in its own task, ended when the connection closes.
+    /// connection runs in its own task, aborted with the future.
     pub async fn serve(self, listener: TcpListener) {
+        let mut connections = tokio::task::JoinSet::new();
         loop {
+            // Reap finished connections so the set does not grow.
+            while connections.try_join_next().is_some() {}
             let (stream, peer) = match listener.accept().await {
                 Ok(conn) => conn,
                 Err(e) => {
@@ -101,7 +104,7 @@ impl Webhook {
                     .clone(),
             );
             let state = self.state.clone();
-            tokio::spawn(async move {
+            connections.spawn(async move {
                 let tls = match acceptor.accept(stream).await {
                     Ok(tls) => tls,
                     Err(e) => {
