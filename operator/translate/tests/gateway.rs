@@ -319,11 +319,10 @@ spec:
 "#,
     ));
     r.push(vs(&SHOP_VS
-        .replace("gateways: [shop-gw]", "gateways: [shop-gw, files-gw]")
-        .replace("name: shop, namespace", "name: shop-files, namespace")
+        .replace("gateways: [shop-gw]", "gateways: [files-gw]")
         .replace(
-            "[shop.example.com, admin.example.com]",
-            "[shop.example.com, admin.example.com]",
+            "name: shop, namespace",
+            "name: shop-files, namespace",
         )));
     let model = model_of(r);
     let out = gateway_proxy(&model);
