@@ -235,12 +235,9 @@ fn yaml(k: &Kubectl, args: &[&str]) -> (String, serde_yaml::Value) {
     (text, value)
 }
 
-#[test]
-fn operator_writes_status_conditions_meshstatus_and_events_without_touching_spec() {
-    let server = TestServer::start().expect("simulator starts");
-    let k = Kubectl::new(&server);
-    let dir = tempfile::tempdir().unwrap();
-
+/// CRDs from `trellis crds`, the operator's namespace, mesh namespace `shop` with a
+/// valid and an invalid VirtualService.
+fn setup(k: &Kubectl) {
     let crds = Command::new(env!("CARGO_BIN_EXE_trellis"))
         .arg("crds")
         .output()
@@ -264,6 +261,15 @@ fn operator_writes_status_conditions_meshstatus_and_events_without_touching_spec
     k.ok(&["label", "namespace", "shop", "istio-injection=enabled"]);
     k.ok_stdin(&["apply", "-f", "-"], Some(&vs("good", 90, 10)));
     k.ok_stdin(&["apply", "-f", "-"], Some(&vs("bad", 60, 30)));
+}
+
+#[test]
+fn operator_writes_status_conditions_meshstatus_and_events_without_touching_spec() {
+    let server = TestServer::start().expect("simulator starts");
+    let k = Kubectl::new(&server);
+    let dir = tempfile::tempdir().unwrap();
+
+    setup(&k);
 
     let op = Operator::start(&server, dir.path(), "op-a");
 
@@ -502,4 +508,64 @@ fn operator_writes_status_conditions_meshstatus_and_events_without_touching_spec
             .then_some(())
     });
     op.stop();
+}
+
+#[test]
+fn only_the_leader_writes_status_and_the_other_replica_takes_over() {
+    let server = TestServer::start().expect("simulator starts");
+    let k = Kubectl::new(&server);
+    let dir = tempfile::tempdir().unwrap();
+    setup(&k);
+    let mut replicas = vec![
+        Some(Operator::start(&server, dir.path(), "op-a")),
+        Some(Operator::start(&server, dir.path(), "op-b")),
+    ];
+    let watch = |i: usize| replicas[i].as_ref().unwrap();
+    let leader = eventually("the control-plane MeshStatus", watch(0), || {
+        let v = k.try_json(&["get", "meshstatus", "mesh", "-n", "trellis-system"])?;
+        v["status"]["leader"].as_str().map(str::to_string)
+    });
+    let lease = k.json(&[
+        "get",
+        "lease",
+        "trellis-operator-leader",
+        "-n",
+        "trellis-system",
+    ]);
+    assert_eq!(lease["spec"]["holderIdentity"], leader.as_str(), "{lease}");
+    eventually("Accepted on bad", watch(0), || {
+        let v = k.try_json(&["get", "vs", "bad", "-n", "shop"])?;
+        condition(&v, "Accepted").map(|_| ())
+    });
+    // A change both replicas see: the leader writes its status; the follower, which
+    // would write MeshStatus with its own name in the same pass, writes nothing.
+    k.ok_stdin(&["apply", "-f", "-"], Some(&vs("third", 70, 30)));
+    eventually("Accepted on third", watch(0), || {
+        let v = k.try_json(&["get", "vs", "third", "-n", "shop"])?;
+        condition(&v, "Accepted").map(|_| ())
+    });
+    let ms = k.json(&["get", "meshstatus", "mesh", "-n", "trellis-system"]);
+    assert_eq!(ms["status"]["leader"], leader.as_str(), "{ms}");
+
+    // The leader dies without releasing the Lease; the other replica, which has
+    // served from its own caches all along, takes over the writes after expiry.
+    let (dead, survivor, next) = if leader == "op-a" {
+        (0, 1, "op-b")
+    } else {
+        (1, 0, "op-a")
+    };
+    drop(replicas[dead].take());
+    let survivor = replicas[survivor].take().unwrap();
+    eventually("the other replica writing MeshStatus", &survivor, || {
+        let v = k.try_json(&["get", "meshstatus", "mesh", "-n", "trellis-system"])?;
+        (v["status"]["leader"] == next).then_some(())
+    });
+    // It picks up changes made after the handover.
+    k.ok_stdin(&["apply", "-f", "-"], Some(&vs("bad", 50, 50)));
+    eventually("bad accepted by the new leader", &survivor, || {
+        let v = k.try_json(&["get", "vs", "bad", "-n", "shop"])?;
+        let c = condition(&v, "Accepted")?;
+        (c["status"] == "True" && c["observedGeneration"] == 2).then_some(())
+    });
+    survivor.stop();
 }
