@@ -669,3 +669,154 @@ fn the_local_overlay_pulls_the_local_registry_image_and_keeps_the_base() {
     };
     assert_eq!(others(&local), others(&base));
 }
+
+/// The YAML of the README's Argo CD and Flux sections parses and names what the
+/// manifests really contain.
+#[test]
+fn the_readme_gitops_snippets_match_the_manifests() {
+    let rendered = Rendered::parse(&kustomize("manifests/"));
+    let readme = std::fs::read_to_string(workspace().join("README.md")).unwrap();
+    // Only our sections: from "## Argo CD" to the next section after "## Flux".
+    let start = readme
+        .find("\n## Argo CD\n")
+        .expect("README has ## Argo CD");
+    let flux = start
+        + readme[start..]
+            .find("\n## Flux\n")
+            .expect("README has ## Flux");
+    let end = readme[flux + 1..]
+        .find("\n## ")
+        .map_or(readme.len(), |i| flux + 1 + i);
+    let blocks: Vec<Value> = readme[start..end]
+        .split("```yaml\n")
+        .skip(1)
+        .filter_map(|rest| rest.split("```").next())
+        .flat_map(documents)
+        .collect();
+    let find = |kind: &str| {
+        blocks
+            .iter()
+            .find(|b| b["kind"] == kind)
+            .unwrap_or_else(|| panic!("README has a {kind}"))
+    };
+
+    // Argo CD: the Application renders manifests/ and ignores exactly the fields the
+    // operator writes, on objects that exist.
+    let app = find("Application");
+    assert_eq!(app["spec"]["source"]["path"], "manifests");
+    let ignored = app["spec"]["ignoreDifferences"].as_array().unwrap();
+    for entry in ignored {
+        let kind = entry["kind"].as_str().unwrap();
+        let name = entry["name"].as_str().unwrap();
+        assert!(
+            rendered
+                .raw
+                .iter()
+                .any(|o| o["kind"] == kind && o["metadata"]["name"] == name),
+            "ignoreDifferences names {kind}/{name}, which the manifests do not have"
+        );
+    }
+    let validator = ignored
+        .iter()
+        .find(|e| e["kind"] == "ValidatingWebhookConfiguration")
+        .expect("the validator's operator-written fields are ignored");
+    let paths: Vec<&str> = validator["jqPathExpressions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p.as_str().unwrap())
+        .collect();
+    assert!(paths.contains(&".webhooks[]?.failurePolicy"), "{paths:?}");
+    assert!(
+        paths.contains(&".webhooks[]?.clientConfig.caBundle"),
+        "{paths:?}"
+    );
+    let options: Vec<&str> = app["spec"]["syncPolicy"]["syncOptions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o.as_str().unwrap())
+        .collect();
+    assert!(options.contains(&"RespectIgnoreDifferences=true"));
+
+    // Health checks for every kind that gets an Accepted condition, and MeshStatus.
+    let health = blocks
+        .iter()
+        .find(|b| b["data"].is_object())
+        .expect("README has the argocd-cm data");
+    for kind in [
+        "networking.istio.io_VirtualService",
+        "networking.istio.io_DestinationRule",
+        "networking.istio.io_Gateway",
+        "networking.istio.io_ServiceEntry",
+        "networking.istio.io_Sidecar",
+        "security.istio.io_PeerAuthentication",
+        "security.istio.io_RequestAuthentication",
+        "security.istio.io_AuthorizationPolicy",
+        "mesh.trellis.dev_MeshStatus",
+    ] {
+        let script = health["data"][format!("resource.customizations.health.{kind}")]
+            .as_str()
+            .unwrap_or_else(|| panic!("a health check for {kind}"));
+        let condition = if kind.ends_with("MeshStatus") {
+            "\"Ready\""
+        } else {
+            "\"Accepted\""
+        };
+        assert!(script.contains(condition), "{kind} looks at {condition}");
+    }
+
+    // Flux: the Kustomization renders ./manifests and waits for the real Deployment;
+    // the validator carries the annotation the README relies on.
+    let flux = find("Kustomization");
+    assert_eq!(flux["spec"]["path"], "./manifests");
+    let check = &flux["spec"]["healthChecks"][0];
+    let d = rendered.deployment();
+    assert_eq!(
+        (
+            check["kind"].as_str(),
+            check["name"].as_str(),
+            check["namespace"].as_str()
+        ),
+        (
+            Some("Deployment"),
+            d.metadata.name.as_deref(),
+            d.metadata.namespace.as_deref()
+        )
+    );
+    let annotations = rendered.validating[0]
+        .metadata
+        .annotations
+        .clone()
+        .unwrap_or_default();
+    assert_eq!(
+        annotations
+            .get("kustomize.toolkit.fluxcd.io/ssa")
+            .map(String::as_str),
+        Some("IfNotPresent")
+    );
+}
+
+/// The real-cluster script at least parses, and installs what this test renders.
+#[test]
+fn the_real_cluster_smoke_script_parses() {
+    let script = workspace().join("tests/real-cluster/smoke.sh");
+    let out = Command::new("bash")
+        .arg("-n")
+        .arg(&script)
+        .output()
+        .expect("running bash -n");
+    assert!(
+        out.status.success(),
+        "bash -n smoke.sh: {}",
+        output_text(&out)
+    );
+    let text = std::fs::read_to_string(&script).unwrap();
+    assert!(text.contains("MANIFESTS=${MANIFESTS:-manifests/}"));
+    assert!(text.contains("rollout status deployment/trellis-operator"));
+    let d = Rendered::parse(&kustomize("manifests/"));
+    assert_eq!(
+        d.deployment().metadata.name.as_deref(),
+        Some("trellis-operator")
+    );
+}
