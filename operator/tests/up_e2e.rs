@@ -737,6 +737,12 @@ fn traffic_flows_over_mtls_and_a_virtualservice_edit_moves_it_without_failures()
         up.log()
     );
     wait_gone(&envoys);
+    // What was last sent stays readable, marked as no longer connected.
+    let after = proxy_config(&fx.state, "shop/frontend", "routes", "table");
+    assert!(
+        after.contains("(not connected)") && after.contains("ACKED"),
+        "{after}"
+    );
 }
 
 fn cert_serials(certs: &str) -> Vec<String> {

@@ -9,7 +9,7 @@ use crate::error::{LocalError, Result};
 use crate::fleet::{Fleet, FleetConfig, proxy_id};
 use crate::identities::{Identity, IdentityKeeper, load_or_create_ca};
 use crate::plan::{PlanOptions, PlannedProxy, plan};
-use crate::proxy_config::{build_dump, remove_dump, sync_key, write_dump};
+use crate::proxy_config::{build_dump, read_dump, remove_dump, sync_key, write_dump};
 use crate::state::StateDir;
 use crate::status::{ConfigError, MeshStatus, write_status};
 use crate::supervisor::{BackoffPolicy, Supervisor};
@@ -260,5 +260,12 @@ pub async fn run(
     .await;
     supervisor.shutdown();
     let _ = stop_xds.send(());
+    // The dumps stay for `trellis proxy-config`, marked as no longer connected.
+    for (ns, name) in dumped.keys() {
+        if let Ok(mut dump) = read_dump(state.root(), ns, name) {
+            dump.connected = false;
+            let _ = write_dump(&state, &dump);
+        }
+    }
     result
 }
