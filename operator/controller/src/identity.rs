@@ -397,6 +397,11 @@ async fn reconcile(sa: Arc<ServiceAccount>, state: Arc<State>) -> Result<Action>
     Ok(action)
 }
 
+/// The caches never need `managedFields`; dropping them saves memory per object.
+pub fn drop_managed_fields<K: kube::Resource>(obj: &mut K) {
+    obj.meta_mut().managed_fields = None;
+}
+
 /// Runs the controller until shutdown.
 pub async fn run(ctx: Arc<Context>) {
     let readiness = &ctx.telemetry.readiness;
@@ -407,7 +412,8 @@ pub async fn run(ctx: Arc<Context>) {
             watcher(
                 Api::<ServiceAccount>::all(ctx.client.clone()),
                 watcher::Config::default(),
-            ),
+            )
+            .modify(drop_managed_fields),
         )
         .default_backoff(),
         readiness.gate("cache/serviceaccounts"),
@@ -420,7 +426,8 @@ pub async fn run(ctx: Arc<Context>) {
             watcher(
                 Api::<Namespace>::all(ctx.client.clone()),
                 watcher::Config::default(),
-            ),
+            )
+            .modify(drop_managed_fields),
         )
         .default_backoff(),
         readiness.gate("cache/identity-namespaces"),
@@ -434,7 +441,8 @@ pub async fn run(ctx: Arc<Context>) {
     let secret_stream = cache_synced(
         reflector::reflector(
             secret_writer,
-            watcher(Api::<Secret>::all(ctx.client.clone()), secret_config),
+            watcher(Api::<Secret>::all(ctx.client.clone()), secret_config)
+                .modify(drop_managed_fields),
         )
         .default_backoff(),
         readiness.gate("cache/identity-secrets"),

@@ -131,14 +131,22 @@ pub async fn run(ctx: Arc<Context>) {
         "{MANAGED_BY_LABEL}={MANAGED_BY},{COMPONENT_LABEL}=root-cert"
     ));
     let cm_stream = cache_synced(
-        reflector::reflector(writer, watcher(config_maps, cm_config)).default_backoff(),
+        reflector::reflector(
+            writer,
+            watcher(config_maps, cm_config).modify(crate::identity::drop_managed_fields),
+        )
+        .default_backoff(),
         cm_gate,
     )
     .touched_objects();
     let (ns_reader, ns_writer) = reflector::store();
     let ns_stream = cache_synced(
-        reflector::reflector(ns_writer, watcher(namespaces, watcher::Config::default()))
-            .default_backoff(),
+        reflector::reflector(
+            ns_writer,
+            watcher(namespaces, watcher::Config::default())
+                .modify(crate::identity::drop_managed_fields),
+        )
+        .default_backoff(),
         ns_gate,
     )
     .touched_objects();
