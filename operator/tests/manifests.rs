@@ -189,6 +189,19 @@ fn check_deployment(r: &Rendered) {
 
     let psc = pod.security_context.as_ref().expect("pod securityContext");
     assert_eq!(psc.run_as_non_root, Some(true));
+    // What the namespace's `restricted` Pod Security level demands beyond the checks below.
+    assert_eq!(
+        psc.seccomp_profile.as_ref().map(|p| p.type_.as_str()),
+        Some("RuntimeDefault")
+    );
+    assert!(pod.host_network.is_none() && pod.host_pid.is_none() && pod.volumes.is_none());
+    let ns_labels = r.namespaces[0].metadata.labels.clone().unwrap_or_default();
+    assert_eq!(
+        ns_labels
+            .get("pod-security.kubernetes.io/enforce")
+            .map(String::as_str),
+        Some("restricted")
+    );
     assert_eq!(pod.containers.len(), 1);
     let c = &pod.containers[0];
     assert_eq!(
