@@ -120,6 +120,16 @@ struct Writer {
     swept: bool,
     /// Objects whose last write failed, and when to try again (exponential, per object).
     retry_at: HashMap<String, tokio::time::Instant>,
+    /// The last analysis and what it was computed from (model and namespaces).
+    analysis: Option<Analysis>,
+}
+
+type Findings = BTreeMap<ObjectRef, Vec<trellis_translate::TranslateError>>;
+
+struct Analysis {
+    model: Arc<trellis_model::MeshModel>,
+    namespaces: BTreeSet<String>,
+    findings: Arc<Findings>,
 }
 
 impl Writer {
@@ -130,10 +140,29 @@ impl Writer {
             rejected_events: HashMap::new(),
             mesh_status: HashMap::new(),
             retry_at: HashMap::new(),
+            analysis: None,
             last_push_rounds: 0,
             last_push: None,
             swept: false,
         }
+    }
+
+    /// The translation's findings, recomputed only when the model or the set of
+    /// namespaces with configuration changed (a tick or a status echo reuses them).
+    fn findings(&mut self, view: &MeshView, namespaces: BTreeSet<String>) -> Arc<Findings> {
+        if let Some(a) = &self.analysis
+            && Arc::ptr_eq(&a.model, &view.model)
+            && a.namespaces == namespaces
+        {
+            return a.findings.clone();
+        }
+        let findings = Arc::new(analyze(&view.model, namespaces.iter().cloned()));
+        self.analysis = Some(Analysis {
+            model: view.model.clone(),
+            namespaces,
+            findings: findings.clone(),
+        });
+        findings
     }
 
     /// Whether a write of `key` may be tried now (not backing off after a failure).
@@ -187,7 +216,7 @@ impl Writer {
                 .keys()
                 .filter_map(|k| k.namespace.clone())
                 .collect::<BTreeSet<_>>();
-            let findings = analyze(&view.model, namespaces);
+            let findings = self.findings(view, namespaces);
             for (key, object) in view.config.iter() {
                 let analysis = findings.get(key).map(Vec::as_slice).unwrap_or_default();
                 let status = resource_status(object, analysis, object.status.as_ref(), &stamp);
