@@ -139,7 +139,7 @@ pub(crate) fn outbound_scope_shared(
                     scope.errors.extend(built.policy_errors.iter().cloned());
                 }
                 if let (Some(dr), Some(name)) = (dr, subset)
-                    && service.resolution == Resolution::Endpoints
+                    && service.resolution != Resolution::Passthrough
                     && built.empty
                     && port == &service.ports[0]
                 {

@@ -278,3 +278,43 @@ spec:
         "{text}"
     );
 }
+
+#[test]
+fn service_entry_subset_selecting_no_endpoint_is_reported() {
+    let mut r = base_resources();
+    r.push(service_entry(
+        r#"
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: fixed, namespace: shop}
+spec:
+  hosts: [fixed.example.com]
+  resolution: STATIC
+  ports: [{number: 80, name: http, protocol: HTTP}]
+  endpoints: [{address: 127.0.0.90, labels: {version: v1}}]
+"#,
+    ));
+    r.push(dr(r#"
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: fixed, namespace: shop}
+spec:
+  host: fixed.example.com
+  subsets: [{name: v1, labels: {version: v1}}, {name: v2, labels: {version: v2}}]
+"#));
+    let model = model_of(r);
+    let out = web_sidecar(&model);
+    let empty: Vec<(&str, &str)> = out
+        .errors
+        .iter()
+        .filter(|e| e.code == trellis_translate::ErrorCode::EmptySubset)
+        .map(|e| (e.name.as_str(), e.path.as_str()))
+        .collect();
+    assert_eq!(empty, [("fixed", "spec.subsets[v2]")]);
+    // the subset clusters still exist (the empty one answers 503, as in Istio)
+    assert!(
+        out.clusters
+            .iter()
+            .any(|c| c.name == "outbound|80|v2|fixed.example.com")
+    );
+}
