@@ -415,6 +415,14 @@ pub fn build_model(
             Resource::AuthorizationPolicy(ap) => {
                 apply(&mut model, r, M::AuthorizationPolicy(Box::new(ap.clone())))
             }
+            // The mesh-wide one is in the settings; the rest apply per workload port.
+            Resource::PeerAuthentication(pa)
+                if pa.metadata.namespace.as_deref()
+                    != Some(model.settings().root_namespace.as_str())
+                    || pa.spec.selector.is_some() =>
+            {
+                apply(&mut model, r, M::PeerAuthentication(Box::new(pa.clone())))
+            }
             _ => {}
         }
     }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use k8s_openapi::api::core::v1::{Pod, Service};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use trellis_api::networking::{DestinationRule, Gateway, ServiceEntry, Sidecar, VirtualService};
-use trellis_api::security::{AuthorizationPolicy, RequestAuthentication};
+use trellis_api::security::{AuthorizationPolicy, PeerAuthentication, RequestAuthentication};
 
 use crate::service::ExportTo;
 use crate::traffic::{Store, Stored};
@@ -32,6 +32,7 @@ pub enum ResourceKind {
     Sidecar,
     RequestAuthentication,
     AuthorizationPolicy,
+    PeerAuthentication,
 }
 
 impl ResourceKind {
@@ -48,6 +49,7 @@ impl ResourceKind {
             ResourceKind::Sidecar => "Sidecar",
             ResourceKind::RequestAuthentication => "RequestAuthentication",
             ResourceKind::AuthorizationPolicy => "AuthorizationPolicy",
+            ResourceKind::PeerAuthentication => "PeerAuthentication",
         }
     }
 }
@@ -92,6 +94,8 @@ pub enum Resource {
     RequestAuthentication(Box<RequestAuthentication>),
     /// Access control for the workloads it selects.
     AuthorizationPolicy(Box<AuthorizationPolicy>),
+    /// The inbound mTLS mode of the workloads it covers (mesh, namespace, workload, port).
+    PeerAuthentication(Box<PeerAuthentication>),
 }
 
 /// The mesh index. Cloning is cheap enough for a per-push snapshot of a
@@ -109,6 +113,7 @@ pub struct MeshModel {
     pub(crate) sidecars: Store<Sidecar>,
     pub(crate) request_authentications: Store<RequestAuthentication>,
     pub(crate) authorization_policies: Store<AuthorizationPolicy>,
+    pub(crate) peer_authentications: Store<PeerAuthentication>,
     pub(crate) seq: u64,
 }
 
@@ -226,6 +231,12 @@ impl MeshModel {
                 let stored = self.stored(&meta, &[], ns, name, *ap);
                 Ok(store_set(&mut self.authorization_policies, stored))
             }
+            Resource::PeerAuthentication(pa) => {
+                let (ns, name) = object_key("PeerAuthentication", &pa.metadata)?;
+                let meta = pa.metadata.clone();
+                let stored = self.stored(&meta, &[], ns, name, *pa);
+                Ok(store_set(&mut self.peer_authentications, stored))
+            }
         }
     }
 
@@ -307,6 +318,9 @@ impl MeshModel {
             ResourceKind::AuthorizationPolicy => {
                 store_remove(&mut self.authorization_policies, &key.namespace, &key.name)
             }
+            ResourceKind::PeerAuthentication => {
+                store_remove(&mut self.peer_authentications, &key.namespace, &key.name)
+            }
         }
     }
 
@@ -339,6 +353,7 @@ impl MeshModel {
             ResourceKind::Sidecar => self.sidecars.clear(),
             ResourceKind::RequestAuthentication => self.request_authentications.clear(),
             ResourceKind::AuthorizationPolicy => self.authorization_policies.clear(),
+            ResourceKind::PeerAuthentication => self.peer_authentications.clear(),
             ResourceKind::Workload => self.workloads.clear(),
             ResourceKind::ServiceAccount => self.service_accounts.clear(),
             ResourceKind::MeshConfig => self.settings = MeshSettings::default(),
@@ -482,6 +497,12 @@ impl MeshModel {
             workload,
             &self.settings.root_namespace,
         )
+    }
+
+    /// Every PeerAuthentication (the translator resolves mesh > namespace > workload >
+    /// port itself; the mesh-wide default is also in [`MeshSettings::default_mtls`]).
+    pub fn peer_authentications(&self) -> impl Iterator<Item = &Stored<PeerAuthentication>> {
+        self.peer_authentications.values()
     }
 
     /// The Gateways a gateway workload runs (their selector matches its labels).

@@ -68,6 +68,7 @@ pub fn programmed(kind: &str) -> bool {
             | "Sidecar"
             | "RequestAuthentication"
             | "AuthorizationPolicy"
+            | "PeerAuthentication"
     )
 }
 
@@ -275,13 +276,23 @@ impl MeshFeed {
                         .and_then(|m| m.mode.as_ref())
                         .and_then(mtls_mode);
                     let root = self.base.root_namespace.clone();
-                    if valid && is_mesh_wide_peer_authentication(&resource, &root) {
+                    let mesh_wide = is_mesh_wide_peer_authentication(&resource, &root);
+                    if valid && mesh_wide {
                         self.root_peer_authentications
                             .insert(key.name.clone(), mode);
                     } else {
                         self.root_peer_authentications.remove(&key.name);
                     }
-                    return self.apply_settings();
+                    let settings = self.apply_settings();
+                    // namespace, workload and port level policies go to the model as such
+                    let model = if valid && !mesh_wide {
+                        self.model_apply(trellis_model::Resource::PeerAuthentication(Box::new(
+                            pa.clone(),
+                        )))
+                    } else {
+                        self.model_delete(&key)
+                    };
+                    return settings.union(model);
                 }
                 if !valid {
                     return self.model_delete(&key);
@@ -348,7 +359,7 @@ impl MeshFeed {
                 if root && self.root_peer_authentications.remove(&key.name).is_some() {
                     return self.apply_settings();
                 }
-                ChangeScope::None
+                self.model_delete(key)
             }
             SourceKind::Pod => {
                 if Arc::make_mut(&mut self.pods).remove(&id).is_none() {
@@ -410,6 +421,7 @@ impl MeshFeed {
             "Sidecar" => ResourceKind::Sidecar,
             "RequestAuthentication" => ResourceKind::RequestAuthentication,
             "AuthorizationPolicy" => ResourceKind::AuthorizationPolicy,
+            "PeerAuthentication" => ResourceKind::PeerAuthentication,
             _ => return ChangeScope::None,
         };
         let (namespace, name) = ns_name(key);

@@ -11,7 +11,10 @@ use crate::cluster::{blackhole_cluster, inbound_cluster};
 use crate::listener::{Routes, http_connection_manager, listener, tcp_proxy};
 use crate::names;
 use crate::outbound::{OutboundScope, outbound_scope_shared};
-use crate::security::peer_authn::{EffectiveMtls, inbound_filter_chains, tls_inspector};
+use crate::security::peer_authn::{
+    EffectiveMtls, MtlsMode as PeerMode, PeerAuthnPolicy, WorkloadRef, effective_mode,
+    inbound_filter_chains, tls_inspector,
+};
 use crate::security::tls::downstream_mtls;
 use crate::shared::{RouteForms, Shared};
 use crate::types::{
@@ -242,7 +245,7 @@ impl<'m> Translator<'m> {
                 } else {
                     tcp_proxy(&cluster, &cluster)
                 };
-                let mode = self.mtls_mode(workload);
+                let mode = self.mtls_mode(workload, target);
                 mtls |= mode != EffectiveMtls::Disable;
                 let name = names::listener_name(&workload.address, target);
                 let explicit = matches!(self.options.shape, ListenerShape::Explicit(_));
@@ -285,12 +288,40 @@ impl<'m> Translator<'m> {
         (mtls, any_inspector)
     }
 
-    fn mtls_mode(&self, _workload: &Workload) -> EffectiveMtls {
-        match self.model.settings().default_mtls {
-            MtlsMode::Strict => EffectiveMtls::Strict,
-            MtlsMode::Permissive => EffectiveMtls::Permissive,
-            MtlsMode::Disable => EffectiveMtls::Disable,
-        }
+    /// The mTLS mode of `port` on `workload`: its PeerAuthentications (workload port,
+    /// workload, namespace, mesh root namespace), then the mesh default.
+    fn mtls_mode(&self, workload: &Workload, port: u16) -> EffectiveMtls {
+        let settings = self.model.settings();
+        let mut stored: Vec<_> = self.model.peer_authentications().collect();
+        stored.sort_by(|a, b| a.age_key().cmp(&b.age_key()));
+        let mut policies: Vec<PeerAuthnPolicy> = stored
+            .iter()
+            .enumerate()
+            .map(|(i, pa)| peer_authn_policy(pa, i as i64))
+            .collect();
+        // The mesh default (MeshConfig, or the root namespace's PeerAuthentication as
+        // the sources fold it in) counts as the oldest mesh-wide policy.
+        policies.push(PeerAuthnPolicy {
+            namespace: settings.root_namespace.clone(),
+            name: String::new(),
+            creation_order: i64::MIN,
+            selector: None,
+            mode: match settings.default_mtls {
+                MtlsMode::Strict => PeerMode::Strict,
+                MtlsMode::Permissive => PeerMode::Permissive,
+                MtlsMode::Disable => PeerMode::Disable,
+            },
+            port_level: BTreeMap::new(),
+        });
+        effective_mode(
+            &policies,
+            &settings.root_namespace,
+            WorkloadRef {
+                namespace: &workload.namespace,
+                labels: &workload.labels,
+            },
+            u32::from(port),
+        )
     }
 }
 
@@ -324,4 +355,35 @@ fn inbound_routes(
 /// Translates one proxy (a fresh [`Translator`]; use one `Translator` for many proxies).
 pub fn translate(model: &MeshModel, proxy: &Proxy, options: &TranslateOptions) -> ProxyResources {
     Translator::new(model, options.clone()).translate(proxy)
+}
+
+/// A stored PeerAuthentication in the form the mode resolution reads.
+fn peer_authn_policy(
+    pa: &trellis_model::Stored<trellis_api::security::PeerAuthentication>,
+    creation_order: i64,
+) -> PeerAuthnPolicy {
+    use trellis_api::security::{MutualTLS, MutualTLSMode};
+    let mode = |m: Option<&MutualTLS>| match m.and_then(|m| m.mode) {
+        Some(MutualTLSMode::Strict) => PeerMode::Strict,
+        Some(MutualTLSMode::Permissive) => PeerMode::Permissive,
+        Some(MutualTLSMode::Disable) => PeerMode::Disable,
+        Some(MutualTLSMode::Unset) | None => PeerMode::Unset,
+    };
+    let spec = &pa.object.spec;
+    PeerAuthnPolicy {
+        namespace: pa.namespace.clone(),
+        name: pa.name.clone(),
+        creation_order,
+        selector: spec
+            .selector
+            .as_ref()
+            .map(|s| s.match_labels.clone())
+            .filter(|l| !l.is_empty()),
+        mode: mode(spec.mtls.as_ref()),
+        port_level: spec
+            .port_level_mtls
+            .iter()
+            .map(|(port, m)| (*port, mode(Some(m))))
+            .collect(),
+    }
 }

@@ -241,18 +241,20 @@ fn pa(namespace: &str, selector: bool, mode: &str) -> Input {
 #[test]
 fn the_mesh_wide_peer_authentication_sets_the_default_mtls_mode() {
     let mut feed = MeshFeed::new(MeshSettings::default());
-    // A namespace policy or a workload selector is not mesh-wide.
-    assert_eq!(
+    // A namespace policy or a workload selector is not mesh-wide: it goes to the
+    // model as a PeerAuthentication (the translator resolves it per workload port).
+    assert_ne!(
         feed.apply(Change::Apply(pa("shop", false, "STRICT"))),
         ChangeScope::None
     );
-    assert_eq!(
+    assert_ne!(
         feed.apply(Change::Apply(pa("istio-system", true, "STRICT"))),
         ChangeScope::None
     );
     assert_eq!(feed.model().settings().default_mtls, MtlsMode::Permissive);
+    assert_eq!(feed.model().peer_authentications().count(), 2);
     let view = feed.view(true);
-    assert!(!view.config[&key("PeerAuthentication", "default")].programmed);
+    assert!(view.config[&key("PeerAuthentication", "default")].programmed);
 
     assert_eq!(
         feed.apply(Change::Apply(pa("istio-system", false, "STRICT"))),

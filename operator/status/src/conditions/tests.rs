@@ -92,7 +92,7 @@ fn a_valid_object_is_accepted_with_translation_findings_as_a_warning() {
 }
 
 #[test]
-fn kinds_not_programmed_yet_say_so() {
+fn namespace_peer_authentications_are_programmed() {
     let o = object(
         SourceKind::PeerAuthentication,
         json!({"mtls": {"mode": "STRICT"}}),
@@ -100,8 +100,10 @@ fn kinds_not_programmed_yet_say_so() {
     );
     let s = resource_status(&o, &[], None, T0);
     assert_eq!(get(&s, ACCEPTED).unwrap().status, "True");
-    let w = get(&s, WARNING).unwrap();
-    assert_eq!(w.reason.as_deref(), Some("NotImplemented"));
+    assert!(
+        get(&s, WARNING).is_none_or(|w| w.reason.as_deref() != Some("NotImplemented")),
+        "{s:?}"
+    );
 }
 
 #[test]

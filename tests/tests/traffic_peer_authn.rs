@@ -1,0 +1,165 @@
+//! PeerAuthentication objects in the model, resolved by the sidecar translator per
+//! inbound port (port > workload > namespace > mesh), on real Envoy.
+//!
+//! Mesh default PERMISSIVE; namespace `shop` STRICT; workload `pay` PERMISSIVE;
+//! workload `cart` inherits STRICT on its `http` port and has DISABLE on its `admin`
+//! port. The test talks plaintext straight to the server sidecars, and mTLS through
+//! the client sidecar (auto mTLS).
+use std::collections::BTreeMap;
+use std::net::{Ipv4Addr, SocketAddr};
+
+use k8s_openapi::api::core::v1::Service;
+use trellis_e2e::mesh::{Identity, test_ca};
+use trellis_e2e::proxy_bootstrap::static_bootstrap;
+use trellis_e2e::sidecar_mesh::{
+    check_golden_bootstrap, golden_sidecar_bootstrap, model, options, service, start_client,
+    translate_sidecar, workload,
+};
+use trellis_e2e::{Envoy, HttpRequest, Upstream, free_ports_on, validate_bootstrap};
+use trellis_model::Resource;
+
+/// Ports of the server workloads: cart (http, admin) and pay (http); apps behind them.
+struct Plan {
+    cart_ip: Ipv4Addr,
+    cart_http: u16,
+    cart_admin: u16,
+    pay_ip: Ipv4Addr,
+    pay_http: u16,
+    app_port: u16,
+}
+
+fn peer_authentication(yaml: &str) -> Resource {
+    let value: serde_json::Value = serde_yaml::from_str(yaml).expect("yaml");
+    Resource::PeerAuthentication(Box::new(
+        serde_json::from_value(value).expect("PeerAuthentication"),
+    ))
+}
+
+fn scenario(p: &Plan) -> Vec<Resource> {
+    let admin: Service = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "cart-admin", "namespace": "shop"},
+        "spec": {
+            "selector": {"app": "cart"},
+            "ports": [{"name": "http-admin", "port": 81, "targetPort": "admin"}],
+            "clusterIP": "10.9.9.9"
+        }
+    }))
+    .expect("service");
+    let mut cart = workload(
+        "cart-v1",
+        "cart",
+        SocketAddr::from((p.cart_ip, p.cart_http)),
+        &[],
+        true,
+    );
+    cart.ports.insert("admin".into(), p.cart_admin);
+    cart.app_ports = BTreeMap::from([(p.cart_http, p.app_port), (p.cart_admin, p.app_port)]);
+    let mut pay = workload(
+        "pay-1",
+        "pay",
+        SocketAddr::from((p.pay_ip, p.pay_http)),
+        &[],
+        true,
+    );
+    pay.app_ports = BTreeMap::from([(p.pay_http, p.app_port)]);
+    vec![
+        service("cart", "cart"),
+        Resource::Service(Box::new(admin)),
+        service("pay", "pay"),
+        Resource::Workload(Box::new(cart)),
+        Resource::Workload(Box::new(pay)),
+        peer_authentication(
+            "metadata: {name: default, namespace: shop}\nspec: {mtls: {mode: STRICT}}\n",
+        ),
+        peer_authentication(&format!(
+            "metadata: {{name: cart-ports, namespace: shop}}\nspec: {{selector: {{matchLabels: {{app: cart}}}}, mtls: {{mode: UNSET}}, portLevelMtls: {{{}: {{mode: DISABLE}}}}}}\n",
+            p.cart_admin
+        )),
+        peer_authentication(
+            "metadata: {name: pay, namespace: shop}\nspec: {selector: {matchLabels: {app: pay}}, mtls: {mode: PERMISSIVE}}\n",
+        ),
+    ]
+}
+
+fn golden_plan() -> Plan {
+    Plan {
+        cart_ip: Ipv4Addr::new(127, 0, 0, 131),
+        cart_http: 9000,
+        cart_admin: 9001,
+        pay_ip: Ipv4Addr::new(127, 0, 0, 132),
+        pay_http: 9000,
+        app_port: 9100,
+    }
+}
+
+#[test]
+fn golden_traffic_peer_authentication() {
+    let cart = golden_sidecar_bootstrap(scenario(&golden_plan()), "cart-v1", "cart");
+    check_golden_bootstrap("traffic-peer-authn-cart", &cart, &["cart"]);
+    let pay = golden_sidecar_bootstrap(scenario(&golden_plan()), "pay-1", "pay");
+    check_golden_bootstrap("traffic-peer-authn-pay", &pay, &["pay"]);
+}
+
+#[test]
+fn peer_authentication_levels_on_real_envoy() {
+    let ca = test_ca();
+    let app = Upstream::echo("app", Ipv4Addr::LOCALHOST);
+    let cart_ip = Ipv4Addr::new(127, 0, 0, 131);
+    let pay_ip = Ipv4Addr::new(127, 0, 0, 132);
+    let cart_ports = free_ports_on(cart_ip, 3);
+    let pay_ports = free_ports_on(pay_ip, 2);
+    let plan = Plan {
+        cart_ip,
+        cart_http: cart_ports[0],
+        cart_admin: cart_ports[1],
+        pay_ip,
+        pay_http: pay_ports[0],
+        app_port: app.port(),
+    };
+    let client_ip = Ipv4Addr::new(127, 0, 0, 130);
+    let m = model(scenario(&plan), client_ip);
+    let mut dirs = Vec::new();
+    let mut start = |name: &str, sa: &str, outbound: u16| {
+        let dir = tempfile::tempdir().unwrap();
+        let id = Identity::issue(&ca, dir.path(), "shop", sa);
+        let out = translate_sidecar(&m, name, options(outbound, id.sds()));
+        let yaml = static_bootstrap(name, &out);
+        validate_bootstrap(&yaml).expect("server sidecar validates");
+        dirs.push(dir);
+        Envoy::start(&yaml)
+    };
+    let _cart = start("cart-v1", "cart", cart_ports[2]);
+    let _pay = start("pay-1", "pay", pay_ports[1]);
+    let plain = |addr: SocketAddr| HttpRequest::get("/").send(addr);
+
+    // namespace STRICT: plaintext to cart's http port is refused (no HTTP answer)
+    let r = plain(SocketAddr::from((cart_ip, plan.cart_http)));
+    assert!(
+        r.as_ref().map_or(true, |r| r.status != 200),
+        "STRICT port answered plaintext: {r:?}"
+    );
+    // port level DISABLE wins over the namespace: plaintext to cart's admin port works
+    let r = plain(SocketAddr::from((cart_ip, plan.cart_admin))).expect("admin port");
+    assert_eq!(r.status, 200);
+    assert_eq!(r.json()["server"], "app");
+    // workload PERMISSIVE wins over the namespace: plaintext to pay works
+    let r = plain(SocketAddr::from((pay_ip, plan.pay_http))).expect("pay");
+    assert_eq!(r.status, 200);
+
+    // mTLS through the client sidecar (auto mTLS to endpoints with a sidecar)
+    let client = start_client(&ca, scenario(&plan), client_ip);
+    for host in ["cart", "pay"] {
+        let r = HttpRequest::get("/")
+            .host(host)
+            .send(client.listen)
+            .expect("request");
+        assert_eq!(r.status, 200, "{host} over mTLS: {}", r.body_text());
+    }
+    assert!(
+        client
+            .envoy
+            .stat("cluster.outbound|80||pay.shop.svc.cluster.local.ssl.handshake")
+            >= 1,
+        "PERMISSIVE pay also accepts mTLS"
+    );
+}
