@@ -70,6 +70,33 @@ fn object_name(pod: &Pod) -> String {
 /// A pod carrying [`STATUS_ANNOTATION`] or a container named
 /// `trellis-proxy` is returned unchanged.
 pub fn inject(pod: &Pod, ctx: &InjectionContext) -> Result<InjectOutcome, InjectError> {
+    let (out, already_injected) = inject_pod(pod, ctx)?;
+    if already_injected {
+        return Ok(InjectOutcome {
+            pod: out,
+            patch: json_patch::Patch(Vec::new()),
+            already_injected,
+        });
+    }
+    let object = object_name(pod);
+    let to_json = |p: &Pod| {
+        serde_json::to_value(p).map_err(|e| InjectError::Serialize {
+            object: object.clone(),
+            message: e.to_string(),
+        })
+    };
+    let patch = json_patch::diff(&to_json(pod)?, &to_json(&out)?);
+    Ok(InjectOutcome {
+        pod: out,
+        patch,
+        already_injected,
+    })
+}
+
+/// [`inject`] without the patch: the injected pod, and whether the input was
+/// already injected (then it is returned as it was). Injection only appends
+/// init containers, containers and volumes, and adds annotations and labels.
+pub fn inject_pod(pod: &Pod, ctx: &InjectionContext) -> Result<(Pod, bool), InjectError> {
     let object = object_name(pod);
     let Some(spec) = pod.spec.as_ref() else {
         return Err(InjectError::MissingSpec { object });
@@ -80,11 +107,7 @@ pub fn inject(pod: &Pod, ctx: &InjectionContext) -> Result<InjectOutcome, Inject
         .iter()
         .any(|c| c.name == PROXY_CONTAINER_NAME);
     if annotations.contains_key(STATUS_ANNOTATION) || has_proxy {
-        return Ok(InjectOutcome {
-            pod: pod.clone(),
-            patch: json_patch::Patch(Vec::new()),
-            already_injected: true,
-        });
+        return Ok((pod.clone(), true));
     }
     let capture = capture_options(&object, &annotations, &spec.containers)?;
     let service_account = spec
@@ -129,18 +152,7 @@ pub fn inject(pod: &Pod, ctx: &InjectionContext) -> Result<InjectOutcome, Inject
         .get_or_insert_with(Default::default)
         .insert(TLS_MODE_LABEL.into(), "istio".into());
 
-    let to_json = |p: &Pod| {
-        serde_json::to_value(p).map_err(|e| InjectError::Serialize {
-            object: object.clone(),
-            message: e.to_string(),
-        })
-    };
-    let patch = json_patch::diff(&to_json(pod)?, &to_json(&out)?);
-    Ok(InjectOutcome {
-        pod: out,
-        patch,
-        already_injected: false,
-    })
+    Ok((out, false))
 }
 
 /// The capture options from Istio's traffic annotations, plus the ports of

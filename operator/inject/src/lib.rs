@@ -51,6 +51,8 @@ pub use containers::{
     identity_secret_name,
 };
 pub use error::InjectError;
-pub use inject::{InjectOutcome, InjectionContext, STATUS_ANNOTATION, TLS_MODE_LABEL, inject};
+pub use inject::{
+    InjectOutcome, InjectionContext, STATUS_ANNOTATION, TLS_MODE_LABEL, inject, inject_pod,
+};
 pub use select::{InjectDecision, NEVER_INJECTED_NAMESPACES, should_inject};
 pub use workload::{WorkloadOutcome, inject_workload, template_path};

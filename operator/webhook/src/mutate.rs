@@ -2,9 +2,9 @@
 
 use crate::review::{AdmissionRequest, Verdict};
 use k8s_openapi::api::core::v1::Pod;
-use serde_json::Value;
+use serde_json::{Value, json};
 use std::collections::BTreeMap;
-use trellis_inject::{InjectDecision, InjectionContext, inject, should_inject};
+use trellis_inject::{InjectDecision, InjectionContext, inject_pod, should_inject};
 
 /// What injection decided, for logs and tests.
 #[derive(Debug, Clone, PartialEq)]
@@ -86,69 +86,94 @@ pub fn review_pod(
     if pod.metadata.name.as_deref().unwrap_or("").is_empty() {
         pod.metadata.name = Some(pod_name(raw, request));
     }
-    let outcome = match inject(&pod, ctx) {
-        Ok(outcome) => outcome,
+    let injected = match inject_pod(&pod, ctx) {
+        Ok((_, true)) => return allow("already injected"),
+        Ok((injected, false)) => injected,
         Err(e) => return deny(e.to_string()),
     };
-    if outcome.already_injected {
-        return allow("already injected");
-    }
-    // The patch is computed against the object as received, touching only
-    // what injection adds (injection only appends list items and map keys),
-    // so fields our types do not know are kept.
-    let injected = match serde_json::to_value(&outcome.pod) {
-        Ok(v) => v,
-        Err(e) => {
-            return deny(format!(
-                "Pod/{namespace}: cannot serialize the injected pod: {e}"
-            ));
+    // The patch is built against the object as received and only adds what
+    // injection adds (list items appended, map keys set), so fields our types
+    // do not know are kept.
+    let spec = injected.spec.as_ref();
+    let parts = [
+        (
+            "metadata",
+            "annotations",
+            serde_json::to_value(&injected.metadata.annotations),
+        ),
+        (
+            "metadata",
+            "labels",
+            serde_json::to_value(&injected.metadata.labels),
+        ),
+        (
+            "spec",
+            "initContainers",
+            serde_json::to_value(spec.map(|s| &s.init_containers)),
+        ),
+        (
+            "spec",
+            "containers",
+            serde_json::to_value(spec.map(|s| &s.containers)),
+        ),
+        (
+            "spec",
+            "volumes",
+            serde_json::to_value(spec.map(|s| &s.volumes)),
+        ),
+    ];
+    let mut ops = Vec::new();
+    for (section, key, value) in parts {
+        let value = match value {
+            Ok(v) => v,
+            Err(e) => {
+                return deny(format!(
+                    "Pod/{namespace}: cannot serialize the injected {section}.{key}: {e}"
+                ));
+            }
+        };
+        if !value.is_null() {
+            let original = raw.get(section).and_then(|s| s.get(key));
+            additions(original, &value, &format!("/{section}/{key}"), &mut ops);
         }
-    };
-    let mut desired = raw.clone();
-    for (section, key) in [
-        ("metadata", "annotations"),
-        ("metadata", "labels"),
-        ("spec", "initContainers"),
-        ("spec", "containers"),
-        ("spec", "volumes"),
-    ] {
-        let Some(added) = injected.get(section).and_then(|s| s.get(key)) else {
-            continue;
-        };
-        let Some(target) = desired.get_mut(section).and_then(Value::as_object_mut) else {
-            continue;
-        };
-        let merged = merge_additions(target.get(key), added);
-        target.insert(key.to_string(), merged);
     }
-    let patch = json_patch::diff(raw, &desired);
     Injection {
         verdict: Verdict::Allow {
-            patch: Some(serde_json::to_value(&patch).unwrap_or(Value::Array(Vec::new()))),
+            patch: Some(Value::Array(ops)),
         },
         reason: rule.to_string(),
     }
 }
 
-/// `original` with what `injected` appended: list items after the original
-/// ones, map keys the original lacks or changed; original items stay as received.
-fn merge_additions(original: Option<&Value>, injected: &Value) -> Value {
+/// JSON Pointer escaping of one key.
+fn escape(key: &str) -> String {
+    key.replace('~', "~0").replace('/', "~1")
+}
+
+/// RFC 6902 operations turning `original` (at `path`) into `injected`, which
+/// extends it: appended list items, added or changed map members.
+fn additions(original: Option<&Value>, injected: &Value, path: &str, ops: &mut Vec<Value>) {
     match (original, injected) {
+        (None | Some(Value::Null), _) => {
+            ops.push(json!({"op": "add", "path": path, "value": injected}));
+        }
         (Some(Value::Array(old)), Value::Array(new)) if new.len() >= old.len() => {
-            let mut out = old.clone();
-            out.extend(new[old.len()..].iter().cloned());
-            Value::Array(out)
+            for item in &new[old.len()..] {
+                ops.push(json!({"op": "add", "path": format!("{path}/-"), "value": item}));
+            }
         }
         (Some(Value::Object(old)), Value::Object(new)) => {
-            let mut out = old.clone();
             for (k, v) in new {
                 if old.get(k) != Some(v) {
-                    out.insert(k.clone(), v.clone());
+                    let at = format!("{path}/{}", escape(k));
+                    ops.push(json!({"op": "add", "path": at, "value": v}));
                 }
             }
-            Value::Object(out)
         }
-        _ => injected.clone(),
+        (Some(old), new) if old != new => {
+            ops.push(json!({"op": "replace", "path": path, "value": new}));
+        }
+        _ => {}
     }
 }
 

@@ -69,7 +69,7 @@ fn patch_of(verdict: &Verdict) -> Value {
 
 #[test]
 fn injection_patch_applies_to_the_raw_object_and_keeps_unknown_fields() {
-    let raw = pod(json!({}));
+    let raw = pod(json!({"annotations": {"keep": "me"}, "labels": {"app": "web"}}));
     let out = review_pod(
         &request("Pod", "", "CREATE", raw.clone()),
         &ctx(),
@@ -81,6 +81,11 @@ fn injection_patch_applies_to_the_raw_object_and_keeps_unknown_fields() {
     assert_eq!(doc["spec"]["containers"][0]["futureField"]["x"], 1);
     assert_eq!(doc["spec"]["containers"][1]["name"], "trellis-proxy");
     assert_eq!(doc["spec"]["initContainers"][0]["name"], "trellis-init");
+    assert_eq!(doc["metadata"]["annotations"]["keep"], "me");
+    assert!(doc["metadata"]["annotations"]["sidecar.istio.io/status"].is_string());
+    assert_eq!(doc["metadata"]["labels"]["app"], "web");
+    assert_eq!(doc["metadata"]["labels"]["security.istio.io/tlsMode"], "istio");
+    assert_eq!(doc["spec"]["volumes"].as_array().unwrap().len(), 3);
     // No name yet: generateName is enough; the patch does not invent a name or namespace.
     assert!(doc["metadata"].get("name").is_none());
     assert!(doc["metadata"].get("namespace").is_none());
