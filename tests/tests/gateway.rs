@@ -339,3 +339,101 @@ fn golden_gateway_interception_bootstrap() {
     Identity::issue_with_relative_sds(&ca, dir.path(), "etc/certs", "shop", "ingress");
     validate_bootstrap_in(dir.path(), &yaml).expect("golden gateway bootstrap validates");
 }
+
+/// Ingress to a service with a sidecar: the gateway originates mesh mTLS (auto mTLS,
+/// the server's SPIFFE id checked) and the service's sidecar terminates it.
+#[test]
+fn gateway_reaches_a_sidecar_service_over_mesh_mtls() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let ca = test_ca();
+    let gw_id = Identity::issue(&ca, &d.join("ingress"), "shop", "ingress");
+    let web_id = Identity::issue(&ca, &d.join("web"), "shop", "web");
+    let app = Upstream::echo("web-app", Ipv4Addr::LOCALHOST);
+    let web_ip = Ipv4Addr::new(127, 0, 0, 74);
+    let target = free_ports_on(web_ip, 1)[0];
+    let gw_port = free_ports_on(GW_IP, 1)[0];
+    let mut web = trellis_model::Workload::new("shop", "web-1", web_ip.to_string());
+    web.labels.insert("app".into(), "web".into());
+    web.service_account = "web".into();
+    web.app_ports.insert(target, app.port());
+    let resources = vec![
+        service("shop", "web", "web", &[("http", 80, target)]),
+        Resource::Workload(Box::new(web)),
+        workload(
+            "shop",
+            "ingress-1",
+            &GW_IP.to_string(),
+            &[("istio", "ingressgateway")],
+            true,
+        ),
+        object(&format!(
+            r#"
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {{name: shop-gw, namespace: shop}}
+spec:
+  selector: {{istio: ingressgateway}}
+  servers:
+  - port: {{number: {gw_port}, name: http, protocol: HTTP}}
+    hosts: ["*"]
+"#
+        )),
+        object(
+            r#"
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: web, namespace: shop}
+spec:
+  hosts: [shop.example.com]
+  gateways: [shop-gw]
+  http:
+  - route: [{destination: {host: web}}]
+"#,
+        ),
+    ];
+    let model = model_of(MeshSettings::default(), resources);
+    let explicit = || {
+        ListenerShape::Explicit(ExplicitPorts {
+            outbound_http_port: free_ports_on(web_ip, 1)[0],
+            ..Default::default()
+        })
+    };
+    let gw_out = Translator::new(
+        &model,
+        TranslateOptions {
+            shape: explicit(),
+            sds: gw_id.sds(),
+        },
+    )
+    .translate(&Proxy::gateway("shop", "ingress-1"));
+    let web_out = Translator::new(
+        &model,
+        TranslateOptions {
+            shape: explicit(),
+            sds: web_id.sds(),
+        },
+    )
+    .translate(&Proxy::sidecar("shop", "web-1"));
+    assert!(gw_out.errors.is_empty() && web_out.errors.is_empty());
+    let gw_yaml = static_bootstrap("ingress", &gw_out, &SecretFiles::new());
+    let web_yaml = static_bootstrap("web-1", &web_out, &SecretFiles::new());
+    validate_bootstrap_in(d, &gw_yaml).expect("gateway validates");
+    validate_bootstrap_in(d, &web_yaml).expect("web sidecar validates");
+    let web_thread = std::thread::spawn(move || Envoy::start(&web_yaml));
+    let gateway = Envoy::start(&gw_yaml);
+    let sidecar = web_thread.join().expect("web sidecar starts");
+
+    let r = HttpRequest::get("/")
+        .host("shop.example.com")
+        .send(SocketAddr::from((GW_IP, gw_port)))
+        .unwrap();
+    assert_eq!(
+        (r.status, r.header("x-upstream")),
+        (200, Some("web-app")),
+        "{}",
+        r.body_text()
+    );
+    assert!(gateway.stat("cluster.outbound|80||web.shop.svc.cluster.local.ssl.handshake") >= 1);
+    assert!(sidecar.stat(&format!("listener.{web_ip}_{target}.ssl.handshake")) >= 1);
+}
