@@ -265,3 +265,44 @@ fn plugged_in_cacerts_win_broken_ones_keep_the_last_good_ca() {
     );
     assert_eq!(m.get("trellis_ca_rotation_remaining"), Some(&0.0));
 }
+
+#[test]
+fn broken_cacerts_at_first_start_is_reported_and_the_operator_runs_on_its_own_root() {
+    let cluster = Cluster::start();
+    cluster.kubectl.apply(&format!(
+        "apiVersion: v1\nkind: Secret\nmetadata:\n  name: cacerts\n  namespace: {OPERATOR_NS}\nstringData:\n  ca-cert.pem: not a certificate\n  ca-key.pem: not a key\n  root-cert.pem: not a root\n"
+    ));
+    cluster.namespace("shop", &["istio-injection=enabled"], &["web"]);
+    let mut op = Operator::start(cluster.server.kubeconfig_path(), "op-1", &default_args());
+    op.wait_ready();
+    let own = wait_for("Secret trellis-ca", Duration::from_secs(30), || {
+        cluster
+            .kubectl
+            .get_json(&["secret", "-n", OPERATOR_NS, "trellis-ca"])
+    });
+    let root = secret_field(&own, "root-cert.pem");
+    let web = cluster.wait_identity("shop", "web");
+    assert_eq!(
+        verify_identity(&web, &root).uri,
+        "spiffe://cluster.local/ns/shop/sa/web"
+    );
+    let event = wait_for("a CARejected event", Duration::from_secs(30), || {
+        cluster
+            .kubectl
+            .list(&["events.events.k8s.io", "-n", OPERATOR_NS])
+            .into_iter()
+            .find(|e| e["reason"] == "CARejected" && e["regarding"]["name"] == "cacerts")
+    });
+    assert!(
+        event["note"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("ca-cert.pem"),
+        "{event}"
+    );
+    assert!(
+        op.try_status().is_none(),
+        "no crash loop: {}",
+        op.log_text()
+    );
+}

@@ -70,6 +70,21 @@ fn labelled_namespace_gets_root_configmap_and_verified_identities() {
         op.metric("trellis_identity_issued_total{reason=\"new\"}"),
         Some(3.0)
     );
+    // Expiry gauges: a 24 h workload certificate, a ten-year root; reconcile histograms.
+    let earliest = wait_for("the earliest-expiry gauge", Duration::from_secs(30), || {
+        op.metric("trellis_identity_earliest_expiry_seconds")
+            .filter(|s| *s > 0.0)
+    });
+    assert!(earliest <= 24.0 * 3600.0, "{earliest}");
+    let root = op.metric("trellis_ca_root_expiry_seconds").unwrap_or(0.0);
+    assert!(root > 9.0 * 365.0 * 86400.0, "{root}");
+    let m = op.metrics();
+    for controller in ["identity", "namespace", "ca"] {
+        let count = format!(
+            "trellis_controller_reconcile_duration_seconds_count{{controller=\"{controller}\"}}"
+        );
+        assert!(m.get(&count).copied().unwrap_or(0.0) >= 1.0, "no {count}");
+    }
 
     // istio.io/rev also puts a namespace in the mesh.
     cluster

@@ -527,7 +527,9 @@ pub async fn run(ctx: Arc<Context>) {
 /// and `rotation_grace` has passed since (proxies have picked the new files up).
 async fn expiry_gauge(ctx: Arc<Context>, expiry: Arc<Mutex<ExpiryIndex>>) {
     let mut drained_since: Option<(u64, Instant)> = None;
+    let mut ca_changes = ctx.ca.subscribe();
     loop {
+        ca_changes.mark_unchanged();
         let now = ctx.clock.now();
         let secs = |t: SystemTime| {
             t.duration_since(now)
@@ -579,6 +581,8 @@ async fn expiry_gauge(ctx: Arc<Context>, expiry: Arc<Mutex<ExpiryIndex>>) {
         let mut stop = std::pin::pin!(ctx.shutdown());
         tokio::select! {
             _ = tokio::time::sleep(tick) => {}
+            // A new CA starts a rotation: report it at once.
+            _ = ca_changes.changed() => {}
             _ = &mut stop => return,
         }
     }
