@@ -105,13 +105,9 @@ pub fn resource_status(
                 generation,
             ));
         } else if !object.programmed {
-            let message = if kind == "PeerAuthentication" {
-                "Trellis applies only the mesh-wide PeerAuthentication (root namespace, no selector) so far; this one is validated but not applied.".to_string()
-            } else {
-                format!(
-                    "Trellis validates {kind} objects but does not program them into proxies yet."
-                )
-            };
+            let message = format!(
+                "Trellis validates {kind} objects but does not program them into proxies yet."
+            );
             conditions.push(condition(
                 WARNING,
                 true,
