@@ -295,17 +295,17 @@ async fn reconcile(sa: Arc<ServiceAccount>, state: Arc<State>) -> Result<Action>
     let key = backoff::key(NAME, sa.as_ref());
     let action = match identity_plan::decide(existing.as_deref(), &wanted) {
         Decision::Keep { renew_at } => requeue_at(renew_at, now),
-        Decision::Rewrite { renew_at, why } => {
+        Decision::Rewrite {
+            renew_at,
+            not_after,
+            why,
+        } => {
             let old = existing.as_deref().and_then(|s| s.data.as_ref());
             let field = |k: &str| {
                 old.and_then(|d| d.get(k))
                     .map(|b| b.0.clone())
                     .unwrap_or_default()
             };
-            let not_after = existing
-                .as_deref()
-                .and_then(identity_plan::recorded_not_after)
-                .unwrap_or(renew_at);
             let secret = desired_secret(
                 &wanted,
                 &field(identity_plan::CERT_CHAIN),

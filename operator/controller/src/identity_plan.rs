@@ -73,7 +73,12 @@ pub enum Decision {
     Keep { renew_at: SystemTime },
     /// The certificate is fine but the Secret's metadata or trust bundle is not: write
     /// the same certificate and key again with the right metadata and bundle.
-    Rewrite { renew_at: SystemTime, why: String },
+    Rewrite {
+        renew_at: SystemTime,
+        /// The kept certificate's `notAfter`.
+        not_after: SystemTime,
+        why: String,
+    },
     /// Issue a new certificate.
     Issue(IssueReason),
 }
@@ -192,15 +197,18 @@ pub fn decide(existing: Option<&Secret>, wanted: &Wanted<'_>) -> Decision {
         });
     }
     let renew_at = renewal_time(&chain_info[0], wanted.policy);
+    let not_after = chain_info[0].not_after;
     if root != wanted.bundle_pem.as_bytes() {
         return Decision::Rewrite {
             renew_at,
+            not_after,
             why: "trust bundle changed".into(),
         };
     }
     if !metadata_ok(secret, wanted) {
         return Decision::Rewrite {
             renew_at,
+            not_after,
             why: "labels, annotations or owner reference changed".into(),
         };
     }

@@ -127,10 +127,10 @@ fn edited_metadata_is_rewritten_without_reissue() {
     let f = Fixture::new();
     let mut secret = f.issued(t(100));
     secret.metadata.owner_references = None;
-    assert!(matches!(
-        decide(Some(&secret), &f.wanted(t(200))),
-        Decision::Rewrite { .. }
-    ));
+    match decide(Some(&secret), &f.wanted(t(200))) {
+        Decision::Rewrite { not_after, .. } => assert_eq!(not_after, t(3700)),
+        other => panic!("expected Rewrite, got {other:?}"),
+    }
     let mut secret = f.issued(t(100));
     secret
         .metadata
