@@ -92,7 +92,9 @@ fn identity_facts(ctx: &Context, view: &MeshView) -> BTreeMap<String, IdentityFa
         .mul_f64((1.0 - ctx.config.renewal.ratio).clamp(0.0, 1.0));
     let index = ctx.identities.lock().unwrap_or_else(|p| p.into_inner());
     view.namespaces
-        .keys()
+        .iter()
+        .filter(|(_, n)| trellis_controller::mesh::namespace_in_mesh(n))
+        .map(|(ns, _)| ns)
         .map(|ns| {
             let facts = IdentityFacts {
                 issued: index.count_in(ns) as u32,
