@@ -71,7 +71,7 @@ fn load_balancer_policies_on_real_envoy() {
         .iter()
         .map(|n| {
             let behavior = if *n == "lr-slow" {
-                Behavior::Slow(Duration::from_secs(15))
+                Behavior::Slow(Duration::from_secs(25))
             } else {
                 Behavior::Echo
             };
@@ -126,7 +126,7 @@ fn load_balancer_policies_on_real_envoy() {
     assert!(placed.len() >= 2, "every user on {placed:?}");
 
     // LEAST_REQUEST: requests are sent one after another while the slow endpoint keeps
-    // every request it gets open (15 s). Envoy compares the active requests of 2
+    // every request it gets open (25 s). Envoy compares the active requests of 2
     // random endpoints, so the busy one is chosen only when both picks are it:
     // about 1/16 of 80 = 5 (sd 2.2). Round robin or random would give it 20.
     // Accept at most 14 (4 sd above 5).
