@@ -1,11 +1,13 @@
 //! The data path as it is in a cluster: two network namespaces stand for two
 //! pods `shop/a-1` (service account `a`) and `shop/b-1` (service account `b`,
 //! behind Service `b` with a ClusterIP the test picks), joined by a veth pair.
-//! In each: the real `trellis proxy-init` rules, an app, and a real Envoy
+//! In each: the real `trellis proxy-init` rules, the app (`trellis demo-app`;
+//! a's calls b by its ClusterIP on every request it gets), and a real Envoy
 //! sidecar running as uid 1337 in the Kubernetes interception shape
 //! (outbound 15001, inbound 15006), configured over ADS by the trellis xDS
-//! server (`trellis-xds` serving `trellis-sources`' model snapshots, exactly as
-//! the operator wires them) with SPIFFE identities from `trellis-ca`.
+//! server (`trellis-xds` serving `trellis-sources`' `ModelSnapshots`, the source
+//! the Kubernetes reflectors feed and push through) with SPIFFE identities from
+//! `trellis-ca`. The model is built in the test, as the reflectors would build it.
 //!
 //! Addresses: the pods' 10.252.<n>.1/.2 on the veth pair, the ClusterIP
 //! 10.96.<n>.10 routed (in pod `a` only) onto that pair, and loopback. The xDS
@@ -18,7 +20,8 @@
 //! (relative `etc/certs/sds-*.yaml`, standing for the mounted identity Secret)
 //! resolve to each pod's own identity.
 //!
-//! Helper processes (the app's HTTP client, admin queries) are this test
+//! Helper processes (requests to a's app and a plain client in pod a, Envoy admin
+//! queries on the pods' loopback) are this test
 //! executable re-run inside a namespace (`ip netns exec`), as in `proxy_init.rs`.
 //! Every process is started with `setpriv --pdeathsig KILL` and killed by PID
 //! in a guard; the namespaces are deleted in `Drop`, also when the test fails.
@@ -254,14 +257,15 @@ impl Pod {
         Proc::start(&format!("envoy of {}", self.name), cmd, Some(log))
     }
 
-    /// The app: `trellis demo-app` listening on the app port.
-    fn start_app(&self) -> Proc {
+    /// The app: `trellis demo-app` listening on the app port, calling `calls` (URLs)
+    /// on every request, directly as an app in a pod does (no `HTTP_PROXY`).
+    fn start_app(&self, calls: &[String]) -> Proc {
         let listen = format!("0.0.0.0:{APP_PORT}");
-        let mut cmd = self.ns.spawn_guarded(
-            None,
-            trellis(),
-            &["demo-app", "--name", &self.name, "--listen", &listen],
-        );
+        let mut args = vec!["demo-app", "--name", &self.name, "--listen", &listen];
+        for call in calls {
+            args.extend(["--call", call.as_str()]);
+        }
+        let mut cmd = self.ns.spawn_guarded(None, trellis(), &args);
         cmd.env_remove("HTTP_PROXY")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -524,7 +528,15 @@ fn sidecars_over_xds_carry_mtls_between_pods_and_authorization_denies_with_403()
     for p in [&a, &b] {
         run(&mut p.ns.exec(trellis(), &["proxy-init"]));
     }
-    let mut app_b = b.start_app();
+    // The app in pod a calls service b by its ClusterIP on every request it gets:
+    // a path b's policy allows for a's identity, and one it does not.
+    let service = SocketAddrV4::new(cluster_ip, SERVICE_PORT);
+    let calls = [
+        format!("http://{service}/hello"),
+        format!("http://{service}/admin"),
+    ];
+    let mut app_a = a.start_app(&calls);
+    let mut app_b = b.start_app(&[]);
     let mut envoys: Vec<Proc> = [&a, &b]
         .iter()
         .map(|p| {
@@ -539,7 +551,7 @@ fn sidecars_over_xds_carry_mtls_between_pods_and_authorization_denies_with_403()
         let proxy = p.proxy();
         wait_for(
             &format!("{} ACKing its configuration", p.name),
-            &mut [&mut *envoy_a, &mut *envoy_b, &mut app_b],
+            &mut [&mut *envoy_a, &mut *envoy_b, &mut app_a, &mut app_b],
             || cp.in_sync(&proxy).then_some(()),
         );
         wait_for(
@@ -552,25 +564,25 @@ fn sidecars_over_xds_carry_mtls_between_pods_and_authorization_denies_with_403()
         );
     }
 
-    // The app in pod a calls service b by its ClusterIP: allowed for a's identity.
-    let service = SocketAddrV4::new(cluster_ip, SERVICE_PORT);
-    let host = cluster_ip.to_string();
-    let (status, body) = wait_for(
-        "pod a reaching service b",
-        &mut [&mut *envoy_a, &mut *envoy_b, &mut app_b],
-        || {
-            let r = a.get(None, service, &host, "/hello");
-            (r.0 == 200).then_some(r)
-        },
+    // Ask pod a's app (on its loopback, which is not captured) to make its calls.
+    let app_a_addr = SocketAddrV4::new(Ipv4Addr::LOCALHOST, APP_PORT);
+    let app_calls = |wanted: u16| {
+        let (status, body) = a.get(None, app_a_addr, "a", "/");
+        let answer: serde_json::Value = serde_json::from_str(&body).ok()?;
+        (answer["calls"][0]["status"] == wanted).then_some((status, answer))
+    };
+    let (_, answer) = wait_for(
+        "pod a's app reaching service b",
+        &mut [&mut *envoy_a, &mut *envoy_b, &mut app_a, &mut app_b],
+        || app_calls(200),
     );
-    assert_eq!(status, 200, "{body}");
-    let answer: serde_json::Value = serde_json::from_str(&body).expect("demo-app JSON");
-    assert_eq!(answer["service"], "b-1", "{body}");
-
-    // The same client, a path the policy does not allow: RBAC denies it with 403.
-    let (status, body) = a.get(None, service, &host, "/admin");
-    assert_eq!(status, 403, "{body}");
-    assert!(body.contains("RBAC: access denied"), "{body}");
+    let hello = &answer["calls"][0];
+    assert_eq!(hello["body"]["service"], "b-1", "{answer}");
+    assert_eq!(hello["body"]["path"], "/hello", "{answer}");
+    // The path the policy does not allow: RBAC denies it with 403.
+    let admin = &answer["calls"][1];
+    assert_eq!(admin["status"], 403, "{answer}");
+    assert_eq!(admin["body"], "RBAC: access denied", "{answer}");
 
     // The hop was mTLS: a's sidecar handshook with b and checked b's SPIFFE id ...
     let stats_a = a.stats();
@@ -622,15 +634,18 @@ fn sidecars_over_xds_carry_mtls_between_pods_and_authorization_denies_with_403()
     // The allowed principal is a's SPIFFE id and nothing else: once the policy
     // names another service account, the same request from a is denied.
     cp.serve_model(model(&a, &b, cluster_ip, "cluster.local/ns/shop/sa/other"));
-    let (status, body) = wait_for(
+    let (_, answer) = wait_for(
         "the new policy denying a",
-        &mut [&mut *envoy_a, &mut *envoy_b, &mut app_b],
-        || {
-            let r = a.get(None, service, &host, "/hello");
-            (r.0 == 403).then_some(r)
-        },
+        &mut [&mut *envoy_a, &mut *envoy_b, &mut app_a, &mut app_b],
+        || app_calls(403),
     );
-    assert!(body.contains("RBAC: access denied"), "{status} {body}");
+    assert_eq!(
+        answer["calls"][0]["body"], "RBAC: access denied",
+        "{answer}"
+    );
+    // The client side is unchanged: a plain client in pod a gets the same 403.
+    let (status, body) = a.get(None, service, &cluster_ip.to_string(), "/hello");
+    assert_eq!((status, body.as_str()), (403, "RBAC: access denied"));
 }
 
 /// Not a test on its own: the body of the helper processes (see the module docs).
