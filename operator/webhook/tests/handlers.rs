@@ -84,7 +84,10 @@ fn injection_patch_applies_to_the_raw_object_and_keeps_unknown_fields() {
     assert_eq!(doc["metadata"]["annotations"]["keep"], "me");
     assert!(doc["metadata"]["annotations"]["sidecar.istio.io/status"].is_string());
     assert_eq!(doc["metadata"]["labels"]["app"], "web");
-    assert_eq!(doc["metadata"]["labels"]["security.istio.io/tlsMode"], "istio");
+    assert_eq!(
+        doc["metadata"]["labels"]["security.istio.io/tlsMode"],
+        "istio"
+    );
     assert_eq!(doc["spec"]["volumes"].as_array().unwrap().len(), 3);
     // No name yet: generateName is enough; the patch does not invent a name or namespace.
     assert!(doc["metadata"].get("name").is_none());
