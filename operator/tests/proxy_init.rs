@@ -253,6 +253,13 @@ fn outbound_goes_to_15001_inbound_to_15006_and_the_proxy_uid_is_not_captured() {
         connect(&pods.pod, Some(1337), peer_app),
         "peer:8080 orig=none"
     );
+    // The proxy calling its own pod's address goes to the inbound listener (the
+    // inbound policy applies); the app calling itself is not captured.
+    assert_eq!(
+        connect(&pods.pod, Some(1337), pod_app),
+        format!("pod:15006 orig={pod_app}")
+    );
+    assert_eq!(connect(&pods.pod, None, pod_app), "pod:8080 orig=none");
     // Another non-root uid is captured like the app.
     assert_eq!(
         connect(&pods.pod, Some(1000), peer_app),
