@@ -131,6 +131,8 @@ impl Operator {
                 "127.0.0.1:0",
                 "--xds-addr",
                 "127.0.0.1:0",
+                "--webhook-addr",
+                "127.0.0.1:0",
                 "--identity",
                 identity,
                 "--lease-duration",

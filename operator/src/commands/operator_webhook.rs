@@ -67,6 +67,9 @@ fn issue(ctx: &Context, ca: &trellis_ca::CertificateAuthority) -> Option<Serving
 }
 
 async fn run(ctx: Arc<Context>, listen: SocketAddr, init_image: String) {
+    // Not ready until the webhook serves: the Service only sends admission
+    // reviews (failurePolicy Fail for injection) to replicas that answer them.
+    let ready = ctx.telemetry.readiness.gate("webhook");
     let shutdown = ctx.shutdown();
     tokio::pin!(shutdown);
     let mut ca_changes = ctx.ca.subscribe();
@@ -112,6 +115,7 @@ async fn run(ctx: Arc<Context>, listen: SocketAddr, init_image: String) {
     let local = listener.local_addr().unwrap_or(listen);
     tracing::info!(address = %local, "admission webhook serving");
     let server = tokio::spawn(webhook.clone().serve(listener));
+    ready.set(true);
     let mut recheck = tokio::time::interval(RECHECK);
     loop {
         if !ctx.stopping()
@@ -151,6 +155,7 @@ async fn run(ctx: Arc<Context>, listen: SocketAddr, init_image: String) {
             }
         }
     }
+    ready.set(false);
     server.abort();
 }
 
