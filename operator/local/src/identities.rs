@@ -301,7 +301,10 @@ mod tests {
         let mut keeper = IdentityKeeper::new(ttl, RenewalPolicy::default());
         keeper.reconcile(&state, &ca, &wanted, now).unwrap();
         let renew_at = keeper.next_renewal().unwrap();
-        assert!(renew_at >= now + Duration::from_secs(29), "{renew_at:?} vs {now:?}");
+        assert!(
+            renew_at >= now + Duration::from_secs(29),
+            "{renew_at:?} vs {now:?}"
+        );
         assert!(renew_at < keeper.expiry(&id("shop", "cart")).unwrap());
         for s in [1, 10, 25] {
             assert!(

@@ -1,13 +1,13 @@
 //! The subcommands of `trellis`, one module each.
-pub mod demo;
-pub mod demo_app;
-pub mod status;
-pub mod up;
-pub mod proxy_config;
 pub mod ca;
 pub mod crds;
-pub mod validate;
+pub mod demo;
+pub mod demo_app;
+pub mod inject;
 pub mod operator;
 pub mod operator_webhook;
+pub mod proxy_config;
 pub mod proxy_init;
-pub mod inject;
+pub mod status;
+pub mod up;
+pub mod validate;
