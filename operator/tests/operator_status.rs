@@ -484,7 +484,7 @@ fn operator_writes_status_conditions_meshstatus_and_events_without_touching_spec
     );
     let warned = eventually("Warning on good", &op, || {
         let v = k.try_json(&["get", "vs", "good", "-n", "shop"])?;
-        condition(&v, "Warning").map(|c| c.clone())
+        condition(&v, "Warning").cloned()
     });
     assert_eq!(warned["status"], "True", "{warned}");
     assert_eq!(warned["reason"], "UnknownSubset", "{warned}");
@@ -518,7 +518,7 @@ fn only_the_leader_writes_status_and_the_other_replica_takes_over() {
     let k = Kubectl::new(&server);
     let dir = tempfile::tempdir().unwrap();
     setup(&k);
-    let mut replicas = vec![
+    let mut replicas = [
         Some(Operator::start(&server, dir.path(), "op-a")),
         Some(Operator::start(&server, dir.path(), "op-b")),
     ];
