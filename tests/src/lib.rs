@@ -3,7 +3,8 @@
 //! - [`envoy`]: locate Envoy (`ENVOY_BIN`), validate bootstraps offline, and run
 //!   an Envoy process under a guard that kills it by PID on drop.
 //! - [`upstream`]: tiny HTTP/1.1 upstream servers bound on 127.0.0.x (echo,
-//!   flaky, slow) that report which server answered and what it received.
+//!   flaky, slow, fixed documents) that report which server answered and what it
+//!   received, and log arrivals and answers in order.
 //! - [`client`]: a minimal blocking HTTP/1.1 client for plaintext requests.
 //! - [`free_port`]: pick an unused TCP port on 127.0.0.1.
 //! - [`mesh`]: CA-issued identities as file SDS, and static-bootstrap scaffolding.
@@ -29,7 +30,7 @@ pub mod upstream;
 
 pub use client::{HttpRequest, HttpResponse};
 pub use envoy::{Envoy, envoy_bin, validate_bootstrap, validate_bootstrap_in};
-pub use upstream::{Behavior, Upstream};
+pub use upstream::{Behavior, Upstream, UpstreamEvent};
 
 use std::net::{Ipv4Addr, TcpListener};
 

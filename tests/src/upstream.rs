@@ -8,8 +8,8 @@
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, Shutdown, SocketAddr, TcpListener, TcpStream};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -26,6 +26,20 @@ pub enum Behavior {
     Status(u16),
     /// Echo after sleeping this long.
     Slow(Duration),
+    /// Sleep this long, then answer this status (with the JSON echo as body).
+    SlowStatus(Duration, u16),
+    /// 200 with a fixed body instead of the echo (e.g. a JWKS document).
+    Document { content_type: String, body: String },
+}
+
+/// What an upstream saw, in the order it happened (across all connections).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UpstreamEvent {
+    /// A request with this path was read completely.
+    Arrived(String),
+    /// The answer to a request with this path is about to be written (logged before
+    /// writing, so it precedes anything the client does in reaction to the answer).
+    Answering(String),
 }
 
 /// A running upstream; stops accepting when dropped.
@@ -33,6 +47,7 @@ pub struct Upstream {
     name: String,
     addr: SocketAddr,
     hits: Arc<AtomicU64>,
+    events: Arc<Mutex<Vec<UpstreamEvent>>>,
     stop: Arc<AtomicBool>,
     accept_thread: Option<JoinHandle<()>>,
 }
@@ -44,11 +59,13 @@ impl Upstream {
             .unwrap_or_else(|e| panic!("upstream {name}: bind {ip}:0: {e}"));
         let addr = listener.local_addr().expect("upstream local addr");
         let hits = Arc::new(AtomicU64::new(0));
+        let events = Arc::new(Mutex::new(Vec::new()));
         let stop = Arc::new(AtomicBool::new(false));
         let server = Arc::new(Server {
             name: name.to_string(),
             behavior,
             hits: hits.clone(),
+            events: events.clone(),
         });
         let stop_flag = stop.clone();
         let accept_thread = std::thread::spawn(move || {
@@ -65,6 +82,7 @@ impl Upstream {
             name: name.to_string(),
             addr,
             hits,
+            events,
             stop,
             accept_thread: Some(accept_thread),
         }
@@ -95,6 +113,25 @@ impl Upstream {
     pub fn hits(&self) -> u64 {
         self.hits.load(Ordering::SeqCst)
     }
+
+    /// Arrivals and answers so far, in order.
+    pub fn events(&self) -> Vec<UpstreamEvent> {
+        self.events.lock().expect("upstream event log").clone()
+    }
+
+    /// The most requests this upstream was working on at the same time.
+    pub fn max_in_flight(&self) -> usize {
+        let mut now = 0usize;
+        let mut max = 0;
+        for e in self.events() {
+            match e {
+                UpstreamEvent::Arrived(_) => now += 1,
+                UpstreamEvent::Answering(_) => now = now.saturating_sub(1),
+            }
+            max = max.max(now);
+        }
+        max
+    }
 }
 
 impl Drop for Upstream {
@@ -112,6 +149,7 @@ struct Server {
     name: String,
     behavior: Behavior,
     hits: Arc<AtomicU64>,
+    events: Arc<Mutex<Vec<UpstreamEvent>>>,
 }
 
 struct Received {
@@ -128,6 +166,7 @@ impl Server {
             return;
         };
         let n = self.hits.fetch_add(1, Ordering::SeqCst) + 1;
+        self.log(UpstreamEvent::Arrived(request.path.clone()));
         let status = match &self.behavior {
             Behavior::Echo => 200,
             Behavior::FailNth(k) => {
@@ -149,18 +188,19 @@ impl Server {
                 std::thread::sleep(*delay);
                 200
             }
+            Behavior::SlowStatus(delay, code) => {
+                std::thread::sleep(*delay);
+                *code
+            }
+            Behavior::Document { .. } => 200,
         };
-        let body = serde_json::json!({
-            "server": self.name,
-            "method": request.method,
-            "path": request.path,
-            "headers": request.headers,
-            "body": String::from_utf8_lossy(&request.body),
-            "request_number": n,
-        })
-        .to_string();
+        let (content_type, body) = match &self.behavior {
+            Behavior::Document { content_type, body } => (content_type.as_str(), body.clone()),
+            _ => ("application/json", self.echo(&request, n)),
+        };
+        self.log(UpstreamEvent::Answering(request.path.clone()));
         let head = format!(
-            "HTTP/1.1 {status} {}\r\ncontent-type: application/json\r\nx-upstream: {}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+            "HTTP/1.1 {status} {}\r\ncontent-type: {content_type}\r\nx-upstream: {}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
             reason(status),
             self.name,
             body.len()
@@ -173,6 +213,22 @@ impl Server {
         let mut sink = [0u8; 1024];
         let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
         while matches!(stream.read(&mut sink), Ok(n) if n > 0) {}
+    }
+
+    fn log(&self, event: UpstreamEvent) {
+        self.events.lock().expect("upstream event log").push(event);
+    }
+
+    fn echo(&self, request: &Received, n: u64) -> String {
+        serde_json::json!({
+            "server": self.name,
+            "method": request.method,
+            "path": request.path,
+            "headers": request.headers,
+            "body": String::from_utf8_lossy(&request.body),
+            "request_number": n,
+        })
+        .to_string()
     }
 }
 

@@ -1,8 +1,9 @@
 //! Resilience through the whole translator (model -> sidecar -> real Envoy): Istio's
 //! default retry policy on a host without a VirtualService (2 retries on
 //! connect-failure, refused-stream, unavailable, cancelled, retriable-status-codes),
-//! DestinationRule connectionPool -> circuit breakers overflowed, and
-//! outlierDetection ejecting a failing endpoint.
+//! DestinationRule connectionPool -> circuit breakers overflowed (maxConnections,
+//! http1MaxPendingRequests, maxRetries, http2MaxRequests), and outlierDetection
+//! ejecting a failing endpoint.
 use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddr, TcpListener};
 use std::sync::{Arc, Barrier};
@@ -13,7 +14,7 @@ use trellis_e2e::sidecar_mesh::{
     check_golden_bootstrap, cluster, destination_rule, golden_addrs, golden_client_bootstrap,
     plain_workload, service, start_client,
 };
-use trellis_e2e::{Behavior, HttpRequest, Upstream};
+use trellis_e2e::{Behavior, HttpRequest, Upstream, UpstreamEvent};
 use trellis_model::Resource;
 
 type Addrs = BTreeMap<String, SocketAddr>;
@@ -290,5 +291,198 @@ fn outlier_detection_ejects_the_failing_endpoint() {
     assert!(
         good1.hits() > g1 && good2.hits() > g2,
         "both healthy endpoints serve"
+    );
+}
+
+// ---------------------------------------------------------------- maxRetries, http2MaxRequests
+
+const BUDGET_UPSTREAMS: [&str; 2] = ["budget", "maxreq"];
+
+/// `budget`: at most 1 retry outstanding in the cluster (Istio's default retry policy
+/// still applies: 2 attempts on 503). `maxreq`: at most 1 request outstanding
+/// (`http2MaxRequests` is Envoy's `max_requests`, for HTTP/1.1 upstreams too).
+fn budget_scenario(addr: &Addrs) -> Vec<Resource> {
+    vec![
+        service("budget", "budget"),
+        plain_workload("budget-1", "budget", addr["budget"], &[]),
+        destination_rule(
+            r#"
+metadata: {name: budget, namespace: shop}
+spec:
+  host: budget
+  trafficPolicy:
+    connectionPool:
+      http: {maxRetries: 1}
+"#,
+        ),
+        service("maxreq", "maxreq"),
+        plain_workload("maxreq-1", "maxreq", addr["maxreq"], &[]),
+        destination_rule(
+            r#"
+metadata: {name: maxreq, namespace: shop}
+spec:
+  host: maxreq
+  trafficPolicy:
+    connectionPool:
+      http: {http2MaxRequests: 1}
+"#,
+        ),
+    ]
+}
+
+#[test]
+fn golden_traffic_retry_and_request_limits() {
+    let yaml = golden_client_bootstrap(budget_scenario(&golden_addrs(&BUDGET_UPSTREAMS, 101)));
+    check_golden_bootstrap("traffic-retry-and-request-limits", &yaml, &["web"]);
+}
+
+/// `n` requests at once (behind a barrier), each to its own path `/r<i>`.
+fn concurrent(listen: SocketAddr, host: &'static str, n: usize) -> Vec<trellis_e2e::HttpResponse> {
+    let barrier = Arc::new(Barrier::new(n));
+    let threads: Vec<_> = (0..n)
+        .map(|i| {
+            let barrier = barrier.clone();
+            std::thread::spawn(move || {
+                barrier.wait();
+                get(host, &format!("/r{i}"))
+                    .timeout(Duration::from_secs(60))
+                    .send(listen)
+                    .expect("request")
+            })
+        })
+        .collect();
+    threads.into_iter().map(|t| t.join().unwrap()).collect()
+}
+
+#[test]
+fn max_retries_overflow_leaves_failures_unretried() {
+    let ip = Ipv4Addr::new(127, 0, 0, 101);
+    // every attempt fails slowly: retries stay outstanding long enough to overlap
+    let budget = Upstream::start(
+        "budget",
+        ip,
+        Behavior::SlowStatus(Duration::from_secs(3), 503),
+    );
+    let addrs = Addrs::from([
+        ("budget".into(), budget.addr()),
+        ("maxreq".into(), dead_address(ip)),
+    ]);
+    let client = start_client(
+        &test_ca(),
+        budget_scenario(&addrs),
+        Ipv4Addr::new(127, 0, 0, 100),
+    );
+    let n = 6;
+    let responses = concurrent(client.listen, "budget", n);
+    for r in &responses {
+        assert_eq!(r.status, 503, "{}", r.body_text());
+        assert_eq!(
+            r.header("x-upstream"),
+            Some("budget"),
+            "the upstream's own 503 reaches the client"
+        );
+    }
+    // attempts per request, from the upstream's log; a retry is any attempt after the first
+    let events = budget.events();
+    let mut attempts: BTreeMap<String, u64> = BTreeMap::new();
+    let (mut retries_now, mut retries_max) = (0u64, 0u64);
+    let mut is_retry: BTreeMap<String, bool> = BTreeMap::new();
+    for e in &events {
+        match e {
+            UpstreamEvent::Arrived(path) => {
+                let count = attempts.entry(path.clone()).or_insert(0);
+                *count += 1;
+                let retry = *count > 1;
+                is_retry.insert(path.clone(), retry);
+                if retry {
+                    retries_now += 1;
+                    retries_max = retries_max.max(retries_now);
+                }
+            }
+            UpstreamEvent::Answering(path) => {
+                if is_retry.get(path) == Some(&true) {
+                    retries_now -= 1;
+                }
+            }
+        }
+    }
+    assert_eq!(attempts.len(), n, "every request reached the upstream");
+    let name = cluster("budget", None);
+    let stat = |s: &str| client.envoy.stat(&format!("cluster.{name}.{s}"));
+    let (retried, overflowed, exhausted) = (
+        stat("upstream_rq_retry"),
+        stat("upstream_rq_retry_overflow"),
+        stat("upstream_rq_retry_limit_exceeded"),
+    );
+    let report = format!(
+        "attempts {attempts:?}; retry {retried}, retry_overflow {overflowed}, retry_limit_exceeded {exhausted}"
+    );
+    assert_eq!(
+        budget.hits(),
+        n as u64 + retried,
+        "upstream attempts = requests + retries; {report}"
+    );
+    // with Envoy's default budget (3) the retries that overflowed here would have
+    // run side by side; maxRetries: 1 keeps exactly one outstanding
+    assert!(overflowed >= 1, "the retry budget overflowed; {report}");
+    assert_eq!(retries_max, 1, "never two retries outstanding; {report}");
+    // a request stops short of 1 + 2 attempts only because its retry overflowed
+    let short = attempts.values().filter(|a| **a < 3).count() as u64;
+    let full = attempts.values().filter(|a| **a == 3).count() as u64;
+    assert_eq!(short, overflowed, "{report}");
+    assert_eq!(full, exhausted, "{report}");
+    assert!(
+        attempts.values().any(|a| *a == 1),
+        "some clients got the first attempt's failure, un-retried; {report}"
+    );
+}
+
+#[test]
+fn http2_max_requests_overflow_into_503_overloaded() {
+    let ip = Ipv4Addr::new(127, 0, 0, 103);
+    let maxreq = Upstream::start("maxreq", ip, Behavior::Slow(Duration::from_secs(3)));
+    let addrs = Addrs::from([
+        ("budget".into(), dead_address(ip)),
+        ("maxreq".into(), maxreq.addr()),
+    ]);
+    let client = start_client(
+        &test_ca(),
+        budget_scenario(&addrs),
+        Ipv4Addr::new(127, 0, 0, 102),
+    );
+    let n = 6;
+    let responses = concurrent(client.listen, "maxreq", n);
+    let ok = responses.iter().filter(|r| r.status == 200).count();
+    let overloaded = responses
+        .iter()
+        .filter(|r| r.status == 503 && r.header("x-envoy-overloaded") == Some("true"))
+        .count();
+    assert_eq!(
+        ok + overloaded,
+        n,
+        "only 200 or overloaded 503: {responses:?}"
+    );
+    assert!(
+        ok >= 1 && overloaded >= 1,
+        "{ok} served, {overloaded} overloaded"
+    );
+    assert_eq!(
+        maxreq.hits(),
+        ok as u64,
+        "overflowed requests never reached the upstream"
+    );
+    assert_eq!(maxreq.max_in_flight(), 1, "never two requests outstanding");
+    let name = cluster("maxreq", None);
+    let stat = |s: &str| client.envoy.stat(&format!("cluster.{name}.{s}"));
+    let stats = client.envoy.admin_get("/stats?filter=overflow");
+    assert_eq!(
+        stat("upstream_rq_active_overflow"),
+        overloaded as u64,
+        "the max_requests breaker tripped once per overloaded response: {stats}"
+    );
+    assert_eq!(
+        stat("upstream_rq_pending_overflow"),
+        0,
+        "not the pending-request limit (unset): {stats}"
     );
 }
