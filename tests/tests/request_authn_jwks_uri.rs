@@ -26,7 +26,8 @@ const JWKS_PATH: &str = "/.well-known/jwks.json";
 struct Plan {
     cart: SocketAddr,
     app_port: u16,
-    jwks: SocketAddr,
+    /// `host:port` of the jwksUri.
+    jwks_authority: String,
 }
 
 fn yaml<T: serde::de::DeserializeOwned>(text: &str) -> T {
@@ -49,7 +50,7 @@ spec:
   - issuer: "{ISSUER}"
     jwksUri: "http://{}{JWKS_PATH}"
 "#,
-            p.jwks
+            p.jwks_authority
         )))),
         Resource::AuthorizationPolicy(Box::new(yaml(&format!(
             r#"
@@ -71,7 +72,7 @@ fn golden_security_jwks_uri() {
     let plan = Plan {
         cart: SocketAddr::from(([127, 0, 0, 161], 9000)),
         app_port: 9100,
-        jwks: SocketAddr::from(([127, 0, 0, 162], 9200)),
+        jwks_authority: "127.0.0.162:9200".into(),
     };
     let yaml = golden_sidecar_bootstrap(scenario(&plan), "cart-v1", "cart");
     check_golden_bootstrap("security-jwks-uri", &yaml, &["cart"]);
@@ -79,10 +80,22 @@ fn golden_security_jwks_uri() {
 
 #[test]
 fn jwks_uri_is_fetched_by_envoy_and_enforced() {
+    // an address: the translator's JWKS cluster is STATIC
+    jwks_uri_scenario(Ipv4Addr::new(127, 0, 0, 162), None);
+}
+
+#[test]
+fn jwks_uri_with_a_host_name_is_resolved_by_dns() {
+    // a name: the translator's JWKS cluster is LOGICAL_DNS (localhost -> 127.0.0.1)
+    jwks_uri_scenario(Ipv4Addr::LOCALHOST, Some("localhost"));
+}
+
+/// The JWKS server on `jwks_ip`, named in the jwksUri by `host` (or by its address).
+fn jwks_uri_scenario(jwks_ip: Ipv4Addr, host: Option<&str>) {
     let signer = JwtSigner::generate("remote-key");
     let jwks = Upstream::start(
         "jwks",
-        Ipv4Addr::new(127, 0, 0, 162),
+        jwks_ip,
         Behavior::Document {
             content_type: "application/json".into(),
             body: signer.jwks(),
@@ -94,7 +107,7 @@ fn jwks_uri_is_fetched_by_envoy_and_enforced() {
     let plan = Plan {
         cart: SocketAddr::from((cart_ip, ports[0])),
         app_port: app.port(),
-        jwks: jwks.addr(),
+        jwks_authority: format!("{}:{}", host.unwrap_or(&jwks.ip()), jwks.port()),
     };
     let m = model(scenario(&plan), Ipv4Addr::new(127, 0, 0, 160));
     let identity_dir = tempfile::tempdir().unwrap();
@@ -142,7 +155,13 @@ fn jwks_uri_is_fetched_by_envoy_and_enforced() {
     );
     // a valid token: Envoy fetched our key set and verified the signature
     let r = call("/secure", Some(&alice));
-    assert_eq!(r.status, 200, "valid token: {}", r.body_text());
+    assert_eq!(
+        r.status,
+        200,
+        "valid token: {}; envoy log:\n{}",
+        r.body_text(),
+        cart.log()
+    );
     assert_eq!(r.json()["server"], "cart-app");
     assert!(
         jwks.hits() >= 1,

@@ -115,10 +115,18 @@ impl JwksUri {
                 ),
             ),
         };
-        let discovery = if self.host.parse::<std::net::IpAddr>().is_ok() {
+        let is_address = self.host.parse::<std::net::IpAddr>().is_ok();
+        let discovery = if is_address {
             cluster::DiscoveryType::Static
         } else {
             cluster::DiscoveryType::LogicalDns
+        };
+        // Envoy's default (AUTO) prefers IPv6: `localhost` became [::1] and the fetch
+        // failed against a server on 127.0.0.1. IPv4 only, like ServiceEntry DNS clusters.
+        let dns_lookup_family = if is_address {
+            cluster::DnsLookupFamily::Auto
+        } else {
+            cluster::DnsLookupFamily::V4Only
         };
         Cluster {
             name: self.cluster_name(),
@@ -127,6 +135,7 @@ impl JwksUri {
                 nanos: 0,
             }),
             cluster_discovery_type: Some(cluster::ClusterDiscoveryType::Type(discovery as i32)),
+            dns_lookup_family: dns_lookup_family as i32,
             load_assignment: Some(ClusterLoadAssignment {
                 cluster_name: self.cluster_name(),
                 endpoints: vec![LocalityLbEndpoints {

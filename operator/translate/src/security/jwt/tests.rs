@@ -60,6 +60,11 @@ fn jwks_uri_gets_a_cluster() {
     assert_eq!(clusters.len(), 1);
     assert_eq!(clusters[0].name, "outbound|443||keys.example.com");
     assert!(clusters[0].transport_socket.is_some());
+    // a host name resolves IPv4 only (Envoy's AUTO would pick [::1] for localhost)
+    assert_eq!(
+        clusters[0].dns_lookup_family,
+        envoy_types::pb::envoy::config::cluster::v3::cluster::DnsLookupFamily::V4Only as i32
+    );
     let config = decode(&filter.unwrap());
     let Some(JwksSourceSpecifier::RemoteJwks(remote)) =
         &config.providers["shop.jwt.0"].jwks_source_specifier
