@@ -58,6 +58,10 @@ pub struct OperatorConfig {
     pub xds_addr: std::net::SocketAddr,
     /// The longest wait between two tries of a failing object.
     pub max_backoff: Duration,
+    /// Data of ConfigMap `trellis-sidecar-bootstrap` kept in every mesh namespace (the
+    /// Envoy bootstrap of injected sidecars and its SDS files, file name → content);
+    /// empty: that ConfigMap is not managed.
+    pub sidecar_bootstrap: std::collections::BTreeMap<String, String>,
 }
 
 impl OperatorConfig {
@@ -76,6 +80,7 @@ impl OperatorConfig {
             metrics_addr: ([0, 0, 0, 0], 15014).into(),
             xds_addr: ([0, 0, 0, 0], 15012).into(),
             max_backoff: Duration::from_secs(300),
+            sidecar_bootstrap: Default::default(),
         }
     }
 }

@@ -1,6 +1,7 @@
 //! Mesh namespaces: keeps ConfigMap `trellis-ca-root-cert` (key `root-cert.pem`, the
-//! whole trust bundle) in every namespace of the mesh, and deletes the one it created
-//! when the namespace leaves the mesh.
+//! whole trust bundle) and ConfigMap `trellis-sidecar-bootstrap` (the injected sidecar's
+//! Envoy bootstrap, from [`crate::OperatorConfig::sidecar_bootstrap`]) in every namespace
+//! of the mesh, and deletes the ones it created when the namespace leaves the mesh.
 
 use crate::backoff;
 use crate::context::Context;
@@ -23,29 +24,59 @@ pub const NAME: &str = "namespace";
 pub const ROOT_CERT_CONFIG_MAP: &str = "trellis-ca-root-cert";
 /// Its key.
 pub const ROOT_CERT_KEY: &str = "root-cert.pem";
+/// The sidecar bootstrap ConfigMap's name (mounted by injected sidecars).
+pub const BOOTSTRAP_CONFIG_MAP: &str = "trellis-sidecar-bootstrap";
 /// Label value of `trellis.dev/component` on the ConfigMap.
 pub const COMPONENT_LABEL: &str = "trellis.dev/component";
 
-/// What the ConfigMap should hold, or `None` when it should not exist.
+/// What the root ConfigMap should hold, or `None` when it should not exist.
 pub fn desired_config_map(ns: &Namespace, bundle_pem: &str) -> Option<ConfigMap> {
+    desired(
+        ns,
+        ROOT_CERT_CONFIG_MAP,
+        "root-cert",
+        BTreeMap::from([(ROOT_CERT_KEY.to_string(), bundle_pem.to_string())]),
+    )
+}
+
+/// What the sidecar bootstrap ConfigMap should hold, or `None` when it should not exist
+/// (namespace outside the mesh, or no bootstrap configured).
+pub fn desired_bootstrap_config_map(
+    ns: &Namespace,
+    bootstrap: &BTreeMap<String, String>,
+) -> Option<ConfigMap> {
+    if bootstrap.is_empty() {
+        return None;
+    }
+    desired(
+        ns,
+        BOOTSTRAP_CONFIG_MAP,
+        "sidecar-bootstrap",
+        bootstrap.clone(),
+    )
+}
+
+fn desired(
+    ns: &Namespace,
+    name: &str,
+    component: &str,
+    data: BTreeMap<String, String>,
+) -> Option<ConfigMap> {
     if !namespace_in_mesh(ns) {
         return None;
     }
     let namespace = ns.metadata.name.clone()?;
     Some(ConfigMap {
         metadata: ObjectMeta {
-            name: Some(ROOT_CERT_CONFIG_MAP.into()),
+            name: Some(name.into()),
             namespace: Some(namespace),
             labels: Some(BTreeMap::from([
                 (MANAGED_BY_LABEL.to_string(), MANAGED_BY.to_string()),
-                (COMPONENT_LABEL.to_string(), "root-cert".to_string()),
+                (COMPONENT_LABEL.to_string(), component.to_string()),
             ])),
             ..Default::default()
         },
-        data: Some(BTreeMap::from([(
-            ROOT_CERT_KEY.to_string(),
-            bundle_pem.to_string(),
-        )])),
+        data: Some(data),
         ..Default::default()
     })
 }
@@ -70,45 +101,49 @@ async fn reconcile(ns: Arc<Namespace>, state: Arc<State>) -> Result<Action> {
     if !ctx.leader.is_leader() {
         return Ok(Action::await_change());
     }
-    let existing = state
-        .config_maps
-        .get(&ObjectRef::new(ROOT_CERT_CONFIG_MAP).within(&name));
+    let bootstrap = desired_bootstrap_config_map(&ns, &ctx.config.sidecar_bootstrap);
+    sync(&state, &name, BOOTSTRAP_CONFIG_MAP, bootstrap).await?;
     let Some(ca) = ctx.ca.current() else {
         // The CA loader triggers every namespace once a CA is in.
         return Ok(Action::await_change());
     };
-    let api: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), &name);
-    let object = format!("ConfigMap {name}/{ROOT_CERT_CONFIG_MAP}");
-    match desired_config_map(&ns, &ca.trust_bundle_pem) {
+    let root = desired_config_map(&ns, &ca.trust_bundle_pem);
+    sync(&state, &name, ROOT_CERT_CONFIG_MAP, root).await?;
+    ctx.backoffs.succeeded(&backoff::key(NAME, ns.as_ref()));
+    Ok(Action::await_change())
+}
+
+/// Makes ConfigMap `cm_name` in namespace `name` what `want` says: applied when its data
+/// differs, deleted (only if ours) when `want` is `None`.
+async fn sync(state: &State, name: &str, cm_name: &str, want: Option<ConfigMap>) -> Result<()> {
+    let ctx = &state.ctx;
+    let existing = state.config_maps.get(&ObjectRef::new(cm_name).within(name));
+    let api: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), name);
+    let object = format!("ConfigMap {name}/{cm_name}");
+    match want {
         Some(want) => {
-            let current = existing
-                .as_ref()
-                .and_then(|cm| cm.data.as_ref())
-                .and_then(|d| d.get(ROOT_CERT_KEY));
-            if current == Some(&ca.trust_bundle_pem) && existing.as_deref().is_some_and(is_ours) {
-                return Ok(Action::await_change());
+            let current = existing.as_ref().and_then(|cm| cm.data.as_ref());
+            if current == want.data.as_ref() && existing.as_deref().is_some_and(is_ours) {
+                return Ok(());
             }
             let _permit = ctx.leader.permit()?;
             ctx.telemetry.metrics.api_write(NAME);
             api.patch(
-                ROOT_CERT_CONFIG_MAP,
+                cm_name,
                 &PatchParams::apply(FIELD_MANAGER).force(),
                 &Patch::Apply(&want),
             )
             .await
             .map_err(Error::kube("applying", object))?;
-            tracing::info!(namespace = %name, "root certificate ConfigMap written");
+            tracing::info!(namespace = %name, configmap = cm_name, "mesh namespace ConfigMap written");
         }
         None => {
             if existing.as_deref().is_some_and(is_ours) {
                 let _permit = ctx.leader.permit()?;
                 ctx.telemetry.metrics.api_write(NAME);
-                match api
-                    .delete(ROOT_CERT_CONFIG_MAP, &DeleteParams::default())
-                    .await
-                {
+                match api.delete(cm_name, &DeleteParams::default()).await {
                     Ok(_) => {
-                        tracing::info!(namespace = %name, "namespace left the mesh: root certificate ConfigMap deleted")
+                        tracing::info!(namespace = %name, configmap = cm_name, "namespace left the mesh: ConfigMap deleted")
                     }
                     Err(kube::Error::Api(s)) if s.code == 404 => {}
                     Err(e) => return Err(Error::kube("deleting", object)(e)),
@@ -116,8 +151,7 @@ async fn reconcile(ns: Arc<Namespace>, state: Arc<State>) -> Result<Action> {
             }
         }
     }
-    ctx.backoffs.succeeded(&backoff::key(NAME, ns.as_ref()));
-    Ok(Action::await_change())
+    Ok(())
 }
 
 /// Runs the controller until shutdown.
@@ -127,8 +161,10 @@ pub async fn run(ctx: Arc<Context>) {
     let ns_gate = ctx.telemetry.readiness.gate("cache/namespaces");
     let cm_gate = ctx.telemetry.readiness.gate("cache/root-cert-configmaps");
     let (reader, writer) = reflector::store();
+    // Both ConfigMaps this controller writes carry these labels (the component label
+    // tells them apart; the store is looked up by name).
     let cm_config = watcher::Config::default().labels(&format!(
-        "{MANAGED_BY_LABEL}={MANAGED_BY},{COMPONENT_LABEL}=root-cert"
+        "{MANAGED_BY_LABEL}={MANAGED_BY},{COMPONENT_LABEL} in (root-cert,sidecar-bootstrap)"
     ));
     let cm_stream = cache_synced(
         reflector::reflector(

@@ -22,6 +22,17 @@ pub const CERTS_DIR: &str = "/etc/certs";
 pub const ROOT_CERT_DIR: &str = "/etc/trellis/root";
 pub const BOOTSTRAP_DIR: &str = "/etc/trellis/bootstrap";
 
+/// `--service-node`: the xDS server's node id (Istio's format), filled in by Kubernetes
+/// from the downward-API environment of the proxy container. The DNS domain in the last
+/// field is informational (the server reads only the namespace there), as in Istio.
+pub const SERVICE_NODE_ARG: &str =
+    "sidecar~$(INSTANCE_IP)~$(POD_NAME).$(POD_NAMESPACE)~$(POD_NAMESPACE).svc.cluster.local";
+/// `--service-cluster`: `<service-account>.<namespace>`; the xDS server takes the
+/// service account from it (the shared bootstrap carries no per-pod metadata).
+pub const SERVICE_CLUSTER_ARG: &str = "$(SERVICE_ACCOUNT).$(POD_NAMESPACE)";
+/// Envoy's bootstrap file, a key of ConfigMap [`BOOTSTRAP_CONFIG_MAP`].
+pub const BOOTSTRAP_FILE: &str = "envoy.json";
+
 pub(crate) const IDENTITY_VOLUME: &str = "trellis-identity";
 pub(crate) const ROOT_VOLUME: &str = "trellis-ca-root";
 pub(crate) const BOOTSTRAP_VOLUME: &str = "trellis-bootstrap";
@@ -115,11 +126,11 @@ pub(crate) fn proxy_container(
         image: Some(image.into()),
         args: Some(vec![
             "-c".into(),
-            format!("{BOOTSTRAP_DIR}/envoy.json"),
+            format!("{BOOTSTRAP_DIR}/{BOOTSTRAP_FILE}"),
             "--service-node".into(),
-            "$(POD_NAME).$(POD_NAMESPACE)".into(),
+            SERVICE_NODE_ARG.into(),
             "--service-cluster".into(),
-            "$(SERVICE_ACCOUNT).$(POD_NAMESPACE)".into(),
+            SERVICE_CLUSTER_ARG.into(),
             "--disable-hot-restart".into(),
             "--log-level".into(),
             log_level.into(),

@@ -104,19 +104,57 @@ pub fn root_ca_sds(cert_dir: &Path) -> Value {
 
 /// The bootstrap document itself (JSON, which Envoy reads as YAML's subset).
 pub fn bootstrap(spec: &BootstrapSpec, sds: &SdsFiles) -> Value {
-    let san = match &spec.xds_server_san {
+    ads_bootstrap(
+        &spec.node_id,
+        &spec.node_cluster,
+        &spec.node_metadata,
+        spec.admin,
+        &XdsTarget::Addr(spec.xds),
+        &spec.xds_server_san,
+        sds,
+    )
+}
+
+/// Where the proxy reaches the xDS server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum XdsTarget {
+    /// A fixed address (a `STATIC` cluster).
+    Addr(SocketAddr),
+    /// A DNS name resolved by Envoy, e.g. a Kubernetes Service (a `STRICT_DNS` cluster).
+    Dns { host: String, port: u16 },
+}
+
+/// An ADS-over-mTLS bootstrap: `node_*` are what the bootstrap says (Envoy's
+/// `--service-node`/`--service-cluster` flags override id and cluster).
+pub fn ads_bootstrap(
+    node_id: &str,
+    node_cluster: &str,
+    node_metadata: &BTreeMap<String, String>,
+    admin: SocketAddr,
+    xds: &XdsTarget,
+    xds_server_san: &ServerSan,
+    sds: &SdsFiles,
+) -> Value {
+    let (cluster_type, xds_address) = match xds {
+        XdsTarget::Addr(a) => ("STATIC", socket_address(*a)),
+        XdsTarget::Dns { host, port } => (
+            "STRICT_DNS",
+            json!({ "socket_address": { "address": host, "port_value": port } }),
+        ),
+    };
+    let san = match xds_server_san {
         ServerSan::Uri(v) => json!({ "san_type": "URI", "matcher": { "exact": v } }),
         ServerSan::Dns(v) => json!({ "san_type": "DNS", "matcher": { "exact": v } }),
     };
     let ads_source = json!({ "ads": {}, "resource_api_version": "V3" });
     json!({
         "node": {
-            "id": spec.node_id,
-            "cluster": spec.node_cluster,
-            "metadata": spec.node_metadata
+            "id": node_id,
+            "cluster": node_cluster,
+            "metadata": node_metadata
         },
         "admin": {
-            "address": socket_address(spec.admin),
+            "address": socket_address(admin),
             "access_log": [{
                 "name": "envoy.access_loggers.stderr",
                 "typed_config": {
@@ -137,7 +175,7 @@ pub fn bootstrap(spec: &BootstrapSpec, sds: &SdsFiles) -> Value {
         "static_resources": {
             "clusters": [{
                 "name": XDS_CLUSTER,
-                "type": "STATIC",
+                "type": cluster_type,
                 "connect_timeout": "1s",
                 "typed_extension_protocol_options": {
                     "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
@@ -148,7 +186,7 @@ pub fn bootstrap(spec: &BootstrapSpec, sds: &SdsFiles) -> Value {
                 "load_assignment": {
                     "cluster_name": XDS_CLUSTER,
                     "endpoints": [{ "lb_endpoints": [{ "endpoint": {
-                        "address": socket_address(spec.xds)
+                        "address": xds_address
                     }}]}]
                 },
                 "transport_socket": {

@@ -32,6 +32,10 @@ pub struct OperatorArgs {
     /// Address of the xDS (ADS/SDS) server.
     #[arg(long, default_value = "0.0.0.0:15012")]
     xds_addr: SocketAddr,
+    /// Address injected sidecars reach the xDS server at, `host:port` (written into the
+    /// bootstrap ConfigMap `trellis-sidecar-bootstrap`); default `trellis-xds.<namespace>.svc:15012`.
+    #[arg(long)]
+    xds_advertise_addr: Option<String>,
     /// Name of the leader-election Lease in the operator's namespace.
     #[arg(long, default_value = "trellis-operator-leader")]
     lease_name: String,
@@ -166,7 +170,95 @@ fn config(args: &OperatorArgs) -> Result<OperatorConfig> {
     config.metrics_addr = args.metrics_addr;
     config.xds_addr = args.xds_addr;
     config.max_backoff = args.max_backoff;
+    let advertise = args.xds_advertise_addr.clone().unwrap_or_else(|| {
+        format!(
+            "{}.{}.svc:15012",
+            trellis_status::runtime::XDS_SERVICE,
+            args.namespace
+        )
+    });
+    config.sidecar_bootstrap = sidecar_bootstrap(&args.namespace, &advertise)?;
     Ok(config)
+}
+
+/// Admin port of injected sidecars (trellis_translate::interception::ADMIN_PORT).
+const SIDECAR_ADMIN_PORT: u16 = 15000;
+
+/// The files of ConfigMap `trellis-sidecar-bootstrap` (file name → content): an ADS
+/// bootstrap over mTLS to `xds_advertise` (checking the xDS server's DNS name
+/// `trellis-xds.<namespace>.svc`), admin on 127.0.0.1:15000, and the file-based SDS
+/// definitions that read the workload certificate, key and trust bundle from the
+/// mounted identity Secret. The node id and cluster come from the flags the injector
+/// gives Envoy (`--service-node`, `--service-cluster`), so one bootstrap serves every pod.
+fn sidecar_bootstrap(
+    namespace: &str,
+    xds_advertise: &str,
+) -> Result<std::collections::BTreeMap<String, String>> {
+    use std::path::Path;
+    use trellis_local::bootstrap::{
+        SdsFiles, ServerSan, XdsTarget, ads_bootstrap, root_ca_sds, workload_cert_sds,
+    };
+    use trellis_status::runtime::{CERTS_DIR, SDS_ROOT_CA_FILE, SDS_WORKLOAD_CERT_FILE};
+    let bad = |why: &str| anyhow!("--xds-advertise-addr {xds_advertise:?}: {why}");
+    let target = match xds_advertise.parse::<SocketAddr>() {
+        Ok(addr) => XdsTarget::Addr(addr),
+        Err(_) => {
+            let (host, port) = xds_advertise
+                .rsplit_once(':')
+                .ok_or_else(|| bad("expected host:port"))?;
+            let port: u16 = port
+                .parse()
+                .map_err(|_| bad("port is not a number 1-65535"))?;
+            if host.is_empty() || port == 0 || host.contains([':', '/', ' ']) {
+                return Err(bad("expected host:port"));
+            }
+            XdsTarget::Dns {
+                host: host.to_string(),
+                port,
+            }
+        }
+    };
+    let server_name = trellis_status::runtime::xds_server_names(namespace)
+        .into_iter()
+        .next()
+        .ok_or_else(|| anyhow!("no xDS server name"))?;
+    let sds = SdsFiles {
+        workload_cert: SDS_WORKLOAD_CERT_FILE.into(),
+        root_ca: SDS_ROOT_CA_FILE.into(),
+    };
+    let bootstrap = ads_bootstrap(
+        "sidecar~0.0.0.0~unset.unset~unset.svc.cluster.local",
+        "unset",
+        &Default::default(),
+        // Envoy's admin port in the interception shape (what the translated 15090 listener proxies to).
+        SocketAddr::from(([127, 0, 0, 1], SIDECAR_ADMIN_PORT)),
+        &target,
+        &ServerSan::Dns(server_name),
+        &sds,
+    );
+    let certs = Path::new(CERTS_DIR);
+    let mut files = std::collections::BTreeMap::new();
+    for (path, value) in [
+        (
+            format!(
+                "{}/{}",
+                trellis_inject::BOOTSTRAP_DIR,
+                trellis_inject::BOOTSTRAP_FILE
+            ),
+            bootstrap,
+        ),
+        (SDS_WORKLOAD_CERT_FILE.to_string(), workload_cert_sds(certs)),
+        (SDS_ROOT_CA_FILE.to_string(), root_ca_sds(certs)),
+    ] {
+        // Every file lives where the injector mounts the ConfigMap.
+        let name = Path::new(&path)
+            .strip_prefix(trellis_inject::BOOTSTRAP_DIR)
+            .map_err(|_| anyhow!("{path} is not under {}", trellis_inject::BOOTSTRAP_DIR))?
+            .to_string_lossy()
+            .into_owned();
+        files.insert(name, serde_json::to_string_pretty(&value)?);
+    }
+    Ok(files)
 }
 
 async fn client(args: &OperatorArgs) -> Result<kube::Client> {
@@ -249,6 +341,46 @@ pub fn run(args: OperatorArgs) -> ExitCode {
             tracing::error!("{e:#}");
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sidecar_bootstrap_files_match_the_injected_mounts_and_target() {
+        assert_eq!(
+            SIDECAR_ADMIN_PORT,
+            trellis_translate::interception::ADMIN_PORT
+        );
+        let files =
+            sidecar_bootstrap("trellis-system", "trellis-xds.trellis-system.svc:15012").unwrap();
+        let names: Vec<&str> = files.keys().map(String::as_str).collect();
+        assert_eq!(
+            names,
+            ["envoy.json", "sds-root-ca.json", "sds-workload-cert.json"]
+        );
+        let b: serde_json::Value = serde_json::from_str(&files["envoy.json"]).unwrap();
+        let xds = &b["static_resources"]["clusters"][0];
+        assert_eq!(xds["type"], "STRICT_DNS");
+        let addr = &xds["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"]
+            ["socket_address"];
+        assert_eq!(addr["address"], "trellis-xds.trellis-system.svc");
+        assert_eq!(addr["port_value"], 15012);
+        assert_eq!(b["admin"]["address"]["socket_address"]["port_value"], 15000);
+        assert!(files["envoy.json"].contains("/etc/trellis/bootstrap/sds-workload-cert.json"));
+        assert!(files["sds-workload-cert.json"].contains("/etc/certs/key.pem"));
+        assert!(files["sds-root-ca.json"].contains("/etc/certs/root-cert.pem"));
+
+        let local = sidecar_bootstrap("mesh", "127.0.0.1:9").unwrap();
+        let b: serde_json::Value = serde_json::from_str(&local["envoy.json"]).unwrap();
+        assert_eq!(b["static_resources"]["clusters"][0]["type"], "STATIC");
+        assert!(local["envoy.json"].contains("trellis-xds.mesh.svc"));
+        for bad in ["nohost", "host:", ":15012", "host:99999", "a b:1"] {
+            let err = sidecar_bootstrap("mesh", bad).unwrap_err().to_string();
+            assert!(err.contains("--xds-advertise-addr"), "{bad}: {err}");
         }
     }
 }

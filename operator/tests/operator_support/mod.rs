@@ -355,7 +355,7 @@ impl Operator {
             .arg(kubeconfig)
             .args(["--namespace", OPERATOR_NS])
             .args(["--identity", identity])
-            .args(["--metrics-addr", "127.0.0.1:0", "--xds-addr", "127.0.0.1:0"])
+            .args(["--metrics-addr", "127.0.0.1:0"])
             .args(["--webhook-addr", "127.0.0.1:0"])
             .args(["--log-format", "json"])
             .args(extra)
@@ -363,6 +363,10 @@ impl Operator {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log_file);
+        // An ephemeral xDS port unless the test chose one.
+        if !extra.iter().any(|a| a == "--xds-addr") {
+            cmd.args(["--xds-addr", "127.0.0.1:0"]);
+        }
         let child = cmd.spawn().expect("starting trellis operator");
         let mut op = Self {
             child: Some(child),

@@ -6,7 +6,9 @@
 //! (namespaces are DNS labels, so it holds no dot) and the name is the third field minus
 //! `.<namespace>`, so names containing dots still parse. The service account is not part
 //! of Istio's node id; it travels in the node metadata under `SERVICE_ACCOUNT` (Istio's
-//! key). Both the namespace and the service account must equal those of the client
+//! key), or, when that is absent, in `node.cluster` as `<service-account>.<namespace>`
+//! (what an injected sidecar sets with `--service-cluster`, since its bootstrap is shared
+//! by the whole namespace and carries no per-pod metadata). Both the namespace and the service account must equal those of the client
 //! certificate's SPIFFE id, so the claim is only a name, never a credential.
 use std::fmt;
 
@@ -64,22 +66,40 @@ impl ProxyId {
         )
     }
 
-    /// Reads the proxy identity a node claims (node id plus `SERVICE_ACCOUNT` metadata).
+    /// Reads the proxy identity a node claims: the node id plus the service account from
+    /// the `SERVICE_ACCOUNT` metadata, else from `node.cluster` `<service-account>.<namespace>`.
     pub fn from_node(node: &Node) -> Result<ProxyId, XdsError> {
         let (kind, namespace, name) = parse_node_id(&node.id)?;
-        let service_account = node
+        let from_metadata = node
             .metadata
             .as_ref()
-            .and_then(|m| m.fields.get(SERVICE_ACCOUNT_METADATA_KEY))
-            .and_then(|v| match &v.kind {
-                Some(Kind::StringValue(s)) if !s.is_empty() => Some(s.clone()),
-                _ => None,
-            })
-            .ok_or_else(|| XdsError::InvalidNode {
-                node_id: node.id.clone(),
-                field: format!("node.metadata.{SERVICE_ACCOUNT_METADATA_KEY}"),
-                reason: "missing or not a non-empty string".to_string(),
-            })?;
+            .and_then(|m| m.fields.get(SERVICE_ACCOUNT_METADATA_KEY));
+        let service_account = match from_metadata {
+            Some(v) => match &v.kind {
+                Some(Kind::StringValue(s)) if !s.is_empty() => s.clone(),
+                _ => {
+                    return Err(XdsError::InvalidNode {
+                        node_id: node.id.clone(),
+                        field: format!("node.metadata.{SERVICE_ACCOUNT_METADATA_KEY}"),
+                        reason: "not a non-empty string".to_string(),
+                    });
+                }
+            },
+            None => node
+                .cluster
+                .strip_suffix(namespace.as_str())
+                .and_then(|sa| sa.strip_suffix('.'))
+                .filter(|sa| !sa.is_empty())
+                .map(str::to_string)
+                .ok_or_else(|| XdsError::InvalidNode {
+                    node_id: node.id.clone(),
+                    field: format!("node.metadata.{SERVICE_ACCOUNT_METADATA_KEY}"),
+                    reason: format!(
+                        "missing, and node.cluster `{}` is not `<service-account>.{namespace}`",
+                        node.cluster
+                    ),
+                })?,
+        };
         Ok(ProxyId {
             kind,
             namespace,
@@ -265,6 +285,30 @@ mod tests {
         let err = ProxyId::from_node(&node("sidecar~1~web.shop~shop.svc.cluster.local", None))
             .unwrap_err();
         assert!(err.to_string().contains("SERVICE_ACCOUNT"), "{err}");
+    }
+
+    #[test]
+    fn service_account_comes_from_node_cluster_when_metadata_has_none() {
+        let id = "sidecar~10.0.0.1~web-1.shop~shop.svc.cluster.local";
+        let mut n = node(id, None);
+        n.cluster = "web.shop".into();
+        let p = ProxyId::from_node(&n).unwrap();
+        assert_eq!(p, ProxyId::new(ProxyKind::Sidecar, "shop", "web-1", "web"));
+        // Metadata wins over node.cluster.
+        let mut n = node(id, Some("cart"));
+        n.cluster = "web.shop".into();
+        assert_eq!(ProxyId::from_node(&n).unwrap().service_account, "cart");
+        // A cluster in another namespace, or with no service account, is refused.
+        for bad in ["web.bank", ".shop", "shop", "", "webshop"] {
+            let mut n = node(id, None);
+            n.cluster = bad.into();
+            let err = ProxyId::from_node(&n).unwrap_err();
+            assert!(err.to_string().contains("SERVICE_ACCOUNT"), "{bad}: {err}");
+        }
+        // A dotted service account name in the cluster still parses.
+        let mut n = node(id, None);
+        n.cluster = "web.v2.shop".into();
+        assert_eq!(ProxyId::from_node(&n).unwrap().service_account, "web.v2");
     }
 
     #[test]

@@ -1,0 +1,366 @@
+//! An injected sidecar reaches the operator's xDS server: `trellis operator` against
+//! the Kubernetes API simulator writes ConfigMap `trellis-sidecar-bootstrap` into a
+//! mesh namespace; a real Envoy started with exactly the arguments `trellis inject`
+//! gives the proxy container (downward-API variables filled in for a Pod of the
+//! simulator), the bootstrap ConfigMap, the identity Secret and the root ConfigMap laid
+//! out at the pod's mount paths (a private mount namespace over an overlay of /etc, so
+//! the host's /etc is untouched) connects over mTLS, is accepted as that pod and
+//! applies the configuration the operator serves. The ConfigMap goes when the
+//! namespace leaves the mesh.
+
+mod operator_support;
+
+use operator_support::*;
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+const NS: &str = "shop";
+const POD: &str = "web-0";
+const SA: &str = "web";
+const POD_IP: &str = "127.0.0.29";
+
+fn envoy_bin() -> PathBuf {
+    let bin = std::env::var_os("ENVOY_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/envoy-real")
+        });
+    assert!(
+        bin.exists(),
+        "envoy not found at {} (ENVOY_BIN): run `make setup`",
+        bin.display()
+    );
+    bin
+}
+
+fn bootstrap_config_map(cluster: &Cluster) -> Option<BTreeMap<String, String>> {
+    let cm = cluster
+        .kubectl
+        .get_json(&["configmap", "-n", NS, "trellis-sidecar-bootstrap"])?;
+    serde_json::from_value(cm["data"].clone()).ok()
+}
+
+/// A free loopback port (bound, then released for Envoy's admin listener).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Envoy, killed by PID on drop (and by the kernel if the test dies: pdeathsig).
+struct Envoy {
+    child: Child,
+    log: PathBuf,
+}
+
+impl Envoy {
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Envoy {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-KILL", &self.child.id().to_string()])
+            .status();
+        let _ = self.child.wait();
+    }
+}
+
+fn write_files(dir: &Path, files: &BTreeMap<String, String>) {
+    std::fs::create_dir_all(dir).unwrap();
+    for (name, content) in files {
+        std::fs::write(dir.join(name), content).unwrap();
+    }
+}
+
+/// `$(VAR)` references of the injected args, filled from the container's downward-API env.
+fn expand(arg: &str, env: &BTreeMap<String, String>) -> String {
+    let mut out = arg.to_string();
+    for (k, v) in env {
+        out = out.replace(&format!("$({k})"), v);
+    }
+    assert!(
+        !out.contains("$("),
+        "unexpanded variable in {arg:?} -> {out}"
+    );
+    out
+}
+
+/// GET from Envoy's admin with curl (responses are chunked); the body on 200.
+fn http_get(addr: SocketAddr, path: &str) -> Option<String> {
+    let out = Command::new("curl")
+        .args(["-sS", "-f", "-m", "10", &format!("http://{addr}{path}")])
+        .output()
+        .expect("curl (run `make setup`)");
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+#[test]
+fn injected_sidecar_connects_to_the_operator_with_the_namespace_bootstrap() {
+    let cluster = Cluster::start();
+    cluster.namespace(NS, &[], &[SA]);
+    let pod_yaml = format!(
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {POD}\n  namespace: {NS}\n  labels:\n    app: web\n\
+         spec:\n  serviceAccountName: {SA}\n  containers:\n  - name: app\n    image: example/web:1\n    ports:\n    - containerPort: 8080\n"
+    );
+    cluster.kubectl.apply(&pod_yaml);
+    cluster.kubectl.run(&[
+        "patch",
+        "pod",
+        "-n",
+        NS,
+        POD,
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        &format!("{{\"status\":{{\"podIP\":\"{POD_IP}\",\"phase\":\"Running\"}}}}"),
+    ]);
+    cluster.kubectl.apply(&format!(
+        "apiVersion: v1\nkind: Service\nmetadata:\n  name: web\n  namespace: {NS}\nspec:\n  clusterIP: 10.96.0.29\n  selector:\n    app: web\n  ports:\n  - name: http\n    port: 80\n    targetPort: 8080\n"
+    ));
+
+    // The operator's xDS port is only known once it listens; start it on an ephemeral
+    // port and advertise that port on loopback.
+    let xds_port = free_port();
+    let mut args = default_args();
+    args.extend([
+        "--xds-addr".to_string(),
+        format!("127.0.0.1:{xds_port}"),
+        "--xds-advertise-addr".to_string(),
+        format!("127.0.0.1:{xds_port}"),
+    ]);
+    let mut op = Operator::start(cluster.server.kubeconfig_path(), "op-1", &args);
+    op.wait_ready();
+    assert!(
+        bootstrap_config_map(&cluster).is_none(),
+        "no bootstrap outside the mesh"
+    );
+
+    cluster
+        .kubectl
+        .run(&["label", "namespace", NS, "istio-injection=enabled"]);
+    let bootstrap = wait_for(
+        "ConfigMap shop/trellis-sidecar-bootstrap",
+        Duration::from_secs(60),
+        || bootstrap_config_map(&cluster),
+    );
+    assert_eq!(
+        bootstrap.keys().map(String::as_str).collect::<Vec<_>>(),
+        ["envoy.json", "sds-root-ca.json", "sds-workload-cert.json"]
+    );
+    let identity = cluster.wait_identity(NS, SA);
+    let root = wait_for("root ConfigMap", Duration::from_secs(60), || {
+        cluster
+            .kubectl
+            .get_json(&["configmap", "-n", NS, "trellis-ca-root-cert"])
+            .and_then(|cm| cm["data"]["root-cert.pem"].as_str().map(str::to_string))
+    });
+
+    // What `trellis inject` gives the proxy container for this Pod.
+    let pod = cluster
+        .kubectl
+        .get_json(&["pod", "-n", NS, POD])
+        .expect("the Pod");
+    assert_eq!(pod["status"]["podIP"], POD_IP, "simulator kept the pod IP");
+    let mut inject = Command::new(env!("CARGO_BIN_EXE_trellis"))
+        .args(["inject", "-f", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("trellis inject");
+    inject
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(pod_yaml.as_bytes())
+        .unwrap();
+    let out = inject.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "trellis inject: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let injected: Value = serde_yaml::from_slice(&out.stdout).expect("injected YAML");
+    let proxy = injected["spec"]["containers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "trellis-proxy")
+        .expect("proxy container")
+        .clone();
+    let mut env = BTreeMap::new();
+    for e in proxy["env"].as_array().unwrap() {
+        let field = e["valueFrom"]["fieldRef"]["fieldPath"].as_str().unwrap();
+        let value = match field {
+            "metadata.name" => pod["metadata"]["name"].clone(),
+            "metadata.namespace" => pod["metadata"]["namespace"].clone(),
+            "spec.serviceAccountName" => pod["spec"]["serviceAccountName"].clone(),
+            "status.podIP" => pod["status"]["podIP"].clone(),
+            other => panic!("unexpected downward-API field {other}"),
+        };
+        env.insert(
+            e["name"].as_str().unwrap().to_string(),
+            value.as_str().unwrap().to_string(),
+        );
+    }
+    let envoy_args: Vec<String> = proxy["args"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| expand(a.as_str().unwrap(), &env))
+        .collect();
+    assert!(
+        envoy_args.contains(&format!(
+            "sidecar~{POD_IP}~{POD}.{NS}~{NS}.svc.cluster.local"
+        )),
+        "{envoy_args:?}"
+    );
+
+    // The pod's mounts: bootstrap ConfigMap, identity Secret, root ConfigMap. Only the
+    // admin port is moved off 15000 so the test does not depend on it being free.
+    let dir = tempfile::tempdir().unwrap();
+    let admin_port = free_port();
+    let mut files = bootstrap.clone();
+    let mut b: Value = serde_json::from_str(&files["envoy.json"]).unwrap();
+    assert_eq!(b["admin"]["address"]["socket_address"]["port_value"], 15000);
+    b["admin"]["address"]["socket_address"]["port_value"] = admin_port.into();
+    files.insert("envoy.json".into(), serde_json::to_string(&b).unwrap());
+    write_files(&dir.path().join("bootstrap"), &files);
+    let certs: BTreeMap<String, String> = ["cert-chain.pem", "key.pem", "root-cert.pem"]
+        .into_iter()
+        .map(|k| (k.to_string(), secret_field(&identity, k)))
+        .collect();
+    write_files(&dir.path().join("certs"), &certs);
+    write_files(
+        &dir.path().join("root"),
+        &BTreeMap::from([("root-cert.pem".to_string(), root)]),
+    );
+    for d in ["upper", "work"] {
+        std::fs::create_dir_all(dir.path().join(d)).unwrap();
+    }
+
+    // A private mount namespace: an overlay over /etc (writes land in the temp dir),
+    // the three volumes bind-mounted where the injector mounts them, then Envoy.
+    let d = dir.path().display();
+    let script = format!(
+        "set -e; mount -t overlay overlay -o lowerdir=/etc,upperdir={d}/upper,workdir={d}/work /etc; \
+         mkdir -p /etc/certs /etc/trellis/root /etc/trellis/bootstrap; \
+         mount --bind {d}/certs /etc/certs; mount --bind {d}/root /etc/trellis/root; \
+         mount --bind {d}/bootstrap /etc/trellis/bootstrap; \
+         exec \"$0\" \"$@\""
+    );
+    let log = dir.path().join("envoy.log");
+    let child = Command::new("setpriv")
+        .args([
+            "--pdeathsig",
+            "KILL",
+            "unshare",
+            "--mount",
+            "--propagation",
+            "private",
+        ])
+        .args(["sh", "-c", &script])
+        .arg(envoy_bin())
+        .args(&envoy_args)
+        .args(["--log-path"])
+        .arg(&log)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("starting envoy");
+    let envoy = Envoy { child, log };
+    let admin: SocketAddr = ([127, 0, 0, 1], admin_port).into();
+
+    // Connected and in sync: the operator counts the proxy, Envoy holds the operator's
+    // clusters (the Service's outbound cluster among them) and listeners.
+    let mut last = String::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let dump = loop {
+        if let Some(dump) =
+            http_get(admin, "/config_dump").and_then(|t| serde_json::from_str::<Value>(&t).ok())
+        {
+            last = dump.to_string();
+            if last.contains("outbound|80||web.shop.svc.cluster.local")
+                && last.contains("virtualOutbound")
+            {
+                break dump;
+            }
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "Envoy did not apply the operator's clusters and listeners\nlast config dump: {last}\nEnvoy log:\n{}\noperator log:\n{}",
+            envoy.log(),
+            op.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    };
+    let text = dump.to_string();
+    assert!(text.contains("dynamic_active_clusters"), "{text}");
+    // The node identity came from the injected flags, and the operator accepted it as the pod.
+    let info: Value = serde_json::from_str(&http_get(admin, "/server_info").unwrap()).unwrap();
+    assert_eq!(
+        info["command_line_options"]["service_node"],
+        format!("sidecar~{POD_IP}~{POD}.{NS}~{NS}.svc.cluster.local")
+    );
+    assert_eq!(
+        info["command_line_options"]["service_cluster"],
+        format!("{SA}.{NS}")
+    );
+    assert!(
+        op.log_lines()
+            .iter()
+            .any(|l| l["fields"]["message"] == "proxy connected"
+                && l["fields"]["proxy"] == format!("{NS}/{POD}")),
+        "{}",
+        op.log_text()
+    );
+    let connected = wait_for(
+        "trellis_xds_proxies_connected 1",
+        Duration::from_secs(30),
+        || {
+            op.metric("trellis_xds_proxies_connected")
+                .filter(|v| *v == 1.0)
+        },
+    );
+    assert_eq!(connected, 1.0);
+    // Nothing was rejected: no NACK reached the operator and Envoy logged no rejection.
+    assert_eq!(
+        op.metric("trellis_xds_nacks_total").unwrap_or(0.0),
+        0.0,
+        "{}",
+        envoy.log()
+    );
+    let stats = http_get(admin, "/stats?filter=update_rejected").unwrap_or_default();
+    for line in stats.lines() {
+        assert!(
+            line.ends_with(": 0"),
+            "Envoy rejected an update: {line}\n{}",
+            envoy.log()
+        );
+    }
+
+    // Leaving the mesh deletes the ConfigMap.
+    drop(envoy);
+    cluster
+        .kubectl
+        .run(&["label", "namespace", NS, "istio-injection-"]);
+    wait_for(
+        "ConfigMap shop/trellis-sidecar-bootstrap to go",
+        Duration::from_secs(60),
+        || bootstrap_config_map(&cluster).is_none().then_some(()),
+    );
+    op.terminate();
+}
