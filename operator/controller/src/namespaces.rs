@@ -207,3 +207,42 @@ pub async fn run(ctx: Arc<Context>) {
         .for_each(|_| async {})
         .await;
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ns(labels: &[(&str, &str)]) -> Namespace {
+        Namespace {
+            metadata: ObjectMeta {
+                name: Some("shop".into()),
+                labels: Some(
+                    labels
+                        .iter()
+                        .map(|(k, v)| (k.to_string(), v.to_string()))
+                        .collect(),
+                ),
+                ..Default::default()
+            },
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn bootstrap_config_map_only_in_mesh_namespaces_and_only_when_configured() {
+        let files = BTreeMap::from([("envoy.json".to_string(), "{}".to_string())]);
+        let mesh = ns(&[("istio-injection", "enabled")]);
+        let cm = desired_bootstrap_config_map(&mesh, &files).expect("mesh namespace");
+        assert_eq!(cm.metadata.name.as_deref(), Some(BOOTSTRAP_CONFIG_MAP));
+        assert_eq!(cm.metadata.namespace.as_deref(), Some("shop"));
+        assert_eq!(cm.data.as_ref(), Some(&files));
+        let labels = cm.metadata.labels.unwrap();
+        assert_eq!(labels[COMPONENT_LABEL], "sidecar-bootstrap");
+        assert_eq!(labels[MANAGED_BY_LABEL], MANAGED_BY);
+        assert!(desired_bootstrap_config_map(&ns(&[]), &files).is_none());
+        assert!(desired_bootstrap_config_map(&mesh, &BTreeMap::new()).is_none());
+        let root = desired_config_map(&mesh, "PEM").unwrap();
+        assert_eq!(root.data.unwrap()[ROOT_CERT_KEY], "PEM");
+        assert_eq!(root.metadata.labels.unwrap()[COMPONENT_LABEL], "root-cert");
+    }
+}
