@@ -187,6 +187,14 @@ fn restart_reissues_nothing_still_valid() {
                     .get_json(&["configmap", "-n", ns, "trellis-ca-root-cert"])
             });
             v.insert(format!("{ns}/configmap"), rv(&cm));
+            // The sidecar bootstrap is written by the same controller; the first
+            // operator must have finished it too, or the second one rightly writes it.
+            let bootstrap = wait_for("bootstrap ConfigMap", Duration::from_secs(30), || {
+                cluster
+                    .kubectl
+                    .get_json(&["configmap", "-n", ns, "trellis-sidecar-bootstrap"])
+            });
+            v.insert(format!("{ns}/bootstrap"), rv(&bootstrap));
         }
         let ca = cluster
             .kubectl
