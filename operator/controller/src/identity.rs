@@ -241,6 +241,14 @@ async fn reconcile(sa: Arc<ServiceAccount>, state: Arc<State>) -> Result<Action>
     if !ctx.leader.is_leader() {
         return Ok(Action::await_change());
     }
+    // Until both caches have listed, "no Secret" or "namespace not in the mesh" only
+    // means "not seen yet": acting on it would reissue or delete valid identities.
+    if caches_listing(
+        &ctx,
+        &["cache/identity-namespaces", "cache/identity-secrets"],
+    ) {
+        return Ok(Action::requeue(std::time::Duration::from_millis(500)));
+    }
     let ns = sa.metadata.namespace.clone().unwrap_or_default();
     let sa_name = sa.metadata.name.clone().unwrap_or_default();
     let name = secret_name(&sa_name);
@@ -266,7 +274,9 @@ async fn reconcile(sa: Arc<ServiceAccount>, state: Arc<State>) -> Result<Action>
         return Ok(Action::await_change());
     }
     let Some(ca) = ctx.ca.current() else {
-        return Ok(Action::await_change());
+        // The CA loader triggers a pass once a CA is in; the requeue covers a trigger
+        // sent before this controller subscribed.
+        return Ok(Action::requeue(std::time::Duration::from_secs(1)));
     };
     let owner_uid = sa.metadata.uid.clone().ok_or_else(|| Error::Invalid {
         object: format!("ServiceAccount {ns}/{sa_name}"),
@@ -400,6 +410,15 @@ async fn reconcile(sa: Arc<ServiceAccount>, state: Arc<State>) -> Result<Action>
 /// The caches never need `managedFields`; dropping them saves memory per object.
 pub fn drop_managed_fields<K: kube::Resource>(obj: &mut K) {
     obj.meta_mut().managed_fields = None;
+}
+
+/// Whether any of the named cache gates has not seen its initial list yet.
+pub(crate) fn caches_listing(ctx: &Context, gates: &[&str]) -> bool {
+    ctx.telemetry
+        .readiness
+        .not_ready()
+        .iter()
+        .any(|g| gates.contains(&g.as_str()))
 }
 
 /// Runs the controller until shutdown.

@@ -101,11 +101,17 @@ async fn reconcile(ns: Arc<Namespace>, state: Arc<State>) -> Result<Action> {
     if !ctx.leader.is_leader() {
         return Ok(Action::await_change());
     }
+    // Until the ConfigMap cache has listed, a missing ConfigMap only means "not seen
+    // yet": writing then would rewrite what a previous operator already wrote.
+    if crate::identity::caches_listing(ctx, &["cache/root-cert-configmaps"]) {
+        return Ok(Action::requeue(std::time::Duration::from_millis(500)));
+    }
     let bootstrap = desired_bootstrap_config_map(&ns, &ctx.config.sidecar_bootstrap);
     sync(&state, &name, BOOTSTRAP_CONFIG_MAP, bootstrap).await?;
     let Some(ca) = ctx.ca.current() else {
-        // The CA loader triggers every namespace once a CA is in.
-        return Ok(Action::await_change());
+        // The CA loader triggers every namespace once a CA is in; the requeue covers a
+        // trigger sent before this controller subscribed.
+        return Ok(Action::requeue(std::time::Duration::from_secs(1)));
     };
     let root = desired_config_map(&ns, &ca.trust_bundle_pem);
     sync(&state, &name, ROOT_CERT_CONFIG_MAP, root).await?;
