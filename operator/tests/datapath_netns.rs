@@ -55,18 +55,8 @@ const A_ID: &str = "spiffe://cluster.local/ns/shop/sa/a";
 const B_ID: &str = "spiffe://cluster.local/ns/shop/sa/b";
 const WAIT: Duration = Duration::from_secs(60);
 
-fn trellis() -> &'static str {
-    env!("CARGO_BIN_EXE_trellis")
-}
-
-fn require(program: &str) {
-    let found = std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())
-        .any(|d| d.join(program).is_file());
-    assert!(
-        found,
-        "{program} is not installed: run `make setup` (it installs iptables and iproute2)"
-    );
-}
+mod netns_support;
+use netns_support::{Netns, require, run, trellis};
 
 fn require_root() {
     let out = Command::new("id")
@@ -80,43 +70,7 @@ fn require_root() {
     );
 }
 
-fn run(cmd: &mut Command) -> String {
-    let out = cmd
-        .output()
-        .unwrap_or_else(|e| panic!("running {cmd:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// A network namespace, deleted on drop (with its end of the veth pair).
-struct Netns {
-    name: String,
-}
-
 impl Netns {
-    fn create(name: String) -> Netns {
-        run(Command::new("ip").args(["netns", "add", &name]));
-        let ns = Netns { name };
-        ns.ip(&["link", "set", "lo", "up"]);
-        ns
-    }
-
-    fn ip(&self, args: &[&str]) -> String {
-        run(Command::new("ip").arg("-n").arg(&self.name).args(args))
-    }
-
-    /// `ip netns exec <ns> <program> <args>`.
-    fn exec(&self, program: &str, args: &[&str]) -> Command {
-        let mut c = Command::new("ip");
-        c.args(["netns", "exec", &self.name, program]).args(args);
-        c
-    }
-
     /// `ip netns exec <ns> setpriv --pdeathsig KILL [as uid] <program> <args>`.
     fn spawn_guarded(&self, uid: Option<u32>, program: &str, args: &[&str]) -> Command {
         let mut full = vec!["--pdeathsig".to_string(), "KILL".to_string()];
@@ -131,14 +85,6 @@ impl Netns {
         full.extend(args.iter().map(|a| a.to_string()));
         let full: Vec<&str> = full.iter().map(String::as_str).collect();
         self.exec("setpriv", &full)
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip")
-            .args(["netns", "del", &self.name])
-            .status();
     }
 }
 
