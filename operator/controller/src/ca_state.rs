@@ -1,6 +1,7 @@
 //! The CA the operator signs with, shared by every controller and (for the status
 //! helper) with what went wrong loading it. Updated only by [`crate::ca_store`].
 
+use crate::ca_rotation::{RotationKey, RotationRecord, whole_seconds};
 use futures::Stream;
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -29,7 +30,7 @@ impl CaMode {
 }
 
 /// A loaded CA and what the controllers derive from it.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct CaSnapshot {
     /// The CA (signs identities).
     pub ca: Arc<CertificateAuthority>,
@@ -47,6 +48,11 @@ pub struct CaSnapshot {
     /// Roots of the previous CA, still trusted while identities move to the new root
     /// (empty when no rotation is under way).
     pub previous_roots: Vec<CertificateInfo>,
+    /// When the rotation under way started (`None` when not rotating).
+    pub rotation_started: Option<SystemTime>,
+    /// Since when every identity chains to this CA's root (rotation only; the previous
+    /// roots leave the bundle `rotation_grace` later).
+    pub all_moved_at: Option<SystemTime>,
 }
 
 impl CaSnapshot {
@@ -74,6 +80,8 @@ impl CaSnapshot {
             root_not_after: root.not_after,
             trust_bundle_pem: bundle.to_pem(),
             previous_roots,
+            rotation_started: None,
+            all_moved_at: None,
             ca,
         }
     }
@@ -98,6 +106,9 @@ pub struct CaStatus {
 #[derive(Clone)]
 pub struct CaHandle {
     tx: watch::Sender<CaStatus>,
+    /// The last rotation this process ended: a persisted record of it still in a
+    /// lagging cache must not bring its roots back.
+    finished: Arc<std::sync::Mutex<Option<RotationKey>>>,
 }
 
 impl Default for CaHandle {
@@ -111,6 +122,7 @@ impl CaHandle {
     pub fn new() -> Self {
         Self {
             tx: watch::Sender::new(CaStatus::default()),
+            finished: Arc::default(),
         }
     }
 
@@ -158,6 +170,9 @@ impl CaHandle {
             let Some(cur) = status.current.as_ref().filter(|c| c.rotating()) else {
                 return false;
             };
+            if let Some(record) = RotationRecord::of(cur) {
+                *self.finished.lock().unwrap_or_else(|p| p.into_inner()) = Some(record.key());
+            }
             let next = CaSnapshot::new(
                 cur.ca.clone(),
                 cur.mode,
@@ -165,6 +180,30 @@ impl CaHandle {
                 cur.generation + 1,
                 Vec::new(),
             );
+            status.current = Some(Arc::new(next));
+            true
+        });
+    }
+
+    /// Whether this process ended the rotation `key` (see [`RotationRecord::key`]).
+    pub(crate) fn finished(&self, key: RotationKey) -> bool {
+        *self.finished.lock().unwrap_or_else(|p| p.into_inner()) == Some(key)
+    }
+
+    /// Records since when every identity chains to the root of CA `generation` (`None`:
+    /// one does not any more). Same generation: controllers are not asked to reconcile.
+    pub(crate) fn set_all_moved(&self, generation: u64, at: Option<SystemTime>) {
+        let at = at.map(whole_seconds);
+        self.tx.send_if_modified(|status| {
+            let Some(cur) = status
+                .current
+                .as_ref()
+                .filter(|c| c.generation == generation && c.rotating() && c.all_moved_at != at)
+            else {
+                return false;
+            };
+            let mut next = CaSnapshot::clone(cur);
+            next.all_moved_at = at;
             status.current = Some(Arc::new(next));
             true
         });

@@ -5,21 +5,23 @@
 //! A broken `cacerts` (or `trellis-ca`) is logged, reported as an event on the Secret
 //! and in [`crate::CaStatus::problem`], and the last good CA stays in use.
 
+use crate::ca_rotation::{self, ROTATION_SECRET, RotationRecord};
 use crate::ca_state::{CaMode, CaSnapshot};
 use crate::context::Context;
 use crate::error::{Error, Result};
 use crate::events::reference;
 use crate::runtime::cache_synced;
-use crate::{MANAGED_BY, MANAGED_BY_LABEL};
+use crate::{FIELD_MANAGER, MANAGED_BY, MANAGED_BY_LABEL};
 use futures::StreamExt;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
-use kube::api::{Api, ObjectMeta, PostParams};
+use kube::api::{Api, DeleteParams, ObjectMeta, Patch, PatchParams, PostParams};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
+use tokio_stream::wrappers::WatchStream;
 use trellis_ca::{CaFiles, CertificateAuthority, RootOptions};
 
 /// Controller name (metrics, logs).
@@ -114,39 +116,178 @@ pub fn to_secret(namespace: &str, ca: &CertificateAuthority) -> Secret {
     }
 }
 
+/// What the leader last wrote to Secret `trellis-ca-rotation`, until its cache shows it
+/// (so one change costs one write, and a deleted record in a lagging cache is not
+/// taken for a live one).
+#[derive(Default)]
+pub(crate) struct RecordSync {
+    last: std::sync::Mutex<Option<Written>>,
+}
+
+struct Written {
+    /// resourceVersion written (or, for a delete, of the object deleted).
+    rv: u64,
+    deleted: bool,
+    data: Option<BTreeMap<String, ByteString>>,
+}
+
+fn rv_number(s: &Secret) -> Option<u64> {
+    s.metadata.resource_version.as_deref()?.parse().ok()
+}
+
+impl RecordSync {
+    /// The record's data as it stands: the cache, or our own last write when newer.
+    fn known(&self, cached: Option<&Secret>) -> Option<BTreeMap<String, ByteString>> {
+        let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(w) = last.as_ref() {
+            let caught_up = match (w.deleted, cached.and_then(rv_number)) {
+                (true, None) => true,
+                (true, Some(r)) => r > w.rv,
+                (false, Some(r)) => r >= w.rv,
+                (false, None) => false,
+            };
+            if !caught_up {
+                return w.data.clone();
+            }
+            *last = None;
+        }
+        cached.and_then(|c| c.data.clone())
+    }
+
+    fn wrote(&self, rv: Option<u64>, deleted: bool, data: Option<BTreeMap<String, ByteString>>) {
+        *self.last.lock().unwrap_or_else(|p| p.into_inner()) =
+            rv.map(|rv| Written { rv, deleted, data });
+    }
+}
+
+/// The persisted rotation, if any and readable (a broken one is logged and ignored: the
+/// leader writes the state it holds over it); one this process ended is ignored.
+fn read_record(ctx: &Context, secrets: &Store<Secret>) -> Option<RotationRecord> {
+    let secret = secrets.get(&ObjectRef::new(ROTATION_SECRET).within(&ctx.config.namespace))?;
+    match RotationRecord::from_secret(&secret) {
+        Ok(r) if ctx.ca.finished(r.key()) => None,
+        Ok(r) => Some(r),
+        Err(e) => {
+            tracing::warn!(error = %e, "root rotation record unreadable; ignored");
+            None
+        }
+    }
+}
+
+/// Makes Secret `trellis-ca-rotation` say `desired` (`None`: no rotation, deleted).
+/// Leader only.
+async fn persist(
+    ctx: &Context,
+    secrets: &Store<Secret>,
+    sync: &RecordSync,
+    desired: Option<&RotationRecord>,
+) -> Result<()> {
+    let ns = &ctx.config.namespace;
+    let cached = secrets.get(&ObjectRef::new(ROTATION_SECRET).within(ns));
+    let want = desired.map(RotationRecord::data);
+    if sync.known(cached.as_deref()) == want {
+        return Ok(());
+    }
+    let object = format!("Secret {ns}/{ROTATION_SECRET}");
+    let api: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
+    match desired {
+        Some(record) => {
+            let _permit = ctx.leader.permit()?;
+            ctx.telemetry.metrics.api_write(NAME);
+            let written = api
+                .patch(
+                    ROTATION_SECRET,
+                    &PatchParams::apply(FIELD_MANAGER).force(),
+                    &Patch::Apply(record.to_secret(ns)),
+                )
+                .await
+                .map_err(Error::kube("applying", object.clone()))?;
+            sync.wrote(rv_number(&written), false, want);
+            tracing::info!(secret = %object, previous_roots = record.previous.len(), all_moved = record.all_moved_at.is_some(), "root rotation state stored");
+        }
+        None => {
+            let ours = |c: &Secret| {
+                c.metadata
+                    .labels
+                    .as_ref()
+                    .and_then(|l| l.get(MANAGED_BY_LABEL))
+                    .is_some_and(|v| v == MANAGED_BY)
+            };
+            if cached.as_deref().is_some_and(|c| !ours(c)) {
+                // Not ours: leave it alone.
+                return Ok(());
+            }
+            let _permit = ctx.leader.permit()?;
+            ctx.telemetry.metrics.api_write(NAME);
+            match api.delete(ROTATION_SECRET, &DeleteParams::default()).await {
+                Ok(_) => {}
+                Err(kube::Error::Api(s)) if s.code == 404 => {}
+                Err(e) => return Err(Error::kube("deleting", object)(e)),
+            }
+            sync.wrote(
+                cached.as_deref().and_then(rv_number).or(Some(0)),
+                true,
+                None,
+            );
+            tracing::info!(secret = %object, "root rotation ended; its state removed");
+        }
+    }
+    Ok(())
+}
+
 /// Makes `ca` the CA in use unless it is the one already in use. A new root keeps the
 /// roots trusted so far in the distributed bundle, so workloads with old certificates
 /// keep talking while they are reissued; the identity controller ends the rotation.
-fn install(ctx: &Context, ca: CertificateAuthority, mode: CaMode, source: String) {
+/// The roots of a persisted rotation are trusted too (a restart resumes it). The leader
+/// stores the rotation before it installs the CA: a crash in between loses nothing.
+async fn install(
+    ctx: &Context,
+    secrets: &Store<Secret>,
+    sync: &RecordSync,
+    ca: CertificateAuthority,
+    mode: CaMode,
+    source: String,
+) -> Result<()> {
     let current = ctx.ca.current();
-    let mut previous = Vec::new();
-    if let Some(cur) = &current {
-        if cur.ca.signing_certificate().sha256_fingerprint
+    let record = read_record(ctx, secrets);
+    let resumed = ca_rotation::resume(&ca, current.as_deref(), record.as_ref(), ctx.clock.now());
+    let same = current.as_ref().filter(|cur| {
+        cur.ca.signing_certificate().sha256_fingerprint
             == ca.signing_certificate().sha256_fingerprint
             && cur.mode == mode
-        {
-            return;
+    });
+    let ca = match same {
+        Some(cur) => {
+            let fps = |roots: &[trellis_ca::CertificateInfo]| {
+                roots
+                    .iter()
+                    .map(|r| r.sha256_fingerprint)
+                    .collect::<Vec<_>>()
+            };
+            if fps(&resumed.previous) == fps(&cur.previous_roots) {
+                return Ok(());
+            }
+            // A persisted rotation names roots this replica did not know (it started
+            // between the CA change and the record): trust them too.
+            cur.ca.clone()
         }
-        let now = ctx.clock.now();
-        previous = cur
-            .ca
-            .own_roots()
-            .roots()
-            .iter()
-            .chain(cur.previous_roots.iter())
-            .filter(|r| r.not_after > now && !ca.own_roots().contains(r))
-            .cloned()
-            .collect();
-        let mut seen = std::collections::HashSet::new();
-        previous.retain(|r| seen.insert(r.sha256_fingerprint));
-    }
-    let snapshot = CaSnapshot::new(
-        Arc::new(ca),
+        None => Arc::new(ca),
+    };
+    let mut snapshot = CaSnapshot::new(
+        ca,
         mode,
         source.clone(),
         ctx.ca.next_generation(),
-        previous,
+        resumed.previous,
     );
+    snapshot.rotation_started = resumed.started;
+    snapshot.all_moved_at = resumed.all_moved_at;
+    if ctx.leader.is_leader() {
+        match persist(ctx, secrets, sync, RotationRecord::of(&snapshot).as_ref()).await {
+            Ok(()) | Err(Error::NotLeader) => {}
+            Err(e) => return Err(e),
+        }
+    }
     tracing::info!(
         mode = mode.as_str(),
         source = %source,
@@ -154,9 +295,23 @@ fn install(ctx: &Context, ca: CertificateAuthority, mode: CaMode, source: String
         root_expires = %trellis_ca::format_time(snapshot.root_not_after),
         replaced = current.is_some(),
         rotating = snapshot.rotating(),
+        resumed = record.is_some() && snapshot.rotating(),
         "CA loaded"
     );
     ctx.ca.install(snapshot);
+    Ok(())
+}
+
+/// Keeps the persisted rotation in step with the one in memory (all moved, ended, or a
+/// record deleted by hand). Leader only; nothing before a CA is loaded.
+async fn sync_record(ctx: &Context, secrets: &Store<Secret>, sync: &RecordSync) -> Result<()> {
+    if !ctx.leader.is_leader() {
+        return Ok(());
+    }
+    let Some(current) = ctx.ca.current() else {
+        return Ok(());
+    };
+    persist(ctx, secrets, sync, RotationRecord::of(&current).as_ref()).await
 }
 
 async fn report(ctx: &Context, secret: &Secret, problem: &str, already: bool) {
@@ -176,15 +331,22 @@ async fn report(ctx: &Context, secret: &Secret, problem: &str, already: bool) {
 }
 
 /// One pass: decides the CA from the cached Secrets, creating `trellis-ca` when needed.
-async fn evaluate(ctx: &Context, secrets: &Store<Secret>) -> Result<()> {
+async fn evaluate(ctx: &Context, secrets: &Store<Secret>, sync: &RecordSync) -> Result<()> {
     let ns = &ctx.config.namespace;
     let previous_problem = ctx.ca.status().problem;
     let mut problem: Option<(Arc<Secret>, String)> = None;
     if let Some(cacerts) = secrets.get(&ObjectRef::new(CACERTS_SECRET).within(ns)) {
         match load(ctx, &cacerts) {
             Ok(ca) => {
-                install(ctx, ca, CaMode::PluggedIn, format!("{ns}/{CACERTS_SECRET}"));
-                return Ok(());
+                return install(
+                    ctx,
+                    secrets,
+                    sync,
+                    ca,
+                    CaMode::PluggedIn,
+                    format!("{ns}/{CACERTS_SECRET}"),
+                )
+                .await;
             }
             Err(e) => problem = Some((cacerts, e.to_string())),
         }
@@ -204,8 +366,17 @@ async fn evaluate(ctx: &Context, secrets: &Store<Secret>) -> Result<()> {
     match secrets.get(&ObjectRef::new(CA_SECRET).within(ns)) {
         Some(own) => match load(ctx, &own) {
             Ok(ca) => {
-                install(ctx, ca, CaMode::SelfSigned, format!("{ns}/{CA_SECRET}"));
+                let installed = install(
+                    ctx,
+                    secrets,
+                    sync,
+                    ca,
+                    CaMode::SelfSigned,
+                    format!("{ns}/{CA_SECRET}"),
+                )
+                .await;
                 finish(problem).await;
+                installed?;
             }
             Err(e) => {
                 // Never overwritten: a hand-broken trellis-ca needs a human.
@@ -272,7 +443,15 @@ async fn evaluate(ctx: &Context, secrets: &Store<Secret>) -> Result<()> {
                             .get(&ObjectRef::new(CACERTS_SECRET).within(ns))
                             .is_none()
                     {
-                        install(ctx, ca, CaMode::SelfSigned, format!("{ns}/{CA_SECRET}"));
+                        install(
+                            ctx,
+                            secrets,
+                            sync,
+                            ca,
+                            CaMode::SelfSigned,
+                            format!("{ns}/{CA_SECRET}"),
+                        )
+                        .await?;
                     }
                 }
                 // Someone else created it first: the watch brings it.
@@ -303,15 +482,24 @@ pub async fn run(ctx: Arc<Context>) {
             // `true`: the cache holds a full list.
             Ok(watcher::Event::InitDone) => Some(true),
             Ok(watcher::Event::Apply(s) | watcher::Event::Delete(s))
-                if matches!(s.metadata.name.as_deref(), Some(CA_SECRET | CACERTS_SECRET)) =>
+                if matches!(
+                    s.metadata.name.as_deref(),
+                    Some(CA_SECRET | CACERTS_SECRET | ROTATION_SECRET)
+                ) =>
             {
                 Some(false)
             }
             _ => None,
         }
     });
-    let mut triggers =
-        futures::stream::select(events, ctx.leader.on_elected().map(|()| false)).boxed();
+    // CA changes too: the rotation record follows the state in memory (all moved, ended).
+    let ca_changes = WatchStream::from_changes(ctx.ca.subscribe()).map(|_| false);
+    let mut triggers = futures::stream::select(
+        futures::stream::select(events, ctx.leader.on_elected().map(|()| false)),
+        ca_changes,
+    )
+    .boxed();
+    let sync = RecordSync::default();
     let mut shutdown = std::pin::pin!(ctx.shutdown());
     let mut synced = false;
     let mut retry: Option<Duration> = None;
@@ -329,7 +517,11 @@ pub async fn run(ctx: Arc<Context>) {
             continue;
         }
         let _timer = ctx.telemetry.metrics.reconcile_started(NAME);
-        match evaluate(&ctx, &reader).await {
+        let result = match evaluate(&ctx, &reader, &sync).await {
+            Ok(()) => sync_record(&ctx, &reader, &sync).await,
+            Err(e) => Err(e),
+        };
+        match result {
             Ok(()) => {
                 retry = None;
                 ctx.backoffs.succeeded(NAME);

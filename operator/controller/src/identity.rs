@@ -309,6 +309,7 @@ async fn reconcile(sa: Arc<ServiceAccount>, state: Arc<State>) -> Result<Action>
             renew_at,
             not_after,
             why,
+            old_root,
         } => {
             let old = existing.as_deref().and_then(|s| s.data.as_ref());
             let field = |k: &str| {
@@ -316,8 +317,14 @@ async fn reconcile(sa: Arc<ServiceAccount>, state: Arc<State>) -> Result<Action>
                     .map(|b| b.0.clone())
                     .unwrap_or_default()
             };
+            // The annotation keeps naming the root the kept certificate chains to
+            // (rotation progress counts it as not moved yet).
+            let kept = Wanted {
+                root_fingerprint: old_root.as_deref().unwrap_or(wanted.root_fingerprint),
+                ..wanted
+            };
             let secret = desired_secret(
-                &wanted,
+                &kept,
                 &field(identity_plan::CERT_CHAIN),
                 &field(identity_plan::KEY),
                 not_after,
@@ -545,7 +552,6 @@ pub async fn run(ctx: Arc<Context>) {
 /// clock), and ends a root rotation once every identity Secret chains to the new root
 /// and `rotation_grace` has passed since (proxies have picked the new files up).
 async fn expiry_gauge(ctx: Arc<Context>, expiry: Arc<Mutex<ExpiryIndex>>) {
-    let mut drained_since: Option<(u64, Instant)> = None;
     let mut ca_changes = ctx.ca.subscribe();
     loop {
         ca_changes.mark_unchanged();
@@ -577,19 +583,22 @@ async fn expiry_gauge(ctx: Arc<Context>, expiry: Arc<Mutex<ExpiryIndex>>) {
                 .metrics
                 .rotation_remaining
                 .set(i64::try_from(remaining).unwrap_or(i64::MAX));
-            if ca.rotating() && remaining == 0 {
-                match drained_since {
-                    Some((generation, since)) if generation == ca.generation => {
-                        if since.elapsed() >= ctx.config.rotation_grace {
-                            tracing::info!(root = %ca.root_fingerprint, "every identity moved to the new root; previous roots leave the trust bundle");
-                            ctx.ca.finish_rotation();
-                            drained_since = None;
-                        }
+            // Until the identity Secrets have listed, "none left on the old root" only
+            // means "none seen yet" (a restarted operator resumes a rotation).
+            let listed = !caches_listing(&ctx, &["cache/identity-secrets"]);
+            if ca.rotating() && listed {
+                match (remaining, ca.all_moved_at) {
+                    (0, None) => {
+                        tracing::info!(root = %ca.root_fingerprint, grace = ?ctx.config.rotation_grace, "every identity chains to the new root; previous roots stay for the grace period");
+                        ctx.ca.set_all_moved(ca.generation, Some(now));
                     }
-                    _ => drained_since = Some((ca.generation, Instant::now())),
+                    (0, Some(since)) if now >= since + ctx.config.rotation_grace => {
+                        tracing::info!(root = %ca.root_fingerprint, "every identity moved to the new root; previous roots leave the trust bundle");
+                        ctx.ca.finish_rotation();
+                    }
+                    (1.., Some(_)) => ctx.ca.set_all_moved(ca.generation, None),
+                    _ => {}
                 }
-            } else {
-                drained_since = None;
             }
         }
         let tick = if ca.as_ref().is_some_and(|c| c.rotating()) {

@@ -78,6 +78,10 @@ pub enum Decision {
         /// The kept certificate's `notAfter`.
         not_after: SystemTime,
         why: String,
+        /// Fingerprint (hex) of the root the kept certificate chains to, when it is not
+        /// [`Wanted::root_fingerprint`] (a root rotation: the bundle first, the
+        /// certificate later).
+        old_root: Option<String>,
     },
     /// Issue a new certificate.
     Issue(IssueReason),
@@ -189,6 +193,19 @@ pub fn decide(existing: Option<&Secret>, wanted: &Wanted<'_>) -> Decision {
         bundle: wanted.own_roots,
     };
     if let Some(reason) = renewal_due(&chain_info, wanted.now, wanted.policy, &want) {
+        if let RenewalReason::UntrustedRoot { .. } = reason {
+            // Root rotation: a workload still on a previous root must trust peers that
+            // already moved, so its bundle is rewritten at once (certificate kept); the
+            // certificate itself is reissued later, at the rotation rate.
+            if let Some(old_root) = bundle_update_first(&chain_info, root, wanted) {
+                return Decision::Rewrite {
+                    renew_at: wanted.now,
+                    not_after: chain_info[0].not_after,
+                    why: "trust bundle changed (root rotation)".into(),
+                    old_root: Some(old_root),
+                };
+            }
+        }
         return Decision::Issue(match reason {
             RenewalReason::LifetimeElapsed { .. } => IssueReason::Lifetime,
             RenewalReason::UntrustedRoot { .. } => IssueReason::Root,
@@ -203,6 +220,7 @@ pub fn decide(existing: Option<&Secret>, wanted: &Wanted<'_>) -> Decision {
             renew_at,
             not_after,
             why: "trust bundle changed".into(),
+            old_root: None,
         };
     }
     if !metadata_ok(secret, wanted) {
@@ -210,9 +228,26 @@ pub fn decide(existing: Option<&Secret>, wanted: &Wanted<'_>) -> Decision {
             renew_at,
             not_after,
             why: "labels, annotations or owner reference changed".into(),
+            old_root: None,
         };
     }
     Decision::Keep { renew_at }
+}
+
+/// During a root rotation: the root (fingerprint, hex) `chain` leads to, when the
+/// Secret's bundle is not the wanted one yet, the certificate is still valid and the
+/// wanted bundle still trusts its root (so handing out the new bundle first is safe).
+fn bundle_update_first(
+    chain: &[CertificateInfo],
+    root_file: &[u8],
+    wanted: &Wanted<'_>,
+) -> Option<String> {
+    if root_file == wanted.bundle_pem.as_bytes() || chain[0].not_after <= wanted.now {
+        return None;
+    }
+    let bundle = TrustBundle::from_pem(ROOT_CERT, wanted.bundle_pem).ok()?;
+    let root = bundle.verify_chain_ignoring_time(chain).ok()?;
+    Some(root.fingerprint_hex())
 }
 
 fn unix_seconds(t: SystemTime) -> u64 {

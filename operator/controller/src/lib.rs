@@ -58,10 +58,14 @@
 //! `trellis-ca`) keeps the roots trusted so far in the bundle; every identity whose
 //! chain does not lead to the new root is reissued at `rotation_rate` per second; once
 //! none is left and `rotation_grace` has passed, the previous roots leave the bundle and
-//! every Secret and root ConfigMap is rewritten with the smaller one.
+//! every Secret and root ConfigMap is rewritten with the smaller one. The leader keeps
+//! that state in Secret `trellis-ca-rotation` ([`ca_rotation`]: public certificates and
+//! times only) before it acts on it, so a restart or a new leader resumes the rotation
+//! instead of dropping the old roots.
 #![forbid(unsafe_code)]
 
 pub mod backoff;
+pub mod ca_rotation;
 pub mod ca_state;
 pub mod ca_store;
 pub mod config;

@@ -199,3 +199,50 @@ fn desired_secret_is_owned_by_the_service_account() {
         vec![CERT_CHAIN, KEY, ROOT_CERT]
     );
 }
+
+#[test]
+fn root_rotation_hands_out_the_bigger_bundle_before_reissuing() {
+    let f = Fixture::new();
+    let secret = f.issued(t(100));
+    let other = ca("cluster.local");
+    // The CA moved to `other`; the bundle trusts both roots.
+    let both = format!("{}{}", other.trust_bundle().to_pem(), f.bundle);
+    let new_root = other.root().fingerprint_hex();
+    let mut wanted = f.wanted(t(200));
+    wanted.own_roots = other.own_roots();
+    wanted.bundle_pem = &both;
+    wanted.root_fingerprint = &new_root;
+    match decide(Some(&secret), &wanted) {
+        Decision::Rewrite {
+            old_root,
+            not_after,
+            ..
+        } => {
+            assert_eq!(old_root.as_deref(), Some(f.root.as_str()));
+            assert_eq!(not_after, t(3700));
+        }
+        other => panic!("want a bundle rewrite first, got {other:?}"),
+    }
+    // Once the Secret holds that bundle, the certificate is reissued.
+    let kept = Wanted {
+        root_fingerprint: &f.root,
+        ..f.wanted(t(200))
+    };
+    let chain = secret.data.as_ref().unwrap()[CERT_CHAIN].0.clone();
+    let key = secret.data.as_ref().unwrap()[KEY].0.clone();
+    let mut kept = kept;
+    kept.bundle_pem = &both;
+    let rewritten = desired_secret(&kept, &chain, &key, t(3700));
+    assert_eq!(recorded_root(&rewritten), Some(f.root.as_str()));
+    assert_eq!(
+        decide(Some(&rewritten), &wanted),
+        Decision::Issue(IssueReason::Root)
+    );
+    // A bundle that no longer trusts the old root: reissue at once, no rewrite.
+    let only_new = other.trust_bundle().to_pem();
+    wanted.bundle_pem = &only_new;
+    assert_eq!(
+        decide(Some(&secret), &wanted),
+        Decision::Issue(IssueReason::Root)
+    );
+}
