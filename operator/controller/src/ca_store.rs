@@ -53,7 +53,16 @@ fn text<'a>(secret: &'a Secret, key: &str, object: &str) -> Result<&'a str> {
     })
 }
 
-/// Loads a CA from a Secret in `cacerts` layout (`cert-chain.pem` optional).
+/// The trust domain in force (MeshConfig over the flag; see [`crate::identity_settings`]).
+fn trust_domain(ctx: &Context) -> trellis_ca::TrustDomain {
+    ctx.identity_settings.current().map_or_else(
+        || ctx.config.trust_domain.clone(),
+        |s| s.trust_domain.clone(),
+    )
+}
+
+/// Loads a CA from a Secret in `cacerts` layout (`cert-chain.pem` optional), signing
+/// for the trust domain in force.
 pub fn load(ctx: &Context, secret: &Secret) -> Result<CertificateAuthority> {
     let object = format!(
         "Secret {}/{}",
@@ -70,13 +79,8 @@ pub fn load(ctx: &Context, secret: &Secret) -> Result<CertificateAuthority> {
         cert_chain: chain,
         root_cert: text(secret, ROOT_CERT, &object)?,
     };
-    CertificateAuthority::from_cacerts(
-        ctx.config.trust_domain.clone(),
-        files,
-        ctx.clock.now(),
-        ctx.rng.clone(),
-    )
-    .map_err(|source| Error::Ca { object, source })
+    CertificateAuthority::from_cacerts(trust_domain(ctx), files, ctx.clock.now(), ctx.rng.clone())
+        .map_err(|source| Error::Ca { object, source })
 }
 
 /// The Secret storing `ca` in `cacerts` layout (the key included: the Secret is the CA).
@@ -255,6 +259,7 @@ async fn install(
         cur.ca.signing_certificate().sha256_fingerprint
             == ca.signing_certificate().sha256_fingerprint
             && cur.mode == mode
+            && cur.ca.trust_domain() == ca.trust_domain()
     });
     let ca = match same {
         Some(cur) => {
@@ -294,6 +299,7 @@ async fn install(
         root = %snapshot.root_fingerprint,
         root_expires = %trellis_ca::format_time(snapshot.root_not_after),
         replaced = current.is_some(),
+        trust_domain = %snapshot.ca.trust_domain().as_str(),
         rotating = snapshot.rotating(),
         resumed = record.is_some() && snapshot.rotating(),
         "CA loaded"
@@ -410,7 +416,7 @@ async fn evaluate(ctx: &Context, secrets: &Store<Secret>, sync: &RecordSync) -> 
                     )),
                 };
             }
-            let mut options = RootOptions::new(ctx.config.trust_domain.clone());
+            let mut options = RootOptions::new(trust_domain(ctx));
             options.key = ctx.config.root_key;
             options.ttl = ctx.config.root_ttl;
             let ca =
@@ -494,11 +500,14 @@ pub async fn run(ctx: Arc<Context>) {
     });
     // CA changes too: the rotation record follows the state in memory (all moved, ended).
     let ca_changes = WatchStream::from_changes(ctx.ca.subscribe()).map(|_| false);
-    let mut triggers = futures::stream::select(
+    let triggers = futures::stream::select(
         futures::stream::select(events, ctx.leader.on_elected().map(|()| false)),
         ca_changes,
     )
     .boxed();
+    // The trust domain in force: nothing is loaded before MeshConfig has been read.
+    let settings = WatchStream::from_changes(ctx.identity_settings.subscribe()).map(|_| false);
+    let mut triggers = futures::stream::select(triggers, settings).boxed();
     let sync = RecordSync::default();
     let mut shutdown = std::pin::pin!(ctx.shutdown());
     let mut synced = false;
@@ -513,7 +522,7 @@ pub async fn run(ctx: Arc<Context>) {
             },
             _ = tokio::time::sleep(wait), if retry.is_some() => {}
         }
-        if !synced {
+        if !synced || ctx.identity_settings.current().is_none() {
             continue;
         }
         let _timer = ctx.telemetry.metrics.reconcile_started(NAME);

@@ -45,6 +45,8 @@ pub struct Context {
     /// `notAfter` of every identity Secret (kept by the identity controller from its
     /// watch): counts and earliest expiry per namespace for MeshStatus and metrics.
     pub identities: Arc<std::sync::Mutex<crate::identity::ExpiryIndex>>,
+    /// Trust domain and workload certificate lifetime in force (MeshConfig over flags).
+    pub identity_settings: crate::identity_settings::IdentitySettingsHandle,
     /// Time.
     pub clock: Arc<dyn Clock>,
     /// Randomness for keys and serials.
@@ -72,6 +74,7 @@ impl Context {
             events,
             backoffs,
             identities: Arc::default(),
+            identity_settings: Default::default(),
             clock: Arc::new(SystemClock),
             rng: Arc::new(trellis_ca::SystemRandom::new()),
             shutdown,

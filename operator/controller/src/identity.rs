@@ -334,7 +334,8 @@ async fn reconcile(sa: Arc<ServiceAccount>, state: Arc<State>) -> Result<Action>
             requeue_at(renew_at, now)
         }
         Decision::Issue(reason) => {
-            if reason == IssueReason::Root {
+            // A new root or trust domain reissues everything: spread it out.
+            if matches!(reason, IssueReason::Root | IssueReason::Identity) {
                 let wait = state.limiter.reserve();
                 if !wait.is_zero() {
                     let mut stop = std::pin::pin!(ctx.shutdown());
@@ -344,33 +345,32 @@ async fn reconcile(sa: Arc<ServiceAccount>, state: Arc<State>) -> Result<Action>
                     }
                 }
             }
-            let issued =
-                match ca
-                    .ca
-                    .issue_workload(&spiffe_id, ctx.config.workload_ttl, ctx.clock.now())
-                {
-                    Ok(issued) => issued,
-                    Err(source) => {
-                        ctx.telemetry
-                            .metrics
-                            .identity(&ctx.telemetry.metrics.identities_failed, reason.label());
-                        ctx.identities
-                            .lock()
-                            .unwrap_or_else(|p| p.into_inner())
-                            .set_failed(&ns, &sa_name, Some(source.to_string()));
-                        let r = reference("ServiceAccount", &ns, &sa_name, Some(&owner_uid));
-                        ctx.events
-                            .publish(
-                                &r,
-                                true,
-                                "IdentityFailed",
-                                "IssueCertificate",
-                                format!("could not issue {spiffe_id}: {source}"),
-                            )
-                            .await;
-                        return Err(Error::Ca { object, source });
-                    }
-                };
+            let issued = match ca
+                .ca
+                .issue_workload(&spiffe_id, workload_ttl(&ctx), ctx.clock.now())
+            {
+                Ok(issued) => issued,
+                Err(source) => {
+                    ctx.telemetry
+                        .metrics
+                        .identity(&ctx.telemetry.metrics.identities_failed, reason.label());
+                    ctx.identities
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .set_failed(&ns, &sa_name, Some(source.to_string()));
+                    let r = reference("ServiceAccount", &ns, &sa_name, Some(&owner_uid));
+                    ctx.events
+                        .publish(
+                            &r,
+                            true,
+                            "IdentityFailed",
+                            "IssueCertificate",
+                            format!("could not issue {spiffe_id}: {source}"),
+                        )
+                        .await;
+                    return Err(Error::Ca { object, source });
+                }
+            };
             let secret = desired_secret(
                 &wanted,
                 issued.cert_chain_pem.as_bytes(),
@@ -412,6 +412,13 @@ async fn reconcile(sa: Arc<ServiceAccount>, state: Arc<State>) -> Result<Action>
     };
     ctx.backoffs.succeeded(&key);
     Ok(action)
+}
+
+/// Lifetime of new workload certificates (MeshConfig over the flag).
+fn workload_ttl(ctx: &Context) -> Duration {
+    ctx.identity_settings
+        .current()
+        .map_or(ctx.config.workload_ttl, |s| s.workload_ttl)
 }
 
 /// The caches never need `managedFields`; dropping them saves memory per object.

@@ -51,6 +51,10 @@
 //!   ServiceAccount the last issue failure: counts, earliest expiry and failures per
 //!   namespace, and rotation progress (`not_on_root`).
 //! - `ctx.leader`: whether this replica leads (gate every write with `permit()`).
+//! - `ctx.identity_settings`: the trust domain and workload certificate lifetime in
+//!   force ([`identity_settings`]: `MeshConfig/default` over the flags). The CA signs for
+//!   that trust domain, so `ctx.ca.current().ca.trust_domain()` is the one in force; a
+//!   change is a new CA generation and reissues every identity at `rotation_rate`.
 //!
 //! # Root rotation
 //!
@@ -74,6 +78,7 @@ pub mod error;
 pub mod events;
 pub mod identity;
 pub mod identity_plan;
+pub mod identity_settings;
 
 pub mod leader;
 pub mod mesh;

@@ -19,6 +19,9 @@ pub type ControllerFn = fn(Arc<Context>) -> futures::future::BoxFuture<'static, 
 /// Every controller the operator runs. Add new ones here.
 pub fn controllers() -> Vec<(&'static str, ControllerFn)> {
     vec![
+        ("mesh-config", |ctx| {
+            Box::pin(crate::identity_settings::run(ctx))
+        }),
         ("ca", |ctx| Box::pin(crate::ca_store::run(ctx))),
         ("namespace", |ctx| Box::pin(crate::namespaces::run(ctx))),
         ("identity", |ctx| Box::pin(crate::identity::run(ctx))),

@@ -518,7 +518,10 @@ fn slice_pod_addresses(slice: &EndpointSlice) -> Vec<(NsName, String)> {
 /// The model's settings from a MeshConfig over the operator's base settings.
 pub fn settings_from(spec: &MeshConfigSpec, base: &MeshSettings) -> MeshSettings {
     let mut s = base.clone();
-    s.trust_domain = spec.trust_domain_or_default().to_string();
+    // Unset: the operator's own trust domain (its flag), not the built-in default.
+    if let Some(td) = &spec.trust_domain {
+        s.trust_domain = td.clone();
+    }
     s.default_mtls = spec
         .default_mtls_mode
         .as_ref()

@@ -95,7 +95,18 @@ async fn serve_xds(ctx: Arc<Context>, xds: XdsServer) {
     let mut tls: Option<Arc<TlsSettings>> = None;
     let mut generation = 0;
     let mut renew_at = tokio::time::Instant::now();
+    // The trust domain the CA signs for (MeshConfig over the flag); after a change the
+    // previous one stays accepted: its certificates are being reissued.
+    let mut trust_domain = ctx.config.trust_domain.as_str().to_string();
     loop {
+        if let Some(ca) = ctx.ca.current() {
+            let td = ca.ca.trust_domain().as_str().to_string();
+            if td != trust_domain {
+                tracing::info!(trust_domain = %td, previous = %trust_domain, "xDS accepts the new trust domain");
+                xds.set_trust_domains(vec![td.clone(), trust_domain.clone()]);
+                trust_domain = td;
+            }
+        }
         if let Some(ca) = ctx.ca.current()
             && (ca.generation != generation || tokio::time::Instant::now() >= renew_at)
         {

@@ -347,7 +347,11 @@ impl Writer {
                 root_not_after: c.root_not_after,
             }),
             ca_problem: ca.problem.clone(),
-            trust_domain: self.ctx.config.trust_domain.as_str().to_string(),
+            // The trust domain in force: the CA signs for it (MeshConfig over the flag).
+            trust_domain: ca.current.as_ref().map_or_else(
+                || self.ctx.config.trust_domain.as_str().to_string(),
+                |c| c.ca.trust_domain().as_str().to_string(),
+            ),
             synced: view.synced,
             proxies: proxies.len() as u32,
             proxies_in_sync: proxies.iter().filter(|p| p.in_sync()).count() as u32,

@@ -58,6 +58,8 @@ struct Inner {
     source: Arc<dyn SnapshotSource>,
     metrics: Arc<Metrics>,
     conns: Mutex<HashMap<u64, Conn>>,
+    /// Trust domains whose client certificates are accepted (first: the mesh's).
+    trust_domains: std::sync::RwLock<Vec<String>>,
     next_conn: AtomicU64,
     /// Incremented as each push round starts; a connecting proxy compares it around its
     /// registration to catch a round that missed it.
@@ -79,6 +81,7 @@ impl XdsServer {
     pub fn new(config: XdsConfig, source: Arc<dyn SnapshotSource>) -> XdsServer {
         let (push_tx, push_rx) = mpsc::unbounded_channel();
         let inner = Arc::new(Inner {
+            trust_domains: std::sync::RwLock::new(vec![config.trust_domain.clone()]),
             config,
             source,
             metrics: Arc::new(Metrics::default()),
@@ -89,6 +92,20 @@ impl XdsServer {
         });
         tokio::spawn(run_debouncer(Arc::downgrade(&inner), push_rx));
         XdsServer { inner }
+    }
+
+    /// Accepts client certificates of these trust domains from now on (the mesh's first,
+    /// then any it is moving away from while identities are reissued); replaces
+    /// [`XdsConfig::trust_domain`]. An empty list keeps the current one.
+    pub fn set_trust_domains(&self, domains: Vec<String>) {
+        if domains.is_empty() {
+            return;
+        }
+        *self
+            .inner
+            .trust_domains
+            .write()
+            .unwrap_or_else(|p| p.into_inner()) = domains;
     }
 
     /// Asks for a push to the proxies in `scope`; debounced, then each proxy's snapshot is
@@ -286,7 +303,18 @@ impl AggregatedDiscoveryService for AdsService {
         let node_id = node.id.clone();
         let proxy = ProxyId::from_node(node)
             .map_err(|e| inner.refuse(Status::invalid_argument(e.to_string())))?;
-        authorize(&proxy, &peer, &inner.config.trust_domain)
+        let trust_domain = {
+            let domains = inner
+                .trust_domains
+                .read()
+                .unwrap_or_else(|p| p.into_inner());
+            domains
+                .iter()
+                .find(|td| **td == peer.trust_domain)
+                .unwrap_or(&domains[0])
+                .clone()
+        };
+        authorize(&proxy, &peer, &trust_domain)
             .map_err(|e| inner.refuse(Status::permission_denied(e.to_string())))?;
         let rounds_before = inner.push_rounds_started.load(Ordering::SeqCst);
         let snapshot = inner.source.snapshot(&proxy).map_err(|e| {

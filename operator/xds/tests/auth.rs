@@ -344,3 +344,47 @@ async fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
         panic!("gave up waiting for {what}");
     }
 }
+
+#[tokio::test]
+async fn a_new_trust_domain_is_accepted_with_the_previous_one_until_dropped() {
+    let ca = TestCa::new("mesh root");
+    let running = start(
+        &ca,
+        XdsConfig::new(TRUST_DOMAIN),
+        Arc::new(per_identity_source(Arc::new(AtomicU64::new(1)))),
+    )
+    .await;
+    let a = proxy("shop", "web-1", "web");
+    let old = ca.workload("shop", "web");
+    let new = ca.leaf("spiffe://corp.example/ns/shop/sa/web", &[]);
+    let outcome = |cert: Pem| {
+        let addr = running.addr;
+        let root = ca.root_pem.clone();
+        let first = first_request(&a, LDS, &[]);
+        async move {
+            let mut client = connect(addr, &root, Some(&cert)).await.unwrap();
+            match AdsClient::open(&mut client, first).await {
+                Err(status) => Err(status),
+                Ok(mut ads) => ads.recv().await.map(|r| contents(&r)),
+            }
+        }
+    };
+    let err = outcome(new.clone()).await.unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied, "{err}");
+    assert!(err.message().contains("corp.example"), "{err}");
+
+    // The mesh moves to corp.example: both accepted while identities are reissued.
+    running
+        .server
+        .set_trust_domains(vec!["corp.example".into(), TRUST_DOMAIN.into()]);
+    assert_eq!(outcome(new.clone()).await.unwrap(), ["web-listener-g1"]);
+    assert_eq!(outcome(old.clone()).await.unwrap(), ["web-listener-g1"]);
+
+    // The old one dropped: refused again.
+    running
+        .server
+        .set_trust_domains(vec!["corp.example".into()]);
+    let err = outcome(old).await.unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied, "{err}");
+    assert_eq!(outcome(new).await.unwrap(), ["web-listener-g1"]);
+}

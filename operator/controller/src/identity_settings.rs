@@ -1,0 +1,302 @@
+//! The trust domain and workload certificate lifetime in force: `spec.trustDomain` and
+//! `spec.workloadCertTtl` of `MeshConfig/default` when set (what Istio users configure
+//! as the mesh's `trustDomain`), the command-line flags otherwise. The CA loader signs
+//! with the trust domain in force, so a change gives a new CA generation and every
+//! identity is reissued for its new SPIFFE id (rate limited like a root rotation); a
+//! lifetime change applies to the certificates issued from then on.
+//!
+//! A MeshConfig that cannot be used (unparsable, bad trust domain, a lifetime too short)
+//! is logged and reported as an event on it; the settings in force stay.
+
+use crate::config::OperatorConfig;
+use crate::context::Context;
+use crate::events::reference;
+use crate::runtime::cache_synced;
+use futures::StreamExt;
+use kube::api::{Api, ApiResource, DynamicObject};
+use kube::runtime::{WatchStreamExt, watcher};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+use trellis_api::mesh::{MESH_CONFIG_NAME, MeshConfig, MeshConfigSpec};
+use trellis_ca::TrustDomain;
+
+/// Controller name (metrics, logs).
+pub const NAME: &str = "mesh-config";
+
+/// Identity settings in force.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IdentitySettings {
+    /// Trust domain of every SPIFFE id.
+    pub trust_domain: TrustDomain,
+    /// Lifetime of new workload certificates.
+    pub workload_ttl: Duration,
+    /// Where the trust domain comes from (`MeshConfig default` or `--trust-domain`).
+    pub trust_domain_source: &'static str,
+}
+
+impl IdentitySettings {
+    /// The flags' settings.
+    pub fn from_flags(config: &OperatorConfig) -> Self {
+        Self {
+            trust_domain: config.trust_domain.clone(),
+            workload_ttl: config.workload_ttl,
+            trust_domain_source: "--trust-domain",
+        }
+    }
+}
+
+/// The settings `spec` (MeshConfig `default`, if any) gives over the flags; an error
+/// names the MeshConfig field and why.
+pub fn decide(
+    spec: Option<&MeshConfigSpec>,
+    config: &OperatorConfig,
+) -> Result<IdentitySettings, String> {
+    let mut settings = IdentitySettings::from_flags(config);
+    let Some(spec) = spec else {
+        return Ok(settings);
+    };
+    let object = format!("MeshConfig {MESH_CONFIG_NAME}");
+    if let Some(td) = spec.trust_domain.as_deref() {
+        settings.trust_domain =
+            TrustDomain::new(td).map_err(|e| format!("{object}: spec.trustDomain: {e}"))?;
+        settings.trust_domain_source = "MeshConfig default";
+    }
+    if let Some(ttl) = &spec.workload_cert_ttl {
+        let ttl = ttl
+            .parse()
+            .map_err(|e| format!("{object}: spec.workloadCertTtl: {e}"))?;
+        // As for the flag: the renewal time must come after issuance (certificates are
+        // backdated for clock skew, which counts in their lifetime).
+        let backdate = trellis_ca::CLOCK_SKEW_BACKDATE.as_secs_f64();
+        let after_issue = (ttl.as_secs_f64() + backdate) * config.renewal.ratio - backdate;
+        if after_issue < 1.0 {
+            return Err(format!(
+                "{object}: spec.workloadCertTtl: {ttl:?} is too short: with renewal ratio {} certificates would be due for renewal as soon as issued",
+                config.renewal.ratio
+            ));
+        }
+        settings.workload_ttl = ttl;
+    }
+    Ok(settings)
+}
+
+/// Shared handle: `None` until MeshConfig has been listed once (the CA loader waits for
+/// it, so a restart never signs with the flags' trust domain first).
+#[derive(Clone)]
+pub struct IdentitySettingsHandle {
+    tx: watch::Sender<Option<Arc<IdentitySettings>>>,
+}
+
+impl Default for IdentitySettingsHandle {
+    fn default() -> Self {
+        Self {
+            tx: watch::Sender::new(None),
+        }
+    }
+}
+
+impl IdentitySettingsHandle {
+    /// The settings in force, once known.
+    pub fn current(&self) -> Option<Arc<IdentitySettings>> {
+        self.tx.borrow().clone()
+    }
+
+    /// A receiver notified on every change.
+    pub fn subscribe(&self) -> watch::Receiver<Option<Arc<IdentitySettings>>> {
+        self.tx.subscribe()
+    }
+
+    /// Sets the settings (no notification when unchanged).
+    pub fn set(&self, settings: IdentitySettings) {
+        self.tx.send_if_modified(|cur| {
+            if cur.as_deref() == Some(&settings) {
+                return false;
+            }
+            *cur = Some(Arc::new(settings));
+            true
+        });
+    }
+}
+
+fn spec_of(obj: &DynamicObject) -> Result<MeshConfigSpec, String> {
+    let spec = obj
+        .data
+        .get("spec")
+        .cloned()
+        .unwrap_or(serde_json::Value::Object(Default::default()));
+    serde_json::from_value(spec).map_err(|e| format!("MeshConfig {MESH_CONFIG_NAME}: spec: {e}"))
+}
+
+/// Watches MeshConfig `default` and keeps [`Context::identity_settings`] current.
+pub async fn run(ctx: Arc<Context>) {
+    let resource = ApiResource::erase::<MeshConfig>(&());
+    let api: Api<DynamicObject> = Api::all_with(ctx.client.clone(), &resource);
+    let mut events = cache_synced(
+        watcher(api, watcher::Config::default()).default_backoff(),
+        ctx.telemetry.readiness.gate("cache/meshconfig"),
+    )
+    .boxed();
+    let mut shutdown = std::pin::pin!(ctx.shutdown());
+    let mut listed = false;
+    let mut last_problem: Option<String> = None;
+    // MeshConfig `default` as last seen (and during a re-list, as listed so far).
+    let mut object: Option<DynamicObject>;
+    let mut listing: Option<DynamicObject> = None;
+    let is_default = |o: &DynamicObject| o.metadata.name.as_deref() == Some(MESH_CONFIG_NAME);
+    loop {
+        let event = tokio::select! {
+            _ = &mut shutdown => break,
+            e = events.next() => match e { Some(e) => e, None => break },
+        };
+        match event {
+            Ok(watcher::Event::Init) => {
+                listing = None;
+                continue;
+            }
+            Ok(watcher::Event::InitApply(o)) => {
+                if is_default(&o) {
+                    listing = Some(o);
+                }
+                continue;
+            }
+            Ok(watcher::Event::InitDone) => {
+                listed = true;
+                object = listing.take();
+            }
+            Ok(watcher::Event::Apply(o)) if is_default(&o) => object = Some(o),
+            Ok(watcher::Event::Delete(o)) if is_default(&o) => object = None,
+            Ok(_) => continue,
+            Err(e) => {
+                // No MeshConfig kind (CRDs not installed): the flags hold meanwhile.
+                let missing = matches!(&e, watcher::Error::InitialListFailed(kube::Error::Api(s)) if s.code == 404);
+                if missing && ctx.identity_settings.current().is_none() {
+                    tracing::warn!(error = %e, "MeshConfig kind not served; trust domain and certificate lifetime from the flags");
+                    ctx.identity_settings
+                        .set(IdentitySettings::from_flags(&ctx.config));
+                }
+                continue;
+            }
+        }
+        if !listed {
+            continue;
+        }
+        let decided = match &object {
+            None => Ok(IdentitySettings::from_flags(&ctx.config)),
+            Some(obj) => spec_of(obj).and_then(|spec| decide(Some(&spec), &ctx.config)),
+        };
+        match decided {
+            Ok(settings) => {
+                last_problem = None;
+                if ctx.identity_settings.current().as_deref() != Some(&settings) {
+                    tracing::info!(trust_domain = %settings.trust_domain.as_str(), source = settings.trust_domain_source, workload_cert_ttl = ?settings.workload_ttl, "identity settings in force");
+                }
+                ctx.identity_settings.set(settings);
+            }
+            Err(problem) => {
+                if last_problem.as_ref() != Some(&problem) {
+                    tracing::error!(%problem, "MeshConfig rejected; keeping the identity settings in force");
+                    if let Some(obj) = &object {
+                        let r = reference_for(obj);
+                        ctx.events
+                            .publish(
+                                &r,
+                                true,
+                                "MeshConfigRejected",
+                                "ReadSettings",
+                                problem.clone(),
+                            )
+                            .await;
+                    }
+                    last_problem = Some(problem);
+                }
+                if ctx.identity_settings.current().is_none() {
+                    ctx.identity_settings
+                        .set(IdentitySettings::from_flags(&ctx.config));
+                }
+            }
+        }
+    }
+}
+
+fn reference_for(obj: &DynamicObject) -> k8s_openapi::api::core::v1::ObjectReference {
+    let mut r = reference(
+        "MeshConfig",
+        "",
+        obj.metadata.name.as_deref().unwrap_or(MESH_CONFIG_NAME),
+        obj.metadata.uid.as_deref(),
+    );
+    r.api_version = Some(format!(
+        "{}/{}",
+        trellis_api::mesh::GROUP,
+        trellis_api::mesh::VERSION
+    ));
+    r.namespace = None;
+    r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::LeaseConfig;
+
+    fn config() -> OperatorConfig {
+        let mut c = OperatorConfig::new("trellis-system", LeaseConfig::new("l", "me"));
+        c.trust_domain = TrustDomain::new("flags.example").unwrap();
+        c.workload_ttl = Duration::from_secs(3600);
+        c
+    }
+
+    #[test]
+    fn flags_without_a_mesh_config_or_its_fields() {
+        let c = config();
+        let flags = decide(None, &c).unwrap();
+        assert_eq!(flags.trust_domain.as_str(), "flags.example");
+        assert_eq!(flags.workload_ttl, Duration::from_secs(3600));
+        assert_eq!(decide(Some(&MeshConfigSpec::default()), &c).unwrap(), flags);
+    }
+
+    #[test]
+    fn mesh_config_fields_win_over_flags() {
+        let spec = MeshConfigSpec {
+            trust_domain: Some("corp.example".into()),
+            workload_cert_ttl: Some("2h".into()),
+            ..Default::default()
+        };
+        let s = decide(Some(&spec), &config()).unwrap();
+        assert_eq!(s.trust_domain.as_str(), "corp.example");
+        assert_eq!(s.trust_domain_source, "MeshConfig default");
+        assert_eq!(s.workload_ttl, Duration::from_secs(7200));
+    }
+
+    #[test]
+    fn bad_fields_are_named() {
+        let spec = MeshConfigSpec {
+            trust_domain: Some("Not A Domain/".into()),
+            ..Default::default()
+        };
+        let e = decide(Some(&spec), &config()).unwrap_err();
+        assert!(
+            e.starts_with("MeshConfig default: spec.trustDomain:"),
+            "{e}"
+        );
+        let spec = MeshConfigSpec {
+            workload_cert_ttl: Some("1s".into()),
+            ..Default::default()
+        };
+        let e = decide(Some(&spec), &config()).unwrap_err();
+        assert!(
+            e.contains("spec.workloadCertTtl") && e.contains("too short"),
+            "{e}"
+        );
+        let spec = MeshConfigSpec {
+            workload_cert_ttl: Some("soon".into()),
+            ..Default::default()
+        };
+        assert!(
+            decide(Some(&spec), &config())
+                .unwrap_err()
+                .contains("spec.workloadCertTtl")
+        );
+    }
+}

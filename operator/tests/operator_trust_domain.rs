@@ -1,0 +1,180 @@
+//! The trust domain and workload certificate lifetime follow `MeshConfig/default`
+//! (`spec.trustDomain`, `spec.workloadCertTtl`) over the flags: a change reissues every
+//! identity for its new SPIFFE id (checked with openssl), MeshStatus reports the trust
+//! domain in force, and a restart reissues nothing (the CA waits for MeshConfig).
+
+mod operator_support;
+
+use operator_support::*;
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::process::Command;
+use std::time::Duration;
+
+const SAS: [&str; 3] = ["web", "api", "db"];
+
+/// `openssl x509 -checkend <secs>` on the identity's leaf: true when it is still valid
+/// `secs` from now.
+fn valid_for(secret: &Value, secs: u64) -> bool {
+    let dir = tempfile::tempdir().unwrap();
+    let chain = secret_field(secret, "cert-chain.pem");
+    let leaf = chain
+        .split_inclusive("-----END CERTIFICATE-----")
+        .next()
+        .unwrap()
+        .trim()
+        .to_string();
+    std::fs::write(dir.path().join("leaf.pem"), format!("{leaf}\n")).unwrap();
+    let out = Command::new(openssl_bin())
+        .args(["x509", "-noout", "-in", "leaf.pem", "-checkend"])
+        .arg(secs.to_string())
+        .current_dir(dir.path())
+        .output()
+        .expect("running openssl");
+    out.status.success()
+}
+
+fn control_plane_trust_domain(cluster: &Cluster) -> Option<String> {
+    cluster
+        .kubectl
+        .get_json(&["meshstatus", "mesh", "-n", OPERATOR_NS])
+        .and_then(|v| v["status"]["trustDomain"].as_str().map(str::to_string))
+}
+
+fn versions(cluster: &Cluster) -> BTreeMap<&'static str, String> {
+    SAS.iter()
+        .map(|sa| (*sa, rv(&cluster.wait_identity("shop", sa))))
+        .collect()
+}
+
+#[test]
+fn mesh_config_trust_domain_reissues_every_identity_and_survives_a_restart() {
+    let cluster = Cluster::start();
+    cluster.namespace("shop", &["istio-injection=enabled"], &SAS);
+    let mut args = default_args();
+    args.extend(["--rotation-rate", "2"].map(String::from));
+    let mut op = Operator::start(cluster.server.kubeconfig_path(), "op-1", &args);
+    op.wait_ready();
+    let own = wait_for("Secret trellis-ca", Duration::from_secs(30), || {
+        cluster
+            .kubectl
+            .get_json(&["secret", "-n", OPERATOR_NS, "trellis-ca"])
+    });
+    let root = secret_field(&own, "root-cert.pem");
+
+    // No MeshConfig: the flag's trust domain and lifetime (24 h).
+    let mut before = BTreeMap::new();
+    for sa in SAS {
+        let s = cluster.wait_identity("shop", sa);
+        let v = verify_identity(&s, &root);
+        assert_eq!(v.uri, format!("spiffe://cluster.local/ns/shop/sa/{sa}"));
+        assert!(valid_for(&s, 20 * 3600), "default lifetime");
+        before.insert(sa, v.serial);
+    }
+    wait_for(
+        "MeshStatus with trust domain cluster.local",
+        Duration::from_secs(60),
+        || (control_plane_trust_domain(&cluster).as_deref() == Some("cluster.local")).then_some(()),
+    );
+
+    // MeshConfig sets the trust domain and a 2 h lifetime.
+    cluster.kubectl.apply(
+        "apiVersion: mesh.trellis.dev/v1alpha1\nkind: MeshConfig\nmetadata:\n  name: default\nspec:\n  trustDomain: corp.example\n  workloadCertTtl: 2h\n",
+    );
+    for sa in SAS {
+        let want = format!("spiffe://corp.example/ns/shop/sa/{sa}");
+        let s = wait_for(
+            &format!("shop/{sa} reissued for {want}"),
+            Duration::from_secs(60),
+            || {
+                cluster.identity("shop", sa).filter(|s| {
+                    s["metadata"]["annotations"]["trellis.dev/spiffe-id"].as_str()
+                        == Some(want.as_str())
+                })
+            },
+        );
+        let v = verify_identity(&s, &root);
+        assert_eq!(v.uri, want, "openssl sees the new SPIFFE id");
+        assert_ne!(v.serial, before[sa], "a new certificate");
+        assert!(
+            valid_for(&s, 3000) && !valid_for(&s, 3 * 3600),
+            "the MeshConfig lifetime (2 h)"
+        );
+        assert_eq!(
+            secret_field(&s, "root-cert.pem").trim(),
+            root.trim(),
+            "same root"
+        );
+    }
+    assert_eq!(
+        op.metric("trellis_identity_renewed_total{reason=\"identity\"}"),
+        Some(SAS.len() as f64),
+        "each identity reissued once for the new trust domain"
+    );
+    wait_for(
+        "MeshStatus with trust domain corp.example",
+        Duration::from_secs(60),
+        || (control_plane_trust_domain(&cluster).as_deref() == Some("corp.example")).then_some(()),
+    );
+    let cm = cluster
+        .kubectl
+        .get_json(&["configmap", "-n", "shop", "trellis-ca-root-cert"])
+        .unwrap();
+    assert_eq!(
+        cm["data"]["root-cert.pem"].as_str().unwrap().trim(),
+        root.trim()
+    );
+
+    // A restart signs for the MeshConfig's trust domain from the start: nothing reissued.
+    let first = versions(&cluster);
+    assert!(op.terminate().success(), "graceful exit: {}", op.log_text());
+    let mut op = Operator::start(cluster.server.kubeconfig_path(), "op-2", &args);
+    op.wait_ready();
+    wait_for("op-2 to lead", Duration::from_secs(30), || {
+        (lease_holder(&cluster.kubectl).as_deref() == Some("op-2")).then_some(())
+    });
+    wait_for(
+        "op-2 to reconcile the identities",
+        Duration::from_secs(30),
+        || {
+            op.metric("trellis_controller_reconciles_total{controller=\"identity\"}")
+                .filter(|n| *n >= SAS.len() as f64)
+        },
+    );
+    assert_eq!(
+        versions(&cluster),
+        first,
+        "no identity written after the restart"
+    );
+    assert_eq!(
+        op.metric("trellis_identity_renewed_total{reason=\"identity\"}")
+            .unwrap_or(0.0),
+        0.0,
+        "{}",
+        op.log_text()
+    );
+
+    // Without the field, the flag's trust domain is back.
+    cluster.kubectl.apply(
+        "apiVersion: mesh.trellis.dev/v1alpha1\nkind: MeshConfig\nmetadata:\n  name: default\nspec:\n  workloadCertTtl: 2h\n",
+    );
+    for sa in SAS {
+        let want = format!("spiffe://cluster.local/ns/shop/sa/{sa}");
+        let s = wait_for(
+            &format!("shop/{sa} back to {want}"),
+            Duration::from_secs(60),
+            || {
+                cluster.identity("shop", sa).filter(|s| {
+                    s["metadata"]["annotations"]["trellis.dev/spiffe-id"].as_str()
+                        == Some(want.as_str())
+                })
+            },
+        );
+        assert_eq!(verify_identity(&s, &root).uri, want);
+    }
+    wait_for(
+        "MeshStatus with trust domain cluster.local again",
+        Duration::from_secs(60),
+        || (control_plane_trust_domain(&cluster).as_deref() == Some("cluster.local")).then_some(()),
+    );
+}
