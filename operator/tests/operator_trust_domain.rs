@@ -177,4 +177,34 @@ fn mesh_config_trust_domain_reissues_every_identity_and_survives_a_restart() {
         Duration::from_secs(60),
         || (control_plane_trust_domain(&cluster).as_deref() == Some("cluster.local")).then_some(()),
     );
+
+    // A trust domain that is not one: reported (event, log), the one in force stays.
+    let settled = versions(&cluster);
+    cluster.kubectl.apply(
+        "apiVersion: mesh.trellis.dev/v1alpha1\nkind: MeshConfig\nmetadata:\n  name: default\nspec:\n  trustDomain: not a domain\n",
+    );
+    let event = wait_for(
+        "a MeshConfigRejected event",
+        Duration::from_secs(30),
+        || {
+            cluster
+                .kubectl
+                .list(&["events.events.k8s.io", "-A"])
+                .into_iter()
+                .find(|e| e["reason"] == "MeshConfigRejected")
+        },
+    );
+    let note = event["note"].as_str().unwrap_or_default();
+    assert!(
+        note.contains("spec.trustDomain") && note.contains("MeshConfig default"),
+        "the event names the object and field: {note}"
+    );
+    assert_eq!(event["regarding"]["kind"], "MeshConfig", "{event}");
+    assert!(op.log_text().contains("MeshConfig rejected"));
+    assert!(op.try_status().is_none(), "no crash: {}", op.log_text());
+    assert_eq!(versions(&cluster), settled, "nothing reissued");
+    assert_eq!(
+        control_plane_trust_domain(&cluster).as_deref(),
+        Some("cluster.local")
+    );
 }
