@@ -51,10 +51,10 @@ pub struct OperatorArgs {
     /// How often the Lease is renewed or tried.
     #[arg(long, default_value = "2s", value_parser = duration)]
     retry_period: Duration,
-    /// SPIFFE trust domain of workload identities.
+    /// SPIFFE trust domain of workload identities, unless MeshConfig `default` sets spec.trustDomain.
     #[arg(long, default_value = "cluster.local")]
     trust_domain: String,
-    /// Lifetime of workload certificates.
+    /// Lifetime of workload certificates, unless MeshConfig `default` sets spec.workloadCertTtl.
     #[arg(long, default_value = "24h", value_parser = duration)]
     workload_cert_ttl: Duration,
     /// Renew after this fraction of a certificate's lifetime (0-1).
@@ -69,7 +69,7 @@ pub struct OperatorArgs {
     /// Lifetime of a new self-signed root.
     #[arg(long, default_value = "87600h", value_parser = duration)]
     root_cert_ttl: Duration,
-    /// Identities reissued per second after the root changes.
+    /// Identities reissued per second after the root or the trust domain changes.
     #[arg(long, default_value_t = 100.0)]
     rotation_rate: f64,
     /// How long the previous root stays trusted after the last identity moved to the new one.
