@@ -286,4 +286,40 @@ mod tests {
         handle.finish_rotation();
         assert_eq!(handle.current().unwrap().generation, 2);
     }
+
+    #[test]
+    fn all_moved_is_recorded_per_generation_and_a_finished_rotation_is_remembered() {
+        let (old, new) = (ca(), ca());
+        let handle = CaHandle::new();
+        let mut snapshot = CaSnapshot::new(
+            new.clone(),
+            CaMode::SelfSigned,
+            "ns/trellis-ca".into(),
+            3,
+            old.own_roots().roots().to_vec(),
+        );
+        snapshot.rotation_started = Some(UNIX_EPOCH + Duration::from_secs(1_900_000_000));
+        handle.install(snapshot);
+        let key = RotationRecord::of(&handle.current().unwrap())
+            .unwrap()
+            .key();
+        let t = UNIX_EPOCH + Duration::from_millis(1_900_000_100_700);
+        // Another generation: ignored.
+        handle.set_all_moved(2, Some(t));
+        assert_eq!(handle.current().unwrap().all_moved_at, None);
+        handle.set_all_moved(3, Some(t));
+        let cur = handle.current().unwrap();
+        assert_eq!(
+            cur.all_moved_at,
+            Some(UNIX_EPOCH + Duration::from_secs(1_900_000_100)),
+            "whole seconds, as stored"
+        );
+        assert_eq!(cur.generation, 3, "no new generation");
+        handle.set_all_moved(3, None);
+        assert_eq!(handle.current().unwrap().all_moved_at, None);
+        assert!(!handle.finished(key));
+        handle.finish_rotation();
+        assert!(handle.finished(key));
+        assert!(!handle.current().unwrap().rotating());
+    }
 }
