@@ -291,6 +291,10 @@ async fn reconcile(sa: Arc<ServiceAccount>, state: Arc<State>) -> Result<Action>
             }
         })?;
     let now = ctx.clock.now();
+    let renewal = ctx
+        .identity_settings
+        .current()
+        .map_or(ctx.config.renewal, |s| s.renewal);
     let wanted = Wanted {
         namespace: &ns,
         service_account: &sa_name,
@@ -299,7 +303,7 @@ async fn reconcile(sa: Arc<ServiceAccount>, state: Arc<State>) -> Result<Action>
         own_roots: ca.ca.own_roots(),
         bundle_pem: &ca.trust_bundle_pem,
         root_fingerprint: &ca.root_fingerprint,
-        policy: &ctx.config.renewal,
+        policy: &renewal,
         now,
     };
     let key = backoff::key(NAME, sa.as_ref());
@@ -527,7 +531,14 @@ pub async fn run(ctx: Arc<Context>) {
         .touched_objects();
     let gauge_task = tokio::spawn(expiry_gauge(ctx.clone(), expiry));
     let by_namespace = sa_reader.clone();
-    let triggers = futures::stream::select(ctx.leader.on_elected(), ctx.ca.on_change());
+    // A new renewal ratio moves every renewal time.
+    let settings =
+        tokio_stream::wrappers::WatchStream::from_changes(ctx.identity_settings.subscribe())
+            .map(|_| ());
+    let triggers = futures::stream::select(
+        futures::stream::select(ctx.leader.on_elected(), ctx.ca.on_change()),
+        settings,
+    );
     Controller::for_stream(sa_stream, sa_reader)
         .owns_stream(secret_stream)
         .watches_stream(ns_stream, move |ns: Namespace| {

@@ -1,9 +1,11 @@
-//! The trust domain and workload certificate lifetime in force: `spec.trustDomain` and
-//! `spec.workloadCertTtl` of `MeshConfig/default` when set (what Istio users configure
-//! as the mesh's `trustDomain`), the command-line flags otherwise. The CA loader signs
+//! The trust domain, workload certificate lifetime and renewal ratio in force:
+//! `spec.trustDomain`, `spec.workloadCertTtl` and `spec.workloadCertRenewalRatio` of
+//! `MeshConfig/default` when set (what Istio users configure as the mesh's
+//! `trustDomain`), the command-line flags otherwise. The CA loader signs
 //! with the trust domain in force, so a change gives a new CA generation and every
 //! identity is reissued for its new SPIFFE id (rate limited like a root rotation); a
-//! lifetime change applies to the certificates issued from then on.
+//! lifetime change applies to the certificates issued from then on, a ratio change to
+//! the next renewal of each.
 //!
 //! A MeshConfig that cannot be used (unparsable, bad trust domain, a lifetime too short)
 //! is logged and reported as an event on it; the settings in force stay.
@@ -19,18 +21,20 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
 use trellis_api::mesh::{MESH_CONFIG_NAME, MeshConfig, MeshConfigSpec};
-use trellis_ca::TrustDomain;
+use trellis_ca::{RenewalPolicy, TrustDomain};
 
 /// Controller name (metrics, logs).
 pub const NAME: &str = "mesh-config";
 
 /// Identity settings in force.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct IdentitySettings {
     /// Trust domain of every SPIFFE id.
     pub trust_domain: TrustDomain,
     /// Lifetime of new workload certificates.
     pub workload_ttl: Duration,
+    /// When certificates are renewed (the ratio from MeshConfig, the jitter from the flag).
+    pub renewal: RenewalPolicy,
     /// Where the trust domain comes from (`MeshConfig default` or `--trust-domain`).
     pub trust_domain_source: &'static str,
 }
@@ -41,6 +45,7 @@ impl IdentitySettings {
         Self {
             trust_domain: config.trust_domain.clone(),
             workload_ttl: config.workload_ttl,
+            renewal: config.renewal,
             trust_domain_source: "--trust-domain",
         }
     }
@@ -62,21 +67,29 @@ pub fn decide(
             TrustDomain::new(td).map_err(|e| format!("{object}: spec.trustDomain: {e}"))?;
         settings.trust_domain_source = "MeshConfig default";
     }
-    if let Some(ttl) = &spec.workload_cert_ttl {
-        let ttl = ttl
-            .parse()
-            .map_err(|e| format!("{object}: spec.workloadCertTtl: {e}"))?;
-        // As for the flag: the renewal time must come after issuance (certificates are
-        // backdated for clock skew, which counts in their lifetime).
-        let backdate = trellis_ca::CLOCK_SKEW_BACKDATE.as_secs_f64();
-        let after_issue = (ttl.as_secs_f64() + backdate) * config.renewal.ratio - backdate;
-        if after_issue < 1.0 {
+    if let Some(ratio) = spec.workload_cert_renewal_ratio {
+        if !(ratio > 0.0 && ratio < 1.0) {
             return Err(format!(
-                "{object}: spec.workloadCertTtl: {ttl:?} is too short: with renewal ratio {} certificates would be due for renewal as soon as issued",
-                config.renewal.ratio
+                "{object}: spec.workloadCertRenewalRatio: {ratio} must be between 0 and 1 (exclusive)"
             ));
         }
-        settings.workload_ttl = ttl;
+        settings.renewal.ratio = ratio;
+    }
+    if let Some(ttl) = &spec.workload_cert_ttl {
+        settings.workload_ttl = ttl
+            .parse()
+            .map_err(|e| format!("{object}: spec.workloadCertTtl: {e}"))?;
+    }
+    if spec.workload_cert_ttl.is_some() || spec.workload_cert_renewal_ratio.is_some() {
+        // As for the flags: the renewal time must come after issuance (certificates are
+        // backdated for clock skew, which counts in their lifetime).
+        let backdate = trellis_ca::CLOCK_SKEW_BACKDATE.as_secs_f64();
+        let (ttl, ratio) = (settings.workload_ttl, settings.renewal.ratio);
+        if (ttl.as_secs_f64() + backdate) * ratio - backdate < 1.0 {
+            return Err(format!(
+                "{object}: spec.workloadCertTtl {ttl:?} with renewal ratio {ratio} is too short: certificates would be due for renewal as soon as issued"
+            ));
+        }
     }
     Ok(settings)
 }
@@ -189,7 +202,7 @@ pub async fn run(ctx: Arc<Context>) {
             Ok(settings) => {
                 last_problem = None;
                 if ctx.identity_settings.current().as_deref() != Some(&settings) {
-                    tracing::info!(trust_domain = %settings.trust_domain.as_str(), source = settings.trust_domain_source, workload_cert_ttl = ?settings.workload_ttl, "identity settings in force");
+                    tracing::info!(trust_domain = %settings.trust_domain.as_str(), source = settings.trust_domain_source, workload_cert_ttl = ?settings.workload_ttl, renewal_ratio = settings.renewal.ratio, "identity settings in force");
                 }
                 ctx.identity_settings.set(settings);
             }
@@ -261,12 +274,16 @@ mod tests {
         let spec = MeshConfigSpec {
             trust_domain: Some("corp.example".into()),
             workload_cert_ttl: Some("2h".into()),
+            workload_cert_renewal_ratio: Some(0.8),
             ..Default::default()
         };
-        let s = decide(Some(&spec), &config()).unwrap();
+        let c = config();
+        let s = decide(Some(&spec), &c).unwrap();
         assert_eq!(s.trust_domain.as_str(), "corp.example");
         assert_eq!(s.trust_domain_source, "MeshConfig default");
         assert_eq!(s.workload_ttl, Duration::from_secs(7200));
+        assert_eq!(s.renewal.ratio, 0.8);
+        assert_eq!(s.renewal.jitter_ratio, c.renewal.jitter_ratio);
     }
 
     #[test]
@@ -297,6 +314,22 @@ mod tests {
             decide(Some(&spec), &config())
                 .unwrap_err()
                 .contains("spec.workloadCertTtl")
+        );
+        let spec = MeshConfigSpec {
+            workload_cert_renewal_ratio: Some(1.5),
+            ..Default::default()
+        };
+        let e = decide(Some(&spec), &config()).unwrap_err();
+        assert!(e.contains("spec.workloadCertRenewalRatio: 1.5"), "{e}");
+        // A tiny ratio makes the flag's lifetime too short too.
+        let spec = MeshConfigSpec {
+            workload_cert_renewal_ratio: Some(0.0001),
+            ..Default::default()
+        };
+        assert!(
+            decide(Some(&spec), &config())
+                .unwrap_err()
+                .contains("too short")
         );
     }
 }
