@@ -57,7 +57,7 @@ pub struct OperatorArgs {
     /// Lifetime of workload certificates, unless MeshConfig `default` sets spec.workloadCertTtl.
     #[arg(long, default_value = "24h", value_parser = duration)]
     workload_cert_ttl: Duration,
-    /// Renew after this fraction of a certificate's lifetime (0-1).
+    /// Renew after this fraction of a certificate's lifetime (0-1), unless MeshConfig `default` sets spec.workloadCertRenewalRatio.
     #[arg(long, default_value_t = 0.5)]
     renewal_ratio: f64,
     /// Up to this fraction of a lifetime is added to each identity's renewal time (fixed per identity) to spread renewals.
