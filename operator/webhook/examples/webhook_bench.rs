@@ -1,25 +1,38 @@
 //! Load client for the admission webhook (`make bench`, scripts/bench.d/webhook.sh).
 //!
-//! Starts the webhook in-process on 127.0.0.1 with a serving certificate from
-//! a fresh mesh CA, then keeps `--concurrency` HTTPS keep-alive connections
-//! busy with AdmissionReviews until `--requests` have been answered, twice:
+//! The server is the real `trellis operator` (`--trellis`, default
+//! target/release/trellis) against the Kubernetes API simulator: the webhook
+//! as it runs in a cluster, with its serving certificate from the mesh CA the
+//! operator created. The client runs in this process on one thread, keeps
+//! `--concurrency` HTTPS keep-alive connections busy with AdmissionReviews
+//! until `--requests` have been answered, twice:
 //! - baseline: `/validate` with a Pod (not a mesh kind: allowed without work),
-//!   i.e. TLS, HTTP, and JSON in and out;
+//!   i.e. TLS, HTTP, and an AdmissionReview read and answered;
 //! - injection: `/inject` with a pod of a mesh namespace (the full sidecar patch).
 //!
-//! Prints `key value` lines: latency percentiles (µs) of each, and the
-//! process RSS after a warm-up of 10% of the requests and at the end.
+//! Prints `key value` lines: latency percentiles (µs), throughput, the
+//! operator's CPU time per request (from /proc, so the client's own work is
+//! not counted), and the operator's RSS after a warm-up of 10% of the
+//! injection requests and at the end.
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
+use k8s_openapi::api::core::v1::{Namespace, Secret};
+use kube::Api;
+use kube::api::{ObjectMeta, PostParams};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, ServerName};
 use serde_json::json;
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant, SystemTime};
-use trellis_webhook::{Webhook, WebhookConfig, issue_serving_cert};
+use std::time::{Duration, Instant};
+
+/// The operator's namespace, and the name its serving certificate is for.
+const NS: &str = "trellis-system";
+const SERVER_NAME: &str = "trellis-webhook.trellis-system.svc";
 
 fn arg(name: &str, default: usize) -> usize {
     let args: Vec<String> = std::env::args().collect();
@@ -30,8 +43,9 @@ fn arg(name: &str, default: usize) -> usize {
         .unwrap_or(default)
 }
 
-fn rss_kib() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
+/// VmRSS of `pid` in KiB.
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
         .and_then(|s| {
             s.lines()
@@ -42,7 +56,31 @@ fn rss_kib() -> u64 {
         .unwrap_or(0)
 }
 
-fn review(kind: &str, uid: usize) -> Bytes {
+/// User + system CPU time of `pid` in clock ticks (fields 14 and 15 of /proc/<pid>/stat).
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // The command name (field 2) may contain spaces; fields after it are plain.
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let get = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    // `rest` starts at field 3 (state): utime is field 14, stime field 15.
+    get(11) + get(12)
+}
+
+fn clock_ticks_per_second() -> f64 {
+    let out = Command::new("getconf").arg("CLK_TCK").output();
+    out.ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(100.0)
+}
+
+fn review(uid: usize) -> Bytes {
     let pod = json!({"apiVersion": "v1", "kind": "Pod",
         "metadata": {"generateName": "web-7d9f8-", "namespace": "shop",
             "labels": {"app": "web", "pod-template-hash": "7d9f8"},
@@ -52,44 +90,117 @@ fn review(kind: &str, uid: usize) -> Bytes {
             "readinessProbe": {"httpGet": {"path": "/ready", "port": "health"}},
             "resources": {"requests": {"cpu": "100m", "memory": "128Mi"}}}]}});
     let body = json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
-        "request": {"uid": format!("bench-{uid}"), "kind": {"group": "", "version": "v1", "kind": kind},
+        "request": {"uid": format!("bench-{uid}"), "kind": {"group": "", "version": "v1", "kind": "Pod"},
             "resource": {"group": "", "version": "v1", "resource": "pods"},
             "operation": "CREATE", "namespace": "shop", "object": pod}});
     Bytes::from(serde_json::to_vec(&body).unwrap())
 }
 
+/// Kills the operator by PID when dropped.
+struct Operator(Child);
+
+impl Drop for Operator {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap().port()
+}
+
+/// The mesh root the operator stored in Secret `trellis-system/trellis-ca`.
+async fn mesh_root(client: kube::Client) -> String {
+    let secrets: Api<Secret> = Api::namespaced(client, NS);
+    let started = Instant::now();
+    loop {
+        if let Ok(Some(secret)) = secrets.get_opt("trellis-ca").await
+            && let Some(root) = secret.data.and_then(|d| d.get("root-cert.pem").cloned())
+        {
+            return String::from_utf8(root.0).expect("root-cert.pem is PEM text");
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the operator did not store its CA in Secret {NS}/trellis-ca within 60 s"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Waits until the webhook answers a health check over TLS.
+async fn wait_serving(addr: SocketAddr, tls: Arc<rustls::ClientConfig>) {
+    let started = Instant::now();
+    loop {
+        if let Ok(mut sender) = connect(addr, tls.clone()).await {
+            let req = hyper::Request::get("/healthz")
+                .header("host", SERVER_NAME)
+                .body(Full::new(Bytes::new()))
+                .unwrap();
+            if sender
+                .send_request(req)
+                .await
+                .is_ok_and(|r| r.status() == 200)
+            {
+                return;
+            }
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the operator's webhook did not serve on {addr} within 60 s"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn connect(
+    addr: SocketAddr,
+    tls: Arc<rustls::ClientConfig>,
+) -> Result<hyper::client::conn::http1::SendRequest<Full<Bytes>>, Box<dyn std::error::Error>> {
+    let tcp = tokio::net::TcpStream::connect(addr).await?;
+    tcp.set_nodelay(true)?;
+    let name = ServerName::try_from(SERVER_NAME)?;
+    let stream = tokio_rustls::TlsConnector::from(tls)
+        .connect(name, tcp)
+        .await?;
+    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+    tokio::spawn(conn);
+    Ok(sender)
+}
+
 struct Run {
     latencies_us: Vec<u64>,
-    rss_after_warmup_kib: u64,
     seconds: f64,
+    server_cpu_ticks: u64,
+    server_rss_after_warmup_kib: u64,
 }
 
 async fn load(
-    addr: std::net::SocketAddr,
+    addr: SocketAddr,
     tls: Arc<rustls::ClientConfig>,
     path: &'static str,
     requests: usize,
     concurrency: usize,
+    server_pid: u32,
 ) -> Run {
+    // Bodies are built before the clock starts: the client's JSON work is
+    // not what is measured.
+    let bodies: Arc<Vec<Bytes>> = Arc::new((0..1000).map(review).collect());
     let next = Arc::new(AtomicUsize::new(0));
     let warmup = requests / 10;
     let warm_rss = Arc::new(std::sync::Mutex::new(0u64));
+    let mut connections = Vec::new();
+    for _ in 0..concurrency {
+        let sender = connect(addr, tls.clone()).await.expect("connecting");
+        connections.push(sender);
+    }
+    let cpu_start = cpu_ticks(server_pid);
     let started = Instant::now();
     let mut tasks = Vec::new();
-    for _ in 0..concurrency {
-        let (next, tls, warm_rss) = (next.clone(), tls.clone(), warm_rss.clone());
+    for mut sender in connections {
+        let (next, bodies, warm_rss) = (next.clone(), bodies.clone(), warm_rss.clone());
         tasks.push(tokio::spawn(async move {
-            let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
-            tcp.set_nodelay(true).unwrap();
-            let name = ServerName::try_from("trellis-webhook.trellis-system.svc").unwrap();
-            let stream = tokio_rustls::TlsConnector::from(tls)
-                .connect(name, tcp)
-                .await
-                .expect("TLS handshake");
-            let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-                .await
-                .expect("HTTP handshake");
-            tokio::spawn(conn);
             let mut mine = Vec::new();
             loop {
                 let i = next.fetch_add(1, Ordering::Relaxed);
@@ -97,13 +208,12 @@ async fn load(
                     break;
                 }
                 if i == warmup {
-                    *warm_rss.lock().unwrap() = rss_kib();
+                    *warm_rss.lock().unwrap() = rss_kib(server_pid);
                 }
-                let body = review("Pod", i);
                 let req = hyper::Request::post(path)
                     .header("content-type", "application/json")
-                    .header("host", "trellis-webhook.trellis-system.svc")
-                    .body(Full::new(body))
+                    .header("host", SERVER_NAME)
+                    .body(Full::new(bodies[i % bodies.len()].clone()))
                     .unwrap();
                 let t = Instant::now();
                 let resp = sender.send_request(req).await.expect("request");
@@ -125,12 +235,14 @@ async fn load(
         latencies_us.extend(t.await.expect("client task"));
     }
     let seconds = started.elapsed().as_secs_f64();
+    let server_cpu_ticks = cpu_ticks(server_pid) - cpu_start;
     latencies_us.sort_unstable();
-    let rss_after_warmup_kib = *warm_rss.lock().unwrap();
+    let server_rss_after_warmup_kib = *warm_rss.lock().unwrap();
     Run {
         latencies_us,
-        rss_after_warmup_kib,
         seconds,
+        server_cpu_ticks,
+        server_rss_after_warmup_kib,
     }
 }
 
@@ -142,22 +254,50 @@ fn pct(sorted: &[u64], p: f64) -> u64 {
 fn main() {
     let requests = arg("--requests", 100_000);
     let concurrency = arg("--concurrency", 200);
-    let threads = arg("--threads", 2);
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(threads)
+    let trellis = std::env::args()
+        .skip_while(|a| a != "--trellis")
+        .nth(1)
+        .unwrap_or_else(|| "target/release/trellis".into());
+    let sim = kube_sim::TestServer::start().expect("starting the API simulator");
+    // One client thread: it leaves the operator as much of this machine's
+    // two cores as it can.
+    let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
-    let td = trellis_ca::TrustDomain::new("cluster.local").unwrap();
-    let ca = trellis_ca::CertificateAuthority::new_self_signed(
-        &trellis_ca::RootOptions::new(td),
-        SystemTime::now(),
-        Arc::new(trellis_ca::SystemRandom::new()),
-    )
-    .unwrap();
-    let cert = issue_serving_cert(&ca, "trellis-system", SystemTime::now()).unwrap();
+    let client = runtime.block_on(async { sim.client() });
+    runtime.block_on(async {
+        let namespace = Namespace {
+            metadata: ObjectMeta {
+                name: Some(NS.into()),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        Api::<Namespace>::all(client.clone())
+            .create(&PostParams::default(), &namespace)
+            .await
+            .expect("creating the operator's namespace");
+    });
+    let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let operator = Operator(
+        Command::new(&trellis)
+            .args(["operator", "--namespace", NS, "--identity", "bench"])
+            .arg("--kubeconfig")
+            .arg(sim.kubeconfig_path())
+            .args(["--metrics-addr", "127.0.0.1:0", "--xds-addr", "127.0.0.1:0"])
+            .args(["--webhook-addr", &addr.to_string()])
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {trellis} operator: {e}")),
+    );
+    let pid = operator.0.id();
+    let root = runtime.block_on(mesh_root(client));
     let mut roots = rustls::RootCertStore::empty();
-    for c in CertificateDer::pem_slice_iter(cert.ca_bundle_pem.as_bytes()) {
+    for c in CertificateDer::pem_slice_iter(root.as_bytes()) {
         roots.add(c.unwrap()).unwrap();
     }
     let provider = Arc::new(rustls::crypto::ring::default_provider());
@@ -168,38 +308,29 @@ fn main() {
             .with_root_certificates(roots)
             .with_no_client_auth(),
     );
-    let config = WebhookConfig {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        cert,
-        injection: trellis_inject::InjectionContext::from_mesh_config(
-            &Default::default(),
-            trellis_inject::DEFAULT_INIT_IMAGE,
-        ),
-        operator_namespace: "trellis-system".into(),
-    };
-    let webhook = Webhook::new(&config).unwrap();
+    let ticks = clock_ticks_per_second();
     runtime.block_on(async {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let server = tokio::spawn(webhook.serve(listener));
-        let rss_start = rss_kib();
-        let base = load(addr, tls.clone(), "/validate", requests, concurrency).await;
-        let inject = load(addr, tls, "/inject", requests, concurrency).await;
-        let rss_end = rss_kib();
-        server.abort();
+        wait_serving(addr, tls.clone()).await;
+        let rss_start = rss_kib(pid);
+        let base = load(addr, tls.clone(), "/validate", requests, concurrency, pid).await;
+        let inject = load(addr, tls, "/inject", requests, concurrency, pid).await;
+        let rss_end = rss_kib(pid);
         println!("requests {requests}");
         println!("concurrency {concurrency}");
         for (name, run) in [("baseline", &base), ("inject", &inject)] {
+            let n = run.latencies_us.len() as f64;
             println!("{name}_p50_us {}", pct(&run.latencies_us, 0.50));
             println!("{name}_p99_us {}", pct(&run.latencies_us, 0.99));
+            println!("{name}_max_us {}", pct(&run.latencies_us, 1.0));
+            println!("{name}_rps {:.0}", n / run.seconds);
             println!(
-                "{name}_rps {:.0}",
-                run.latencies_us.len() as f64 / run.seconds
+                "{name}_server_cpu_us {:.1}",
+                run.server_cpu_ticks as f64 / ticks * 1e6 / n
             );
         }
         println!("rss_start_kib {rss_start}");
-        println!("rss_inject_warm_kib {}", inject.rss_after_warmup_kib);
+        println!("rss_inject_warm_kib {}", inject.server_rss_after_warmup_kib);
         println!("rss_end_kib {rss_end}");
-        tokio::time::sleep(Duration::from_millis(1)).await;
     });
+    drop(operator);
 }

@@ -2,8 +2,11 @@
 
 use crate::review::{AdmissionRequest, Verdict};
 use k8s_openapi::api::core::v1::Pod;
-use serde_json::{Value, json};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 use std::collections::BTreeMap;
+use std::sync::LazyLock;
 use trellis_inject::{InjectDecision, InjectionContext, inject_pod, should_inject};
 
 /// What injection decided, for logs and tests.
@@ -21,16 +24,9 @@ fn allow(reason: impl Into<String>) -> Injection {
     }
 }
 
-fn string_map(meta: Option<&Value>, key: &str) -> BTreeMap<String, String> {
-    meta.and_then(|m| m.get(key))
-        .and_then(Value::as_object)
-        .map(|m| {
-            m.iter()
-                .filter_map(|(k, v)| v.as_str().map(|v| (k.clone(), v.to_string())))
-                .collect()
-        })
-        .unwrap_or_default()
-}
+/// Namespace selection is the webhook configuration's job: pods that reach us are selected.
+static SELECTED_NAMESPACE: LazyLock<BTreeMap<String, String>> =
+    LazyLock::new(|| BTreeMap::from([("istio-injection".into(), "enabled".into())]));
 
 /// Injects the pod of `request`. Namespace selection is the job of the
 /// webhook configuration's `namespaceSelector`/`objectSelector` (the API
@@ -50,21 +46,26 @@ pub fn review_pod(
     if request.operation != "CREATE" {
         return allow(format!("operation {}", request.operation));
     }
-    let Some(raw) = request.object.as_ref() else {
+    let Some(raw) = request.object.as_deref() else {
         return allow("no object");
     };
-    let meta = raw.get("metadata");
-    let namespace = meta
-        .and_then(|m| m.get("namespace"))
-        .and_then(Value::as_str)
+    let mut pod: Pod = match serde_json::from_str(raw.get()) {
+        Ok(pod) => pod,
+        Err(e) => return not_a_pod(raw, request, operator_namespace, e),
+    };
+    let namespace = pod
+        .metadata
+        .namespace
+        .clone()
         .filter(|n| !n.is_empty())
-        .unwrap_or(&request.namespace)
-        .to_string();
-    let selected = BTreeMap::from([("istio-injection".to_string(), "enabled".to_string())]);
+        .unwrap_or_else(|| request.namespace.clone());
     let decision = should_inject(
-        &selected,
-        &string_map(meta, "labels"),
-        &string_map(meta, "annotations"),
+        &SELECTED_NAMESPACE,
+        pod.metadata.labels.as_ref().unwrap_or(&BTreeMap::new()),
+        pod.metadata
+            .annotations
+            .as_ref()
+            .unwrap_or(&BTreeMap::new()),
         &namespace,
         operator_namespace,
     );
@@ -72,76 +73,168 @@ pub fn review_pod(
         InjectDecision::Skip(why) => return allow(why),
         InjectDecision::Inject(rule) => rule,
     };
-    let mut pod: Pod = match serde_json::from_value(raw.clone()) {
-        Ok(pod) => pod,
-        Err(e) => {
-            return deny(format!(
-                "Pod/{namespace}/{}: not a pod: {e}",
-                pod_name(raw, request)
-            ));
-        }
-    };
-    // Pods created by controllers have no name or namespace yet: name them for messages.
-    pod.metadata.namespace = Some(namespace.clone());
+    // What the patch is computed against: the pod as received.
+    let received = Received::of(&pod);
+    // Pods created by controllers have no name or namespace yet: name them
+    // for messages (the patch never includes either).
     if pod.metadata.name.as_deref().unwrap_or("").is_empty() {
-        pod.metadata.name = Some(pod_name(raw, request));
+        pod.metadata.name = Some(pod_name(&pod.metadata, request));
     }
+    pod.metadata.namespace = Some(namespace.clone());
     let injected = match inject_pod(&pod, ctx) {
         Ok((_, true)) => return allow("already injected"),
         Ok((injected, false)) => injected,
         Err(e) => return deny(e.to_string()),
     };
-    // The patch is built against the object as received and only adds what
-    // injection adds (list items appended, map keys set), so fields our types
-    // do not know are kept.
-    let spec = injected.spec.as_ref();
-    let parts = [
-        (
-            "metadata",
-            "annotations",
-            serde_json::to_value(&injected.metadata.annotations),
-        ),
-        (
-            "metadata",
-            "labels",
-            serde_json::to_value(&injected.metadata.labels),
-        ),
-        (
-            "spec",
-            "initContainers",
-            serde_json::to_value(spec.map(|s| &s.init_containers)),
-        ),
-        (
-            "spec",
-            "containers",
-            serde_json::to_value(spec.map(|s| &s.containers)),
-        ),
-        (
-            "spec",
-            "volumes",
-            serde_json::to_value(spec.map(|s| &s.volumes)),
-        ),
-    ];
-    let mut ops = Vec::new();
-    for (section, key, value) in parts {
-        let value = match value {
-            Ok(v) => v,
-            Err(e) => {
-                return deny(format!(
-                    "Pod/{namespace}: cannot serialize the injected {section}.{key}: {e}"
-                ));
-            }
-        };
-        if !value.is_null() {
-            let original = raw.get(section).and_then(|s| s.get(key));
-            additions(original, &value, &format!("/{section}/{key}"), &mut ops);
+    match received.additions(&injected) {
+        Ok(patch) => Injection {
+            verdict: Verdict::Allow { patch: Some(patch) },
+            reason: rule.to_string(),
+        },
+        Err(e) => deny(format!(
+            "Pod/{namespace}: cannot serialize the injected pod: {e}"
+        )),
+    }
+}
+
+/// The parts of the received pod that injection extends.
+struct Received {
+    annotations: Option<BTreeMap<String, String>>,
+    labels: Option<BTreeMap<String, String>>,
+    init_containers: usize,
+    containers: usize,
+    volumes: usize,
+}
+
+impl Received {
+    fn of(pod: &Pod) -> Self {
+        let spec = pod.spec.as_ref();
+        Received {
+            annotations: pod.metadata.annotations.clone(),
+            labels: pod.metadata.labels.clone(),
+            init_containers: spec
+                .and_then(|s| s.init_containers.as_ref())
+                .map_or(0, Vec::len),
+            containers: spec.map_or(0, |s| s.containers.len()),
+            volumes: spec.and_then(|s| s.volumes.as_ref()).map_or(0, Vec::len),
         }
     }
-    Injection {
-        verdict: Verdict::Allow {
-            patch: Some(Value::Array(ops)),
-        },
-        reason: rule.to_string(),
+
+    /// The RFC 6902 patch from the pod as received to `injected`. It only
+    /// adds what injection adds (list items appended, map members set), so
+    /// fields of the received object that our types do not know are kept.
+    fn additions(&self, injected: &Pod) -> Result<Vec<u8>, serde_json::Error> {
+        let mut patch = PatchWriter::default();
+        let meta = &injected.metadata;
+        patch.map(
+            "/metadata/annotations",
+            self.annotations.as_ref(),
+            meta.annotations.as_ref(),
+        )?;
+        patch.map(
+            "/metadata/labels",
+            self.labels.as_ref(),
+            meta.labels.as_ref(),
+        )?;
+        if let Some(spec) = injected.spec.as_ref() {
+            let init = spec.init_containers.as_deref();
+            patch.list("/spec/initContainers", self.init_containers, init)?;
+            patch.list("/spec/containers", self.containers, Some(&spec.containers))?;
+            patch.list("/spec/volumes", self.volumes, spec.volumes.as_deref())?;
+        }
+        Ok(patch.finish())
+    }
+}
+
+/// Writes `add` operations straight to JSON text.
+struct PatchWriter {
+    json: Vec<u8>,
+}
+
+impl Default for PatchWriter {
+    fn default() -> Self {
+        // A typical sidecar patch is about 3 KiB.
+        PatchWriter {
+            json: Vec::with_capacity(4096),
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct AddOp<'a, T: ?Sized> {
+    op: &'static str,
+    path: &'a str,
+    value: &'a T,
+}
+
+impl PatchWriter {
+    fn add<T: Serialize + ?Sized>(
+        &mut self,
+        path: &str,
+        value: &T,
+    ) -> Result<(), serde_json::Error> {
+        self.json
+            .push(if self.json.is_empty() { b'[' } else { b',' });
+        serde_json::to_writer(
+            &mut self.json,
+            &AddOp {
+                op: "add",
+                path,
+                value,
+            },
+        )
+    }
+
+    /// Appends the items after the `old` first ones, or adds the whole list
+    /// where there was none.
+    fn list<T: Serialize>(
+        &mut self,
+        path: &str,
+        old: usize,
+        new: Option<&[T]>,
+    ) -> Result<(), serde_json::Error> {
+        let Some(new) = new else { return Ok(()) };
+        if old == 0 {
+            if !new.is_empty() {
+                self.add(path, new)?;
+            }
+            return Ok(());
+        }
+        let append = format!("{path}/-");
+        for item in new.get(old..).unwrap_or_default() {
+            self.add(&append, item)?;
+        }
+        Ok(())
+    }
+
+    /// Sets the members that are new or changed, or adds the whole map.
+    fn map(
+        &mut self,
+        path: &str,
+        old: Option<&BTreeMap<String, String>>,
+        new: Option<&BTreeMap<String, String>>,
+    ) -> Result<(), serde_json::Error> {
+        let Some(new) = new else { return Ok(()) };
+        match old.filter(|m| !m.is_empty()) {
+            None if new.is_empty() => Ok(()),
+            None => self.add(path, new),
+            Some(old) => {
+                for (key, value) in new {
+                    if old.get(key) != Some(value) {
+                        self.add(&format!("{path}/{}", escape(key)), value)?;
+                    }
+                }
+                Ok(())
+            }
+        }
+    }
+
+    fn finish(mut self) -> Vec<u8> {
+        if self.json.is_empty() {
+            return b"[]".to_vec();
+        }
+        self.json.push(b']');
+        self.json
     }
 }
 
@@ -150,43 +243,51 @@ fn escape(key: &str) -> String {
     key.replace('~', "~0").replace('/', "~1")
 }
 
-/// RFC 6902 operations turning `original` (at `path`) into `injected`, which
-/// extends it: appended list items, added or changed map members.
-fn additions(original: Option<&Value>, injected: &Value, path: &str, ops: &mut Vec<Value>) {
-    match (original, injected) {
-        (None | Some(Value::Null), _) => {
-            ops.push(json!({"op": "add", "path": path, "value": injected}));
-        }
-        (Some(Value::Array(old)), Value::Array(new)) if new.len() >= old.len() => {
-            for item in &new[old.len()..] {
-                ops.push(json!({"op": "add", "path": format!("{path}/-"), "value": item}));
-            }
-        }
-        (Some(Value::Object(old)), Value::Object(new)) => {
-            for (k, v) in new {
-                if old.get(k) != Some(v) {
-                    let at = format!("{path}/{}", escape(k));
-                    ops.push(json!({"op": "add", "path": at, "value": v}));
-                }
-            }
-        }
-        (Some(old), new) if old != new => {
-            ops.push(json!({"op": "replace", "path": path, "value": new}));
-        }
-        _ => {}
-    }
+/// The parts of an object that still tell who it is when it is not a pod.
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct Unparsed {
+    metadata: ObjectMeta,
 }
 
-fn pod_name(raw: &Value, request: &AdmissionRequest) -> String {
-    let meta = raw.get("metadata");
-    let get = |k: &str| {
-        meta.and_then(|m| m.get(k))
-            .and_then(Value::as_str)
-            .filter(|s| !s.is_empty())
-    };
-    get("name")
-        .or(get("generateName"))
-        .map(str::to_string)
+/// A review whose object does not read as a Pod: allowed if the pod opted
+/// out (nothing to do), otherwise denied with the parse error.
+fn not_a_pod(
+    raw: &RawValue,
+    request: &AdmissionRequest,
+    operator_namespace: &str,
+    error: serde_json::Error,
+) -> Injection {
+    let meta = serde_json::from_str::<Unparsed>(raw.get())
+        .unwrap_or_default()
+        .metadata;
+    let namespace = meta
+        .namespace
+        .clone()
+        .filter(|n| !n.is_empty())
+        .unwrap_or_else(|| request.namespace.clone());
+    let decision = should_inject(
+        &SELECTED_NAMESPACE,
+        meta.labels.as_ref().unwrap_or(&BTreeMap::new()),
+        meta.annotations.as_ref().unwrap_or(&BTreeMap::new()),
+        &namespace,
+        operator_namespace,
+    );
+    if let InjectDecision::Skip(why) = decision {
+        return allow(why);
+    }
+    deny(format!(
+        "Pod/{namespace}/{}: not a pod: {error}",
+        pod_name(&meta, request)
+    ))
+}
+
+fn pod_name(meta: &ObjectMeta, request: &AdmissionRequest) -> String {
+    [&meta.name, &meta.generate_name]
+        .into_iter()
+        .flatten()
+        .find(|s| !s.is_empty())
+        .cloned()
         .unwrap_or_else(|| request.name.clone())
 }
 

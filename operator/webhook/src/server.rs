@@ -182,9 +182,7 @@ async fn handle(state: &State, req: Request<Incoming>) -> Response<Full<Bytes>> 
         verdict
     };
     let reply = review::response(&request.uid, &verdict);
-    let mut response = Response::new(Full::new(Bytes::from(
-        serde_json::to_vec(&reply).unwrap_or_default(),
-    )));
+    let mut response = Response::new(Full::new(Bytes::from(reply)));
     response.headers_mut().insert(
         hyper::header::CONTENT_TYPE,
         hyper::header::HeaderValue::from_static("application/json"),

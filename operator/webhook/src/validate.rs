@@ -22,8 +22,22 @@ pub fn review_object(request: &AdmissionRequest) -> Verdict {
     {
         return Verdict::Allow { patch: None };
     }
-    let Some(object) = request.object.clone() else {
+    let Some(raw) = request.object.as_deref() else {
         return Verdict::Allow { patch: None };
+    };
+    let object: Value = match serde_json::from_str(raw.get()) {
+        Ok(object) => object,
+        Err(e) => {
+            return Verdict::Deny {
+                code: 400,
+                reason: "BadRequest",
+                message: format!(
+                    "{}: the object cannot be read: {e}",
+                    fallback_label(request)
+                ),
+                causes: Vec::new(),
+            };
+        }
     };
     let object = with_generated_name(object, request);
     let namespace = if request.namespace.is_empty() {

@@ -24,7 +24,7 @@ fn request(kind: &str, group: &str, operation: &str, object: Value) -> Admission
         operation: operation.into(),
         namespace: "shop".into(),
         name: String::new(),
-        object: Some(object),
+        object: Some(serde_json::value::to_raw_value(&object).unwrap()),
     }
 }
 
@@ -62,7 +62,7 @@ fn reviews_are_parsed_with_field_errors() {
 
 fn patch_of(verdict: &Verdict) -> Value {
     match verdict {
-        Verdict::Allow { patch: Some(p) } => p.clone(),
+        Verdict::Allow { patch: Some(p) } => serde_json::from_slice(p).unwrap(),
         other => panic!("expected a patch, got {other:?}"),
     }
 }
@@ -227,12 +227,17 @@ fn validation_lists_every_error_and_load_errors_by_path() {
 
 #[test]
 fn responses_carry_the_uid_patch_and_status() {
-    let allow = review_response(
+    let allow: Value = serde_json::from_slice(&review_response(
         "u1",
         &Verdict::Allow {
-            patch: Some(json!([{"op": "add", "path": "/a", "value": 1}])),
+            patch: Some(
+                json!([{"op": "add", "path": "/a", "value": 1}])
+                    .to_string()
+                    .into(),
+            ),
         },
-    );
+    ))
+    .unwrap();
     assert_eq!(allow["response"]["uid"], "u1");
     assert_eq!(allow["response"]["allowed"], true);
     assert_eq!(allow["response"]["patchType"], "JSONPatch");
@@ -243,7 +248,7 @@ fn responses_carry_the_uid_patch_and_status() {
         serde_json::from_slice::<Value>(&patch).unwrap()[0]["path"],
         "/a"
     );
-    let deny = review_response(
+    let deny: Value = serde_json::from_slice(&review_response(
         "u2",
         &Verdict::Deny {
             code: 400,
@@ -251,7 +256,8 @@ fn responses_carry_the_uid_patch_and_status() {
             message: "m".into(),
             causes: vec![("spec.a".into(), "bad".into())],
         },
-    );
+    ))
+    .unwrap();
     assert_eq!(deny["response"]["allowed"], false);
     assert_eq!(
         deny["response"]["status"]["details"]["causes"][0]["field"],

@@ -1,0 +1,123 @@
+//! Property: for any pod the webhook injects, its JSONPatch applied to the
+//! object exactly as received gives the pod `trellis-inject` produces, keeps
+//! the fields our types do not know, and a second review is a no-op.
+
+use k8s_openapi::api::core::v1::Pod;
+use proptest::prelude::*;
+use serde_json::{Map, Value, json};
+use trellis_inject::{InjectionContext, inject_pod};
+use trellis_webhook::{AdmissionRequest, Verdict, review_pod};
+
+fn ctx() -> InjectionContext {
+    InjectionContext::from_mesh_config(&Default::default(), "trellis:test")
+}
+
+fn request(object: &Value) -> AdmissionRequest {
+    AdmissionRequest {
+        uid: "u".into(),
+        kind: "Pod".into(),
+        group: String::new(),
+        operation: "CREATE".into(),
+        namespace: "shop".into(),
+        name: String::new(),
+        object: Some(serde_json::value::to_raw_value(object).unwrap()),
+    }
+}
+
+/// Keys as they occur in annotations and labels, including the characters
+/// JSON Pointer must escape.
+fn key() -> impl Strategy<Value = String> {
+    prop_oneof![
+        "[a-z]{1,6}",
+        "[a-z]{1,4}\\.io/[a-z~]{1,5}",
+        Just("sidecar.istio.io/statusx".to_string()),
+        Just("a~b/c".to_string()),
+    ]
+}
+
+/// A map member as received: absent, null, empty or with members.
+fn string_map() -> impl Strategy<Value = Option<Value>> {
+    prop_oneof![
+        Just(None),
+        Just(Some(Value::Null)),
+        prop::collection::btree_map(key(), "[ -~]{0,8}", 0..4).prop_map(|m| Some(json!(m))),
+    ]
+}
+
+fn list(prefix: &'static str, item: fn(String) -> Value) -> impl Strategy<Value = Option<Value>> {
+    prop_oneof![
+        Just(None),
+        Just(Some(Value::Null)),
+        (0usize..3).prop_map(move |n| Some(Value::Array(
+            (0..n).map(|i| item(format!("{prefix}{i}"))).collect()
+        ))),
+    ]
+}
+
+prop_compose! {
+    fn raw_pod()(
+        annotations in string_map(),
+        labels in string_map(),
+        init in list("init-", |name| json!({"name": name, "image": "busybox", "futureField": 1})),
+        volumes in list("vol-", |name| json!({"name": name, "emptyDir": {}})),
+        containers in 1usize..3,
+        probe_port in prop::option::of(1u16..9000),
+        account in prop::option::of("[a-z]{1,8}"),
+    ) -> Value {
+        let mut meta = Map::new();
+        meta.insert("generateName".into(), json!("web-"));
+        if let Some(a) = annotations { meta.insert("annotations".into(), a); }
+        if let Some(l) = labels { meta.insert("labels".into(), l); }
+        let containers: Vec<Value> = (0..containers)
+            .map(|i| {
+                let mut c = json!({"name": format!("app-{i}"), "image": "app:1", "unknownField": {"kept": i}});
+                if let Some(port) = probe_port {
+                    c["readinessProbe"] = json!({"httpGet": {"path": "/ready", "port": port}});
+                }
+                c
+            })
+            .collect();
+        let mut spec = Map::new();
+        spec.insert("containers".into(), Value::Array(containers));
+        if let Some(i) = init { spec.insert("initContainers".into(), i); }
+        if let Some(v) = volumes { spec.insert("volumes".into(), v); }
+        if let Some(sa) = account { spec.insert("serviceAccountName".into(), json!(sa)); }
+        json!({"apiVersion": "v1", "kind": "Pod", "metadata": meta, "spec": spec, "status": {"phase": "Pending"}})
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    #[test]
+    fn the_patch_applied_to_the_received_object_is_the_injected_pod(raw in raw_pod()) {
+        let out = review_pod(&request(&raw), &ctx(), "trellis-system");
+        let Verdict::Allow { patch: Some(patch) } = out.verdict else {
+            panic!("expected a patch for {raw}, got {:?} ({})", out.verdict, out.reason);
+        };
+        let patch: json_patch::Patch = serde_json::from_slice(&patch).unwrap();
+        let mut doc = raw.clone();
+        json_patch::patch(&mut doc, &patch).unwrap();
+
+        // What offline injection makes of the same pod.
+        let typed: Pod = serde_json::from_value(raw.clone()).unwrap();
+        let mut named = typed.clone();
+        named.metadata.name = Some("web-".into());
+        named.metadata.namespace = Some("shop".into());
+        let (mut expected, already) = inject_pod(&named, &ctx()).unwrap();
+        prop_assert!(!already);
+        expected.metadata.name = None;
+        expected.metadata.namespace = None;
+        let patched: Pod = serde_json::from_value(doc.clone()).unwrap();
+        prop_assert_eq!(patched, expected);
+
+        // Fields our types do not know survive.
+        prop_assert_eq!(&doc["spec"]["containers"][0]["unknownField"], &json!({"kept": 0}));
+        if let Some(first) = raw["spec"]["initContainers"].get(0) {
+            prop_assert_eq!(&doc["spec"]["initContainers"][0], first);
+        }
+        // Injected once: the patched pod is left alone.
+        let again = review_pod(&request(&doc), &ctx(), "trellis-system");
+        prop_assert_eq!(again.verdict, Verdict::Allow { patch: None });
+    }
+}
