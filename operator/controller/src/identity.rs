@@ -14,7 +14,7 @@ use crate::runtime::cache_synced;
 use crate::{FIELD_MANAGER, MANAGED_BY, MANAGED_BY_LABEL};
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Namespace, Secret, ServiceAccount};
-use kube::api::{Api, DeleteParams, Patch, PatchParams};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
@@ -193,7 +193,8 @@ impl State {
         written.remove(&(ns.to_string(), name.to_string()));
     }
 
-    fn remember_written(&self, secret: Secret) {
+    fn remember_written(&self, mut secret: Secret) {
+        identity_plan::strip_data(&mut secret);
         let key = (
             secret.metadata.namespace.clone().unwrap_or_default(),
             secret.metadata.name.clone().unwrap_or_default(),
@@ -233,6 +234,20 @@ async fn apply(state: &State, api: &Api<Secret>, secret: &Secret, object: &str) 
         .map_err(Error::kube("applying", object.to_string()))?;
     state.remember_written(written);
     Ok(())
+}
+
+/// Reads one Secret with its data, with the `list` permission the controller already
+/// has (a field selector on the name) rather than a `get` on every Secret.
+async fn read_secret(api: &Api<Secret>, name: &str, object: &str) -> Result<Option<Secret>> {
+    let by_name = ListParams::default().fields(&format!("metadata.name={name}"));
+    let list = api
+        .list(&by_name)
+        .await
+        .map_err(Error::kube("reading", object.to_string()))?;
+    Ok(list
+        .items
+        .into_iter()
+        .find(|s| s.metadata.name.as_deref() == Some(name)))
 }
 
 async fn reconcile(sa: Arc<ServiceAccount>, state: Arc<State>) -> Result<Action> {
@@ -307,7 +322,15 @@ async fn reconcile(sa: Arc<ServiceAccount>, state: Arc<State>) -> Result<Action>
         now,
     };
     let key = backoff::key(NAME, sa.as_ref());
-    let action = match identity_plan::decide(existing.as_deref(), &wanted) {
+    let mut decision = identity_plan::decide(existing.as_deref(), &wanted);
+    // A rewrite keeps the certificate and key, which the cache does not hold
+    // (identity_plan::strip_data): read the Secret, and decide on what it holds now.
+    let mut full = None;
+    if matches!(decision, Decision::Rewrite { .. }) {
+        full = read_secret(&api, &name, &object).await?;
+        decision = identity_plan::decide(full.as_ref(), &wanted);
+    }
+    let action = match decision {
         Decision::Keep { renew_at } => requeue_at(renew_at, now),
         Decision::Rewrite {
             renew_at,
@@ -315,7 +338,7 @@ async fn reconcile(sa: Arc<ServiceAccount>, state: Arc<State>) -> Result<Action>
             why,
             old_root,
         } => {
-            let old = existing.as_deref().and_then(|s| s.data.as_ref());
+            let old = full.as_ref().and_then(|s| s.data.as_ref());
             let field = |k: &str| {
                 old.and_then(|d| d.get(k))
                     .map(|b| b.0.clone())
@@ -478,8 +501,11 @@ pub async fn run(ctx: Arc<Context>) {
     let secret_stream = cache_synced(
         reflector::reflector(
             secret_writer,
-            watcher(Api::<Secret>::all(ctx.client.clone()), secret_config)
-                .modify(drop_managed_fields),
+            watcher(Api::<Secret>::all(ctx.client.clone()), secret_config).modify(|s| {
+                drop_managed_fields(s);
+                // No private keys in the cache, and a fraction of the memory.
+                identity_plan::strip_data(s);
+            }),
         )
         .default_backoff(),
         readiness.gate("cache/identity-secrets"),

@@ -30,6 +30,13 @@ pub const ROOT_ANNOTATION: &str = "trellis.dev/root";
 /// Annotation: SHA-256 of the three files as written, to detect hand edits.
 pub const CHECKSUM_ANNOTATION: &str = "trellis.dev/checksum";
 
+/// Data keys of a cached Secret after [`strip_data`] (a `:` cannot occur in the keys of
+/// a Secret the API server returns, so a stripped copy is never mistaken for one):
+/// the checksum of the three files as they were (empty when one was missing) and the
+/// SHA-256 (hex) of `root-cert.pem`.
+const STRIPPED_SUM: &str = "trellis:checksum";
+const STRIPPED_ROOT: &str = "trellis:root-cert-sha256";
+
 /// The Secret of a service account's identity (as the injector mounts it).
 pub fn secret_name(service_account: &str) -> String {
     format!("trellis-identity-{service_account}")
@@ -156,22 +163,89 @@ fn metadata_ok(secret: &Secret, wanted: &Wanted<'_>) -> bool {
         && annotation(secret, SPIFFE_ANNOTATION) == Some(&wanted.spiffe_id.to_string())
 }
 
+/// What [`decide`] needs of a Secret's data.
+struct Files<'a> {
+    /// `cert-chain.pem`.
+    chain: &'a [u8],
+    /// [`checksum`] of the three files as they are.
+    sum_now: String,
+    /// Whether `root-cert.pem` is the wanted trust bundle.
+    bundle_current: bool,
+}
+
+/// The files of a full Secret or of a copy stripped by [`strip_data`]; `None` when one
+/// of the three is missing.
+fn files<'a>(secret: &'a Secret, bundle_pem: &str) -> Option<Files<'a>> {
+    let chain = field(secret, CERT_CHAIN);
+    if let (Some(chain), Some(key), Some(root)) =
+        (chain, field(secret, KEY), field(secret, ROOT_CERT))
+    {
+        return Some(Files {
+            chain,
+            sum_now: checksum(chain, key, root),
+            bundle_current: root == bundle_pem.as_bytes(),
+        });
+    }
+    let sum = field(secret, STRIPPED_SUM).filter(|s| !s.is_empty())?;
+    let root_sha = field(secret, STRIPPED_ROOT)?;
+    Some(Files {
+        chain: chain?,
+        sum_now: String::from_utf8_lossy(sum).into_owned(),
+        bundle_current: root_sha == sha256_hex(bundle_pem.as_bytes()).as_bytes(),
+    })
+}
+
+fn sha256_hex(data: &[u8]) -> String {
+    hex::encode(Sha256::digest(data))
+}
+
+/// Shrinks a Secret for the identity controller's cache: `key.pem` and `root-cert.pem`
+/// are replaced by what [`decide`] needs of them (the checksum of the three files and
+/// the SHA-256 of the bundle); `cert-chain.pem` stays. [`decide`] gives the same answer
+/// for the stripped copy as for the Secret. The private key is not kept in memory, and
+/// the cache of 10,000 identities is a fraction of the size; a rewrite that keeps the
+/// key reads the Secret again.
+pub fn strip_data(secret: &mut Secret) {
+    let Some(mut data) = secret.data.take() else {
+        return;
+    };
+    let complete = match (data.get(CERT_CHAIN), data.get(KEY), data.get(ROOT_CERT)) {
+        (Some(chain), Some(key), Some(root)) => {
+            Some((checksum(&chain.0, &key.0, &root.0), sha256_hex(&root.0)))
+        }
+        _ => None,
+    };
+    let mut kept = BTreeMap::new();
+    if let Some(chain) = data.remove(CERT_CHAIN) {
+        kept.insert(CERT_CHAIN.to_string(), chain);
+    }
+    let (sum, root_sha) = complete.unwrap_or_default();
+    kept.insert(STRIPPED_SUM.to_string(), ByteString(sum.into_bytes()));
+    kept.insert(STRIPPED_ROOT.to_string(), ByteString(root_sha.into_bytes()));
+    secret.data = Some(kept);
+    secret.string_data = None;
+}
+
+/// Whether `secret` is a copy stripped by [`strip_data`].
+pub fn is_stripped(secret: &Secret) -> bool {
+    field(secret, STRIPPED_SUM).is_some()
+}
+
 /// Decides what to do with `existing` (the cached Secret, if any).
 pub fn decide(existing: Option<&Secret>, wanted: &Wanted<'_>) -> Decision {
     let Some(secret) = existing else {
         return Decision::Issue(IssueReason::New);
     };
-    let (Some(chain), Some(key), Some(root)) = (
-        field(secret, CERT_CHAIN),
-        field(secret, KEY),
-        field(secret, ROOT_CERT),
-    ) else {
+    let Some(Files {
+        chain,
+        sum_now,
+        bundle_current,
+    }) = files(secret, wanted.bundle_pem)
+    else {
         return Decision::Issue(IssueReason::Repair(format!(
             "missing one of {CERT_CHAIN}, {KEY}, {ROOT_CERT}"
         )));
     };
-    // The checksum covers the certificate and key as written; the bundle may change alone.
-    let sum_now = checksum(chain, key, root);
     let recorded = annotation(secret, CHECKSUM_ANNOTATION);
     let parsed = std::str::from_utf8(chain)
         .ok()
@@ -197,7 +271,7 @@ pub fn decide(existing: Option<&Secret>, wanted: &Wanted<'_>) -> Decision {
             // Root rotation: a workload still on a previous root must trust peers that
             // already moved, so its bundle is rewritten at once (certificate kept); the
             // certificate itself is reissued later, at the rotation rate.
-            if let Some(old_root) = bundle_update_first(&chain_info, root, wanted) {
+            if let Some(old_root) = bundle_update_first(&chain_info, bundle_current, wanted) {
                 return Decision::Rewrite {
                     renew_at: wanted.now,
                     not_after: chain_info[0].not_after,
@@ -215,7 +289,7 @@ pub fn decide(existing: Option<&Secret>, wanted: &Wanted<'_>) -> Decision {
     }
     let renew_at = renewal_time(&chain_info[0], wanted.policy);
     let not_after = chain_info[0].not_after;
-    if root != wanted.bundle_pem.as_bytes() {
+    if !bundle_current {
         return Decision::Rewrite {
             renew_at,
             not_after,
@@ -239,10 +313,10 @@ pub fn decide(existing: Option<&Secret>, wanted: &Wanted<'_>) -> Decision {
 /// wanted bundle still trusts its root (so handing out the new bundle first is safe).
 fn bundle_update_first(
     chain: &[CertificateInfo],
-    root_file: &[u8],
+    bundle_current: bool,
     wanted: &Wanted<'_>,
 ) -> Option<String> {
-    if root_file == wanted.bundle_pem.as_bytes() || chain[0].not_after <= wanted.now {
+    if bundle_current || chain[0].not_after <= wanted.now {
         return None;
     }
     let bundle = TrustBundle::from_pem(ROOT_CERT, wanted.bundle_pem).ok()?;

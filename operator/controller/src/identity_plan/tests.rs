@@ -246,3 +246,67 @@ fn root_rotation_hands_out_the_bigger_bundle_before_reissuing() {
         Decision::Issue(IssueReason::Root)
     );
 }
+
+#[test]
+fn a_stripped_cache_copy_holds_no_key_and_decides_like_the_secret() {
+    let f = Fixture::new();
+    let other = ca("cluster.local");
+    let both = format!("{}{}", other.trust_bundle().to_pem(), f.bundle);
+    let new_root = other.root().fingerprint_hex();
+    let fresh = f.issued(t(100));
+    let mut edited_key = f.issued(t(100));
+    edited_key.data.as_mut().unwrap().insert(
+        KEY.into(),
+        ByteString(b"-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n".to_vec()),
+    );
+    let mut no_key = f.issued(t(100));
+    no_key.data.as_mut().unwrap().remove(KEY);
+    let mut no_owner = f.issued(t(100));
+    no_owner.metadata.owner_references = None;
+    let plain = |now| f.wanted(now);
+    let rotated = |now| {
+        let mut w = f.wanted(now);
+        w.own_roots = other.own_roots();
+        w.bundle_pem = &both;
+        w.root_fingerprint = &new_root;
+        w
+    };
+    let bigger_bundle = |now| {
+        let mut w = f.wanted(now);
+        w.bundle_pem = &both;
+        w
+    };
+    let mut checked = 0;
+    for secret in [&fresh, &edited_key, &no_key, &no_owner] {
+        let mut stripped = secret.clone();
+        strip_data(&mut stripped);
+        assert!(is_stripped(&stripped) && !is_stripped(secret));
+        let data = stripped.data.as_ref().unwrap();
+        assert!(!data.contains_key(KEY) && !data.contains_key(ROOT_CERT));
+        assert!(!format!("{stripped:?}").contains("PRIVATE KEY"));
+        for wanted in [
+            plain(t(200)),
+            plain(t(1900)),
+            rotated(t(200)),
+            bigger_bundle(t(200)),
+        ] {
+            assert_eq!(
+                decide(Some(&stripped), &wanted),
+                decide(Some(secret), &wanted)
+            );
+            checked += 1;
+        }
+    }
+    assert_eq!(checked, 16);
+    // The stripped copy still says what matters: Keep, Rewrite, Repair as the Secret.
+    let mut stripped = fresh.clone();
+    strip_data(&mut stripped);
+    assert!(matches!(
+        decide(Some(&stripped), &plain(t(200))),
+        Decision::Keep { .. }
+    ));
+    assert!(matches!(
+        decide(Some(&stripped), &bigger_bundle(t(200))),
+        Decision::Rewrite { .. }
+    ));
+}
