@@ -178,6 +178,25 @@ pub(crate) fn proxy_container(
     }
 }
 
+/// `proxy` as a Kubernetes native sidecar: an init container that keeps
+/// running (`restartPolicy: Always`); the kubelet starts the next containers
+/// once its startup probe passes, and stops it after the app containers exit.
+pub(crate) fn as_native_sidecar(mut proxy: Container) -> Container {
+    proxy.restart_policy = Some("Always".into());
+    proxy.startup_probe = Some(Probe {
+        http_get: Some(HTTPGetAction {
+            path: Some("/healthz/ready".into()),
+            port: IntOrString::Int(i32::from(HEALTH_PORT)),
+            ..Default::default()
+        }),
+        period_seconds: Some(1),
+        // Up to ten minutes for the first configuration from the control plane.
+        failure_threshold: Some(600),
+        ..Default::default()
+    });
+    proxy
+}
+
 pub(crate) fn volumes(service_account: &str) -> Vec<Volume> {
     let config_map = |name: &str, cm: &str| Volume {
         name: name.into(),

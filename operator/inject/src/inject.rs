@@ -6,8 +6,10 @@ use crate::containers::{
     self, DEFAULT_PROXY_IMAGE, INIT_CONTAINER_NAME, PROXY_CONTAINER_NAME, init_container,
     proxy_container,
 };
+use crate::select::{InjectDecision, should_inject};
 use k8s_openapi::api::core::v1::{Container, Pod, Probe, ResourceRequirements};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use std::collections::BTreeMap;
 use trellis_api::mesh::MeshConfigSpec;
 
 /// Records what was added (Istio's annotation; its presence makes injection a no-op).
@@ -21,6 +23,8 @@ const ANN_EXCLUDE_INBOUND_PORTS: &str = "traffic.sidecar.istio.io/excludeInbound
 const ANN_EXCLUDE_OUTBOUND_RANGES: &str = "traffic.sidecar.istio.io/excludeOutboundIPRanges";
 const ANN_INCLUDE_OUTBOUND_RANGES: &str = "traffic.sidecar.istio.io/includeOutboundIPRanges";
 const ANN_INCLUDE_INBOUND_PORTS: &str = "traffic.sidecar.istio.io/includeInboundPorts";
+/// Istio's per-pod choice of a Kubernetes native sidecar ("true"/"false").
+pub const NATIVE_SIDECAR_ANNOTATION: &str = "sidecar.istio.io/nativeSidecar";
 
 /// Mesh-wide inputs of injection.
 #[derive(Debug, Clone, PartialEq)]
@@ -31,18 +35,53 @@ pub struct InjectionContext {
     pub proxy_log_level: String,
     /// Image of the `trellis` binary, run as `trellis proxy-init`.
     pub init_image: String,
+    /// Namespaces never injected (MeshConfig `injection.excludedNamespaces`).
+    pub excluded_namespaces: Vec<String>,
+    /// Inject the proxy as a Kubernetes native sidecar (an init container
+    /// with `restartPolicy: Always` and a startup probe), so application
+    /// containers start only once the proxy is ready and Jobs complete.
+    /// MeshConfig `injection.holdApplicationUntilProxyStarts`; a pod's
+    /// [`NATIVE_SIDECAR_ANNOTATION`] overrides it. Needs Kubernetes 1.29+.
+    pub native_sidecar: bool,
 }
 
 impl InjectionContext {
     /// Proxy image, resources and log level from MeshConfig (defaults where unset).
     pub fn from_mesh_config(mesh: &MeshConfigSpec, init_image: &str) -> Self {
         let proxy = mesh.proxy.clone().unwrap_or_default();
+        let injection = mesh.injection.clone().unwrap_or_default();
         InjectionContext {
             proxy_image: proxy.image.unwrap_or_else(|| DEFAULT_PROXY_IMAGE.into()),
             proxy_resources: proxy.resources,
             proxy_log_level: proxy.log_level.unwrap_or_else(|| "warning".into()),
             init_image: init_image.into(),
+            excluded_namespaces: injection.excluded_namespaces,
+            native_sidecar: injection
+                .hold_application_until_proxy_starts
+                .unwrap_or(false),
         }
+    }
+
+    /// [`should_inject`] for a pod of `namespace`, after the namespaces
+    /// MeshConfig excludes.
+    pub fn decide(
+        &self,
+        namespace_labels: &BTreeMap<String, String>,
+        pod_labels: &BTreeMap<String, String>,
+        pod_annotations: &BTreeMap<String, String>,
+        namespace: &str,
+        operator_namespace: &str,
+    ) -> InjectDecision {
+        if self.excluded_namespaces.iter().any(|n| n == namespace) {
+            return InjectDecision::Skip("namespace excluded by MeshConfig");
+        }
+        should_inject(
+            namespace_labels,
+            pod_labels,
+            pod_annotations,
+            namespace,
+            operator_namespace,
+        )
     }
 }
 
@@ -105,6 +144,7 @@ pub fn inject_pod(pod: &Pod, ctx: &InjectionContext) -> Result<(Pod, bool), Inje
     let has_proxy = spec
         .containers
         .iter()
+        .chain(spec.init_containers.iter().flatten())
         .any(|c| c.name == PROXY_CONTAINER_NAME);
     if annotations.contains_key(STATUS_ANNOTATION) || has_proxy {
         return Ok((pod.clone(), true));
@@ -116,24 +156,34 @@ pub fn inject_pod(pod: &Pod, ctx: &InjectionContext) -> Result<(Pod, bool), Inje
         .filter(|s| !s.is_empty())
         .unwrap_or_else(|| "default".into());
 
+    let native = native_sidecar(&object, &annotations, ctx)?;
+
     let mut out = pod.clone();
     let spec = out.spec.as_mut().expect("checked above");
     let first_app = spec.containers.first().map(|c| c.name.clone());
-    spec.init_containers
-        .get_or_insert_with(Vec::new)
-        .push(init_container(&ctx.init_image, &capture));
-    spec.containers.push(proxy_container(
+    let init_containers = spec.init_containers.get_or_insert_with(Vec::new);
+    init_containers.push(init_container(&ctx.init_image, &capture));
+    let proxy = proxy_container(
         &ctx.proxy_image,
         ctx.proxy_resources.clone(),
         &ctx.proxy_log_level,
-    ));
+    );
+    // A native sidecar starts after trellis-init (the capture is in place)
+    // and before every app container, which waits for its startup probe.
+    let (init_names, container_names) = if native {
+        init_containers.push(containers::as_native_sidecar(proxy));
+        (vec![INIT_CONTAINER_NAME, PROXY_CONTAINER_NAME], vec![])
+    } else {
+        spec.containers.push(proxy);
+        (vec![INIT_CONTAINER_NAME], vec![PROXY_CONTAINER_NAME])
+    };
     let volumes = containers::volumes(&service_account);
     let volume_names: Vec<String> = volumes.iter().map(|v| v.name.clone()).collect();
     spec.volumes.get_or_insert_with(Vec::new).extend(volumes);
 
     let status = serde_json::json!({
-        "initContainers": [INIT_CONTAINER_NAME],
-        "containers": [PROXY_CONTAINER_NAME],
+        "initContainers": init_names,
+        "containers": container_names,
         "volumes": volume_names,
         "imagePullSecrets": null,
         "revision": "default",
@@ -155,11 +205,33 @@ pub fn inject_pod(pod: &Pod, ctx: &InjectionContext) -> Result<(Pod, bool), Inje
     Ok((out, false))
 }
 
+/// Whether the proxy is a native sidecar: the pod's annotation, else MeshConfig.
+fn native_sidecar(
+    object: &str,
+    annotations: &BTreeMap<String, String>,
+    ctx: &InjectionContext,
+) -> Result<bool, InjectError> {
+    match annotations
+        .get(NATIVE_SIDECAR_ANNOTATION)
+        .map(String::as_str)
+    {
+        None => Ok(ctx.native_sidecar),
+        Some("true") => Ok(true),
+        Some("false") => Ok(false),
+        Some(other) => Err(InjectError::InvalidAnnotation {
+            object: object.into(),
+            annotation: NATIVE_SIDECAR_ANNOTATION.into(),
+            value: other.into(),
+            reason: "expected \"true\" or \"false\"".into(),
+        }),
+    }
+}
+
 /// The capture options from Istio's traffic annotations, plus the ports of
 /// app probes excluded from inbound capture (see the crate docs).
 fn capture_options(
     object: &str,
-    annotations: &std::collections::BTreeMap<String, String>,
+    annotations: &BTreeMap<String, String>,
     containers: &[Container],
 ) -> Result<CaptureOptions, InjectError> {
     let read = |key: &'static str| annotations.get(key).map(|v| (key, v.as_str()));

@@ -52,7 +52,8 @@ pub use containers::{
 };
 pub use error::InjectError;
 pub use inject::{
-    InjectOutcome, InjectionContext, STATUS_ANNOTATION, TLS_MODE_LABEL, inject, inject_pod,
+    InjectOutcome, InjectionContext, NATIVE_SIDECAR_ANNOTATION, STATUS_ANNOTATION, TLS_MODE_LABEL,
+    inject, inject_pod,
 };
 pub use select::{InjectDecision, NEVER_INJECTED_NAMESPACES, should_inject};
 pub use workload::{WorkloadOutcome, inject_workload, template_path};

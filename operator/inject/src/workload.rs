@@ -3,7 +3,7 @@
 //! CronJob, or a Pod itself, goes through the same [`crate::inject`] as a pod
 //! the webhook admits. Any other document is not a workload.
 
-use crate::{InjectError, InjectionContext, inject, should_inject};
+use crate::{InjectError, InjectionContext, inject};
 use k8s_openapi::api::core::v1::Pod;
 use serde_json::{Map, Value};
 use std::collections::BTreeMap;
@@ -107,7 +107,7 @@ pub fn inject_workload(
     let meta = template.get("metadata");
     let selected_namespace =
         BTreeMap::from([("istio-injection".to_string(), "enabled".to_string())]);
-    let decision = should_inject(
+    let decision = ctx.decide(
         &selected_namespace,
         &labels(meta, "labels"),
         &labels(meta, "annotations"),

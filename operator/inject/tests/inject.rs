@@ -2,8 +2,12 @@
 
 use k8s_openapi::api::core::v1::Pod;
 use proptest::prelude::*;
-use trellis_api::mesh::{MeshConfigSpec, ProxySettings};
-use trellis_inject::{InjectError, InjectionContext, STATUS_ANNOTATION, inject};
+use std::collections::BTreeMap;
+use trellis_api::mesh::{InjectionSettings, MeshConfigSpec, ProxySettings};
+use trellis_inject::{
+    InjectDecision, InjectError, InjectionContext, NATIVE_SIDECAR_ANNOTATION, STATUS_ANNOTATION,
+    inject,
+};
 
 fn ctx() -> InjectionContext {
     let mesh = MeshConfigSpec {
@@ -172,6 +176,102 @@ fn bad_annotation_names_pod_and_annotation() {
         ),
         "{msg}"
     );
+}
+
+/// The proxy as a Kubernetes native sidecar: from MeshConfig
+/// `holdApplicationUntilProxyStarts`, or a pod's `sidecar.istio.io/nativeSidecar`.
+#[test]
+fn native_sidecar_is_an_init_container_that_keeps_running() {
+    let native_ctx = {
+        let mesh = MeshConfigSpec {
+            injection: Some(InjectionSettings {
+                hold_application_until_proxy_starts: Some(true),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        InjectionContext::from_mesh_config(&mesh, "trellis:test")
+    };
+    let with_annotation = |value: &str| {
+        let mut p = pod(APP);
+        p.metadata
+            .annotations
+            .get_or_insert_with(Default::default)
+            .insert(NATIVE_SIDECAR_ANNOTATION.into(), value.into());
+        p
+    };
+    for (pod, ctx) in [
+        (pod(APP), native_ctx.clone()),
+        (with_annotation("true"), ctx()),
+    ] {
+        let out = inject(&pod, &ctx).unwrap();
+        let spec = out.pod.spec.as_ref().unwrap();
+        let names: Vec<&str> = spec.containers.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(names, ["app"]);
+        let init = spec.init_containers.as_ref().unwrap();
+        let names: Vec<&str> = init.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(names, ["trellis-init", "trellis-proxy"]);
+        let proxy = &init[1];
+        assert_eq!(proxy.restart_policy.as_deref(), Some("Always"));
+        let startup = proxy
+            .startup_probe
+            .as_ref()
+            .unwrap()
+            .http_get
+            .as_ref()
+            .unwrap();
+        assert_eq!(startup.path.as_deref(), Some("/healthz/ready"));
+        let status: serde_json::Value = serde_json::from_str(
+            &out.pod.metadata.annotations.as_ref().unwrap()[STATUS_ANNOTATION],
+        )
+        .unwrap();
+        assert_eq!(
+            status["initContainers"],
+            serde_json::json!(["trellis-init", "trellis-proxy"])
+        );
+        assert_eq!(status["containers"], serde_json::json!([]));
+        // Injected once: a native sidecar counts as injected too.
+        let mut again = out.pod.clone();
+        again
+            .metadata
+            .annotations
+            .as_mut()
+            .unwrap()
+            .remove(STATUS_ANNOTATION);
+        assert!(inject(&again, &ctx).unwrap().already_injected);
+    }
+    // The pod's annotation wins over MeshConfig.
+    let out = inject(&with_annotation("false"), &native_ctx).unwrap();
+    let spec = out.pod.spec.as_ref().unwrap();
+    assert_eq!(spec.containers.last().unwrap().name, "trellis-proxy");
+    assert!(spec.containers.last().unwrap().restart_policy.is_none());
+    match inject(&with_annotation("yes"), &ctx()) {
+        Err(e @ InjectError::InvalidAnnotation { .. }) => assert!(
+            e.to_string().contains("sidecar.istio.io/nativeSidecar"),
+            "{e}"
+        ),
+        other => panic!("expected an annotation error, got {other:?}"),
+    }
+}
+
+#[test]
+fn namespaces_excluded_by_mesh_config_are_never_injected() {
+    let mesh = MeshConfigSpec {
+        injection: Some(InjectionSettings {
+            excluded_namespaces: vec!["legacy".into()],
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let ctx = InjectionContext::from_mesh_config(&mesh, "trellis:test");
+    let selected = BTreeMap::from([("istio-injection".to_string(), "enabled".to_string())]);
+    let none = BTreeMap::new();
+    let decide = |ns: &str| ctx.decide(&selected, &none, &none, ns, "trellis-system");
+    assert_eq!(
+        decide("legacy"),
+        InjectDecision::Skip("namespace excluded by MeshConfig")
+    );
+    assert!(decide("shop").injects());
 }
 
 #[test]

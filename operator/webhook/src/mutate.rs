@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use std::collections::BTreeMap;
 use std::sync::LazyLock;
-use trellis_inject::{InjectDecision, InjectionContext, inject_pod, should_inject};
+use trellis_inject::{InjectDecision, InjectionContext, inject_pod};
 
 /// What injection decided, for logs and tests.
 #[derive(Debug, Clone, PartialEq)]
@@ -51,7 +51,7 @@ pub fn review_pod(
     };
     let mut pod: Pod = match serde_json::from_str(raw.get()) {
         Ok(pod) => pod,
-        Err(e) => return not_a_pod(raw, request, operator_namespace, e),
+        Err(e) => return not_a_pod(raw, request, ctx, operator_namespace, e),
     };
     let namespace = pod
         .metadata
@@ -59,7 +59,7 @@ pub fn review_pod(
         .clone()
         .filter(|n| !n.is_empty())
         .unwrap_or_else(|| request.namespace.clone());
-    let decision = should_inject(
+    let decision = ctx.decide(
         &SELECTED_NAMESPACE,
         pod.metadata.labels.as_ref().unwrap_or(&BTreeMap::new()),
         pod.metadata
@@ -255,6 +255,7 @@ struct Unparsed {
 fn not_a_pod(
     raw: &RawValue,
     request: &AdmissionRequest,
+    ctx: &InjectionContext,
     operator_namespace: &str,
     error: serde_json::Error,
 ) -> Injection {
@@ -266,7 +267,7 @@ fn not_a_pod(
         .clone()
         .filter(|n| !n.is_empty())
         .unwrap_or_else(|| request.namespace.clone());
-    let decision = should_inject(
+    let decision = ctx.decide(
         &SELECTED_NAMESPACE,
         meta.labels.as_ref().unwrap_or(&BTreeMap::new()),
         meta.annotations.as_ref().unwrap_or(&BTreeMap::new()),

@@ -1,6 +1,7 @@
 //! Property: for any pod the webhook injects, its JSONPatch applied to the
 //! object exactly as received gives the pod `trellis-inject` produces, keeps
-//! the fields our types do not know, and a second review is a no-op.
+//! the fields our types do not know, and a second review is a no-op (with the
+//! proxy as an app container or as a native sidecar).
 
 use k8s_openapi::api::core::v1::Pod;
 use proptest::prelude::*;
@@ -63,11 +64,19 @@ prop_compose! {
         containers in 1usize..3,
         probe_port in prop::option::of(1u16..9000),
         account in prop::option::of("[a-z]{1,8}"),
+        native in prop::option::of(any::<bool>()),
     ) -> Value {
         let mut meta = Map::new();
         meta.insert("generateName".into(), json!("web-"));
         if let Some(a) = annotations { meta.insert("annotations".into(), a); }
         if let Some(l) = labels { meta.insert("labels".into(), l); }
+        if let Some(native) = native {
+            let annotations = meta.entry("annotations").or_insert_with(|| json!({}));
+            if annotations.is_null() {
+                *annotations = json!({});
+            }
+            annotations["sidecar.istio.io/nativeSidecar"] = json!(native.to_string());
+        }
         let containers: Vec<Value> = (0..containers)
             .map(|i| {
                 let mut c = json!({"name": format!("app-{i}"), "image": "app:1", "unknownField": {"kept": i}});
