@@ -83,13 +83,17 @@ pub struct ProxySettings {
 #[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, Default, PartialEq, Eq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct InjectionSettings {
-    /// Namespaces carrying this label with value `enabled` get sidecars.
+    /// Namespaces carrying this label with value `enabled` get sidecars. Only
+    /// `istio-injection` (the default) is supported.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub namespace_label: Option<String>,
     /// Namespaces never injected, whatever their labels.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub excluded_namespaces: Vec<String>,
-    /// Start the application container only once the proxy is ready.
+    /// Start the application containers only once the proxy is ready: the
+    /// proxy is injected as a Kubernetes native sidecar (an init container with
+    /// `restartPolicy: Always` and a startup probe; Kubernetes 1.29+), which also
+    /// lets Jobs complete. A pod's `sidecar.istio.io/nativeSidecar` overrides it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hold_application_until_proxy_starts: Option<bool>,
 }

@@ -69,6 +69,14 @@ pub fn mesh_config(mc: &MeshConfig) -> Vec<FieldError> {
                 "spec.injection.namespaceLabel",
                 super::fields::label_key(label),
             );
+            // The webhook's namespaceSelector and the operator's mesh namespaces are
+            // Istio's label; accepting another one would be a setting that does nothing.
+            if label != "istio-injection" {
+                errors.add(
+                    "spec.injection.namespaceLabel",
+                    format!("{label:?} is not supported: mesh namespaces are selected by istio-injection (or istio.io/rev)"),
+                );
+            }
         }
         for (i, ns) in injection.excluded_namespaces.iter().enumerate() {
             errors.check(
