@@ -418,7 +418,11 @@ async fn evaluate(ctx: &Context, secrets: &Store<Secret>, sync: &RecordSync) -> 
             }
             let mut options = RootOptions::new(trust_domain(ctx));
             options.key = ctx.config.root_key;
-            options.ttl = ctx.config.root_ttl;
+            // The root lifetime in force: MeshConfig rootCertTtl, else --root-cert-ttl.
+            options.ttl = ctx
+                .identity_settings
+                .current()
+                .map_or(ctx.config.root_ttl, |s| s.root_ttl);
             let ca =
                 CertificateAuthority::new_self_signed(&options, ctx.clock.now(), ctx.rng.clone())
                     .map_err(|source| Error::Ca {

@@ -37,6 +37,8 @@ pub struct IdentitySettings {
     pub renewal: RenewalPolicy,
     /// Where the trust domain comes from (`MeshConfig default` or `--trust-domain`).
     pub trust_domain_source: &'static str,
+    /// Lifetime of a self-signed root created from now on (an existing root keeps its own).
+    pub root_ttl: Duration,
 }
 
 impl IdentitySettings {
@@ -47,6 +49,7 @@ impl IdentitySettings {
             workload_ttl: config.workload_ttl,
             renewal: config.renewal,
             trust_domain_source: "--trust-domain",
+            root_ttl: config.root_ttl,
         }
     }
 }
@@ -79,6 +82,11 @@ pub fn decide(
         settings.workload_ttl = ttl
             .parse()
             .map_err(|e| format!("{object}: spec.workloadCertTtl: {e}"))?;
+    }
+    if let Some(ttl) = &spec.root_cert_ttl {
+        settings.root_ttl = ttl
+            .parse()
+            .map_err(|e| format!("{object}: spec.rootCertTtl: {e}"))?;
     }
     if spec.workload_cert_ttl.is_some() || spec.workload_cert_renewal_ratio.is_some() {
         // As for the flags: the renewal time must come after issuance (certificates are
@@ -275,10 +283,12 @@ mod tests {
             trust_domain: Some("corp.example".into()),
             workload_cert_ttl: Some("2h".into()),
             workload_cert_renewal_ratio: Some(0.8),
+            root_cert_ttl: Some("87600h".into()),
             ..Default::default()
         };
         let c = config();
         let s = decide(Some(&spec), &c).unwrap();
+        assert_eq!(s.root_ttl, Duration::from_secs(87_600 * 3600));
         assert_eq!(s.trust_domain.as_str(), "corp.example");
         assert_eq!(s.trust_domain_source, "MeshConfig default");
         assert_eq!(s.workload_ttl, Duration::from_secs(7200));
