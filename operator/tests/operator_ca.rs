@@ -200,11 +200,7 @@ fn plugged_in_cacerts_win_broken_ones_keep_the_last_good_ca() {
     cluster
         .kubectl
         .run(&["delete", "secret", "-n", OPERATOR_NS, "cacerts"]);
-    let own = wait_for("Secret trellis-ca", Duration::from_secs(30), || {
-        cluster
-            .kubectl
-            .get_json(&["secret", "-n", OPERATOR_NS, "trellis-ca"])
-    });
+    let own = cluster.wait_own_ca();
     let own_root = secret_field(&own, "root-cert.pem");
     wait_for("the rotation to start", Duration::from_secs(30), || {
         op.metric("trellis_ca_rotation_remaining")
@@ -275,11 +271,7 @@ fn broken_cacerts_at_first_start_is_reported_and_the_operator_runs_on_its_own_ro
     cluster.namespace("shop", &["istio-injection=enabled"], &["web"]);
     let mut op = Operator::start(cluster.server.kubeconfig_path(), "op-1", &default_args());
     op.wait_ready();
-    let own = wait_for("Secret trellis-ca", Duration::from_secs(30), || {
-        cluster
-            .kubectl
-            .get_json(&["secret", "-n", OPERATOR_NS, "trellis-ca"])
-    });
+    let own = cluster.wait_own_ca();
     let root = secret_field(&own, "root-cert.pem");
     let web = cluster.wait_identity("shop", "web");
     assert_eq!(

@@ -25,11 +25,7 @@ fn labelled_namespace_gets_root_configmap_and_verified_identities() {
     op.wait_ready();
 
     // The CA is persisted before anything is labelled; nothing is issued outside the mesh.
-    let ca = wait_for("Secret trellis-ca", Duration::from_secs(30), || {
-        cluster
-            .kubectl
-            .get_json(&["secret", "-n", OPERATOR_NS, "trellis-ca"])
-    });
+    let ca = cluster.wait_own_ca();
     let ca_root = secret_field(&ca, "root-cert.pem");
     assert!(secret_field(&ca, "ca-key.pem").contains("PRIVATE KEY"));
     assert!(cluster.identity("shop", "web").is_none());

@@ -67,13 +67,7 @@ fn cacerts_yaml(dir: &Path) -> String {
 fn chains_to(secret: &Value, root_pem: &str) -> bool {
     let dir = tempfile::tempdir().unwrap();
     let chain = secret_field(secret, "cert-chain.pem");
-    let leaf = chain
-        .split_inclusive("-----END CERTIFICATE-----")
-        .next()
-        .unwrap()
-        .trim()
-        .to_string();
-    std::fs::write(dir.path().join("leaf.pem"), format!("{leaf}\n")).unwrap();
+    std::fs::write(dir.path().join("leaf.pem"), leaf_pem(secret)).unwrap();
     std::fs::write(dir.path().join("chain.pem"), &chain).unwrap();
     std::fs::write(dir.path().join("root.pem"), root_pem).unwrap();
     let out = Command::new(openssl_bin())
@@ -143,11 +137,7 @@ fn handover(standby: bool) {
         op.wait_ready();
         assert_eq!(lease_holder(&cluster.kubectl).as_deref(), Some("op-1"));
     }
-    let own = wait_for("Secret trellis-ca", Duration::from_secs(30), || {
-        cluster
-            .kubectl
-            .get_json(&["secret", "-n", OPERATOR_NS, "trellis-ca"])
-    });
+    let own = cluster.wait_own_ca();
     let root_a = secret_field(&own, "root-cert.pem");
     for sa in SAS {
         let s = cluster.wait_identity("shop", sa);

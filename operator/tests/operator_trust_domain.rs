@@ -6,33 +6,10 @@
 mod operator_support;
 
 use operator_support::*;
-use serde_json::Value;
 use std::collections::BTreeMap;
-use std::process::Command;
 use std::time::Duration;
 
 const SAS: [&str; 3] = ["web", "api", "db"];
-
-/// `openssl x509 -checkend <secs>` on the identity's leaf: true when it is still valid
-/// `secs` from now.
-fn valid_for(secret: &Value, secs: u64) -> bool {
-    let dir = tempfile::tempdir().unwrap();
-    let chain = secret_field(secret, "cert-chain.pem");
-    let leaf = chain
-        .split_inclusive("-----END CERTIFICATE-----")
-        .next()
-        .unwrap()
-        .trim()
-        .to_string();
-    std::fs::write(dir.path().join("leaf.pem"), format!("{leaf}\n")).unwrap();
-    let out = Command::new(openssl_bin())
-        .args(["x509", "-noout", "-in", "leaf.pem", "-checkend"])
-        .arg(secs.to_string())
-        .current_dir(dir.path())
-        .output()
-        .expect("running openssl");
-    out.status.success()
-}
 
 fn control_plane_trust_domain(cluster: &Cluster) -> Option<String> {
     cluster
@@ -55,11 +32,7 @@ fn mesh_config_trust_domain_reissues_every_identity_and_survives_a_restart() {
     args.extend(["--rotation-rate", "2"].map(String::from));
     let mut op = Operator::start(cluster.server.kubeconfig_path(), "op-1", &args);
     op.wait_ready();
-    let own = wait_for("Secret trellis-ca", Duration::from_secs(30), || {
-        cluster
-            .kubectl
-            .get_json(&["secret", "-n", OPERATOR_NS, "trellis-ca"])
-    });
+    let own = cluster.wait_own_ca();
     let root = secret_field(&own, "root-cert.pem");
 
     // No MeshConfig: the flag's trust domain and lifetime (24 h).
@@ -68,7 +41,7 @@ fn mesh_config_trust_domain_reissues_every_identity_and_survives_a_restart() {
         let s = cluster.wait_identity("shop", sa);
         let v = verify_identity(&s, &root);
         assert_eq!(v.uri, format!("spiffe://cluster.local/ns/shop/sa/{sa}"));
-        assert!(valid_for(&s, 20 * 3600), "default lifetime");
+        assert!(valid_for(&leaf_pem(&s), 20 * 3600), "default lifetime");
         before.insert(sa, v.serial);
     }
     wait_for(
@@ -97,7 +70,7 @@ fn mesh_config_trust_domain_reissues_every_identity_and_survives_a_restart() {
         assert_eq!(v.uri, want, "openssl sees the new SPIFFE id");
         assert_ne!(v.serial, before[sa], "a new certificate");
         assert!(
-            valid_for(&s, 3000) && !valid_for(&s, 3 * 3600),
+            valid_for(&leaf_pem(&s), 3000) && !valid_for(&leaf_pem(&s), 3 * 3600),
             "the MeshConfig lifetime (2 h)"
         );
         assert_eq!(

@@ -74,11 +74,7 @@ fn operator_writes_the_ca_bundles_and_serves_injection() {
         .server
         .register_service(OPERATOR_NS, "trellis-webhook", 443, address);
 
-    let ca = wait_for("Secret trellis-ca", Duration::from_secs(30), || {
-        cluster
-            .kubectl
-            .get_json(&["secret", "-n", OPERATOR_NS, "trellis-ca"])
-    });
+    let ca = cluster.wait_own_ca();
     let root = secret_field(&ca, "root-cert.pem");
     let expected = {
         use base64::Engine as _;

@@ -145,16 +145,7 @@ pub(crate) fn proxy_container(
             port("http-envoy-prom", METRICS_PORT),
             port("health", HEALTH_PORT),
         ]),
-        readiness_probe: Some(Probe {
-            http_get: Some(HTTPGetAction {
-                path: Some("/healthz/ready".into()),
-                port: IntOrString::Int(i32::from(HEALTH_PORT)),
-                ..Default::default()
-            }),
-            period_seconds: Some(2),
-            failure_threshold: Some(30),
-            ..Default::default()
-        }),
+        readiness_probe: Some(envoy_ready_probe(2, 30)),
         resources,
         security_context: Some(SecurityContext {
             run_as_user: Some(i64::from(PROXY_UID)),
@@ -183,18 +174,23 @@ pub(crate) fn proxy_container(
 /// once its startup probe passes, and stops it after the app containers exit.
 pub(crate) fn as_native_sidecar(mut proxy: Container) -> Container {
     proxy.restart_policy = Some("Always".into());
-    proxy.startup_probe = Some(Probe {
+    // Up to ten minutes for the first configuration from the control plane.
+    proxy.startup_probe = Some(envoy_ready_probe(1, 600));
+    proxy
+}
+
+/// A probe of Envoy's readiness on the health port.
+fn envoy_ready_probe(period_seconds: i32, failure_threshold: i32) -> Probe {
+    Probe {
         http_get: Some(HTTPGetAction {
             path: Some("/healthz/ready".into()),
             port: IntOrString::Int(i32::from(HEALTH_PORT)),
             ..Default::default()
         }),
-        period_seconds: Some(1),
-        // Up to ten minutes for the first configuration from the control plane.
-        failure_threshold: Some(600),
+        period_seconds: Some(period_seconds),
+        failure_threshold: Some(failure_threshold),
         ..Default::default()
-    });
-    proxy
+    }
 }
 
 pub(crate) fn volumes(service_account: &str) -> Vec<Volume> {

@@ -206,6 +206,14 @@ impl Cluster {
             .get_json(&["secret", "-n", ns, &format!("trellis-identity-{sa}")])
     }
 
+    /// Waits for Secret `trellis-ca`: the root the operator created and stored.
+    pub fn wait_own_ca(&self) -> Value {
+        wait_for("Secret trellis-ca", Duration::from_secs(30), || {
+            self.kubectl
+                .get_json(&["secret", "-n", OPERATOR_NS, "trellis-ca"])
+        })
+    }
+
     /// Waits for the identity Secret of `sa`.
     pub fn wait_identity(&self, ns: &str, sa: &str) -> Value {
         wait_for(
@@ -226,6 +234,33 @@ pub fn secret_field(secret: &Value, key: &str) -> String {
         .decode(b64)
         .expect("base64 Secret data");
     String::from_utf8(bytes).expect("PEM text")
+}
+
+/// The first certificate of an identity Secret's `cert-chain.pem`, as PEM.
+pub fn leaf_pem(secret: &Value) -> String {
+    let chain = secret_field(secret, "cert-chain.pem");
+    let leaf = chain
+        .split_inclusive("-----END CERTIFICATE-----")
+        .next()
+        .unwrap_or_default()
+        .trim();
+    assert!(leaf.contains("BEGIN CERTIFICATE"), "empty cert-chain.pem");
+    format!("{leaf}\n")
+}
+
+/// `openssl x509 -checkend <secs>`: whether the certificate `pem` is still
+/// valid `secs` from now.
+pub fn valid_for(pem: &str, secs: u64) -> bool {
+    let dir = tempfile::tempdir().expect("temp dir");
+    std::fs::write(dir.path().join("cert.pem"), pem).unwrap();
+    Command::new(openssl_bin())
+        .args(["x509", "-noout", "-in", "cert.pem", "-checkend"])
+        .arg(secs.to_string())
+        .current_dir(dir.path())
+        .output()
+        .expect("running openssl")
+        .status
+        .success()
 }
 
 /// `metadata.resourceVersion`.

@@ -53,22 +53,7 @@ pub fn review_pod(
         Ok(pod) => pod,
         Err(e) => return not_a_pod(raw, request, ctx, operator_namespace, e),
     };
-    let namespace = pod
-        .metadata
-        .namespace
-        .clone()
-        .filter(|n| !n.is_empty())
-        .unwrap_or_else(|| request.namespace.clone());
-    let decision = ctx.decide(
-        &SELECTED_NAMESPACE,
-        pod.metadata.labels.as_ref().unwrap_or(&BTreeMap::new()),
-        pod.metadata
-            .annotations
-            .as_ref()
-            .unwrap_or(&BTreeMap::new()),
-        &namespace,
-        operator_namespace,
-    );
+    let (namespace, decision) = selection(&pod.metadata, request, ctx, operator_namespace);
     let rule = match decision {
         InjectDecision::Skip(why) => return allow(why),
         InjectDecision::Inject(rule) => rule,
@@ -262,18 +247,7 @@ fn not_a_pod(
     let meta = serde_json::from_str::<Unparsed>(raw.get())
         .unwrap_or_default()
         .metadata;
-    let namespace = meta
-        .namespace
-        .clone()
-        .filter(|n| !n.is_empty())
-        .unwrap_or_else(|| request.namespace.clone());
-    let decision = ctx.decide(
-        &SELECTED_NAMESPACE,
-        meta.labels.as_ref().unwrap_or(&BTreeMap::new()),
-        meta.annotations.as_ref().unwrap_or(&BTreeMap::new()),
-        &namespace,
-        operator_namespace,
-    );
+    let (namespace, decision) = selection(&meta, request, ctx, operator_namespace);
     if let InjectDecision::Skip(why) = decision {
         return allow(why);
     }
@@ -281,6 +255,30 @@ fn not_a_pod(
         "Pod/{namespace}/{}: not a pod: {error}",
         pod_name(&meta, request)
     ))
+}
+
+/// The pod's namespace (the request's when the object names none), and
+/// whether the pod gets a sidecar.
+fn selection(
+    meta: &ObjectMeta,
+    request: &AdmissionRequest,
+    ctx: &InjectionContext,
+    operator_namespace: &str,
+) -> (String, InjectDecision) {
+    let namespace = meta
+        .namespace
+        .clone()
+        .filter(|n| !n.is_empty())
+        .unwrap_or_else(|| request.namespace.clone());
+    let none = BTreeMap::new();
+    let decision = ctx.decide(
+        &SELECTED_NAMESPACE,
+        meta.labels.as_ref().unwrap_or(&none),
+        meta.annotations.as_ref().unwrap_or(&none),
+        &namespace,
+        operator_namespace,
+    );
+    (namespace, decision)
 }
 
 fn pod_name(meta: &ObjectMeta, request: &AdmissionRequest) -> String {
