@@ -17,9 +17,12 @@ RUN rustup target add "$(uname -m)-unknown-linux-musl"
 WORKDIR /src
 COPY . .
 # (No RUN --mount caches, so the legacy builder and podman build it as well as BuildKit.)
+# Without the line tables the workspace keeps for local backtraces, and stripped:
+# ~45 MB instead of ~230 MB.
 RUN set -eu; \
     target="$(uname -m)-unknown-linux-musl"; \
-    cargo build --release --locked -p trellis --bin trellis --target "$target"; \
+    CARGO_PROFILE_RELEASE_DEBUG=false CARGO_PROFILE_RELEASE_STRIP=symbols \
+      cargo build --release --locked -p trellis --bin trellis --target "$target"; \
     cp "target/$target/release/trellis" /trellis
 # Refuse a dynamically linked result, and make sure it runs.
 RUN if readelf -d /trellis | grep -q NEEDED; then echo "trellis is not static" >&2; exit 1; fi \
