@@ -279,6 +279,33 @@ fn ingress_gateway_http_https_redirect_and_bindings() {
     );
 }
 
+/// The gateway's own identity as file SDS under the relative directory `sds_dir`.
+fn golden_sds(sds_dir: &str) -> SdsSource {
+    SdsSource::Files {
+        workload_cert_file: format!("{sds_dir}/sds-cert.yaml"),
+        trust_bundle_file: format!("{sds_dir}/sds-root.yaml"),
+        watched_directory: None,
+    }
+}
+
+/// `out`'s bootstrap, with the gateway credentials under `credentials/`, matches the
+/// golden file `golden`, and validates with Envoy once the gateway's identity is
+/// written under `sds_dir` (as `golden_sds(sds_dir)` names it).
+fn check_golden_gateway(golden: &str, out: &ProxyResources, sds_dir: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = test_ca();
+    std::fs::create_dir_all(dir.path().join("credentials")).unwrap();
+    let files = write_credentials(
+        &ca,
+        &dir.path().join("credentials"),
+        Path::new("credentials"),
+    );
+    let yaml = static_bootstrap("ingress", out, &files);
+    check_golden(golden, &yaml);
+    Identity::issue_with_relative_sds(&ca, dir.path(), sds_dir, "shop", "ingress");
+    validate_bootstrap_in(dir.path(), &yaml).expect("golden gateway bootstrap validates");
+}
+
 #[test]
 fn golden_gateway_bootstrap() {
     let ports = Ports {
@@ -288,24 +315,8 @@ fn golden_gateway_bootstrap() {
     };
     let cart = SocketAddr::from(([127, 0, 0, 71], 9001));
     let web = SocketAddr::from(([127, 0, 0, 72], 9002));
-    let sds = SdsSource::Files {
-        workload_cert_file: "identities/ingress/sds-cert.yaml".into(),
-        trust_bundle_file: "identities/ingress/sds-root.yaml".into(),
-        watched_directory: None,
-    };
-    let out = translate(&ports, cart, web, sds);
-    let dir = tempfile::tempdir().unwrap();
-    let ca = test_ca();
-    std::fs::create_dir_all(dir.path().join("credentials")).unwrap();
-    let files = write_credentials(
-        &ca,
-        &dir.path().join("credentials"),
-        Path::new("credentials"),
-    );
-    let yaml = static_bootstrap("ingress", &out, &files);
-    check_golden("gateway-ingress", &yaml);
-    Identity::issue_with_relative_sds(&ca, dir.path(), "identities/ingress", "shop", "ingress");
-    validate_bootstrap_in(dir.path(), &yaml).expect("golden gateway bootstrap validates");
+    let out = translate(&ports, cart, web, golden_sds("identities/ingress"));
+    check_golden_gateway("gateway-ingress", &out, "identities/ingress");
 }
 
 /// In Kubernetes the gateway listens on the declared ports on every address.
@@ -318,26 +329,11 @@ fn golden_gateway_interception_bootstrap() {
     };
     let cart = SocketAddr::from(([10, 244, 0, 11], 8080));
     let web = SocketAddr::from(([10, 244, 0, 10], 8000));
-    let sds = SdsSource::Files {
-        workload_cert_file: "etc/certs/sds-cert.yaml".into(),
-        trust_bundle_file: "etc/certs/sds-root.yaml".into(),
-        watched_directory: None,
-    };
+    let sds = golden_sds("etc/certs");
     let out = translate_in(ListenerShape::Interception, &ports, cart, web, sds);
     let names: Vec<&str> = out.listeners.iter().map(|l| l.name.as_str()).collect();
     assert_eq!(names, ["0.0.0.0_443", "0.0.0.0_80", "0.0.0.0_8080"]);
-    let dir = tempfile::tempdir().unwrap();
-    let ca = test_ca();
-    std::fs::create_dir_all(dir.path().join("credentials")).unwrap();
-    let files = write_credentials(
-        &ca,
-        &dir.path().join("credentials"),
-        Path::new("credentials"),
-    );
-    let yaml = static_bootstrap("ingress", &out, &files);
-    check_golden("gateway-ingress-interception", &yaml);
-    Identity::issue_with_relative_sds(&ca, dir.path(), "etc/certs", "shop", "ingress");
-    validate_bootstrap_in(dir.path(), &yaml).expect("golden gateway bootstrap validates");
+    check_golden_gateway("gateway-ingress-interception", &out, "etc/certs");
 }
 
 /// Ingress to a service with a sidecar: the gateway originates mesh mTLS (auto mTLS,

@@ -36,6 +36,42 @@ struct Addrs {
     ca_file: String,
 }
 
+/// A MESH_EXTERNAL ServiceEntry `name` in namespace shop: `host` on port 80 (HTTP),
+/// resolved STATIC to the one endpoint `ep`.
+fn static_entry(name: &str, host: &str, ep: SocketAddr) -> Resource {
+    object(&format!(
+        r#"
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{name: {name}, namespace: shop}}
+spec:
+  hosts: [{host}]
+  location: MESH_EXTERNAL
+  resolution: STATIC
+  ports: [{{number: 80, name: http, protocol: HTTP}}]
+  endpoints: [{{address: "{ip}", ports: {{http: {port}}}}}]
+"#,
+        ip = ep.ip(),
+        port = ep.port()
+    ))
+}
+
+/// A DestinationRule `name` in namespace shop: TLS SIMPLE to `host`, the server
+/// verified against the CA file `ca`.
+fn simple_tls_rule(name: &str, host: &str, ca: &str) -> Resource {
+    object(&format!(
+        r#"
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {{name: {name}, namespace: shop}}
+spec:
+  host: {host}
+  trafficPolicy:
+    tls: {{mode: SIMPLE, caCertificates: "{ca}"}}
+"#
+    ))
+}
+
 fn resources(a: &Addrs) -> Vec<Resource> {
     vec![
         workload(
@@ -58,76 +94,12 @@ spec:
 "#,
             port = a.dns_port
         )),
-        object(&format!(
-            r#"
-apiVersion: networking.istio.io/v1
-kind: ServiceEntry
-metadata: {{name: static-api, namespace: shop}}
-spec:
-  hosts: [static.example.com]
-  location: MESH_EXTERNAL
-  resolution: STATIC
-  ports: [{{number: 80, name: http, protocol: HTTP}}]
-  endpoints: [{{address: "{ip}", ports: {{http: {port}}}}}]
-"#,
-            ip = a.static_ep.ip(),
-            port = a.static_ep.port()
-        )),
-        object(&format!(
-            r#"
-apiVersion: networking.istio.io/v1
-kind: ServiceEntry
-metadata: {{name: secure-api, namespace: shop}}
-spec:
-  hosts: [secure.example.com]
-  location: MESH_EXTERNAL
-  resolution: STATIC
-  ports: [{{number: 80, name: http, protocol: HTTP}}]
-  endpoints: [{{address: "{ip}", ports: {{http: {port}}}}}]
-"#,
-            ip = a.tls_ep.ip(),
-            port = a.tls_ep.port()
-        )),
-        object(&format!(
-            r#"
-apiVersion: networking.istio.io/v1
-kind: DestinationRule
-metadata: {{name: secure-api, namespace: shop}}
-spec:
-  host: secure.example.com
-  trafficPolicy:
-    tls: {{mode: SIMPLE, caCertificates: "{ca}"}}
-"#,
-            ca = a.ca_file
-        )),
+        static_entry("static-api", "static.example.com", a.static_ep),
+        static_entry("secure-api", "secure.example.com", a.tls_ep),
+        simple_tls_rule("secure-api", "secure.example.com", &a.ca_file),
         // the same TLS server under another name: its certificate does not match
-        object(&format!(
-            r#"
-apiVersion: networking.istio.io/v1
-kind: ServiceEntry
-metadata: {{name: impostor, namespace: shop}}
-spec:
-  hosts: [impostor.example.com]
-  location: MESH_EXTERNAL
-  resolution: STATIC
-  ports: [{{number: 80, name: http, protocol: HTTP}}]
-  endpoints: [{{address: "{ip}", ports: {{http: {port}}}}}]
-"#,
-            ip = a.tls_ep.ip(),
-            port = a.tls_ep.port()
-        )),
-        object(&format!(
-            r#"
-apiVersion: networking.istio.io/v1
-kind: DestinationRule
-metadata: {{name: impostor, namespace: shop}}
-spec:
-  host: impostor.example.com
-  trafficPolicy:
-    tls: {{mode: SIMPLE, caCertificates: "{ca}"}}
-"#,
-            ca = a.ca_file
-        )),
+        static_entry("impostor", "impostor.example.com", a.tls_ep),
+        simple_tls_rule("impostor", "impostor.example.com", &a.ca_file),
     ]
 }
 
