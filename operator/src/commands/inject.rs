@@ -9,7 +9,7 @@
 use anyhow::{Context, bail};
 use clap::Args;
 use std::io::Read;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use trellis_api::Resource;
 use trellis_api::mesh::MeshConfigSpec;
@@ -82,7 +82,7 @@ fn read_inputs(paths: &[PathBuf]) -> Result<Vec<(String, String)>, Vec<String>> 
             continue;
         }
         let mut files = Vec::new();
-        if let Err(e) = collect_files(path, &mut files) {
+        if let Err(e) = super::yaml_files(path, &mut files) {
             errors.push(format!("{}: {e}", path.display()));
         }
         for file in files {
@@ -97,27 +97,6 @@ fn read_inputs(paths: &[PathBuf]) -> Result<Vec<(String, String)>, Vec<String>> 
     } else {
         Err(errors)
     }
-}
-
-fn collect_files(path: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
-    if !path.is_dir() {
-        // A named file is read whatever its extension; a missing one errors when read.
-        std::fs::metadata(path)?;
-        out.push(path.to_path_buf());
-        return Ok(());
-    }
-    let mut entries: Vec<PathBuf> = std::fs::read_dir(path)?
-        .map(|e| e.map(|e| e.path()))
-        .collect::<Result<_, _>>()?;
-    entries.sort();
-    for entry in entries {
-        if entry.is_dir() {
-            collect_files(&entry, out)?;
-        } else if entry.extension().is_some_and(|x| x == "yaml" || x == "yml") {
-            out.push(entry);
-        }
-    }
-    Ok(())
 }
 
 /// Splits a YAML stream into its documents' texts. A line starting with `---`

@@ -4,7 +4,7 @@
 
 use clap::Args;
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use trellis_api::ObjectRef;
 use trellis_api::validate::check_source;
@@ -20,7 +20,7 @@ pub fn run(args: ValidateArgs) -> ExitCode {
     let mut lines = Vec::new();
     let mut files = Vec::new();
     for path in &args.paths {
-        if let Err(e) = collect_files(path, &mut files) {
+        if let Err(e) = super::yaml_files(path, &mut files) {
             lines.push(format!("{}: {e}", path.display()));
         }
     }
@@ -57,30 +57,4 @@ pub fn run(args: ValidateArgs) -> ExitCode {
         eprintln!("{} errors in {} files", lines.len(), files.len());
         ExitCode::FAILURE
     }
-}
-
-/// `path` itself when a file; its *.yaml / *.yml files, recursively and
-/// sorted, when a directory.
-fn collect_files(path: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
-    let meta = std::fs::metadata(path)?;
-    if !meta.is_dir() {
-        out.push(path.to_owned());
-        return Ok(());
-    }
-    let mut entries: Vec<PathBuf> = std::fs::read_dir(path)?
-        .map(|e| e.map(|e| e.path()))
-        .collect::<Result<_, _>>()?;
-    entries.sort();
-    for entry in entries {
-        if entry.is_dir() {
-            collect_files(&entry, out)?;
-        } else if entry
-            .extension()
-            .and_then(|e| e.to_str())
-            .is_some_and(|e| e == "yaml" || e == "yml")
-        {
-            out.push(entry);
-        }
-    }
-    Ok(())
 }

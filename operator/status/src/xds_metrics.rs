@@ -1,6 +1,5 @@
 //! The in-operator xDS server's counters on `/metrics`, read at scrape time.
 use std::fmt;
-use std::sync::Arc;
 
 use prometheus_client::encoding::{EncodeMetric, MetricEncoder, NoLabelSet};
 use prometheus_client::metrics::MetricType;
@@ -10,7 +9,7 @@ use trellis_xds::{MetricsSnapshot, XdsServer};
 pub struct XdsValue {
     xds: XdsServer,
     kind: MetricType,
-    read: Arc<dyn Fn(&MetricsSnapshot) -> f64 + Send + Sync>,
+    read: fn(&MetricsSnapshot) -> f64,
 }
 
 impl fmt::Debug for XdsValue {
@@ -42,7 +41,7 @@ pub fn families(xds: &XdsServer) -> Vec<(&'static str, &'static str, XdsValue)> 
     let value = |kind, read: fn(&MetricsSnapshot) -> f64| XdsValue {
         xds: xds.clone(),
         kind,
-        read: Arc::new(read),
+        read,
     };
     use MetricType::{Counter, Gauge};
     vec![
@@ -108,6 +107,7 @@ pub fn families(xds: &XdsServer) -> Vec<(&'static str, &'static str, XdsValue)> 
 mod tests {
     use super::*;
     use prometheus_client::registry::Registry;
+    use std::sync::Arc;
     use trellis_xds::{ProxyId, Snapshot, XdsConfig, XdsError};
 
     #[tokio::test]
