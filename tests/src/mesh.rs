@@ -117,6 +117,16 @@ impl Identity {
     }
 }
 
+/// File SDS naming `<dir>/sds-cert.yaml` and `<dir>/sds-root.yaml` by the relative
+/// path `dir`, as [`Identity::issue_with_relative_sds`] writes them (golden bootstraps).
+pub fn relative_file_sds(dir: &str) -> SdsSource {
+    SdsSource::Files {
+        workload_cert_file: format!("{dir}/sds-cert.yaml"),
+        trust_bundle_file: format!("{dir}/sds-root.yaml"),
+        watched_directory: None,
+    }
+}
+
 /// Writes a file-SDS discovery file holding one Secret.
 pub fn write_sds_file(
     path: &str,

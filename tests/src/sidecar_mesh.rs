@@ -17,7 +17,7 @@ use trellis_translate::{
 
 use crate::envoy::{Envoy, validate_bootstrap_in};
 use crate::golden::check_golden;
-use crate::mesh::{Identity, test_ca};
+use crate::mesh::{Identity, relative_file_sds, test_ca};
 use crate::proxy_bootstrap::static_bootstrap;
 
 pub const NAMESPACE: &str = "shop";
@@ -150,15 +150,6 @@ pub fn translate_sidecar(
     out
 }
 
-/// Relative file SDS of `identities/<who>/` (golden bootstraps).
-pub fn relative_sds(who: &str) -> SdsSource {
-    SdsSource::Files {
-        workload_cert_file: format!("identities/{who}/sds-cert.yaml"),
-        trust_bundle_file: format!("identities/{who}/sds-root.yaml"),
-        watched_directory: None,
-    }
-}
-
 /// Checks `tests/golden/<scenario>.yaml` and validates it with `envoy --mode validate`,
 /// with identities for `who` written where its relative SDS paths point.
 pub fn check_golden_bootstrap(scenario: &str, bootstrap: &str, who: &[&str]) {
@@ -217,7 +208,11 @@ pub fn golden_client_bootstrap(resources: Vec<Resource>) -> String {
 /// scenario (client `web-1` at 127.0.0.50), outbound port 15001, relative SDS paths.
 pub fn golden_sidecar_bootstrap(resources: Vec<Resource>, workload: &str, sa: &str) -> String {
     let model = model(resources, Ipv4Addr::new(127, 0, 0, 50));
-    let out = translate_sidecar(&model, workload, options(15001, relative_sds(sa)));
+    let out = translate_sidecar(
+        &model,
+        workload,
+        options(15001, relative_file_sds(&format!("identities/{sa}"))),
+    );
     static_bootstrap(workload, &out)
 }
 

@@ -10,7 +10,7 @@ use std::time::{Duration, SystemTime};
 
 use mesh_fixtures::*;
 use trellis_e2e::golden::check_golden;
-use trellis_e2e::mesh::{Identity, test_ca, write_sds_file};
+use trellis_e2e::mesh::{Identity, relative_file_sds, test_ca, write_sds_file};
 use trellis_e2e::static_bootstrap::{SecretFiles, static_bootstrap};
 use trellis_e2e::{Envoy, HttpRequest, Upstream, free_ports_on, validate_bootstrap_in};
 use trellis_model::{MeshSettings, Resource};
@@ -279,18 +279,9 @@ fn ingress_gateway_http_https_redirect_and_bindings() {
     );
 }
 
-/// The gateway's own identity as file SDS under the relative directory `sds_dir`.
-fn golden_sds(sds_dir: &str) -> SdsSource {
-    SdsSource::Files {
-        workload_cert_file: format!("{sds_dir}/sds-cert.yaml"),
-        trust_bundle_file: format!("{sds_dir}/sds-root.yaml"),
-        watched_directory: None,
-    }
-}
-
 /// `out`'s bootstrap, with the gateway credentials under `credentials/`, matches the
 /// golden file `golden`, and validates with Envoy once the gateway's identity is
-/// written under `sds_dir` (as `golden_sds(sds_dir)` names it).
+/// written under `sds_dir` (as `relative_file_sds(sds_dir)` names it).
 fn check_golden_gateway(golden: &str, out: &ProxyResources, sds_dir: &str) {
     let dir = tempfile::tempdir().unwrap();
     let ca = test_ca();
@@ -315,7 +306,7 @@ fn golden_gateway_bootstrap() {
     };
     let cart = SocketAddr::from(([127, 0, 0, 71], 9001));
     let web = SocketAddr::from(([127, 0, 0, 72], 9002));
-    let out = translate(&ports, cart, web, golden_sds("identities/ingress"));
+    let out = translate(&ports, cart, web, relative_file_sds("identities/ingress"));
     check_golden_gateway("gateway-ingress", &out, "identities/ingress");
 }
 
@@ -329,7 +320,7 @@ fn golden_gateway_interception_bootstrap() {
     };
     let cart = SocketAddr::from(([10, 244, 0, 11], 8080));
     let web = SocketAddr::from(([10, 244, 0, 10], 8000));
-    let sds = golden_sds("etc/certs");
+    let sds = relative_file_sds("etc/certs");
     let out = translate_in(ListenerShape::Interception, &ports, cart, web, sds);
     let names: Vec<&str> = out.listeners.iter().map(|l| l.name.as_str()).collect();
     assert_eq!(names, ["0.0.0.0_443", "0.0.0.0_80", "0.0.0.0_8080"]);

@@ -6,11 +6,11 @@ mod mesh_fixtures;
 
 use mesh_fixtures::*;
 use trellis_e2e::golden::check_golden;
-use trellis_e2e::mesh::{Identity, test_ca};
+use trellis_e2e::mesh::{Identity, relative_file_sds, test_ca};
 use trellis_e2e::static_bootstrap::{SecretFiles, static_bootstrap};
 use trellis_e2e::validate_bootstrap_in;
 use trellis_model::{MeshSettings, MtlsMode, OutboundPolicy, Resource};
-use trellis_translate::{ListenerShape, Proxy, SdsSource, TranslateOptions, Translator};
+use trellis_translate::{ListenerShape, Proxy, TranslateOptions, Translator};
 
 fn service_with_ip(ns: &str, name: &str, ip: &str, ports: &str) -> Resource {
     object(&format!(
@@ -121,11 +121,7 @@ spec:
 fn golden_interception_bootstraps_validate() {
     let dir = tempfile::tempdir().unwrap();
     Identity::issue_with_relative_sds(&test_ca(), dir.path(), "etc/certs", "shop", "web");
-    let sds = SdsSource::Files {
-        workload_cert_file: "etc/certs/sds-cert.yaml".into(),
-        trust_bundle_file: "etc/certs/sds-root.yaml".into(),
-        watched_directory: None,
-    };
+    let sds = relative_file_sds("etc/certs");
     let cases = [
         ("interception-web-sidecar", MeshSettings::default()),
         (

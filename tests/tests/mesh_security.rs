@@ -10,8 +10,8 @@ use envoy_types::pb::envoy::config::listener::v3::{FilterChainMatch, Listener};
 use trellis_e2e::golden::check_golden;
 use trellis_e2e::jwt::{JwtSigner, unix_now};
 use trellis_e2e::mesh::{
-    Identity, bootstrap_yaml, http_connection_manager, listener, route_to, static_cluster,
-    tcp_proxy, test_ca, vhost,
+    Identity, bootstrap_yaml, http_connection_manager, listener, relative_file_sds, route_to,
+    static_cluster, tcp_proxy, test_ca, vhost,
 };
 use trellis_e2e::{
     Envoy, HttpRequest, Upstream, free_port_on, free_ports_on, validate_bootstrap,
@@ -371,11 +371,7 @@ fn auto_mtls_cluster(sds: &SdsSource, sidecar: SocketAddr, plain: SocketAddr) ->
 }
 
 fn golden_plans() -> (CartPlan, SocketAddr, SdsSource) {
-    let sds = |who: &str| SdsSource::Files {
-        workload_cert_file: format!("identities/{who}/sds-cert.yaml"),
-        trust_bundle_file: format!("identities/{who}/sds-root.yaml"),
-        watched_directory: None,
-    };
+    let sds = |who: &str| relative_file_sds(&format!("identities/{who}"));
     let plan = CartPlan {
         ip: Ipv4Addr::new(127, 0, 0, 41),
         strict: 15001,

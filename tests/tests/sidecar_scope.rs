@@ -7,7 +7,7 @@ use std::net::{Ipv4Addr, SocketAddr};
 
 use mesh_fixtures::*;
 use trellis_e2e::golden::check_golden;
-use trellis_e2e::mesh::{Identity, test_ca};
+use trellis_e2e::mesh::{Identity, relative_file_sds, test_ca};
 use trellis_e2e::static_bootstrap::{SecretFiles, static_bootstrap};
 use trellis_e2e::{
     Envoy, HttpRequest, HttpResponse, Upstream, free_ports_on, validate_bootstrap,
@@ -135,11 +135,7 @@ fn excluded_host_is_not_routable() {
 
 #[test]
 fn golden_sidecar_scope_bootstrap() {
-    let sds = SdsSource::Files {
-        workload_cert_file: "identities/app/sds-cert.yaml".into(),
-        trust_bundle_file: "identities/app/sds-root.yaml".into(),
-        watched_directory: None,
-    };
+    let sds = relative_file_sds("identities/app");
     let out = translate(
         SocketAddr::from(([127, 0, 0, 86], 9201)),
         SocketAddr::from(([127, 0, 0, 87], 9202)),
