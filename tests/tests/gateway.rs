@@ -11,6 +11,7 @@ use std::time::{Duration, SystemTime};
 use mesh_fixtures::*;
 use trellis_e2e::golden::check_golden;
 use trellis_e2e::mesh::{Identity, relative_file_sds, test_ca, write_sds_file};
+use trellis_e2e::sidecar_mesh::options;
 use trellis_e2e::static_bootstrap::{SecretFiles, static_bootstrap};
 use trellis_e2e::{Envoy, HttpRequest, Upstream, free_ports_on, validate_bootstrap_in};
 use trellis_model::{MeshSettings, Resource};
@@ -380,28 +381,11 @@ spec:
         ),
     ];
     let model = model_of(MeshSettings::default(), resources);
-    let explicit = || {
-        ListenerShape::Explicit(ExplicitPorts {
-            outbound_http_port: free_ports_on(web_ip, 1)[0],
-            ..Default::default()
-        })
-    };
-    let gw_out = Translator::new(
-        &model,
-        TranslateOptions {
-            shape: explicit(),
-            sds: gw_id.sds(),
-        },
-    )
-    .translate(&Proxy::gateway("shop", "ingress-1"));
-    let web_out = Translator::new(
-        &model,
-        TranslateOptions {
-            shape: explicit(),
-            sds: web_id.sds(),
-        },
-    )
-    .translate(&Proxy::sidecar("shop", "web-1"));
+    let explicit = |sds| options(free_ports_on(web_ip, 1)[0], sds);
+    let gw_out = Translator::new(&model, explicit(gw_id.sds()))
+        .translate(&Proxy::gateway("shop", "ingress-1"));
+    let web_out =
+        Translator::new(&model, explicit(web_id.sds())).translate(&Proxy::sidecar("shop", "web-1"));
     assert!(gw_out.errors.is_empty() && web_out.errors.is_empty());
     let gw_yaml = static_bootstrap("ingress", &gw_out, &SecretFiles::new());
     let web_yaml = static_bootstrap("web-1", &web_out, &SecretFiles::new());

@@ -19,13 +19,12 @@ use trellis_e2e::golden::check_golden;
 use trellis_e2e::mesh::{
     bootstrap_yaml, http_connection_manager, listener, route_to, static_cluster, test_ca, vhost,
 };
+use trellis_e2e::sidecar_mesh::options;
 use trellis_e2e::static_bootstrap::{SecretFiles, static_bootstrap};
 use trellis_e2e::{Envoy, HttpRequest, HttpResponse, Upstream, free_ports_on, validate_bootstrap};
 use trellis_model::{MeshSettings, OutboundPolicy, Resource};
 use trellis_translate::security::tls::downstream_transport_socket;
-use trellis_translate::{
-    ExplicitPorts, ListenerShape, Proxy, ProxyResources, SdsSource, TranslateOptions, Translator,
-};
+use trellis_translate::{Proxy, ProxyResources, SdsSource, Translator};
 
 const APP_IP: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 80);
 
@@ -109,14 +108,8 @@ fn translate(a: &Addrs, proxy_port: u16, policy: OutboundPolicy) -> ProxyResourc
         ..Default::default()
     };
     let model = model_of(settings, resources(a));
-    let options = TranslateOptions {
-        shape: ListenerShape::Explicit(ExplicitPorts {
-            outbound_http_port: proxy_port,
-            ..Default::default()
-        }),
-        sds: SdsSource::Ads,
-    };
-    Translator::new(&model, options).translate(&Proxy::sidecar("shop", "app-1"))
+    Translator::new(&model, options(proxy_port, SdsSource::Ads))
+        .translate(&Proxy::sidecar("shop", "app-1"))
 }
 
 fn file(path: &std::path::Path) -> Option<DataSource> {

@@ -8,15 +8,14 @@ use std::net::{Ipv4Addr, SocketAddr};
 use mesh_fixtures::*;
 use trellis_e2e::golden::check_golden;
 use trellis_e2e::mesh::{Identity, relative_file_sds, test_ca};
+use trellis_e2e::sidecar_mesh::options;
 use trellis_e2e::static_bootstrap::{SecretFiles, static_bootstrap};
 use trellis_e2e::{
     Envoy, HttpRequest, HttpResponse, Upstream, free_ports_on, validate_bootstrap,
     validate_bootstrap_in,
 };
 use trellis_model::{MeshSettings, Resource};
-use trellis_translate::{
-    ExplicitPorts, ListenerShape, Proxy, ProxyResources, SdsSource, TranslateOptions, Translator,
-};
+use trellis_translate::{Proxy, ProxyResources, SdsSource, Translator};
 
 const APP_IP: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 85);
 const CART: &str = "cart.shop.svc.cluster.local:8080";
@@ -72,14 +71,7 @@ fn translate(
     ];
     r.extend(sidecar);
     let model = model_of(MeshSettings::default(), r);
-    let options = TranslateOptions {
-        shape: ListenerShape::Explicit(ExplicitPorts {
-            outbound_http_port: proxy_port,
-            ..Default::default()
-        }),
-        sds,
-    };
-    Translator::new(&model, options).translate(&Proxy::sidecar("shop", "app-1"))
+    Translator::new(&model, options(proxy_port, sds)).translate(&Proxy::sidecar("shop", "app-1"))
 }
 
 fn get(proxy: SocketAddr, host: &str) -> HttpResponse {
