@@ -8,21 +8,7 @@ mod operator_support;
 use base64::Engine;
 use operator_support::*;
 use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
-
-fn openssl(dir: &Path, args: &[&str]) {
-    let out = Command::new(openssl_bin())
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .expect("running openssl");
-    assert!(
-        out.status.success(),
-        "openssl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
 
 /// A root and an intermediate in Istio's `cacerts` layout, made with openssl.
 fn plugged_in_ca(dir: &Path) {
@@ -31,32 +17,13 @@ fn plugged_in_ca(dir: &Path) {
         "basicConstraints=critical,CA:true,pathlen:0\nkeyUsage=critical,keyCertSign,cRLSign,digitalSignature\nsubjectKeyIdentifier=hash\nauthorityKeyIdentifier=keyid\n",
     )
     .unwrap();
-    openssl(
+    self_signed_ca(
         dir,
-        &[
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-keyout",
-            "root-key.pem",
-            "-out",
-            "root-cert.pem",
-            "-days",
-            "3650",
-            "-subj",
-            "/O=Plugged/CN=Plugged Root CA",
-            "-addext",
-            "basicConstraints=critical,CA:true",
-            "-addext",
-            "keyUsage=critical,keyCertSign,cRLSign",
-        ],
+        "root-key.pem",
+        "root-cert.pem",
+        "/O=Plugged/CN=Plugged Root CA",
     );
     openssl(
-        dir,
         &[
             "req",
             "-newkey",
@@ -71,9 +38,9 @@ fn plugged_in_ca(dir: &Path) {
             "-subj",
             "/O=Plugged/CN=Plugged Intermediate CA",
         ],
+        dir,
     );
     openssl(
-        dir,
         &[
             "x509",
             "-req",
@@ -91,13 +58,13 @@ fn plugged_in_ca(dir: &Path) {
             "-extfile",
             "ext.cnf",
         ],
+        dir,
     );
     let chain = std::fs::read_to_string(dir.join("ca-cert.pem")).unwrap()
         + &std::fs::read_to_string(dir.join("root-cert.pem")).unwrap();
     std::fs::write(dir.join("cert-chain.pem"), chain).unwrap();
     // Another key, to break the Secret with.
     openssl(
-        dir,
         &[
             "genpkey",
             "-algorithm",
@@ -107,6 +74,7 @@ fn plugged_in_ca(dir: &Path) {
             "-out",
             "other-key.pem",
         ],
+        dir,
     );
 }
 

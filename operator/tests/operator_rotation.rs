@@ -18,35 +18,11 @@ const SAS: [&str; 5] = ["a", "b", "c", "d", "e"];
 
 /// A root-only plugged-in CA (`ca-cert.pem` = `root-cert.pem`) made with openssl.
 fn openssl_root(dir: &Path) -> String {
-    let out = Command::new(openssl_bin())
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-keyout",
-            "ca-key.pem",
-            "-out",
-            "ca-cert.pem",
-            "-days",
-            "3650",
-            "-subj",
-            "/O=Plugged/CN=Rotation Root B",
-            "-addext",
-            "basicConstraints=critical,CA:true",
-            "-addext",
-            "keyUsage=critical,keyCertSign,cRLSign",
-        ])
-        .current_dir(dir)
-        .output()
-        .expect("running openssl");
-    assert!(
-        out.status.success(),
-        "openssl req: {}",
-        String::from_utf8_lossy(&out.stderr)
+    self_signed_ca(
+        dir,
+        "ca-key.pem",
+        "ca-cert.pem",
+        "/O=Plugged/CN=Rotation Root B",
     );
     std::fs::read_to_string(dir.join("ca-cert.pem")).unwrap()
 }

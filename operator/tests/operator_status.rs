@@ -12,17 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-fn kubectl_bin() -> PathBuf {
-    let bin = std::env::var_os("KUBECTL_BIN")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/kubectl"));
-    assert!(
-        bin.exists(),
-        "kubectl not found at {} (KUBECTL_BIN): run `make setup`",
-        bin.display()
-    );
-    bin
-}
+use kube_sim::kubectl_bin;
 
 struct Kubectl {
     bin: PathBuf,

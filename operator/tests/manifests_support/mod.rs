@@ -26,17 +26,7 @@ pub fn workspace() -> PathBuf {
         .to_path_buf()
 }
 
-pub fn kubectl_bin() -> PathBuf {
-    let bin = std::env::var_os("KUBECTL_BIN")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| workspace().join(".venv/bin/kubectl"));
-    assert!(
-        bin.exists(),
-        "kubectl not found at {} (KUBECTL_BIN): run `make setup`",
-        bin.display()
-    );
-    bin
-}
+pub use kube_sim::kubectl_bin;
 
 pub fn output_text(out: &Output) -> String {
     format!(

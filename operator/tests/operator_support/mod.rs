@@ -17,18 +17,7 @@ pub use kube_sim::{Options, TestServer};
 /// The operator's namespace in every test.
 pub const OPERATOR_NS: &str = "trellis-system";
 
-/// kubectl from KUBECTL_BIN (or the project's .venv); missing = failure.
-pub fn kubectl_bin() -> PathBuf {
-    let bin = std::env::var_os("KUBECTL_BIN")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/kubectl"));
-    assert!(
-        bin.exists(),
-        "kubectl not found at {} (KUBECTL_BIN): run `make setup`",
-        bin.display()
-    );
-    bin
-}
+pub use kube_sim::kubectl_bin;
 
 /// openssl from OPENSSL_BIN or PATH; missing = failure.
 pub fn openssl_bin() -> PathBuf {
@@ -271,6 +260,34 @@ pub fn rv(obj: &Value) -> String {
         .to_string()
 }
 
+/// A self-signed P-256 CA certificate `cert` and its key `key` in `dir`, made with openssl.
+pub fn self_signed_ca(dir: &Path, key: &str, cert: &str, subject: &str) {
+    openssl(
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            key,
+            "-out",
+            cert,
+            "-days",
+            "3650",
+            "-subj",
+            subject,
+            "-addext",
+            "basicConstraints=critical,CA:true",
+            "-addext",
+            "keyUsage=critical,keyCertSign,cRLSign",
+        ],
+        dir,
+    );
+}
+
 /// What openssl says about an identity Secret.
 pub struct Verified {
     /// The URI SAN, e.g. `spiffe://cluster.local/ns/shop/sa/web`.
@@ -278,7 +295,8 @@ pub struct Verified {
     pub serial: String,
 }
 
-fn openssl(args: &[&str], dir: &Path) -> String {
+/// Runs openssl in `dir` and asserts it succeeded; its standard output.
+pub fn openssl(args: &[&str], dir: &Path) -> String {
     let out = Command::new(openssl_bin())
         .args(args)
         .current_dir(dir)

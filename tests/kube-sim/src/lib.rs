@@ -31,4 +31,4 @@ pub mod tls;
 pub mod watch;
 pub mod webhooks;
 
-pub use testserver::{Options, TestServer};
+pub use testserver::{Options, TestServer, kubectl_bin};

@@ -27,17 +27,7 @@ fn workspace_root() -> PathBuf {
         .to_path_buf()
 }
 
-fn kubectl_bin() -> PathBuf {
-    let bin = std::env::var_os("KUBECTL_BIN")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| workspace_root().join(".venv/bin/kubectl"));
-    assert!(
-        bin.exists(),
-        "kubectl not found at {} (KUBECTL_BIN): run `make setup`",
-        bin.display()
-    );
-    bin
-}
+use kube_sim::kubectl_bin;
 
 /// The simulator, the webhook (on its own runtime thread) and kubectl.
 pub struct Cluster {

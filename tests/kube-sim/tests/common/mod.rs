@@ -6,20 +6,7 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
 
-/// The kubectl binary from KUBECTL_BIN; a missing one fails the test.
-pub fn kubectl_bin() -> PathBuf {
-    let bin = std::env::var_os("KUBECTL_BIN")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../.venv/bin/kubectl")
-        });
-    assert!(
-        bin.exists(),
-        "kubectl not found at {} (KUBECTL_BIN): run `make setup`",
-        bin.display()
-    );
-    bin
-}
+pub use kube_sim::kubectl_bin;
 
 /// kubectl bound to one server, with its own discovery cache.
 pub struct Kubectl {
