@@ -5,10 +5,9 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use envoy_types::pb::envoy::config::bootstrap::v3::{Bootstrap, bootstrap::StaticResources};
 use envoy_types::pb::envoy::config::cluster::v3::{Cluster, cluster};
 use envoy_types::pb::envoy::config::core::v3::{
-    ApiVersion, ConfigSource, Node, PathConfigSource, TransportSocket,
+    ApiVersion, ConfigSource, PathConfigSource, TransportSocket,
     config_source::ConfigSourceSpecifier, transport_socket,
 };
 use envoy_types::pb::envoy::config::listener::v3::{Listener, filter};
@@ -22,6 +21,8 @@ use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{
 use envoy_types::pb::google::protobuf::Any;
 use prost::Message;
 use trellis_translate::ProxyResources;
+
+use crate::mesh::bootstrap_yaml;
 
 const HCM: &str = "envoy.filters.network.http_connection_manager";
 
@@ -177,18 +178,9 @@ pub fn static_clusters(res: &ProxyResources, files: &SecretFiles) -> Vec<Cluster
 
 /// The whole static bootstrap as YAML (no admin: the harness adds it).
 pub fn static_bootstrap(node_id: &str, res: &ProxyResources, files: &SecretFiles) -> String {
-    let bootstrap = Bootstrap {
-        node: Some(Node {
-            id: node_id.to_string(),
-            cluster: node_id.to_string(),
-            ..Default::default()
-        }),
-        static_resources: Some(StaticResources {
-            listeners: static_listeners(res, files),
-            clusters: static_clusters(res, files),
-            ..Default::default()
-        }),
-        ..Default::default()
-    };
-    trellis_envoy_json::to_yaml_string(&bootstrap).expect("bootstrap as YAML")
+    bootstrap_yaml(
+        node_id,
+        static_listeners(res, files),
+        static_clusters(res, files),
+    )
 }
