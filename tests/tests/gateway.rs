@@ -28,6 +28,23 @@ struct Ports {
     https: u16,
 }
 
+/// A VirtualService `name` of namespace team, bound to `shop/shop-gw`, sending
+/// `<name>.example.com` to the cart service.
+fn team_route_to_cart(name: &str) -> Resource {
+    object(&format!(
+        r#"
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: {name}, namespace: team}}
+spec:
+  hosts: [{name}.example.com]
+  gateways: [shop/shop-gw]
+  http:
+  - route: [{{destination: {{host: cart.shop.svc.cluster.local}}}}]
+"#
+    ))
+}
+
 fn resources(ports: &Ports, cart: SocketAddr, web: SocketAddr) -> Vec<Resource> {
     let gateway = format!(
         r#"
@@ -94,31 +111,9 @@ spec:
 "#,
         ),
         // bound by ns/name from another namespace, host served by `*/api.example.com`
-        object(
-            r#"
-apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata: {name: api, namespace: team}
-spec:
-  hosts: [api.example.com]
-  gateways: [shop/shop-gw]
-  http:
-  - route: [{destination: {host: cart.shop.svc.cluster.local}}]
-"#,
-        ),
+        team_route_to_cart("api"),
         // `shop/*.example.com` admits only VirtualServices of namespace shop
-        object(
-            r#"
-apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata: {name: sneaky, namespace: team}
-spec:
-  hosts: [sneaky.example.com]
-  gateways: [shop/shop-gw]
-  http:
-  - route: [{destination: {host: cart.shop.svc.cluster.local}}]
-"#,
-        ),
+        team_route_to_cart("sneaky"),
     ]
 }
 
