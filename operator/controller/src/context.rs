@@ -47,6 +47,10 @@ pub struct Context {
     pub identities: Arc<std::sync::Mutex<crate::identity::ExpiryIndex>>,
     /// Trust domain and workload certificate lifetime in force (MeshConfig over flags).
     pub identity_settings: crate::identity_settings::IdentitySettingsHandle,
+    /// The spec of `MeshConfig/default` as last read (the default spec when there is
+    /// none); `None` until MeshConfig has been listed. Kept by the same watch as
+    /// `identity_settings`, for the other readers (the webhook's sidecar settings).
+    pub mesh_config: watch::Sender<Option<Arc<trellis_api::mesh::MeshConfigSpec>>>,
     /// Time.
     pub clock: Arc<dyn Clock>,
     /// Randomness for keys and serials.
@@ -75,6 +79,7 @@ impl Context {
             backoffs,
             identities: Arc::default(),
             identity_settings: Default::default(),
+            mesh_config: watch::Sender::new(None),
             clock: Arc::new(SystemClock),
             rng: Arc::new(trellis_ca::SystemRandom::new()),
             shutdown,

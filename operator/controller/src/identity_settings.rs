@@ -192,6 +192,7 @@ pub async fn run(ctx: Arc<Context>) {
                 // No MeshConfig kind (CRDs not installed): the flags hold meanwhile.
                 let missing = matches!(&e, watcher::Error::InitialListFailed(kube::Error::Api(s)) if s.code == 404);
                 if missing && ctx.identity_settings.current().is_none() {
+                    publish_spec(&ctx, MeshConfigSpec::default());
                     tracing::warn!(error = %e, "MeshConfig kind not served; trust domain and certificate lifetime from the flags");
                     ctx.identity_settings
                         .set(IdentitySettings::from_flags(&ctx.config));
@@ -202,10 +203,14 @@ pub async fn run(ctx: Arc<Context>) {
         if !listed {
             continue;
         }
-        let decided = match &object {
-            None => Ok(IdentitySettings::from_flags(&ctx.config)),
-            Some(obj) => spec_of(obj).and_then(|spec| decide(Some(&spec), &ctx.config)),
+        let spec = match &object {
+            None => Ok(None),
+            Some(obj) => spec_of(obj).map(Some),
         };
+        if let Ok(spec) = &spec {
+            publish_spec(&ctx, spec.clone().unwrap_or_default());
+        }
+        let decided = spec.and_then(|spec| decide(spec.as_ref(), &ctx.config));
         match decided {
             Ok(settings) => {
                 last_problem = None;
@@ -238,6 +243,17 @@ pub async fn run(ctx: Arc<Context>) {
             }
         }
     }
+}
+
+/// Makes `spec` the MeshConfig other readers see, waking them only on a change.
+fn publish_spec(ctx: &Context, spec: MeshConfigSpec) {
+    ctx.mesh_config.send_if_modified(|current| {
+        if current.as_deref() == Some(&spec) {
+            return false;
+        }
+        *current = Some(Arc::new(spec));
+        true
+    });
 }
 
 fn reference_for(obj: &DynamicObject) -> k8s_openapi::api::core::v1::ObjectReference {

@@ -3,9 +3,9 @@
 //! serving certificate from it, and keep the CA bundle of both webhook
 //! configurations equal to the CA's root (at start and whenever the CA
 //! changes), switching validation to `failurePolicy: Fail` once serving.
-//! The sidecar's image, resources and log level follow `MeshConfig/default`
-//! (read at start and every [`RECHECK`]). Every replica serves; only the
-//! leader writes the configurations.
+//! The injection settings follow `MeshConfig/default` as the controller
+//! runtime's MeshConfig watch sees it ([`Context::mesh_config`]). Every
+//! replica serves; only the leader writes the configurations.
 
 use k8s_openapi::api::admissionregistration::v1::{
     MutatingWebhookConfiguration, ValidatingWebhookConfiguration,
@@ -18,7 +18,6 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
-use trellis_api::mesh::{MESH_CONFIG_NAME, MeshConfig};
 use trellis_controller::Context;
 use trellis_controller::runtime::ExtraTask;
 use trellis_inject::InjectionContext;
@@ -40,20 +39,11 @@ pub fn task(listen: SocketAddr, init_image: String) -> ExtraTask {
     )
 }
 
-/// Injection settings from `MeshConfig/default` (built-in defaults without one).
-async fn injection_settings(ctx: &Context, init_image: &str) -> anyhow::Result<InjectionContext> {
-    let api: Api<MeshConfig> = Api::all(ctx.client.clone());
-    let params =
-        kube::api::ListParams::default().fields(&format!("metadata.name={MESH_CONFIG_NAME}"));
-    let spec = api
-        .list(&params)
-        .await?
-        .items
-        .into_iter()
-        .find(|m| m.metadata.name.as_deref() == Some(MESH_CONFIG_NAME))
-        .map(|m| m.spec)
-        .unwrap_or_default();
-    Ok(InjectionContext::from_mesh_config(&spec, init_image))
+/// Injection settings from `MeshConfig/default` as last read (built-in
+/// defaults without one, or before it has been listed).
+fn injection_settings(ctx: &Context, init_image: &str) -> InjectionContext {
+    let spec = ctx.mesh_config.borrow().clone().unwrap_or_default();
+    InjectionContext::from_mesh_config(&spec, init_image)
 }
 
 fn issue(ctx: &Context, ca: &trellis_ca::CertificateAuthority) -> Option<ServingCert> {
@@ -85,13 +75,8 @@ async fn run(ctx: Arc<Context>, listen: SocketAddr, init_image: String) {
             changed = ca_changes.changed() => if changed.is_err() { return },
         }
     };
-    let mut injection = match injection_settings(&ctx, &init_image).await {
-        Ok(i) => i,
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot read MeshConfig/default; injecting with defaults until it can be read");
-            InjectionContext::from_mesh_config(&Default::default(), &init_image)
-        }
-    };
+    let mut mesh_changes = ctx.mesh_config.subscribe();
+    let mut injection = injection_settings(&ctx, &init_image);
     let config = WebhookConfig {
         listen,
         cert: cert.clone(),
@@ -128,16 +113,14 @@ async fn run(ctx: Arc<Context>, listen: SocketAddr, init_image: String) {
         tokio::select! {
             _ = &mut shutdown => break,
             changed = ca_changes.changed() => if changed.is_err() { break },
+            changed = mesh_changes.changed() => if changed.is_err() { break },
             _ = recheck.tick() => {}
         }
-        match injection_settings(&ctx, &init_image).await {
-            Ok(latest) if latest != injection => {
-                tracing::info!(image = %latest.proxy_image, "sidecar settings from MeshConfig changed");
-                webhook.set_injection(latest.clone());
-                injection = latest;
-            }
-            Ok(_) => {}
-            Err(e) => tracing::warn!(error = %e, "cannot read MeshConfig/default"),
+        let latest = injection_settings(&ctx, &init_image);
+        if latest != injection {
+            tracing::info!(image = %latest.proxy_image, "sidecar settings from MeshConfig changed");
+            webhook.set_injection(latest.clone());
+            injection = latest;
         }
         let Some(snapshot) = ctx.ca.current() else {
             continue;
