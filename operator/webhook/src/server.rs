@@ -136,8 +136,8 @@ fn text(status: StatusCode, body: String) -> Response<Full<Bytes>> {
 }
 
 async fn handle(state: &State, req: Request<Incoming>) -> Response<Full<Bytes>> {
-    let path = req.uri().path().to_string();
-    match (req.method(), path.as_str()) {
+    let path = req.uri().path();
+    match (req.method(), path) {
         (&Method::GET, "/healthz") => return text(StatusCode::OK, "ok".into()),
         (&Method::POST, configs::INJECT_PATH | configs::VALIDATE_PATH) => {}
         (_, configs::INJECT_PATH | configs::VALIDATE_PATH | "/healthz") => {
@@ -148,6 +148,7 @@ async fn handle(state: &State, req: Request<Incoming>) -> Response<Full<Bytes>> 
         }
         _ => return text(StatusCode::NOT_FOUND, format!("no handler for {path}")),
     }
+    let inject = path == configs::INJECT_PATH;
     let body = match Limited::new(req.into_body(), MAX_BODY).collect().await {
         Ok(body) => body.to_bytes(),
         Err(e) => return text(StatusCode::BAD_REQUEST, format!("reading the body: {e}")),
@@ -161,7 +162,7 @@ async fn handle(state: &State, req: Request<Incoming>) -> Response<Full<Bytes>> 
             );
         }
     };
-    let verdict = if path == configs::INJECT_PATH {
+    let verdict = if inject {
         let injection = state
             .injection
             .read()
