@@ -36,6 +36,8 @@ pub const BOOTSTRAP_FILE: &str = "envoy.json";
 pub(crate) const IDENTITY_VOLUME: &str = "trellis-identity";
 pub(crate) const ROOT_VOLUME: &str = "trellis-ca-root";
 pub(crate) const BOOTSTRAP_VOLUME: &str = "trellis-bootstrap";
+/// The volumes [`volumes`] makes, in its order.
+pub(crate) const VOLUME_NAMES: [&str; 3] = [IDENTITY_VOLUME, ROOT_VOLUME, BOOTSTRAP_VOLUME];
 
 /// The Secret holding the identity of a service account, created by the operator.
 pub fn identity_secret_name(service_account: &str) -> String {

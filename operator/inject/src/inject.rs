@@ -7,7 +7,7 @@ use crate::containers::{
     proxy_container,
 };
 use crate::select::{InjectDecision, should_inject};
-use k8s_openapi::api::core::v1::{Container, Pod, Probe, ResourceRequirements};
+use k8s_openapi::api::core::v1::{Container, Pod, Probe, ResourceRequirements, Volume};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use std::collections::BTreeMap;
 use trellis_api::mesh::MeshConfigSpec;
@@ -132,6 +132,114 @@ pub fn inject(pod: &Pod, ctx: &InjectionContext) -> Result<InjectOutcome, Inject
     })
 }
 
+/// What injection reads from a pod; the rest of the pod only passes through.
+/// The webhook fills it from the few fields it parses, [`inject_pod`] from a
+/// whole [`Pod`]: one decision for both.
+#[derive(Debug, Clone, Copy)]
+pub struct PodFacts<'a> {
+    /// `Pod/<namespace>/<name>`, for error messages.
+    pub object: &'a str,
+    pub annotations: Option<&'a BTreeMap<String, String>>,
+    pub service_account: Option<&'a str>,
+    /// Names, ports and probes are read.
+    pub containers: &'a [Container],
+    /// Names are read.
+    pub init_containers: &'a [Container],
+}
+
+/// Where the proxy goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProxyPlacement {
+    /// Appended to the app containers.
+    AppContainer,
+    /// Appended to the init containers after `trellis-init`, as a Kubernetes
+    /// native sidecar (see [`InjectionContext::native_sidecar`]).
+    NativeSidecar,
+}
+
+/// What injection adds to a pod: items appended to its lists and members set
+/// in its maps. Nothing of the pod is changed or removed. The proxy
+/// container itself is the same for every pod:
+/// [`InjectionContext::proxy_container`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct Additions {
+    /// `trellis-init`, appended to the init containers.
+    pub init_container: Container,
+    pub proxy: ProxyPlacement,
+    pub volumes: Vec<Volume>,
+    /// Set, overwriting a member of the same key.
+    pub annotations: Vec<(&'static str, String)>,
+    pub labels: Vec<(&'static str, &'static str)>,
+}
+
+impl InjectionContext {
+    /// The proxy container, placed as `placement` says.
+    pub fn proxy_container(&self, placement: ProxyPlacement) -> Container {
+        let proxy = proxy_container(
+            &self.proxy_image,
+            self.proxy_resources.clone(),
+            &self.proxy_log_level,
+        );
+        match placement {
+            ProxyPlacement::AppContainer => proxy,
+            ProxyPlacement::NativeSidecar => containers::as_native_sidecar(proxy),
+        }
+    }
+}
+
+/// `sidecar.istio.io/status`: what injection added, by name.
+fn status_annotation(proxy: ProxyPlacement) -> String {
+    // A native sidecar starts after trellis-init (the capture is in place)
+    // and before every app container, which waits for its startup probe.
+    let (init_containers, containers) = match proxy {
+        ProxyPlacement::AppContainer => (vec![INIT_CONTAINER_NAME], vec![PROXY_CONTAINER_NAME]),
+        ProxyPlacement::NativeSidecar => (vec![INIT_CONTAINER_NAME, PROXY_CONTAINER_NAME], vec![]),
+    };
+    serde_json::json!({
+        "initContainers": init_containers,
+        "containers": containers,
+        "volumes": containers::VOLUME_NAMES,
+        "imagePullSecrets": null,
+        "revision": "default",
+    })
+    .to_string()
+}
+
+/// The additions for a pod, or `None` when it is already injected (it
+/// carries [`STATUS_ANNOTATION`] or a container named `trellis-proxy`).
+pub fn plan(pod: &PodFacts, ctx: &InjectionContext) -> Result<Option<Additions>, InjectError> {
+    let none = BTreeMap::new();
+    let annotations = pod.annotations.unwrap_or(&none);
+    let has_proxy = pod
+        .containers
+        .iter()
+        .chain(pod.init_containers)
+        .any(|c| c.name == PROXY_CONTAINER_NAME);
+    if annotations.contains_key(STATUS_ANNOTATION) || has_proxy {
+        return Ok(None);
+    }
+    let capture = capture_options(pod.object, annotations, pod.containers)?;
+    let service_account = pod.service_account.filter(|s| !s.is_empty());
+    let proxy = if native_sidecar(pod.object, annotations, ctx)? {
+        ProxyPlacement::NativeSidecar
+    } else {
+        ProxyPlacement::AppContainer
+    };
+    let mut added_annotations = vec![(STATUS_ANNOTATION, status_annotation(proxy))];
+    if let Some(first) = pod.containers.first()
+        && !annotations.contains_key(DEFAULT_CONTAINER_ANNOTATION)
+    {
+        added_annotations.push((DEFAULT_CONTAINER_ANNOTATION, first.name.clone()));
+    }
+    Ok(Some(Additions {
+        init_container: init_container(&ctx.init_image, &capture),
+        proxy,
+        volumes: containers::volumes(service_account.unwrap_or("default")),
+        annotations: added_annotations,
+        labels: vec![(TLS_MODE_LABEL, "istio")],
+    }))
+}
+
 /// [`inject`] without the patch: the injected pod, and whether the input was
 /// already injected (then it is returned as it was). Injection only appends
 /// init containers, containers and volumes, and adds annotations and labels.
@@ -140,68 +248,39 @@ pub fn inject_pod(pod: &Pod, ctx: &InjectionContext) -> Result<(Pod, bool), Inje
     let Some(spec) = pod.spec.as_ref() else {
         return Err(InjectError::MissingSpec { object });
     };
-    let annotations = pod.metadata.annotations.clone().unwrap_or_default();
-    let has_proxy = spec
-        .containers
-        .iter()
-        .chain(spec.init_containers.iter().flatten())
-        .any(|c| c.name == PROXY_CONTAINER_NAME);
-    if annotations.contains_key(STATUS_ANNOTATION) || has_proxy {
+    let facts = PodFacts {
+        object: &object,
+        annotations: pod.metadata.annotations.as_ref(),
+        service_account: spec.service_account_name.as_deref(),
+        containers: &spec.containers,
+        init_containers: spec.init_containers.as_deref().unwrap_or_default(),
+    };
+    let Some(additions) = plan(&facts, ctx)? else {
         return Ok((pod.clone(), true));
-    }
-    let capture = capture_options(&object, &annotations, &spec.containers)?;
-    let service_account = spec
-        .service_account_name
-        .clone()
-        .filter(|s| !s.is_empty())
-        .unwrap_or_else(|| "default".into());
-
-    let native = native_sidecar(&object, &annotations, ctx)?;
-
+    };
     let mut out = pod.clone();
     let spec = out.spec.as_mut().expect("checked above");
-    let first_app = spec.containers.first().map(|c| c.name.clone());
     let init_containers = spec.init_containers.get_or_insert_with(Vec::new);
-    init_containers.push(init_container(&ctx.init_image, &capture));
-    let proxy = proxy_container(
-        &ctx.proxy_image,
-        ctx.proxy_resources.clone(),
-        &ctx.proxy_log_level,
-    );
-    // A native sidecar starts after trellis-init (the capture is in place)
-    // and before every app container, which waits for its startup probe.
-    let (init_names, container_names) = if native {
-        init_containers.push(containers::as_native_sidecar(proxy));
-        (vec![INIT_CONTAINER_NAME, PROXY_CONTAINER_NAME], vec![])
-    } else {
-        spec.containers.push(proxy);
-        (vec![INIT_CONTAINER_NAME], vec![PROXY_CONTAINER_NAME])
-    };
-    let volumes = containers::volumes(&service_account);
-    let volume_names: Vec<String> = volumes.iter().map(|v| v.name.clone()).collect();
-    spec.volumes.get_or_insert_with(Vec::new).extend(volumes);
-
-    let status = serde_json::json!({
-        "initContainers": init_names,
-        "containers": container_names,
-        "volumes": volume_names,
-        "imagePullSecrets": null,
-        "revision": "default",
-    });
-    let ann = out
+    init_containers.push(additions.init_container);
+    let proxy = ctx.proxy_container(additions.proxy);
+    match additions.proxy {
+        ProxyPlacement::AppContainer => spec.containers.push(proxy),
+        ProxyPlacement::NativeSidecar => init_containers.push(proxy),
+    }
+    spec.volumes
+        .get_or_insert_with(Vec::new)
+        .extend(additions.volumes);
+    let annotations = out
         .metadata
         .annotations
         .get_or_insert_with(Default::default);
-    ann.insert(STATUS_ANNOTATION.into(), status.to_string());
-    if let Some(first) = first_app {
-        ann.entry(DEFAULT_CONTAINER_ANNOTATION.into())
-            .or_insert(first);
+    for (key, value) in additions.annotations {
+        annotations.insert(key.into(), value);
     }
-    out.metadata
-        .labels
-        .get_or_insert_with(Default::default)
-        .insert(TLS_MODE_LABEL.into(), "istio".into());
-
+    let labels = out.metadata.labels.get_or_insert_with(Default::default);
+    for (key, value) in additions.labels {
+        labels.insert(key.into(), value.into());
+    }
     Ok((out, false))
 }
 

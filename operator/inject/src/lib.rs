@@ -52,8 +52,8 @@ pub use containers::{
 };
 pub use error::InjectError;
 pub use inject::{
-    InjectOutcome, InjectionContext, NATIVE_SIDECAR_ANNOTATION, STATUS_ANNOTATION, TLS_MODE_LABEL,
-    inject, inject_pod,
+    Additions, InjectOutcome, InjectionContext, NATIVE_SIDECAR_ANNOTATION, PodFacts,
+    ProxyPlacement, STATUS_ANNOTATION, TLS_MODE_LABEL, inject, inject_pod, plan,
 };
 pub use select::{InjectDecision, NEVER_INJECTED_NAMESPACES, should_inject};
 pub use workload::{WorkloadOutcome, inject_workload, template_path};

@@ -42,7 +42,7 @@ pub use configs::{
     INJECT_PATH, MUTATING_CONFIGURATION_NAME, VALIDATE_PATH, VALIDATING_CONFIGURATION_NAME,
     WebhookClient, mutating_webhook_configuration, validating_webhook_configuration,
 };
-pub use mutate::{Injection, review_pod};
+pub use mutate::{Injection, Injector, review_pod};
 pub use review::{AdmissionRequest, Verdict, parse as parse_review, response as review_response};
 pub use server::{Webhook, WebhookConfig, serve};
 pub use tls::{

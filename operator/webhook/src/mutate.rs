@@ -1,13 +1,15 @@
 //! The mutating webhook: sidecar injection of pods on CREATE.
 
 use crate::review::{AdmissionRequest, Verdict};
-use k8s_openapi::api::core::v1::Pod;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_openapi::api::core::v1::{Container, ContainerPort, Probe};
+use serde::de::IgnoredAny;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use std::collections::BTreeMap;
 use std::sync::LazyLock;
-use trellis_inject::{InjectDecision, InjectionContext, inject_pod};
+use trellis_inject::{
+    Additions, InjectDecision, InjectError, InjectionContext, PodFacts, ProxyPlacement, plan,
+};
 
 /// What injection decided, for logs and tests.
 #[derive(Debug, Clone, PartialEq)]
@@ -24,9 +26,99 @@ fn allow(reason: impl Into<String>) -> Injection {
     }
 }
 
+/// The injection settings, with the proxy container rendered once as JSON:
+/// it is the same for every pod, and it is most of the patch.
+#[derive(Debug, Clone)]
+pub struct Injector {
+    ctx: InjectionContext,
+    proxy_as_app_container: Box<RawValue>,
+    proxy_as_native_sidecar: Box<RawValue>,
+}
+
+impl Injector {
+    pub fn new(ctx: InjectionContext) -> Self {
+        let render = |placement| {
+            // Strings, numbers and string maps: serialization cannot fail.
+            serde_json::value::to_raw_value(&ctx.proxy_container(placement))
+                .expect("a container serializes to JSON")
+        };
+        Injector {
+            proxy_as_app_container: render(ProxyPlacement::AppContainer),
+            proxy_as_native_sidecar: render(ProxyPlacement::NativeSidecar),
+            ctx,
+        }
+    }
+
+    fn proxy(&self, placement: ProxyPlacement) -> &RawValue {
+        match placement {
+            ProxyPlacement::AppContainer => &self.proxy_as_app_container,
+            ProxyPlacement::NativeSidecar => &self.proxy_as_native_sidecar,
+        }
+    }
+}
+
 /// Namespace selection is the webhook configuration's job: pods that reach us are selected.
 static SELECTED_NAMESPACE: LazyLock<BTreeMap<String, String>> =
     LazyLock::new(|| BTreeMap::from([("istio-injection".into(), "enabled".into())]));
+
+/// The fields of a pod injection reads; every other field is skipped unread
+/// (the patch only appends, so the webhook never needs them).
+#[derive(Deserialize)]
+struct PodIn {
+    #[serde(default)]
+    metadata: MetaIn,
+    spec: Option<SpecIn>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default, rename_all = "camelCase")]
+struct MetaIn {
+    name: Option<String>,
+    generate_name: Option<String>,
+    namespace: Option<String>,
+    labels: Option<BTreeMap<String, String>>,
+    annotations: Option<BTreeMap<String, String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct SpecIn {
+    service_account_name: Option<String>,
+    containers: Vec<ContainerIn>,
+    init_containers: Option<Vec<ContainerIn>>,
+    volumes: Option<Vec<IgnoredAny>>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ContainerIn {
+    name: String,
+    ports: Option<Vec<ContainerPort>>,
+    liveness_probe: Option<Probe>,
+    readiness_probe: Option<Probe>,
+    startup_probe: Option<Probe>,
+}
+
+impl ContainerIn {
+    /// The container as far as injection reads it.
+    fn into_container(self) -> Container {
+        Container {
+            name: self.name,
+            ports: self.ports,
+            liveness_probe: self.liveness_probe,
+            readiness_probe: self.readiness_probe,
+            startup_probe: self.startup_probe,
+            ..Default::default()
+        }
+    }
+}
+
+fn containers(list: Option<Vec<ContainerIn>>) -> Vec<Container> {
+    list.into_iter()
+        .flatten()
+        .map(ContainerIn::into_container)
+        .collect()
+}
 
 /// Injects the pod of `request`. Namespace selection is the job of the
 /// webhook configuration's `namespaceSelector`/`objectSelector` (the API
@@ -37,9 +129,10 @@ static SELECTED_NAMESPACE: LazyLock<BTreeMap<String, String>> =
 /// traffic annotation) is denied with the annotation named.
 pub fn review_pod(
     request: &AdmissionRequest,
-    ctx: &InjectionContext,
+    injector: &Injector,
     operator_namespace: &str,
 ) -> Injection {
+    let ctx = &injector.ctx;
     if request.kind != "Pod" || !request.group.is_empty() {
         return allow(format!("not a pod: {}", request.kind));
     }
@@ -49,84 +142,98 @@ pub fn review_pod(
     let Some(raw) = request.object.as_deref() else {
         return allow("no object");
     };
-    let mut pod: Pod = match serde_json::from_str(raw.get()) {
+    let pod: PodIn = match serde_json::from_str(raw.get()) {
         Ok(pod) => pod,
         Err(e) => return not_a_pod(raw, request, ctx, operator_namespace, e),
     };
-    let (namespace, decision) = selection(&pod.metadata, request, ctx, operator_namespace);
+    let meta = &pod.metadata;
+    let (namespace, decision) = selection(meta, request, ctx, operator_namespace);
     let rule = match decision {
         InjectDecision::Skip(why) => return allow(why),
         InjectDecision::Inject(rule) => rule,
     };
-    // What the patch is computed against: the pod as received.
-    let received = Received::of(&pod);
-    // Pods created by controllers have no name or namespace yet: name them
-    // for messages (the patch never includes either).
-    if pod.metadata.name.as_deref().unwrap_or("").is_empty() {
-        pod.metadata.name = Some(pod_name(&pod.metadata, request));
-    }
-    pod.metadata.namespace = Some(namespace.clone());
-    let injected = match inject_pod(&pod, ctx) {
-        Ok((_, true)) => return allow("already injected"),
-        Ok((injected, false)) => injected,
+    // Pods created by controllers have no name yet: name them for messages.
+    let object = format!("Pod/{namespace}/{}", pod_name(meta, request));
+    let Some(spec) = pod.spec else {
+        return deny(InjectError::MissingSpec { object }.to_string());
+    };
+    let app_containers = spec.containers.len();
+    let init_containers = spec.init_containers.as_ref().map_or(0, Vec::len);
+    let volumes = spec.volumes.as_ref().map_or(0, Vec::len);
+    let (app, init) = (
+        containers(Some(spec.containers)),
+        containers(spec.init_containers),
+    );
+    let facts = PodFacts {
+        object: &object,
+        annotations: meta.annotations.as_ref(),
+        service_account: spec.service_account_name.as_deref(),
+        containers: &app,
+        init_containers: &init,
+    };
+    let additions = match plan(&facts, ctx) {
+        Ok(Some(additions)) => additions,
+        Ok(None) => return allow("already injected"),
         Err(e) => return deny(e.to_string()),
     };
-    match received.additions(&injected) {
+    let received = Received {
+        annotations: meta.annotations.as_ref(),
+        labels: meta.labels.as_ref(),
+        init_containers,
+        containers: app_containers,
+        volumes,
+    };
+    match received.patch(&additions, injector) {
         Ok(patch) => Injection {
             verdict: Verdict::Allow { patch: Some(patch) },
             reason: rule.to_string(),
         },
-        Err(e) => deny(format!(
-            "Pod/{namespace}: cannot serialize the injected pod: {e}"
-        )),
+        Err(e) => deny(format!("{object}: cannot serialize the patch: {e}")),
     }
 }
 
 /// The parts of the received pod that injection extends.
-struct Received {
-    annotations: Option<BTreeMap<String, String>>,
-    labels: Option<BTreeMap<String, String>>,
+struct Received<'a> {
+    annotations: Option<&'a BTreeMap<String, String>>,
+    labels: Option<&'a BTreeMap<String, String>>,
     init_containers: usize,
     containers: usize,
     volumes: usize,
 }
 
-impl Received {
-    fn of(pod: &Pod) -> Self {
-        let spec = pod.spec.as_ref();
-        Received {
-            annotations: pod.metadata.annotations.clone(),
-            labels: pod.metadata.labels.clone(),
-            init_containers: spec
-                .and_then(|s| s.init_containers.as_ref())
-                .map_or(0, Vec::len),
-            containers: spec.map_or(0, |s| s.containers.len()),
-            volumes: spec.and_then(|s| s.volumes.as_ref()).map_or(0, Vec::len),
-        }
-    }
-
-    /// The RFC 6902 patch from the pod as received to `injected`. It only
-    /// adds what injection adds (list items appended, map members set), so
-    /// fields of the received object that our types do not know are kept.
-    fn additions(&self, injected: &Pod) -> Result<Vec<u8>, serde_json::Error> {
+impl Received<'_> {
+    /// The RFC 6902 patch that makes `additions` to the pod as received: list
+    /// items appended, map members set, so the fields of the received object
+    /// that this webhook does not read are kept.
+    fn patch(
+        &self,
+        additions: &Additions,
+        injector: &Injector,
+    ) -> Result<Vec<u8>, serde_json::Error> {
         let mut patch = PatchWriter::default();
-        let meta = &injected.metadata;
         patch.map(
             "/metadata/annotations",
-            self.annotations.as_ref(),
-            meta.annotations.as_ref(),
+            self.annotations,
+            additions.annotations.iter().map(|(k, v)| (*k, v.as_str())),
         )?;
         patch.map(
             "/metadata/labels",
-            self.labels.as_ref(),
-            meta.labels.as_ref(),
+            self.labels,
+            additions.labels.iter().copied(),
         )?;
-        if let Some(spec) = injected.spec.as_ref() {
-            let init = spec.init_containers.as_deref();
-            patch.list("/spec/initContainers", self.init_containers, init)?;
-            patch.list("/spec/containers", self.containers, Some(&spec.containers))?;
-            patch.list("/spec/volumes", self.volumes, spec.volumes.as_deref())?;
-        }
+        let init = serde_json::value::to_raw_value(&additions.init_container)?;
+        let proxy = injector.proxy(additions.proxy);
+        let (init_containers, containers) = match additions.proxy {
+            ProxyPlacement::AppContainer => (vec![&*init], vec![proxy]),
+            ProxyPlacement::NativeSidecar => (vec![&*init, proxy], vec![]),
+        };
+        patch.list(
+            "/spec/initContainers",
+            self.init_containers,
+            &init_containers,
+        )?;
+        patch.list("/spec/containers", self.containers, &containers)?;
+        patch.list("/spec/volumes", self.volumes, &additions.volumes)?;
         Ok(patch.finish())
     }
 }
@@ -170,42 +277,46 @@ impl PatchWriter {
         )
     }
 
-    /// Appends the items after the `old` first ones, or adds the whole list
+    /// Appends `items` to a list of `old` items, or adds the whole list
     /// where there was none.
     fn list<T: Serialize>(
         &mut self,
         path: &str,
         old: usize,
-        new: Option<&[T]>,
+        items: &[T],
     ) -> Result<(), serde_json::Error> {
-        let Some(new) = new else { return Ok(()) };
-        if old == 0 {
-            if !new.is_empty() {
-                self.add(path, new)?;
-            }
+        if items.is_empty() {
             return Ok(());
         }
+        if old == 0 {
+            return self.add(path, items);
+        }
         let append = format!("{path}/-");
-        for item in new.get(old..).unwrap_or_default() {
+        for item in items {
             self.add(&append, item)?;
         }
         Ok(())
     }
 
-    /// Sets the members that are new or changed, or adds the whole map.
-    fn map(
+    /// Sets the `members` that are new or changed, or adds them as the
+    /// whole map where there was none.
+    fn map<'a>(
         &mut self,
         path: &str,
         old: Option<&BTreeMap<String, String>>,
-        new: Option<&BTreeMap<String, String>>,
+        members: impl Iterator<Item = (&'a str, &'a str)> + Clone,
     ) -> Result<(), serde_json::Error> {
-        let Some(new) = new else { return Ok(()) };
         match old.filter(|m| !m.is_empty()) {
-            None if new.is_empty() => Ok(()),
-            None => self.add(path, new),
+            None => {
+                if members.clone().next().is_none() {
+                    return Ok(());
+                }
+                let map: BTreeMap<&str, &str> = members.collect();
+                self.add(path, &map)
+            }
             Some(old) => {
-                for (key, value) in new {
-                    if old.get(key) != Some(value) {
+                for (key, value) in members {
+                    if old.get(key).map(String::as_str) != Some(value) {
                         self.add(&format!("{path}/{}", escape(key)), value)?;
                     }
                 }
@@ -232,7 +343,7 @@ fn escape(key: &str) -> String {
 #[derive(Deserialize, Default)]
 #[serde(default)]
 struct Unparsed {
-    metadata: ObjectMeta,
+    metadata: MetaIn,
 }
 
 /// A review whose object does not read as a Pod: allowed if the pod opted
@@ -260,7 +371,7 @@ fn not_a_pod(
 /// The pod's namespace (the request's when the object names none), and
 /// whether the pod gets a sidecar.
 fn selection(
-    meta: &ObjectMeta,
+    meta: &MetaIn,
     request: &AdmissionRequest,
     ctx: &InjectionContext,
     operator_namespace: &str,
@@ -281,7 +392,7 @@ fn selection(
     (namespace, decision)
 }
 
-fn pod_name(meta: &ObjectMeta, request: &AdmissionRequest) -> String {
+fn pod_name(meta: &MetaIn, request: &AdmissionRequest) -> String {
     [&meta.name, &meta.generate_name]
         .into_iter()
         .flatten()

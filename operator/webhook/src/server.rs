@@ -1,6 +1,7 @@
 //! The HTTPS server: TLS from the current serving certificate, routes to the
 //! handlers, AdmissionReview in and out.
 
+use crate::mutate::Injector;
 use crate::review::{self, Verdict};
 use crate::tls::{ServingCert, server_config};
 use crate::{WebhookError, configs, mutate, validate};
@@ -31,7 +32,7 @@ pub struct WebhookConfig {
 
 struct State {
     tls: RwLock<Arc<rustls::ServerConfig>>,
-    injection: RwLock<Arc<InjectionContext>>,
+    injection: RwLock<Arc<Injector>>,
     operator_namespace: String,
 }
 
@@ -58,7 +59,7 @@ impl Webhook {
         Ok(Webhook {
             state: Arc::new(State {
                 tls: RwLock::new(server_config(&config.cert)?),
-                injection: RwLock::new(Arc::new(config.injection.clone())),
+                injection: RwLock::new(Arc::new(Injector::new(config.injection.clone()))),
                 operator_namespace: config.operator_namespace.clone(),
             }),
         })
@@ -77,7 +78,7 @@ impl Webhook {
             .state
             .injection
             .write()
-            .unwrap_or_else(|e| e.into_inner()) = Arc::new(injection);
+            .unwrap_or_else(|e| e.into_inner()) = Arc::new(Injector::new(injection));
     }
 
     /// Accepts connections on `listener` until the future is dropped; each

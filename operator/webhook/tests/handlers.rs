@@ -8,9 +8,13 @@ use k8s_openapi::api::admissionregistration::v1::{
 use serde_json::{Value, json};
 use trellis_inject::InjectionContext;
 use trellis_webhook::{
-    AdmissionRequest, Verdict, WebhookClient, mutating_webhook_configuration, parse_review,
-    review_object, review_pod, review_response, validating_webhook_configuration,
+    AdmissionRequest, Injector, Verdict, WebhookClient, mutating_webhook_configuration,
+    parse_review, review_object, review_pod, review_response, validating_webhook_configuration,
 };
+
+fn injector() -> Injector {
+    Injector::new(ctx())
+}
 
 fn ctx() -> InjectionContext {
     InjectionContext::from_mesh_config(&Default::default(), "trellis:test")
@@ -72,7 +76,7 @@ fn injection_patch_applies_to_the_raw_object_and_keeps_unknown_fields() {
     let raw = pod(json!({"annotations": {"keep": "me"}, "labels": {"app": "web"}}));
     let out = review_pod(
         &request("Pod", "", "CREATE", raw.clone()),
-        &ctx(),
+        &injector(),
         "trellis-system",
     );
     let patch: json_patch::Patch = serde_json::from_value(patch_of(&out.verdict)).unwrap();
@@ -94,7 +98,11 @@ fn injection_patch_applies_to_the_raw_object_and_keeps_unknown_fields() {
     assert!(doc["metadata"].get("namespace").is_none());
 
     // The injected pod comes back unchanged.
-    let again = review_pod(&request("Pod", "", "CREATE", doc), &ctx(), "trellis-system");
+    let again = review_pod(
+        &request("Pod", "", "CREATE", doc),
+        &injector(),
+        "trellis-system",
+    );
     assert_eq!(again.verdict, Verdict::Allow { patch: None });
     assert_eq!(again.reason, "already injected");
 }
@@ -102,7 +110,7 @@ fn injection_patch_applies_to_the_raw_object_and_keeps_unknown_fields() {
 #[test]
 fn injection_skips_and_denials() {
     let skip = |r: AdmissionRequest| {
-        let out = review_pod(&r, &ctx(), "trellis-system");
+        let out = review_pod(&r, &injector(), "trellis-system");
         assert_eq!(
             out.verdict,
             Verdict::Allow { patch: None },
@@ -131,7 +139,7 @@ fn injection_skips_and_denials() {
         "CREATE",
         pod(json!({"annotations": {"traffic.sidecar.istio.io/excludeOutboundPorts": "http"}})),
     );
-    match review_pod(&bad, &ctx(), "trellis-system").verdict {
+    match review_pod(&bad, &injector(), "trellis-system").verdict {
         Verdict::Deny { code, message, .. } => {
             assert_eq!(code, 400);
             assert!(

@@ -7,7 +7,11 @@ use k8s_openapi::api::core::v1::Pod;
 use proptest::prelude::*;
 use serde_json::{Map, Value, json};
 use trellis_inject::{InjectionContext, inject_pod};
-use trellis_webhook::{AdmissionRequest, Verdict, review_pod};
+use trellis_webhook::{AdmissionRequest, Injector, Verdict, review_pod};
+
+fn injector() -> Injector {
+    Injector::new(ctx())
+}
 
 fn ctx() -> InjectionContext {
     InjectionContext::from_mesh_config(&Default::default(), "trellis:test")
@@ -63,6 +67,7 @@ prop_compose! {
         volumes in list("vol-", |name| json!({"name": name, "emptyDir": {}})),
         containers in 1usize..3,
         probe_port in prop::option::of(1u16..9000),
+        probe_by_name in any::<bool>(),
         account in prop::option::of("[a-z]{1,8}"),
         native in prop::option::of(any::<bool>()),
     ) -> Value {
@@ -80,8 +85,16 @@ prop_compose! {
         let containers: Vec<Value> = (0..containers)
             .map(|i| {
                 let mut c = json!({"name": format!("app-{i}"), "image": "app:1", "unknownField": {"kept": i}});
-                if let Some(port) = probe_port {
-                    c["readinessProbe"] = json!({"httpGet": {"path": "/ready", "port": port}});
+                match probe_port {
+                    // A probe that names its port: the port list is read too.
+                    Some(port) if probe_by_name => {
+                        c["ports"] = json!([{"name": "health", "containerPort": port}]);
+                        c["readinessProbe"] = json!({"httpGet": {"path": "/ready", "port": "health"}});
+                    }
+                    Some(port) => {
+                        c["readinessProbe"] = json!({"httpGet": {"path": "/ready", "port": port}});
+                    }
+                    None => {}
                 }
                 c
             })
@@ -100,7 +113,7 @@ proptest! {
 
     #[test]
     fn the_patch_applied_to_the_received_object_is_the_injected_pod(raw in raw_pod()) {
-        let out = review_pod(&request(&raw), &ctx(), "trellis-system");
+        let out = review_pod(&request(&raw), &injector(), "trellis-system");
         let Verdict::Allow { patch: Some(patch) } = out.verdict else {
             panic!("expected a patch for {raw}, got {:?} ({})", out.verdict, out.reason);
         };
@@ -126,7 +139,7 @@ proptest! {
             prop_assert_eq!(&doc["spec"]["initContainers"][0], first);
         }
         // Injected once: the patched pod is left alone.
-        let again = review_pod(&request(&doc), &ctx(), "trellis-system");
+        let again = review_pod(&request(&doc), &injector(), "trellis-system");
         prop_assert_eq!(again.verdict, Verdict::Allow { patch: None });
     }
 }
