@@ -171,10 +171,11 @@ pub fn response(uid: &str, verdict: &Verdict) -> Vec<u8> {
 }
 
 /// An allowing response, written directly: the base64 patch is most of it
-/// and needs no JSON escaping.
+/// and needs no JSON escaping, so it is encoded in place.
 fn allowed(uid: &str, patch: Option<&[u8]>) -> Vec<u8> {
-    let patch = patch.map(|p| base64::engine::general_purpose::STANDARD.encode(p));
-    let mut out = Vec::with_capacity(160 + uid.len() + patch.as_ref().map_or(0, String::len));
+    let engine = &base64::engine::general_purpose::STANDARD;
+    let encoded = patch.map_or(0, |p| base64::encoded_len(p.len(), true).unwrap_or(0));
+    let mut out = Vec::with_capacity(160 + uid.len() + encoded);
     out.extend_from_slice(
         br#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","response":{"uid":"#,
     );
@@ -183,7 +184,11 @@ fn allowed(uid: &str, patch: Option<&[u8]>) -> Vec<u8> {
     out.extend_from_slice(br#","allowed":true"#);
     if let Some(patch) = patch {
         out.extend_from_slice(br#","patchType":"JSONPatch","patch":""#);
-        out.extend_from_slice(patch.as_bytes());
+        let start = out.len();
+        out.resize(start + encoded, 0);
+        // The buffer was sized by `encoded_len`: encoding cannot run out of room.
+        let written = engine.encode_slice(patch, &mut out[start..]).unwrap_or(0);
+        out.truncate(start + written);
         out.push(b'"');
     }
     out.extend_from_slice(b"}}");
