@@ -5,7 +5,10 @@
 //! as it runs in a cluster, with its serving certificate from the mesh CA the
 //! operator created. The client runs in this process on one thread, keeps
 //! `--concurrency` HTTPS keep-alive connections busy with AdmissionReviews
-//! until `--requests` have been answered, twice:
+//! until `--requests` have been answered, twice. Each connection is one task
+//! that writes a request prepared in advance and reads the answer, as `wrk`
+//! does: the client's cost per request is kept small because it shares the
+//! machine's two cores with the server.
 //! - baseline: `/validate` with a Pod (not a mesh kind: allowed without work),
 //!   i.e. TLS, HTTP, and an AdmissionReview read and answered;
 //! - injection: `/inject` with a pod of a mesh namespace (the full sidecar patch).
@@ -15,9 +18,6 @@
 //! not counted), and the operator's RSS after a warm-up of 10% of the
 //! injection requests and at the end.
 
-use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use hyper_util::rt::TokioIo;
 use k8s_openapi::api::core::v1::{Namespace, Secret};
 use kube::Api;
 use kube::api::{ObjectMeta, PostParams};
@@ -29,6 +29,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio_rustls::client::TlsStream;
 
 /// The operator's namespace, and the name its serving certificate is for.
 const NS: &str = "trellis-system";
@@ -80,7 +82,18 @@ fn clock_ticks_per_second() -> f64 {
         .unwrap_or(100.0)
 }
 
-fn review(uid: usize) -> Bytes {
+/// An HTTP/1.1 request with its body, as bytes to write.
+fn http_request(method: &str, path: &str, body: &[u8]) -> Vec<u8> {
+    let mut out = format!(
+        "{method} {path} HTTP/1.1\r\nhost: {SERVER_NAME}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    out.extend_from_slice(body);
+    out
+}
+
+fn review(uid: usize) -> Vec<u8> {
     let pod = json!({"apiVersion": "v1", "kind": "Pod",
         "metadata": {"generateName": "web-7d9f8-", "namespace": "shop",
             "labels": {"app": "web", "pod-template-hash": "7d9f8"},
@@ -93,7 +106,7 @@ fn review(uid: usize) -> Bytes {
         "request": {"uid": format!("bench-{uid}"), "kind": {"group": "", "version": "v1", "kind": "Pod"},
             "resource": {"group": "", "version": "v1", "resource": "pods"},
             "operation": "CREATE", "namespace": "shop", "object": pod}});
-    Bytes::from(serde_json::to_vec(&body).unwrap())
+    serde_json::to_vec(&body).unwrap()
 }
 
 /// Kills the operator by PID when dropped.
@@ -132,19 +145,15 @@ async fn mesh_root(client: kube::Client) -> String {
 /// Waits until the webhook answers a health check over TLS.
 async fn wait_serving(addr: SocketAddr, tls: Arc<rustls::ClientConfig>) {
     let started = Instant::now();
+    let health = http_request("GET", "/healthz", b"");
     loop {
-        if let Ok(mut sender) = connect(addr, tls.clone()).await {
-            let req = hyper::Request::get("/healthz")
-                .header("host", SERVER_NAME)
-                .body(Full::new(Bytes::new()))
-                .unwrap();
-            if sender
-                .send_request(req)
+        if let Ok(mut conn) = Connection::open(addr, tls.clone()).await
+            && conn
+                .exchange(&health)
                 .await
-                .is_ok_and(|r| r.status() == 200)
-            {
-                return;
-            }
+                .is_ok_and(|(status, _)| status == 200)
+        {
+            return;
         }
         assert!(
             started.elapsed() < Duration::from_secs(60),
@@ -154,19 +163,77 @@ async fn wait_serving(addr: SocketAddr, tls: Arc<rustls::ClientConfig>) {
     }
 }
 
-async fn connect(
-    addr: SocketAddr,
-    tls: Arc<rustls::ClientConfig>,
-) -> Result<hyper::client::conn::http1::SendRequest<Full<Bytes>>, Box<dyn std::error::Error>> {
-    let tcp = tokio::net::TcpStream::connect(addr).await?;
-    tcp.set_nodelay(true)?;
-    let name = ServerName::try_from(SERVER_NAME)?;
-    let stream = tokio_rustls::TlsConnector::from(tls)
-        .connect(name, tcp)
-        .await?;
-    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
-    tokio::spawn(conn);
-    Ok(sender)
+/// One HTTPS keep-alive connection and its read buffer.
+struct Connection {
+    tls: TlsStream<tokio::net::TcpStream>,
+    buf: Vec<u8>,
+}
+
+impl Connection {
+    async fn open(
+        addr: SocketAddr,
+        tls: Arc<rustls::ClientConfig>,
+    ) -> Result<Self, Box<dyn std::error::Error>> {
+        let tcp = tokio::net::TcpStream::connect(addr).await?;
+        tcp.set_nodelay(true)?;
+        let name = ServerName::try_from(SERVER_NAME)?;
+        let tls = tokio_rustls::TlsConnector::from(tls)
+            .connect(name, tcp)
+            .await?;
+        Ok(Connection {
+            tls,
+            buf: Vec::with_capacity(16 * 1024),
+        })
+    }
+
+    /// Sends `request` and reads the response: its status and body.
+    async fn exchange(&mut self, request: &[u8]) -> std::io::Result<(u16, &[u8])> {
+        self.tls.write_all(request).await?;
+        self.tls.flush().await?;
+        self.buf.clear();
+        let mut head = None;
+        loop {
+            if let Some((status, body_start, length)) = head {
+                if self.buf.len() >= body_start + length {
+                    return Ok((status, &self.buf[body_start..body_start + length]));
+                }
+            } else {
+                head = response_head(&self.buf)?;
+                if head.is_some() {
+                    continue;
+                }
+            }
+            let old = self.buf.len();
+            self.buf.resize(old + 16 * 1024, 0);
+            let n = self.tls.read(&mut self.buf[old..]).await?;
+            self.buf.truncate(old + n);
+            if n == 0 {
+                return Err(std::io::ErrorKind::UnexpectedEof.into());
+            }
+        }
+    }
+}
+
+/// Status, body offset and content length of a response whose head is
+/// complete in `buf`; `None` while it is not.
+fn response_head(buf: &[u8]) -> std::io::Result<Option<(u16, usize, usize)>> {
+    let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
+        return Ok(None);
+    };
+    let bad = |what: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, what.to_string());
+    let head = std::str::from_utf8(&buf[..end]).map_err(|_| bad("response head is not UTF-8"))?;
+    let mut lines = head.split("\r\n");
+    let status = lines
+        .next()
+        .and_then(|l| l.split(' ').nth(1))
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| bad("no status in the response"))?;
+    let length = lines
+        .filter_map(|l| l.split_once(':'))
+        .find(|(name, _)| name.eq_ignore_ascii_case("content-length"))
+        .and_then(|(_, v)| v.trim().parse().ok())
+        .ok_or_else(|| bad("no content-length in the response"))?;
+    Ok(Some((status, end + 4, length)))
 }
 
 struct Run {
@@ -186,19 +253,25 @@ async fn load(
 ) -> Run {
     // Bodies are built before the clock starts: the client's JSON work is
     // not what is measured.
-    let bodies: Arc<Vec<Bytes>> = Arc::new((0..1000).map(review).collect());
+    let bodies: Arc<Vec<Vec<u8>>> = Arc::new(
+        (0..1000)
+            .map(|uid| http_request("POST", path, &review(uid)))
+            .collect(),
+    );
     let next = Arc::new(AtomicUsize::new(0));
     let warmup = requests / 10;
     let warm_rss = Arc::new(std::sync::Mutex::new(0u64));
     let mut connections = Vec::new();
     for _ in 0..concurrency {
-        let sender = connect(addr, tls.clone()).await.expect("connecting");
-        connections.push(sender);
+        let conn = Connection::open(addr, tls.clone())
+            .await
+            .expect("connecting");
+        connections.push(conn);
     }
     let cpu_start = cpu_ticks(server_pid);
     let started = Instant::now();
     let mut tasks = Vec::new();
-    for mut sender in connections {
+    for mut conn in connections {
         let (next, bodies, warm_rss) = (next.clone(), bodies.clone(), warm_rss.clone());
         tasks.push(tokio::spawn(async move {
             let mut mine = Vec::new();
@@ -210,19 +283,16 @@ async fn load(
                 if i == warmup {
                     *warm_rss.lock().unwrap() = rss_kib(server_pid);
                 }
-                let req = hyper::Request::post(path)
-                    .header("content-type", "application/json")
-                    .header("host", SERVER_NAME)
-                    .body(Full::new(bodies[i % bodies.len()].clone()))
-                    .unwrap();
                 let t = Instant::now();
-                let resp = sender.send_request(req).await.expect("request");
-                assert_eq!(resp.status(), 200);
-                let bytes = resp.into_body().collect().await.expect("body").to_bytes();
+                let (status, body) = conn
+                    .exchange(&bodies[i % bodies.len()])
+                    .await
+                    .expect("request");
                 mine.push(t.elapsed().as_micros() as u64);
+                assert_eq!(status, 200);
                 // Check the answer once in a while (cheap enough not to skew).
                 if i % 1000 == 0 {
-                    let v: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+                    let v: serde_json::Value = serde_json::from_slice(body).unwrap();
                     assert_eq!(v["response"]["allowed"], true);
                     assert_eq!(v["response"]["patch"].is_string(), path == "/inject");
                 }
