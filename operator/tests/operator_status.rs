@@ -5,102 +5,11 @@
 //! event, and the operator never writes a user's spec, labels or annotations —
 //! nor rewrites an unchanged status after a restart.
 
-use kube_sim::TestServer;
+use kube_sim::{Kubectl, TestServer};
 use serde_json::Value;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-
-use kube_sim::kubectl_bin;
-
-struct Kubectl {
-    bin: PathBuf,
-    kubeconfig: PathBuf,
-    home: tempfile::TempDir,
-}
-
-impl Kubectl {
-    fn new(server: &TestServer) -> Self {
-        Kubectl {
-            bin: kubectl_bin(),
-            kubeconfig: server.kubeconfig_path().to_path_buf(),
-            home: tempfile::tempdir().unwrap(),
-        }
-    }
-
-    fn run(&self, args: &[&str], stdin: Option<&str>) -> std::process::Output {
-        let mut child = Command::new(&self.bin)
-            .arg("--kubeconfig")
-            .arg(&self.kubeconfig)
-            .arg("--cache-dir")
-            .arg(self.home.path())
-            .arg("--request-timeout=20s")
-            .args(args)
-            .env("HOME", self.home.path())
-            .env_remove("KUBECONFIG")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawning kubectl");
-        let mut guard = Guard(Some(child.id()));
-        {
-            let mut input = child.stdin.take().unwrap();
-            if let Some(text) = stdin {
-                input.write_all(text.as_bytes()).unwrap();
-            }
-        }
-        let out = child.wait_with_output().expect("kubectl output");
-        guard.0 = None;
-        out
-    }
-
-    fn ok(&self, args: &[&str]) -> String {
-        self.ok_stdin(args, None)
-    }
-
-    fn ok_stdin(&self, args: &[&str], stdin: Option<&str>) -> String {
-        let out = self.run(args, stdin);
-        assert!(
-            out.status.success(),
-            "kubectl {args:?} failed: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
-    fn json(&self, args: &[&str]) -> Value {
-        let mut all = args.to_vec();
-        all.extend(["-o", "json"]);
-        serde_json::from_str(&self.ok(&all)).expect("kubectl JSON")
-    }
-
-    /// `kubectl get ... -o json`, or None when it fails (not found yet).
-    fn try_json(&self, args: &[&str]) -> Option<Value> {
-        let mut all = args.to_vec();
-        all.extend(["-o", "json"]);
-        let out = self.run(&all, None);
-        out.status
-            .success()
-            .then(|| serde_json::from_slice(&out.stdout).ok())
-            .flatten()
-    }
-}
-
-/// Kills a process by PID on drop (kubectl children are waited for normally).
-struct Guard(Option<u32>);
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        if let Some(pid) = self.0 {
-            let _ = Command::new("kill")
-                .args(["-KILL", &pid.to_string()])
-                .status();
-        }
-    }
-}
 
 /// A running `trellis operator`; killed by PID when dropped, even on failure.
 struct Operator {
@@ -222,7 +131,7 @@ spec:
 fn yaml(k: &Kubectl, args: &[&str]) -> (String, serde_yaml::Value) {
     let mut all = args.to_vec();
     all.extend(["-o", "yaml"]);
-    let text = k.ok(&all);
+    let text = k.run(&all);
     let value = serde_yaml::from_str(&text).expect("kubectl YAML");
     (text, value)
 }
@@ -235,30 +144,24 @@ fn setup(k: &Kubectl) {
         .output()
         .expect("trellis crds");
     assert!(crds.status.success());
-    k.ok_stdin(
-        &["apply", "-f", "-"],
-        Some(&String::from_utf8(crds.stdout).unwrap()),
-    );
-    k.ok(&[
+    k.apply(&String::from_utf8(crds.stdout).unwrap());
+    k.run(&[
         "wait",
         "--for=condition=Established",
         "crd",
         "--all",
         "--timeout=20s",
     ]);
-    k.ok_stdin(
-        &["apply", "-f", "-"],
-        Some("apiVersion: v1\nkind: Namespace\nmetadata: {name: trellis-system}\n---\napiVersion: v1\nkind: Namespace\nmetadata: {name: shop}\n"),
-    );
-    k.ok(&["label", "namespace", "shop", "istio-injection=enabled"]);
-    k.ok_stdin(&["apply", "-f", "-"], Some(&vs("good", 90, 10)));
-    k.ok_stdin(&["apply", "-f", "-"], Some(&vs("bad", 60, 30)));
+    k.apply("apiVersion: v1\nkind: Namespace\nmetadata: {name: trellis-system}\n---\napiVersion: v1\nkind: Namespace\nmetadata: {name: shop}\n");
+    k.run(&["label", "namespace", "shop", "istio-injection=enabled"]);
+    k.apply(&vs("good", 90, 10));
+    k.apply(&vs("bad", 60, 30));
 }
 
 #[test]
 fn operator_writes_status_conditions_meshstatus_and_events_without_touching_spec() {
     let server = TestServer::start().expect("simulator starts");
-    let k = Kubectl::new(&server);
+    let k = Kubectl::new(server.kubeconfig_path());
     let dir = tempfile::tempdir().unwrap();
 
     setup(&k);
@@ -267,7 +170,7 @@ fn operator_writes_status_conditions_meshstatus_and_events_without_touching_spec
 
     // Invalid: Accepted=False naming the field, visible through `kubectl get vs -o yaml`.
     let bad = eventually("Accepted on VirtualService bad", &op, || {
-        let v = k.try_json(&["get", "vs", "bad", "-n", "shop"])?;
+        let v = k.get_json(&["vs", "bad", "-n", "shop"])?;
         condition(&v, "Accepted").is_some().then_some(v)
     });
     let accepted = condition(&bad, "Accepted").unwrap();
@@ -290,7 +193,7 @@ fn operator_writes_status_conditions_meshstatus_and_events_without_touching_spec
 
     // Valid: Accepted=True at the object's generation.
     let good = eventually("Accepted on VirtualService good", &op, || {
-        let v = k.try_json(&["get", "vs", "good", "-n", "shop"])?;
+        let v = k.get_json(&["vs", "good", "-n", "shop"])?;
         condition(&v, "Accepted").is_some().then_some(v)
     });
     let accepted = condition(&good, "Accepted").unwrap();
@@ -302,9 +205,9 @@ fn operator_writes_status_conditions_meshstatus_and_events_without_touching_spec
     );
 
     // An edit of the spec: the new generation is observed.
-    k.ok_stdin(&["apply", "-f", "-"], Some(&vs("good", 80, 20)));
+    k.apply(&vs("good", 80, 20));
     let good = eventually("observedGeneration 2 on good", &op, || {
-        let v = k.try_json(&["get", "vs", "good", "-n", "shop"])?;
+        let v = k.get_json(&["vs", "good", "-n", "shop"])?;
         (v["status"]["observedGeneration"] == 2).then_some(v)
     });
     assert_eq!(good["metadata"]["generation"], 2);
@@ -315,7 +218,9 @@ fn operator_writes_status_conditions_meshstatus_and_events_without_touching_spec
 
     // The operator wrote status only: its managedFields entry is on the status
     // subresource and owns nothing but status; spec, labels, annotations are the user's.
-    let full = k.json(&["get", "vs", "good", "-n", "shop", "--show-managed-fields"]);
+    let full = k
+        .get_json(&["vs", "good", "-n", "shop", "--show-managed-fields"])
+        .expect("VirtualService good");
     let entries = full["metadata"]["managedFields"]
         .as_array()
         .expect("managedFields");
@@ -337,11 +242,11 @@ fn operator_writes_status_conditions_meshstatus_and_events_without_touching_spec
 
     // MeshStatus: the control plane and the mesh namespace, with the printer columns.
     eventually("control-plane MeshStatus ready", &op, || {
-        let v = k.try_json(&["get", "meshstatus", "mesh", "-n", "trellis-system"])?;
+        let v = k.get_json(&["meshstatus", "mesh", "-n", "trellis-system"])?;
         (v["status"]["ready"] == true).then_some(v)
     });
     let shop = eventually("MeshStatus of shop", &op, || {
-        let v = k.try_json(&["get", "meshstatus", "mesh", "-n", "shop"])?;
+        let v = k.get_json(&["meshstatus", "mesh", "-n", "shop"])?;
         (v["status"]["configRejected"] == 1).then_some(v)
     });
     assert_eq!(shop["status"]["ready"], false, "{shop}");
@@ -352,7 +257,7 @@ fn operator_writes_status_conditions_meshstatus_and_events_without_touching_spec
         "1 of 2 mesh configuration objects rejected; first: VirtualService/shop/bad: spec.http[0].route: weights of the destinations must sum to 100 (they sum to 90)."
     );
     assert_eq!(condition(&shop, "Degraded").unwrap()["status"], "False");
-    let table = k.ok(&["get", "meshstatus", "-A"]);
+    let table = k.run(&["get", "meshstatus", "-A"]);
     let lines: Vec<Vec<&str>> = table
         .lines()
         .map(|l| l.split_whitespace().collect())
@@ -383,7 +288,9 @@ fn operator_writes_status_conditions_meshstatus_and_events_without_touching_spec
         ["trellis-system", "mesh", "true", "0", "0"],
         "{table}"
     );
-    let cp = k.json(&["get", "meshstatus", "mesh", "-n", "trellis-system"]);
+    let cp = k
+        .get_json(&["meshstatus", "mesh", "-n", "trellis-system"])
+        .expect("the control-plane MeshStatus");
     assert_eq!(cp["status"]["caMode"], "self-signed", "{cp}");
     assert_eq!(cp["status"]["trustDomain"], "cluster.local");
     assert_eq!(cp["status"]["leader"], "op-a");
@@ -404,7 +311,7 @@ fn operator_writes_status_conditions_meshstatus_and_events_without_touching_spec
 
     // The rejection is an event on the VirtualService.
     let events = eventually("ConfigRejected event", &op, || {
-        let v = k.try_json(&["get", "events.events.k8s.io", "-n", "shop"])?;
+        let v = k.get_json(&["events.events.k8s.io", "-n", "shop"])?;
         let found = v["items"]
             .as_array()?
             .iter()
@@ -431,13 +338,15 @@ fn operator_writes_status_conditions_meshstatus_and_events_without_touching_spec
     // made its first pass (its identity is in the control-plane MeshStatus), the
     // VirtualServices still have the resourceVersions they had.
     let rv = |name: &str| {
-        k.json(&["get", "vs", name, "-n", "shop"])["metadata"]["resourceVersion"].clone()
+        k.get_json(&["vs", name, "-n", "shop"])
+            .expect("VirtualService")["metadata"]["resourceVersion"]
+            .clone()
     };
     let before = (rv("good"), rv("bad"));
     op.stop();
     let op = Operator::start(&server, dir.path(), "op-b");
     eventually("op-b leading and through a pass", &op, || {
-        let v = k.try_json(&["get", "meshstatus", "mesh", "-n", "trellis-system"])?;
+        let v = k.get_json(&["meshstatus", "mesh", "-n", "trellis-system"])?;
         (v["status"]["leader"] == "op-b").then_some(())
     });
     assert_eq!(
@@ -446,34 +355,30 @@ fn operator_writes_status_conditions_meshstatus_and_events_without_touching_spec
         "statuses were rewritten after a restart"
     );
     // ...and the new leader does not report the same rejection again.
-    let rejected_events = k.json(&["get", "events.events.k8s.io", "-n", "shop"])["items"]
-        .as_array()
-        .unwrap()
+    let rejected_events = k
+        .list(&["events.events.k8s.io", "-n", "shop"])
         .iter()
         .filter(|e| e["reason"] == "ConfigRejected" && e["regarding"]["name"] == "bad")
         .count();
     assert_eq!(rejected_events, 1);
 
     // Fixing the object flips it to Accepted and the namespace to ready.
-    k.ok_stdin(&["apply", "-f", "-"], Some(&vs("bad", 50, 50)));
+    k.apply(&vs("bad", 50, 50));
     eventually("bad accepted at generation 2", &op, || {
-        let v = k.try_json(&["get", "vs", "bad", "-n", "shop"])?;
+        let v = k.get_json(&["vs", "bad", "-n", "shop"])?;
         let c = condition(&v, "Accepted")?;
         (c["status"] == "True" && c["observedGeneration"] == 2).then_some(())
     });
     eventually("shop ready", &op, || {
-        let v = k.try_json(&["get", "meshstatus", "mesh", "-n", "shop"])?;
+        let v = k.get_json(&["meshstatus", "mesh", "-n", "shop"])?;
         (v["status"]["ready"] == true && v["status"]["errors"] == 0).then_some(())
     });
 
     // Translation findings: with a Service `cart` but no DestinationRule defining its
     // subsets, both VirtualServices stay accepted with a Warning naming the field.
-    k.ok_stdin(
-        &["apply", "-f", "-"],
-        Some("apiVersion: v1\nkind: Service\nmetadata: {name: cart, namespace: shop}\nspec:\n  selector: {app: cart}\n  ports: [{name: http, port: 8080}]\n"),
-    );
+    k.apply("apiVersion: v1\nkind: Service\nmetadata: {name: cart, namespace: shop}\nspec:\n  selector: {app: cart}\n  ports: [{name: http, port: 8080}]\n");
     let warned = eventually("Warning on good", &op, || {
-        let v = k.try_json(&["get", "vs", "good", "-n", "shop"])?;
+        let v = k.get_json(&["vs", "good", "-n", "shop"])?;
         condition(&v, "Warning").cloned()
     });
     assert_eq!(warned["status"], "True", "{warned}");
@@ -485,17 +390,19 @@ fn operator_writes_status_conditions_meshstatus_and_events_without_touching_spec
             .starts_with("spec.http[0].route[0].destination"),
         "{warned}"
     );
-    let good = k.json(&["get", "vs", "good", "-n", "shop"]);
+    let good = k
+        .get_json(&["vs", "good", "-n", "shop"])
+        .expect("VirtualService good");
     assert_eq!(condition(&good, "Accepted").unwrap()["status"], "True");
     eventually("shop counting the warnings", &op, || {
-        let v = k.try_json(&["get", "meshstatus", "mesh", "-n", "shop"])?;
+        let v = k.get_json(&["meshstatus", "mesh", "-n", "shop"])?;
         (v["status"]["errors"] == 2).then_some(())
     });
 
     // Leaving the mesh removes the namespace's MeshStatus.
-    k.ok(&["label", "namespace", "shop", "istio-injection-"]);
+    k.run(&["label", "namespace", "shop", "istio-injection-"]);
     eventually("MeshStatus of shop removed", &op, || {
-        k.try_json(&["get", "meshstatus", "mesh", "-n", "shop"])
+        k.get_json(&["meshstatus", "mesh", "-n", "shop"])
             .is_none()
             .then_some(())
     });
@@ -505,7 +412,7 @@ fn operator_writes_status_conditions_meshstatus_and_events_without_touching_spec
 #[test]
 fn only_the_leader_writes_status_and_the_other_replica_takes_over() {
     let server = TestServer::start().expect("simulator starts");
-    let k = Kubectl::new(&server);
+    let k = Kubectl::new(server.kubeconfig_path());
     let dir = tempfile::tempdir().unwrap();
     setup(&k);
     let mut replicas = [
@@ -514,29 +421,27 @@ fn only_the_leader_writes_status_and_the_other_replica_takes_over() {
     ];
     let watch = |i: usize| replicas[i].as_ref().unwrap();
     let leader = eventually("the control-plane MeshStatus", watch(0), || {
-        let v = k.try_json(&["get", "meshstatus", "mesh", "-n", "trellis-system"])?;
+        let v = k.get_json(&["meshstatus", "mesh", "-n", "trellis-system"])?;
         v["status"]["leader"].as_str().map(str::to_string)
     });
-    let lease = k.json(&[
-        "get",
-        "lease",
-        "trellis-operator-leader",
-        "-n",
-        "trellis-system",
-    ]);
+    let lease = k
+        .get_json(&["lease", "trellis-operator-leader", "-n", "trellis-system"])
+        .expect("the leader Lease");
     assert_eq!(lease["spec"]["holderIdentity"], leader.as_str(), "{lease}");
     eventually("Accepted on bad", watch(0), || {
-        let v = k.try_json(&["get", "vs", "bad", "-n", "shop"])?;
+        let v = k.get_json(&["vs", "bad", "-n", "shop"])?;
         condition(&v, "Accepted").map(|_| ())
     });
     // A change both replicas see: the leader writes its status; the follower, which
     // would write MeshStatus with its own name in the same pass, writes nothing.
-    k.ok_stdin(&["apply", "-f", "-"], Some(&vs("third", 70, 30)));
+    k.apply(&vs("third", 70, 30));
     eventually("Accepted on third", watch(0), || {
-        let v = k.try_json(&["get", "vs", "third", "-n", "shop"])?;
+        let v = k.get_json(&["vs", "third", "-n", "shop"])?;
         condition(&v, "Accepted").map(|_| ())
     });
-    let ms = k.json(&["get", "meshstatus", "mesh", "-n", "trellis-system"]);
+    let ms = k
+        .get_json(&["meshstatus", "mesh", "-n", "trellis-system"])
+        .expect("the control-plane MeshStatus");
     assert_eq!(ms["status"]["leader"], leader.as_str(), "{ms}");
 
     // The leader dies without releasing the Lease; the other replica, which has
@@ -549,13 +454,13 @@ fn only_the_leader_writes_status_and_the_other_replica_takes_over() {
     drop(replicas[dead].take());
     let survivor = replicas[survivor].take().unwrap();
     eventually("the other replica writing MeshStatus", &survivor, || {
-        let v = k.try_json(&["get", "meshstatus", "mesh", "-n", "trellis-system"])?;
+        let v = k.get_json(&["meshstatus", "mesh", "-n", "trellis-system"])?;
         (v["status"]["leader"] == next).then_some(())
     });
     // It picks up changes made after the handover.
-    k.ok_stdin(&["apply", "-f", "-"], Some(&vs("bad", 50, 50)));
+    k.apply(&vs("bad", 50, 50));
     eventually("bad accepted by the new leader", &survivor, || {
-        let v = k.try_json(&["get", "vs", "bad", "-n", "shop"])?;
+        let v = k.get_json(&["vs", "bad", "-n", "shop"])?;
         let c = condition(&v, "Accepted")?;
         (c["status"] == "True" && c["observedGeneration"] == 2).then_some(())
     });

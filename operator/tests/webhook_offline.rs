@@ -54,8 +54,10 @@ spec:
     pod["apiVersion"] = "v1".into();
     pod["kind"] = "Pod".into();
     pod["metadata"]["name"] = "web-1".into();
-    cluster.ok(&["create", "-n", "shop", "-f", "-"], Some(&pod.to_string()));
-    let admitted = cluster.json(&["get", "pod", "web-1", "-n", "shop"]);
+    cluster
+        .kubectl
+        .run_stdin(&["create", "-n", "shop", "-f", "-"], &pod.to_string());
+    let admitted = cluster.pod("shop", "web-1");
     assert_eq!(
         container_names(&admitted, "containers"),
         ["app", "trellis-proxy"]

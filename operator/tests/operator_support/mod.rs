@@ -9,15 +9,13 @@ use serde_json::Value;
 use std::io::{BufRead, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-pub use kube_sim::{Options, TestServer};
+pub use kube_sim::{Kubectl, Options, TestServer};
 
 /// The operator's namespace in every test.
 pub const OPERATOR_NS: &str = "trellis-system";
-
-pub use kube_sim::kubectl_bin;
 
 /// openssl from OPENSSL_BIN or PATH; missing = failure.
 pub fn openssl_bin() -> PathBuf {
@@ -30,98 +28,6 @@ pub fn openssl_bin() -> PathBuf {
             .find(|p| p.exists())
     });
     found.expect("openssl not found (OPENSSL_BIN or PATH): run `make setup`")
-}
-
-/// kubectl bound to one kubeconfig, with its own discovery cache.
-pub struct Kubectl {
-    bin: PathBuf,
-    kubeconfig: PathBuf,
-    cache: tempfile::TempDir,
-}
-
-impl Kubectl {
-    pub fn new(kubeconfig: &Path) -> Self {
-        Self {
-            bin: kubectl_bin(),
-            kubeconfig: kubeconfig.to_path_buf(),
-            cache: tempfile::tempdir().expect("kubectl cache dir"),
-        }
-    }
-
-    fn command(&self, args: &[&str]) -> Command {
-        let mut cmd = Command::new(&self.bin);
-        cmd.arg("--kubeconfig")
-            .arg(&self.kubeconfig)
-            .arg("--cache-dir")
-            .arg(self.cache.path())
-            .args(args);
-        cmd
-    }
-
-    /// Runs kubectl; returns its output whatever the exit code.
-    pub fn output(&self, args: &[&str]) -> Output {
-        self.command(args).output().expect("running kubectl")
-    }
-
-    /// Runs kubectl and returns stdout; fails the test on a non-zero exit.
-    pub fn run(&self, args: &[&str]) -> String {
-        let out = self.output(args);
-        assert!(
-            out.status.success(),
-            "kubectl {args:?} failed: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
-    /// `kubectl apply -f -` with `yaml` on stdin.
-    pub fn apply(&self, yaml: &str) {
-        let mut child = self
-            .command(&["apply", "-f", "-"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("running kubectl apply");
-        child
-            .stdin
-            .take()
-            .expect("stdin")
-            .write_all(yaml.as_bytes())
-            .expect("writing to kubectl");
-        let out = child.wait_with_output().expect("kubectl apply");
-        assert!(
-            out.status.success(),
-            "kubectl apply failed: {}{}\n{yaml}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-
-    /// `kubectl get ... -o json`, or `None` when the object does not exist.
-    pub fn get_json(&self, args: &[&str]) -> Option<Value> {
-        let mut all = vec!["get"];
-        all.extend_from_slice(args);
-        all.extend_from_slice(&["-o", "json"]);
-        let out = self.output(&all);
-        if !out.status.success() {
-            let err = String::from_utf8_lossy(&out.stderr);
-            assert!(
-                err.contains("NotFound") || err.contains("not found"),
-                "kubectl {all:?}: {err}"
-            );
-            return None;
-        }
-        Some(serde_json::from_slice(&out.stdout).expect("kubectl JSON"))
-    }
-
-    /// Items of a list.
-    pub fn list(&self, args: &[&str]) -> Vec<Value> {
-        self.get_json(args)
-            .and_then(|v| v["items"].as_array().cloned())
-            .unwrap_or_default()
-    }
 }
 
 /// Polls `check` every 200 ms until it returns `Some` or `timeout` passes; then fails with `what`.

@@ -27,7 +27,7 @@ fn the_invalid_corpus_is_refused_with_every_error() {
             continue;
         }
         let expected = std::fs::read_to_string(input.with_extension("expected")).unwrap();
-        let out = cluster.run(&["create", "-f", "-"], Some(&text));
+        let out = cluster.kubectl.output(&["create", "-f", "-"], Some(&text));
         let stderr = String::from_utf8_lossy(&out.stderr).to_string();
         let name = input.file_name().unwrap().to_string_lossy().to_string();
         assert!(!out.status.success(), "{name} was admitted");

@@ -17,9 +17,11 @@ fn pods_of_mesh_namespaces_get_the_sidecar_others_do_not() {
         if ns == OPERATOR_NS {
             cluster.namespace(ns, &["istio-injection=enabled"]);
         }
-        cluster.ok(&["apply", "-n", ns, "-f", "-"], Some(APP_POD));
+        cluster
+            .kubectl
+            .run_stdin(&["apply", "-n", ns, "-f", "-"], APP_POD);
     }
-    let shop = cluster.json(&["get", "pod", "web", "-n", "shop"]);
+    let shop = cluster.pod("shop", "web");
     assert_eq!(
         container_names(&shop, "containers"),
         ["app", "trellis-proxy"]
@@ -42,13 +44,13 @@ fn pods_of_mesh_namespaces_get_the_sidecar_others_do_not() {
         shop["spec"]["volumes"][0]["secret"]["secretName"],
         "trellis-identity-web"
     );
-    let canary = cluster.json(&["get", "pod", "web", "-n", "canary"]);
+    let canary = cluster.pod("canary", "web");
     assert_eq!(
         container_names(&canary, "containers"),
         ["app", "trellis-proxy"]
     );
     for ns in ["plain", OPERATOR_NS] {
-        let pod = cluster.json(&["get", "pod", "web", "-n", ns]);
+        let pod = cluster.pod(ns, "web");
         assert_eq!(container_names(&pod, "containers"), ["app"], "{ns}");
         assert!(pod["spec"].get("initContainers").is_none(), "{ns}");
     }
@@ -58,23 +60,29 @@ fn pods_of_mesh_namespaces_get_the_sidecar_others_do_not() {
         "labels: {app: web}",
         "labels: {app: legacy, sidecar.istio.io/inject: \"false\"}",
     );
-    cluster.ok(&["apply", "-n", "shop", "-f", "-"], Some(&opted_out));
-    let pod = cluster.json(&["get", "pod", "legacy", "-n", "shop"]);
+    cluster
+        .kubectl
+        .run_stdin(&["apply", "-n", "shop", "-f", "-"], &opted_out);
+    let pod = cluster.pod("shop", "legacy");
     assert_eq!(container_names(&pod, "containers"), ["app"]);
     let opted_in = APP_POD.replace("name: web\n", "name: chosen\n").replace(
         "labels: {app: web}",
         "labels: {app: chosen, sidecar.istio.io/inject: \"true\"}",
     );
-    cluster.ok(&["apply", "-n", "plain", "-f", "-"], Some(&opted_in));
-    let pod = cluster.json(&["get", "pod", "chosen", "-n", "plain"]);
+    cluster
+        .kubectl
+        .run_stdin(&["apply", "-n", "plain", "-f", "-"], &opted_in);
+    let pod = cluster.pod("plain", "chosen");
     assert_eq!(
         container_names(&pod, "containers"),
         ["app", "trellis-proxy"]
     );
 
     // Re-applying the injected pod leaves it as it is (idempotent; UPDATE is not sent).
-    cluster.ok(&["apply", "-n", "shop", "-f", "-"], Some(APP_POD));
-    let again = cluster.json(&["get", "pod", "web", "-n", "shop"]);
+    cluster
+        .kubectl
+        .run_stdin(&["apply", "-n", "shop", "-f", "-"], APP_POD);
+    let again = cluster.pod("shop", "web");
     assert_eq!(again["spec"], shop["spec"]);
 }
 
@@ -82,8 +90,10 @@ fn pods_of_mesh_namespaces_get_the_sidecar_others_do_not() {
 fn an_injected_pod_is_created_unchanged() {
     let cluster = Cluster::start();
     cluster.namespace("shop", &["istio-injection=enabled"]);
-    cluster.ok(&["apply", "-n", "shop", "-f", "-"], Some(APP_POD));
-    let first = cluster.json(&["get", "pod", "web", "-n", "shop"]);
+    cluster
+        .kubectl
+        .run_stdin(&["apply", "-n", "shop", "-f", "-"], APP_POD);
+    let first = cluster.pod("shop", "web");
     // Create a copy of the injected pod under another name: nothing is added twice.
     let mut copy = first.clone();
     copy["metadata"] = serde_json::json!({
@@ -91,11 +101,10 @@ fn an_injected_pod_is_created_unchanged() {
         "labels": first["metadata"]["labels"],
         "annotations": first["metadata"]["annotations"],
     });
-    cluster.ok(
-        &["create", "-n", "shop", "-f", "-"],
-        Some(&copy.to_string()),
-    );
-    let second = cluster.json(&["get", "pod", "copy", "-n", "shop"]);
+    cluster
+        .kubectl
+        .run_stdin(&["create", "-n", "shop", "-f", "-"], &copy.to_string());
+    let second = cluster.pod("shop", "copy");
     assert_eq!(second["spec"], first["spec"]);
 }
 
@@ -117,22 +126,24 @@ spec:
     - destination: {host: reviews, subset: v1}
       weight: 150
 "#;
-    let out = cluster.run(&["apply", "-f", "-"], Some(invalid));
+    let out = cluster.kubectl.output(&["apply", "-f", "-"], Some(invalid));
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(
         stderr.trim_end(),
         "Error from server (BadRequest): error when creating \"STDIN\": admission webhook \"validation.trellis.dev\" denied the request: VirtualService/shop/reviews is invalid: spec.http[0].route[0].weight: must be between 0 and 100; spec.http[0].timeout: invalid duration \"5 seconds\": expected numbers with units (h, m, s, ms, us, ns), e.g. \"1.5s\" or \"1h30m\""
     );
-    let out = cluster.run(&["get", "virtualservice", "reviews", "-n", "shop"], None);
+    let out = cluster
+        .kubectl
+        .output(&["get", "virtualservice", "reviews", "-n", "shop"], None);
     assert!(!out.status.success(), "the invalid object was stored");
 
     // The valid one is admitted; an invalid update is refused.
     let valid = invalid
         .replace("timeout: 5 seconds", "timeout: 5s")
         .replace("weight: 150", "weight: 100");
-    cluster.ok(&["apply", "-f", "-"], Some(&valid));
-    let out = cluster.run(
+    cluster.kubectl.apply(&valid);
+    let out = cluster.kubectl.output(
         &[
             "patch",
             "virtualservice",

@@ -12,6 +12,7 @@ pub mod handlers;
 pub mod http;
 pub mod jsonpath;
 pub mod kubeconfig;
+pub mod kubectl;
 pub mod meta;
 pub mod openapi;
 pub mod patch;
@@ -31,4 +32,5 @@ pub mod tls;
 pub mod watch;
 pub mod webhooks;
 
-pub use testserver::{Options, TestServer, kubectl_bin};
+pub use kubectl::{Kubectl, kubectl_bin};
+pub use testserver::{Options, TestServer};

@@ -213,20 +213,3 @@ impl Drop for TestServer {
         }
     }
 }
-
-/// The real kubectl that tests drive the simulator with: `KUBECTL_BIN`, else the
-/// project's `.venv/bin/kubectl` (installed by `make setup`). A missing one fails
-/// the test with that advice rather than skipping it.
-pub fn kubectl_bin() -> std::path::PathBuf {
-    let bin = std::env::var_os("KUBECTL_BIN")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| {
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.venv/bin/kubectl")
-        });
-    assert!(
-        bin.exists(),
-        "kubectl not found at {} (KUBECTL_BIN): run `make setup`",
-        bin.display()
-    );
-    bin
-}

@@ -3,8 +3,7 @@
 
 mod common;
 
-use common::Kubectl;
-use kube_sim::TestServer;
+use kube_sim::{Kubectl, TestServer};
 
 const CRD: &str = r#"apiVersion: apiextensions.k8s.io/v1
 kind: CustomResourceDefinition
@@ -58,18 +57,18 @@ spec:
 #[test]
 fn custom_resources_through_kubectl() {
     let server = TestServer::start().expect("server starts");
-    let k = Kubectl::new(&server);
-    k.ok_stdin(&["apply", "-f", "-"], Some(CRD));
-    k.ok(&[
+    let k = Kubectl::new(server.kubeconfig_path());
+    k.apply(CRD);
+    k.run(&[
         "wait",
         "--for=condition=Established",
         "crd/widgets.example.com",
         "--timeout=10s",
     ]);
 
-    let out = k.ok_stdin(&["apply", "-f", "-"], Some(WIDGET));
+    let out = k.apply(WIDGET);
     assert!(out.contains("widget.example.com/small created"), "{out}");
-    let table = k.ok(&["get", "widgets"]);
+    let table = k.run(&["get", "widgets"]);
     let header: Vec<&str> = table
         .lines()
         .next()
@@ -83,7 +82,7 @@ fn custom_resources_through_kubectl() {
     );
     assert!(table.contains(" 2 ") && table.contains("red"), "{table}");
     assert_eq!(
-        k.ok(&["get", "wd", "-l", "team=a", "-o", "name"]).trim(),
+        k.run(&["get", "wd", "-l", "team=a", "-o", "name"]).trim(),
         "widget.example.com/small"
     );
 
@@ -91,19 +90,19 @@ fn custom_resources_through_kubectl() {
     let unknown = WIDGET
         .replace("name: small", "name: odd")
         .replace("color: red", "color: red\n  flavour: mint");
-    let err = k.fails(&["apply", "-f", "-"], Some(&unknown));
+    let err = common::fails(&k, &["apply", "-f", "-"], Some(&unknown));
     assert!(
         err.contains(r#"strict decoding error: unknown field "spec.flavour""#),
         "{err}"
     );
     // `create` fails exactly as against the real API server.
-    let err = k.fails(&["create", "-f", "-"], Some(&unknown));
+    let err = common::fails(&k, &["create", "-f", "-"], Some(&unknown));
     assert_eq!(
         err.trim_end(),
         r#"Error from server (BadRequest): error when creating "STDIN": Widget in version "v1" cannot be handled as a Widget: strict decoding error: unknown field "spec.flavour""#
     );
     // Server-side apply of an undeclared field: structured-merge-diff's bare 500.
-    let err = k.fails(&["apply", "--server-side", "-f", "-"], Some(&unknown));
+    let err = common::fails(&k, &["apply", "--server-side", "-f", "-"], Some(&unknown));
     assert_eq!(
         err.trim_end(),
         "Error from server: failed to create typed patch object (default/odd; example.com/v1, Kind=Widget): .spec.flavour: field not declared in schema"
@@ -111,7 +110,7 @@ fn custom_resources_through_kubectl() {
     let invalid = WIDGET
         .replace("name: small", "name: huge")
         .replace("size: 2", "size: 99");
-    let err = k.fails(&["apply", "-f", "-"], Some(&invalid));
+    let err = common::fails(&k, &["apply", "-f", "-"], Some(&invalid));
     assert!(
         err.contains("Widget \"huge\" is invalid") && err.contains("spec.size"),
         "{err}"
@@ -119,7 +118,8 @@ fn custom_resources_through_kubectl() {
 
     // Server-side apply with a field manager of its own.
     let ssa = WIDGET.replace("size: 2", "size: 3");
-    let err = k.fails(
+    let err = common::fails(
+        &k,
         &[
             "apply",
             "--server-side",
@@ -133,7 +133,7 @@ fn custom_resources_through_kubectl() {
         err.contains(r#"conflict with "kubectl-client-side-apply""#) && err.contains(".spec.size"),
         "{err}"
     );
-    let out = k.ok_stdin(
+    let out = k.run_stdin(
         &[
             "apply",
             "--server-side",
@@ -142,14 +142,14 @@ fn custom_resources_through_kubectl() {
             "-f",
             "-",
         ],
-        Some(&ssa),
+        &ssa,
     );
     assert!(out.contains("serverside-applied"), "{out}");
     assert_eq!(
-        k.ok(&["get", "widget", "small", "-o", "jsonpath={.spec.size}"]),
+        k.run(&["get", "widget", "small", "-o", "jsonpath={.spec.size}"]),
         "3"
     );
-    let managers = k.ok(&[
+    let managers = k.run(&[
         "get",
         "widget",
         "small",
@@ -160,13 +160,16 @@ fn custom_resources_through_kubectl() {
     assert!(managers.contains("tester"), "{managers}");
 
     // wait --for=condition, satisfied by a status update.
-    let waiter = k.spawn(&[
-        "wait",
-        "--for=condition=Ready",
-        "widget/small",
-        "--timeout=20s",
-    ]);
-    k.ok(&[
+    let waiter = common::spawn(
+        &k,
+        &[
+            "wait",
+            "--for=condition=Ready",
+            "widget/small",
+            "--timeout=20s",
+        ],
+    );
+    k.run(&[
         "patch",
         "widget",
         "small",
@@ -183,7 +186,7 @@ fn custom_resources_through_kubectl() {
     );
 
     // A finalizer blocks the delete until it is removed.
-    k.ok(&[
+    k.run(&[
         "patch",
         "widget",
         "small",
@@ -191,10 +194,10 @@ fn custom_resources_through_kubectl() {
         "-p",
         r#"{"metadata":{"finalizers":["example.com/hold"]}}"#,
     ]);
-    let deleter = k.spawn(&["delete", "widget", "small", "--timeout=20s"]);
+    let deleter = common::spawn(&k, &["delete", "widget", "small", "--timeout=20s"]);
     let mut marked = false;
     for _ in 0..200 {
-        let ts = k.ok(&[
+        let ts = k.run(&[
             "get",
             "widget",
             "small",
@@ -209,11 +212,11 @@ fn custom_resources_through_kubectl() {
     }
     assert!(marked, "the delete set deletionTimestamp");
     assert!(
-        k.ok(&["get", "widget", "small", "-o", "name"])
+        k.run(&["get", "widget", "small", "-o", "name"])
             .contains("small"),
         "still there while finalized"
     );
-    k.ok(&[
+    k.run(&[
         "patch",
         "widget",
         "small",
@@ -227,20 +230,20 @@ fn custom_resources_through_kubectl() {
         "delete: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let err = k.fails(&["get", "widget", "small"], None);
+    let err = common::fails(&k, &["get", "widget", "small"], None);
     assert!(
         err.contains(r#"widgets.example.com "small" not found"#),
         "{err}"
     );
 
     // Deleting the CRD removes the kind from discovery.
-    k.ok(&["delete", "crd", "widgets.example.com"]);
-    let err = k.fails(&["get", "widgets"], None);
+    k.run(&["delete", "crd", "widgets.example.com"]);
+    let err = common::fails(&k, &["get", "widgets"], None);
     assert!(
         err.contains("could not find the requested resource")
             || err.contains(r#"doesn't have a resource type "widgets""#),
         "{err}"
     );
-    let resources = k.ok(&["api-resources", "--api-group=example.com"]);
+    let resources = k.run(&["api-resources", "--api-group=example.com"]);
     assert!(!resources.contains("widgets"), "{resources}");
 }

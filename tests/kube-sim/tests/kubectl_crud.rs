@@ -2,8 +2,7 @@
 
 mod common;
 
-use common::Kubectl;
-use kube_sim::TestServer;
+use kube_sim::{Kubectl, TestServer};
 
 const CONFIGMAP: &str = "apiVersion: v1
 kind: ConfigMap
@@ -43,15 +42,15 @@ count: 1
 #[test]
 fn apply_get_label_annotate_patch_describe_delete() {
     let server = TestServer::start().expect("server starts");
-    let k = Kubectl::new(&server);
+    let k = Kubectl::new(server.kubeconfig_path());
 
-    let out = k.ok_stdin(&["apply", "-f", "-"], Some(CONFIGMAP));
+    let out = k.apply(CONFIGMAP);
     assert!(out.contains("configmap/settings created"), "{out}");
     let changed = CONFIGMAP.replace("mode: blue", "mode: green");
-    let out = k.ok_stdin(&["apply", "-f", "-"], Some(&changed));
+    let out = k.apply(&changed);
     assert!(out.contains("configmap/settings configured"), "{out}");
     assert_eq!(
-        k.ok(&[
+        k.run(&[
             "get",
             "configmap",
             "settings",
@@ -60,31 +59,31 @@ fn apply_get_label_annotate_patch_describe_delete() {
         ]),
         "green"
     );
-    let yaml = k.ok(&["get", "cm", "settings", "-o", "yaml"]);
+    let yaml = k.run(&["get", "cm", "settings", "-o", "yaml"]);
     assert!(
         yaml.contains("kubectl.kubernetes.io/last-applied-configuration"),
         "{yaml}"
     );
     assert!(yaml.contains("uid:"), "{yaml}");
 
-    k.ok_stdin(&["apply", "-f", "-"], Some(OTHER_NAMESPACE));
-    let all = k.ok(&["get", "configmaps", "-A"]);
+    k.apply(OTHER_NAMESPACE);
+    let all = k.run(&["get", "configmaps", "-A"]);
     assert!(
         all.contains("team-b") && all.contains("elsewhere") && all.contains("settings"),
         "{all}"
     );
-    let selected = k.ok(&["get", "cm", "-A", "-l", "app=api", "-o", "name"]);
+    let selected = k.run(&["get", "cm", "-A", "-l", "app=api", "-o", "name"]);
     assert_eq!(selected.trim(), "configmap/elsewhere");
-    let none = k.ok(&["get", "cm", "-l", "app=api", "-o", "name"]);
+    let none = k.run(&["get", "cm", "-l", "app=api", "-o", "name"]);
     assert_eq!(
         none.trim(),
         "",
         "label selector is scoped to the default namespace"
     );
 
-    k.ok(&["label", "cm", "settings", "tier=frontend"]);
-    k.ok(&["annotate", "cm", "settings", "owner=team-a"]);
-    k.ok(&[
+    k.run(&["label", "cm", "settings", "tier=frontend"]);
+    k.run(&["annotate", "cm", "settings", "owner=team-a"]);
+    k.run(&[
         "patch",
         "cm",
         "settings",
@@ -93,7 +92,7 @@ fn apply_get_label_annotate_patch_describe_delete() {
         "-p",
         r#"{"data":{"merge":"1"}}"#,
     ]);
-    k.ok(&[
+    k.run(&[
         "patch",
         "cm",
         "settings",
@@ -102,7 +101,7 @@ fn apply_get_label_annotate_patch_describe_delete() {
         "-p",
         r#"[{"op":"add","path":"/data/json","value":"2"}]"#,
     ]);
-    k.ok(&[
+    k.run(&[
         "patch",
         "cm",
         "settings",
@@ -111,10 +110,10 @@ fn apply_get_label_annotate_patch_describe_delete() {
         "-p",
         r#"{"data":{"strategic":"3"}}"#,
     ]);
-    let data = k.ok(&["get", "cm", "settings", "-o", "jsonpath={.metadata.labels.tier} {.metadata.annotations.owner} {.data.merge}{.data.json}{.data.strategic}"]);
+    let data = k.run(&["get", "cm", "settings", "-o", "jsonpath={.metadata.labels.tier} {.metadata.annotations.owner} {.data.merge}{.data.json}{.data.strategic}"]);
     assert_eq!(data, "frontend team-a 123");
 
-    let described = k.ok(&["describe", "configmap", "settings"]);
+    let described = k.run(&["describe", "configmap", "settings"]);
     assert!(
         described.contains("Name:") && described.contains("settings"),
         "{described}"
@@ -122,15 +121,12 @@ fn apply_get_label_annotate_patch_describe_delete() {
     assert!(described.contains("tier=frontend"), "{described}");
 
     // Events print as the API server prints them, and describe shows the object's events.
-    let uid = k.ok(&["get", "cm", "settings", "-o", "jsonpath={.metadata.uid}"]);
-    k.ok_stdin(
-        &["apply", "-f", "-"],
-        Some(&EVENT.replace(
-            "namespace: default}",
-            &format!("namespace: default, uid: {uid}}}"),
-        )),
-    );
-    let events = k.ok(&["get", "events"]);
+    let uid = k.run(&["get", "cm", "settings", "-o", "jsonpath={.metadata.uid}"]);
+    k.apply(&EVENT.replace(
+        "namespace: default}",
+        &format!("namespace: default, uid: {uid}}}"),
+    ));
+    let events = k.run(&["get", "events"]);
     let header: Vec<&str> = events
         .lines()
         .next()
@@ -150,21 +146,22 @@ fn apply_get_label_annotate_patch_describe_delete() {
             .contains("Normal   Synced   configmap/settings   settings are in sync"),
         "{events}"
     );
-    let described = k.ok(&["describe", "configmap", "settings"]);
+    let described = k.run(&["describe", "configmap", "settings"]);
     assert!(
         described.contains("Synced") && described.contains("settings are in sync"),
         "{described}"
     );
 
-    let err = k.fails(
+    let err = common::fails(
+        &k,
         &["patch", "cm", "missing", "--type", "merge", "-p", "{}"],
         None,
     );
     assert!(err.contains(r#"configmaps "missing" not found"#), "{err}");
 
-    let out = k.ok(&["delete", "cm", "settings"]);
+    let out = k.run(&["delete", "cm", "settings"]);
     assert!(out.contains(r#"configmap "settings" deleted"#), "{out}");
-    let err = k.fails(&["get", "cm", "settings"], None);
+    let err = common::fails(&k, &["get", "cm", "settings"], None);
     assert!(err.contains(r#"configmaps "settings" not found"#), "{err}");
 }
 
@@ -193,16 +190,7 @@ fn kubectl_without_a_client_certificate_must_log_in() {
     let dir = tempfile::tempdir().expect("temp dir");
     let path = dir.path().join("anonymous");
     std::fs::write(&path, anonymous).expect("write kubeconfig");
-    let out = std::process::Command::new(common::kubectl_bin())
-        .arg("--kubeconfig")
-        .arg(&path)
-        .arg("--cache-dir")
-        .arg(dir.path().join("cache"))
-        .args(["get", "configmaps"])
-        .env("HOME", dir.path())
-        .env_remove("KUBECONFIG")
-        .output()
-        .expect("kubectl runs");
+    let out = Kubectl::new(&path).output(&["get", "configmaps"], None);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(

@@ -3,18 +3,17 @@
 
 mod common;
 
-use common::Kubectl;
-use kube_sim::TestServer;
+use kube_sim::{Kubectl, TestServer};
 
 #[test]
 fn imperative_creates_in_protobuf_are_stored_as_sent() {
     let server = TestServer::start().expect("server starts");
-    let k = Kubectl::new(&server);
+    let k = Kubectl::new(server.kubeconfig_path());
 
-    let out = k.ok(&["create", "namespace", "team-a"]);
+    let out = k.run(&["create", "namespace", "team-a"]);
     assert_eq!(out.trim(), "namespace/team-a created");
     assert_eq!(
-        k.ok(&[
+        k.run(&[
             "get",
             "ns",
             "team-a",
@@ -24,7 +23,7 @@ fn imperative_creates_in_protobuf_are_stored_as_sent() {
         r#"["kubernetes"] Active"#
     );
 
-    let out = k.ok(&[
+    let out = k.run(&[
         "create",
         "configmap",
         "settings",
@@ -35,7 +34,7 @@ fn imperative_creates_in_protobuf_are_stored_as_sent() {
     ]);
     assert_eq!(out.trim(), "configmap/settings created");
     assert_eq!(
-        k.ok(&[
+        k.run(&[
             "get",
             "cm",
             "settings",
@@ -47,7 +46,7 @@ fn imperative_creates_in_protobuf_are_stored_as_sent() {
         "blue 3"
     );
 
-    let out = k.ok(&[
+    let out = k.run(&[
         "create",
         "secret",
         "generic",
@@ -59,7 +58,7 @@ fn imperative_creates_in_protobuf_are_stored_as_sent() {
     ]);
     assert_eq!(out.trim(), "secret/creds created");
     assert_eq!(
-        k.ok(&[
+        k.run(&[
             "get",
             "secret",
             "creds",
@@ -71,10 +70,10 @@ fn imperative_creates_in_protobuf_are_stored_as_sent() {
         "example.com/token czNjcjN0"
     );
 
-    let out = k.ok(&["create", "serviceaccount", "robot", "-n", "team-a"]);
+    let out = k.run(&["create", "serviceaccount", "robot", "-n", "team-a"]);
     assert_eq!(out.trim(), "serviceaccount/robot created");
     assert!(
-        k.ok(&[
+        k.run(&[
             "get",
             "sa",
             "robot",
@@ -88,20 +87,14 @@ fn imperative_creates_in_protobuf_are_stored_as_sent() {
     );
 
     // `get all` lists the kinds in the `all` category (Services, Deployments), not ConfigMaps.
-    k.ok_stdin(
-        &["apply", "-f", "-"],
-        Some("apiVersion: v1\nkind: Service\nmetadata: {name: web, namespace: team-a}\nspec:\n  ports: [{port: 80}]\n"),
-    );
+    k.apply("apiVersion: v1\nkind: Service\nmetadata: {name: web, namespace: team-a}\nspec:\n  ports: [{port: 80}]\n");
 
     // `kubectl scale` goes through the Deployment's scale subresource.
-    k.ok_stdin(
-        &["apply", "-f", "-"],
-        Some("apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: web, namespace: team-a}\nspec:\n  replicas: 1\n  selector: {matchLabels: {app: web}}\n  template:\n    metadata: {labels: {app: web}}\n    spec: {containers: [{name: web, image: web:1}]}\n"),
-    );
-    let out = k.ok(&["scale", "deployment", "web", "-n", "team-a", "--replicas=3"]);
+    k.apply("apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: web, namespace: team-a}\nspec:\n  replicas: 1\n  selector: {matchLabels: {app: web}}\n  template:\n    metadata: {labels: {app: web}}\n    spec: {containers: [{name: web, image: web:1}]}\n");
+    let out = k.run(&["scale", "deployment", "web", "-n", "team-a", "--replicas=3"]);
     assert_eq!(out.trim(), "deployment.apps/web scaled");
     assert_eq!(
-        k.ok(&[
+        k.run(&[
             "get",
             "deploy",
             "web",
@@ -112,9 +105,9 @@ fn imperative_creates_in_protobuf_are_stored_as_sent() {
         ]),
         "3 2"
     );
-    let all = k.ok(&["get", "all", "-n", "team-a", "-o", "name"]);
+    let all = k.run(&["get", "all", "-n", "team-a", "-o", "name"]);
     assert_eq!(all.trim(), "service/web\ndeployment.apps/web");
-    let scale = k.ok(&[
+    let scale = k.run(&[
         "get",
         "--raw",
         "/apis/apps/v1/namespaces/team-a/deployments/web/scale",
@@ -125,7 +118,11 @@ fn imperative_creates_in_protobuf_are_stored_as_sent() {
     assert_eq!(scale["status"]["selector"], "app=web");
 
     // Creating it again is the API server's AlreadyExists.
-    let err = k.fails(&["create", "serviceaccount", "robot", "-n", "team-a"], None);
+    let err = common::fails(
+        &k,
+        &["create", "serviceaccount", "robot", "-n", "team-a"],
+        None,
+    );
     assert_eq!(
         err.trim(),
         r#"error: failed to create serviceaccount: serviceaccounts "robot" already exists"#

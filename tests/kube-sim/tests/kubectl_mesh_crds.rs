@@ -5,8 +5,7 @@
 
 mod common;
 
-use common::Kubectl;
-use kube_sim::TestServer;
+use kube_sim::{Kubectl, TestServer};
 use std::path::PathBuf;
 
 fn repo(path: &str) -> String {
@@ -50,26 +49,26 @@ spec:
 #[test]
 fn generated_crds_accept_the_corpus_and_reject_unsupported_fields() {
     let server = TestServer::start().expect("server starts");
-    let k = Kubectl::new(&server);
+    let k = Kubectl::new(server.kubeconfig_path());
 
-    let out = k.ok(&["apply", "-k", &repo("crds")]);
+    let out = k.run(&["apply", "-k", &repo("crds")]);
     assert_eq!(
         out.matches("customresourcedefinition.apiextensions.k8s.io/")
             .count(),
         11,
         "{out}"
     );
-    k.ok(&[
+    k.run(&[
         "wait",
         "--for=condition=Established",
         "crd",
         "--all",
         "--timeout=10s",
     ]);
-    k.ok_stdin(&["apply", "-f", "-"], Some(NAMESPACES));
+    k.apply(NAMESPACES);
 
     // Every example, under kubectl's default strict field validation.
-    let out = k.ok(&["apply", "-f", &repo("examples/istio")]);
+    let out = k.run(&["apply", "-f", &repo("examples/istio")]);
     assert!(
         out.contains("virtualservice.networking.istio.io/reviews created"),
         "{out}"
@@ -80,7 +79,7 @@ fn generated_crds_accept_the_corpus_and_reject_unsupported_fields() {
     );
 
     // Short names and printer columns.
-    let names = k.ok(&["get", "vs,dr,gw,se,pa,ra,ap", "-n", "shop", "-o", "name"]);
+    let names = k.run(&["get", "vs,dr,gw,se,pa,ra,ap", "-n", "shop", "-o", "name"]);
     for kind in [
         "virtualservice.networking.istio.io/",
         "destinationrule.networking.istio.io/",
@@ -92,7 +91,7 @@ fn generated_crds_accept_the_corpus_and_reject_unsupported_fields() {
     ] {
         assert!(names.contains(kind), "{kind} in {names}");
     }
-    let vs = k.ok(&["get", "vs", "-n", "shop"]);
+    let vs = k.run(&["get", "vs", "-n", "shop"]);
     assert_eq!(header(&vs), ["NAME", "GATEWAYS", "HOSTS", "AGE"], "{vs}");
     let reviews = vs
         .lines()
@@ -104,20 +103,20 @@ fn generated_crds_accept_the_corpus_and_reject_unsupported_fields() {
         "{reviews}"
     );
     assert_eq!(
-        header(&k.ok(&["get", "dr", "-n", "shop"])),
+        header(&k.run(&["get", "dr", "-n", "shop"])),
         ["NAME", "HOST", "AGE"]
     );
-    assert_eq!(header(&k.ok(&["get", "gw", "-A"]))[1..], ["NAME", "AGE"]);
+    assert_eq!(header(&k.run(&["get", "gw", "-A"]))[1..], ["NAME", "AGE"]);
     assert_eq!(
-        header(&k.ok(&["get", "ap", "-n", "shop"])),
+        header(&k.run(&["get", "ap", "-n", "shop"])),
         ["NAME", "ACTION", "AGE"]
     );
     assert_eq!(
-        header(&k.ok(&["get", "pa", "-A"]))[1..],
+        header(&k.run(&["get", "pa", "-A"]))[1..],
         ["NAME", "MODE", "AGE"]
     );
     assert_eq!(
-        header(&k.ok(&["get", "ms", "-A"]))[1..],
+        header(&k.run(&["get", "ms", "-A"]))[1..],
         [
             "NAME",
             "READY",
@@ -131,7 +130,7 @@ fn generated_crds_accept_the_corpus_and_reject_unsupported_fields() {
     );
 
     // The schema is published in OpenAPI v3, so kubectl explain reads it.
-    let explained = k.ok(&["explain", "virtualservice.spec.http.retries.attempts"]);
+    let explained = k.run(&["explain", "virtualservice.spec.http.retries.attempts"]);
     assert!(
         explained.contains("KIND:       VirtualService")
             && explained.contains("FIELD: attempts <integer>"),
@@ -139,7 +138,7 @@ fn generated_crds_accept_the_corpus_and_reject_unsupported_fields() {
     );
 
     // The older versions are served with the same schema; v1 is what is stored.
-    let old = k.ok(&[
+    let old = k.run(&[
         "get",
         "virtualservices.v1alpha3.networking.istio.io",
         "ratings",
@@ -149,7 +148,7 @@ fn generated_crds_accept_the_corpus_and_reject_unsupported_fields() {
         "jsonpath={.apiVersion} {.spec.hosts[0]}",
     ]);
     assert_eq!(old, "networking.istio.io/v1alpha3 ratings");
-    let stored = k.ok(&[
+    let stored = k.run(&[
         "get",
         "crd",
         "virtualservices.networking.istio.io",
@@ -159,7 +158,7 @@ fn generated_crds_accept_the_corpus_and_reject_unsupported_fields() {
     assert_eq!(stored, r#"["v1"]"#);
 
     // Status is a subresource: written there, ignored on the main resource.
-    k.ok(&[
+    k.run(&[
         "patch",
         "vs",
         "reviews",
@@ -171,7 +170,7 @@ fn generated_crds_accept_the_corpus_and_reject_unsupported_fields() {
         r#"{"status":{"observedGeneration":1}}"#,
     ]);
     assert_eq!(
-        k.ok(&[
+        k.run(&[
             "get",
             "vs",
             "reviews",
@@ -184,7 +183,7 @@ fn generated_crds_accept_the_corpus_and_reject_unsupported_fields() {
     );
 
     // A field outside the supported set is rejected by strict validation, not dropped.
-    let err = k.fails(&["apply", "-f", "-"], Some(UNSUPPORTED));
+    let err = common::fails(&k, &["apply", "-f", "-"], Some(UNSUPPORTED));
     assert!(
         err.contains(r#"strict decoding error: unknown field "spec.http[0].mirrorPercent""#),
         "{err}"

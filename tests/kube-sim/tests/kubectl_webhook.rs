@@ -6,11 +6,10 @@ mod common;
 
 use base64::Engine;
 use bytes::Bytes;
-use common::Kubectl;
 use http_body_util::{BodyExt, Full};
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
-use kube_sim::TestServer;
+use kube_sim::{Kubectl, TestServer};
 use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair, SanType};
 use rustls::pki_types::PrivateKeyDer;
 use serde_json::{Value, json};
@@ -157,26 +156,30 @@ data:
 fn webhooks_mutate_and_deny_creates_from_kubectl() {
     let hooks = start_hooks();
     let server = TestServer::start().expect("server starts");
-    let k = Kubectl::new(&server);
-    k.ok_stdin(&["apply", "-f", "-"], Some(&configurations(&hooks)));
+    let k = Kubectl::new(server.kubeconfig_path());
+    k.apply(&configurations(&hooks));
 
-    let err = k.fails(&["create", "-f", "-"], Some(FORBIDDEN));
+    let err = common::fails(&k, &["create", "-f", "-"], Some(FORBIDDEN));
     assert_eq!(
         err.trim_end(),
         r#"Error from server (Forbidden): error when creating "STDIN": admission webhook "deny.example.com" denied the request: names starting with forbidden are not allowed"#
     );
-    let err = k.fails(&["get", "cm", "forbidden-settings", "-n", "hooked"], None);
+    let err = common::fails(
+        &k,
+        &["get", "cm", "forbidden-settings", "-n", "hooked"],
+        None,
+    );
     assert!(err.contains("not found"), "{err}");
     let called = hooks.calls.load(Ordering::SeqCst);
     assert!(called >= 2, "both webhooks were called ({called})");
 
     // An allowed create is mutated by the JSONPatch before the validating webhook sees it.
-    k.ok_stdin(
+    k.run_stdin(
         &["create", "-f", "-"],
-        Some(&FORBIDDEN.replace("forbidden-settings", "allowed")),
+        &FORBIDDEN.replace("forbidden-settings", "allowed"),
     );
     assert_eq!(
-        k.ok(&[
+        k.run(&[
             "get",
             "cm",
             "allowed",
@@ -190,9 +193,9 @@ fn webhooks_mutate_and_deny_creates_from_kubectl() {
 
     // Outside the selected namespace no webhook is called.
     let before = hooks.calls.load(Ordering::SeqCst);
-    k.ok_stdin(
+    k.run_stdin(
         &["create", "-f", "-"],
-        Some(&FORBIDDEN.replace("namespace: hooked", "namespace: default")),
+        &FORBIDDEN.replace("namespace: hooked", "namespace: default"),
     );
     assert_eq!(hooks.calls.load(Ordering::SeqCst), before);
 }

@@ -3,12 +3,10 @@
 //! trellis-webhook's tests and the trellis binary's offline-injection test.
 #![allow(dead_code)]
 
-use kube_sim::TestServer;
+use kube_sim::{Kubectl, TestServer};
 use serde_json::Value;
-use std::io::Write;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
 use std::time::SystemTime;
 use trellis_webhook::{
     Webhook, WebhookClient, WebhookConfig, issue_serving_cert, mutating_webhook_configuration,
@@ -27,12 +25,10 @@ fn workspace_root() -> PathBuf {
         .to_path_buf()
 }
 
-use kube_sim::kubectl_bin;
-
 /// The simulator, the webhook (on its own runtime thread) and kubectl.
 pub struct Cluster {
-    server: TestServer,
-    cache: tempfile::TempDir,
+    pub kubectl: Kubectl,
+    _server: TestServer,
     // Dropping the runtime ends the webhook's tasks.
     _runtime: tokio::runtime::Runtime,
 }
@@ -71,11 +67,7 @@ impl Cluster {
         // The API server reaches Service trellis-webhook.trellis-system:443 at our port,
         // verifying the certificate for trellis-webhook.trellis-system.svc.
         server.register_service(OPERATOR_NS, "trellis-webhook", 443, addr);
-        let cluster = Cluster {
-            server,
-            cache: tempfile::tempdir().unwrap(),
-            _runtime: runtime,
-        };
+        let kubectl = Kubectl::new(server.kubeconfig_path());
         let client = WebhookClient::Service {
             namespace: OPERATOR_NS.into(),
             port: 443,
@@ -84,59 +76,30 @@ impl Cluster {
             mutating_webhook_configuration(OPERATOR_NS, &client, &cert.ca_bundle_pem),
             validating_webhook_configuration(&client, &cert.ca_bundle_pem, "Fail"),
         ] {
-            cluster.ok(&["apply", "-f", "-"], Some(&config.to_string()));
+            kubectl.apply(&config.to_string());
         }
         let crds = workspace_root().join("crds");
-        cluster.ok(&["apply", "-k", crds.to_str().unwrap()], None);
-        cluster
-    }
-
-    pub fn run(&self, args: &[&str], stdin: Option<&str>) -> Output {
-        let mut child = Command::new(kubectl_bin())
-            .arg("--kubeconfig")
-            .arg(self.server.kubeconfig_path())
-            .arg("--cache-dir")
-            .arg(self.cache.path())
-            .arg("--request-timeout=20s")
-            .args(args)
-            .env("HOME", self.cache.path())
-            .env_remove("KUBECONFIG")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawning kubectl");
-        let mut input = child.stdin.take().unwrap();
-        if let Some(text) = stdin {
-            input.write_all(text.as_bytes()).unwrap();
+        kubectl.run(&["apply", "-k", crds.to_str().unwrap()]);
+        Cluster {
+            kubectl,
+            _server: server,
+            _runtime: runtime,
         }
-        drop(input);
-        child.wait_with_output().expect("kubectl")
     }
 
-    pub fn ok(&self, args: &[&str], stdin: Option<&str>) -> String {
-        let out = self.run(args, stdin);
-        assert!(
-            out.status.success(),
-            "kubectl {args:?} failed: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
-    pub fn json(&self, args: &[&str]) -> Value {
-        let mut all = args.to_vec();
-        all.extend(["-o", "json"]);
-        serde_json::from_str(&self.ok(&all, None)).unwrap()
+    /// The pod `namespace/name` as stored (after admission).
+    pub fn pod(&self, namespace: &str, name: &str) -> Value {
+        self.kubectl
+            .get_json(&["pod", name, "-n", namespace])
+            .unwrap_or_else(|| panic!("pod {namespace}/{name} not found"))
     }
 
     pub fn namespace(&self, name: &str, labels: &[&str]) {
-        self.ok(&["create", "namespace", name], None);
+        self.kubectl.run(&["create", "namespace", name]);
         if !labels.is_empty() {
             let mut args = vec!["label", "namespace", name];
             args.extend_from_slice(labels);
-            self.ok(&args, None);
+            self.kubectl.run(&args);
         }
     }
 }
