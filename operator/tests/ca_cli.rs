@@ -4,6 +4,7 @@
 
 use std::path::Path;
 use std::process::{Command, Output};
+use trellis_e2e::openssl;
 
 fn trellis(dir: &Path, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_trellis"))
@@ -35,21 +36,6 @@ fn fails_with_one_line(dir: &Path, args: &[&str]) -> String {
     );
     assert!(!err.contains("panicked"), "{err}");
     err.trim_end().to_string()
-}
-
-fn openssl(dir: &Path, args: &[&str]) -> String {
-    let bin = std::env::var("OPENSSL_BIN").unwrap_or_else(|_| "openssl".into());
-    let out = Command::new(&bin)
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {bin} ({e}); install openssl (make setup)"));
-    assert!(
-        out.status.success(),
-        "openssl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).to_string()
 }
 
 #[test]
@@ -106,16 +92,16 @@ fn init_issue_inspect_round_trip() {
         assert_eq!(mode & 0o777, 0o600);
     }
     let verified = openssl(
-        d,
         &[
             "verify",
             "-CAfile",
             "web/root-cert.pem",
             "web/cert-chain.pem",
         ],
+        d,
     );
     assert!(verified.contains("OK"), "{verified}");
-    let text = openssl(d, &["x509", "-in", "web/cert-chain.pem", "-noout", "-text"]);
+    let text = openssl(&["x509", "-in", "web/cert-chain.pem", "-noout", "-text"], d);
     assert!(
         text.contains("URI:spiffe://example.org/ns/shop/sa/web"),
         "{text}"
@@ -145,7 +131,6 @@ fn init_issue_inspect_round_trip() {
     }
     // The fingerprint is the one openssl computes.
     let fp = openssl(
-        d,
         &[
             "x509",
             "-in",
@@ -154,6 +139,7 @@ fn init_issue_inspect_round_trip() {
             "-fingerprint",
             "-sha256",
         ],
+        d,
     );
     let fp = fp.trim().rsplit('=').next().unwrap().to_string();
     assert!(shown.contains(&fp), "{fp} not in\n{shown}");
@@ -179,7 +165,7 @@ fn rsa_root_issues_identities_openssl_accepts() {
     let tmp = tempfile::tempdir().unwrap();
     let d = tmp.path();
     ok(d, &["ca", "init", "--out", "ca", "--key", "rsa-2048"]);
-    let root = openssl(d, &["x509", "-in", "ca/root-cert.pem", "-noout", "-text"]);
+    let root = openssl(&["x509", "-in", "ca/root-cert.pem", "-noout", "-text"], d);
     assert!(root.contains("Public-Key: (2048 bit)"), "{root}");
     ok(
         d,
@@ -197,8 +183,8 @@ fn rsa_root_issues_identities_openssl_accepts() {
         ],
     );
     let verified = openssl(
-        d,
         &["verify", "-CAfile", "id/root-cert.pem", "id/cert-chain.pem"],
+        d,
     );
     assert!(verified.contains("OK"), "{verified}");
 }

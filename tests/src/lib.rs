@@ -8,6 +8,7 @@
 //! - [`client`]: a minimal blocking HTTP/1.1 client for plaintext requests.
 //! - [`free_port`]: pick an unused TCP port on 127.0.0.1.
 //! - [`mesh`]: CA-issued identities as file SDS, and static-bootstrap scaffolding.
+//! - [`openssl`]: the openssl binary, and an HTTPS file server with an untrusted certificate.
 //! - [`golden`]: golden files of generated Envoy config (`UPDATE_GOLDEN=1` rewrites).
 //! - [`jwt`]: ES256 tokens and JWKS for RequestAuthentication tests.
 //! - [`static_bootstrap`]: a translator result as a static bootstrap (RDS/EDS inlined, ADS secrets as files).
@@ -23,6 +24,7 @@ pub mod envoy;
 pub mod golden;
 pub mod jwt;
 pub mod mesh;
+pub mod openssl;
 pub mod proxy_bootstrap;
 pub mod sidecar_mesh;
 pub mod static_bootstrap;
@@ -30,6 +32,7 @@ pub mod upstream;
 
 pub use client::{HttpRequest, HttpResponse};
 pub use envoy::{Envoy, envoy_bin, validate_bootstrap, validate_bootstrap_in};
+pub use openssl::{HttpsFileServer, openssl, openssl_bin};
 pub use upstream::{Behavior, Upstream, UpstreamEvent};
 
 use std::net::{Ipv4Addr, TcpListener};

@@ -13,22 +13,10 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 pub use kube_sim::{Kubectl, Options, TestServer};
+pub use trellis_e2e::{openssl, openssl_bin};
 
 /// The operator's namespace in every test.
 pub const OPERATOR_NS: &str = "trellis-system";
-
-/// openssl from OPENSSL_BIN or PATH; missing = failure.
-pub fn openssl_bin() -> PathBuf {
-    if let Some(bin) = std::env::var_os("OPENSSL_BIN").filter(|b| !b.is_empty()) {
-        return PathBuf::from(bin);
-    }
-    let found = std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths)
-            .map(|p| p.join("openssl"))
-            .find(|p| p.exists())
-    });
-    found.expect("openssl not found (OPENSSL_BIN or PATH): run `make setup`")
-}
 
 /// Polls `check` every 200 ms until it returns `Some` or `timeout` passes; then fails with `what`.
 pub fn wait_for<T>(what: &str, timeout: Duration, mut check: impl FnMut() -> Option<T>) -> T {
@@ -199,22 +187,6 @@ pub struct Verified {
     /// The URI SAN, e.g. `spiffe://cluster.local/ns/shop/sa/web`.
     pub uri: String,
     pub serial: String,
-}
-
-/// Runs openssl in `dir` and asserts it succeeded; its standard output.
-pub fn openssl(args: &[&str], dir: &Path) -> String {
-    let out = Command::new(openssl_bin())
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .expect("running openssl");
-    assert!(
-        out.status.success(),
-        "openssl {args:?} failed: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// Verifies `cert-chain.pem` against `root_pem` with openssl (the leaf, its

@@ -1,0 +1,147 @@
+//! The openssl binary, and an HTTPS file server made with it
+//! (`openssl s_server -WWW`) for tests of TLS the proxy must verify.
+
+use std::net::{Ipv4Addr, SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// openssl from `OPENSSL_BIN` or PATH; missing = failure.
+pub fn openssl_bin() -> PathBuf {
+    if let Some(bin) = std::env::var_os("OPENSSL_BIN").filter(|b| !b.is_empty()) {
+        return PathBuf::from(bin);
+    }
+    let found = std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|p| p.join("openssl"))
+            .find(|p| p.exists())
+    });
+    found.expect("openssl not found (OPENSSL_BIN or PATH): run `make setup`")
+}
+
+/// Runs openssl in `dir` and returns its stdout; fails the test on a non-zero exit.
+pub fn openssl(args: &[&str], dir: &Path) -> String {
+    let out = Command::new(openssl_bin())
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("running openssl");
+    assert!(
+        out.status.success(),
+        "openssl {args:?} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Serves the files it was given over HTTPS, with a self-signed certificate
+/// for its address that no system trusts. Killed by PID on drop.
+pub struct HttpsFileServer {
+    child: Child,
+    addr: SocketAddr,
+    dir: tempfile::TempDir,
+}
+
+impl HttpsFileServer {
+    /// Serves `files` (`(name, content)`, at `/<name>`) on `ip`, a free port.
+    pub fn start(ip: Ipv4Addr, files: &[(&str, &str)]) -> HttpsFileServer {
+        let dir = tempfile::tempdir().expect("temp dir");
+        for (name, content) in files {
+            std::fs::write(dir.path().join(name), content).expect("writing a served file");
+        }
+        let san = format!("subjectAltName=IP:{ip}");
+        let _ = openssl(
+            &[
+                "req",
+                "-x509",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:P-256",
+                "-nodes",
+                "-subj",
+                "/CN=untrusted-test-server",
+                "-addext",
+                &san,
+                "-days",
+                "1",
+                "-keyout",
+                "key.pem",
+                "-out",
+                "cert.pem",
+            ],
+            dir.path(),
+        );
+        let port = crate::free_ports_on(ip, 1)[0];
+        let addr = SocketAddr::from((ip, port));
+        let child = Command::new(openssl_bin())
+            .args([
+                "s_server", "-quiet", "-WWW", "-cert", "cert.pem", "-key", "key.pem",
+            ])
+            .args(["-accept", &addr.to_string()])
+            .current_dir(dir.path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("starting openssl s_server");
+        let server = HttpsFileServer { child, addr, dir };
+        let started = Instant::now();
+        while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "openssl s_server did not listen on {addr} within 10 s"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        server
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// `GET /<name>` by a client that trusts the server's certificate
+    /// (`openssl s_client -verify_return_error`): the whole response.
+    pub fn fetch_trusting(&self, name: &str) -> String {
+        let mut child = Command::new(openssl_bin())
+            .args(["s_client", "-quiet", "-verify_return_error"])
+            .args([
+                "-CAfile",
+                "cert.pem",
+                "-verify_ip",
+                &self.addr.ip().to_string(),
+            ])
+            .args(["-connect", &self.addr.to_string()])
+            .current_dir(self.dir.path())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("starting openssl s_client");
+        use std::io::Write;
+        let request = format!("GET /{name} HTTP/1.0\r\n\r\n");
+        let mut stdin = child.stdin.take().expect("s_client stdin");
+        stdin
+            .write_all(request.as_bytes())
+            .expect("writing to s_client");
+        // The server closes after its answer; keep stdin open until then.
+        let out = child.wait_with_output().expect("openssl s_client");
+        drop(stdin);
+        assert!(
+            out.status.success(),
+            "openssl s_client to {}: {}",
+            self.addr,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+}
+
+impl Drop for HttpsFileServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
