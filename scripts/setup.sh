@@ -39,6 +39,14 @@ if ! command -v openssl >/dev/null; then
   apt-get update -qq && apt-get install -y -qq openssl >/dev/null
 fi
 
+# Envoy loads the system roots for TLS it verifies (DestinationRule SIMPLE, https
+# jwksUri) from this file, as the proxy image has it; a config naming a missing
+# file is rejected.
+if [ ! -s /etc/ssl/certs/ca-certificates.crt ]; then
+  echo "setup: the system root certificates are missing; installing ca-certificates from Debian's packages"
+  apt-get update -qq && apt-get install -y -qq ca-certificates >/dev/null
+fi
+
 # proxy-init tests: iptables (nft backend) and iproute2 (`ip netns`), from Debian's packages.
 missing=()
 command -v iptables-restore >/dev/null || missing+=(iptables)

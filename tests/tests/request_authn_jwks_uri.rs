@@ -15,7 +15,8 @@ use trellis_e2e::sidecar_mesh::{
     workload,
 };
 use trellis_e2e::{
-    Behavior, Envoy, HttpRequest, Upstream, UpstreamEvent, free_ports_on, validate_bootstrap,
+    Behavior, Envoy, HttpRequest, HttpResponse, HttpsFileServer, Upstream, UpstreamEvent,
+    free_ports_on, validate_bootstrap,
 };
 use trellis_model::Resource;
 
@@ -26,8 +27,7 @@ const JWKS_PATH: &str = "/.well-known/jwks.json";
 struct Plan {
     cart: SocketAddr,
     app_port: u16,
-    /// `host:port` of the jwksUri.
-    jwks_authority: String,
+    jwks_uri: String,
 }
 
 fn yaml<T: serde::de::DeserializeOwned>(text: &str) -> T {
@@ -48,9 +48,9 @@ spec:
   selector: {{matchLabels: {{app: cart}}}}
   jwtRules:
   - issuer: "{ISSUER}"
-    jwksUri: "http://{}{JWKS_PATH}"
+    jwksUri: "{}"
 "#,
-            p.jwks_authority
+            p.jwks_uri
         )))),
         Resource::AuthorizationPolicy(Box::new(yaml(&format!(
             r#"
@@ -72,7 +72,7 @@ fn golden_security_jwks_uri() {
     let plan = Plan {
         cart: SocketAddr::from(([127, 0, 0, 161], 9000)),
         app_port: 9100,
-        jwks_authority: "127.0.0.162:9200".into(),
+        jwks_uri: format!("http://127.0.0.162:9200{JWKS_PATH}"),
     };
     let yaml = golden_sidecar_bootstrap(scenario(&plan), "cart-v1", "cart");
     check_golden_bootstrap("security-jwks-uri", &yaml, &["cart"]);
@@ -90,6 +90,60 @@ fn jwks_uri_with_a_host_name_is_resolved_by_dns() {
     jwks_uri_scenario(Ipv4Addr::LOCALHOST, Some("localhost"));
 }
 
+/// The cart sidecar of [`scenario`] in a real Envoy, with the app behind it.
+struct Cart {
+    envoy: Envoy,
+    address: SocketAddr,
+    _app: Upstream,
+    _identity_dir: tempfile::TempDir,
+}
+
+impl Cart {
+    fn start(jwks_uri: String) -> Cart {
+        let app = Upstream::echo("cart-app", Ipv4Addr::LOCALHOST);
+        let cart_ip = Ipv4Addr::new(127, 0, 0, 161);
+        let ports = free_ports_on(cart_ip, 2);
+        let plan = Plan {
+            cart: SocketAddr::from((cart_ip, ports[0])),
+            app_port: app.port(),
+            jwks_uri,
+        };
+        let m = model(scenario(&plan), Ipv4Addr::new(127, 0, 0, 160));
+        let identity_dir = tempfile::tempdir().unwrap();
+        let identity = Identity::issue(&test_ca(), identity_dir.path(), "shop", "cart");
+        let out = translate_sidecar(&m, "cart-v1", options(ports[1], identity.sds()));
+        let bootstrap = static_bootstrap("cart-v1", &out);
+        validate_bootstrap(&bootstrap).expect("cart sidecar validates");
+        Cart {
+            envoy: Envoy::start(&bootstrap),
+            address: plan.cart,
+            _app: app,
+            _identity_dir: identity_dir,
+        }
+    }
+
+    fn call(&self, path: &str, token: Option<&str>) -> HttpResponse {
+        let mut req = HttpRequest::get(path).host("cart");
+        if let Some(t) = token {
+            req = req.header("authorization", &format!("Bearer {t}"));
+        }
+        req.send(self.address)
+            .unwrap_or_else(|e| panic!("GET {path}: {e}"))
+    }
+
+    fn jwt_stat(&self, name: &str) -> u64 {
+        self.envoy.stat(&format!(
+            "http.inbound|{}||.jwt_authn.{name}",
+            self.address.port()
+        ))
+    }
+}
+
+fn claims(sub: &str, exp_offset: i64) -> serde_json::Value {
+    serde_json::json!({"iss": ISSUER, "sub": sub,
+        "exp": unix_now() as i64 + exp_offset, "iat": unix_now()})
+}
+
 /// The JWKS server on `jwks_ip`, named in the jwksUri by `host` (or by its address).
 fn jwks_uri_scenario(jwks_ip: Ipv4Addr, host: Option<&str>) {
     let signer = JwtSigner::generate("remote-key");
@@ -101,34 +155,11 @@ fn jwks_uri_scenario(jwks_ip: Ipv4Addr, host: Option<&str>) {
             body: signer.jwks(),
         },
     );
-    let app = Upstream::echo("cart-app", Ipv4Addr::LOCALHOST);
-    let cart_ip = Ipv4Addr::new(127, 0, 0, 161);
-    let ports = free_ports_on(cart_ip, 2);
-    let plan = Plan {
-        cart: SocketAddr::from((cart_ip, ports[0])),
-        app_port: app.port(),
-        jwks_authority: format!("{}:{}", host.unwrap_or(&jwks.ip()), jwks.port()),
-    };
-    let m = model(scenario(&plan), Ipv4Addr::new(127, 0, 0, 160));
-    let identity_dir = tempfile::tempdir().unwrap();
-    let identity = Identity::issue(&test_ca(), identity_dir.path(), "shop", "cart");
-    let out = translate_sidecar(&m, "cart-v1", options(ports[1], identity.sds()));
-    let bootstrap = static_bootstrap("cart-v1", &out);
-    validate_bootstrap(&bootstrap).expect("cart sidecar validates");
-    let cart = Envoy::start(&bootstrap);
-
-    let call = |path: &str, token: Option<&str>| {
-        let mut req = HttpRequest::get(path).host("cart");
-        if let Some(t) = token {
-            req = req.header("authorization", &format!("Bearer {t}"));
-        }
-        req.send(plan.cart)
-            .unwrap_or_else(|e| panic!("GET {path}: {e}"))
-    };
-    let claims = |sub: &str, exp_offset: i64| {
-        serde_json::json!({"iss": ISSUER, "sub": sub,
-            "exp": unix_now() as i64 + exp_offset, "iat": unix_now()})
-    };
+    let cart = Cart::start(format!(
+        "http://{}:{}{JWKS_PATH}",
+        host.unwrap_or(&jwks.ip()),
+        jwks.port()
+    ));
     let alice = signer.sign(&claims("alice", 600));
     let bob = signer.sign(&claims("bob", 600));
     let expired = signer.sign(&claims("alice", -600));
@@ -137,7 +168,7 @@ fn jwks_uri_scenario(jwks_ip: Ipv4Addr, host: Option<&str>) {
 
     // no token: authentication lets it through; the policy decides
     assert_eq!(
-        call("/public", None).status,
+        cart.call("/public", None).status,
         200,
         "no token on an open path"
     );
@@ -146,7 +177,7 @@ fn jwks_uri_scenario(jwks_ip: Ipv4Addr, host: Option<&str>) {
         0,
         "no token to verify, no reason to fetch the key set yet"
     );
-    let r = call("/secure", None);
+    let r = cart.call("/secure", None);
     assert_eq!(
         r.status,
         403,
@@ -154,13 +185,13 @@ fn jwks_uri_scenario(jwks_ip: Ipv4Addr, host: Option<&str>) {
         r.body_text()
     );
     // a valid token: Envoy fetched our key set and verified the signature
-    let r = call("/secure", Some(&alice));
+    let r = cart.call("/secure", Some(&alice));
     assert_eq!(
         r.status,
         200,
         "valid token: {}; envoy log:\n{}",
         r.body_text(),
-        cart.log()
+        cart.envoy.log()
     );
     assert_eq!(r.json()["server"], "cart-app");
     assert!(
@@ -176,26 +207,61 @@ fn jwks_uri_scenario(jwks_ip: Ipv4Addr, host: Option<&str>) {
         jwks.events()
     );
     // invalid tokens: 401 whatever the path
-    let r = call("/secure", Some(&forged));
+    let r = cart.call("/secure", Some(&forged));
     assert_eq!(r.status, 401, "bad signature: {}", r.body_text());
-    assert_eq!(call("/public", Some(&expired)).status, 401, "expired");
-    assert_eq!(call("/public", Some("not-a-jwt")).status, 401, "malformed");
+    assert_eq!(cart.call("/public", Some(&expired)).status, 401, "expired");
+    assert_eq!(
+        cart.call("/public", Some("not-a-jwt")).status,
+        401,
+        "malformed"
+    );
     // a valid token of another principal is authenticated, then denied by the policy
-    assert_eq!(call("/secure", Some(&bob)).status, 403, "wrong principal");
-    assert_eq!(call("/public", Some(&bob)).status, 200);
+    assert_eq!(
+        cart.call("/secure", Some(&bob)).status,
+        403,
+        "wrong principal"
+    );
+    assert_eq!(cart.call("/public", Some(&bob)).status, 200);
     assert_eq!(
         jwks.hits(),
         1,
         "the key set is fetched once and then cached"
     );
-    let jwt_stat = |s: &str| {
-        cart.stat(&format!(
-            "http.inbound|{}||.jwt_authn.{s}",
-            plan.cart.port()
-        ))
-    };
-    assert_eq!(jwt_stat("jwks_fetch_success"), 1);
-    assert_eq!(jwt_stat("jwks_fetch_failed"), 0);
-    assert_eq!(jwt_stat("denied"), 3, "forged, expired, malformed");
-    drop(cart);
+    assert_eq!(cart.jwt_stat("jwks_fetch_success"), 1);
+    assert_eq!(cart.jwt_stat("jwks_fetch_failed"), 0);
+    assert_eq!(cart.jwt_stat("denied"), 3, "forged, expired, malformed");
+}
+
+/// An https jwksUri is fetched only from a server the proxy can verify: keys
+/// from an unverified server would let anyone on the path mint accepted
+/// tokens. The server here serves the right key set over TLS (a client that
+/// trusts its self-signed certificate gets it), but no system trusts it, so
+/// Envoy's fetch fails and even a correctly signed token is refused.
+#[test]
+fn an_https_jwks_server_the_proxy_cannot_verify_is_not_trusted() {
+    let signer = JwtSigner::generate("remote-key");
+    let jwks = HttpsFileServer::start(
+        Ipv4Addr::new(127, 0, 0, 163),
+        &[("jwks.json", &signer.jwks())],
+    );
+    let served = jwks.fetch_trusting("jwks.json");
+    assert!(
+        served.contains("\"keys\"") && served.contains("remote-key"),
+        "the server serves the key set to a client that trusts it: {served}"
+    );
+    let cart = Cart::start(format!("https://{}/jwks.json", jwks.addr()));
+
+    let alice = signer.sign(&claims("alice", 600));
+    let r = cart.call("/secure", Some(&alice));
+    assert_eq!(
+        r.status,
+        401,
+        "a token signed with the key the unverified server serves: {}; envoy log:\n{}",
+        r.body_text(),
+        cart.envoy.log()
+    );
+    assert!(cart.jwt_stat("jwks_fetch_failed") >= 1, "the fetch failed");
+    assert_eq!(cart.jwt_stat("jwks_fetch_success"), 0);
+    // Without a token the policy still decides, as with a reachable key set.
+    assert_eq!(cart.call("/public", None).status, 200);
 }

@@ -22,9 +22,9 @@ use envoy_types::pb::envoy::extensions::filters::http::jwt_authn::v3::{
 use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
     HttpFilter, http_filter::ConfigType,
 };
-use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::UpstreamTlsContext;
 use envoy_types::pb::google::protobuf::{Duration, Empty};
 
+use super::origination::verified_tls_to;
 use super::{ObjectRef, SecurityError, pack};
 
 /// Name of the JWT filter.
@@ -100,7 +100,9 @@ impl JwksUri {
         format!("outbound|{}||{}", self.port, self.host)
     }
 
-    /// A cluster reaching the JWKS host (DNS-resolved; TLS with SNI for https).
+    /// A cluster reaching the JWKS host (DNS-resolved; for https, TLS that
+    /// verifies the server: keys from an unverified server would let anyone
+    /// on the path mint tokens the proxy accepts).
     pub fn cluster(&self) -> Cluster {
         let address = Address {
             address: Some(
@@ -153,10 +155,7 @@ impl JwksUri {
             transport_socket: self.tls.then(|| TransportSocket {
                 name: super::tls::TLS_TRANSPORT_SOCKET.to_string(),
                 config_type: Some(transport_socket::ConfigType::TypedConfig(pack(
-                    &UpstreamTlsContext {
-                        sni: self.host.clone(),
-                        ..Default::default()
-                    },
+                    &verified_tls_to(&self.host),
                 ))),
             }),
             ..Default::default()

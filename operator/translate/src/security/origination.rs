@@ -84,6 +84,37 @@ fn origination(settings: &OriginationSettings, host: &str) -> (CommonTlsContext,
     )
 }
 
+/// TLS to a server outside the mesh that a URL names by `host` (a remote
+/// JWKS): verified as a browser would, with the proxy's system roots and the
+/// host name as SNI and SAN. An IP address is matched as an IP SAN and sent
+/// no SNI (RFC 6066 forbids addresses there).
+pub fn verified_tls_to(host: &str) -> UpstreamTlsContext {
+    if host.parse::<std::net::IpAddr>().is_err() {
+        let (common, sni) = origination(&OriginationSettings::default(), host);
+        return UpstreamTlsContext {
+            common_tls_context: Some(common),
+            sni,
+            ..Default::default()
+        };
+    }
+    let validation = CertificateValidationContext {
+        trusted_ca: Some(file(SYSTEM_ROOTS)),
+        match_typed_subject_alt_names: vec![SubjectAltNameMatcher {
+            san_type: SanType::IpAddress as i32,
+            matcher: Some(exact(host)),
+            oid: String::new(),
+        }],
+        ..Default::default()
+    };
+    UpstreamTlsContext {
+        common_tls_context: Some(CommonTlsContext {
+            validation_context_type: Some(ValidationContextType::ValidationContext(validation)),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
 /// The upstream TLS context for a destination `host` under `tls`; `None` for DISABLE.
 /// `mesh_sans` are the destination's SPIFFE ids, used by ISTIO_MUTUAL.
 pub fn client_tls_context(

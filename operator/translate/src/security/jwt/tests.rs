@@ -122,3 +122,65 @@ proptest! {
         let _ = JwksUri::parse(&s);
     }
 }
+
+/// How the cluster that fetches `uri` verifies the server: (SNI, trusted CA
+/// file, SAN type and exact value).
+fn jwks_server_check(uri: &str) -> (String, String, i32, String) {
+    use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{
+        UpstreamTlsContext, common_tls_context::ValidationContextType,
+    };
+    use envoy_types::pb::envoy::r#type::matcher::v3::string_matcher::MatchPattern;
+    let cluster = JwksUri::parse(uri).unwrap().cluster();
+    let Some(transport_socket::ConfigType::TypedConfig(any)) =
+        cluster.transport_socket.unwrap().config_type
+    else {
+        panic!("typed TLS config expected");
+    };
+    let tls = UpstreamTlsContext::decode(any.value.as_slice()).unwrap();
+    let Some(ValidationContextType::ValidationContext(v)) = tls
+        .common_tls_context
+        .and_then(|c| c.validation_context_type)
+    else {
+        panic!("{uri}: a validation context expected");
+    };
+    let Some(Specifier::Filename(trusted)) = v.trusted_ca.and_then(|d| d.specifier) else {
+        panic!("{uri}: trusted_ca from a file expected");
+    };
+    let [san] = v.match_typed_subject_alt_names.as_slice() else {
+        panic!("{uri}: one SAN matcher expected");
+    };
+    let Some(MatchPattern::Exact(value)) =
+        san.matcher.as_ref().and_then(|m| m.match_pattern.clone())
+    else {
+        panic!("{uri}: an exact SAN expected");
+    };
+    (tls.sni, trusted, san.san_type, value)
+}
+
+#[test]
+fn https_jwks_servers_are_verified_with_the_system_roots_and_the_host() {
+    use crate::security::origination::SYSTEM_ROOTS;
+    use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::subject_alt_name_matcher::SanType;
+    let roots = SYSTEM_ROOTS.to_string();
+    assert_eq!(
+        jwks_server_check("https://keys.example.com/jwks.json"),
+        (
+            "keys.example.com".into(),
+            roots.clone(),
+            SanType::Dns as i32,
+            "keys.example.com".into()
+        )
+    );
+    // An address is matched as an IP SAN and sent no SNI.
+    assert_eq!(
+        jwks_server_check("https://127.0.0.9:8443/jwks.json"),
+        (
+            String::new(),
+            roots,
+            SanType::IpAddress as i32,
+            "127.0.0.9".into()
+        )
+    );
+    let plain = JwksUri::parse("http://keys.example.com/jwks.json").unwrap();
+    assert!(plain.cluster().transport_socket.is_none());
+}
