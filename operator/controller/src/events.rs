@@ -1,6 +1,6 @@
 //! Kubernetes events (`events.k8s.io/v1`), written by the leader only.
 //!
-//! A repeat of an event (same object, type, reason and action within six minutes)
+//! A repeat of an event (same object, type, reason, action and note within six minutes)
 //! patches the first one's `series` (count, last observed time) instead of creating
 //! another object, as kube-runtime's `Recorder` does. Unlike the `Recorder`, which keeps
 //! a full copy of every event it published for those six minutes (~2.7 KB each: 27 MB
@@ -83,21 +83,6 @@ impl EventSink {
         }
     }
 
-    fn key(&self, regarding: &ObjectReference, type_: &str, reason: &str, action: &str) -> u64 {
-        let mut h = self.hasher.build_hasher();
-        (type_, reason, action).hash(&mut h);
-        (
-            &regarding.api_version,
-            &regarding.kind,
-            &regarding.namespace,
-            &regarding.name,
-            &regarding.uid,
-            &regarding.field_path,
-        )
-            .hash(&mut h);
-        h.finish()
-    }
-
     /// Publishes one event on `regarding`; failures are logged, never fatal.
     pub async fn publish(
         &self,
@@ -125,7 +110,7 @@ impl EventSink {
         note: String,
     ) -> Result<(), kube::Error> {
         let now = Timestamp::now();
-        let key = self.key(regarding, type_, reason, action);
+        let key = series_key(&self.hasher, regarding, [type_, reason, action, &note]);
         let repeat = {
             let mut memory = self.memory.lock().unwrap_or_else(|p| p.into_inner());
             memory.prune(now);
@@ -198,6 +183,24 @@ impl EventSink {
     }
 }
 
+/// What makes two events the same, as a hash: the object and the type,
+/// reason, action and note. A new note (another problem with the same object)
+/// is a new event, not a repeat of the first one's message.
+fn series_key(hasher: &RandomState, regarding: &ObjectReference, what: [&str; 4]) -> u64 {
+    let mut h = hasher.build_hasher();
+    what.hash(&mut h);
+    (
+        &regarding.api_version,
+        &regarding.kind,
+        &regarding.namespace,
+        &regarding.name,
+        &regarding.uid,
+        &regarding.field_path,
+    )
+        .hash(&mut h);
+    h.finish()
+}
+
 /// A reference to a namespaced core/v1 object, for events.
 pub fn reference(kind: &str, namespace: &str, name: &str, uid: Option<&str>) -> ObjectReference {
     ObjectReference {
@@ -221,6 +224,33 @@ mod tests {
             count: 1,
             last,
         }
+    }
+
+    #[test]
+    fn another_note_is_another_event() {
+        let hasher = RandomState::new();
+        let mesh = reference("MeshConfig", "", "default", None);
+        let key = |note| {
+            series_key(
+                &hasher,
+                &mesh,
+                ["Warning", "MeshConfigRejected", "ReadSettings", note],
+            )
+        };
+        assert_eq!(key("spec.trustDomain: bad"), key("spec.trustDomain: bad"));
+        assert_ne!(
+            key("spec.trustDomain: bad"),
+            key("spec.workloadCertTtl: bad")
+        );
+        let other = reference("MeshConfig", "", "other", None);
+        assert_ne!(
+            key("x"),
+            series_key(
+                &hasher,
+                &other,
+                ["Warning", "MeshConfigRejected", "ReadSettings", "x"]
+            )
+        );
     }
 
     #[test]
