@@ -1,7 +1,8 @@
 //! The trust domain and workload certificate lifetime follow `MeshConfig/default`
 //! (`spec.trustDomain`, `spec.workloadCertTtl`) over the flags: a change reissues every
 //! identity for its new SPIFFE id (checked with openssl), MeshStatus reports the trust
-//! domain in force, and a restart reissues nothing (the CA waits for MeshConfig).
+//! domain in force, and a restart reissues nothing (the CA waits for MeshConfig), also
+//! when MeshConfig was rejected for another field.
 
 mod operator_support;
 
@@ -179,5 +180,77 @@ fn mesh_config_trust_domain_reissues_every_identity_and_survives_a_restart() {
     assert_eq!(
         control_plane_trust_domain(&cluster).as_deref(),
         Some("cluster.local")
+    );
+
+    // A mistake in another field at a restart: the operator starts with the MeshConfig's
+    // trust domain, not the flag's, so nothing is reissued (the flag would move every
+    // identity back to cluster.local).
+    cluster.kubectl.apply(
+        "apiVersion: mesh.trellis.dev/v1alpha1\nkind: MeshConfig\nmetadata:\n  name: default\nspec:\n  trustDomain: corp.example\n",
+    );
+    for sa in SAS {
+        let want = format!("spiffe://corp.example/ns/shop/sa/{sa}");
+        wait_for(
+            &format!("shop/{sa} at {want}"),
+            Duration::from_secs(60),
+            || {
+                cluster.identity("shop", sa).filter(|s| {
+                    s["metadata"]["annotations"]["trellis.dev/spiffe-id"].as_str()
+                        == Some(want.as_str())
+                })
+            },
+        );
+    }
+    cluster.kubectl.apply(
+        "apiVersion: mesh.trellis.dev/v1alpha1\nkind: MeshConfig\nmetadata:\n  name: default\nspec:\n  trustDomain: corp.example\n  workloadCertTtl: soon\n",
+    );
+    wait_for(
+        "a MeshConfigRejected event for the lifetime",
+        Duration::from_secs(30),
+        || {
+            cluster
+                .kubectl
+                .list(&["events.events.k8s.io", "-A"])
+                .into_iter()
+                .find(|e| {
+                    e["reason"] == "MeshConfigRejected"
+                        && e["note"]
+                            .as_str()
+                            .unwrap_or_default()
+                            .contains("spec.workloadCertTtl")
+                })
+        },
+    );
+    let settled = versions(&cluster);
+    assert!(op.terminate().success(), "graceful exit: {}", op.log_text());
+    let mut op = Operator::start(cluster.server.kubeconfig_path(), "op-3", &args);
+    op.wait_ready();
+    wait_for("op-3 to lead", Duration::from_secs(30), || {
+        (lease_holder(&cluster.kubectl).as_deref() == Some("op-3")).then_some(())
+    });
+    wait_for(
+        "op-3 to reconcile the identities",
+        Duration::from_secs(30),
+        || {
+            op.metric("trellis_controller_reconciles_total{controller=\"identity\"}")
+                .filter(|n| *n >= SAS.len() as f64)
+        },
+    );
+    assert_eq!(
+        versions(&cluster),
+        settled,
+        "no identity written after a restart with a rejected MeshConfig: {}",
+        op.log_text()
+    );
+    for sa in SAS {
+        assert_eq!(
+            cluster.identity("shop", sa).unwrap()["metadata"]["annotations"]["trellis.dev/spiffe-id"],
+            format!("spiffe://corp.example/ns/shop/sa/{sa}")
+        );
+    }
+    wait_for(
+        "MeshStatus with trust domain corp.example after the restart",
+        Duration::from_secs(60),
+        || (control_plane_trust_domain(&cluster).as_deref() == Some("corp.example")).then_some(()),
     );
 }

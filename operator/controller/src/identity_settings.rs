@@ -8,7 +8,9 @@
 //! the next renewal of each.
 //!
 //! A MeshConfig that cannot be used (unparsable, bad trust domain, a lifetime too short)
-//! is logged and reported as an event on it; the settings in force stay.
+//! is logged and reported as an event on it; the settings in force stay. At start, with
+//! no settings in force yet, its trust domain is still used when that field is valid
+//! ([`salvage`]).
 
 use crate::config::OperatorConfig;
 use crate::context::Context;
@@ -100,6 +102,25 @@ pub fn decide(
         }
     }
     Ok(settings)
+}
+
+/// The settings to start with when MeshConfig `default` cannot be used as a
+/// whole: its trust domain if that field alone is valid, the flags for the
+/// rest. A mistake in another field must not move every identity to the
+/// flags' trust domain when the operator restarts (a reissue of the whole
+/// mesh); lifetimes only shape the certificates issued from then on.
+pub fn salvage(object: Option<&DynamicObject>, config: &OperatorConfig) -> IdentitySettings {
+    let mut settings = IdentitySettings::from_flags(config);
+    let trust_domain = object
+        .and_then(|o| o.data.get("spec"))
+        .and_then(|spec| spec.get("trustDomain"))
+        .and_then(serde_json::Value::as_str)
+        .and_then(|td| TrustDomain::new(td).ok());
+    if let Some(td) = trust_domain {
+        settings.trust_domain = td;
+        settings.trust_domain_source = "MeshConfig default";
+    }
+    settings
 }
 
 /// Shared handle: `None` until MeshConfig has been listed once (the CA loader waits for
@@ -237,8 +258,9 @@ pub async fn run(ctx: Arc<Context>) {
                     last_problem = Some(problem);
                 }
                 if ctx.identity_settings.current().is_none() {
-                    ctx.identity_settings
-                        .set(IdentitySettings::from_flags(&ctx.config));
+                    let settings = salvage(object.as_ref(), &ctx.config);
+                    tracing::warn!(trust_domain = %settings.trust_domain.as_str(), source = settings.trust_domain_source, "starting with the trust domain below; other identity settings from the flags until MeshConfig is mended");
+                    ctx.identity_settings.set(settings);
                 }
             }
         }
@@ -357,5 +379,48 @@ mod tests {
                 .unwrap_err()
                 .contains("too short")
         );
+    }
+
+    fn object(spec: serde_json::Value) -> DynamicObject {
+        let mut o = DynamicObject::new(MESH_CONFIG_NAME, &ApiResource::erase::<MeshConfig>(&()));
+        o.data = serde_json::json!({ "spec": spec });
+        o
+    }
+
+    #[test]
+    fn a_rejected_mesh_config_still_gives_its_valid_trust_domain_at_start() {
+        let c = config();
+        // Another field is wrong: its trust domain, the flags' lifetime.
+        let bad_ttl =
+            object(serde_json::json!({"trustDomain": "corp.example", "workloadCertTtl": "soon"}));
+        let spec: MeshConfigSpec = serde_json::from_value(bad_ttl.data["spec"].clone()).unwrap();
+        assert!(decide(Some(&spec), &c).is_err());
+        let s = salvage(Some(&bad_ttl), &c);
+        assert_eq!(s.trust_domain.as_str(), "corp.example");
+        assert_eq!(s.trust_domain_source, "MeshConfig default");
+        assert_eq!(s.workload_ttl, c.workload_ttl);
+        // Unparsable elsewhere (not a MeshConfigSpec at all): the trust domain still reads.
+        let unparsable = object(
+            serde_json::json!({"trustDomain": "corp.example", "workloadCertRenewalRatio": "half"}),
+        );
+        assert!(spec_of(&unparsable).is_err());
+        assert_eq!(
+            salvage(Some(&unparsable), &c).trust_domain.as_str(),
+            "corp.example"
+        );
+        // The trust domain itself is wrong, or absent: the flags.
+        let flags = IdentitySettings::from_flags(&c);
+        assert_eq!(
+            salvage(
+                Some(&object(serde_json::json!({"trustDomain": "Not A Domain/"}))),
+                &c
+            ),
+            flags
+        );
+        assert_eq!(
+            salvage(Some(&object(serde_json::json!({"trustDomain": 7}))), &c),
+            flags
+        );
+        assert_eq!(salvage(None, &c), flags);
     }
 }
