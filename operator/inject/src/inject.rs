@@ -153,7 +153,9 @@ pub enum ProxyPlacement {
     /// Appended to the app containers.
     AppContainer,
     /// Appended to the init containers after `trellis-init`, as a Kubernetes
-    /// native sidecar (see [`InjectionContext::native_sidecar`]).
+    /// native sidecar (see [`InjectionContext::native_sidecar`]): it starts
+    /// once the capture is in place and before every app container, which
+    /// waits for its startup probe.
     NativeSidecar,
 }
 
@@ -189,8 +191,6 @@ impl InjectionContext {
 
 /// `sidecar.istio.io/status`: what injection added, by name.
 fn status_annotation(proxy: ProxyPlacement) -> String {
-    // A native sidecar starts after trellis-init (the capture is in place)
-    // and before every app container, which waits for its startup probe.
     let (init_containers, containers) = match proxy {
         ProxyPlacement::AppContainer => (vec![INIT_CONTAINER_NAME], vec![PROXY_CONTAINER_NAME]),
         ProxyPlacement::NativeSidecar => (vec![INIT_CONTAINER_NAME, PROXY_CONTAINER_NAME], vec![]),

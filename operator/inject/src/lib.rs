@@ -3,6 +3,8 @@
 //!
 //! - [`should_inject`]: Istio's selection rules (namespace label, revision
 //!   label, pod label, opt-out) and the namespaces that are never injected.
+//! - [`plan`]: what injection adds to a pod ([`PodFacts`] in, [`Additions`]
+//!   out), the one decision behind the webhook's patch and [`inject_pod`].
 //! - [`inject`]: the pod with the `trellis proxy-init` init container, the
 //!   Envoy sidecar, their volumes and the `sidecar.istio.io/status`
 //!   annotation, plus the RFC 6902 JSONPatch from the input to the output.
