@@ -16,7 +16,7 @@ use crate::config::MeshSettings;
 use crate::error::ModelError;
 use crate::registry::{Registry, ServiceSource};
 use crate::scope::ChangeScope;
-use crate::service::{MeshService, Resolution, ServicePort};
+use crate::service::{MeshService, Resolution, ServicePort, StaticEndpoint};
 use crate::workload::Workload;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -96,6 +96,15 @@ pub enum Resource {
     AuthorizationPolicy(Box<AuthorizationPolicy>),
     /// The inbound mTLS mode of the workloads it covers (mesh, namespace, workload, port).
     PeerAuthentication(Box<PeerAuthentication>),
+    /// The endpoints of a Service that Kubernetes does not derive from a selector:
+    /// its EndpointSlices written by hand or by another controller (a Service
+    /// without a selector in front of a database outside the cluster). They are
+    /// the Service's endpoints while it has no selector; empty clears them.
+    ServiceEndpoints {
+        namespace: String,
+        service: String,
+        endpoints: Vec<StaticEndpoint>,
+    },
 }
 
 /// The mesh index. Cloning is cheap enough for a per-push snapshot of a
@@ -114,6 +123,9 @@ pub struct MeshModel {
     pub(crate) request_authentications: Store<RequestAuthentication>,
     pub(crate) authorization_policies: Store<AuthorizationPolicy>,
     pub(crate) peer_authentications: Store<PeerAuthentication>,
+    /// [`Resource::ServiceEndpoints`] by (namespace, Service), kept also before
+    /// or without their Service.
+    pub(crate) service_endpoints: BTreeMap<(String, String), Vec<StaticEndpoint>>,
     pub(crate) seq: u64,
 }
 
@@ -138,9 +150,10 @@ impl MeshModel {
         match resource {
             Resource::Service(service) => {
                 let key = service_key(&service)?;
-                let Some(mesh) = MeshService::from_kubernetes(&service, &self.settings) else {
+                let Some(mut mesh) = MeshService::from_kubernetes(&service, &self.settings) else {
                     return Ok(ChangeScope::None);
                 };
+                self.attach_endpoints(&mut mesh);
                 let changed = self.registry.set(key, vec![mesh]);
                 Ok(if changed {
                     ChangeScope::All
@@ -162,6 +175,33 @@ impl MeshModel {
                 }
             },
             Resource::Workload(w) => Ok(self.set_workload(*w)),
+            Resource::ServiceEndpoints {
+                namespace,
+                service,
+                endpoints,
+            } => {
+                let key = (namespace.clone(), service.clone());
+                if endpoints.is_empty() {
+                    self.service_endpoints.remove(&key);
+                } else {
+                    self.service_endpoints.insert(key, endpoints);
+                }
+                let source = ServiceSource::Kubernetes {
+                    namespace,
+                    name: service,
+                };
+                let mut services = self.registry.defined_by(&source).to_vec();
+                for mesh in &mut services {
+                    self.attach_endpoints(mesh);
+                }
+                Ok(
+                    if !services.is_empty() && self.registry.set(source, services) {
+                        ChangeScope::All
+                    } else {
+                        ChangeScope::None
+                    },
+                )
+            }
             Resource::ServiceAccount { namespace, name } => {
                 let added = self.service_accounts.insert((namespace.clone(), name));
                 Ok(if added {
@@ -400,6 +440,22 @@ impl MeshModel {
         }
     }
 
+    /// A Kubernetes Service without a selector gets the endpoints its
+    /// EndpointSlices list; one with a selector gets none this way.
+    fn attach_endpoints(&self, mesh: &mut MeshService) {
+        if mesh.origin != crate::service::ServiceOrigin::Kubernetes {
+            return;
+        }
+        mesh.static_endpoints = match &mesh.selector {
+            Some(_) => Vec::new(),
+            None => self
+                .service_endpoints
+                .get(&(mesh.namespace.clone(), mesh.name.clone()))
+                .cloned()
+                .unwrap_or_default(),
+        };
+    }
+
     fn reindex_kubernetes_hosts(&mut self) {
         let settings = self.settings.clone();
         let old = std::mem::take(&mut self.registry);
@@ -579,24 +635,8 @@ impl MeshModel {
         let keep = |labels: &BTreeMap<String, String>| {
             subset.is_none_or(|s| crate::workload::labels_match(s, labels))
         };
-        match service.resolution {
-            Resolution::Endpoints => self
-                .workloads_of(service)
-                .into_iter()
-                .filter(|w| keep(&w.labels))
-                .filter_map(|w| {
-                    Some(Endpoint {
-                        address: w.address.clone(),
-                        port: w.target_port(port)?,
-                        labels: w.labels.clone(),
-                        has_sidecar: w.has_sidecar,
-                        namespace: w.namespace.clone(),
-                        service_account: Some(w.service_account.clone()),
-                        weight: w.weight,
-                    })
-                })
-                .collect(),
-            Resolution::Dns | Resolution::Static => service
+        let listed = || {
+            service
                 .static_endpoints
                 .iter()
                 .filter(|e| keep(&e.labels))
@@ -616,7 +656,28 @@ impl MeshModel {
                     service_account: None,
                     weight: 1,
                 })
+                .collect()
+        };
+        match service.resolution {
+            // A Service without a selector: what its EndpointSlices list.
+            Resolution::Endpoints if service.selector.is_none() => listed(),
+            Resolution::Endpoints => self
+                .workloads_of(service)
+                .into_iter()
+                .filter(|w| keep(&w.labels))
+                .filter_map(|w| {
+                    Some(Endpoint {
+                        address: w.address.clone(),
+                        port: w.target_port(port)?,
+                        labels: w.labels.clone(),
+                        has_sidecar: w.has_sidecar,
+                        namespace: w.namespace.clone(),
+                        service_account: Some(w.service_account.clone()),
+                        weight: w.weight,
+                    })
+                })
                 .collect(),
+            Resolution::Dns | Resolution::Static => listed(),
             Resolution::Passthrough => Vec::new(),
         }
     }

@@ -90,7 +90,8 @@ pub enum Resolution {
     Passthrough,
 }
 
-/// A fixed endpoint declared by a ServiceEntry.
+/// A fixed endpoint: declared by a ServiceEntry, or listed by an EndpointSlice of a
+/// Service without a selector.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct StaticEndpoint {
     pub address: String,

@@ -14,6 +14,7 @@ use trellis_api::status::ResourceStatus;
 use trellis_api::{ObjectRef, Resource};
 use trellis_model::{
     ChangeScope, MeshModel, MeshSettings, MtlsMode, OutboundPolicy, ResourceKey, ResourceKind,
+    StaticEndpoint,
 };
 use trellis_xds::{ProxyId, ProxyKind, PushScope};
 
@@ -91,6 +92,9 @@ pub struct MeshFeed {
     /// Pod address learnt from EndpointSlices, for pods whose status has none yet.
     /// pod -> (slice -> address), so a pod keeps an address while any slice lists it.
     slice_addresses: BTreeMap<NsName, BTreeMap<NsName, String>>,
+    /// Service -> the slices that list endpoints for it not derived from its
+    /// selector ([`listing_for`]).
+    listings: BTreeMap<NsName, BTreeSet<NsName>>,
     present: BTreeMap<SourceKind, BTreeSet<ObjectRef>>,
     /// The valid MeshConfig `default`, if any.
     mesh_config: Option<MeshConfigSpec>,
@@ -208,7 +212,8 @@ impl MeshFeed {
                 self.mark(kind, key.clone(), true);
                 let id = ns_name(&key);
                 let old = self.slices.insert(id.clone(), *slice.clone());
-                self.reindex_slice(&id, old.as_ref(), Some(&slice))
+                let scope = self.reindex_slice(&id, old.as_ref(), Some(&slice));
+                scope.union(self.program_listed_endpoints(&id, old.as_ref(), Some(&slice)))
             }
         }
     }
@@ -370,7 +375,8 @@ impl MeshFeed {
             }
             SourceKind::EndpointSlice => {
                 let old = self.slices.remove(&id);
-                self.reindex_slice(&id, old.as_ref(), None)
+                let scope = self.reindex_slice(&id, old.as_ref(), None);
+                scope.union(self.program_listed_endpoints(&id, old.as_ref(), None))
             }
             _ => {
                 if Arc::make_mut(&mut self.config).remove(key).is_some() {
@@ -456,6 +462,52 @@ impl MeshFeed {
         self.model_apply(trellis_model::Resource::Pod(Box::new(pod)))
     }
 
+    /// Feeds the endpoints that hand-written (or other controllers') slices list
+    /// for a Service, recomputed from all its slices when one of them changed.
+    fn program_listed_endpoints(
+        &mut self,
+        slice: &NsName,
+        old: Option<&EndpointSlice>,
+        new: Option<&EndpointSlice>,
+    ) -> ChangeScope {
+        let (before, after) = (old.and_then(listing_for), new.and_then(listing_for));
+        if let Some(service) = &before
+            && let Some(slices) = self.listings.get_mut(service)
+        {
+            slices.remove(slice);
+            if slices.is_empty() {
+                self.listings.remove(service);
+            }
+        }
+        if let Some(service) = &after {
+            self.listings
+                .entry(service.clone())
+                .or_default()
+                .insert(slice.clone());
+        }
+        let services: BTreeSet<NsName> = before.into_iter().chain(after).collect();
+        let mut scope = ChangeScope::None;
+        for service in services {
+            let mut endpoints: Vec<StaticEndpoint> = self
+                .listings
+                .get(&service)
+                .into_iter()
+                .flatten()
+                .filter_map(|id| self.slices.get(id))
+                .flat_map(listed_endpoints)
+                .collect();
+            endpoints.sort();
+            endpoints.dedup();
+            let (namespace, service) = service;
+            scope = scope.union(self.model_apply(trellis_model::Resource::ServiceEndpoints {
+                namespace,
+                service,
+                endpoints,
+            }));
+        }
+        scope
+    }
+
     fn reindex_slice(
         &mut self,
         slice: &NsName,
@@ -489,6 +541,58 @@ impl MeshFeed {
         }
         scope
     }
+}
+
+/// Who manages the slices Kubernetes derives from a Service's selector (their
+/// endpoints are pods, which the model already has).
+const SELECTOR_SLICE_MANAGER: &str = "endpointslice-controller.k8s.io";
+
+/// The Service an EndpointSlice lists endpoints for, unless Kubernetes derived
+/// the slice from the Service's selector. FQDN slices are left out: their
+/// addresses are names, which an EDS endpoint cannot carry.
+fn listing_for(slice: &EndpointSlice) -> Option<NsName> {
+    if slice.address_type == "FQDN" {
+        return None;
+    }
+    let labels = slice.metadata.labels.as_ref()?;
+    if labels
+        .get("endpointslice.kubernetes.io/managed-by")
+        .map(String::as_str)
+        == Some(SELECTOR_SLICE_MANAGER)
+    {
+        return None;
+    }
+    let service = labels.get("kubernetes.io/service-name")?.clone();
+    Some((
+        slice.metadata.namespace.clone().unwrap_or_default(),
+        service,
+    ))
+}
+
+/// The ready (or not known unready) endpoints of a slice, with the slice's ports
+/// by name: what a Service without a selector serves.
+fn listed_endpoints(slice: &EndpointSlice) -> Vec<StaticEndpoint> {
+    let ports: BTreeMap<String, u16> = slice
+        .ports
+        .iter()
+        .flatten()
+        .filter_map(|p| {
+            let port = u16::try_from(p.port?).ok().filter(|p| *p > 0)?;
+            Some((p.name.clone().unwrap_or_default(), port))
+        })
+        .collect();
+    slice
+        .endpoints
+        .iter()
+        .filter(|e| e.conditions.as_ref().and_then(|c| c.ready) != Some(false))
+        .filter_map(|e| {
+            Some(StaticEndpoint {
+                address: e.addresses.first()?.clone(),
+                ports: ports.clone(),
+                labels: BTreeMap::new(),
+            })
+        })
+        .collect()
 }
 
 fn ns_name(key: &ObjectRef) -> NsName {

@@ -177,3 +177,176 @@ async fn cluster_objects_reach_the_model_and_the_xds_snapshot() {
     assert_eq!(v.model.virtual_services().count(), 0);
     drop(sources);
 }
+
+/// `address:port` of every endpoint the cart proxy's snapshot has for the db Service.
+fn db_endpoints(snapshots: &ModelSnapshots) -> Vec<String> {
+    use envoy_types::pb::envoy::config::core::v3::address::Address;
+    use envoy_types::pb::envoy::config::core::v3::socket_address::PortSpecifier;
+    use envoy_types::pb::envoy::config::endpoint::v3::ClusterLoadAssignment;
+    use envoy_types::pb::envoy::config::endpoint::v3::lb_endpoint::HostIdentifier;
+    use prost::Message;
+    let id = trellis_xds::ProxyId::new(trellis_xds::ProxyKind::Sidecar, "shop", "cart-1", "cart");
+    let snapshot = snapshots
+        .snapshot(&id)
+        .expect("snapshot for the cart proxy");
+    let endpoints = snapshot.get(trellis_xds::ResourceType::Endpoint);
+    let Some(db) = endpoints.iter().find(|r| r.name.contains("db.shop.svc")) else {
+        return Vec::new();
+    };
+    let cla = ClusterLoadAssignment::decode(db.any.value.as_slice()).unwrap();
+    cla.endpoints
+        .iter()
+        .flat_map(|l| &l.lb_endpoints)
+        .filter_map(|e| match &e.host_identifier {
+            Some(HostIdentifier::Endpoint(e)) => match e.address.as_ref()?.address.as_ref()? {
+                Address::SocketAddress(s) => match s.port_specifier {
+                    Some(PortSpecifier::PortValue(p)) => Some(format!("{}:{p}", s.address)),
+                    _ => None,
+                },
+                _ => None,
+            },
+            _ => None,
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_service_without_a_selector_serves_the_endpoints_its_slices_list() {
+    let server = TestServer::start().expect("simulator starts");
+    let client = server.client();
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    for crd in trellis_api::crd::crds() {
+        crds.create(&PostParams::default(), &crd)
+            .await
+            .expect("CRD created");
+    }
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    namespaces
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({"metadata": {"name": "shop"}})).unwrap(),
+        )
+        .await
+        .unwrap();
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "shop");
+    pods.create(
+        &PostParams::default(),
+        &serde_json::from_value(json!({
+            "metadata": {"name": "cart-1", "labels": {"app": "cart"}},
+            "spec": {"serviceAccountName": "cart", "containers": [
+                {"name": "app", "image": "cart"}, {"name": "trellis-proxy", "image": "envoy"}]}
+        }))
+        .unwrap(),
+    )
+    .await
+    .unwrap();
+    // A database outside the cluster behind a Service without a selector.
+    let services: Api<k8s_openapi::api::core::v1::Service> =
+        Api::namespaced(client.clone(), "shop");
+    services
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({
+                "metadata": {"name": "db", "namespace": "shop"},
+                "spec": {"ports": [{"name": "tcp-pg", "port": 5432}]}
+            }))
+            .unwrap(),
+        )
+        .await
+        .unwrap();
+    let slices: Api<DynamicObject> = Api::namespaced_with(
+        client.clone(),
+        "shop",
+        &api_resource(SourceKind::EndpointSlice),
+    );
+    let slice = |name: &str, manager: &str, address: &str| -> DynamicObject {
+        serde_json::from_value(json!({
+            "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+            "metadata": {"name": name, "namespace": "shop", "labels": {
+                "kubernetes.io/service-name": "db",
+                "endpointslice.kubernetes.io/managed-by": manager}},
+            "addressType": "IPv4",
+            "endpoints": [{"addresses": [address]},
+                          {"addresses": ["10.20.0.99"], "conditions": {"ready": false}}],
+            "ports": [{"name": "tcp-pg", "port": 6432}]
+        }))
+        .unwrap()
+    };
+    slices
+        .create(
+            &PostParams::default(),
+            &slice("db-manual", "staff", "10.20.0.7"),
+        )
+        .await
+        .unwrap();
+    // A slice Kubernetes derived from a selector names pods the model already has.
+    slices
+        .create(
+            &PostParams::default(),
+            &slice("db-derived", "endpointslice-controller.k8s.io", "10.20.0.8"),
+        )
+        .await
+        .unwrap();
+
+    // The cart pod's address, from the slice Kubernetes derives for its Service.
+    slices
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({
+                "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+                "metadata": {"name": "cart-x", "namespace": "shop", "labels": {
+                    "kubernetes.io/service-name": "cart",
+                    "endpointslice.kubernetes.io/managed-by": "endpointslice-controller.k8s.io"}},
+                "addressType": "IPv4",
+                "endpoints": [{"addresses": ["10.1.0.5"],
+                               "targetRef": {"kind": "Pod", "name": "cart-1", "namespace": "shop"}}],
+                "ports": [{"name": "http", "port": 8080}]
+            }))
+            .unwrap(),
+        )
+        .await
+        .unwrap();
+
+    let snapshots = ModelSnapshots::new(TranslateOptions::default());
+    let sources = Sources::start(client.clone(), Default::default(), snapshots.clone(), None);
+    let mut view = sources.view();
+    wait_for(&mut view, "the cart workload", |v| {
+        v.synced && v.model.workload("shop", "cart-1").is_some()
+    })
+    .await;
+    assert_eq!(
+        db_endpoints(&snapshots),
+        ["10.20.0.7:6432"],
+        "the ready endpoint of the hand-written slice, on the slice's port"
+    );
+
+    // Another hand-written slice adds to the list; deleting them empties it.
+    slices
+        .create(
+            &PostParams::default(),
+            &slice("db-manual-2", "staff", "10.20.0.6"),
+        )
+        .await
+        .unwrap();
+    let endpoints = |v: &MeshView| {
+        v.model
+            .registry()
+            .defined_by(&trellis_model::ServiceSource::Kubernetes {
+                namespace: "shop".into(),
+                name: "db".into(),
+            })
+            .first()
+            .map_or(0, |s| s.static_endpoints.len())
+    };
+    wait_for(&mut view, "the second slice", |v| endpoints(v) == 2).await;
+    assert_eq!(
+        db_endpoints(&snapshots),
+        ["10.20.0.6:6432", "10.20.0.7:6432"]
+    );
+    for name in ["db-manual", "db-manual-2"] {
+        slices.delete(name, &DeleteParams::default()).await.unwrap();
+    }
+    wait_for(&mut view, "the slices' deletion", |v| endpoints(v) == 0).await;
+    assert!(db_endpoints(&snapshots).is_empty());
+    drop(sources);
+}
