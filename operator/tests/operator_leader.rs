@@ -6,6 +6,15 @@ mod operator_support;
 use operator_support::*;
 use std::time::Duration;
 
+/// The `MeshConfigRejected` event published by `instance`, if any.
+fn rejection_by(cluster: &Cluster, instance: &str) -> Option<serde_json::Value> {
+    cluster
+        .kubectl
+        .list(&["events.events.k8s.io", "-A"])
+        .into_iter()
+        .find(|e| e["reason"] == "MeshConfigRejected" && e["reportingInstance"] == instance)
+}
+
 fn writes(op: &Operator) -> f64 {
     op.metrics()
         .iter()
@@ -31,6 +40,16 @@ fn killing_the_leader_hands_over_and_only_the_leader_writes() {
     assert_eq!(follower.metric("trellis_leader"), Some(0.0));
     assert_eq!(writes(&follower), 0.0, "a follower must not write");
     assert!(writes(&leader_op) >= 1.0);
+    // A MeshConfig both replicas reject: only the leader reports it.
+    cluster.kubectl.apply(
+        "apiVersion: mesh.trellis.dev/v1alpha1\nkind: MeshConfig\nmetadata:\n  name: default\nspec:\n  workloadCertTtl: soon\n",
+    );
+    wait_for(
+        "the leader's MeshConfigRejected event",
+        Duration::from_secs(30),
+        || rejection_by(&cluster, &leader),
+    );
+    assert!(rejection_by(&cluster, &follower.identity).is_none());
 
     // SIGKILL: no release; the follower takes over once the Lease expires.
     leader_op.kill();
@@ -43,6 +62,12 @@ fn killing_the_leader_hands_over_and_only_the_leader_writes() {
     wait_for("the new leader's gauge", Duration::from_secs(10), || {
         (follower.metric("trellis_leader") == Some(1.0)).then_some(())
     });
+    // The problem it saw as a follower, reported now that it leads.
+    wait_for(
+        "the new leader's MeshConfigRejected event",
+        Duration::from_secs(30),
+        || rejection_by(&cluster, &new_leader),
+    );
     // The new leader does the work.
     cluster.namespace("pay", &["istio-injection=enabled"], &["default"]);
     let secret = cluster.wait_identity("pay", "default");

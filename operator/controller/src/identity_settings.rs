@@ -183,12 +183,21 @@ pub async fn run(ctx: Arc<Context>) {
     let mut listed = false;
     let mut last_problem: Option<String> = None;
     // MeshConfig `default` as last seen (and during a re-list, as listed so far).
-    let mut object: Option<DynamicObject>;
+    let mut object: Option<DynamicObject> = None;
     let mut listing: Option<DynamicObject> = None;
     let is_default = |o: &DynamicObject| o.metadata.name.as_deref() == Some(MESH_CONFIG_NAME);
+    let mut elected = ctx.leader.on_elected().boxed();
     loop {
         let event = tokio::select! {
             _ = &mut shutdown => break,
+            Some(()) = elected.next() => {
+                // Only the leader writes events: a replica that saw the problem as a
+                // follower reports it once it leads.
+                if let (Some(problem), Some(obj)) = (&last_problem, &object) {
+                    publish_rejection(&ctx, obj, problem.clone()).await;
+                }
+                continue;
+            }
             e = events.next() => match e { Some(e) => e, None => break },
         };
         match event {
@@ -244,16 +253,7 @@ pub async fn run(ctx: Arc<Context>) {
                 if last_problem.as_ref() != Some(&problem) {
                     tracing::error!(%problem, "MeshConfig rejected; keeping the identity settings in force");
                     if let Some(obj) = &object {
-                        let r = reference_for(obj);
-                        ctx.events
-                            .publish(
-                                &r,
-                                true,
-                                "MeshConfigRejected",
-                                "ReadSettings",
-                                problem.clone(),
-                            )
-                            .await;
+                        publish_rejection(&ctx, obj, problem.clone()).await;
                     }
                     last_problem = Some(problem);
                 }
@@ -265,6 +265,14 @@ pub async fn run(ctx: Arc<Context>) {
             }
         }
     }
+}
+
+/// The `MeshConfigRejected` event on MeshConfig `default` (leader only).
+async fn publish_rejection(ctx: &Context, obj: &DynamicObject, problem: String) {
+    let r = reference_for(obj);
+    ctx.events
+        .publish(&r, true, "MeshConfigRejected", "ReadSettings", problem)
+        .await;
 }
 
 /// Makes `spec` the MeshConfig other readers see, waking them only on a change.
