@@ -24,6 +24,9 @@ const POD: &str = "web-0";
 const SA: &str = "web";
 const POD_IP: &str = "127.0.0.29";
 
+/// A regex over Envoy's default RE2 program size limit.
+const USERS_REGEX: &str = "^/api/v[0-9]+/users/[a-z0-9-]{1,64}$";
+
 fn envoy_bin() -> PathBuf {
     let bin = std::env::var_os("ENVOY_BIN")
         .map(PathBuf::from)
@@ -128,6 +131,11 @@ fn injected_sidecar_connects_to_the_operator_with_the_namespace_bootstrap() {
     ]);
     cluster.kubectl.apply(&format!(
         "apiVersion: v1\nkind: Service\nmetadata:\n  name: web\n  namespace: {NS}\nspec:\n  clusterIP: 10.96.0.29\n  selector:\n    app: web\n  ports:\n  - name: http\n    port: 80\n    targetPort: 8080\n"
+    ));
+    // A route whose regex compiles past Envoy's default RE2 program size (268 > 100):
+    // the bootstrap's runtime must let Envoy accept it.
+    cluster.kubectl.apply(&format!(
+        "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata:\n  name: web\n  namespace: {NS}\nspec:\n  hosts: [web]\n  http:\n  - match:\n    - uri: {{regex: \"{USERS_REGEX}\"}}\n    route:\n    - destination: {{host: web}}\n"
     ));
 
     // The operator's xDS port is only known once it listens; start it on an ephemeral
@@ -309,6 +317,14 @@ fn injected_sidecar_connects_to_the_operator_with_the_namespace_bootstrap() {
     };
     let text = dump.to_string();
     assert!(text.contains("dynamic_active_clusters"), "{text}");
+    wait_for(
+        "Envoy to apply the route with the large regex",
+        Duration::from_secs(30),
+        || {
+            http_get(admin, "/config_dump?resource=dynamic_route_configs")
+                .filter(|d| d.contains(USERS_REGEX))
+        },
+    );
     // The node identity came from the injected flags, and the operator accepted it as the pod.
     let info: Value = serde_json::from_str(&http_get(admin, "/server_info").unwrap()).unwrap();
     assert_eq!(

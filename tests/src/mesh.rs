@@ -7,7 +7,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use envoy_types::pb::envoy::config::bootstrap::v3::{Bootstrap, bootstrap::StaticResources};
+use envoy_types::pb::envoy::config::bootstrap::v3::{
+    Bootstrap, LayeredRuntime, RuntimeLayer, bootstrap::StaticResources,
+};
 use envoy_types::pb::envoy::config::cluster::v3::{Cluster, cluster};
 use envoy_types::pb::envoy::config::core::v3::{
     Address, Node, SocketAddress, TransportSocket, address, socket_address,
@@ -289,6 +291,33 @@ pub fn listener(
 }
 
 /// A static bootstrap (no admin section: the harness adds it) as YAML.
+/// The runtime every Trellis bootstrap has (the RE2 program size limit raised,
+/// the admin layer kept), so these tests run Envoy as it runs in the mesh.
+fn runtime_layers() -> LayeredRuntime {
+    use envoy_types::pb::envoy::config::bootstrap::v3::runtime_layer::{
+        AdminLayer, LayerSpecifier,
+    };
+    use envoy_types::pb::google::protobuf::{Struct, Value, value::Kind};
+    use trellis_translate::security::matchers::{RE2_MAX_PROGRAM_SIZE, RE2_MAX_PROGRAM_SIZE_KEY};
+    let limit = Value {
+        kind: Some(Kind::NumberValue(f64::from(RE2_MAX_PROGRAM_SIZE))),
+    };
+    LayeredRuntime {
+        layers: vec![
+            RuntimeLayer {
+                name: "trellis".into(),
+                layer_specifier: Some(LayerSpecifier::StaticLayer(Struct {
+                    fields: [(RE2_MAX_PROGRAM_SIZE_KEY.to_string(), limit)].into(),
+                })),
+            },
+            RuntimeLayer {
+                name: "admin".into(),
+                layer_specifier: Some(LayerSpecifier::AdminLayer(AdminLayer {})),
+            },
+        ],
+    }
+}
+
 pub fn bootstrap_yaml(node_id: &str, listeners: Vec<Listener>, clusters: Vec<Cluster>) -> String {
     let bootstrap = Bootstrap {
         node: Some(Node {
@@ -301,6 +330,7 @@ pub fn bootstrap_yaml(node_id: &str, listeners: Vec<Listener>, clusters: Vec<Clu
             clusters,
             ..Default::default()
         }),
+        layered_runtime: Some(runtime_layers()),
         ..Default::default()
     };
     trellis_envoy_json::to_yaml_string(&bootstrap).expect("bootstrap as YAML")

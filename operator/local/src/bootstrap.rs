@@ -124,6 +124,17 @@ pub enum XdsTarget {
     Dns { host: String, port: u16 },
 }
 
+/// Envoy's runtime: the RE2 program size limit raised (see
+/// [`trellis_translate::security::matchers::RE2_MAX_PROGRAM_SIZE`]), and the
+/// admin layer Envoy has when no runtime is configured.
+fn runtime_layers() -> Value {
+    use trellis_translate::security::matchers::{RE2_MAX_PROGRAM_SIZE, RE2_MAX_PROGRAM_SIZE_KEY};
+    json!({ "layers": [
+        { "name": "trellis", "static_layer": { RE2_MAX_PROGRAM_SIZE_KEY: RE2_MAX_PROGRAM_SIZE } },
+        { "name": "admin", "admin_layer": {} }
+    ]})
+}
+
 /// An ADS-over-mTLS bootstrap: `node_*` are what the bootstrap says (Envoy's
 /// `--service-node`/`--service-cluster` flags override id and cluster).
 pub fn ads_bootstrap(
@@ -162,6 +173,7 @@ pub fn ads_bootstrap(
                 }
             }]
         },
+        "layered_runtime": runtime_layers(),
         "dynamic_resources": {
             "ads_config": {
                 "api_type": "GRPC",
@@ -262,6 +274,12 @@ mod tests {
         let b = bootstrap(&s, &sds);
         assert_eq!(b["node"]["id"], s.node_id);
         assert_eq!(b["node"]["metadata"]["SERVICE_ACCOUNT"], "cart");
+        // Regexes past Envoy's default RE2 program size (100) are accepted.
+        assert_eq!(
+            b["layered_runtime"]["layers"][0]["static_layer"]["re2.max_program_size.error_level"],
+            32_768
+        );
+        assert_eq!(b["layered_runtime"]["layers"][1]["admin_layer"], json!({}));
         assert_eq!(
             b["static_resources"]["clusters"][0]["load_assignment"]["endpoints"][0]["lb_endpoints"]
                 [0]["endpoint"]["address"]["socket_address"]["port_value"],

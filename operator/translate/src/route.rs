@@ -31,9 +31,7 @@ use envoy_types::pb::envoy::extensions::filters::http::fault::v3::{
     FaultAbort, HttpFault, fault_abort::ErrorType,
 };
 use envoy_types::pb::envoy::extensions::retry::host::previous_hosts::v3::PreviousHostsPredicate;
-use envoy_types::pb::envoy::r#type::matcher::v3::{
-    RegexMatcher, StringMatcher, string_matcher::MatchPattern,
-};
+use envoy_types::pb::envoy::r#type::matcher::v3::{StringMatcher, string_matcher::MatchPattern};
 use envoy_types::pb::envoy::r#type::v3::{FractionalPercent, fractional_percent::DenominatorType};
 use envoy_types::pb::google::protobuf::{Any, BoolValue, UInt32Value};
 use envoy_types::util::pack_any;
@@ -42,6 +40,7 @@ use crate::cluster::duration;
 use crate::http_rule::{
     Action, Cors, Destination, Fault, HeaderOps, HttpRule, RequestMatch, Retries, StringMatch,
 };
+use crate::security::matchers::regex;
 
 pub const FAULT_FILTER: &str = "envoy.filters.http.fault";
 /// The CORS filter; a route's `corsPolicy` is its per-route config.
@@ -310,13 +309,6 @@ pub fn string_matcher(value: &StringMatch) -> StringMatcher {
             StringMatch::Regex(v) => MatchPattern::SafeRegex(regex(v)),
         }),
         ignore_case: false,
-    }
-}
-
-fn regex(re: &str) -> RegexMatcher {
-    RegexMatcher {
-        regex: re.to_string(),
-        ..Default::default()
     }
 }
 

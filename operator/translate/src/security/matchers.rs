@@ -66,6 +66,14 @@ pub fn regex_matcher(re: &str) -> StringMatcher {
     }
 }
 
+/// The Envoy runtime key that bounds the RE2 program size of a regex: over
+/// it, Envoy refuses the whole resource. Its default, 100, is exceeded by
+/// everyday patterns (`^/users/[a-z0-9-]{1,64}$` compiles to 268), so every
+/// bootstrap Trellis writes raises it to [`RE2_MAX_PROGRAM_SIZE`], as Istio's
+/// does: a regex Istio's proxies accept is accepted here too.
+pub const RE2_MAX_PROGRAM_SIZE_KEY: &str = "re2.max_program_size.error_level";
+pub const RE2_MAX_PROGRAM_SIZE: u32 = 32_768;
+
 pub fn regex(re: &str) -> RegexMatcher {
     RegexMatcher {
         regex: re.to_string(),

@@ -1,0 +1,45 @@
+//! Everyday regexes compile to RE2 programs larger than Envoy's default limit
+//! (100): `^/api/v[0-9]+/users/[a-z0-9-]{1,64}$` is 268, and Envoy would refuse
+//! the whole route table. Trellis bootstraps raise the limit as Istio's do; on
+//! real Envoy the route loads and matches.
+use std::net::Ipv4Addr;
+
+use trellis_e2e::mesh::test_ca;
+use trellis_e2e::sidecar_mesh::{plain_workload, service, start_client, virtual_service};
+use trellis_e2e::{HttpRequest, Upstream};
+
+#[test]
+fn a_regex_over_envoys_default_program_size_routes() {
+    let users = Upstream::echo("users", Ipv4Addr::new(127, 0, 0, 195));
+    let resources = vec![
+        service("users", "users"),
+        plain_workload("users-1", "users", users.addr(), &[]),
+        virtual_service(
+            r#"
+metadata: {name: users, namespace: shop}
+spec:
+  hosts: [users]
+  http:
+  - match: [{uri: {regex: "^/api/v[0-9]+/users/[a-z0-9-]{1,64}$"}}]
+    route: [{destination: {host: users}}]
+"#,
+        ),
+    ];
+    let client = start_client(&test_ca(), resources, Ipv4Addr::new(127, 0, 0, 194));
+    let get = |path: &str| {
+        HttpRequest::get(path)
+            .host("users")
+            .send(client.listen)
+            .expect("request")
+    };
+    let r = get("/api/v2/users/alice-01");
+    assert_eq!(
+        r.status,
+        200,
+        "{}; envoy log:\n{}",
+        r.body_text(),
+        client.envoy.log()
+    );
+    assert_eq!(r.json()["server"], "users");
+    assert_eq!(get("/api/v2/users/Alice").status, 404, "no route matches");
+}
