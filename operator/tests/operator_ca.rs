@@ -9,6 +9,7 @@ use base64::Engine;
 use operator_support::*;
 use std::path::Path;
 use std::time::Duration;
+use trellis_e2e::self_signed_ca;
 
 /// A root and an intermediate in Istio's `cacerts` layout, made with openssl.
 fn plugged_in_ca(dir: &Path) {

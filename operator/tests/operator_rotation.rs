@@ -13,6 +13,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
+use trellis_e2e::self_signed_ca;
 
 const SAS: [&str; 5] = ["a", "b", "c", "d", "e"];
 

@@ -19,10 +19,74 @@ fn control_plane_trust_domain(cluster: &Cluster) -> Option<String> {
         .and_then(|v| v["status"]["trustDomain"].as_str().map(str::to_string))
 }
 
+/// The `MeshConfigRejected` event whose note names `field`, if any.
+fn rejection_naming(cluster: &Cluster, field: &str) -> Option<serde_json::Value> {
+    cluster
+        .kubectl
+        .list(&["events.events.k8s.io", "-A"])
+        .into_iter()
+        .find(|e| {
+            e["reason"] == "MeshConfigRejected"
+                && e["note"].as_str().unwrap_or_default().contains(field)
+        })
+}
+
+/// The identity Secret of shop/`sa` once it is issued for the SPIFFE id `want`.
+fn identity_for(cluster: &Cluster, sa: &str, want: &str) -> serde_json::Value {
+    wait_for(
+        &format!("shop/{sa} issued for {want}"),
+        Duration::from_secs(60),
+        || {
+            cluster.identity("shop", sa).filter(|s| {
+                s["metadata"]["annotations"]["trellis.dev/spiffe-id"].as_str() == Some(want)
+            })
+        },
+    )
+}
+
 fn versions(cluster: &Cluster) -> BTreeMap<&'static str, String> {
     SAS.iter()
         .map(|sa| (*sa, rv(&cluster.wait_identity("shop", sa))))
         .collect()
+}
+
+/// Stops `op` gracefully, starts `name` in its place and checks that, once it
+/// leads and has reconciled the identities, none was written.
+fn restart_reissues_nothing(
+    cluster: &Cluster,
+    mut op: Operator,
+    name: &str,
+    args: &[String],
+) -> Operator {
+    let before = versions(cluster);
+    assert!(op.terminate().success(), "graceful exit: {}", op.log_text());
+    let mut op = Operator::start(cluster.server.kubeconfig_path(), name, args);
+    op.wait_ready();
+    wait_for(&format!("{name} to lead"), Duration::from_secs(30), || {
+        (lease_holder(&cluster.kubectl).as_deref() == Some(name)).then_some(())
+    });
+    wait_for(
+        &format!("{name} to reconcile the identities"),
+        Duration::from_secs(30),
+        || {
+            op.metric("trellis_controller_reconciles_total{controller=\"identity\"}")
+                .filter(|n| *n >= SAS.len() as f64)
+        },
+    );
+    assert_eq!(
+        versions(cluster),
+        before,
+        "no identity written after the restart: {}",
+        op.log_text()
+    );
+    assert_eq!(
+        op.metric("trellis_identity_renewed_total{reason=\"identity\"}")
+            .unwrap_or(0.0),
+        0.0,
+        "{}",
+        op.log_text()
+    );
+    op
 }
 
 #[test]
@@ -57,16 +121,7 @@ fn mesh_config_trust_domain_reissues_every_identity_and_survives_a_restart() {
     );
     for sa in SAS {
         let want = format!("spiffe://corp.example/ns/shop/sa/{sa}");
-        let s = wait_for(
-            &format!("shop/{sa} reissued for {want}"),
-            Duration::from_secs(60),
-            || {
-                cluster.identity("shop", sa).filter(|s| {
-                    s["metadata"]["annotations"]["trellis.dev/spiffe-id"].as_str()
-                        == Some(want.as_str())
-                })
-            },
-        );
+        let s = identity_for(&cluster, sa, &want);
         let v = verify_identity(&s, &root);
         assert_eq!(v.uri, want, "openssl sees the new SPIFFE id");
         assert_ne!(v.serial, before[sa], "a new certificate");
@@ -100,33 +155,7 @@ fn mesh_config_trust_domain_reissues_every_identity_and_survives_a_restart() {
     );
 
     // A restart signs for the MeshConfig's trust domain from the start: nothing reissued.
-    let first = versions(&cluster);
-    assert!(op.terminate().success(), "graceful exit: {}", op.log_text());
-    let mut op = Operator::start(cluster.server.kubeconfig_path(), "op-2", &args);
-    op.wait_ready();
-    wait_for("op-2 to lead", Duration::from_secs(30), || {
-        (lease_holder(&cluster.kubectl).as_deref() == Some("op-2")).then_some(())
-    });
-    wait_for(
-        "op-2 to reconcile the identities",
-        Duration::from_secs(30),
-        || {
-            op.metric("trellis_controller_reconciles_total{controller=\"identity\"}")
-                .filter(|n| *n >= SAS.len() as f64)
-        },
-    );
-    assert_eq!(
-        versions(&cluster),
-        first,
-        "no identity written after the restart"
-    );
-    assert_eq!(
-        op.metric("trellis_identity_renewed_total{reason=\"identity\"}")
-            .unwrap_or(0.0),
-        0.0,
-        "{}",
-        op.log_text()
-    );
+    let mut op = restart_reissues_nothing(&cluster, op, "op-2", &args);
 
     // Without the field, the flag's trust domain is back.
     cluster.kubectl.apply(
@@ -134,16 +163,7 @@ fn mesh_config_trust_domain_reissues_every_identity_and_survives_a_restart() {
     );
     for sa in SAS {
         let want = format!("spiffe://cluster.local/ns/shop/sa/{sa}");
-        let s = wait_for(
-            &format!("shop/{sa} back to {want}"),
-            Duration::from_secs(60),
-            || {
-                cluster.identity("shop", sa).filter(|s| {
-                    s["metadata"]["annotations"]["trellis.dev/spiffe-id"].as_str()
-                        == Some(want.as_str())
-                })
-            },
-        );
+        let s = identity_for(&cluster, sa, &want);
         assert_eq!(verify_identity(&s, &root).uri, want);
     }
     wait_for(
@@ -160,13 +180,7 @@ fn mesh_config_trust_domain_reissues_every_identity_and_survives_a_restart() {
     let event = wait_for(
         "a MeshConfigRejected event",
         Duration::from_secs(30),
-        || {
-            cluster
-                .kubectl
-                .list(&["events.events.k8s.io", "-A"])
-                .into_iter()
-                .find(|e| e["reason"] == "MeshConfigRejected")
-        },
+        || rejection_naming(&cluster, "spec.trustDomain"),
     );
     let note = event["note"].as_str().unwrap_or_default();
     assert!(
@@ -190,16 +204,7 @@ fn mesh_config_trust_domain_reissues_every_identity_and_survives_a_restart() {
     );
     for sa in SAS {
         let want = format!("spiffe://corp.example/ns/shop/sa/{sa}");
-        wait_for(
-            &format!("shop/{sa} at {want}"),
-            Duration::from_secs(60),
-            || {
-                cluster.identity("shop", sa).filter(|s| {
-                    s["metadata"]["annotations"]["trellis.dev/spiffe-id"].as_str()
-                        == Some(want.as_str())
-                })
-            },
-        );
+        identity_for(&cluster, sa, &want);
     }
     cluster.kubectl.apply(
         "apiVersion: mesh.trellis.dev/v1alpha1\nkind: MeshConfig\nmetadata:\n  name: default\nspec:\n  trustDomain: corp.example\n  workloadCertTtl: soon\n",
@@ -207,41 +212,9 @@ fn mesh_config_trust_domain_reissues_every_identity_and_survives_a_restart() {
     wait_for(
         "a MeshConfigRejected event for the lifetime",
         Duration::from_secs(30),
-        || {
-            cluster
-                .kubectl
-                .list(&["events.events.k8s.io", "-A"])
-                .into_iter()
-                .find(|e| {
-                    e["reason"] == "MeshConfigRejected"
-                        && e["note"]
-                            .as_str()
-                            .unwrap_or_default()
-                            .contains("spec.workloadCertTtl")
-                })
-        },
+        || rejection_naming(&cluster, "spec.workloadCertTtl"),
     );
-    let settled = versions(&cluster);
-    assert!(op.terminate().success(), "graceful exit: {}", op.log_text());
-    let mut op = Operator::start(cluster.server.kubeconfig_path(), "op-3", &args);
-    op.wait_ready();
-    wait_for("op-3 to lead", Duration::from_secs(30), || {
-        (lease_holder(&cluster.kubectl).as_deref() == Some("op-3")).then_some(())
-    });
-    wait_for(
-        "op-3 to reconcile the identities",
-        Duration::from_secs(30),
-        || {
-            op.metric("trellis_controller_reconciles_total{controller=\"identity\"}")
-                .filter(|n| *n >= SAS.len() as f64)
-        },
-    );
-    assert_eq!(
-        versions(&cluster),
-        settled,
-        "no identity written after a restart with a rejected MeshConfig: {}",
-        op.log_text()
-    );
+    let _op = restart_reissues_nothing(&cluster, op, "op-3", &args);
     for sa in SAS {
         assert_eq!(
             cluster.identity("shop", sa).unwrap()["metadata"]["annotations"]["trellis.dev/spiffe-id"],

@@ -35,6 +35,46 @@ pub fn openssl(args: &[&str], dir: &Path) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// A self-signed P-256 certificate `cert` and its key `key` in `dir`, with the
+/// X.509 extensions `extensions` (`-addext` values).
+pub fn self_signed(dir: &Path, key: &str, cert: &str, subject: &str, extensions: &[&str]) {
+    let mut args = vec![
+        "req",
+        "-x509",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-keyout",
+        key,
+        "-out",
+        cert,
+        "-days",
+        "3650",
+        "-subj",
+        subject,
+    ];
+    for extension in extensions {
+        args.extend(["-addext", extension]);
+    }
+    let _ = openssl(&args, dir);
+}
+
+/// A self-signed CA certificate (see [`self_signed`]).
+pub fn self_signed_ca(dir: &Path, key: &str, cert: &str, subject: &str) {
+    self_signed(
+        dir,
+        key,
+        cert,
+        subject,
+        &[
+            "basicConstraints=critical,CA:true",
+            "keyUsage=critical,keyCertSign,cRLSign",
+        ],
+    );
+}
+
 /// Serves the files it was given over HTTPS, with a self-signed certificate
 /// for its address that no system trusts. Killed by PID on drop.
 pub struct HttpsFileServer {
@@ -51,27 +91,12 @@ impl HttpsFileServer {
             std::fs::write(dir.path().join(name), content).expect("writing a served file");
         }
         let san = format!("subjectAltName=IP:{ip}");
-        let _ = openssl(
-            &[
-                "req",
-                "-x509",
-                "-newkey",
-                "ec",
-                "-pkeyopt",
-                "ec_paramgen_curve:P-256",
-                "-nodes",
-                "-subj",
-                "/CN=untrusted-test-server",
-                "-addext",
-                &san,
-                "-days",
-                "1",
-                "-keyout",
-                "key.pem",
-                "-out",
-                "cert.pem",
-            ],
+        self_signed(
             dir.path(),
+            "key.pem",
+            "cert.pem",
+            "/CN=untrusted-test-server",
+            &[&san],
         );
         let port = crate::free_ports_on(ip, 1)[0];
         let addr = SocketAddr::from((ip, port));

@@ -177,6 +177,16 @@ pub struct Client {
     _identity: tempfile::TempDir,
 }
 
+impl Client {
+    /// `GET path` with `Host: host` through the sidecar's outbound HTTP proxy.
+    pub fn get(&self, host: &str, path: &str) -> crate::HttpResponse {
+        crate::HttpRequest::get(path)
+            .host(host)
+            .send(self.listen)
+            .unwrap_or_else(|e| panic!("GET {host}{path}: {e}"))
+    }
+}
+
 /// Translates `web-1`'s sidecar for `resources` and starts Envoy on it. The identity
 /// (`shop/web`) is issued by `ca`. Also validates the bootstrap offline first.
 pub fn start_client(

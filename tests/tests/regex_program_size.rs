@@ -4,9 +4,9 @@
 //! real Envoy the route loads and matches.
 use std::net::Ipv4Addr;
 
+use trellis_e2e::Upstream;
 use trellis_e2e::mesh::test_ca;
 use trellis_e2e::sidecar_mesh::{plain_workload, service, start_client, virtual_service};
-use trellis_e2e::{HttpRequest, Upstream};
 
 #[test]
 fn a_regex_over_envoys_default_program_size_routes() {
@@ -26,12 +26,7 @@ spec:
         ),
     ];
     let client = start_client(&test_ca(), resources, Ipv4Addr::new(127, 0, 0, 194));
-    let get = |path: &str| {
-        HttpRequest::get(path)
-            .host("users")
-            .send(client.listen)
-            .expect("request")
-    };
+    let get = |path: &str| client.get("users", path);
     let r = get("/api/v2/users/alice-01");
     assert_eq!(
         r.status,

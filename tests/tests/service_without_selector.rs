@@ -7,9 +7,9 @@ use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 
 use k8s_openapi::api::core::v1::Service;
+use trellis_e2e::Upstream;
 use trellis_e2e::mesh::test_ca;
 use trellis_e2e::sidecar_mesh::start_client;
-use trellis_e2e::{HttpRequest, Upstream};
 use trellis_model::{Resource, StaticEndpoint};
 
 fn selectorless_service() -> Resource {
@@ -50,10 +50,7 @@ fn requests_reach_the_endpoints_the_slices_list() {
     );
     let mut servers = std::collections::BTreeSet::new();
     for _ in 0..20 {
-        let r = HttpRequest::get("/invoice")
-            .host("billing")
-            .send(client.listen)
-            .expect("request");
+        let r = client.get("billing", "/invoice");
         assert_eq!(
             r.status,
             200,
@@ -77,9 +74,6 @@ fn requests_reach_the_endpoints_the_slices_list() {
         vec![selectorless_service(), listed(&[])],
         client_ip,
     );
-    let r = HttpRequest::get("/invoice")
-        .host("billing")
-        .send(client.listen)
-        .expect("request");
+    let r = client.get("billing", "/invoice");
     assert_eq!(r.status, 503, "no healthy upstream: {}", r.body_text());
 }

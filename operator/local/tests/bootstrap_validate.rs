@@ -1,57 +1,15 @@
 //! A generated bootstrap, with its SDS files pointing at a certificate
 //! directory in the secret-volume layout, is accepted by the real Envoy.
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
+use trellis_e2e::{envoy_bin, openssl, self_signed};
 use trellis_local::bootstrap::{BootstrapSpec, ServerSan, write_bootstrap};
 use trellis_local::state::{CertFile, StateDir, write_cert_dir};
 
-fn envoy_bin() -> PathBuf {
-    let bin = std::env::var("ENVOY_BIN")
-        .expect("ENVOY_BIN is not set: run `make setup` and export ENVOY_BIN=.venv/bin/envoy-real");
-    assert!(
-        Path::new(&bin).exists(),
-        "ENVOY_BIN={bin} does not exist: run `make setup`"
-    );
-    PathBuf::from(bin)
-}
-
-fn openssl(dir: &Path, args: &[&str]) {
-    let out = Command::new("openssl")
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .expect("openssl must be on PATH");
-    assert!(
-        out.status.success(),
-        "openssl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 /// A throwaway root and a workload certificate with a SPIFFE URI SAN.
 fn make_certs(dir: &Path) {
+    self_signed(dir, "root.key", "root.pem", "/O=test-root", &[]);
     openssl(
-        dir,
-        &[
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-keyout",
-            "root.key",
-            "-out",
-            "root.pem",
-            "-days",
-            "1",
-            "-subj",
-            "/O=test-root",
-        ],
-    );
-    openssl(
-        dir,
         &[
             "req",
             "-newkey",
@@ -66,6 +24,7 @@ fn make_certs(dir: &Path) {
             "-subj",
             "/O=test",
         ],
+        dir,
     );
     std::fs::write(
         dir.join("ext.cnf"),
@@ -73,7 +32,6 @@ fn make_certs(dir: &Path) {
     )
     .unwrap();
     openssl(
-        dir,
         &[
             "x509",
             "-req",
@@ -91,6 +49,7 @@ fn make_certs(dir: &Path) {
             "-extfile",
             "ext.cnf",
         ],
+        dir,
     );
 }
 

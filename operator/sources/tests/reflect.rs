@@ -34,18 +34,9 @@ async fn wait_for(
     found.unwrap_or_else(|_| panic!("timed out waiting for {what}"))
 }
 
-fn vs_key(name: &str) -> ObjectRef {
-    ObjectRef {
-        kind: "VirtualService".into(),
-        namespace: Some("shop".into()),
-        name: name.into(),
-    }
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn cluster_objects_reach_the_model_and_the_xds_snapshot() {
-    let server = TestServer::start().expect("simulator starts");
-    let client = server.client();
+/// The mesh CRDs, namespace `shop` and its pod `cart-1` (service account
+/// `cart`, label `app: cart`) with `containers`.
+async fn mesh_with_cart_pod(client: &kube::Client, containers: serde_json::Value) {
     let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
     for crd in trellis_api::crd::crds() {
         crds.create(&PostParams::default(), &crd)
@@ -65,14 +56,33 @@ async fn cluster_objects_reach_the_model_and_the_xds_snapshot() {
         &PostParams::default(),
         &serde_json::from_value(json!({
             "metadata": {"name": "cart-1", "labels": {"app": "cart"}},
-            "spec": {"serviceAccountName": "cart", "containers": [
-                {"name": "app", "image": "cart", "ports": [{"name": "http", "containerPort": 8080}]},
-                {"name": "trellis-proxy", "image": "envoy"}]}
+            "spec": {"serviceAccountName": "cart", "containers": containers}
         }))
         .unwrap(),
     )
     .await
     .unwrap();
+}
+
+fn vs_key(name: &str) -> ObjectRef {
+    ObjectRef {
+        kind: "VirtualService".into(),
+        namespace: Some("shop".into()),
+        name: name.into(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_objects_reach_the_model_and_the_xds_snapshot() {
+    let server = TestServer::start().expect("simulator starts");
+    let client = server.client();
+    mesh_with_cart_pod(
+        &client,
+        json!([
+        {"name": "app", "image": "cart", "ports": [{"name": "http", "containerPort": 8080}]},
+        {"name": "trellis-proxy", "image": "envoy"}]),
+    )
+    .await;
     let vs_api: Api<DynamicObject> = Api::namespaced_with(
         client.clone(),
         "shop",
@@ -214,32 +224,12 @@ fn db_endpoints(snapshots: &ModelSnapshots) -> Vec<String> {
 async fn a_service_without_a_selector_serves_the_endpoints_its_slices_list() {
     let server = TestServer::start().expect("simulator starts");
     let client = server.client();
-    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    for crd in trellis_api::crd::crds() {
-        crds.create(&PostParams::default(), &crd)
-            .await
-            .expect("CRD created");
-    }
-    let namespaces: Api<Namespace> = Api::all(client.clone());
-    namespaces
-        .create(
-            &PostParams::default(),
-            &serde_json::from_value(json!({"metadata": {"name": "shop"}})).unwrap(),
-        )
-        .await
-        .unwrap();
-    let pods: Api<Pod> = Api::namespaced(client.clone(), "shop");
-    pods.create(
-        &PostParams::default(),
-        &serde_json::from_value(json!({
-            "metadata": {"name": "cart-1", "labels": {"app": "cart"}},
-            "spec": {"serviceAccountName": "cart", "containers": [
-                {"name": "app", "image": "cart"}, {"name": "trellis-proxy", "image": "envoy"}]}
-        }))
-        .unwrap(),
+    mesh_with_cart_pod(
+        &client,
+        json!([
+        {"name": "app", "image": "cart"}, {"name": "trellis-proxy", "image": "envoy"}]),
     )
-    .await
-    .unwrap();
+    .await;
     // A database outside the cluster behind a Service without a selector.
     let services: Api<k8s_openapi::api::core::v1::Service> =
         Api::namespaced(client.clone(), "shop");

@@ -154,34 +154,6 @@ pub fn rv(obj: &Value) -> String {
         .to_string()
 }
 
-/// A self-signed P-256 CA certificate `cert` and its key `key` in `dir`, made with openssl.
-pub fn self_signed_ca(dir: &Path, key: &str, cert: &str, subject: &str) {
-    openssl(
-        &[
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-keyout",
-            key,
-            "-out",
-            cert,
-            "-days",
-            "3650",
-            "-subj",
-            subject,
-            "-addext",
-            "basicConstraints=critical,CA:true",
-            "-addext",
-            "keyUsage=critical,keyCertSign,cRLSign",
-        ],
-        dir,
-    );
-}
-
 /// What openssl says about an identity Secret.
 pub struct Verified {
     /// The URI SAN, e.g. `spiffe://cluster.local/ns/shop/sa/web`.
