@@ -33,6 +33,15 @@ const ROOTS: &[&str] = &[
     "envoy/extensions/access_loggers/stream/v3/stream.proto",
 ];
 
+/// Files that name a type relatively as `common.dynamic_forward_proxy.v3.X`. That
+/// resolves inside `envoy.extensions.filters.common` (or `.clusters.common`) once
+/// such a package is loaded too, and fails; Envoy's own build never loads both.
+/// They are compiled from a copy with the name made absolute.
+const RELATIVE_COMMON: &[&str] = &[
+    "envoy/extensions/filters/http/dynamic_forward_proxy/v3/dynamic_forward_proxy.proto",
+    "envoy/extensions/clusters/dynamic_forward_proxy/v3/cluster.proto",
+];
+
 /// Include roots inside envoy-types' `proto/` folder.
 const INCLUDES: &[&str] = &[
     "data-plane-api",
@@ -48,18 +57,31 @@ fn main() {
     println!("cargo:rerun-if-changed=build.rs");
     println!("cargo:rerun-if-env-changed=TRELLIS_ENVOY_PROTO_DIR");
     let proto_dir = find_proto_dir();
-    let includes: Vec<PathBuf> = INCLUDES
-        .iter()
-        .map(|i| proto_dir.join(i))
+    let out = PathBuf::from(std::env::var_os("OUT_DIR").expect("OUT_DIR"));
+    // The copies go first on the include path, so they are the files compiled.
+    let overlay = out.join("proto-overlay");
+    for file in RELATIVE_COMMON {
+        let source = proto_dir.join("data-plane-api").join(file);
+        let text = std::fs::read_to_string(&source)
+            .unwrap_or_else(|e| panic!("reading {}: {e}", source.display()));
+        let text = text.replace(
+            " common.dynamic_forward_proxy.v3.",
+            " .envoy.extensions.common.dynamic_forward_proxy.v3.",
+        );
+        let target = overlay.join(file);
+        std::fs::create_dir_all(target.parent().expect("a folder")).expect("overlay folder");
+        std::fs::write(&target, text).expect("overlay file");
+    }
+    let includes: Vec<PathBuf> = std::iter::once(overlay)
+        .chain(INCLUDES.iter().map(|i| proto_dir.join(i)))
         .filter(|p| p.is_dir())
         .collect();
     let mut compiler = protox::Compiler::new(&includes).expect("protox include paths");
     compiler.include_source_info(false).include_imports(true);
     compiler
-        .open_files(ROOTS)
+        .open_files(ROOTS.iter().chain(RELATIVE_COMMON))
         .unwrap_or_else(|e| panic!("compiling Envoy protos from {}: {e:?}", proto_dir.display()));
     let set = compiler.file_descriptor_set();
-    let out = PathBuf::from(std::env::var_os("OUT_DIR").expect("OUT_DIR"));
     std::fs::write(
         out.join("envoy_descriptors.bin"),
         prost::Message::encode_to_vec(&set),

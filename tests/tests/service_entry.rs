@@ -2,7 +2,7 @@
 //! app talks to its sidecar's HTTP proxy port): DNS resolution (`localhost`),
 //! STATIC endpoints, TLS origination by a DestinationRule SIMPLE (CA and SAN
 //! verified), and MeshConfig
-//! outboundTrafficPolicy ALLOW_ANY (unknown `ip:port` passes through) vs
+//! outboundTrafficPolicy ALLOW_ANY (an unknown `ip:port` or name passes through) vs
 //! REGISTRY_ONLY (502). Plus the golden bootstrap of the scenario.
 mod mesh_fixtures;
 
@@ -147,6 +147,8 @@ fn service_entries_dns_static_tls_origination_and_outbound_policy() {
     let static_app = Upstream::echo("static-app", Ipv4Addr::new(127, 0, 0, 81));
     let tls_app = Upstream::echo("tls-app", Ipv4Addr::new(127, 0, 0, 82));
     let unknown_app = Upstream::echo("unknown-app", Ipv4Addr::new(127, 0, 0, 84));
+    // Outside the registry and named, not addressed: resolved by the sidecar.
+    let unknown_named = Upstream::echo("unknown-named", Ipv4Addr::LOCALHOST);
 
     // the external TLS server: terminates TLS as secure.example.com in front of tls-app
     let tls_ip = Ipv4Addr::new(127, 0, 0, 83);
@@ -237,6 +239,14 @@ fn service_entries_dns_static_tls_origination_and_outbound_policy() {
         (r.status, r.header("x-upstream")),
         (200, Some("unknown-app")),
         "ALLOW_ANY passes through"
+    );
+    let r = get(proxy, &format!("localhost:{}", unknown_named.port()));
+    assert_eq!(
+        (r.status, r.header("x-upstream")),
+        (200, Some("unknown-named")),
+        "ALLOW_ANY resolves a name outside the registry: {}; envoy log:\n{}",
+        r.body_text(),
+        sidecar.log()
     );
     drop(sidecar);
 

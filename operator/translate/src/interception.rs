@@ -312,16 +312,3 @@ pub fn clusters() -> Vec<Arc<Cluster>> {
         Arc::new(stats),
     ]
 }
-
-/// The explicit (HTTP proxy) shape's PassthroughCluster: there is no intercepted
-/// socket, so the original destination is the request's authority (`ip:port`).
-pub fn header_passthrough_cluster() -> Cluster {
-    use envoy_types::pb::envoy::config::cluster::v3::cluster::{LbConfig, OriginalDstLbConfig};
-    let mut c = crate::cluster::passthrough_cluster();
-    c.lb_config = Some(LbConfig::OriginalDstLbConfig(OriginalDstLbConfig {
-        use_http_header: true,
-        http_header_name: ":authority".into(),
-        ..Default::default()
-    }));
-    c
-}

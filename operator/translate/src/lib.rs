@@ -7,6 +7,7 @@
 pub mod cluster;
 pub mod destination_rule;
 pub mod endpoints;
+pub mod forward_proxy;
 pub mod gateway;
 pub mod http_rule;
 pub mod interception;

@@ -142,7 +142,7 @@ impl<'m> Translator<'m> {
                 let http = http_connection_manager(
                     "outbound_http_proxy",
                     Routes::Rds(names::OUTBOUND_HTTP_PROXY_ROUTE.into()),
-                    Vec::new(),
+                    vec![crate::forward_proxy::http_filter()],
                 );
                 listeners.push(listener(
                     names::listener_name(&workload.address, ports.outbound_http_port),
@@ -187,7 +187,7 @@ impl<'m> Translator<'m> {
             }
         }
         if let ListenerShape::Explicit(_) = self.options.shape {
-            extra_clusters.push(Arc::new(crate::interception::header_passthrough_cluster()));
+            extra_clusters.push(Arc::new(crate::forward_proxy::passthrough_cluster()));
             extra_clusters.push(Arc::new(blackhole_cluster()));
         }
         // The scope's clusters are sorted and distinct already: insert the few extras

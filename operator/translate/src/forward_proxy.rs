@@ -1,0 +1,69 @@
+//! ALLOW_ANY in the explicit (HTTP proxy) shape: a request for a host outside
+//! the registry goes where its authority says, a name resolved by Envoy's DNS
+//! cache or an address, as a forward proxy would send it. (The interception
+//! shape has the intercepted socket's original destination instead.)
+use envoy_types::pb::envoy::config::cluster::v3::Cluster;
+use envoy_types::pb::envoy::config::cluster::v3::cluster::{
+    ClusterDiscoveryType, CustomClusterType, DnsLookupFamily, LbPolicy,
+};
+use envoy_types::pb::envoy::extensions::clusters::dynamic_forward_proxy::v3::{
+    ClusterConfig, cluster_config::ClusterImplementationSpecifier,
+};
+use envoy_types::pb::envoy::extensions::common::dynamic_forward_proxy::v3::DnsCacheConfig;
+use envoy_types::pb::envoy::extensions::filters::http::dynamic_forward_proxy::v3::{
+    FilterConfig, filter_config::ImplementationSpecifier,
+};
+use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
+    HttpFilter, http_filter::ConfigType,
+};
+use envoy_types::util::pack_any;
+
+use crate::cluster::{DEFAULT_CONNECT_TIMEOUT, duration};
+use crate::names;
+
+const CLUSTER_TYPE: &str = "envoy.clusters.dynamic_forward_proxy";
+const FILTER: &str = "envoy.filters.http.dynamic_forward_proxy";
+
+/// The filter and the cluster must name the same cache with the same settings.
+fn dns_cache() -> DnsCacheConfig {
+    DnsCacheConfig {
+        name: "passthrough".into(),
+        // IPv4 only, like the DNS clusters of ServiceEntries (`localhost` is 127.0.0.1).
+        dns_lookup_family: DnsLookupFamily::V4Only as i32,
+        ..Default::default()
+    }
+}
+
+/// `PassthroughCluster`: connects to the host the filter resolved for the request.
+pub fn passthrough_cluster() -> Cluster {
+    let config = ClusterConfig {
+        cluster_implementation_specifier: Some(ClusterImplementationSpecifier::DnsCacheConfig(
+            dns_cache(),
+        )),
+        ..Default::default()
+    };
+    Cluster {
+        name: names::PASSTHROUGH_CLUSTER.into(),
+        cluster_discovery_type: Some(ClusterDiscoveryType::ClusterType(CustomClusterType {
+            name: CLUSTER_TYPE.into(),
+            typed_config: Some(pack_any(config)),
+        })),
+        lb_policy: LbPolicy::ClusterProvided as i32,
+        connect_timeout: Some(duration(DEFAULT_CONNECT_TIMEOUT)),
+        ..Default::default()
+    }
+}
+
+/// The HTTP filter that resolves the authority of requests routed to
+/// [`passthrough_cluster`]; it leaves requests to other clusters alone.
+pub fn http_filter() -> HttpFilter {
+    let config = FilterConfig {
+        implementation_specifier: Some(ImplementationSpecifier::DnsCacheConfig(dns_cache())),
+        ..Default::default()
+    };
+    HttpFilter {
+        name: FILTER.into(),
+        config_type: Some(ConfigType::TypedConfig(pack_any(config))),
+        ..Default::default()
+    }
+}
