@@ -369,24 +369,17 @@ async fn evaluate(ctx: &Context, secrets: &Store<Secret>, sync: &RecordSync) -> 
         finish(problem).await;
         return Ok(());
     }
+    let own = format!("{ns}/{CA_SECRET}");
     match secrets.get(&ObjectRef::new(CA_SECRET).within(ns)) {
-        Some(own) => match load(ctx, &own) {
+        Some(secret) => match load(ctx, &secret) {
             Ok(ca) => {
-                let installed = install(
-                    ctx,
-                    secrets,
-                    sync,
-                    ca,
-                    CaMode::SelfSigned,
-                    format!("{ns}/{CA_SECRET}"),
-                )
-                .await;
+                let installed = install(ctx, secrets, sync, ca, CaMode::SelfSigned, own).await;
                 finish(problem).await;
                 installed?;
             }
             Err(e) => {
                 // Never overwritten: a hand-broken trellis-ca needs a human.
-                finish(problem.or(Some((own, e.to_string())))).await;
+                finish(problem.or(Some((secret, e.to_string())))).await;
             }
         },
         None => {
@@ -399,22 +392,10 @@ async fn evaluate(ctx: &Context, secrets: &Store<Secret>, sync: &RecordSync) -> 
             // is in use: store that root again rather than rotating to a new one.
             let in_use = ctx.ca.current().filter(|c| c.mode == CaMode::SelfSigned);
             if let Some(current) = in_use {
-                let api: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
-                let _permit = ctx.leader.permit()?;
-                ctx.telemetry.metrics.api_write(NAME);
-                return match api
-                    .create(&PostParams::default(), &to_secret(ns, &current.ca))
-                    .await
-                {
-                    Ok(_) => {
-                        tracing::warn!(secret = %format!("{ns}/{CA_SECRET}"), "Secret was missing; stored the root in use again");
-                        Ok(())
-                    }
-                    Err(kube::Error::Api(s)) if s.code == 409 => Ok(()),
-                    Err(e) => Err(Error::kube("creating", format!("Secret {ns}/{CA_SECRET}"))(
-                        e,
-                    )),
-                };
+                if store_root(ctx, &current.ca).await? {
+                    tracing::warn!(secret = %own, "Secret was missing; stored the root in use again");
+                }
+                return Ok(());
             }
             let mut options = RootOptions::new(trust_domain(ctx));
             options.key = ctx.config.root_key;
@@ -426,55 +407,50 @@ async fn evaluate(ctx: &Context, secrets: &Store<Secret>, sync: &RecordSync) -> 
             let ca =
                 CertificateAuthority::new_self_signed(&options, ctx.clock.now(), ctx.rng.clone())
                     .map_err(|source| Error::Ca {
-                    object: format!("Secret {ns}/{CA_SECRET}"),
+                    object: format!("Secret {own}"),
                     source,
                 })?;
-            let api: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
-            let _permit = ctx.leader.permit()?;
-            ctx.telemetry.metrics.api_write(NAME);
-            match api
-                .create(&PostParams::default(), &to_secret(ns, &ca))
-                .await
+            // Someone else created it first: the watch brings it.
+            if !store_root(ctx, &ca).await? {
+                return Ok(());
+            }
+            tracing::info!(secret = %own, "created a self-signed root CA");
+            let r = reference("Secret", ns, CA_SECRET, None);
+            ctx.events
+                .publish(
+                    &r,
+                    false,
+                    "RootCreated",
+                    "CreateCA",
+                    format!("self-signed root {} created", ca.root().fingerprint_hex()),
+                )
+                .await;
+            if ctx.ca.current().is_none()
+                || secrets
+                    .get(&ObjectRef::new(CACERTS_SECRET).within(ns))
+                    .is_none()
             {
-                Ok(_) => {
-                    tracing::info!(secret = %format!("{ns}/{CA_SECRET}"), "created a self-signed root CA");
-                    let r = reference("Secret", ns, CA_SECRET, None);
-                    ctx.events
-                        .publish(
-                            &r,
-                            false,
-                            "RootCreated",
-                            "CreateCA",
-                            format!("self-signed root {} created", ca.root().fingerprint_hex()),
-                        )
-                        .await;
-                    if ctx.ca.current().is_none()
-                        || secrets
-                            .get(&ObjectRef::new(CACERTS_SECRET).within(ns))
-                            .is_none()
-                    {
-                        install(
-                            ctx,
-                            secrets,
-                            sync,
-                            ca,
-                            CaMode::SelfSigned,
-                            format!("{ns}/{CA_SECRET}"),
-                        )
-                        .await?;
-                    }
-                }
-                // Someone else created it first: the watch brings it.
-                Err(kube::Error::Api(s)) if s.code == 409 => {}
-                Err(e) => {
-                    return Err(Error::kube("creating", format!("Secret {ns}/{CA_SECRET}"))(
-                        e,
-                    ));
-                }
+                install(ctx, secrets, sync, ca, CaMode::SelfSigned, own).await?;
             }
         }
     }
     Ok(())
+}
+
+/// Creates Secret `trellis-ca` holding `ca` (leader only): `false` when it
+/// already exists.
+async fn store_root(ctx: &Context, ca: &CertificateAuthority) -> Result<bool> {
+    let ns = &ctx.config.namespace;
+    let api: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
+    let _permit = ctx.leader.permit()?;
+    ctx.telemetry.metrics.api_write(NAME);
+    match api.create(&PostParams::default(), &to_secret(ns, ca)).await {
+        Ok(_) => Ok(true),
+        Err(kube::Error::Api(s)) if s.code == 409 => Ok(false),
+        Err(e) => Err(Error::kube("creating", format!("Secret {ns}/{CA_SECRET}"))(
+            e,
+        )),
+    }
 }
 
 /// Runs the CA loader until shutdown.
