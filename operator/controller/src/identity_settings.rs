@@ -151,14 +151,19 @@ impl IdentitySettingsHandle {
 
     /// Sets the settings (no notification when unchanged).
     pub fn set(&self, settings: IdentitySettings) {
-        self.tx.send_if_modified(|cur| {
-            if cur.as_deref() == Some(&settings) {
-                return false;
-            }
-            *cur = Some(Arc::new(settings));
-            true
-        });
+        replace_if_changed(&self.tx, settings);
     }
+}
+
+/// Makes `value` what `tx`'s readers see, waking them only on a change.
+fn replace_if_changed<T: PartialEq>(tx: &watch::Sender<Option<Arc<T>>>, value: T) {
+    tx.send_if_modified(|current| {
+        if current.as_deref() == Some(&value) {
+            return false;
+        }
+        *current = Some(Arc::new(value));
+        true
+    });
 }
 
 fn spec_of(obj: &DynamicObject) -> Result<MeshConfigSpec, String> {
@@ -275,15 +280,9 @@ async fn publish_rejection(ctx: &Context, obj: &DynamicObject, problem: String) 
         .await;
 }
 
-/// Makes `spec` the MeshConfig other readers see, waking them only on a change.
+/// Makes `spec` the MeshConfig other readers see.
 fn publish_spec(ctx: &Context, spec: MeshConfigSpec) {
-    ctx.mesh_config.send_if_modified(|current| {
-        if current.as_deref() == Some(&spec) {
-            return false;
-        }
-        *current = Some(Arc::new(spec));
-        true
-    });
+    replace_if_changed(&ctx.mesh_config, spec);
 }
 
 fn reference_for(obj: &DynamicObject) -> k8s_openapi::api::core::v1::ObjectReference {
