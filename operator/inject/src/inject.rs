@@ -189,8 +189,22 @@ impl InjectionContext {
     }
 }
 
-/// `sidecar.istio.io/status`: what injection added, by name.
-fn status_annotation(proxy: ProxyPlacement) -> String {
+/// `sidecar.istio.io/status`: what injection added, by name. The same for
+/// every pod with the proxy placed alike, so rendered once.
+fn status_annotation(proxy: ProxyPlacement) -> &'static str {
+    static RENDERED: std::sync::LazyLock<[String; 2]> = std::sync::LazyLock::new(|| {
+        [
+            render_status(ProxyPlacement::AppContainer),
+            render_status(ProxyPlacement::NativeSidecar),
+        ]
+    });
+    match proxy {
+        ProxyPlacement::AppContainer => &RENDERED[0],
+        ProxyPlacement::NativeSidecar => &RENDERED[1],
+    }
+}
+
+fn render_status(proxy: ProxyPlacement) -> String {
     let (init_containers, containers) = match proxy {
         ProxyPlacement::AppContainer => (vec![INIT_CONTAINER_NAME], vec![PROXY_CONTAINER_NAME]),
         ProxyPlacement::NativeSidecar => (vec![INIT_CONTAINER_NAME, PROXY_CONTAINER_NAME], vec![]),
@@ -225,7 +239,7 @@ pub fn plan(pod: &PodFacts, ctx: &InjectionContext) -> Result<Option<Additions>,
     } else {
         ProxyPlacement::AppContainer
     };
-    let mut added_annotations = vec![(STATUS_ANNOTATION, status_annotation(proxy))];
+    let mut added_annotations = vec![(STATUS_ANNOTATION, status_annotation(proxy).to_string())];
     if let Some(first) = pod.containers.first()
         && !annotations.contains_key(DEFAULT_CONTAINER_ANNOTATION)
     {

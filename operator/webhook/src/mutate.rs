@@ -113,11 +113,8 @@ impl ContainerIn {
     }
 }
 
-fn containers(list: Option<Vec<ContainerIn>>) -> Vec<Container> {
-    list.into_iter()
-        .flatten()
-        .map(ContainerIn::into_container)
-        .collect()
+fn containers(list: Vec<ContainerIn>) -> Vec<Container> {
+    list.into_iter().map(ContainerIn::into_container).collect()
 }
 
 /// Injects the pod of `request`. Namespace selection is the job of the
@@ -157,13 +154,8 @@ pub fn review_pod(
     let Some(spec) = pod.spec else {
         return deny(InjectError::MissingSpec { object }.to_string());
     };
-    let app_containers = spec.containers.len();
-    let init_containers = spec.init_containers.as_ref().map_or(0, Vec::len);
-    let volumes = spec.volumes.as_ref().map_or(0, Vec::len);
-    let (app, init) = (
-        containers(Some(spec.containers)),
-        containers(spec.init_containers),
-    );
+    let app = containers(spec.containers);
+    let init = containers(spec.init_containers.unwrap_or_default());
     let facts = PodFacts {
         object: &object,
         annotations: meta.annotations.as_ref(),
@@ -179,9 +171,9 @@ pub fn review_pod(
     let received = Received {
         annotations: meta.annotations.as_ref(),
         labels: meta.labels.as_ref(),
-        init_containers,
-        containers: app_containers,
-        volumes,
+        init_containers: init.len(),
+        containers: app.len(),
+        volumes: spec.volumes.as_ref().map_or(0, Vec::len),
     };
     match received.patch(&additions, injector) {
         Ok(patch) => Injection {
