@@ -212,8 +212,7 @@ impl MeshFeed {
                 self.mark(kind, key.clone(), true);
                 let id = ns_name(&key);
                 let old = self.slices.insert(id.clone(), *slice.clone());
-                let scope = self.reindex_slice(&id, old.as_ref(), Some(&slice));
-                scope.union(self.program_listed_endpoints(&id, old.as_ref(), Some(&slice)))
+                self.slice_changed(&id, old.as_ref(), Some(&slice))
             }
         }
     }
@@ -375,8 +374,7 @@ impl MeshFeed {
             }
             SourceKind::EndpointSlice => {
                 let old = self.slices.remove(&id);
-                let scope = self.reindex_slice(&id, old.as_ref(), None);
-                scope.union(self.program_listed_endpoints(&id, old.as_ref(), None))
+                self.slice_changed(&id, old.as_ref(), None)
             }
             _ => {
                 if Arc::make_mut(&mut self.config).remove(key).is_some() {
@@ -460,6 +458,18 @@ impl MeshFeed {
                 .and_then(|by_slice| by_slice.values().next().cloned());
         }
         self.model_apply(trellis_model::Resource::Pod(Box::new(pod)))
+    }
+
+    /// An EndpointSlice was added, changed (`old` and `new`) or removed: the
+    /// addresses it gives pods, and the endpoints it lists for its Service.
+    fn slice_changed(
+        &mut self,
+        slice: &NsName,
+        old: Option<&EndpointSlice>,
+        new: Option<&EndpointSlice>,
+    ) -> ChangeScope {
+        let scope = self.reindex_slice(slice, old, new);
+        scope.union(self.program_listed_endpoints(slice, old, new))
     }
 
     /// Feeds the endpoints that hand-written (or other controllers') slices list
@@ -584,7 +594,7 @@ fn listed_endpoints(slice: &EndpointSlice) -> Vec<StaticEndpoint> {
     slice
         .endpoints
         .iter()
-        .filter(|e| e.conditions.as_ref().and_then(|c| c.ready) != Some(false))
+        .filter(|e| ready(e))
         .filter_map(|e| {
             Some(StaticEndpoint {
                 address: e.addresses.first()?.clone(),
@@ -593,6 +603,11 @@ fn listed_endpoints(slice: &EndpointSlice) -> Vec<StaticEndpoint> {
             })
         })
         .collect()
+}
+
+/// Ready, or not known to be unready.
+fn ready(endpoint: &k8s_openapi::api::discovery::v1::Endpoint) -> bool {
+    endpoint.conditions.as_ref().and_then(|c| c.ready) != Some(false)
 }
 
 fn ns_name(key: &ObjectRef) -> NsName {
@@ -605,7 +620,7 @@ fn slice_pod_addresses(slice: &EndpointSlice) -> Vec<(NsName, String)> {
     slice
         .endpoints
         .iter()
-        .filter(|e| e.conditions.as_ref().and_then(|c| c.ready) != Some(false))
+        .filter(|e| ready(e))
         .filter_map(|e| {
             let target = e.target_ref.as_ref()?;
             if target.kind.as_deref() != Some("Pod") {
