@@ -9,57 +9,22 @@ use base64::Engine;
 use operator_support::*;
 use std::path::Path;
 use std::time::Duration;
-use trellis_e2e::self_signed_ca;
+use trellis_e2e::{self_signed_ca, signed_by};
 
 /// A root and an intermediate in Istio's `cacerts` layout, made with openssl.
 fn plugged_in_ca(dir: &Path) {
-    std::fs::write(
-        dir.join("ext.cnf"),
-        "basicConstraints=critical,CA:true,pathlen:0\nkeyUsage=critical,keyCertSign,cRLSign,digitalSignature\nsubjectKeyIdentifier=hash\nauthorityKeyIdentifier=keyid\n",
-    )
-    .unwrap();
     self_signed_ca(
         dir,
         "root-key.pem",
         "root-cert.pem",
         "/O=Plugged/CN=Plugged Root CA",
     );
-    openssl(
-        &[
-            "req",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-keyout",
-            "ca-key.pem",
-            "-out",
-            "ca.csr",
-            "-subj",
-            "/O=Plugged/CN=Plugged Intermediate CA",
-        ],
+    signed_by(
         dir,
-    );
-    openssl(
-        &[
-            "x509",
-            "-req",
-            "-in",
-            "ca.csr",
-            "-CA",
-            "root-cert.pem",
-            "-CAkey",
-            "root-key.pem",
-            "-CAcreateserial",
-            "-days",
-            "365",
-            "-out",
-            "ca-cert.pem",
-            "-extfile",
-            "ext.cnf",
-        ],
-        dir,
+        ("root-key.pem", "root-cert.pem"),
+        ("ca-key.pem", "ca-cert.pem"),
+        "/O=Plugged/CN=Plugged Intermediate CA",
+        "basicConstraints=critical,CA:true,pathlen:0\nkeyUsage=critical,keyCertSign,cRLSign,digitalSignature\nsubjectKeyIdentifier=hash\nauthorityKeyIdentifier=keyid\n",
     );
     let chain = std::fs::read_to_string(dir.join("ca-cert.pem")).unwrap()
         + &std::fs::read_to_string(dir.join("root-cert.pem")).unwrap();

@@ -11,7 +11,6 @@ use operator_support::*;
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 use trellis_e2e::self_signed_ca;
 
@@ -43,23 +42,7 @@ fn cacerts_yaml(dir: &Path) -> String {
 /// Whether openssl verifies the identity's chain to `root_pem` (no assertion).
 fn chains_to(secret: &Value, root_pem: &str) -> bool {
     let dir = tempfile::tempdir().unwrap();
-    let chain = secret_field(secret, "cert-chain.pem");
-    std::fs::write(dir.path().join("leaf.pem"), leaf_pem(secret)).unwrap();
-    std::fs::write(dir.path().join("chain.pem"), &chain).unwrap();
-    std::fs::write(dir.path().join("root.pem"), root_pem).unwrap();
-    let out = Command::new(openssl_bin())
-        .args([
-            "verify",
-            "-CAfile",
-            "root.pem",
-            "-untrusted",
-            "chain.pem",
-            "leaf.pem",
-        ])
-        .current_dir(dir.path())
-        .output()
-        .expect("running openssl");
-    out.status.success()
+    openssl_verify(secret, root_pem, dir.path()).0
 }
 
 fn identities(cluster: &Cluster) -> BTreeMap<String, Value> {

@@ -32,7 +32,7 @@ pub mod upstream;
 
 pub use client::{HttpRequest, HttpResponse};
 pub use envoy::{Envoy, envoy_bin, validate_bootstrap, validate_bootstrap_in};
-pub use openssl::{HttpsFileServer, openssl, openssl_bin, self_signed, self_signed_ca};
+pub use openssl::{HttpsFileServer, openssl, openssl_bin, self_signed, self_signed_ca, signed_by};
 pub use upstream::{Behavior, Upstream, UpstreamEvent};
 
 use std::net::{Ipv4Addr, TcpListener};

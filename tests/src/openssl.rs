@@ -75,6 +75,58 @@ pub fn self_signed_ca(dir: &Path, key: &str, cert: &str, subject: &str) {
     );
 }
 
+/// A P-256 key `key` and a certificate `cert` for it, signed by `ca_cert` and
+/// `ca_key`, valid for a year, with the extension lines `extensions` (an
+/// openssl extension file); everything in `dir`.
+pub fn signed_by(
+    dir: &Path,
+    (ca_key, ca_cert): (&str, &str),
+    (key, cert): (&str, &str),
+    subject: &str,
+    extensions: &str,
+) {
+    let csr = format!("{cert}.csr");
+    let ext = format!("{cert}.ext");
+    std::fs::write(dir.join(&ext), extensions).expect("writing the extension file");
+    let _ = openssl(
+        &[
+            "req",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            key,
+            "-out",
+            &csr,
+            "-subj",
+            subject,
+        ],
+        dir,
+    );
+    let _ = openssl(
+        &[
+            "x509",
+            "-req",
+            "-in",
+            &csr,
+            "-CA",
+            ca_cert,
+            "-CAkey",
+            ca_key,
+            "-CAcreateserial",
+            "-days",
+            "365",
+            "-out",
+            cert,
+            "-extfile",
+            &ext,
+        ],
+        dir,
+    );
+}
+
 /// Serves the files it was given over HTTPS, with a self-signed certificate
 /// for its address that no system trusts. Killed by PID on drop.
 pub struct HttpsFileServer {

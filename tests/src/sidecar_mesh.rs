@@ -185,6 +185,19 @@ impl Client {
             .send(self.listen)
             .unwrap_or_else(|e| panic!("GET {host}{path}: {e}"))
     }
+
+    /// [`Client::get`] that must answer 200 from an echo upstream: the upstream's name.
+    pub fn served_by(&self, host: &str, path: &str) -> String {
+        let r = self.get(host, path);
+        assert_eq!(
+            r.status,
+            200,
+            "GET {host}{path}: {}; envoy log:\n{}",
+            r.body_text(),
+            self.envoy.log()
+        );
+        r.json()["server"].as_str().unwrap_or_default().to_string()
+    }
 }
 
 /// Translates `web-1`'s sidecar for `resources` and starts Envoy on it. The identity

@@ -2,54 +2,19 @@
 //! directory in the secret-volume layout, is accepted by the real Envoy.
 use std::path::Path;
 use std::process::Command;
-use trellis_e2e::{envoy_bin, openssl, self_signed};
+use trellis_e2e::{envoy_bin, self_signed, signed_by};
 use trellis_local::bootstrap::{BootstrapSpec, ServerSan, write_bootstrap};
 use trellis_local::state::{CertFile, StateDir, write_cert_dir};
 
 /// A throwaway root and a workload certificate with a SPIFFE URI SAN.
 fn make_certs(dir: &Path) {
     self_signed(dir, "root.key", "root.pem", "/O=test-root", &[]);
-    openssl(
-        &[
-            "req",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-keyout",
-            "key.pem",
-            "-out",
-            "w.csr",
-            "-subj",
-            "/O=test",
-        ],
+    signed_by(
         dir,
-    );
-    std::fs::write(
-        dir.join("ext.cnf"),
+        ("root.key", "root.pem"),
+        ("key.pem", "cert.pem"),
+        "/O=test",
         "subjectAltName=URI:spiffe://cluster.local/ns/shop/sa/cart\n",
-    )
-    .unwrap();
-    openssl(
-        &[
-            "x509",
-            "-req",
-            "-in",
-            "w.csr",
-            "-CA",
-            "root.pem",
-            "-CAkey",
-            "root.key",
-            "-CAcreateserial",
-            "-out",
-            "cert.pem",
-            "-days",
-            "1",
-            "-extfile",
-            "ext.cnf",
-        ],
-        dir,
     );
 }
 

@@ -161,33 +161,44 @@ pub struct Verified {
     pub serial: String,
 }
 
-/// Verifies `cert-chain.pem` against `root_pem` with openssl (the leaf, its
-/// intermediates as untrusted), checks that `key.pem` matches the leaf, and returns the URI SAN.
-pub fn verify_identity(secret: &Value, root_pem: &str) -> Verified {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let chain = secret_field(secret, "cert-chain.pem");
-    let certs: Vec<String> = chain
-        .split_inclusive("-----END CERTIFICATE-----")
-        .map(|c| c.trim().to_string())
-        .filter(|c| c.contains("BEGIN CERTIFICATE"))
-        .collect();
-    assert!(!certs.is_empty(), "empty cert-chain.pem");
-    std::fs::write(dir.path().join("leaf.pem"), format!("{}\n", certs[0])).unwrap();
-    std::fs::write(dir.path().join("chain.pem"), &chain).unwrap();
-    std::fs::write(dir.path().join("root.pem"), root_pem).unwrap();
-    std::fs::write(dir.path().join("key.pem"), secret_field(secret, "key.pem")).unwrap();
-    let verdict = openssl(
-        &[
+/// Writes the identity's leaf, chain and key and `root_pem` into `dir` and runs
+/// `openssl verify` (the leaf, its intermediates as untrusted): whether it
+/// verified, and what openssl said.
+pub fn openssl_verify(secret: &Value, root_pem: &str, dir: &Path) -> (bool, String) {
+    std::fs::write(dir.join("leaf.pem"), leaf_pem(secret)).unwrap();
+    std::fs::write(
+        dir.join("chain.pem"),
+        secret_field(secret, "cert-chain.pem"),
+    )
+    .unwrap();
+    std::fs::write(dir.join("root.pem"), root_pem).unwrap();
+    std::fs::write(dir.join("key.pem"), secret_field(secret, "key.pem")).unwrap();
+    let out = Command::new(openssl_bin())
+        .args([
             "verify",
             "-CAfile",
             "root.pem",
             "-untrusted",
             "chain.pem",
             "leaf.pem",
-        ],
-        dir.path(),
+        ])
+        .current_dir(dir)
+        .output()
+        .expect("running openssl");
+    let said =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    (out.status.success(), said)
+}
+
+/// Verifies `cert-chain.pem` against `root_pem` with openssl (see
+/// [`openssl_verify`]), checks that `key.pem` matches the leaf, and returns the URI SAN.
+pub fn verify_identity(secret: &Value, root_pem: &str) -> Verified {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (verified, verdict) = openssl_verify(secret, root_pem, dir.path());
+    assert!(
+        verified && verdict.trim().ends_with("OK"),
+        "openssl verify: {verdict}"
     );
-    assert!(verdict.trim().ends_with("OK"), "openssl verify: {verdict}");
     let san = openssl(
         &[
             "x509",

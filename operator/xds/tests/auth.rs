@@ -61,6 +61,16 @@ fn first_request(
     r
 }
 
+/// A server for `ca`'s trust domain, serving each proxy a snapshot of its own identity.
+async fn start_per_identity(ca: &TestCa) -> Running {
+    start(
+        ca,
+        XdsConfig::new(TRUST_DOMAIN),
+        Arc::new(per_identity_source(Arc::new(AtomicU64::new(1)))),
+    )
+    .await
+}
+
 #[tokio::test]
 async fn a_proxy_gets_its_own_config_and_secrets_and_never_another_identitys() {
     let ca = TestCa::new("mesh root");
@@ -134,12 +144,7 @@ async fn a_proxy_gets_its_own_config_and_secrets_and_never_another_identitys() {
 #[tokio::test]
 async fn connections_without_a_mesh_client_certificate_get_nothing() {
     let ca = TestCa::new("mesh root");
-    let running = start(
-        &ca,
-        XdsConfig::new(TRUST_DOMAIN),
-        Arc::new(per_identity_source(Arc::new(AtomicU64::new(1)))),
-    )
-    .await;
+    let running = start_per_identity(&ca).await;
     let a = proxy("shop", "web-1", "web");
     let other_ca = TestCa::new("some other root");
     let foreign = other_ca.workload("shop", "web");
@@ -263,12 +268,7 @@ fn contents_of(any: &Any) -> String {
 async fn a_rotated_trust_bundle_and_server_certificate_apply_to_new_connections() {
     let old_ca = TestCa::new("old root");
     let new_ca = TestCa::new("new root");
-    let running = start(
-        &old_ca,
-        XdsConfig::new(TRUST_DOMAIN),
-        Arc::new(per_identity_source(Arc::new(AtomicU64::new(1)))),
-    )
-    .await;
+    let running = start_per_identity(&old_ca).await;
     let web = proxy("shop", "web-1", "web");
     let fetch = |root: String, cert: Pem| {
         let web = web.clone();
@@ -348,12 +348,7 @@ async fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
 #[tokio::test]
 async fn a_new_trust_domain_is_accepted_with_the_previous_one_until_dropped() {
     let ca = TestCa::new("mesh root");
-    let running = start(
-        &ca,
-        XdsConfig::new(TRUST_DOMAIN),
-        Arc::new(per_identity_source(Arc::new(AtomicU64::new(1)))),
-    )
-    .await;
+    let running = start_per_identity(&ca).await;
     let a = proxy("shop", "web-1", "web");
     let old = ca.workload("shop", "web");
     let new = ca.leaf("spiffe://corp.example/ns/shop/sa/web", &[]);
