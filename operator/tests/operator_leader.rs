@@ -41,9 +41,7 @@ fn killing_the_leader_hands_over_and_only_the_leader_writes() {
     assert_eq!(writes(&follower), 0.0, "a follower must not write");
     assert!(writes(&leader_op) >= 1.0);
     // A MeshConfig both replicas reject: only the leader reports it.
-    cluster.kubectl.apply(
-        "apiVersion: mesh.trellis.dev/v1alpha1\nkind: MeshConfig\nmetadata:\n  name: default\nspec:\n  workloadCertTtl: soon\n",
-    );
+    cluster.apply_mesh_config("  workloadCertTtl: soon\n");
     wait_for(
         "the leader's MeshConfigRejected event",
         Duration::from_secs(30),

@@ -9,9 +9,7 @@ use operator_support::*;
 fn mesh_config_root_cert_ttl_sets_the_lifetime_of_a_new_root() {
     let cluster = Cluster::start();
     // 1000 h from MeshConfig; the flag says 10 years.
-    cluster.kubectl.apply(
-        "apiVersion: mesh.trellis.dev/v1alpha1\nkind: MeshConfig\nmetadata:\n  name: default\nspec:\n  rootCertTtl: 1000h\n",
-    );
+    cluster.apply_mesh_config("  rootCertTtl: 1000h\n");
     let mut args = default_args();
     args.extend(["--root-cert-ttl", "87600h"].map(String::from));
     let mut op = Operator::start(cluster.server.kubeconfig_path(), "op-1", &args);

@@ -116,9 +116,7 @@ fn mesh_config_trust_domain_reissues_every_identity_and_survives_a_restart() {
     );
 
     // MeshConfig sets the trust domain and a 2 h lifetime.
-    cluster.kubectl.apply(
-        "apiVersion: mesh.trellis.dev/v1alpha1\nkind: MeshConfig\nmetadata:\n  name: default\nspec:\n  trustDomain: corp.example\n  workloadCertTtl: 2h\n",
-    );
+    cluster.apply_mesh_config("  trustDomain: corp.example\n  workloadCertTtl: 2h\n");
     for sa in SAS {
         let want = format!("spiffe://corp.example/ns/shop/sa/{sa}");
         let s = identity_for(&cluster, sa, &want);
@@ -158,9 +156,7 @@ fn mesh_config_trust_domain_reissues_every_identity_and_survives_a_restart() {
     let mut op = restart_reissues_nothing(&cluster, op, "op-2", &args);
 
     // Without the field, the flag's trust domain is back.
-    cluster.kubectl.apply(
-        "apiVersion: mesh.trellis.dev/v1alpha1\nkind: MeshConfig\nmetadata:\n  name: default\nspec:\n  workloadCertTtl: 2h\n",
-    );
+    cluster.apply_mesh_config("  workloadCertTtl: 2h\n");
     for sa in SAS {
         let want = format!("spiffe://cluster.local/ns/shop/sa/{sa}");
         let s = identity_for(&cluster, sa, &want);
@@ -174,9 +170,7 @@ fn mesh_config_trust_domain_reissues_every_identity_and_survives_a_restart() {
 
     // A trust domain that is not one: reported (event, log), the one in force stays.
     let settled = versions(&cluster);
-    cluster.kubectl.apply(
-        "apiVersion: mesh.trellis.dev/v1alpha1\nkind: MeshConfig\nmetadata:\n  name: default\nspec:\n  trustDomain: not a domain\n",
-    );
+    cluster.apply_mesh_config("  trustDomain: not a domain\n");
     let event = wait_for(
         "a MeshConfigRejected event",
         Duration::from_secs(30),
@@ -199,16 +193,12 @@ fn mesh_config_trust_domain_reissues_every_identity_and_survives_a_restart() {
     // A mistake in another field at a restart: the operator starts with the MeshConfig's
     // trust domain, not the flag's, so nothing is reissued (the flag would move every
     // identity back to cluster.local).
-    cluster.kubectl.apply(
-        "apiVersion: mesh.trellis.dev/v1alpha1\nkind: MeshConfig\nmetadata:\n  name: default\nspec:\n  trustDomain: corp.example\n",
-    );
+    cluster.apply_mesh_config("  trustDomain: corp.example\n");
     for sa in SAS {
         let want = format!("spiffe://corp.example/ns/shop/sa/{sa}");
         identity_for(&cluster, sa, &want);
     }
-    cluster.kubectl.apply(
-        "apiVersion: mesh.trellis.dev/v1alpha1\nkind: MeshConfig\nmetadata:\n  name: default\nspec:\n  trustDomain: corp.example\n  workloadCertTtl: soon\n",
-    );
+    cluster.apply_mesh_config("  trustDomain: corp.example\n  workloadCertTtl: soon\n");
     wait_for(
         "a MeshConfigRejected event for the lifetime",
         Duration::from_secs(30),

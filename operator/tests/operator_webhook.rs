@@ -54,9 +54,7 @@ fn operator_writes_the_ca_bundles_and_serves_injection() {
         cluster.kubectl.apply(&config.to_string());
     }
     // The sidecar image comes from MeshConfig/default.
-    cluster.kubectl.apply(
-        "apiVersion: mesh.trellis.dev/v1alpha1\nkind: MeshConfig\nmetadata:\n  name: default\nspec:\n  proxy:\n    image: registry.example/envoy:from-meshconfig\n",
-    );
+    cluster.apply_mesh_config("  proxy:\n    image: registry.example/envoy:from-meshconfig\n");
     let mut op = Operator::start(cluster.server.kubeconfig_path(), "op-1", &default_args());
     op.wait_ready();
     let address: SocketAddr = wait_for(

@@ -35,26 +35,22 @@ pub fn openssl(args: &[&str], dir: &Path) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// `openssl req` arguments for a new P-256 key, unencrypted, written to the file named next.
+const NEW_P256_KEY: [&str; 6] = [
+    "-newkey",
+    "ec",
+    "-pkeyopt",
+    "ec_paramgen_curve:P-256",
+    "-nodes",
+    "-keyout",
+];
+
 /// A self-signed P-256 certificate `cert` and its key `key` in `dir`, with the
 /// X.509 extensions `extensions` (`-addext` values).
 pub fn self_signed(dir: &Path, key: &str, cert: &str, subject: &str, extensions: &[&str]) {
-    let mut args = vec![
-        "req",
-        "-x509",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:P-256",
-        "-nodes",
-        "-keyout",
-        key,
-        "-out",
-        cert,
-        "-days",
-        "3650",
-        "-subj",
-        subject,
-    ];
+    let mut args = vec!["req", "-x509"];
+    args.extend(NEW_P256_KEY);
+    args.extend([key, "-out", cert, "-days", "3650", "-subj", subject]);
     for extension in extensions {
         args.extend(["-addext", extension]);
     }
@@ -88,23 +84,10 @@ pub fn signed_by(
     let csr = format!("{cert}.csr");
     let ext = format!("{cert}.ext");
     std::fs::write(dir.join(&ext), extensions).expect("writing the extension file");
-    let _ = openssl(
-        &[
-            "req",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-keyout",
-            key,
-            "-out",
-            &csr,
-            "-subj",
-            subject,
-        ],
-        dir,
-    );
+    let mut request = vec!["req"];
+    request.extend(NEW_P256_KEY);
+    request.extend([key, "-out", &csr, "-subj", subject]);
+    let _ = openssl(&request, dir);
     let _ = openssl(
         &[
             "x509",

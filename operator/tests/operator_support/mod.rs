@@ -40,6 +40,13 @@ pub struct Cluster {
 }
 
 impl Cluster {
+    /// Applies MeshConfig `default` with `spec` (its YAML lines, indented by two).
+    pub fn apply_mesh_config(&self, spec: &str) {
+        self.kubectl.apply(&format!(
+            "apiVersion: mesh.trellis.dev/v1alpha1\nkind: MeshConfig\nmetadata:\n  name: default\nspec:\n{spec}"
+        ));
+    }
+
     pub fn start() -> Self {
         Self::start_with(Options::default())
     }
