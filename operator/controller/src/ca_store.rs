@@ -53,14 +53,6 @@ fn text<'a>(secret: &'a Secret, key: &str, object: &str) -> Result<&'a str> {
     })
 }
 
-/// The trust domain in force (MeshConfig over the flag; see [`crate::identity_settings`]).
-fn trust_domain(ctx: &Context) -> trellis_ca::TrustDomain {
-    ctx.identity_settings.current().map_or_else(
-        || ctx.config.trust_domain.clone(),
-        |s| s.trust_domain.clone(),
-    )
-}
-
 /// Loads a CA from a Secret in `cacerts` layout (`cert-chain.pem` optional), signing
 /// for the trust domain in force.
 pub fn load(ctx: &Context, secret: &Secret) -> Result<CertificateAuthority> {
@@ -79,8 +71,13 @@ pub fn load(ctx: &Context, secret: &Secret) -> Result<CertificateAuthority> {
         cert_chain: chain,
         root_cert: text(secret, ROOT_CERT, &object)?,
     };
-    CertificateAuthority::from_cacerts(trust_domain(ctx), files, ctx.clock.now(), ctx.rng.clone())
-        .map_err(|source| Error::Ca { object, source })
+    CertificateAuthority::from_cacerts(
+        ctx.identity_settings_in_force().trust_domain.clone(),
+        files,
+        ctx.clock.now(),
+        ctx.rng.clone(),
+    )
+    .map_err(|source| Error::Ca { object, source })
 }
 
 /// The Secret storing `ca` in `cacerts` layout (the key included: the Secret is the CA).
@@ -397,13 +394,10 @@ async fn evaluate(ctx: &Context, secrets: &Store<Secret>, sync: &RecordSync) -> 
                 }
                 return Ok(());
             }
-            let mut options = RootOptions::new(trust_domain(ctx));
+            let settings = ctx.identity_settings_in_force();
+            let mut options = RootOptions::new(settings.trust_domain.clone());
             options.key = ctx.config.root_key;
-            // The root lifetime in force: MeshConfig rootCertTtl, else --root-cert-ttl.
-            options.ttl = ctx
-                .identity_settings
-                .current()
-                .map_or(ctx.config.root_ttl, |s| s.root_ttl);
+            options.ttl = settings.root_ttl;
             let ca =
                 CertificateAuthority::new_self_signed(&options, ctx.clock.now(), ctx.rng.clone())
                     .map_err(|source| Error::Ca {

@@ -306,10 +306,7 @@ async fn reconcile(sa: Arc<ServiceAccount>, state: Arc<State>) -> Result<Action>
             }
         })?;
     let now = ctx.clock.now();
-    let renewal = ctx
-        .identity_settings
-        .current()
-        .map_or(ctx.config.renewal, |s| s.renewal);
+    let renewal = ctx.identity_settings_in_force().renewal;
     let wanted = Wanted {
         namespace: &ns,
         service_account: &sa_name,
@@ -372,10 +369,11 @@ async fn reconcile(sa: Arc<ServiceAccount>, state: Arc<State>) -> Result<Action>
                     }
                 }
             }
-            let issued = match ca
-                .ca
-                .issue_workload(&spiffe_id, workload_ttl(&ctx), ctx.clock.now())
-            {
+            let issued = match ca.ca.issue_workload(
+                &spiffe_id,
+                ctx.identity_settings_in_force().workload_ttl,
+                ctx.clock.now(),
+            ) {
                 Ok(issued) => issued,
                 Err(source) => {
                     ctx.telemetry
@@ -439,13 +437,6 @@ async fn reconcile(sa: Arc<ServiceAccount>, state: Arc<State>) -> Result<Action>
     };
     ctx.backoffs.succeeded(&key);
     Ok(action)
-}
-
-/// Lifetime of new workload certificates (MeshConfig over the flag).
-fn workload_ttl(ctx: &Context) -> Duration {
-    ctx.identity_settings
-        .current()
-        .map_or(ctx.config.workload_ttl, |s| s.workload_ttl)
 }
 
 /// The caches never need `managedFields`; dropping them saves memory per object.
