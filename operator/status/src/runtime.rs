@@ -99,7 +99,8 @@ async fn serve_xds(ctx: Arc<Context>, xds: XdsServer) {
     // previous one stays accepted: its certificates are being reissued.
     let mut trust_domain = ctx.config.trust_domain.as_str().to_string();
     loop {
-        if let Some(ca) = ctx.ca.current() {
+        let current = ctx.ca.current();
+        if let Some(ca) = &current {
             let td = ca.ca.trust_domain().as_str().to_string();
             if td != trust_domain {
                 tracing::info!(trust_domain = %td, previous = %trust_domain, "xDS accepts the new trust domain");
@@ -107,7 +108,7 @@ async fn serve_xds(ctx: Arc<Context>, xds: XdsServer) {
                 trust_domain = td;
             }
         }
-        if let Some(ca) = ctx.ca.current()
+        if let Some(ca) = current
             && (ca.generation != generation || tokio::time::Instant::now() >= renew_at)
         {
             let now = ctx.clock.now();
