@@ -226,11 +226,6 @@ pub fn strip_data(secret: &mut Secret) {
     secret.string_data = None;
 }
 
-/// Whether `secret` is a copy stripped by [`strip_data`].
-pub fn is_stripped(secret: &Secret) -> bool {
-    field(secret, STRIPPED_SUM).is_some()
-}
-
 /// Decides what to do with `existing` (the cached Secret, if any).
 pub fn decide(existing: Option<&Secret>, wanted: &Wanted<'_>) -> Decision {
     let Some(secret) = existing else {

@@ -310,3 +310,8 @@ fn a_stripped_cache_copy_holds_no_key_and_decides_like_the_secret() {
         Decision::Rewrite { .. }
     ));
 }
+
+/// Whether `secret` is a copy stripped by [`strip_data`].
+fn is_stripped(secret: &Secret) -> bool {
+    field(secret, STRIPPED_SUM).is_some()
+}
