@@ -7,6 +7,11 @@ mod commands;
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
+// glibc's and musl's allocators cost a third of an admission review (many
+// small short-lived allocations); mimalloc halves that.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "trellis",
