@@ -1,6 +1,6 @@
 //! The containers and volumes the injector adds.
 
-use crate::capture::{CaptureOptions, HEALTH_PORT, METRICS_PORT, PROXY_UID};
+use crate::capture::{HEALTH_PORT, METRICS_PORT, PROXY_UID};
 use k8s_openapi::api::core::v1::{
     Capabilities, ConfigMapVolumeSource, Container, ContainerPort, EnvVar, EnvVarSource,
     HTTPGetAction, ObjectFieldSelector, Probe, ResourceRequirements, SecretVolumeSource,
@@ -36,7 +36,7 @@ pub const BOOTSTRAP_FILE: &str = "envoy.json";
 pub(crate) const IDENTITY_VOLUME: &str = "trellis-identity";
 pub(crate) const ROOT_VOLUME: &str = "trellis-ca-root";
 pub(crate) const BOOTSTRAP_VOLUME: &str = "trellis-bootstrap";
-/// The volumes [`volumes`] makes, in its order.
+/// The injected volumes: [`identity_volume`], then [`shared_volumes`].
 pub(crate) const VOLUME_NAMES: [&str; 3] = [IDENTITY_VOLUME, ROOT_VOLUME, BOOTSTRAP_VOLUME];
 
 /// The Secret holding the identity of a service account, created by the operator.
@@ -44,11 +44,12 @@ pub fn identity_secret_name(service_account: &str) -> String {
     format!("trellis-identity-{service_account}")
 }
 
-pub(crate) fn init_container(image: &str, capture: &CaptureOptions) -> Container {
+/// `trellis-init` running `trellis proxy-init` with `args` (the pod's capture options).
+pub(crate) fn init_container(image: &str, args: Vec<String>) -> Container {
     Container {
         name: INIT_CONTAINER_NAME.into(),
         image: Some(image.into()),
-        args: Some(capture.to_args()),
+        args: Some(args),
         resources: Some(ResourceRequirements {
             requests: Some(
                 [
@@ -195,7 +196,21 @@ fn envoy_ready_probe(period_seconds: i32, failure_threshold: i32) -> Probe {
     }
 }
 
-pub(crate) fn volumes(service_account: &str) -> Vec<Volume> {
+/// The volume of the pod's identity: the Secret of its service account.
+pub fn identity_volume(service_account: &str) -> Volume {
+    Volume {
+        name: IDENTITY_VOLUME.into(),
+        secret: Some(SecretVolumeSource {
+            secret_name: Some(identity_secret_name(service_account)),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// The volumes after the identity volume, the same for every pod: the mesh
+/// root and the proxy bootstrap.
+pub fn shared_volumes() -> [Volume; 2] {
     let config_map = |name: &str, cm: &str| Volume {
         name: name.into(),
         config_map: Some(ConfigMapVolumeSource {
@@ -204,15 +219,7 @@ pub(crate) fn volumes(service_account: &str) -> Vec<Volume> {
         }),
         ..Default::default()
     };
-    vec![
-        Volume {
-            name: IDENTITY_VOLUME.into(),
-            secret: Some(SecretVolumeSource {
-                secret_name: Some(identity_secret_name(service_account)),
-                ..Default::default()
-            }),
-            ..Default::default()
-        },
+    [
         config_map(ROOT_VOLUME, ROOT_CERT_CONFIG_MAP),
         config_map(BOOTSTRAP_VOLUME, BOOTSTRAP_CONFIG_MAP),
     ]

@@ -3,11 +3,11 @@
 use crate::InjectError;
 use crate::capture::{self, CaptureOptions, Selection};
 use crate::containers::{
-    self, DEFAULT_PROXY_IMAGE, INIT_CONTAINER_NAME, PROXY_CONTAINER_NAME, init_container,
-    proxy_container,
+    self, DEFAULT_PROXY_IMAGE, INIT_CONTAINER_NAME, PROXY_CONTAINER_NAME, identity_volume,
+    init_container, proxy_container, shared_volumes,
 };
 use crate::select::{InjectDecision, should_inject};
-use k8s_openapi::api::core::v1::{Container, Pod, Probe, ResourceRequirements, Volume};
+use k8s_openapi::api::core::v1::{Container, Pod, Probe, ResourceRequirements};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use std::collections::BTreeMap;
 use trellis_api::mesh::MeshConfigSpec;
@@ -160,21 +160,32 @@ pub enum ProxyPlacement {
 }
 
 /// What injection adds to a pod: items appended to its lists and members set
-/// in its maps. Nothing of the pod is changed or removed. The proxy
-/// container itself is the same for every pod:
-/// [`InjectionContext::proxy_container`].
+/// in its maps. Nothing of the pod is changed or removed. Only what differs
+/// between pods is here; the rest comes from the [`InjectionContext`]:
+/// - the init container [`InjectionContext::init_container`] with `init_args`,
+///   appended to the init containers;
+/// - the proxy container [`InjectionContext::proxy_container`], placed as
+///   `proxy` says;
+/// - the volumes [`identity_volume`] of `service_account`, then
+///   [`shared_volumes`].
 #[derive(Debug, Clone, PartialEq)]
 pub struct Additions {
-    /// `trellis-init`, appended to the init containers.
-    pub init_container: Container,
+    /// `trellis proxy-init`'s arguments: the pod's traffic capture.
+    pub init_args: Vec<String>,
     pub proxy: ProxyPlacement,
-    pub volumes: Vec<Volume>,
+    /// Whose identity the pod gets (`default` when the pod names none).
+    pub service_account: String,
     /// Set, overwriting a member of the same key.
     pub annotations: Vec<(&'static str, String)>,
     pub labels: Vec<(&'static str, &'static str)>,
 }
 
 impl InjectionContext {
+    /// `trellis-init` with the pod's capture arguments ([`Additions::init_args`]).
+    pub fn init_container(&self, args: Vec<String>) -> Container {
+        init_container(&self.init_image, args)
+    }
+
     /// The proxy container, placed as `placement` says.
     pub fn proxy_container(&self, placement: ProxyPlacement) -> Container {
         let proxy = proxy_container(
@@ -246,9 +257,9 @@ pub fn plan(pod: &PodFacts, ctx: &InjectionContext) -> Result<Option<Additions>,
         added_annotations.push((DEFAULT_CONTAINER_ANNOTATION, first.name.clone()));
     }
     Ok(Some(Additions {
-        init_container: init_container(&ctx.init_image, &capture),
+        init_args: capture.to_args(),
         proxy,
-        volumes: containers::volumes(service_account.unwrap_or("default")),
+        service_account: service_account.unwrap_or("default").to_string(),
         annotations: added_annotations,
         labels: vec![(TLS_MODE_LABEL, "istio")],
     }))
@@ -275,15 +286,15 @@ pub fn inject_pod(pod: &Pod, ctx: &InjectionContext) -> Result<(Pod, bool), Inje
     let mut out = pod.clone();
     let spec = out.spec.as_mut().expect("checked above");
     let init_containers = spec.init_containers.get_or_insert_with(Vec::new);
-    init_containers.push(additions.init_container);
+    init_containers.push(ctx.init_container(additions.init_args));
     let proxy = ctx.proxy_container(additions.proxy);
     match additions.proxy {
         ProxyPlacement::AppContainer => spec.containers.push(proxy),
         ProxyPlacement::NativeSidecar => init_containers.push(proxy),
     }
-    spec.volumes
-        .get_or_insert_with(Vec::new)
-        .extend(additions.volumes);
+    let volumes = spec.volumes.get_or_insert_with(Vec::new);
+    volumes.push(identity_volume(&additions.service_account));
+    volumes.extend(shared_volumes());
     let annotations = out
         .metadata
         .annotations

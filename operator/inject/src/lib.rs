@@ -50,7 +50,8 @@ mod workload;
 pub use containers::{
     BOOTSTRAP_CONFIG_MAP, BOOTSTRAP_DIR, BOOTSTRAP_FILE, CERTS_DIR, DEFAULT_INIT_IMAGE,
     DEFAULT_PROXY_IMAGE, INIT_CONTAINER_NAME, PROXY_CONTAINER_NAME, ROOT_CERT_CONFIG_MAP,
-    ROOT_CERT_DIR, SERVICE_CLUSTER_ARG, SERVICE_NODE_ARG, identity_secret_name,
+    ROOT_CERT_DIR, SERVICE_CLUSTER_ARG, SERVICE_NODE_ARG, identity_secret_name, identity_volume,
+    shared_volumes,
 };
 pub use error::InjectError;
 pub use inject::{

@@ -8,7 +8,8 @@ use serde_json::value::RawValue;
 use std::collections::BTreeMap;
 use std::sync::LazyLock;
 use trellis_inject::{
-    Additions, InjectDecision, InjectError, InjectionContext, PodFacts, ProxyPlacement, plan,
+    Additions, InjectDecision, InjectError, InjectionContext, PodFacts, ProxyPlacement,
+    identity_volume, plan, shared_volumes,
 };
 
 /// What injection decided, for logs and tests.
@@ -26,34 +27,63 @@ fn allow(reason: impl Into<String>) -> Injection {
     }
 }
 
-/// The injection settings, with the proxy container rendered once as JSON:
-/// it is the same for every pod, and it is most of the patch.
+/// The injection settings, with what is the same for every pod rendered
+/// once as JSON: the proxy container (most of the patch), the init container
+/// but for its arguments, and the volumes after the identity volume.
 #[derive(Debug, Clone)]
 pub struct Injector {
     ctx: InjectionContext,
-    proxy_as_app_container: Box<RawValue>,
-    proxy_as_native_sidecar: Box<RawValue>,
+    proxy_as_app_container: String,
+    proxy_as_native_sidecar: String,
+    /// `trellis-init` without `args`: `{"image":…}`. A pod's arguments are
+    /// written in front of its first member.
+    init_without_args: String,
+    /// [`shared_volumes`], each as JSON.
+    shared_volumes: Vec<String>,
+}
+
+/// Containers and volumes are strings, numbers and string maps: their
+/// serialization cannot fail.
+fn json<T: Serialize>(value: &T) -> String {
+    serde_json::to_string(value).expect("a container or volume serializes to JSON")
 }
 
 impl Injector {
     pub fn new(ctx: InjectionContext) -> Self {
-        let render = |placement| {
-            // Strings, numbers and string maps: serialization cannot fail.
-            serde_json::value::to_raw_value(&ctx.proxy_container(placement))
-                .expect("a container serializes to JSON")
+        let init = Container {
+            args: None,
+            ..ctx.init_container(Vec::new())
         };
         Injector {
-            proxy_as_app_container: render(ProxyPlacement::AppContainer),
-            proxy_as_native_sidecar: render(ProxyPlacement::NativeSidecar),
+            proxy_as_app_container: json(&ctx.proxy_container(ProxyPlacement::AppContainer)),
+            proxy_as_native_sidecar: json(&ctx.proxy_container(ProxyPlacement::NativeSidecar)),
+            init_without_args: json(&init),
+            shared_volumes: shared_volumes().iter().map(json).collect(),
             ctx,
         }
     }
 
-    fn proxy(&self, placement: ProxyPlacement) -> &RawValue {
+    fn proxy(&self, placement: ProxyPlacement) -> &[u8] {
         match placement {
-            ProxyPlacement::AppContainer => &self.proxy_as_app_container,
-            ProxyPlacement::NativeSidecar => &self.proxy_as_native_sidecar,
+            ProxyPlacement::AppContainer => self.proxy_as_app_container.as_bytes(),
+            ProxyPlacement::NativeSidecar => self.proxy_as_native_sidecar.as_bytes(),
         }
+    }
+
+    /// `trellis-init` with `args`, as JSON.
+    fn init_container(&self, args: &[String]) -> Result<Vec<u8>, serde_json::Error> {
+        let mut json = Vec::with_capacity(self.init_without_args.len() + 256);
+        json.extend_from_slice(br#"{"args":"#);
+        serde_json::to_writer(&mut json, args)?;
+        json.push(b',');
+        // Past its `{`: the rendered container has members (a name at least).
+        json.extend_from_slice(&self.init_without_args.as_bytes()[1..]);
+        Ok(json)
+    }
+
+    /// The volumes after a pod's identity volume.
+    fn shared_volumes(&self) -> impl Iterator<Item = &[u8]> {
+        self.shared_volumes.iter().map(String::as_bytes)
     }
 }
 
@@ -213,7 +243,7 @@ impl Received<'_> {
             self.labels,
             additions.labels.iter().copied(),
         )?;
-        let init = serde_json::value::to_raw_value(&additions.init_container)?;
+        let init = injector.init_container(&additions.init_args)?;
         let proxy = injector.proxy(additions.proxy);
         let (init_containers, containers) = match additions.proxy {
             ProxyPlacement::AppContainer => (vec![&*init], vec![proxy]),
@@ -223,9 +253,13 @@ impl Received<'_> {
             "/spec/initContainers",
             self.init_containers,
             &init_containers,
-        )?;
-        patch.list("/spec/containers", self.containers, &containers)?;
-        patch.list("/spec/volumes", self.volumes, &additions.volumes)?;
+        );
+        patch.list("/spec/containers", self.containers, &containers);
+        let identity = serde_json::to_vec(&identity_volume(&additions.service_account))?;
+        let volumes: Vec<&[u8]> = std::iter::once(&*identity)
+            .chain(injector.shared_volumes())
+            .collect();
+        patch.list("/spec/volumes", self.volumes, &volumes);
         Ok(patch.finish())
     }
 }
@@ -244,50 +278,49 @@ impl Default for PatchWriter {
     }
 }
 
-#[derive(Serialize)]
-struct AddOp<'a, T: ?Sized> {
-    op: &'static str,
-    path: &'a str,
-    value: &'a T,
-}
-
 impl PatchWriter {
     fn add<T: Serialize + ?Sized>(
         &mut self,
         path: &str,
         value: &T,
     ) -> Result<(), serde_json::Error> {
-        self.json
-            .push(if self.json.is_empty() { b'[' } else { b',' });
-        serde_json::to_writer(
-            &mut self.json,
-            &AddOp {
-                op: "add",
-                path,
-                value,
-            },
-        )
+        let mut written = Ok(());
+        self.add_raw(path, |json| written = serde_json::to_writer(json, value));
+        written
     }
 
-    /// Appends `items` to a list of `old` items, or adds the whole list
-    /// where there was none.
-    fn list<T: Serialize>(
-        &mut self,
-        path: &str,
-        old: usize,
-        items: &[T],
-    ) -> Result<(), serde_json::Error> {
+    /// An `add` of `path` whose value `write_value` writes as JSON text.
+    fn add_raw(&mut self, path: &str, write_value: impl FnOnce(&mut Vec<u8>)) {
+        self.json
+            .push(if self.json.is_empty() { b'[' } else { b',' });
+        self.json.extend_from_slice(br#"{"op":"add","path":"#);
+        // A string into a Vec: cannot fail.
+        let _ = serde_json::to_writer(&mut self.json, path);
+        self.json.extend_from_slice(br#","value":"#);
+        write_value(&mut self.json);
+        self.json.push(b'}');
+    }
+
+    /// Appends `items` (each JSON text) to a list of `old` items, or adds
+    /// the whole list where there was none.
+    fn list(&mut self, path: &str, old: usize, items: &[&[u8]]) {
         if items.is_empty() {
-            return Ok(());
+            return;
         }
         if old == 0 {
-            return self.add(path, items);
+            self.add_raw(path, |json| {
+                for (i, item) in items.iter().enumerate() {
+                    json.push(if i == 0 { b'[' } else { b',' });
+                    json.extend_from_slice(item);
+                }
+                json.push(b']');
+            });
+            return;
         }
         let append = format!("{path}/-");
         for item in items {
-            self.add(&append, item)?;
+            self.add_raw(&append, |json| json.extend_from_slice(item));
         }
-        Ok(())
     }
 
     /// Sets the `members` that are new or changed, or adds them as the
