@@ -90,7 +90,7 @@ async fn run(ctx: Arc<Context>, listen: SocketAddr, init_image: String) {
             return;
         }
     };
-    let listener = match tokio::net::TcpListener::bind(listen).await {
+    let listener = match std::net::TcpListener::bind(listen) {
         Ok(l) => l,
         Err(e) => {
             tracing::error!(%listen, error = %e, "cannot listen for the webhook");
@@ -98,8 +98,14 @@ async fn run(ctx: Arc<Context>, listen: SocketAddr, init_image: String) {
         }
     };
     let local = listener.local_addr().unwrap_or(listen);
+    let server = match webhook.clone().serve_on_own_runtime(listener) {
+        Ok(server) => server,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start the webhook");
+            return;
+        }
+    };
     tracing::info!(address = %local, "admission webhook serving");
-    let server = tokio::spawn(webhook.clone().serve(listener));
     ready.set(true);
     let mut recheck = tokio::time::interval(RECHECK);
     loop {
@@ -139,7 +145,7 @@ async fn run(ctx: Arc<Context>, listen: SocketAddr, init_image: String) {
         }
     }
     ready.set(false);
-    server.abort();
+    drop(server);
 }
 
 /// `webhooks` of `config` with every caBundle set to `bundle` (and

@@ -27,8 +27,8 @@
 //! once. The operator switches it to `Fail` once the webhook serves, from
 //! then on broken config is refused rather than admitted.
 //!
-//! The operator starts it with [`Webhook::new`] and [`Webhook::serve`] (or
-//! [`serve`]), and rotates the certificate with [`Webhook::set_certificate`].
+//! The operator starts it with [`Webhook::new`] and
+//! [`Webhook::serve_on_own_runtime`], and rotates the certificate with [`Webhook::set_certificate`].
 #![forbid(unsafe_code)]
 
 mod configs;
@@ -44,7 +44,7 @@ pub use configs::{
 };
 pub use mutate::{Injection, Injector, review_pod};
 pub use review::{AdmissionRequest, Verdict, parse as parse_review, response as review_response};
-pub use server::{Webhook, WebhookConfig, serve};
+pub use server::{ServingRuntime, Webhook, WebhookConfig, serve};
 pub use tls::{
     SERVICE_NAME, SERVING_CERT_TTL, ServingCert, issue_serving_cert, server_config,
     service_dns_names,
@@ -61,4 +61,6 @@ pub enum WebhookError {
         address: std::net::SocketAddr,
         source: std::io::Error,
     },
+    #[error("webhook runtime: {0}")]
+    Runtime(std::io::Error),
 }

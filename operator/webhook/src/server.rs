@@ -54,6 +54,21 @@ pub async fn serve(config: WebhookConfig) -> Result<(), WebhookError> {
     Ok(())
 }
 
+/// A webhook serving on a runtime of its own ([`Webhook::serve_on_own_runtime`]);
+/// dropping it stops the server and closes its connections.
+pub struct ServingRuntime {
+    runtime: Option<tokio::runtime::Runtime>,
+}
+
+impl Drop for ServingRuntime {
+    fn drop(&mut self) {
+        if let Some(runtime) = self.runtime.take() {
+            // Without waiting: the handle is dropped inside the operator's runtime.
+            runtime.shutdown_background();
+        }
+    }
+}
+
 impl Webhook {
     pub fn new(config: &WebhookConfig) -> Result<Self, WebhookError> {
         Ok(Webhook {
@@ -79,6 +94,35 @@ impl Webhook {
             .injection
             .write()
             .unwrap_or_else(|e| e.into_inner()) = Arc::new(Injector::new(injection));
+    }
+
+    /// Serves `listener` on a runtime of its own (one worker thread per CPU)
+    /// until the returned handle is dropped.
+    ///
+    /// Every pod created in a mesh namespace waits for this answer, so the
+    /// webhook does not share the operator's runtime: a review never queues
+    /// behind translation or xDS pushes there (the way injection times out
+    /// when istiod is busy), only for the CPU.
+    pub fn serve_on_own_runtime(
+        self,
+        listener: std::net::TcpListener,
+    ) -> Result<ServingRuntime, WebhookError> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .thread_name("trellis-webhook")
+            .enable_all()
+            .build()
+            .map_err(WebhookError::Runtime)?;
+        listener
+            .set_nonblocking(true)
+            .map_err(WebhookError::Runtime)?;
+        let listener = {
+            let _in_runtime = runtime.enter();
+            TcpListener::from_std(listener).map_err(WebhookError::Runtime)?
+        };
+        runtime.spawn(self.serve(listener));
+        Ok(ServingRuntime {
+            runtime: Some(runtime),
+        })
     }
 
     /// Accepts connections on `listener` until the future is dropped; each
