@@ -16,11 +16,13 @@ out=$(target/release/examples/webhook_bench --trellis target/release/trellis \
 val() { awk -v k="$1" '$1 == k {print $2}' <<<"$out"; }
 awk -v bp50="$(val baseline_p50_us)" -v bp99="$(val baseline_p99_us)" \
     -v ip50="$(val inject_p50_us)" -v ip99="$(val inject_p99_us)" \
+    -v bp90="$(val baseline_p90_us)" -v bp999="$(val baseline_p999_us)" \
+    -v ip90="$(val inject_p90_us)" -v ip999="$(val inject_p999_us)" \
     -v brps="$(val baseline_rps)" -v irps="$(val inject_rps)" \
     -v bcpu="$(val baseline_server_cpu_us)" -v icpu="$(val inject_server_cpu_us)" \
     -v warm="$(val rss_inject_warm_kib)" -v end="$(val rss_end_kib)" 'BEGIN {
-  printf "baseline (no-op review)  p50 %.2f ms  p99 %.2f ms  %d req/s  operator CPU %.1f us/req\n", bp50 / 1000, bp99 / 1000, brps, bcpu
-  printf "injection                p50 %.2f ms  p99 %.2f ms  %d req/s  operator CPU %.1f us/req\n", ip50 / 1000, ip99 / 1000, irps, icpu
+  printf "baseline (no-op review)  p50 %.2f ms  p90 %.2f ms  p99 %.2f ms  p99.9 %.2f ms  %d req/s  operator CPU %.1f us/req\n", bp50 / 1000, bp90 / 1000, bp99 / 1000, bp999 / 1000, brps, bcpu
+  printf "injection                p50 %.2f ms  p90 %.2f ms  p99 %.2f ms  p99.9 %.2f ms  %d req/s  operator CPU %.1f us/req\n", ip50 / 1000, ip90 / 1000, ip99 / 1000, ip999 / 1000, irps, icpu
   printf "ratio injection/baseline p50 %.2f  p99 %.2f  operator CPU %.2f\n", ip50 / bp50, ip99 / bp99, icpu / bcpu
   printf "injection p99 goal <= 5 ms: %s\n", (ip99 <= 5000 ? "OK" : "ABOVE GOAL")
   printf "200 in flight / injection throughput = %.2f ms (the mean latency this throughput allows)\n", 200000 / irps
