@@ -9,8 +9,8 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 use trellis_webhook::{
-    Webhook, WebhookClient, WebhookConfig, issue_serving_cert, mutating_webhook_configuration,
-    validating_webhook_configuration,
+    ServingRuntime, Webhook, WebhookClient, WebhookConfig, issue_serving_cert,
+    mutating_webhook_configuration, validating_webhook_configuration,
 };
 
 pub const OPERATOR_NS: &str = "trellis-system";
@@ -25,22 +25,17 @@ fn workspace_root() -> PathBuf {
         .to_path_buf()
 }
 
-/// The simulator, the webhook (on its own runtime thread) and kubectl.
+/// The simulator, the webhook (served as the operator serves it) and kubectl.
 pub struct Cluster {
     pub kubectl: Kubectl,
     _server: TestServer,
-    // Dropping the runtime ends the webhook's tasks.
-    _runtime: tokio::runtime::Runtime,
+    // Dropping it stops the webhook.
+    _webhook: ServingRuntime,
 }
 
 impl Cluster {
     pub fn start() -> Cluster {
         let server = TestServer::start().expect("kube-sim");
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .unwrap();
         let td = trellis_ca::TrustDomain::new("cluster.local").unwrap();
         let rng = std::sync::Arc::new(trellis_ca::SystemRandom::new());
         let ca = trellis_ca::CertificateAuthority::new_self_signed(
@@ -58,12 +53,9 @@ impl Cluster {
             operator_namespace: OPERATOR_NS.into(),
         };
         let webhook = Webhook::new(&config).unwrap();
-        let addr: SocketAddr = runtime.block_on(async {
-            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-            let addr = listener.local_addr().unwrap();
-            tokio::spawn(webhook.serve(listener));
-            addr
-        });
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr: SocketAddr = listener.local_addr().unwrap();
+        let serving = webhook.serve_on_own_runtime(listener).unwrap();
         // The API server reaches Service trellis-webhook.trellis-system:443 at our port,
         // verifying the certificate for trellis-webhook.trellis-system.svc.
         server.register_service(OPERATOR_NS, "trellis-webhook", 443, addr);
@@ -83,7 +75,7 @@ impl Cluster {
         Cluster {
             kubectl,
             _server: server,
-            _runtime: runtime,
+            _webhook: serving,
         }
     }
 
