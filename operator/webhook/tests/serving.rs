@@ -6,11 +6,11 @@ use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, ServerName};
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use trellis_webhook::{Webhook, WebhookConfig, issue_serving_cert};
 
-const NS: &str = "trellis-system";
+mod common;
+use common::OPERATOR_NS as NS;
 
 /// `GET /healthz` over a new TLS connection: the response's status line.
 async fn health(addr: SocketAddr, roots: rustls::RootCertStore) -> std::io::Result<String> {
@@ -35,30 +35,11 @@ async fn health(addr: SocketAddr, roots: rustls::RootCertStore) -> std::io::Resu
 
 #[test]
 fn serves_on_its_own_runtime_until_the_handle_is_dropped() {
-    let td = trellis_ca::TrustDomain::new("cluster.local").unwrap();
-    let ca = trellis_ca::CertificateAuthority::new_self_signed(
-        &trellis_ca::RootOptions::new(td),
-        SystemTime::now(),
-        Arc::new(trellis_ca::SystemRandom::new()),
-    )
-    .unwrap();
-    let cert = issue_serving_cert(&ca, NS, SystemTime::now()).unwrap();
+    let (serving, addr, cert) = common::start_webhook();
     let mut roots = rustls::RootCertStore::empty();
     for root in CertificateDer::pem_slice_iter(cert.ca_bundle_pem.as_bytes()) {
         roots.add(root.unwrap()).unwrap();
     }
-    let config = WebhookConfig {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        cert,
-        injection: trellis_inject::InjectionContext::from_mesh_config(&Default::default(), "t"),
-        operator_namespace: NS.into(),
-    };
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    let serving = Webhook::new(&config)
-        .unwrap()
-        .serve_on_own_runtime(listener)
-        .unwrap();
     // The caller's own runtime: the webhook needs none of it.
     let client = tokio::runtime::Builder::new_current_thread()
         .enable_all()

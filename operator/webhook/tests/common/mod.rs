@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 use trellis_webhook::{
-    ServingRuntime, Webhook, WebhookClient, WebhookConfig, issue_serving_cert,
+    ServingCert, ServingRuntime, Webhook, WebhookClient, WebhookConfig, issue_serving_cert,
     mutating_webhook_configuration, validating_webhook_configuration,
 };
 
@@ -33,29 +33,38 @@ pub struct Cluster {
     _webhook: ServingRuntime,
 }
 
+/// The webhook with a serving certificate from a new mesh CA, served as the
+/// operator serves it on a port of loopback; and the certificate.
+pub fn start_webhook() -> (ServingRuntime, SocketAddr, ServingCert) {
+    let td = trellis_ca::TrustDomain::new("cluster.local").unwrap();
+    let rng = std::sync::Arc::new(trellis_ca::SystemRandom::new());
+    let ca = trellis_ca::CertificateAuthority::new_self_signed(
+        &trellis_ca::RootOptions::new(td),
+        SystemTime::now(),
+        rng,
+    )
+    .unwrap();
+    let cert = issue_serving_cert(&ca, OPERATOR_NS, SystemTime::now()).unwrap();
+    let mesh = trellis_api::mesh::MeshConfigSpec::default();
+    let config = WebhookConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        cert: cert.clone(),
+        injection: trellis_inject::InjectionContext::from_mesh_config(&mesh, INIT_IMAGE),
+        operator_namespace: OPERATOR_NS.into(),
+    };
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr: SocketAddr = listener.local_addr().unwrap();
+    let serving = Webhook::new(&config)
+        .unwrap()
+        .serve_on_own_runtime(listener)
+        .unwrap();
+    (serving, addr, cert)
+}
+
 impl Cluster {
     pub fn start() -> Cluster {
         let server = TestServer::start().expect("kube-sim");
-        let td = trellis_ca::TrustDomain::new("cluster.local").unwrap();
-        let rng = std::sync::Arc::new(trellis_ca::SystemRandom::new());
-        let ca = trellis_ca::CertificateAuthority::new_self_signed(
-            &trellis_ca::RootOptions::new(td),
-            SystemTime::now(),
-            rng,
-        )
-        .unwrap();
-        let cert = issue_serving_cert(&ca, OPERATOR_NS, SystemTime::now()).unwrap();
-        let mesh = trellis_api::mesh::MeshConfigSpec::default();
-        let config = WebhookConfig {
-            listen: "127.0.0.1:0".parse().unwrap(),
-            cert: cert.clone(),
-            injection: trellis_inject::InjectionContext::from_mesh_config(&mesh, INIT_IMAGE),
-            operator_namespace: OPERATOR_NS.into(),
-        };
-        let webhook = Webhook::new(&config).unwrap();
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr: SocketAddr = listener.local_addr().unwrap();
-        let serving = webhook.serve_on_own_runtime(listener).unwrap();
+        let (serving, addr, cert) = start_webhook();
         // The API server reaches Service trellis-webhook.trellis-system:443 at our port,
         // verifying the certificate for trellis-webhook.trellis-system.svc.
         server.register_service(OPERATOR_NS, "trellis-webhook", 443, addr);
