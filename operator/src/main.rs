@@ -7,8 +7,9 @@ mod commands;
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
-// glibc's and musl's allocators cost a third of an admission review (many
-// small short-lived allocations); mimalloc halves that.
+// Admission reviews, JSON and xDS make many small short-lived allocations.
+// Measured with make bench (webhook CPU per injection): glibc's malloc 23.5 us,
+// mimalloc 19-20 us; in the static musl image, musl's malloc 130 us, mimalloc 22 us.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
