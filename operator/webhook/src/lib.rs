@@ -28,7 +28,8 @@
 //! then on broken config is refused rather than admitted.
 //!
 //! The operator starts it with [`Webhook::new`] and
-//! [`Webhook::serve_on_own_runtime`], and rotates the certificate with [`Webhook::set_certificate`].
+//! [`Webhook::serve_on_own_runtime`], and rotates the certificate with
+//! [`Webhook::set_certificate`].
 #![forbid(unsafe_code)]
 
 mod configs;
