@@ -2,8 +2,8 @@
 //! app talks to its sidecar's HTTP proxy port): DNS resolution (`localhost`),
 //! STATIC endpoints, TLS origination by a DestinationRule SIMPLE (CA and SAN
 //! verified), and MeshConfig
-//! outboundTrafficPolicy ALLOW_ANY (an unknown `ip:port` or name passes through) vs
-//! REGISTRY_ONLY (502). Plus the golden bootstrap of the scenario.
+//! outboundTrafficPolicy ALLOW_ANY (an unknown `ip:port` or name passes through,
+//! also as a `CONNECT` tunnel) vs REGISTRY_ONLY (502, no tunnel). Plus the golden bootstrap of the scenario.
 mod mesh_fixtures;
 
 use std::net::{Ipv4Addr, SocketAddr};
@@ -124,6 +124,40 @@ fn get(proxy: SocketAddr, host: &str) -> HttpResponse {
         .host(host)
         .send(proxy)
         .unwrap_or_else(|e| panic!("{host}: {e}"))
+}
+
+/// `CONNECT target` through the proxy (as clients send HTTPS through
+/// `HTTPS_PROXY`), then `GET /orders` inside the tunnel: the CONNECT answer's
+/// status, and the tunnelled response when the tunnel opened.
+fn connect_and_get(proxy: SocketAddr, target: &str) -> (u16, Option<String>) {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let mut conn = std::net::TcpStream::connect(proxy).unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    write!(conn, "CONNECT {target} HTTP/1.1\r\nhost: {target}\r\n\r\n").unwrap();
+    let mut reader = BufReader::new(conn.try_clone().unwrap());
+    let mut head = String::new();
+    while !head.ends_with("\r\n\r\n") {
+        if reader.read_line(&mut head).unwrap() == 0 {
+            break;
+        }
+    }
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("CONNECT {target}: no status in {head:?}"));
+    if status != 200 {
+        return (status, None);
+    }
+    write!(
+        conn,
+        "GET /orders HTTP/1.1\r\nhost: {target}\r\nconnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = String::new();
+    reader.read_to_string(&mut response).unwrap();
+    (status, Some(response))
 }
 
 #[test]
@@ -248,6 +282,23 @@ fn service_entries_dns_static_tls_origination_and_outbound_policy() {
         r.body_text(),
         sidecar.log()
     );
+    for target in [
+        unknown_host.clone(),
+        format!("localhost:{}", unknown_named.port()),
+    ] {
+        let (status, tunnelled) = connect_and_get(proxy, &target);
+        let response = tunnelled.unwrap_or_default();
+        assert_eq!(
+            status,
+            200,
+            "CONNECT {target}: envoy log:\n{}",
+            sidecar.log()
+        );
+        assert!(
+            response.starts_with("HTTP/1.1 200") && response.contains("x-upstream: unknown-"),
+            "a request through the tunnel to {target} reached the server: {response}"
+        );
+    }
     drop(sidecar);
 
     // REGISTRY_ONLY: registered hosts still work, unknown ones get 502
@@ -258,6 +309,8 @@ fn service_entries_dns_static_tls_origination_and_outbound_policy() {
     let proxy = SocketAddr::from((APP_IP, ports[1]));
     let before = unknown_app.hits();
     assert_eq!(get(proxy, &unknown_host).status, 502);
+    let (status, _) = connect_and_get(proxy, &unknown_host);
+    assert_ne!(status, 200, "no tunnel to a host outside the registry");
     assert_eq!(
         unknown_app.hits(),
         before,

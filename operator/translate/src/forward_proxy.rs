@@ -1,10 +1,15 @@
 //! ALLOW_ANY in the explicit (HTTP proxy) shape: a request for a host outside
 //! the registry goes where its authority says, a name resolved by Envoy's DNS
 //! cache or an address, as a forward proxy would send it. (The interception
-//! shape has the intercepted socket's original destination instead.)
+//! shape has the intercepted socket's original destination instead.) A
+//! `CONNECT host:port` (how clients send HTTPS through `HTTPS_PROXY`) opens a
+//! TCP tunnel to that host the same way.
 use envoy_types::pb::envoy::config::cluster::v3::Cluster;
 use envoy_types::pb::envoy::config::cluster::v3::cluster::{
     ClusterDiscoveryType, CustomClusterType, DnsLookupFamily, LbPolicy,
+};
+use envoy_types::pb::envoy::config::route::v3::{
+    Route, RouteAction, RouteMatch, route, route_action, route_match,
 };
 use envoy_types::pb::envoy::extensions::clusters::dynamic_forward_proxy::v3::{
     ClusterConfig, cluster_config::ClusterImplementationSpecifier,
@@ -14,7 +19,7 @@ use envoy_types::pb::envoy::extensions::filters::http::dynamic_forward_proxy::v3
     FilterConfig, filter_config::ImplementationSpecifier,
 };
 use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
-    HttpFilter, http_filter::ConfigType,
+    HttpConnectionManager, HttpFilter, http_connection_manager, http_filter::ConfigType,
 };
 use envoy_types::util::pack_any;
 
@@ -64,6 +69,46 @@ pub fn http_filter() -> HttpFilter {
     HttpFilter {
         name: FILTER.into(),
         config_type: Some(ConfigType::TypedConfig(pack_any(config))),
+        ..Default::default()
+    }
+}
+
+const CONNECT: &str = "CONNECT";
+
+/// The explicit proxy's connection manager accepts `CONNECT`; only routes
+/// that terminate it ([`connect_route`]) let it through.
+pub fn accept_connect(hcm: &mut HttpConnectionManager) {
+    hcm.upgrade_configs
+        .push(http_connection_manager::UpgradeConfig {
+            upgrade_type: CONNECT.into(),
+            ..Default::default()
+        });
+}
+
+/// `CONNECT host:port` to [`passthrough_cluster`]: Envoy answers 200 and
+/// relays the bytes that follow (the client's own TLS) as raw TCP.
+pub fn connect_route() -> Route {
+    Route {
+        name: "allow_any_connect".into(),
+        r#match: Some(RouteMatch {
+            path_specifier: Some(route_match::PathSpecifier::ConnectMatcher(
+                route_match::ConnectMatcher {},
+            )),
+            ..Default::default()
+        }),
+        action: Some(route::Action::Route(RouteAction {
+            cluster_specifier: Some(route_action::ClusterSpecifier::Cluster(
+                names::PASSTHROUGH_CLUSTER.into(),
+            )),
+            upgrade_configs: vec![route_action::UpgradeConfig {
+                upgrade_type: CONNECT.into(),
+                connect_config: Some(route_action::upgrade_config::ConnectConfig::default()),
+                ..Default::default()
+            }],
+            // A tunnel lasts as long as its client keeps it.
+            timeout: Some(crate::cluster::duration(std::time::Duration::ZERO)),
+            ..Default::default()
+        })),
         ..Default::default()
     }
 }

@@ -39,6 +39,23 @@ pub fn http_connection_manager(
     routes: Routes,
     filters: Vec<HttpFilter>,
 ) -> Filter {
+    hcm_filter(connection_manager(stat_prefix, routes, filters))
+}
+
+/// The network filter running `hcm`.
+pub fn hcm_filter(hcm: HttpConnectionManager) -> Filter {
+    Filter {
+        name: HCM.into(),
+        config_type: Some(ConfigType::TypedConfig(pack_any(hcm))),
+    }
+}
+
+/// [`http_connection_manager`] before it is packed into a filter.
+pub fn connection_manager(
+    stat_prefix: &str,
+    routes: Routes,
+    filters: Vec<HttpFilter>,
+) -> HttpConnectionManager {
     let mut http_filters = filters;
     http_filters.push(HttpFilter {
         name: CORS_FILTER.into(),
@@ -70,15 +87,11 @@ pub fn http_connection_manager(
         }),
         Routes::Inline(rc) => RouteSpecifier::RouteConfig(*rc),
     };
-    let hcm = HttpConnectionManager {
+    HttpConnectionManager {
         stat_prefix: stat_prefix.to_string(),
         route_specifier: Some(route_specifier),
         http_filters,
         ..Default::default()
-    };
-    Filter {
-        name: HCM.into(),
-        config_type: Some(ConfigType::TypedConfig(pack_any(hcm))),
     }
 }
 

@@ -403,7 +403,13 @@ fn http_proxy_routes(
             });
         }
     }
-    virtual_hosts.push(catch_all_vhost(policy));
+    let mut catch_all = catch_all_vhost(policy);
+    if policy == OutboundPolicy::AllowAny {
+        catch_all
+            .routes
+            .insert(0, crate::forward_proxy::connect_route());
+    }
+    virtual_hosts.push(catch_all);
     RouteConfiguration {
         name: names::OUTBOUND_HTTP_PROXY_ROUTE.into(),
         virtual_hosts: unique_domains(virtual_hosts),

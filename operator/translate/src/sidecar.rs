@@ -8,7 +8,9 @@ use envoy_types::pb::envoy::extensions::filters::network::http_connection_manage
 use trellis_model::{MeshModel, MtlsMode, Workload};
 
 use crate::cluster::{blackhole_cluster, inbound_cluster};
-use crate::listener::{Routes, http_connection_manager, listener, tcp_proxy};
+use crate::listener::{
+    Routes, connection_manager, hcm_filter, http_connection_manager, listener, tcp_proxy,
+};
 use crate::names;
 use crate::outbound::{OutboundScope, outbound_scope_shared};
 use crate::security::peer_authn::{
@@ -139,11 +141,13 @@ impl<'m> Translator<'m> {
         );
         match &self.options.shape {
             ListenerShape::Explicit(ports) => {
-                let http = http_connection_manager(
+                let mut hcm = connection_manager(
                     "outbound_http_proxy",
                     Routes::Rds(names::OUTBOUND_HTTP_PROXY_ROUTE.into()),
                     vec![crate::forward_proxy::http_filter()],
                 );
+                crate::forward_proxy::accept_connect(&mut hcm);
+                let http = hcm_filter(hcm);
                 listeners.push(listener(
                     names::listener_name(&workload.address, ports.outbound_http_port),
                     &workload.address,
