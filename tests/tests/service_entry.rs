@@ -310,7 +310,7 @@ fn service_entries_dns_static_tls_origination_and_outbound_policy() {
     let before = unknown_app.hits();
     assert_eq!(get(proxy, &unknown_host).status, 502);
     let (status, _) = connect_and_get(proxy, &unknown_host);
-    assert_ne!(status, 200, "no tunnel to a host outside the registry");
+    assert_eq!(status, 404, "no tunnel to a host outside the registry");
     assert_eq!(
         unknown_app.hits(),
         before,
