@@ -7,6 +7,7 @@
 //!   received, and log arrivals and answers in order.
 //! - [`client`]: a minimal blocking HTTP/1.1 client for plaintext requests.
 //! - [`free_port`]: pick an unused TCP port on 127.0.0.1.
+//! - [`run_ok`]: run a program that must succeed, for its output.
 //! - [`mesh`]: CA-issued identities as file SDS, and static-bootstrap scaffolding.
 //! - [`openssl`]: the openssl binary, and an HTTPS file server with an untrusted certificate.
 //! - [`golden`]: golden files of generated Envoy config (`UPDATE_GOLDEN=1` rewrites).
@@ -36,6 +37,21 @@ pub use openssl::{HttpsFileServer, openssl, openssl_bin, self_signed, self_signe
 pub use upstream::{Behavior, Upstream, UpstreamEvent};
 
 use std::net::{Ipv4Addr, TcpListener};
+
+/// Runs `cmd` and returns its stdout; a non-zero exit fails the test with
+/// both of its outputs.
+pub fn run_ok(cmd: &mut std::process::Command) -> String {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("running {cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
 
 /// Errors of the harness that a test may want to inspect instead of panicking on.
 #[derive(Debug, thiserror::Error)]

@@ -21,18 +21,7 @@ pub fn openssl_bin() -> PathBuf {
 
 /// Runs openssl in `dir` and returns its stdout; fails the test on a non-zero exit.
 pub fn openssl(args: &[&str], dir: &Path) -> String {
-    let out = Command::new(openssl_bin())
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .expect("running openssl");
-    assert!(
-        out.status.success(),
-        "openssl {args:?} failed: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    crate::run_ok(Command::new(openssl_bin()).args(args).current_dir(dir))
 }
 
 /// `openssl req` arguments for a new P-256 key, unencrypted, written to the file named next.

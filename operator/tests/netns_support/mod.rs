@@ -16,18 +16,7 @@ pub fn require(program: &str) {
     );
 }
 
-pub fn run(cmd: &mut Command) -> String {
-    let out = cmd
-        .output()
-        .unwrap_or_else(|e| panic!("running {cmd:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
+pub use trellis_e2e::run_ok as run;
 
 /// A network namespace, deleted on drop (with its end of the veth pair).
 pub struct Netns {
