@@ -159,6 +159,17 @@ pub enum ProxyPlacement {
     NativeSidecar,
 }
 
+impl ProxyPlacement {
+    /// What is appended to the init containers and to the app containers:
+    /// `init` always first, `proxy` after it or among the app containers.
+    pub fn lists<T>(self, init: T, proxy: T) -> (Vec<T>, Vec<T>) {
+        match self {
+            ProxyPlacement::AppContainer => (vec![init], vec![proxy]),
+            ProxyPlacement::NativeSidecar => (vec![init, proxy], vec![]),
+        }
+    }
+}
+
 /// What injection adds to a pod: items appended to its lists and members set
 /// in its maps. Nothing of the pod is changed or removed. Only what differs
 /// between pods is here; the rest comes from the [`InjectionContext`]:
@@ -216,10 +227,7 @@ fn status_annotation(proxy: ProxyPlacement) -> &'static str {
 }
 
 fn render_status(proxy: ProxyPlacement) -> String {
-    let (init_containers, containers) = match proxy {
-        ProxyPlacement::AppContainer => (vec![INIT_CONTAINER_NAME], vec![PROXY_CONTAINER_NAME]),
-        ProxyPlacement::NativeSidecar => (vec![INIT_CONTAINER_NAME, PROXY_CONTAINER_NAME], vec![]),
-    };
+    let (init_containers, containers) = proxy.lists(INIT_CONTAINER_NAME, PROXY_CONTAINER_NAME);
     serde_json::json!({
         "initContainers": init_containers,
         "containers": containers,
@@ -285,13 +293,14 @@ pub fn inject_pod(pod: &Pod, ctx: &InjectionContext) -> Result<(Pod, bool), Inje
     };
     let mut out = pod.clone();
     let spec = out.spec.as_mut().expect("checked above");
-    let init_containers = spec.init_containers.get_or_insert_with(Vec::new);
-    init_containers.push(ctx.init_container(additions.init_args));
-    let proxy = ctx.proxy_container(additions.proxy);
-    match additions.proxy {
-        ProxyPlacement::AppContainer => spec.containers.push(proxy),
-        ProxyPlacement::NativeSidecar => init_containers.push(proxy),
-    }
+    let (init, app) = additions.proxy.lists(
+        ctx.init_container(additions.init_args),
+        ctx.proxy_container(additions.proxy),
+    );
+    spec.init_containers
+        .get_or_insert_with(Vec::new)
+        .extend(init);
+    spec.containers.extend(app);
     let volumes = spec.volumes.get_or_insert_with(Vec::new);
     volumes.push(identity_volume(&additions.service_account));
     volumes.extend(shared_volumes());

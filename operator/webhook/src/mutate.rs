@@ -245,10 +245,7 @@ impl Received<'_> {
         )?;
         let init = injector.init_container(&additions.init_args)?;
         let proxy = injector.proxy(additions.proxy);
-        let (init_containers, containers) = match additions.proxy {
-            ProxyPlacement::AppContainer => (vec![&*init], vec![proxy]),
-            ProxyPlacement::NativeSidecar => (vec![&*init, proxy], vec![]),
-        };
+        let (init_containers, containers) = additions.proxy.lists(&*init, proxy);
         patch.list(
             "/spec/initContainers",
             self.init_containers,
