@@ -86,7 +86,6 @@ impl Context {
         }
     }
 
-    /// Resolves when the process is asked to stop.
     /// The identity settings in force: MeshConfig over the flags; the flags
     /// alone until MeshConfig has been read.
     pub fn identity_settings_in_force(&self) -> Arc<crate::identity_settings::IdentitySettings> {
@@ -97,6 +96,7 @@ impl Context {
         })
     }
 
+    /// Resolves when the process is asked to stop.
     pub fn shutdown(&self) -> impl std::future::Future<Output = ()> + Send + Sync + 'static {
         let mut rx = self.shutdown.clone();
         async move {

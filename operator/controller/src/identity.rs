@@ -306,7 +306,8 @@ async fn reconcile(sa: Arc<ServiceAccount>, state: Arc<State>) -> Result<Action>
             }
         })?;
     let now = ctx.clock.now();
-    let renewal = ctx.identity_settings_in_force().renewal;
+    // One reading for the whole reconcile: renewal and lifetime agree.
+    let settings = ctx.identity_settings_in_force();
     let wanted = Wanted {
         namespace: &ns,
         service_account: &sa_name,
@@ -315,7 +316,7 @@ async fn reconcile(sa: Arc<ServiceAccount>, state: Arc<State>) -> Result<Action>
         own_roots: ca.ca.own_roots(),
         bundle_pem: &ca.trust_bundle_pem,
         root_fingerprint: &ca.root_fingerprint,
-        policy: &renewal,
+        policy: &settings.renewal,
         now,
     };
     let key = backoff::key(NAME, sa.as_ref());
@@ -369,33 +370,33 @@ async fn reconcile(sa: Arc<ServiceAccount>, state: Arc<State>) -> Result<Action>
                     }
                 }
             }
-            let issued = match ca.ca.issue_workload(
-                &spiffe_id,
-                ctx.identity_settings_in_force().workload_ttl,
-                ctx.clock.now(),
-            ) {
-                Ok(issued) => issued,
-                Err(source) => {
-                    ctx.telemetry
-                        .metrics
-                        .identity(&ctx.telemetry.metrics.identities_failed, reason.label());
-                    ctx.identities
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .set_failed(&ns, &sa_name, Some(source.to_string()));
-                    let r = reference("ServiceAccount", &ns, &sa_name, Some(&owner_uid));
-                    ctx.events
-                        .publish(
-                            &r,
-                            true,
-                            "IdentityFailed",
-                            "IssueCertificate",
-                            format!("could not issue {spiffe_id}: {source}"),
-                        )
-                        .await;
-                    return Err(Error::Ca { object, source });
-                }
-            };
+            let issued =
+                match ca
+                    .ca
+                    .issue_workload(&spiffe_id, settings.workload_ttl, ctx.clock.now())
+                {
+                    Ok(issued) => issued,
+                    Err(source) => {
+                        ctx.telemetry
+                            .metrics
+                            .identity(&ctx.telemetry.metrics.identities_failed, reason.label());
+                        ctx.identities
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .set_failed(&ns, &sa_name, Some(source.to_string()));
+                        let r = reference("ServiceAccount", &ns, &sa_name, Some(&owner_uid));
+                        ctx.events
+                            .publish(
+                                &r,
+                                true,
+                                "IdentityFailed",
+                                "IssueCertificate",
+                                format!("could not issue {spiffe_id}: {source}"),
+                            )
+                            .await;
+                        return Err(Error::Ca { object, source });
+                    }
+                };
             let secret = desired_secret(
                 &wanted,
                 issued.cert_chain_pem.as_bytes(),
