@@ -290,7 +290,6 @@ pub fn listener(
     }
 }
 
-/// A static bootstrap (no admin section: the harness adds it) as YAML.
 /// The runtime every Trellis bootstrap has (the RE2 program size limit raised,
 /// the admin layer kept), so these tests run Envoy as it runs in the mesh.
 fn runtime_layers() -> LayeredRuntime {
@@ -318,6 +317,7 @@ fn runtime_layers() -> LayeredRuntime {
     }
 }
 
+/// A static bootstrap (no admin section: the harness adds it) as YAML.
 pub fn bootstrap_yaml(node_id: &str, listeners: Vec<Listener>, clusters: Vec<Cluster>) -> String {
     let bootstrap = Bootstrap {
         node: Some(Node {
