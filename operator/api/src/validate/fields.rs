@@ -76,35 +76,31 @@ fn re2_rules(ast: &regex_syntax::ast::Ast) -> Result<(), String> {
     };
     fn flags(f: &Flags) -> Result<(), String> {
         for item in &f.items {
-            if let FlagsItemKind::Flag(
-                flag @ (Flag::IgnoreWhitespace | Flag::Unicode | Flag::CRLF),
-            ) = &item.kind
-            {
-                let name = match flag {
-                    Flag::IgnoreWhitespace => 'x',
-                    Flag::Unicode => 'u',
-                    _ => 'R',
-                };
-                return Err(format!("RE2 has no flag {name:?} (it knows i, m, s and U)"));
-            }
+            let name = match item.kind {
+                FlagsItemKind::Flag(Flag::IgnoreWhitespace) => 'x',
+                FlagsItemKind::Flag(Flag::Unicode) => 'u',
+                FlagsItemKind::Flag(Flag::CRLF) => 'R',
+                _ => continue,
+            };
+            return Err(format!("RE2 has no flag {name:?} (it knows i, m, s and U)"));
         }
         Ok(())
     }
     fn class(set: &ClassSet) -> Result<(), String> {
-        let nested = |item: &ClassSetItem| match item {
-            ClassSetItem::Bracketed(_) => Err("RE2 has no nested classes".to_string()),
-            ClassSetItem::Union(u) => u.items.iter().try_for_each(|i| match i {
-                ClassSetItem::Bracketed(_) => Err("RE2 has no nested classes".to_string()),
-                _ => Ok(()),
-            }),
-            _ => Ok(()),
-        };
-        match set {
+        let items = match set {
             ClassSet::BinaryOp(_) => {
-                Err("RE2 has no class set operations (&&, --, ~~)".to_string())
+                return Err("RE2 has no class set operations (&&, --, ~~)".to_string());
             }
-            ClassSet::Item(item) => nested(item),
+            ClassSet::Item(ClassSetItem::Union(union)) => &union.items[..],
+            ClassSet::Item(item) => std::slice::from_ref(item),
+        };
+        if items
+            .iter()
+            .any(|item| matches!(item, ClassSetItem::Bracketed(_)))
+        {
+            return Err("RE2 has no nested classes".to_string());
         }
+        Ok(())
     }
     fn walk(ast: &Ast, budget: u32) -> Result<u32, String> {
         match ast {
