@@ -78,7 +78,6 @@ async fn run(ctx: Arc<Context>, listen: SocketAddr, init_image: String) {
     let mut mesh_changes = ctx.mesh_config.subscribe();
     let mut injection = injection_settings(&ctx, &init_image);
     let config = WebhookConfig {
-        listen,
         cert: cert.clone(),
         injection: injection.clone(),
         operator_namespace: ctx.config.namespace.clone(),

@@ -45,7 +45,7 @@ pub use configs::{
 };
 pub use mutate::{Injection, Injector, review_pod};
 pub use review::{AdmissionRequest, Verdict, parse as parse_review, response as review_response};
-pub use server::{ServingRuntime, Webhook, WebhookConfig, serve};
+pub use server::{ServingRuntime, Webhook, WebhookConfig};
 pub use tls::{
     SERVICE_NAME, SERVING_CERT_TTL, ServingCert, issue_serving_cert, server_config,
     service_dns_names,
@@ -57,11 +57,6 @@ pub use validate::{VALIDATED_GROUPS, review_object};
 pub enum WebhookError {
     #[error("webhook serving certificate: {0}")]
     Certificate(String),
-    #[error("webhook listener {address}: {source}")]
-    Bind {
-        address: std::net::SocketAddr,
-        source: std::io::Error,
-    },
     #[error("webhook runtime: {0}")]
     Runtime(std::io::Error),
 }

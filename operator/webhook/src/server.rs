@@ -10,7 +10,6 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
-use std::net::SocketAddr;
 use std::sync::{Arc, RwLock};
 use tokio::net::TcpListener;
 use trellis_inject::InjectionContext;
@@ -21,8 +20,6 @@ const MAX_BODY: usize = 8 * 1024 * 1024;
 /// What the webhook needs to start.
 #[derive(Debug, Clone)]
 pub struct WebhookConfig {
-    /// Where to listen (the Service maps 443 to it; 15017 in our manifests).
-    pub listen: SocketAddr,
     pub cert: ServingCert,
     /// Sidecar image, resources, init image (from MeshConfig).
     pub injection: InjectionContext,
@@ -40,18 +37,6 @@ struct State {
 #[derive(Clone)]
 pub struct Webhook {
     state: Arc<State>,
-}
-
-/// Binds `config.listen` and serves until the future is dropped.
-pub async fn serve(config: WebhookConfig) -> Result<(), WebhookError> {
-    let listener = TcpListener::bind(config.listen)
-        .await
-        .map_err(|source| WebhookError::Bind {
-            address: config.listen,
-            source,
-        })?;
-    Webhook::new(&config)?.serve(listener).await;
-    Ok(())
 }
 
 /// A webhook serving on a runtime of its own ([`Webhook::serve_on_own_runtime`]);

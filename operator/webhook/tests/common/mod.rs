@@ -47,7 +47,6 @@ pub fn start_webhook() -> (ServingRuntime, SocketAddr, ServingCert) {
     let cert = issue_serving_cert(&ca, OPERATOR_NS, SystemTime::now()).unwrap();
     let mesh = trellis_api::mesh::MeshConfigSpec::default();
     let config = WebhookConfig {
-        listen: "127.0.0.1:0".parse().unwrap(),
         cert: cert.clone(),
         injection: trellis_inject::InjectionContext::from_mesh_config(&mesh, INIT_IMAGE),
         operator_namespace: OPERATOR_NS.into(),
