@@ -2,7 +2,7 @@
 # Admission webhook: injection latency at 200 concurrent AdmissionReviews over HTTPS
 # keep-alive connections, against the real `trellis operator` (release build) running
 # on the Kubernetes API simulator. Load client: operator/webhook/examples/webhook_bench.rs,
-# in its own process on one thread. Baseline, measured in the same run: the same client,
+# in its own process on two threads. Baseline, measured in the same run: the same client,
 # TLS and HTTP on a review that needs no work (/validate of a Pod).
 # Goal (issue 8): injection p99 <= 5 ms, no memory growth over 100,000 requests.
 # With 200 requests always in flight, mean latency is 200 / throughput (Little's law),
