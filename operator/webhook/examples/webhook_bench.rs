@@ -6,7 +6,8 @@
 //! operator created. The client runs in this process on `--client-threads`
 //! threads (default 2, one per core of this machine), keeps `--concurrency`
 //! HTTPS keep-alive connections busy with AdmissionReviews until `--requests`
-//! have been answered, twice. Each connection is one task that writes a
+//! have been answered, for each of the two kinds below, `--rounds` times
+//! (default 3), alternating. Each connection is one task that writes a
 //! request prepared in advance and reads the answer, as `wrk` does: the
 //! client's cost per request is kept small because it shares the machine's
 //! two cores with the server.
@@ -14,10 +15,11 @@
 //!   i.e. TLS, HTTP, and an AdmissionReview read and answered;
 //! - injection: `/inject` with a pod of a mesh namespace (the full sidecar patch).
 //!
-//! Prints `key value` lines: latency percentiles (µs), throughput, the
-//! operator's CPU time per request (from /proc, so the client's own work is
-//! not counted), and the operator's RSS after a warm-up of 10% of the
-//! injection requests and at the end.
+//! Prints a `run <kind> <round>` line per run with latency percentiles (µs),
+//! throughput and the operator's CPU time per request (from /proc, so the
+//! client's own work is not counted), and `key value` lines with the
+//! operator's RSS after a warm-up of 10% of the first injection run and at
+//! the end.
 
 use k8s_openapi::api::core::v1::{Namespace, Secret};
 use kube::Api;
@@ -382,30 +384,35 @@ fn main() {
             .with_no_client_auth(),
     );
     let ticks = clock_ticks_per_second();
+    let rounds = arg("--rounds", 3);
     runtime.block_on(async {
         wait_serving(addr, tls.clone()).await;
         let rss_start = rss_kib(pid);
-        let base = load(addr, tls.clone(), "/validate", requests, concurrency, pid).await;
-        let inject = load(addr, tls, "/inject", requests, concurrency, pid).await;
-        let rss_end = rss_kib(pid);
         println!("requests {requests}");
         println!("concurrency {concurrency}");
-        for (name, run) in [("baseline", &base), ("inject", &inject)] {
-            let n = run.latencies_us.len() as f64;
-            println!("{name}_p50_us {}", pct(&run.latencies_us, 0.50));
-            println!("{name}_p90_us {}", pct(&run.latencies_us, 0.90));
-            println!("{name}_p99_us {}", pct(&run.latencies_us, 0.99));
-            println!("{name}_p999_us {}", pct(&run.latencies_us, 0.999));
-            println!("{name}_max_us {}", pct(&run.latencies_us, 1.0));
-            println!("{name}_rps {:.0}", n / run.seconds);
-            println!(
-                "{name}_server_cpu_us {:.1}",
-                run.server_cpu_ticks as f64 / ticks * 1e6 / n
-            );
-        }
         println!("rss_start_kib {rss_start}");
-        println!("rss_inject_warm_kib {}", inject.server_rss_after_warmup_kib);
-        println!("rss_end_kib {rss_end}");
+        // Baseline and injection alternate, so a slow spell of this shared
+        // machine shows in both of a round rather than in one kind only.
+        for round in 1..=rounds {
+            let base = load(addr, tls.clone(), "/validate", requests, concurrency, pid).await;
+            let inject = load(addr, tls.clone(), "/inject", requests, concurrency, pid).await;
+            for (name, run) in [("baseline", &base), ("inject", &inject)] {
+                let n = run.latencies_us.len() as f64;
+                println!(
+                    "run {name} {round} p50_us {} p90_us {} p99_us {} p999_us {} rps {:.0} server_cpu_us {:.1}",
+                    pct(&run.latencies_us, 0.50),
+                    pct(&run.latencies_us, 0.90),
+                    pct(&run.latencies_us, 0.99),
+                    pct(&run.latencies_us, 0.999),
+                    n / run.seconds,
+                    run.server_cpu_ticks as f64 / ticks * 1e6 / n
+                );
+            }
+            if round == 1 {
+                println!("rss_inject_warm_kib {}", inject.server_rss_after_warmup_kib);
+            }
+        }
+        println!("rss_end_kib {}", rss_kib(pid));
     });
     drop(operator);
 }
