@@ -28,6 +28,9 @@ use trellis_webhook::{
 
 /// How often the configurations are checked again (someone may have reset the bundle).
 const RECHECK: Duration = Duration::from_secs(30);
+/// How long a stopping operator waits for reviews in progress (well inside
+/// the Deployment's terminationGracePeriodSeconds of 30).
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
 /// The task `trellis operator` adds to the runtime; `init_image` is the
 /// image injected init containers run `trellis proxy-init` from.
@@ -144,7 +147,7 @@ async fn run(ctx: Arc<Context>, listen: SocketAddr, init_image: String) {
         }
     }
     ready.set(false);
-    drop(server);
+    server.shutdown(SHUTDOWN_GRACE).await;
 }
 
 /// `webhooks` of `config` with every caBundle set to `bundle` (and

@@ -40,9 +40,28 @@ pub struct Webhook {
 }
 
 /// A webhook serving on a runtime of its own ([`Webhook::serve_on_own_runtime`]);
-/// dropping it stops the server and closes its connections.
+/// [`ServingRuntime::shutdown`] stops it gracefully, dropping it stops it at once.
 pub struct ServingRuntime {
     runtime: Option<tokio::runtime::Runtime>,
+    stop: tokio::sync::watch::Sender<bool>,
+    serving: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl ServingRuntime {
+    /// Stops accepting connections, answers the reviews already being
+    /// read, closes every connection after its answer, and stops the
+    /// runtime once they are all closed or `grace` has passed.
+    ///
+    /// The API server keeps its connections to a webhook open and sends
+    /// the next review on any idle one: closed connections are what move it
+    /// to another replica, and a review in progress gets its answer rather
+    /// than a reset (a failed pod creation under `failurePolicy: Fail`).
+    pub async fn shutdown(mut self, grace: std::time::Duration) {
+        let _ = self.stop.send(true);
+        if let Some(serving) = self.serving.take() {
+            let _ = tokio::time::timeout(grace, serving).await;
+        }
+    }
 }
 
 impl Drop for ServingRuntime {
@@ -82,7 +101,7 @@ impl Webhook {
     }
 
     /// Serves `listener` on a runtime of its own (one worker thread per CPU)
-    /// until the returned handle is dropped.
+    /// until the returned handle is shut down or dropped.
     ///
     /// Every pod created in a mesh namespace waits for this answer, so the
     /// webhook does not share the operator's runtime: a review never queues
@@ -104,20 +123,30 @@ impl Webhook {
             let _in_runtime = runtime.enter();
             TcpListener::from_std(listener).map_err(WebhookError::Runtime)?
         };
-        runtime.spawn(self.serve(listener));
+        let (stop, stopping) = tokio::sync::watch::channel(false);
+        let serving = runtime.spawn(self.serve(listener, stopping));
         Ok(ServingRuntime {
             runtime: Some(runtime),
+            stop,
+            serving: Some(serving),
         })
     }
 
-    /// Accepts connections on `listener` until the future is dropped; each
-    /// connection runs in its own task, aborted with the future.
-    pub async fn serve(self, listener: TcpListener) {
+    /// Accepts connections on `listener` until `stop` turns true (or its
+    /// sender is gone), then closes the listener and waits for every
+    /// connection to finish the review it is reading and close. Each
+    /// connection runs in its own task, aborted if the future is dropped.
+    async fn serve(self, listener: TcpListener, stop: tokio::sync::watch::Receiver<bool>) {
         let mut connections = tokio::task::JoinSet::new();
+        let mut stopping = stop.clone();
         loop {
             // Reap finished connections so the set does not grow.
             while connections.try_join_next().is_some() {}
-            let (stream, peer) = match listener.accept().await {
+            let accepted = tokio::select! {
+                accepted = listener.accept() => accepted,
+                _ = stopping.wait_for(|stop| *stop) => break,
+            };
+            let (stream, peer) = match accepted {
                 Ok(conn) => conn,
                 Err(e) => {
                     tracing::warn!(error = %e, "webhook accept failed");
@@ -134,6 +163,7 @@ impl Webhook {
                     .clone(),
             );
             let state = self.state.clone();
+            let mut stopping = stop.clone();
             connections.spawn(async move {
                 let tls = match acceptor.accept(stream).await {
                     Ok(tls) => tls,
@@ -146,12 +176,23 @@ impl Webhook {
                     let state = state.clone();
                     async move { Ok::<_, std::convert::Infallible>(handle(&state, req).await) }
                 });
-                let _ = hyper::server::conn::http1::Builder::new()
+                let connection = hyper::server::conn::http1::Builder::new()
                     .keep_alive(true)
-                    .serve_connection(TokioIo::new(tls), service)
-                    .await;
+                    .serve_connection(TokioIo::new(tls), service);
+                tokio::pin!(connection);
+                tokio::select! {
+                    _ = connection.as_mut() => return,
+                    _ = stopping.wait_for(|stop| *stop) => {}
+                }
+                // Idle: closed now; reading or answering a review: closed
+                // after the answer is written.
+                connection.as_mut().graceful_shutdown();
+                let _ = connection.await;
             });
         }
+        // New connections are refused from here on.
+        drop(listener);
+        while connections.join_next().await.is_some() {}
     }
 }
 
