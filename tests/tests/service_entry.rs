@@ -3,7 +3,9 @@
 //! STATIC endpoints, TLS origination by a DestinationRule SIMPLE (CA and SAN
 //! verified), and MeshConfig
 //! outboundTrafficPolicy ALLOW_ANY (an unknown `ip:port` or name passes through,
-//! also as a `CONNECT` tunnel) vs REGISTRY_ONLY (502, no tunnel). Plus the golden bootstrap of the scenario.
+//! also as a `CONNECT` tunnel) vs REGISTRY_ONLY (502, no tunnel); under both, a
+//! `CONNECT` to a registered TCP port tunnels to that entry's endpoints. Plus the
+//! golden bootstrap of the scenario.
 mod mesh_fixtures;
 
 use std::net::{Ipv4Addr, SocketAddr};
@@ -32,6 +34,8 @@ struct Addrs {
     dns_port: u16,
     static_ep: SocketAddr,
     tls_ep: SocketAddr,
+    /// The endpoint of `ledger.internal:7000`, a TCP port.
+    tcp_ep: SocketAddr,
     ca_file: String,
 }
 
@@ -99,6 +103,22 @@ spec:
         // the same TLS server under another name: its certificate does not match
         static_entry("impostor", "impostor.example.com", a.tls_ep),
         simple_tls_rule("impostor", "impostor.example.com", &a.ca_file),
+        // A TCP port, not resolvable by DNS: reached through its endpoints only.
+        object(&format!(
+            r#"
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{name: ledger, namespace: shop}}
+spec:
+  hosts: [ledger.internal]
+  location: MESH_EXTERNAL
+  resolution: STATIC
+  ports: [{{number: 7000, name: tcp-ledger, protocol: TCP}}]
+  endpoints: [{{address: "{ip}", ports: {{tcp-ledger: {port}}}}}]
+"#,
+            ip = a.tcp_ep.ip(),
+            port = a.tcp_ep.port()
+        )),
     ]
 }
 
@@ -181,6 +201,7 @@ fn service_entries_dns_static_tls_origination_and_outbound_policy() {
     let static_app = Upstream::echo("static-app", Ipv4Addr::new(127, 0, 0, 81));
     let tls_app = Upstream::echo("tls-app", Ipv4Addr::new(127, 0, 0, 82));
     let unknown_app = Upstream::echo("unknown-app", Ipv4Addr::new(127, 0, 0, 84));
+    let ledger_app = Upstream::echo("ledger-app", Ipv4Addr::new(127, 0, 0, 85));
     // Outside the registry and named, not addressed: resolved by the sidecar.
     let unknown_named = Upstream::echo("unknown-named", Ipv4Addr::LOCALHOST);
 
@@ -224,6 +245,7 @@ fn service_entries_dns_static_tls_origination_and_outbound_policy() {
         dns_port: dns_app.port(),
         static_ep: static_app.addr(),
         tls_ep,
+        tcp_ep: ledger_app.addr(),
         ca_file: d.join("root.pem").to_string_lossy().into_owned(),
     };
     let ports = free_ports_on(APP_IP, 2);
@@ -299,13 +321,14 @@ fn service_entries_dns_static_tls_origination_and_outbound_policy() {
             "a request through the tunnel to {target} reached the server: {response}"
         );
     }
+    assert_ledger_tunnel(proxy, &sidecar);
     drop(sidecar);
 
     // REGISTRY_ONLY: registered hosts still work, unknown ones get 502
     let out = translate(&addrs, ports[1], OutboundPolicy::RegistryOnly);
     let yaml = static_bootstrap("app-1", &out, &SecretFiles::new());
     validate_bootstrap(&yaml).expect("registry-only bootstrap validates");
-    let _sidecar = Envoy::start(&yaml);
+    let sidecar = Envoy::start(&yaml);
     let proxy = SocketAddr::from((APP_IP, ports[1]));
     let before = unknown_app.hits();
     assert_eq!(get(proxy, &unknown_host).status, 502);
@@ -318,6 +341,24 @@ fn service_entries_dns_static_tls_origination_and_outbound_policy() {
     );
     let r = get(proxy, &format!("localhost:{}", addrs.dns_port));
     assert_eq!((r.status, r.header("x-upstream")), (200, Some("dns-app")));
+    assert_ledger_tunnel(proxy, &sidecar);
+}
+
+/// `CONNECT ledger.internal:7000` (a registered TCP port) opens a tunnel to
+/// the entry's endpoint: the name is not resolved by DNS.
+fn assert_ledger_tunnel(proxy: SocketAddr, sidecar: &Envoy) {
+    let (status, tunnelled) = connect_and_get(proxy, "ledger.internal:7000");
+    let response = tunnelled.unwrap_or_default();
+    assert_eq!(
+        status,
+        200,
+        "CONNECT ledger.internal:7000: envoy log:\n{}",
+        sidecar.log()
+    );
+    assert!(
+        response.starts_with("HTTP/1.1 200") && response.contains("x-upstream: ledger-app"),
+        "a request through the tunnel reached the entry's endpoint: {response}"
+    );
 }
 
 #[test]
@@ -326,6 +367,7 @@ fn golden_service_entry_bootstraps() {
         dns_port: 9100,
         static_ep: SocketAddr::from(([127, 0, 0, 81], 9101)),
         tls_ep: SocketAddr::from(([127, 0, 0, 83], 9102)),
+        tcp_ep: SocketAddr::from(([127, 0, 0, 85], 9103)),
         ca_file: "certs/root.pem".into(),
     };
     let dir = tempfile::tempdir().unwrap();

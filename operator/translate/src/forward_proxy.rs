@@ -85,11 +85,11 @@ pub fn accept_connect(hcm: &mut HttpConnectionManager) {
         });
 }
 
-/// `CONNECT host:port` to [`passthrough_cluster`]: Envoy answers 200 and
-/// relays the bytes that follow (the client's own TLS) as raw TCP.
-pub fn connect_route() -> Route {
+/// `CONNECT host:port` to `cluster`: Envoy answers 200 and relays the bytes
+/// that follow (the client's own TLS) as raw TCP.
+pub fn connect_route(name: &str, cluster: &str) -> Route {
     Route {
-        name: "allow_any_connect".into(),
+        name: name.into(),
         r#match: Some(RouteMatch {
             path_specifier: Some(route_match::PathSpecifier::ConnectMatcher(
                 route_match::ConnectMatcher {},
@@ -97,9 +97,7 @@ pub fn connect_route() -> Route {
             ..Default::default()
         }),
         action: Some(route::Action::Route(RouteAction {
-            cluster_specifier: Some(route_action::ClusterSpecifier::Cluster(
-                names::PASSTHROUGH_CLUSTER.into(),
-            )),
+            cluster_specifier: Some(route_action::ClusterSpecifier::Cluster(cluster.into())),
             upgrade_configs: vec![route_action::UpgradeConfig {
                 upgrade_type: CONNECT.into(),
                 connect_config: Some(route_action::upgrade_config::ConnectConfig::default()),

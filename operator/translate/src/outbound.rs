@@ -361,6 +361,8 @@ pub fn host_aliases(model: &MeshModel, service: &MeshService, namespace: &str) -
 
 /// One route configuration for the explicit HTTP proxy: a virtual host per service
 /// port with every alias `:port`; bare aliases go to port 80 or the lowest HTTP port.
+/// A port that is not HTTP (TCP, TLS, HTTPS) takes `CONNECT alias:port` only, as a
+/// tunnel to the port's cluster, as its local TCP port would.
 fn http_proxy_routes(
     model: &MeshModel,
     namespace: &str,
@@ -402,12 +404,26 @@ fn http_proxy_routes(
                 ..Default::default()
             });
         }
+        for port in service.ports.iter().filter(|p| !p.protocol.is_http()) {
+            let name = format!("{}:{}", service.hostname, port.port);
+            let cluster = names::outbound_cluster(port.port, None, &service.hostname);
+            virtual_hosts.push(VirtualHost {
+                domains: aliases
+                    .iter()
+                    .map(|a| format!("{a}:{}", port.port))
+                    .collect(),
+                routes: vec![crate::forward_proxy::connect_route(&name, &cluster)],
+                name,
+                ..Default::default()
+            });
+        }
     }
     let mut catch_all = catch_all_vhost(policy);
     if policy == OutboundPolicy::AllowAny {
-        catch_all
-            .routes
-            .insert(0, crate::forward_proxy::connect_route());
+        catch_all.routes.insert(
+            0,
+            crate::forward_proxy::connect_route("allow_any_connect", names::PASSTHROUGH_CLUSTER),
+        );
     }
     virtual_hosts.push(catch_all);
     RouteConfiguration {
