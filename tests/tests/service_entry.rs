@@ -304,24 +304,11 @@ fn service_entries_dns_static_tls_origination_and_outbound_policy() {
         r.body_text(),
         sidecar.log()
     );
-    for target in [
-        unknown_host.clone(),
-        format!("localhost:{}", unknown_named.port()),
-    ] {
-        let (status, tunnelled) = connect_and_get(proxy, &target);
-        let response = tunnelled.unwrap_or_default();
-        assert_eq!(
-            status,
-            200,
-            "CONNECT {target}: envoy log:\n{}",
-            sidecar.log()
-        );
-        assert!(
-            response.starts_with("HTTP/1.1 200") && response.contains("x-upstream: unknown-"),
-            "a request through the tunnel to {target} reached the server: {response}"
-        );
-    }
-    assert_ledger_tunnel(proxy, &sidecar);
+    assert_tunnel(proxy, &unknown_host, "unknown-app", &sidecar);
+    let named = format!("localhost:{}", unknown_named.port());
+    assert_tunnel(proxy, &named, "unknown-named", &sidecar);
+    // A registered TCP port: to the entry's endpoint, its name is not resolved by DNS.
+    assert_tunnel(proxy, "ledger.internal:7000", "ledger-app", &sidecar);
     drop(sidecar);
 
     // REGISTRY_ONLY: registered hosts still work, unknown ones get 502
@@ -341,23 +328,23 @@ fn service_entries_dns_static_tls_origination_and_outbound_policy() {
     );
     let r = get(proxy, &format!("localhost:{}", addrs.dns_port));
     assert_eq!((r.status, r.header("x-upstream")), (200, Some("dns-app")));
-    assert_ledger_tunnel(proxy, &sidecar);
+    assert_tunnel(proxy, "ledger.internal:7000", "ledger-app", &sidecar);
 }
 
-/// `CONNECT ledger.internal:7000` (a registered TCP port) opens a tunnel to
-/// the entry's endpoint: the name is not resolved by DNS.
-fn assert_ledger_tunnel(proxy: SocketAddr, sidecar: &Envoy) {
-    let (status, tunnelled) = connect_and_get(proxy, "ledger.internal:7000");
+/// `CONNECT target` opens a tunnel, and a request inside it reaches `upstream`.
+fn assert_tunnel(proxy: SocketAddr, target: &str, upstream: &str, sidecar: &Envoy) {
+    let (status, tunnelled) = connect_and_get(proxy, target);
     let response = tunnelled.unwrap_or_default();
     assert_eq!(
         status,
         200,
-        "CONNECT ledger.internal:7000: envoy log:\n{}",
+        "CONNECT {target}: envoy log:\n{}",
         sidecar.log()
     );
     assert!(
-        response.starts_with("HTTP/1.1 200") && response.contains("x-upstream: ledger-app"),
-        "a request through the tunnel reached the entry's endpoint: {response}"
+        response.starts_with("HTTP/1.1 200")
+            && response.contains(&format!("x-upstream: {upstream}\r\n")),
+        "a request through the tunnel to {target} reached {upstream}: {response}"
     );
 }
 

@@ -46,10 +46,7 @@ fn serves_on_its_own_runtime_until_the_handle_is_dropped() {
     let (serving, addr, cert) = common::start_webhook();
     let roots = roots_of(&cert);
     // The caller's own runtime: the webhook needs none of it.
-    let client = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let client = client_runtime();
     let status = client.block_on(health(addr, roots.clone())).unwrap();
     assert_eq!(status, "HTTP/1.1 200 OK");
 
@@ -80,6 +77,13 @@ async fn read_until(conn: &mut TlsStream, buf: &mut Vec<u8>, end: &[u8]) -> bool
     true
 }
 
+fn client_runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
 fn roots_of(cert: &trellis_webhook::ServingCert) -> rustls::RootCertStore {
     let mut roots = rustls::RootCertStore::empty();
     for root in CertificateDer::pem_slice_iter(cert.ca_bundle_pem.as_bytes()) {
@@ -92,11 +96,7 @@ fn roots_of(cert: &trellis_webhook::ServingCert) -> rustls::RootCertStore {
 fn shutdown_answers_the_review_in_progress_and_closes_every_connection() {
     let (serving, addr, cert) = common::start_webhook();
     let roots = roots_of(&cert);
-    let client = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    client.block_on(async move {
+    client_runtime().block_on(async move {
         // An idle keep-alive connection: one answered request, nothing since.
         let mut idle = connect(addr, roots.clone()).await.unwrap();
         idle.write_all(b"GET /healthz HTTP/1.1\r\nhost: webhook\r\n\r\n")
