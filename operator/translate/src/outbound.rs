@@ -169,6 +169,7 @@ pub(crate) fn outbound_scope_shared(
     let global = shared.global_errors.get_or_insert_with(|| {
         let mut errors = unknown_dr_hosts(model);
         errors.extend(crate::gateway::analyze_gateway_bindings(model));
+        errors.extend(crate::virtual_service::unprogrammed_routes(model));
         errors
     });
     scope.errors.extend(global.iter().cloned());

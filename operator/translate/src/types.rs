@@ -169,4 +169,7 @@ pub enum ErrorCode {
     InvalidValue,
     /// The proxy's own workload is not in the model.
     UnknownProxy,
+    /// A field that is validated but not programmed into proxies yet
+    /// (VirtualService `tcp` and `tls` routes).
+    NotImplemented,
 }

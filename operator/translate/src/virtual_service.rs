@@ -1,4 +1,5 @@
-//! VirtualService `http[]` (API) -> [`HttpRule`], destinations resolved to cluster names.
+//! VirtualService `http[]` (API) -> [`HttpRule`], destinations resolved to cluster names;
+//! `tcp[]` and `tls[]` reported as not programmed.
 use trellis_api::networking::{self as api, HTTPRoute};
 
 use crate::destination_rule::dur;
@@ -7,6 +8,32 @@ use crate::http_rule::{
     Retries, Rewrite, StringMatch,
 };
 use crate::types::{ErrorCode, TranslateError};
+
+/// VirtualService `tcp` and `tls` routes are validated but not programmed:
+/// connections go to each port's default destination. Said on each object
+/// that has them rather than ignored silently.
+pub fn unprogrammed_routes(model: &trellis_model::MeshModel) -> Vec<TranslateError> {
+    let mut errors = Vec::new();
+    for vs in model.virtual_services() {
+        let spec = &vs.object.spec;
+        for (field, count) in [("tcp", spec.tcp.len()), ("tls", spec.tls.len())] {
+            if count > 0 {
+                errors.push(TranslateError {
+                    kind: "VirtualService".into(),
+                    namespace: vs.namespace.clone(),
+                    name: vs.name.clone(),
+                    path: format!("spec.{field}"),
+                    message: format!(
+                        "{field} routes are not programmed yet: connections to these hosts \
+                         go to the default destination of their port"
+                    ),
+                    code: ErrorCode::NotImplemented,
+                });
+            }
+        }
+    }
+    errors
+}
 
 /// Resolves a destination to (cluster name, consistent-hash header), or says why not.
 pub type Resolver<'a> =

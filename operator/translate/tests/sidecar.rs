@@ -313,3 +313,40 @@ fn empty_subset_is_reported() {
         .unwrap();
     assert!(e.message.contains("v2"), "{}", e.message);
 }
+
+#[test]
+fn tcp_routes_are_reported_as_not_programmed() {
+    let mut resources = base_resources();
+    resources.push(vs(r#"
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: db, namespace: shop}
+spec:
+  hosts: [db]
+  tcp:
+  - route:
+    - destination: {host: db, port: {number: 5432}}
+"#));
+    let model = model_of(resources);
+    let out = web_sidecar(&model);
+    let finding = out
+        .errors
+        .iter()
+        .find(|e| e.code == ErrorCode::NotImplemented)
+        .expect("tcp routes are reported");
+    assert_eq!(
+        (finding.name.as_str(), finding.path.as_str()),
+        ("db", "spec.tcp")
+    );
+    assert!(
+        finding.message.contains("not programmed"),
+        "{}",
+        finding.message
+    );
+    // The port still reaches its service.
+    assert!(
+        out.clusters
+            .iter()
+            .any(|c| c.name == "outbound|5432||db.shop.svc.cluster.local")
+    );
+}
