@@ -272,7 +272,8 @@ impl Store {
             obj["metadata"]["resourceVersion"] = json!(inner.rv.to_string());
             return Ok(obj);
         }
-        let obj = inner.write(&self.tx, key, obj, EventType::Added);
+        let obj = inner.write(&self.tx, key.clone(), obj, EventType::Added);
+        inner.collect_if_owners_gone(&self.tx, &key);
         Ok(obj)
     }
 
@@ -416,7 +417,9 @@ impl Store {
             inner.after_removal(&self.tx);
             return Ok(removed);
         }
-        Ok(inner.write(&self.tx, key, new, EventType::Modified))
+        let written = inner.write(&self.tx, key.clone(), new, EventType::Modified);
+        inner.collect_if_owners_gone(&self.tx, &key);
+        Ok(written)
     }
 
     /// Deletes an object: at once without finalizers, else marks it with deletionTimestamp.
@@ -802,6 +805,22 @@ impl Inner {
                 self.delete_key(tx, &dep, Some(Propagation::Background));
             }
         }
+    }
+
+    /// The collector's view of an object just written: when every owner it
+    /// references is gone (written from a stale cache after the owner was
+    /// deleted, say), it is garbage and is deleted in the background, as the
+    /// API server's garbage collector deletes it.
+    fn collect_if_owners_gone(&mut self, tx: &broadcast::Sender<Broadcast>, key: &ObjKey) {
+        let Some(obj) = self.objects.get(key) else {
+            return;
+        };
+        let owners = meta::owner_uids(obj);
+        if owners.is_empty() || meta::is_deleting(obj) || owners.iter().any(|u| self.uid_exists(u))
+        {
+            return;
+        }
+        self.delete_key(tx, key, Some(Propagation::Background));
     }
 
     /// Completes deletions that were waiting: foreground owners whose dependants are gone,

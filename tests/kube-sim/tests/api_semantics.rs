@@ -465,6 +465,43 @@ async fn deletion_finalizers_propagation_and_garbage_collection() {
         404
     );
 
+    // A dependant written after its owner is gone (from a controller's stale cache, say)
+    // is garbage: the collector deletes it, as the API server's does.
+    let gone = cms
+        .create(&pp, &cm("owner-gone", json!({})))
+        .await
+        .expect("owner");
+    cms.delete("owner-gone", &DeleteParams::background())
+        .await
+        .expect("delete");
+    cms.create(&pp, &owned_by("dep-late", &gone))
+        .await
+        .expect("the create itself succeeds");
+    assert_eq!(
+        status_of(cms.get("dep-late").await.expect_err("collected")).code,
+        404
+    );
+    // One of its owners alive keeps it.
+    let alive = cms
+        .create(&pp, &cm("owner-alive", json!({})))
+        .await
+        .expect("owner");
+    let mut two = owned_by("dep-two", &gone);
+    two.metadata
+        .owner_references
+        .as_mut()
+        .unwrap()
+        .extend(owned_by("x", &alive).metadata.owner_references.unwrap());
+    cms.create(&pp, &two).await.expect("dependant");
+    assert!(cms.get("dep-two").await.is_ok(), "an owner is alive");
+    cms.delete("owner-alive", &DeleteParams::background())
+        .await
+        .expect("delete");
+    assert_eq!(
+        status_of(cms.get("dep-two").await.expect_err("collected")).code,
+        404
+    );
+
     // Orphan: dependants stay, without the owner reference.
     let owner = cms
         .create(&pp, &cm("owner-or", json!({})))
