@@ -51,13 +51,75 @@ pub(crate) fn regex(pattern: &str) -> Check {
         let last = detail.lines().last().unwrap_or("").trim().to_owned();
         format!("invalid regex {pattern:?}: {last}")
     };
+    let readable = unquote(pattern);
     let ast = regex_syntax::ast::parse::Parser::new()
-        .parse(pattern)
+        .parse(&readable)
         .map_err(|e| invalid(e.to_string()))?;
     regex_syntax::hir::translate::Translator::new()
-        .translate(pattern, &ast)
+        .translate(&readable, &ast)
         .map_err(|e| invalid(e.to_string()))?;
     re2_rules(&ast).map_err(|rule| format!("invalid regex {pattern:?}: {rule}"))
+}
+
+/// `pattern` with RE2's quoted text, `\Q...\E` (to the end when `\E` is
+/// missing), written as escaped literals for Rust's parser, which has no
+/// `\Q`. Inside a character class RE2 refuses `\Q`, and so does Rust's
+/// parser: classes are copied as they are.
+fn unquote(pattern: &str) -> std::borrow::Cow<'_, str> {
+    if !pattern.contains("\\Q") {
+        return pattern.into();
+    }
+    let mut out = String::with_capacity(pattern.len() + 16);
+    let mut rest = pattern;
+    let mut in_class = false;
+    // Just past `[` or `[^`, where `]` is a literal member.
+    let mut class_start = false;
+    while let Some(c) = rest.chars().next() {
+        rest = &rest[c.len_utf8()..];
+        let at_start = std::mem::take(&mut class_start);
+        match c {
+            '\\' => {
+                let Some(next) = rest.chars().next() else {
+                    out.push(c);
+                    break;
+                };
+                rest = &rest[next.len_utf8()..];
+                if next == 'Q' && !in_class {
+                    let (quoted, after) = match rest.find("\\E") {
+                        Some(end) => (&rest[..end], &rest[end + 2..]),
+                        None => (rest, ""),
+                    };
+                    out.push_str(&regex_syntax::escape(quoted));
+                    rest = after;
+                } else {
+                    out.push(c);
+                    out.push(next);
+                }
+            }
+            '[' if !in_class => {
+                out.push(c);
+                in_class = true;
+                class_start = true;
+                if let Some(negated) = rest.strip_prefix('^') {
+                    out.push('^');
+                    rest = negated;
+                }
+            }
+            // A named class such as `[:alpha:]` inside a class.
+            '[' if rest.starts_with(':') && rest.contains(":]") => {
+                let end = rest.find(":]").map_or(0, |i| i + 2);
+                out.push(c);
+                out.push_str(&rest[..end]);
+                rest = &rest[end..];
+            }
+            ']' if in_class && !at_start => {
+                out.push(c);
+                in_class = false;
+            }
+            _ => out.push(c),
+        }
+    }
+    out.into()
 }
 
 /// What RE2 refuses, or reads differently, in a pattern Rust's parser accepts:
@@ -398,6 +460,14 @@ mod tests {
             "^/(?<id>[0-9]+)(?P<rest>/.*)?$",
             "^/[[:alpha:]]+\\pL*$",
             "(?i)cart(?s:.)(?U)a+\\z",
+            // Quoted text, with and without its \E.
+            "^/\\Qa.b\\E$",
+            "^/\\Qa.b",
+            "^/\\Qa\\E\\Qb\\E+$",
+            "^/\\Q[x\\E]",
+            "^/\\Qa\\\\E$",
+            "\\Q\\E",
+            "^/[[:alpha:]\\]]\\Q(\\E$",
         ] {
             assert!(regex(ok).is_ok(), "{ok}: {:?}", regex(ok));
         }
@@ -428,13 +498,21 @@ mod tests {
                 "{bad}: {e}"
             );
         }
+        // RE2 has no \Q inside a class, and no \E without \Q.
+        for bad in ["^/[\\Q]", "^/a\\E"] {
+            let e = regex(bad).unwrap_err();
+            assert!(
+                e.starts_with(&format!("invalid regex {bad:?}: ")),
+                "{bad}: {e}"
+            );
+        }
         assert!(regex("a(").unwrap_err().starts_with("invalid regex \"a(\""));
     }
 
     proptest::proptest! {
         /// Any pattern gets an answer, and a refusal names the pattern.
         #[test]
-        fn any_pattern_is_judged_without_panic(p in "[a-z0-9(){},?*+|\\[\\]^$.:<>&~\\-\\\\PLwbdsxiuUR=!]{0,24}") {
+        fn any_pattern_is_judged_without_panic(p in "[a-z0-9(){},?*+|\\[\\]^$.:<>&~\\-\\\\PLwbdsxiuURQE=!]{0,24}") {
             if let Err(e) = regex(&p) {
                 proptest::prop_assert!(e.starts_with(&format!("invalid regex {p:?}: ")), "{e}");
             }
