@@ -370,33 +370,30 @@ async fn reconcile(sa: Arc<ServiceAccount>, state: Arc<State>) -> Result<Action>
                     }
                 }
             }
-            let issued =
-                match ca
-                    .ca
-                    .issue_workload(&spiffe_id, settings.workload_ttl, ctx.clock.now())
-                {
-                    Ok(issued) => issued,
-                    Err(source) => {
-                        ctx.telemetry
-                            .metrics
-                            .identity(&ctx.telemetry.metrics.identities_failed, reason.label());
-                        ctx.identities
-                            .lock()
-                            .unwrap_or_else(|p| p.into_inner())
-                            .set_failed(&ns, &sa_name, Some(source.to_string()));
-                        let r = reference("ServiceAccount", &ns, &sa_name, Some(&owner_uid));
-                        ctx.events
-                            .publish(
-                                &r,
-                                true,
-                                "IdentityFailed",
-                                "IssueCertificate",
-                                format!("could not issue {spiffe_id}: {source}"),
-                            )
-                            .await;
-                        return Err(Error::Ca { object, source });
-                    }
-                };
+            let ttl = settings.workload_ttl;
+            let issued = match ca.ca.issue_workload(&spiffe_id, ttl, ctx.clock.now()) {
+                Ok(issued) => issued,
+                Err(source) => {
+                    ctx.telemetry
+                        .metrics
+                        .identity(&ctx.telemetry.metrics.identities_failed, reason.label());
+                    ctx.identities
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .set_failed(&ns, &sa_name, Some(source.to_string()));
+                    let r = reference("ServiceAccount", &ns, &sa_name, Some(&owner_uid));
+                    ctx.events
+                        .publish(
+                            &r,
+                            true,
+                            "IdentityFailed",
+                            "IssueCertificate",
+                            format!("could not issue {spiffe_id}: {source}"),
+                        )
+                        .await;
+                    return Err(Error::Ca { object, source });
+                }
+            };
             let secret = desired_secret(
                 &wanted,
                 issued.cert_chain_pem.as_bytes(),

@@ -136,15 +136,14 @@ impl Webhook {
     /// sender is gone), then closes the listener and waits for every
     /// connection to finish the review it is reading and close. Each
     /// connection runs in its own task, aborted if the future is dropped.
-    async fn serve(self, listener: TcpListener, stop: tokio::sync::watch::Receiver<bool>) {
+    async fn serve(self, listener: TcpListener, mut stop: tokio::sync::watch::Receiver<bool>) {
         let mut connections = tokio::task::JoinSet::new();
-        let mut stopping = stop.clone();
         loop {
             // Reap finished connections so the set does not grow.
             while connections.try_join_next().is_some() {}
             let accepted = tokio::select! {
                 accepted = listener.accept() => accepted,
-                _ = stopping.wait_for(|stop| *stop) => break,
+                _ = stop.wait_for(|stop| *stop) => break,
             };
             let (stream, peer) = match accepted {
                 Ok(conn) => conn,
