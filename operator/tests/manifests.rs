@@ -329,6 +329,22 @@ fn check_command_line(d: &Deployment) {
             "{flag} listens on port {port}"
         );
     }
+    // After SIGTERM: the shutdown delay, then up to 5 s for the reviews in
+    // progress, then the Lease release; all of it before the kubelet's SIGKILL.
+    let delay: u64 = args
+        .iter()
+        .find_map(|a| a.strip_prefix("--shutdown-delay=")?.strip_suffix('s'))
+        .expect("--shutdown-delay=<n>s is set")
+        .parse()
+        .expect("whole seconds");
+    let grace = d.spec.as_ref().unwrap().template.spec.as_ref().unwrap();
+    let grace = grace
+        .termination_grace_period_seconds
+        .expect("terminationGracePeriodSeconds");
+    assert!(
+        (delay + 5 + 10) as i64 <= grace,
+        "--shutdown-delay={delay}s leaves too little of terminationGracePeriodSeconds {grace}"
+    );
     let missing = tempfile::tempdir().unwrap();
     let kubeconfig = missing.path().join("no-such-kubeconfig");
     let out = Command::new(env!("CARGO_BIN_EXE_trellis"))

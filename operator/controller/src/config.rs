@@ -58,6 +58,9 @@ pub struct OperatorConfig {
     pub xds_addr: std::net::SocketAddr,
     /// The longest wait between two tries of a failing object.
     pub max_backoff: Duration,
+    /// How long the operator keeps serving after it is told to stop, with `/readyz`
+    /// failing, before it stops (see [`crate::run`]).
+    pub shutdown_delay: Duration,
     /// Data of ConfigMap `trellis-sidecar-bootstrap` kept in every mesh namespace (the
     /// Envoy bootstrap of injected sidecars and its SDS files, file name → content);
     /// empty: that ConfigMap is not managed.
@@ -80,6 +83,7 @@ impl OperatorConfig {
             metrics_addr: ([0, 0, 0, 0], 15014).into(),
             xds_addr: ([0, 0, 0, 0], 15012).into(),
             max_backoff: Duration::from_secs(300),
+            shutdown_delay: Duration::ZERO,
             sidecar_bootstrap: Default::default(),
         }
     }

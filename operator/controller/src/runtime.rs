@@ -54,8 +54,9 @@ pub struct Running {
     pub metrics_addr: SocketAddr,
 }
 
-/// Runs the operator until `shutdown` resolves, then stops the controllers, waits for
-/// in-flight writes and releases the Lease. `started` is told the bound addresses.
+/// Runs the operator until `shutdown` resolves and, with `/readyz` failing, for
+/// `config.shutdown_delay` more; then stops the controllers, waits for in-flight
+/// writes and releases the Lease. `started` is told the bound addresses.
 pub async fn run(
     config: OperatorConfig,
     client: kube::Client,
@@ -99,7 +100,23 @@ pub async fn run(
         tasks.push(tokio::spawn(task(ctx.clone())));
     }
 
+    // Open until shutdown begins; `/readyz` then names it.
+    let terminating = ctx.telemetry.readiness.gate("terminating");
+    terminating.set(true);
+
     shutdown.await;
+    let delay = ctx.config.shutdown_delay;
+    if !delay.is_zero() {
+        // Kubernetes removes a terminating Pod's endpoints while it sends SIGTERM, and
+        // the API server and kube-proxy learn of it a moment later: a replica that
+        // refused connections at once would fail the webhook calls still routed to it.
+        terminating.set(false);
+        tracing::info!(
+            ?delay,
+            "shutdown requested: serving on for the shutdown delay, /readyz failing"
+        );
+        tokio::time::sleep(delay).await;
+    }
     tracing::info!("shutting down: stopping controllers, finishing writes, releasing the lease");
     let _ = stop_tx.send(true);
     // The election task drains in-flight writes before releasing the Lease.

@@ -78,6 +78,11 @@ pub struct OperatorArgs {
     /// Longest wait between two tries of a failing object.
     #[arg(long, default_value = "5m", value_parser = duration)]
     max_backoff: Duration,
+    /// After SIGTERM, keep serving (webhooks, xDS, controllers) for this long with /readyz
+    /// failing, then stop: long enough for the Pod's endpoints to be removed everywhere, so
+    /// no webhook call reaches a replica that no longer accepts connections.
+    #[arg(long, default_value = "0s", value_parser = duration)]
+    shutdown_delay: Duration,
     /// Address of the admission webhooks (HTTPS; the trellis-webhook Service maps 443 here).
     #[arg(long, default_value = "0.0.0.0:15017")]
     webhook_addr: SocketAddr,
@@ -170,6 +175,7 @@ fn config(args: &OperatorArgs) -> Result<OperatorConfig> {
     config.metrics_addr = args.metrics_addr;
     config.xds_addr = args.xds_addr;
     config.max_backoff = args.max_backoff;
+    config.shutdown_delay = args.shutdown_delay;
     let advertise = args.xds_advertise_addr.clone().unwrap_or_else(|| {
         format!(
             "{}.{}.svc:15012",

@@ -397,14 +397,18 @@ impl Operator {
             .collect()
     }
 
-    /// Sends SIGTERM and waits (bounded) for the exit status.
-    pub fn terminate(&mut self) -> ExitStatus {
+    /// Sends SIGTERM without waiting.
+    pub fn send_sigterm(&self) {
         let pid = self.pid().to_string();
         let sent = Command::new("kill")
             .args(["-TERM", &pid])
             .status()
             .expect("kill -TERM");
         assert!(sent.success(), "kill -TERM {pid} failed");
+    }
+
+    /// Waits (bounded) for the exit status after a signal.
+    pub fn wait_exit(&mut self) -> ExitStatus {
         let id = self.identity.clone();
         let status = wait_for(
             &format!("operator {id} to exit after SIGTERM"),
@@ -413,6 +417,12 @@ impl Operator {
         );
         self.child = None;
         status
+    }
+
+    /// Sends SIGTERM and waits (bounded) for the exit status.
+    pub fn terminate(&mut self) -> ExitStatus {
+        self.send_sigterm();
+        self.wait_exit()
     }
 
     /// Kills the process at once (SIGKILL: no Lease release).
