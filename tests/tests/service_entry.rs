@@ -309,6 +309,8 @@ fn service_entries_dns_static_tls_origination_and_outbound_policy() {
     assert_tunnel(proxy, &named, "unknown-named", &sidecar);
     // A registered TCP port: to the entry's endpoint, its name is not resolved by DNS.
     assert_tunnel(proxy, "ledger.internal:7000", "ledger-app", &sidecar);
+    // A registered HTTP port, for clients that tunnel everything (gRPC does).
+    assert_tunnel(proxy, "static.example.com:80", "static-app", &sidecar);
     drop(sidecar);
 
     // REGISTRY_ONLY: registered hosts still work, unknown ones get 502
@@ -329,6 +331,7 @@ fn service_entries_dns_static_tls_origination_and_outbound_policy() {
     let r = get(proxy, &format!("localhost:{}", addrs.dns_port));
     assert_eq!((r.status, r.header("x-upstream")), (200, Some("dns-app")));
     assert_tunnel(proxy, "ledger.internal:7000", "ledger-app", &sidecar);
+    assert_tunnel(proxy, "static.example.com:80", "static-app", &sidecar);
 }
 
 /// `CONNECT target` opens a tunnel, and a request inside it reaches `upstream`.

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use envoy_types::pb::envoy::config::cluster::v3::Cluster;
 use envoy_types::pb::envoy::config::endpoint::v3::ClusterLoadAssignment;
-use envoy_types::pb::envoy::config::route::v3::{RouteConfiguration, VirtualHost};
+use envoy_types::pb::envoy::config::route::v3::{Route, RouteConfiguration, VirtualHost};
 use trellis_api::networking as api;
 use trellis_api::networking::{OutboundTrafficPolicyMode, Sidecar};
 use trellis_model::{MeshModel, MeshService, OutboundPolicy, Resolution, ServicePort, Stored};
@@ -362,8 +362,10 @@ pub fn host_aliases(model: &MeshModel, service: &MeshService, namespace: &str) -
 
 /// One route configuration for the explicit HTTP proxy: a virtual host per service
 /// port with every alias `:port`; bare aliases go to port 80 or the lowest HTTP port.
-/// A port that is not HTTP (TCP, TLS, HTTPS) takes `CONNECT alias:port` only, as a
-/// tunnel to the port's cluster, as its local TCP port would.
+/// `CONNECT alias:port` tunnels to the port's cluster, as a local TCP port would:
+/// the only route of a port that is not HTTP (TCP, TLS, HTTPS), and the first of
+/// an HTTP port, for clients that tunnel whatever they send through a proxy (gRPC
+/// does); requests inside a tunnel are not routed by the port's rules.
 fn http_proxy_routes(
     model: &MeshModel,
     namespace: &str,
@@ -395,25 +397,28 @@ fn http_proxy_routes(
             if bare_port == Some(port.port) {
                 domains.extend(aliases.iter().cloned());
             }
+            let name = format!("{}:{}", service.hostname, port.port);
+            // No rules: the port's VirtualService is broken, and closed to tunnels too.
+            let tunnel = (!port_rules.is_empty())
+                .then(|| connect_to_port(&name, &service.hostname, port.port));
             virtual_hosts.push(VirtualHost {
-                name: format!("{}:{}", service.hostname, port.port),
                 domains,
-                routes: port_rules
-                    .iter()
-                    .flat_map(|r| routes(r, Some(port.port)))
+                routes: tunnel
+                    .into_iter()
+                    .chain(port_rules.iter().flat_map(|r| routes(r, Some(port.port))))
                     .collect(),
+                name,
                 ..Default::default()
             });
         }
         for port in service.ports.iter().filter(|p| !p.protocol.is_http()) {
             let name = format!("{}:{}", service.hostname, port.port);
-            let cluster = names::outbound_cluster(port.port, None, &service.hostname);
             virtual_hosts.push(VirtualHost {
                 domains: aliases
                     .iter()
                     .map(|a| format!("{a}:{}", port.port))
                     .collect(),
-                routes: vec![crate::forward_proxy::connect_route(&name, &cluster)],
+                routes: vec![connect_to_port(&name, &service.hostname, port.port)],
                 name,
                 ..Default::default()
             });
@@ -435,11 +440,16 @@ fn http_proxy_routes(
     }
 }
 
+/// `CONNECT` to `host:port`: a tunnel to the port's default cluster.
+fn connect_to_port(name: &str, host: &str, port: u16) -> Route {
+    crate::forward_proxy::connect_route(name, &names::outbound_cluster(port, None, host))
+}
+
 /// The virtual host for hosts outside the registry: ALLOW_ANY forwards to the
 /// original destination (PassthroughCluster), REGISTRY_ONLY answers 502 as Istio does.
 pub fn catch_all_vhost(policy: OutboundPolicy) -> VirtualHost {
     use envoy_types::pb::envoy::config::route::v3::{
-        DirectResponseAction, Route, RouteAction, RouteMatch, route, route_action, route_match,
+        DirectResponseAction, RouteAction, RouteMatch, route, route_action, route_match,
     };
     let r#match = Some(RouteMatch {
         path_specifier: Some(route_match::PathSpecifier::Prefix("/".into())),

@@ -18,6 +18,26 @@ fn vhost<'a>(out: &'a ProxyResources, name: &str) -> &'a VirtualHost {
         .unwrap_or_else(|| panic!("no virtual host {name}"))
 }
 
+/// The routes of `v` for requests; the first route of a service port's virtual
+/// host takes `CONNECT` (a tunnel to the port's cluster).
+fn http_routes(v: &VirtualHost) -> &[Route] {
+    match v.routes.split_first() {
+        Some((first, rest)) if is_connect(first) => rest,
+        _ => &v.routes,
+    }
+}
+
+fn is_connect(route: &Route) -> bool {
+    use envoy_types::pb::envoy::config::route::v3::route_match::PathSpecifier;
+    matches!(
+        route
+            .r#match
+            .as_ref()
+            .and_then(|m| m.path_specifier.as_ref()),
+        Some(PathSpecifier::ConnectMatcher(_))
+    )
+}
+
 fn action(route: &Route) -> &RouteAction {
     match route.action.as_ref().unwrap() {
         Action::Route(a) => a,
@@ -116,7 +136,7 @@ fn route_without_virtual_service_gets_istio_default_retries() {
     let model = model_of(base_resources());
     let out = web_sidecar(&model);
     let v = vhost(&out, &format!("{CART}:8080"));
-    let retry = action(&v.routes[0]).retry_policy.clone().unwrap();
+    let retry = action(&http_routes(v)[0]).retry_policy.clone().unwrap();
     assert_eq!(retry.num_retries.unwrap().value, 2);
     assert_eq!(
         retry.retry_on,
@@ -176,8 +196,14 @@ fn virtual_service_routes_weights_subsets_retries_and_timeouts() {
     let out = web_sidecar(&model);
     assert!(out.errors.is_empty(), "{:?}", out.errors);
     let v = vhost(&out, &format!("{CART}:8080"));
-    assert_eq!(v.routes.len(), 2);
-    let canary = &v.routes[0];
+    assert!(is_connect(&v.routes[0]), "CONNECT first: {:?}", v.routes[0]);
+    assert_eq!(
+        action(&v.routes[0]).cluster_specifier,
+        Some(ClusterSpecifier::Cluster(format!("outbound|8080||{CART}")))
+    );
+    let routes = http_routes(v);
+    assert_eq!(routes.len(), 2);
+    let canary = &routes[0];
     let m = canary.r#match.as_ref().unwrap();
     assert_eq!(m.headers[0].name, "x-user");
     assert_eq!(
@@ -186,7 +212,7 @@ fn virtual_service_routes_weights_subsets_retries_and_timeouts() {
             "outbound|8080|v2|{CART}"
         )))
     );
-    let split = action(&v.routes[1]);
+    let split = action(&routes[1]);
     let Some(ClusterSpecifier::WeightedClusters(w)) = &split.cluster_specifier else {
         panic!("weighted clusters expected");
     };
@@ -271,7 +297,8 @@ spec:
         (host.name.as_str(), host.path.as_str()),
         ("ghost", "spec.host")
     );
-    // The broken rule is left out; web still reaches its own service and db.
+    // The broken rule is left out, and with it the port's tunnel; web still
+    // reaches its own service and db.
     assert!(vhost(&out, &format!("{CART}:8080")).routes.is_empty());
     assert!(
         out.clusters
