@@ -398,7 +398,8 @@ fn http_proxy_routes(
                 domains.extend(aliases.iter().cloned());
             }
             let name = format!("{}:{}", service.hostname, port.port);
-            // No rules: the port's VirtualService is broken, and closed to tunnels too.
+            // No rules (its VirtualService has no usable http route): closed to
+            // tunnels as to requests.
             let tunnel = (!port_rules.is_empty())
                 .then(|| connect_to_port(&name, &service.hostname, port.port));
             virtual_hosts.push(VirtualHost {
