@@ -213,6 +213,40 @@ impl HttpResponse {
     }
 }
 
+/// `CONNECT target` through `proxy` (as clients send HTTPS or gRPC through
+/// `HTTPS_PROXY`), then `GET /orders` inside the tunnel: the CONNECT answer's
+/// status, and the tunnelled response (its raw text) when the tunnel opened.
+pub fn connect_and_get(proxy: SocketAddr, target: &str) -> (u16, Option<String>) {
+    use std::io::{BufRead, BufReader};
+    let mut conn = TcpStream::connect(proxy).unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    write!(conn, "CONNECT {target} HTTP/1.1\r\nhost: {target}\r\n\r\n").unwrap();
+    let mut reader = BufReader::new(conn.try_clone().unwrap());
+    let mut head = String::new();
+    while !head.ends_with("\r\n\r\n") {
+        if reader.read_line(&mut head).unwrap() == 0 {
+            break;
+        }
+    }
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("CONNECT {target}: no status in {head:?}"));
+    if status != 200 {
+        return (status, None);
+    }
+    write!(
+        conn,
+        "GET /orders HTTP/1.1\r\nhost: {target}\r\nconnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = String::new();
+    reader.read_to_string(&mut response).unwrap();
+    (status, Some(response))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -23,7 +23,9 @@ use trellis_e2e::mesh::{
 };
 use trellis_e2e::sidecar_mesh::options;
 use trellis_e2e::static_bootstrap::{SecretFiles, static_bootstrap};
-use trellis_e2e::{Envoy, HttpRequest, HttpResponse, Upstream, free_ports_on, validate_bootstrap};
+use trellis_e2e::{
+    Envoy, HttpRequest, HttpResponse, Upstream, connect_and_get, free_ports_on, validate_bootstrap,
+};
 use trellis_model::{MeshSettings, OutboundPolicy, Resource};
 use trellis_translate::security::tls::downstream_transport_socket;
 use trellis_translate::{Proxy, ProxyResources, SdsSource, Translator};
@@ -144,40 +146,6 @@ fn get(proxy: SocketAddr, host: &str) -> HttpResponse {
         .host(host)
         .send(proxy)
         .unwrap_or_else(|e| panic!("{host}: {e}"))
-}
-
-/// `CONNECT target` through the proxy (as clients send HTTPS through
-/// `HTTPS_PROXY`), then `GET /orders` inside the tunnel: the CONNECT answer's
-/// status, and the tunnelled response when the tunnel opened.
-fn connect_and_get(proxy: SocketAddr, target: &str) -> (u16, Option<String>) {
-    use std::io::{BufRead, BufReader, Read, Write};
-    let mut conn = std::net::TcpStream::connect(proxy).unwrap();
-    conn.set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    write!(conn, "CONNECT {target} HTTP/1.1\r\nhost: {target}\r\n\r\n").unwrap();
-    let mut reader = BufReader::new(conn.try_clone().unwrap());
-    let mut head = String::new();
-    while !head.ends_with("\r\n\r\n") {
-        if reader.read_line(&mut head).unwrap() == 0 {
-            break;
-        }
-    }
-    let status = head
-        .split(' ')
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or_else(|| panic!("CONNECT {target}: no status in {head:?}"));
-    if status != 200 {
-        return (status, None);
-    }
-    write!(
-        conn,
-        "GET /orders HTTP/1.1\r\nhost: {target}\r\nconnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut response = String::new();
-    reader.read_to_string(&mut response).unwrap();
-    (status, Some(response))
 }
 
 #[test]

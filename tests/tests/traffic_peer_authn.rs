@@ -15,7 +15,9 @@ use trellis_e2e::sidecar_mesh::{
     check_golden_bootstrap, golden_sidecar_bootstrap, model, options, service, start_client,
     translate_sidecar, workload,
 };
-use trellis_e2e::{Envoy, HttpRequest, Upstream, free_ports_on, validate_bootstrap};
+use trellis_e2e::{
+    Envoy, HttpRequest, Upstream, connect_and_get, free_ports_on, validate_bootstrap,
+};
 use trellis_model::Resource;
 
 /// Ports of the server workloads: cart (http, admin) and pay (http); apps behind them.
@@ -162,4 +164,16 @@ fn peer_authentication_levels_on_real_envoy() {
             >= 1,
         "PERMISSIVE pay also accepts mTLS"
     );
+    // CONNECT to an HTTP port (as gRPC clients send through HTTPS_PROXY): the
+    // tunnel reaches STRICT cart over mTLS, and cart's sidecar serves what it carries.
+    let cart = "cluster.outbound|80||cart.shop.svc.cluster.local.ssl.handshake";
+    let before = client.envoy.stat(cart);
+    let (status, tunnelled) = connect_and_get(client.listen, "cart:80");
+    let response = tunnelled.unwrap_or_default();
+    assert_eq!(status, 200, "CONNECT cart:80: {}", client.envoy.log());
+    assert!(
+        response.starts_with("HTTP/1.1 200") && response.contains(r#""server":"app""#),
+        "a request through the tunnel reached cart's app: {response}"
+    );
+    assert!(client.envoy.stat(cart) > before, "the tunnel was mTLS");
 }
