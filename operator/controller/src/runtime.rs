@@ -100,17 +100,14 @@ pub async fn run(
         tasks.push(tokio::spawn(task(ctx.clone())));
     }
 
-    // Open until shutdown begins; `/readyz` then names it.
-    let terminating = ctx.telemetry.readiness.gate("terminating");
-    terminating.set(true);
-
     shutdown.await;
     let delay = ctx.config.shutdown_delay;
     if !delay.is_zero() {
         // Kubernetes removes a terminating Pod's endpoints while it sends SIGTERM, and
         // the API server and kube-proxy learn of it a moment later: a replica that
         // refused connections at once would fail the webhook calls still routed to it.
-        terminating.set(false);
+        // A gate is created closed: `/readyz` fails from here on, naming it.
+        ctx.telemetry.readiness.gate("terminating");
         tracing::info!(
             ?delay,
             "shutdown requested: serving on for the shutdown delay, /readyz failing"
