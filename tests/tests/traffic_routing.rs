@@ -1,7 +1,8 @@
 //! VirtualService features through the whole translator (model -> sidecar -> real Envoy)
 //! that `routing.rs` (route builder only) does not cover: withoutHeaders, authority and
 //! regex queryParams matches, header set/add/remove on request and response, CORS
-//! preflight, mirror with a percentage, fault delay and abort with a percentage.
+//! preflight, mirror with a percentage, fault delay and abort with a percentage, and
+//! matches that name their clients (sourceLabels, sourceNamespace, gateways).
 use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
@@ -87,6 +88,18 @@ spec:
     match: [{uri: {prefix: /delay-half}}]
     fault: {delay: {fixedDelay: 5ms, percentage: {value: 50}}}
     route: [{destination: {host: routes, subset: v1}}]
+  - name: for-cart-clients
+    match: [{uri: {prefix: /source}, sourceLabels: {app: cart}}]
+    route: [{destination: {host: routes, subset: v2}}]
+  - name: for-web-clients
+    match: [{uri: {prefix: /mine}, sourceLabels: {app: web}}]
+    route: [{destination: {host: routes, subset: v2}}]
+  - name: for-namespace-other
+    match: [{uri: {prefix: /source}, sourceNamespace: other}]
+    route: [{destination: {host: routes, subset: v2}}]
+  - name: for-a-gateway
+    match: [{uri: {prefix: /source}, gateways: [shop-gw]}]
+    route: [{destination: {host: routes, subset: v2}}]
   - name: default
     route: [{destination: {host: routes, subset: v1}}]
 "#,
@@ -153,6 +166,13 @@ fn routing_features_through_the_translator_on_real_envoy() {
     assert_eq!(server(get("/query?id=42")), "b");
     assert_eq!(server(get("/query?id=4x2")), "a");
     assert_eq!(server(get("/query")), "a");
+    // client matches: the client (app: web in shop, a sidecar) gets only its own
+    assert_eq!(server(get("/mine")), "b", "sourceLabels app: web");
+    assert_eq!(
+        server(get("/source")),
+        "a",
+        "sourceLabels app: cart, sourceNamespace other and gateway shop-gw do not apply"
+    );
 
     // header operations on the request and the response (rule and destination level)
     let r = send(

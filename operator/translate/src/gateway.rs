@@ -31,7 +31,7 @@ use crate::security::origination::{GatewayTlsMode, gateway_server_tls};
 use crate::security::peer_authn::tls_inspector;
 use crate::security::tls::downstream_transport_socket;
 use crate::types::{ErrorCode, ListenerShape, SecretRef, TranslateError};
-use crate::virtual_service::http_rule;
+use crate::virtual_service::{Client, http_rule};
 
 /// What a gateway proxy gets besides the shared clusters and endpoints.
 #[derive(Debug, Default)]
@@ -345,7 +345,15 @@ pub fn gateway_resources(
         let mut inspector = false;
         if plain {
             let route_name = names::gateway_route(port);
-            let rc = route_config(model, scope, &route_name, port, &keep, &mut out.errors);
+            let rc = route_config(
+                model,
+                scope,
+                workload,
+                &route_name,
+                port,
+                &keep,
+                &mut out.errors,
+            );
             out.routes.push(Arc::new(rc));
             chains.push(FilterChain {
                 name: route_name.clone(),
@@ -410,6 +418,7 @@ pub fn gateway_resources(
                 let rc = route_config(
                     model,
                     scope,
+                    workload,
                     &route_name,
                     port,
                     std::slice::from_ref(s),
@@ -482,6 +491,7 @@ type DomainRoutes = ((String, String), Vec<HttpRule>, bool);
 fn route_config(
     model: &MeshModel,
     scope: &OutboundScope,
+    workload: &Workload,
     name: &str,
     port: u16,
     servers: &[ServerRef<'_>],
@@ -504,7 +514,12 @@ fn route_config(
             }
             bound = true;
             let key = (vs.namespace.clone(), vs.name.clone());
-            let rules = gateway_rules(model, scope, vs, errors);
+            let client = Client {
+                labels: &workload.labels,
+                namespace: &workload.namespace,
+                gateway: Some((&s.gw.namespace, &s.gw.name)),
+            };
+            let rules = gateway_rules(model, scope, vs, &client, errors);
             for (j, d) in domains {
                 match hosts.get(&d) {
                     Some((owner, _, _)) if owner != &key => errors.push(error(
@@ -557,10 +572,13 @@ fn route_config(
 
 /// The `http[]` rules of a gateway-bound VirtualService, destinations resolved in
 /// its namespace against the gateway's outbound view.
+/// The rules of `vs` served to `client`; a route none of whose matches
+/// applies to the client is left out.
 fn gateway_rules(
     model: &MeshModel,
     scope: &OutboundScope,
     vs: &Stored<VirtualService>,
+    client: &Client<'_>,
     errors: &mut Vec<TranslateError>,
 ) -> Vec<HttpRule> {
     let resolve = |d: &api::Destination| -> Result<(String, Option<String>), (ErrorCode, String)> {
@@ -615,7 +633,9 @@ fn gateway_rules(
     };
     let mut out = Vec::new();
     for (i, r) in vs.object.spec.http.iter().enumerate() {
-        if let Some(rule) = http_rule(r, i, (&vs.namespace, &vs.name), &resolve, errors) {
+        if let Some(rule) = http_rule(r, i, (&vs.namespace, &vs.name), &resolve, errors)
+            && let Some(rule) = client.narrow(r, rule, &vs.namespace)
+        {
             out.push(rule);
         }
     }

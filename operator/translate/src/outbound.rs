@@ -1,5 +1,7 @@
 //! What every sidecar of one namespace sees outbound: clusters, endpoints and the
-//! HTTP routes per host. Computed once per namespace and shared (`Arc`).
+//! HTTP routes per host. Computed once per namespace and shared (`Arc`); where
+//! HTTP matches name their clients by `sourceLabels`, once per set of them the
+//! sidecar's labels satisfy.
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
@@ -16,7 +18,7 @@ use crate::route::routes;
 use crate::security::sds::SdsSource;
 use crate::shared::Shared;
 use crate::types::{ErrorCode, TranslateError};
-use crate::virtual_service::http_rule;
+use crate::virtual_service::{Client, http_rule};
 
 type Labels = std::collections::BTreeMap<String, String>;
 
@@ -81,31 +83,39 @@ pub fn effective_outbound_policy(
     }
 }
 
-/// Builds the outbound view of `namespace`.
+/// Builds the outbound view of `namespace`, for a sidecar without labels.
 pub fn outbound_scope(model: &MeshModel, namespace: &str, sds: &SdsSource) -> OutboundScope {
     outbound_scope_for(model, namespace, sds, None)
 }
 
 /// The outbound view of `namespace` narrowed by a Sidecar resource (egress hosts,
-/// outbound traffic policy).
+/// outbound traffic policy), for a sidecar without labels.
 pub fn outbound_scope_for(
     model: &MeshModel,
     namespace: &str,
     sds: &SdsSource,
     sidecar: Option<&Stored<Sidecar>>,
 ) -> OutboundScope {
-    outbound_scope_shared(model, namespace, sds, sidecar, &mut Shared::new(model))
+    let labels = BTreeMap::new();
+    let client = Client {
+        labels: &labels,
+        namespace,
+        gateway: None,
+    };
+    outbound_scope_shared(model, &client, sds, sidecar, &mut Shared::new(model))
 }
 
-/// [`outbound_scope_for`] with clusters and endpoints taken from (and added to) `shared`,
-/// so namespaces that see the same DestinationRule for a host share the same `Arc`s.
+/// [`outbound_scope_for`] for the sidecars that are `client`, with clusters and
+/// endpoints taken from (and added to) `shared`, so namespaces that see the same
+/// DestinationRule for a host share the same `Arc`s.
 pub(crate) fn outbound_scope_shared(
     model: &MeshModel,
-    namespace: &str,
+    client: &Client<'_>,
     sds: &SdsSource,
     sidecar: Option<&Stored<Sidecar>>,
     shared: &mut Shared<'_>,
 ) -> OutboundScope {
+    let namespace = client.namespace;
     let mut scope = OutboundScope {
         outbound_policy: effective_outbound_policy(model, sidecar),
         ..Default::default()
@@ -211,6 +221,7 @@ pub(crate) fn outbound_scope_shared(
                         let mut errs = Vec::new();
                         if let Some(rule) =
                             http_rule(r, i, (&vs.namespace, &vs.name), &resolve, &mut errs)
+                            && let Some(rule) = client.narrow(r, rule, &vs.namespace)
                         {
                             out.push(rule);
                         }
@@ -225,7 +236,23 @@ pub(crate) fn outbound_scope_shared(
                             scope.errors.extend(errs);
                         }
                     }
-                    out
+                    // As Istio does: a VirtualService none of whose http routes
+                    // applies to these sidecars leaves its hosts to their default.
+                    let applies = vs.object.spec.http.is_empty()
+                        || vs
+                            .object
+                            .spec
+                            .http
+                            .iter()
+                            .any(|r| client.admits_route(r, &vs.namespace));
+                    if applies {
+                        out
+                    } else {
+                        vec![HttpRule::default_to(
+                            default_cluster.clone(),
+                            hash_headers.get(&default_cluster).cloned(),
+                        )]
+                    }
                 }
                 None => vec![HttpRule::default_to(
                     default_cluster.clone(),

@@ -23,20 +23,25 @@ use crate::types::{
     ErrorCode, ListenerShape, Proxy, ProxyKind, ProxyResources, SecretRef, TranslateError,
     TranslateOptions,
 };
+use crate::virtual_service::Client;
 
 /// Translates many proxies against one model, computing each namespace's outbound
 /// view once.
 pub struct Translator<'m> {
     model: &'m MeshModel,
     options: TranslateOptions,
-    /// By (namespace, the Sidecar resource in force).
+    /// By (namespace, the Sidecar resource in force, source selectors matched).
     scopes: BTreeMap<ScopeKey, Arc<OutboundScope>>,
+    /// The distinct `sourceLabels` of every VirtualService HTTP match: the
+    /// proxies of a namespace that satisfy the same ones see the same routes.
+    source_selectors: Vec<BTreeMap<String, String>>,
     /// Clusters and endpoints shared by the scopes of all namespaces.
     shared: Shared<'m>,
 }
 
-/// A client namespace and the Sidecar resource (namespace, name) in force, if any.
-type ScopeKey = (String, Option<(String, String)>);
+/// A client namespace, the Sidecar resource (namespace, name) in force, if
+/// any, and which of [`Translator::source_selectors`] the client's labels satisfy.
+type ScopeKey = (String, Option<(String, String)>, Vec<usize>);
 
 impl<'m> Translator<'m> {
     pub fn new(model: &'m MeshModel, options: TranslateOptions) -> Self {
@@ -46,35 +51,55 @@ impl<'m> Translator<'m> {
             http_proxy: explicit,
             per_port: !explicit,
         };
+        let source_selectors: BTreeSet<&BTreeMap<String, String>> = model
+            .virtual_services()
+            .flat_map(|vs| &vs.object.spec.http)
+            .flat_map(|r| &r.match_)
+            .map(|m| &m.source_labels)
+            .filter(|s| !s.is_empty())
+            .collect();
         Translator {
             model,
             options,
             scopes: BTreeMap::new(),
+            source_selectors: source_selectors.into_iter().cloned().collect(),
             shared,
         }
     }
 
-    /// The outbound view of `namespace` (cached).
+    /// The outbound view of `namespace`, for a sidecar without labels (cached).
     pub fn scope(&mut self, namespace: &str) -> Arc<OutboundScope> {
-        self.scope_for(namespace, None)
+        self.scope_for(namespace, &BTreeMap::new(), None)
     }
 
-    /// The outbound view of `namespace` narrowed by Sidecar resource `sidecar` (cached).
+    /// The outbound view of `namespace` for a sidecar with `labels`, narrowed
+    /// by Sidecar resource `sidecar` (cached).
     fn scope_for(
         &mut self,
         namespace: &str,
+        labels: &BTreeMap<String, String>,
         sidecar: Option<&trellis_model::Stored<trellis_api::networking::Sidecar>>,
     ) -> Arc<OutboundScope> {
+        let satisfied = (self.source_selectors.iter().enumerate())
+            .filter(|(_, selector)| trellis_model::labels_match(selector, labels))
+            .map(|(i, _)| i)
+            .collect();
         let key = (
             namespace.to_string(),
             sidecar.map(|s| (s.namespace.clone(), s.name.clone())),
+            satisfied,
         );
         if let Some(s) = self.scopes.get(&key) {
             return s.clone();
         }
+        let client = Client {
+            labels,
+            namespace,
+            gateway: None,
+        };
         let s = Arc::new(outbound_scope_shared(
             self.model,
-            namespace,
+            &client,
             &self.options.sds,
             sidecar,
             &mut self.shared,
@@ -103,7 +128,7 @@ impl<'m> Translator<'m> {
             ProxyKind::Sidecar => model.sidecar_for(workload),
             ProxyKind::Gateway => None,
         };
-        let scope = self.scope_for(&proxy.namespace, sidecar);
+        let scope = self.scope_for(&proxy.namespace, &workload.labels, sidecar);
         let mut out = ProxyResources {
             clusters: scope.clusters.clone(),
             endpoints: scope.endpoints.clone(),

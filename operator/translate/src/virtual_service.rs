@@ -1,6 +1,9 @@
 //! VirtualService `http[]` (API) -> [`HttpRule`], destinations resolved to cluster names;
 //! `tcp[]` and `tls[]` reported as not programmed.
-use trellis_api::networking::{self as api, HTTPRoute};
+use std::collections::BTreeMap;
+
+use trellis_api::networking::{self as api, HTTPMatchRequest, HTTPRoute};
+use trellis_model::{gateway_ref, labels_match};
 
 use crate::destination_rule::dur;
 use crate::http_rule::{
@@ -33,6 +36,58 @@ pub fn unprogrammed_routes(model: &trellis_model::MeshModel) -> Vec<TranslateErr
         }
     }
     errors
+}
+
+/// The proxy a rule is programmed into, as the conditions of an HTTP match
+/// that name the client rather than the request read it: `sourceLabels`,
+/// `sourceNamespace` and `gateways`. Envoy cannot see them in a request, so
+/// they decide which proxies get the match at all.
+#[derive(Debug, Clone, Copy)]
+pub struct Client<'a> {
+    pub labels: &'a BTreeMap<String, String>,
+    pub namespace: &'a str,
+    /// `None` for a sidecar (`mesh`); for a gateway proxy, the Gateway
+    /// (namespace, name) the rule is served on.
+    pub gateway: Option<(&'a str, &'a str)>,
+}
+
+impl Client<'_> {
+    /// Whether match `m` of a VirtualService of `vs_namespace` applies to this client.
+    fn admits(&self, m: &HTTPMatchRequest, vs_namespace: &str) -> bool {
+        let gateway = |g: &String| match (self.gateway, gateway_ref(g, vs_namespace)) {
+            (None, _) => g == "mesh",
+            (Some(served), Some((namespace, name))) => served == (&namespace, &name),
+            (Some(_), None) => false,
+        };
+        labels_match(&m.source_labels, self.labels)
+            && m.source_namespace
+                .as_deref()
+                .is_none_or(|n| n == self.namespace)
+            && (m.gateways.is_empty() || m.gateways.iter().any(gateway))
+    }
+
+    /// Whether `route` applies to this client: it has no match, or one it admits.
+    pub fn admits_route(&self, route: &HTTPRoute, vs_namespace: &str) -> bool {
+        route.match_.is_empty() || route.match_.iter().any(|m| self.admits(m, vs_namespace))
+    }
+
+    /// `rule`, converted from `route`, with only the matches this client
+    /// admits; `None` when `route` has matches and none applies, so the rule
+    /// is not programmed into this proxy (rather than matching everything).
+    pub fn narrow(
+        &self,
+        route: &HTTPRoute,
+        mut rule: HttpRule,
+        vs_namespace: &str,
+    ) -> Option<HttpRule> {
+        if route.match_.is_empty() {
+            return Some(rule);
+        }
+        // `rule.matches` are `route.match_`, converted one by one in order.
+        let mut admitted = route.match_.iter().map(|m| self.admits(m, vs_namespace));
+        rule.matches.retain(|_| admitted.next().unwrap_or(false));
+        (!rule.matches.is_empty()).then_some(rule)
+    }
 }
 
 /// Resolves a destination to (cluster name, consistent-hash header), or says why not.

@@ -370,3 +370,36 @@ spec:
     );
     assert!(out.listeners.iter().all(|l| l.name != "127.0.0.20_9444"));
 }
+
+/// A match's `gateways` overrides the VirtualService's: a match for the mesh
+/// or for another gateway is not served on this one.
+#[test]
+fn a_match_for_the_mesh_or_another_gateway_is_not_served_here() {
+    let mut resources = gateway_resources();
+    resources.retain(|r| !matches!(r, Resource::VirtualService(_)));
+    resources.push(vs(r#"
+metadata: {name: shop, namespace: shop}
+spec:
+  hosts: [shop.example.com]
+  gateways: [shop-gw, mesh]
+  http:
+  - match: [{gateways: [mesh], uri: {prefix: /internal}}]
+    route: [{destination: {host: cart}}]
+  - match: [{gateways: [shop/shop-gw], uri: {prefix: /cart}}, {gateways: [other-gw], uri: {prefix: /nope}}]
+    route: [{destination: {host: cart}}]
+  - match: [{sourceLabels: {istio: egressgateway}}]
+    route: [{destination: {host: cart}}]
+  - route: [{destination: {host: web}}]
+"#));
+    let model = model_of(resources);
+    let out = gateway_proxy(&model);
+    let plain = route_config(&out, "http.8081");
+    let prefixes: Vec<String> = plain.virtual_hosts[0]
+        .routes
+        .iter()
+        .map(|r| format!("{:?}", r.r#match.as_ref().unwrap().path_specifier))
+        .collect();
+    assert_eq!(prefixes.len(), 2, "{prefixes:?}");
+    assert!(prefixes[0].contains("\"/cart\""), "{prefixes:?}");
+    assert!(prefixes[1].contains("\"/\""), "{prefixes:?}");
+}

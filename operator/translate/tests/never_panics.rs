@@ -68,8 +68,15 @@ fn http_route() -> impl Strategy<Value = Value> {
         prop::option::of(prop::sample::select(vec!["/a", "^(", "[a-z]+"])),
         any::<bool>(),
         prop::option::of(pick(&["1s", "0s", "250ms"])),
+        prop::option::of(prop::sample::select(vec![
+            json!({"sourceLabels": {"version": "v1"}}),
+            json!({"sourceLabels": {"app": "nobody"}}),
+            json!({"sourceNamespace": "b"}),
+            json!({"gateways": ["mesh"]}),
+            json!({"gateways": ["gw", "a/gw"]}),
+        ])),
     )
-        .prop_map(|(dests, uri, redirect, timeout)| {
+        .prop_map(|(dests, uri, redirect, timeout, client)| {
             let route: Vec<Value> = dests
                 .into_iter()
                 .map(|(d, w)| {
@@ -83,6 +90,11 @@ fn http_route() -> impl Strategy<Value = Value> {
             let mut h = json!({ "route": route });
             if let Some(u) = uri {
                 h["match"] = json!([{ "uri": { "regex": u } }]);
+            }
+            // A match naming its clients, alone or next to the uri match.
+            if let Some(client) = client {
+                let matches = h["match"].as_array().cloned().unwrap_or_default();
+                h["match"] = Value::Array(matches.into_iter().chain([client]).collect());
             }
             if redirect {
                 h = json!({ "redirect": { "uri": "/moved", "redirectCode": 308 } });

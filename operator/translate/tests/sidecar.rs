@@ -8,7 +8,7 @@ use envoy_types::pb::envoy::config::route::v3::{
     Route, RouteAction, VirtualHost, route::Action, route_action::ClusterSpecifier,
 };
 use fixture::*;
-use trellis_translate::{ErrorCode, ProxyResources};
+use trellis_translate::{ErrorCode, Proxy, ProxyResources, Translator};
 
 fn vhost<'a>(out: &'a ProxyResources, name: &str) -> &'a VirtualHost {
     out.routes
@@ -376,4 +376,130 @@ spec:
             .iter()
             .any(|c| c.name == "outbound|5432||db.shop.svc.cluster.local")
     );
+}
+
+/// The cluster a route sends to (one destination).
+fn cluster_of(route: &Route) -> &str {
+    match &action(route).cluster_specifier {
+        Some(ClusterSpecifier::Cluster(c)) => c,
+        other => panic!("not one cluster: {other:?}"),
+    }
+}
+
+/// `web-2` is a canary client; cart has subsets v1 and v2.
+fn client_matched_mesh(rules: &str) -> trellis_model::MeshModel {
+    let mut resources = base_resources();
+    resources.extend([
+        workload(
+            "shop",
+            "web-2",
+            "127.0.0.14",
+            &[("app", "web"), ("track", "canary")],
+        ),
+        dr(r#"
+metadata: {name: cart, namespace: shop}
+spec:
+  host: cart
+  subsets: [{name: v1, labels: {version: v1}}, {name: v2, labels: {version: v2}}]
+"#),
+        vs(rules),
+    ]);
+    model_of(resources)
+}
+
+const V1: &str = "outbound|8080|v1|cart.shop.svc.cluster.local";
+const V2: &str = "outbound|8080|v2|cart.shop.svc.cluster.local";
+
+/// `sourceLabels`, `sourceNamespace` and `gateways` name the client, which
+/// Envoy cannot see in a request: they decide which sidecars get a match.
+/// Programmed everywhere, the canary rule would send every client to v2.
+#[test]
+fn matches_that_name_their_clients_are_programmed_only_into_those_clients() {
+    let model = client_matched_mesh(
+        r#"
+metadata: {name: cart, namespace: shop}
+spec:
+  hosts: [cart]
+  http:
+  - match:
+    - {sourceLabels: {track: canary}, headers: {x-debug: {exact: "1"}}}
+    - {sourceLabels: {track: canary}, uri: {prefix: /basket}}
+    - {sourceLabels: {track: stable}}
+    route: [{destination: {host: cart, subset: v2}}]
+  - match: [{sourceNamespace: other}]
+    route: [{destination: {host: cart, subset: v2}}]
+  - match: [{gateways: [shop-gw]}, {gateways: [mesh], uri: {prefix: /v2}}]
+    route: [{destination: {host: cart, subset: v2}}]
+  - route: [{destination: {host: cart, subset: v1}}]
+"#,
+    );
+    let mut translator = Translator::new(&model, explicit_options());
+    let routes_of = |out: &ProxyResources| -> Vec<(Option<String>, String)> {
+        http_routes(vhost(out, &format!("{CART}:8080")))
+            .iter()
+            .map(|r| {
+                let prefix = match r.r#match.as_ref().unwrap().path_specifier.as_ref() {
+                    Some(
+                        envoy_types::pb::envoy::config::route::v3::route_match::PathSpecifier::Prefix(
+                            p,
+                        ),
+                    ) => Some(p.clone()),
+                    _ => None,
+                };
+                (prefix, cluster_of(r).to_string())
+            })
+            .collect()
+    };
+    let stable = translator.translate(&Proxy::sidecar("shop", "web-1"));
+    assert_eq!(
+        routes_of(&stable),
+        [
+            (Some("/v2".into()), V2.into()),
+            (Some("/".into()), V1.into())
+        ],
+        "web-1: only the mesh match of the third rule, then the default"
+    );
+    let canary = translator.translate(&Proxy::sidecar("shop", "web-2"));
+    let canary_routes = routes_of(&canary);
+    assert_eq!(canary_routes.len(), 4, "{canary_routes:?}");
+    assert_eq!(canary_routes[0].1, V2, "the x-debug match");
+    assert_eq!(canary_routes[1], (Some("/basket".into()), V2.into()));
+    assert_eq!(canary_routes[2], (Some("/v2".into()), V2.into()));
+    assert_eq!(canary_routes[3], (Some("/".into()), V1.into()));
+    // One translator keyed by the selectors each proxy satisfies gives what
+    // a fresh translation of each proxy gives.
+    for name in ["web-1", "web-2"] {
+        let proxy = Proxy::sidecar("shop", name);
+        assert_eq!(
+            Translator::new(&model, explicit_options()).translate(&proxy),
+            translator.translate(&proxy),
+            "{name}"
+        );
+    }
+}
+
+/// As in Istio: when none of a VirtualService's http routes applies to a
+/// sidecar, the host keeps its default route there (it is not closed).
+#[test]
+fn a_virtual_service_with_no_route_for_a_client_leaves_it_the_default_route() {
+    let model = client_matched_mesh(
+        r#"
+metadata: {name: cart, namespace: shop}
+spec:
+  hosts: [cart]
+  http:
+  - match: [{sourceLabels: {track: canary}}]
+    route: [{destination: {host: cart, subset: v2}}]
+"#,
+    );
+    let mut translator = Translator::new(&model, explicit_options());
+    let stable = translator.translate(&Proxy::sidecar("shop", "web-1"));
+    let routes = http_routes(vhost(&stable, &format!("{CART}:8080")));
+    assert_eq!(routes.len(), 1);
+    assert_eq!(cluster_of(&routes[0]), format!("outbound|8080||{CART}"));
+    let canary = translator.translate(&Proxy::sidecar("shop", "web-2"));
+    let routes = http_routes(vhost(&canary, &format!("{CART}:8080")));
+    assert_eq!(routes.len(), 1);
+    assert_eq!(cluster_of(&routes[0]), V2);
+    assert!(stable.errors.is_empty() && canary.errors.is_empty());
 }
