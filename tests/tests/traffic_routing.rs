@@ -1,6 +1,6 @@
 //! VirtualService features through the whole translator (model -> sidecar -> real Envoy)
 //! that `routing.rs` (route builder only) does not cover: withoutHeaders, authority and
-//! regex queryParams matches, header set/add/remove on request and response, CORS
+//! regex queryParams and scheme matches, header set/add/remove on request and response, CORS
 //! preflight, mirror with a percentage, fault delay and abort with a percentage, and
 //! matches that name their clients (sourceLabels, sourceNamespace, gateways).
 use std::collections::BTreeMap;
@@ -88,6 +88,12 @@ spec:
     match: [{uri: {prefix: /delay-half}}]
     fault: {delay: {fixedDelay: 5ms, percentage: {value: 50}}}
     route: [{destination: {host: routes, subset: v1}}]
+  - name: scheme-https
+    match: [{uri: {prefix: /scheme}, scheme: {exact: https}}]
+    route: [{destination: {host: routes, subset: v2}}]
+  - name: scheme-http
+    match: [{uri: {prefix: /plain}, scheme: {exact: http}}]
+    route: [{destination: {host: routes, subset: v2}}]
   - name: for-cart-clients
     match: [{uri: {prefix: /source}, sourceLabels: {app: cart}}]
     route: [{destination: {host: routes, subset: v2}}]
@@ -166,6 +172,9 @@ fn routing_features_through_the_translator_on_real_envoy() {
     assert_eq!(server(get("/query?id=42")), "b");
     assert_eq!(server(get("/query?id=4x2")), "a");
     assert_eq!(server(get("/query")), "a");
+    // scheme: the app's plain request arrives as http
+    assert_eq!(server(get("/plain")), "b");
+    assert_eq!(server(get("/scheme")), "a");
     // client matches: the client (app: web in shop, a sidecar) gets only its own
     assert_eq!(server(get("/mine")), "b", "sourceLabels app: web");
     assert_eq!(

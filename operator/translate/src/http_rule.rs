@@ -15,6 +15,8 @@ pub enum StringMatch {
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct RequestMatch {
     pub uri: Option<StringMatch>,
+    /// `http` or `https`, as the request arrived.
+    pub scheme: Option<StringMatch>,
     pub method: Option<StringMatch>,
     pub authority: Option<StringMatch>,
     pub headers: BTreeMap<String, StringMatch>,

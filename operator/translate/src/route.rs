@@ -252,6 +252,9 @@ fn route_match(m: Option<&RequestMatch>) -> RouteMatch {
         Some(StringMatch::Regex(r)) => PathSpecifier::SafeRegex(regex(r)),
     };
     let mut headers: Vec<HeaderMatcher> = Vec::new();
+    if let Some(scheme) = &m.scheme {
+        headers.push(header_matcher(":scheme", scheme, false));
+    }
     if let Some(method) = &m.method {
         headers.push(header_matcher(":method", method, false));
     }

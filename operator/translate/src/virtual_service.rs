@@ -207,6 +207,7 @@ pub fn http_rule(
             .iter()
             .map(|m| RequestMatch {
                 uri: m.uri.as_ref().map(string_match),
+                scheme: m.scheme.as_ref().map(string_match),
                 method: m.method.as_ref().map(string_match),
                 authority: m.authority.as_ref().map(string_match),
                 headers: m
