@@ -242,8 +242,29 @@ pub fn connect_and_get(proxy: SocketAddr, target: &str) -> (u16, Option<String>)
         "GET /orders HTTP/1.1\r\nhost: {target}\r\nconnection: close\r\n\r\n"
     )
     .unwrap();
+    // The head, then the body by its length: the tunnel may outlive the
+    // response by a while, so reading to its end would wait for that.
     let mut response = String::new();
-    reader.read_to_string(&mut response).unwrap();
+    while !response.ends_with("\r\n\r\n") {
+        if reader.read_line(&mut response).unwrap() == 0 {
+            return (status, Some(response));
+        }
+    }
+    let length = response
+        .lines()
+        .filter_map(|l| l.split_once(':'))
+        .find(|(name, _)| name.eq_ignore_ascii_case("content-length"))
+        .and_then(|(_, v)| v.trim().parse::<usize>().ok());
+    match length {
+        Some(length) => {
+            let mut body = vec![0; length];
+            reader.read_exact(&mut body).unwrap();
+            response.push_str(&String::from_utf8_lossy(&body));
+        }
+        None => {
+            reader.read_to_string(&mut response).unwrap();
+        }
+    }
     (status, Some(response))
 }
 

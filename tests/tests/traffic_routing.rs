@@ -278,3 +278,88 @@ fn routing_features_through_the_translator_on_real_envoy() {
         - delayed0;
     assert!((140..=260).contains(&delayed), "delayed {delayed} of 400");
 }
+
+/// A Service `shop/<name>` selecting `app: <app>` with one TCP port.
+fn tcp_service(name: &str, app: &str, port: u16, cluster_ip: &str) -> Resource {
+    let svc: k8s_openapi::api::core::v1::Service = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": name, "namespace": "shop"},
+        "spec": {
+            "selector": {"app": app},
+            "ports": [{"name": "tcp", "port": port, "targetPort": "http"}],
+            "clusterIP": cluster_ip
+        }
+    }))
+    .expect("service");
+    Resource::Service(Box::new(svc))
+}
+
+/// VirtualService `tcp` routes on real Envoy: tunnels to TCP services (`CONNECT`,
+/// as a gRPC client behind `HTTPS_PROXY` opens them) take the first route that
+/// applies to the client, split by weight.
+#[test]
+fn tcp_routes_through_the_translator_on_real_envoy() {
+    let ip = Ipv4Addr::new(127, 0, 0, 76);
+    let ups: BTreeMap<&str, Upstream> = ["a", "b"]
+        .into_iter()
+        .map(|n| (n, Upstream::echo(n, ip)))
+        .collect();
+    let subsets = |host: &str| {
+        destination_rule(&format!(
+            "metadata: {{name: {host}, namespace: shop}}\n\
+             spec: {{host: {host}, subsets: [{{name: v1, labels: {{version: v1}}}}, \
+             {{name: v2, labels: {{version: v2}}}}]}}"
+        ))
+    };
+    let resources = vec![
+        tcp_service("ledger", "ledger", 7000, "10.9.0.1"),
+        tcp_service("vault", "ledger", 7100, "10.9.0.2"),
+        plain_workload("a", "ledger", ups["a"].addr(), &[("version", "v1")]),
+        plain_workload("b", "ledger", ups["b"].addr(), &[("version", "v2")]),
+        subsets("ledger"),
+        subsets("vault"),
+        virtual_service(
+            r#"
+metadata: {name: ledger, namespace: shop}
+spec:
+  hosts: [ledger]
+  tcp:
+  - match: [{sourceLabels: {app: cart}}]
+    route: [{destination: {host: ledger, subset: v1}}]
+  - match: [{port: 7001}]
+    route: [{destination: {host: ledger, subset: v1}}]
+  - route: [{destination: {host: ledger, subset: v2}}]
+"#,
+        ),
+        virtual_service(
+            r#"
+metadata: {name: vault, namespace: shop}
+spec:
+  hosts: [vault]
+  tcp:
+  - route:
+    - {destination: {host: vault, subset: v1}, weight: 50}
+    - {destination: {host: vault, subset: v2}, weight: 50}
+"#,
+        ),
+    ];
+    let client = start_client(&test_ca(), resources, Ipv4Addr::new(127, 0, 0, 77));
+    let upstream_of = |target: &str| -> String {
+        let (status, response) = trellis_e2e::connect_and_get(client.listen, target);
+        assert_eq!(status, 200, "CONNECT {target}: {}", client.envoy.log());
+        let response = response.unwrap_or_default();
+        let line = response
+            .lines()
+            .find_map(|l| l.strip_prefix("x-upstream: "))
+            .unwrap_or_else(|| panic!("no x-upstream in {response}"));
+        line.to_string()
+    };
+    // The routes for cart's clients and for port 7001 do not apply: all to v2.
+    for _ in 0..10 {
+        assert_eq!(upstream_of("ledger:7000"), "b");
+    }
+    // 50/50 over 200 tunnels: expected 100 to each, sd 7; accept 58..=142 (6 sd).
+    let to_a = (0..200)
+        .filter(|_| upstream_of("vault:7100") == "a")
+        .count();
+    assert!((58..=142).contains(&to_a), "{to_a} of 200 tunnels to v1");
+}

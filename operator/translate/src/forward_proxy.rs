@@ -9,7 +9,8 @@ use envoy_types::pb::envoy::config::cluster::v3::cluster::{
     ClusterDiscoveryType, CustomClusterType, DnsLookupFamily, LbPolicy,
 };
 use envoy_types::pb::envoy::config::route::v3::{
-    Route, RouteAction, RouteMatch, route, route_action, route_match,
+    Route, RouteAction, RouteMatch, WeightedCluster, route, route_action, route_match,
+    weighted_cluster,
 };
 use envoy_types::pb::envoy::extensions::clusters::dynamic_forward_proxy::v3::{
     ClusterConfig, cluster_config::ClusterImplementationSpecifier,
@@ -21,6 +22,7 @@ use envoy_types::pb::envoy::extensions::filters::http::dynamic_forward_proxy::v3
 use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
     HttpConnectionManager, HttpFilter, http_connection_manager, http_filter::ConfigType,
 };
+use envoy_types::pb::google::protobuf::UInt32Value;
 use envoy_types::util::pack_any;
 
 use crate::cluster::{DEFAULT_CONNECT_TIMEOUT, duration};
@@ -88,6 +90,26 @@ pub fn accept_connect(hcm: &mut HttpConnectionManager) {
 /// `CONNECT host:port` to `cluster`: Envoy answers 200 and relays the bytes
 /// that follow (the client's own TLS) as raw TCP.
 pub fn connect_route(name: &str, cluster: &str) -> Route {
+    weighted_connect_route(name, &[(cluster.to_string(), 100)])
+}
+
+/// [`connect_route`] to `destinations` (cluster, weight): each tunnel goes to
+/// one of them, picked by weight.
+pub fn weighted_connect_route(name: &str, destinations: &[(String, u32)]) -> Route {
+    let cluster_specifier = match destinations {
+        [(only, _)] => route_action::ClusterSpecifier::Cluster(only.clone()),
+        many => route_action::ClusterSpecifier::WeightedClusters(WeightedCluster {
+            clusters: many
+                .iter()
+                .map(|(name, weight)| weighted_cluster::ClusterWeight {
+                    name: name.clone(),
+                    weight: Some(UInt32Value { value: *weight }),
+                    ..Default::default()
+                })
+                .collect(),
+            ..Default::default()
+        }),
+    };
     Route {
         name: name.into(),
         r#match: Some(RouteMatch {
@@ -97,7 +119,7 @@ pub fn connect_route(name: &str, cluster: &str) -> Route {
             ..Default::default()
         }),
         action: Some(route::Action::Route(RouteAction {
-            cluster_specifier: Some(route_action::ClusterSpecifier::Cluster(cluster.into())),
+            cluster_specifier: Some(cluster_specifier),
             upgrade_configs: vec![route_action::UpgradeConfig {
                 upgrade_type: CONNECT.into(),
                 connect_config: Some(route_action::upgrade_config::ConnectConfig::default()),

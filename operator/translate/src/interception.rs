@@ -99,7 +99,6 @@ pub fn outbound_listeners(scope: &OutboundScope) -> Vec<Listener> {
             .as_ref()
             .filter(|a| a.parse::<std::net::IpAddr>().is_ok());
         for port in service.ports.iter().filter(|p| !p.protocol.is_http()) {
-            let cluster = names::outbound_cluster(port.port, None, &service.hostname);
             let Some(address) = address else {
                 // `*` is no SNI name; such traffic stays on virtualOutbound.
                 if service.hostname != "*" {
@@ -112,7 +111,7 @@ pub fn outbound_listeners(scope: &OutboundScope) -> Vec<Listener> {
                 address,
                 port.port,
                 vec![FilterChain {
-                    filters: vec![tcp_proxy(&cluster, &cluster)],
+                    filters: vec![scope.tcp_proxy(&service.hostname, port.port)],
                     ..Default::default()
                 }],
                 Vec::new(),
@@ -141,7 +140,7 @@ pub fn outbound_listeners(scope: &OutboundScope) -> Vec<Listener> {
                         server_names: vec![service.hostname.clone()],
                         ..Default::default()
                     }),
-                    filters: vec![tcp_proxy(&cluster, &cluster)],
+                    filters: vec![scope.tcp_proxy(&service.hostname, p.port)],
                     ..Default::default()
                 }
             })

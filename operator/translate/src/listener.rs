@@ -14,7 +14,8 @@ use envoy_types::pb::envoy::extensions::filters::network::http_connection_manage
     http_filter::ConfigType as HttpFilterConfig,
 };
 use envoy_types::pb::envoy::extensions::filters::network::tcp_proxy::v3::{
-    TcpProxy, tcp_proxy::ClusterSpecifier,
+    TcpProxy,
+    tcp_proxy::{ClusterSpecifier, WeightedCluster, weighted_cluster::ClusterWeight},
 };
 use envoy_types::util::pack_any;
 
@@ -96,9 +97,28 @@ pub fn connection_manager(
 }
 
 pub fn tcp_proxy(stat_prefix: &str, cluster: &str) -> Filter {
+    weighted_tcp_proxy(stat_prefix, &[(cluster.to_string(), 100)])
+}
+
+/// A TCP proxy to `destinations` (cluster, weight): each connection goes to
+/// one of them, picked by weight.
+pub fn weighted_tcp_proxy(stat_prefix: &str, destinations: &[(String, u32)]) -> Filter {
+    let cluster_specifier = match destinations {
+        [(only, _)] => ClusterSpecifier::Cluster(only.clone()),
+        many => ClusterSpecifier::WeightedClusters(WeightedCluster {
+            clusters: many
+                .iter()
+                .map(|(name, weight)| ClusterWeight {
+                    name: name.clone(),
+                    weight: *weight,
+                    ..Default::default()
+                })
+                .collect(),
+        }),
+    };
     let tcp = TcpProxy {
         stat_prefix: stat_prefix.to_string(),
-        cluster_specifier: Some(ClusterSpecifier::Cluster(cluster.to_string())),
+        cluster_specifier: Some(cluster_specifier),
         ..Default::default()
     };
     Filter {

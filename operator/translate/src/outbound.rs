@@ -7,18 +7,20 @@ use std::sync::Arc;
 
 use envoy_types::pb::envoy::config::cluster::v3::Cluster;
 use envoy_types::pb::envoy::config::endpoint::v3::ClusterLoadAssignment;
+use envoy_types::pb::envoy::config::listener::v3::Filter;
 use envoy_types::pb::envoy::config::route::v3::{Route, RouteConfiguration, VirtualHost};
 use trellis_api::networking as api;
 use trellis_api::networking::{OutboundTrafficPolicyMode, Sidecar};
 use trellis_model::{MeshModel, MeshService, OutboundPolicy, Resolution, ServicePort, Stored};
 
 use crate::http_rule::HttpRule;
+use crate::listener::{tcp_proxy, weighted_tcp_proxy};
 use crate::names;
 use crate::route::routes;
 use crate::security::sds::SdsSource;
 use crate::shared::Shared;
 use crate::types::{ErrorCode, TranslateError};
-use crate::virtual_service::{Client, http_rule};
+use crate::virtual_service::{Client, TcpDestinations, http_rule, tcp_route};
 
 type Labels = std::collections::BTreeMap<String, String>;
 
@@ -29,6 +31,9 @@ pub struct OutboundScope {
     pub endpoints: Vec<Arc<ClusterLoadAssignment>>,
     /// HTTP rules per (service FQDN, port), in order.
     pub http_rules: BTreeMap<(String, u16), Vec<HttpRule>>,
+    /// Per (service FQDN, port) that is not HTTP: where its VirtualService's
+    /// `tcp` route sends connections (absent: to the port's default cluster).
+    pub tcp_routes: BTreeMap<(String, u16), TcpDestinations>,
     /// The HTTP proxy route configuration (explicit shape).
     pub http_proxy_routes: Arc<RouteConfiguration>,
     /// Services visible from the namespace, by host.
@@ -42,6 +47,18 @@ pub struct OutboundScope {
     pub outbound_policy: OutboundPolicy,
     /// Interception shape: one route configuration per outbound HTTP port (named by port).
     pub port_routes: Vec<Arc<RouteConfiguration>>,
+}
+
+impl OutboundScope {
+    /// The TCP proxy for connections to `port` of `host`: to its `tcp` route's
+    /// destinations, else to the port's default cluster (named in stats either way).
+    pub fn tcp_proxy(&self, host: &str, port: u16) -> Filter {
+        let cluster = names::outbound_cluster(port, None, host);
+        match self.tcp_routes.get(&(host.to_string(), port)) {
+            Some(destinations) => weighted_tcp_proxy(&cluster, destinations),
+            None => tcp_proxy(&cluster, &cluster),
+        }
+    }
 }
 
 /// Istio's catch-all virtual hosts for hosts outside the registry.
@@ -201,6 +218,28 @@ pub(crate) fn outbound_scope_shared(
                 code: ErrorCode::ConflictingHost,
             });
         }
+        if let Some(vs) = vss.first().filter(|vs| !vs.object.spec.tcp.is_empty()) {
+            for port in service.ports.iter().filter(|p| !p.protocol.is_http()) {
+                let resolve = |d: &api::Destination| {
+                    resolve_destination(
+                        model,
+                        vs.namespace.as_str(),
+                        service,
+                        port,
+                        d,
+                        &known_subsets,
+                        &hash_headers,
+                    )
+                };
+                let address = service.address.as_deref();
+                let route = tcp_route(vs, client, port.port, address, &resolve, &mut scope.errors);
+                if let Some(route) = route {
+                    scope
+                        .tcp_routes
+                        .insert((service.hostname.clone(), port.port), route);
+                }
+            }
+        }
         for port in service.ports.iter().filter(|p| p.protocol.is_http()) {
             let default_cluster = names::outbound_cluster(port.port, None, &service.hostname);
             let rules = match vss.first() {
@@ -271,6 +310,7 @@ pub(crate) fn outbound_scope_shared(
             namespace,
             &services,
             &scope.http_rules,
+            &scope.tcp_routes,
             scope.outbound_policy,
         ));
     }
@@ -389,8 +429,8 @@ pub fn host_aliases(model: &MeshModel, service: &MeshService, namespace: &str) -
 
 /// One route configuration for the explicit HTTP proxy: a virtual host per service
 /// port with every alias `:port`; bare aliases go to port 80 or the lowest HTTP port.
-/// `CONNECT alias:port` tunnels to the port's cluster, as a local TCP port would:
-/// the only route of a port that is not HTTP (TCP, TLS, HTTPS), and the first of
+/// `CONNECT alias:port` tunnels to the port's cluster (or its `tcp` route), as a
+/// local TCP port would: the only route of a port that is not HTTP (TCP, TLS, HTTPS), and the first of
 /// an HTTP port, for clients that tunnel whatever they send through a proxy (gRPC
 /// does); requests inside a tunnel are not routed by the port's rules.
 fn http_proxy_routes(
@@ -398,6 +438,7 @@ fn http_proxy_routes(
     namespace: &str,
     services: &[&MeshService],
     rules: &BTreeMap<(String, u16), Vec<HttpRule>>,
+    tcp_routes: &BTreeMap<(String, u16), TcpDestinations>,
     policy: OutboundPolicy,
 ) -> RouteConfiguration {
     let mut virtual_hosts = Vec::new();
@@ -446,7 +487,14 @@ fn http_proxy_routes(
                     .iter()
                     .map(|a| format!("{a}:{}", port.port))
                     .collect(),
-                routes: vec![connect_to_port(&name, &service.hostname, port.port)],
+                routes: vec![
+                    match tcp_routes.get(&(service.hostname.clone(), port.port)) {
+                        Some(destinations) => {
+                            crate::forward_proxy::weighted_connect_route(&name, destinations)
+                        }
+                        None => connect_to_port(&name, &service.hostname, port.port),
+                    },
+                ],
                 name,
                 ..Default::default()
             });

@@ -32,8 +32,9 @@ pub struct Translator<'m> {
     options: TranslateOptions,
     /// By (namespace, the Sidecar resource in force, source selectors matched).
     scopes: BTreeMap<ScopeKey, Arc<OutboundScope>>,
-    /// The distinct `sourceLabels` of every VirtualService HTTP match: the
-    /// proxies of a namespace that satisfy the same ones see the same routes.
+    /// The distinct `sourceLabels` of every VirtualService `http` and `tcp`
+    /// match: the proxies of a namespace that satisfy the same ones see the
+    /// same routes.
     source_selectors: Vec<BTreeMap<String, String>>,
     /// Clusters and endpoints shared by the scopes of all namespaces.
     shared: Shared<'m>,
@@ -53,9 +54,13 @@ impl<'m> Translator<'m> {
         };
         let source_selectors: BTreeSet<&BTreeMap<String, String>> = model
             .virtual_services()
-            .flat_map(|vs| &vs.object.spec.http)
-            .flat_map(|r| &r.match_)
-            .map(|m| &m.source_labels)
+            .flat_map(|vs| {
+                let spec = &vs.object.spec;
+                let http = spec.http.iter().flat_map(|r| &r.match_);
+                let tcp = spec.tcp.iter().flat_map(|r| &r.match_);
+                http.map(|m| &m.source_labels)
+                    .chain(tcp.map(|m| &m.source_labels))
+            })
             .filter(|s| !s.is_empty())
             .collect();
         Translator {
@@ -191,13 +196,12 @@ impl<'m> Translator<'m> {
                     if service.port(*port).is_none() {
                         continue;
                     }
-                    let cluster = names::outbound_cluster(*port, None, host);
                     listeners.push(listener(
                         names::listener_name(&workload.address, *local),
                         &workload.address,
                         *local,
                         vec![FilterChain {
-                            filters: vec![tcp_proxy(&cluster, &cluster)],
+                            filters: vec![scope.tcp_proxy(host, *port)],
                             ..Default::default()
                         }],
                         Vec::new(),

@@ -170,6 +170,6 @@ pub enum ErrorCode {
     /// The proxy's own workload is not in the model.
     UnknownProxy,
     /// A field that is validated but not programmed into proxies yet
-    /// (VirtualService `tcp` and `tls` routes).
+    /// (VirtualService `tls` routes).
     NotImplemented,
 }

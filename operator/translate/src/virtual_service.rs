@@ -2,8 +2,8 @@
 //! `tcp[]` and `tls[]` reported as not programmed.
 use std::collections::BTreeMap;
 
-use trellis_api::networking::{self as api, HTTPMatchRequest, HTTPRoute};
-use trellis_model::{gateway_ref, labels_match};
+use trellis_api::networking::{self as api, HTTPMatchRequest, HTTPRoute, L4MatchAttributes};
+use trellis_model::{Stored, gateway_ref, labels_match};
 
 use crate::destination_rule::dur;
 use crate::http_rule::{
@@ -12,14 +12,14 @@ use crate::http_rule::{
 };
 use crate::types::{ErrorCode, TranslateError};
 
-/// VirtualService `tcp` and `tls` routes are validated but not programmed:
-/// connections go to each port's default destination. Said on each object
-/// that has them rather than ignored silently.
+/// VirtualService `tls` routes are validated but not programmed: connections
+/// go to each port's default destination (or its `tcp` route). Said on each
+/// object that has them rather than ignored silently.
 pub fn unprogrammed_routes(model: &trellis_model::MeshModel) -> Vec<TranslateError> {
     let mut errors = Vec::new();
     for vs in model.virtual_services() {
         let spec = &vs.object.spec;
-        for (field, count) in [("tcp", spec.tcp.len()), ("tls", spec.tls.len())] {
+        for (field, count) in [("tls", spec.tls.len())] {
             if count > 0 {
                 errors.push(TranslateError {
                     kind: "VirtualService".into(),
@@ -28,7 +28,7 @@ pub fn unprogrammed_routes(model: &trellis_model::MeshModel) -> Vec<TranslateErr
                     path: format!("spec.{field}"),
                     message: format!(
                         "{field} routes are not programmed yet: connections to these hosts \
-                         go to the default destination of their port"
+                         go to the default destination of their port, or its tcp route"
                     ),
                     code: ErrorCode::NotImplemented,
                 });
@@ -52,18 +52,53 @@ pub struct Client<'a> {
 }
 
 impl Client<'_> {
-    /// Whether match `m` of a VirtualService of `vs_namespace` applies to this client.
-    fn admits(&self, m: &HTTPMatchRequest, vs_namespace: &str) -> bool {
+    /// Whether a match of a VirtualService of `vs_namespace` with these client
+    /// conditions applies to this client.
+    fn is(
+        &self,
+        source_labels: &BTreeMap<String, String>,
+        source_namespace: Option<&str>,
+        gateways: &[String],
+        vs_namespace: &str,
+    ) -> bool {
         let gateway = |g: &String| match (self.gateway, gateway_ref(g, vs_namespace)) {
             (None, _) => g == "mesh",
             (Some(served), Some((namespace, name))) => served == (&namespace, &name),
             (Some(_), None) => false,
         };
-        labels_match(&m.source_labels, self.labels)
-            && m.source_namespace
-                .as_deref()
-                .is_none_or(|n| n == self.namespace)
-            && (m.gateways.is_empty() || m.gateways.iter().any(gateway))
+        labels_match(source_labels, self.labels)
+            && source_namespace.is_none_or(|n| n == self.namespace)
+            && (gateways.is_empty() || gateways.iter().any(gateway))
+    }
+
+    /// Whether HTTP match `m` of a VirtualService of `vs_namespace` applies to this client.
+    fn admits(&self, m: &HTTPMatchRequest, vs_namespace: &str) -> bool {
+        self.is(
+            &m.source_labels,
+            m.source_namespace.as_deref(),
+            &m.gateways,
+            vs_namespace,
+        )
+    }
+
+    /// Whether L4 match `m` applies to this client's connections to `port`
+    /// of a service at `address` (its IP, if it has one).
+    fn admits_connection(
+        &self,
+        m: &L4MatchAttributes,
+        vs_namespace: &str,
+        port: u16,
+        address: Option<&str>,
+    ) -> bool {
+        let subnet = |s: &String| address.is_some_and(|a| in_subnet(a, s));
+        m.port.is_none_or(|p| p == u32::from(port))
+            && (m.destination_subnets.is_empty() || m.destination_subnets.iter().any(subnet))
+            && self.is(
+                &m.source_labels,
+                m.source_namespace.as_deref(),
+                &m.gateways,
+                vs_namespace,
+            )
     }
 
     /// Whether `route` applies to this client: it has no match, or one it admits.
@@ -88,6 +123,84 @@ impl Client<'_> {
         rule.matches.retain(|_| admitted.next().unwrap_or(false));
         (!rule.matches.is_empty()).then_some(rule)
     }
+}
+
+/// Whether IP `address` is inside `subnet` (`ip/bits`, or one IP).
+fn in_subnet(address: &str, subnet: &str) -> bool {
+    use std::net::IpAddr;
+    let (net, bits) = subnet.split_once('/').unwrap_or((subnet, ""));
+    let (Ok(address), Ok(net)) = (address.parse::<IpAddr>(), net.parse::<IpAddr>()) else {
+        return false;
+    };
+    let (address, net, width) = match (address, net) {
+        (IpAddr::V4(a), IpAddr::V4(n)) => (u128::from(a.to_bits()), u128::from(n.to_bits()), 32),
+        (IpAddr::V6(a), IpAddr::V6(n)) => (a.to_bits(), n.to_bits(), 128),
+        _ => return false,
+    };
+    let bits: u32 = if bits.is_empty() {
+        width
+    } else {
+        match bits.parse() {
+            Ok(b) if b <= width => b,
+            _ => return false,
+        }
+    };
+    // The low `width - bits` bits are the host part.
+    let host = width - bits;
+    host >= 128 || (address >> host) == (net >> host)
+}
+
+/// Where a `tcp` route sends connections: (cluster, weight) pairs.
+pub type TcpDestinations = Vec<(String, u32)>;
+
+/// The destinations of the first `tcp` route of `vs` that applies to
+/// `client`'s connections to `port` of `service` (at `address`) and has a
+/// destination that resolves; `None` when there is none, so the port's
+/// default cluster serves. Destinations that do not resolve are reported
+/// for every route, whether it applies here or not.
+pub fn tcp_route(
+    vs: &Stored<api::VirtualService>,
+    client: &Client<'_>,
+    port: u16,
+    address: Option<&str>,
+    resolve: &Resolver<'_>,
+    errors: &mut Vec<TranslateError>,
+) -> Option<TcpDestinations> {
+    let mut chosen = None;
+    for (i, route) in vs.object.spec.tcp.iter().enumerate() {
+        let mut destinations: TcpDestinations = Vec::new();
+        for (j, d) in route.route.iter().enumerate() {
+            match resolve(&d.destination) {
+                Ok((cluster, _)) => {
+                    let weight = match (d.weight, route.route.len()) {
+                        (_, 1) => 100,
+                        (w, _) => w.and_then(|w| u32::try_from(w).ok()).unwrap_or(0),
+                    };
+                    // Envoy rejects weighted clusters whose weights are all zero.
+                    if weight > 0 {
+                        destinations.push((cluster, weight));
+                    }
+                }
+                Err((code, message)) => errors.push(TranslateError {
+                    kind: "VirtualService".into(),
+                    namespace: vs.namespace.clone(),
+                    name: vs.name.clone(),
+                    path: format!("spec.tcp[{i}].route[{j}].destination"),
+                    message,
+                    code,
+                }),
+            }
+        }
+        let applies = route.match_.is_empty()
+            || route
+                .match_
+                .iter()
+                .any(|m| client.admits_connection(m, &vs.namespace, port, address));
+        if chosen.is_none() && applies && !destinations.is_empty() {
+            chosen = Some(destinations);
+        }
+    }
+    chosen
 }
 
 /// Resolves a destination to (cluster name, consistent-hash header), or says why not.
@@ -263,5 +376,25 @@ fn headers(h: Option<&api::Headers>) -> Headers {
     Headers {
         request: ops(h.and_then(|h| h.request.as_ref())),
         response: ops(h.and_then(|h| h.response.as_ref())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::in_subnet;
+
+    #[test]
+    fn subnets_contain_the_addresses_under_their_prefix() {
+        assert!(in_subnet("10.1.2.3", "10.0.0.0/8"));
+        assert!(!in_subnet("11.1.2.3", "10.0.0.0/8"));
+        assert!(in_subnet("10.1.2.3", "10.1.2.3"));
+        assert!(!in_subnet("10.1.2.4", "10.1.2.3/32"));
+        assert!(in_subnet("192.0.2.1", "0.0.0.0/0"));
+        assert!(in_subnet("2001:db8::1", "2001:db8::/32"));
+        assert!(!in_subnet("2001:db9::1", "2001:db8::/32"));
+        assert!(in_subnet("::1", "::/0"));
+        assert!(!in_subnet("10.1.2.3", "::/0"), "families differ");
+        assert!(!in_subnet("10.1.2.3", "10.0.0.0/33"));
+        assert!(!in_subnet("cart", "10.0.0.0/8"));
     }
 }

@@ -106,6 +106,32 @@ fn http_route() -> impl Strategy<Value = Value> {
         })
 }
 
+fn tcp_route() -> impl Strategy<Value = Value> {
+    (
+        prop::collection::vec((destination(), prop::option::of(-5i64..150)), 0..3),
+        prop::option::of(prop::sample::select(vec![
+            json!({"port": 80}),
+            json!({"sourceLabels": {"version": "v1"}}),
+            json!({"destinationSubnets": ["10.0.0.0/8", "::/0"]}),
+            json!({"destinationSubnets": ["not a subnet"]}),
+            json!({"gateways": ["mesh"], "sourceNamespace": "b"}),
+        ])),
+    )
+        .prop_map(|(dests, matched)| {
+            let route: Vec<Value> = dests
+                .into_iter()
+                .map(|(d, w)| match w {
+                    Some(w) => json!({ "destination": d, "weight": w }),
+                    None => json!({ "destination": d }),
+                })
+                .collect();
+            match matched {
+                Some(m) => json!({ "match": [m], "route": route }),
+                None => json!({ "route": route }),
+            }
+        })
+}
+
 fn meta(ns: &str, name: String) -> Value {
     json!({ "name": name, "namespace": ns })
 }
@@ -120,7 +146,11 @@ fn resource() -> impl Strategy<Value = Option<Resource>> {
             let ports: Vec<Value> = ports
                 .iter()
                 .enumerate()
-                .map(|(i, (p, t))| json!({"name": format!("http-{i}"), "port": p, "targetPort": t}))
+                // Odd ports are TCP, so `tcp` routes have ports to apply to.
+                .map(|(i, (p, t))| {
+                    let protocol = if i % 2 == 0 { "http" } else { "tcp" };
+                    json!({"name": format!("{protocol}-{i}"), "port": p, "targetPort": t})
+                })
                 .collect();
             serde_json::from_value(json!({
                 "metadata": meta(ns, app.to_string()),
@@ -150,11 +180,12 @@ fn resource() -> impl Strategy<Value = Option<Resource>> {
         prop::collection::vec(pick(HOSTS), 0..3),
         prop::collection::vec(pick(GATEWAY_REFS), 0..3),
         prop::collection::vec(http_route(), 0..3),
+        prop::collection::vec(tcp_route(), 0..3),
     )
-        .prop_map(|(ns, i, hosts, gateways, http)| {
+        .prop_map(|(ns, i, hosts, gateways, http, tcp)| {
             serde_json::from_value(json!({
                 "metadata": meta(ns, format!("vs{i}")),
-                "spec": {"hosts": hosts, "gateways": gateways, "http": http}
+                "spec": {"hosts": hosts, "gateways": gateways, "http": http, "tcp": tcp}
             }))
             .ok()
             .map(|v| Resource::VirtualService(Box::new(v)))

@@ -341,41 +341,131 @@ fn empty_subset_is_reported() {
     assert!(e.message.contains("v2"), "{}", e.message);
 }
 
-#[test]
-fn tcp_routes_are_reported_as_not_programmed() {
+/// `db` (TCP 5432) has a v2 workload and subset; its VirtualService routes by
+/// port, by client and by weight, and has a `tls` route.
+fn tcp_routed_mesh() -> trellis_model::MeshModel {
     let mut resources = base_resources();
-    resources.push(vs(r#"
-apiVersion: networking.istio.io/v1
-kind: VirtualService
+    resources.extend([
+        workload(
+            "shop",
+            "db-2",
+            "127.0.0.15",
+            &[("app", "db"), ("version", "v2")],
+        ),
+        workload(
+            "shop",
+            "web-2",
+            "127.0.0.14",
+            &[("app", "web"), ("track", "canary")],
+        ),
+        dr(r#"
+metadata: {name: db, namespace: shop}
+spec: {host: db, subsets: [{name: v2, labels: {version: v2}}]}
+"#),
+        vs(r#"
 metadata: {name: db, namespace: shop}
 spec:
   hosts: [db]
   tcp:
+  - match: [{port: 5433}]
+    route: [{destination: {host: db, subset: v2}}]
+  - match: [{sourceLabels: {track: canary}}]
+    route: [{destination: {host: db, subset: v2}}]
+  - match: [{destinationSubnets: [192.168.0.0/16]}]
+    route: [{destination: {host: db, subset: v2}}]
   - route:
-    - destination: {host: db, port: {number: 5432}}
-"#));
-    let model = model_of(resources);
+    - {destination: {host: db}, weight: 75}
+    - {destination: {host: db, subset: v2}, weight: 20}
+    - {destination: {host: db, subset: v9}, weight: 5}
+  tls:
+  - match: [{sniHosts: [db]}]
+    route: [{destination: {host: db}}]
+"#),
+    ]);
+    model_of(resources)
+}
+
+/// The (cluster, weight) pairs of a listener's first TCP proxy.
+fn tcp_destinations(
+    l: &envoy_types::pb::envoy::config::listener::v3::Listener,
+) -> Vec<(String, u32)> {
+    use envoy_types::pb::envoy::config::listener::v3::filter::ConfigType;
+    use envoy_types::pb::envoy::extensions::filters::network::tcp_proxy::v3::{
+        TcpProxy, tcp_proxy::ClusterSpecifier as Tcp,
+    };
+    let Some(ConfigType::TypedConfig(any)) = &l.filter_chains[0].filters[0].config_type else {
+        panic!("no typed config in {}", l.name);
+    };
+    let tcp: TcpProxy = prost::Message::decode(any.value.as_slice()).unwrap();
+    match tcp.cluster_specifier.unwrap() {
+        Tcp::Cluster(c) => vec![(c, 100)],
+        Tcp::WeightedClusters(w) => w.clusters.into_iter().map(|c| (c.name, c.weight)).collect(),
+    }
+}
+
+const DB: &str = "outbound|5432||db.shop.svc.cluster.local";
+const DB_V2: &str = "outbound|5432|v2|db.shop.svc.cluster.local";
+
+/// The first `tcp` route that applies to the client and the port serves
+/// it: on universal mode's local TCP port, through `CONNECT`, and on the
+/// interception shape's listener of the service's IP.
+#[test]
+fn tcp_routes_send_connections_to_their_destinations_by_weight() {
+    let model = tcp_routed_mesh();
+    let weighted = vec![(DB.to_string(), 75), (DB_V2.to_string(), 20)];
     let out = web_sidecar(&model);
-    let finding = out
+    let local = out
+        .listeners
+        .iter()
+        .find(|l| l.name == "127.0.0.10_25432")
+        .unwrap();
+    assert_eq!(tcp_destinations(local), weighted);
+    let connect = &vhost(&out, "db.shop.svc.cluster.local:5432").routes[0];
+    assert!(is_connect(connect));
+    let Some(ClusterSpecifier::WeightedClusters(w)) = &action(connect).cluster_specifier else {
+        panic!("not weighted: {connect:?}");
+    };
+    let tunnel: Vec<(String, u32)> = (w.clusters.iter())
+        .map(|c| (c.name.clone(), c.weight.as_ref().unwrap().value))
+        .collect();
+    assert_eq!(tunnel, weighted);
+    // The destination that does not resolve is reported and left out.
+    let unknown = out
+        .errors
+        .iter()
+        .find(|e| e.path == "spec.tcp[3].route[2].destination")
+        .expect("the unknown subset is reported");
+    assert_eq!(unknown.code, ErrorCode::UnknownSubset);
+    // `tls` routes are still reported as not programmed.
+    let tls = out
         .errors
         .iter()
         .find(|e| e.code == ErrorCode::NotImplemented)
-        .expect("tcp routes are reported");
-    assert_eq!(
-        (finding.name.as_str(), finding.path.as_str()),
-        ("db", "spec.tcp")
-    );
-    assert!(
-        finding.message.contains("not programmed"),
-        "{}",
-        finding.message
-    );
-    // The port still reaches its service.
-    assert!(
-        out.clusters
-            .iter()
-            .any(|c| c.name == "outbound|5432||db.shop.svc.cluster.local")
-    );
+        .expect("tls routes are reported");
+    assert_eq!((tls.name.as_str(), tls.path.as_str()), ("db", "spec.tls"));
+
+    // The canary client gets its own route.
+    let canary =
+        Translator::new(&model, explicit_options()).translate(&Proxy::sidecar("shop", "web-2"));
+    let local = canary
+        .listeners
+        .iter()
+        .find(|l| l.name == "127.0.0.14_25432")
+        .unwrap();
+    assert_eq!(tcp_destinations(local), [(DB_V2.to_string(), 100)]);
+
+    // Interception: the listener of db's IP.
+    let options = trellis_translate::TranslateOptions {
+        sds: trellis_translate::SdsSource::Ads,
+        ..Default::default()
+    };
+    let intercepted = Translator::new(&model, options).translate(&Proxy::sidecar("shop", "web-1"));
+    let vip = intercepted
+        .listeners
+        .iter()
+        .find(|l| l.name == "10.0.0.1_5432")
+        .unwrap();
+    assert_eq!(tcp_destinations(vip), weighted);
 }
 
 /// The cluster a route sends to (one destination).
