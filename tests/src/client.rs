@@ -243,10 +243,11 @@ pub fn connect_and_get(proxy: SocketAddr, target: &str) -> (u16, Option<String>)
     )
     .unwrap();
     // The head, then the body by its length: the tunnel may outlive the
-    // response by a while, so reading to its end would wait for that.
+    // response by a while, so reading to its end would wait for that. A
+    // tunnel closed or reset before a whole head gives what came.
     let mut response = String::new();
     while !response.ends_with("\r\n\r\n") {
-        if reader.read_line(&mut response).unwrap() == 0 {
+        if reader.read_line(&mut response).unwrap_or(0) == 0 {
             return (status, Some(response));
         }
     }

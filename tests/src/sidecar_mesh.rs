@@ -35,6 +35,15 @@ pub fn cluster(service: &str, subset: Option<&str>) -> String {
 /// A Service `shop/<name>` selecting `app: <app>`, port 80 `http` -> target port `http`,
 /// with a cluster IP derived from the name (distinct for distinct names here).
 pub fn service(name: &str, app: &str) -> Resource {
+    service_with_port(name, app, "http", 80)
+}
+
+/// [`service`] with one TCP port `port` (named `tcp`) instead.
+pub fn tcp_service(name: &str, app: &str, port: u16) -> Resource {
+    service_with_port(name, app, "tcp", port)
+}
+
+fn service_with_port(name: &str, app: &str, port_name: &str, port: u16) -> Resource {
     let n = name
         .bytes()
         .fold(7u32, |h, b| h.wrapping_mul(31).wrapping_add(u32::from(b)));
@@ -48,7 +57,7 @@ pub fn service(name: &str, app: &str) -> Resource {
         "metadata": {"name": name, "namespace": NAMESPACE},
         "spec": {
             "selector": {"app": app},
-            "ports": [{"name": "http", "port": 80, "targetPort": "http"}],
+            "ports": [{"name": port_name, "port": port, "targetPort": "http"}],
             "clusterIP": cluster_ip
         }
     }))

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use trellis_e2e::mesh::test_ca;
 use trellis_e2e::sidecar_mesh::{
     check_golden_bootstrap, destination_rule, golden_addrs, golden_client_bootstrap,
-    plain_workload, service, start_client, virtual_service,
+    plain_workload, service, start_client, tcp_service, virtual_service,
 };
 use trellis_e2e::{HttpRequest, HttpResponse, Upstream};
 use trellis_model::Resource;
@@ -279,20 +279,6 @@ fn routing_features_through_the_translator_on_real_envoy() {
     assert!((140..=260).contains(&delayed), "delayed {delayed} of 400");
 }
 
-/// A Service `shop/<name>` selecting `app: <app>` with one TCP port.
-fn tcp_service(name: &str, app: &str, port: u16, cluster_ip: &str) -> Resource {
-    let svc: k8s_openapi::api::core::v1::Service = serde_json::from_value(serde_json::json!({
-        "metadata": {"name": name, "namespace": "shop"},
-        "spec": {
-            "selector": {"app": app},
-            "ports": [{"name": "tcp", "port": port, "targetPort": "http"}],
-            "clusterIP": cluster_ip
-        }
-    }))
-    .expect("service");
-    Resource::Service(Box::new(svc))
-}
-
 /// VirtualService `tcp` routes on real Envoy: tunnels to TCP services (`CONNECT`,
 /// as a gRPC client behind `HTTPS_PROXY` opens them) take the first route that
 /// applies to the client, split by weight.
@@ -311,8 +297,8 @@ fn tcp_routes_through_the_translator_on_real_envoy() {
         ))
     };
     let resources = vec![
-        tcp_service("ledger", "ledger", 7000, "10.9.0.1"),
-        tcp_service("vault", "ledger", 7100, "10.9.0.2"),
+        tcp_service("ledger", "ledger", 7000),
+        tcp_service("vault", "ledger", 7100),
         plain_workload("a", "ledger", ups["a"].addr(), &[("version", "v1")]),
         plain_workload("b", "ledger", ups["b"].addr(), &[("version", "v2")]),
         subsets("ledger"),

@@ -3,7 +3,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
-use envoy_types::pb::envoy::config::listener::v3::{FilterChain, FilterChainMatch, Listener};
+use envoy_types::pb::envoy::config::listener::v3::{
+    Filter, FilterChain, FilterChainMatch, Listener,
+};
 use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::HttpFilter;
 use trellis_model::{MeshModel, MtlsMode, Workload};
 
@@ -164,7 +166,7 @@ impl<'m> Translator<'m> {
         extra_clusters.extend(security.clusters.into_iter().map(Arc::new));
         let (mtls_used, inspector) = self.inbound(
             workload,
-            &security.http_filters,
+            (&security.http_filters, &security.tcp_filters),
             &mut listeners,
             &mut inbound_chains,
             &mut extra_clusters,
@@ -251,7 +253,7 @@ impl<'m> Translator<'m> {
     fn inbound(
         &self,
         workload: &Workload,
-        http_filters: &[HttpFilter],
+        (http_filters, tcp_filters): (&[HttpFilter], &[Filter]),
         listeners: &mut Vec<Listener>,
         chains_out: &mut Vec<FilterChain>,
         clusters: &mut Vec<Arc<envoy_types::pb::envoy::config::cluster::v3::Cluster>>,
@@ -268,15 +270,16 @@ impl<'m> Translator<'m> {
                     continue;
                 }
                 let cluster = names::inbound_cluster(target);
-                let filter = if port.protocol.is_http() {
+                let filters = if port.protocol.is_http() {
                     let rc = inbound_routes(target, &cluster);
-                    http_connection_manager(
+                    vec![http_connection_manager(
                         &cluster,
                         Routes::Inline(Box::new(rc)),
                         http_filters.to_vec(),
-                    )
+                    )]
                 } else {
-                    tcp_proxy(&cluster, &cluster)
+                    let proxy = tcp_proxy(&cluster, &cluster);
+                    tcp_filters.iter().cloned().chain([proxy]).collect()
                 };
                 let mode = self.mtls_mode(workload, target);
                 mtls |= mode != EffectiveMtls::Disable;
@@ -297,7 +300,7 @@ impl<'m> Translator<'m> {
                     mode,
                     base,
                     &downstream_mtls(&self.options.sds),
-                    vec![filter],
+                    filters,
                 );
                 any_inspector |= inspector;
                 if explicit {

@@ -163,3 +163,48 @@ fn an_untranslatable_policy_is_reported_against_its_object() {
         web.errors
     );
 }
+
+/// A TCP port gets network RBAC from the same policies, before its proxy:
+/// without it a DENY or ALLOW policy on a database was not enforced at all.
+#[test]
+fn a_tcp_port_gets_network_rbac_before_its_proxy() {
+    let mut resources = base_resources();
+    resources.extend(policies());
+    resources.push(ap(
+        "metadata: {name: db-from-cart, namespace: shop}\nspec:\n  selector: {matchLabels: {app: db}}\n  rules:\n  - from:\n    - source: {principals: [cluster.local/ns/shop/sa/cart]}\n",
+    ));
+    let model = model_of(resources);
+    let db = sidecar(&model, "db-1");
+    assert!(db.errors.is_empty(), "{:?}", db.errors);
+    let listener = db
+        .listeners
+        .iter()
+        .find(|l| l.name == "127.0.0.13_5432")
+        .expect("db's inbound listener");
+    for chain in &listener.filter_chains {
+        let names: Vec<&str> = chain.filters.iter().map(|f| f.name.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "envoy.filters.network.rbac",
+                "envoy.filters.network.rbac",
+                "envoy.filters.network.tcp_proxy"
+            ],
+            "the mesh-wide DENY, then db's ALLOW, then the proxy"
+        );
+    }
+    // Without policies, the proxy alone.
+    let model = model_of(base_resources());
+    let db = sidecar(&model, "db-1");
+    let listener = db
+        .listeners
+        .iter()
+        .find(|l| l.name == "127.0.0.13_5432")
+        .unwrap();
+    let names: Vec<&str> = listener.filter_chains[0]
+        .filters
+        .iter()
+        .map(|f| f.name.as_str())
+        .collect();
+    assert_eq!(names, ["envoy.filters.network.tcp_proxy"]);
+}

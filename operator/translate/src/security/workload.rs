@@ -1,23 +1,28 @@
-//! The HTTP security filters of one workload's inbound side: jwt_authn from the
-//! RequestAuthentications that apply to it, then RBAC from its
-//! AuthorizationPolicies (the model decides which apply; this maps the Istio
-//! objects into the builders' inputs).
+//! The security filters of one workload's inbound side: for HTTP ports
+//! jwt_authn from the RequestAuthentications that apply to it, then RBAC from
+//! its AuthorizationPolicies; for TCP ports network RBAC from the same
+//! policies (the model decides which apply; this maps the Istio objects into
+//! the builders' inputs).
 use envoy_types::pb::envoy::config::cluster::v3::Cluster;
+use envoy_types::pb::envoy::config::listener::v3::Filter;
 use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::HttpFilter;
 use trellis_api::security::{self as api, AuthorizationAction};
 use trellis_model::{MeshModel, Workload};
 
 use super::authz::{
-    AuthzAction, AuthzContext, AuthzPolicy, Condition, Operation, Rule, Source, rbac_filters,
+    AuthzAction, AuthzContext, AuthzPolicy, Condition, Operation, Rule, Source,
+    network_rbac_filters, rbac_filters,
 };
 use super::jwt::{FromHeader, JwtRule, PAYLOAD_METADATA_KEY, RequestAuthnPolicy, jwt_authn_filter};
 use crate::types::TranslateError;
 
-/// The inbound security of a workload's HTTP ports.
+/// The inbound security of a workload's ports.
 #[derive(Debug, Clone, Default)]
 pub struct InboundSecurity {
     /// jwt_authn first, then the RBAC filters (DENY, ALLOW, AUDIT).
     pub http_filters: Vec<HttpFilter>,
+    /// The network RBAC filters (DENY, ALLOW, AUDIT), before a TCP port's proxy.
+    pub tcp_filters: Vec<Filter>,
     /// Clusters that fetch `jwksUri` key sets.
     pub clusters: Vec<Cluster>,
     pub errors: Vec<TranslateError>,
@@ -142,6 +147,9 @@ pub fn inbound_security(model: &MeshModel, workload: &Workload) -> InboundSecuri
         out.http_filters.extend(filters);
         out.errors
             .extend(errors.into_iter().map(TranslateError::from));
+        // The same policies read for TCP: a policy's errors are reported once.
+        let (filters, _same_errors) = network_rbac_filters(&authz, ctx, "inbound_tcp.");
+        out.tcp_filters = filters;
     }
     out
 }
