@@ -114,6 +114,18 @@ spec:
         team_route_to_cart("api"),
         // `shop/*.example.com` admits only VirtualServices of namespace shop
         team_route_to_cart("sneaky"),
+        // guards the edge: every server of the gateway workload
+        object(
+            r#"
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: ingress-no-secrets, namespace: shop}
+spec:
+  selector: {matchLabels: {istio: ingressgateway}}
+  action: DENY
+  rules: [{to: [{operation: {paths: ["/cart/secret*"]}}]}]
+"#,
+        ),
     ]
 }
 
@@ -233,6 +245,11 @@ fn ingress_gateway_http_https_redirect_and_bindings() {
     // plain HTTP: VirtualService rules, hosts through the wildcard server host
     let r = get(ports.plain, "shop.example.com", "/cart/items");
     assert_eq!((r.status, r.header("x-upstream")), (200, Some("cart")));
+    // the gateway workload's AuthorizationPolicy: denied at the edge
+    let hits = cart.hits();
+    let r = get(ports.plain, "shop.example.com", "/cart/secret/1");
+    assert_eq!(r.status, 403, "{}", r.body_text());
+    assert_eq!(cart.hits(), hits, "the denied request reached cart");
     let r = get(
         ports.plain,
         &format!("shop.example.com:{}", ports.plain),

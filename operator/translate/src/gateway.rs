@@ -4,6 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
+use envoy_types::pb::envoy::config::cluster::v3::Cluster;
 use envoy_types::pb::envoy::config::core::v3::{
     AggregatedConfigSource, ApiVersion, ConfigSource, config_source::ConfigSourceSpecifier,
 };
@@ -14,7 +15,9 @@ use envoy_types::pb::envoy::config::listener::v3::{
 use envoy_types::pb::envoy::config::route::v3::{
     RouteConfiguration, VirtualHost, virtual_host::TlsRequirementType,
 };
-use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::HttpConnectionManager;
+use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
+    HttpConnectionManager, HttpFilter,
+};
 use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::SdsSecretConfig;
 use envoy_types::pb::google::protobuf::BoolValue;
 use envoy_types::util::pack_any;
@@ -39,6 +42,8 @@ pub struct GatewayOutput {
     pub listeners: Vec<Listener>,
     pub routes: Vec<Arc<RouteConfiguration>>,
     pub secrets: Vec<SecretRef>,
+    /// Clusters that fetch the `jwksUri` key sets of its RequestAuthentications.
+    pub clusters: Vec<Arc<Cluster>>,
     pub errors: Vec<TranslateError>,
 }
 
@@ -264,8 +269,15 @@ fn classify(gw: &Stored<Gateway>, i: usize, server: &Server) -> Result<Kind, Box
 }
 
 /// The gateway HTTP connection manager: routes over RDS, edge settings.
-fn gateway_hcm(stat_prefix: &str, route_name: &str) -> Filter {
-    let filter = http_connection_manager(stat_prefix, Routes::Rds(route_name.into()), Vec::new());
+/// The gateway's connection manager for `route_name`, with `http_filters`
+/// (the gateway workload's RequestAuthentications and AuthorizationPolicies)
+/// before the router.
+fn gateway_hcm(stat_prefix: &str, route_name: &str, http_filters: &[HttpFilter]) -> Filter {
+    let filter = http_connection_manager(
+        stat_prefix,
+        Routes::Rds(route_name.into()),
+        http_filters.to_vec(),
+    );
     let Some(ConfigType::TypedConfig(any)) = &filter.config_type else {
         return filter;
     };
@@ -292,6 +304,11 @@ pub fn gateway_resources(
     shape: &ListenerShape,
 ) -> GatewayOutput {
     let mut out = GatewayOutput::default();
+    // The edge is guarded as a sidecar's inbound side is: the policies whose
+    // selector picks the gateway workload apply to every request it serves.
+    let security = crate::security::workload::inbound_security(model, workload);
+    out.errors.extend(security.errors.iter().cloned());
+    out.clusters = security.clusters.iter().cloned().map(Arc::new).collect();
     let mut by_port: BTreeMap<u16, Vec<ServerRef<'_>>> = BTreeMap::new();
     for gw in model.gateways_for(workload) {
         for (i, server) in gw.object.spec.servers.iter().enumerate() {
@@ -357,7 +374,11 @@ pub fn gateway_resources(
             out.routes.push(Arc::new(rc));
             chains.push(FilterChain {
                 name: route_name.clone(),
-                filters: vec![gateway_hcm(&route_name, &route_name)],
+                filters: vec![gateway_hcm(
+                    &route_name,
+                    &route_name,
+                    &security.http_filters,
+                )],
                 ..Default::default()
             });
         } else {
@@ -458,7 +479,11 @@ pub fn gateway_resources(
                         server_names,
                         ..Default::default()
                     }),
-                    filters: vec![gateway_hcm(&route_name, &route_name)],
+                    filters: vec![gateway_hcm(
+                        &route_name,
+                        &route_name,
+                        &security.http_filters,
+                    )],
                     transport_socket: Some(downstream_transport_socket(&tls)),
                     ..Default::default()
                 });

@@ -147,6 +147,11 @@ impl<'m> Translator<'m> {
                 crate::gateway::gateway_resources(model, workload, &scope, &self.options.shape);
             out.listeners = gw.listeners;
             out.routes = gw.routes;
+            if !gw.clusters.is_empty() {
+                out.clusters.extend(gw.clusters);
+                out.clusters.sort_by(|a, b| a.name.cmp(&b.name));
+                out.clusters.dedup_by(|a, b| a.name == b.name);
+            }
             out.errors.extend(gw.errors);
             out.errors.sort();
             out.errors.dedup();

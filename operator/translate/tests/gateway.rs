@@ -403,3 +403,50 @@ spec:
     assert!(prefixes[0].contains("\"/cart\""), "{prefixes:?}");
     assert!(prefixes[1].contains("\"/\""), "{prefixes:?}");
 }
+
+/// The gateway workload's RequestAuthentications and AuthorizationPolicies
+/// guard every server: jwt_authn and RBAC before the router, and the cluster
+/// that fetches the key set.
+#[test]
+fn the_gateway_workloads_policies_guard_its_servers() {
+    use envoy_types::pb::envoy::config::listener::v3::filter::ConfigType;
+    use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::HttpConnectionManager;
+    let mut resources = gateway_resources();
+    let ra: trellis_api::security::RequestAuthentication = from_yaml(
+        "metadata: {name: edge-jwt, namespace: shop}\nspec:\n  selector: {matchLabels: {istio: ingressgateway}}\n  jwtRules:\n  - {issuer: https://issuer.example, jwksUri: https://keys.example/jwks}\n",
+    );
+    resources.push(Resource::RequestAuthentication(Box::new(ra)));
+    let ap: trellis_api::security::AuthorizationPolicy = from_yaml(
+        "metadata: {name: edge, namespace: shop}\nspec:\n  selector: {matchLabels: {istio: ingressgateway}}\n  rules: [{from: [{source: {requestPrincipals: ['*']}}]}]\n",
+    );
+    resources.push(Resource::AuthorizationPolicy(Box::new(ap)));
+    let model = model_of(resources);
+    let out = gateway_proxy(&model);
+    assert!(
+        out.clusters
+            .iter()
+            .any(|c| c.name == "outbound|443||keys.example"),
+        "the key set's cluster"
+    );
+    let names: Vec<&str> = out.clusters.iter().map(|c| c.name.as_str()).collect();
+    let mut sorted = names.clone();
+    sorted.sort();
+    sorted.dedup();
+    assert_eq!(names, sorted, "clusters stay sorted and distinct");
+    for l in &out.listeners {
+        for chain in &l.filter_chains {
+            let Some(ConfigType::TypedConfig(any)) = &chain.filters[0].config_type else {
+                panic!("no typed config in {}", l.name);
+            };
+            let hcm = HttpConnectionManager::decode(any.value.as_slice()).unwrap();
+            let filters: Vec<String> = hcm.http_filters.into_iter().map(|f| f.name).collect();
+            assert_eq!(
+                filters[..2],
+                ["envoy.filters.http.jwt_authn", "envoy.filters.http.rbac"],
+                "{}: {filters:?}",
+                l.name
+            );
+            assert_eq!(filters.last().unwrap(), "envoy.filters.http.router");
+        }
+    }
+}

@@ -24,6 +24,7 @@ pub fn object(yaml: &str) -> Resource {
         "ServiceEntry" => Resource::ServiceEntry(Box::new(from_yaml(yaml))),
         "Sidecar" => Resource::Sidecar(Box::new(from_yaml(yaml))),
         "Service" => Resource::Service(Box::new(from_yaml(yaml))),
+        "AuthorizationPolicy" => Resource::AuthorizationPolicy(Box::new(from_yaml(yaml))),
         other => panic!("fixture does not know kind {other}"),
     }
 }
