@@ -61,14 +61,16 @@ spec:
     hosts: ["shop/*.example.com", "*/api.example.com"]
   - port: {{number: {https}, name: https-shop, protocol: HTTPS}}
     hosts: [shop.example.com]
-    tls: {{mode: SIMPLE, credentialName: shop-cert}}
+    tls: {{mode: SIMPLE, credentialName: shop-cert, cipherSuites: [{ciphers}]}}
   - port: {{number: {https}, name: https-admin, protocol: HTTPS}}
     hosts: [admin.example.com]
-    tls: {{mode: MUTUAL, credentialName: admin-cert}}
+    tls: {{mode: MUTUAL, credentialName: admin-cert, subjectAltNames: [spiffe://cluster.local/ns/shop/sa/admin-client]}}
 "#,
         redirect = ports.redirect,
         plain = ports.plain,
-        https = ports.https
+        https = ports.https,
+        // Every suite validation admits: Envoy must take them all.
+        ciphers = trellis_api::validate::CIPHER_SUITES.join(", ")
     );
     vec![
         service("shop", "cart", "cart", &[("http", 8080, cart.port())]),
@@ -206,6 +208,17 @@ fn ingress_gateway_http_https_redirect_and_bindings() {
     std::fs::write(d.join("client.pem"), &client.cert_chain_pem).unwrap();
     std::fs::write(d.join("client-key.pem"), client.key_pem.expose()).unwrap();
     std::fs::write(d.join("root.pem"), &client.root_cert_pem).unwrap();
+    // Signed by the same CA, but not a name the admin server admits.
+    let intruder = ca
+        .issue_for_service_account(
+            "shop",
+            "intruder",
+            Duration::from_secs(3600),
+            SystemTime::now(),
+        )
+        .unwrap();
+    std::fs::write(d.join("intruder.pem"), &intruder.cert_chain_pem).unwrap();
+    std::fs::write(d.join("intruder-key.pem"), intruder.key_pem.expose()).unwrap();
 
     let cart = Upstream::echo("cart", Ipv4Addr::new(127, 0, 0, 71));
     let web = Upstream::echo("web", Ipv4Addr::new(127, 0, 0, 72));
@@ -287,6 +300,16 @@ fn ingress_gateway_http_https_redirect_and_bindings() {
     assert!(
         envoy.stat(&format!(
             "listener.{GW_IP}_{}.ssl.fail_verify_no_cert",
+            ports.https
+        )) >= 1
+    );
+    // subjectAltNames: a certificate from the same CA with another name is refused
+    let (cert, key) = (d.join("intruder.pem"), d.join("intruder-key.pem"));
+    let r = curl_https("admin.example.com", https, "/", &root, Some((&cert, &key)));
+    assert_eq!(r.status, 0, "a client outside subjectAltNames: {}", r.body);
+    assert!(
+        envoy.stat(&format!(
+            "listener.{GW_IP}_{}.ssl.fail_verify_san",
             ports.https
         )) >= 1
     );

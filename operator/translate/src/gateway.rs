@@ -18,7 +18,9 @@ use envoy_types::pb::envoy::config::route::v3::{
 use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
     HttpConnectionManager, HttpFilter,
 };
-use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::SdsSecretConfig;
+use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{
+    DownstreamTlsContext, SdsSecretConfig,
+};
 use envoy_types::pb::google::protobuf::BoolValue;
 use envoy_types::util::pack_any;
 use prost::Message;
@@ -473,6 +475,10 @@ pub fn gateway_resources(
                     }
                     Credential::Files { cert, key, ca } => file_server_tls(*mode, cert, key, ca),
                 };
+                let tls = match &s.server.tls {
+                    Some(settings) => with_server_settings(tls, settings),
+                    None => tls,
+                };
                 chains.push(FilterChain {
                     name: route_name.clone(),
                     filter_chain_match: (!server_names.is_empty()).then(|| FilterChainMatch {
@@ -669,6 +675,83 @@ fn gateway_rules(
 
 /// Server TLS from certificate files on the proxy (`serverCertificate`, `privateKey`,
 /// and for MUTUAL `caCertificates`).
+/// `tls` with the server's protocol versions, cipher suites and (MUTUAL) the
+/// names a client certificate must carry.
+fn with_server_settings(
+    mut tls: DownstreamTlsContext,
+    settings: &api::ServerTLSSettings,
+) -> DownstreamTlsContext {
+    use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{
+        CertificateValidationContext, SubjectAltNameMatcher, TlsParameters,
+        common_tls_context::{CombinedCertificateValidationContext, ValidationContextType},
+        subject_alt_name_matcher::SanType,
+        tls_parameters::TlsProtocol,
+    };
+    let version = |v: Option<api::TLSProtocol>| {
+        (match v {
+            None | Some(api::TLSProtocol::TlsAuto) => TlsProtocol::TlsAuto,
+            Some(api::TLSProtocol::Tlsv1_0) => TlsProtocol::TlSv10,
+            Some(api::TLSProtocol::Tlsv1_1) => TlsProtocol::TlSv11,
+            Some(api::TLSProtocol::Tlsv1_2) => TlsProtocol::TlSv12,
+            Some(api::TLSProtocol::Tlsv1_3) => TlsProtocol::TlSv13,
+        }) as i32
+    };
+    let Some(common) = tls.common_tls_context.as_mut() else {
+        return tls;
+    };
+    let params = TlsParameters {
+        tls_minimum_protocol_version: version(settings.min_protocol_version),
+        tls_maximum_protocol_version: version(settings.max_protocol_version),
+        cipher_suites: settings.cipher_suites.clone(),
+        ..Default::default()
+    };
+    if params != TlsParameters::default() {
+        common.tls_params = Some(params);
+    }
+    if settings.subject_alt_names.is_empty() {
+        return tls;
+    }
+    // Istio's names match a SAN of any type.
+    let matchers: Vec<SubjectAltNameMatcher> = settings
+        .subject_alt_names
+        .iter()
+        .flat_map(|name| {
+            [
+                SanType::Dns,
+                SanType::Uri,
+                SanType::Email,
+                SanType::IpAddress,
+            ]
+            .map(|san_type| SubjectAltNameMatcher {
+                san_type: san_type as i32,
+                matcher: Some(crate::security::matchers::exact(name)),
+                oid: String::new(),
+            })
+        })
+        .collect();
+    common.validation_context_type = match common.validation_context_type.take() {
+        Some(ValidationContextType::ValidationContext(mut v)) => {
+            v.match_typed_subject_alt_names = matchers;
+            Some(ValidationContextType::ValidationContext(v))
+        }
+        Some(ValidationContextType::ValidationContextSdsSecretConfig(ca)) => {
+            Some(ValidationContextType::CombinedValidationContext(
+                CombinedCertificateValidationContext {
+                    default_validation_context: Some(CertificateValidationContext {
+                        match_typed_subject_alt_names: matchers,
+                        ..Default::default()
+                    }),
+                    validation_context_sds_secret_config: Some(ca),
+                    ..Default::default()
+                },
+            ))
+        }
+        // No client certificates are checked (SIMPLE): no names to match.
+        other => other,
+    };
+    tls
+}
+
 fn file_server_tls(
     mode: GatewayTlsMode,
     cert: &str,

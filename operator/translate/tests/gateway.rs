@@ -450,3 +450,52 @@ fn the_gateway_workloads_policies_guard_its_servers() {
         }
     }
 }
+
+/// A server's protocol versions and cipher suites reach its TLS context, and
+/// MUTUAL `subjectAltNames` are checked on the client certificate next to the
+/// client CA from SDS.
+#[test]
+fn server_tls_versions_ciphers_and_client_names() {
+    let mut resources = gateway_resources();
+    resources.retain(|r| !matches!(r, Resource::Gateway(_)));
+    resources.push(gateway(
+        r#"
+metadata: {name: shop-gw, namespace: shop}
+spec:
+  selector: {istio: ingressgateway}
+  servers:
+  - port: {number: 443, name: https-admin, protocol: HTTPS}
+    hosts: [admin.example.com]
+    tls:
+      mode: MUTUAL
+      credentialName: admin-cert
+      subjectAltNames: [spiffe://cluster.local/ns/shop/sa/admin]
+      minProtocolVersion: TLSV1_3
+      cipherSuites: [ECDHE-ECDSA-AES256-GCM-SHA384]
+"#,
+    ));
+    let model = model_of(resources);
+    let out = gateway_proxy(&model);
+    let l = listener(&out, "127.0.0.20_8443");
+    let Some(ConfigType::TypedConfig(any)) = &l.filter_chains[0]
+        .transport_socket
+        .as_ref()
+        .unwrap()
+        .config_type
+    else {
+        panic!("typed config expected");
+    };
+    let tls = DownstreamTlsContext::decode(any.value.as_slice()).unwrap();
+    let common = tls.common_tls_context.unwrap();
+    let params = common.tls_params.unwrap();
+    assert_eq!(params.tls_minimum_protocol_version, 4, "TLSv1_3");
+    assert_eq!(params.tls_maximum_protocol_version, 0, "TLS_AUTO");
+    assert_eq!(params.cipher_suites, ["ECDHE-ECDSA-AES256-GCM-SHA384"]);
+    let text = format!("{:?}", common.validation_context_type);
+    assert!(
+        text.contains("CombinedValidationContext")
+            && text.contains("spiffe://cluster.local/ns/shop/sa/admin")
+            && text.contains("kubernetes://shop/admin-cert-cacert"),
+        "{text}"
+    );
+}

@@ -2,7 +2,7 @@
 
 use super::fields::{labels, namespaced_host, port};
 use super::{Errors, FieldError};
-use crate::networking::{Gateway, ServerTLSMode};
+use crate::networking::{Gateway, ServerTLSMode, TLSProtocol};
 use std::collections::BTreeSet;
 
 /// Protocols a gateway server may declare (case-insensitive).
@@ -91,6 +91,7 @@ pub fn gateway(gw: &Gateway) -> Vec<FieldError> {
                     );
                 }
                 if let (Some(min), Some(max)) = (tls.min_protocol_version, tls.max_protocol_version)
+                    && max != TLSProtocol::TlsAuto
                     && (min as u8) > (max as u8)
                 {
                     errors.add(
@@ -98,8 +99,54 @@ pub fn gateway(gw: &Gateway) -> Vec<FieldError> {
                         "must not be above maxProtocolVersion",
                     );
                 }
+                for (k, suite) in tls.cipher_suites.iter().enumerate() {
+                    if !known_cipher_suite(suite) {
+                        errors.add(
+                            format!("{tpath}.cipherSuites[{k}]"),
+                            format!(
+                                "{suite:?} is not a cipher suite Envoy knows (e.g. \
+                                 ECDHE-ECDSA-AES128-GCM-SHA256, or [A|B] for equal preference)"
+                            ),
+                        );
+                    }
+                }
             }
         }
     }
     errors.0
+}
+
+/// The TLS 1.2 cipher suites Envoy's BoringSSL takes by name (TLS 1.3 suites
+/// are not configurable). Envoy refuses a listener naming any other, so the
+/// name is checked here, where the user can still be told.
+pub const CIPHER_SUITES: [&str; 20] = [
+    "ECDHE-ECDSA-AES128-GCM-SHA256",
+    "ECDHE-RSA-AES128-GCM-SHA256",
+    "ECDHE-ECDSA-AES256-GCM-SHA384",
+    "ECDHE-RSA-AES256-GCM-SHA384",
+    "ECDHE-ECDSA-CHACHA20-POLY1305",
+    "ECDHE-RSA-CHACHA20-POLY1305",
+    "ECDHE-PSK-CHACHA20-POLY1305",
+    "ECDHE-ECDSA-AES128-SHA",
+    "ECDHE-RSA-AES128-SHA",
+    "ECDHE-PSK-AES128-CBC-SHA",
+    "ECDHE-ECDSA-AES256-SHA",
+    "ECDHE-RSA-AES256-SHA",
+    "ECDHE-PSK-AES256-CBC-SHA",
+    "AES128-GCM-SHA256",
+    "AES256-GCM-SHA384",
+    "AES128-SHA",
+    "PSK-AES128-CBC-SHA",
+    "AES256-SHA",
+    "PSK-AES256-CBC-SHA",
+    "DES-CBC3-SHA",
+];
+
+/// A suite name, or a `[A|B]` group of names of equal preference.
+fn known_cipher_suite(suite: &str) -> bool {
+    let names = match suite.strip_prefix('[').and_then(|s| s.strip_suffix(']')) {
+        Some(group) => group.split('|').collect(),
+        None => vec![suite],
+    };
+    names.iter().all(|n| CIPHER_SUITES.contains(n))
 }

@@ -12,7 +12,7 @@ mod virtual_service;
 mod workloads;
 
 pub use destination_rule::destination_rule;
-pub use gateway::gateway;
+pub use gateway::{CIPHER_SUITES, gateway};
 pub use mesh::{mesh_config, mesh_status};
 pub use metadata::metadata;
 pub use security::{authorization_policy, peer_authentication, request_authentication};
