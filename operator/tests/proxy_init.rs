@@ -204,6 +204,16 @@ fn outbound_goes_to_15001_inbound_to_15006_and_the_proxy_uid_is_not_captured() {
         format!("pod:15006 orig={pod_app}")
     );
     assert_eq!(connect(&pods.pod, None, pod_app), "pod:8080 orig=none");
+    // The proxy's inbound passthrough (from 127.0.0.6) is delivered to the app,
+    // not captured into the inbound listener again (a loop).
+    let mut h = helper(
+        &pods.pod,
+        Some(1337),
+        "connect-from",
+        "",
+        &format!("127.0.0.6 {pod_app}"),
+    );
+    assert_eq!(h.result(), "pod:8080 orig=none");
     // Another non-root uid is captured like the app.
     assert_eq!(
         connect(&pods.pod, Some(1000), peer_app),
@@ -318,6 +328,14 @@ fn netns_helper() {
             let answer = connect_once(to);
             println!("RESULT {answer}");
         }
+        "connect-from" => {
+            let (from, to) = arg.split_once(' ').expect("source and destination");
+            let answer = connect_from(
+                from.parse().expect("a source"),
+                to.parse().expect("an address"),
+            );
+            println!("RESULT {answer}");
+        }
         other => panic!("unknown helper role {other}"),
     }
 }
@@ -347,6 +365,30 @@ fn listen(tag: &str, ports: &str) {
     for h in handles {
         let _ = h.join();
     }
+}
+
+/// One connection from source address `from` (bound first, as Envoy binds a
+/// cluster's upstream connections) to `to`: what the listener there answered.
+fn connect_from(from: Ipv4Addr, to: SocketAddr) -> String {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        use tokio::io::AsyncReadExt;
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind(SocketAddr::from((from, 0))).unwrap();
+        let connecting = tokio::time::timeout(Duration::from_secs(5), socket.connect(to));
+        let mut stream = match connecting.await {
+            Ok(Ok(stream)) => stream,
+            Ok(Err(e)) => return format!("error: {e}"),
+            Err(_) => return "error: timed out".to_string(),
+        };
+        let mut answer = String::new();
+        let reading = stream.read_to_string(&mut answer);
+        let _ = tokio::time::timeout(Duration::from_secs(5), reading).await;
+        answer.trim().to_string()
+    })
 }
 
 fn connect_once(to: SocketAddr) -> String {

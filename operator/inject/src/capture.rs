@@ -14,6 +14,9 @@ pub const PROXY_UID: u32 = 1337;
 pub const HEALTH_PORT: u16 = 15021;
 /// Sidecar Prometheus metrics port, never captured.
 pub const METRICS_PORT: u16 = 15090;
+/// The source address of the proxy's inbound passthrough connections to the
+/// app (the translator binds its passthrough cluster there, as Istio does).
+pub const INBOUND_PASSTHROUGH_SOURCE: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 6);
 
 /// Which ports or ranges a rule applies to: all, or a list (possibly empty: none).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -216,6 +219,11 @@ impl CaptureOptions {
             }
         }
         rules.push("-t nat -A OUTPUT -p tcp -j TRELLIS_OUTPUT".into());
+        // The proxy's inbound passthrough (ports no service declares) connects
+        // to the app from this address: delivered, not captured again (a loop).
+        rules.push(format!(
+            "-t nat -A TRELLIS_OUTPUT -s {INBOUND_PASSTHROUGH_SOURCE}/32 -o lo -j RETURN"
+        ));
         for p in &self.exclude_outbound_ports {
             rules.push(format!(
                 "-t nat -A TRELLIS_OUTPUT -p tcp --dport {p} -j RETURN"

@@ -160,3 +160,21 @@ pub fn run(args: ProxyInitArgs) -> ExitCode {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use trellis_inject::capture;
+    use trellis_translate::interception;
+
+    /// proxy-init's iptables and the translator's listeners agree on the
+    /// capture ports and on the source the inbound passthrough connects from.
+    #[test]
+    fn capture_and_translation_share_one_contract() {
+        assert_eq!(capture::OUTBOUND_CAPTURE_PORT, interception::OUTBOUND_PORT);
+        assert_eq!(capture::INBOUND_CAPTURE_PORT, interception::INBOUND_PORT);
+        assert_eq!(
+            capture::INBOUND_PASSTHROUGH_SOURCE.to_string(),
+            interception::INBOUND_PASSTHROUGH_SOURCE
+        );
+    }
+}
