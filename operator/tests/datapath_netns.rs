@@ -48,6 +48,8 @@ const ARG_ENV: &str = "TRELLIS_DATAPATH_ARG";
 const NS: &str = "shop";
 const APP_PORT: u16 = 8080;
 const SERVICE_PORT: u16 = 80;
+/// A port pod b's app also serves that no Service declares.
+const UNDECLARED_PORT: u16 = 8090;
 const ADMIN: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::LOCALHOST, 15000);
 const XDS_SERVER_NAME: &str = "trellis-xds.trellis-system.svc";
 const CERT_DIR: &str = "etc/certs";
@@ -206,7 +208,12 @@ impl Pod {
     /// The app: `trellis demo-app` listening on the app port, calling `calls` (URLs)
     /// on every request, directly as an app in a pod does (no `HTTP_PROXY`).
     fn start_app(&self, calls: &[String]) -> Proc {
-        let listen = format!("0.0.0.0:{APP_PORT}");
+        self.start_app_on(APP_PORT, calls)
+    }
+
+    /// [`Pod::start_app`] listening on `port`.
+    fn start_app_on(&self, port: u16, calls: &[String]) -> Proc {
+        let listen = format!("0.0.0.0:{port}");
         let mut args = vec!["demo-app", "--name", &self.name, "--listen", &listen];
         for call in calls {
             args.extend(["--call", call.as_str()]);
@@ -483,6 +490,7 @@ fn sidecars_over_xds_carry_mtls_between_pods_and_authorization_denies_with_403()
     ];
     let mut app_a = a.start_app(&calls);
     let mut app_b = b.start_app(&[]);
+    let mut undeclared_app_b = b.start_app_on(UNDECLARED_PORT, &[]);
     let mut envoys: Vec<Proc> = [&a, &b]
         .iter()
         .map(|p| {
@@ -575,6 +583,26 @@ fn sidecars_over_xds_carry_mtls_between_pods_and_authorization_denies_with_403()
     assert_eq!(
         status, 0,
         "plaintext got an HTTP answer through b's STRICT inbound: {body}"
+    );
+    // STRICT holds on ports no Service declares too: they pass through only
+    // over mTLS (the app answers a direct call on its loopback).
+    undeclared_app_b.check_running();
+    let (status, _) = b.get(
+        None,
+        SocketAddrV4::new(Ipv4Addr::LOCALHOST, UNDECLARED_PORT),
+        "b",
+        "/",
+    );
+    assert_eq!(status, 200, "b's app on the undeclared port");
+    let (status, body) = a.get(
+        Some(1337),
+        SocketAddrV4::new(b.ip, UNDECLARED_PORT),
+        &b.ip.to_string(),
+        "/hello",
+    );
+    assert_eq!(
+        status, 0,
+        "plaintext got through b's STRICT inbound on an undeclared port: {body}"
     );
 
     // The allowed principal is a's SPIFFE id and nothing else: once the policy

@@ -176,15 +176,14 @@ fn unbound(mut l: Listener) -> Listener {
     l
 }
 
-/// `virtualInbound` on 15006: the given per-port chains, then a passthrough chain
-/// for ports no service declares.
-pub fn virtual_inbound(mut chains: Vec<FilterChain>, tls_inspector: bool) -> Listener {
-    let cluster = names::INBOUND_PASSTHROUGH_CLUSTER;
-    chains.push(FilterChain {
-        name: cluster.into(),
-        filters: vec![tcp_proxy(cluster, cluster)],
-        ..Default::default()
-    });
+/// `virtualInbound` on 15006: the given per-port chains, then the `passthrough`
+/// chains, for ports no service declares.
+pub fn virtual_inbound(
+    mut chains: Vec<FilterChain>,
+    passthrough: Vec<FilterChain>,
+    tls_inspector: bool,
+) -> Listener {
+    chains.extend(passthrough);
     let mut filters = vec![original_dst()];
     if tls_inspector {
         filters.push(crate::security::peer_authn::tls_inspector());

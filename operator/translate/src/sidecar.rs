@@ -217,9 +217,12 @@ impl<'m> Translator<'m> {
             }
             ListenerShape::Interception => {
                 listeners.extend(crate::interception::outbound_listeners(&scope));
+                let (passthrough, passthrough_inspector) =
+                    self.passthrough_chains(workload, &security.tcp_filters);
                 listeners.push(crate::interception::virtual_inbound(
                     inbound_chains,
-                    inspector,
+                    passthrough,
+                    inspector || passthrough_inspector,
                 ));
                 listeners.extend(crate::interception::agent_listeners());
                 out.routes.extend(scope.port_routes.iter().cloned());
@@ -327,6 +330,51 @@ impl<'m> Translator<'m> {
             }
         }
         (mtls, any_inspector)
+    }
+
+    /// `virtualInbound`'s chains for ports no service declares, as Istio builds
+    /// them: the workload's mTLS mode and AuthorizationPolicies in front of the
+    /// passthrough cluster, so STRICT means no plaintext on any port. In
+    /// PERMISSIVE only the mesh's mTLS (ALPN `istio`) is terminated; other TLS
+    /// passes through as it came, like plaintext. Returns the chains and whether
+    /// they need the TLS inspector.
+    fn passthrough_chains(
+        &self,
+        workload: &Workload,
+        tcp_filters: &[Filter],
+    ) -> (Vec<FilterChain>, bool) {
+        let cluster = names::INBOUND_PASSTHROUGH_CLUSTER;
+        let filters: Vec<Filter> = (tcp_filters.iter().cloned())
+            .chain([tcp_proxy(cluster, cluster)])
+            .collect();
+        let mtls = downstream_mtls(&self.options.sds);
+        // Port-level settings name declared ports; no port is 0.
+        match self.mtls_mode(workload, 0) {
+            EffectiveMtls::Permissive => {
+                let chain = |suffix: &str, transport: &str, alpn: &[&str], tls: bool| FilterChain {
+                    name: format!("{cluster}{suffix}"),
+                    filter_chain_match: Some(FilterChainMatch {
+                        transport_protocol: transport.into(),
+                        application_protocols: alpn.iter().map(|a| a.to_string()).collect(),
+                        ..Default::default()
+                    }),
+                    filters: filters.clone(),
+                    transport_socket: tls
+                        .then(|| crate::security::tls::downstream_transport_socket(&mtls)),
+                    ..Default::default()
+                };
+                let mesh = [crate::security::tls::MESH_ALPN];
+                let chains = vec![
+                    chain("-mtls", "tls", &mesh, true),
+                    chain("-tls", "tls", &[], false),
+                    chain("-plaintext", "raw_buffer", &[], false),
+                ];
+                (chains, true)
+            }
+            mode => {
+                inbound_filter_chains(cluster, mode, FilterChainMatch::default(), &mtls, filters)
+            }
+        }
     }
 
     /// The mTLS mode of `port` on `workload`: its PeerAuthentications (workload port,

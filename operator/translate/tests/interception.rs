@@ -68,7 +68,8 @@ fn istio_ports_and_listener_names() {
         "envoy.filters.listener.original_dst"
     );
     // PERMISSIVE by default: an mTLS and a plaintext chain for target port 8000,
-    // then the passthrough chain for undeclared ports
+    // then the passthrough chains for undeclared ports: the mesh's mTLS
+    // (ALPN istio) terminated, other TLS and plaintext passed through
     let chains: Vec<(String, Option<u32>)> = inbound
         .filter_chains
         .iter()
@@ -86,9 +87,25 @@ fn istio_ports_and_listener_names() {
         [
             ("127.0.0.10_8000-mtls".to_string(), Some(8000)),
             ("127.0.0.10_8000-plaintext".to_string(), Some(8000)),
-            ("InboundPassthroughClusterIpv4".to_string(), None)
+            ("InboundPassthroughClusterIpv4-mtls".to_string(), None),
+            ("InboundPassthroughClusterIpv4-tls".to_string(), None),
+            ("InboundPassthroughClusterIpv4-plaintext".to_string(), None)
         ]
     );
+    let passthrough_mtls = inbound.filter_chains[2]
+        .filter_chain_match
+        .as_ref()
+        .unwrap();
+    assert_eq!(
+        (
+            passthrough_mtls.transport_protocol.as_str(),
+            passthrough_mtls.application_protocols.as_slice()
+        ),
+        ("tls", ["istio".to_string()].as_slice())
+    );
+    assert!(inbound.filter_chains[2].transport_socket.is_some());
+    assert!(inbound.filter_chains[3].transport_socket.is_none());
+    assert!(inbound.filter_chains[4].transport_socket.is_none());
     assert_eq!(port(listener(&out, "0.0.0.0_15021")), 15021);
     assert_eq!(port(listener(&out, "0.0.0.0_15090")), 15090);
     // route configurations named by port, each ending with the catch-all
