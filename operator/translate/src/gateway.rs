@@ -538,7 +538,12 @@ fn route_config(
             }
         );
         let mut bound = false;
-        for vs in model.virtual_services_for_gateway(&s.gw.namespace, &s.gw.name) {
+        let binding = model.virtual_services_for_gateway(&s.gw.namespace, &s.gw.name);
+        // As for sidecars: only what is exported to the gateway proxy's namespace.
+        let visible = binding.into_iter().filter(|vs| {
+            vs.namespace == workload.namespace || vs.export_to.visible_from(&workload.namespace)
+        });
+        for vs in visible {
             let domains = served(model, s.gw, s.server, vs);
             if domains.is_empty() {
                 continue;

@@ -499,3 +499,35 @@ spec:
         "{text}"
     );
 }
+
+/// A VirtualService bound to a gateway reaches it only when exported to the
+/// gateway proxy's namespace, as it reaches sidecars.
+#[test]
+fn a_virtual_service_not_exported_to_the_gateway_is_not_served() {
+    let team_vs = |export: &str| {
+        vs(&format!(
+            r#"
+metadata: {{name: team, namespace: team}}
+spec:
+  hosts: [team.example.com]
+  gateways: [shop/team-gw]
+  exportTo: [{export}]
+  http:
+  - route: [{{destination: {{host: web.shop.svc.cluster.local}}}}]
+"#
+        ))
+    };
+    let served = |export: &str| {
+        let mut r = gateway_resources();
+        r.push(gateway(
+            "metadata: {name: team-gw, namespace: shop}\nspec:\n  selector: {istio: ingressgateway}\n  servers:\n  - port: {number: 8082, name: http-team, protocol: HTTP}\n    hosts: [\"*/team.example.com\"]\n",
+        ));
+        r.push(team_vs(export));
+        let model = model_of(r);
+        let out = gateway_proxy(&model);
+        domains(route_config(&out, "http.8082")).contains(&"team.example.com")
+    };
+    assert!(served("\"*\""), "exported everywhere");
+    assert!(served("shop"), "exported to the gateway's namespace");
+    assert!(!served("\".\""), "exported to its own namespace only");
+}
