@@ -62,20 +62,10 @@ fn with_ports(
             .connection_pool
             .as_ref()
             .map(|c| connection_pool(c, &format!("{path}.connectionPool"), err)),
-        outlier_detection: tp.outlier_detection.as_ref().map(|o| OutlierDetection {
-            consecutive_5xx_errors: o.consecutive_5xx_errors,
-            interval: dur(
-                o.interval.as_ref(),
-                &format!("{path}.outlierDetection.interval"),
-                err,
-            ),
-            base_ejection_time: dur(
-                o.base_ejection_time.as_ref(),
-                &format!("{path}.outlierDetection.baseEjectionTime"),
-                err,
-            ),
-            max_ejection_percent: o.max_ejection_percent.and_then(|p| u32::try_from(p).ok()),
-        }),
+        outlier_detection: tp
+            .outlier_detection
+            .as_ref()
+            .map(|o| outlier_detection(o, &format!("{path}.outlierDetection"), err)),
         tls: tp
             .tls
             .as_ref()
@@ -96,13 +86,33 @@ fn with_ports(
             .connection_pool
             .as_ref()
             .map(|c| connection_pool(c, &format!("{ppath}.connectionPool"), err)),
-        outlier_detection: None,
+        outlier_detection: pl
+            .outlier_detection
+            .as_ref()
+            .map(|o| outlier_detection(o, &format!("{ppath}.outlierDetection"), err)),
         tls: pl
             .tls
             .as_ref()
             .and_then(|t| client_tls(t, &format!("{ppath}.tls"), err)),
     };
     base.overlay(&over)
+}
+
+fn outlier_detection(
+    o: &trellis_api::networking::OutlierDetection,
+    path: &str,
+    err: &mut impl FnMut(String, String),
+) -> OutlierDetection {
+    OutlierDetection {
+        consecutive_5xx_errors: o.consecutive_5xx_errors,
+        interval: dur(o.interval.as_ref(), &format!("{path}.interval"), err),
+        base_ejection_time: dur(
+            o.base_ejection_time.as_ref(),
+            &format!("{path}.baseEjectionTime"),
+            err,
+        ),
+        max_ejection_percent: o.max_ejection_percent.and_then(|p| u32::try_from(p).ok()),
+    }
 }
 
 /// `tls` settings -> [`ClientTls`]. MUTUAL needs `clientCertificate` and `privateKey`

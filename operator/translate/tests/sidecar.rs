@@ -593,3 +593,30 @@ spec:
     assert_eq!(cluster_of(&routes[0]), V2);
     assert!(stable.errors.is_empty() && canary.errors.is_empty());
 }
+
+/// A port's own outlier detection replaces the DestinationRule's on that port.
+#[test]
+fn port_level_outlier_detection_applies_to_its_port() {
+    let mut resources = base_resources();
+    resources.push(dr(r#"
+metadata: {name: cart, namespace: shop}
+spec:
+  host: cart
+  trafficPolicy:
+    outlierDetection: {consecutive5xxErrors: 2, baseEjectionTime: 30s}
+    portLevelSettings:
+    - port: {number: 8080}
+      outlierDetection: {consecutive5xxErrors: 9, baseEjectionTime: 5s}
+"#));
+    let model = model_of(resources);
+    let out = web_sidecar(&model);
+    let cart = out
+        .clusters
+        .iter()
+        .find(|c| c.name == format!("outbound|8080||{CART}"))
+        .unwrap();
+    let o = cart.outlier_detection.as_ref().unwrap();
+    assert_eq!(o.consecutive_5xx.unwrap().value, 9);
+    assert_eq!(o.base_ejection_time.unwrap().seconds, 5);
+    assert!(out.errors.is_empty(), "{:?}", out.errors);
+}
