@@ -119,9 +119,16 @@ pub fn outbound_cluster(spec: &OutboundCluster<'_>, sds: &SdsSource) -> Cluster 
             }
         }
         Some(ClientTls::Disable) => {}
-        Some(ClientTls::IstioMutual { sni: custom }) => {
+        Some(ClientTls::IstioMutual {
+            sni: custom,
+            subject_alt_names,
+        }) => {
             let sni = custom.clone().unwrap_or(sni);
-            cluster.transport_socket = Some(mesh_mtls_socket(sds, &sni, spec.identities));
+            let expected = match subject_alt_names.as_slice() {
+                [] => spec.identities,
+                named => named,
+            };
+            cluster.transport_socket = Some(mesh_mtls_socket(sds, &sni, expected));
         }
         Some(ClientTls::Origination(tls)) => {
             // The SNI (and the SAN checked) default to the host, wildcards trimmed.

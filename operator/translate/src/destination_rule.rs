@@ -146,7 +146,10 @@ fn client_tls(
                 ClientTls::Origination(Origination::Simple(settings))
             }
         },
-        ClientTLSMode::IstioMutual => ClientTls::IstioMutual { sni: t.sni.clone() },
+        ClientTLSMode::IstioMutual => ClientTls::IstioMutual {
+            sni: t.sni.clone(),
+            subject_alt_names: t.subject_alt_names.clone(),
+        },
     })
 }
 

@@ -41,7 +41,12 @@ pub enum ClientTls {
     /// `insecureSkipVerify`.
     Origination(crate::security::origination::ClientTls),
     /// Mesh mTLS with the workload certificate (whatever the endpoints are).
-    IstioMutual { sni: Option<String> },
+    /// The server must present one of `subject_alt_names` when any are given,
+    /// else the identity of one of the service's endpoints.
+    IstioMutual {
+        sni: Option<String>,
+        subject_alt_names: Vec<String>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Default)]

@@ -620,3 +620,46 @@ spec:
     assert_eq!(o.base_ejection_time.unwrap().seconds, 5);
     assert!(out.errors.is_empty(), "{:?}", out.errors);
 }
+
+/// ISTIO_MUTUAL with `subjectAltNames`: the server must present one of them,
+/// instead of an endpoint's identity.
+#[test]
+fn istio_mutual_checks_the_named_identities() {
+    let mut resources = base_resources();
+    resources.push(dr(r#"
+metadata: {name: cart, namespace: shop}
+spec:
+  host: cart
+  trafficPolicy:
+    tls: {mode: ISTIO_MUTUAL, subjectAltNames: ["spiffe://cluster.local/ns/payments/sa/cart"]}
+"#));
+    let model = model_of(resources);
+    let out = web_sidecar(&model);
+    let cart = out
+        .clusters
+        .iter()
+        .find(|c| c.name == format!("outbound|8080||{CART}"))
+        .unwrap();
+    let socket = format!("{:?}", cart.transport_socket);
+    let decoded = {
+        use envoy_types::pb::envoy::config::core::v3::transport_socket::ConfigType;
+        use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::UpstreamTlsContext;
+        let Some(ConfigType::TypedConfig(any)) =
+            &cart.transport_socket.as_ref().unwrap().config_type
+        else {
+            panic!("no TLS context: {socket}");
+        };
+        format!(
+            "{:?}",
+            <UpstreamTlsContext as prost::Message>::decode(any.value.as_slice()).unwrap()
+        )
+    };
+    assert!(
+        decoded.contains("spiffe://cluster.local/ns/payments/sa/cart"),
+        "{decoded}"
+    );
+    assert!(
+        !decoded.contains("spiffe://cluster.local/ns/shop/sa/cart\""),
+        "{decoded}"
+    );
+}
