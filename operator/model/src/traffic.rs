@@ -38,19 +38,19 @@ pub fn vs_hosts(vs: &Stored<VirtualService>, settings: &MeshSettings) -> Vec<Str
         .spec
         .hosts
         .iter()
-        .map(|h| qualify(h, &vs.namespace, settings))
+        .flat_map(|h| qualify(h, &vs.namespace, settings))
         .collect()
 }
 
-/// A host as written in a resource of `namespace`, fully qualified.
-pub fn qualify(host: &str, namespace: &str, settings: &MeshSettings) -> String {
+/// The hosts a host written in a resource of `namespace` may name, fully
+/// qualified: `cart` and `cart.shop` name a Kubernetes service, and a name
+/// with a dot also names itself (`example.com`, `vault.internal`: a
+/// ServiceEntry's host), as Istio reads it.
+pub fn qualify(host: &str, namespace: &str, settings: &MeshSettings) -> Vec<String> {
     if host.starts_with('*') {
-        return host.to_ascii_lowercase();
+        return vec![host.to_ascii_lowercase()];
     }
     fqdn_candidates(&host.to_ascii_lowercase(), namespace, settings)
-        .into_iter()
-        .next()
-        .unwrap_or_default()
 }
 
 /// VirtualServices for sidecars (`gateways` empty or containing `mesh`) that apply to
@@ -88,8 +88,9 @@ pub fn destination_rule_for<'a>(
         .filter(|dr| dr.export_to.visible_from(namespace) || dr.namespace == namespace)
         .filter(|dr| dr.object.spec.workload_selector.is_none())
         .filter_map(|dr| {
-            let h = qualify(&dr.object.spec.host, &dr.namespace, settings);
-            host_matches(&h, host).then(|| (h.starts_with('*'), dr))
+            let forms = qualify(&dr.object.spec.host, &dr.namespace, settings);
+            let h = forms.into_iter().find(|h| host_matches(h, host))?;
+            Some((h.starts_with('*'), dr))
         })
         .min_by_key(|(wild, dr)| {
             (

@@ -79,12 +79,17 @@ impl<'a> TrafficIndex<'a> {
                     .spec
                     .hosts
                     .iter()
-                    .map(move |h| (qualify(h, &vs.namespace, settings), vs))
+                    .flat_map(move |h| qualify(h, &vs.namespace, settings))
+                    .map(move |h| (h, vs))
             });
         let dr = destination_rules
             .values()
             .filter(|dr| dr.object.spec.workload_selector.is_none())
-            .map(|dr| (qualify(&dr.object.spec.host, &dr.namespace, settings), dr));
+            .flat_map(|dr| {
+                qualify(&dr.object.spec.host, &dr.namespace, settings)
+                    .into_iter()
+                    .map(move |h| (h, dr))
+            });
         TrafficIndex {
             settings,
             virtual_services: ByHost::new(vs),
@@ -111,6 +116,8 @@ impl<'a> TrafficIndex<'a> {
                 vs.age_key(),
             )
         });
+        // One VirtualService can name a host in two of its forms.
+        found.dedup_by(|a, b| std::ptr::eq(*a, *b));
         found
     }
 

@@ -181,3 +181,42 @@ fn gateways_bind_by_selector_and_sidecars_by_precedence() {
     assert_eq!(m.delete(&key), ChangeScope::None);
     assert_eq!(m.sidecar_for(&web).unwrap().name, "ns-default");
 }
+
+/// A host with one dot in a VirtualService or DestinationRule names a
+/// ServiceEntry's host as written (`httpbin.org`), and still a Kubernetes
+/// service as `name.namespace` (`cart.shop`).
+#[test]
+fn a_one_dot_host_names_itself_and_a_namespaced_service() {
+    let mut m = MeshModel::new(MeshSettings::default());
+    let object = |kind: &str, host: &str| {
+        let value = json!({
+            "metadata": {"name": host.replace('.', "-"), "namespace": "shop"},
+            "spec": if kind == "vs" {
+                json!({"hosts": [host], "http": [{"route": [{"destination": {"host": host}}]}]})
+            } else {
+                json!({"host": host})
+            }
+        });
+        if kind == "vs" {
+            Resource::VirtualService(Box::new(serde_json::from_value(value).unwrap()))
+        } else {
+            Resource::DestinationRule(Box::new(serde_json::from_value(value).unwrap()))
+        }
+    };
+    for host in ["httpbin.org", "cart.shop"] {
+        m.apply(object("vs", host)).unwrap();
+        m.apply(object("dr", host)).unwrap();
+    }
+    for (host, name) in [
+        ("httpbin.org", "httpbin-org"),
+        ("cart.shop.svc.cluster.local", "cart-shop"),
+    ] {
+        let vss = m.virtual_services_for(host, "shop");
+        assert_eq!(vss.len(), 1, "{host}");
+        assert_eq!(vss[0].name, name);
+        assert_eq!(m.destination_rule_for(host, "shop").unwrap().name, name);
+        let index = m.traffic_index();
+        assert_eq!(index.virtual_services_for(host, "shop").len(), 1, "{host}");
+        assert_eq!(index.destination_rule_for(host, "shop").unwrap().name, name);
+    }
+}
