@@ -682,12 +682,14 @@ impl MeshModel {
         }
     }
 
-    /// The SPIFFE ids of the workloads behind a service, sorted.
+    /// The SPIFFE ids of the workloads behind a service, and the identities its
+    /// ServiceEntry names (`subjectAltNames`), sorted.
     pub fn service_identities(&self, service: &MeshService) -> Vec<String> {
         let set: BTreeSet<String> = self
             .workloads_of(service)
             .into_iter()
             .map(|w| self.settings.spiffe_id(&w.namespace, &w.service_account))
+            .chain(service.subject_alt_names.iter().cloned())
             .collect();
         set.into_iter().collect()
     }

@@ -170,6 +170,9 @@ pub struct MeshService {
     pub export_to: ExportTo,
     /// ClusterIP / ServiceEntry address, when there is one.
     pub address: Option<String>,
+    /// Identities its servers present besides those of its workloads
+    /// (ServiceEntry `subjectAltNames`), checked when the mesh's mTLS reaches it.
+    pub subject_alt_names: Vec<String>,
 }
 
 impl MeshService {
@@ -230,6 +233,7 @@ impl MeshService {
             static_endpoints: Vec::new(),
             export_to: ExportTo::All,
             address,
+            subject_alt_names: Vec::new(),
         })
     }
 }

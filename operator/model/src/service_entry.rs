@@ -130,6 +130,7 @@ pub fn services_of_entry(
             static_endpoints,
             export_to: ExportTo::from_list(&spec.export_to, namespace),
             address: spec.addresses.first().cloned(),
+            subject_alt_names: spec.subject_alt_names.clone(),
         });
     }
     Ok(out)

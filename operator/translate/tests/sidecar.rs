@@ -663,3 +663,52 @@ spec:
         "{decoded}"
     );
 }
+
+/// A ServiceEntry's `subjectAltNames` are the identities its servers must
+/// present to the mesh's mTLS.
+#[test]
+fn a_service_entrys_subject_alt_names_are_checked_under_istio_mutual() {
+    let mut resources = base_resources();
+    let entry: trellis_api::networking::ServiceEntry = from_yaml(
+        r#"
+metadata: {name: vault, namespace: shop}
+spec:
+  hosts: [vault.internal]
+  location: MESH_INTERNAL
+  resolution: STATIC
+  ports: [{number: 8200, name: tcp, protocol: TCP}]
+  endpoints: [{address: 127.0.0.40}]
+  subjectAltNames: ["spiffe://cluster.local/ns/vault/sa/vault"]
+"#,
+    );
+    resources.push(trellis_model::Resource::ServiceEntry(Box::new(entry)));
+    resources.push(dr(
+        "metadata: {name: vault, namespace: shop}\nspec: {host: vault.internal, trafficPolicy: {tls: {mode: ISTIO_MUTUAL}}}\n",
+    ));
+    let model = model_of(resources);
+    let out = web_sidecar(&model);
+    let vault = out
+        .clusters
+        .iter()
+        .find(|c| c.name == "outbound|8200||vault.internal")
+        .unwrap();
+    let socket = format!("{:?} {:?}", vault.transport_socket, out.errors);
+    assert!(socket.contains("tls"), "{socket}");
+    let text = {
+        use envoy_types::pb::envoy::config::core::v3::transport_socket::ConfigType;
+        use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::UpstreamTlsContext;
+        let Some(ConfigType::TypedConfig(any)) =
+            &vault.transport_socket.as_ref().unwrap().config_type
+        else {
+            panic!("{socket}");
+        };
+        format!(
+            "{:?}",
+            <UpstreamTlsContext as prost::Message>::decode(any.value.as_slice()).unwrap()
+        )
+    };
+    assert!(
+        text.contains("spiffe://cluster.local/ns/vault/sa/vault"),
+        "{text}"
+    );
+}
