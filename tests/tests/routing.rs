@@ -25,7 +25,7 @@ fn to(cluster: &str, weight: u32) -> Destination {
         cluster: cluster.into(),
         weight,
         headers: Headers::default(),
-        hash_header: None,
+        hash_key: None,
     }
 }
 

@@ -3,7 +3,8 @@
 //!
 //! Load balancing: ROUND_ROBIN (strictly cyclic), RANDOM (spread, not cyclic),
 //! LEAST_REQUEST (a busy endpoint is avoided), consistentHash on a header (same
-//! header value -> same endpoint).
+//! header value -> same endpoint), on a cookie Envoy sets (a client sticks from its
+//! first response) and on a query parameter.
 //! Auto mTLS: the client uses mTLS to an endpoint with a sidecar (a STRICT server
 //! sidecar, so plaintext would be refused) and plaintext to one without; a
 //! DestinationRule with `tls.mode: DISABLE` or `ISTIO_MUTUAL` overrides that.
@@ -29,9 +30,10 @@ fn get(host: &str) -> HttpRequest {
 
 // ---------------------------------------------------------------- load balancing
 
-const LB_UPSTREAMS: [&str; 13] = [
+const LB_UPSTREAMS: [&str; 19] = [
     "rr-1", "rr-2", "rr-3", "random-1", "random-2", "random-3", "hash-1", "hash-2", "hash-3",
-    "lr-slow", "lr-1", "lr-2", "lr-3",
+    "lr-slow", "lr-1", "lr-2", "lr-3", "cookie-1", "cookie-2", "cookie-3", "query-1", "query-2",
+    "query-3",
 ];
 
 fn lb_dr(name: &str, lb: &str) -> Resource {
@@ -46,6 +48,13 @@ fn lb_scenario(addr: &Addrs) -> Vec<Resource> {
         service("random", "random"),
         service("hash", "hash"),
         service("lr", "lr"),
+        service("cookie", "cookie"),
+        service("query", "query"),
+        lb_dr(
+            "cookie",
+            "{consistentHash: {httpCookie: {name: sticky, path: /, ttl: 60s}}}",
+        ),
+        lb_dr("query", "{consistentHash: {httpQueryParameterName: user}}"),
         lb_dr("rr", "{simple: ROUND_ROBIN}"),
         lb_dr("random", "{simple: RANDOM}"),
         lb_dr("hash", "{consistentHash: {httpHeaderName: x-user}}"),
@@ -120,6 +129,46 @@ fn load_balancer_policies_on_real_envoy() {
         let first = server(get("hash").header("x-user", &user));
         for _ in 0..4 {
             assert_eq!(server(get("hash").header("x-user", &user)), first, "{user}");
+        }
+        placed.insert(first);
+    }
+    assert!(placed.len() >= 2, "every user on {placed:?}");
+
+    // consistentHash on a cookie: a client without it gets one from Envoy on its
+    // first response and keeps its endpoint while it sends it back
+    let mut placed = BTreeSet::new();
+    for _ in 0..10 {
+        let r = get("cookie").send(client.listen).expect("request");
+        assert_eq!(r.status, 200, "{}", r.body_text());
+        let first = r.json()["server"].as_str().unwrap().to_string();
+        let set = r
+            .header("set-cookie")
+            .expect("Envoy sets the cookie")
+            .to_string();
+        assert!(set.starts_with("sticky="), "{set}");
+        let cookie = set.split(';').next().unwrap().to_string();
+        for _ in 0..4 {
+            assert_eq!(
+                server(get("cookie").header("cookie", &cookie)),
+                first,
+                "{cookie}"
+            );
+        }
+        placed.insert(first);
+    }
+    assert!(placed.len() >= 2, "every cookie on {placed:?}");
+
+    // consistentHash on a query parameter
+    let mut placed = BTreeSet::new();
+    for user in 0..20 {
+        let path = format!("/?user={user}");
+        let first = server(HttpRequest::get(&path).host("query"));
+        for _ in 0..4 {
+            assert_eq!(
+                server(HttpRequest::get(&path).host("query")),
+                first,
+                "{path}"
+            );
         }
         placed.insert(first);
     }

@@ -7,8 +7,8 @@ use envoy_types::pb::envoy::config::cluster::v3::{
     CircuitBreakers, Cluster, OutlierDetection as EnvoyOutlier,
     circuit_breakers::Thresholds,
     cluster::{
-        ClusterDiscoveryType, DiscoveryType, DnsLookupFamily, EdsClusterConfig, LbPolicy,
-        TransportSocketMatch,
+        ClusterDiscoveryType, DiscoveryType, DnsLookupFamily, EdsClusterConfig, LbConfig, LbPolicy,
+        RingHashLbConfig, TransportSocketMatch,
     },
 };
 use envoy_types::pb::envoy::config::core::v3::{
@@ -22,7 +22,9 @@ use envoy_types::pb::envoy::extensions::upstreams::http::v3::{
         ExplicitHttpConfig, UpstreamProtocolOptions, explicit_http_config::ProtocolConfig,
     },
 };
-use envoy_types::pb::google::protobuf::{Duration, Struct, UInt32Value, Value, value::Kind};
+use envoy_types::pb::google::protobuf::{
+    Duration, Struct, UInt32Value, UInt64Value, Value, value::Kind,
+};
 use envoy_types::util::pack_any;
 
 use trellis_model::{MeshService, Protocol, Resolution, ServicePort};
@@ -206,8 +208,18 @@ fn base_cluster(name: &str, policy: &ClusterPolicy, protocol: Protocol) -> Clust
         LoadBalancer::RoundRobin => LbPolicy::RoundRobin,
         LoadBalancer::LeastRequest => LbPolicy::LeastRequest,
         LoadBalancer::Random => LbPolicy::Random,
-        LoadBalancer::ConsistentHashHeader(_) => LbPolicy::RingHash,
+        LoadBalancer::ConsistentHash { .. } => LbPolicy::RingHash,
     } as i32;
+    if let Some(LoadBalancer::ConsistentHash {
+        minimum_ring_size: Some(size),
+        ..
+    }) = &policy.load_balancer
+    {
+        cluster.lb_config = Some(LbConfig::RingHashLbConfig(RingHashLbConfig {
+            minimum_ring_size: Some(UInt64Value { value: *size }),
+            ..Default::default()
+        }));
+    }
     let http_options = http_protocol_options(protocol, &pool);
     if let Some(options) = http_options {
         cluster.typed_extension_protocol_options =

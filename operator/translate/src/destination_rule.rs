@@ -4,7 +4,9 @@ use trellis_api::networking::{
     LoadBalancerSettings, SimpleLB, TrafficPolicy,
 };
 
-use crate::policy::{ClientTls, ClusterPolicy, ConnectionPool, LoadBalancer, OutlierDetection};
+use crate::policy::{
+    ClientTls, ClusterPolicy, ConnectionPool, HashKey, LoadBalancer, OutlierDetection,
+};
 use crate::security::origination::{ClientTls as Origination, OriginationSettings};
 use crate::types::{ErrorCode, TranslateError};
 
@@ -57,7 +59,10 @@ fn with_ports(
     err: &mut impl FnMut(String, String),
 ) -> ClusterPolicy {
     let base = ClusterPolicy {
-        load_balancer: tp.load_balancer.as_ref().map(load_balancer),
+        load_balancer: tp
+            .load_balancer
+            .as_ref()
+            .map(|lb| load_balancer(lb, &format!("{path}.loadBalancer"), err)),
         connection_pool: tp
             .connection_pool
             .as_ref()
@@ -81,7 +86,10 @@ fn with_ports(
     };
     let ppath = format!("{path}.portLevelSettings[{i}]");
     let over = ClusterPolicy {
-        load_balancer: pl.load_balancer.as_ref().map(load_balancer),
+        load_balancer: pl
+            .load_balancer
+            .as_ref()
+            .map(|lb| load_balancer(lb, &format!("{ppath}.loadBalancer"), err)),
         connection_pool: pl
             .connection_pool
             .as_ref()
@@ -153,13 +161,38 @@ fn client_tls(
     })
 }
 
-fn load_balancer(lb: &LoadBalancerSettings) -> LoadBalancer {
-    if let Some(header) = lb
-        .consistent_hash
-        .as_ref()
-        .and_then(|c| c.http_header_name.clone())
-    {
-        return LoadBalancer::ConsistentHashHeader(header);
+fn load_balancer(
+    lb: &LoadBalancerSettings,
+    path: &str,
+    err: &mut impl FnMut(String, String),
+) -> LoadBalancer {
+    if let Some(c) = &lb.consistent_hash {
+        // Validation admits exactly one key.
+        let key = if let Some(header) = &c.http_header_name {
+            Some(HashKey::Header(header.clone()))
+        } else if let Some(cookie) = &c.http_cookie {
+            Some(HashKey::Cookie {
+                name: cookie.name.clone(),
+                path: cookie.path.clone(),
+                ttl: dur(
+                    cookie.ttl.as_ref(),
+                    &format!("{path}.consistentHash.httpCookie.ttl"),
+                    err,
+                ),
+            })
+        } else if c.use_source_ip == Some(true) {
+            Some(HashKey::SourceIp)
+        } else {
+            c.http_query_parameter_name
+                .clone()
+                .map(HashKey::QueryParameter)
+        };
+        if let Some(key) = key {
+            return LoadBalancer::ConsistentHash {
+                key,
+                minimum_ring_size: c.minimum_ring_size,
+            };
+        }
     }
     match lb.simple {
         Some(SimpleLB::LeastConn) | Some(SimpleLB::LeastRequest) => LoadBalancer::LeastRequest,

@@ -31,6 +31,7 @@ use crate::http_rule::HttpRule;
 use crate::listener::{Routes, http_connection_manager, listener};
 use crate::names;
 use crate::outbound::OutboundScope;
+use crate::policy::HashKey;
 use crate::route::routes;
 use crate::security::origination::{GatewayTlsMode, gateway_server_tls};
 use crate::security::peer_authn::tls_inspector;
@@ -617,7 +618,7 @@ fn gateway_rules(
     client: &Client<'_>,
     errors: &mut Vec<TranslateError>,
 ) -> Vec<HttpRule> {
-    let resolve = |d: &api::Destination| -> Result<(String, Option<String>), (ErrorCode, String)> {
+    let resolve = |d: &api::Destination| -> Result<(String, Option<HashKey>), (ErrorCode, String)> {
         let target = model
             .resolve_host(&d.host, &vs.namespace)
             .filter(|t| scope.services.iter().any(|s| s.hostname == t.hostname))
@@ -664,7 +665,7 @@ fn gateway_rules(
             ));
         }
         let cluster = names::outbound_cluster(port, d.subset.as_deref(), &target.hostname);
-        let hash = scope.hash_headers.get(&cluster).cloned();
+        let hash = scope.hash_keys.get(&cluster).cloned();
         Ok((cluster, hash))
     };
     let mut out = Vec::new();

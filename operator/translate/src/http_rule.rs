@@ -1,5 +1,6 @@
 //! A VirtualService `http[]` rule after host resolution: the form the route
 //! builder reads. The mapping from the API object lives in `virtual_service`.
+use crate::policy::HashKey;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -53,7 +54,7 @@ pub struct Destination {
     pub weight: u32,
     pub headers: Headers,
     /// `consistentHash.httpHeaderName` of the destination's DestinationRule.
-    pub hash_header: Option<String>,
+    pub hash_key: Option<HashKey>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -134,7 +135,7 @@ pub struct HttpRule {
 
 impl HttpRule {
     /// A rule that sends everything to one cluster, as for a host without a VirtualService.
-    pub fn default_to(cluster: String, hash_header: Option<String>) -> HttpRule {
+    pub fn default_to(cluster: String, hash_key: Option<HashKey>) -> HttpRule {
         HttpRule {
             name: "default".into(),
             matches: Vec::new(),
@@ -142,7 +143,7 @@ impl HttpRule {
                 cluster,
                 weight: 100,
                 headers: Headers::default(),
-                hash_header,
+                hash_key,
             }]),
             rewrite: None,
             timeout: None,

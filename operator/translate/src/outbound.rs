@@ -16,6 +16,7 @@ use trellis_model::{MeshModel, MeshService, OutboundPolicy, Resolution, ServiceP
 use crate::http_rule::HttpRule;
 use crate::listener::{tcp_proxy, weighted_tcp_proxy};
 use crate::names;
+use crate::policy::HashKey;
 use crate::route::routes;
 use crate::security::sds::SdsSource;
 use crate::shared::Shared;
@@ -42,7 +43,7 @@ pub struct OutboundScope {
     /// (host, subset) pairs some DestinationRule defines.
     pub known_subsets: BTreeSet<(String, String)>,
     /// Consistent-hash header per cluster name.
-    pub hash_headers: BTreeMap<String, String>,
+    pub hash_keys: BTreeMap<String, HashKey>,
     /// What happens to hosts outside the registry (MeshConfig, or the Sidecar resource).
     pub outbound_policy: OutboundPolicy,
     /// Interception shape: one route configuration per outbound HTTP port (named by port).
@@ -146,7 +147,7 @@ pub(crate) fn outbound_scope_shared(
     let mut clusters: BTreeMap<String, Arc<Cluster>> = BTreeMap::new();
     let mut endpoints: BTreeMap<String, Arc<ClusterLoadAssignment>> = BTreeMap::new();
     let mut known_subsets: BTreeSet<(String, String)> = BTreeSet::new();
-    let mut hash_headers: BTreeMap<String, String> = BTreeMap::new();
+    let mut hash_keys: BTreeMap<String, HashKey> = BTreeMap::new();
     for service in &services {
         let dr = shared
             .index
@@ -183,8 +184,8 @@ pub(crate) fn outbound_scope_shared(
                     });
                 }
                 let cluster_name = &built.cluster.name;
-                if let Some(h) = &built.hash_header {
-                    hash_headers.insert(cluster_name.clone(), h.clone());
+                if let Some(h) = &built.hash_key {
+                    hash_keys.insert(cluster_name.clone(), h.clone());
                 }
                 clusters.insert(cluster_name.clone(), built.cluster.clone());
                 if let Some(e) = &built.endpoints {
@@ -228,7 +229,7 @@ pub(crate) fn outbound_scope_shared(
                         port,
                         d,
                         &known_subsets,
-                        &hash_headers,
+                        &hash_keys,
                     )
                 };
                 let address = service.address.as_deref();
@@ -252,7 +253,7 @@ pub(crate) fn outbound_scope_shared(
                             port,
                             d,
                             &known_subsets,
-                            &hash_headers,
+                            &hash_keys,
                         )
                     };
                     let mut out = Vec::new();
@@ -289,13 +290,13 @@ pub(crate) fn outbound_scope_shared(
                     } else {
                         vec![HttpRule::default_to(
                             default_cluster.clone(),
-                            hash_headers.get(&default_cluster).cloned(),
+                            hash_keys.get(&default_cluster).cloned(),
                         )]
                     }
                 }
                 None => vec![HttpRule::default_to(
                     default_cluster.clone(),
-                    hash_headers.get(&default_cluster).cloned(),
+                    hash_keys.get(&default_cluster).cloned(),
                 )],
             };
             scope
@@ -324,7 +325,7 @@ pub(crate) fn outbound_scope_shared(
         );
     }
     scope.known_subsets = known_subsets;
-    scope.hash_headers = hash_headers;
+    scope.hash_keys = hash_keys;
     scope.clusters = clusters.into_values().collect();
     scope.endpoints = endpoints.into_values().collect();
     scope.services = services.into_iter().cloned().collect();
@@ -342,8 +343,8 @@ pub fn resolve_destination(
     from_port: &ServicePort,
     d: &api::Destination,
     known_subsets: &BTreeSet<(String, String)>,
-    hash_headers: &BTreeMap<String, String>,
-) -> Result<(String, Option<String>), (ErrorCode, String)> {
+    hash_keys: &BTreeMap<String, HashKey>,
+) -> Result<(String, Option<HashKey>), (ErrorCode, String)> {
     let Some(target) = model.resolve_host(&d.host, vs_namespace) else {
         return Err((
             ErrorCode::UnknownDestination,
@@ -386,7 +387,7 @@ pub fn resolve_destination(
         ));
     }
     let cluster = names::outbound_cluster(port, d.subset.as_deref(), &target.hostname);
-    let hash = hash_headers.get(&cluster).cloned();
+    let hash = hash_keys.get(&cluster).cloned();
     Ok((cluster, hash))
 }
 

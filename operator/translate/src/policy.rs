@@ -8,8 +8,26 @@ pub enum LoadBalancer {
     RoundRobin,
     LeastRequest,
     Random,
-    /// `consistentHash.httpHeaderName`: ring hash on the cluster, hash policy on routes.
-    ConsistentHashHeader(String),
+    /// `consistentHash`: ring hash on the cluster, hash policy on routes.
+    ConsistentHash {
+        key: HashKey,
+        minimum_ring_size: Option<u64>,
+    },
+}
+
+/// What consistent-hash balancing hashes a request on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HashKey {
+    Header(String),
+    /// A cookie; with a `ttl`, Envoy sets it on a response to a request
+    /// without it, so the client sticks from its first request.
+    Cookie {
+        name: String,
+        path: Option<String>,
+        ttl: Option<Duration>,
+    },
+    SourceIp,
+    QueryParameter(String),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Default)]

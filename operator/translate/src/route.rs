@@ -40,6 +40,7 @@ use crate::cluster::duration;
 use crate::http_rule::{
     Action, Cors, Destination, Fault, HeaderOps, HttpRule, RequestMatch, Retries, StringMatch,
 };
+use crate::policy::HashKey;
 use crate::security::matchers::regex;
 
 pub const FAULT_FILTER: &str = "envoy.filters.http.fault";
@@ -130,6 +131,35 @@ fn route(rule: &HttpRule, m: Option<&RequestMatch>, index: usize) -> Route {
     }
 }
 
+/// Envoy's hash policy for a DestinationRule's consistent-hash key.
+fn hash_policy(key: &HashKey) -> HashPolicy {
+    use envoy_types::pb::envoy::config::route::v3::route_action::hash_policy::{
+        ConnectionProperties, Cookie, QueryParameter,
+    };
+    let policy_specifier = match key {
+        HashKey::Header(header_name) => PolicySpecifier::Header(HashHeader {
+            header_name: header_name.clone(),
+            ..Default::default()
+        }),
+        HashKey::Cookie { name, path, ttl } => PolicySpecifier::Cookie(Cookie {
+            name: name.clone(),
+            path: path.clone().unwrap_or_default(),
+            ttl: ttl.map(duration),
+            ..Default::default()
+        }),
+        HashKey::SourceIp => {
+            PolicySpecifier::ConnectionProperties(ConnectionProperties { source_ip: true })
+        }
+        HashKey::QueryParameter(name) => {
+            PolicySpecifier::QueryParameter(QueryParameter { name: name.clone() })
+        }
+    };
+    HashPolicy {
+        policy_specifier: Some(policy_specifier),
+        ..Default::default()
+    }
+}
+
 fn route_action(rule: &HttpRule, destinations: &[Destination]) -> RouteAction {
     let cluster_specifier = match destinations {
         [only] => ClusterSpecifier::Cluster(only.cluster.clone()),
@@ -151,14 +181,8 @@ fn route_action(rule: &HttpRule, destinations: &[Destination]) -> RouteAction {
     };
     let hash_policy = destinations
         .iter()
-        .find_map(|d| d.hash_header.clone())
-        .map(|header_name| HashPolicy {
-            policy_specifier: Some(PolicySpecifier::Header(HashHeader {
-                header_name,
-                ..Default::default()
-            })),
-            ..Default::default()
-        })
+        .find_map(|d| d.hash_key.as_ref())
+        .map(hash_policy)
         .into_iter()
         .collect();
     let mut action = RouteAction {

@@ -19,7 +19,7 @@ use crate::cluster::{OutboundCluster, outbound_cluster};
 use crate::destination_rule::cluster_policy;
 use crate::endpoints::load_assignment;
 use crate::names;
-use crate::policy::{ClusterPolicy, LoadBalancer};
+use crate::policy::{ClusterPolicy, HashKey, LoadBalancer};
 use crate::security::sds::SdsSource;
 use crate::types::TranslateError;
 
@@ -38,7 +38,7 @@ pub(crate) struct SharedCluster {
     /// Problems with the DestinationRule's policy for this port and subset.
     pub policy_errors: Vec<TranslateError>,
     /// `consistentHash.httpHeaderName` in force.
-    pub hash_header: Option<String>,
+    pub hash_key: Option<HashKey>,
 }
 
 /// Which outbound route forms the scopes carry.
@@ -140,8 +140,8 @@ impl<'m> Shared<'m> {
             .cloned()
             .collect();
         let cluster_name = names::outbound_cluster(port.port, subset, &service.hostname);
-        let hash_header = match &policy.load_balancer {
-            Some(LoadBalancer::ConsistentHashHeader(h)) => Some(h.clone()),
+        let hash_key = match &policy.load_balancer {
+            Some(LoadBalancer::ConsistentHash { key, .. }) => Some(key.clone()),
             _ => None,
         };
         let eds = service.resolution == Resolution::Endpoints;
@@ -160,7 +160,7 @@ impl<'m> Shared<'m> {
             endpoints,
             empty,
             policy_errors,
-            hash_header,
+            hash_key,
         });
         self.clusters.insert(key, shared.clone());
         shared

@@ -10,6 +10,7 @@ use crate::http_rule::{
     Action, Cors, Destination, Fault, HeaderOps, Headers, HttpRule, Mirror, Redirect, RequestMatch,
     Retries, Rewrite, StringMatch,
 };
+use crate::policy::HashKey;
 use crate::types::{ErrorCode, TranslateError};
 
 /// VirtualService `tls` routes are validated but not programmed: connections
@@ -205,7 +206,7 @@ pub fn tcp_route(
 
 /// Resolves a destination to (cluster name, consistent-hash header), or says why not.
 pub type Resolver<'a> =
-    dyn Fn(&api::Destination) -> Result<(String, Option<String>), (ErrorCode, String)> + 'a;
+    dyn Fn(&api::Destination) -> Result<(String, Option<HashKey>), (ErrorCode, String)> + 'a;
 
 /// Converts rule `index`; `None` (with errors) when no destination could be resolved.
 pub fn http_rule(
@@ -279,14 +280,14 @@ pub fn http_rule(
         let mut destinations = Vec::new();
         for (i, d) in route.route.iter().enumerate() {
             match resolve(&d.destination) {
-                Ok((cluster, hash_header)) => destinations.push(Destination {
+                Ok((cluster, hash_key)) => destinations.push(Destination {
                     cluster,
                     weight: d
                         .weight
                         .and_then(|w| u32::try_from(w).ok())
                         .unwrap_or(if route.route.len() == 1 { 100 } else { 0 }),
                     headers: headers(d.headers.as_ref()),
-                    hash_header,
+                    hash_key,
                 }),
                 Err((code, message)) => {
                     push(code, format!("{path}.route[{i}].destination"), message)

@@ -712,3 +712,37 @@ spec:
         "{text}"
     );
 }
+
+/// consistentHash on the client's IP, with a ring size: the route hashes on
+/// the connection's source address and the cluster sizes its ring.
+#[test]
+fn consistent_hash_on_the_source_ip_with_a_ring_size() {
+    let mut resources = base_resources();
+    resources.push(dr(r#"
+metadata: {name: cart, namespace: shop}
+spec:
+  host: cart
+  trafficPolicy:
+    loadBalancer: {consistentHash: {useSourceIp: true, minimumRingSize: 2048}}
+"#));
+    let model = model_of(resources);
+    let out = web_sidecar(&model);
+    let cart = out
+        .clusters
+        .iter()
+        .find(|c| c.name == format!("outbound|8080||{CART}"))
+        .unwrap();
+    assert_eq!(cart.lb_policy, LbPolicy::RingHash as i32);
+    assert!(
+        format!("{:?}", cart.lb_config)
+            .contains("minimum_ring_size: Some(UInt64Value { value: 2048 })"),
+        "{:?}",
+        cart.lb_config
+    );
+    let route = &http_routes(vhost(&out, &format!("{CART}:8080")))[0];
+    let policy = format!("{:?}", action(route).hash_policy);
+    assert!(
+        policy.contains("ConnectionProperties(ConnectionProperties { source_ip: true })"),
+        "{policy}"
+    );
+}
