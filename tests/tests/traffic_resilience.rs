@@ -294,6 +294,59 @@ fn outlier_detection_ejects_the_failing_endpoint() {
     );
 }
 
+/// Only gateway errors (502, 503, 504) count, and the 5xx detector is off:
+/// an endpoint answering 502 is ejected, one answering 500 is not.
+#[test]
+fn outlier_detection_on_gateway_errors_only() {
+    let ip = Ipv4Addr::new(127, 0, 0, 98);
+    let good = Upstream::echo("good", ip);
+    let gateway_error = Upstream::start("gateway-error", ip, Behavior::Status(502));
+    let server_error = Upstream::start("server-error", ip, Behavior::Status(500));
+    let mut resources = vec![
+        service("gw-errors", "gw-errors"),
+        destination_rule(
+            r#"
+metadata: {name: gw-errors, namespace: shop}
+spec:
+  host: gw-errors
+  trafficPolicy:
+    outlierDetection:
+      consecutive5xxErrors: 0
+      consecutiveGatewayErrors: 2
+      interval: 1s
+      baseEjectionTime: 5m
+      maxEjectionPercent: 100
+"#,
+        ),
+    ];
+    for u in [&good, &gateway_error, &server_error] {
+        resources.push(plain_workload(u.name(), "gw-errors", u.addr(), &[]));
+    }
+    let client = start_client(&test_ca(), resources, Ipv4Addr::new(127, 0, 0, 95));
+    let name = cluster("gw-errors", None);
+    let stat = |s: &str| {
+        client
+            .envoy
+            .stat(&format!("cluster.{name}.outlier_detection.{s}"))
+    };
+    let start = Instant::now();
+    while stat("ejections_enforced_consecutive_gateway_failure") == 0 {
+        assert!(
+            start.elapsed() < Duration::from_secs(30) && gateway_error.hits() < 200,
+            "no ejection after {} requests to the 502 endpoint",
+            gateway_error.hits()
+        );
+        get("gw-errors", "/").send(client.listen).expect("request");
+    }
+    // Many 500s came in the meantime, and did not eject their endpoint.
+    for _ in 0..30 {
+        get("gw-errors", "/").send(client.listen).expect("request");
+    }
+    assert!(server_error.hits() >= 10, "{}", server_error.hits());
+    assert_eq!(stat("ejections_enforced_consecutive_5xx"), 0);
+    assert_eq!(stat("ejections_active"), 1, "only the 502 endpoint");
+}
+
 // ---------------------------------------------------------------- maxRetries, http2MaxRequests
 
 const BUDGET_UPSTREAMS: [&str; 2] = ["budget", "maxreq"];

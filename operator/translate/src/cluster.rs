@@ -7,8 +7,8 @@ use envoy_types::pb::envoy::config::cluster::v3::{
     CircuitBreakers, Cluster, OutlierDetection as EnvoyOutlier,
     circuit_breakers::Thresholds,
     cluster::{
-        ClusterDiscoveryType, DiscoveryType, DnsLookupFamily, EdsClusterConfig, LbConfig, LbPolicy,
-        RingHashLbConfig, TransportSocketMatch,
+        ClusterDiscoveryType, CommonLbConfig, DiscoveryType, DnsLookupFamily, EdsClusterConfig,
+        LbConfig, LbPolicy, RingHashLbConfig, TransportSocketMatch,
     },
 };
 use envoy_types::pb::envoy::config::core::v3::{
@@ -198,6 +198,16 @@ fn base_cluster(name: &str, policy: &ClusterPolicy, protocol: Protocol) -> Clust
         )),
         circuit_breakers: circuit_breakers(&pool),
         outlier_detection: policy.outlier_detection.as_ref().map(outlier_detection),
+        common_lb_config: policy
+            .outlier_detection
+            .as_ref()
+            .and_then(|o| o.min_health_percent)
+            .map(|percent| CommonLbConfig {
+                healthy_panic_threshold: Some(envoy_types::pb::envoy::r#type::v3::Percent {
+                    value: f64::from(percent),
+                }),
+                ..Default::default()
+            }),
         ..Default::default()
     };
     cluster.lb_policy = match policy
@@ -279,13 +289,29 @@ fn circuit_breakers(pool: &ConnectionPool) -> Option<CircuitBreakers> {
 
 fn outlier_detection(o: &OutlierDetection) -> EnvoyOutlier {
     let u = |v: Option<u32>| v.map(|value| UInt32Value { value });
+    // As Istio maps them: a detector set to 0 is off, one set above 0 always
+    // ejects; the gateway-error and success-rate detectors are off unless asked.
+    let enforcing = |v: Option<u32>, default: u32| {
+        Some(UInt32Value {
+            value: v.map_or(default, |n| if n > 0 { 100 } else { 0 }),
+        })
+    };
+    let local = o.split_external_local_origin_errors;
     EnvoyOutlier {
         consecutive_5xx: u(o.consecutive_5xx_errors),
+        enforcing_consecutive_5xx: o
+            .consecutive_5xx_errors
+            .and_then(|n| enforcing(Some(n), 100)),
+        consecutive_gateway_failure: u(o.consecutive_gateway_errors),
+        enforcing_consecutive_gateway_failure: enforcing(o.consecutive_gateway_errors, 0),
+        split_external_local_origin_errors: local,
+        consecutive_local_origin_failure: u(o.consecutive_local_origin_failures.filter(|_| local)),
+        enforcing_consecutive_local_origin_failure: local
+            .then(|| enforcing(o.consecutive_local_origin_failures, 100))
+            .flatten(),
         interval: o.interval.map(duration),
         base_ejection_time: o.base_ejection_time.map(duration),
         max_ejection_percent: u(o.max_ejection_percent),
-        // Istio turns the gateway-error and local-origin detectors off unless asked.
-        enforcing_consecutive_gateway_failure: Some(UInt32Value { value: 0 }),
         enforcing_success_rate: Some(UInt32Value { value: 0 }),
         ..Default::default()
     }

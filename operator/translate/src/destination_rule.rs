@@ -113,6 +113,10 @@ fn outlier_detection(
 ) -> OutlierDetection {
     OutlierDetection {
         consecutive_5xx_errors: o.consecutive_5xx_errors,
+        consecutive_gateway_errors: o.consecutive_gateway_errors,
+        consecutive_local_origin_failures: o.consecutive_local_origin_failures,
+        split_external_local_origin_errors: o.split_external_local_origin_errors == Some(true),
+        min_health_percent: o.min_health_percent.and_then(|p| u32::try_from(p).ok()),
         interval: dur(o.interval.as_ref(), &format!("{path}.interval"), err),
         base_ejection_time: dur(
             o.base_ejection_time.as_ref(),

@@ -43,6 +43,14 @@ pub struct ConnectionPool {
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct OutlierDetection {
     pub consecutive_5xx_errors: Option<u32>,
+    /// 502, 503 and 504 only.
+    pub consecutive_gateway_errors: Option<u32>,
+    /// Connect failures and timeouts counted apart from the server's answers
+    /// (`splitExternalLocalOriginErrors`), ejecting after this many.
+    pub consecutive_local_origin_failures: Option<u32>,
+    pub split_external_local_origin_errors: bool,
+    /// Below this share of healthy endpoints, ejection is ignored (panic mode).
+    pub min_health_percent: Option<u32>,
     pub interval: Option<Duration>,
     pub base_ejection_time: Option<Duration>,
     pub max_ejection_percent: Option<u32>,

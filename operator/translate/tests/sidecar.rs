@@ -606,7 +606,7 @@ spec:
     outlierDetection: {consecutive5xxErrors: 2, baseEjectionTime: 30s}
     portLevelSettings:
     - port: {number: 8080}
-      outlierDetection: {consecutive5xxErrors: 9, baseEjectionTime: 5s}
+      outlierDetection: {consecutive5xxErrors: 9, baseEjectionTime: 5s, minHealthPercent: 40}
 "#));
     let model = model_of(resources);
     let out = web_sidecar(&model);
@@ -618,6 +618,12 @@ spec:
     let o = cart.outlier_detection.as_ref().unwrap();
     assert_eq!(o.consecutive_5xx.unwrap().value, 9);
     assert_eq!(o.base_ejection_time.unwrap().seconds, 5);
+    let panic_threshold = cart
+        .common_lb_config
+        .as_ref()
+        .unwrap()
+        .healthy_panic_threshold;
+    assert_eq!(panic_threshold.unwrap().value, 40.0, "minHealthPercent");
     assert!(out.errors.is_empty(), "{:?}", out.errors);
 }
 
