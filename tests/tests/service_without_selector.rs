@@ -30,7 +30,7 @@ fn listed(endpoints: &[&Upstream]) -> Resource {
             .map(|u| StaticEndpoint {
                 address: u.ip(),
                 ports: BTreeMap::from([("http".to_string(), u.port())]),
-                labels: BTreeMap::new(),
+                ..Default::default()
             })
             .collect(),
     }

@@ -653,8 +653,8 @@ impl MeshModel {
                     labels: e.labels.clone(),
                     has_sidecar: false,
                     namespace: service.namespace.clone(),
-                    service_account: None,
-                    weight: 1,
+                    service_account: e.service_account.clone(),
+                    weight: e.weight.max(1),
                 })
                 .collect()
         };
@@ -683,13 +683,18 @@ impl MeshModel {
     }
 
     /// The SPIFFE ids of the workloads behind a service, and the identities its
-    /// ServiceEntry names (`subjectAltNames`), sorted.
+    /// ServiceEntry names (`subjectAltNames`, its endpoints' `serviceAccount`), sorted.
     pub fn service_identities(&self, service: &MeshService) -> Vec<String> {
         let set: BTreeSet<String> = self
             .workloads_of(service)
             .into_iter()
             .map(|w| self.settings.spiffe_id(&w.namespace, &w.service_account))
             .chain(service.subject_alt_names.iter().cloned())
+            .chain(
+                (service.static_endpoints.iter())
+                    .filter_map(|e| e.service_account.as_deref())
+                    .map(|sa| self.settings.spiffe_id(&service.namespace, sa)),
+            )
             .collect();
         set.into_iter().collect()
     }

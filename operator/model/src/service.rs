@@ -92,12 +92,17 @@ pub enum Resolution {
 
 /// A fixed endpoint: declared by a ServiceEntry, or listed by an EndpointSlice of a
 /// Service without a selector.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
 pub struct StaticEndpoint {
     pub address: String,
     /// Port overrides by service port name.
     pub ports: BTreeMap<String, u16>,
     pub labels: BTreeMap<String, String>,
+    /// Load-balancing weight (ServiceEntry `endpoints[].weight`); 0 counts as 1.
+    pub weight: u32,
+    /// Whose identity the endpoint's server presents (ServiceEntry
+    /// `endpoints[].serviceAccount`, in the entry's namespace).
+    pub service_account: Option<String>,
 }
 
 /// Who may see a resource (`exportTo`).

@@ -93,6 +93,8 @@ pub fn services_of_entry(
             address,
             ports: eports,
             labels: e.labels.clone(),
+            weight: e.weight.unwrap_or(1),
+            service_account: e.service_account.clone(),
         });
     }
     let external = spec.location != Some(ServiceEntryLocation::MeshInternal);
@@ -112,8 +114,7 @@ pub fn services_of_entry(
             }
             static_endpoints.push(StaticEndpoint {
                 address: hostname.clone(),
-                ports: BTreeMap::new(),
-                labels: BTreeMap::new(),
+                ..Default::default()
             });
         }
         out.push(MeshService {

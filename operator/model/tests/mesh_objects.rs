@@ -220,3 +220,38 @@ fn a_one_dot_host_names_itself_and_a_namespaced_service() {
         assert_eq!(index.destination_rule_for(host, "shop").unwrap().name, name);
     }
 }
+
+/// A ServiceEntry endpoint's weight and service account reach its endpoint
+/// and the identities its servers may present.
+#[test]
+fn service_entry_endpoint_weights_and_identities() {
+    let mut m = MeshModel::new(MeshSettings::default());
+    m.apply(se(
+        "vault",
+        json!({"hosts": ["vault.internal"], "location": "MESH_INTERNAL", "resolution": "STATIC",
+        "ports": [{"number": 8200, "name": "tcp", "protocol": "TCP"}],
+        "endpoints": [
+            {"address": "127.0.0.41", "weight": 3, "serviceAccount": "vault"},
+            {"address": "127.0.0.42"}
+        ]}),
+    ))
+    .unwrap();
+    let service = m.resolve_host("vault.internal", "shop").unwrap().clone();
+    let port = service.ports[0].clone();
+    let endpoints = m.endpoints(&service, &port, None);
+    let weights: Vec<(String, u32, Option<String>)> = endpoints
+        .iter()
+        .map(|e| (e.address.clone(), e.weight, e.service_account.clone()))
+        .collect();
+    assert_eq!(
+        weights,
+        [
+            ("127.0.0.41".to_string(), 3, Some("vault".to_string())),
+            ("127.0.0.42".to_string(), 1, None)
+        ]
+    );
+    assert_eq!(
+        m.service_identities(&service),
+        ["spiffe://cluster.local/ns/shop/sa/vault"]
+    );
+}

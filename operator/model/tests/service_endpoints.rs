@@ -25,7 +25,7 @@ fn listed(addresses: &[(&str, u16)]) -> Resource {
             .map(|(address, port)| StaticEndpoint {
                 address: address.to_string(),
                 ports: BTreeMap::from([("tcp-pg".to_string(), *port)]),
-                labels: BTreeMap::new(),
+                ..Default::default()
             })
             .collect(),
     }

@@ -599,7 +599,7 @@ fn listed_endpoints(slice: &EndpointSlice) -> Vec<StaticEndpoint> {
             Some(StaticEndpoint {
                 address: e.addresses.first()?.clone(),
                 ports: ports.clone(),
-                labels: BTreeMap::new(),
+                ..Default::default()
             })
         })
         .collect()
