@@ -208,6 +208,20 @@ impl Envoy {
             .unwrap_or(0)
     }
 
+    /// [`Envoy::stat`] once it has reached `at_least`, waiting (bounded, 10 s)
+    /// for it: the side of a connection that fails it may count the failure
+    /// a moment after the other side has seen it.
+    pub fn wait_stat(&self, name: &str, at_least: u64) -> u64 {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let value = self.stat(name);
+            if value >= at_least || std::time::Instant::now() > deadline {
+                return value;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
+
     /// `/config_dump` parsed as JSON.
     pub fn config_dump(&self) -> serde_json::Value {
         serde_json::from_str(&self.admin_get("/config_dump")).expect("config_dump is JSON")

@@ -80,7 +80,7 @@ fn authorization_policies_guard_tcp_ports_on_real_envoy() {
         response.starts_with("HTTP/1.1 200") && response.contains(r#""server":"app""#),
         "web reached ledger's app: {response}"
     );
-    assert_eq!(ledger_sidecar.stat("inbound_tcp.rbac.allowed"), 1);
+    assert_eq!(ledger_sidecar.wait_stat("inbound_tcp.rbac.allowed", 1), 1);
 
     // DENY web: vault's sidecar closes the connection; nothing reaches the app.
     let hits = app.hits();
@@ -90,6 +90,6 @@ fn authorization_policies_guard_tcp_ports_on_real_envoy() {
         !response.contains("HTTP/1.1 200"),
         "web got through to vault's app: {response}"
     );
-    assert_eq!(vault_sidecar.stat("inbound_tcp.rbac.denied"), 1);
+    assert_eq!(vault_sidecar.wait_stat("inbound_tcp.rbac.denied", 1), 1);
     assert_eq!(app.hits(), hits, "the denied connection reached the app");
 }

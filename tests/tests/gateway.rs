@@ -298,20 +298,20 @@ fn ingress_gateway_http_https_redirect_and_bindings() {
     assert_eq!(r.status, 200, "{}", r.body);
     assert!(r.body.contains("\"web\""), "{}", r.body);
     assert!(
-        envoy.stat(&format!(
-            "listener.{GW_IP}_{}.ssl.fail_verify_no_cert",
-            ports.https
-        )) >= 1
+        envoy.wait_stat(
+            &format!("listener.{GW_IP}_{}.ssl.fail_verify_no_cert", ports.https),
+            1
+        ) >= 1
     );
     // subjectAltNames: a certificate from the same CA with another name is refused
     let (cert, key) = (d.join("intruder.pem"), d.join("intruder-key.pem"));
     let r = curl_https("admin.example.com", https, "/", &root, Some((&cert, &key)));
     assert_eq!(r.status, 0, "a client outside subjectAltNames: {}", r.body);
     assert!(
-        envoy.stat(&format!(
-            "listener.{GW_IP}_{}.ssl.fail_verify_san",
-            ports.https
-        )) >= 1
+        envoy.wait_stat(
+            &format!("listener.{GW_IP}_{}.ssl.fail_verify_san", ports.https),
+            1
+        ) >= 1
     );
 }
 

@@ -180,9 +180,10 @@ fn gateway_simple_and_mutual_with_tls_origination() {
     assert_eq!(get("mutual").status, 200);
     assert_eq!(get("mutual-without-cert").status, 503);
     assert!(
-        gateway.stat(&format!(
-            "listener.{gw_ip}_{mutual_port}.ssl.fail_verify_no_cert"
-        )) >= 1
+        gateway.wait_stat(
+            &format!("listener.{gw_ip}_{mutual_port}.ssl.fail_verify_no_cert"),
+            1
+        ) >= 1
     );
     assert!(gateway.stat(&format!("listener.{gw_ip}_{simple_port}.ssl.handshake")) >= 1);
 }
