@@ -159,6 +159,24 @@ pub fn translate_sidecar(
     out
 }
 
+/// A server sidecar: the Envoy of `shop/<workload>` (service account `sa`)
+/// translated from `model` and started, and the directory of its identity,
+/// issued by `ca`, which must outlive it.
+pub fn start_sidecar(
+    ca: &trellis_ca::CertificateAuthority,
+    model: &MeshModel,
+    workload: &str,
+    sa: &str,
+    outbound_port: u16,
+) -> (Envoy, tempfile::TempDir) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let identity = Identity::issue(ca, dir.path(), NAMESPACE, sa);
+    let out = translate_sidecar(model, workload, options(outbound_port, identity.sds()));
+    let yaml = static_bootstrap(workload, &out);
+    crate::validate_bootstrap(&yaml).expect("server sidecar bootstrap validates");
+    (Envoy::start(&yaml), dir)
+}
+
 /// Checks `tests/golden/<scenario>.yaml` and validates it with `envoy --mode validate`,
 /// with identities for `who` written where its relative SDS paths point.
 pub fn check_golden_bootstrap(scenario: &str, bootstrap: &str, who: &[&str]) {

@@ -4,12 +4,9 @@
 use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddr};
 
-use trellis_e2e::mesh::{Identity, test_ca};
-use trellis_e2e::proxy_bootstrap::static_bootstrap;
-use trellis_e2e::sidecar_mesh::{
-    model, options, start_client, tcp_service, translate_sidecar, workload,
-};
-use trellis_e2e::{Envoy, Upstream, connect_and_get, free_ports_on, validate_bootstrap};
+use trellis_e2e::mesh::test_ca;
+use trellis_e2e::sidecar_mesh::{model, start_client, start_sidecar, tcp_service, workload};
+use trellis_e2e::{Upstream, connect_and_get, free_ports_on};
 use trellis_model::Resource;
 
 fn policy(yaml: &str) -> Resource {
@@ -58,18 +55,9 @@ fn authorization_policies_guard_tcp_ports_on_real_envoy() {
     let vault = SocketAddr::from((vault_ip, vault_ports[0]));
     let resources = scenario(ledger, vault, app.port());
     let m = model(resources.clone(), client_ip);
-    let mut dirs = Vec::new();
-    let mut start = |name: &str, sa: &str, outbound: u16| {
-        let dir = tempfile::tempdir().unwrap();
-        let id = Identity::issue(&ca, dir.path(), "shop", sa);
-        let out = translate_sidecar(&m, name, options(outbound, id.sds()));
-        let yaml = static_bootstrap(name, &out);
-        validate_bootstrap(&yaml).expect("server sidecar validates");
-        dirs.push(dir);
-        Envoy::start(&yaml)
-    };
-    let ledger_sidecar = start("ledger-1", "ledger", ledger_ports[1]);
-    let vault_sidecar = start("vault-1", "vault", vault_ports[1]);
+    let (ledger_sidecar, _ledger_id) =
+        start_sidecar(&ca, &m, "ledger-1", "ledger", ledger_ports[1]);
+    let (vault_sidecar, _vault_id) = start_sidecar(&ca, &m, "vault-1", "vault", vault_ports[1]);
     let client = start_client(&ca, resources, client_ip);
 
     // ALLOW web: the tunnel reaches the app through ledger's sidecar.

@@ -12,14 +12,13 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use trellis_e2e::mesh::{Identity, test_ca};
-use trellis_e2e::proxy_bootstrap::static_bootstrap;
+use trellis_e2e::mesh::test_ca;
 use trellis_e2e::sidecar_mesh::{
     check_golden_bootstrap, cluster, destination_rule, golden_addrs, golden_client_bootstrap,
-    golden_sidecar_bootstrap, mesh_settings, model, options, plain_workload, service, start_client,
-    translate_sidecar, workload,
+    golden_sidecar_bootstrap, mesh_settings, model, plain_workload, service, start_client,
+    start_sidecar, workload,
 };
-use trellis_e2e::{Behavior, Envoy, HttpRequest, Upstream, free_ports_on, validate_bootstrap};
+use trellis_e2e::{Behavior, HttpRequest, Upstream, free_ports_on};
 use trellis_model::{MtlsMode, Resource};
 
 type Addrs = BTreeMap<String, SocketAddr>;
@@ -262,13 +261,8 @@ fn auto_mtls_to_sidecars_plaintext_to_the_rest_unless_a_destination_rule_says_ot
     let resources = || mtls_scenario(cart_addr, app.port(), legacy.addr());
 
     // the server sidecar of cart-v1, translated from the same model
-    let cart_dir = tempfile::tempdir().unwrap();
-    let cart_id = Identity::issue(&ca, cart_dir.path(), "shop", "cart");
     let model = model(resources(), Ipv4Addr::new(127, 0, 0, 120));
-    let out = translate_sidecar(&model, "cart-v1", options(cart_ports[1], cart_id.sds()));
-    let yaml = static_bootstrap("cart-v1", &out);
-    validate_bootstrap(&yaml).expect("cart sidecar validates");
-    let cart = Envoy::start(&yaml);
+    let (cart, _cart_id) = start_sidecar(&ca, &model, "cart-v1", "cart", cart_ports[1]);
     let client = start_client(&ca, resources(), Ipv4Addr::new(127, 0, 0, 120));
     let answers = |host: &str, n: usize| -> BTreeMap<String, usize> {
         let mut seen = BTreeMap::new();

@@ -9,15 +9,12 @@ use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddr};
 
 use k8s_openapi::api::core::v1::Service;
-use trellis_e2e::mesh::{Identity, test_ca};
-use trellis_e2e::proxy_bootstrap::static_bootstrap;
+use trellis_e2e::mesh::test_ca;
 use trellis_e2e::sidecar_mesh::{
-    check_golden_bootstrap, golden_sidecar_bootstrap, model, options, service, start_client,
-    translate_sidecar, workload,
+    check_golden_bootstrap, golden_sidecar_bootstrap, model, service, start_client, start_sidecar,
+    workload,
 };
-use trellis_e2e::{
-    Envoy, HttpRequest, Upstream, connect_and_get, free_ports_on, validate_bootstrap,
-};
+use trellis_e2e::{HttpRequest, Upstream, connect_and_get, free_ports_on};
 use trellis_model::Resource;
 
 /// Ports of the server workloads: cart (http, admin) and pay (http); apps behind them.
@@ -120,18 +117,8 @@ fn peer_authentication_levels_on_real_envoy() {
     };
     let client_ip = Ipv4Addr::new(127, 0, 0, 130);
     let m = model(scenario(&plan), client_ip);
-    let mut dirs = Vec::new();
-    let mut start = |name: &str, sa: &str, outbound: u16| {
-        let dir = tempfile::tempdir().unwrap();
-        let id = Identity::issue(&ca, dir.path(), "shop", sa);
-        let out = translate_sidecar(&m, name, options(outbound, id.sds()));
-        let yaml = static_bootstrap(name, &out);
-        validate_bootstrap(&yaml).expect("server sidecar validates");
-        dirs.push(dir);
-        Envoy::start(&yaml)
-    };
-    let _cart = start("cart-v1", "cart", cart_ports[2]);
-    let _pay = start("pay-1", "pay", pay_ports[1]);
+    let _cart = start_sidecar(&ca, &m, "cart-v1", "cart", cart_ports[2]);
+    let _pay = start_sidecar(&ca, &m, "pay-1", "pay", pay_ports[1]);
     let plain = |addr: SocketAddr| HttpRequest::get("/").send(addr);
 
     // namespace STRICT: plaintext to cart's http port is refused (no HTTP answer)

@@ -627,6 +627,18 @@ spec:
     assert!(out.errors.is_empty(), "{:?}", out.errors);
 }
 
+/// A cluster's upstream TLS context, as text to search.
+fn upstream_tls_text(cluster: &envoy_types::pb::envoy::config::cluster::v3::Cluster) -> String {
+    use envoy_types::pb::envoy::config::core::v3::transport_socket::ConfigType;
+    use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::UpstreamTlsContext;
+    let socket = cluster.transport_socket.as_ref();
+    let Some(ConfigType::TypedConfig(any)) = socket.and_then(|s| s.config_type.as_ref()) else {
+        panic!("{}: no TLS context: {socket:?}", cluster.name);
+    };
+    let context = <UpstreamTlsContext as prost::Message>::decode(any.value.as_slice()).unwrap();
+    format!("{context:?}")
+}
+
 /// ISTIO_MUTUAL with `subjectAltNames`: the server must present one of them,
 /// instead of an endpoint's identity.
 #[test]
@@ -646,20 +658,7 @@ spec:
         .iter()
         .find(|c| c.name == format!("outbound|8080||{CART}"))
         .unwrap();
-    let socket = format!("{:?}", cart.transport_socket);
-    let decoded = {
-        use envoy_types::pb::envoy::config::core::v3::transport_socket::ConfigType;
-        use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::UpstreamTlsContext;
-        let Some(ConfigType::TypedConfig(any)) =
-            &cart.transport_socket.as_ref().unwrap().config_type
-        else {
-            panic!("no TLS context: {socket}");
-        };
-        format!(
-            "{:?}",
-            <UpstreamTlsContext as prost::Message>::decode(any.value.as_slice()).unwrap()
-        )
-    };
+    let decoded = upstream_tls_text(cart);
     assert!(
         decoded.contains("spiffe://cluster.local/ns/payments/sa/cart"),
         "{decoded}"
@@ -698,21 +697,8 @@ spec:
         .iter()
         .find(|c| c.name == "outbound|8200||vault.internal")
         .unwrap();
-    let socket = format!("{:?} {:?}", vault.transport_socket, out.errors);
-    assert!(socket.contains("tls"), "{socket}");
-    let text = {
-        use envoy_types::pb::envoy::config::core::v3::transport_socket::ConfigType;
-        use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::UpstreamTlsContext;
-        let Some(ConfigType::TypedConfig(any)) =
-            &vault.transport_socket.as_ref().unwrap().config_type
-        else {
-            panic!("{socket}");
-        };
-        format!(
-            "{:?}",
-            <UpstreamTlsContext as prost::Message>::decode(any.value.as_slice()).unwrap()
-        )
-    };
+    assert!(out.errors.is_empty(), "{:?}", out.errors);
+    let text = upstream_tls_text(vault);
     assert!(
         text.contains("spiffe://cluster.local/ns/vault/sa/vault"),
         "{text}"
