@@ -352,12 +352,7 @@ fn tcp_routed_mesh() -> trellis_model::MeshModel {
             "127.0.0.15",
             &[("app", "db"), ("version", "v2")],
         ),
-        workload(
-            "shop",
-            "web-2",
-            "127.0.0.14",
-            &[("app", "web"), ("track", "canary")],
-        ),
+        canary_client(),
         dr(r#"
 metadata: {name: db, namespace: shop}
 spec: {host: db, subsets: [{name: v2, labels: {version: v2}}]}
@@ -476,16 +471,21 @@ fn cluster_of(route: &Route) -> &str {
     }
 }
 
+/// `web-2`: a client of the canary track.
+fn canary_client() -> trellis_model::Resource {
+    workload(
+        "shop",
+        "web-2",
+        "127.0.0.14",
+        &[("app", "web"), ("track", "canary")],
+    )
+}
+
 /// `web-2` is a canary client; cart has subsets v1 and v2.
 fn client_matched_mesh(rules: &str) -> trellis_model::MeshModel {
     let mut resources = base_resources();
     resources.extend([
-        workload(
-            "shop",
-            "web-2",
-            "127.0.0.14",
-            &[("app", "web"), ("track", "canary")],
-        ),
+        canary_client(),
         dr(r#"
 metadata: {name: cart, namespace: shop}
 spec:
