@@ -1,6 +1,6 @@
 //! What every sidecar of one namespace sees outbound: clusters, endpoints and the
-//! HTTP routes per host. Computed once per namespace and shared (`Arc`); where
-//! HTTP matches name their clients by `sourceLabels`, once per set of them the
+//! HTTP and TCP routes per host. Computed once per namespace and shared (`Arc`);
+//! where matches name their clients by `sourceLabels`, once per set of them the
 //! sidecar's labels satisfy.
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -430,10 +430,11 @@ pub fn host_aliases(model: &MeshModel, service: &MeshService, namespace: &str) -
 
 /// One route configuration for the explicit HTTP proxy: a virtual host per service
 /// port with every alias `:port`; bare aliases go to port 80 or the lowest HTTP port.
-/// `CONNECT alias:port` tunnels to the port's cluster (or its `tcp` route), as a
-/// local TCP port would: the only route of a port that is not HTTP (TCP, TLS, HTTPS), and the first of
-/// an HTTP port, for clients that tunnel whatever they send through a proxy (gRPC
-/// does); requests inside a tunnel are not routed by the port's rules.
+/// `CONNECT alias:port` tunnels to the port's cluster (or its `tcp` route), as
+/// a local TCP port would: the only route of a port that is not HTTP (TCP, TLS,
+/// HTTPS), and the first of an HTTP port, for clients that tunnel whatever they
+/// send through a proxy (gRPC does); requests inside a tunnel are not routed by
+/// the port's rules.
 fn http_proxy_routes(
     model: &MeshModel,
     namespace: &str,

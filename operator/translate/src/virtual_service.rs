@@ -1,5 +1,6 @@
-//! VirtualService `http[]` (API) -> [`HttpRule`], destinations resolved to cluster names;
-//! `tcp[]` and `tls[]` reported as not programmed.
+//! VirtualService `http[]` (API) -> [`HttpRule`] and `tcp[]` -> [`TcpDestinations`],
+//! destinations resolved to cluster names, matches narrowed to the proxy they are
+//! programmed into ([`Client`]); `tls[]` reported as not programmed.
 use std::collections::BTreeMap;
 
 use trellis_api::networking::{self as api, HTTPMatchRequest, HTTPRoute, L4MatchAttributes};
@@ -54,8 +55,8 @@ pub struct Client<'a> {
 
 impl Client<'_> {
     /// Whether a match of a VirtualService of `vs_namespace` with these client
-    /// conditions applies to this client.
-    fn is(
+    /// conditions names this client.
+    fn named_by(
         &self,
         source_labels: &BTreeMap<String, String>,
         source_namespace: Option<&str>,
@@ -74,7 +75,7 @@ impl Client<'_> {
 
     /// Whether HTTP match `m` of a VirtualService of `vs_namespace` applies to this client.
     fn admits(&self, m: &HTTPMatchRequest, vs_namespace: &str) -> bool {
-        self.is(
+        self.named_by(
             &m.source_labels,
             m.source_namespace.as_deref(),
             &m.gateways,
@@ -94,7 +95,7 @@ impl Client<'_> {
         let subnet = |s: &String| address.is_some_and(|a| in_subnet(a, s));
         m.port.is_none_or(|p| p == u32::from(port))
             && (m.destination_subnets.is_empty() || m.destination_subnets.iter().any(subnet))
-            && self.is(
+            && self.named_by(
                 &m.source_labels,
                 m.source_namespace.as_deref(),
                 &m.gateways,
@@ -204,7 +205,7 @@ pub fn tcp_route(
     chosen
 }
 
-/// Resolves a destination to (cluster name, consistent-hash header), or says why not.
+/// Resolves a destination to (cluster name, consistent-hash key), or says why not.
 pub type Resolver<'a> =
     dyn Fn(&api::Destination) -> Result<(String, Option<HashKey>), (ErrorCode, String)> + 'a;
 
