@@ -64,6 +64,16 @@ const SERVER_HOSTS: &[&str] = &[
 const GATEWAY_REFS: &[&str] = &["gw", "shop/gw", "other/gw", "mesh", "nope"];
 const PORTS: &[u32] = &[80, 443, 8080, 9090, 5432];
 const SUBSETS: &[&str] = &["v1", "v2", "nope"];
+/// DestinationRule traffic policies, one feature or a mix each.
+const TRAFFIC_POLICIES: &[&str] = &[
+    r#"{"loadBalancer": {"consistentHash": {"httpCookie": {"name": "s", "path": "/", "ttl": "60s"}, "minimumRingSize": 512}}}"#,
+    r#"{"loadBalancer": {"consistentHash": {"useSourceIp": true}}}"#,
+    r#"{"loadBalancer": {"consistentHash": {"httpQueryParameterName": "u"}}}"#,
+    r#"{"outlierDetection": {"consecutive5xxErrors": 0, "consecutiveGatewayErrors": 3, "splitExternalLocalOriginErrors": true, "consecutiveLocalOriginFailures": 2, "minHealthPercent": 30}}"#,
+    r#"{"connectionPool": {"tcp": {"tcpKeepalive": {"probes": 2, "time": "10s", "interval": "1s"}, "maxConnectionDuration": "30m"}, "http": {"idleTimeout": "5m", "h2UpgradePolicy": "UPGRADE", "maxConcurrentStreams": 10}}}"#,
+    r#"{"connectionPool": {"http": {"useClientProtocol": true}}, "portLevelSettings": [{"port": {"number": 8080}, "outlierDetection": {"consecutive5xxErrors": 2}}]}"#,
+    r#"{"tls": {"mode": "ISTIO_MUTUAL", "subjectAltNames": ["spiffe://cluster.local/ns/shop/sa/db"]}}"#,
+];
 
 fn random_mesh(seed: u64) -> (MeshSettings, Vec<Resource>) {
     let mut r = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
@@ -123,15 +133,28 @@ fn random_mesh(seed: u64) -> (MeshSettings, Vec<Resource>) {
             }
             let mut rule = json!({"route": [{"destination": dest, "weight": r.below(120)}]});
             if r.chance() {
-                rule["match"] =
-                    json!([{"uri": {"prefix": "/p"}}, {"headers": {"x": {"exact": "1"}}}]);
+                rule["match"] = json!([{"uri": {"prefix": "/p"}, "scheme": {"exact": "http"}},
+                    {"headers": {"x": {"exact": "1"}}, "sourceLabels": {"version": "v1"}},
+                    {"gateways": [r.pick(GATEWAY_REFS)], "sourceNamespace": r.pick(NAMESPACES)}]);
             }
             http.push(rule);
+        }
+        let mut tcp = Vec::new();
+        if r.chance() {
+            let (a, b) = (
+                json!({"host": r.pick(HOSTS)}),
+                json!({"host": r.pick(HOSTS), "subset": r.pick(SUBSETS)}),
+            );
+            tcp.push(
+                json!({"match": [{"port": r.pick(PORTS), "sourceLabels": {"version": "v0"}},
+                {"destinationSubnets": ["10.96.0.0/16"]}],
+                "route": [{"destination": a, "weight": 70}, {"destination": b, "weight": 30}]}),
+            );
         }
         objects.push(json!({
             "apiVersion": "networking.istio.io/v1", "kind": "VirtualService",
             "metadata": {"name": format!("vs{i}"), "namespace": r.pick(NAMESPACES)},
-            "spec": {"hosts": hosts, "gateways": gateways, "http": http}
+            "spec": {"hosts": hosts, "gateways": gateways, "http": http, "tcp": tcp}
         }));
     }
     for i in 0..r.below(3) {
@@ -139,10 +162,15 @@ fn random_mesh(seed: u64) -> (MeshSettings, Vec<Resource>) {
             .iter()
             .map(|s| json!({"name": s, "labels": {"version": s}}))
             .collect();
+        let mut spec = json!({"host": r.pick(HOSTS), "subsets": subsets});
+        if r.chance() {
+            let policy: &&str = r.pick(TRAFFIC_POLICIES);
+            spec["trafficPolicy"] = serde_json::from_str(policy).unwrap();
+        }
         objects.push(json!({
             "apiVersion": "networking.istio.io/v1", "kind": "DestinationRule",
             "metadata": {"name": format!("dr{i}"), "namespace": r.pick(NAMESPACES)},
-            "spec": {"host": r.pick(HOSTS), "subsets": subsets}
+            "spec": spec
         }));
     }
     for i in 0..r.below(3) {
@@ -157,6 +185,11 @@ fn random_mesh(seed: u64) -> (MeshSettings, Vec<Resource>) {
                 });
                 if https {
                     s["tls"] = json!({"mode": r.pick(&["SIMPLE", "MUTUAL"]), "credentialName": r.pick(&["a-cert", "b-cert"])});
+                    if r.chance() {
+                        s["tls"]["subjectAltNames"] = json!(["spiffe://cluster.local/ns/shop/sa/client"]);
+                        s["tls"]["minProtocolVersion"] = json!("TLSV1_2");
+                        s["tls"]["cipherSuites"] = json!(["ECDHE-RSA-AES128-GCM-SHA256", "[AES128-SHA|AES256-SHA]"]);
+                    }
                 } else if r.chance() {
                     s["tls"] = json!({"httpsRedirect": true});
                 }

@@ -122,8 +122,12 @@ spec:
   host: pool
   trafficPolicy:
     connectionPool:
-      tcp: {maxConnections: 1, connectTimeout: 2s}
-      http: {http1MaxPendingRequests: 1, maxRequestsPerConnection: 1, maxRetries: 1}
+      tcp:
+        maxConnections: 1
+        connectTimeout: 2s
+        tcpKeepalive: {probes: 3, time: 30s, interval: 5s}
+        maxConnectionDuration: 1h
+      http: {http1MaxPendingRequests: 1, maxRequestsPerConnection: 1, maxRetries: 1, idleTimeout: 1h}
 "#,
         ),
     ]

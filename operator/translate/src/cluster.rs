@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::time::Duration as StdDuration;
 
 use envoy_types::pb::envoy::config::cluster::v3::{
-    CircuitBreakers, Cluster, OutlierDetection as EnvoyOutlier,
+    CircuitBreakers, Cluster, OutlierDetection as EnvoyOutlier, UpstreamConnectionOptions,
     circuit_breakers::Thresholds,
     cluster::{
         ClusterDiscoveryType, CommonLbConfig, DiscoveryType, DnsLookupFamily, EdsClusterConfig,
@@ -13,13 +13,15 @@ use envoy_types::pb::envoy::config::cluster::v3::{
 };
 use envoy_types::pb::envoy::config::core::v3::{
     AggregatedConfigSource, ApiVersion, ConfigSource, Http2ProtocolOptions, HttpProtocolOptions,
-    TransportSocket, config_source::ConfigSourceSpecifier, transport_socket::ConfigType,
+    TcpKeepalive, TransportSocket, config_source::ConfigSourceSpecifier,
+    transport_socket::ConfigType,
 };
 use envoy_types::pb::envoy::extensions::transport_sockets::raw_buffer::v3::RawBuffer;
 use envoy_types::pb::envoy::extensions::upstreams::http::v3::{
     HttpProtocolOptions as UpstreamHttpOptions,
     http_protocol_options::{
-        ExplicitHttpConfig, UpstreamProtocolOptions, explicit_http_config::ProtocolConfig,
+        ExplicitHttpConfig, UpstreamProtocolOptions, UseDownstreamHttpConfig,
+        explicit_http_config::ProtocolConfig,
     },
 };
 use envoy_types::pb::google::protobuf::{
@@ -31,7 +33,9 @@ use trellis_model::{MeshService, Protocol, Resolution, ServicePort};
 
 use crate::endpoints;
 use crate::names;
-use crate::policy::{ClientTls, ClusterPolicy, ConnectionPool, LoadBalancer, OutlierDetection};
+use crate::policy::{
+    ClientTls, ClusterPolicy, ConnectionPool, Keepalive, LoadBalancer, OutlierDetection,
+};
 use crate::security::sds::SdsSource;
 use crate::security::tls::{upstream_mtls, upstream_transport_socket};
 
@@ -197,6 +201,7 @@ fn base_cluster(name: &str, policy: &ClusterPolicy, protocol: Protocol) -> Clust
             pool.connect_timeout.unwrap_or(DEFAULT_CONNECT_TIMEOUT),
         )),
         circuit_breakers: circuit_breakers(&pool),
+        upstream_connection_options: pool.keepalive.as_ref().map(upstream_keepalive),
         outlier_detection: policy.outlier_detection.as_ref().map(outlier_detection),
         common_lb_config: policy
             .outlier_detection
@@ -239,29 +244,64 @@ fn base_cluster(name: &str, policy: &ClusterPolicy, protocol: Protocol) -> Clust
 }
 
 fn http_protocol_options(protocol: Protocol, pool: &ConnectionPool) -> Option<UpstreamHttpOptions> {
-    let h2 = protocol.is_http2();
-    if !h2 && pool.max_requests_per_connection.is_none() {
+    // HTTP/2 for h2 and gRPC ports, and for HTTP/1.1 ports told to upgrade.
+    let h2 = protocol.is_http2() || (pool.h2_upgrade && protocol.is_http());
+    let common = HttpProtocolOptions {
+        max_requests_per_connection: pool
+            .max_requests_per_connection
+            .map(|value| UInt32Value { value }),
+        idle_timeout: pool.idle_timeout.map(duration),
+        max_connection_duration: pool.max_connection_duration.map(duration),
+        ..Default::default()
+    };
+    let use_client_protocol = pool.use_client_protocol && protocol.is_http();
+    if !h2 && !use_client_protocol && common == HttpProtocolOptions::default() {
         return None;
     }
-    let protocol_config = if h2 {
-        ProtocolConfig::Http2ProtocolOptions(Http2ProtocolOptions::default())
+    let http2 = Http2ProtocolOptions {
+        max_concurrent_streams: pool
+            .max_concurrent_streams
+            .map(|value| UInt32Value { value }),
+        ..Default::default()
+    };
+    let upstream = if use_client_protocol {
+        UpstreamProtocolOptions::UseDownstreamProtocolConfig(UseDownstreamHttpConfig {
+            http2_protocol_options: Some(http2),
+            ..Default::default()
+        })
     } else {
-        ProtocolConfig::HttpProtocolOptions(Default::default())
+        let protocol_config = if h2 {
+            ProtocolConfig::Http2ProtocolOptions(http2)
+        } else {
+            ProtocolConfig::HttpProtocolOptions(Default::default())
+        };
+        UpstreamProtocolOptions::ExplicitHttpConfig(ExplicitHttpConfig {
+            protocol_config: Some(protocol_config),
+        })
     };
     Some(UpstreamHttpOptions {
-        common_http_protocol_options: pool.max_requests_per_connection.map(|n| {
-            HttpProtocolOptions {
-                max_requests_per_connection: Some(UInt32Value { value: n }),
-                ..Default::default()
-            }
-        }),
-        upstream_protocol_options: Some(UpstreamProtocolOptions::ExplicitHttpConfig(
-            ExplicitHttpConfig {
-                protocol_config: Some(protocol_config),
-            },
-        )),
+        common_http_protocol_options: (common != HttpProtocolOptions::default()).then_some(common),
+        upstream_protocol_options: Some(upstream),
         ..Default::default()
     })
+}
+
+/// `tcp.tcpKeepalive` -> the upstream socket's keepalive (whole seconds, as
+/// Envoy takes them).
+fn upstream_keepalive(keepalive: &Keepalive) -> UpstreamConnectionOptions {
+    let seconds = |d: Option<StdDuration>| {
+        d.map(|d| UInt32Value {
+            value: d.as_secs().min(u64::from(u32::MAX)) as u32,
+        })
+    };
+    UpstreamConnectionOptions {
+        tcp_keepalive: Some(TcpKeepalive {
+            keepalive_probes: keepalive.probes.map(|value| UInt32Value { value }),
+            keepalive_time: seconds(keepalive.time),
+            keepalive_interval: seconds(keepalive.interval),
+        }),
+        ..Default::default()
+    }
 }
 
 /// connectionPool -> the default-priority thresholds (unset fields keep Envoy's defaults,

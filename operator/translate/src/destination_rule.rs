@@ -1,11 +1,11 @@
 //! DestinationRule (API) -> [`ClusterPolicy`] per port and subset.
 use trellis_api::networking::{
-    ClientTLSMode, ClientTLSSettings, ConnectionPoolSettings, DestinationRule,
+    ClientTLSMode, ClientTLSSettings, ConnectionPoolSettings, DestinationRule, H2UpgradePolicy,
     LoadBalancerSettings, SimpleLB, TrafficPolicy,
 };
 
 use crate::policy::{
-    ClientTls, ClusterPolicy, ConnectionPool, HashKey, LoadBalancer, OutlierDetection,
+    ClientTls, ClusterPolicy, ConnectionPool, HashKey, Keepalive, LoadBalancer, OutlierDetection,
 };
 use crate::security::origination::{ClientTls as Origination, OriginationSettings};
 use crate::types::{ErrorCode, TranslateError};
@@ -224,6 +224,34 @@ fn connection_pool(
         http2_max_requests: pos(http.and_then(|h| h.http2_max_requests)),
         max_requests_per_connection: pos(http.and_then(|h| h.max_requests_per_connection)),
         max_retries: pos(http.and_then(|h| h.max_retries)),
+        keepalive: tcp
+            .and_then(|t| t.tcp_keepalive.as_ref())
+            .map(|k| Keepalive {
+                probes: k.probes,
+                time: dur(
+                    k.time.as_ref(),
+                    &format!("{path}.tcp.tcpKeepalive.time"),
+                    err,
+                ),
+                interval: dur(
+                    k.interval.as_ref(),
+                    &format!("{path}.tcp.tcpKeepalive.interval"),
+                    err,
+                ),
+            }),
+        max_connection_duration: dur(
+            tcp.and_then(|t| t.max_connection_duration.as_ref()),
+            &format!("{path}.tcp.maxConnectionDuration"),
+            err,
+        ),
+        idle_timeout: dur(
+            http.and_then(|h| h.idle_timeout.as_ref()),
+            &format!("{path}.http.idleTimeout"),
+            err,
+        ),
+        h2_upgrade: http.and_then(|h| h.h2_upgrade_policy) == Some(H2UpgradePolicy::Upgrade),
+        use_client_protocol: http.and_then(|h| h.use_client_protocol) == Some(true),
+        max_concurrent_streams: pos(http.and_then(|h| h.max_concurrent_streams)),
     }
 }
 

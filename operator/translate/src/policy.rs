@@ -38,6 +38,25 @@ pub struct ConnectionPool {
     pub http2_max_requests: Option<u32>,
     pub max_requests_per_connection: Option<u32>,
     pub max_retries: Option<u32>,
+    /// TCP keepalive probes on upstream connections (`tcp.tcpKeepalive`).
+    pub keepalive: Option<Keepalive>,
+    /// An upstream HTTP connection is closed after this long (`tcp.maxConnectionDuration`).
+    pub max_connection_duration: Option<Duration>,
+    /// An idle upstream HTTP connection is closed after this long (`http.idleTimeout`).
+    pub idle_timeout: Option<Duration>,
+    /// `http.h2UpgradePolicy: UPGRADE`: HTTP/2 to the upstream of an HTTP/1.1 port.
+    pub h2_upgrade: bool,
+    /// `http.useClientProtocol`: to the upstream in the protocol the client used.
+    pub use_client_protocol: bool,
+    /// `http.maxConcurrentStreams` per HTTP/2 upstream connection.
+    pub max_concurrent_streams: Option<u32>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Keepalive {
+    pub probes: Option<u32>,
+    pub time: Option<Duration>,
+    pub interval: Option<Duration>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Default)]

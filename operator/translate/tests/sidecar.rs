@@ -738,3 +738,63 @@ spec:
         "{policy}"
     );
 }
+
+/// connectionPool keepalive, idle and lifetime limits, and the upstream
+/// protocol choices reach the cluster.
+#[test]
+fn connection_pool_keepalive_timeouts_and_upstream_protocol() {
+    use envoy_types::pb::envoy::extensions::upstreams::http::v3::HttpProtocolOptions;
+    let cluster_of = |pool: &str| {
+        let mut resources = base_resources();
+        resources.push(dr(&format!(
+            "metadata: {{name: cart, namespace: shop}}\nspec: {{host: cart, trafficPolicy: {{connectionPool: {pool}}}}}\n"
+        )));
+        let model = model_of(resources);
+        let out = web_sidecar(&model);
+        assert!(out.errors.is_empty(), "{:?}", out.errors);
+        let cart = out
+            .clusters
+            .iter()
+            .find(|c| c.name == format!("outbound|8080||{CART}"))
+            .unwrap()
+            .as_ref()
+            .clone();
+        let options = cart
+            .typed_extension_protocol_options
+            .get("envoy.extensions.upstreams.http.v3.HttpProtocolOptions")
+            .map(|any| {
+                <HttpProtocolOptions as prost::Message>::decode(any.value.as_slice()).unwrap()
+            });
+        (cart, options)
+    };
+    let (cart, options) = cluster_of(
+        "{tcp: {tcpKeepalive: {probes: 3, time: 30s, interval: 5s}, maxConnectionDuration: 1h}, http: {idleTimeout: 90s, h2UpgradePolicy: UPGRADE, maxConcurrentStreams: 64}}",
+    );
+    let keepalive = cart
+        .upstream_connection_options
+        .unwrap()
+        .tcp_keepalive
+        .unwrap();
+    assert_eq!(
+        (
+            keepalive.keepalive_probes.unwrap().value,
+            keepalive.keepalive_time.unwrap().value,
+            keepalive.keepalive_interval.unwrap().value
+        ),
+        (3, 30, 5)
+    );
+    let options = format!("{:?}", options.expect("protocol options"));
+    for wanted in [
+        "idle_timeout: Some(Duration { seconds: 90",
+        "max_connection_duration: Some(Duration { seconds: 3600",
+        "Http2ProtocolOptions(Http2ProtocolOptions",
+        "max_concurrent_streams: Some(UInt32Value { value: 64 })",
+    ] {
+        assert!(options.contains(wanted), "{wanted} in {options}");
+    }
+    let (_, options) = cluster_of("{http: {useClientProtocol: true}}");
+    let options = format!("{:?}", options.expect("protocol options"));
+    assert!(options.contains("UseDownstreamProtocolConfig"), "{options}");
+    let (cart, options) = cluster_of("{tcp: {maxConnections: 5}}");
+    assert!(options.is_none() && cart.upstream_connection_options.is_none());
+}
