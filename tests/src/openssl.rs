@@ -154,6 +154,13 @@ impl HttpsFileServer {
     /// `GET /<name>` by a client that trusts the server's certificate
     /// (`openssl s_client -verify_return_error`): the whole response.
     pub fn fetch_trusting(&self, name: &str) -> String {
+        self.fetch_trusting_via(self.addr, name)
+    }
+
+    /// [`HttpsFileServer::fetch_trusting`] through `via` (a proxy in front of
+    /// the server that passes its TLS through): the server's certificate is
+    /// still what the client checks.
+    pub fn fetch_trusting_via(&self, via: SocketAddr, name: &str) -> String {
         let mut child = Command::new(openssl_bin())
             .args(["s_client", "-quiet", "-verify_return_error"])
             .args([
@@ -162,7 +169,7 @@ impl HttpsFileServer {
                 "-verify_ip",
                 &self.addr.ip().to_string(),
             ])
-            .args(["-connect", &self.addr.to_string()])
+            .args(["-connect", &via.to_string()])
             .current_dir(self.dir.path())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -180,8 +187,7 @@ impl HttpsFileServer {
         drop(stdin);
         assert!(
             out.status.success(),
-            "openssl s_client to {}: {}",
-            self.addr,
+            "openssl s_client to {via}: {}",
             String::from_utf8_lossy(&out.stderr)
         );
         String::from_utf8_lossy(&out.stdout).into_owned()

@@ -229,8 +229,15 @@ fn cart_bootstrap(plan: &CartPlan) -> String {
     let inbound = |name: &str, port: u16, filters| -> Listener {
         let mode = effective_mode(&peer, "istio-system", workload, u32::from(port));
         let hcm = http_connection_manager(name, app.clone(), filters, true);
-        let (chains, inspect) =
-            inbound_filter_chains(name, mode, FilterChainMatch::default(), &tls, vec![hcm]);
+        let passed = vec![tcp_proxy(name, "inbound|app")];
+        let (chains, inspect) = inbound_filter_chains(
+            name,
+            mode,
+            FilterChainMatch::default(),
+            &tls,
+            vec![hcm],
+            passed,
+        );
         let filters = if inspect {
             vec![tls_inspector()]
         } else {
@@ -267,8 +274,14 @@ fn cart_bootstrap(plan: &CartPlan) -> String {
         let (mut filters, errors) = network_rbac_filters(&[policy, http_only], ctx, name);
         assert!(errors.is_empty(), "{errors:?}");
         filters.push(tcp_proxy(name, "inbound|app"));
-        let (chains, _) =
-            inbound_filter_chains(name, mode, FilterChainMatch::default(), &tls, filters);
+        let (chains, _) = inbound_filter_chains(
+            name,
+            mode,
+            FilterChainMatch::default(),
+            &tls,
+            filters.clone(),
+            filters,
+        );
         listener(name, SocketAddr::from((plan.ip, port)), chains, vec![])
     };
     let listeners = vec![

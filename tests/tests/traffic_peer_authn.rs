@@ -164,3 +164,33 @@ fn peer_authentication_levels_on_real_envoy() {
     );
     assert!(client.envoy.stat(cart) > before, "the tunnel was mTLS");
 }
+
+/// PERMISSIVE, for a client outside the mesh that speaks TLS to the app
+/// itself: the sidecar terminates only the mesh's mTLS (ALPN `istio`) and
+/// passes other TLS through, so the client checks the app's own certificate.
+#[test]
+fn permissive_passes_an_apps_own_tls_through() {
+    let ca = test_ca();
+    let app = trellis_e2e::HttpsFileServer::start(Ipv4Addr::LOCALHOST, &[("ping", "pong")]);
+    let vault_ip = Ipv4Addr::new(127, 0, 0, 136);
+    let ports = free_ports_on(vault_ip, 2);
+    let mut vault = workload(
+        "vault-1",
+        "vault",
+        SocketAddr::from((vault_ip, ports[0])),
+        &[],
+        true,
+    );
+    vault.app_ports = BTreeMap::from([(ports[0], app.addr().port())]);
+    let resources = vec![
+        service("vault", "vault"),
+        Resource::Workload(Box::new(vault)),
+        peer_authentication(
+            "metadata: {name: default, namespace: shop}\nspec: {mtls: {mode: PERMISSIVE}}\n",
+        ),
+    ];
+    let m = model(resources, Ipv4Addr::new(127, 0, 0, 137));
+    let (_sidecar, _id) = start_sidecar(&ca, &m, "vault-1", "vault", ports[1]);
+    let answer = app.fetch_trusting_via(SocketAddr::from((vault_ip, ports[0])), "ping");
+    assert!(answer.contains("pong"), "{answer}");
+}

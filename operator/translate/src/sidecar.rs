@@ -278,6 +278,11 @@ impl<'m> Translator<'m> {
                     continue;
                 }
                 let cluster = names::inbound_cluster(target);
+                // What a connection the proxy does not terminate gets: the
+                // app's own TLS from outside the mesh (PERMISSIVE), and TCP.
+                let as_tcp: Vec<Filter> = (tcp_filters.iter().cloned())
+                    .chain([tcp_proxy(&cluster, &cluster)])
+                    .collect();
                 let filters = if port.protocol.is_http() {
                     let rc = inbound_routes(target, &cluster);
                     vec![http_connection_manager(
@@ -286,8 +291,7 @@ impl<'m> Translator<'m> {
                         http_filters.to_vec(),
                     )]
                 } else {
-                    let proxy = tcp_proxy(&cluster, &cluster);
-                    tcp_filters.iter().cloned().chain([proxy]).collect()
+                    as_tcp.clone()
                 };
                 let mode = self.mtls_mode(workload, target);
                 mtls |= mode != EffectiveMtls::Disable;
@@ -309,6 +313,7 @@ impl<'m> Translator<'m> {
                     base,
                     &downstream_mtls(&self.options.sds),
                     filters,
+                    as_tcp,
                 );
                 any_inspector |= inspector;
                 if explicit {
@@ -334,10 +339,8 @@ impl<'m> Translator<'m> {
 
     /// `virtualInbound`'s chains for ports no service declares, as Istio builds
     /// them: the workload's mTLS mode and AuthorizationPolicies in front of the
-    /// passthrough cluster, so STRICT means no plaintext on any port. In
-    /// PERMISSIVE only the mesh's mTLS (ALPN `istio`) is terminated; other TLS
-    /// passes through as it came, like plaintext. Returns the chains and whether
-    /// they need the TLS inspector.
+    /// passthrough cluster, so STRICT means no plaintext on any port. Returns the
+    /// chains and whether they need the TLS inspector.
     fn passthrough_chains(
         &self,
         workload: &Workload,
@@ -349,32 +352,15 @@ impl<'m> Translator<'m> {
             .collect();
         let mtls = downstream_mtls(&self.options.sds);
         // Port-level settings name declared ports; no port is 0.
-        match self.mtls_mode(workload, 0) {
-            EffectiveMtls::Permissive => {
-                let chain = |suffix: &str, transport: &str, alpn: &[&str], tls: bool| FilterChain {
-                    name: format!("{cluster}{suffix}"),
-                    filter_chain_match: Some(FilterChainMatch {
-                        transport_protocol: transport.into(),
-                        application_protocols: alpn.iter().map(|a| a.to_string()).collect(),
-                        ..Default::default()
-                    }),
-                    filters: filters.clone(),
-                    transport_socket: tls
-                        .then(|| crate::security::tls::downstream_transport_socket(&mtls)),
-                    ..Default::default()
-                };
-                let mesh = [crate::security::tls::MESH_ALPN];
-                let chains = vec![
-                    chain("-mtls", "tls", &mesh, true),
-                    chain("-tls", "tls", &[], false),
-                    chain("-plaintext", "raw_buffer", &[], false),
-                ];
-                (chains, true)
-            }
-            mode => {
-                inbound_filter_chains(cluster, mode, FilterChainMatch::default(), &mtls, filters)
-            }
-        }
+        let mode = self.mtls_mode(workload, 0);
+        inbound_filter_chains(
+            cluster,
+            mode,
+            FilterChainMatch::default(),
+            &mtls,
+            filters.clone(),
+            filters,
+        )
     }
 
     /// The mTLS mode of `port` on `workload`: its PeerAuthentications (workload port,

@@ -67,9 +67,8 @@ fn istio_ports_and_listener_names() {
         inbound.listener_filters[0].name,
         "envoy.filters.listener.original_dst"
     );
-    // PERMISSIVE by default: an mTLS and a plaintext chain for target port 8000,
-    // then the passthrough chains for undeclared ports: the mesh's mTLS
-    // (ALPN istio) terminated, other TLS and plaintext passed through
+    // PERMISSIVE by default, for target port 8000 and then for undeclared ports:
+    // the mesh's mTLS (ALPN istio) terminated, other TLS passed through, plaintext
     let chains: Vec<(String, Option<u32>)> = inbound
         .filter_chains
         .iter()
@@ -86,13 +85,14 @@ fn istio_ports_and_listener_names() {
         chains,
         [
             ("127.0.0.10_8000-mtls".to_string(), Some(8000)),
+            ("127.0.0.10_8000-tls".to_string(), Some(8000)),
             ("127.0.0.10_8000-plaintext".to_string(), Some(8000)),
             ("InboundPassthroughClusterIpv4-mtls".to_string(), None),
             ("InboundPassthroughClusterIpv4-tls".to_string(), None),
             ("InboundPassthroughClusterIpv4-plaintext".to_string(), None)
         ]
     );
-    let passthrough_mtls = inbound.filter_chains[2]
+    let passthrough_mtls = inbound.filter_chains[3]
         .filter_chain_match
         .as_ref()
         .unwrap();
@@ -103,9 +103,9 @@ fn istio_ports_and_listener_names() {
         ),
         ("tls", ["istio".to_string()].as_slice())
     );
-    assert!(inbound.filter_chains[2].transport_socket.is_some());
-    assert!(inbound.filter_chains[3].transport_socket.is_none());
+    assert!(inbound.filter_chains[3].transport_socket.is_some());
     assert!(inbound.filter_chains[4].transport_socket.is_none());
+    assert!(inbound.filter_chains[5].transport_socket.is_none());
     assert_eq!(port(listener(&out, "0.0.0.0_15021")), 15021);
     assert_eq!(port(listener(&out, "0.0.0.0_15090")), 15090);
     // route configurations named by port, each ending with the catch-all

@@ -15,7 +15,7 @@ use envoy_types::pb::envoy::extensions::filters::listener::tls_inspector::v3::Tl
 use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::DownstreamTlsContext;
 
 use super::pack;
-use super::tls::downstream_transport_socket;
+use super::tls::{MESH_ALPN, downstream_transport_socket};
 
 /// A PeerAuthentication `mtls.mode` value.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -134,8 +134,10 @@ pub fn tls_inspector() -> ListenerFilter {
 /// whether the listener needs [`tls_inspector`].
 ///
 /// - STRICT: one chain terminating mTLS (plaintext fails the handshake).
-/// - PERMISSIVE: an mTLS chain matching `transport_protocol: tls` and a plaintext
-///   chain matching `raw_buffer`.
+/// - PERMISSIVE, as Istio builds it: the mesh's mTLS (TLS with ALPN
+///   [`MESH_ALPN`]) is terminated into `filters`; other TLS, from a client
+///   outside the mesh speaking TLS to the app itself, goes untouched to
+///   `tls_passthrough`; plaintext goes to `filters`.
 /// - DISABLE: one plaintext chain.
 pub fn inbound_filter_chains(
     name: &str,
@@ -143,24 +145,31 @@ pub fn inbound_filter_chains(
     base_match: FilterChainMatch,
     tls: &DownstreamTlsContext,
     filters: Vec<Filter>,
+    tls_passthrough: Vec<Filter>,
 ) -> (Vec<FilterChain>, bool) {
-    let chain = |suffix: &str, transport_protocol: &str, tls_socket: bool| FilterChain {
+    let chain = |suffix: &str, transport_protocol: &str, alpn: &[&str], mtls: bool| FilterChain {
         name: format!("{name}{suffix}"),
         filter_chain_match: Some(FilterChainMatch {
             transport_protocol: transport_protocol.to_string(),
+            application_protocols: alpn.iter().map(|a| a.to_string()).collect(),
             ..base_match.clone()
         }),
-        filters: filters.clone(),
-        transport_socket: tls_socket.then(|| downstream_transport_socket(tls)),
+        filters: if mtls || transport_protocol != "tls" {
+            filters.clone()
+        } else {
+            tls_passthrough.clone()
+        },
+        transport_socket: mtls.then(|| downstream_transport_socket(tls)),
         ..Default::default()
     };
     match mode {
-        EffectiveMtls::Strict => (vec![chain("", "", true)], false),
-        EffectiveMtls::Disable => (vec![chain("", "", false)], false),
+        EffectiveMtls::Strict => (vec![chain("", "", &[], true)], false),
+        EffectiveMtls::Disable => (vec![chain("", "", &[], false)], false),
         EffectiveMtls::Permissive => (
             vec![
-                chain("-mtls", "tls", true),
-                chain("-plaintext", "raw_buffer", false),
+                chain("-mtls", "tls", &[MESH_ALPN], true),
+                chain("-tls", "tls", &[], false),
+                chain("-plaintext", "raw_buffer", &[], false),
             ],
             true,
         ),

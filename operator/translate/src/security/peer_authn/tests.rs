@@ -117,27 +117,48 @@ fn oldest_duplicate_wins_and_other_namespaces_do_not_apply() {
 fn chains_per_mode() {
     let tls = downstream_mtls(&SdsSource::Ads);
     let base = FilterChainMatch::default();
-    let (strict, inspect) =
-        inbound_filter_chains("in", EffectiveMtls::Strict, base.clone(), &tls, vec![]);
+    let filter = |name: &str| Filter {
+        name: name.into(),
+        ..Default::default()
+    };
+    let chains = |mode| {
+        inbound_filter_chains(
+            "in",
+            mode,
+            base.clone(),
+            &tls,
+            vec![filter("served")],
+            vec![filter("passed")],
+        )
+    };
+    let (strict, inspect) = chains(EffectiveMtls::Strict);
     assert_eq!(strict.len(), 1);
     assert!(strict[0].transport_socket.is_some());
     assert!(!inspect);
-    let (permissive, inspect) =
-        inbound_filter_chains("in", EffectiveMtls::Permissive, base.clone(), &tls, vec![]);
+    let (permissive, inspect) = chains(EffectiveMtls::Permissive);
     assert!(inspect);
-    let protocols: Vec<_> = permissive
+    let shape: Vec<_> = permissive
         .iter()
         .map(|c| {
-            c.filter_chain_match
-                .as_ref()
-                .unwrap()
-                .transport_protocol
-                .clone()
+            let m = c.filter_chain_match.as_ref().unwrap();
+            (
+                m.transport_protocol.as_str(),
+                m.application_protocols.clone(),
+                c.transport_socket.is_some(),
+                c.filters[0].name.as_str(),
+            )
         })
         .collect();
-    assert_eq!(protocols, vec!["tls", "raw_buffer"]);
-    assert!(permissive[0].transport_socket.is_some() && permissive[1].transport_socket.is_none());
-    let (disable, _) = inbound_filter_chains("in", EffectiveMtls::Disable, base, &tls, vec![]);
+    assert_eq!(
+        shape,
+        [
+            ("tls", vec!["istio".to_string()], true, "served"),
+            ("tls", vec![], false, "passed"),
+            ("raw_buffer", vec![], false, "served"),
+        ],
+        "the mesh's mTLS terminated, other TLS passed to the app, plaintext served"
+    );
+    let (disable, _) = chains(EffectiveMtls::Disable);
     assert!(disable[0].transport_socket.is_none());
 }
 
