@@ -147,29 +147,28 @@ pub fn inbound_filter_chains(
     filters: Vec<Filter>,
     tls_passthrough: Vec<Filter>,
 ) -> (Vec<FilterChain>, bool) {
-    let chain = |suffix: &str, transport_protocol: &str, alpn: &[&str], mtls: bool| FilterChain {
-        name: format!("{name}{suffix}"),
-        filter_chain_match: Some(FilterChainMatch {
-            transport_protocol: transport_protocol.to_string(),
-            application_protocols: alpn.iter().map(|a| a.to_string()).collect(),
-            ..base_match.clone()
-        }),
-        filters: if mtls || transport_protocol != "tls" {
-            filters.clone()
-        } else {
-            tls_passthrough.clone()
-        },
-        transport_socket: mtls.then(|| downstream_transport_socket(tls)),
-        ..Default::default()
-    };
+    let chain =
+        |suffix: &str, transport_protocol: &str, alpn: &[&str], mtls: bool, filters: &[Filter]| {
+            FilterChain {
+                name: format!("{name}{suffix}"),
+                filter_chain_match: Some(FilterChainMatch {
+                    transport_protocol: transport_protocol.to_string(),
+                    application_protocols: alpn.iter().map(|a| a.to_string()).collect(),
+                    ..base_match.clone()
+                }),
+                filters: filters.to_vec(),
+                transport_socket: mtls.then(|| downstream_transport_socket(tls)),
+                ..Default::default()
+            }
+        };
     match mode {
-        EffectiveMtls::Strict => (vec![chain("", "", &[], true)], false),
-        EffectiveMtls::Disable => (vec![chain("", "", &[], false)], false),
+        EffectiveMtls::Strict => (vec![chain("", "", &[], true, &filters)], false),
+        EffectiveMtls::Disable => (vec![chain("", "", &[], false, &filters)], false),
         EffectiveMtls::Permissive => (
             vec![
-                chain("-mtls", "tls", &[MESH_ALPN], true),
-                chain("-tls", "tls", &[], false),
-                chain("-plaintext", "raw_buffer", &[], false),
+                chain("-mtls", "tls", &[MESH_ALPN], true, &filters),
+                chain("-tls", "tls", &[], false, &tls_passthrough),
+                chain("-plaintext", "raw_buffer", &[], false, &filters),
             ],
             true,
         ),
