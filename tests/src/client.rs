@@ -242,30 +242,11 @@ pub fn connect_and_get(proxy: SocketAddr, target: &str) -> (u16, Option<String>)
         "GET /orders HTTP/1.1\r\nhost: {target}\r\nconnection: close\r\n\r\n"
     )
     .unwrap();
-    // The head, then the body by its length: the tunnel may outlive the
-    // response by a while, so reading to its end would wait for that. A
-    // tunnel closed or reset before a whole head gives what came.
-    let mut response = String::new();
-    while !response.ends_with("\r\n\r\n") {
-        if reader.read_line(&mut response).unwrap_or(0) == 0 {
-            return (status, Some(response));
-        }
-    }
-    let length = response
-        .lines()
-        .filter_map(|l| l.split_once(':'))
-        .find(|(name, _)| name.eq_ignore_ascii_case("content-length"))
-        .and_then(|(_, v)| v.trim().parse::<usize>().ok());
-    match length {
-        Some(length) => {
-            let mut body = vec![0; length];
-            reader.read_exact(&mut body).unwrap();
-            response.push_str(&String::from_utf8_lossy(&body));
-        }
-        None => {
-            reader.read_to_string(&mut response).unwrap();
-        }
-    }
+    // Framed as `send` frames it: the tunnel may outlive the response by a
+    // while. A tunnel closed or reset early gives what came.
+    let mut raw = reader.buffer().to_vec();
+    let _ = read_response(&mut conn, &mut raw);
+    let response = String::from_utf8_lossy(&raw).into_owned();
     (status, Some(response))
 }
 
