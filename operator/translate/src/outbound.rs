@@ -2,6 +2,7 @@
 //! HTTP and TCP routes per host. Computed once per namespace and shared (`Arc`);
 //! where matches name their clients by `sourceLabels`, once per set of them the
 //! sidecar's labels satisfy.
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
@@ -14,7 +15,7 @@ use trellis_api::networking::{OutboundTrafficPolicyMode, Sidecar};
 use trellis_model::{MeshModel, MeshService, OutboundPolicy, Resolution, ServicePort, Stored};
 
 use crate::http_rule::HttpRule;
-use crate::listener::{tcp_proxy, weighted_tcp_proxy};
+use crate::listener::weighted_tcp_proxy;
 use crate::names;
 use crate::policy::HashKey;
 use crate::route::routes;
@@ -51,14 +52,27 @@ pub struct OutboundScope {
 }
 
 impl OutboundScope {
-    /// The TCP proxy for connections to `port` of `host`: to its `tcp` route's
-    /// destinations, else to the port's default cluster (named in stats either way).
+    /// The TCP proxy for connections to `port` of `host` (named in stats by the
+    /// port's default cluster).
     pub fn tcp_proxy(&self, host: &str, port: u16) -> Filter {
-        let cluster = names::outbound_cluster(port, None, host);
-        match self.tcp_routes.get(&(host.to_string(), port)) {
-            Some(destinations) => weighted_tcp_proxy(&cluster, destinations),
-            None => tcp_proxy(&cluster, &cluster),
-        }
+        let stat_prefix = names::outbound_cluster(port, None, host);
+        weighted_tcp_proxy(
+            &stat_prefix,
+            &tcp_destinations(&self.tcp_routes, host, port),
+        )
+    }
+}
+
+/// Where connections to `port` of `host` go: its `tcp` route's destinations,
+/// else the port's default cluster.
+fn tcp_destinations<'a>(
+    tcp_routes: &'a BTreeMap<(String, u16), TcpDestinations>,
+    host: &str,
+    port: u16,
+) -> Cow<'a, [(String, u32)]> {
+    match tcp_routes.get(&(host.to_string(), port)) {
+        Some(destinations) => Cow::Borrowed(destinations),
+        None => Cow::Owned(vec![(names::outbound_cluster(port, None, host), 100)]),
     }
 }
 
@@ -201,7 +215,8 @@ pub(crate) fn outbound_scope_shared(
         errors
     });
     scope.errors.extend(global.iter().cloned());
-    // HTTP rules: the first VirtualService claiming a host wins; later ones are conflicts.
+    // HTTP rules and TCP routes: the first VirtualService claiming a host wins;
+    // later ones are conflicts.
     for service in &services {
         let vss = shared
             .index
@@ -219,89 +234,62 @@ pub(crate) fn outbound_scope_shared(
                 code: ErrorCode::ConflictingHost,
             });
         }
-        if let Some(vs) = vss.first().filter(|vs| !vs.object.spec.tcp.is_empty()) {
-            for port in service.ports.iter().filter(|p| !p.protocol.is_http()) {
-                let resolve = |d: &api::Destination| {
-                    resolve_destination(
-                        model,
-                        vs.namespace.as_str(),
-                        service,
-                        port,
-                        d,
-                        &known_subsets,
-                        &hash_keys,
-                    )
-                };
+        let vs = vss.first().copied();
+        // The same VirtualService is seen by every HTTP port: its errors are
+        // reported from the first.
+        let first_http_port = service.ports.iter().find(|p| p.protocol.is_http());
+        for port in &service.ports {
+            let key = (service.hostname.clone(), port.port);
+            let default_cluster = names::outbound_cluster(port.port, None, &service.hostname);
+            let default_rules = || {
+                vec![HttpRule::default_to(
+                    default_cluster.clone(),
+                    hash_keys.get(&default_cluster).cloned(),
+                )]
+            };
+            let Some(vs) = vs else {
+                if port.protocol.is_http() {
+                    scope.http_rules.insert(key, default_rules());
+                }
+                continue;
+            };
+            let resolve = |d: &api::Destination| {
+                resolve_destination(
+                    model,
+                    vs.namespace.as_str(),
+                    service,
+                    port,
+                    d,
+                    &known_subsets,
+                    &hash_keys,
+                )
+            };
+            if !port.protocol.is_http() {
                 let address = service.address.as_deref();
                 let route = tcp_route(vs, client, port.port, address, &resolve, &mut scope.errors);
                 if let Some(route) = route {
-                    scope
-                        .tcp_routes
-                        .insert((service.hostname.clone(), port.port), route);
+                    scope.tcp_routes.insert(key, route);
+                }
+                continue;
+            }
+            // As Istio does: a VirtualService none of whose http routes applies
+            // to these sidecars leaves its hosts to their default.
+            let mut applies = vs.object.spec.http.is_empty();
+            let mut rules = Vec::new();
+            for (i, r) in vs.object.spec.http.iter().enumerate() {
+                applies |= client.admits_route(r, &vs.namespace);
+                let mut errs = Vec::new();
+                if let Some(rule) = http_rule(r, i, (&vs.namespace, &vs.name), &resolve, &mut errs)
+                    && let Some(rule) = client.narrow(r, rule, &vs.namespace)
+                {
+                    rules.push(rule);
+                }
+                if Some(port) == first_http_port {
+                    scope.errors.extend(errs);
                 }
             }
-        }
-        for port in service.ports.iter().filter(|p| p.protocol.is_http()) {
-            let default_cluster = names::outbound_cluster(port.port, None, &service.hostname);
-            let rules = match vss.first() {
-                Some(vs) => {
-                    let resolve = |d: &api::Destination| {
-                        resolve_destination(
-                            model,
-                            vs.namespace.as_str(),
-                            service,
-                            port,
-                            d,
-                            &known_subsets,
-                            &hash_keys,
-                        )
-                    };
-                    let mut out = Vec::new();
-                    for (i, r) in vs.object.spec.http.iter().enumerate() {
-                        let mut errs = Vec::new();
-                        if let Some(rule) =
-                            http_rule(r, i, (&vs.namespace, &vs.name), &resolve, &mut errs)
-                            && let Some(rule) = client.narrow(r, rule, &vs.namespace)
-                        {
-                            out.push(rule);
-                        }
-                        // The same VirtualService is seen by every port: report once.
-                        if port
-                            == service
-                                .ports
-                                .iter()
-                                .find(|p| p.protocol.is_http())
-                                .unwrap_or(port)
-                        {
-                            scope.errors.extend(errs);
-                        }
-                    }
-                    // As Istio does: a VirtualService none of whose http routes
-                    // applies to these sidecars leaves its hosts to their default.
-                    let applies = vs.object.spec.http.is_empty()
-                        || vs
-                            .object
-                            .spec
-                            .http
-                            .iter()
-                            .any(|r| client.admits_route(r, &vs.namespace));
-                    if applies {
-                        out
-                    } else {
-                        vec![HttpRule::default_to(
-                            default_cluster.clone(),
-                            hash_keys.get(&default_cluster).cloned(),
-                        )]
-                    }
-                }
-                None => vec![HttpRule::default_to(
-                    default_cluster.clone(),
-                    hash_keys.get(&default_cluster).cloned(),
-                )],
-            };
-            scope
-                .http_rules
-                .insert((service.hostname.clone(), port.port), rules);
+            let rules = if applies { rules } else { default_rules() };
+            scope.http_rules.insert(key, rules);
         }
     }
     // Each listener shape reads one of the two route forms; build only what is read.
@@ -489,14 +477,10 @@ fn http_proxy_routes(
                     .iter()
                     .map(|a| format!("{a}:{}", port.port))
                     .collect(),
-                routes: vec![
-                    match tcp_routes.get(&(service.hostname.clone(), port.port)) {
-                        Some(destinations) => {
-                            crate::forward_proxy::weighted_connect_route(&name, destinations)
-                        }
-                        None => connect_to_port(&name, &service.hostname, port.port),
-                    },
-                ],
+                routes: vec![crate::forward_proxy::weighted_connect_route(
+                    &name,
+                    &tcp_destinations(tcp_routes, &service.hostname, port.port),
+                )],
                 name,
                 ..Default::default()
             });
