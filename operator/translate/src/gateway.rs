@@ -728,11 +728,7 @@ fn with_server_settings(
                 SanType::Email,
                 SanType::IpAddress,
             ]
-            .map(|san_type| SubjectAltNameMatcher {
-                san_type: san_type as i32,
-                matcher: Some(crate::security::matchers::exact(name)),
-                oid: String::new(),
-            })
+            .map(|san_type| crate::security::matchers::san(san_type, name))
         })
         .collect();
     common.validation_context_type = match common.validation_context_type.take() {

@@ -2,6 +2,9 @@
 //!
 //! Istio values accept one wildcard: `*` alone (any non-empty value), `prefix*`,
 //! or `*suffix`; anything else is an exact match.
+use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{
+    SubjectAltNameMatcher, subject_alt_name_matcher::SanType,
+};
 use envoy_types::pb::envoy::r#type::matcher::v3::{
     RegexMatcher, StringMatcher, string_matcher::MatchPattern,
 };
@@ -56,6 +59,15 @@ pub fn exact(value: &str) -> StringMatcher {
     StringMatcher {
         match_pattern: Some(MatchPattern::Exact(value.to_string())),
         ignore_case: false,
+    }
+}
+
+/// A certificate SAN of `san_type` equal to `name`.
+pub fn san(san_type: SanType, name: &str) -> SubjectAltNameMatcher {
+    SubjectAltNameMatcher {
+        san_type: san_type as i32,
+        matcher: Some(exact(name)),
+        oid: String::new(),
     }
 }
 

@@ -3,12 +3,12 @@
 use envoy_types::pb::envoy::config::core::v3::{DataSource, data_source::Specifier};
 use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{
     CertificateValidationContext, CommonTlsContext, DownstreamTlsContext, SdsSecretConfig,
-    SubjectAltNameMatcher, TlsCertificate, UpstreamTlsContext,
-    common_tls_context::ValidationContextType, subject_alt_name_matcher::SanType,
+    TlsCertificate, UpstreamTlsContext, common_tls_context::ValidationContextType,
+    subject_alt_name_matcher::SanType,
 };
 use envoy_types::pb::google::protobuf::BoolValue;
 
-use super::matchers::exact;
+use super::matchers::san;
 use super::sds::SdsSource;
 use super::tls::upstream_mtls;
 
@@ -47,24 +47,16 @@ fn file(path: &str) -> DataSource {
     }
 }
 
-fn dns_san(name: &str) -> SubjectAltNameMatcher {
-    SubjectAltNameMatcher {
-        san_type: SanType::Dns as i32,
-        matcher: Some(exact(name)),
-        oid: String::new(),
-    }
-}
-
 fn origination(settings: &OriginationSettings, host: &str) -> (CommonTlsContext, String) {
     let sni = settings.sni.clone().unwrap_or_else(|| host.to_string());
     let validation = (!settings.insecure_skip_verify).then(|| {
         let sans = if settings.subject_alt_names.is_empty() {
-            vec![dns_san(&sni)]
+            vec![san(SanType::Dns, &sni)]
         } else {
             settings
                 .subject_alt_names
                 .iter()
-                .map(|s| dns_san(s))
+                .map(|s| san(SanType::Dns, s))
                 .collect()
         };
         ValidationContextType::ValidationContext(CertificateValidationContext {
@@ -99,11 +91,7 @@ pub fn verified_tls_to(host: &str) -> UpstreamTlsContext {
     }
     let validation = CertificateValidationContext {
         trusted_ca: Some(file(SYSTEM_ROOTS)),
-        match_typed_subject_alt_names: vec![SubjectAltNameMatcher {
-            san_type: SanType::IpAddress as i32,
-            matcher: Some(exact(host)),
-            oid: String::new(),
-        }],
+        match_typed_subject_alt_names: vec![san(SanType::IpAddress, host)],
         ..Default::default()
     };
     UpstreamTlsContext {
@@ -214,7 +202,7 @@ mod tests {
         assert_eq!(v.trusted_ca, Some(file(SYSTEM_ROOTS)));
         assert_eq!(
             v.match_typed_subject_alt_names,
-            vec![dns_san("api.example.com")]
+            vec![san(SanType::Dns, "api.example.com")]
         );
     }
 

@@ -9,14 +9,14 @@ use envoy_types::pb::envoy::config::core::v3::{
 };
 use envoy_types::pb::envoy::extensions::transport_sockets::raw_buffer::v3::RawBuffer;
 use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{
-    CertificateValidationContext, CommonTlsContext, DownstreamTlsContext, SubjectAltNameMatcher,
-    UpstreamTlsContext, common_tls_context::CombinedCertificateValidationContext,
+    CertificateValidationContext, CommonTlsContext, DownstreamTlsContext, UpstreamTlsContext,
+    common_tls_context::CombinedCertificateValidationContext,
     common_tls_context::ValidationContextType, subject_alt_name_matcher::SanType,
 };
 use envoy_types::pb::google::protobuf::BoolValue;
 use envoy_types::pb::google::protobuf::{Struct, Value, value};
 
-use super::matchers::exact;
+use super::matchers::san;
 use super::pack;
 use super::sds::SdsSource;
 
@@ -30,11 +30,7 @@ fn common_context(sds: &SdsSource, allowed_sans: &[String]) -> CommonTlsContext 
     let validation = CertificateValidationContext {
         match_typed_subject_alt_names: allowed_sans
             .iter()
-            .map(|san| SubjectAltNameMatcher {
-                san_type: SanType::Uri as i32,
-                matcher: Some(exact(san)),
-                oid: String::new(),
-            })
+            .map(|name| san(SanType::Uri, name))
             .collect(),
         ..Default::default()
     };
