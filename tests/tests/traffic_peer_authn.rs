@@ -11,8 +11,8 @@ use std::net::{Ipv4Addr, SocketAddr};
 use k8s_openapi::api::core::v1::Service;
 use trellis_e2e::mesh::test_ca;
 use trellis_e2e::sidecar_mesh::{
-    check_golden_bootstrap, golden_sidecar_bootstrap, model, service, start_client, start_sidecar,
-    workload,
+    check_golden_bootstrap, destination_rule, golden_sidecar_bootstrap, model, service,
+    start_client, start_sidecar, workload,
 };
 use trellis_e2e::{HttpRequest, Upstream, connect_and_get, free_ports_on};
 use trellis_model::Resource;
@@ -193,4 +193,51 @@ fn permissive_passes_an_apps_own_tls_through() {
     let (_sidecar, _id) = start_sidecar(&ca, &m, "vault-1", "vault", ports[1]);
     let answer = app.fetch_trusting_via(SocketAddr::from((vault_ip, ports[0])), "ping");
     assert!(answer.contains("pong"), "{answer}");
+}
+
+/// A DestinationRule with a `workloadSelector` reaches only the clients it
+/// selects: one that turns mTLS off for `app: web` makes web's sidecar call
+/// PERMISSIVE pay in plaintext; one selecting other clients leaves web on
+/// auto mTLS.
+#[test]
+fn a_destination_rule_reaches_only_the_clients_its_workload_selector_selects() {
+    let ca = test_ca();
+    let app = Upstream::echo("app", Ipv4Addr::LOCALHOST);
+    let pay_ip = Ipv4Addr::new(127, 0, 0, 138);
+    let client_ip = Ipv4Addr::new(127, 0, 0, 139);
+    let handshakes = "cluster.outbound|80||pay.shop.svc.cluster.local.ssl.handshake";
+    for (selected, handshaked) in [("web", false), ("api", true)] {
+        let ports = free_ports_on(pay_ip, 2);
+        let mut pay = workload(
+            "pay-1",
+            "pay",
+            SocketAddr::from((pay_ip, ports[0])),
+            &[],
+            true,
+        );
+        pay.app_ports = BTreeMap::from([(ports[0], app.port())]);
+        let resources = vec![
+            service("pay", "pay"),
+            Resource::Workload(Box::new(pay)),
+            peer_authentication(
+                "metadata: {name: default, namespace: shop}\nspec: {mtls: {mode: PERMISSIVE}}\n",
+            ),
+            destination_rule(&format!(
+                "metadata: {{name: pay-plain, namespace: shop}}\nspec: {{host: pay, workloadSelector: {{labels: {{app: {selected}}}}}, trafficPolicy: {{tls: {{mode: DISABLE}}}}}}\n"
+            )),
+        ];
+        let m = model(resources.clone(), client_ip);
+        let (_pay, _id) = start_sidecar(&ca, &m, "pay-1", "pay", ports[1]);
+        let client = start_client(&ca, resources, client_ip);
+        let r = HttpRequest::get("/")
+            .host("pay")
+            .send(client.listen)
+            .expect("request");
+        assert_eq!(r.status, 200, "selector app: {selected}: {}", r.body_text());
+        assert_eq!(
+            client.envoy.stat(handshakes) >= 1,
+            handshaked,
+            "selector app: {selected}: web's sidecar used mTLS"
+        );
+    }
 }

@@ -506,16 +506,19 @@ impl MeshModel {
         )
     }
 
-    /// The DestinationRule for `host` (FQDN) seen from `namespace`.
+    /// The DestinationRule for `host` (FQDN) seen by a client in `namespace` with
+    /// `client_labels`.
     pub fn destination_rule_for(
         &self,
         host: &str,
         namespace: &str,
+        client_labels: &BTreeMap<String, String>,
     ) -> Option<&Stored<DestinationRule>> {
         crate::traffic::destination_rule_for(
             &self.destination_rules,
             host,
             namespace,
+            client_labels,
             &self.settings,
         )
     }

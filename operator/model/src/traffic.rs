@@ -75,31 +75,63 @@ pub fn virtual_services_for<'a>(
     found
 }
 
-/// The DestinationRule for `host` as seen from `namespace` (exact host over wildcard,
-/// namespace-local first, the root namespace last, oldest wins).
+/// The DestinationRule for `host` as seen by a client in `namespace` with
+/// `client_labels` (exact host over wildcard, a rule whose `workloadSelector`
+/// selects the client over one without, namespace-local first, the root namespace
+/// last, oldest wins).
 pub fn destination_rule_for<'a>(
     store: &'a Store<DestinationRule>,
     host: &str,
     namespace: &str,
+    client_labels: &BTreeMap<String, String>,
     settings: &MeshSettings,
 ) -> Option<&'a Stored<DestinationRule>> {
     store
         .values()
-        .filter(|dr| dr.export_to.visible_from(namespace) || dr.namespace == namespace)
-        .filter(|dr| dr.object.spec.workload_selector.is_none())
         .filter_map(|dr| {
+            let selects = destination_rule_selects(dr, namespace, client_labels)?;
             let forms = qualify(&dr.object.spec.host, &dr.namespace, settings);
             let h = forms.into_iter().find(|h| host_matches(h, host))?;
-            Some((h.starts_with('*'), dr))
+            Some((h.starts_with('*'), selects, dr))
         })
-        .min_by_key(|(wild, dr)| {
-            (
-                *wild,
-                precedence(&dr.namespace, namespace, settings),
-                dr.age_key(),
-            )
+        .min_by_key(|(wild, selects, dr)| {
+            destination_rule_rank(*wild, *selects, dr, namespace, settings)
         })
-        .map(|(_, dr)| dr)
+        .map(|(_, _, dr)| dr)
+}
+
+/// Whether `dr` applies to a client in `namespace` with `client_labels`: `None`
+/// when it does not, `Some(true)` when its `workloadSelector` selects the client.
+/// As in Istio, a selector applies only in the rule's own namespace.
+pub(crate) fn destination_rule_selects(
+    dr: &Stored<DestinationRule>,
+    namespace: &str,
+    client_labels: &BTreeMap<String, String>,
+) -> Option<bool> {
+    match &dr.object.spec.workload_selector {
+        Some(selector) => (dr.namespace == namespace
+            && crate::labels_match(&selector.labels, client_labels))
+        .then_some(true),
+        None => {
+            (dr.export_to.visible_from(namespace) || dr.namespace == namespace).then_some(false)
+        }
+    }
+}
+
+/// Orders the DestinationRules that apply to a client: the least is in force.
+pub(crate) fn destination_rule_rank(
+    wild: bool,
+    selects: bool,
+    dr: &Stored<DestinationRule>,
+    namespace: &str,
+    settings: &MeshSettings,
+) -> impl Ord {
+    (
+        wild,
+        !selects,
+        precedence(&dr.namespace, namespace, settings),
+        dr.age_key(),
+    )
 }
 
 pub(crate) fn precedence(owner: &str, client: &str, settings: &MeshSettings) -> u8 {

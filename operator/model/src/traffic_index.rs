@@ -2,13 +2,15 @@
 //! as [`MeshModel::virtual_services_for`](crate::MeshModel::virtual_services_for) and
 //! [`MeshModel::destination_rule_for`](crate::MeshModel::destination_rule_for), without
 //! re-qualifying every object's hosts on every query. Build one per translation round.
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use trellis_api::networking::{DestinationRule, VirtualService};
 
 use crate::config::MeshSettings;
 use crate::registry::host_matches;
-use crate::traffic::{Store, Stored, precedence, qualify};
+use crate::traffic::{
+    Store, Stored, destination_rule_rank, destination_rule_selects, precedence, qualify,
+};
 
 /// Objects by the exact hosts they name, plus those naming wildcards.
 struct ByHost<'a, T> {
@@ -82,14 +84,11 @@ impl<'a> TrafficIndex<'a> {
                     .flat_map(move |h| qualify(h, &vs.namespace, settings))
                     .map(move |h| (h, vs))
             });
-        let dr = destination_rules
-            .values()
-            .filter(|dr| dr.object.spec.workload_selector.is_none())
-            .flat_map(|dr| {
-                qualify(&dr.object.spec.host, &dr.namespace, settings)
-                    .into_iter()
-                    .map(move |h| (h, dr))
-            });
+        let dr = destination_rules.values().flat_map(|dr| {
+            qualify(&dr.object.spec.host, &dr.namespace, settings)
+                .into_iter()
+                .map(move |h| (h, dr))
+        });
         TrafficIndex {
             settings,
             virtual_services: ByHost::new(vs),
@@ -121,23 +120,27 @@ impl<'a> TrafficIndex<'a> {
         found
     }
 
-    /// The DestinationRule in force for `host` seen from `namespace`.
+    /// The DestinationRule in force for `host` seen by a client in `namespace`
+    /// with `client_labels`.
     pub fn destination_rule_for(
         &self,
         host: &str,
         namespace: &str,
+        client_labels: &BTreeMap<String, String>,
     ) -> Option<&'a Stored<DestinationRule>> {
         self.destination_rules
             .matching(host)
             .into_iter()
-            .filter(|(_, dr)| dr.export_to.visible_from(namespace) || dr.namespace == namespace)
-            .min_by_key(|(wild, dr)| {
-                (
-                    *wild,
-                    precedence(&dr.namespace, namespace, self.settings),
-                    dr.age_key(),
-                )
+            .filter_map(|(wild, dr)| {
+                Some((
+                    wild,
+                    destination_rule_selects(dr, namespace, client_labels)?,
+                    dr,
+                ))
             })
-            .map(|(_, dr)| dr)
+            .min_by_key(|(wild, selects, dr)| {
+                destination_rule_rank(*wild, *selects, dr, namespace, self.settings)
+            })
+            .map(|(_, _, dr)| dr)
     }
 }

@@ -214,10 +214,21 @@ fn a_one_dot_host_names_itself_and_a_namespaced_service() {
         let vss = m.virtual_services_for(host, "shop");
         assert_eq!(vss.len(), 1, "{host}");
         assert_eq!(vss[0].name, name);
-        assert_eq!(m.destination_rule_for(host, "shop").unwrap().name, name);
+        assert_eq!(
+            m.destination_rule_for(host, "shop", &Default::default())
+                .unwrap()
+                .name,
+            name
+        );
         let index = m.traffic_index();
         assert_eq!(index.virtual_services_for(host, "shop").len(), 1, "{host}");
-        assert_eq!(index.destination_rule_for(host, "shop").unwrap().name, name);
+        assert_eq!(
+            index
+                .destination_rule_for(host, "shop", &Default::default())
+                .unwrap()
+                .name,
+            name
+        );
     }
 }
 
@@ -254,4 +265,69 @@ fn service_entry_endpoint_weights_and_identities() {
         m.service_identities(&service),
         ["spiffe://cluster.local/ns/shop/sa/vault"]
     );
+}
+
+/// A DestinationRule's `workloadSelector` makes it the rule for the clients it
+/// selects in its own namespace; the model and its index agree.
+#[test]
+fn destination_rules_with_a_workload_selector_apply_to_the_clients_they_select() {
+    let mut m = MeshModel::new(MeshSettings::default());
+    let dr = |ns: &str, name: &str, host: &str, selector: Option<serde_json::Value>| {
+        let mut spec = json!({"host": host});
+        if let Some(s) = selector {
+            spec["workloadSelector"] = json!({"labels": s});
+        }
+        let value = json!({"metadata": {"name": name, "namespace": ns}, "spec": spec});
+        Resource::DestinationRule(Box::new(serde_json::from_value(value).unwrap()))
+    };
+    m.apply(dr("shop", "all", "cart", None)).unwrap();
+    m.apply(dr("shop", "web-only", "cart", Some(json!({"app": "web"}))))
+        .unwrap();
+    m.apply(dr(
+        "other",
+        "from-other",
+        "cart.shop",
+        Some(json!({"app": "web"})),
+    ))
+    .unwrap();
+    // a wildcard rule that selects the client loses to an exact one that does not
+    m.apply(dr(
+        "shop",
+        "wild",
+        "*.shop.svc.cluster.local",
+        Some(json!({"app": "api"})),
+    ))
+    .unwrap();
+    let host = "cart.shop.svc.cluster.local";
+    let labels = |pairs: &[(&str, &str)]| -> std::collections::BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    };
+    let index = m.traffic_index();
+    for (ns, client, expected) in [
+        ("shop", labels(&[("app", "web")]), "web-only"),
+        ("shop", labels(&[("app", "api")]), "all"),
+        ("shop", labels(&[]), "all"),
+        ("other", labels(&[("app", "web")]), "from-other"),
+        ("other", labels(&[("app", "api")]), "all"),
+        ("elsewhere", labels(&[("app", "web")]), "all"),
+    ] {
+        let found = m.destination_rule_for(host, ns, &client).unwrap();
+        assert_eq!(found.name, expected, "{ns} {client:?}");
+        let indexed = index.destination_rule_for(host, ns, &client).unwrap();
+        assert_eq!(indexed.name, expected, "index: {ns} {client:?}");
+    }
+    let db = "db.shop.svc.cluster.local";
+    let api = labels(&[("app", "api")]);
+    assert_eq!(
+        m.destination_rule_for(db, "shop", &api).unwrap().name,
+        "wild"
+    );
+    assert_eq!(
+        index.destination_rule_for(db, "shop", &api).unwrap().name,
+        "wild"
+    );
+    assert!(m.destination_rule_for(db, "shop", &labels(&[])).is_none());
 }

@@ -1,7 +1,7 @@
 //! What every sidecar of one namespace sees outbound: clusters, endpoints and the
 //! HTTP and TCP routes per host. Computed once per namespace and shared (`Arc`);
-//! where matches name their clients by `sourceLabels`, once per set of them the
-//! sidecar's labels satisfy.
+//! where matches name their clients by `sourceLabels`, or DestinationRules select
+//! them by `workloadSelector`, once per set of those the sidecar's labels satisfy.
 use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -165,7 +165,7 @@ pub(crate) fn outbound_scope_shared(
     for service in &services {
         let dr = shared
             .index
-            .destination_rule_for(&service.hostname, namespace);
+            .destination_rule_for(&service.hostname, namespace, client.labels);
         for port in &service.ports {
             let mut variants: Vec<(Option<&str>, Option<&Labels>)> = vec![(None, None)];
             if let Some(dr) = dr {

@@ -32,18 +32,18 @@ use crate::virtual_service::Client;
 pub struct Translator<'m> {
     model: &'m MeshModel,
     options: TranslateOptions,
-    /// By (namespace, the Sidecar resource in force, source selectors matched).
+    /// By (namespace, the Sidecar resource in force, client selectors matched).
     scopes: BTreeMap<ScopeKey, Arc<OutboundScope>>,
     /// The distinct `sourceLabels` of every VirtualService `http` and `tcp`
-    /// match: the proxies of a namespace that satisfy the same ones see the
-    /// same routes.
-    source_selectors: Vec<BTreeMap<String, String>>,
+    /// match, and the DestinationRules' `workloadSelector`s: the proxies of a
+    /// namespace that satisfy the same ones see the same routes and rules.
+    client_selectors: Vec<BTreeMap<String, String>>,
     /// Clusters and endpoints shared by the scopes of all namespaces.
     shared: Shared<'m>,
 }
 
 /// A client namespace, the Sidecar resource (namespace, name) in force, if
-/// any, and which of [`Translator::source_selectors`] the client's labels satisfy.
+/// any, and which of [`Translator::client_selectors`] the client's labels satisfy.
 type ScopeKey = (String, Option<(String, String)>, Vec<usize>);
 
 impl<'m> Translator<'m> {
@@ -54,22 +54,26 @@ impl<'m> Translator<'m> {
             http_proxy: explicit,
             per_port: !explicit,
         };
-        let source_selectors: BTreeSet<&BTreeMap<String, String>> = model
-            .virtual_services()
-            .flat_map(|vs| {
-                let spec = &vs.object.spec;
-                let http = spec.http.iter().flat_map(|r| &r.match_);
-                let tcp = spec.tcp.iter().flat_map(|r| &r.match_);
-                http.map(|m| &m.source_labels)
-                    .chain(tcp.map(|m| &m.source_labels))
-            })
+        let source_labels = model.virtual_services().flat_map(|vs| {
+            let spec = &vs.object.spec;
+            let http = spec.http.iter().flat_map(|r| &r.match_);
+            let tcp = spec.tcp.iter().flat_map(|r| &r.match_);
+            http.map(|m| &m.source_labels)
+                .chain(tcp.map(|m| &m.source_labels))
+        });
+        let workload_selectors = model
+            .destination_rules()
+            .filter_map(|dr| dr.object.spec.workload_selector.as_ref())
+            .map(|s| &s.labels);
+        let client_selectors: BTreeSet<&BTreeMap<String, String>> = source_labels
+            .chain(workload_selectors)
             .filter(|s| !s.is_empty())
             .collect();
         Translator {
             model,
             options,
             scopes: BTreeMap::new(),
-            source_selectors: source_selectors.into_iter().cloned().collect(),
+            client_selectors: client_selectors.into_iter().cloned().collect(),
             shared,
         }
     }
@@ -87,7 +91,7 @@ impl<'m> Translator<'m> {
         labels: &BTreeMap<String, String>,
         sidecar: Option<&trellis_model::Stored<trellis_api::networking::Sidecar>>,
     ) -> Arc<OutboundScope> {
-        let satisfied = (self.source_selectors.iter().enumerate())
+        let satisfied = (self.client_selectors.iter().enumerate())
             .filter(|(_, selector)| trellis_model::labels_match(selector, labels))
             .map(|(i, _)| i)
             .collect();

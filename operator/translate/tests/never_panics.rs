@@ -196,8 +196,9 @@ fn resource() -> impl Strategy<Value = Option<Resource>> {
         pick(HOSTS),
         prop::collection::vec(pick(SUBSETS), 0..3),
         any::<bool>(),
+        prop::option::of(pick(LABELS)),
     )
-        .prop_map(|(ns, i, host, subsets, tls)| {
+        .prop_map(|(ns, i, host, subsets, tls, selected_app)| {
             let subsets: Vec<Value> = subsets
                 .iter()
                 .map(|s| json!({"name": s, "labels": {"version": s}}))
@@ -205,6 +206,9 @@ fn resource() -> impl Strategy<Value = Option<Resource>> {
             let mut spec = json!({"host": host, "subsets": subsets});
             if tls {
                 spec["trafficPolicy"] = json!({"tls": {"mode": "SIMPLE"}});
+            }
+            if let Some(app) = selected_app {
+                spec["workloadSelector"] = json!({"labels": {"app": app}});
             }
             serde_json::from_value(json!({"metadata": meta(ns, format!("dr{i}")), "spec": spec}))
                 .ok()

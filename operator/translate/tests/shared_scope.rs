@@ -96,10 +96,10 @@ fn traffic_index_answers_like_the_model() {
     for host in &hosts {
         for ns in ["shop", "other", "istio-system", "elsewhere"] {
             let a = index
-                .destination_rule_for(host, ns)
+                .destination_rule_for(host, ns, &Default::default())
                 .map(|d| (&d.namespace, &d.name));
             let b = model
-                .destination_rule_for(host, ns)
+                .destination_rule_for(host, ns, &Default::default())
                 .map(|d| (&d.namespace, &d.name));
             assert_eq!(a, b, "DestinationRule for {host} from {ns}");
             let a: Vec<_> = index

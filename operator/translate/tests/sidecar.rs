@@ -594,6 +594,59 @@ spec:
     assert!(stable.errors.is_empty() && canary.errors.is_empty());
 }
 
+/// A DestinationRule with a `workloadSelector` applies to the clients it
+/// selects in its own namespace, ahead of the rule without one; every other
+/// client keeps the rule without one.
+#[test]
+fn a_destination_rule_with_a_workload_selector_applies_to_the_clients_it_selects() {
+    let mut resources = base_resources();
+    resources.extend([
+        canary_client(),
+        workload("other", "api-1", "127.0.0.21", &[("track", "canary")]),
+        dr(r#"
+metadata: {name: cart, namespace: shop}
+spec: {host: cart, trafficPolicy: {loadBalancer: {simple: RANDOM}}}
+"#),
+        dr(r#"
+metadata: {name: cart-for-canaries, namespace: shop}
+spec:
+  host: cart
+  workloadSelector: {labels: {track: canary}}
+  trafficPolicy: {loadBalancer: {simple: LEAST_REQUEST}}
+"#),
+    ]);
+    let model = model_of(resources);
+    let mut translator = Translator::new(&model, explicit_options());
+    let policy_of = |out: &ProxyResources| {
+        let cart = out
+            .clusters
+            .iter()
+            .find(|c| c.name == format!("outbound|8080||{CART}"))
+            .unwrap();
+        envoy_types::pb::envoy::config::cluster::v3::cluster::LbPolicy::try_from(cart.lb_policy)
+            .unwrap()
+    };
+    use envoy_types::pb::envoy::config::cluster::v3::cluster::LbPolicy;
+    for (ns, name, expected) in [
+        ("shop", "web-1", LbPolicy::Random),
+        ("shop", "web-2", LbPolicy::LeastRequest),
+        // the selector does not reach across namespaces
+        ("other", "api-1", LbPolicy::Random),
+    ] {
+        let proxy = Proxy::sidecar(ns, name);
+        let out = translator.translate(&proxy);
+        assert_eq!(policy_of(&out), expected, "{name}");
+        assert!(out.errors.is_empty(), "{:?}", out.errors);
+        // one translator keyed by the selectors each proxy satisfies gives
+        // what a fresh translation gives
+        assert_eq!(
+            out,
+            Translator::new(&model, explicit_options()).translate(&proxy),
+            "{name}"
+        );
+    }
+}
+
 /// A port's own outlier detection replaces the DestinationRule's on that port.
 #[test]
 fn port_level_outlier_detection_applies_to_its_port() {
