@@ -217,23 +217,7 @@ impl HttpResponse {
 /// `HTTPS_PROXY`), then `GET /orders` inside the tunnel: the CONNECT answer's
 /// status, and the tunnelled response (its raw text) when the tunnel opened.
 pub fn connect_and_get(proxy: SocketAddr, target: &str) -> (u16, Option<String>) {
-    use std::io::{BufRead, BufReader};
-    let mut conn = TcpStream::connect(proxy).unwrap();
-    conn.set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    write!(conn, "CONNECT {target} HTTP/1.1\r\nhost: {target}\r\n\r\n").unwrap();
-    let mut reader = BufReader::new(conn.try_clone().unwrap());
-    let mut head = String::new();
-    while !head.ends_with("\r\n\r\n") {
-        if reader.read_line(&mut head).unwrap() == 0 {
-            break;
-        }
-    }
-    let status = head
-        .split(' ')
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or_else(|| panic!("CONNECT {target}: no status in {head:?}"));
+    let (status, mut conn) = open_tunnel(proxy, target);
     if status != 200 {
         return (status, None);
     }
@@ -244,10 +228,32 @@ pub fn connect_and_get(proxy: SocketAddr, target: &str) -> (u16, Option<String>)
     .unwrap();
     // Framed as `send` frames it: the tunnel may outlive the response by a
     // while. A tunnel closed or reset early gives what came.
-    let mut raw = reader.buffer().to_vec();
+    let mut raw = Vec::new();
     let _ = read_response(&mut conn, &mut raw);
     let response = String::from_utf8_lossy(&raw).into_owned();
     (status, Some(response))
+}
+
+/// Sends `CONNECT target` through `proxy` and reads the answer's head: its
+/// status, and the connection, which is the tunnel when the status is 200.
+pub fn open_tunnel(proxy: SocketAddr, target: &str) -> (u16, TcpStream) {
+    let mut conn = TcpStream::connect(proxy).unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    write!(conn, "CONNECT {target} HTTP/1.1\r\nhost: {target}\r\n\r\n").unwrap();
+    // Byte by byte, so nothing the tunnel carries after the head is taken.
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") && conn.read(&mut byte).unwrap() == 1 {
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&head);
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("CONNECT {target}: no status in {head:?}"));
+    (status, conn)
 }
 
 #[cfg(test)]

@@ -31,7 +31,7 @@ pub mod sidecar_mesh;
 pub mod static_bootstrap;
 pub mod upstream;
 
-pub use client::{HttpRequest, HttpResponse, connect_and_get};
+pub use client::{HttpRequest, HttpResponse, connect_and_get, open_tunnel};
 pub use envoy::{Envoy, envoy_bin, validate_bootstrap, validate_bootstrap_in};
 pub use openssl::{HttpsFileServer, openssl, openssl_bin, self_signed, self_signed_ca, signed_by};
 pub use upstream::{Behavior, Upstream, UpstreamEvent};

@@ -70,7 +70,7 @@ const TRAFFIC_POLICIES: &[&str] = &[
     r#"{"loadBalancer": {"consistentHash": {"useSourceIp": true}}}"#,
     r#"{"loadBalancer": {"consistentHash": {"httpQueryParameterName": "u"}}}"#,
     r#"{"outlierDetection": {"consecutive5xxErrors": 0, "consecutiveGatewayErrors": 3, "splitExternalLocalOriginErrors": true, "consecutiveLocalOriginFailures": 2, "minHealthPercent": 30}}"#,
-    r#"{"connectionPool": {"tcp": {"tcpKeepalive": {"probes": 2, "time": "10s", "interval": "1s"}, "maxConnectionDuration": "30m"}, "http": {"idleTimeout": "5m", "h2UpgradePolicy": "UPGRADE", "maxConcurrentStreams": 10}}}"#,
+    r#"{"connectionPool": {"tcp": {"tcpKeepalive": {"probes": 2, "time": "10s", "interval": "1s"}, "maxConnectionDuration": "30m", "idleTimeout": "90s"}, "http": {"idleTimeout": "5m", "h2UpgradePolicy": "UPGRADE", "maxConcurrentStreams": 10}}}"#,
     r#"{"connectionPool": {"http": {"useClientProtocol": true}}, "portLevelSettings": [{"port": {"number": 8080}, "outlierDetection": {"consecutive5xxErrors": 2}}]}"#,
     r#"{"tls": {"mode": "ISTIO_MUTUAL", "subjectAltNames": ["spiffe://cluster.local/ns/shop/sa/db"]}}"#,
 ];

@@ -4,7 +4,9 @@
 //! Load balancing: ROUND_ROBIN (strictly cyclic), RANDOM (spread, not cyclic),
 //! LEAST_REQUEST (a busy endpoint is avoided), consistentHash on a header (same
 //! header value -> same endpoint), on a cookie Envoy sets (a client sticks from its
-//! first response) and on a query parameter.
+//! first response) and on a query parameter. On a TCP port, consistentHash on the
+//! source IP (a client's tunnels stick to one endpoint) and `tcp.idleTimeout` (an idle
+//! tunnel is closed).
 //! Auto mTLS: the client uses mTLS to an endpoint with a sidecar (a STRICT server
 //! sidecar, so plaintext would be refused) and plaintext to one without; a
 //! DestinationRule with `tls.mode: DISABLE` or `ISTIO_MUTUAL` overrides that.
@@ -16,9 +18,9 @@ use trellis_e2e::mesh::test_ca;
 use trellis_e2e::sidecar_mesh::{
     check_golden_bootstrap, cluster, destination_rule, golden_addrs, golden_client_bootstrap,
     golden_sidecar_bootstrap, mesh_settings, model, plain_workload, service, start_client,
-    start_sidecar, workload,
+    start_sidecar, tcp_service, workload,
 };
-use trellis_e2e::{Behavior, HttpRequest, Upstream, free_ports_on};
+use trellis_e2e::{Behavior, HttpRequest, Upstream, connect_and_get, free_ports_on, open_tunnel};
 use trellis_model::{MtlsMode, Resource};
 
 type Addrs = BTreeMap<String, SocketAddr>;
@@ -334,4 +336,57 @@ fn auto_mtls_to_sidecars_plaintext_to_the_rest_unless_a_destination_rule_says_ot
     // ISTIO_MUTUAL: mTLS to both; the plaintext-only legacy endpoint cannot serve it
     let seen = answers("cart-mtls", 6);
     assert_eq!(seen.keys().collect::<Vec<_>>(), ["cart-app"], "{seen:?}");
+}
+
+/// A TCP service with two endpoints, reached by `CONNECT` through the client
+/// sidecar: its DestinationRule's `useSourceIp` keeps a client on one endpoint
+/// and its `tcp.idleTimeout` closes an idle tunnel. Without the rule, tunnels
+/// go round robin and an idle one stays open.
+#[test]
+fn tcp_source_ip_hash_and_idle_timeout_on_real_envoy() {
+    use std::io::Read;
+    let ca = test_ca();
+    let a = Upstream::echo("a", Ipv4Addr::LOCALHOST);
+    let b = Upstream::echo("b", Ipv4Addr::LOCALHOST);
+    let client_ip = Ipv4Addr::new(127, 0, 0, 143);
+    let rule = "metadata: {name: ledger, namespace: shop}\nspec:\n  host: ledger\n  trafficPolicy:\n    connectionPool: {tcp: {idleTimeout: 1s}}\n    loadBalancer: {consistentHash: {useSourceIp: true}}\n";
+    for with_rule in [true, false] {
+        let mut resources = vec![
+            tcp_service("ledger", "ledger", 7000),
+            plain_workload("ledger-a", "ledger", a.addr(), &[]),
+            plain_workload("ledger-b", "ledger", b.addr(), &[]),
+        ];
+        if with_rule {
+            resources.push(destination_rule(rule));
+        }
+        let client = start_client(&ca, resources, client_ip);
+        let servers: BTreeSet<String> = (0..12)
+            .map(|_| {
+                let (status, response) = connect_and_get(client.listen, "ledger:7000");
+                let response = response.unwrap_or_default();
+                assert_eq!(status, 200, "{}", client.envoy.log());
+                let body = response.split("\r\n\r\n").nth(1).unwrap_or_default();
+                let v: serde_json::Value =
+                    serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {response}"));
+                v["server"].as_str().unwrap().to_string()
+            })
+            .collect();
+        assert_eq!(servers.len(), if with_rule { 1 } else { 2 }, "{servers:?}");
+
+        let (status, mut tunnel) = open_tunnel(client.listen, "ledger:7000");
+        assert_eq!(status, 200);
+        std::thread::sleep(Duration::from_millis(1500));
+        tunnel
+            .set_read_timeout(Some(Duration::from_millis(500)))
+            .unwrap();
+        let read = tunnel.read(&mut [0u8; 16]);
+        if with_rule {
+            assert!(
+                matches!(read, Ok(0)),
+                "an idle tunnel outlived 1s: {read:?}"
+            );
+        } else {
+            assert!(read.is_err(), "an idle tunnel was closed: {read:?}");
+        }
+    }
 }

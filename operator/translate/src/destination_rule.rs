@@ -239,6 +239,11 @@ fn connection_pool(
                     err,
                 ),
             }),
+        tcp_idle_timeout: dur(
+            tcp.and_then(|t| t.idle_timeout.as_ref()),
+            &format!("{path}.tcp.idleTimeout"),
+            err,
+        ),
         max_connection_duration: dur(
             tcp.and_then(|t| t.max_connection_duration.as_ref()),
             &format!("{path}.tcp.maxConnectionDuration"),

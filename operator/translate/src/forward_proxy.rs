@@ -27,6 +27,7 @@ use envoy_types::util::pack_any;
 
 use crate::cluster::{DEFAULT_CONNECT_TIMEOUT, duration};
 use crate::names;
+use crate::policy::{HashKey, TcpProxyPolicy};
 
 const CLUSTER_TYPE: &str = "envoy.clusters.dynamic_forward_proxy";
 const FILTER: &str = "envoy.filters.http.dynamic_forward_proxy";
@@ -90,12 +91,20 @@ pub fn accept_connect(hcm: &mut HttpConnectionManager) {
 /// `CONNECT host:port` to `cluster`: Envoy answers 200 and relays the bytes
 /// that follow (the client's own TLS) as raw TCP.
 pub fn connect_route(name: &str, cluster: &str) -> Route {
-    weighted_connect_route(name, &[(cluster.to_string(), 100)])
+    weighted_connect_route(
+        name,
+        &[(cluster.to_string(), 100)],
+        &TcpProxyPolicy::default(),
+    )
 }
 
 /// [`connect_route`] to `destinations` (cluster, weight): each tunnel goes to
-/// one of them, picked by weight.
-pub fn weighted_connect_route(name: &str, destinations: &[(String, u32)]) -> Route {
+/// one of them, picked by weight. `policy` is applied as a TCP proxy would.
+pub fn weighted_connect_route(
+    name: &str,
+    destinations: &[(String, u32)],
+    policy: &TcpProxyPolicy,
+) -> Route {
     let cluster_specifier = match destinations {
         [(only, _)] => route_action::ClusterSpecifier::Cluster(only.clone()),
         many => route_action::ClusterSpecifier::WeightedClusters(WeightedCluster {
@@ -125,8 +134,15 @@ pub fn weighted_connect_route(name: &str, destinations: &[(String, u32)]) -> Rou
                 connect_config: Some(route_action::upgrade_config::ConnectConfig::default()),
                 ..Default::default()
             }],
-            // A tunnel lasts as long as its client keeps it.
+            // A tunnel lasts as long as its client keeps it, unless idle
+            // for the destination's `tcp.idleTimeout`.
             timeout: Some(crate::cluster::duration(std::time::Duration::ZERO)),
+            idle_timeout: policy.idle_timeout.map(crate::cluster::duration),
+            hash_policy: if policy.hash_source_ip {
+                vec![crate::route::hash_policy(&HashKey::SourceIp)]
+            } else {
+                Vec::new()
+            },
             ..Default::default()
         })),
         ..Default::default()

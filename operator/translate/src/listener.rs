@@ -17,9 +17,14 @@ use envoy_types::pb::envoy::extensions::filters::network::tcp_proxy::v3::{
     TcpProxy,
     tcp_proxy::{ClusterSpecifier, WeightedCluster, weighted_cluster::ClusterWeight},
 };
+use envoy_types::pb::envoy::r#type::v3::{
+    HashPolicy,
+    hash_policy::{PolicySpecifier, SourceIp},
+};
 use envoy_types::util::pack_any;
 
 use crate::endpoints::socket_address;
+use crate::policy::TcpProxyPolicy;
 use crate::route::{CORS_FILTER, FAULT_FILTER};
 
 pub const HCM: &str = "envoy.filters.network.http_connection_manager";
@@ -97,12 +102,20 @@ pub fn connection_manager(
 }
 
 pub fn tcp_proxy(stat_prefix: &str, cluster: &str) -> Filter {
-    weighted_tcp_proxy(stat_prefix, &[(cluster.to_string(), 100)])
+    weighted_tcp_proxy(
+        stat_prefix,
+        &[(cluster.to_string(), 100)],
+        &TcpProxyPolicy::default(),
+    )
 }
 
 /// A TCP proxy to `destinations` (cluster, weight): each connection goes to
 /// one of them, picked by weight.
-pub fn weighted_tcp_proxy(stat_prefix: &str, destinations: &[(String, u32)]) -> Filter {
+pub fn weighted_tcp_proxy(
+    stat_prefix: &str,
+    destinations: &[(String, u32)],
+    policy: &TcpProxyPolicy,
+) -> Filter {
     let cluster_specifier = match destinations {
         [(only, _)] => ClusterSpecifier::Cluster(only.clone()),
         many => ClusterSpecifier::WeightedClusters(WeightedCluster {
@@ -116,9 +129,18 @@ pub fn weighted_tcp_proxy(stat_prefix: &str, destinations: &[(String, u32)]) -> 
                 .collect(),
         }),
     };
+    let hash_policy = if policy.hash_source_ip {
+        vec![HashPolicy {
+            policy_specifier: Some(PolicySpecifier::SourceIp(SourceIp {})),
+        }]
+    } else {
+        Vec::new()
+    };
     let tcp = TcpProxy {
         stat_prefix: stat_prefix.to_string(),
         cluster_specifier: Some(cluster_specifier),
+        idle_timeout: policy.idle_timeout.map(crate::cluster::duration),
+        hash_policy,
         ..Default::default()
     };
     Filter {

@@ -17,7 +17,7 @@ use trellis_model::{MeshModel, MeshService, OutboundPolicy, Resolution, ServiceP
 use crate::http_rule::HttpRule;
 use crate::listener::weighted_tcp_proxy;
 use crate::names;
-use crate::policy::HashKey;
+use crate::policy::{HashKey, TcpProxyPolicy};
 use crate::route::routes;
 use crate::security::sds::SdsSource;
 use crate::shared::Shared;
@@ -45,6 +45,9 @@ pub struct OutboundScope {
     pub known_subsets: BTreeSet<(String, String)>,
     /// Consistent-hash header per cluster name.
     pub hash_keys: BTreeMap<String, HashKey>,
+    /// Per cluster name, what its DestinationRule sets on TCP proxies to it
+    /// (absent: nothing).
+    pub tcp_proxy_policies: BTreeMap<String, TcpProxyPolicy>,
     /// What happens to hosts outside the registry (MeshConfig, or the Sidecar resource).
     pub outbound_policy: OutboundPolicy,
     /// Interception shape: one route configuration per outbound HTTP port (named by port).
@@ -53,27 +56,34 @@ pub struct OutboundScope {
 
 impl OutboundScope {
     /// The TCP proxy for connections to `port` of `host` (named in stats by the
-    /// port's default cluster).
+    /// port's default cluster), with the policy of its first destination.
     pub fn tcp_proxy(&self, host: &str, port: u16) -> Filter {
         let stat_prefix = names::outbound_cluster(port, None, host);
-        weighted_tcp_proxy(
-            &stat_prefix,
-            &tcp_destinations(&self.tcp_routes, host, port),
-        )
+        let (destinations, policy) =
+            tcp_target(&self.tcp_routes, &self.tcp_proxy_policies, host, port);
+        weighted_tcp_proxy(&stat_prefix, &destinations, &policy)
     }
 }
 
-/// Where connections to `port` of `host` go: its `tcp` route's destinations,
-/// else the port's default cluster.
-fn tcp_destinations<'a>(
+/// Where connections to `port` of `host` go (its `tcp` route's destinations,
+/// else the port's default cluster), and the policy of the first destination,
+/// which the proxy carrying them applies.
+fn tcp_target<'a>(
     tcp_routes: &'a BTreeMap<(String, u16), TcpDestinations>,
+    policies: &BTreeMap<String, TcpProxyPolicy>,
     host: &str,
     port: u16,
-) -> Cow<'a, [(String, u32)]> {
-    match tcp_routes.get(&(host.to_string(), port)) {
-        Some(destinations) => Cow::Borrowed(destinations),
+) -> (Cow<'a, [(String, u32)]>, TcpProxyPolicy) {
+    let destinations = match tcp_routes.get(&(host.to_string(), port)) {
+        Some(destinations) => Cow::Borrowed(&destinations[..]),
         None => Cow::Owned(vec![(names::outbound_cluster(port, None, host), 100)]),
-    }
+    };
+    let policy = destinations
+        .first()
+        .and_then(|(cluster, _)| policies.get(cluster))
+        .cloned()
+        .unwrap_or_default();
+    (destinations, policy)
 }
 
 /// Istio's catch-all virtual hosts for hosts outside the registry.
@@ -162,6 +172,7 @@ pub(crate) fn outbound_scope_shared(
     let mut endpoints: BTreeMap<String, Arc<ClusterLoadAssignment>> = BTreeMap::new();
     let mut known_subsets: BTreeSet<(String, String)> = BTreeSet::new();
     let mut hash_keys: BTreeMap<String, HashKey> = BTreeMap::new();
+    let mut tcp_proxy_policies: BTreeMap<String, TcpProxyPolicy> = BTreeMap::new();
     for service in &services {
         let dr = shared
             .index
@@ -200,6 +211,9 @@ pub(crate) fn outbound_scope_shared(
                 let cluster_name = &built.cluster.name;
                 if let Some(h) = &built.hash_key {
                     hash_keys.insert(cluster_name.clone(), h.clone());
+                }
+                if built.tcp_proxy != TcpProxyPolicy::default() {
+                    tcp_proxy_policies.insert(cluster_name.clone(), built.tcp_proxy.clone());
                 }
                 clusters.insert(cluster_name.clone(), built.cluster.clone());
                 if let Some(e) = &built.endpoints {
@@ -300,6 +314,7 @@ pub(crate) fn outbound_scope_shared(
             &services,
             &scope.http_rules,
             &scope.tcp_routes,
+            &tcp_proxy_policies,
             scope.outbound_policy,
         ));
     }
@@ -314,6 +329,7 @@ pub(crate) fn outbound_scope_shared(
     }
     scope.known_subsets = known_subsets;
     scope.hash_keys = hash_keys;
+    scope.tcp_proxy_policies = tcp_proxy_policies;
     scope.clusters = clusters.into_values().collect();
     scope.endpoints = endpoints.into_values().collect();
     scope.services = services.into_iter().cloned().collect();
@@ -429,6 +445,7 @@ fn http_proxy_routes(
     services: &[&MeshService],
     rules: &BTreeMap<(String, u16), Vec<HttpRule>>,
     tcp_routes: &BTreeMap<(String, u16), TcpDestinations>,
+    tcp_proxy_policies: &BTreeMap<String, TcpProxyPolicy>,
     policy: OutboundPolicy,
 ) -> RouteConfiguration {
     let mut virtual_hosts = Vec::new();
@@ -472,6 +489,8 @@ fn http_proxy_routes(
         }
         for port in service.ports.iter().filter(|p| !p.protocol.is_http()) {
             let name = format!("{}:{}", service.hostname, port.port);
+            let (destinations, policy) =
+                tcp_target(tcp_routes, tcp_proxy_policies, &service.hostname, port.port);
             virtual_hosts.push(VirtualHost {
                 domains: aliases
                     .iter()
@@ -479,7 +498,8 @@ fn http_proxy_routes(
                     .collect(),
                 routes: vec![crate::forward_proxy::weighted_connect_route(
                     &name,
-                    &tcp_destinations(tcp_routes, &service.hostname, port.port),
+                    &destinations,
+                    &policy,
                 )],
                 name,
                 ..Default::default()

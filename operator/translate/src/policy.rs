@@ -40,6 +40,8 @@ pub struct ConnectionPool {
     pub max_retries: Option<u32>,
     /// TCP keepalive probes on upstream connections (`tcp.tcpKeepalive`).
     pub keepalive: Option<Keepalive>,
+    /// A proxied TCP connection idle this long is closed (`tcp.idleTimeout`).
+    pub tcp_idle_timeout: Option<Duration>,
     /// An upstream HTTP connection is closed after this long (`tcp.maxConnectionDuration`).
     pub max_connection_duration: Option<Duration>,
     /// An idle upstream HTTP connection is closed after this long (`http.idleTimeout`).
@@ -50,6 +52,35 @@ pub struct ConnectionPool {
     pub use_client_protocol: bool,
     /// `http.maxConcurrentStreams` per HTTP/2 upstream connection.
     pub max_concurrent_streams: Option<u32>,
+}
+
+/// What a DestinationRule sets on the TCP proxy that carries connections to
+/// its service (Envoy sets these per listener filter, not per cluster).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct TcpProxyPolicy {
+    /// `connectionPool.tcp.idleTimeout`; unset, Envoy's default of one hour
+    /// (Istio's too); zero turns it off.
+    pub idle_timeout: Option<Duration>,
+    /// `consistentHash.useSourceIp`: a client IP's connections go to one endpoint.
+    pub hash_source_ip: bool,
+}
+
+impl ClusterPolicy {
+    pub fn tcp_proxy(&self) -> TcpProxyPolicy {
+        TcpProxyPolicy {
+            idle_timeout: self
+                .connection_pool
+                .as_ref()
+                .and_then(|p| p.tcp_idle_timeout),
+            hash_source_ip: matches!(
+                self.load_balancer,
+                Some(LoadBalancer::ConsistentHash {
+                    key: HashKey::SourceIp,
+                    ..
+                })
+            ),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Default)]

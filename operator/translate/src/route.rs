@@ -132,7 +132,7 @@ fn route(rule: &HttpRule, m: Option<&RequestMatch>, index: usize) -> Route {
 }
 
 /// Envoy's hash policy for a DestinationRule's consistent-hash key.
-fn hash_policy(key: &HashKey) -> HashPolicy {
+pub(crate) fn hash_policy(key: &HashKey) -> HashPolicy {
     use envoy_types::pb::envoy::config::route::v3::route_action::hash_policy::{
         ConnectionProperties, Cookie, QueryParameter,
     };

@@ -19,7 +19,7 @@ use crate::cluster::{OutboundCluster, outbound_cluster};
 use crate::destination_rule::cluster_policy;
 use crate::endpoints::load_assignment;
 use crate::names;
-use crate::policy::{ClusterPolicy, HashKey, LoadBalancer};
+use crate::policy::{ClusterPolicy, HashKey, LoadBalancer, TcpProxyPolicy};
 use crate::security::sds::SdsSource;
 use crate::types::TranslateError;
 
@@ -39,6 +39,8 @@ pub(crate) struct SharedCluster {
     pub policy_errors: Vec<TranslateError>,
     /// `consistentHash.httpHeaderName` in force.
     pub hash_key: Option<HashKey>,
+    /// What the TCP proxy to this cluster is given.
+    pub tcp_proxy: TcpProxyPolicy,
 }
 
 /// Which outbound route forms the scopes carry.
@@ -161,6 +163,7 @@ impl<'m> Shared<'m> {
             empty,
             policy_errors,
             hash_key,
+            tcp_proxy: policy.tcp_proxy(),
         });
         self.clusters.insert(key, shared.clone());
         shared

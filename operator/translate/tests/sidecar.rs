@@ -380,19 +380,23 @@ spec:
     model_of(resources)
 }
 
+/// A listener's first TCP proxy.
+fn first_tcp_proxy(
+    l: &envoy_types::pb::envoy::config::listener::v3::Listener,
+) -> envoy_types::pb::envoy::extensions::filters::network::tcp_proxy::v3::TcpProxy {
+    use envoy_types::pb::envoy::config::listener::v3::filter::ConfigType;
+    let Some(ConfigType::TypedConfig(any)) = &l.filter_chains[0].filters[0].config_type else {
+        panic!("no typed config in {}", l.name);
+    };
+    prost::Message::decode(any.value.as_slice()).unwrap()
+}
+
 /// The (cluster, weight) pairs of a listener's first TCP proxy.
 fn tcp_destinations(
     l: &envoy_types::pb::envoy::config::listener::v3::Listener,
 ) -> Vec<(String, u32)> {
-    use envoy_types::pb::envoy::config::listener::v3::filter::ConfigType;
-    use envoy_types::pb::envoy::extensions::filters::network::tcp_proxy::v3::{
-        TcpProxy, tcp_proxy::ClusterSpecifier as Tcp,
-    };
-    let Some(ConfigType::TypedConfig(any)) = &l.filter_chains[0].filters[0].config_type else {
-        panic!("no typed config in {}", l.name);
-    };
-    let tcp: TcpProxy = prost::Message::decode(any.value.as_slice()).unwrap();
-    match tcp.cluster_specifier.unwrap() {
+    use envoy_types::pb::envoy::extensions::filters::network::tcp_proxy::v3::tcp_proxy::ClusterSpecifier as Tcp;
+    match first_tcp_proxy(l).cluster_specifier.unwrap() {
         Tcp::Cluster(c) => vec![(c, 100)],
         Tcp::WeightedClusters(w) => w.clusters.into_iter().map(|c| (c.name, c.weight)).collect(),
     }
@@ -400,6 +404,47 @@ fn tcp_destinations(
 
 const DB: &str = "outbound|5432||db.shop.svc.cluster.local";
 const DB_V2: &str = "outbound|5432|v2|db.shop.svc.cluster.local";
+
+/// `tcp.idleTimeout` and `consistentHash.useSourceIp` of a TCP service's
+/// DestinationRule reach the TCP proxy that carries its connections; without
+/// them the proxy keeps Envoy's defaults.
+#[test]
+fn a_tcp_services_idle_timeout_and_source_ip_hash_reach_its_tcp_proxy() {
+    use envoy_types::pb::envoy::r#type::v3::hash_policy::PolicySpecifier;
+    let local = |out: &ProxyResources| {
+        let l = out.listeners.iter().find(|l| l.name == "127.0.0.10_25432");
+        first_tcp_proxy(l.unwrap())
+    };
+    let plain = local(&web_sidecar(&model_of(base_resources())));
+    assert_eq!(plain.idle_timeout, None);
+    assert!(plain.hash_policy.is_empty());
+    let mut resources = base_resources();
+    resources.push(dr(r#"
+metadata: {name: db, namespace: shop}
+spec:
+  host: db
+  trafficPolicy:
+    connectionPool: {tcp: {idleTimeout: 30s}}
+    loadBalancer: {consistentHash: {useSourceIp: true}}
+"#));
+    let out = web_sidecar(&model_of(resources));
+    let tcp = local(&out);
+    assert_eq!(tcp.idle_timeout.unwrap().seconds, 30);
+    assert!(matches!(
+        tcp.hash_policy[0].policy_specifier,
+        Some(PolicySpecifier::SourceIp(_))
+    ));
+    // so does the `CONNECT` route that tunnels to it
+    let connect = action(&vhost(&out, "db.shop.svc.cluster.local:5432").routes[0]).clone();
+    assert_eq!(connect.idle_timeout.unwrap().seconds, 30);
+    assert_eq!(connect.hash_policy.len(), 1);
+    let db = out.clusters.iter().find(|c| c.name == DB).unwrap();
+    assert_eq!(
+        db.lb_policy,
+        envoy_types::pb::envoy::config::cluster::v3::cluster::LbPolicy::RingHash as i32
+    );
+    assert!(out.errors.is_empty(), "{:?}", out.errors);
+}
 
 /// The first `tcp` route that applies to the client and the port serves
 /// it: on universal mode's local TCP port, through `CONNECT`, and on the
