@@ -203,7 +203,7 @@ fn random_mesh(seed: u64) -> (MeshSettings, Vec<Resource>) {
         }));
     }
     for i in 0..r.below(3) {
-        let resolution = *r.pick(&["DNS", "STATIC", "NONE"]);
+        let resolution = *r.pick(&["DNS", "DNS_ROUND_ROBIN", "STATIC", "NONE"]);
         let host = *r.pick(&["localhost", "api.example.com", "*.example.com", "cart"]);
         let mut spec = json!({
             "hosts": [host], "resolution": resolution,

@@ -1,5 +1,6 @@
 //! ServiceEntries on real Envoy, configured by the translator (explicit shape: the
 //! app talks to its sidecar's HTTP proxy port): DNS resolution (`localhost`),
+//! DNS_ROUND_ROBIN (a logical DNS cluster on one endpoint named `localhost`),
 //! STATIC endpoints, TLS origination by a DestinationRule SIMPLE (CA and SAN
 //! verified), and MeshConfig
 //! outboundTrafficPolicy ALLOW_ANY (an unknown `ip:port` or name passes through,
@@ -96,6 +97,20 @@ spec:
   location: MESH_EXTERNAL
   resolution: DNS
   ports: [{{number: {port}, name: http, protocol: HTTP}}]
+"#,
+            port = a.dns_port
+        )),
+        object(&format!(
+            r#"
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{name: round-robin, namespace: shop}}
+spec:
+  hosts: [rr.example.internal]
+  location: MESH_EXTERNAL
+  resolution: DNS_ROUND_ROBIN
+  ports: [{{number: 80, name: http, protocol: HTTP}}]
+  endpoints: [{{address: localhost, ports: {{http: {port}}}}}]
 "#,
             port = a.dns_port
         )),
@@ -231,6 +246,13 @@ fn service_entries_dns_static_tls_origination_and_outbound_policy() {
         (r.status, r.header("x-upstream")),
         (200, Some("dns-app")),
         "{}",
+        r.body_text()
+    );
+    let r = get(proxy, "rr.example.internal");
+    assert_eq!(
+        (r.status, r.header("x-upstream")),
+        (200, Some("dns-app")),
+        "DNS_ROUND_ROBIN: {}",
         r.body_text()
     );
     let r = get(proxy, "static.example.com");

@@ -680,7 +680,7 @@ impl MeshModel {
                     })
                 })
                 .collect(),
-            Resolution::Dns | Resolution::Static => listed(),
+            Resolution::Dns | Resolution::DnsRoundRobin | Resolution::Static => listed(),
             Resolution::Passthrough => Vec::new(),
         }
     }

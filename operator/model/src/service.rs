@@ -82,8 +82,13 @@ pub struct ServicePort {
 pub enum Resolution {
     /// Workloads selected by labels (EDS).
     Endpoints,
-    /// Endpoint addresses are host names resolved by Envoy (ServiceEntry DNS).
+    /// Endpoint addresses are host names resolved by Envoy, every address
+    /// an endpoint (ServiceEntry DNS).
     Dns,
+    /// One endpoint's host name, resolved by Envoy for each new connection,
+    /// which goes to the first address (ServiceEntry DNS_ROUND_ROBIN): for
+    /// hosts behind many changing addresses.
+    DnsRoundRobin,
     /// Fixed IP endpoints (ServiceEntry STATIC).
     Static,
     /// Forwarded to the original destination (ServiceEntry NONE).

@@ -61,9 +61,8 @@ pub fn services_of_entry(
     let resolution = match spec.resolution {
         None | Some(ServiceEntryResolution::None) => Resolution::Passthrough,
         Some(ServiceEntryResolution::Static) => Resolution::Static,
-        Some(ServiceEntryResolution::Dns) | Some(ServiceEntryResolution::DnsRoundRobin) => {
-            Resolution::Dns
-        }
+        Some(ServiceEntryResolution::Dns) => Resolution::Dns,
+        Some(ServiceEntryResolution::DnsRoundRobin) => Resolution::DnsRoundRobin,
     };
     let selector = spec.workload_selector.as_ref().map(|s| s.labels.clone());
     let resolution = if selector.is_some() {
@@ -105,7 +104,8 @@ pub fn services_of_entry(
             return Err(invalid(format!("spec.hosts[{i}]"), "empty host".into()));
         }
         let mut static_endpoints = endpoints.clone();
-        if resolution == Resolution::Dns && static_endpoints.is_empty() {
+        let dns = matches!(resolution, Resolution::Dns | Resolution::DnsRoundRobin);
+        if dns && static_endpoints.is_empty() {
             if hostname.starts_with('*') {
                 return Err(invalid(
                     format!("spec.hosts[{i}]"),

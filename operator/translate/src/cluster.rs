@@ -82,11 +82,15 @@ pub fn outbound_cluster(spec: &OutboundCluster<'_>, sds: &SdsSource) -> Cluster 
                 service_name: name.clone(),
             });
         }
-        Resolution::Dns | Resolution::Static => {
-            let kind = if spec.service.resolution == Resolution::Dns {
-                DiscoveryType::StrictDns
-            } else {
-                DiscoveryType::Static
+        Resolution::Dns | Resolution::DnsRoundRobin | Resolution::Static => {
+            let kind = match spec.service.resolution {
+                // Envoy takes exactly one endpoint in a logical DNS cluster;
+                // a subset that selects none stays an empty strict one.
+                Resolution::DnsRoundRobin if spec.inline_endpoints.len() == 1 => {
+                    DiscoveryType::LogicalDns
+                }
+                Resolution::Dns | Resolution::DnsRoundRobin => DiscoveryType::StrictDns,
+                _ => DiscoveryType::Static,
             };
             cluster.cluster_discovery_type = Some(ClusterDiscoveryType::Type(kind as i32));
             cluster.dns_lookup_family = DnsLookupFamily::V4Only as i32;

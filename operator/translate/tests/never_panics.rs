@@ -255,7 +255,7 @@ fn resource() -> impl Strategy<Value = Option<Resource>> {
     let se = (
         pick(NAMESPACES),
         prop::collection::vec(pick(HOSTS), 0..3),
-        pick(&["DNS", "STATIC", "NONE"]),
+        pick(&["DNS", "DNS_ROUND_ROBIN", "STATIC", "NONE"]),
         prop::collection::vec(port(), 0..2),
         any::<bool>(),
     )

@@ -318,3 +318,50 @@ spec:
             .any(|c| c.name == "outbound|80|v2|fixed.example.com")
     );
 }
+
+/// DNS_ROUND_ROBIN gives a logical DNS cluster on its one endpoint (Envoy
+/// connects to the first address of each fresh resolution); a subset that
+/// selects no endpoint is an empty strict DNS cluster, since a logical one
+/// must have exactly one.
+#[test]
+fn dns_round_robin_is_a_logical_dns_cluster() {
+    let mut r = base_resources();
+    r.push(service_entry(
+        r#"
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: api, namespace: shop}
+spec:
+  hosts: [api.example.com]
+  resolution: DNS_ROUND_ROBIN
+  ports: [{number: 443, name: tls, protocol: TLS}]
+  endpoints: [{address: lb.example.com, labels: {version: v1}}]
+"#,
+    ));
+    r.push(dr(r#"
+metadata: {name: api, namespace: shop}
+spec:
+  host: api.example.com
+  subsets: [{name: v1, labels: {version: v1}}, {name: v2, labels: {version: v2}}]
+"#));
+    let out = web_sidecar(&model_of(r));
+    let kind = |name: &str| {
+        let c = out.clusters.iter().find(|c| c.name == name).unwrap();
+        match c.cluster_discovery_type {
+            Some(ClusterDiscoveryType::Type(t)) => DiscoveryType::try_from(t).unwrap(),
+            ref other => panic!("{name}: {other:?}"),
+        }
+    };
+    assert_eq!(
+        kind("outbound|443||api.example.com"),
+        DiscoveryType::LogicalDns
+    );
+    assert_eq!(
+        kind("outbound|443|v1|api.example.com"),
+        DiscoveryType::LogicalDns
+    );
+    assert_eq!(
+        kind("outbound|443|v2|api.example.com"),
+        DiscoveryType::StrictDns
+    );
+}

@@ -90,6 +90,12 @@ pub fn service_entry(se: &ServiceEntry) -> Vec<FieldError> {
             "STATIC resolution requires endpoints or a workloadSelector",
         );
     }
+    if resolution == ServiceEntryResolution::DnsRoundRobin && spec.endpoints.len() > 1 {
+        errors.add(
+            "spec.endpoints",
+            "DNS_ROUND_ROBIN resolution takes at most one endpoint (Envoy connects to one host name)",
+        );
+    }
     if resolution == ServiceEntryResolution::None && !spec.endpoints.is_empty() {
         errors.add(
             "spec.endpoints",
