@@ -161,6 +161,19 @@ impl HttpsFileServer {
     /// the server that passes its TLS through): the server's certificate is
     /// still what the client checks.
     pub fn fetch_trusting_via(&self, via: SocketAddr, name: &str) -> String {
+        self.fetch_trusting_via_sni(via, None, name)
+            .unwrap_or_else(|e| panic!("openssl s_client to {via}: {e}"))
+    }
+
+    /// [`HttpsFileServer::fetch_trusting_via`], the client sending `sni` as
+    /// its server name (SNI) when given; `Err` with s_client's complaint when
+    /// the exchange fails.
+    pub fn fetch_trusting_via_sni(
+        &self,
+        via: SocketAddr,
+        sni: Option<&str>,
+        name: &str,
+    ) -> Result<String, String> {
         let mut child = Command::new(openssl_bin())
             .args(["s_client", "-quiet", "-verify_return_error"])
             .args([
@@ -170,6 +183,7 @@ impl HttpsFileServer {
                 &self.addr.ip().to_string(),
             ])
             .args(["-connect", &via.to_string()])
+            .args(sni.map(|s| ["-servername", s]).into_iter().flatten())
             .current_dir(self.dir.path())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -185,12 +199,10 @@ impl HttpsFileServer {
         // The server closes after its answer; keep stdin open until then.
         let out = child.wait_with_output().expect("openssl s_client");
         drop(stdin);
-        assert!(
-            out.status.success(),
-            "openssl s_client to {via}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        if !out.status.success() {
+            return Err(String::from_utf8_lossy(&out.stderr).into_owned());
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
 }
 

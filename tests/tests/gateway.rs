@@ -443,3 +443,82 @@ spec:
     assert!(gateway.stat("cluster.outbound|80||web.shop.svc.cluster.local.ssl.handshake") >= 1);
     assert!(sidecar.stat(&format!("listener.{web_ip}_{target}.ssl.handshake")) >= 1);
 }
+
+/// A PASSTHROUGH server on real Envoy: the gateway routes TLS it does not
+/// terminate by SNI, so the client checks the backend's own certificate; a
+/// name no `tls` route takes gets no connection to anything.
+#[test]
+fn passthrough_server_routes_tls_by_sni_on_real_envoy() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = test_ca();
+    let gw_id = Identity::issue(&ca, &dir.path().join("ingress"), "shop", "ingress");
+    let vault_ip = Ipv4Addr::new(127, 0, 0, 76);
+    let vault = trellis_e2e::HttpsFileServer::start(vault_ip, &[("ping", "pong")]);
+    let gw_port = free_ports_on(GW_IP, 1)[0];
+    let resources = vec![
+        service(
+            "shop",
+            "vault",
+            "vault",
+            &[("https", 443, vault.addr().port())],
+        ),
+        workload(
+            "shop",
+            "vault-1",
+            &vault_ip.to_string(),
+            &[("app", "vault")],
+            false,
+        ),
+        workload(
+            "shop",
+            "ingress-1",
+            &GW_IP.to_string(),
+            &[("istio", "ingressgateway")],
+            true,
+        ),
+        object(&format!(
+            r#"
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {{name: shop-gw, namespace: shop}}
+spec:
+  selector: {{istio: ingressgateway}}
+  servers:
+  - port: {{number: {gw_port}, name: tls, protocol: TLS}}
+    hosts: ["*.example.com"]
+    tls: {{mode: PASSTHROUGH}}
+"#
+        )),
+        object(
+            r#"
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: vault, namespace: shop}
+spec:
+  hosts: [vault.example.com]
+  gateways: [shop-gw]
+  tls:
+  - match: [{sniHosts: [vault.example.com]}]
+    route: [{destination: {host: vault}}]
+"#,
+        ),
+    ];
+    let model = model_of(MeshSettings::default(), resources);
+    let out = Translator::new(&model, options(free_ports_on(GW_IP, 1)[0], gw_id.sds()))
+        .translate(&Proxy::gateway("shop", "ingress-1"));
+    assert!(out.errors.is_empty(), "{:?}", out.errors);
+    let yaml = static_bootstrap("ingress", &out, &SecretFiles::new());
+    validate_bootstrap_in(dir.path(), &yaml).expect("gateway validates");
+    let gateway = Envoy::start(&yaml);
+    let via = SocketAddr::from((GW_IP, gw_port));
+
+    let answer = vault
+        .fetch_trusting_via_sni(via, Some("vault.example.com"), "ping")
+        .unwrap_or_else(|e| panic!("{e}\n{}", gateway.log()));
+    assert!(answer.contains("pong"), "{answer}");
+    let refused = vault.fetch_trusting_via_sni(via, Some("other.example.com"), "ping");
+    assert!(
+        refused.is_err(),
+        "a name no route takes reached vault: {refused:?}"
+    );
+}

@@ -151,10 +151,21 @@ fn random_mesh(seed: u64) -> (MeshSettings, Vec<Resource>) {
                 "route": [{"destination": a, "weight": 70}, {"destination": b, "weight": 30}]}),
             );
         }
+        let mut tls = Vec::new();
+        if r.chance() {
+            const SNI: &[&str] = &["shop.example.com", "api.example.com", "*.example.com", "*"];
+            let (a, b) = (
+                json!({"host": r.pick(HOSTS)}),
+                json!({"host": r.pick(HOSTS)}),
+            );
+            tls.push(json!({"match": [{"sniHosts": [r.pick(SNI), r.pick(SNI)]},
+                {"sniHosts": [r.pick(SNI)], "port": r.pick(&[443u32, 8443])}],
+                "route": [{"destination": a, "weight": 60}, {"destination": b, "weight": 40}]}));
+        }
         objects.push(json!({
             "apiVersion": "networking.istio.io/v1", "kind": "VirtualService",
             "metadata": {"name": format!("vs{i}"), "namespace": r.pick(NAMESPACES)},
-            "spec": {"hosts": hosts, "gateways": gateways, "http": http, "tcp": tcp}
+            "spec": {"hosts": hosts, "gateways": gateways, "http": http, "tcp": tcp, "tls": tls}
         }));
     }
     for i in 0..r.below(3) {
@@ -177,13 +188,21 @@ fn random_mesh(seed: u64) -> (MeshSettings, Vec<Resource>) {
         let servers: Vec<Value> = (0..1 + r.below(3))
             .map(|_| {
                 let https = r.chance();
+                let passthrough = https && r.chance();
                 let hosts: Vec<&str> = (0..1 + r.below(2)).map(|_| *r.pick(SERVER_HOSTS)).collect();
+                let protocol = match (https, passthrough) {
+                    (true, true) => *r.pick(&["TLS", "HTTPS"]),
+                    (true, false) => "HTTPS",
+                    _ => "HTTP",
+                };
                 let mut s = json!({
                     "port": {"number": r.pick(&[80u32, 443, 8443]), "name": format!("p{}", r.below(3)),
-                             "protocol": if https { "HTTPS" } else { "HTTP" }},
+                             "protocol": protocol},
                     "hosts": hosts
                 });
-                if https {
+                if passthrough {
+                    s["tls"] = json!({"mode": "PASSTHROUGH"});
+                } else if https {
                     s["tls"] = json!({"mode": r.pick(&["SIMPLE", "MUTUAL"]), "credentialName": r.pick(&["a-cert", "b-cert"])});
                     if r.chance() {
                         s["tls"]["subjectAltNames"] = json!(["spiffe://cluster.local/ns/shop/sa/client"]);
@@ -218,6 +237,38 @@ fn random_mesh(seed: u64) -> (MeshSettings, Vec<Resource>) {
         objects.push(json!({
             "apiVersion": "networking.istio.io/v1", "kind": "ServiceEntry",
             "metadata": {"name": format!("se{i}"), "namespace": r.pick(NAMESPACES)}, "spec": spec
+        }));
+    }
+    // In half the meshes, a PASSTHROUGH server with `tls` routes bound to it:
+    // drawn apart, as the draws above seldom line up all three.
+    if r.chance() {
+        const SNI: &[&str] = &["shop.example.com", "api.example.com", "*.example.com", "*"];
+        objects.push(json!({
+            "apiVersion": "networking.istio.io/v1", "kind": "Gateway",
+            "metadata": {"name": "tls-gw", "namespace": "shop"},
+            "spec": {"selector": {"istio": "ingressgateway"}, "servers": [{
+                "port": {"number": r.pick(&[443u32, 8443]), "name": "tls", "protocol": "TLS"},
+                "hosts": [r.pick(SERVER_HOSTS)], "tls": {"mode": "PASSTHROUGH"}}]}
+        }));
+        let destination = |r: &mut Rng| {
+            let mut d = json!({"host": r.pick(&["cart", "web", "web.shop.svc.cluster.local"])});
+            if r.chance() {
+                d["port"] = json!({"number": r.pick(PORTS)});
+            }
+            d
+        };
+        let (a, b, c) = (
+            destination(&mut r),
+            destination(&mut r),
+            destination(&mut r),
+        );
+        objects.push(json!({
+            "apiVersion": "networking.istio.io/v1", "kind": "VirtualService",
+            "metadata": {"name": "tls-vs", "namespace": "shop"},
+            "spec": {"hosts": ["*.example.com", "shop.example.com"], "gateways": ["tls-gw"], "tls": [
+                {"match": [{"sniHosts": [r.pick(SNI)]}], "route": [{"destination": a}]},
+                {"match": [{"sniHosts": [r.pick(SNI), r.pick(SNI)]}],
+                 "route": [{"destination": b, "weight": 50}, {"destination": c, "weight": 50}]}]}
         }));
     }
     if r.chance() {

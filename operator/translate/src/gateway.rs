@@ -1,6 +1,7 @@
 //! Ingress gateway proxies: listeners from the Gateways whose selector matches the
-//! gateway workload, routes from the VirtualServices bound to them; plus the
-//! mesh-wide checks of those bindings (missing Gateway, host not served).
+//! gateway workload, routes from the VirtualServices bound to them (`http` routes on
+//! plaintext and terminated TLS servers, `tls` routes by SNI on PASSTHROUGH servers);
+//! plus the mesh-wide checks of those bindings (missing Gateway, host not served).
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
@@ -37,7 +38,7 @@ use crate::security::origination::{GatewayTlsMode, gateway_server_tls};
 use crate::security::peer_authn::tls_inspector;
 use crate::security::tls::downstream_transport_socket;
 use crate::types::{ErrorCode, ListenerShape, SecretRef, TranslateError};
-use crate::virtual_service::{Client, http_rule};
+use crate::virtual_service::{Client, http_rule, tls_routes};
 
 /// What a gateway proxy gets besides the shared clusters and endpoints.
 #[derive(Debug, Default)]
@@ -192,8 +193,13 @@ enum Credential {
 
 /// How one server is served.
 enum Kind {
-    Plain { https_redirect: bool },
+    Plain {
+        https_redirect: bool,
+    },
     Tls(GatewayTlsMode, Credential),
+    /// TLS the gateway does not terminate: routed by SNI (`tls` routes) to
+    /// servers that hold their own certificates.
+    Passthrough,
 }
 
 struct ServerRef<'a> {
@@ -215,6 +221,9 @@ fn classify(gw: &Stored<Gateway>, i: usize, server: &Server) -> Result<Kind, Box
         ("HTTP" | "HTTP2" | "GRPC", tls) => Ok(Kind::Plain {
             https_redirect: tls.as_ref().and_then(|t| t.https_redirect) == Some(true),
         }),
+        ("HTTPS" | "TLS", Some(tls)) if tls.mode == Some(ServerTLSMode::Passthrough) => {
+            Ok(Kind::Passthrough)
+        }
         ("HTTPS", Some(tls)) => {
             let mode = match tls.mode {
                 Some(ServerTLSMode::Simple) | None => GatewayTlsMode::Simple,
@@ -385,9 +394,24 @@ pub fn gateway_resources(
                 ..Default::default()
             });
         } else {
-            let mut seen_names: BTreeSet<Vec<String>> = BTreeSet::new();
+            let mut taken = TakenNames::default();
             let mut used_routes: BTreeSet<String> = BTreeSet::new();
             for s in &keep {
+                if let Kind::Passthrough = s.kind {
+                    let found = passthrough_chains(
+                        model,
+                        scope,
+                        workload,
+                        s,
+                        port,
+                        &security.tcp_filters,
+                        &mut taken,
+                        &mut out.errors,
+                    );
+                    inspector |= !found.is_empty();
+                    chains.extend(found);
+                    continue;
+                }
                 let Kind::Tls(mode, cred) = &s.kind else {
                     continue;
                 };
@@ -408,15 +432,7 @@ pub fn gateway_resources(
                     server_names.clear();
                 }
                 // Envoy refuses two chains that could match the same SNI.
-                let overlap = if server_names.is_empty() {
-                    seen_names.contains(&Vec::new())
-                } else {
-                    seen_names
-                        .iter()
-                        .flatten()
-                        .any(|n| server_names.contains(n))
-                };
-                if overlap {
+                if !taken.take(&server_names) {
                     out.errors.push(gw_error(
                         s.gw,
                         format!("spec.servers[{}].hosts", s.index),
@@ -424,7 +440,6 @@ pub fn gateway_resources(
                     ));
                     continue;
                 }
-                seen_names.insert(server_names.clone());
                 inspector |= !server_names.is_empty();
                 let port_name = s
                     .server
@@ -514,6 +529,119 @@ pub fn gateway_resources(
     out
 }
 
+/// The SNI names the filter chains of one TLS listener match so far: Envoy
+/// refuses two chains that could match the same name.
+#[derive(Default)]
+struct TakenNames {
+    names: BTreeSet<String>,
+    /// A chain without names (any SNI, or none) exists.
+    any: bool,
+}
+
+impl TakenNames {
+    /// Takes `names` (empty: any SNI) for one chain; `false`, taking nothing,
+    /// when another chain has one of them.
+    fn take(&mut self, names: &[String]) -> bool {
+        let free = if names.is_empty() {
+            !self.any
+        } else {
+            names.iter().all(|n| !self.names.contains(n))
+        };
+        if free {
+            self.any |= names.is_empty();
+            self.names.extend(names.iter().cloned());
+        }
+        free
+    }
+}
+
+/// The VirtualServices bound to Gateway `gw` that its proxy `workload` may
+/// serve: those exported to the proxy's namespace, as for sidecars.
+fn bound_virtual_services<'m>(
+    model: &'m MeshModel,
+    gw: &Stored<Gateway>,
+    workload: &'m Workload,
+) -> impl Iterator<Item = &'m Stored<VirtualService>> {
+    model
+        .virtual_services_for_gateway(&gw.namespace, &gw.name)
+        .into_iter()
+        .filter(|vs| {
+            vs.namespace == workload.namespace || vs.export_to.visible_from(&workload.namespace)
+        })
+}
+
+/// The filter chains of PASSTHROUGH server `s`: one per `tls` route match of
+/// the VirtualServices bound to it, selected by SNI (the names both the match
+/// and the server admit), that proxies the connection as it came, still
+/// encrypted, to the route's destinations after the gateway's TCP policies.
+/// A name an earlier chain took stays with it.
+#[allow(clippy::too_many_arguments)]
+fn passthrough_chains(
+    model: &MeshModel,
+    scope: &OutboundScope,
+    workload: &Workload,
+    s: &ServerRef<'_>,
+    port: u16,
+    tcp_filters: &[Filter],
+    taken: &mut TakenNames,
+    errors: &mut Vec<TranslateError>,
+) -> Vec<FilterChain> {
+    let mut chains = Vec::new();
+    let client = Client {
+        labels: &workload.labels,
+        namespace: &workload.namespace,
+        gateway: Some((&s.gw.namespace, &s.gw.name)),
+    };
+    for vs in bound_virtual_services(model, s.gw, workload) {
+        let domains = served(model, s.gw, s.server, vs);
+        if domains.is_empty() {
+            continue;
+        }
+        let resolve = |d: &api::Destination| gateway_destination(model, scope, &vs.namespace, d);
+        for route in tls_routes(vs, &client, port, None, &resolve, errors) {
+            let mut names: Vec<String> = route
+                .sni_hosts
+                .iter()
+                .flat_map(|sni| domains.iter().filter_map(|(_, d)| intersect(d, sni)))
+                .filter(|n| !taken.names.contains(n))
+                .collect();
+            names.sort();
+            names.dedup();
+            if names.is_empty() {
+                continue;
+            }
+            // `*` matches any SNI: the chain without names.
+            if names.iter().any(|n| n == "*") {
+                names.clear();
+            }
+            if !taken.take(&names) {
+                continue;
+            }
+            let name = format!(
+                "passthrough.{port}.{}.{}.{}",
+                vs.name,
+                vs.namespace,
+                chains.len()
+            );
+            let stat_prefix = &route.destinations[0].0;
+            chains.push(FilterChain {
+                name,
+                filter_chain_match: (!names.is_empty()).then(|| FilterChainMatch {
+                    server_names: names,
+                    ..Default::default()
+                }),
+                filters: tcp_filters
+                    .iter()
+                    .cloned()
+                    .chain([scope.tcp_proxy_to(stat_prefix, &route.destinations)])
+                    .collect(),
+                ..Default::default()
+            });
+        }
+    }
+    chains
+}
+
 /// A served domain: the owning VirtualService (namespace, name), its rules, and
 /// whether the server redirects to https.
 type DomainRoutes = ((String, String), Vec<HttpRule>, bool);
@@ -539,12 +667,7 @@ fn route_config(
             }
         );
         let mut bound = false;
-        let binding = model.virtual_services_for_gateway(&s.gw.namespace, &s.gw.name);
-        // As for sidecars: only what is exported to the gateway proxy's namespace.
-        let visible = binding.into_iter().filter(|vs| {
-            vs.namespace == workload.namespace || vs.export_to.visible_from(&workload.namespace)
-        });
-        for vs in visible {
+        for vs in bound_virtual_services(model, s.gw, workload) {
             let domains = served(model, s.gw, s.server, vs);
             if domains.is_empty() {
                 continue;
@@ -618,56 +741,7 @@ fn gateway_rules(
     client: &Client<'_>,
     errors: &mut Vec<TranslateError>,
 ) -> Vec<HttpRule> {
-    let resolve = |d: &api::Destination| -> Result<(String, Option<HashKey>), (ErrorCode, String)> {
-        let target = model
-            .resolve_host(&d.host, &vs.namespace)
-            .filter(|t| scope.services.iter().any(|s| s.hostname == t.hostname))
-            .ok_or_else(|| {
-                (
-                    ErrorCode::UnknownDestination,
-                    format!("host {} matches no service visible to the gateway", d.host),
-                )
-            })?;
-        let port = match d.port.as_ref().and_then(|p| p.number) {
-            Some(n) => u16::try_from(n)
-                .ok()
-                .filter(|n| target.port(*n).is_some())
-                .ok_or_else(|| {
-                    (
-                        ErrorCode::UnknownDestination,
-                        format!("service {} has no port {n}", target.hostname),
-                    )
-                })?,
-            None => match target.ports.as_slice() {
-                [only] => only.port,
-                _ => {
-                    return Err((
-                        ErrorCode::UnknownDestination,
-                        format!(
-                            "service {} has several ports: set destination.port",
-                            target.hostname
-                        ),
-                    ));
-                }
-            },
-        };
-        if let Some(subset) = &d.subset
-            && !scope
-                .known_subsets
-                .contains(&(target.hostname.clone(), subset.clone()))
-        {
-            return Err((
-                ErrorCode::UnknownSubset,
-                format!(
-                    "subset {subset} of {} is not defined by any DestinationRule",
-                    target.hostname
-                ),
-            ));
-        }
-        let cluster = names::outbound_cluster(port, d.subset.as_deref(), &target.hostname);
-        let hash = scope.hash_keys.get(&cluster).cloned();
-        Ok((cluster, hash))
-    };
+    let resolve = |d: &api::Destination| gateway_destination(model, scope, &vs.namespace, d);
     let mut out = Vec::new();
     for (i, r) in vs.object.spec.http.iter().enumerate() {
         if let Some(rule) = http_rule(r, i, (&vs.namespace, &vs.name), &resolve, errors)
@@ -677,6 +751,64 @@ fn gateway_rules(
         }
     }
     out
+}
+
+/// Resolves a destination written in a VirtualService of `vs_namespace`
+/// against the gateway's outbound view: (cluster, consistent-hash key).
+fn gateway_destination(
+    model: &MeshModel,
+    scope: &OutboundScope,
+    vs_namespace: &str,
+    d: &api::Destination,
+) -> Result<(String, Option<HashKey>), (ErrorCode, String)> {
+    let target = model
+        .resolve_host(&d.host, vs_namespace)
+        .filter(|t| scope.services.iter().any(|s| s.hostname == t.hostname))
+        .ok_or_else(|| {
+            (
+                ErrorCode::UnknownDestination,
+                format!("host {} matches no service visible to the gateway", d.host),
+            )
+        })?;
+    let port = match d.port.as_ref().and_then(|p| p.number) {
+        Some(n) => u16::try_from(n)
+            .ok()
+            .filter(|n| target.port(*n).is_some())
+            .ok_or_else(|| {
+                (
+                    ErrorCode::UnknownDestination,
+                    format!("service {} has no port {n}", target.hostname),
+                )
+            })?,
+        None => match target.ports.as_slice() {
+            [only] => only.port,
+            _ => {
+                return Err((
+                    ErrorCode::UnknownDestination,
+                    format!(
+                        "service {} has several ports: set destination.port",
+                        target.hostname
+                    ),
+                ));
+            }
+        },
+    };
+    if let Some(subset) = &d.subset
+        && !scope
+            .known_subsets
+            .contains(&(target.hostname.clone(), subset.clone()))
+    {
+        return Err((
+            ErrorCode::UnknownSubset,
+            format!(
+                "subset {subset} of {} is not defined by any DestinationRule",
+                target.hostname
+            ),
+        ));
+    }
+    let cluster = names::outbound_cluster(port, d.subset.as_deref(), &target.hostname);
+    let hash = scope.hash_keys.get(&cluster).cloned();
+    Ok((cluster, hash))
 }
 
 /// Server TLS from certificate files on the proxy (`serverCertificate`, `privateKey`,

@@ -63,6 +63,24 @@ impl OutboundScope {
             tcp_target(&self.tcp_routes, &self.tcp_proxy_policies, host, port);
         weighted_tcp_proxy(&stat_prefix, &destinations, &policy)
     }
+
+    /// A TCP proxy to `destinations` (cluster, weight), with the policy of the first.
+    pub fn tcp_proxy_to(&self, stat_prefix: &str, destinations: &[(String, u32)]) -> Filter {
+        let policy = first_policy(&self.tcp_proxy_policies, destinations);
+        weighted_tcp_proxy(stat_prefix, destinations, &policy)
+    }
+}
+
+/// What the DestinationRule of the first of `destinations` sets on a TCP proxy.
+fn first_policy(
+    policies: &BTreeMap<String, TcpProxyPolicy>,
+    destinations: &[(String, u32)],
+) -> TcpProxyPolicy {
+    destinations
+        .first()
+        .and_then(|(cluster, _)| policies.get(cluster))
+        .cloned()
+        .unwrap_or_default()
 }
 
 /// Where connections to `port` of `host` go (its `tcp` route's destinations,
@@ -78,11 +96,7 @@ fn tcp_target<'a>(
         Some(destinations) => Cow::Borrowed(&destinations[..]),
         None => Cow::Owned(vec![(names::outbound_cluster(port, None, host), 100)]),
     };
-    let policy = destinations
-        .first()
-        .and_then(|(cluster, _)| policies.get(cluster))
-        .cloned()
-        .unwrap_or_default();
+    let policy = first_policy(policies, &destinations);
     (destinations, policy)
 }
 

@@ -1,9 +1,13 @@
-//! VirtualService `http[]` (API) -> [`HttpRule`] and `tcp[]` -> [`TcpDestinations`],
-//! destinations resolved to cluster names, matches narrowed to the proxy they are
-//! programmed into ([`Client`]); `tls[]` reported as not programmed.
+//! VirtualService `http[]` (API) -> [`HttpRule`], `tcp[]` -> [`TcpDestinations`] and
+//! `tls[]` -> [`SniRoute`]s, destinations resolved to cluster names, matches narrowed
+//! to the proxy they are programmed into ([`Client`]). Gateways program `tls` routes
+//! on PASSTHROUGH servers; sidecars do not yet, and that is reported.
 use std::collections::BTreeMap;
 
-use trellis_api::networking::{self as api, HTTPMatchRequest, HTTPRoute, L4MatchAttributes};
+use trellis_api::networking::{
+    self as api, HTTPMatchRequest, HTTPRoute, L4MatchAttributes, RouteDestination,
+    TLSMatchAttributes,
+};
 use trellis_model::{Stored, gateway_ref, labels_match};
 
 use crate::destination_rule::dur;
@@ -14,27 +18,26 @@ use crate::http_rule::{
 use crate::policy::HashKey;
 use crate::types::{ErrorCode, TranslateError};
 
-/// VirtualService `tls` routes are validated but not programmed: connections
-/// go to each port's default destination (or its `tcp` route). Said on each
-/// object that has them rather than ignored silently.
+/// VirtualService `tls` routes for sidecars (`mesh`) are validated but not
+/// programmed: connections go to each port's default destination (or its
+/// `tcp` route). Said on each object that has them rather than ignored silently.
 pub fn unprogrammed_routes(model: &trellis_model::MeshModel) -> Vec<TranslateError> {
     let mut errors = Vec::new();
     for vs in model.virtual_services() {
         let spec = &vs.object.spec;
-        for (field, count) in [("tls", spec.tls.len())] {
-            if count > 0 {
-                errors.push(TranslateError {
-                    kind: "VirtualService".into(),
-                    namespace: vs.namespace.clone(),
-                    name: vs.name.clone(),
-                    path: format!("spec.{field}"),
-                    message: format!(
-                        "{field} routes are not programmed yet: connections to these hosts \
-                         go to the default destination of their port, or its tcp route"
-                    ),
-                    code: ErrorCode::NotImplemented,
-                });
-            }
+        let for_sidecars = spec.gateways.is_empty() || spec.gateways.iter().any(|g| g == "mesh");
+        if !spec.tls.is_empty() && for_sidecars {
+            errors.push(TranslateError {
+                kind: "VirtualService".into(),
+                namespace: vs.namespace.clone(),
+                name: vs.name.clone(),
+                path: "spec.tls".into(),
+                message: "tls routes are programmed on gateways' PASSTHROUGH servers only: \
+                          sidecars send these connections to the default destination of \
+                          their port, or its tcp route"
+                    .into(),
+                code: ErrorCode::NotImplemented,
+            });
         }
     }
     errors
@@ -92,15 +95,41 @@ impl Client<'_> {
         port: u16,
         address: Option<&str>,
     ) -> bool {
-        let subnet = |s: &String| address.is_some_and(|a| in_subnet(a, s));
-        m.port.is_none_or(|p| p == u32::from(port))
-            && (m.destination_subnets.is_empty() || m.destination_subnets.iter().any(subnet))
+        let to = (m.port, m.destination_subnets.as_slice());
+        self.admits_l4(to, (port, address))
             && self.named_by(
                 &m.source_labels,
                 m.source_namespace.as_deref(),
                 &m.gateways,
                 vs_namespace,
             )
+    }
+
+    /// [`Client::admits_connection`] for a TLS match (its SNI aside).
+    fn admits_tls(
+        &self,
+        m: &TLSMatchAttributes,
+        vs_namespace: &str,
+        port: u16,
+        address: Option<&str>,
+    ) -> bool {
+        let to = (m.port, m.destination_subnets.as_slice());
+        self.admits_l4(to, (port, address))
+            && self.named_by(
+                &m.source_labels,
+                m.source_namespace.as_deref(),
+                &m.gateways,
+                vs_namespace,
+            )
+    }
+
+    /// Whether a match's (port, destination subnets) admit a connection to
+    /// (port, address).
+    fn admits_l4(&self, matched: (Option<u32>, &[String]), to: (u16, Option<&str>)) -> bool {
+        let (port, subnets) = matched;
+        let subnet = |s: &String| to.1.is_some_and(|a| in_subnet(a, s));
+        port.is_none_or(|p| p == u32::from(to.0))
+            && (subnets.is_empty() || subnets.iter().any(subnet))
     }
 
     /// Whether `route` applies to this client: it has no match, or one it admits.
@@ -170,29 +199,8 @@ pub fn tcp_route(
 ) -> Option<TcpDestinations> {
     let mut chosen = None;
     for (i, route) in vs.object.spec.tcp.iter().enumerate() {
-        let mut destinations: TcpDestinations = Vec::new();
-        for (j, d) in route.route.iter().enumerate() {
-            match resolve(&d.destination) {
-                Ok((cluster, _)) => {
-                    let weight = match (d.weight, route.route.len()) {
-                        (_, 1) => 100,
-                        (w, _) => w.and_then(|w| u32::try_from(w).ok()).unwrap_or(0),
-                    };
-                    // Envoy rejects weighted clusters whose weights are all zero.
-                    if weight > 0 {
-                        destinations.push((cluster, weight));
-                    }
-                }
-                Err((code, message)) => errors.push(TranslateError {
-                    kind: "VirtualService".into(),
-                    namespace: vs.namespace.clone(),
-                    name: vs.name.clone(),
-                    path: format!("spec.tcp[{i}].route[{j}].destination"),
-                    message,
-                    code,
-                }),
-            }
-        }
+        let path = format!("spec.tcp[{i}]");
+        let destinations = l4_destinations(vs, &path, &route.route, resolve, errors);
         let applies = route.match_.is_empty()
             || route
                 .match_
@@ -203,6 +211,80 @@ pub fn tcp_route(
         }
     }
     chosen
+}
+
+/// One SNI-matched part of a `tls` route: the server names it takes and
+/// where their connections go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SniRoute {
+    pub sni_hosts: Vec<String>,
+    pub destinations: TcpDestinations,
+}
+
+/// The `tls` routes of `vs` for `client`'s connections to `port` (of a
+/// service at `address`), in order: one per match that applies, when the
+/// route has a destination that resolves. Destinations that do not resolve
+/// are reported for every route.
+pub fn tls_routes(
+    vs: &Stored<api::VirtualService>,
+    client: &Client<'_>,
+    port: u16,
+    address: Option<&str>,
+    resolve: &Resolver<'_>,
+    errors: &mut Vec<TranslateError>,
+) -> Vec<SniRoute> {
+    let mut out = Vec::new();
+    for (i, route) in vs.object.spec.tls.iter().enumerate() {
+        let path = format!("spec.tls[{i}]");
+        let destinations = l4_destinations(vs, &path, &route.route, resolve, errors);
+        if destinations.is_empty() {
+            continue;
+        }
+        for m in &route.match_ {
+            if client.admits_tls(m, &vs.namespace, port, address) {
+                out.push(SniRoute {
+                    sni_hosts: m.sni_hosts.iter().map(|h| h.to_ascii_lowercase()).collect(),
+                    destinations: destinations.clone(),
+                });
+            }
+        }
+    }
+    out
+}
+
+/// The (cluster, weight) pairs of a `tcp` or `tls` route (at `path`) whose
+/// destinations resolve, the others reported.
+fn l4_destinations(
+    vs: &Stored<api::VirtualService>,
+    path: &str,
+    route: &[RouteDestination],
+    resolve: &Resolver<'_>,
+    errors: &mut Vec<TranslateError>,
+) -> TcpDestinations {
+    let mut destinations: TcpDestinations = Vec::new();
+    for (j, d) in route.iter().enumerate() {
+        match resolve(&d.destination) {
+            Ok((cluster, _)) => {
+                let weight = match (d.weight, route.len()) {
+                    (_, 1) => 100,
+                    (w, _) => w.and_then(|w| u32::try_from(w).ok()).unwrap_or(0),
+                };
+                // Envoy rejects weighted clusters whose weights are all zero.
+                if weight > 0 {
+                    destinations.push((cluster, weight));
+                }
+            }
+            Err((code, message)) => errors.push(TranslateError {
+                kind: "VirtualService".into(),
+                namespace: vs.namespace.clone(),
+                name: vs.name.clone(),
+                path: format!("{path}.route[{j}].destination"),
+                message,
+                code,
+            }),
+        }
+    }
+    destinations
 }
 
 /// Resolves a destination to (cluster name, consistent-hash key), or says why not.

@@ -267,7 +267,7 @@ spec:
   servers:
   - port: {number: 9443, name: tls, protocol: HTTPS}
     hosts: [x.example.com]
-    tls: {mode: PASSTHROUGH}
+    tls: {mode: ISTIO_MUTUAL}
   - port: {number: 9444, name: https-nocred, protocol: HTTPS}
     hosts: [y.example.com]
     tls: {mode: SIMPLE}
@@ -530,4 +530,111 @@ spec:
     assert!(served("\"*\""), "exported everywhere");
     assert!(served("shop"), "exported to the gateway's namespace");
     assert!(!served("\".\""), "exported to its own namespace only");
+}
+
+/// A PASSTHROUGH server routes TLS it does not terminate by SNI: one chain
+/// per `tls` route match, named by what both the match and the server admit,
+/// proxying to the route's destinations after the gateway's TCP policies. A
+/// name an earlier chain took stays with it; a match for another gateway or
+/// port is not served; a SIMPLE server shares the port.
+#[test]
+fn passthrough_servers_route_tls_by_sni() {
+    use envoy_types::pb::envoy::config::listener::v3::filter::ConfigType as FilterConfig;
+    use envoy_types::pb::envoy::extensions::filters::network::tcp_proxy::v3::{
+        TcpProxy, tcp_proxy::ClusterSpecifier,
+    };
+    let mut r = gateway_resources();
+    r.extend([
+        gateway(
+            r#"
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: tls-gw, namespace: shop}
+spec:
+  selector: {istio: ingressgateway}
+  servers:
+  - port: {number: 443, name: tls, protocol: TLS}
+    hosts: ["*.internal.example.com"]
+    tls: {mode: PASSTHROUGH}
+"#,
+        ),
+        vs(r#"
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: vault, namespace: shop}
+spec:
+  hosts: ["*.internal.example.com"]
+  gateways: [tls-gw]
+  tls:
+  - match: [{sniHosts: [vault.internal.example.com]}]
+    route: [{destination: {host: cart}}]
+  - match: [{sniHosts: [vault.internal.example.com, db.internal.example.com]}]
+    route:
+    - {destination: {host: web}, weight: 80}
+    - {destination: {host: cart}, weight: 20}
+  - match: [{sniHosts: [other.internal.example.com], gateways: [shop-gw]}]
+    route: [{destination: {host: web}}]
+  - match: [{sniHosts: [port.internal.example.com], port: 8443}]
+    route: [{destination: {host: web}}]
+  - match: [{sniHosts: [shop.example.com]}]
+    route: [{destination: {host: web}}]
+"#),
+    ]);
+    let model = model_of(r);
+    let out = gateway_proxy(&model);
+    assert!(out.errors.is_empty(), "{:?}", out.errors);
+    let l = listener(&out, "127.0.0.20_8443");
+    // (SNI names, (cluster, weight) destinations, filter count) per chain
+    type Chain = (Vec<String>, Vec<(String, u32)>, usize);
+    let passthrough: Vec<Chain> = l
+        .filter_chains
+        .iter()
+        .filter(|c| c.name.starts_with("passthrough."))
+        .map(|c| {
+            let names = c.filter_chain_match.as_ref().unwrap().server_names.clone();
+            assert!(
+                c.transport_socket.is_none(),
+                "passthrough terminates no TLS"
+            );
+            let Some(FilterConfig::TypedConfig(any)) = &c.filters.last().unwrap().config_type
+            else {
+                panic!("no tcp proxy in {}", c.name);
+            };
+            let tcp = TcpProxy::decode(any.value.as_slice()).unwrap();
+            let to = match tcp.cluster_specifier.unwrap() {
+                ClusterSpecifier::Cluster(c) => vec![(c, 100)],
+                ClusterSpecifier::WeightedClusters(w) => {
+                    w.clusters.into_iter().map(|c| (c.name, c.weight)).collect()
+                }
+            };
+            (names, to, c.filters.len())
+        })
+        .collect();
+    let cart = "outbound|8080||cart.shop.svc.cluster.local".to_string();
+    let web = "outbound|80||web.shop.svc.cluster.local".to_string();
+    assert_eq!(
+        passthrough,
+        [
+            (
+                vec!["vault.internal.example.com".to_string()],
+                vec![(cart.clone(), 100)],
+                1
+            ),
+            (
+                vec!["db.internal.example.com".to_string()],
+                vec![(web, 80), (cart, 20)],
+                1
+            ),
+        ]
+    );
+    // The SIMPLE server of shop-gw keeps its own chain on the port.
+    assert!(
+        l.filter_chains
+            .iter()
+            .any(|c| c.name.starts_with("https.443.https-shop"))
+    );
+    assert!(
+        !l.listener_filters.is_empty(),
+        "the TLS inspector reads the SNI"
+    );
 }

@@ -106,6 +106,33 @@ fn http_route() -> impl Strategy<Value = Value> {
         })
 }
 
+fn tls_route() -> impl Strategy<Value = Value> {
+    (
+        prop::collection::vec((destination(), prop::option::of(-5i64..150)), 0..3),
+        prop::collection::vec(
+            pick(&["shop.example.com", "*.example.com", "*", "a.example.com"]),
+            0..3,
+        ),
+        prop::option::of(prop::sample::select(vec![
+            json!({"port": 443}),
+            json!({"sourceLabels": {"version": "v1"}}),
+            json!({"gateways": ["gw"]}),
+        ])),
+    )
+        .prop_map(|(dests, sni, extra)| {
+            let route: Vec<Value> = dests
+                .into_iter()
+                .map(|(d, w)| match w {
+                    Some(w) => json!({ "destination": d, "weight": w }),
+                    None => json!({ "destination": d }),
+                })
+                .collect();
+            let mut m = extra.unwrap_or_else(|| json!({}));
+            m["sniHosts"] = json!(sni);
+            json!({ "match": [m], "route": route })
+        })
+}
+
 fn tcp_route() -> impl Strategy<Value = Value> {
     (
         prop::collection::vec((destination(), prop::option::of(-5i64..150)), 0..3),
@@ -181,11 +208,12 @@ fn resource() -> impl Strategy<Value = Option<Resource>> {
         prop::collection::vec(pick(GATEWAY_REFS), 0..3),
         prop::collection::vec(http_route(), 0..3),
         prop::collection::vec(tcp_route(), 0..3),
+        prop::collection::vec(tls_route(), 0..3),
     )
-        .prop_map(|(ns, i, hosts, gateways, http, tcp)| {
+        .prop_map(|(ns, i, hosts, gateways, http, tcp, tls)| {
             serde_json::from_value(json!({
                 "metadata": meta(ns, format!("vs{i}")),
-                "spec": {"hosts": hosts, "gateways": gateways, "http": http, "tcp": tcp}
+                "spec": {"hosts": hosts, "gateways": gateways, "http": http, "tcp": tcp, "tls": tls}
             }))
             .ok()
             .map(|v| Resource::VirtualService(Box::new(v)))
@@ -219,7 +247,7 @@ fn resource() -> impl Strategy<Value = Option<Resource>> {
         prop::collection::vec(
             (
                 port(),
-                pick(&["HTTP", "HTTPS", "TCP", "GRPC", "weird"]),
+                pick(&["HTTP", "HTTPS", "TLS", "TCP", "GRPC", "weird"]),
                 prop::collection::vec(pick(SERVER_HOSTS), 0..3),
                 prop::option::of(pick(&["SIMPLE", "MUTUAL", "PASSTHROUGH", "ISTIO_MUTUAL"])),
                 any::<bool>(),
