@@ -43,6 +43,11 @@ pub fn tcp_service(name: &str, app: &str, port: u16) -> Resource {
     service_with_port(name, app, "tcp", port)
 }
 
+/// [`service`] with one TLS port `port` (named `tls`) instead.
+pub fn tls_service(name: &str, app: &str, port: u16) -> Resource {
+    service_with_port(name, app, "tls", port)
+}
+
 fn service_with_port(name: &str, app: &str, port_name: &str, port: u16) -> Resource {
     let n = name
         .bytes()
@@ -201,6 +206,8 @@ pub struct Client {
     pub envoy: Envoy,
     /// The outbound HTTP proxy listener (send requests here with a service's Host).
     pub listen: SocketAddr,
+    /// The local listener of each TCP service port asked for, in the order asked.
+    pub tcp: Vec<SocketAddr>,
     _identity: tempfile::TempDir,
 }
 
@@ -234,16 +241,37 @@ pub fn start_client(
     resources: Vec<Resource>,
     client_ip: Ipv4Addr,
 ) -> Client {
+    start_client_with_tcp(ca, resources, client_ip, &[])
+}
+
+/// [`start_client`] with a local listener for each of `tcp_ports`, (service
+/// name in namespace shop, port): universal mode's outbound TCP ports.
+pub fn start_client_with_tcp(
+    ca: &trellis_ca::CertificateAuthority,
+    resources: Vec<Resource>,
+    client_ip: Ipv4Addr,
+    tcp_ports: &[(&str, u16)],
+) -> Client {
     let identity_dir = tempfile::tempdir().expect("tempdir");
     let identity = Identity::issue(ca, identity_dir.path(), NAMESPACE, "web");
-    let port = crate::free_ports_on(client_ip, 1)[0];
+    let ports = crate::free_ports_on(client_ip, 1 + tcp_ports.len());
     let model = model(resources, client_ip);
-    let out = translate_sidecar(&model, "web-1", options(port, identity.sds()));
+    let mut options = options(ports[0], identity.sds());
+    if let ListenerShape::Explicit(explicit) = &mut options.shape {
+        for ((name, port), local) in tcp_ports.iter().zip(&ports[1..]) {
+            let host = format!("{name}.{NAMESPACE}.svc.cluster.local");
+            explicit.tcp_outbound_ports.insert((host, *port), *local);
+        }
+    }
+    let out = translate_sidecar(&model, "web-1", options);
     let yaml = static_bootstrap("web-1", &out);
     crate::validate_bootstrap(&yaml).expect("client sidecar bootstrap validates");
     Client {
         envoy: Envoy::start(&yaml),
-        listen: SocketAddr::from((client_ip, port)),
+        listen: SocketAddr::from((client_ip, ports[0])),
+        tcp: (ports[1..].iter())
+            .map(|p| SocketAddr::from((client_ip, *p)))
+            .collect(),
         _identity: identity_dir,
     }
 }

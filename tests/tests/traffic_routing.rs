@@ -2,7 +2,8 @@
 //! that `routing.rs` (route builder only) does not cover: withoutHeaders, authority and
 //! regex queryParams and scheme matches, header set/add/remove on request and response, CORS
 //! preflight, mirror with a percentage, fault delay and abort with a percentage, and
-//! matches that name their clients (sourceLabels, sourceNamespace, gateways).
+//! matches that name their clients (sourceLabels, sourceNamespace, gateways); `tcp`
+//! routes, and `tls` routes that take connections to a TLS port by SNI.
 use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
@@ -10,7 +11,8 @@ use std::time::{Duration, Instant};
 use trellis_e2e::mesh::test_ca;
 use trellis_e2e::sidecar_mesh::{
     check_golden_bootstrap, destination_rule, golden_addrs, golden_client_bootstrap,
-    plain_workload, service, start_client, tcp_service, virtual_service,
+    plain_workload, service, start_client, start_client_with_tcp, tcp_service, tls_service,
+    virtual_service,
 };
 use trellis_e2e::{HttpRequest, HttpResponse, Upstream};
 use trellis_model::Resource;
@@ -348,4 +350,53 @@ spec:
         .filter(|_| upstream_of("vault:7100") == "a")
         .count();
     assert!((58..=142).contains(&to_a), "{to_a} of 200 tunnels to v1");
+}
+
+/// `tls` routes on real Envoy: connections to vault's TLS port through the
+/// client's local port go by SNI, each to the backend its route names, and
+/// the client checks that backend's own certificate (each trusts only its
+/// own). Without the routes, connections would alternate between the two.
+#[test]
+fn tls_routes_take_connections_by_sni_on_real_envoy() {
+    let ca = test_ca();
+    let one = trellis_e2e::HttpsFileServer::start(Ipv4Addr::new(127, 0, 0, 146), &[("who", "one")]);
+    let two = trellis_e2e::HttpsFileServer::start(Ipv4Addr::new(127, 0, 0, 147), &[("who", "two")]);
+    let resources = vec![
+        tls_service("vault", "vault", 443),
+        plain_workload("vault-1", "vault", one.addr(), &[("version", "v1")]),
+        plain_workload("vault-2", "vault", two.addr(), &[("version", "v2")]),
+        destination_rule(
+            "metadata: {name: vault, namespace: shop}\nspec: {host: vault, subsets: [{name: v1, labels: {version: v1}}, {name: v2, labels: {version: v2}}]}\n",
+        ),
+        virtual_service(
+            r#"
+metadata: {name: vault, namespace: shop}
+spec:
+  hosts: [vault]
+  tls:
+  - match: [{sniHosts: [one.vault.example.com]}]
+    route: [{destination: {host: vault, subset: v1}}]
+  - match: [{sniHosts: [two.vault.example.com]}]
+    route: [{destination: {host: vault, subset: v2}}]
+"#,
+        ),
+    ];
+    let client = start_client_with_tcp(
+        &ca,
+        resources,
+        Ipv4Addr::new(127, 0, 0, 148),
+        &[("vault", 443)],
+    );
+    let local = client.tcp[0];
+    for _ in 0..3 {
+        for (server, sni, expected) in [
+            (&one, "one.vault.example.com", "one"),
+            (&two, "two.vault.example.com", "two"),
+        ] {
+            let answer = server
+                .fetch_trusting_via_sni(local, Some(sni), "who")
+                .unwrap_or_else(|e| panic!("{sni}: {e}\n{}", client.envoy.log()));
+            assert!(answer.contains(expected), "{sni}: {answer}");
+        }
+    }
 }

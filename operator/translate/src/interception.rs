@@ -106,15 +106,14 @@ pub fn outbound_listeners(scope: &OutboundScope) -> Vec<Listener> {
                 }
                 continue;
             };
+            let chains = scope.tcp_chains(&service.hostname, port.port, None, &mut BTreeSet::new());
+            let inspector = sni_inspector(&chains);
             out.push(unbound(listener(
                 names::listener_name(address, port.port),
                 address,
                 port.port,
-                vec![FilterChain {
-                    filters: vec![scope.tcp_proxy(&service.hostname, port.port)],
-                    ..Default::default()
-                }],
-                Vec::new(),
+                chains,
+                inspector,
             )));
         }
     }
@@ -130,32 +129,19 @@ pub fn outbound_listeners(scope: &OutboundScope) -> Vec<Listener> {
         if !tls && claims.len() > 1 {
             continue;
         }
+        let mut taken = BTreeSet::new();
         let chains: Vec<FilterChain> = claims
             .iter()
-            .map(|(service, p)| {
-                let cluster = names::outbound_cluster(p.port, None, &service.hostname);
-                FilterChain {
-                    name: cluster.clone(),
-                    filter_chain_match: tls.then(|| FilterChainMatch {
-                        server_names: vec![service.hostname.clone()],
-                        ..Default::default()
-                    }),
-                    filters: vec![scope.tcp_proxy(&service.hostname, p.port)],
+            .flat_map(|(service, p)| {
+                let by_name = tls.then(|| FilterChainMatch {
+                    server_names: vec![service.hostname.clone()],
                     ..Default::default()
-                }
+                });
+                scope.tcp_chains(&service.hostname, p.port, by_name, &mut taken)
             })
             .collect();
-        let mut l = unbound(listener(
-            name,
-            "0.0.0.0",
-            port,
-            chains,
-            if tls {
-                vec![crate::security::peer_authn::tls_inspector()]
-            } else {
-                Vec::new()
-            },
-        ));
+        let inspector = sni_inspector(&chains);
+        let mut l = unbound(listener(name, "0.0.0.0", port, chains, inspector));
         if tls {
             // SNI of no known host: what the outbound policy says.
             l.default_filter_chain = Some(FilterChain {
@@ -309,4 +295,18 @@ pub fn clusters() -> Vec<Arc<Cluster>> {
         Arc::new(inbound_passthrough),
         Arc::new(stats),
     ]
+}
+
+/// The TLS inspector, when a chain matches by SNI.
+pub(crate) fn sni_inspector(chains: &[FilterChain]) -> Vec<ListenerFilter> {
+    let by_sni = |c: &FilterChain| {
+        c.filter_chain_match
+            .as_ref()
+            .is_some_and(|m| !m.server_names.is_empty())
+    };
+    if chains.iter().any(by_sni) {
+        vec![crate::security::peer_authn::tls_inspector()]
+    } else {
+        Vec::new()
+    }
 }

@@ -8,11 +8,13 @@ use std::sync::Arc;
 
 use envoy_types::pb::envoy::config::cluster::v3::Cluster;
 use envoy_types::pb::envoy::config::endpoint::v3::ClusterLoadAssignment;
-use envoy_types::pb::envoy::config::listener::v3::Filter;
+use envoy_types::pb::envoy::config::listener::v3::{Filter, FilterChain, FilterChainMatch};
 use envoy_types::pb::envoy::config::route::v3::{Route, RouteConfiguration, VirtualHost};
 use trellis_api::networking as api;
 use trellis_api::networking::{OutboundTrafficPolicyMode, Sidecar};
-use trellis_model::{MeshModel, MeshService, OutboundPolicy, Resolution, ServicePort, Stored};
+use trellis_model::{
+    MeshModel, MeshService, OutboundPolicy, Protocol, Resolution, ServicePort, Stored,
+};
 
 use crate::http_rule::HttpRule;
 use crate::listener::weighted_tcp_proxy;
@@ -22,7 +24,7 @@ use crate::route::routes;
 use crate::security::sds::SdsSource;
 use crate::shared::Shared;
 use crate::types::{ErrorCode, TranslateError};
-use crate::virtual_service::{Client, TcpDestinations, http_rule, tcp_route};
+use crate::virtual_service::{Client, SniRoute, TcpDestinations, http_rule, tcp_route, tls_routes};
 
 type Labels = std::collections::BTreeMap<String, String>;
 
@@ -36,6 +38,10 @@ pub struct OutboundScope {
     /// Per (service FQDN, port) that is not HTTP: where its VirtualService's
     /// `tcp` route sends connections (absent: to the port's default cluster).
     pub tcp_routes: BTreeMap<(String, u16), TcpDestinations>,
+    /// Per (service FQDN, port) with protocol TLS or HTTPS: its
+    /// VirtualService's `tls` routes for these sidecars, in order (an SNI
+    /// name goes to the first route that names it).
+    pub tls_routes: BTreeMap<(String, u16), Vec<SniRoute>>,
     /// The HTTP proxy route configuration (explicit shape).
     pub http_proxy_routes: Arc<RouteConfiguration>,
     /// Services visible from the namespace, by host.
@@ -62,6 +68,62 @@ impl OutboundScope {
         let (destinations, policy) =
             tcp_target(&self.tcp_routes, &self.tcp_proxy_policies, host, port);
         weighted_tcp_proxy(&stat_prefix, &destinations, &policy)
+    }
+
+    /// The filter chains for connections to `port` of `host`: one per SNI
+    /// name its `tls` routes take that no chain in `taken` has, then
+    /// `default` (matched by `default_match`) for the rest, unless its names
+    /// are all taken. Each proxies to its destinations; an SNI chain needs
+    /// the TLS inspector.
+    pub fn tcp_chains(
+        &self,
+        host: &str,
+        port: u16,
+        default_match: Option<FilterChainMatch>,
+        taken: &mut BTreeSet<String>,
+    ) -> Vec<FilterChain> {
+        let mut chains = Vec::new();
+        let key = (host.to_string(), port);
+        for route in self.tls_routes.get(&key).into_iter().flatten() {
+            let names: Vec<String> = (route.sni_hosts.iter())
+                .filter(|n| n.as_str() != "*" && taken.insert(n.to_string()))
+                .cloned()
+                .collect();
+            if names.is_empty() {
+                continue;
+            }
+            let stat_prefix = &route.destinations[0].0;
+            chains.push(FilterChain {
+                name: format!(
+                    "{}.sni.{}",
+                    names::outbound_cluster(port, None, host),
+                    chains.len()
+                ),
+                filter_chain_match: Some(FilterChainMatch {
+                    server_names: names,
+                    ..Default::default()
+                }),
+                filters: vec![self.tcp_proxy_to(stat_prefix, &route.destinations)],
+                ..Default::default()
+            });
+        }
+        let default_match = match default_match {
+            Some(mut m) if !m.server_names.is_empty() => {
+                m.server_names.retain(|n| taken.insert(n.clone()));
+                if m.server_names.is_empty() {
+                    return chains;
+                }
+                Some(m)
+            }
+            other => other,
+        };
+        chains.push(FilterChain {
+            name: names::outbound_cluster(port, None, host),
+            filter_chain_match: default_match,
+            filters: vec![self.tcp_proxy(host, port)],
+            ..Default::default()
+        });
+        chains
     }
 
     /// A TCP proxy to `destinations` (cluster, weight), with the policy of the first.
@@ -239,7 +301,6 @@ pub(crate) fn outbound_scope_shared(
     let global = shared.global_errors.get_or_insert_with(|| {
         let mut errors = unknown_dr_hosts(model);
         errors.extend(crate::gateway::analyze_gateway_bindings(model));
-        errors.extend(crate::virtual_service::unprogrammed_routes(model));
         errors
     });
     scope.errors.extend(global.iter().cloned());
@@ -296,7 +357,14 @@ pub(crate) fn outbound_scope_shared(
                 let address = service.address.as_deref();
                 let route = tcp_route(vs, client, port.port, address, &resolve, &mut scope.errors);
                 if let Some(route) = route {
-                    scope.tcp_routes.insert(key, route);
+                    scope.tcp_routes.insert(key.clone(), route);
+                }
+                if matches!(port.protocol, Protocol::Tls | Protocol::Https) {
+                    let routes =
+                        tls_routes(vs, client, port.port, address, &resolve, &mut scope.errors);
+                    if !routes.is_empty() {
+                        scope.tls_routes.insert(key, routes);
+                    }
                 }
                 continue;
             }

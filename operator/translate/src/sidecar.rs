@@ -207,15 +207,14 @@ impl<'m> Translator<'m> {
                     if service.port(*port).is_none() {
                         continue;
                     }
+                    let chains = scope.tcp_chains(host, *port, None, &mut BTreeSet::new());
+                    let inspector = crate::interception::sni_inspector(&chains);
                     listeners.push(listener(
                         names::listener_name(&workload.address, *local),
                         &workload.address,
                         *local,
-                        vec![FilterChain {
-                            filters: vec![scope.tcp_proxy(host, *port)],
-                            ..Default::default()
-                        }],
-                        Vec::new(),
+                        chains,
+                        inspector,
                     ));
                 }
             }

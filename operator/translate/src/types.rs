@@ -169,7 +169,4 @@ pub enum ErrorCode {
     InvalidValue,
     /// The proxy's own workload is not in the model.
     UnknownProxy,
-    /// A field that is validated but not programmed into proxies yet
-    /// (VirtualService `tls` routes).
-    NotImplemented,
 }

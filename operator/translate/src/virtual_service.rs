@@ -1,7 +1,8 @@
 //! VirtualService `http[]` (API) -> [`HttpRule`], `tcp[]` -> [`TcpDestinations`] and
 //! `tls[]` -> [`SniRoute`]s, destinations resolved to cluster names, matches narrowed
-//! to the proxy they are programmed into ([`Client`]). Gateways program `tls` routes
-//! on PASSTHROUGH servers; sidecars do not yet, and that is reported.
+//! to the proxy they are programmed into ([`Client`]). `tls` routes take connections
+//! by SNI: on sidecars, to ports of protocol TLS or HTTPS; on gateways, on
+//! PASSTHROUGH servers.
 use std::collections::BTreeMap;
 
 use trellis_api::networking::{
@@ -17,31 +18,6 @@ use crate::http_rule::{
 };
 use crate::policy::HashKey;
 use crate::types::{ErrorCode, TranslateError};
-
-/// VirtualService `tls` routes for sidecars (`mesh`) are validated but not
-/// programmed: connections go to each port's default destination (or its
-/// `tcp` route). Said on each object that has them rather than ignored silently.
-pub fn unprogrammed_routes(model: &trellis_model::MeshModel) -> Vec<TranslateError> {
-    let mut errors = Vec::new();
-    for vs in model.virtual_services() {
-        let spec = &vs.object.spec;
-        let for_sidecars = spec.gateways.is_empty() || spec.gateways.iter().any(|g| g == "mesh");
-        if !spec.tls.is_empty() && for_sidecars {
-            errors.push(TranslateError {
-                kind: "VirtualService".into(),
-                namespace: vs.namespace.clone(),
-                name: vs.name.clone(),
-                path: "spec.tls".into(),
-                message: "tls routes are programmed on gateways' PASSTHROUGH servers only: \
-                          sidecars send these connections to the default destination of \
-                          their port, or its tcp route"
-                    .into(),
-                code: ErrorCode::NotImplemented,
-            });
-        }
-    }
-    errors
-}
 
 /// The proxy a rule is programmed into, as the conditions of an HTTP match
 /// that name the client rather than the request read it: `sourceLabels`,

@@ -380,26 +380,40 @@ spec:
     model_of(resources)
 }
 
+/// A filter chain's TCP proxy (its first filter).
+fn chain_tcp_proxy(
+    c: &envoy_types::pb::envoy::config::listener::v3::FilterChain,
+) -> envoy_types::pb::envoy::extensions::filters::network::tcp_proxy::v3::TcpProxy {
+    use envoy_types::pb::envoy::config::listener::v3::filter::ConfigType;
+    let Some(ConfigType::TypedConfig(any)) = &c.filters[0].config_type else {
+        panic!("no typed config in {}", c.name);
+    };
+    prost::Message::decode(any.value.as_slice()).unwrap()
+}
+
 /// A listener's first TCP proxy.
 fn first_tcp_proxy(
     l: &envoy_types::pb::envoy::config::listener::v3::Listener,
 ) -> envoy_types::pb::envoy::extensions::filters::network::tcp_proxy::v3::TcpProxy {
-    use envoy_types::pb::envoy::config::listener::v3::filter::ConfigType;
-    let Some(ConfigType::TypedConfig(any)) = &l.filter_chains[0].filters[0].config_type else {
-        panic!("no typed config in {}", l.name);
-    };
-    prost::Message::decode(any.value.as_slice()).unwrap()
+    chain_tcp_proxy(&l.filter_chains[0])
+}
+
+/// The (cluster, weight) pairs a TCP proxy sends to.
+fn proxied_to(
+    tcp: envoy_types::pb::envoy::extensions::filters::network::tcp_proxy::v3::TcpProxy,
+) -> Vec<(String, u32)> {
+    use envoy_types::pb::envoy::extensions::filters::network::tcp_proxy::v3::tcp_proxy::ClusterSpecifier as Tcp;
+    match tcp.cluster_specifier.unwrap() {
+        Tcp::Cluster(c) => vec![(c, 100)],
+        Tcp::WeightedClusters(w) => w.clusters.into_iter().map(|c| (c.name, c.weight)).collect(),
+    }
 }
 
 /// The (cluster, weight) pairs of a listener's first TCP proxy.
 fn tcp_destinations(
     l: &envoy_types::pb::envoy::config::listener::v3::Listener,
 ) -> Vec<(String, u32)> {
-    use envoy_types::pb::envoy::extensions::filters::network::tcp_proxy::v3::tcp_proxy::ClusterSpecifier as Tcp;
-    match first_tcp_proxy(l).cluster_specifier.unwrap() {
-        Tcp::Cluster(c) => vec![(c, 100)],
-        Tcp::WeightedClusters(w) => w.clusters.into_iter().map(|c| (c.name, c.weight)).collect(),
-    }
+    proxied_to(first_tcp_proxy(l))
 }
 
 const DB: &str = "outbound|5432||db.shop.svc.cluster.local";
@@ -446,6 +460,105 @@ spec:
     assert!(out.errors.is_empty(), "{:?}", out.errors);
 }
 
+/// `tls` routes take connections to a TLS port by SNI: one chain per name
+/// (the first route naming it keeps it; a route for other clients is not
+/// here), then the port's default for any other name. On the interception
+/// listener of the service's IP and on universal mode's local port alike.
+#[test]
+fn tls_routes_take_connections_to_a_tls_port_by_sni() {
+    let mut resources = base_resources();
+    resources.extend([
+        service("shop", "vault", "vault", &[("tls", 443, 8443)]),
+        workload(
+            "shop",
+            "vault-1",
+            "127.0.0.31",
+            &[("app", "vault"), ("version", "v1")],
+        ),
+        workload(
+            "shop",
+            "vault-2",
+            "127.0.0.32",
+            &[("app", "vault"), ("version", "v2")],
+        ),
+        dr(r#"
+metadata: {name: vault, namespace: shop}
+spec: {host: vault, subsets: [{name: v1, labels: {version: v1}}, {name: v2, labels: {version: v2}}]}
+"#),
+        vs(r#"
+metadata: {name: vault, namespace: shop}
+spec:
+  hosts: [vault]
+  tls:
+  - match: [{sniHosts: [canary.vault.example.com], sourceLabels: {track: canary}}]
+    route: [{destination: {host: vault, subset: v1}}]
+  - match: [{sniHosts: [v2.vault.example.com, canary.vault.example.com]}]
+    route: [{destination: {host: vault, subset: v2}}]
+  - match: [{sniHosts: [v2.vault.example.com, v1.vault.example.com]}]
+    route: [{destination: {host: vault, subset: v1}}]
+"#),
+    ]);
+    let model = model_of(resources);
+    let host = "vault.shop.svc.cluster.local";
+    let cluster = |subset: &str| format!("outbound|443|{subset}|{host}");
+    let expected = vec![
+        (
+            vec![
+                "v2.vault.example.com".to_string(),
+                "canary.vault.example.com".to_string(),
+            ],
+            vec![(cluster("v2"), 100)],
+        ),
+        (
+            vec!["v1.vault.example.com".to_string()],
+            vec![(cluster("v1"), 100)],
+        ),
+        (vec![], vec![(cluster(""), 100)]),
+    ];
+    let chains_of = |l: &envoy_types::pb::envoy::config::listener::v3::Listener| {
+        assert!(
+            !l.listener_filters.is_empty(),
+            "{}: the TLS inspector reads the SNI",
+            l.name
+        );
+        l.filter_chains
+            .iter()
+            .map(|c| {
+                let names = (c.filter_chain_match.as_ref())
+                    .map(|m| m.server_names.clone())
+                    .unwrap_or_default();
+                (names, proxied_to(chain_tcp_proxy(c)))
+            })
+            .collect::<Vec<_>>()
+    };
+    let interception = trellis_translate::TranslateOptions {
+        sds: trellis_translate::SdsSource::Ads,
+        ..Default::default()
+    };
+    let out = Translator::new(&model, interception).translate(&Proxy::sidecar("shop", "web-1"));
+    assert!(out.errors.is_empty(), "{:?}", out.errors);
+    let l = out
+        .listeners
+        .iter()
+        .find(|l| l.name == "10.0.0.1_443")
+        .unwrap();
+    assert_eq!(chains_of(l), expected);
+
+    let mut options = explicit_options();
+    if let trellis_translate::ListenerShape::Explicit(ports) = &mut options.shape {
+        ports
+            .tcp_outbound_ports
+            .insert((host.to_string(), 443), 20443);
+    }
+    let out = Translator::new(&model, options).translate(&Proxy::sidecar("shop", "web-1"));
+    let l = out
+        .listeners
+        .iter()
+        .find(|l| l.name == "127.0.0.10_20443")
+        .unwrap();
+    assert_eq!(chains_of(l), expected);
+}
+
 /// The first `tcp` route that applies to the client and the port serves
 /// it: on universal mode's local TCP port, through `CONNECT`, and on the
 /// interception shape's listener of the service's IP.
@@ -476,13 +589,6 @@ fn tcp_routes_send_connections_to_their_destinations_by_weight() {
         .find(|e| e.path == "spec.tcp[3].route[2].destination")
         .expect("the unknown subset is reported");
     assert_eq!(unknown.code, ErrorCode::UnknownSubset);
-    // `tls` routes are still reported as not programmed.
-    let tls = out
-        .errors
-        .iter()
-        .find(|e| e.code == ErrorCode::NotImplemented)
-        .expect("tls routes are reported");
-    assert_eq!((tls.name.as_str(), tls.path.as_str()), ("db", "spec.tls"));
 
     // The canary client gets its own route.
     let canary =
