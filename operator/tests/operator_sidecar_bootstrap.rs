@@ -368,6 +368,50 @@ fn injected_sidecar_connects_to_the_operator_with_the_namespace_bootstrap() {
         );
     }
 
+    // A WorkloadEntry (a VM) that a Service selects: the operator sends it to
+    // Envoy as the Service's endpoint, accepts it in its status, and takes
+    // the endpoint away when the entry is deleted.
+    cluster.kubectl.apply(&format!(
+        "apiVersion: v1\nkind: Service\nmetadata:\n  name: vm\n  namespace: {NS}\nspec:\n  clusterIP: 10.96.0.30\n  selector:\n    app: vm\n  ports:\n  - name: http\n    port: 80\n    targetPort: 9000\n"
+    ));
+    cluster.kubectl.apply(&format!(
+        "apiVersion: networking.istio.io/v1\nkind: WorkloadEntry\nmetadata:\n  name: vm-1\n  namespace: {NS}\nspec:\n  address: 127.0.0.78\n  labels:\n    app: vm\n  serviceAccount: {SA}\n"
+    ));
+    let vm_cluster = "outbound|80||vm.shop.svc.cluster.local";
+    let vm_endpoint = format!("{vm_cluster}::127.0.0.78:9000::");
+    wait_for(
+        "Envoy to get WorkloadEntry vm-1 as vm's endpoint",
+        Duration::from_secs(30),
+        || http_get(admin, "/clusters").filter(|c| c.contains(&vm_endpoint)),
+    );
+    wait_for(
+        "WorkloadEntry vm-1 to be Accepted",
+        Duration::from_secs(30),
+        || {
+            let accepted = cluster.kubectl.run(&[
+                "get",
+                "workloadentry",
+                "-n",
+                NS,
+                "vm-1",
+                "-o",
+                "jsonpath={.status.conditions[?(@.type==\"Accepted\")].status}",
+            ]);
+            (accepted.trim() == "True").then_some(())
+        },
+    );
+    cluster
+        .kubectl
+        .run(&["delete", "workloadentry", "-n", NS, "vm-1"]);
+    wait_for(
+        "vm's endpoint to go with its WorkloadEntry",
+        Duration::from_secs(30),
+        || {
+            http_get(admin, "/clusters")
+                .filter(|c| c.contains(vm_cluster) && !c.contains(&vm_endpoint))
+        },
+    );
+
     // Leaving the mesh deletes the ConfigMap.
     drop(envoy);
     cluster

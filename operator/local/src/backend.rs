@@ -349,33 +349,11 @@ pub fn build_model(
         let Resource::WorkloadEntry(we) = r else {
             continue;
         };
-        let Some(address) = we.spec.address.clone() else {
-            continue; // reported by the plan
+        let Some(mut w) = Workload::from_workload_entry(we) else {
+            continue; // a missing or bad address is reported by the plan
         };
-        let namespace = we
-            .metadata
-            .namespace
-            .clone()
-            .unwrap_or_else(|| "default".into());
-        let mut w = Workload::new(
-            namespace,
-            we.metadata.name.clone().unwrap_or_default(),
-            address,
-        );
-        w.labels = we.spec.labels.clone();
-        w.service_account = we
-            .spec
-            .service_account
-            .clone()
-            .unwrap_or_else(|| "default".into());
-        w.ports = we
-            .spec
-            .ports
-            .iter()
-            .filter_map(|(k, v)| u16::try_from(*v).ok().map(|p| (k.clone(), p)))
-            .collect();
-        w.weight = we.spec.weight.unwrap_or(1).max(1);
-        w.locality = we.spec.locality.clone();
+        // Universal mode runs a sidecar for every WorkloadEntry.
+        w.has_sidecar = true;
         let app_port = we
             .metadata
             .annotations

@@ -30,4 +30,4 @@ pub use service::{
 pub use service_entry::{gateway_ref, services_of_entry};
 pub use traffic::{Store, Stored, qualify};
 pub use traffic_index::TrafficIndex;
-pub use workload::{SIDECAR_CONTAINER_NAMES, Workload, labels_match};
+pub use workload::{SIDECAR_CONTAINER_NAMES, TLS_MODE_LABEL, Workload, labels_match};

@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::Pod;
+use trellis_api::networking::WorkloadEntry;
 
 use crate::service::{MeshService, ServicePort, TargetPort};
 
@@ -28,6 +29,10 @@ pub struct Workload {
     pub weight: u32,
     pub locality: Option<String>,
 }
+
+/// The label by which a WorkloadEntry says its host runs a sidecar that
+/// takes the mesh's mTLS.
+pub const TLS_MODE_LABEL: &str = "security.istio.io/tlsMode";
 
 impl Workload {
     pub fn new(
@@ -92,6 +97,29 @@ impl Workload {
             weight: 1,
             locality: None,
         })
+    }
+
+    /// A WorkloadEntry as a workload: a VM or another host outside the
+    /// cluster that services select by its labels. `None` without an address
+    /// or with one that is not an IP (Istio resolves a host name only for DNS
+    /// ServiceEntries). It accepts the mesh's mTLS when labelled
+    /// `security.istio.io/tlsMode: istio`, as Istio reads it.
+    pub fn from_workload_entry(we: &WorkloadEntry) -> Option<Workload> {
+        let address = we.spec.address.clone()?;
+        address.parse::<std::net::IpAddr>().ok()?;
+        let namespace = (we.metadata.namespace.clone()).unwrap_or_else(|| "default".into());
+        let mut w = Workload::new(namespace, we.metadata.name.clone()?, address);
+        w.labels = we.spec.labels.clone();
+        w.service_account = (we.spec.service_account.clone())
+            .filter(|s| !s.is_empty())
+            .unwrap_or_else(|| "default".into());
+        w.ports = (we.spec.ports.iter())
+            .filter_map(|(k, v)| u16::try_from(*v).ok().map(|p| (k.clone(), p)))
+            .collect();
+        w.weight = we.spec.weight.unwrap_or(1).max(1);
+        w.locality = we.spec.locality.clone();
+        w.has_sidecar = we.spec.labels.get(TLS_MODE_LABEL).map(String::as_str) == Some("istio");
+        Some(w)
     }
 
     /// The port this workload serves `port` of a service on, if it can.

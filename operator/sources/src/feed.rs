@@ -67,6 +67,7 @@ pub fn programmed(kind: &str) -> bool {
             | "ServiceEntry"
             | "Gateway"
             | "Sidecar"
+            | "WorkloadEntry"
             | "RequestAuthentication"
             | "AuthorizationPolicy"
             | "PeerAuthentication"
@@ -259,6 +260,7 @@ impl MeshFeed {
             | Resource::Gateway(_)
             | Resource::ServiceEntry(_)
             | Resource::Sidecar(_)
+            | Resource::WorkloadEntry(_)
             | Resource::PeerAuthentication(_)
             | Resource::RequestAuthentication(_)
             | Resource::AuthorizationPolicy(_)) => {
@@ -310,11 +312,18 @@ impl MeshFeed {
                     Resource::Sidecar(o) => M::Sidecar(Box::new(o)),
                     Resource::RequestAuthentication(o) => M::RequestAuthentication(Box::new(o)),
                     Resource::AuthorizationPolicy(o) => M::AuthorizationPolicy(Box::new(o)),
+                    // A host name address serves no Kubernetes service: not a workload.
+                    Resource::WorkloadEntry(o) => {
+                        match trellis_model::Workload::from_workload_entry(&o) {
+                            Some(w) => M::Workload(Box::new(w)),
+                            None => return self.model_delete(&key),
+                        }
+                    }
                     _ => return ChangeScope::None,
                 };
                 self.model_apply(input)
             }
-            Resource::WorkloadEntry(_) | Resource::MeshStatus(_) => ChangeScope::None,
+            Resource::MeshStatus(_) => ChangeScope::None,
         }
     }
 
@@ -416,7 +425,7 @@ impl MeshFeed {
     fn model_delete(&mut self, key: &ObjectRef) -> ChangeScope {
         let kind = match key.kind.as_str() {
             "Service" => ResourceKind::Service,
-            "Pod" => ResourceKind::Workload,
+            "Pod" | "WorkloadEntry" => ResourceKind::Workload,
             "ServiceAccount" => ResourceKind::ServiceAccount,
             "VirtualService" => ResourceKind::VirtualService,
             "DestinationRule" => ResourceKind::DestinationRule,

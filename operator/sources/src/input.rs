@@ -25,13 +25,14 @@ pub enum SourceKind {
     Gateway,
     ServiceEntry,
     Sidecar,
+    WorkloadEntry,
     PeerAuthentication,
     RequestAuthentication,
     AuthorizationPolicy,
 }
 
 impl SourceKind {
-    pub const ALL: [SourceKind; 14] = [
+    pub const ALL: [SourceKind; 15] = [
         SourceKind::Namespace,
         SourceKind::Service,
         SourceKind::ServiceAccount,
@@ -43,18 +44,20 @@ impl SourceKind {
         SourceKind::Gateway,
         SourceKind::ServiceEntry,
         SourceKind::Sidecar,
+        SourceKind::WorkloadEntry,
         SourceKind::PeerAuthentication,
         SourceKind::RequestAuthentication,
         SourceKind::AuthorizationPolicy,
     ];
 
     /// The mesh kinds that carry a status written by the operator.
-    pub const CONFIG: [SourceKind; 8] = [
+    pub const CONFIG: [SourceKind; 9] = [
         SourceKind::VirtualService,
         SourceKind::DestinationRule,
         SourceKind::Gateway,
         SourceKind::ServiceEntry,
         SourceKind::Sidecar,
+        SourceKind::WorkloadEntry,
         SourceKind::PeerAuthentication,
         SourceKind::RequestAuthentication,
         SourceKind::AuthorizationPolicy,
@@ -73,6 +76,7 @@ impl SourceKind {
             SourceKind::Gateway => "Gateway",
             SourceKind::ServiceEntry => "ServiceEntry",
             SourceKind::Sidecar => "Sidecar",
+            SourceKind::WorkloadEntry => "WorkloadEntry",
             SourceKind::PeerAuthentication => "PeerAuthentication",
             SourceKind::RequestAuthentication => "RequestAuthentication",
             SourceKind::AuthorizationPolicy => "AuthorizationPolicy",
@@ -96,7 +100,8 @@ impl SourceKind {
             | SourceKind::DestinationRule
             | SourceKind::Gateway
             | SourceKind::ServiceEntry
-            | SourceKind::Sidecar => (trellis_api::networking::GROUP, "v1"),
+            | SourceKind::Sidecar
+            | SourceKind::WorkloadEntry => (trellis_api::networking::GROUP, "v1"),
             SourceKind::PeerAuthentication
             | SourceKind::RequestAuthentication
             | SourceKind::AuthorizationPolicy => (trellis_api::security::GROUP, "v1"),
@@ -125,6 +130,7 @@ impl SourceKind {
             SourceKind::Gateway => "gateways",
             SourceKind::ServiceEntry => "serviceentries",
             SourceKind::Sidecar => "sidecars",
+            SourceKind::WorkloadEntry => "workloadentries",
             SourceKind::PeerAuthentication => "peerauthentications",
             SourceKind::RequestAuthentication => "requestauthentications",
             SourceKind::AuthorizationPolicy => "authorizationpolicies",

@@ -299,6 +299,47 @@ fn service_entries_and_authorization_policies_reach_the_model() {
     );
 }
 
+/// A WorkloadEntry with an IP is a workload the model serves (mTLS when
+/// labelled so); with a host name it is accepted but no workload; deleted, it
+/// goes.
+#[test]
+fn workload_entries_with_an_ip_are_workloads() {
+    let mut feed = MeshFeed::new(MeshSettings::default());
+    let entry = |name: &str, address: &str| {
+        input_from_json(
+            SourceKind::WorkloadEntry,
+            json!({"apiVersion": "networking.istio.io/v1", "kind": "WorkloadEntry",
+                   "metadata": {"name": name, "namespace": "shop"},
+                   "spec": {"address": address, "serviceAccount": "vm", "weight": 3,
+                            "labels": {"app": "vm", "security.istio.io/tlsMode": "istio"}}}),
+        )
+    };
+    feed.apply(Change::Apply(entry("vm-1", "10.1.2.3")));
+    let w = feed
+        .model()
+        .workload("shop", "vm-1")
+        .expect("vm-1 is a workload");
+    assert_eq!(
+        (
+            w.address.as_str(),
+            w.service_account.as_str(),
+            w.weight,
+            w.has_sidecar
+        ),
+        ("10.1.2.3", "vm", 3, true)
+    );
+    assert!(feed.view(true).config[&key("WorkloadEntry", "vm-1")].programmed);
+    feed.apply(Change::Apply(entry("vm-2", "vm-2.example.com")));
+    assert!(feed.model().workload("shop", "vm-2").is_none());
+    assert!(
+        feed.view(true)
+            .config
+            .contains_key(&key("WorkloadEntry", "vm-2"))
+    );
+    feed.apply(Change::Delete(key("WorkloadEntry", "vm-1")));
+    assert!(feed.model().workload("shop", "vm-1").is_none());
+}
+
 mod convergence {
     //! Any sequence of applies, deletes and relists leaves the feed where a fresh
     //! feed fed only the surviving objects ends up.
