@@ -31,7 +31,7 @@ use trellis_model::{MeshModel, Stored, Workload, gateway_ref, host_matches};
 use crate::http_rule::HttpRule;
 use crate::listener::{Routes, http_connection_manager, listener};
 use crate::names;
-use crate::outbound::OutboundScope;
+use crate::outbound::{OutboundScope, destination_cluster};
 use crate::policy::HashKey;
 use crate::route::routes;
 use crate::security::origination::{GatewayTlsMode, gateway_server_tls};
@@ -770,45 +770,11 @@ fn gateway_destination(
                 format!("host {} matches no service visible to the gateway", d.host),
             )
         })?;
-    let port = match d.port.as_ref().and_then(|p| p.number) {
-        Some(n) => u16::try_from(n)
-            .ok()
-            .filter(|n| target.port(*n).is_some())
-            .ok_or_else(|| {
-                (
-                    ErrorCode::UnknownDestination,
-                    format!("service {} has no port {n}", target.hostname),
-                )
-            })?,
-        None => match target.ports.as_slice() {
-            [only] => only.port,
-            _ => {
-                return Err((
-                    ErrorCode::UnknownDestination,
-                    format!(
-                        "service {} has several ports: set destination.port",
-                        target.hostname
-                    ),
-                ));
-            }
-        },
+    let only_port = match target.ports.as_slice() {
+        [only] => Some(only.port),
+        _ => None,
     };
-    if let Some(subset) = &d.subset
-        && !scope
-            .known_subsets
-            .contains(&(target.hostname.clone(), subset.clone()))
-    {
-        return Err((
-            ErrorCode::UnknownSubset,
-            format!(
-                "subset {subset} of {} is not defined by any DestinationRule",
-                target.hostname
-            ),
-        ));
-    }
-    let cluster = names::outbound_cluster(port, d.subset.as_deref(), &target.hostname);
-    let hash = scope.hash_keys.get(&cluster).cloned();
-    Ok((cluster, hash))
+    destination_cluster(target, d, only_port, &scope.known_subsets, &scope.hash_keys)
 }
 
 /// Server TLS from certificate files on the proxy (`serverCertificate`, `privateKey`,

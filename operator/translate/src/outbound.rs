@@ -437,6 +437,29 @@ pub fn resolve_destination(
             format!("host {} matches no service", d.host),
         ));
     };
+    // Without a port: the port the request came to when the destination is
+    // the host itself, else the service's only port, else the same number.
+    let default_port = if target.hostname == from.hostname {
+        Some(from_port.port)
+    } else {
+        match target.ports.as_slice() {
+            [only] => Some(only.port),
+            _ => target.port(from_port.port).map(|p| p.port),
+        }
+    };
+    destination_cluster(target, d, default_port, known_subsets, hash_keys)
+}
+
+/// The cluster of destination `d` on `target` at `d.port`, else
+/// `default_port`, and its consistent-hash key; or why there is none (an
+/// unknown port, a subset no DestinationRule defines).
+pub(crate) fn destination_cluster(
+    target: &MeshService,
+    d: &api::Destination,
+    default_port: Option<u16>,
+    known_subsets: &BTreeSet<(String, String)>,
+    hash_keys: &BTreeMap<String, HashKey>,
+) -> Result<(String, Option<HashKey>), (ErrorCode, String)> {
     let port = match d.port.as_ref().and_then(|p| p.number) {
         Some(n) => u16::try_from(n)
             .ok()
@@ -447,19 +470,15 @@ pub fn resolve_destination(
                     format!("service {} has no port {n}", target.hostname),
                 )
             })?,
-        None if target.hostname == from.hostname => from_port.port,
-        None => match target.ports.as_slice() {
-            [only] => only.port,
-            _ => target.port(from_port.port).map(|p| p.port).ok_or_else(|| {
-                (
-                    ErrorCode::UnknownDestination,
-                    format!(
-                        "service {} has several ports: set destination.port",
-                        target.hostname
-                    ),
-                )
-            })?,
-        },
+        None => default_port.ok_or_else(|| {
+            (
+                ErrorCode::UnknownDestination,
+                format!(
+                    "service {} has several ports: set destination.port",
+                    target.hostname
+                ),
+            )
+        })?,
     };
     if let Some(subset) = &d.subset
         && !known_subsets.contains(&(target.hostname.clone(), subset.clone()))

@@ -62,50 +62,25 @@ impl Client<'_> {
         )
     }
 
-    /// Whether L4 match `m` applies to this client's connections to `port`
-    /// of a service at `address` (its IP, if it has one).
+    /// Whether a `tcp` or `tls` match `m` (its SNI aside) applies to this
+    /// client's connections to `port` of a service at `address` (its IP, if
+    /// it has one).
     fn admits_connection(
         &self,
-        m: &L4MatchAttributes,
+        m: ConnectionMatch<'_>,
         vs_namespace: &str,
         port: u16,
         address: Option<&str>,
     ) -> bool {
-        let to = (m.port, m.destination_subnets.as_slice());
-        self.admits_l4(to, (port, address))
+        let subnet = |s: &String| address.is_some_and(|a| in_subnet(a, s));
+        m.port.is_none_or(|p| p == u32::from(port))
+            && (m.destination_subnets.is_empty() || m.destination_subnets.iter().any(subnet))
             && self.named_by(
-                &m.source_labels,
-                m.source_namespace.as_deref(),
-                &m.gateways,
+                m.source_labels,
+                m.source_namespace,
+                m.gateways,
                 vs_namespace,
             )
-    }
-
-    /// [`Client::admits_connection`] for a TLS match (its SNI aside).
-    fn admits_tls(
-        &self,
-        m: &TLSMatchAttributes,
-        vs_namespace: &str,
-        port: u16,
-        address: Option<&str>,
-    ) -> bool {
-        let to = (m.port, m.destination_subnets.as_slice());
-        self.admits_l4(to, (port, address))
-            && self.named_by(
-                &m.source_labels,
-                m.source_namespace.as_deref(),
-                &m.gateways,
-                vs_namespace,
-            )
-    }
-
-    /// Whether a match's (port, destination subnets) admit a connection to
-    /// (port, address).
-    fn admits_l4(&self, matched: (Option<u32>, &[String]), to: (u16, Option<&str>)) -> bool {
-        let (port, subnets) = matched;
-        let subnet = |s: &String| to.1.is_some_and(|a| in_subnet(a, s));
-        port.is_none_or(|p| p == u32::from(to.0))
-            && (subnets.is_empty() || subnets.iter().any(subnet))
     }
 
     /// Whether `route` applies to this client: it has no match, or one it admits.
@@ -129,6 +104,39 @@ impl Client<'_> {
         let mut admitted = route.match_.iter().map(|m| self.admits(m, vs_namespace));
         rule.matches.retain(|_| admitted.next().unwrap_or(false));
         (!rule.matches.is_empty()).then_some(rule)
+    }
+}
+
+/// What a `tcp` match and a `tls` match both ask of a connection and its client.
+struct ConnectionMatch<'a> {
+    port: Option<u32>,
+    destination_subnets: &'a [String],
+    source_labels: &'a BTreeMap<String, String>,
+    source_namespace: Option<&'a str>,
+    gateways: &'a [String],
+}
+
+impl<'a> From<&'a L4MatchAttributes> for ConnectionMatch<'a> {
+    fn from(m: &'a L4MatchAttributes) -> Self {
+        ConnectionMatch {
+            port: m.port,
+            destination_subnets: &m.destination_subnets,
+            source_labels: &m.source_labels,
+            source_namespace: m.source_namespace.as_deref(),
+            gateways: &m.gateways,
+        }
+    }
+}
+
+impl<'a> From<&'a TLSMatchAttributes> for ConnectionMatch<'a> {
+    fn from(m: &'a TLSMatchAttributes) -> Self {
+        ConnectionMatch {
+            port: m.port,
+            destination_subnets: &m.destination_subnets,
+            source_labels: &m.source_labels,
+            source_namespace: m.source_namespace.as_deref(),
+            gateways: &m.gateways,
+        }
     }
 }
 
@@ -181,7 +189,7 @@ pub fn tcp_route(
             || route
                 .match_
                 .iter()
-                .any(|m| client.admits_connection(m, &vs.namespace, port, address));
+                .any(|m| client.admits_connection(m.into(), &vs.namespace, port, address));
         if chosen.is_none() && applies && !destinations.is_empty() {
             chosen = Some(destinations);
         }
@@ -217,7 +225,7 @@ pub fn tls_routes(
             continue;
         }
         for m in &route.match_ {
-            if client.admits_tls(m, &vs.namespace, port, address) {
+            if client.admits_connection(m.into(), &vs.namespace, port, address) {
                 out.push(SniRoute {
                     sni_hosts: m.sni_hosts.iter().map(|h| h.to_ascii_lowercase()).collect(),
                     destinations: destinations.clone(),

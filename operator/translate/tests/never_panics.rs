@@ -106,6 +106,17 @@ fn http_route() -> impl Strategy<Value = Value> {
         })
 }
 
+/// Route destinations, each with its weight when it has one.
+fn weighted(destinations: Vec<(Value, Option<i64>)>) -> Vec<Value> {
+    destinations
+        .into_iter()
+        .map(|(d, w)| match w {
+            Some(w) => json!({ "destination": d, "weight": w }),
+            None => json!({ "destination": d }),
+        })
+        .collect()
+}
+
 fn tls_route() -> impl Strategy<Value = Value> {
     (
         prop::collection::vec((destination(), prop::option::of(-5i64..150)), 0..3),
@@ -120,13 +131,7 @@ fn tls_route() -> impl Strategy<Value = Value> {
         ])),
     )
         .prop_map(|(dests, sni, extra)| {
-            let route: Vec<Value> = dests
-                .into_iter()
-                .map(|(d, w)| match w {
-                    Some(w) => json!({ "destination": d, "weight": w }),
-                    None => json!({ "destination": d }),
-                })
-                .collect();
+            let route = weighted(dests);
             let mut m = extra.unwrap_or_else(|| json!({}));
             m["sniHosts"] = json!(sni);
             json!({ "match": [m], "route": route })
@@ -145,13 +150,7 @@ fn tcp_route() -> impl Strategy<Value = Value> {
         ])),
     )
         .prop_map(|(dests, matched)| {
-            let route: Vec<Value> = dests
-                .into_iter()
-                .map(|(d, w)| match w {
-                    Some(w) => json!({ "destination": d, "weight": w }),
-                    None => json!({ "destination": d }),
-                })
-                .collect();
+            let route = weighted(dests);
             match matched {
                 Some(m) => json!({ "match": [m], "route": route }),
                 None => json!({ "route": route }),
