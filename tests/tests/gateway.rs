@@ -363,6 +363,25 @@ fn golden_gateway_interception_bootstrap() {
     check_golden_gateway("gateway-ingress-interception", &out, "etc/certs");
 }
 
+/// The gateway workload `shop/ingress-1` at [`GW_IP`].
+fn ingress_workload() -> Resource {
+    workload(
+        "shop",
+        "ingress-1",
+        &GW_IP.to_string(),
+        &[("istio", "ingressgateway")],
+        true,
+    )
+}
+
+/// Gateway `shop/shop-gw` for the ingress workload, with one server (flow YAML).
+fn one_server_gateway(server: &str) -> Resource {
+    object(&format!(
+        "apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {{name: shop-gw, namespace: shop}}\n\
+         spec: {{selector: {{istio: ingressgateway}}, servers: [{server}]}}\n"
+    ))
+}
+
 /// Ingress to a service with a sidecar: the gateway originates mesh mTLS (auto mTLS,
 /// the server's SPIFFE id checked) and the service's sidecar terminates it.
 #[test]
@@ -383,24 +402,9 @@ fn gateway_reaches_a_sidecar_service_over_mesh_mtls() {
     let resources = vec![
         service("shop", "web", "web", &[("http", 80, target)]),
         Resource::Workload(Box::new(web)),
-        workload(
-            "shop",
-            "ingress-1",
-            &GW_IP.to_string(),
-            &[("istio", "ingressgateway")],
-            true,
-        ),
-        object(&format!(
-            r#"
-apiVersion: networking.istio.io/v1
-kind: Gateway
-metadata: {{name: shop-gw, namespace: shop}}
-spec:
-  selector: {{istio: ingressgateway}}
-  servers:
-  - port: {{number: {gw_port}, name: http, protocol: HTTP}}
-    hosts: ["*"]
-"#
+        ingress_workload(),
+        one_server_gateway(&format!(
+            "{{port: {{number: {gw_port}, name: http, protocol: HTTP}}, hosts: [\"*\"]}}"
         )),
         object(
             r#"
@@ -469,25 +473,9 @@ fn passthrough_server_routes_tls_by_sni_on_real_envoy() {
             &[("app", "vault")],
             false,
         ),
-        workload(
-            "shop",
-            "ingress-1",
-            &GW_IP.to_string(),
-            &[("istio", "ingressgateway")],
-            true,
-        ),
-        object(&format!(
-            r#"
-apiVersion: networking.istio.io/v1
-kind: Gateway
-metadata: {{name: shop-gw, namespace: shop}}
-spec:
-  selector: {{istio: ingressgateway}}
-  servers:
-  - port: {{number: {gw_port}, name: tls, protocol: TLS}}
-    hosts: ["*.example.com"]
-    tls: {{mode: PASSTHROUGH}}
-"#
+        ingress_workload(),
+        one_server_gateway(&format!(
+            "{{port: {{number: {gw_port}, name: tls, protocol: TLS}}, hosts: [\"*.example.com\"], tls: {{mode: PASSTHROUGH}}}}"
         )),
         object(
             r#"
