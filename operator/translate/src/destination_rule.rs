@@ -143,7 +143,17 @@ fn client_tls(
     };
     Some(match t.mode? {
         ClientTLSMode::Disable => ClientTls::Disable,
-        ClientTLSMode::Simple => ClientTls::Origination(Origination::Simple(settings)),
+        ClientTLSMode::Simple => {
+            if t.credential_name.as_ref().is_some_and(|c| !c.is_empty()) {
+                err(
+                    format!("{path}.credentialName"),
+                    "credentialName is not supported for sidecars yet: the server is verified \
+                     against caCertificates, else the system roots"
+                        .into(),
+                );
+            }
+            ClientTls::Origination(Origination::Simple(settings))
+        }
         ClientTLSMode::Mutual => match (&t.client_certificate, &t.private_key) {
             (Some(cert), Some(key)) => ClientTls::Origination(Origination::Mutual {
                 settings,

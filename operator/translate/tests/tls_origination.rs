@@ -99,3 +99,24 @@ spec:
     // still TLS (the server's refusal shows), never silent plaintext
     assert!(tls_of(&out, "outbound|80||api.example.com").is_some());
 }
+
+/// SIMPLE with `credentialName`: the sidecar cannot read the Secret, so the
+/// rule is reported rather than verifying with other roots in silence.
+#[test]
+fn simple_with_a_credential_name_is_reported() {
+    let mut r = base_resources();
+    r.push(entry());
+    r.push(dr(r#"
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: api, namespace: shop}
+spec:
+  host: api.example.com
+  trafficPolicy:
+    tls: {mode: SIMPLE, credentialName: api-ca}
+"#));
+    let out = web_sidecar(&model_of(r));
+    let paths: Vec<&str> = out.errors.iter().map(|e| e.path.as_str()).collect();
+    assert_eq!(paths, ["spec.trafficPolicy.tls.credentialName"]);
+    assert!(tls_of(&out, "outbound|80||api.example.com").is_some());
+}
