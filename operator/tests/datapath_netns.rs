@@ -307,11 +307,24 @@ fn authorization_policy(principal: &str) -> Resource {
                 "rules": [{
                     "from": [{"source": {"principals": [principal]}}],
                     "to": [{"operation": {"paths": ["/hello"]}}]
+                }, {
+                    "from": [{"source": {"principals": [principal]}}],
+                    "to": [{"operation": {"ports": [RANGE_APP_PORT.to_string()]}}]
                 }]
             }
         }))
         .expect("AuthorizationPolicy");
     Resource::AuthorizationPolicy(Box::new(ap))
+}
+
+/// The port of ServiceEntry `b-range`, whose address is a CIDR range, and
+/// the (TCP) port of pod b's app behind it.
+const RANGE_PORT: u16 = 9000;
+const RANGE_APP_PORT: u16 = 8091;
+
+/// The CIDR range ServiceEntry `b-range` claims for pod b (nothing else answers there).
+fn b_range(n: u8) -> String {
+    format!("10.97.{n}.0/24")
 }
 
 fn model(a: &Pod, b: &Pod, cluster_ip: Ipv4Addr, principal: &str) -> MeshModel {
@@ -337,6 +350,37 @@ fn model(a: &Pod, b: &Pod, cluster_ip: Ipv4Addr, principal: &str) -> MeshModel {
         m.apply(Resource::Workload(Box::new(w))).unwrap();
     }
     m.apply(authorization_policy(principal)).unwrap();
+    // Pod b again, as a ServiceEntry claiming a whole CIDR range on RANGE_PORT.
+    let range: trellis_api::networking::ServiceEntry =
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "networking.istio.io/v1",
+            "kind": "ServiceEntry",
+            "metadata": {"name": "b-range", "namespace": NS},
+            "spec": {
+                "hosts": ["b-range.internal"],
+                "addresses": [b_range(cluster_ip.octets()[2])],
+                "ports": [{"number": RANGE_PORT, "name": "tcp", "protocol": "TCP", "targetPort": RANGE_APP_PORT}],
+                "resolution": "STATIC",
+                "workloadSelector": {"labels": {"app": "b"}}
+            }
+        }))
+        .expect("ServiceEntry");
+    m.apply(Resource::ServiceEntry(Box::new(range))).unwrap();
+    // Another TCP service on that port, without an address: only the range
+    // tells b-range's connections apart from its.
+    let other: trellis_api::networking::ServiceEntry = serde_json::from_value(serde_json::json!({
+        "apiVersion": "networking.istio.io/v1",
+        "kind": "ServiceEntry",
+        "metadata": {"name": "elsewhere", "namespace": NS},
+        "spec": {
+            "hosts": ["elsewhere.internal"],
+            "ports": [{"number": RANGE_PORT, "name": "tcp", "protocol": "TCP"}],
+            "resolution": "STATIC",
+            "endpoints": [{"address": "127.0.0.1"}]
+        }
+    }))
+    .expect("ServiceEntry");
+    m.apply(Resource::ServiceEntry(Box::new(other))).unwrap();
     m
 }
 
@@ -467,6 +511,7 @@ fn sidecars_over_xds_carry_mtls_between_pods_and_authorization_denies_with_403()
     // Like a node's service routing: the ClusterIP leaves pod a on its interface
     // (the sidecar catches it first).
     a.ns.ip(&["route", "add", &format!("{cluster_ip}/32"), "dev", "eth0"]);
+    a.ns.ip(&["route", "add", &b_range(n), "dev", "eth0"]);
 
     let ca = test_ca();
     let socket = tmp.path().join("xds.sock");
@@ -491,6 +536,7 @@ fn sidecars_over_xds_carry_mtls_between_pods_and_authorization_denies_with_403()
     let mut app_a = a.start_app(&calls);
     let mut app_b = b.start_app(&[]);
     let mut undeclared_app_b = b.start_app_on(UNDECLARED_PORT, &[]);
+    let mut range_app_b = b.start_app_on(RANGE_APP_PORT, &[]);
     let mut envoys: Vec<Proc> = [&a, &b]
         .iter()
         .map(|p| {
@@ -604,6 +650,17 @@ fn sidecars_over_xds_carry_mtls_between_pods_and_authorization_denies_with_403()
         status, 0,
         "plaintext got through b's STRICT inbound on an undeclared port: {body}"
     );
+
+    // Any address in ServiceEntry b-range's CIDR range reaches pod b, over
+    // mTLS, through the range's chain on a's 0.0.0.0_<port> listener.
+    range_app_b.check_running();
+    let in_range = SocketAddrV4::new(Ipv4Addr::new(10, 97, n, 77), RANGE_PORT);
+    let (status, body) = a.get(None, in_range, "b-range.internal", "/hello");
+    assert_eq!(status, 200, "{in_range}: {body}");
+    assert!(body.contains("b-1"), "{body}");
+    let stats_a = a.stats();
+    let to_range = format!("cluster.outbound|{RANGE_PORT}||b-range.internal.");
+    assert!(sum_matching(&stats_a, &to_range, "ssl.handshake") >= 1);
 
     // The allowed principal is a's SPIFFE id and nothing else: once the policy
     // names another service account, the same request from a is denied.

@@ -114,6 +114,21 @@ spec:
   ports: [{number: 8443, name: https, protocol: HTTPS}, {number: 3306, name: tcp-mysql, protocol: TCP}]
 "#,
         ),
+        // every address: an IP listener each, and a chain matched by destination
+        // IP for each range (on 0.0.0.0_8443 next to the SNI chains)
+        object(
+            r#"
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: ledger, namespace: shop}
+spec:
+  hosts: [ledger.internal]
+  addresses: [10.20.0.0/16, 240.240.0.2, 240.240.0.3]
+  resolution: STATIC
+  endpoints: [{address: 127.0.0.98}]
+  ports: [{number: 7000, name: tcp, protocol: TCP}, {number: 8443, name: tls, protocol: TLS}]
+"#,
+        ),
     ]
 }
 
@@ -148,39 +163,48 @@ fn golden_interception_bootstraps_validate() {
                 "0.0.0.0_15021",
                 "0.0.0.0_15090",
                 "0.0.0.0_3306",
+                "0.0.0.0_7000",
                 "0.0.0.0_80",
                 "0.0.0.0_8080",
                 "0.0.0.0_8443",
                 "0.0.0.0_9090",
                 "10.96.0.12_5432",
                 "240.240.0.1_443",
+                "240.240.0.2_7000",
+                "240.240.0.2_8443",
+                "240.240.0.3_7000",
+                "240.240.0.3_8443",
                 "virtualInbound",
                 "virtualOutbound"
             ],
             "{name}"
         );
-        // TLS services without an address share 8443, chosen by SNI
+        // TLS services without an address share 8443, chosen by SNI; ledger's
+        // range is chosen by destination IP first
         let tls = out
             .listeners
             .iter()
             .find(|l| l.name == "0.0.0.0_8443")
             .unwrap();
-        let snis: Vec<Vec<String>> = tls
+        let matches: Vec<(Vec<String>, Vec<String>)> = tls
             .filter_chains
             .iter()
             .map(|c| {
-                c.filter_chain_match
-                    .clone()
-                    .unwrap_or_default()
-                    .server_names
+                let m = c.filter_chain_match.clone().unwrap_or_default();
+                let ranges = (m.prefix_ranges.iter())
+                    .map(|r| format!("{}/{}", r.address_prefix, r.prefix_len.unwrap().value))
+                    .collect();
+                (ranges, m.server_names)
             })
             .collect();
+        let sni = |n: &str| (vec![], vec![n.to_string()]);
         assert_eq!(
-            snis,
+            matches,
             [
-                vec!["*.cdn.example.com".to_string()],
-                vec!["api.example.com".to_string()],
-                vec!["store.example.com".to_string()]
+                (vec!["10.20.0.0/16".to_string()], vec![]),
+                sni("*.cdn.example.com"),
+                sni("api.example.com"),
+                sni("store.example.com")
             ],
             "{name}"
         );

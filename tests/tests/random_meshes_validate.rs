@@ -232,7 +232,7 @@ fn random_mesh(seed: u64) -> (MeshSettings, Vec<Resource>) {
             spec["endpoints"] = json!([{"address": "127.0.3.1"}]);
         }
         if r.chance() {
-            spec["addresses"] = json!(["240.240.0.1"]);
+            spec["addresses"] = json!([r.pick(&["240.240.0.1", "10.50.0.0/16"]), "240.240.0.9"]);
         }
         objects.push(json!({
             "apiVersion": "networking.istio.io/v1", "kind": "ServiceEntry",

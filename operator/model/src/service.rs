@@ -178,14 +178,20 @@ pub struct MeshService {
     pub resolution: Resolution,
     pub static_endpoints: Vec<StaticEndpoint>,
     pub export_to: ExportTo,
-    /// ClusterIP / ServiceEntry address, when there is one.
-    pub address: Option<String>,
+    /// The ClusterIP, or a ServiceEntry's `addresses` (IPs and CIDR ranges):
+    /// where clients send to reach it by address.
+    pub addresses: Vec<String>,
     /// Identities its servers present besides those of its workloads
     /// (ServiceEntry `subjectAltNames`), checked when the mesh's mTLS reaches it.
     pub subject_alt_names: Vec<String>,
 }
 
 impl MeshService {
+    /// The first of [`MeshService::addresses`].
+    pub fn address(&self) -> Option<&str> {
+        self.addresses.first().map(String::as_str)
+    }
+
     pub fn port(&self, number: u16) -> Option<&ServicePort> {
         self.ports.iter().find(|p| p.port == number)
     }
@@ -242,7 +248,7 @@ impl MeshService {
             resolution: Resolution::Endpoints,
             static_endpoints: Vec::new(),
             export_to: ExportTo::All,
-            address,
+            addresses: address.into_iter().collect(),
             subject_alt_names: Vec::new(),
         })
     }

@@ -130,7 +130,7 @@ pub fn services_of_entry(
             resolution,
             static_endpoints,
             export_to: ExportTo::from_list(&spec.export_to, namespace),
-            address: spec.addresses.first().cloned(),
+            addresses: spec.addresses.clone(),
             subject_alt_names: spec.subject_alt_names.clone(),
         });
     }

@@ -9,7 +9,9 @@ use std::sync::Arc;
 use envoy_types::pb::envoy::config::cluster::v3::{
     Cluster, cluster::ClusterDiscoveryType, cluster::DiscoveryType, cluster::LbPolicy,
 };
-use envoy_types::pb::envoy::config::core::v3::{BindConfig, SocketAddress, socket_address};
+use envoy_types::pb::envoy::config::core::v3::{
+    BindConfig, CidrRange, SocketAddress, socket_address,
+};
 use envoy_types::pb::envoy::config::listener::v3::{
     FilterChain, FilterChainMatch, Listener, ListenerFilter, listener_filter::ConfigType,
 };
@@ -89,61 +91,92 @@ pub fn outbound_listeners(scope: &OutboundScope) -> Vec<Listener> {
     // Services without an IP: TLS ports share `0.0.0.0_<port>` with a chain per SNI
     // host; an opaque TCP port gets it only when a single service claims the port
     // (several could not be told apart, so their traffic stays on virtualOutbound).
+    // Addresses that are CIDR ranges get a chain there matched by destination IP.
     let mut by_port: BTreeMap<u16, Vec<(&MeshService, &ServicePort)>> = BTreeMap::new();
+    let mut by_range: BTreeMap<u16, Vec<(&MeshService, &ServicePort, CidrRange)>> = BTreeMap::new();
     for service in &scope.services {
         if service.resolution == Resolution::Passthrough {
             continue;
         }
-        let address = service
-            .address
-            .as_ref()
-            .filter(|a| a.parse::<std::net::IpAddr>().is_ok());
+        let ips: Vec<&String> = (service.addresses.iter())
+            .filter(|a| a.parse::<std::net::IpAddr>().is_ok())
+            .collect();
+        let ranges: Vec<CidrRange> = service.addresses.iter().filter_map(|a| cidr(a)).collect();
         for port in service.ports.iter().filter(|p| !p.protocol.is_http()) {
-            let Some(address) = address else {
+            if ips.is_empty() && ranges.is_empty() {
                 // `*` is no SNI name; such traffic stays on virtualOutbound.
                 if service.hostname != "*" {
                     by_port.entry(port.port).or_default().push((service, port));
                 }
                 continue;
-            };
-            let chains = scope.tcp_chains(&service.hostname, port.port, None, &mut BTreeSet::new());
-            let inspector = sni_inspector(&chains);
-            out.push(unbound(listener(
-                names::listener_name(address, port.port),
-                address,
-                port.port,
-                chains,
-                inspector,
-            )));
+            }
+            for range in &ranges {
+                (by_range.entry(port.port).or_default()).push((service, port, range.clone()));
+            }
+            for address in &ips {
+                let chains =
+                    scope.tcp_chains(&service.hostname, port.port, None, &mut BTreeSet::new());
+                let inspector = sni_inspector(&chains);
+                out.push(unbound(listener(
+                    names::listener_name(address, port.port),
+                    address,
+                    port.port,
+                    chains,
+                    inspector,
+                )));
+            }
         }
     }
     let http_ports: BTreeSet<String> = out.iter().map(|l| l.name.clone()).collect();
-    for (port, claims) in by_port {
+    let ports: BTreeSet<u16> = by_port.keys().chain(by_range.keys()).copied().collect();
+    for port in ports {
         let name = names::listener_name("0.0.0.0", port);
         if http_ports.contains(&name) {
             continue;
         }
+        let claims = by_port.get(&port).map(Vec::as_slice).unwrap_or_default();
         let tls = claims
             .iter()
             .all(|(_, p)| matches!(p.protocol, Protocol::Tls | Protocol::Https));
-        if !tls && claims.len() > 1 {
-            continue;
-        }
+        let claims = if !tls && claims.len() > 1 {
+            &[]
+        } else {
+            claims
+        };
         let mut taken = BTreeSet::new();
-        let chains: Vec<FilterChain> = claims
-            .iter()
-            .flat_map(|(service, p)| {
-                let by_name = tls.then(|| FilterChainMatch {
-                    server_names: vec![service.hostname.clone()],
+        // A range's chain comes first: Envoy matches the destination IP
+        // before the server name.
+        let mut chains: Vec<FilterChain> = (by_range.get(&port).into_iter().flatten())
+            .map(|(service, p, range)| FilterChain {
+                name: format!(
+                    "{}.{}/{}",
+                    names::outbound_cluster(p.port, None, &service.hostname),
+                    range.address_prefix,
+                    range.prefix_len.as_ref().map_or(0, |l| l.value)
+                ),
+                filter_chain_match: Some(FilterChainMatch {
+                    prefix_ranges: vec![range.clone()],
                     ..Default::default()
-                });
-                scope.tcp_chains(&service.hostname, p.port, by_name, &mut taken)
+                }),
+                filters: vec![scope.tcp_proxy(&service.hostname, p.port)],
+                ..Default::default()
             })
             .collect();
+        chains.extend(claims.iter().flat_map(|(service, p)| {
+            let by_name = tls.then(|| FilterChainMatch {
+                server_names: vec![service.hostname.clone()],
+                ..Default::default()
+            });
+            scope.tcp_chains(&service.hostname, p.port, by_name, &mut taken)
+        }));
+        if chains.is_empty() {
+            continue;
+        }
+        let catch_all = chains.iter().any(|c| c.filter_chain_match.is_none());
         let inspector = sni_inspector(&chains);
         let mut l = unbound(listener(name, "0.0.0.0", port, chains, inspector));
-        if tls {
-            // SNI of no known host: what the outbound policy says.
+        if !catch_all {
+            // Another destination or SNI: what the outbound policy says.
             l.default_filter_chain = Some(FilterChain {
                 name: fallback.into(),
                 filters: vec![tcp_proxy(fallback, fallback)],
@@ -309,4 +342,16 @@ pub(crate) fn sni_inspector(chains: &[FilterChain]) -> Vec<ListenerFilter> {
     } else {
         Vec::new()
     }
+}
+
+/// A CIDR range (`ip/bits`) as a filter chain's destination match; `None`
+/// for anything else.
+fn cidr(address: &str) -> Option<CidrRange> {
+    let (ip, bits) = address.split_once('/')?;
+    let ip: std::net::IpAddr = ip.parse().ok()?;
+    let bits: u32 = bits.parse().ok()?;
+    (bits <= if ip.is_ipv4() { 32 } else { 128 }).then(|| CidrRange {
+        address_prefix: ip.to_string(),
+        prefix_len: Some(envoy_types::pb::google::protobuf::UInt32Value { value: bits }),
+    })
 }

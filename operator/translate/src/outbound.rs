@@ -354,7 +354,7 @@ pub(crate) fn outbound_scope_shared(
                 )
             };
             if !port.protocol.is_http() {
-                let address = service.address.as_deref();
+                let address = service.address();
                 let route = tcp_route(vs, client, port.port, address, &resolve, &mut scope.errors);
                 if let Some(route) = route {
                     scope.tcp_routes.insert(key.clone(), route);
@@ -525,9 +525,7 @@ pub fn host_aliases(model: &MeshModel, service: &MeshService, namespace: &str) -
         if ns == namespace {
             out.push(short.clone());
         }
-        if let Some(ip) = &service.address {
-            out.push(ip.clone());
-        }
+        out.extend(service.address().map(str::to_string));
     }
     let _ = model;
     out

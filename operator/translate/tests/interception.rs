@@ -148,3 +148,51 @@ fn registry_only_blackholes_unknown_destinations() {
             .all(|r| r.virtual_hosts.last().unwrap().name == "block_all")
     );
 }
+
+/// A ServiceEntry's every address is reachable: each IP gets its listener,
+/// and each CIDR range a chain on `0.0.0.0_<port>` matched by destination
+/// IP, with the outbound policy for any other destination on that port.
+#[test]
+fn every_service_entry_address_gets_a_listener_or_a_range_chain() {
+    let mut resources = base_resources();
+    resources.push(trellis_model::Resource::ServiceEntry(Box::new(from_yaml(
+        r#"
+metadata: {name: ledger, namespace: shop}
+spec:
+  hosts: [ledger.internal]
+  addresses: [10.20.0.0/16, 192.168.1.7, 192.168.1.8]
+  location: MESH_EXTERNAL
+  resolution: STATIC
+  ports: [{number: 7000, name: tcp, protocol: TCP}]
+  endpoints: [{address: 10.20.0.5}]
+"#,
+    ))));
+    let mut model = model_of(resources);
+    model
+        .apply(trellis_model::Resource::MeshSettings(MeshSettings {
+            outbound_policy: OutboundPolicy::RegistryOnly,
+            ..Default::default()
+        }))
+        .unwrap();
+    let out = intercepted(&model);
+    assert!(out.errors.is_empty(), "{:?}", out.errors);
+    let cluster = "outbound|7000||ledger.internal";
+    for ip in ["192.168.1.7", "192.168.1.8"] {
+        let l = listener(&out, &format!("{ip}_7000"));
+        assert_eq!(l.filter_chains.len(), 1);
+        assert_eq!(l.filter_chains[0].name, cluster);
+    }
+    let ranges = listener(&out, "0.0.0.0_7000");
+    let chain = &ranges.filter_chains[0];
+    let range = &chain.filter_chain_match.as_ref().unwrap().prefix_ranges[0];
+    assert_eq!(
+        (
+            range.address_prefix.as_str(),
+            range.prefix_len.unwrap().value
+        ),
+        ("10.20.0.0", 16)
+    );
+    assert_eq!(chain.name, format!("{cluster}.10.20.0.0/16"));
+    let other = ranges.default_filter_chain.as_ref().unwrap();
+    assert_eq!(other.name, "BlackHoleCluster");
+}

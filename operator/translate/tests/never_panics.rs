@@ -285,11 +285,18 @@ fn resource() -> impl Strategy<Value = Option<Resource>> {
         pick(&["DNS", "DNS_ROUND_ROBIN", "STATIC", "NONE"]),
         prop::collection::vec(port(), 0..2),
         any::<bool>(),
+        prop::collection::vec(
+            pick(&["10.1.0.0/16", "240.0.0.1", "fd00::/8", "nonsense"]),
+            0..3,
+        ),
     )
-        .prop_map(|(ns, hosts, resolution, ports, endpoints)| {
+        .prop_map(|(ns, hosts, resolution, ports, endpoints, addresses)| {
             let ports: Vec<Value> = ports
                 .iter()
-                .map(|p| json!({"number": p, "name": "http", "protocol": "HTTP"}))
+                .map(|p| {
+                    let protocol = ["HTTP", "TCP", "TLS"][*p as usize % 3];
+                    json!({"number": p, "name": "p", "protocol": protocol})
+                })
                 .collect();
             let eps = if endpoints {
                 json!([{"address": "127.0.2.1", "ports": {"http": 70000}}])
@@ -298,7 +305,8 @@ fn resource() -> impl Strategy<Value = Option<Resource>> {
             };
             serde_json::from_value(json!({
                 "metadata": meta(ns, "se".into()),
-                "spec": {"hosts": hosts, "resolution": resolution, "ports": ports, "endpoints": eps}
+                "spec": {"hosts": hosts, "resolution": resolution, "ports": ports, "endpoints": eps,
+                         "addresses": addresses}
             }))
             .ok()
             .map(|s| Resource::ServiceEntry(Box::new(s)))
