@@ -241,3 +241,53 @@ fn a_destination_rule_reaches_only_the_clients_its_workload_selector_selects() {
         );
     }
 }
+
+/// A MESH_INTERNAL ServiceEntry whose endpoint is labelled
+/// `security.istio.io/tlsMode: istio` (a VM with a sidecar, here a STRICT
+/// one): the client's sidecar reaches it over the mesh's mTLS, checking the
+/// endpoint's identity, where plaintext would be refused.
+#[test]
+fn a_labelled_service_entry_endpoint_gets_auto_mtls() {
+    let ca = test_ca();
+    let app = Upstream::echo("vm-app", Ipv4Addr::LOCALHOST);
+    let vm_ip = Ipv4Addr::new(127, 0, 0, 149);
+    let ports = free_ports_on(vm_ip, 2);
+    let mut vm = workload("vm-1", "vm", SocketAddr::from((vm_ip, ports[0])), &[], true);
+    vm.app_ports = BTreeMap::from([(ports[0], app.port())]);
+    let entry: trellis_api::networking::ServiceEntry = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "vm", "namespace": "shop"},
+        "spec": {
+            "hosts": ["vm.internal"],
+            "location": "MESH_INTERNAL",
+            "resolution": "STATIC",
+            "ports": [{"number": 80, "name": "http", "protocol": "HTTP"}],
+            "endpoints": [{"address": vm_ip.to_string(), "ports": {"http": ports[0]},
+                           "serviceAccount": "vm", "labels": {"security.istio.io/tlsMode": "istio"}}]
+        }
+    }))
+    .expect("ServiceEntry");
+    let resources = vec![
+        // The Service gives the VM's sidecar its inbound port, as a VM's would have.
+        service("vm", "vm"),
+        Resource::Workload(Box::new(vm)),
+        Resource::ServiceEntry(Box::new(entry)),
+        peer_authentication(
+            "metadata: {name: default, namespace: shop}\nspec: {mtls: {mode: STRICT}}\n",
+        ),
+    ];
+    let client_ip = Ipv4Addr::new(127, 0, 0, 150);
+    let m = model(resources.clone(), client_ip);
+    let (_vm_sidecar, _id) = start_sidecar(&ca, &m, "vm-1", "vm", ports[1]);
+    let client = start_client(&ca, resources, client_ip);
+    let r = HttpRequest::get("/")
+        .host("vm.internal")
+        .send(client.listen)
+        .expect("request");
+    assert_eq!(r.status, 200, "{}\n{}", r.body_text(), client.envoy.log());
+    assert!(
+        client
+            .envoy
+            .stat("cluster.outbound|80||vm.internal.ssl.handshake")
+            >= 1
+    );
+}

@@ -638,6 +638,15 @@ impl MeshModel {
         let keep = |labels: &BTreeMap<String, String>| {
             subset.is_none_or(|s| crate::workload::labels_match(s, labels))
         };
+        // As in Istio: a listed endpoint of a service inside the mesh takes its
+        // mTLS when labelled so (a VM with a sidecar); outside the mesh, never.
+        let mesh_internal = !matches!(
+            service.origin,
+            crate::ServiceOrigin::ServiceEntry { external: true, .. }
+        );
+        let labelled_mtls = |labels: &BTreeMap<String, String>| {
+            mesh_internal && labels.get(crate::TLS_MODE_LABEL).map(String::as_str) == Some("istio")
+        };
         let listed = || {
             service
                 .static_endpoints
@@ -654,7 +663,7 @@ impl MeshModel {
                             crate::service::TargetPort::Name(_) => port.port,
                         }),
                     labels: e.labels.clone(),
-                    has_sidecar: false,
+                    has_sidecar: labelled_mtls(&e.labels),
                     namespace: service.namespace.clone(),
                     service_account: e.service_account.clone(),
                     weight: e.weight.max(1),

@@ -113,7 +113,9 @@ pub fn outbound_cluster(spec: &OutboundCluster<'_>, sds: &SdsSource) -> Cluster 
     match &spec.policy.tls {
         None => {
             // Auto mTLS: endpoints with a sidecar carry `tlsMode: istio` metadata.
-            if spec.service.resolution == Resolution::Endpoints && !spec.identities.is_empty() {
+            let sidecars = spec.service.resolution == Resolution::Endpoints
+                || spec.inline_endpoints.iter().any(|e| e.has_sidecar);
+            if sidecars && !spec.identities.is_empty() {
                 cluster.transport_socket_matches = vec![
                     TransportSocketMatch {
                         name: "tlsMode-istio".into(),

@@ -365,3 +365,52 @@ spec:
         DiscoveryType::StrictDns
     );
 }
+
+/// A ServiceEntry endpoint labelled `security.istio.io/tlsMode: istio` gets
+/// the mesh's mTLS (auto mTLS) when the entry is MESH_INTERNAL, as in Istio;
+/// outside the mesh, or without the label, it stays plaintext.
+#[test]
+fn labelled_endpoints_of_a_mesh_internal_entry_get_auto_mtls() {
+    let entry = |location: &str| {
+        service_entry(&format!(
+            r#"
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{name: vm, namespace: shop}}
+spec:
+  hosts: [vm.internal]
+  location: {location}
+  resolution: STATIC
+  ports: [{{number: 80, name: http, protocol: HTTP}}]
+  endpoints:
+  - {{address: 127.0.0.90, serviceAccount: vm, labels: {{security.istio.io/tlsMode: istio}}}}
+  - {{address: 127.0.0.91}}
+"#
+        ))
+    };
+    for (location, mtls) in [("MESH_INTERNAL", true), ("MESH_EXTERNAL", false)] {
+        let mut r = base_resources();
+        r.push(entry(location));
+        let out = web_sidecar(&model_of(r));
+        let c = (out.clusters.iter())
+            .find(|c| c.name == "outbound|80||vm.internal")
+            .unwrap();
+        assert_eq!(!c.transport_socket_matches.is_empty(), mtls, "{location}");
+        let endpoints = &c.load_assignment.as_ref().unwrap().endpoints[0].lb_endpoints;
+        let marked: Vec<bool> = endpoints.iter().map(|e| e.metadata.is_some()).collect();
+        assert_eq!(marked, [mtls, false], "{location}");
+        if mtls {
+            // the server must present the identity of the endpoint's serviceAccount
+            use envoy_types::pb::envoy::config::core::v3::transport_socket::ConfigType;
+            let socket = c.transport_socket_matches[0].transport_socket.as_ref();
+            let Some(ConfigType::TypedConfig(any)) = &socket.unwrap().config_type else {
+                panic!("no TLS context");
+            };
+            let text = String::from_utf8_lossy(&any.value);
+            assert!(
+                text.contains("spiffe://cluster.local/ns/shop/sa/vm"),
+                "{text}"
+            );
+        }
+    }
+}
