@@ -272,10 +272,18 @@ fn random_mesh(seed: u64) -> (MeshSettings, Vec<Resource>) {
         }));
     }
     if r.chance() {
+        let mut egress =
+            vec![json!({"hosts": [r.pick(&["./*", "*/*", "shop/*", "*/*.example.com"])]})];
+        if r.chance() {
+            egress.push(
+                json!({"port": {"number": r.pick(PORTS), "protocol": "HTTP", "name": "p"},
+                "hosts": [r.pick(&["*/*", "shop/*"])]}),
+            );
+        }
         objects.push(json!({
             "apiVersion": "networking.istio.io/v1", "kind": "Sidecar",
             "metadata": {"name": "default", "namespace": r.pick(NAMESPACES)},
-            "spec": {"egress": [{"hosts": [r.pick(&["./*", "*/*", "shop/*", "*/*.example.com"])]}]}
+            "spec": {"egress": egress}
         }));
     }
     out.extend(objects.iter().map(|o| object(&o.to_string())));

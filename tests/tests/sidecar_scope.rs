@@ -1,6 +1,6 @@
-//! The Sidecar resource on real Envoy: a service outside its egress hosts gets no
-//! configuration, so the proxy cannot route to it (REGISTRY_ONLY: 502), while the
-//! admitted service still works. Plus the golden bootstrap of the scoped proxy.
+//! The Sidecar resource on real Envoy: a service outside its egress hosts (or
+//! named only on a port it does not have) gets no configuration, so the proxy
+//! cannot route to it (REGISTRY_ONLY: 502), while the admitted service still works. Plus the golden bootstrap of the scoped proxy.
 mod mesh_fixtures;
 
 use std::net::{Ipv4Addr, SocketAddr};
@@ -87,7 +87,23 @@ fn excluded_host_is_not_routable() {
     let identity = Identity::issue(&test_ca(), dir.path(), "shop", "app");
     let cart = Upstream::echo("cart", Ipv4Addr::new(127, 0, 0, 86));
     let orders = Upstream::echo("orders", Ipv4Addr::new(127, 0, 0, 87));
-    let ports = free_ports_on(APP_IP, 3);
+    let ports = free_ports_on(APP_IP, 4);
+    // Egress listeners with ports: cart on its port 8080; orders only on a
+    // port it does not have, so not at all.
+    let by_port = object(
+        r#"
+apiVersion: networking.istio.io/v1
+kind: Sidecar
+metadata: {name: default, namespace: shop}
+spec:
+  egress:
+  - port: {number: 8080, protocol: HTTP, name: http}
+    hosts: ["./cart.shop.svc.cluster.local"]
+  - port: {number: 9999, protocol: HTTP, name: other}
+    hosts: ["./orders.shop.svc.cluster.local"]
+  outboundTrafficPolicy: {mode: REGISTRY_ONLY}
+"#,
+    );
     let cases = [
         ("no Sidecar resource", None, ports[0]),
         ("egress to cart only", Some(scope(None)), ports[1]),
@@ -96,6 +112,7 @@ fn excluded_host_is_not_routable() {
             Some(scope(Some("REGISTRY_ONLY"))),
             ports[2],
         ),
+        ("egress by port, REGISTRY_ONLY", Some(by_port), ports[3]),
     ];
     let mut statuses = Vec::new();
     for (case, sidecar, port) in cases {
@@ -123,6 +140,7 @@ fn excluded_host_is_not_routable() {
     assert_eq!(statuses[0], 200);
     assert_ne!(statuses[1], 200);
     assert_eq!(statuses[2], 502);
+    assert_eq!(statuses[3], 502);
 }
 
 #[test]

@@ -166,15 +166,17 @@ fn tcp_target<'a>(
 pub const ALLOW_ANY_VHOST: &str = "allow_any";
 pub const BLOCK_ALL_VHOST: &str = "block_all";
 
-/// Whether a Sidecar resource's `egress[].hosts` (`namespace/dnsName`, with `*`, `.`
-/// and `~` for the namespace, `*` or `*.suffix` for the name) admit `service`.
-/// Without egress listeners everything is admitted.
-pub fn egress_admits(sidecar: &Stored<Sidecar>, service: &MeshService) -> bool {
+/// The ports of `service` a Sidecar resource's egress listeners admit: every
+/// port (`None`) for a listener without a port whose hosts (`namespace/dnsName`,
+/// with `*`, `.` and `~` for the namespace, `*` or `*.suffix` for the name)
+/// name the service, else the ports of the listeners that name it, which may
+/// be none. Without egress listeners every port.
+pub fn egress_ports(sidecar: &Stored<Sidecar>, service: &MeshService) -> Option<BTreeSet<u16>> {
     let egress = &sidecar.object.spec.egress;
     if egress.is_empty() {
-        return true;
+        return None;
     }
-    egress.iter().flat_map(|e| e.hosts.iter()).any(|h| {
+    let names = |h: &String| {
         let (ns, dns) = h.split_once('/').unwrap_or(("*", h.as_str()));
         let ns_ok = match ns {
             "*" => true,
@@ -183,7 +185,15 @@ pub fn egress_admits(sidecar: &Stored<Sidecar>, service: &MeshService) -> bool {
             other => service.namespace == other,
         };
         ns_ok && trellis_model::host_matches(&dns.to_ascii_lowercase(), &service.hostname)
-    })
+    };
+    let mut ports = BTreeSet::new();
+    for listener in egress.iter().filter(|e| e.hosts.iter().any(names)) {
+        match &listener.port {
+            None => return None,
+            Some(p) => ports.extend(u16::try_from(p.number).ok()),
+        }
+    }
+    Some(ports)
 }
 
 /// The outbound policy in force: the Sidecar resource's, else the mesh's.
@@ -238,12 +248,30 @@ pub(crate) fn outbound_scope_shared(
         outbound_policy: effective_outbound_policy(model, sidecar),
         ..Default::default()
     };
-    let services: Vec<&MeshService> = model
-        .registry()
-        .services()
-        .filter(|s| s.export_to.visible_from(namespace) || s.namespace == namespace)
-        .filter(|s| sidecar.is_none_or(|sc| egress_admits(sc, s)))
-        .collect();
+    let visible = (model.registry().services())
+        .filter(|s| s.export_to.visible_from(namespace) || s.namespace == namespace);
+    // A Sidecar resource's egress listeners with a port admit a service on
+    // that port only: such services are seen with just those ports.
+    let mut narrowed: Vec<MeshService> = Vec::new();
+    let mut whole: Vec<&MeshService> = Vec::new();
+    for s in visible {
+        match sidecar.and_then(|sc| egress_ports(sc, s)) {
+            None => whole.push(s),
+            Some(ports) if !ports.is_empty() => {
+                let mut s = s.clone();
+                s.ports.retain(|p| ports.contains(&p.port));
+                if !s.ports.is_empty() {
+                    narrowed.push(s);
+                }
+            }
+            Some(_) => {}
+        }
+    }
+    let mut services: Vec<&MeshService> = whole.into_iter().chain(&narrowed).collect();
+    if !narrowed.is_empty() {
+        // The registry's order, by host.
+        services.sort_by(|a, b| a.hostname.cmp(&b.hostname));
+    }
     let mut clusters: BTreeMap<String, Arc<Cluster>> = BTreeMap::new();
     let mut endpoints: BTreeMap<String, Arc<ClusterLoadAssignment>> = BTreeMap::new();
     let mut known_subsets: BTreeSet<(String, String)> = BTreeSet::new();

@@ -325,9 +325,13 @@ fn resource() -> impl Strategy<Value = Option<Resource>> {
             0..3,
         ),
         any::<bool>(),
+        prop::option::of(port()),
     )
-        .prop_map(|(ns, hosts, registry_only)| {
+        .prop_map(|(ns, hosts, registry_only, egress_port)| {
             let mut spec = json!({"egress": [{"hosts": hosts}]});
+            if let Some(p) = egress_port {
+                spec["egress"][0]["port"] = json!({"number": p, "protocol": "HTTP", "name": "p"});
+            }
             if registry_only {
                 spec["outboundTrafficPolicy"] = json!({"mode": "REGISTRY_ONLY"});
             }

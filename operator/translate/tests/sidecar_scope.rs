@@ -414,3 +414,41 @@ spec:
         }
     }
 }
+
+/// An egress listener with a port admits its hosts on that port only; one
+/// without a port, on every port. A host named only by a listener whose
+/// port it does not have is not seen at all.
+#[test]
+fn an_egress_listener_with_a_port_admits_its_hosts_on_that_port_only() {
+    let mut r = base_resources();
+    r.push(service(
+        "shop",
+        "multi",
+        "multi",
+        &[("http", 8080, 8080), ("grpc-admin", 9090, 9090)],
+    ));
+    r.push(sidecar(
+        r#"
+apiVersion: networking.istio.io/v1
+kind: Sidecar
+metadata: {name: default, namespace: shop}
+spec:
+  egress:
+  - port: {number: 9090, protocol: GRPC, name: grpc}
+    hosts: ["./multi.shop.svc.cluster.local", "./cart.shop.svc.cluster.local"]
+  - hosts: ["./db.shop.svc.cluster.local"]
+"#,
+    ));
+    let out = sidecar_of(&model_of(r), "shop", "web-1");
+    let clusters: Vec<&str> = (out.clusters.iter())
+        .map(|c| c.name.as_str())
+        .filter(|n| n.starts_with("outbound|"))
+        .collect();
+    assert_eq!(
+        clusters,
+        [
+            "outbound|5432||db.shop.svc.cluster.local",
+            "outbound|9090||multi.shop.svc.cluster.local"
+        ]
+    );
+}
