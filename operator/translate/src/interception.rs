@@ -146,7 +146,16 @@ pub fn outbound_listeners(scope: &OutboundScope) -> Vec<Listener> {
         let mut taken = BTreeSet::new();
         // A range's chain comes first: Envoy matches the destination IP
         // before the server name.
+        // Envoy refuses two chains with one match: a range claimed twice
+        // stays with the first service (by host).
+        let mut ranges_seen = BTreeSet::new();
         let mut chains: Vec<FilterChain> = (by_range.get(&port).into_iter().flatten())
+            .filter(|(_, _, range)| {
+                ranges_seen.insert((
+                    range.address_prefix.clone(),
+                    range.prefix_len.map(|l| l.value),
+                ))
+            })
             .map(|(service, p, range)| FilterChain {
                 name: format!(
                     "{}.{}/{}",

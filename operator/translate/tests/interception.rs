@@ -196,3 +196,29 @@ spec:
     let other = ranges.default_filter_chain.as_ref().unwrap();
     assert_eq!(other.name, "BlackHoleCluster");
 }
+
+/// Two entries claiming one range on one port: Envoy would refuse two chains
+/// with the same match, so the range stays with the first (by host).
+#[test]
+fn a_range_claimed_twice_stays_with_the_first_entry() {
+    let entry = |host: &str| {
+        trellis_model::Resource::ServiceEntry(Box::new(from_yaml(&format!(
+            r#"
+metadata: {{name: {host}, namespace: shop}}
+spec:
+  hosts: [{host}.internal]
+  addresses: [10.20.0.0/16]
+  resolution: STATIC
+  ports: [{{number: 7000, name: tcp, protocol: TCP}}]
+  endpoints: [{{address: 10.20.0.5}}]
+"#
+        ))))
+    };
+    let mut resources = base_resources();
+    resources.extend([entry("b"), entry("a")]);
+    let out = intercepted(&model_of(resources));
+    let names: Vec<&str> = (listener(&out, "0.0.0.0_7000").filter_chains.iter())
+        .map(|c| c.name.as_str())
+        .collect();
+    assert_eq!(names, ["outbound|7000||a.internal.10.20.0.0/16"]);
+}
