@@ -730,10 +730,9 @@ fn route_config(
     }
 }
 
-/// The `http[]` rules of a gateway-bound VirtualService, destinations resolved in
-/// its namespace against the gateway's outbound view.
-/// The rules of `vs` served to `client`; a route none of whose matches
-/// applies to the client is left out.
+/// The `http[]` rules of gateway-bound VirtualService `vs` served to `client`,
+/// destinations resolved in its namespace against the gateway's outbound view;
+/// a route none of whose matches applies to the client is left out.
 fn gateway_rules(
     model: &MeshModel,
     scope: &OutboundScope,

@@ -65,9 +65,10 @@ impl OutboundScope {
     /// port's default cluster), with the policy of its first destination.
     pub fn tcp_proxy(&self, host: &str, port: u16) -> Filter {
         let stat_prefix = names::outbound_cluster(port, None, host);
-        let (destinations, policy) =
-            tcp_target(&self.tcp_routes, &self.tcp_proxy_policies, host, port);
-        weighted_tcp_proxy(&stat_prefix, &destinations, &policy)
+        self.tcp_proxy_to(
+            &stat_prefix,
+            &tcp_destinations(&self.tcp_routes, host, port),
+        )
     }
 
     /// The filter chains for connections to `port` of `host`: one per SNI
@@ -145,21 +146,17 @@ fn first_policy(
         .unwrap_or_default()
 }
 
-/// Where connections to `port` of `host` go (its `tcp` route's destinations,
-/// else the port's default cluster), and the policy of the first destination,
-/// which the proxy carrying them applies.
-fn tcp_target<'a>(
+/// Where connections to `port` of `host` go: its `tcp` route's destinations,
+/// else the port's default cluster.
+fn tcp_destinations<'a>(
     tcp_routes: &'a BTreeMap<(String, u16), TcpDestinations>,
-    policies: &BTreeMap<String, TcpProxyPolicy>,
     host: &str,
     port: u16,
-) -> (Cow<'a, [(String, u32)]>, TcpProxyPolicy) {
-    let destinations = match tcp_routes.get(&(host.to_string(), port)) {
-        Some(destinations) => Cow::Borrowed(&destinations[..]),
+) -> Cow<'a, [(String, u32)]> {
+    match tcp_routes.get(&(host.to_string(), port)) {
+        Some(destinations) => Cow::Borrowed(destinations),
         None => Cow::Owned(vec![(names::outbound_cluster(port, None, host), 100)]),
-    };
-    let policy = first_policy(policies, &destinations);
-    (destinations, policy)
+    }
 }
 
 /// Istio's catch-all virtual hosts for hosts outside the registry.
@@ -616,8 +613,8 @@ fn http_proxy_routes(
         }
         for port in service.ports.iter().filter(|p| !p.protocol.is_http()) {
             let name = format!("{}:{}", service.hostname, port.port);
-            let (destinations, policy) =
-                tcp_target(tcp_routes, tcp_proxy_policies, &service.hostname, port.port);
+            let destinations = tcp_destinations(tcp_routes, &service.hostname, port.port);
+            let policy = first_policy(tcp_proxy_policies, &destinations);
             virtual_hosts.push(VirtualHost {
                 domains: aliases
                     .iter()
