@@ -510,3 +510,56 @@ spec:
         "a name no route takes reached vault: {refused:?}"
     );
 }
+
+/// A TCP server on real Envoy: connections to the gateway's port follow the
+/// `tcp` route bound to it to the service's endpoint, bytes as they came.
+#[test]
+fn tcp_server_carries_connections_by_its_tcp_route_on_real_envoy() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = test_ca();
+    let gw_id = Identity::issue(&ca, &dir.path().join("ingress"), "shop", "ingress");
+    let ledger = Upstream::echo("ledger-app", Ipv4Addr::new(127, 0, 0, 77));
+    let gw_port = free_ports_on(GW_IP, 1)[0];
+    let resources = vec![
+        service("shop", "ledger", "ledger", &[("tcp", 7000, ledger.port())]),
+        workload(
+            "shop",
+            "ledger-1",
+            &ledger.ip(),
+            &[("app", "ledger")],
+            false,
+        ),
+        ingress_workload(),
+        one_server_gateway(&format!(
+            "{{port: {{number: {gw_port}, name: tcp, protocol: TCP}}, hosts: [\"*\"]}}"
+        )),
+        object(
+            r#"
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: ledger, namespace: shop}
+spec:
+  hosts: ["*"]
+  gateways: [shop-gw]
+  tcp:
+  - route: [{destination: {host: ledger}}]
+"#,
+        ),
+    ];
+    let model = model_of(MeshSettings::default(), resources);
+    let out = Translator::new(&model, options(free_ports_on(GW_IP, 1)[0], gw_id.sds()))
+        .translate(&Proxy::gateway("shop", "ingress-1"));
+    assert!(out.errors.is_empty(), "{:?}", out.errors);
+    let yaml = static_bootstrap("ingress", &out, &SecretFiles::new());
+    validate_bootstrap_in(dir.path(), &yaml).expect("gateway validates");
+    let gateway = Envoy::start(&yaml);
+    let r = HttpRequest::get("/")
+        .host("anything")
+        .send(SocketAddr::from((GW_IP, gw_port)))
+        .unwrap_or_else(|e| panic!("{e}\n{}", gateway.log()));
+    assert_eq!(
+        (r.status, r.header("x-upstream")),
+        (200, Some("ledger-app"))
+    );
+    assert_eq!(ledger.hits(), 1);
+}

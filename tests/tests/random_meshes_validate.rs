@@ -193,7 +193,7 @@ fn random_mesh(seed: u64) -> (MeshSettings, Vec<Resource>) {
                 let protocol = match (https, passthrough) {
                     (true, true) => *r.pick(&["TLS", "HTTPS"]),
                     (true, false) => "HTTPS",
-                    _ => "HTTP",
+                    _ => *r.pick(&["HTTP", "HTTP", "TCP"]),
                 };
                 let mut s = json!({
                     "port": {"number": r.pick(&[80u32, 443, 8443]), "name": format!("p{}", r.below(3)),
@@ -239,8 +239,9 @@ fn random_mesh(seed: u64) -> (MeshSettings, Vec<Resource>) {
             "metadata": {"name": format!("se{i}"), "namespace": r.pick(NAMESPACES)}, "spec": spec
         }));
     }
-    // In half the meshes, a PASSTHROUGH server with `tls` routes bound to it:
-    // drawn apart, as the draws above seldom line up all three.
+    // In half the meshes, a PASSTHROUGH server and a TCP server with `tls` and
+    // `tcp` routes bound to them: drawn apart, as the draws above seldom line
+    // up all three.
     if r.chance() {
         const SNI: &[&str] = &["shop.example.com", "api.example.com", "*.example.com", "*"];
         objects.push(json!({
@@ -248,7 +249,8 @@ fn random_mesh(seed: u64) -> (MeshSettings, Vec<Resource>) {
             "metadata": {"name": "tls-gw", "namespace": "shop"},
             "spec": {"selector": {"istio": "ingressgateway"}, "servers": [{
                 "port": {"number": r.pick(&[443u32, 8443]), "name": "tls", "protocol": "TLS"},
-                "hosts": [r.pick(SERVER_HOSTS)], "tls": {"mode": "PASSTHROUGH"}}]}
+                "hosts": [r.pick(SERVER_HOSTS)], "tls": {"mode": "PASSTHROUGH"}},
+                {"port": {"number": 9000, "name": "tcp", "protocol": "TCP"}, "hosts": ["*"]}]}
         }));
         let destination = |r: &mut Rng| {
             let mut d = json!({"host": r.pick(&["cart", "web", "web.shop.svc.cluster.local"])});
@@ -257,7 +259,8 @@ fn random_mesh(seed: u64) -> (MeshSettings, Vec<Resource>) {
             }
             d
         };
-        let (a, b, c) = (
+        let (a, b, c, d) = (
+            destination(&mut r),
             destination(&mut r),
             destination(&mut r),
             destination(&mut r),
@@ -268,7 +271,8 @@ fn random_mesh(seed: u64) -> (MeshSettings, Vec<Resource>) {
             "spec": {"hosts": ["*.example.com", "shop.example.com"], "gateways": ["tls-gw"], "tls": [
                 {"match": [{"sniHosts": [r.pick(SNI)]}], "route": [{"destination": a}]},
                 {"match": [{"sniHosts": [r.pick(SNI), r.pick(SNI)]}],
-                 "route": [{"destination": b, "weight": 50}, {"destination": c, "weight": 50}]}]}
+                 "route": [{"destination": b, "weight": 50}, {"destination": c, "weight": 50}]}],
+                "tcp": [{"route": [{"destination": d}]}]}
         }));
     }
     if r.chance() {

@@ -38,7 +38,7 @@ use crate::security::origination::{GatewayTlsMode, gateway_server_tls};
 use crate::security::peer_authn::tls_inspector;
 use crate::security::tls::downstream_transport_socket;
 use crate::types::{ErrorCode, ListenerShape, SecretRef, TranslateError};
-use crate::virtual_service::{Client, http_rule, tls_routes};
+use crate::virtual_service::{Client, http_rule, tcp_route, tls_routes};
 
 /// What a gateway proxy gets besides the shared clusters and endpoints.
 #[derive(Debug, Default)]
@@ -200,6 +200,19 @@ enum Kind {
     /// TLS the gateway does not terminate: routed by SNI (`tls` routes) to
     /// servers that hold their own certificates.
     Passthrough,
+    /// Opaque TCP, routed by the `tcp` routes bound to the server.
+    Tcp,
+}
+
+impl Kind {
+    /// What a listener port serves; one port serves one of them.
+    fn traffic(&self) -> &'static str {
+        match self {
+            Kind::Plain { .. } => "plaintext HTTP",
+            Kind::Tls(..) | Kind::Passthrough => "TLS",
+            Kind::Tcp => "TCP",
+        }
+    }
 }
 
 struct ServerRef<'a> {
@@ -224,6 +237,7 @@ fn classify(gw: &Stored<Gateway>, i: usize, server: &Server) -> Result<Kind, Box
         ("HTTPS" | "TLS", Some(tls)) if tls.mode == Some(ServerTLSMode::Passthrough) => {
             Ok(Kind::Passthrough)
         }
+        ("TCP" | "MONGO", _) => Ok(Kind::Tcp),
         ("HTTPS", Some(tls)) => {
             let mode = match tls.mode {
                 Some(ServerTLSMode::Simple) | None => GatewayTlsMode::Simple,
@@ -344,18 +358,16 @@ pub fn gateway_resources(
         }
     }
     for (port, servers) in by_port {
+        let traffic = servers[0].kind.traffic();
         let plain = matches!(servers[0].kind, Kind::Plain { .. });
         let (keep, clash): (Vec<_>, Vec<_>) = servers
             .into_iter()
-            .partition(|s| matches!(s.kind, Kind::Plain { .. }) == plain);
+            .partition(|s| s.kind.traffic() == traffic);
         for s in clash {
             out.errors.push(gw_error(
                 s.gw,
                 format!("spec.servers[{}].port", s.index),
-                format!(
-                    "port {port} already serves {} traffic",
-                    if plain { "plaintext" } else { "TLS" }
-                ),
+                format!("port {port} already serves {traffic} traffic"),
             ));
         }
         let (address, listen_port) = match shape {
@@ -372,7 +384,17 @@ pub fn gateway_resources(
         let name = names::listener_name(&address, listen_port);
         let mut chains = Vec::new();
         let mut inspector = false;
-        if plain {
+        if let Kind::Tcp = keep[0].kind {
+            chains.extend(tcp_chain(
+                model,
+                scope,
+                workload,
+                &keep,
+                port,
+                &security.tcp_filters,
+                &mut out.errors,
+            ));
+        } else if plain {
             let route_name = names::gateway_route(port);
             let rc = route_config(
                 model,
@@ -640,6 +662,46 @@ fn passthrough_chains(
         }
     }
     chains
+}
+
+/// The filter chain of a TCP port: the first `tcp` route that applies to it
+/// among the VirtualServices bound to its servers (in their order), after the
+/// gateway's TCP policies; none without one. Connections carry no host name,
+/// so one route serves the whole port.
+fn tcp_chain(
+    model: &MeshModel,
+    scope: &OutboundScope,
+    workload: &Workload,
+    servers: &[ServerRef<'_>],
+    port: u16,
+    tcp_filters: &[Filter],
+    errors: &mut Vec<TranslateError>,
+) -> Option<FilterChain> {
+    for s in servers {
+        let client = Client {
+            labels: &workload.labels,
+            namespace: &workload.namespace,
+            gateway: Some((&s.gw.namespace, &s.gw.name)),
+        };
+        for vs in bound_virtual_services(model, s.gw, workload) {
+            if served(model, s.gw, s.server, vs).is_empty() {
+                continue;
+            }
+            let resolve =
+                |d: &api::Destination| gateway_destination(model, scope, &vs.namespace, d);
+            if let Some(destinations) = tcp_route(vs, &client, port, None, &resolve, errors) {
+                let stat_prefix = &destinations[0].0;
+                return Some(FilterChain {
+                    name: format!("tcp.{port}.{}.{}", vs.name, vs.namespace),
+                    filters: (tcp_filters.iter().cloned())
+                        .chain([scope.tcp_proxy_to(stat_prefix, &destinations)])
+                        .collect(),
+                    ..Default::default()
+                });
+            }
+        }
+    }
+    None
 }
 
 /// A served domain: the owning VirtualService (namespace, name), its rules, and

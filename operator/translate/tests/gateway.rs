@@ -638,3 +638,61 @@ spec:
         "the TLS inspector reads the SNI"
     );
 }
+
+/// A TCP server carries connections by the first `tcp` route bound to it (no
+/// host name to tell them apart), after the gateway's TCP policies; an HTTP
+/// server on the same port is refused.
+#[test]
+fn tcp_servers_follow_their_tcp_routes() {
+    use envoy_types::pb::envoy::config::listener::v3::filter::ConfigType as FilterConfig;
+    use envoy_types::pb::envoy::extensions::filters::network::tcp_proxy::v3::{
+        TcpProxy, tcp_proxy::ClusterSpecifier,
+    };
+    let mut r = gateway_resources();
+    r.extend([
+        gateway(
+            r#"
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: db-gw, namespace: shop}
+spec:
+  selector: {istio: ingressgateway}
+  servers:
+  - port: {number: 5432, name: pg, protocol: TCP}
+    hosts: [db.example.com]
+  - port: {number: 5432, name: http, protocol: HTTP}
+    hosts: [web.example.com]
+"#,
+        ),
+        vs(r#"
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: db, namespace: shop}
+spec:
+  hosts: [db.example.com]
+  gateways: [db-gw]
+  tcp:
+  - match: [{port: 6000}]
+    route: [{destination: {host: web}}]
+  - route: [{destination: {host: db}}]
+"#),
+    ]);
+    let out = gateway_proxy(&model_of(r));
+    let paths: Vec<(&str, &str)> = (out.errors.iter())
+        .map(|e| (e.name.as_str(), e.path.as_str()))
+        .collect();
+    assert_eq!(paths, [("db-gw", "spec.servers[1].port")]);
+    let l = listener(&out, "127.0.0.20_5432");
+    assert_eq!(l.filter_chains.len(), 1);
+    let chain = &l.filter_chains[0];
+    let Some(FilterConfig::TypedConfig(any)) = &chain.filters.last().unwrap().config_type else {
+        panic!("no tcp proxy");
+    };
+    let tcp = TcpProxy::decode(any.value.as_slice()).unwrap();
+    assert_eq!(
+        tcp.cluster_specifier,
+        Some(ClusterSpecifier::Cluster(
+            "outbound|5432||db.shop.svc.cluster.local".into()
+        ))
+    );
+}
