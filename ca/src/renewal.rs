@@ -26,6 +26,17 @@ impl Default for RenewalPolicy {
     }
 }
 
+impl RenewalPolicy {
+    /// Whether a certificate asked for `ttl` comes due for renewal after its
+    /// issuance under this policy: certificates are backdated by
+    /// [`CLOCK_SKEW_BACKDATE`](crate::CLOCK_SKEW_BACKDATE), which counts in
+    /// their lifetime, so a short one would be due at once and renew in a loop.
+    pub fn renews_after_issuance(&self, ttl: Duration) -> bool {
+        let backdate = crate::CLOCK_SKEW_BACKDATE.as_secs_f64();
+        (ttl.as_secs_f64() + backdate) * self.ratio - backdate >= 1.0
+    }
+}
+
 /// What the caller wants the identity to look like now.
 #[derive(Clone, Copy, Debug)]
 pub struct WantedIdentity<'a> {

@@ -1060,3 +1060,60 @@ fn gateway_ports_below_1024_move_up_by_the_offset_when_not_root() {
     assert!(up.terminate(), "{}", up.log());
     wait_gone(&envoys);
 }
+
+/// The Envoy log levels an admin endpoint reports (`POST /logging` lists them).
+fn log_levels(port: u16) -> String {
+    HttpRequest::new("POST", "/logging")
+        .timeout(Duration::from_secs(5))
+        .send(SocketAddr::from(([127, 0, 0, 1], port)))
+        .map(|r| r.body_text())
+        .unwrap_or_else(|e| panic!("admin {port}/logging: {e}"))
+}
+
+/// A MeshConfig in the directory sets what it sets in a cluster, over the
+/// flags: the workload certificates' lifetime (checked with openssl) and the
+/// Envoys' log level, which a running Envoy takes without a restart.
+#[test]
+fn mesh_config_sets_certificate_lifetime_and_envoy_log_level() {
+    let fx = Fixture::new(63, &["v1"]);
+    let mesh_config = |level: &str| {
+        format!(
+            "apiVersion: mesh.trellis.dev/v1alpha1\nkind: MeshConfig\nmetadata: {{name: default}}\n\
+             spec:\n  workloadCertTtl: 2h\n  proxy: {{logLevel: {level}}}\n"
+        )
+    };
+    write_atomically(&fx.config.join("mesh.yaml"), &mesh_config("debug"));
+    let mut up = Up::start(&fx.config, &fx.state, &[]);
+    let status = up.wait_ready(2);
+    let cert = fx.state.join("certs/shop/cart/cert-chain.pem");
+    let valid_for = |seconds: u64| {
+        Command::new("openssl")
+            .args(["x509", "-noout", "-checkend", &seconds.to_string(), "-in"])
+            .arg(&cert)
+            .status()
+            .expect("openssl")
+            .success()
+    };
+    // The flag's 24 h would still be valid in 3 h.
+    assert!(valid_for(3600) && !valid_for(3 * 3600), "{}", up.log());
+
+    let port = admin_port(&status, "cart-v1");
+    let pid = proxy_pid(&status, "cart-v1");
+    assert!(log_levels(port).contains(": debug"), "{}", log_levels(port));
+    write_atomically(&fx.config.join("mesh.yaml"), &mesh_config("error"));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while log_levels(port).contains(": debug") {
+        assert!(
+            Instant::now() < deadline,
+            "log level unchanged:\n{}",
+            up.log()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(log_levels(port).contains(": error"), "{}", log_levels(port));
+    assert_eq!(
+        proxy_pid(&up.status().unwrap(), "cart-v1"),
+        pid,
+        "Envoy restarted"
+    );
+}

@@ -91,11 +91,9 @@ pub fn decide(
             .map_err(|e| format!("{object}: spec.rootCertTtl: {e}"))?;
     }
     if spec.workload_cert_ttl.is_some() || spec.workload_cert_renewal_ratio.is_some() {
-        // As for the flags: the renewal time must come after issuance (certificates are
-        // backdated for clock skew, which counts in their lifetime).
-        let backdate = trellis_ca::CLOCK_SKEW_BACKDATE.as_secs_f64();
+        // As for the flags: the renewal time must come after issuance.
         let (ttl, ratio) = (settings.workload_ttl, settings.renewal.ratio);
-        if (ttl.as_secs_f64() + backdate) * ratio - backdate < 1.0 {
+        if !settings.renewal.renews_after_issuance(ttl) {
             return Err(format!(
                 "{object}: spec.workloadCertTtl {ttl:?} with renewal ratio {ratio} is too short: certificates would be due for renewal as soon as issued"
             ));

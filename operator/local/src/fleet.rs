@@ -75,6 +75,20 @@ impl Fleet {
         })
     }
 
+    /// The log level Envoys start with.
+    pub fn log_level(&self) -> &str {
+        &self.config.log_level
+    }
+
+    /// Envoys start with `level` from now on; the admin endpoints of those
+    /// running already, to set it there too.
+    pub fn set_log_level(&mut self, level: &str) -> Vec<SocketAddr> {
+        self.config.log_level = level.to_string();
+        (self.running.values())
+            .map(|p| SocketAddr::from(([127, 0, 0, 1], p.admin_port)))
+            .collect()
+    }
+
     /// Brings the running Envoys in line with `planned`. The certificate of
     /// every planned identity must already be on disk.
     pub fn reconcile(
@@ -176,6 +190,32 @@ impl Fleet {
             })
             .collect()
     }
+}
+
+/// Sets the log level of a running Envoy through its admin endpoint, as `-l`
+/// sets it at start, so a change needs no restart.
+pub async fn set_envoy_log_level(admin: SocketAddr, level: &str) -> std::io::Result<()> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let exchange = async {
+        let mut conn = tokio::net::TcpStream::connect(admin).await?;
+        let request = format!(
+            "POST /logging?level={level} HTTP/1.1\r\nhost: {admin}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+        );
+        conn.write_all(request.as_bytes()).await?;
+        let mut answer = Vec::new();
+        conn.read_to_end(&mut answer).await?;
+        let head = String::from_utf8_lossy(&answer);
+        match head.split(' ').nth(1) {
+            Some("200") => Ok(()),
+            _ => Err(std::io::Error::other(format!(
+                "POST /logging?level={level}: {}",
+                head.lines().next().unwrap_or("no answer")
+            ))),
+        }
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(5), exchange)
+        .await
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "Envoy admin"))?
 }
 
 #[cfg(test)]

@@ -7,6 +7,7 @@
 //! - [`assignments`]: ports handed out once and reused across restarts.
 //! - [`backend`]: the model and translator behind the loop (objects -> snapshots).
 //! - [`mesh`]: the control loop of `trellis up`, given a model/translator backend.
+//! - [`mesh_config`]: the certificate lifetime and Envoy log level a MeshConfig sets.
 //! - [`plan`]: which Envoys run, on which addresses and ports.
 //! - [`fleet`]: keeps the running Envoys equal to the plan; status rows.
 //! - [`proxy_config`]: per-proxy dumps of what xDS last sent, for `trellis proxy-config`.
@@ -29,6 +30,7 @@ pub mod error;
 pub mod fleet;
 pub mod identities;
 pub mod mesh;
+pub mod mesh_config;
 pub mod plan;
 pub mod proxy_config;
 pub mod state;

@@ -6,8 +6,9 @@ use crate::assignments::{Assignments, free_local_port};
 use crate::bootstrap::ServerSan;
 use crate::config_set::{ConfigSet, ResourceChange};
 use crate::error::{LocalError, Result};
-use crate::fleet::{Fleet, FleetConfig, proxy_id};
+use crate::fleet::{Fleet, FleetConfig, proxy_id, set_envoy_log_level};
 use crate::identities::{Identity, IdentityKeeper, load_or_create_ca};
+use crate::mesh_config::{ProxyDefaults, proxy_defaults};
 use crate::plan::{PlanOptions, PlannedProxy, plan};
 use crate::proxy_config::{build_dump, read_dump, remove_dump, sync_key, write_dump};
 use crate::state::StateDir;
@@ -179,7 +180,13 @@ pub async fn run(
         dns_domain: options.dns_domain.clone(),
         log_level: options.envoy_log_level.clone(),
     });
+    let flag_defaults = ProxyDefaults {
+        cert_ttl: options.cert_ttl,
+        renewal: RenewalPolicy::default(),
+        log_level: options.envoy_log_level.clone(),
+    };
     let mut keeper = IdentityKeeper::new(options.cert_ttl, RenewalPolicy::default());
+    let mut settings_errors: Vec<ConfigError> = Vec::new();
     let mut config = ConfigSet::default();
     let mut plan_errors: Vec<ConfigError> = Vec::new();
     let mut identities: BTreeSet<Identity> = BTreeSet::new();
@@ -200,6 +207,18 @@ pub async fn run(
                     }
                     let scope = backend.apply(&changes);
                     let resources = config.resources();
+                    // Certificates issued or renewed from now on take the new
+                    // lifetime; running Envoys take the new log level at once.
+                    let (defaults, errors) = proxy_defaults(&resources, &flag_defaults);
+                    settings_errors = errors;
+                    (keeper.ttl, keeper.policy) = (defaults.cert_ttl, defaults.renewal);
+                    if defaults.log_level != fleet.log_level() {
+                        for admin in fleet.set_log_level(&defaults.log_level) {
+                            if let Err(e) = set_envoy_log_level(admin, &defaults.log_level).await {
+                                tracing::warn!(%admin, error = %e, "setting an Envoy's log level");
+                            }
+                        }
+                    }
                     let (planned, errors) =
                         plan(&resources, &mut assignments, &options.plan, free_local_port)?;
                     assignments.save(&state.assignments_path())?;
@@ -235,6 +254,7 @@ pub async fn run(
             let mut config_errors = config.errors();
             config_errors.extend(plan_errors.iter().cloned());
             config_errors.extend(backend.config_errors());
+            config_errors.extend(settings_errors.iter().cloned());
             for e in &config_errors {
                 if !reported.contains(e) {
                     tracing::warn!("skipped: {e}");

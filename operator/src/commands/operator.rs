@@ -130,17 +130,17 @@ fn config(args: &OperatorArgs) -> Result<OperatorConfig> {
             args.renewal_jitter
         ));
     }
-    // Certificates are backdated for clock skew, which counts in their lifetime: the
-    // renewal time must still come after issuance, or renewals would loop.
-    let backdate = trellis_ca::CLOCK_SKEW_BACKDATE.as_secs_f64();
-    let after_issue =
-        (args.workload_cert_ttl.as_secs_f64() + backdate) * args.renewal_ratio - backdate;
-    if after_issue < 1.0 {
+    let policy = RenewalPolicy {
+        ratio: args.renewal_ratio,
+        jitter_ratio: args.renewal_jitter,
+    };
+    if !policy.renews_after_issuance(args.workload_cert_ttl) {
         return Err(anyhow!(
             "--workload-cert-ttl {:?} with --renewal-ratio {}: certificates would be due for renewal as soon as issued \
-             (their notBefore is set {backdate}s back); use a longer TTL or a higher ratio",
+             (their notBefore is set {}s back); use a longer TTL or a higher ratio",
             args.workload_cert_ttl,
-            args.renewal_ratio
+            args.renewal_ratio,
+            trellis_ca::CLOCK_SKEW_BACKDATE.as_secs()
         ));
     }
     if args.rotation_rate.is_nan() || args.rotation_rate <= 0.0 {
@@ -164,10 +164,7 @@ fn config(args: &OperatorArgs) -> Result<OperatorConfig> {
     let mut config = OperatorConfig::new(&args.namespace, lease);
     config.trust_domain = trust_domain;
     config.workload_ttl = args.workload_cert_ttl;
-    config.renewal = RenewalPolicy {
-        ratio: args.renewal_ratio,
-        jitter_ratio: args.renewal_jitter,
-    };
+    config.renewal = policy;
     config.root_key = key_type(&args.root_key_type)?;
     config.root_ttl = args.root_cert_ttl;
     config.rotation_rate = args.rotation_rate;
