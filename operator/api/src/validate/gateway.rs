@@ -69,6 +69,28 @@ pub fn gateway(gw: &Gateway) -> Vec<FieldError> {
                         "required for HTTPS and TLS servers",
                     );
                 }
+                // On a plaintext server every TLS setting but the redirect would be
+                // accepted and not applied: the port is served without TLS.
+                if !is_tls_protocol {
+                    let set = tls.mode.is_some()
+                        || tls.credential_name.is_some()
+                        || tls.server_certificate.is_some()
+                        || tls.private_key.is_some()
+                        || tls.ca_certificates.is_some()
+                        || !tls.subject_alt_names.is_empty()
+                        || tls.min_protocol_version.is_some()
+                        || tls.max_protocol_version.is_some()
+                        || !tls.cipher_suites.is_empty();
+                    if set {
+                        errors.add(
+                            tpath.clone(),
+                            format!(
+                                "{} servers are plaintext: only httpsRedirect applies (TLS settings need HTTPS or TLS)",
+                                protocol.as_deref().unwrap_or("these")
+                            ),
+                        );
+                    }
+                }
                 if matches!(
                     tls.mode,
                     Some(ServerTLSMode::Simple | ServerTLSMode::Mutual)
