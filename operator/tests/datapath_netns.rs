@@ -50,6 +50,9 @@ const APP_PORT: u16 = 8080;
 const SERVICE_PORT: u16 = 80;
 /// A port pod b's app also serves that no Service declares.
 const UNDECLARED_PORT: u16 = 8090;
+/// Another undeclared port of pod b, PERMISSIVE by its PeerAuthentication's
+/// `portLevelMtls` while the mesh is STRICT.
+const PERMISSIVE_PORT: u16 = 8092;
 const ADMIN: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::LOCALHOST, 15000);
 const XDS_SERVER_NAME: &str = "trellis-xds.trellis-system.svc";
 const CERT_DIR: &str = "etc/certs";
@@ -310,6 +313,8 @@ fn authorization_policy(principal: &str) -> Resource {
                 }, {
                     "from": [{"source": {"principals": [principal]}}],
                     "to": [{"operation": {"ports": [RANGE_APP_PORT.to_string()]}}]
+                }, {
+                    "to": [{"operation": {"ports": [PERMISSIVE_PORT.to_string()]}}]
                 }]
             }
         }))
@@ -350,6 +355,19 @@ fn model(a: &Pod, b: &Pod, cluster_ip: Ipv4Addr, principal: &str) -> MeshModel {
         m.apply(Resource::Workload(Box::new(w))).unwrap();
     }
     m.apply(authorization_policy(principal)).unwrap();
+    let ports: trellis_api::security::PeerAuthentication =
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "security.istio.io/v1",
+            "kind": "PeerAuthentication",
+            "metadata": {"name": "b-ports", "namespace": NS},
+            "spec": {
+                "selector": {"matchLabels": {"app": "b"}},
+                "portLevelMtls": {PERMISSIVE_PORT.to_string(): {"mode": "PERMISSIVE"}}
+            }
+        }))
+        .expect("PeerAuthentication");
+    m.apply(Resource::PeerAuthentication(Box::new(ports)))
+        .unwrap();
     // Pod b again, as a ServiceEntry claiming a whole CIDR range on RANGE_PORT.
     let range: trellis_api::networking::ServiceEntry =
         serde_json::from_value(serde_json::json!({
@@ -537,6 +555,7 @@ fn sidecars_over_xds_carry_mtls_between_pods_and_authorization_denies_with_403()
     let mut app_b = b.start_app(&[]);
     let mut undeclared_app_b = b.start_app_on(UNDECLARED_PORT, &[]);
     let mut range_app_b = b.start_app_on(RANGE_APP_PORT, &[]);
+    let mut permissive_app_b = b.start_app_on(PERMISSIVE_PORT, &[]);
     let mut envoys: Vec<Proc> = [&a, &b]
         .iter()
         .map(|p| {
@@ -650,6 +669,15 @@ fn sidecars_over_xds_carry_mtls_between_pods_and_authorization_denies_with_403()
         status, 0,
         "plaintext got through b's STRICT inbound on an undeclared port: {body}"
     );
+    // ... except on the undeclared port b's PeerAuthentication makes PERMISSIVE.
+    permissive_app_b.check_running();
+    let (status, body) = a.get(
+        Some(1337),
+        SocketAddrV4::new(b.ip, PERMISSIVE_PORT),
+        &b.ip.to_string(),
+        "/hello",
+    );
+    assert_eq!(status, 200, "plaintext to b's PERMISSIVE port: {body}");
 
     // Any address in ServiceEntry b-range's CIDR range reaches pod b, over
     // mTLS, through the range's chain on a's 0.0.0.0_<port> listener.

@@ -220,8 +220,12 @@ impl<'m> Translator<'m> {
             }
             ListenerShape::Interception => {
                 listeners.extend(crate::interception::outbound_listeners(&scope));
+                let declared: BTreeSet<u32> = (inbound_chains.iter())
+                    .filter_map(|c| c.filter_chain_match.as_ref()?.destination_port)
+                    .map(|p| p.value)
+                    .collect();
                 let (passthrough, passthrough_inspector) =
-                    self.passthrough_chains(workload, &security.tcp_filters);
+                    self.passthrough_chains(workload, &declared, &security.tcp_filters);
                 listeners.push(crate::interception::virtual_inbound(
                     inbound_chains,
                     passthrough,
@@ -347,6 +351,7 @@ impl<'m> Translator<'m> {
     fn passthrough_chains(
         &self,
         workload: &Workload,
+        declared: &BTreeSet<u32>,
         tcp_filters: &[Filter],
     ) -> (Vec<FilterChain>, bool) {
         let cluster = names::INBOUND_PASSTHROUGH_CLUSTER;
@@ -354,16 +359,50 @@ impl<'m> Translator<'m> {
             .chain([tcp_proxy(cluster, cluster)])
             .collect();
         let mtls = downstream_mtls(&self.options.sds);
-        // Port-level settings name declared ports; no port is 0.
-        let mode = self.mtls_mode(workload, 0);
-        inbound_filter_chains(
+        // As in Istio, an undeclared port a PeerAuthentication of this
+        // workload names (`portLevelMtls`) gets chains of its own, in its mode.
+        let port_level: BTreeSet<u32> = (self.model.peer_authentications())
+            .filter(|pa| pa.namespace == workload.namespace)
+            .filter(|pa| {
+                (pa.object.spec.selector.as_ref())
+                    .is_some_and(|s| trellis_model::labels_match(&s.match_labels, &workload.labels))
+            })
+            .flat_map(|pa| pa.object.spec.port_level_mtls.keys().copied())
+            .filter(|p| !declared.contains(p))
+            .collect();
+        let mut chains = Vec::new();
+        let mut inspector = false;
+        for port in port_level {
+            let Ok(number) = u16::try_from(port) else {
+                continue;
+            };
+            let (found, tls) = inbound_filter_chains(
+                &format!("{cluster}_{port}"),
+                self.mtls_mode(workload, number),
+                FilterChainMatch {
+                    destination_port: Some(envoy_types::pb::google::protobuf::UInt32Value {
+                        value: port,
+                    }),
+                    ..Default::default()
+                },
+                &mtls,
+                filters.clone(),
+                filters.clone(),
+            );
+            chains.extend(found);
+            inspector |= tls;
+        }
+        // Any other port: the workload's mode (port-level settings name ports; no port is 0).
+        let (found, tls) = inbound_filter_chains(
             cluster,
-            mode,
+            self.mtls_mode(workload, 0),
             FilterChainMatch::default(),
             &mtls,
             filters.clone(),
             filters,
-        )
+        );
+        chains.extend(found);
+        (chains, inspector || tls)
     }
 
     /// The mTLS mode of `port` on `workload`: its PeerAuthentications (workload port,

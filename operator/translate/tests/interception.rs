@@ -222,3 +222,51 @@ spec:
         .collect();
     assert_eq!(names, ["outbound|7000||a.internal.10.20.0.0/16"]);
 }
+
+/// A port no Service declares that the workload's PeerAuthentication names
+/// (`portLevelMtls`) gets passthrough chains of its own, in its mode, ahead
+/// of the workload's mode for every other port, as in Istio.
+#[test]
+fn port_level_mtls_holds_on_undeclared_ports() {
+    let mut resources = base_resources();
+    resources.push(trellis_model::Resource::PeerAuthentication(Box::new(
+        from_yaml(
+            r#"
+metadata: {name: web, namespace: shop}
+spec:
+  selector: {matchLabels: {app: web}}
+  mtls: {mode: PERMISSIVE}
+  portLevelMtls: {9999: {mode: STRICT}, 8000: {mode: DISABLE}}
+"#,
+        ),
+    )));
+    let out = intercepted(&model_of(resources));
+    assert!(out.errors.is_empty(), "{:?}", out.errors);
+    let chains: Vec<(&str, Option<u32>, bool)> = (listener(&out, "virtualInbound").filter_chains)
+        .iter()
+        .map(|c| {
+            let port = c
+                .filter_chain_match
+                .as_ref()
+                .and_then(|m| m.destination_port);
+            (
+                c.name.as_str(),
+                port.map(|p| p.value),
+                c.transport_socket.is_some(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        chains,
+        [
+            // declared (target port 8000): its own chain, in its port's mode
+            ("127.0.0.10_8000", Some(8000), false),
+            // undeclared 9999: STRICT
+            ("InboundPassthroughClusterIpv4_9999", Some(9999), true),
+            // every other port: the workload's PERMISSIVE
+            ("InboundPassthroughClusterIpv4-mtls", None, true),
+            ("InboundPassthroughClusterIpv4-tls", None, false),
+            ("InboundPassthroughClusterIpv4-plaintext", None, false),
+        ]
+    );
+}
