@@ -341,7 +341,8 @@ fn auto_mtls_to_sidecars_plaintext_to_the_rest_unless_a_destination_rule_says_ot
 /// A TCP service with two endpoints, reached by `CONNECT` through the client
 /// sidecar: its DestinationRule's `useSourceIp` keeps a client on one endpoint
 /// and its `tcp.idleTimeout` closes an idle tunnel. Without the rule, tunnels
-/// go round robin and an idle one stays open.
+/// go round robin and an idle one stays open. Its `tcp.maxConnectionDuration`
+/// closes a busy tunnel.
 #[test]
 fn tcp_source_ip_hash_and_idle_timeout_on_real_envoy() {
     use std::io::Read;
@@ -349,7 +350,7 @@ fn tcp_source_ip_hash_and_idle_timeout_on_real_envoy() {
     let a = Upstream::echo("a", Ipv4Addr::LOCALHOST);
     let b = Upstream::echo("b", Ipv4Addr::LOCALHOST);
     let client_ip = Ipv4Addr::new(127, 0, 0, 143);
-    let rule = "metadata: {name: ledger, namespace: shop}\nspec:\n  host: ledger\n  trafficPolicy:\n    connectionPool: {tcp: {idleTimeout: 1s}}\n    loadBalancer: {consistentHash: {useSourceIp: true}}\n";
+    let rule = "metadata: {name: ledger, namespace: shop}\nspec:\n  host: ledger\n  trafficPolicy:\n    connectionPool: {tcp: {idleTimeout: 1s, maxConnectionDuration: 2s}}\n    loadBalancer: {consistentHash: {useSourceIp: true}}\n";
     for with_rule in [true, false] {
         let mut resources = vec![
             tcp_service("ledger", "ledger", 7000),
@@ -388,5 +389,37 @@ fn tcp_source_ip_hash_and_idle_timeout_on_real_envoy() {
         } else {
             assert!(read.is_err(), "an idle tunnel was closed: {read:?}");
         }
+
+        // A busy tunnel (a request header trickling in a byte every 300 ms, so
+        // never idle for 1 s) is closed once it reaches maxConnectionDuration;
+        // without the rule it stays open through the 6 s this waits.
+        let (status, mut tunnel) = open_tunnel(client.listen, "ledger:7000");
+        assert_eq!(status, 200);
+        tunnel
+            .set_read_timeout(Some(Duration::from_millis(100)))
+            .unwrap();
+        let started = Instant::now();
+        let mut trickle = b"GET / HTTP/1.1\r\nx-trickle: ".to_vec();
+        let closed = loop {
+            if std::io::Write::write_all(&mut tunnel, &trickle).is_err() {
+                break true;
+            }
+            trickle = b"a".to_vec();
+            match tunnel.read(&mut [0u8; 1024]) {
+                Ok(0) => break true,
+                Err(e)
+                    if e.kind() != std::io::ErrorKind::WouldBlock
+                        && e.kind() != std::io::ErrorKind::TimedOut =>
+                {
+                    break true;
+                }
+                _ => {}
+            }
+            if started.elapsed() > Duration::from_secs(6) {
+                break false;
+            }
+            std::thread::sleep(Duration::from_millis(300));
+        };
+        assert_eq!(closed, with_rule, "a busy tunnel was closed");
     }
 }

@@ -138,6 +138,12 @@ pub fn weighted_connect_route(
             // for the destination's `tcp.idleTimeout`.
             timeout: Some(crate::cluster::duration(std::time::Duration::ZERO)),
             idle_timeout: policy.idle_timeout.map(crate::cluster::duration),
+            max_stream_duration: policy.max_connection_duration.map(|d| {
+                route_action::MaxStreamDuration {
+                    max_stream_duration: Some(crate::cluster::duration(d)),
+                    ..Default::default()
+                }
+            }),
             hash_policy: if policy.hash_source_ip {
                 vec![crate::route::hash_policy(&HashKey::SourceIp)]
             } else {

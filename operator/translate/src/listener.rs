@@ -140,6 +140,8 @@ pub fn weighted_tcp_proxy(
         stat_prefix: stat_prefix.to_string(),
         cluster_specifier: Some(cluster_specifier),
         idle_timeout: policy.idle_timeout.map(crate::cluster::duration),
+        max_downstream_connection_duration: (policy.max_connection_duration)
+            .map(crate::cluster::duration),
         hash_policy,
         ..Default::default()
     };

@@ -63,15 +63,17 @@ pub struct TcpProxyPolicy {
     pub idle_timeout: Option<Duration>,
     /// `consistentHash.useSourceIp`: a client IP's connections go to one endpoint.
     pub hash_source_ip: bool,
+    /// `connectionPool.tcp.maxConnectionDuration`: a connection is closed
+    /// after this long, busy or not.
+    pub max_connection_duration: Option<Duration>,
 }
 
 impl ClusterPolicy {
     pub fn tcp_proxy(&self) -> TcpProxyPolicy {
+        let pool = self.connection_pool.as_ref();
         TcpProxyPolicy {
-            idle_timeout: self
-                .connection_pool
-                .as_ref()
-                .and_then(|p| p.tcp_idle_timeout),
+            idle_timeout: pool.and_then(|p| p.tcp_idle_timeout),
+            max_connection_duration: pool.and_then(|p| p.max_connection_duration),
             hash_source_ip: matches!(
                 self.load_balancer,
                 Some(LoadBalancer::ConsistentHash {

@@ -419,7 +419,7 @@ fn tcp_destinations(
 const DB: &str = "outbound|5432||db.shop.svc.cluster.local";
 const DB_V2: &str = "outbound|5432|v2|db.shop.svc.cluster.local";
 
-/// `tcp.idleTimeout` and `consistentHash.useSourceIp` of a TCP service's
+/// `tcp.idleTimeout`, `tcp.maxConnectionDuration` and `consistentHash.useSourceIp` of a TCP service's
 /// DestinationRule reach the TCP proxy that carries its connections; without
 /// them the proxy keeps Envoy's defaults.
 #[test]
@@ -431,6 +431,7 @@ fn a_tcp_services_idle_timeout_and_source_ip_hash_reach_its_tcp_proxy() {
     };
     let plain = local(&web_sidecar(&model_of(base_resources())));
     assert_eq!(plain.idle_timeout, None);
+    assert_eq!(plain.max_downstream_connection_duration, None);
     assert!(plain.hash_policy.is_empty());
     let mut resources = base_resources();
     resources.push(dr(r#"
@@ -438,12 +439,16 @@ metadata: {name: db, namespace: shop}
 spec:
   host: db
   trafficPolicy:
-    connectionPool: {tcp: {idleTimeout: 30s}}
+    connectionPool: {tcp: {idleTimeout: 30s, maxConnectionDuration: 1h}}
     loadBalancer: {consistentHash: {useSourceIp: true}}
 "#));
     let out = web_sidecar(&model_of(resources));
     let tcp = local(&out);
     assert_eq!(tcp.idle_timeout.unwrap().seconds, 30);
+    assert_eq!(
+        tcp.max_downstream_connection_duration.unwrap().seconds,
+        3600
+    );
     assert!(matches!(
         tcp.hash_policy[0].policy_specifier,
         Some(PolicySpecifier::SourceIp(_))
@@ -451,6 +456,8 @@ spec:
     // so does the `CONNECT` route that tunnels to it
     let connect = action(&vhost(&out, "db.shop.svc.cluster.local:5432").routes[0]).clone();
     assert_eq!(connect.idle_timeout.unwrap().seconds, 30);
+    let max = connect.max_stream_duration.unwrap().max_stream_duration;
+    assert_eq!(max.unwrap().seconds, 3600);
     assert_eq!(connect.hash_policy.len(), 1);
     let db = out.clusters.iter().find(|c| c.name == DB).unwrap();
     assert_eq!(
