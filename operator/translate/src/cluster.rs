@@ -310,23 +310,22 @@ fn upstream_keepalive(keepalive: &Keepalive) -> UpstreamConnectionOptions {
     }
 }
 
-/// connectionPool -> the default-priority thresholds (unset fields keep Envoy's defaults,
-/// except Istio's habit of raising them to effectively unlimited is not copied).
+/// connectionPool -> the default-priority thresholds. An unset limit is
+/// effectively none (u32::MAX), as Istio sets it: Envoy's own defaults (1,024
+/// connections, pending and active requests, and 3 concurrent retries) would
+/// refuse traffic a mesh moved from Istio carries today.
 fn circuit_breakers(pool: &ConnectionPool) -> Option<CircuitBreakers> {
-    let u = |v: Option<u32>| v.map(|value| UInt32Value { value });
-    if pool.max_connections.is_none()
-        && pool.http1_max_pending_requests.is_none()
-        && pool.http2_max_requests.is_none()
-        && pool.max_retries.is_none()
-    {
-        return None;
-    }
+    let limit = |v: Option<u32>| {
+        Some(UInt32Value {
+            value: v.unwrap_or(u32::MAX),
+        })
+    };
     Some(CircuitBreakers {
         thresholds: vec![Thresholds {
-            max_connections: u(pool.max_connections),
-            max_pending_requests: u(pool.http1_max_pending_requests),
-            max_requests: u(pool.http2_max_requests),
-            max_retries: u(pool.max_retries),
+            max_connections: limit(pool.max_connections),
+            max_pending_requests: limit(pool.http1_max_pending_requests),
+            max_requests: limit(pool.http2_max_requests),
+            max_retries: limit(pool.max_retries),
             ..Default::default()
         }],
         ..Default::default()

@@ -249,11 +249,25 @@ fn virtual_service_routes_weights_subsets_retries_and_timeouts() {
         assert_eq!(t.max_connections.unwrap().value, 7);
         assert_eq!(t.max_pending_requests.unwrap().value, 3);
         assert_eq!(t.max_retries.unwrap().value, 4);
+        // unset, as in Istio: no limit rather than Envoy's 1,024
+        assert_eq!(t.max_requests.unwrap().value, u32::MAX);
         assert_eq!(c.connect_timeout.unwrap().seconds, 2);
         let o = c.outlier_detection.as_ref().unwrap();
         assert_eq!(o.consecutive_5xx.unwrap().value, 2);
         assert_eq!(o.base_ejection_time.unwrap().seconds, 30);
     }
+    // A cluster no DestinationRule limits has no limits.
+    let web = (out.clusters.iter())
+        .find(|c| c.name == "outbound|80||web.shop.svc.cluster.local")
+        .unwrap();
+    let t = &web.circuit_breakers.as_ref().unwrap().thresholds[0];
+    let limits = [
+        t.max_connections,
+        t.max_pending_requests,
+        t.max_requests,
+        t.max_retries,
+    ];
+    assert!(limits.iter().all(|l| l.unwrap().value == u32::MAX), "{t:?}");
 }
 
 #[test]
