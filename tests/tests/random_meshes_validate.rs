@@ -229,7 +229,12 @@ fn random_mesh(seed: u64) -> (MeshSettings, Vec<Resource>) {
             "ports": [{"number": r.pick(PORTS), "name": "http", "protocol": r.pick(&["HTTP", "TCP", "TLS"])}]
         });
         if resolution == "STATIC" || host.starts_with('*') {
-            spec["endpoints"] = json!([{"address": "127.0.3.1"}]);
+            let address = if resolution == "STATIC" && r.chance() {
+                "unix:///tmp/trellis-random.sock"
+            } else {
+                "127.0.3.1"
+            };
+            spec["endpoints"] = json!([{"address": address}]);
         }
         if r.chance() {
             spec["addresses"] = json!([r.pick(&["240.240.0.1", "10.50.0.0/16"]), "240.240.0.9"]);

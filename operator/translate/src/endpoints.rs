@@ -2,7 +2,7 @@
 use std::collections::HashMap;
 
 use envoy_types::pb::envoy::config::core::v3::{
-    Address, Metadata, SocketAddress, address, socket_address::PortSpecifier,
+    Address, Metadata, Pipe, SocketAddress, address, socket_address::PortSpecifier,
 };
 use envoy_types::pb::envoy::config::endpoint::v3::{
     ClusterLoadAssignment, Endpoint as EnvoyEndpoint, LbEndpoint, LocalityLbEndpoints,
@@ -25,6 +25,20 @@ pub fn socket_address(address: &str, port: u16) -> Address {
     }
 }
 
+/// An endpoint's address: a Unix socket for `unix://<path>` (a ServiceEntry
+/// endpoint), else a TCP socket.
+fn endpoint_address(address: &str, port: u16) -> Address {
+    match address.strip_prefix("unix://") {
+        Some(path) => Address {
+            address: Some(address::Address::Pipe(Pipe {
+                path: path.to_string(),
+                mode: 0,
+            })),
+        },
+        None => socket_address(address, port),
+    }
+}
+
 /// The assignment for `cluster_name`, endpoints sorted by address and port. Endpoints
 /// with a sidecar carry `tlsMode: istio` so auto mTLS picks the mTLS socket for them.
 pub fn load_assignment(cluster_name: &str, endpoints: &[Endpoint]) -> ClusterLoadAssignment {
@@ -35,7 +49,7 @@ pub fn load_assignment(cluster_name: &str, endpoints: &[Endpoint]) -> ClusterLoa
         .into_iter()
         .map(|e| LbEndpoint {
             host_identifier: Some(HostIdentifier::Endpoint(EnvoyEndpoint {
-                address: Some(socket_address(&e.address, e.port)),
+                address: Some(endpoint_address(&e.address, e.port)),
                 ..Default::default()
             })),
             metadata: e.has_sidecar.then(|| Metadata {

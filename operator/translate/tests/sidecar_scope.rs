@@ -452,3 +452,36 @@ spec:
         ]
     );
 }
+
+/// A STATIC ServiceEntry endpoint at `unix://<path>` is a Unix socket endpoint
+/// (Envoy would refuse it as a TCP address, and with it the whole update).
+#[test]
+fn a_unix_socket_endpoint_is_a_pipe() {
+    use envoy_types::pb::envoy::config::core::v3::address::Address;
+    use envoy_types::pb::envoy::config::endpoint::v3::lb_endpoint::HostIdentifier;
+    let mut r = base_resources();
+    r.push(service_entry(
+        r#"
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: local, namespace: shop}
+spec:
+  hosts: [socket.internal]
+  resolution: STATIC
+  ports: [{number: 80, name: http, protocol: HTTP}]
+  endpoints: [{address: "unix:///var/run/app.sock"}]
+"#,
+    ));
+    let out = web_sidecar(&model_of(r));
+    let c = (out.clusters.iter())
+        .find(|c| c.name == "outbound|80||socket.internal")
+        .unwrap();
+    let e = &c.load_assignment.as_ref().unwrap().endpoints[0].lb_endpoints[0];
+    let Some(HostIdentifier::Endpoint(e)) = &e.host_identifier else {
+        panic!("no endpoint");
+    };
+    let Some(Address::Pipe(pipe)) = &e.address.as_ref().unwrap().address else {
+        panic!("not a pipe: {e:?}");
+    };
+    assert_eq!(pipe.path, "/var/run/app.sock");
+}

@@ -115,6 +115,17 @@ pub fn service_entry(se: &ServiceEntry) -> Vec<FieldError> {
                 format!("STATIC resolution needs IP addresses, got {address:?}"),
             );
         }
+        if resolution != ServiceEntryResolution::Static
+            && ep
+                .address
+                .as_deref()
+                .is_some_and(|a| a.starts_with("unix://"))
+        {
+            errors.add(
+                format!("{path}.address"),
+                "a unix:// endpoint needs STATIC resolution (there is no name to resolve)",
+            );
+        }
         for name in ep.ports.keys() {
             if !names.contains(name.as_str()) {
                 errors.add(
