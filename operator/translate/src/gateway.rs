@@ -849,7 +849,6 @@ fn with_server_settings(
     use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{
         CertificateValidationContext, SubjectAltNameMatcher, TlsParameters,
         common_tls_context::{CombinedCertificateValidationContext, ValidationContextType},
-        subject_alt_name_matcher::SanType,
         tls_parameters::TlsProtocol,
     };
     let version = |v: Option<api::TLSProtocol>| {
@@ -876,19 +875,8 @@ fn with_server_settings(
     if settings.subject_alt_names.is_empty() {
         return tls;
     }
-    // Istio's names match a SAN of any type.
-    let matchers: Vec<SubjectAltNameMatcher> = settings
-        .subject_alt_names
-        .iter()
-        .flat_map(|name| {
-            [
-                SanType::Dns,
-                SanType::Uri,
-                SanType::Email,
-                SanType::IpAddress,
-            ]
-            .map(|san_type| crate::security::matchers::san(san_type, name))
-        })
+    let matchers: Vec<SubjectAltNameMatcher> = (settings.subject_alt_names.iter())
+        .flat_map(|name| crate::security::matchers::san_any_type(name))
         .collect();
     common.validation_context_type = match common.validation_context_type.take() {
         Some(ValidationContextType::ValidationContext(mut v)) => {

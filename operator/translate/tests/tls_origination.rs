@@ -63,6 +63,17 @@ spec:
         !text.contains("/etc/c.pem"),
         "no client certificate for SIMPLE"
     );
+    // a listed name matches a SAN of any type (an IP or URI SAN too), as in Istio
+    use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::common_tls_context::ValidationContextType;
+    let Some(ValidationContextType::ValidationContext(v)) = &simple
+        .common_tls_context
+        .as_ref()
+        .unwrap()
+        .validation_context_type
+    else {
+        panic!("no validation context");
+    };
+    assert_eq!(v.match_typed_subject_alt_names.len(), 4);
     let mutual = tls_of(&out, "outbound|8443||api.example.com").expect("tls on port 8443");
     assert_eq!(mutual.sni, "alt.example.com");
     let text = format!("{:?}", mutual.common_tls_context);

@@ -71,6 +71,18 @@ pub fn san(san_type: SanType, name: &str) -> SubjectAltNameMatcher {
     }
 }
 
+/// A certificate SAN of any type (DNS, URI, email, IP) equal to `name`: how
+/// Istio reads the `subjectAltNames` a user lists.
+pub fn san_any_type(name: &str) -> [SubjectAltNameMatcher; 4] {
+    [
+        SanType::Dns,
+        SanType::Uri,
+        SanType::Email,
+        SanType::IpAddress,
+    ]
+    .map(|san_type| san(san_type, name))
+}
+
 pub fn regex_matcher(re: &str) -> StringMatcher {
     StringMatcher {
         match_pattern: Some(MatchPattern::SafeRegex(regex(re))),

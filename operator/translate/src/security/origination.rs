@@ -8,7 +8,7 @@ use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{
 };
 use envoy_types::pb::google::protobuf::BoolValue;
 
-use super::matchers::san;
+use super::matchers::{san, san_any_type};
 use super::sds::SdsSource;
 use super::tls::upstream_mtls;
 
@@ -53,10 +53,9 @@ fn origination(settings: &OriginationSettings, host: &str) -> (CommonTlsContext,
         let sans = if settings.subject_alt_names.is_empty() {
             vec![san(SanType::Dns, &sni)]
         } else {
-            settings
-                .subject_alt_names
-                .iter()
-                .map(|s| san(SanType::Dns, s))
+            // The names a user lists match a SAN of any type, as in Istio.
+            (settings.subject_alt_names.iter())
+                .flat_map(|s| san_any_type(s))
                 .collect()
         };
         ValidationContextType::ValidationContext(CertificateValidationContext {
