@@ -96,3 +96,25 @@ pub fn from_yaml<T: serde::de::DeserializeOwned>(yaml: &str) -> T {
     let value: serde_json::Value = serde_yaml::from_str(yaml).unwrap();
     serde_json::from_value(value).unwrap()
 }
+
+/// A filter chain's TCP proxy (its last filter; policies come before it).
+pub fn chain_tcp_proxy(
+    c: &envoy_types::pb::envoy::config::listener::v3::FilterChain,
+) -> envoy_types::pb::envoy::extensions::filters::network::tcp_proxy::v3::TcpProxy {
+    use envoy_types::pb::envoy::config::listener::v3::filter::ConfigType;
+    let Some(ConfigType::TypedConfig(any)) = &c.filters.last().unwrap().config_type else {
+        panic!("no typed config in {}", c.name);
+    };
+    prost::Message::decode(any.value.as_slice()).unwrap()
+}
+
+/// The (cluster, weight) pairs a TCP proxy sends to.
+pub fn proxied_to(
+    tcp: envoy_types::pb::envoy::extensions::filters::network::tcp_proxy::v3::TcpProxy,
+) -> Vec<(String, u32)> {
+    use envoy_types::pb::envoy::extensions::filters::network::tcp_proxy::v3::tcp_proxy::ClusterSpecifier as Tcp;
+    match tcp.cluster_specifier.unwrap() {
+        Tcp::Cluster(c) => vec![(c, 100)],
+        Tcp::WeightedClusters(w) => w.clusters.into_iter().map(|c| (c.name, c.weight)).collect(),
+    }
+}

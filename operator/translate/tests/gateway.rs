@@ -539,10 +539,6 @@ spec:
 /// port is not served; a SIMPLE server shares the port.
 #[test]
 fn passthrough_servers_route_tls_by_sni() {
-    use envoy_types::pb::envoy::config::listener::v3::filter::ConfigType as FilterConfig;
-    use envoy_types::pb::envoy::extensions::filters::network::tcp_proxy::v3::{
-        TcpProxy, tcp_proxy::ClusterSpecifier,
-    };
     let mut r = gateway_resources();
     r.extend([
         gateway(
@@ -596,18 +592,7 @@ spec:
                 c.transport_socket.is_none(),
                 "passthrough terminates no TLS"
             );
-            let Some(FilterConfig::TypedConfig(any)) = &c.filters.last().unwrap().config_type
-            else {
-                panic!("no tcp proxy in {}", c.name);
-            };
-            let tcp = TcpProxy::decode(any.value.as_slice()).unwrap();
-            let to = match tcp.cluster_specifier.unwrap() {
-                ClusterSpecifier::Cluster(c) => vec![(c, 100)],
-                ClusterSpecifier::WeightedClusters(w) => {
-                    w.clusters.into_iter().map(|c| (c.name, c.weight)).collect()
-                }
-            };
-            (names, to, c.filters.len())
+            (names, proxied_to(chain_tcp_proxy(c)), c.filters.len())
         })
         .collect();
     let cart = "outbound|8080||cart.shop.svc.cluster.local".to_string();
@@ -644,10 +629,6 @@ spec:
 /// server on the same port is refused.
 #[test]
 fn tcp_servers_follow_their_tcp_routes() {
-    use envoy_types::pb::envoy::config::listener::v3::filter::ConfigType as FilterConfig;
-    use envoy_types::pb::envoy::extensions::filters::network::tcp_proxy::v3::{
-        TcpProxy, tcp_proxy::ClusterSpecifier,
-    };
     let mut r = gateway_resources();
     r.extend([
         gateway(
@@ -684,15 +665,8 @@ spec:
     assert_eq!(paths, [("db-gw", "spec.servers[1].port")]);
     let l = listener(&out, "127.0.0.20_5432");
     assert_eq!(l.filter_chains.len(), 1);
-    let chain = &l.filter_chains[0];
-    let Some(FilterConfig::TypedConfig(any)) = &chain.filters.last().unwrap().config_type else {
-        panic!("no tcp proxy");
-    };
-    let tcp = TcpProxy::decode(any.value.as_slice()).unwrap();
     assert_eq!(
-        tcp.cluster_specifier,
-        Some(ClusterSpecifier::Cluster(
-            "outbound|5432||db.shop.svc.cluster.local".into()
-        ))
+        proxied_to(chain_tcp_proxy(&l.filter_chains[0])),
+        [("outbound|5432||db.shop.svc.cluster.local".to_string(), 100)]
     );
 }

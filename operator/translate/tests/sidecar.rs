@@ -394,33 +394,11 @@ spec:
     model_of(resources)
 }
 
-/// A filter chain's TCP proxy (its first filter).
-fn chain_tcp_proxy(
-    c: &envoy_types::pb::envoy::config::listener::v3::FilterChain,
-) -> envoy_types::pb::envoy::extensions::filters::network::tcp_proxy::v3::TcpProxy {
-    use envoy_types::pb::envoy::config::listener::v3::filter::ConfigType;
-    let Some(ConfigType::TypedConfig(any)) = &c.filters[0].config_type else {
-        panic!("no typed config in {}", c.name);
-    };
-    prost::Message::decode(any.value.as_slice()).unwrap()
-}
-
 /// A listener's first TCP proxy.
 fn first_tcp_proxy(
     l: &envoy_types::pb::envoy::config::listener::v3::Listener,
 ) -> envoy_types::pb::envoy::extensions::filters::network::tcp_proxy::v3::TcpProxy {
     chain_tcp_proxy(&l.filter_chains[0])
-}
-
-/// The (cluster, weight) pairs a TCP proxy sends to.
-fn proxied_to(
-    tcp: envoy_types::pb::envoy::extensions::filters::network::tcp_proxy::v3::TcpProxy,
-) -> Vec<(String, u32)> {
-    use envoy_types::pb::envoy::extensions::filters::network::tcp_proxy::v3::tcp_proxy::ClusterSpecifier as Tcp;
-    match tcp.cluster_specifier.unwrap() {
-        Tcp::Cluster(c) => vec![(c, 100)],
-        Tcp::WeightedClusters(w) => w.clusters.into_iter().map(|c| (c.name, c.weight)).collect(),
-    }
 }
 
 /// The (cluster, weight) pairs of a listener's first TCP proxy.
