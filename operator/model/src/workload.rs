@@ -20,6 +20,9 @@ pub struct Workload {
     pub service_account: String,
     /// Named ports (container ports, WorkloadEntry `ports`).
     pub ports: BTreeMap<String, u16>,
+    /// `ports` are keyed by service port name and win over the service's
+    /// `targetPort`, as a WorkloadEntry's are.
+    pub ports_by_service_port: bool,
     pub has_sidecar: bool,
     /// Universal mode: the port the application itself listens on (on 127.0.0.1) for
     /// each target port the sidecar serves on `address`. Kubernetes: empty (the app
@@ -47,6 +50,7 @@ impl Workload {
             labels: BTreeMap::new(),
             service_account: "default".into(),
             ports: BTreeMap::new(),
+            ports_by_service_port: false,
             has_sidecar: true,
             app_ports: BTreeMap::new(),
             weight: 1,
@@ -92,6 +96,7 @@ impl Workload {
                 .filter(|s| !s.is_empty())
                 .unwrap_or_else(|| "default".into()),
             ports,
+            ports_by_service_port: false,
             has_sidecar,
             app_ports: BTreeMap::new(),
             weight: 1,
@@ -103,7 +108,8 @@ impl Workload {
     /// cluster that services select by its labels. `None` without an address
     /// or with one that is not an IP (Istio resolves a host name only for DNS
     /// ServiceEntries). It accepts the mesh's mTLS when labelled
-    /// `security.istio.io/tlsMode: istio`, as Istio reads it.
+    /// `security.istio.io/tlsMode: istio`, and its `ports` name service ports,
+    /// as Istio reads them.
     pub fn from_workload_entry(we: &WorkloadEntry) -> Option<Workload> {
         let address = we.spec.address.clone()?;
         address.parse::<std::net::IpAddr>().ok()?;
@@ -116,6 +122,7 @@ impl Workload {
         w.ports = (we.spec.ports.iter())
             .filter_map(|(k, v)| u16::try_from(*v).ok().map(|p| (k.clone(), p)))
             .collect();
+        w.ports_by_service_port = true;
         w.weight = we.spec.weight.unwrap_or(1).max(1);
         w.locality = we.spec.locality.clone();
         w.has_sidecar = we.spec.labels.get(TLS_MODE_LABEL).map(String::as_str) == Some("istio");
@@ -124,6 +131,11 @@ impl Workload {
 
     /// The port this workload serves `port` of a service on, if it can.
     pub fn target_port(&self, port: &ServicePort) -> Option<u16> {
+        if self.ports_by_service_port
+            && let Some(p) = self.ports.get(&port.name)
+        {
+            return Some(*p);
+        }
         match &port.target_port {
             TargetPort::Number(n) => Some(*n),
             TargetPort::Name(name) => self.ports.get(name).copied(),

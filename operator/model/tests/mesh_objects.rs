@@ -331,3 +331,39 @@ fn destination_rules_with_a_workload_selector_apply_to_the_clients_they_select()
     );
     assert!(m.destination_rule_for(db, "shop", &labels(&[])).is_none());
 }
+
+/// A WorkloadEntry's `ports` are keyed by service port name and win over the
+/// service's `targetPort`, as in Istio; without an entry for the port, the
+/// target port serves. Its labels and address make it the service's endpoint.
+#[test]
+fn workload_entry_ports_are_keyed_by_service_port_name() {
+    let mut m = MeshModel::new(MeshSettings::default());
+    let svc: k8s_openapi::api::core::v1::Service = serde_json::from_value(json!({
+        "metadata": {"name": "vm", "namespace": "shop"},
+        "spec": {"selector": {"app": "vm"}, "clusterIP": "10.0.0.9", "ports": [
+            {"name": "http", "port": 80, "targetPort": 8080},
+            {"name": "admin", "port": 81, "targetPort": 8081}
+        ]}
+    }))
+    .unwrap();
+    m.apply(Resource::Service(Box::new(svc))).unwrap();
+    let we: trellis_api::networking::WorkloadEntry = serde_json::from_value(json!({
+        "metadata": {"name": "vm-1", "namespace": "shop"},
+        "spec": {"address": "10.1.2.3", "labels": {"app": "vm"}, "ports": {"http": 9090}}
+    }))
+    .unwrap();
+    let w = Workload::from_workload_entry(&we).unwrap();
+    m.apply(Resource::Workload(Box::new(w))).unwrap();
+    let service = m
+        .resolve_host("vm.shop.svc.cluster.local", "shop")
+        .unwrap()
+        .clone();
+    let port_of = |number: u16| {
+        let port = service.port(number).unwrap();
+        let endpoints = m.endpoints(&service, port, None);
+        assert_eq!(endpoints.len(), 1);
+        (endpoints[0].address.clone(), endpoints[0].port)
+    };
+    assert_eq!(port_of(80), ("10.1.2.3".to_string(), 9090));
+    assert_eq!(port_of(81), ("10.1.2.3".to_string(), 8081));
+}
