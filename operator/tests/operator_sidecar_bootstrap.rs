@@ -375,10 +375,11 @@ fn injected_sidecar_connects_to_the_operator_with_the_namespace_bootstrap() {
         "apiVersion: v1\nkind: Service\nmetadata:\n  name: vm\n  namespace: {NS}\nspec:\n  clusterIP: 10.96.0.30\n  selector:\n    app: vm\n  ports:\n  - name: http\n    port: 80\n    targetPort: 9000\n"
     ));
     cluster.kubectl.apply(&format!(
-        "apiVersion: networking.istio.io/v1\nkind: WorkloadEntry\nmetadata:\n  name: vm-1\n  namespace: {NS}\nspec:\n  address: 127.0.0.78\n  labels:\n    app: vm\n  serviceAccount: {SA}\n"
+        "apiVersion: networking.istio.io/v1\nkind: WorkloadEntry\nmetadata:\n  name: vm-1\n  namespace: {NS}\nspec:\n  address: 127.0.0.78\n  labels:\n    app: vm\n  serviceAccount: {SA}\n  ports:\n    http: 9001\n"
     ));
     let vm_cluster = "outbound|80||vm.shop.svc.cluster.local";
-    let vm_endpoint = format!("{vm_cluster}::127.0.0.78:9000::");
+    // The entry's `ports` name the Service's port and win over its targetPort.
+    let vm_endpoint = format!("{vm_cluster}::127.0.0.78:9001::");
     wait_for(
         "Envoy to get WorkloadEntry vm-1 as vm's endpoint",
         Duration::from_secs(30),
