@@ -563,3 +563,53 @@ spec:
     );
     assert_eq!(ledger.hits(), 1);
 }
+
+/// A server with `bind` listens on that address only, on real Envoy.
+#[test]
+fn a_bound_server_listens_on_its_address_only_on_real_envoy() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = test_ca();
+    let gw_id = Identity::issue(&ca, &dir.path().join("ingress"), "shop", "ingress");
+    let app = Upstream::echo("web-app", Ipv4Addr::new(127, 0, 0, 80));
+    let bound_ip = Ipv4Addr::new(127, 0, 0, 81);
+    let gw_port = free_ports_on(bound_ip, 1)[0];
+    let resources = vec![
+        service("shop", "web", "web", &[("http", 80, app.port())]),
+        workload("shop", "web-1", &app.ip(), &[("app", "web")], false),
+        ingress_workload(),
+        one_server_gateway(&format!(
+            "{{port: {{number: {gw_port}, name: http, protocol: HTTP}}, bind: {bound_ip}, hosts: [\"*\"]}}"
+        )),
+        object(
+            r#"
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: web, namespace: shop}
+spec:
+  hosts: ["*"]
+  gateways: [shop-gw]
+  http:
+  - route: [{destination: {host: web}}]
+"#,
+        ),
+    ];
+    let model = model_of(MeshSettings::default(), resources);
+    let out = Translator::new(&model, options(free_ports_on(GW_IP, 1)[0], gw_id.sds()))
+        .translate(&Proxy::gateway("shop", "ingress-1"));
+    assert!(out.errors.is_empty(), "{:?}", out.errors);
+    let yaml = static_bootstrap("ingress", &out, &SecretFiles::new());
+    validate_bootstrap_in(dir.path(), &yaml).expect("gateway validates");
+    let gateway = Envoy::start(&yaml);
+    let r = HttpRequest::get("/")
+        .host("shop.example.com")
+        .send(SocketAddr::from((bound_ip, gw_port)))
+        .unwrap_or_else(|e| panic!("{e}\n{}", gateway.log()));
+    assert_eq!((r.status, r.header("x-upstream")), (200, Some("web-app")));
+    let elsewhere = HttpRequest::get("/")
+        .host("shop.example.com")
+        .send(SocketAddr::from((GW_IP, gw_port)));
+    assert!(
+        elsewhere.is_err(),
+        "the workload's address answered: {elsewhere:?}"
+    );
+}

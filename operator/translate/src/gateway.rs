@@ -335,7 +335,9 @@ pub fn gateway_resources(
     let security = crate::security::workload::inbound_security(model, workload);
     out.errors.extend(security.errors.iter().cloned());
     out.clusters = security.clusters.iter().cloned().map(Arc::new).collect();
-    let mut by_port: BTreeMap<u16, Vec<ServerRef<'_>>> = BTreeMap::new();
+    // By (`bind` address, port): servers bound to another address get a
+    // listener of their own.
+    let mut by_port: BTreeMap<(Option<String>, u16), Vec<ServerRef<'_>>> = BTreeMap::new();
     for gw in model.gateways_for(workload) {
         for (i, server) in gw.object.spec.servers.iter().enumerate() {
             let Some(port) = u16::try_from(server.port.number).ok().filter(|p| *p > 0) else {
@@ -346,8 +348,20 @@ pub fn gateway_resources(
                 ));
                 continue;
             };
+            let bind = server.bind.clone().filter(|b| !b.is_empty());
+            if bind
+                .as_deref()
+                .is_some_and(|b| b.parse::<std::net::IpAddr>().is_err())
+            {
+                out.errors.push(gw_error(
+                    gw,
+                    format!("spec.servers[{i}].bind"),
+                    "only an IP address is supported (not a Unix domain socket)".into(),
+                ));
+                continue;
+            }
             match classify(gw, i, server) {
-                Ok(kind) => by_port.entry(port).or_default().push(ServerRef {
+                Ok(kind) => by_port.entry((bind, port)).or_default().push(ServerRef {
                     gw,
                     index: i,
                     server,
@@ -357,7 +371,7 @@ pub fn gateway_resources(
             }
         }
     }
-    for (port, servers) in by_port {
+    for ((bind, port), servers) in by_port {
         let traffic = servers[0].kind.traffic();
         let plain = matches!(servers[0].kind, Kind::Plain { .. });
         let (keep, clash): (Vec<_>, Vec<_>) = servers
@@ -371,14 +385,17 @@ pub fn gateway_resources(
             ));
         }
         let (address, listen_port) = match shape {
-            ListenerShape::Interception => ("0.0.0.0".to_string(), port),
+            ListenerShape::Interception => (bind.clone().unwrap_or_else(|| "0.0.0.0".into()), port),
             ListenerShape::Explicit(p) => {
                 let listen = if port < 1024 {
                     port.saturating_add(p.privileged_port_offset)
                 } else {
                     port
                 };
-                (workload.address.clone(), listen)
+                (
+                    bind.clone().unwrap_or_else(|| workload.address.clone()),
+                    listen,
+                )
             }
         };
         let name = names::listener_name(&address, listen_port);
@@ -395,7 +412,10 @@ pub fn gateway_resources(
                 &mut out.errors,
             ));
         } else if plain {
-            let route_name = names::gateway_route(port);
+            let route_name = match &bind {
+                None => names::gateway_route(port),
+                Some(ip) => format!("{}.{ip}", names::gateway_route(port)),
+            };
             let rc = route_config(
                 model,
                 scope,

@@ -670,3 +670,37 @@ spec:
         [("outbound|5432||db.shop.svc.cluster.local".to_string(), 100)]
     );
 }
+
+/// A server with `bind` gets a listener of its own on that address (and a
+/// route configuration of its own); a Unix socket is reported, not served.
+#[test]
+fn servers_bound_to_an_address_get_their_own_listener() {
+    let mut r = gateway_resources();
+    r.push(gateway(
+        r#"
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: internal, namespace: shop}
+spec:
+  selector: {istio: ingressgateway}
+  servers:
+  - port: {number: 8081, name: internal, protocol: HTTP}
+    bind: 127.0.0.99
+    hosts: ["shop/*.example.com"]
+  - port: {number: 8082, name: uds, protocol: HTTP}
+    bind: unix:///var/run/gw.sock
+    hosts: ["*"]
+"#,
+    ));
+    let out = gateway_proxy(&model_of(r));
+    let paths: Vec<(&str, &str)> = (out.errors.iter())
+        .map(|e| (e.name.as_str(), e.path.as_str()))
+        .collect();
+    assert_eq!(paths, [("internal", "spec.servers[1].bind")]);
+    // shop-gw's plain server on 8081 keeps the workload's address
+    listener(&out, "127.0.0.20_8081");
+    listener(&out, "127.0.0.99_8081");
+    route_config(&out, "http.8081");
+    route_config(&out, "http.8081.127.0.0.99");
+    assert!(out.listeners.iter().all(|l| !l.name.ends_with("_8082")));
+}

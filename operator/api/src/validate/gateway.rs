@@ -49,6 +49,15 @@ pub fn gateway(gw: &Gateway) -> Vec<FieldError> {
         for (j, h) in server.hosts.iter().enumerate() {
             errors.check(format!("{path}.hosts[{j}]"), namespaced_host(h, false));
         }
+        if let Some(bind) = &server.bind
+            && bind.parse::<std::net::IpAddr>().is_err()
+            && !bind.starts_with("unix://")
+        {
+            errors.add(
+                format!("{path}.bind"),
+                format!("{bind:?} is not an IP address or a unix:// path"),
+            );
+        }
         let is_tls_protocol = matches!(protocol.as_deref(), Some("HTTPS" | "TLS"));
         match &server.tls {
             None if is_tls_protocol => {
