@@ -382,6 +382,21 @@ fn one_server_gateway(server: &str) -> Resource {
     ))
 }
 
+/// Translates gateway `shop/ingress-1` for `resources` (which must give no
+/// errors), validates its bootstrap and starts it on real Envoy; the identity
+/// directory lives as long as the returned guard.
+fn start_ingress(resources: Vec<Resource>) -> (Envoy, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let gw_id = Identity::issue(&test_ca(), &dir.path().join("ingress"), "shop", "ingress");
+    let model = model_of(MeshSettings::default(), resources);
+    let out = Translator::new(&model, options(free_ports_on(GW_IP, 1)[0], gw_id.sds()))
+        .translate(&Proxy::gateway("shop", "ingress-1"));
+    assert!(out.errors.is_empty(), "{:?}", out.errors);
+    let yaml = static_bootstrap("ingress", &out, &SecretFiles::new());
+    validate_bootstrap_in(dir.path(), &yaml).expect("gateway validates");
+    (Envoy::start(&yaml), dir)
+}
+
 /// Ingress to a service with a sidecar: the gateway originates mesh mTLS (auto mTLS,
 /// the server's SPIFFE id checked) and the service's sidecar terminates it.
 #[test]
@@ -453,9 +468,6 @@ spec:
 /// name no `tls` route takes gets no connection to anything.
 #[test]
 fn passthrough_server_routes_tls_by_sni_on_real_envoy() {
-    let dir = tempfile::tempdir().unwrap();
-    let ca = test_ca();
-    let gw_id = Identity::issue(&ca, &dir.path().join("ingress"), "shop", "ingress");
     let vault_ip = Ipv4Addr::new(127, 0, 0, 76);
     let vault = trellis_e2e::HttpsFileServer::start(vault_ip, &[("ping", "pong")]);
     let gw_port = free_ports_on(GW_IP, 1)[0];
@@ -491,13 +503,7 @@ spec:
 "#,
         ),
     ];
-    let model = model_of(MeshSettings::default(), resources);
-    let out = Translator::new(&model, options(free_ports_on(GW_IP, 1)[0], gw_id.sds()))
-        .translate(&Proxy::gateway("shop", "ingress-1"));
-    assert!(out.errors.is_empty(), "{:?}", out.errors);
-    let yaml = static_bootstrap("ingress", &out, &SecretFiles::new());
-    validate_bootstrap_in(dir.path(), &yaml).expect("gateway validates");
-    let gateway = Envoy::start(&yaml);
+    let (gateway, _identity) = start_ingress(resources);
     let via = SocketAddr::from((GW_IP, gw_port));
 
     let answer = vault
@@ -515,9 +521,6 @@ spec:
 /// `tcp` route bound to it to the service's endpoint, bytes as they came.
 #[test]
 fn tcp_server_carries_connections_by_its_tcp_route_on_real_envoy() {
-    let dir = tempfile::tempdir().unwrap();
-    let ca = test_ca();
-    let gw_id = Identity::issue(&ca, &dir.path().join("ingress"), "shop", "ingress");
     let ledger = Upstream::echo("ledger-app", Ipv4Addr::new(127, 0, 0, 77));
     let gw_port = free_ports_on(GW_IP, 1)[0];
     let resources = vec![
@@ -546,13 +549,7 @@ spec:
 "#,
         ),
     ];
-    let model = model_of(MeshSettings::default(), resources);
-    let out = Translator::new(&model, options(free_ports_on(GW_IP, 1)[0], gw_id.sds()))
-        .translate(&Proxy::gateway("shop", "ingress-1"));
-    assert!(out.errors.is_empty(), "{:?}", out.errors);
-    let yaml = static_bootstrap("ingress", &out, &SecretFiles::new());
-    validate_bootstrap_in(dir.path(), &yaml).expect("gateway validates");
-    let gateway = Envoy::start(&yaml);
+    let (gateway, _identity) = start_ingress(resources);
     let r = HttpRequest::get("/")
         .host("anything")
         .send(SocketAddr::from((GW_IP, gw_port)))
@@ -567,9 +564,6 @@ spec:
 /// A server with `bind` listens on that address only, on real Envoy.
 #[test]
 fn a_bound_server_listens_on_its_address_only_on_real_envoy() {
-    let dir = tempfile::tempdir().unwrap();
-    let ca = test_ca();
-    let gw_id = Identity::issue(&ca, &dir.path().join("ingress"), "shop", "ingress");
     let app = Upstream::echo("web-app", Ipv4Addr::new(127, 0, 0, 80));
     let bound_ip = Ipv4Addr::new(127, 0, 0, 81);
     let gw_port = free_ports_on(bound_ip, 1)[0];
@@ -593,13 +587,7 @@ spec:
 "#,
         ),
     ];
-    let model = model_of(MeshSettings::default(), resources);
-    let out = Translator::new(&model, options(free_ports_on(GW_IP, 1)[0], gw_id.sds()))
-        .translate(&Proxy::gateway("shop", "ingress-1"));
-    assert!(out.errors.is_empty(), "{:?}", out.errors);
-    let yaml = static_bootstrap("ingress", &out, &SecretFiles::new());
-    validate_bootstrap_in(dir.path(), &yaml).expect("gateway validates");
-    let gateway = Envoy::start(&yaml);
+    let (gateway, _identity) = start_ingress(resources);
     let r = HttpRequest::get("/")
         .host("shop.example.com")
         .send(SocketAddr::from((bound_ip, gw_port)))

@@ -118,3 +118,14 @@ pub fn proxied_to(
         Tcp::WeightedClusters(w) => w.clusters.into_iter().map(|c| (c.name, c.weight)).collect(),
     }
 }
+
+/// The cluster `name` of `out`; panics naming it when there is none.
+pub fn cluster<'a>(
+    out: &'a ProxyResources,
+    name: &str,
+) -> &'a envoy_types::pb::envoy::config::cluster::v3::Cluster {
+    out.clusters
+        .iter()
+        .find(|c| c.name == name)
+        .unwrap_or_else(|| panic!("no cluster {name}"))
+}

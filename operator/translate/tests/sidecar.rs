@@ -74,11 +74,7 @@ fn outbound_clusters_and_endpoints_use_istio_names() {
     assert!(addrs[0].contains("127.0.0.11") && addrs[1].contains("127.0.0.12"));
     // Endpoints with a sidecar are marked for auto mTLS.
     assert!(addrs[0].contains("tlsMode"));
-    let cart = out
-        .clusters
-        .iter()
-        .find(|c| c.name == format!("outbound|8080||{CART}"))
-        .unwrap();
+    let cart = cluster(&out, &format!("outbound|8080||{CART}"));
     assert_eq!(
         cart.cluster_discovery_type,
         Some(ClusterDiscoveryType::Type(DiscoveryType::Eds as i32))
@@ -257,9 +253,7 @@ fn virtual_service_routes_weights_subsets_retries_and_timeouts() {
         assert_eq!(o.base_ejection_time.unwrap().seconds, 30);
     }
     // A cluster no DestinationRule limits has no limits.
-    let web = (out.clusters.iter())
-        .find(|c| c.name == "outbound|80||web.shop.svc.cluster.local")
-        .unwrap();
+    let web = cluster(&out, "outbound|80||web.shop.svc.cluster.local");
     let t = &web.circuit_breakers.as_ref().unwrap().thresholds[0];
     let limits = [
         t.max_connections,
@@ -451,7 +445,7 @@ spec:
     let max = connect.max_stream_duration.unwrap().max_stream_duration;
     assert_eq!(max.unwrap().seconds, 3600);
     assert_eq!(connect.hash_policy.len(), 1);
-    let db = out.clusters.iter().find(|c| c.name == DB).unwrap();
+    let db = cluster(&out, DB);
     assert_eq!(
         db.lb_policy,
         envoy_types::pb::envoy::config::cluster::v3::cluster::LbPolicy::RingHash as i32
@@ -768,11 +762,7 @@ spec:
     let model = model_of(resources);
     let mut translator = Translator::new(&model, explicit_options());
     let policy_of = |out: &ProxyResources| {
-        let cart = out
-            .clusters
-            .iter()
-            .find(|c| c.name == format!("outbound|8080||{CART}"))
-            .unwrap();
+        let cart = cluster(out, &format!("outbound|8080||{CART}"));
         envoy_types::pb::envoy::config::cluster::v3::cluster::LbPolicy::try_from(cart.lb_policy)
             .unwrap()
     };
@@ -813,11 +803,7 @@ spec:
 "#));
     let model = model_of(resources);
     let out = web_sidecar(&model);
-    let cart = out
-        .clusters
-        .iter()
-        .find(|c| c.name == format!("outbound|8080||{CART}"))
-        .unwrap();
+    let cart = cluster(&out, &format!("outbound|8080||{CART}"));
     let o = cart.outlier_detection.as_ref().unwrap();
     assert_eq!(o.consecutive_5xx.unwrap().value, 9);
     assert_eq!(o.base_ejection_time.unwrap().seconds, 5);
@@ -856,11 +842,7 @@ spec:
 "#));
     let model = model_of(resources);
     let out = web_sidecar(&model);
-    let cart = out
-        .clusters
-        .iter()
-        .find(|c| c.name == format!("outbound|8080||{CART}"))
-        .unwrap();
+    let cart = cluster(&out, &format!("outbound|8080||{CART}"));
     let decoded = upstream_tls_text(cart);
     assert!(
         decoded.contains("spiffe://cluster.local/ns/payments/sa/cart"),
@@ -895,11 +877,7 @@ spec:
     ));
     let model = model_of(resources);
     let out = web_sidecar(&model);
-    let vault = out
-        .clusters
-        .iter()
-        .find(|c| c.name == "outbound|8200||vault.internal")
-        .unwrap();
+    let vault = cluster(&out, "outbound|8200||vault.internal");
     assert!(out.errors.is_empty(), "{:?}", out.errors);
     let text = upstream_tls_text(vault);
     assert!(
@@ -922,11 +900,7 @@ spec:
 "#));
     let model = model_of(resources);
     let out = web_sidecar(&model);
-    let cart = out
-        .clusters
-        .iter()
-        .find(|c| c.name == format!("outbound|8080||{CART}"))
-        .unwrap();
+    let cart = cluster(&out, &format!("outbound|8080||{CART}"));
     assert_eq!(cart.lb_policy, LbPolicy::RingHash as i32);
     assert!(
         format!("{:?}", cart.lb_config)
@@ -955,13 +929,7 @@ fn connection_pool_keepalive_timeouts_and_upstream_protocol() {
         let model = model_of(resources);
         let out = web_sidecar(&model);
         assert!(out.errors.is_empty(), "{:?}", out.errors);
-        let cart = out
-            .clusters
-            .iter()
-            .find(|c| c.name == format!("outbound|8080||{CART}"))
-            .unwrap()
-            .as_ref()
-            .clone();
+        let cart = cluster(&out, &format!("outbound|8080||{CART}")).clone();
         let options = cart
             .typed_extension_protocol_options
             .get("envoy.extensions.upstreams.http.v3.HttpProtocolOptions")

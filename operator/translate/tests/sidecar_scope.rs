@@ -210,11 +210,7 @@ spec:
     let model = model_of(r);
     let out = web_sidecar(&model);
     let kind = |name: &str| {
-        let c = out
-            .clusters
-            .iter()
-            .find(|c| c.name == name)
-            .unwrap_or_else(|| panic!("no cluster {name}"));
+        let c = cluster(&out, name);
         (
             c.cluster_discovery_type.clone(),
             format!("{:?}", c.load_assignment),
@@ -346,7 +342,7 @@ spec:
 "#));
     let out = web_sidecar(&model_of(r));
     let kind = |name: &str| {
-        let c = out.clusters.iter().find(|c| c.name == name).unwrap();
+        let c = cluster(&out, name);
         match c.cluster_discovery_type {
             Some(ClusterDiscoveryType::Type(t)) => DiscoveryType::try_from(t).unwrap(),
             ref other => panic!("{name}: {other:?}"),
@@ -392,9 +388,7 @@ spec:
         let mut r = base_resources();
         r.push(entry(location));
         let out = web_sidecar(&model_of(r));
-        let c = (out.clusters.iter())
-            .find(|c| c.name == "outbound|80||vm.internal")
-            .unwrap();
+        let c = cluster(&out, "outbound|80||vm.internal");
         assert_eq!(!c.transport_socket_matches.is_empty(), mtls, "{location}");
         let endpoints = &c.load_assignment.as_ref().unwrap().endpoints[0].lb_endpoints;
         let marked: Vec<bool> = endpoints.iter().map(|e| e.metadata.is_some()).collect();
@@ -473,9 +467,7 @@ spec:
 "#,
     ));
     let out = web_sidecar(&model_of(r));
-    let c = (out.clusters.iter())
-        .find(|c| c.name == "outbound|80||socket.internal")
-        .unwrap();
+    let c = cluster(&out, "outbound|80||socket.internal");
     let e = &c.load_assignment.as_ref().unwrap().endpoints[0].lb_endpoints[0];
     let Some(HostIdentifier::Endpoint(e)) = &e.host_identifier else {
         panic!("no endpoint");

@@ -24,8 +24,8 @@ spec:
     Resource::ServiceEntry(Box::new(se))
 }
 
-fn tls_of(out: &ProxyResources, cluster: &str) -> Option<UpstreamTlsContext> {
-    let c = out.clusters.iter().find(|c| c.name == cluster).unwrap();
+fn tls_of(out: &ProxyResources, name: &str) -> Option<UpstreamTlsContext> {
+    let c = cluster(out, name);
     let ts = c.transport_socket.as_ref()?;
     let Some(ConfigType::TypedConfig(any)) = &ts.config_type else {
         panic!("typed config expected");
