@@ -29,13 +29,12 @@ use trellis_api::networking::{self as api, Gateway, Server, ServerTLSMode, Virtu
 use trellis_model::{MeshModel, Stored, Workload, gateway_ref, host_matches};
 
 use crate::http_rule::HttpRule;
-use crate::listener::{Routes, http_connection_manager, listener};
+use crate::listener::{Routes, http_connection_manager, listener, sni_inspector};
 use crate::names;
 use crate::outbound::{OutboundScope, destination_cluster};
 use crate::policy::HashKey;
 use crate::route::routes;
 use crate::security::origination::{GatewayTlsMode, gateway_server_tls};
-use crate::security::peer_authn::tls_inspector;
 use crate::security::tls::downstream_transport_socket;
 use crate::types::{ErrorCode, ListenerShape, SecretRef, TranslateError};
 use crate::virtual_service::{Client, http_rule, tcp_route, tls_routes};
@@ -400,7 +399,6 @@ pub fn gateway_resources(
         };
         let name = names::listener_name(&address, listen_port);
         let mut chains = Vec::new();
-        let mut inspector = false;
         if let Kind::Tcp = keep[0].kind {
             chains.extend(tcp_chain(
                 model,
@@ -440,7 +438,7 @@ pub fn gateway_resources(
             let mut used_routes: BTreeSet<String> = BTreeSet::new();
             for s in &keep {
                 if let Kind::Passthrough = s.kind {
-                    let found = passthrough_chains(
+                    chains.extend(passthrough_chains(
                         model,
                         scope,
                         workload,
@@ -449,9 +447,7 @@ pub fn gateway_resources(
                         &security.tcp_filters,
                         &mut taken,
                         &mut out.errors,
-                    );
-                    inspector |= !found.is_empty();
-                    chains.extend(found);
+                    ));
                     continue;
                 }
                 let Kind::Tls(mode, cred) = &s.kind else {
@@ -482,7 +478,6 @@ pub fn gateway_resources(
                     ));
                     continue;
                 }
-                inspector |= !server_names.is_empty();
                 let port_name = s
                     .server
                     .port
@@ -556,11 +551,7 @@ pub fn gateway_resources(
         if chains.is_empty() {
             continue;
         }
-        let filters = if inspector {
-            vec![tls_inspector()]
-        } else {
-            Vec::new()
-        };
+        let filters = sni_inspector(&chains);
         out.listeners
             .push(listener(name, &address, listen_port, chains, filters));
     }

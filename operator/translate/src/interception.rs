@@ -26,7 +26,7 @@ use trellis_model::{MeshService, OutboundPolicy, Protocol, Resolution, ServicePo
 
 use crate::cluster::{DEFAULT_CONNECT_TIMEOUT, duration};
 use crate::endpoints::load_assignment;
-use crate::listener::{Routes, http_connection_manager, listener, tcp_proxy};
+use crate::listener::{Routes, http_connection_manager, listener, sni_inspector, tcp_proxy};
 use crate::names;
 use crate::outbound::OutboundScope;
 
@@ -337,20 +337,6 @@ pub fn clusters() -> Vec<Arc<Cluster>> {
         Arc::new(inbound_passthrough),
         Arc::new(stats),
     ]
-}
-
-/// The TLS inspector, when a chain matches by SNI.
-pub(crate) fn sni_inspector(chains: &[FilterChain]) -> Vec<ListenerFilter> {
-    let by_sni = |c: &FilterChain| {
-        c.filter_chain_match
-            .as_ref()
-            .is_some_and(|m| !m.server_names.is_empty())
-    };
-    if chains.iter().any(by_sni) {
-        vec![crate::security::peer_authn::tls_inspector()]
-    } else {
-        Vec::new()
-    }
 }
 
 /// A CIDR range (`ip/bits`) as a filter chain's destination match; `None`

@@ -166,3 +166,17 @@ pub fn listener(
         ..Default::default()
     }
 }
+
+/// The TLS inspector, when a chain matches by SNI.
+pub(crate) fn sni_inspector(chains: &[FilterChain]) -> Vec<ListenerFilter> {
+    let by_sni = |c: &FilterChain| {
+        c.filter_chain_match
+            .as_ref()
+            .is_some_and(|m| !m.server_names.is_empty())
+    };
+    if chains.iter().any(by_sni) {
+        vec![crate::security::peer_authn::tls_inspector()]
+    } else {
+        Vec::new()
+    }
+}

@@ -208,7 +208,7 @@ impl<'m> Translator<'m> {
                         continue;
                     }
                     let chains = scope.tcp_chains(host, *port, None, &mut BTreeSet::new());
-                    let inspector = crate::interception::sni_inspector(&chains);
+                    let inspector = crate::listener::sni_inspector(&chains);
                     listeners.push(listener(
                         names::listener_name(&workload.address, *local),
                         &workload.address,
