@@ -40,6 +40,8 @@ pub struct Translator<'m> {
     client_selectors: Vec<BTreeMap<String, String>>,
     /// Clusters and endpoints shared by the scopes of all namespaces.
     shared: Shared<'m>,
+    /// The model's PeerAuthentications and mesh default, read once.
+    peer_policies: Vec<PeerAuthnPolicy>,
 }
 
 /// A client namespace, the Sidecar resource (namespace, name) in force, if
@@ -75,6 +77,7 @@ impl<'m> Translator<'m> {
             scopes: BTreeMap::new(),
             client_selectors: client_selectors.into_iter().cloned().collect(),
             shared,
+            peer_policies: peer_policies(model),
         }
     }
 
@@ -361,13 +364,13 @@ impl<'m> Translator<'m> {
         let mtls = downstream_mtls(&self.options.sds);
         // As in Istio, an undeclared port a PeerAuthentication of this
         // workload names (`portLevelMtls`) gets chains of its own, in its mode.
-        let port_level: BTreeSet<u32> = (self.model.peer_authentications())
-            .filter(|pa| pa.namespace == workload.namespace)
-            .filter(|pa| {
-                (pa.object.spec.selector.as_ref())
-                    .is_some_and(|s| trellis_model::labels_match(&s.match_labels, &workload.labels))
+        let port_level: BTreeSet<u32> = (self.peer_policies.iter())
+            .filter(|p| p.namespace == workload.namespace)
+            .filter(|p| {
+                (p.selector.as_ref())
+                    .is_some_and(|s| trellis_model::labels_match(s, &workload.labels))
             })
-            .flat_map(|pa| pa.object.spec.port_level_mtls.keys().copied())
+            .flat_map(|p| p.port_level.keys().copied())
             .filter(|p| !declared.contains(p))
             .collect();
         let mut chains = Vec::new();
@@ -408,31 +411,9 @@ impl<'m> Translator<'m> {
     /// The mTLS mode of `port` on `workload`: its PeerAuthentications (workload port,
     /// workload, namespace, mesh root namespace), then the mesh default.
     fn mtls_mode(&self, workload: &Workload, port: u16) -> EffectiveMtls {
-        let settings = self.model.settings();
-        let mut stored: Vec<_> = self.model.peer_authentications().collect();
-        stored.sort_by(|a, b| a.age_key().cmp(&b.age_key()));
-        let mut policies: Vec<PeerAuthnPolicy> = stored
-            .iter()
-            .enumerate()
-            .map(|(i, pa)| peer_authn_policy(pa, i as i64))
-            .collect();
-        // The mesh default (MeshConfig, or the root namespace's PeerAuthentication as
-        // the sources fold it in) counts as the oldest mesh-wide policy.
-        policies.push(PeerAuthnPolicy {
-            namespace: settings.root_namespace.clone(),
-            name: String::new(),
-            creation_order: i64::MIN,
-            selector: None,
-            mode: match settings.default_mtls {
-                MtlsMode::Strict => PeerMode::Strict,
-                MtlsMode::Permissive => PeerMode::Permissive,
-                MtlsMode::Disable => PeerMode::Disable,
-            },
-            port_level: BTreeMap::new(),
-        });
         effective_mode(
-            &policies,
-            &settings.root_namespace,
+            &self.peer_policies,
+            &self.model.settings().root_namespace,
             WorkloadRef {
                 namespace: &workload.namespace,
                 labels: &workload.labels,
@@ -440,6 +421,33 @@ impl<'m> Translator<'m> {
             u32::from(port),
         )
     }
+}
+
+/// The model's PeerAuthentications as policies (oldest first), and the mesh
+/// default (MeshConfig, or the root namespace's PeerAuthentication as the
+/// sources fold it in) as the oldest mesh-wide one.
+fn peer_policies(model: &MeshModel) -> Vec<PeerAuthnPolicy> {
+    let settings = model.settings();
+    let mut stored: Vec<_> = model.peer_authentications().collect();
+    stored.sort_by(|a, b| a.age_key().cmp(&b.age_key()));
+    let mut policies: Vec<PeerAuthnPolicy> = stored
+        .iter()
+        .enumerate()
+        .map(|(i, pa)| peer_authn_policy(pa, i as i64))
+        .collect();
+    policies.push(PeerAuthnPolicy {
+        namespace: settings.root_namespace.clone(),
+        name: String::new(),
+        creation_order: i64::MIN,
+        selector: None,
+        mode: match settings.default_mtls {
+            MtlsMode::Strict => PeerMode::Strict,
+            MtlsMode::Permissive => PeerMode::Permissive,
+            MtlsMode::Disable => PeerMode::Disable,
+        },
+        port_level: BTreeMap::new(),
+    });
+    policies
 }
 
 fn inbound_routes(
