@@ -34,8 +34,8 @@ pub struct Translator<'m> {
     options: TranslateOptions,
     /// By (namespace, the Sidecar resource in force, client selectors matched).
     scopes: BTreeMap<ScopeKey, Arc<OutboundScope>>,
-    /// The distinct `sourceLabels` of every VirtualService `http` and `tcp`
-    /// match, and the DestinationRules' `workloadSelector`s: the proxies of a
+    /// The distinct `sourceLabels` of every VirtualService `http`, `tcp` and
+    /// `tls` match, and the DestinationRules' `workloadSelector`s: the proxies of a
     /// namespace that satisfy the same ones see the same routes and rules.
     client_selectors: Vec<BTreeMap<String, String>>,
     /// Clusters and endpoints shared by the scopes of all namespaces.
@@ -60,8 +60,10 @@ impl<'m> Translator<'m> {
             let spec = &vs.object.spec;
             let http = spec.http.iter().flat_map(|r| &r.match_);
             let tcp = spec.tcp.iter().flat_map(|r| &r.match_);
+            let tls = spec.tls.iter().flat_map(|r| &r.match_);
             http.map(|m| &m.source_labels)
                 .chain(tcp.map(|m| &m.source_labels))
+                .chain(tls.map(|m| &m.source_labels))
         });
         let workload_selectors = model
             .destination_rules()

@@ -474,6 +474,7 @@ fn tls_routes_take_connections_to_a_tls_port_by_sni() {
             "127.0.0.32",
             &[("app", "vault"), ("version", "v2")],
         ),
+        canary_client(),
         dr(r#"
 metadata: {name: vault, namespace: shop}
 spec: {host: vault, subsets: [{name: v1, labels: {version: v1}}, {name: v2, labels: {version: v2}}]}
@@ -543,7 +544,21 @@ spec:
             .tcp_outbound_ports
             .insert((host.to_string(), 443), 20443);
     }
-    let out = Translator::new(&model, options).translate(&Proxy::sidecar("shop", "web-1"));
+    let mut translator = Translator::new(&model, options);
+    // The canary client gets its route, and the translator does not share
+    // that scope with web-1, whose labels do not satisfy the match.
+    let canary = translator.translate(&Proxy::sidecar("shop", "web-2"));
+    let l = (canary.listeners.iter())
+        .find(|l| l.name == "127.0.0.14_20443")
+        .unwrap();
+    assert_eq!(
+        chains_of(l)[0],
+        (
+            vec!["canary.vault.example.com".to_string()],
+            vec![(cluster("v1"), 100)]
+        )
+    );
+    let out = translator.translate(&Proxy::sidecar("shop", "web-1"));
     let l = out
         .listeners
         .iter()
