@@ -213,10 +213,15 @@ pub async fn run(
                     settings_errors = errors;
                     (keeper.ttl, keeper.policy) = (defaults.cert_ttl, defaults.renewal);
                     if defaults.log_level != fleet.log_level() {
+                        // Each Envoy on its own task: a slow admin endpoint
+                        // must not hold up the loop.
                         for admin in fleet.set_log_level(&defaults.log_level) {
-                            if let Err(e) = set_envoy_log_level(admin, &defaults.log_level).await {
-                                tracing::warn!(%admin, error = %e, "setting an Envoy's log level");
-                            }
+                            let level = defaults.log_level.clone();
+                            tokio::spawn(async move {
+                                if let Err(e) = set_envoy_log_level(admin, &level).await {
+                                    tracing::warn!(%admin, error = %e, "setting an Envoy's log level");
+                                }
+                            });
                         }
                     }
                     let (planned, errors) =
