@@ -93,7 +93,8 @@ pub fn outbound_listeners(scope: &OutboundScope) -> Vec<Listener> {
     // (several could not be told apart, so their traffic stays on virtualOutbound).
     // Addresses that are CIDR ranges get a chain there matched by destination IP.
     let mut by_port: BTreeMap<u16, Vec<(&MeshService, &ServicePort)>> = BTreeMap::new();
-    let mut by_range: BTreeMap<u16, Vec<(&MeshService, &ServicePort, CidrRange)>> = BTreeMap::new();
+    let mut by_range: BTreeMap<u16, Vec<(&MeshService, &ServicePort, &str, CidrRange)>> =
+        BTreeMap::new();
     for service in &scope.services {
         if service.resolution == Resolution::Passthrough {
             continue;
@@ -101,7 +102,9 @@ pub fn outbound_listeners(scope: &OutboundScope) -> Vec<Listener> {
         let ips: Vec<&String> = (service.addresses.iter())
             .filter(|a| a.parse::<std::net::IpAddr>().is_ok())
             .collect();
-        let ranges: Vec<CidrRange> = service.addresses.iter().filter_map(|a| cidr(a)).collect();
+        let ranges: Vec<(&str, CidrRange)> = (service.addresses.iter())
+            .filter_map(|a| Some((a.as_str(), cidr(a)?)))
+            .collect();
         for port in service.ports.iter().filter(|p| !p.protocol.is_http()) {
             if ips.is_empty() && ranges.is_empty() {
                 // `*` is no SNI name; such traffic stays on virtualOutbound.
@@ -110,8 +113,9 @@ pub fn outbound_listeners(scope: &OutboundScope) -> Vec<Listener> {
                 }
                 continue;
             }
-            for range in &ranges {
-                (by_range.entry(port.port).or_default()).push((service, port, range.clone()));
+            for (text, range) in &ranges {
+                let claim = (service, port, *text, range.clone());
+                by_range.entry(port.port).or_default().push(claim);
             }
             for address in &ips {
                 let chains =
@@ -150,18 +154,11 @@ pub fn outbound_listeners(scope: &OutboundScope) -> Vec<Listener> {
         // stays with the first service (by host).
         let mut ranges_seen = BTreeSet::new();
         let mut chains: Vec<FilterChain> = (by_range.get(&port).into_iter().flatten())
-            .filter(|(_, _, range)| {
-                ranges_seen.insert((
-                    range.address_prefix.clone(),
-                    range.prefix_len.map(|l| l.value),
-                ))
-            })
-            .map(|(service, p, range)| FilterChain {
+            .filter(|(_, _, text, _)| ranges_seen.insert(*text))
+            .map(|(service, p, text, range)| FilterChain {
                 name: format!(
-                    "{}.{}/{}",
-                    names::outbound_cluster(p.port, None, &service.hostname),
-                    range.address_prefix,
-                    range.prefix_len.as_ref().map_or(0, |l| l.value)
+                    "{}.{text}",
+                    names::outbound_cluster(p.port, None, &service.hostname)
                 ),
                 filter_chain_match: Some(FilterChainMatch {
                     prefix_ranges: vec![range.clone()],
