@@ -561,6 +561,42 @@ spec:
     assert_eq!(ledger.hits(), 1);
 }
 
+/// A Gateway without a selector applies to every gateway workload, as in
+/// Istio: the ingress workload serves it on real Envoy.
+#[test]
+fn a_gateway_without_a_selector_is_served_by_the_gateway_workload_on_real_envoy() {
+    let web = Upstream::echo("web-app", Ipv4Addr::new(127, 0, 0, 78));
+    let gw_port = free_ports_on(GW_IP, 1)[0];
+    let resources = vec![
+        service("shop", "web", "web", &[("http", 80, web.port())]),
+        workload("shop", "web-1", &web.ip(), &[("app", "web")], false),
+        ingress_workload(),
+        object(&format!(
+            "apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {{name: any-gw, namespace: edge}}\n\
+             spec: {{servers: [{{port: {{number: {gw_port}, name: http, protocol: HTTP}}, hosts: [\"*/*\"]}}]}}\n"
+        )),
+        object(
+            r#"
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: web, namespace: shop}
+spec:
+  hosts: [shop.example.com]
+  gateways: [edge/any-gw]
+  http:
+  - route: [{destination: {host: web}}]
+"#,
+        ),
+    ];
+    let (gateway, _identity) = start_ingress(resources);
+    let r = HttpRequest::get("/")
+        .host("shop.example.com")
+        .send(SocketAddr::from((GW_IP, gw_port)))
+        .unwrap_or_else(|e| panic!("{e}\n{}", gateway.log()));
+    assert_eq!((r.status, r.header("x-upstream")), (200, Some("web-app")));
+    assert_eq!(web.hits(), 1);
+}
+
 /// A server with `bind` listens on that address only, on real Envoy.
 #[test]
 fn a_bound_server_listens_on_its_address_only_on_real_envoy() {

@@ -564,7 +564,8 @@ impl MeshModel {
         self.peer_authentications.values()
     }
 
-    /// The Gateways a gateway workload runs (their selector matches its labels).
+    /// The Gateways a gateway workload runs: their selector matches its labels, or
+    /// they have none.
     pub fn gateways_for(&self, workload: &Workload) -> Vec<&Stored<Gateway>> {
         crate::service_entry::gateways_for(&self.gateways, workload)
     }

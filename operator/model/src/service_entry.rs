@@ -137,17 +137,16 @@ pub fn services_of_entry(
     Ok(out)
 }
 
-/// The Gateways whose selector matches `workload` (any namespace), by namespace/name.
+/// The Gateways whose selector matches the gateway workload `workload` (any
+/// namespace), by namespace/name. A Gateway without a selector applies to
+/// every gateway workload, as in Istio; callers ask only for gateway proxies.
 pub fn gateways_for<'a>(
     store: &'a Store<Gateway>,
     workload: &Workload,
 ) -> Vec<&'a Stored<Gateway>> {
     store
         .values()
-        .filter(|g| {
-            let sel = &g.object.spec.selector;
-            !sel.is_empty() && labels_match(sel, &workload.labels)
-        })
+        .filter(|g| labels_match(&g.object.spec.selector, &workload.labels))
         .collect()
 }
 

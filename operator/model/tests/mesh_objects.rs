@@ -140,6 +140,21 @@ fn gateways_bind_by_selector_and_sidecars_by_precedence() {
         .map(|g| g.name.as_str())
         .collect();
     assert_eq!(names, ["b", "a"], "selector matches in any namespace");
+    // Without a selector a Gateway applies to every gateway workload, as in Istio.
+    m.apply(Resource::Gateway(Box::new(
+        serde_json::from_value(json!({
+            "metadata": {"name": "every", "namespace": "edge"},
+            "spec": {"servers": []}
+        }))
+        .unwrap(),
+    )))
+    .unwrap();
+    let egress = labelled("ops", "egress", &[("istio", "egressgateway")]);
+    let names = |w: &Workload| -> Vec<String> {
+        m.gateways_for(w).iter().map(|g| g.name.clone()).collect()
+    };
+    assert_eq!(names(&ingress), ["every", "b", "a"]);
+    assert_eq!(names(&egress), ["every"]);
     assert_eq!(m.virtual_services_for_gateway("shop", "a").len(), 1);
     assert_eq!(m.virtual_services_for_gateway("other", "b").len(), 1);
     assert!(m.virtual_services_for_gateway("other", "a").is_empty());
