@@ -121,10 +121,15 @@ pub fn plan(
                 continue;
             }
         };
+        // A WorkloadEntry is a gateway when some Gateway's selector picks it;
+        // then the Gateways without a selector apply to it too, as in Istio.
+        let is_gateway = gateways.iter().any(|g| selects(&g.spec.selector, we));
         let matched: Vec<usize> = gateways
             .iter()
             .enumerate()
-            .filter(|(_, g)| selects(&g.spec.selector, we))
+            .filter(|(_, g)| {
+                is_gateway && (g.spec.selector.is_empty() || selects(&g.spec.selector, we))
+            })
             .map(|(i, _)| i)
             .collect();
         let kind = if matched.is_empty() {
@@ -223,10 +228,14 @@ pub fn plan(
                 namespace: g.metadata.namespace.clone(),
                 name: g.metadata.name.clone(),
                 field: Some("spec.selector".into()),
-                message:
+                message: if g.spec.selector.is_empty() {
+                    "without a selector this Gateway applies to every gateway workload, and none \
+                     runs: a WorkloadEntry is a gateway here when a Gateway's selector picks it"
+                } else {
                     "no WorkloadEntry has labels matching the selector, so no gateway Envoy runs; \
-                          add one (address 127.0.0.1) with these labels"
-                        .into(),
+                     add one (address 127.0.0.1) with these labels"
+                }
+                .into(),
             });
         }
     }

@@ -178,3 +178,63 @@ spec:
     assert_eq!(p[0].gateway_ports, vec![8080, 8443]);
     assert_eq!(p[0].process_name(), "gateway/shop/ingress");
 }
+
+/// A Gateway without a selector applies to every gateway workload (its ports
+/// open on each) but makes no WorkloadEntry a gateway; alone it is reported.
+#[test]
+fn a_gateway_without_a_selector_joins_the_gateway_workloads() {
+    let entries = r#"apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata: {name: ingress, namespace: shop}
+spec: {address: 127.0.0.1, labels: {istio: ingress}, serviceAccount: ingress}
+---
+apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata: {name: web, namespace: shop, annotations: {local.trellis.dev/app-port: "18080"}}
+spec: {address: 127.0.0.21, labels: {app: web}}
+---
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: any, namespace: shop}
+spec:
+  servers: [{port: {number: 9090, name: http, protocol: HTTP}, hosts: ["*"]}]
+"#;
+    let selecting = r#"---
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: gw, namespace: shop}
+spec:
+  selector: {istio: ingress}
+  servers: [{port: {number: 80, name: http, protocol: HTTP}, hosts: ["*"]}]
+"#;
+    let plan_of = |text: &str| {
+        plan(
+            &load(text),
+            &mut Assignments::default(),
+            &PlanOptions::default(),
+            counter(),
+        )
+        .unwrap()
+    };
+    let (proxies, errors) = plan_of(&format!("{entries}{selecting}"));
+    let kinds: Vec<(&str, ProxyKind)> = proxies.iter().map(|p| (p.name.as_str(), p.kind)).collect();
+    assert_eq!(
+        kinds,
+        [("ingress", ProxyKind::Gateway), ("web", ProxyKind::Sidecar)]
+    );
+    assert_eq!(proxies[0].gateway_ports, [8080, 9090]);
+    assert!(errors.is_empty(), "{errors:?}");
+
+    let (proxies, errors) = plan_of(entries);
+    assert!(proxies.iter().all(|p| p.kind == ProxyKind::Sidecar));
+    let gateway = errors
+        .iter()
+        .find(|e| e.kind.as_deref() == Some("Gateway"))
+        .expect("the Gateway is reported");
+    assert_eq!(gateway.field.as_deref(), Some("spec.selector"));
+    assert!(
+        gateway.message.contains("without a selector"),
+        "{}",
+        gateway.message
+    );
+}
