@@ -341,7 +341,9 @@ fn auto_mtls_to_sidecars_plaintext_to_the_rest_unless_a_destination_rule_says_ot
 /// A TCP service with two endpoints, reached by `CONNECT` through the client
 /// sidecar: its DestinationRule's `useSourceIp` keeps a client on one endpoint
 /// and its `tcp.idleTimeout` closes an idle tunnel. Without the rule, tunnels
-/// go round robin and an idle one stays open. Its `tcp.maxConnectionDuration`
+/// spread over both endpoints (least request, the default, picks at random
+/// among idle ones: 24 tunnels all on one has odds of 2^-23) and an idle one
+/// stays open. Its `tcp.maxConnectionDuration`
 /// closes a busy tunnel.
 #[test]
 fn tcp_source_ip_hash_and_idle_timeout_on_real_envoy() {
@@ -361,7 +363,7 @@ fn tcp_source_ip_hash_and_idle_timeout_on_real_envoy() {
             resources.push(destination_rule(rule));
         }
         let client = start_client(&ca, resources, client_ip);
-        let servers: BTreeSet<String> = (0..12)
+        let servers: BTreeSet<String> = (0..24)
             .map(|_| {
                 let (status, response) = connect_and_get(client.listen, "ledger:7000");
                 let response = response.unwrap_or_default();

@@ -355,7 +355,7 @@ spec:
 /// `tls` routes on real Envoy: connections to vault's TLS port through the
 /// client's local port go by SNI, each to the backend its route names, and
 /// the client checks that backend's own certificate (each trusts only its
-/// own). Without the routes, connections would alternate between the two.
+/// own). Without the routes, connections would spread over the two.
 #[test]
 fn tls_routes_take_connections_by_sni_on_real_envoy() {
     let ca = test_ca();

@@ -162,6 +162,8 @@ pub fn inbound_cluster(
 ) -> Cluster {
     let name = names::inbound_cluster(target_port);
     let mut cluster = base_cluster(&name, &ClusterPolicy::default(), protocol);
+    // One endpoint, so no balancing to choose; Istio sets none on inbound clusters.
+    cluster.lb_policy = LbPolicy::RoundRobin as i32;
     cluster.cluster_discovery_type = Some(ClusterDiscoveryType::Type(DiscoveryType::Static as i32));
     let endpoint = trellis_model::Endpoint {
         address: app_address.to_string(),
@@ -221,11 +223,7 @@ fn base_cluster(name: &str, policy: &ClusterPolicy, protocol: Protocol) -> Clust
             }),
         ..Default::default()
     };
-    cluster.lb_policy = match policy
-        .load_balancer
-        .as_ref()
-        .unwrap_or(&LoadBalancer::RoundRobin)
-    {
+    cluster.lb_policy = match policy.load_balancer.clone().unwrap_or_default() {
         LoadBalancer::RoundRobin => LbPolicy::RoundRobin,
         LoadBalancer::LeastRequest => LbPolicy::LeastRequest,
         LoadBalancer::Random => LbPolicy::Random,

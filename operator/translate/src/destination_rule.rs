@@ -209,9 +209,19 @@ fn load_balancer(
         }
     }
     match lb.simple {
+        Some(SimpleLB::RoundRobin) => LoadBalancer::RoundRobin,
         Some(SimpleLB::LeastConn) | Some(SimpleLB::LeastRequest) => LoadBalancer::LeastRequest,
         Some(SimpleLB::Random) => LoadBalancer::Random,
-        _ => LoadBalancer::RoundRobin,
+        Some(SimpleLB::Passthrough) => {
+            err(
+                format!("{path}.simple"),
+                "PASSTHROUGH (to the original destination) is not supported; \
+                 the default, LEAST_REQUEST, applies"
+                    .into(),
+            );
+            LoadBalancer::default()
+        }
+        Some(SimpleLB::Unspecified) | None => LoadBalancer::default(),
     }
 }
 

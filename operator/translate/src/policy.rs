@@ -4,8 +4,9 @@ use std::time::Duration;
 
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub enum LoadBalancer {
-    #[default]
     RoundRobin,
+    /// Istio's default when a rule names no algorithm.
+    #[default]
     LeastRequest,
     Random,
     /// `consistentHash`: ring hash on the cluster, hash policy on routes.

@@ -984,3 +984,47 @@ fn connection_pool_keepalive_timeouts_and_upstream_protocol() {
     let (cart, options) = cluster_of("{tcp: {maxConnections: 5}}");
     assert!(options.is_none() && cart.upstream_connection_options.is_none());
 }
+
+/// Balancing as Istio chooses it: LEAST_REQUEST when no rule names an
+/// algorithm, ROUND_ROBIN only when asked for; PASSTHROUGH is reported and
+/// gets the default; the inbound cluster (one endpoint) gets no choice.
+#[test]
+fn load_balancing_defaults_to_least_request_as_in_istio() {
+    let translate = |rule: Option<&str>| {
+        let mut resources = base_resources();
+        if let Some(policy) = rule {
+            resources.push(dr(&format!(
+                "metadata: {{name: cart, namespace: shop}}\nspec: {{host: cart, trafficPolicy: {{loadBalancer: {policy}}}}}\n"
+            )));
+        }
+        let out = web_sidecar(&model_of(resources));
+        let policy = |name: &str| LbPolicy::try_from(cluster(&out, name).lb_policy).unwrap();
+        let errors: Vec<String> = out.errors.iter().map(|e| e.path.clone()).collect();
+        (
+            policy(&format!("outbound|8080||{CART}")),
+            policy("inbound|8000||"),
+            errors,
+        )
+    };
+    assert_eq!(
+        translate(None),
+        (LbPolicy::LeastRequest, LbPolicy::RoundRobin, vec![])
+    );
+    assert_eq!(
+        translate(Some("{simple: ROUND_ROBIN}")).0,
+        LbPolicy::RoundRobin
+    );
+    assert_eq!(
+        translate(Some("{simple: UNSPECIFIED}")).0,
+        LbPolicy::LeastRequest
+    );
+    assert_eq!(translate(Some("{simple: RANDOM}")).0, LbPolicy::Random);
+    assert_eq!(
+        translate(Some("{simple: PASSTHROUGH}")),
+        (
+            LbPolicy::LeastRequest,
+            LbPolicy::RoundRobin,
+            vec!["spec.trafficPolicy.loadBalancer.simple".to_string()]
+        )
+    );
+}
