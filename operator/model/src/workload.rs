@@ -129,6 +129,12 @@ impl Workload {
         Some(w)
     }
 
+    /// The model name of WorkloadEntry `name` among a cluster's pods: a pod and a
+    /// WorkloadEntry may share a name in one namespace, and no pod name has a `:`.
+    pub fn workload_entry_name(name: &str) -> String {
+        format!("WorkloadEntry:{name}")
+    }
+
     /// The port this workload serves `port` of a service on, if it can.
     pub fn target_port(&self, port: &ServicePort) -> Option<u16> {
         if self.ports_by_service_port

@@ -315,7 +315,10 @@ impl MeshFeed {
                     // A host name address serves no Kubernetes service: not a workload.
                     Resource::WorkloadEntry(o) => {
                         match trellis_model::Workload::from_workload_entry(&o) {
-                            Some(w) => M::Workload(Box::new(w)),
+                            Some(mut w) => {
+                                w.name = trellis_model::Workload::workload_entry_name(&w.name);
+                                M::Workload(Box::new(w))
+                            }
                             None => return self.model_delete(&key),
                         }
                     }
@@ -437,7 +440,10 @@ impl MeshFeed {
             "PeerAuthentication" => ResourceKind::PeerAuthentication,
             _ => return ChangeScope::None,
         };
-        let (namespace, name) = ns_name(key);
+        let (namespace, mut name) = ns_name(key);
+        if key.kind == "WorkloadEntry" {
+            name = trellis_model::Workload::workload_entry_name(&name);
+        }
         let scope = Arc::make_mut(&mut self.model).delete(&ResourceKey::new(kind, namespace, name));
         if scope != ChangeScope::None {
             self.revision += 1;

@@ -317,7 +317,7 @@ fn workload_entries_with_an_ip_are_workloads() {
     feed.apply(Change::Apply(entry("vm-1", "10.1.2.3")));
     let w = feed
         .model()
-        .workload("shop", "vm-1")
+        .workload("shop", "WorkloadEntry:vm-1")
         .expect("vm-1 is a workload");
     assert_eq!(
         (
@@ -329,15 +329,36 @@ fn workload_entries_with_an_ip_are_workloads() {
         ("10.1.2.3", "vm", 3, true)
     );
     assert!(feed.view(true).config[&key("WorkloadEntry", "vm-1")].programmed);
+    // a pod of the same name is another workload: neither replaces the other
+    feed.apply(Change::Apply(pod("vm-1", Some("10.0.0.7"))));
+    let address = |name: &str| {
+        feed.model()
+            .workload("shop", name)
+            .map(|w| w.address.clone())
+    };
+    assert_eq!(address("vm-1").as_deref(), Some("10.0.0.7"));
+    assert_eq!(address("WorkloadEntry:vm-1").as_deref(), Some("10.1.2.3"));
     feed.apply(Change::Apply(entry("vm-2", "vm-2.example.com")));
-    assert!(feed.model().workload("shop", "vm-2").is_none());
+    assert!(
+        feed.model()
+            .workload("shop", "WorkloadEntry:vm-2")
+            .is_none()
+    );
     assert!(
         feed.view(true)
             .config
             .contains_key(&key("WorkloadEntry", "vm-2"))
     );
     feed.apply(Change::Delete(key("WorkloadEntry", "vm-1")));
-    assert!(feed.model().workload("shop", "vm-1").is_none());
+    assert!(
+        feed.model()
+            .workload("shop", "WorkloadEntry:vm-1")
+            .is_none()
+    );
+    assert!(
+        feed.model().workload("shop", "vm-1").is_some(),
+        "the pod stays"
+    );
 }
 
 mod convergence {
