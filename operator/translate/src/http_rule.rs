@@ -15,6 +15,8 @@ pub enum StringMatch {
 /// One `match[]` entry; every set condition must hold.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct RequestMatch {
+    /// Istio's `match[].name`: suffixes the route's name (stats, access logs).
+    pub name: Option<String>,
     pub uri: Option<StringMatch>,
     /// `http` or `https`, as the request arrived.
     pub scheme: Option<StringMatch>,

@@ -115,10 +115,11 @@ fn route(rule: &HttpRule, m: Option<&RequestMatch>, index: usize) -> Route {
         }),
     };
     Route {
-        name: if index == 0 {
-            rule.name.clone()
-        } else {
-            format!("{}.{index}", rule.name)
+        // As Istio names it: the rule, then the match's own name if it has one.
+        name: match (m.and_then(|m| m.name.as_deref()), index) {
+            (Some(match_name), _) => format!("{}.{match_name}", rule.name),
+            (None, 0) => rule.name.clone(),
+            (None, _) => format!("{}.{index}", rule.name),
         },
         r#match: Some(route_match(m)),
         action: Some(action),

@@ -387,6 +387,7 @@ pub fn http_rule(
             .match_
             .iter()
             .map(|m| RequestMatch {
+                name: m.name.clone().filter(|n| !n.is_empty()),
                 uri: m.uri.as_ref().map(string_match),
                 scheme: m.scheme.as_ref().map(string_match),
                 method: m.method.as_ref().map(string_match),

@@ -1028,3 +1028,28 @@ fn load_balancing_defaults_to_least_request_as_in_istio() {
         )
     );
 }
+
+/// Routes are named as Istio names them: the rule's `name` (else the
+/// VirtualService's name and the rule's index), then a match's own `name`.
+#[test]
+fn routes_carry_the_rule_and_match_names() {
+    let mut resources = base_resources();
+    resources.push(vs(r#"
+metadata: {name: cart, namespace: shop}
+spec:
+  hosts: [cart]
+  http:
+  - name: by-header
+    match:
+    - {name: canary, headers: {x-track: {exact: canary}}}
+    - headers: {x-track: {exact: beta}}
+    route: [{destination: {host: cart}}]
+  - route: [{destination: {host: cart}}]
+"#));
+    let out = web_sidecar(&model_of(resources));
+    let names: Vec<&str> = http_routes(vhost(&out, &format!("{CART}:8080")))
+        .iter()
+        .map(|r| r.name.as_str())
+        .collect();
+    assert_eq!(names, ["by-header.canary", "by-header.1", "shop.cart.1"]);
+}
