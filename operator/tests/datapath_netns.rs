@@ -476,7 +476,7 @@ impl ControlPlane {
 
     fn serve_model(&self, model: MeshModel) {
         let _enter = self.runtime.enter();
-        self.snapshots.set(Arc::new(model));
+        self.snapshots.set(Arc::new(model), Default::default());
         self.server.push(PushScope::All);
     }
 

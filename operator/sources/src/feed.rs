@@ -18,6 +18,7 @@ use trellis_model::{
 };
 use trellis_xds::{ProxyId, ProxyKind, PushScope};
 
+use crate::credentials::{self, Credential, Credentials};
 use crate::input::{Change, Input, SourceKind, normalize, strip_meta};
 
 /// A mesh configuration object as status sees it.
@@ -55,6 +56,8 @@ pub struct MeshView {
     pub namespaces: Arc<BTreeMap<String, Namespace>>,
     pub pods: Arc<BTreeMap<NsName, Pod>>,
     pub service_accounts: Arc<BTreeSet<NsName>>,
+    /// Gateway credentials, by the namespace and name of their Secret.
+    pub credentials: Arc<Credentials>,
 }
 
 /// Kinds whose valid objects the model programs into proxies. PeerAuthentication
@@ -89,6 +92,7 @@ pub struct MeshFeed {
     namespaces: Arc<BTreeMap<String, Namespace>>,
     pods: Arc<BTreeMap<NsName, Pod>>,
     service_accounts: Arc<BTreeSet<NsName>>,
+    credentials: Arc<Credentials>,
     slices: BTreeMap<NsName, EndpointSlice>,
     /// Pod address learnt from EndpointSlices, for pods whose status has none yet.
     /// pod -> (slice -> address), so a pod keeps an address while any slice lists it.
@@ -131,6 +135,7 @@ impl MeshFeed {
             namespaces: self.namespaces.clone(),
             pods: self.pods.clone(),
             service_accounts: self.service_accounts.clone(),
+            credentials: self.credentials.clone(),
         }
     }
 
@@ -207,6 +212,10 @@ impl MeshFeed {
                 self.revision += 1;
                 Arc::make_mut(&mut self.pods).insert(id.clone(), *pod);
                 self.program_pod(&id)
+            }
+            Input::Secret(key, credential) => {
+                self.mark(kind, key.clone(), true);
+                self.set_credential(&key, credential)
             }
             Input::EndpointSlice(mut slice) => {
                 strip_meta(&mut slice.metadata);
@@ -388,6 +397,7 @@ impl MeshFeed {
                 let old = self.slices.remove(&id);
                 self.slice_changed(&id, old.as_ref(), None)
             }
+            SourceKind::Secret => self.set_credential(key, None),
             _ => {
                 if Arc::make_mut(&mut self.config).remove(key).is_some() {
                     self.revision += 1;
@@ -398,6 +408,38 @@ impl MeshFeed {
                     ChangeScope::None
                 }
             }
+        }
+    }
+
+    /// Keeps (or forgets) the credential of Secret `key`. The gateways of its
+    /// namespace need a push only when some Gateway names it.
+    fn set_credential(
+        &mut self,
+        key: &ObjectRef,
+        credential: Option<Arc<Credential>>,
+    ) -> ChangeScope {
+        let id = ns_name(key);
+        if self.credentials.get(&id) == credential.as_ref() {
+            return ChangeScope::None;
+        }
+        self.revision += 1;
+        let credentials = Arc::make_mut(&mut self.credentials);
+        match credential {
+            Some(c) => credentials.insert(id.clone(), c),
+            None => credentials.remove(&id),
+        };
+        let named = self.model.gateways().any(|g| {
+            g.object.spec.servers.iter().any(|s| {
+                s.tls
+                    .as_ref()
+                    .and_then(|t| t.credential_name.as_deref())
+                    .is_some_and(|c| credentials::serves(c, &id.1))
+            })
+        });
+        if named {
+            ChangeScope::namespace(&id.0)
+        } else {
+            ChangeScope::None
         }
     }
 

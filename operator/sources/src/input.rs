@@ -4,7 +4,10 @@
 //! plus the two kinds only a cluster has: Pods and EndpointSlices.
 //!
 //! Everything here is pure: JSON or typed objects in, [`Input`]s out.
-use k8s_openapi::api::core::v1::Pod;
+use std::sync::Arc;
+
+use crate::credentials::Credential;
+use k8s_openapi::api::core::v1::{Pod, Secret};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde_json::Value;
@@ -29,10 +32,12 @@ pub enum SourceKind {
     PeerAuthentication,
     RequestAuthentication,
     AuthorizationPolicy,
+    /// Only for Gateway credentials ([`crate::credentials`]).
+    Secret,
 }
 
 impl SourceKind {
-    pub const ALL: [SourceKind; 15] = [
+    pub const ALL: [SourceKind; 16] = [
         SourceKind::Namespace,
         SourceKind::Service,
         SourceKind::ServiceAccount,
@@ -48,6 +53,7 @@ impl SourceKind {
         SourceKind::PeerAuthentication,
         SourceKind::RequestAuthentication,
         SourceKind::AuthorizationPolicy,
+        SourceKind::Secret,
     ];
 
     /// The mesh kinds that carry a status written by the operator.
@@ -80,6 +86,7 @@ impl SourceKind {
             SourceKind::PeerAuthentication => "PeerAuthentication",
             SourceKind::RequestAuthentication => "RequestAuthentication",
             SourceKind::AuthorizationPolicy => "AuthorizationPolicy",
+            SourceKind::Secret => "Secret",
         }
     }
 
@@ -93,7 +100,8 @@ impl SourceKind {
             SourceKind::Namespace
             | SourceKind::Service
             | SourceKind::ServiceAccount
-            | SourceKind::Pod => ("", "v1"),
+            | SourceKind::Pod
+            | SourceKind::Secret => ("", "v1"),
             SourceKind::EndpointSlice => ("discovery.k8s.io", "v1"),
             SourceKind::MeshConfig => (trellis_api::mesh::GROUP, trellis_api::mesh::VERSION),
             SourceKind::VirtualService
@@ -134,6 +142,7 @@ impl SourceKind {
             SourceKind::PeerAuthentication => "peerauthentications",
             SourceKind::RequestAuthentication => "requestauthentications",
             SourceKind::AuthorizationPolicy => "authorizationpolicies",
+            SourceKind::Secret => "secrets",
         }
     }
 
@@ -162,6 +171,8 @@ pub enum Input {
     Unreadable(Box<Unreadable>),
     Pod(Box<Pod>),
     EndpointSlice(Box<EndpointSlice>),
+    /// A Secret: the credential it holds, if any (the rest of it is not kept).
+    Secret(ObjectRef, Option<Arc<Credential>>),
 }
 
 impl Input {
@@ -171,8 +182,17 @@ impl Input {
             Input::Unreadable(u) => u.object.clone(),
             Input::Pod(p) => object_ref("Pod", &p.metadata),
             Input::EndpointSlice(s) => object_ref("EndpointSlice", &s.metadata),
+            Input::Secret(key, _) => key.clone(),
         }
     }
+}
+
+/// A Secret as the sources keep it: its name and the credential it holds.
+pub fn secret_input(secret: &Secret) -> Input {
+    Input::Secret(
+        object_ref("Secret", &secret.metadata),
+        Credential::from_secret(secret).map(Arc::new),
+    )
 }
 
 /// A change from a source, as the model index wants it.

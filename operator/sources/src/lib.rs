@@ -6,11 +6,13 @@
 //!   [`trellis_api::Resource`], the type universal mode loads from files) — pure.
 //! - [`feed`]: the synchronous index (apply / delete / reset) over the model,
 //!   with the configuration objects, namespaces and pods status needs — pure.
+//! - [`credentials`]: Gateway `credentialName` Secrets → SDS resources — pure.
 //! - [`snapshot`]: the xDS [`SnapshotSource`](trellis_xds::SnapshotSource) over
 //!   the current model.
 //! - [`reflect`]: the watchers and the batching loop (the only I/O).
 #![forbid(unsafe_code)]
 
+pub mod credentials;
 pub mod feed;
 pub mod input;
 pub mod reflect;
@@ -20,7 +22,7 @@ pub use feed::{
     ConfigContent, ConfigObject, MeshFeed, MeshView, NsName, is_mesh_wide_peer_authentication,
     programmed, push_scope,
 };
-pub use input::{Change, Input, SourceKind, Unreadable, input_from_json};
+pub use input::{Change, Input, SourceKind, Unreadable, input_from_json, secret_input};
 pub use reflect::{Sources, api_resource};
 pub use snapshot::ModelSnapshots;
 

@@ -7,7 +7,7 @@ use std::fmt::Debug;
 use std::sync::Arc;
 
 use futures_util::StreamExt;
-use k8s_openapi::api::core::v1::{Namespace, Pod, Service, ServiceAccount};
+use k8s_openapi::api::core::v1::{Namespace, Pod, Secret, Service, ServiceAccount};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::{Api, ApiResource, DynamicObject};
 use kube::runtime::WatchStreamExt;
@@ -20,8 +20,9 @@ use trellis_model::{ChangeScope, MeshSettings};
 use trellis_xds::XdsServer;
 
 use crate::SourcesError;
+use crate::credentials;
 use crate::feed::{MeshFeed, MeshView, push_scope};
-use crate::input::{Change, Input, SourceKind, input_from_json, object_ref};
+use crate::input::{Change, Input, SourceKind, input_from_json, object_ref, secret_input};
 use crate::snapshot::ModelSnapshots;
 
 /// Most changes applied in one batch before the model is published.
@@ -55,18 +56,25 @@ pub struct Sources {
 impl Sources {
     /// Starts a watcher per kind and the loop that applies their changes. `xds`, when
     /// given, serves from `snapshots` and is pushed after every change that matters.
+    /// Secrets of `control_plane_namespace` (the CA's) are never read.
     pub fn start(
         client: kube::Client,
         base: MeshSettings,
         snapshots: Arc<ModelSnapshots>,
         xds: Option<XdsServer>,
+        control_plane_namespace: &str,
     ) -> Sources {
         let (tx, rx) = mpsc::unbounded_channel::<Msg>();
         let feed = MeshFeed::new(base);
         let (view_tx, view) = watch::channel(Arc::new(feed.view(false)));
         let mut tasks = vec![tokio::spawn(run_feed(rx, feed, snapshots, xds, view_tx))];
         for kind in SourceKind::ALL {
-            tasks.push(spawn_watch(client.clone(), kind, tx.clone()));
+            tasks.push(spawn_watch(
+                client.clone(),
+                kind,
+                control_plane_namespace,
+                tx.clone(),
+            ));
         }
         Sources { view, tasks }
     }
@@ -93,36 +101,51 @@ impl Drop for Sources {
 fn spawn_watch(
     client: kube::Client,
     kind: SourceKind,
+    control_plane_namespace: &str,
     tx: mpsc::UnboundedSender<Msg>,
 ) -> JoinHandle<()> {
     let typed = |r: Resource| Input::Resource(Box::new(r));
+    let all = watcher::Config::default();
     match kind {
+        SourceKind::Secret => tokio::spawn(watch_kind(
+            Api::<Secret>::all(client),
+            watcher::Config::default()
+                .fields(&credentials::watch_field_selector(control_plane_namespace)),
+            kind,
+            |o| secret_input(&o),
+            tx,
+        )),
         SourceKind::Namespace => tokio::spawn(watch_kind(
             Api::<Namespace>::all(client),
+            all.clone(),
             kind,
             move |o| typed(Resource::Namespace(o)),
             tx,
         )),
         SourceKind::Service => tokio::spawn(watch_kind(
             Api::<Service>::all(client),
+            all.clone(),
             kind,
             move |o| typed(Resource::Service(o)),
             tx,
         )),
         SourceKind::ServiceAccount => tokio::spawn(watch_kind(
             Api::<ServiceAccount>::all(client),
+            all.clone(),
             kind,
             move |o| typed(Resource::ServiceAccount(o)),
             tx,
         )),
         SourceKind::Pod => tokio::spawn(watch_kind(
             Api::<Pod>::all(client),
+            all.clone(),
             kind,
             |o| Input::Pod(Box::new(o)),
             tx,
         )),
         SourceKind::EndpointSlice => tokio::spawn(watch_kind(
             Api::<EndpointSlice>::all(client),
+            all.clone(),
             kind,
             |o| Input::EndpointSlice(Box::new(o)),
             tx,
@@ -131,6 +154,7 @@ fn spawn_watch(
             let api = Api::<DynamicObject>::all_with(client, &api_resource(kind));
             tokio::spawn(watch_kind(
                 api,
+                all,
                 kind,
                 move |o: DynamicObject| {
                     // Serializing a DynamicObject cannot fail (string keys only).
@@ -143,12 +167,17 @@ fn spawn_watch(
     }
 }
 
-async fn watch_kind<K, F>(api: Api<K>, kind: SourceKind, convert: F, tx: mpsc::UnboundedSender<Msg>)
-where
+async fn watch_kind<K, F>(
+    api: Api<K>,
+    config: watcher::Config,
+    kind: SourceKind,
+    convert: F,
+    tx: mpsc::UnboundedSender<Msg>,
+) where
     K: kube::Resource + Clone + DeserializeOwned + Debug + Send + 'static,
     F: Fn(K) -> Input + Send + 'static,
 {
-    let mut stream = watcher(api).default_backoff().boxed();
+    let mut stream = watcher::watcher(api, config).default_backoff().boxed();
     let mut listing: Vec<Input> = Vec::new();
     while let Some(item) = stream.next().await {
         let msg = match item {
@@ -191,13 +220,6 @@ where
     }
 }
 
-fn watcher<K>(api: Api<K>) -> impl futures_util::Stream<Item = Result<Event<K>, watcher::Error>>
-where
-    K: kube::Resource + Clone + DeserializeOwned + Debug + Send + 'static,
-{
-    watcher::watcher(api, watcher::Config::default())
-}
-
 async fn run_feed(
     mut rx: mpsc::UnboundedReceiver<Msg>,
     mut feed: MeshFeed,
@@ -228,7 +250,7 @@ async fn run_feed(
         }
         published = (feed.revision(), synced);
         let view = Arc::new(feed.view(synced));
-        snapshots.set(view.model.clone());
+        snapshots.set(view.model.clone(), view.credentials.clone());
         if let (Some(xds), Some(push)) = (&xds, push_scope(&view.model, &scope)) {
             xds.push(push);
         }

@@ -1,15 +1,19 @@
 //! What the xDS server serves each proxy in the cluster: the current model,
-//! translated for that proxy and packed into a snapshot.
+//! translated for that proxy and packed into a snapshot, with the Gateway
+//! credentials it names (SDS).
 use std::sync::{Arc, RwLock};
 
 use envoy_types::pb::google::protobuf::Any;
 use trellis_model::MeshModel;
+
+use crate::credentials::{self, Credentials};
 use trellis_translate::{Proxy, SecretRef, TranslateOptions, Translator};
 use trellis_xds::{ProxyId, ProxyKind, ResourceCache, Snapshot, SnapshotSource, XdsError};
 
-/// The model the xDS server translates from; replaced after each batch of changes.
+/// The model the xDS server translates from, and the credentials gateways are
+/// served; replaced after each batch of changes.
 pub struct ModelSnapshots {
-    current: RwLock<Arc<MeshModel>>,
+    current: RwLock<(Arc<MeshModel>, Arc<Credentials>)>,
     options: TranslateOptions,
     cache: ResourceCache,
 }
@@ -17,19 +21,24 @@ pub struct ModelSnapshots {
 impl ModelSnapshots {
     pub fn new(options: TranslateOptions) -> Arc<Self> {
         Arc::new(ModelSnapshots {
-            current: RwLock::new(Arc::new(MeshModel::default())),
+            current: RwLock::new(Default::default()),
             options,
             cache: ResourceCache::new(),
         })
     }
 
-    /// Makes `model` the one proxies are served from (call before pushing).
-    pub fn set(&self, model: Arc<MeshModel>) {
+    /// Makes `model` and `credentials` what proxies are served from (call
+    /// before pushing).
+    pub fn set(&self, model: Arc<MeshModel>, credentials: Arc<Credentials>) {
         let mut current = self.current.write().unwrap_or_else(|e| e.into_inner());
-        *current = model;
+        *current = (model, credentials);
     }
 
     pub fn model(&self) -> Arc<MeshModel> {
+        self.current().0
+    }
+
+    fn current(&self) -> (Arc<MeshModel>, Arc<Credentials>) {
         self.current
             .read()
             .unwrap_or_else(|e| e.into_inner())
@@ -46,7 +55,7 @@ fn pack<M: prost::Message + prost::Name>(message: &M) -> Any {
 
 impl SnapshotSource for ModelSnapshots {
     fn snapshot(&self, proxy: &ProxyId) -> Result<Snapshot, XdsError> {
-        let model = self.model();
+        let (model, credentials) = self.current();
         let fail = |reason: String| XdsError::Snapshot {
             proxy: proxy.to_string(),
             reason,
@@ -83,10 +92,17 @@ impl SnapshotSource for ModelSnapshots {
             b.add(e.cluster_name.clone(), pack(e.as_ref()))?;
         }
         for s in &out.secrets {
-            if let SecretRef::GatewayCredential { .. } = s {
-                // Gateway credentials come from Kubernetes Secrets, which this
-                // source does not read; the listener that needs it stays unwarmed.
-                tracing::warn!(proxy = %proxy, secret = %s.sds_name(), "gateway credential not served");
+            // The translator names only credentials of the gateway's own namespace.
+            if let SecretRef::GatewayCredential { namespace, name } = s {
+                match credentials::sds_secret(&credentials, namespace, name, &s.sds_name()) {
+                    Ok(secret) => {
+                        b.add(secret.name.clone(), pack(&secret))?;
+                    }
+                    // Envoy keeps the listener that needs it warming until it comes.
+                    Err(reason) => {
+                        tracing::warn!(proxy = %proxy, secret = %s.sds_name(), %reason, "gateway credential not served")
+                    }
+                }
             }
         }
         Ok(b.build(&self.cache))

@@ -104,7 +104,13 @@ async fn cluster_objects_reach_the_model_and_the_xds_snapshot() {
         .unwrap();
 
     let snapshots = ModelSnapshots::new(TranslateOptions::default());
-    let sources = Sources::start(client.clone(), Default::default(), snapshots.clone(), None);
+    let sources = Sources::start(
+        client.clone(),
+        Default::default(),
+        snapshots.clone(),
+        None,
+        "trellis-system",
+    );
     let mut view = sources.view();
     let v = wait_for(&mut view, "the first full list", |v| v.synced).await;
     assert!(v.config.contains_key(&vs_key("good")));
@@ -298,7 +304,13 @@ async fn a_service_without_a_selector_serves_the_endpoints_its_slices_list() {
         .unwrap();
 
     let snapshots = ModelSnapshots::new(TranslateOptions::default());
-    let sources = Sources::start(client.clone(), Default::default(), snapshots.clone(), None);
+    let sources = Sources::start(
+        client.clone(),
+        Default::default(),
+        snapshots.clone(),
+        None,
+        "trellis-system",
+    );
     let mut view = sources.view();
     wait_for(&mut view, "the cart workload", |v| {
         v.synced && v.model.workload("shop", "cart-1").is_some()

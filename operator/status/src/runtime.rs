@@ -62,7 +62,13 @@ async fn run(ctx: Arc<Context>) {
     for (name, help, metric) in crate::xds_metrics::families(&xds) {
         ctx.telemetry.register(name, help, metric);
     }
-    let sources = Sources::start(ctx.client.clone(), base, snapshots, Some(xds.clone()));
+    let sources = Sources::start(
+        ctx.client.clone(),
+        base,
+        snapshots,
+        Some(xds.clone()),
+        &ctx.config.namespace,
+    );
 
     let gate = ctx.telemetry.readiness.gate("cache/sources");
     let mut synced = sources.view();

@@ -361,6 +361,87 @@ fn workload_entries_with_an_ip_are_workloads() {
     );
 }
 
+fn tls_secret(namespace: &str, name: &str, cert: &str) -> Input {
+    use k8s_openapi::ByteString;
+    crate::input::secret_input(&k8s_openapi::api::core::v1::Secret {
+        metadata: k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
+            name: Some(name.into()),
+            namespace: Some(namespace.into()),
+            ..Default::default()
+        },
+        type_: Some("kubernetes.io/tls".into()),
+        data: Some(
+            [("tls.crt", cert), ("tls.key", "KEY")]
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), ByteString(v.as_bytes().to_vec())))
+                .collect(),
+        ),
+        ..Default::default()
+    })
+}
+
+#[test]
+fn credentials_are_kept_and_push_the_gateways_only_when_a_gateway_names_them() {
+    let mut feed = MeshFeed::new(MeshSettings::default());
+    let edge = || ChangeScope::namespace("edge");
+    // not named by any Gateway yet: kept, nothing pushed
+    assert_eq!(
+        feed.apply(Change::Apply(tls_secret("edge", "web-tls", "C1"))),
+        ChangeScope::None
+    );
+    let key = ("edge".to_string(), "web-tls".to_string());
+    assert!(feed.view(true).credentials.contains_key(&key));
+    feed.apply(Change::Apply(input_from_json(
+        SourceKind::Gateway,
+        json!({"apiVersion": "networking.istio.io/v1", "kind": "Gateway",
+               "metadata": {"name": "gw", "namespace": "shop"},
+               "spec": {"selector": {"istio": "ingress"}, "servers": [{
+                   "port": {"number": 443, "name": "https", "protocol": "HTTPS"},
+                   "hosts": ["*"], "tls": {"mode": "MUTUAL", "credentialName": "web-tls"}}]}}),
+    )));
+    // named: a new certificate, its CA Secret, its deletion push the gateways of its namespace
+    assert_eq!(
+        feed.apply(Change::Apply(tls_secret("edge", "web-tls", "C2"))),
+        edge()
+    );
+    assert_eq!(
+        feed.apply(Change::Apply(tls_secret("edge", "web-tls", "C2"))),
+        ChangeScope::None,
+        "unchanged"
+    );
+    assert_eq!(
+        feed.apply(Change::Apply(tls_secret("edge", "web-tls-cacert", "CA"))),
+        edge()
+    );
+    assert_eq!(
+        feed.apply(Change::Apply(tls_secret("edge", "other", "C"))),
+        ChangeScope::None
+    );
+    let secret = |name: &str| ObjectRef {
+        kind: "Secret".into(),
+        namespace: Some("edge".into()),
+        name: name.into(),
+    };
+    assert_eq!(feed.apply(Change::Delete(secret("web-tls"))), edge());
+    assert!(!feed.view(true).credentials.contains_key(&key));
+    // a Secret that no longer holds a credential is forgotten like a deleted one
+    let plain = crate::input::secret_input(&k8s_openapi::api::core::v1::Secret {
+        metadata: k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
+            name: Some("web-tls-cacert".into()),
+            namespace: Some("edge".into()),
+            ..Default::default()
+        },
+        ..Default::default()
+    });
+    assert_eq!(feed.apply(Change::Apply(plain)), edge());
+    // a relist without it drops what is left
+    assert_eq!(
+        feed.apply(Change::Reset(SourceKind::Secret, vec![])),
+        ChangeScope::None
+    );
+    assert!(feed.view(true).credentials.is_empty());
+}
+
 mod convergence {
     //! Any sequence of applies, deletes and relists leaves the feed where a fresh
     //! feed fed only the surviving objects ends up.
