@@ -70,7 +70,12 @@ fn gateway_simple_and_mutual_with_tls_origination() {
     let (simple_port, mutual_port) = (ports[0], ports[1]);
     let routes = || vec![vhost("shop", &[HOST], vec![route_to("shop-app")])];
     let gw_listener = |name: &str, port: u16, mode| {
-        let tls = gateway_server_tls(mode, cred_ref.clone(), Some(ca_ref.clone()));
+        let tls = gateway_server_tls(
+            mode,
+            cred_ref.clone(),
+            Some(ca_ref.clone()),
+            &["h2", "http/1.1"],
+        );
         let chain = FilterChain {
             filters: vec![http_connection_manager(name, routes(), vec![], false)],
             transport_socket: Some(downstream_transport_socket(&tls)),

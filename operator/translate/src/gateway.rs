@@ -1,14 +1,14 @@
 //! Ingress gateway proxies: listeners from the Gateways whose selector matches the
 //! gateway workload, routes from the VirtualServices bound to them (`http` routes on
-//! plaintext and terminated TLS servers, `tls` routes by SNI on PASSTHROUGH servers);
-//! plus the mesh-wide checks of those bindings (missing Gateway, host not served).
+//! plaintext and terminated HTTPS servers, `tls` routes by SNI on PASSTHROUGH servers,
+//! `tcp` routes on TCP servers and on TLS servers that terminate TLS); plus the
+//! mesh-wide checks of those bindings (missing Gateway, host not served).
+mod server_tls;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use envoy_types::pb::envoy::config::cluster::v3::Cluster;
-use envoy_types::pb::envoy::config::core::v3::{
-    AggregatedConfigSource, ApiVersion, ConfigSource, config_source::ConfigSourceSpecifier,
-};
 use envoy_types::pb::envoy::config::listener::v3::filter::ConfigType;
 use envoy_types::pb::envoy::config::listener::v3::{
     Filter, FilterChain, FilterChainMatch, Listener,
@@ -18,9 +18,6 @@ use envoy_types::pb::envoy::config::route::v3::{
 };
 use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
     HttpConnectionManager, HttpFilter,
-};
-use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{
-    DownstreamTlsContext, SdsSecretConfig,
 };
 use envoy_types::pb::google::protobuf::BoolValue;
 use envoy_types::util::pack_any;
@@ -34,10 +31,11 @@ use crate::names;
 use crate::outbound::{OutboundScope, destination_cluster};
 use crate::policy::HashKey;
 use crate::route::routes;
-use crate::security::origination::{GatewayTlsMode, gateway_server_tls};
+use crate::security::sds::SdsSource;
 use crate::security::tls::downstream_transport_socket;
 use crate::types::{ErrorCode, ListenerShape, SecretRef, TranslateError};
 use crate::virtual_service::{Client, http_rule, tcp_route, tls_routes};
+use server_tls::{Termination, server_tls, termination};
 
 /// What a gateway proxy gets besides the shared clusters and endpoints.
 #[derive(Debug, Default)]
@@ -170,32 +168,17 @@ fn gw_error(gw: &Stored<Gateway>, path: String, message: String) -> TranslateErr
     }
 }
 
-fn ads() -> ConfigSource {
-    ConfigSource {
-        resource_api_version: ApiVersion::V3 as i32,
-        config_source_specifier: Some(ConfigSourceSpecifier::Ads(AggregatedConfigSource {})),
-        ..Default::default()
-    }
-}
-
-/// Where a TLS server's certificate comes from.
-enum Credential {
-    /// `credentialName`: SDS secrets `kubernetes://<ns>/<name>` (and `-cacert`).
-    Sds(String),
-    /// `serverCertificate` / `privateKey` (/ `caCertificates`): files on the proxy.
-    Files {
-        cert: String,
-        key: String,
-        ca: Option<String>,
-    },
-}
-
 /// How one server is served.
 enum Kind {
     Plain {
         https_redirect: bool,
     },
-    Tls(GatewayTlsMode, Credential),
+    /// TLS the gateway terminates; then HTTP (`http` routes) when `http`
+    /// (HTTPS servers), else opaque TCP (`tcp` routes; TLS servers).
+    Terminated {
+        termination: Termination,
+        http: bool,
+    },
     /// TLS the gateway does not terminate: routed by SNI (`tls` routes) to
     /// servers that hold their own certificates.
     Passthrough,
@@ -208,7 +191,7 @@ impl Kind {
     fn traffic(&self) -> &'static str {
         match self {
             Kind::Plain { .. } => "plaintext HTTP",
-            Kind::Tls(..) | Kind::Passthrough => "TLS",
+            Kind::Terminated { .. } | Kind::Passthrough => "TLS",
             Kind::Tcp => "TCP",
         }
     }
@@ -237,53 +220,19 @@ fn classify(gw: &Stored<Gateway>, i: usize, server: &Server) -> Result<Kind, Box
             Ok(Kind::Passthrough)
         }
         ("TCP" | "MONGO", _) => Ok(Kind::Tcp),
-        ("HTTPS", Some(tls)) => {
-            let mode = match tls.mode {
-                Some(ServerTLSMode::Simple) | None => GatewayTlsMode::Simple,
-                Some(ServerTLSMode::Mutual) => GatewayTlsMode::Mutual,
-                Some(other) => {
-                    return Err(Box::new(gw_error(
-                        gw,
-                        format!("{path}.tls.mode"),
-                        format!("TLS mode {other:?} is not supported on gateways yet"),
-                    )));
-                }
-            };
-            let cred = match (
-                tls.credential_name.as_ref().filter(|c| !c.is_empty()),
-                &tls.server_certificate,
-                &tls.private_key,
-            ) {
-                (Some(name), _, _) => Credential::Sds(name.clone()),
-                (None, Some(cert), Some(key)) => {
-                    if mode == GatewayTlsMode::Mutual && tls.ca_certificates.is_none() {
-                        return Err(Box::new(gw_error(
-                            gw,
-                            format!("{path}.tls.caCertificates"),
-                            "MUTUAL with certificate files needs caCertificates".into(),
-                        )));
-                    }
-                    Credential::Files {
-                        cert: cert.clone(),
-                        key: key.clone(),
-                        ca: tls.ca_certificates.clone(),
-                    }
-                }
-                _ => {
-                    return Err(Box::new(gw_error(
-                        gw,
-                        format!("{path}.tls.credentialName"),
-                        "an HTTPS server needs credentialName (or serverCertificate and privateKey)"
-                            .into(),
-                    )));
-                }
-            };
-            Ok(Kind::Tls(mode, cred))
-        }
-        ("HTTPS", None) => Err(Box::new(gw_error(
+        ("HTTPS" | "TLS", Some(tls)) => match termination(tls) {
+            Ok(termination) => Ok(Kind::Terminated {
+                termination,
+                http: protocol == "HTTPS",
+            }),
+            Err((field, message)) => {
+                Err(Box::new(gw_error(gw, format!("{path}.{field}"), message)))
+            }
+        },
+        ("HTTPS" | "TLS", None) => Err(Box::new(gw_error(
             gw,
             format!("{path}.tls"),
-            "an HTTPS server needs tls settings".into(),
+            format!("{protocol} servers need tls settings"),
         ))),
         (other, _) => Err(Box::new(gw_error(
             gw,
@@ -321,12 +270,14 @@ fn gateway_hcm(stat_prefix: &str, route_name: &str, http_filters: &[HttpFilter])
     }
 }
 
-/// Listeners and routes of gateway workload `workload`.
+/// Listeners and routes of gateway workload `workload`; `sds` is where its
+/// own identity comes from (ISTIO_MUTUAL servers present it).
 pub fn gateway_resources(
     model: &MeshModel,
     workload: &Workload,
     scope: &OutboundScope,
     shape: &ListenerShape,
+    sds: &SdsSource,
 ) -> GatewayOutput {
     let mut out = GatewayOutput::default();
     // The edge is guarded as a sidecar's inbound side is: the policies whose
@@ -435,7 +386,7 @@ pub fn gateway_resources(
             });
         } else {
             let mut taken = TakenNames::default();
-            let mut used_routes: BTreeSet<String> = BTreeSet::new();
+            let mut used_names: BTreeSet<String> = BTreeSet::new();
             for s in &keep {
                 if let Kind::Passthrough = s.kind {
                     chains.extend(passthrough_chains(
@@ -450,7 +401,7 @@ pub fn gateway_resources(
                     ));
                     continue;
                 }
-                let Kind::Tls(mode, cred) = &s.kind else {
+                let Kind::Terminated { termination, http } = &s.kind else {
                     continue;
                 };
                 let mut server_names: Vec<String> = s
@@ -469,6 +420,24 @@ pub fn gateway_resources(
                 {
                     server_names.clear();
                 }
+                // A TLS server carries its connections by the first `tcp` route
+                // bound to it; without one it has nothing to serve.
+                let tcp = if *http {
+                    None
+                } else {
+                    let Some(chain) = tcp_chain(
+                        model,
+                        scope,
+                        workload,
+                        std::slice::from_ref(s),
+                        port,
+                        &security.tcp_filters,
+                        &mut out.errors,
+                    ) else {
+                        continue;
+                    };
+                    Some(chain)
+                };
                 // Envoy refuses two chains that could match the same SNI.
                 if !taken.take(&server_names) {
                     out.errors.push(gw_error(
@@ -484,65 +453,47 @@ pub fn gateway_resources(
                     .name
                     .clone()
                     .unwrap_or_else(|| s.index.to_string());
-                let mut route_name =
-                    format!("https.{port}.{port_name}.{}.{}", s.gw.name, s.gw.namespace);
-                // Port names should be unique in a Gateway; keep route names unique anyway.
-                if !used_routes.insert(route_name.clone()) {
-                    route_name = format!("{route_name}.{}", s.index);
-                    used_routes.insert(route_name.clone());
-                }
-                let rc = route_config(
-                    model,
-                    scope,
-                    workload,
-                    &route_name,
-                    port,
-                    std::slice::from_ref(s),
-                    &mut out.errors,
+                let scheme = if *http { "https" } else { "tls" };
+                let mut chain_name = format!(
+                    "{scheme}.{port}.{port_name}.{}.{}",
+                    s.gw.name, s.gw.namespace
                 );
-                out.routes.push(Arc::new(rc));
-                let tls = match cred {
-                    Credential::Sds(cred) => {
-                        let cred_ref = SecretRef::GatewayCredential {
-                            namespace: workload.namespace.clone(),
-                            name: cred.clone(),
-                        };
-                        let ca_ref = SecretRef::GatewayCredential {
-                            namespace: workload.namespace.clone(),
-                            name: format!("{cred}-cacert"),
-                        };
-                        let sds = |r: &SecretRef| SdsSecretConfig {
-                            name: r.sds_name(),
-                            sds_config: Some(ads()),
-                        };
-                        let tls = gateway_server_tls(
-                            *mode,
-                            sds(&cred_ref),
-                            (*mode == GatewayTlsMode::Mutual).then(|| sds(&ca_ref)),
+                // Port names should be unique in a Gateway; keep chain names unique anyway.
+                if !used_names.insert(chain_name.clone()) {
+                    chain_name = format!("{chain_name}.{}", s.index);
+                    used_names.insert(chain_name.clone());
+                }
+                let settings = s.server.tls.clone().unwrap_or_default();
+                let (tls, secrets) =
+                    server_tls(termination, &settings, &workload.namespace, sds, *http);
+                out.secrets.extend(secrets);
+                let filters = match tcp {
+                    Some(chain) => chain.filters,
+                    None => {
+                        let rc = route_config(
+                            model,
+                            scope,
+                            workload,
+                            &chain_name,
+                            port,
+                            std::slice::from_ref(s),
+                            &mut out.errors,
                         );
-                        out.secrets.push(cred_ref);
-                        if *mode == GatewayTlsMode::Mutual {
-                            out.secrets.push(ca_ref);
-                        }
-                        tls
+                        out.routes.push(Arc::new(rc));
+                        vec![gateway_hcm(
+                            &chain_name,
+                            &chain_name,
+                            &security.http_filters,
+                        )]
                     }
-                    Credential::Files { cert, key, ca } => file_server_tls(*mode, cert, key, ca),
-                };
-                let tls = match &s.server.tls {
-                    Some(settings) => with_server_settings(tls, settings),
-                    None => tls,
                 };
                 chains.push(FilterChain {
-                    name: route_name.clone(),
+                    name: chain_name,
                     filter_chain_match: (!server_names.is_empty()).then(|| FilterChainMatch {
                         server_names,
                         ..Default::default()
                     }),
-                    filters: vec![gateway_hcm(
-                        &route_name,
-                        &route_name,
-                        &security.http_filters,
-                    )],
+                    filters,
                     transport_socket: Some(downstream_transport_socket(&tls)),
                     ..Default::default()
                 });
@@ -847,104 +798,4 @@ fn gateway_destination(
         _ => None,
     };
     destination_cluster(target, d, only_port, &scope.known_subsets, &scope.hash_keys)
-}
-
-/// Server TLS from certificate files on the proxy (`serverCertificate`, `privateKey`,
-/// and for MUTUAL `caCertificates`).
-/// `tls` with the server's protocol versions, cipher suites and (MUTUAL) the
-/// names a client certificate must carry.
-fn with_server_settings(
-    mut tls: DownstreamTlsContext,
-    settings: &api::ServerTLSSettings,
-) -> DownstreamTlsContext {
-    use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{
-        CertificateValidationContext, SubjectAltNameMatcher, TlsParameters,
-        common_tls_context::{CombinedCertificateValidationContext, ValidationContextType},
-        tls_parameters::TlsProtocol,
-    };
-    let version = |v: Option<api::TLSProtocol>| {
-        (match v {
-            None | Some(api::TLSProtocol::TlsAuto) => TlsProtocol::TlsAuto,
-            Some(api::TLSProtocol::Tlsv1_0) => TlsProtocol::TlSv10,
-            Some(api::TLSProtocol::Tlsv1_1) => TlsProtocol::TlSv11,
-            Some(api::TLSProtocol::Tlsv1_2) => TlsProtocol::TlSv12,
-            Some(api::TLSProtocol::Tlsv1_3) => TlsProtocol::TlSv13,
-        }) as i32
-    };
-    let Some(common) = tls.common_tls_context.as_mut() else {
-        return tls;
-    };
-    let params = TlsParameters {
-        tls_minimum_protocol_version: version(settings.min_protocol_version),
-        tls_maximum_protocol_version: version(settings.max_protocol_version),
-        cipher_suites: settings.cipher_suites.clone(),
-        ..Default::default()
-    };
-    if params != TlsParameters::default() {
-        common.tls_params = Some(params);
-    }
-    if settings.subject_alt_names.is_empty() {
-        return tls;
-    }
-    let matchers: Vec<SubjectAltNameMatcher> = (settings.subject_alt_names.iter())
-        .flat_map(|name| crate::security::matchers::san_any_type(name))
-        .collect();
-    common.validation_context_type = match common.validation_context_type.take() {
-        Some(ValidationContextType::ValidationContext(mut v)) => {
-            v.match_typed_subject_alt_names = matchers;
-            Some(ValidationContextType::ValidationContext(v))
-        }
-        Some(ValidationContextType::ValidationContextSdsSecretConfig(ca)) => {
-            Some(ValidationContextType::CombinedValidationContext(
-                CombinedCertificateValidationContext {
-                    default_validation_context: Some(CertificateValidationContext {
-                        match_typed_subject_alt_names: matchers,
-                        ..Default::default()
-                    }),
-                    validation_context_sds_secret_config: Some(ca),
-                    ..Default::default()
-                },
-            ))
-        }
-        // No client certificates are checked (SIMPLE): no names to match.
-        other => other,
-    };
-    tls
-}
-
-fn file_server_tls(
-    mode: GatewayTlsMode,
-    cert: &str,
-    key: &str,
-    ca: &Option<String>,
-) -> envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::DownstreamTlsContext {
-    use envoy_types::pb::envoy::config::core::v3::{DataSource, data_source::Specifier};
-    use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{
-        CertificateValidationContext, CommonTlsContext, DownstreamTlsContext, TlsCertificate,
-        common_tls_context::ValidationContextType,
-    };
-    let file = |p: &str| DataSource {
-        specifier: Some(Specifier::Filename(p.to_string())),
-        ..Default::default()
-    };
-    let mutual = mode == GatewayTlsMode::Mutual;
-    DownstreamTlsContext {
-        common_tls_context: Some(CommonTlsContext {
-            tls_certificates: vec![TlsCertificate {
-                certificate_chain: Some(file(cert)),
-                private_key: Some(file(key)),
-                ..Default::default()
-            }],
-            validation_context_type: ca.as_deref().filter(|_| mutual).map(|ca| {
-                ValidationContextType::ValidationContext(CertificateValidationContext {
-                    trusted_ca: Some(file(ca)),
-                    ..Default::default()
-                })
-            }),
-            alpn_protocols: vec!["h2".into(), "http/1.1".into()],
-            ..Default::default()
-        }),
-        require_client_certificate: mutual.then_some(BoolValue { value: true }),
-        ..Default::default()
-    }
 }

@@ -152,8 +152,13 @@ impl<'m> Translator<'m> {
             ..Default::default()
         };
         if proxy.kind == ProxyKind::Gateway {
-            let gw =
-                crate::gateway::gateway_resources(model, workload, &scope, &self.options.shape);
+            let gw = crate::gateway::gateway_resources(
+                model,
+                workload,
+                &scope,
+                &self.options.shape,
+                &self.options.sds,
+            );
             out.listeners = gw.listeners;
             out.routes = gw.routes;
             if !gw.clusters.is_empty() {
@@ -170,6 +175,8 @@ impl<'m> Translator<'m> {
                     .extend([SecretRef::TrustBundle, SecretRef::WorkloadCertificate]);
             }
             out.secrets.sort();
+            // ISTIO_MUTUAL servers reference the same two.
+            out.secrets.dedup();
             return out;
         }
         let mut listeners = Vec::new();

@@ -265,9 +265,9 @@ metadata: {name: tls-gw, namespace: shop}
 spec:
   selector: {istio: ingressgateway}
   servers:
-  - port: {number: 9443, name: tls, protocol: HTTPS}
+  - port: {number: 9443, name: tls, protocol: TLS}
     hosts: [x.example.com]
-    tls: {mode: ISTIO_MUTUAL}
+    tls: {mode: AUTO_PASSTHROUGH}
   - port: {number: 9444, name: https-nocred, protocol: HTTPS}
     hosts: [y.example.com]
     tls: {mode: SIMPLE}
@@ -286,6 +286,11 @@ spec:
             ("tls-gw", "spec.servers[0].tls.mode"),
             ("tls-gw", "spec.servers[1].tls.credentialName")
         ]
+    );
+    assert!(
+        out.errors[0].message.contains("AUTO_PASSTHROUGH"),
+        "{}",
+        out.errors[0].message
     );
     assert_eq!(out.listeners.len(), 3, "shop-gw still applies");
 }

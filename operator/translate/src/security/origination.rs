@@ -1,5 +1,6 @@
 //! TLS that is not mesh mTLS: DestinationRule `trafficPolicy.tls` towards a
-//! destination (TLS origination), and Gateway server TLS (SIMPLE / MUTUAL).
+//! destination (TLS origination), and Gateway server TLS with a credential
+//! (SIMPLE / MUTUAL / OPTIONAL_MUTUAL).
 use envoy_types::pb::envoy::config::core::v3::{DataSource, data_source::Specifier};
 use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{
     CertificateValidationContext, CommonTlsContext, DownstreamTlsContext, SdsSecretConfig,
@@ -141,11 +142,30 @@ pub fn client_tls_context(
     }
 }
 
-/// Gateway server TLS mode (`Server.tls.mode`).
+/// Gateway server TLS mode (`Server.tls.mode`) as far as the client is
+/// concerned; ISTIO_MUTUAL is `Mutual` with the mesh's certificates.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum GatewayTlsMode {
+    /// No client certificate is asked for.
     Simple,
+    /// A client certificate signed by the client CA is required.
     Mutual,
+    /// A client certificate is optional; one that is presented must be signed
+    /// by the client CA.
+    OptionalMutual,
+}
+
+impl GatewayTlsMode {
+    /// Whether client certificates are checked against a client CA.
+    pub fn validates_client(self) -> bool {
+        self != GatewayTlsMode::Simple
+    }
+
+    /// Envoy's `require_client_certificate` for the mode (unset when false, as
+    /// Envoy's default is false).
+    pub fn require_client_certificate(self) -> Option<BoolValue> {
+        (self == GatewayTlsMode::Mutual).then_some(BoolValue { value: true })
+    }
 }
 
 /// SDS names of a gateway credential, as Istio names them: the key pair
@@ -157,24 +177,25 @@ pub fn gateway_credential_names(credential_name: &str) -> (String, String) {
     )
 }
 
-/// Server TLS of a gateway listener: the credential (and for MUTUAL the client CA)
-/// as SDS secret references (file-based, or over ADS from the xDS server).
+/// Server TLS of a gateway listener: the credential (and for MUTUAL and
+/// OPTIONAL_MUTUAL the client CA) as SDS secret references (file-based, or over
+/// ADS from the xDS server), offering `alpn`.
 pub fn gateway_server_tls(
     mode: GatewayTlsMode,
     credential: SdsSecretConfig,
     client_ca: Option<SdsSecretConfig>,
+    alpn: &[&str],
 ) -> DownstreamTlsContext {
-    let mutual = mode == GatewayTlsMode::Mutual;
     DownstreamTlsContext {
         common_tls_context: Some(CommonTlsContext {
             tls_certificate_sds_secret_configs: vec![credential],
             validation_context_type: client_ca
-                .filter(|_| mutual)
+                .filter(|_| mode.validates_client())
                 .map(ValidationContextType::ValidationContextSdsSecretConfig),
-            alpn_protocols: vec!["h2".into(), "http/1.1".into()],
+            alpn_protocols: alpn.iter().map(|p| p.to_string()).collect(),
             ..Default::default()
         }),
-        require_client_certificate: mutual.then_some(BoolValue { value: true }),
+        require_client_certificate: mode.require_client_certificate(),
         ..Default::default()
     }
 }
@@ -240,7 +261,8 @@ mod tests {
             name: name.into(),
             sds_config: None,
         };
-        let mutual = gateway_server_tls(GatewayTlsMode::Mutual, sds(&cred), Some(sds(&ca)));
+        let alpn = ["h2", "http/1.1"];
+        let mutual = gateway_server_tls(GatewayTlsMode::Mutual, sds(&cred), Some(sds(&ca)), &alpn);
         assert_eq!(
             mutual.require_client_certificate,
             Some(BoolValue { value: true })
@@ -252,7 +274,7 @@ mod tests {
                 .validation_context_type
                 .is_some()
         );
-        let simple = gateway_server_tls(GatewayTlsMode::Simple, sds(&cred), Some(sds(&ca)));
+        let simple = gateway_server_tls(GatewayTlsMode::Simple, sds(&cred), Some(sds(&ca)), &alpn);
         assert_eq!(simple.require_client_certificate, None);
         assert!(
             simple
@@ -261,5 +283,30 @@ mod tests {
                 .validation_context_type
                 .is_none()
         );
+    }
+
+    /// OPTIONAL_MUTUAL checks a client certificate against the client CA when
+    /// one is presented, and does not require one.
+    #[test]
+    fn gateway_optional_mutual_validates_without_requiring() {
+        let sds = |name: &str| SdsSecretConfig {
+            name: name.into(),
+            sds_config: None,
+        };
+        let tls = gateway_server_tls(
+            GatewayTlsMode::OptionalMutual,
+            sds("kubernetes://shop/c"),
+            Some(sds("kubernetes://shop/c-cacert")),
+            &[],
+        );
+        assert_eq!(tls.require_client_certificate, None);
+        let common = tls.common_tls_context.unwrap();
+        assert!(common.alpn_protocols.is_empty());
+        let Some(ValidationContextType::ValidationContextSdsSecretConfig(ca)) =
+            common.validation_context_type
+        else {
+            panic!("the client CA validates presented certificates");
+        };
+        assert_eq!(ca.name, "kubernetes://shop/c-cacert");
     }
 }
