@@ -2,7 +2,7 @@
 
 use super::fields::{labels, namespaced_host, port};
 use super::{Errors, FieldError};
-use crate::networking::{Gateway, ServerTLSMode, TLSProtocol};
+use crate::networking::{Gateway, ServerTLSMode, ServerTLSSettings, TLSProtocol};
 use std::collections::BTreeSet;
 
 /// Protocols a gateway server may declare (case-insensitive).
@@ -100,27 +100,7 @@ pub fn gateway(gw: &Gateway) -> Vec<FieldError> {
                         );
                     }
                 }
-                if matches!(
-                    tls.mode,
-                    Some(ServerTLSMode::Simple | ServerTLSMode::Mutual)
-                ) {
-                    let files = tls.server_certificate.is_some() && tls.private_key.is_some();
-                    if tls.credential_name.is_none() && !files {
-                        errors.add(
-                            tpath.clone(),
-                            "SIMPLE and MUTUAL require credentialName, or serverCertificate and privateKey",
-                        );
-                    }
-                }
-                if tls.mode == Some(ServerTLSMode::Mutual)
-                    && tls.credential_name.is_none()
-                    && tls.ca_certificates.is_none()
-                {
-                    errors.add(
-                        format!("{tpath}.caCertificates"),
-                        "MUTUAL requires caCertificates or credentialName",
-                    );
-                }
+                certificates(&mut errors, &tpath, tls);
                 if let (Some(min), Some(max)) = (tls.min_protocol_version, tls.max_protocol_version)
                     && max != TLSProtocol::TlsAuto
                     && (min as u8) > (max as u8)
@@ -145,6 +125,56 @@ pub fn gateway(gw: &Gateway) -> Vec<FieldError> {
         }
     }
     errors.0
+}
+
+/// The certificate fields of server TLS settings `tls` (at `tpath`) for its
+/// mode, as Istio checks them: ISTIO_MUTUAL takes none (the gateway presents
+/// its mesh identity); SIMPLE, MUTUAL and OPTIONAL_MUTUAL take one source,
+/// `credentialName` or `serverCertificate` with `privateKey`, and the two
+/// client-checking modes a client CA (`caCertificates`, or the credential's).
+fn certificates(errors: &mut Errors, tpath: &str, tls: &ServerTLSSettings) {
+    let name = match tls.mode {
+        Some(ServerTLSMode::IstioMutual) => {
+            let set = [
+                ("serverCertificate", tls.server_certificate.is_some()),
+                ("privateKey", tls.private_key.is_some()),
+                ("caCertificates", tls.ca_certificates.is_some()),
+                ("credentialName", tls.credential_name.is_some()),
+            ];
+            for (field, _) in set.iter().filter(|(_, set)| *set) {
+                errors.add(
+                    format!("{tpath}.{field}"),
+                    "ISTIO_MUTUAL takes no certificates: the gateway presents its mesh \
+                     identity and checks clients against the mesh root",
+                );
+            }
+            return;
+        }
+        Some(ServerTLSMode::Simple) => "SIMPLE",
+        Some(ServerTLSMode::Mutual) => "MUTUAL",
+        Some(ServerTLSMode::OptionalMutual) => "OPTIONAL_MUTUAL",
+        _ => return,
+    };
+    let credential = tls.credential_name.is_some();
+    let files = tls.server_certificate.is_some() || tls.private_key.is_some();
+    let key_pair = tls.server_certificate.is_some() && tls.private_key.is_some();
+    if credential && files {
+        errors.add(
+            tpath.to_owned(),
+            "only one of credentialName, or serverCertificate and privateKey, may be set",
+        );
+    } else if !credential && !key_pair {
+        errors.add(
+            tpath.to_owned(),
+            format!("{name} requires credentialName, or serverCertificate and privateKey"),
+        );
+    }
+    if name != "SIMPLE" && !credential && tls.ca_certificates.is_none() {
+        errors.add(
+            format!("{tpath}.caCertificates"),
+            format!("{name} requires caCertificates or credentialName"),
+        );
+    }
 }
 
 /// The TLS 1.2 cipher suites Envoy's BoringSSL takes by name (TLS 1.3 suites
@@ -180,4 +210,98 @@ fn known_cipher_suite(suite: &str) -> bool {
         None => vec![suite],
     };
     names.iter().all(|n| CIPHER_SUITES.contains(n))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The errors of a Gateway with one server on `protocol` with TLS settings `tls` (flow YAML).
+    fn errors(protocol: &str, tls: &str) -> Vec<String> {
+        let yaml = format!(
+            "metadata: {{name: gw, namespace: shop}}\nspec:\n  selector: {{istio: ingressgateway}}\n  \
+             servers:\n  - port: {{number: 443, name: p, protocol: {protocol}}}\n    hosts: [a.example.com]\n    tls: {tls}\n"
+        );
+        let gw: Gateway = serde_yaml::from_str(&yaml).unwrap();
+        gateway(&gw).iter().map(ToString::to_string).collect()
+    }
+
+    #[test]
+    fn istio_mutual_needs_no_certificates_and_refuses_them() {
+        assert!(errors("HTTPS", "{mode: ISTIO_MUTUAL}").is_empty());
+        assert!(
+            errors(
+                "TLS",
+                "{mode: ISTIO_MUTUAL, subjectAltNames: [spiffe://cluster.local/ns/a/sa/b]}"
+            )
+            .is_empty()
+        );
+        let e = errors(
+            "HTTPS",
+            "{mode: ISTIO_MUTUAL, credentialName: c, caCertificates: /ca.pem}",
+        );
+        assert_eq!(e.len(), 2, "{e:?}");
+        assert!(
+            e[0].starts_with(
+                "spec.servers[0].tls.caCertificates: ISTIO_MUTUAL takes no certificates"
+            ),
+            "{e:?}"
+        );
+        assert!(
+            e[1].starts_with("spec.servers[0].tls.credentialName:"),
+            "{e:?}"
+        );
+    }
+
+    #[test]
+    fn optional_mutual_needs_a_credential_and_a_client_ca() {
+        assert!(errors("HTTPS", "{mode: OPTIONAL_MUTUAL, credentialName: c}").is_empty());
+        assert!(errors(
+            "TLS",
+            "{mode: OPTIONAL_MUTUAL, serverCertificate: /c.pem, privateKey: /k.pem, caCertificates: /ca.pem}"
+        )
+        .is_empty());
+        assert_eq!(
+            errors(
+                "HTTPS",
+                "{mode: OPTIONAL_MUTUAL, serverCertificate: /c.pem, privateKey: /k.pem}"
+            ),
+            [
+                "spec.servers[0].tls.caCertificates: OPTIONAL_MUTUAL requires caCertificates or credentialName"
+            ]
+        );
+        assert_eq!(
+            errors("TLS", "{mode: OPTIONAL_MUTUAL}"),
+            [
+                "spec.servers[0].tls: OPTIONAL_MUTUAL requires credentialName, or serverCertificate and privateKey",
+                "spec.servers[0].tls.caCertificates: OPTIONAL_MUTUAL requires caCertificates or credentialName"
+            ]
+        );
+    }
+
+    #[test]
+    fn one_certificate_source_only() {
+        assert_eq!(
+            errors(
+                "HTTPS",
+                "{mode: SIMPLE, credentialName: c, serverCertificate: /c.pem, privateKey: /k.pem}"
+            ),
+            [
+                "spec.servers[0].tls: only one of credentialName, or serverCertificate and privateKey, may be set"
+            ]
+        );
+        assert!(
+            errors(
+                "TLS",
+                "{mode: SIMPLE, serverCertificate: /c.pem, privateKey: /k.pem}"
+            )
+            .is_empty()
+        );
+        assert_eq!(
+            errors("TLS", "{mode: SIMPLE, serverCertificate: /c.pem}"),
+            [
+                "spec.servers[0].tls: SIMPLE requires credentialName, or serverCertificate and privateKey"
+            ]
+        );
+    }
 }
