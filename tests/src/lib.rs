@@ -9,7 +9,8 @@
 //! - [`free_port`]: pick an unused TCP port on 127.0.0.1.
 //! - [`run_ok`]: run a program that must succeed, for its output.
 //! - [`mesh`]: CA-issued identities as file SDS, and static-bootstrap scaffolding.
-//! - [`openssl`]: the openssl binary, and an HTTPS file server with an untrusted certificate.
+//! - [`openssl`]: the openssl binary, an HTTPS file server with an untrusted certificate,
+//!   and a TLS client exchange ([`tls_exchange`]).
 //! - [`golden`]: golden files of generated Envoy config (`UPDATE_GOLDEN=1` rewrites).
 //! - [`jwt`]: ES256 tokens and JWKS for RequestAuthentication tests.
 //! - [`static_bootstrap`]: a translator result as a static bootstrap (RDS/EDS inlined, ADS secrets as files).
@@ -33,7 +34,10 @@ pub mod upstream;
 
 pub use client::{HttpRequest, HttpResponse, connect_and_get, open_tunnel};
 pub use envoy::{Envoy, envoy_bin, validate_bootstrap, validate_bootstrap_in};
-pub use openssl::{HttpsFileServer, openssl, openssl_bin, self_signed, self_signed_ca, signed_by};
+pub use openssl::{
+    HttpsFileServer, TlsClient, openssl, openssl_bin, self_signed, self_signed_ca, signed_by,
+    tls_exchange,
+};
 pub use upstream::{Behavior, Upstream, UpstreamEvent};
 
 use std::net::{Ipv4Addr, TcpListener};

@@ -206,6 +206,94 @@ impl HttpsFileServer {
     }
 }
 
+/// What a TLS client ([`tls_exchange`]) does: the server name it sends (SNI),
+/// the roots it verifies the server's chain with, and the certificate it presents.
+pub struct TlsClient<'a> {
+    pub sni: &'a str,
+    /// PEM roots the server's chain must lead to (the name is not checked
+    /// unless `verify_hostname`: mesh certificates carry only a SPIFFE URI).
+    pub ca: &'a Path,
+    pub verify_hostname: bool,
+    /// (certificate chain, key) PEM files presented to the server.
+    pub client: Option<(&'a Path, &'a Path)>,
+}
+
+/// A child process killed (by PID) and reaped when dropped, also on panic.
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// One TLS exchange with `openssl s_client` as `client`: connects to `addr`,
+/// writes `request` once the handshake is done, and returns everything the
+/// server sent until it closed. `Err` with s_client's complaint when the
+/// handshake or the exchange fails, or when the server did not close within
+/// 20 s (s_client is then killed).
+pub fn tls_exchange(
+    addr: SocketAddr,
+    client: &TlsClient<'_>,
+    request: &[u8],
+) -> Result<String, String> {
+    use std::io::{Read, Write};
+    let mut cmd = Command::new(openssl_bin());
+    cmd.args(["s_client", "-quiet", "-verify_return_error"])
+        .arg("-CAfile")
+        .arg(client.ca)
+        .args(["-connect", &addr.to_string(), "-servername", client.sni]);
+    if client.verify_hostname {
+        cmd.args(["-verify_hostname", client.sni]);
+    }
+    if let Some((cert, key)) = client.client {
+        cmd.arg("-cert").arg(cert).arg("-key").arg(key);
+    }
+    let mut child = KillOnDrop(
+        cmd.stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("starting openssl s_client"),
+    );
+    let mut stdout = child.0.stdout.take().expect("s_client stdout");
+    let mut stderr = child.0.stderr.take().expect("s_client stderr");
+    let out = std::thread::spawn(move || {
+        let mut text = Vec::new();
+        let _ = stdout.read_to_end(&mut text);
+        text
+    });
+    let err = std::thread::spawn(move || {
+        let mut text = Vec::new();
+        let _ = stderr.read_to_end(&mut text);
+        text
+    });
+    // Keep stdin open: s_client stops at its end, before the answer is read.
+    let mut stdin = child.0.stdin.take().expect("s_client stdin");
+    let _ = stdin.write_all(request);
+    let _ = stdin.flush();
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = child.0.try_wait().expect("waiting for s_client") {
+            break Some(status);
+        }
+        if started.elapsed() > Duration::from_secs(20) {
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    drop(stdin);
+    drop(child);
+    let out = String::from_utf8_lossy(&out.join().unwrap_or_default()).into_owned();
+    let err = String::from_utf8_lossy(&err.join().unwrap_or_default()).into_owned();
+    match status {
+        Some(s) if s.success() => Ok(out),
+        Some(s) => Err(format!("s_client exited with {s}: {err}{out}")),
+        None => Err(format!("s_client still running after 20 s: {err}{out}")),
+    }
+}
+
 impl Drop for HttpsFileServer {
     fn drop(&mut self) {
         let _ = self.child.kill();

@@ -203,7 +203,11 @@ fn random_mesh(seed: u64) -> (MeshSettings, Vec<Resource>) {
                 if passthrough {
                     s["tls"] = json!({"mode": "PASSTHROUGH"});
                 } else if https {
-                    s["tls"] = json!({"mode": r.pick(&["SIMPLE", "MUTUAL"]), "credentialName": r.pick(&["a-cert", "b-cert"])});
+                    let mode = *r.pick(&["SIMPLE", "MUTUAL", "OPTIONAL_MUTUAL", "ISTIO_MUTUAL"]);
+                    s["tls"] = json!({"mode": mode});
+                    if mode != "ISTIO_MUTUAL" {
+                        s["tls"]["credentialName"] = json!(r.pick(&["a-cert", "b-cert"]));
+                    }
                     if r.chance() {
                         s["tls"]["subjectAltNames"] = json!(["spiffe://cluster.local/ns/shop/sa/client"]);
                         s["tls"]["minProtocolVersion"] = json!("TLSV1_2");
@@ -244,9 +248,9 @@ fn random_mesh(seed: u64) -> (MeshSettings, Vec<Resource>) {
             "metadata": {"name": format!("se{i}"), "namespace": r.pick(NAMESPACES)}, "spec": spec
         }));
     }
-    // In half the meshes, a PASSTHROUGH server and a TCP server with `tls` and
-    // `tcp` routes bound to them: drawn apart, as the draws above seldom line
-    // up all three.
+    // In half the meshes, a PASSTHROUGH server, a TCP server and a TLS server
+    // that terminates TLS, with `tls` and `tcp` routes bound to them: drawn
+    // apart, as the draws above seldom line up all of them.
     if r.chance() {
         const SNI: &[&str] = &["shop.example.com", "api.example.com", "*.example.com", "*"];
         objects.push(json!({
@@ -257,6 +261,18 @@ fn random_mesh(seed: u64) -> (MeshSettings, Vec<Resource>) {
                 "hosts": [r.pick(SERVER_HOSTS)], "tls": {"mode": "PASSTHROUGH"}},
                 {"port": {"number": 9000, "name": "tcp", "protocol": "TCP"}, "hosts": ["*"]}]}
         }));
+        let mode = *r.pick(&["SIMPLE", "MUTUAL", "OPTIONAL_MUTUAL", "ISTIO_MUTUAL"]);
+        let mut tls = json!({"mode": mode});
+        if mode != "ISTIO_MUTUAL" {
+            tls["credentialName"] = json!(r.pick(&["a-cert", "b-cert"]));
+        }
+        objects.last_mut().expect("tls-gw")["spec"]["servers"]
+            .as_array_mut()
+            .expect("servers")
+            .push(json!({
+                "port": {"number": r.pick(&[443u32, 9443]), "name": "tls-term", "protocol": "TLS"},
+                "hosts": [r.pick(&["shop.example.com", "*.example.com", "*"])], "tls": tls
+            }));
         let destination = |r: &mut Rng| {
             let mut d = json!({"host": r.pick(&["cart", "web", "web.shop.svc.cluster.local"])});
             if r.chance() {
@@ -342,6 +358,8 @@ fn random_meshes_give_configuration_envoy_accepts() {
         }
     }
     let mut seen = BTreeSet::new();
+    // Filter chains of TLS servers that terminate TLS, over all seeds.
+    let mut terminated_tls = 0;
     for seed in 0..24u64 {
         let (settings, resources) = random_mesh(seed);
         let m = model(settings, resources);
@@ -369,6 +387,10 @@ fn random_meshes_give_configuration_envoy_accepts() {
                 Proxy::gateway("shop", "ingress-1"),
             ] {
                 let out = t.translate(&proxy);
+                terminated_tls += (out.listeners.iter())
+                    .flat_map(|l| &l.filter_chains)
+                    .filter(|c| c.name.starts_with("tls.") && c.transport_socket.is_some())
+                    .count();
                 let yaml = static_bootstrap("random", &out, &files);
                 if !seen.insert(yaml.clone()) {
                     continue;
@@ -384,4 +406,8 @@ fn random_meshes_give_configuration_envoy_accepts() {
         }
     }
     assert!(seen.len() > 16, "the seeds produced varied configurations");
+    assert!(
+        terminated_tls > 0,
+        "the seeds drew TLS servers that terminate TLS"
+    );
 }
