@@ -3,7 +3,8 @@
 //! gateway presents its own mesh identity and admits only clients with a
 //! certificate from the mesh root), and a TLS server that terminates SIMPLE
 //! TLS and carries the decrypted bytes by its `tcp` route to a plaintext
-//! backend. Clients are `openssl s_client`; everything on 127.0.0.0/8.
+//! backend, an OPTIONAL_MUTUAL server; plus the golden bootstrap of a gateway
+//! with all of them. Clients are `openssl s_client`; everything on 127.0.0.0/8.
 mod mesh_fixtures;
 
 use std::net::{Ipv4Addr, SocketAddr};
@@ -11,14 +12,16 @@ use std::path::Path;
 use std::time::{Duration, SystemTime};
 
 use mesh_fixtures::*;
-use trellis_e2e::mesh::{Identity, test_ca};
+use trellis_e2e::golden::check_golden;
+use trellis_e2e::mesh::{Identity, relative_file_sds, test_ca, write_sds_file};
 use trellis_e2e::sidecar_mesh::options;
 use trellis_e2e::static_bootstrap::{SecretFiles, static_bootstrap};
 use trellis_e2e::{
     Envoy, TlsClient, Upstream, free_ports_on, self_signed, tls_exchange, validate_bootstrap_in,
 };
 use trellis_model::{MeshSettings, Resource};
-use trellis_translate::{Proxy, Translator};
+use trellis_translate::security::sds::{trust_bundle_secret, workload_cert_secret};
+use trellis_translate::{ListenerShape, Proxy, TranslateOptions, Translator};
 
 const GW_IP: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 170);
 
@@ -230,4 +233,222 @@ spec:
     let other = tls_exchange(at, &client("other.example.com"), &get("other.example.com"));
     assert!(other.is_err(), "a name no server serves: {other:?}");
     assert_eq!(ledger.hits(), 1);
+}
+
+/// An OPTIONAL_MUTUAL HTTPS server (certificate files, the mesh root as
+/// client CA): a client without a certificate is served, so is one with a
+/// certificate from that CA, and one whose certificate the CA did not sign is
+/// refused in the handshake.
+#[test]
+fn optional_mutual_https_server_checks_only_presented_certificates_on_real_envoy() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let ca = test_ca();
+    let gw_id = Identity::issue(&ca, &d.join("ingress"), "shop", "ingress");
+    let now = SystemTime::now();
+    let server = ca
+        .issue_server_cert(
+            &["api.example.com".to_string()],
+            Duration::from_secs(3600),
+            now,
+        )
+        .unwrap();
+    std::fs::write(d.join("server.pem"), &server.cert_chain_pem).unwrap();
+    std::fs::write(d.join("server-key.pem"), server.key_pem.expose()).unwrap();
+    std::fs::write(d.join("root.pem"), &server.root_cert_pem).unwrap();
+    let client = ca
+        .issue_for_service_account("shop", "client", Duration::from_secs(3600), now)
+        .unwrap();
+    std::fs::write(d.join("client.pem"), &client.cert_chain_pem).unwrap();
+    std::fs::write(d.join("client-key.pem"), client.key_pem.expose()).unwrap();
+    self_signed(d, "rogue-key.pem", "rogue.pem", "/CN=rogue", &[]);
+
+    let api = Upstream::echo("api-app", Ipv4Addr::new(127, 0, 0, 173));
+    let gw_port = free_ports_on(GW_IP, 1)[0];
+    let file = |n: &str| d.join(n).display().to_string();
+    let resources = vec![
+        service("shop", "api", "api", &[("http", 80, api.port())]),
+        workload("shop", "api-1", &api.ip(), &[("app", "api")], false),
+        ingress_workload(),
+        one_server_gateway(&format!(
+            "{{port: {{number: {gw_port}, name: https-opt, protocol: HTTPS}}, hosts: [api.example.com], \
+             tls: {{mode: OPTIONAL_MUTUAL, serverCertificate: {}, privateKey: {}, caCertificates: {}}}}}",
+            file("server.pem"),
+            file("server-key.pem"),
+            file("root.pem")
+        )),
+        object(
+            r#"
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: api, namespace: shop}
+spec:
+  hosts: [api.example.com]
+  gateways: [shop-gw]
+  http:
+  - route: [{destination: {host: api}}]
+"#,
+        ),
+    ];
+    let envoy = start_ingress(d, &gw_id, resources);
+    let at = SocketAddr::from((GW_IP, gw_port));
+    let root = d.join("root.pem");
+    let exchange = |client: Option<(&Path, &Path)>| {
+        let who = TlsClient {
+            sni: "api.example.com",
+            ca: &root,
+            verify_hostname: true,
+            client,
+        };
+        tls_exchange(at, &who, &get("api.example.com"))
+    };
+    let answer = exchange(None).unwrap_or_else(|e| panic!("{e}\n{}", envoy.log()));
+    assert!(answer.contains("x-upstream: api-app"), "{answer}");
+    let (cert, key) = (d.join("client.pem"), d.join("client-key.pem"));
+    let answer = exchange(Some((&cert, &key))).unwrap_or_else(|e| panic!("{e}\n{}", envoy.log()));
+    assert!(answer.contains("x-upstream: api-app"), "{answer}");
+    assert_eq!(api.hits(), 2);
+    let (cert, key) = (d.join("rogue.pem"), d.join("rogue-key.pem"));
+    let r = exchange(Some((&cert, &key)));
+    let answered = match &r {
+        Ok(text) | Err(text) => text.contains("x-upstream"),
+    };
+    assert!(!answered, "an unverifiable certificate was served: {r:?}");
+    assert!(
+        envoy.wait_stat(
+            &format!("listener.{GW_IP}_{gw_port}.ssl.fail_verify_error"),
+            1
+        ) >= 1
+    );
+    assert_eq!(api.hits(), 2);
+}
+
+/// The golden bootstrap of a gateway (Kubernetes listener shape) with an
+/// ISTIO_MUTUAL and an OPTIONAL_MUTUAL HTTPS server, and TLS servers that
+/// terminate SIMPLE and ISTIO_MUTUAL before their `tcp` route; Envoy
+/// validates it with the gateway's identity and the credentials written
+/// where the golden file names them.
+#[test]
+fn golden_gateway_tls_termination_bootstrap() {
+    let gateway = r#"
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: shop-gw, namespace: shop}
+spec:
+  selector: {istio: ingressgateway}
+  servers:
+  - port: {number: 443, name: https-mesh, protocol: HTTPS}
+    hosts: [mesh.example.com]
+    tls: {mode: ISTIO_MUTUAL, subjectAltNames: [spiffe://cluster.local/ns/shop/sa/client]}
+  - port: {number: 443, name: https-partners, protocol: HTTPS}
+    hosts: [partners.example.com]
+    tls: {mode: OPTIONAL_MUTUAL, credentialName: partners-cert}
+  - port: {number: 9443, name: tls-ledger, protocol: TLS}
+    hosts: [ledger.example.com]
+    tls: {mode: SIMPLE, serverCertificate: credentials/ledger.pem, privateKey: credentials/ledger-key.pem, minProtocolVersion: TLSV1_3}
+  - port: {number: 9443, name: tls-vault, protocol: TLS}
+    hosts: [vault.example.com]
+    tls: {mode: ISTIO_MUTUAL}
+"#;
+    let resources = vec![
+        service("shop", "api", "api", &[("http", 80, 8080)]),
+        service("shop", "ledger", "ledger", &[("tcp", 7000, 7000)]),
+        workload("shop", "api-1", "10.244.0.11", &[("app", "api")], false),
+        workload(
+            "shop",
+            "ledger-1",
+            "10.244.0.12",
+            &[("app", "ledger")],
+            false,
+        ),
+        workload(
+            "shop",
+            "ingress-1",
+            "10.244.0.10",
+            &[("istio", "ingressgateway")],
+            true,
+        ),
+        object(gateway),
+        object(
+            r#"
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: api, namespace: shop}
+spec:
+  hosts: [mesh.example.com, partners.example.com]
+  gateways: [shop-gw]
+  http:
+  - route: [{destination: {host: api}}]
+"#,
+        ),
+        object(
+            r#"
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: ledger, namespace: shop}
+spec:
+  hosts: [ledger.example.com, vault.example.com]
+  gateways: [shop-gw]
+  tcp:
+  - route: [{destination: {host: ledger}}]
+"#,
+        ),
+    ];
+    let model = model_of(MeshSettings::default(), resources);
+    let options = TranslateOptions {
+        shape: ListenerShape::Interception,
+        sds: relative_file_sds("etc/certs"),
+    };
+    let out = Translator::new(&model, options).translate(&Proxy::gateway("shop", "ingress-1"));
+    assert!(out.errors.is_empty(), "{:?}", out.errors);
+
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let ca = test_ca();
+    let creds = d.join("credentials");
+    std::fs::create_dir_all(&creds).unwrap();
+    let issued = ca
+        .issue_server_cert(
+            &[
+                "partners.example.com".to_string(),
+                "ledger.example.com".to_string(),
+            ],
+            Duration::from_secs(3600),
+            SystemTime::now(),
+        )
+        .unwrap();
+    for name in ["partners", "ledger"] {
+        std::fs::write(creds.join(format!("{name}.pem")), &issued.cert_chain_pem).unwrap();
+        std::fs::write(
+            creds.join(format!("{name}-key.pem")),
+            issued.key_pem.expose(),
+        )
+        .unwrap();
+    }
+    std::fs::write(creds.join("root.pem"), &issued.root_cert_pem).unwrap();
+    // partners-cert over SDS, named as the golden file names them (relative).
+    let mut files = SecretFiles::new();
+    let mut cert = workload_cert_secret(
+        "credentials/partners.pem",
+        "credentials/partners-key.pem",
+        None,
+    );
+    cert.name = "kubernetes://shop/partners-cert".into();
+    write_sds_file(&creds.join("partners-sds.yaml").to_string_lossy(), &cert);
+    files.insert(cert.name.clone(), "credentials/partners-sds.yaml".into());
+    let mut cacert = trust_bundle_secret("credentials/root.pem", None);
+    cacert.name = "kubernetes://shop/partners-cert-cacert".into();
+    write_sds_file(
+        &creds.join("partners-sds-cacert.yaml").to_string_lossy(),
+        &cacert,
+    );
+    files.insert(
+        cacert.name.clone(),
+        "credentials/partners-sds-cacert.yaml".into(),
+    );
+
+    let yaml = static_bootstrap("ingress", &out, &files);
+    check_golden("gateway-tls-termination", &yaml);
+    Identity::issue_with_relative_sds(&ca, d, "etc/certs", "shop", "ingress");
+    validate_bootstrap_in(d, &yaml).expect("golden gateway bootstrap validates");
 }
