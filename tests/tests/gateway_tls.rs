@@ -3,7 +3,7 @@
 //! gateway presents its own mesh identity and admits only clients with a
 //! certificate from the mesh root), and a TLS server that terminates SIMPLE
 //! TLS and carries the decrypted bytes by its `tcp` route to a plaintext
-//! backend, an OPTIONAL_MUTUAL server; plus the golden bootstrap of a gateway
+//! backend, the same with ISTIO_MUTUAL, an OPTIONAL_MUTUAL server; plus the golden bootstrap of a gateway
 //! with all of them. Clients are `openssl s_client`; everything on 127.0.0.0/8.
 mod mesh_fixtures;
 
@@ -233,6 +233,76 @@ spec:
     let other = tls_exchange(at, &client("other.example.com"), &get("other.example.com"));
     assert!(other.is_err(), "a name no server serves: {other:?}");
     assert_eq!(ledger.hits(), 1);
+}
+
+/// A TLS server terminating ISTIO_MUTUAL: a client with a mesh certificate
+/// gets its bytes, decrypted, to the `tcp` route's backend; a client without
+/// one reaches nothing.
+#[test]
+fn istio_mutual_tls_server_carries_tcp_for_mesh_clients_on_real_envoy() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let ca = test_ca();
+    let gw_id = Identity::issue(&ca, &d.join("ingress"), "shop", "ingress");
+    let client = ca
+        .issue_for_service_account(
+            "shop",
+            "client",
+            Duration::from_secs(3600),
+            SystemTime::now(),
+        )
+        .unwrap();
+    std::fs::write(d.join("client.pem"), &client.cert_chain_pem).unwrap();
+    std::fs::write(d.join("client-key.pem"), client.key_pem.expose()).unwrap();
+
+    let vault = Upstream::echo("vault-app", Ipv4Addr::new(127, 0, 0, 174));
+    let gw_port = free_ports_on(GW_IP, 1)[0];
+    let resources = vec![
+        service("shop", "vault", "vault", &[("tcp", 7000, vault.port())]),
+        workload("shop", "vault-1", &vault.ip(), &[("app", "vault")], false),
+        ingress_workload(),
+        one_server_gateway(&format!(
+            "{{port: {{number: {gw_port}, name: tls-vault, protocol: TLS}}, hosts: [vault.example.com], tls: {{mode: ISTIO_MUTUAL}}}}"
+        )),
+        object(
+            r#"
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: vault, namespace: shop}
+spec:
+  hosts: [vault.example.com]
+  gateways: [shop-gw]
+  tcp:
+  - route: [{destination: {host: vault}}]
+"#,
+        ),
+    ];
+    let envoy = start_ingress(d, &gw_id, resources);
+    let at = SocketAddr::from((GW_IP, gw_port));
+    let root = gw_id.dir.join("root-cert.pem");
+    let who = |client| TlsClient {
+        sni: "vault.example.com",
+        ca: &root,
+        verify_hostname: false,
+        client,
+    };
+    let (cert, key) = (d.join("client.pem"), d.join("client-key.pem"));
+    let answer = tls_exchange(at, &who(Some((&cert, &key))), &get("vault.example.com"))
+        .unwrap_or_else(|e| panic!("mesh client refused: {e}\n{}", envoy.log()));
+    assert!(answer.contains("x-upstream: vault-app"), "{answer}");
+    assert_eq!(vault.hits(), 1);
+    let r = tls_exchange(at, &who(None), &get("vault.example.com"));
+    let answered = match &r {
+        Ok(text) | Err(text) => text.contains("x-upstream"),
+    };
+    assert!(!answered, "no client certificate, answered: {r:?}");
+    assert!(
+        envoy.wait_stat(
+            &format!("listener.{GW_IP}_{gw_port}.ssl.fail_verify_no_cert"),
+            1
+        ) >= 1
+    );
+    assert_eq!(vault.hits(), 1, "a refused client reached the backend");
 }
 
 /// An OPTIONAL_MUTUAL HTTPS server (certificate files, the mesh root as
