@@ -1,10 +1,11 @@
 //! Gateway servers that terminate TLS beyond SIMPLE and MUTUAL, on real
 //! Envoy configured by the translator: an ISTIO_MUTUAL HTTPS server (the
 //! gateway presents its own mesh identity and admits only clients with a
-//! certificate from the mesh root), and a TLS server that terminates SIMPLE
-//! TLS and carries the decrypted bytes by its `tcp` route to a plaintext
-//! backend, the same with ISTIO_MUTUAL, an OPTIONAL_MUTUAL server; plus the golden bootstrap of a gateway
-//! with all of them. Clients are `openssl s_client`; everything on 127.0.0.0/8.
+//! certificate from the mesh root); TLS servers that terminate SIMPLE or
+//! ISTIO_MUTUAL and carry the decrypted bytes by their `tcp` route to a
+//! plaintext backend; an OPTIONAL_MUTUAL server; plus the golden bootstrap of
+//! a gateway with all of them. Clients are `openssl s_client`; everything on
+//! 127.0.0.0/8.
 mod mesh_fixtures;
 
 use std::net::{Ipv4Addr, SocketAddr};
