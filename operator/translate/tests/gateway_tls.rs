@@ -179,7 +179,7 @@ fn optional_mutual_https_checks_but_does_not_require_client_certificates() {
 const TCP_VS: &str = r#"
 metadata: {name: db, namespace: shop}
 spec:
-  hosts: [db.example.com, cart.example.com]
+  hosts: [db.example.com, cart.example.com, admin.example.com]
   gateways: [edge]
   tcp:
   - match: [{port: 9999}]
@@ -196,6 +196,7 @@ fn tls_servers_terminate_and_carry_tcp_by_their_tcp_routes() {
     let servers = "  - port: {number: 443, name: tls-db, protocol: TLS}\n    hosts: [db.example.com]\n    tls: {mode: SIMPLE, credentialName: db-cert, minProtocolVersion: TLSV1_3}\n\
                    \x20 - port: {number: 443, name: tls-cart, protocol: TLS}\n    hosts: [cart.example.com]\n    tls: {mode: ISTIO_MUTUAL}\n\
                    \x20 - port: {number: 443, name: tls-admin, protocol: TLS}\n    hosts: [admin.example.com]\n    tls: {mode: MUTUAL, credentialName: admin-cert}\n\
+                   \x20 - port: {number: 443, name: tls-none, protocol: TLS}\n    hosts: [none.example.com]\n    tls: {mode: SIMPLE, credentialName: none-cert}\n\
                    \x20 - port: {number: 443, name: https-api, protocol: HTTPS}\n    hosts: [api.example.com]\n    tls: {mode: SIMPLE, credentialName: api-cert}\n";
     let out = gateway_proxy(servers, vec![vs(TCP_VS), vs(HTTP_VS)]);
     assert!(out.errors.is_empty(), "{:?}", out.errors);
@@ -206,9 +207,10 @@ fn tls_servers_terminate_and_carry_tcp_by_their_tcp_routes() {
         [
             "tls.443.tls-db.edge.shop",
             "tls.443.tls-cart.edge.shop",
+            "tls.443.tls-admin.edge.shop",
             "https.443.https-api.edge.shop"
         ],
-        "admin.example.com has no tcp route: no chain"
+        "none.example.com has no tcp route: no chain"
     );
     assert!(
         !l.listener_filters.is_empty(),
@@ -246,17 +248,34 @@ fn tls_servers_terminate_and_carry_tcp_by_their_tcp_routes() {
     let common = tls.common_tls_context.unwrap();
     assert_eq!(common.tls_certificate_sds_secret_configs[0].name, "default");
 
+    let admin = tls_of(chain(l, "tls.443.tls-admin.edge.shop"));
+    assert_eq!(
+        admin.require_client_certificate.map(|b| b.value),
+        Some(true)
+    );
+    let Some(ValidationContextType::ValidationContextSdsSecretConfig(ca)) =
+        admin.common_tls_context.unwrap().validation_context_type
+    else {
+        panic!("MUTUAL checks clients against the credential's CA");
+    };
+    assert_eq!(ca.name, "kubernetes://shop/admin-cert-cacert");
+
     // Only the HTTPS server has a route configuration.
     let routes: Vec<&str> = out.routes.iter().map(|r| r.name.as_str()).collect();
     assert_eq!(routes, ["https.443.https-api.edge.shop"]);
-    // admin-cert is not referenced: its server has no chain.
+    // none-cert is not referenced: its server has no chain.
     let creds: Vec<String> = (out.secrets.iter())
         .filter(|s| matches!(s, SecretRef::GatewayCredential { .. }))
         .map(SecretRef::sds_name)
         .collect();
     assert_eq!(
         creds,
-        ["kubernetes://shop/api-cert", "kubernetes://shop/db-cert"]
+        [
+            "kubernetes://shop/admin-cert",
+            "kubernetes://shop/admin-cert-cacert",
+            "kubernetes://shop/api-cert",
+            "kubernetes://shop/db-cert"
+        ]
     );
 }
 
