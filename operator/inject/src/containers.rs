@@ -27,6 +27,15 @@ pub const BOOTSTRAP_DIR: &str = "/etc/trellis/bootstrap";
 /// field is informational (the server reads only the namespace there), as in Istio.
 pub const SERVICE_NODE_ARG: &str =
     "sidecar~$(INSTANCE_IP)~$(POD_NAME).$(POD_NAMESPACE)~$(POD_NAMESPACE).svc.cluster.local";
+/// `--service-node` of a gateway proxy: the same as [`SERVICE_NODE_ARG`] but
+/// for its kind, `router` (Istio's word for a gateway), which makes the xDS
+/// server send it the configuration of the Gateways that select it.
+pub const GATEWAY_SERVICE_NODE_ARG: &str =
+    "router~$(INSTANCE_IP)~$(POD_NAME).$(POD_NAMESPACE)~$(POD_NAMESPACE).svc.cluster.local";
+/// The proxy container of a gateway pod: the name of the placeholder
+/// container Istio's gateway manifests carry (`image: auto`), kept so that
+/// `kubectl logs -c istio-proxy` and the users' manifests keep working.
+pub const GATEWAY_CONTAINER_NAME: &str = "istio-proxy";
 /// `--service-cluster`: `<service-account>.<namespace>`; the xDS server takes the
 /// service account from it (the shared bootstrap carries no per-pod metadata).
 pub const SERVICE_CLUSTER_ARG: &str = "$(SERVICE_ACCOUNT).$(POD_NAMESPACE)";
@@ -113,10 +122,66 @@ fn mount(name: &str, path: &str) -> VolumeMount {
     }
 }
 
+/// The sidecar proxy: Envoy with the pod's node id of kind `sidecar`.
 pub(crate) fn proxy_container(
     image: &str,
     resources: Option<ResourceRequirements>,
     log_level: &str,
+) -> Container {
+    envoy_container(image, resources, log_level, SERVICE_NODE_ARG)
+}
+
+/// The gateway proxy: the sidecar proxy's container (image, resources, log
+/// level, security context, mounts, readiness and metrics ports) with the node
+/// id of kind `router`, named [`GATEWAY_CONTAINER_NAME`]. From `user`, the
+/// `istio-proxy` container it replaces, it keeps the `ports` (ours are added
+/// unless the user declared the same port number) and the `resources` when
+/// set (non-empty); nothing else of it.
+pub(crate) fn gateway_container(
+    image: &str,
+    resources: Option<ResourceRequirements>,
+    log_level: &str,
+    user: Option<&Container>,
+) -> Container {
+    let mut proxy = envoy_container(image, resources, log_level, GATEWAY_SERVICE_NODE_ARG);
+    proxy.name = GATEWAY_CONTAINER_NAME.into();
+    let Some(user) = user else {
+        return proxy;
+    };
+    if let Some(r) = user
+        .resources
+        .as_ref()
+        .filter(|r| **r != ResourceRequirements::default())
+    {
+        proxy.resources = Some(r.clone());
+    }
+    let mut ports = user.ports.clone().unwrap_or_default();
+    for ours in proxy.ports.take().unwrap_or_default() {
+        let protocol = |p: &ContainerPort| p.protocol.clone().unwrap_or_else(|| "TCP".into());
+        if ports
+            .iter()
+            .any(|p| p.container_port == ours.container_port && protocol(p) == protocol(&ours))
+        {
+            continue;
+        }
+        // Port names are unique in a container: a name the user took is left off.
+        let name_taken = ports
+            .iter()
+            .any(|p| p.name.is_some() && p.name == ours.name);
+        ports.push(ContainerPort {
+            name: if name_taken { None } else { ours.name },
+            ..ours
+        });
+    }
+    proxy.ports = Some(ports);
+    proxy
+}
+
+fn envoy_container(
+    image: &str,
+    resources: Option<ResourceRequirements>,
+    log_level: &str,
+    service_node: &str,
 ) -> Container {
     let port = |name: &str, p: u16| ContainerPort {
         name: Some(name.into()),
@@ -131,7 +196,7 @@ pub(crate) fn proxy_container(
             "-c".into(),
             format!("{BOOTSTRAP_DIR}/{BOOTSTRAP_FILE}"),
             "--service-node".into(),
-            SERVICE_NODE_ARG.into(),
+            service_node.into(),
             "--service-cluster".into(),
             SERVICE_CLUSTER_ARG.into(),
             "--disable-hot-restart".into(),

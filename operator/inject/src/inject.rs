@@ -3,11 +3,11 @@
 use crate::InjectError;
 use crate::capture::{self, CaptureOptions, Selection};
 use crate::containers::{
-    self, DEFAULT_PROXY_IMAGE, INIT_CONTAINER_NAME, PROXY_CONTAINER_NAME, identity_volume,
-    init_container, proxy_container, shared_volumes,
+    self, DEFAULT_PROXY_IMAGE, GATEWAY_CONTAINER_NAME, INIT_CONTAINER_NAME, PROXY_CONTAINER_NAME,
+    gateway_container, identity_volume, init_container, proxy_container, shared_volumes,
 };
 use crate::select::{InjectDecision, should_inject};
-use k8s_openapi::api::core::v1::{Container, Pod, Probe, ResourceRequirements};
+use k8s_openapi::api::core::v1::{Container, Pod, Probe, ResourceRequirements, Sysctl};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use std::collections::BTreeMap;
 use trellis_api::mesh::MeshConfigSpec;
@@ -25,6 +25,43 @@ const ANN_INCLUDE_OUTBOUND_RANGES: &str = "traffic.sidecar.istio.io/includeOutbo
 const ANN_INCLUDE_INBOUND_PORTS: &str = "traffic.sidecar.istio.io/includeInboundPorts";
 /// Istio's per-pod choice of a Kubernetes native sidecar ("true"/"false").
 pub const NATIVE_SIDECAR_ANNOTATION: &str = "sidecar.istio.io/nativeSidecar";
+/// Istio's choice of injection template: `sidecar` (the default) or `gateway`.
+pub const TEMPLATES_ANNOTATION: &str = "inject.istio.io/templates";
+/// The sysctl a gateway pod gets so that its non-root proxy can bind ports
+/// below 1024 (80, 443), as Istio's gateway chart sets it.
+pub const UNPRIVILEGED_PORT_SYSCTL: &str = "net.ipv4.ip_unprivileged_port_start";
+
+/// What injection makes of a pod, from its [`TEMPLATES_ANNOTATION`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Template {
+    /// The application's sidecar: traffic capture and the proxy beside the app.
+    Sidecar,
+    /// A gateway: the pod's `istio-proxy` container becomes Envoy running as
+    /// a router (node id `router~…`); no capture, no init container.
+    Gateway,
+}
+
+/// The pod's template: [`Template::Sidecar`] when the annotation is absent; a
+/// value other than `sidecar` or `gateway` (Istio's lists of templates and
+/// custom templates included) is an error naming the pod and the annotation.
+pub fn template(
+    object: &str,
+    annotations: Option<&BTreeMap<String, String>>,
+) -> Result<Template, InjectError> {
+    match annotations
+        .and_then(|a| a.get(TEMPLATES_ANNOTATION))
+        .map(String::as_str)
+    {
+        None | Some("sidecar") => Ok(Template::Sidecar),
+        Some("gateway") => Ok(Template::Gateway),
+        Some(other) => Err(InjectError::InvalidAnnotation {
+            object: object.into(),
+            annotation: TEMPLATES_ANNOTATION.into(),
+            value: other.into(),
+            reason: "Trellis injects only the templates \"sidecar\" and \"gateway\"".into(),
+        }),
+    }
+}
 
 /// Mesh-wide inputs of injection.
 #[derive(Debug, Clone, PartialEq)]
@@ -109,7 +146,8 @@ fn object_name(pod: &Pod) -> String {
 /// A pod carrying [`STATUS_ANNOTATION`] or a container named
 /// `trellis-proxy` is returned unchanged.
 pub fn inject(pod: &Pod, ctx: &InjectionContext) -> Result<InjectOutcome, InjectError> {
-    let (out, already_injected) = inject_pod(pod, ctx)?;
+    let (out, plan) = apply(pod, ctx)?;
+    let already_injected = plan.is_none();
     if already_injected {
         return Ok(InjectOutcome {
             pod: out,
@@ -124,12 +162,61 @@ pub fn inject(pod: &Pod, ctx: &InjectionContext) -> Result<InjectOutcome, Inject
             message: e.to_string(),
         })
     };
-    let patch = json_patch::diff(&to_json(pod)?, &to_json(&out)?);
+    let mut patch = json_patch::diff(&to_json(pod)?, &to_json(&out)?);
+    if let Some(Plan::Gateway(GatewayAdditions {
+        replaces: Some(index),
+        ..
+    })) = plan
+    {
+        replace_whole_container(&mut patch, &out, index, &object)?;
+    }
     Ok(InjectOutcome {
         pod: out,
         patch,
         already_injected,
     })
+}
+
+/// Makes the operations of `patch` on container `index` one `replace` of the
+/// whole container with the one of `out`: the diff changes only the fields
+/// our types know, so a field of the received `istio-proxy` container they do
+/// not know would otherwise survive into the gateway proxy.
+fn replace_whole_container(
+    patch: &mut json_patch::Patch,
+    out: &Pod,
+    index: usize,
+    object: &str,
+) -> Result<(), InjectError> {
+    use json_patch::jsonptr::PointerBuf;
+    let path =
+        PointerBuf::from_tokens(["spec".to_string(), "containers".into(), index.to_string()]);
+    let under = format!("{}/", path.as_str());
+    let container = out
+        .spec
+        .as_ref()
+        .and_then(|s| s.containers.get(index))
+        .map(serde_json::to_value)
+        .transpose()
+        .map_err(|e| InjectError::Serialize {
+            object: object.into(),
+            message: e.to_string(),
+        })?
+        .ok_or_else(|| InjectError::Serialize {
+            object: object.into(),
+            message: format!("no container {index} in the injected pod"),
+        })?;
+    patch.0.retain(|op| {
+        let p = op.path().as_str();
+        p != path.as_str() && !p.starts_with(&under)
+    });
+    patch.0.insert(
+        0,
+        json_patch::PatchOperation::Replace(json_patch::ReplaceOperation {
+            path,
+            value: container,
+        }),
+    );
+    Ok(())
 }
 
 /// What injection reads from a pod; the rest of the pod only passes through.
@@ -191,7 +278,42 @@ pub struct Additions {
     pub labels: Vec<(&'static str, &'static str)>,
 }
 
+/// What injection adds to a gateway pod (see [`Template::Gateway`]): the
+/// gateway proxy [`InjectionContext::gateway_container`] in place of the
+/// container named `istio-proxy` (or appended when there is none), the same
+/// volumes as a sidecar's, these annotations, and, on the pod's security
+/// context, [`UNPRIVILEGED_PORT_SYSCTL`] `=0` unless the pod sets it already
+/// or uses the host's network (where Kubernetes refuses `net.*` sysctls).
+#[derive(Debug, Clone, PartialEq)]
+pub struct GatewayAdditions {
+    /// Index among the containers of the `istio-proxy` container replaced;
+    /// `None`: the proxy is appended.
+    pub replaces: Option<usize>,
+    /// Whose identity the pod gets (`default` when the pod names none).
+    pub service_account: String,
+    /// Set, overwriting a member of the same key.
+    pub annotations: Vec<(&'static str, String)>,
+}
+
+/// What injection adds to a pod, by its [`Template`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum Plan {
+    Sidecar(Additions),
+    Gateway(GatewayAdditions),
+}
+
 impl InjectionContext {
+    /// The gateway proxy, keeping the ports and resources of `user`, the
+    /// `istio-proxy` container it replaces (see [`GatewayAdditions`]).
+    pub fn gateway_container(&self, user: Option<&Container>) -> Container {
+        gateway_container(
+            &self.proxy_image,
+            self.proxy_resources.clone(),
+            &self.proxy_log_level,
+            user,
+        )
+    }
+
     /// `trellis-init` with the pod's capture arguments ([`Additions::init_args`]).
     pub fn init_container(&self, args: Vec<String>) -> Container {
         init_container(&self.init_image, args)
@@ -226,6 +348,21 @@ fn status_annotation(proxy: ProxyPlacement) -> &'static str {
     }
 }
 
+/// `sidecar.istio.io/status` of a gateway pod.
+fn gateway_status_annotation() -> &'static str {
+    static RENDERED: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+        serde_json::json!({
+            "initContainers": [],
+            "containers": [GATEWAY_CONTAINER_NAME],
+            "volumes": containers::VOLUME_NAMES,
+            "imagePullSecrets": null,
+            "revision": "default",
+        })
+        .to_string()
+    });
+    &RENDERED
+}
+
 fn render_status(proxy: ProxyPlacement) -> String {
     let (init_containers, containers) = proxy.lists(INIT_CONTAINER_NAME, PROXY_CONTAINER_NAME);
     serde_json::json!({
@@ -238,9 +375,10 @@ fn render_status(proxy: ProxyPlacement) -> String {
     .to_string()
 }
 
-/// The additions for a pod, or `None` when it is already injected (it
-/// carries [`STATUS_ANNOTATION`] or a container named `trellis-proxy`).
-pub fn plan(pod: &PodFacts, ctx: &InjectionContext) -> Result<Option<Additions>, InjectError> {
+/// The additions for a pod, by its [`Template`], or `None` when it is already
+/// injected (it carries [`STATUS_ANNOTATION`] or a container named
+/// `trellis-proxy`).
+pub fn plan(pod: &PodFacts, ctx: &InjectionContext) -> Result<Option<Plan>, InjectError> {
     let none = BTreeMap::new();
     let annotations = pod.annotations.unwrap_or(&none);
     let has_proxy = pod
@@ -251,8 +389,36 @@ pub fn plan(pod: &PodFacts, ctx: &InjectionContext) -> Result<Option<Additions>,
     if annotations.contains_key(STATUS_ANNOTATION) || has_proxy {
         return Ok(None);
     }
+    let service_account = pod
+        .service_account
+        .filter(|s| !s.is_empty())
+        .unwrap_or("default")
+        .to_string();
+    if template(pod.object, Some(annotations))? == Template::Gateway {
+        // The gateway is the pod's main container: no capture, so the traffic
+        // annotations and the native-sidecar choice do not apply.
+        let replaces = pod
+            .containers
+            .iter()
+            .position(|c| c.name == GATEWAY_CONTAINER_NAME);
+        let mut added = vec![(STATUS_ANNOTATION, gateway_status_annotation().to_string())];
+        // As Istio's gateway template: the first other container, if any, is
+        // the default of `kubectl logs`/`exec`.
+        if let Some(app) = pod
+            .containers
+            .iter()
+            .find(|c| c.name != GATEWAY_CONTAINER_NAME)
+            && !annotations.contains_key(DEFAULT_CONTAINER_ANNOTATION)
+        {
+            added.push((DEFAULT_CONTAINER_ANNOTATION, app.name.clone()));
+        }
+        return Ok(Some(Plan::Gateway(GatewayAdditions {
+            replaces,
+            service_account,
+            annotations: added,
+        })));
+    }
     let capture = capture_options(pod.object, annotations, pod.containers)?;
-    let service_account = pod.service_account.filter(|s| !s.is_empty());
     let proxy = if native_sidecar(pod.object, annotations, ctx)? {
         ProxyPlacement::NativeSidecar
     } else {
@@ -264,19 +430,27 @@ pub fn plan(pod: &PodFacts, ctx: &InjectionContext) -> Result<Option<Additions>,
     {
         added_annotations.push((DEFAULT_CONTAINER_ANNOTATION, first.name.clone()));
     }
-    Ok(Some(Additions {
+    Ok(Some(Plan::Sidecar(Additions {
         init_args: capture.to_args(),
         proxy,
-        service_account: service_account.unwrap_or("default").to_string(),
+        service_account,
         annotations: added_annotations,
         labels: vec![(TLS_MODE_LABEL, "istio")],
-    }))
+    })))
 }
 
 /// [`inject`] without the patch: the injected pod, and whether the input was
-/// already injected (then it is returned as it was). Injection only appends
-/// init containers, containers and volumes, and adds annotations and labels.
+/// already injected (then it is returned as it was). Sidecar injection only
+/// appends init containers, containers and volumes, and adds annotations and
+/// labels; gateway injection replaces the `istio-proxy` container and sets a
+/// sysctl too (see [`GatewayAdditions`]).
 pub fn inject_pod(pod: &Pod, ctx: &InjectionContext) -> Result<(Pod, bool), InjectError> {
+    let (out, plan) = apply(pod, ctx)?;
+    Ok((out, plan.is_none()))
+}
+
+/// The injected pod and the plan it followed (`None`: already injected).
+fn apply(pod: &Pod, ctx: &InjectionContext) -> Result<(Pod, Option<Plan>), InjectError> {
     let object = object_name(pod);
     let Some(spec) = pod.spec.as_ref() else {
         return Err(InjectError::MissingSpec { object });
@@ -288,9 +462,15 @@ pub fn inject_pod(pod: &Pod, ctx: &InjectionContext) -> Result<(Pod, bool), Inje
         containers: &spec.containers,
         init_containers: spec.init_containers.as_deref().unwrap_or_default(),
     };
-    let Some(additions) = plan(&facts, ctx)? else {
-        return Ok((pod.clone(), true));
+    let additions = match plan(&facts, ctx)? {
+        None => return Ok((pod.clone(), None)),
+        Some(Plan::Gateway(gateway)) => {
+            let out = apply_gateway(pod, &gateway, ctx);
+            return Ok((out, Some(Plan::Gateway(gateway))));
+        }
+        Some(Plan::Sidecar(additions)) => additions,
     };
+    let planned = Plan::Sidecar(additions.clone());
     let mut out = pod.clone();
     let spec = out.spec.as_mut().expect("checked above");
     let (init, app) = additions.proxy.lists(
@@ -315,7 +495,46 @@ pub fn inject_pod(pod: &Pod, ctx: &InjectionContext) -> Result<(Pod, bool), Inje
     for (key, value) in additions.labels {
         labels.insert(key.into(), value.into());
     }
-    Ok((out, false))
+    Ok((out, Some(planned)))
+}
+
+/// `pod` with `additions` made (its spec checked by the caller).
+fn apply_gateway(pod: &Pod, additions: &GatewayAdditions, ctx: &InjectionContext) -> Pod {
+    let mut out = pod.clone();
+    let Some(spec) = out.spec.as_mut() else {
+        return out;
+    };
+    match additions.replaces.and_then(|i| spec.containers.get_mut(i)) {
+        Some(user) => {
+            let proxy = ctx.gateway_container(Some(user));
+            *user = proxy;
+        }
+        None => spec.containers.push(ctx.gateway_container(None)),
+    }
+    let volumes = spec.volumes.get_or_insert_with(Vec::new);
+    volumes.push(identity_volume(&additions.service_account));
+    volumes.extend(shared_volumes());
+    if spec.host_network != Some(true) {
+        let sysctls = spec
+            .security_context
+            .get_or_insert_with(Default::default)
+            .sysctls
+            .get_or_insert_with(Vec::new);
+        if !sysctls.iter().any(|s| s.name == UNPRIVILEGED_PORT_SYSCTL) {
+            sysctls.push(Sysctl {
+                name: UNPRIVILEGED_PORT_SYSCTL.into(),
+                value: "0".into(),
+            });
+        }
+    }
+    let annotations = out
+        .metadata
+        .annotations
+        .get_or_insert_with(Default::default);
+    for (key, value) in &additions.annotations {
+        annotations.insert((*key).into(), value.clone());
+    }
+    out
 }
 
 /// Whether the proxy is a native sidecar: the pod's annotation, else MeshConfig.

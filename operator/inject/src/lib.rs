@@ -13,6 +13,18 @@
 //! - [`inject_workload`]: the same injection applied to the pod template of a
 //!   workload manifest (`trellis inject`).
 //!
+//! # Gateways
+//!
+//! A pod annotated `inject.istio.io/templates: gateway` ([`Template::Gateway`])
+//! is a gateway, as with Istio's gateway injection: its container named
+//! `istio-proxy` (Istio's placeholder, `image: auto`) is replaced by Envoy
+//! running as a router (node id `router~…`, [`GATEWAY_SERVICE_NODE_ARG`]),
+//! keeping that container's name, ports and resources; with no such container
+//! the proxy is appended under that name. No init container, no traffic
+//! capture, no `security.istio.io/tlsMode` label; the same volumes and status
+//! annotation as a sidecar; and sysctl [`UNPRIVILEGED_PORT_SYSCTL`] `=0` so the
+//! non-root proxy can listen on ports 80 and 443. See [`GatewayAdditions`].
+//!
 //! # What the injected pod needs from the operator
 //!
 //! Three objects in the pod's namespace, all created by the operator:
@@ -49,14 +61,15 @@ mod workload;
 
 pub use containers::{
     BOOTSTRAP_CONFIG_MAP, BOOTSTRAP_DIR, BOOTSTRAP_FILE, CERTS_DIR, DEFAULT_INIT_IMAGE,
-    DEFAULT_PROXY_IMAGE, INIT_CONTAINER_NAME, PROXY_CONTAINER_NAME, ROOT_CERT_CONFIG_MAP,
-    ROOT_CERT_DIR, SERVICE_CLUSTER_ARG, SERVICE_NODE_ARG, identity_secret_name, identity_volume,
-    shared_volumes,
+    DEFAULT_PROXY_IMAGE, GATEWAY_CONTAINER_NAME, GATEWAY_SERVICE_NODE_ARG, INIT_CONTAINER_NAME,
+    PROXY_CONTAINER_NAME, ROOT_CERT_CONFIG_MAP, ROOT_CERT_DIR, SERVICE_CLUSTER_ARG,
+    SERVICE_NODE_ARG, identity_secret_name, identity_volume, shared_volumes,
 };
 pub use error::InjectError;
 pub use inject::{
-    Additions, InjectOutcome, InjectionContext, NATIVE_SIDECAR_ANNOTATION, PodFacts,
-    ProxyPlacement, STATUS_ANNOTATION, TLS_MODE_LABEL, inject, inject_pod, plan,
+    Additions, GatewayAdditions, InjectOutcome, InjectionContext, NATIVE_SIDECAR_ANNOTATION, Plan,
+    PodFacts, ProxyPlacement, STATUS_ANNOTATION, TEMPLATES_ANNOTATION, TLS_MODE_LABEL, Template,
+    UNPRIVILEGED_PORT_SYSCTL, inject, inject_pod, plan, template,
 };
 pub use select::{InjectDecision, NEVER_INJECTED_NAMESPACES, should_inject};
 pub use workload::{WorkloadOutcome, inject_workload, template_path};

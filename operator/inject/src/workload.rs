@@ -266,4 +266,37 @@ mod tests {
         assert_eq!(metadata["labels"]["app"], "db");
         assert_eq!(spec["containers"][1]["name"], "trellis-proxy");
     }
+
+    #[test]
+    fn gateway_template_of_a_deployment() {
+        let d = json!({"apiVersion":"apps/v1","kind":"Deployment","metadata":{"name":"ingress","namespace":"edge"},
+            "spec":{"template":{"metadata":{"annotations":{"inject.istio.io/templates":"gateway"}},
+            "spec":{"containers":[{"name":"istio-proxy","image":"auto"}]}}}});
+        let WorkloadOutcome::Injected { spec, .. } =
+            inject_workload(&d, &ctx(), "trellis-system").unwrap()
+        else {
+            panic!("not injected");
+        };
+        assert_eq!(spec["containers"].as_array().unwrap().len(), 1);
+        assert_eq!(spec["containers"][0]["name"], "istio-proxy");
+        assert_eq!(
+            spec["containers"][0]["args"][3]
+                .as_str()
+                .unwrap()
+                .split('~')
+                .next(),
+            Some("router")
+        );
+        assert!(spec.get("initContainers").is_none());
+        let mut bad = d.clone();
+        bad["spec"]["template"]["metadata"]["annotations"]["inject.istio.io/templates"] =
+            json!("custom");
+        let e = inject_workload(&bad, &ctx(), "trellis-system")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("Deployment/edge/ingress: spec.template.metadata.annotations[\"inject.istio.io/templates\"]: invalid value \"custom\""),
+            "{e}"
+        );
+    }
 }

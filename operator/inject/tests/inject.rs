@@ -1,12 +1,14 @@
 //! Behaviour of `inject`: what is added, idempotence, the patch, errors.
 
 use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use proptest::prelude::*;
 use std::collections::BTreeMap;
 use trellis_api::mesh::{InjectionSettings, MeshConfigSpec, ProxySettings};
 use trellis_inject::{
-    InjectDecision, InjectError, InjectionContext, NATIVE_SIDECAR_ANNOTATION, STATUS_ANNOTATION,
-    inject,
+    InjectDecision, InjectError, InjectionContext, NATIVE_SIDECAR_ANNOTATION, ProxyPlacement,
+    STATUS_ANNOTATION, inject,
 };
 
 fn ctx() -> InjectionContext {
@@ -287,15 +289,22 @@ fn arb_pod() -> impl Strategy<Value = Pod> {
         "traffic.sidecar.istio.io/excludeOutboundIPRanges",
         "traffic.sidecar.istio.io/includeOutboundIPRanges",
         "traffic.sidecar.istio.io/includeInboundPorts",
+        "inject.istio.io/templates",
         "other",
     ]);
-    let ann_val = prop_oneof![Just("*".to_string()), "[0-9,./ ]{0,20}", ".{0,10}"];
+    let ann_val = prop_oneof![
+        Just("*".to_string()),
+        Just("gateway".to_string()),
+        Just("sidecar".to_string()),
+        "[0-9,./ ]{0,20}",
+        ".{0,10}"
+    ];
     let port = prop_oneof![
         (0i32..70000).prop_map(|n| serde_json::json!(n)),
         "[a-z]{1,4}".prop_map(|s| serde_json::json!(s))
     ];
     let container = (
-        "[a-z]{1,6}",
+        prop_oneof!["[a-z]{1,6}", Just("istio-proxy".to_string())],
         prop::option::of(port.clone()),
         prop::option::of((0i32..70000, "[a-z]{1,4}")),
     );
@@ -338,4 +347,312 @@ proptest! {
             prop_assert_eq!(doc, serde_json::to_value(&once.pod).unwrap());
         }
     }
+}
+
+/// Istio's gateway chart: the placeholder `istio-proxy` container (`image:
+/// auto`) declaring the gateway's ports, its resources and the metrics port.
+const GATEWAY: &str = r#"{"metadata":{"name":"ingress-1","namespace":"edge",
+  "labels":{"istio":"ingressgateway","sidecar.istio.io/inject":"true"},
+  "annotations":{"inject.istio.io/templates":"gateway",
+    "traffic.sidecar.istio.io/excludeOutboundPorts":"not read for gateways"}},
+  "spec":{"serviceAccountName":"ingress-sa","containers":[{"name":"istio-proxy","image":"auto",
+    "env":[{"name":"ISTIO_META_UNPRIVILEGED_POD","value":"true"}],
+    "ports":[{"name":"http","containerPort":80},{"name":"https","containerPort":443,"protocol":"TCP"},
+      {"name":"http-envoy-prom","containerPort":15090,"protocol":"TCP"}],
+    "resources":{"limits":{"cpu":"2"},"requests":{"cpu":"100m"}}}]}}"#;
+
+fn container<'a>(pod: &'a Pod, name: &str) -> &'a k8s_openapi::api::core::v1::Container {
+    let spec = pod.spec.as_ref().unwrap();
+    spec.containers.iter().find(|c| c.name == name).unwrap()
+}
+
+fn sysctls(pod: &Pod) -> Vec<(String, String)> {
+    let spec = pod.spec.as_ref().unwrap();
+    spec.security_context
+        .iter()
+        .flat_map(|s| s.sysctls.iter().flatten())
+        .map(|s| (s.name.clone(), s.value.clone()))
+        .collect()
+}
+
+#[test]
+fn gateway_pod_gets_a_router_proxy_in_place_of_istio_proxy() {
+    let input = pod(GATEWAY);
+    let out = inject(&input, &ctx()).unwrap();
+    assert!(!out.already_injected);
+    let spec = out.pod.spec.as_ref().unwrap();
+    let names: Vec<&str> = spec.containers.iter().map(|c| c.name.as_str()).collect();
+    assert_eq!(names, ["istio-proxy"]);
+    assert!(spec.init_containers.is_none(), "{:?}", spec.init_containers);
+
+    // The sidecar proxy's container but for its name, node id, ports and resources.
+    let proxy = container(&out.pod, "istio-proxy");
+    let args = proxy.args.clone().unwrap();
+    let node = &args[args.iter().position(|a| a == "--service-node").unwrap() + 1];
+    assert_eq!(
+        node,
+        "router~$(INSTANCE_IP)~$(POD_NAME).$(POD_NAMESPACE)~$(POD_NAMESPACE).svc.cluster.local"
+    );
+    let sidecar = ctx().proxy_container(ProxyPlacement::AppContainer);
+    let mut expected = sidecar.clone();
+    expected.name = "istio-proxy".into();
+    expected.args = Some(
+        sidecar
+            .args
+            .clone()
+            .unwrap()
+            .into_iter()
+            .map(|a| {
+                if a.starts_with("sidecar~") {
+                    a.replacen("sidecar~", "router~", 1)
+                } else {
+                    a
+                }
+            })
+            .collect(),
+    );
+    expected.ports = proxy.ports.clone();
+    expected.resources = proxy.resources.clone();
+    assert_eq!(proxy, &expected);
+    // The env the node id's variables come from: the downward API.
+    let env: Vec<&str> = proxy
+        .env
+        .iter()
+        .flatten()
+        .map(|e| e.name.as_str())
+        .collect();
+    for var in [
+        "INSTANCE_IP",
+        "POD_NAME",
+        "POD_NAMESPACE",
+        "SERVICE_ACCOUNT",
+    ] {
+        assert!(env.contains(&var), "{env:?}");
+    }
+    assert_eq!(proxy.image.as_deref(), Some("envoy:test"));
+    // The user's ports kept, ours added unless declared (15090 was).
+    let ports: Vec<(Option<&str>, i32)> = proxy
+        .ports
+        .iter()
+        .flatten()
+        .map(|p| (p.name.as_deref(), p.container_port))
+        .collect();
+    assert_eq!(
+        ports,
+        [
+            (Some("http"), 80),
+            (Some("https"), 443),
+            (Some("http-envoy-prom"), 15090),
+            (Some("health"), 15021)
+        ]
+    );
+    let limits = proxy.resources.as_ref().unwrap().limits.as_ref().unwrap();
+    assert_eq!(limits["cpu"].0, "2");
+    let ready = proxy
+        .readiness_probe
+        .as_ref()
+        .unwrap()
+        .http_get
+        .as_ref()
+        .unwrap();
+    assert_eq!(ready.port, IntOrString::Int(15021));
+
+    let vols = spec.volumes.as_ref().unwrap();
+    let names: Vec<&str> = vols.iter().map(|v| v.name.as_str()).collect();
+    assert_eq!(
+        names,
+        ["trellis-identity", "trellis-ca-root", "trellis-bootstrap"]
+    );
+    assert_eq!(
+        vols[0].secret.as_ref().unwrap().secret_name.as_deref(),
+        Some("trellis-identity-ingress-sa")
+    );
+    assert_eq!(
+        sysctls(&out.pod),
+        [(
+            "net.ipv4.ip_unprivileged_port_start".to_string(),
+            "0".to_string()
+        )]
+    );
+
+    let ann = out.pod.metadata.annotations.as_ref().unwrap();
+    let status: serde_json::Value = serde_json::from_str(&ann[STATUS_ANNOTATION]).unwrap();
+    assert_eq!(
+        status,
+        serde_json::json!({"initContainers": [], "containers": ["istio-proxy"],
+            "volumes": ["trellis-identity", "trellis-ca-root", "trellis-bootstrap"],
+            "imagePullSecrets": null, "revision": "default"})
+    );
+    // No other container: no default container is named.
+    assert!(!ann.contains_key("kubectl.kubernetes.io/default-container"));
+    // No capture, so no mTLS label: the labels are the pod's own.
+    assert_eq!(out.pod.metadata.labels, input.metadata.labels);
+
+    // The patch replaces the container whole and turns the input into the output.
+    let replaced = out
+        .patch
+        .0
+        .iter()
+        .filter(|op| op.path().as_str().starts_with("/spec/containers/0"))
+        .collect::<Vec<_>>();
+    assert_eq!(replaced.len(), 1, "{replaced:?}");
+    assert!(matches!(
+        replaced[0],
+        json_patch::PatchOperation::Replace(_)
+    ));
+    let mut doc = serde_json::to_value(&input).unwrap();
+    json_patch_apply(&mut doc, &out.patch);
+    assert_eq!(doc, serde_json::to_value(&out.pod).unwrap());
+
+    // Injected once.
+    let again = inject(&out.pod, &ctx()).unwrap();
+    assert!(again.already_injected);
+    assert_eq!(again.pod, out.pod);
+    assert!(again.patch.0.is_empty());
+}
+
+#[test]
+fn gateway_without_istio_proxy_gets_one_appended_with_mesh_resources() {
+    let mesh = MeshConfigSpec {
+        proxy: Some(ProxySettings {
+            image: Some("envoy:test".into()),
+            resources: Some(k8s_openapi::api::core::v1::ResourceRequirements {
+                requests: Some([("memory".to_string(), Quantity("64Mi".into()))].into()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let ctx = InjectionContext::from_mesh_config(&mesh, "trellis:test");
+    let p = pod(r#"{"metadata":{"name":"egress","namespace":"edge",
+        "annotations":{"inject.istio.io/templates":"gateway"}},
+        "spec":{"containers":[{"name":"helper","image":"busybox"}]}}"#);
+    let out = inject(&p, &ctx).unwrap();
+    let spec = out.pod.spec.as_ref().unwrap();
+    let names: Vec<&str> = spec.containers.iter().map(|c| c.name.as_str()).collect();
+    assert_eq!(names, ["helper", "istio-proxy"]);
+    assert!(spec.init_containers.is_none());
+    let proxy = container(&out.pod, "istio-proxy");
+    assert!(
+        proxy
+            .args
+            .as_ref()
+            .unwrap()
+            .iter()
+            .any(|a| a.starts_with("router~")),
+        "{:?}",
+        proxy.args
+    );
+    let ports: Vec<i32> = proxy
+        .ports
+        .iter()
+        .flatten()
+        .map(|p| p.container_port)
+        .collect();
+    assert_eq!(ports, [15090, 15021]);
+    assert_eq!(
+        proxy.resources.as_ref().unwrap().requests.as_ref().unwrap()["memory"].0,
+        "64Mi"
+    );
+    let vols = spec.volumes.as_ref().unwrap();
+    assert_eq!(
+        vols[0].secret.as_ref().unwrap().secret_name.as_deref(),
+        Some("trellis-identity-default")
+    );
+    let ann = out.pod.metadata.annotations.as_ref().unwrap();
+    assert_eq!(ann["kubectl.kubernetes.io/default-container"], "helper");
+    let mut doc = serde_json::to_value(&p).unwrap();
+    json_patch_apply(&mut doc, &out.patch);
+    assert_eq!(doc, serde_json::to_value(&out.pod).unwrap());
+    assert!(inject(&out.pod, &ctx).unwrap().already_injected);
+}
+
+#[test]
+fn gateway_sysctl_is_added_only_when_the_pod_has_none_and_not_on_host_network() {
+    let with_spec = |extra: serde_json::Value| {
+        let mut v: serde_json::Value = serde_json::from_str(GATEWAY).unwrap();
+        for (k, val) in extra.as_object().unwrap() {
+            v["spec"][k] = val.clone();
+        }
+        serde_json::from_value::<Pod>(v).unwrap()
+    };
+    // The pod's own value wins; its other sysctls and settings are kept.
+    let own = with_spec(
+        serde_json::json!({"securityContext": {"runAsNonRoot": true, "sysctls": [
+        {"name": "net.ipv4.ip_unprivileged_port_start", "value": "80"},
+        {"name": "net.ipv4.tcp_keepalive_time", "value": "60"}]}}),
+    );
+    let out = inject(&own, &ctx()).unwrap().pod;
+    assert_eq!(
+        sysctls(&out),
+        [
+            (
+                "net.ipv4.ip_unprivileged_port_start".to_string(),
+                "80".to_string()
+            ),
+            ("net.ipv4.tcp_keepalive_time".to_string(), "60".to_string())
+        ]
+    );
+    assert_eq!(
+        out.spec.unwrap().security_context.unwrap().run_as_non_root,
+        Some(true)
+    );
+    // Appended after the pod's other sysctls.
+    let other = with_spec(serde_json::json!({"securityContext": {"sysctls": [
+        {"name": "net.ipv4.tcp_keepalive_time", "value": "60"}]}}));
+    assert_eq!(
+        sysctls(&inject(&other, &ctx()).unwrap().pod),
+        [
+            ("net.ipv4.tcp_keepalive_time".to_string(), "60".to_string()),
+            (
+                "net.ipv4.ip_unprivileged_port_start".to_string(),
+                "0".to_string()
+            )
+        ]
+    );
+    // Kubernetes refuses net.* sysctls with the host's network.
+    let host = with_spec(serde_json::json!({"hostNetwork": true}));
+    assert!(sysctls(&inject(&host, &ctx()).unwrap().pod).is_empty());
+}
+
+#[test]
+fn templates_other_than_sidecar_or_gateway_are_an_error_naming_pod_and_annotation() {
+    for value in ["custom", "sidecar,custom", "Gateway", ""] {
+        let mut p = pod(APP);
+        p.metadata
+            .annotations
+            .as_mut()
+            .unwrap()
+            .insert("inject.istio.io/templates".into(), value.into());
+        let err = inject(&p, &ctx()).unwrap_err();
+        assert!(
+            matches!(err, InjectError::InvalidAnnotation { .. }),
+            "{err:?}"
+        );
+        let msg = err.to_string();
+        assert!(
+            msg.starts_with(&format!(
+                "Pod/shop/web: metadata.annotations[\"inject.istio.io/templates\"]: invalid value {value:?}"
+            )),
+            "{msg}"
+        );
+    }
+    // `sidecar` is the default, said out loud.
+    let mut p = pod(APP);
+    p.metadata
+        .annotations
+        .as_mut()
+        .unwrap()
+        .insert("inject.istio.io/templates".into(), "sidecar".into());
+    let sidecar = inject(&p, &ctx()).unwrap().pod;
+    let names: Vec<&str> = sidecar
+        .spec
+        .as_ref()
+        .unwrap()
+        .containers
+        .iter()
+        .map(|c| c.name.as_str())
+        .collect();
+    assert_eq!(names, ["app", "trellis-proxy"]);
 }

@@ -1,14 +1,21 @@
 //! The mutating webhook: sidecar injection of pods on CREATE.
+//!
+//! Sidecar pods take the fast path: only the fields injection reads are
+//! parsed, and the patch, which only appends, is written from parts rendered
+//! once. Gateway pods (`inject.istio.io/templates: gateway`, rare) take the
+//! generic path: the whole pod read as its type and injected by
+//! trellis-inject's [`trellis_inject::inject`], whose patch replaces the
+//! `istio-proxy` container whole.
 
 use crate::review::{AdmissionRequest, Verdict};
-use k8s_openapi::api::core::v1::{Container, ContainerPort, Probe};
+use k8s_openapi::api::core::v1::{Container, ContainerPort, Pod, Probe};
 use serde::de::IgnoredAny;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use std::collections::BTreeMap;
 use std::sync::LazyLock;
 use trellis_inject::{
-    Additions, InjectDecision, InjectError, InjectionContext, PodFacts, ProxyPlacement,
+    Additions, InjectDecision, InjectError, InjectionContext, Plan, PodFacts, ProxyPlacement,
     identity_volume, plan, shared_volumes,
 };
 
@@ -194,7 +201,17 @@ pub fn review_pod(
         init_containers: &init,
     };
     let additions = match plan(&facts, ctx) {
-        Ok(Some(additions)) => additions,
+        Ok(Some(Plan::Sidecar(additions))) => additions,
+        Ok(Some(Plan::Gateway(_))) => {
+            return gateway(
+                raw,
+                &object,
+                &namespace,
+                &pod_name(meta, request),
+                ctx,
+                rule,
+            );
+        }
         Ok(None) => return allow("already injected"),
         Err(e) => return deny(e.to_string()),
     };
@@ -209,6 +226,42 @@ pub fn review_pod(
         Ok(patch) => Injection {
             verdict: Verdict::Allow { patch: Some(patch) },
             reason: rule.to_string(),
+        },
+        Err(e) => deny(format!("{object}: cannot serialize the patch: {e}")),
+    }
+}
+
+/// A gateway pod, injected the generic way: read whole as a [`Pod`] and
+/// given the patch of [`trellis_inject::inject`] (a diff of the typed pod
+/// before and after, with the `istio-proxy` container replaced whole). The
+/// diff touches only what injection changed, so the fields of the received
+/// object our types do not know are kept, but in the replaced container.
+fn gateway(
+    raw: &RawValue,
+    object: &str,
+    namespace: &str,
+    name: &str,
+    ctx: &InjectionContext,
+    rule: &str,
+) -> Injection {
+    let mut pod: Pod = match serde_json::from_str(raw.get()) {
+        Ok(pod) => pod,
+        Err(e) => return deny(format!("{object}: not a pod: {e}")),
+    };
+    // For messages only: the same before and after, so never in the patch.
+    pod.metadata.name = Some(name.to_string());
+    pod.metadata.namespace = Some(namespace.to_string());
+    let outcome = match trellis_inject::inject(&pod, ctx) {
+        Ok(outcome) => outcome,
+        Err(e) => return deny(e.to_string()),
+    };
+    if outcome.already_injected {
+        return allow("already injected");
+    }
+    match serde_json::to_vec(&outcome.patch) {
+        Ok(patch) => Injection {
+            verdict: Verdict::Allow { patch: Some(patch) },
+            reason: format!("{rule} (gateway)"),
         },
         Err(e) => deny(format!("{object}: cannot serialize the patch: {e}")),
     }

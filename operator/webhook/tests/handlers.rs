@@ -335,3 +335,96 @@ fn webhook_configurations_are_valid_objects_with_the_ca_bundle() {
         ]
     );
 }
+
+/// A gateway pod as Istio's gateway chart makes it: the placeholder
+/// `istio-proxy` container becomes the router proxy, by a patch that
+/// replaces it whole and adds no init container nor capture.
+#[test]
+fn gateway_pods_get_their_istio_proxy_replaced() {
+    let raw = json!({"apiVersion": "v1", "kind": "Pod",
+        "metadata": {"generateName": "ingress-", "labels": {"istio": "ingressgateway", "sidecar.istio.io/inject": "true"},
+            "annotations": {"inject.istio.io/templates": "gateway"}},
+        "spec": {"serviceAccountName": "ingress", "futureSpecField": true,
+            "containers": [{"name": "istio-proxy", "image": "auto", "futureField": {"x": 1},
+                "ports": [{"name": "http", "containerPort": 80}]}]}});
+    let out = review_pod(
+        &request("Pod", "", "CREATE", raw.clone()),
+        &injector(),
+        "trellis-system",
+    );
+    let patch_json = patch_of(&out.verdict);
+    let ops = patch_json.as_array().unwrap();
+    let on_proxy: Vec<&Value> = ops
+        .iter()
+        .filter(|op| {
+            op["path"]
+                .as_str()
+                .unwrap()
+                .starts_with("/spec/containers/0")
+        })
+        .collect();
+    assert_eq!(on_proxy.len(), 1, "{ops:?}");
+    assert_eq!(on_proxy[0]["op"], "replace");
+    assert_eq!(on_proxy[0]["path"], "/spec/containers/0");
+    assert!(
+        ops.iter().all(|op| !op["path"]
+            .as_str()
+            .unwrap()
+            .starts_with("/spec/initContainers")),
+        "{ops:?}"
+    );
+
+    let patch: json_patch::Patch = serde_json::from_value(patch_json).unwrap();
+    let mut doc = raw.clone();
+    json_patch::patch(&mut doc, &patch).unwrap();
+    let proxy = &doc["spec"]["containers"][0];
+    assert_eq!(proxy["name"], "istio-proxy");
+    assert_eq!(proxy["image"], "docker.io/envoyproxy/envoy:v1.40.0");
+    assert!(proxy.get("futureField").is_none());
+    assert_eq!(
+        proxy["args"][3],
+        "router~$(INSTANCE_IP)~$(POD_NAME).$(POD_NAMESPACE)~$(POD_NAMESPACE).svc.cluster.local"
+    );
+    assert_eq!(
+        proxy["ports"][0],
+        json!({"name": "http", "containerPort": 80})
+    );
+    assert_eq!(doc["spec"]["futureSpecField"], true);
+    assert!(doc["spec"].get("initContainers").is_none());
+    assert_eq!(
+        doc["spec"]["securityContext"]["sysctls"],
+        json!([{"name": "net.ipv4.ip_unprivileged_port_start", "value": "0"}])
+    );
+    assert_eq!(doc["spec"]["volumes"].as_array().unwrap().len(), 3);
+    assert_eq!(doc["metadata"]["labels"], raw["metadata"]["labels"]);
+    assert!(doc["metadata"]["annotations"]["sidecar.istio.io/status"].is_string());
+    assert!(doc["metadata"].get("name").is_none());
+
+    let again = review_pod(
+        &request("Pod", "", "CREATE", doc),
+        &injector(),
+        "trellis-system",
+    );
+    assert_eq!(again.verdict, Verdict::Allow { patch: None });
+    assert_eq!(again.reason, "already injected");
+}
+
+#[test]
+fn unknown_injection_templates_are_denied_by_name() {
+    let bad = request(
+        "Pod",
+        "",
+        "CREATE",
+        pod(json!({"annotations": {"inject.istio.io/templates": "sidecar,custom"}})),
+    );
+    match review_pod(&bad, &injector(), "trellis-system").verdict {
+        Verdict::Deny { code, message, .. } => {
+            assert_eq!(code, 400);
+            assert!(
+                message.starts_with("Pod/shop/web-: metadata.annotations[\"inject.istio.io/templates\"]: invalid value \"sidecar,custom\""),
+                "{message}"
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+}

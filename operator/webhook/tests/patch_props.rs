@@ -1,7 +1,9 @@
 //! Property: for any pod the webhook injects, its JSONPatch applied to the
 //! object exactly as received gives the pod `trellis-inject` produces, keeps
 //! the fields our types do not know, and a second review is a no-op (with the
-//! proxy as an app container or as a native sidecar).
+//! proxy as an app container or as a native sidecar), for sidecar and gateway
+//! templates (`inject.istio.io/templates`), with or without an `istio-proxy`
+//! container.
 
 use k8s_openapi::api::core::v1::Pod;
 use proptest::prelude::*;
@@ -70,19 +72,33 @@ prop_compose! {
         probe_by_name in any::<bool>(),
         account in prop::option::of("[a-z]{1,8}"),
         native in prop::option::of(any::<bool>()),
+        template in prop::option::of(prop::sample::select(vec!["sidecar", "gateway"])),
+        istio_proxy in prop::option::of((0usize..3, any::<bool>(), any::<bool>())),
+        sysctls in prop::option::of(prop::sample::select(vec![
+            json!(null),
+            json!({}),
+            json!({"sysctls": [{"name": "net.ipv4.tcp_keepalive_time", "value": "60"}]}),
+            json!({"sysctls": [{"name": "net.ipv4.ip_unprivileged_port_start", "value": "80"}]}),
+        ])),
     ) -> Value {
         let mut meta = Map::new();
         meta.insert("generateName".into(), json!("web-"));
         if let Some(a) = annotations { meta.insert("annotations".into(), a); }
         if let Some(l) = labels { meta.insert("labels".into(), l); }
-        if let Some(native) = native {
+        let mut annotate = |key: &str, value: &str| {
             let annotations = meta.entry("annotations").or_insert_with(|| json!({}));
             if annotations.is_null() {
                 *annotations = json!({});
             }
-            annotations["sidecar.istio.io/nativeSidecar"] = json!(native.to_string());
+            annotations[key] = json!(value);
+        };
+        if let Some(native) = native {
+            annotate("sidecar.istio.io/nativeSidecar", &native.to_string());
         }
-        let containers: Vec<Value> = (0..containers)
+        if let Some(template) = template {
+            annotate("inject.istio.io/templates", template);
+        }
+        let mut containers: Vec<Value> = (0..containers)
             .map(|i| {
                 let mut c = json!({"name": format!("app-{i}"), "image": "app:1", "unknownField": {"kept": i}});
                 match probe_port {
@@ -99,8 +115,22 @@ prop_compose! {
                 c
             })
             .collect();
+        // Istio's gateway placeholder, with a field our types do not know.
+        if let Some((at, ports, resources)) = istio_proxy {
+            let mut c = json!({"name": "istio-proxy", "image": "auto", "unknownField": "dropped",
+                "env": [{"name": "ISTIO_META_UNPRIVILEGED_POD", "value": "true"}]});
+            if ports {
+                c["ports"] = json!([{"name": "http", "containerPort": 8080},
+                    {"name": "http-envoy-prom", "containerPort": 15090, "protocol": "TCP"}]);
+            }
+            if resources {
+                c["resources"] = json!({"limits": {"cpu": "2"}});
+            }
+            containers.insert(at.min(containers.len()), c);
+        }
         let mut spec = Map::new();
         spec.insert("containers".into(), Value::Array(containers));
+        if let Some(sc) = sysctls { spec.insert("securityContext".into(), sc); }
         if let Some(i) = init { spec.insert("initContainers".into(), i); }
         if let Some(v) = volumes { spec.insert("volumes".into(), v); }
         if let Some(sa) = account { spec.insert("serviceAccountName".into(), json!(sa)); }
@@ -133,8 +163,24 @@ proptest! {
         let patched: Pod = serde_json::from_value(doc.clone()).unwrap();
         prop_assert_eq!(patched, expected);
 
-        // Fields our types do not know survive.
-        prop_assert_eq!(&doc["spec"]["containers"][0]["unknownField"], &json!({"kept": 0}));
+        // Fields our types do not know survive, but in the container a
+        // gateway proxy replaces whole.
+        let named = |name: &str| {
+            doc["spec"]["containers"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|c| c["name"] == name)
+                .cloned()
+                .unwrap()
+        };
+        prop_assert_eq!(&named("app-0")["unknownField"], &json!({"kept": 0}));
+        let gateway = raw["metadata"]["annotations"]["inject.istio.io/templates"] == "gateway";
+        if raw["spec"]["containers"].as_array().unwrap().iter().any(|c| c["name"] == "istio-proxy") {
+            let proxy = named("istio-proxy");
+            prop_assert_eq!(proxy.get("unknownField").is_none(), gateway);
+            prop_assert_eq!(proxy["image"] == "auto", !gateway);
+        }
         if let Some(first) = raw["spec"]["initContainers"].get(0) {
             prop_assert_eq!(&doc["spec"]["initContainers"][0], first);
         }

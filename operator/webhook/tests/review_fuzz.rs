@@ -11,7 +11,7 @@ use trellis_webhook::{
     AdmissionRequest, Injector, Verdict, parse_review, review_object, review_pod, review_response,
 };
 
-const KEYS: [&str; 16] = [
+const KEYS: [&str; 18] = [
     "metadata",
     "spec",
     "containers",
@@ -28,6 +28,8 @@ const KEYS: [&str; 16] = [
     "httpGet",
     "port",
     "serviceAccountName",
+    "inject.istio.io/templates",
+    "securityContext",
 ];
 
 fn any_json() -> impl Strategy<Value = Value> {
@@ -39,6 +41,8 @@ fn any_json() -> impl Strategy<Value = Value> {
         "[a-z/.~-]{0,12}".prop_map(Value::from),
         Just(json!("sidecar.istio.io/status")),
         Just(json!("traffic.sidecar.istio.io/excludeInboundPorts")),
+        Just(json!("gateway")),
+        Just(json!("istio-proxy")),
     ];
     leaf.prop_recursive(4, 48, 6, |inner| {
         prop_oneof![
@@ -114,12 +118,19 @@ proptest! {
     fn a_pod_with_one_field_replaced_gets_an_answer(
         field in prop::sample::select(&KEYS[..]),
         value in any_json(),
+        gateway in any::<bool>(),
     ) {
         let mut pod = json!({"metadata": {"generateName": "web-", "annotations": {}, "labels": {}},
             "spec": {"serviceAccountName": "web", "containers": [{"name": "app",
                 "ports": [{"name": "http", "containerPort": 8080}],
                 "readinessProbe": {"httpGet": {"port": "http"}}}]}});
-        for at in ["", "/metadata", "/spec", "/spec/containers/0"] {
+        // The gateway path reads the whole pod: its fields are replaced too.
+        if gateway {
+            pod["metadata"]["annotations"]["inject.istio.io/templates"] = json!("gateway");
+            pod["spec"]["containers"][0]["name"] = json!("istio-proxy");
+            pod["spec"]["securityContext"] = json!({"sysctls": []});
+        }
+        for at in ["", "/metadata", "/metadata/annotations", "/spec", "/spec/containers/0"] {
             if let Some(map) = pod
                 .pointer_mut(at)
                 .and_then(Value::as_object_mut)
