@@ -10,13 +10,10 @@
 
 mod operator_support;
 
+use operator_support::pod_proxy::{self, PodProxy, free_port, http_get};
 use operator_support::*;
 use serde_json::Value;
 use std::collections::BTreeMap;
-use std::io::Write;
-use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 const NS: &str = "shop";
@@ -27,86 +24,8 @@ const POD_IP: &str = "127.0.0.29";
 /// A regex over Envoy's default RE2 program size limit.
 const USERS_REGEX: &str = "^/api/v[0-9]+/users/[a-z0-9-]{1,64}$";
 
-fn envoy_bin() -> PathBuf {
-    let bin = std::env::var_os("ENVOY_BIN")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/envoy-real")
-        });
-    assert!(
-        bin.exists(),
-        "envoy not found at {} (ENVOY_BIN): run `make setup`",
-        bin.display()
-    );
-    bin
-}
-
 fn bootstrap_config_map(cluster: &Cluster) -> Option<BTreeMap<String, String>> {
-    let cm = cluster
-        .kubectl
-        .get_json(&["configmap", "-n", NS, "trellis-sidecar-bootstrap"])?;
-    serde_json::from_value(cm["data"].clone()).ok()
-}
-
-/// A free loopback port (bound, then released for Envoy's admin listener).
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// Envoy, killed by PID on drop (and by the kernel if the test dies: pdeathsig).
-struct Envoy {
-    child: Child,
-    log: PathBuf,
-}
-
-impl Envoy {
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-impl Drop for Envoy {
-    fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .args(["-KILL", &self.child.id().to_string()])
-            .status();
-        let _ = self.child.wait();
-    }
-}
-
-fn write_files(dir: &Path, files: &BTreeMap<String, String>) {
-    std::fs::create_dir_all(dir).unwrap();
-    for (name, content) in files {
-        std::fs::write(dir.join(name), content).unwrap();
-    }
-}
-
-/// `$(VAR)` references of the injected args, filled from the container's downward-API env.
-fn expand(arg: &str, env: &BTreeMap<String, String>) -> String {
-    let mut out = arg.to_string();
-    for (k, v) in env {
-        out = out.replace(&format!("$({k})"), v);
-    }
-    assert!(
-        !out.contains("$("),
-        "unexpanded variable in {arg:?} -> {out}"
-    );
-    out
-}
-
-/// GET from Envoy's admin with curl (responses are chunked); the body on 200.
-fn http_get(addr: SocketAddr, path: &str) -> Option<String> {
-    let out = Command::new("curl")
-        .args(["-sS", "-f", "-m", "10", &format!("http://{addr}{path}")])
-        .output()
-        .expect("curl (run `make setup`)");
-    out.status
-        .success()
-        .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+    pod_proxy::bootstrap_config_map(cluster, NS)
 }
 
 #[test]
@@ -167,130 +86,22 @@ fn injected_sidecar_connects_to_the_operator_with_the_namespace_bootstrap() {
         bootstrap.keys().map(String::as_str).collect::<Vec<_>>(),
         ["envoy.json", "sds-root-ca.json", "sds-workload-cert.json"]
     );
-    let identity = cluster.wait_identity(NS, SA);
-    let root = wait_for("root ConfigMap", Duration::from_secs(60), || {
-        cluster
-            .kubectl
-            .get_json(&["configmap", "-n", NS, "trellis-ca-root-cert"])
-            .and_then(|cm| cm["data"]["root-cert.pem"].as_str().map(str::to_string))
-    });
-
     // What `trellis inject` gives the proxy container for this Pod.
     let pod = cluster
         .kubectl
         .get_json(&["pod", "-n", NS, POD])
         .expect("the Pod");
     assert_eq!(pod["status"]["podIP"], POD_IP, "simulator kept the pod IP");
-    let mut inject = Command::new(env!("CARGO_BIN_EXE_trellis"))
-        .args(["inject", "-f", "-"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("trellis inject");
-    inject
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(pod_yaml.as_bytes())
-        .unwrap();
-    let out = inject.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "trellis inject: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let injected: Value = serde_yaml::from_slice(&out.stdout).expect("injected YAML");
-    let proxy = injected["spec"]["containers"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["name"] == "trellis-proxy")
-        .expect("proxy container")
-        .clone();
-    let mut env = BTreeMap::new();
-    for e in proxy["env"].as_array().unwrap() {
-        let field = e["valueFrom"]["fieldRef"]["fieldPath"].as_str().unwrap();
-        let value = match field {
-            "metadata.name" => pod["metadata"]["name"].clone(),
-            "metadata.namespace" => pod["metadata"]["namespace"].clone(),
-            "spec.serviceAccountName" => pod["spec"]["serviceAccountName"].clone(),
-            "status.podIP" => pod["status"]["podIP"].clone(),
-            other => panic!("unexpected downward-API field {other}"),
-        };
-        env.insert(
-            e["name"].as_str().unwrap().to_string(),
-            value.as_str().unwrap().to_string(),
-        );
-    }
-    let envoy_args: Vec<String> = proxy["args"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|a| expand(a.as_str().unwrap(), &env))
-        .collect();
+    let proxy = pod_proxy::injected_container(&pod_yaml, "trellis-proxy");
+    let envoy_args = pod_proxy::proxy_args(&proxy, &pod);
     assert!(
         envoy_args.contains(&format!(
             "sidecar~{POD_IP}~{POD}.{NS}~{NS}.svc.cluster.local"
         )),
         "{envoy_args:?}"
     );
-
-    // The pod's mounts: bootstrap ConfigMap, identity Secret, root ConfigMap. Only the
-    // admin port is moved off 15000 so the test does not depend on it being free.
-    let dir = tempfile::tempdir().unwrap();
-    let admin_port = free_port();
-    let mut files = bootstrap.clone();
-    let mut b: Value = serde_json::from_str(&files["envoy.json"]).unwrap();
-    assert_eq!(b["admin"]["address"]["socket_address"]["port_value"], 15000);
-    b["admin"]["address"]["socket_address"]["port_value"] = admin_port.into();
-    files.insert("envoy.json".into(), serde_json::to_string(&b).unwrap());
-    write_files(&dir.path().join("bootstrap"), &files);
-    let certs: BTreeMap<String, String> = ["cert-chain.pem", "key.pem", "root-cert.pem"]
-        .into_iter()
-        .map(|k| (k.to_string(), secret_field(&identity, k)))
-        .collect();
-    write_files(&dir.path().join("certs"), &certs);
-    write_files(
-        &dir.path().join("root"),
-        &BTreeMap::from([("root-cert.pem".to_string(), root)]),
-    );
-    for d in ["upper", "work"] {
-        std::fs::create_dir_all(dir.path().join(d)).unwrap();
-    }
-
-    // A private mount namespace: an overlay over /etc (writes land in the temp dir),
-    // the three volumes bind-mounted where the injector mounts them, then Envoy.
-    let d = dir.path().display();
-    let script = format!(
-        "set -e; mount -t overlay overlay -o lowerdir=/etc,upperdir={d}/upper,workdir={d}/work /etc; \
-         mkdir -p /etc/certs /etc/trellis/root /etc/trellis/bootstrap; \
-         mount --bind {d}/certs /etc/certs; mount --bind {d}/root /etc/trellis/root; \
-         mount --bind {d}/bootstrap /etc/trellis/bootstrap; \
-         exec \"$0\" \"$@\""
-    );
-    let log = dir.path().join("envoy.log");
-    let child = Command::new("setpriv")
-        .args([
-            "--pdeathsig",
-            "KILL",
-            "unshare",
-            "--mount",
-            "--propagation",
-            "private",
-        ])
-        .args(["sh", "-c", &script])
-        .arg(envoy_bin())
-        .args(&envoy_args)
-        .args(["--log-path"])
-        .arg(&log)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("starting envoy");
-    let envoy = Envoy { child, log };
-    let admin: SocketAddr = ([127, 0, 0, 1], admin_port).into();
+    let envoy = PodProxy::start(&cluster, NS, SA, &bootstrap, &envoy_args);
+    let admin = envoy.admin;
 
     // Connected and in sync: the operator counts the proxy, Envoy holds the operator's
     // clusters (the Service's outbound cluster among them) and listeners.

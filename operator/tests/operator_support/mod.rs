@@ -3,6 +3,7 @@
 //! process started here is killed by PID when its guard drops, even on failure.
 #![allow(dead_code)]
 
+pub mod pod_proxy;
 pub mod proxy;
 
 use serde_json::Value;
