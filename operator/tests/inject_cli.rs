@@ -233,3 +233,87 @@ fn errors_name_object_and_field_and_print_nothing() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).starts_with("missing.yaml: "));
 }
+
+#[test]
+fn golden_gateway_deployments() {
+    let out = ok(&inject(&["-f", "gateway.yaml"], None));
+    check_golden("gateway.golden.yaml", &out);
+    let docs = documents(&out);
+    assert_eq!(docs.len(), 3);
+    for (doc, containers) in [
+        (&docs[0], &["istio-proxy"][..]),
+        (&docs[2], &["log-shipper", "istio-proxy"][..]),
+    ] {
+        let spec = pod_spec_of(doc).unwrap();
+        let names: Vec<&str> = spec.containers.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(names, containers);
+        assert!(spec.init_containers.is_none());
+        let proxy = spec
+            .containers
+            .iter()
+            .find(|c| c.name == "istio-proxy")
+            .unwrap();
+        assert_eq!(
+            proxy.image.as_deref(),
+            Some(trellis_inject::DEFAULT_PROXY_IMAGE)
+        );
+        assert!(
+            proxy
+                .args
+                .as_ref()
+                .unwrap()
+                .contains(&trellis_inject::GATEWAY_SERVICE_NODE_ARG.to_string())
+        );
+        let template = &doc["spec"]["template"]["metadata"];
+        assert!(
+            template["labels"]
+                .get("security.istio.io/tlsMode")
+                .is_none()
+        );
+        assert!(template["annotations"]["sidecar.istio.io/status"].is_string());
+    }
+    let ingress = pod_spec_of(&docs[0]).unwrap();
+    let ports: Vec<i32> = ingress.containers[0]
+        .ports
+        .iter()
+        .flatten()
+        .map(|p| p.container_port)
+        .collect();
+    assert_eq!(ports, [15090, 80, 443, 15021]);
+    let sysctl = |spec: &PodSpec| {
+        let s = &spec
+            .security_context
+            .as_ref()
+            .unwrap()
+            .sysctls
+            .as_ref()
+            .unwrap()[0];
+        (s.name.clone(), s.value.clone())
+    };
+    assert_eq!(
+        sysctl(&ingress),
+        ("net.ipv4.ip_unprivileged_port_start".into(), "0".into())
+    );
+    assert_eq!(
+        sysctl(&pod_spec_of(&docs[2]).unwrap()),
+        ("net.ipv4.ip_unprivileged_port_start".into(), "80".into())
+    );
+    // Injected once.
+    assert_eq!(ok(&inject(&["-f", "-"], Some(&out))), out);
+
+    // A template Trellis does not have: the error names the workload and the annotation.
+    let input = std::fs::read_to_string(golden_dir().join("gateway.yaml"))
+        .unwrap()
+        .replacen(
+            "  inject.istio.io/templates: gateway",
+            "  inject.istio.io/templates: custom",
+            1,
+        );
+    let out = inject(&["-f", "-"], Some(&input));
+    assert!(!out.status.success());
+    assert!(out.stdout.is_empty());
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr).trim_end(),
+        "<stdin> (document 1): Deployment/edge/ingressgateway: spec.template.metadata.annotations[\"inject.istio.io/templates\"]: invalid value \"custom\": Trellis injects only the templates \"sidecar\" and \"gateway\""
+    );
+}
