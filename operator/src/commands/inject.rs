@@ -1,7 +1,8 @@
 //! `trellis inject -f FILE|DIR|-`: offline sidecar injection for pipelines
 //! that render manifests. Workloads (Deployment, StatefulSet, DaemonSet,
 //! ReplicaSet, Job, CronJob, Pod; also inside a `List`) get exactly what the
-//! webhook gives their pods; every other document is passed through as it was
+//! webhook gives their pods (a gateway proxy for pod templates annotated
+//! `inject.istio.io/templates: gateway`); every other document is passed through as it was
 //! written (comments included); rewritten documents lose their comments and
 //! have every string quoted. On any error nothing is printed to stdout and every error is
 //! printed to stderr as `kind/namespace/name: path: message`.

@@ -1,6 +1,7 @@
 //! Trellis admission webhooks, served over HTTPS as AdmissionReview v1:
 //!
-//! - `POST /inject` (mutating): sidecar injection of pods on CREATE with
+//! - `POST /inject` (mutating): sidecar (or, for pods annotated
+//!   `inject.istio.io/templates: gateway`, gateway) injection of pods on CREATE with
 //!   trellis-inject — the same function `trellis inject` uses offline —
 //!   answered as a JSONPatch; an injected pod is left unchanged.
 //! - `POST /validate` (validating): every mesh kind on CREATE/UPDATE is loaded
