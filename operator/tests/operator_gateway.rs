@@ -1,0 +1,219 @@
+//! An Istio ingress gateway in a cluster: `trellis operator` against the
+//! Kubernetes API simulator; a gateway Pod as Istio's gateway charts write it
+//! (container `istio-proxy`, `image: auto`, annotation
+//! `inject.istio.io/templates: gateway`) run as the real Envoy `trellis inject`
+//! makes of it. Its Gateway terminates HTTPS with `credentialName`: the
+//! operator reads the Kubernetes TLS Secret and serves it to the gateway over
+//! SDS; a client that trusts only that certificate gets the backend's answer
+//! through the gateway, and a renewed Secret reaches the gateway without a
+//! restart. The private key never reaches the operator's log.
+
+mod operator_support;
+
+use operator_support::pod_proxy::{self, PodProxy, free_port};
+use operator_support::*;
+use std::net::Ipv4Addr;
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+const NS: &str = "edge";
+const GATEWAY_POD: &str = "ingress-1";
+const GATEWAY_IP: &str = "127.0.0.82";
+const HOST: &str = "shop.example.com";
+
+/// A self-signed certificate for [`HOST`] and its key, in `dir/<name>.{crt,key}`.
+fn self_signed(dir: &Path, name: &str) {
+    openssl(
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            &format!("/CN={HOST}"),
+            "-addext",
+            &format!("subjectAltName=DNS:{HOST}"),
+            "-keyout",
+            &format!("{name}.key"),
+            "-out",
+            &format!("{name}.crt"),
+        ],
+        dir,
+    );
+}
+
+/// Secret `web-tls` (kubernetes.io/tls) from `dir/<name>.{crt,key}`, created or replaced.
+fn apply_tls_secret(cluster: &Cluster, dir: &Path, name: &str) {
+    let yaml = cluster.kubectl.run(&[
+        "create",
+        "secret",
+        "tls",
+        "web-tls",
+        "-n",
+        NS,
+        "--cert",
+        &dir.join(format!("{name}.crt")).display().to_string(),
+        "--key",
+        &dir.join(format!("{name}.key")).display().to_string(),
+        "--dry-run=client",
+        "-o",
+        "yaml",
+    ]);
+    cluster.kubectl.apply(&yaml);
+}
+
+/// An HTTPS GET through the gateway trusting only `dir/<name>.crt`: the
+/// status and the answering upstream, or curl's complaint.
+fn get_through_gateway(dir: &Path, name: &str, port: u16) -> Result<(u16, String), String> {
+    let out = Command::new("curl")
+        .args(["-sS", "-m", "5", "-o", "/dev/null", "-D", "-"])
+        .arg("--cacert")
+        .arg(dir.join(format!("{name}.crt")))
+        .args(["--resolve", &format!("{HOST}:{port}:{GATEWAY_IP}")])
+        .arg(format!("https://{HOST}:{port}/"))
+        .output()
+        .expect("curl (run `make setup`)");
+    if !out.status.success() {
+        return Err(String::from_utf8_lossy(&out.stderr).into_owned());
+    }
+    let head = String::from_utf8_lossy(&out.stdout).to_lowercase();
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let upstream = head
+        .lines()
+        .find_map(|l| l.strip_prefix("x-upstream:"))
+        .map(|v| v.trim().to_string())
+        .unwrap_or_default();
+    Ok((status, upstream))
+}
+
+#[test]
+fn an_injected_gateway_serves_https_with_a_kubernetes_tls_secret() {
+    let web = trellis_e2e::Upstream::echo("web-app", Ipv4Addr::new(127, 0, 0, 81));
+    let cluster = Cluster::start();
+    cluster.namespace(NS, &["istio-injection=enabled"], &["ingress", "web"]);
+    let set_pod_ip = |pod: &str, ip: &str| {
+        cluster.kubectl.run(&[
+            "patch",
+            "pod",
+            "-n",
+            NS,
+            pod,
+            "--subresource=status",
+            "--type=merge",
+            "-p",
+            &format!("{{\"status\":{{\"podIP\":\"{ip}\",\"phase\":\"Running\"}}}}"),
+        ]);
+    };
+    cluster.kubectl.apply(&format!(
+        "apiVersion: v1\nkind: Pod\nmetadata: {{name: web-1, namespace: {NS}, labels: {{app: web}}}}\n\
+         spec: {{serviceAccountName: web, containers: [{{name: app, image: example/web:1}}]}}\n\
+         ---\napiVersion: v1\nkind: Service\nmetadata: {{name: web, namespace: {NS}}}\n\
+         spec: {{clusterIP: 10.96.0.41, selector: {{app: web}}, ports: [{{name: http, port: 80, targetPort: {}}}]}}\n",
+        web.port()
+    ));
+    set_pod_ip("web-1", &web.ip());
+    let gateway_pod = format!(
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {GATEWAY_POD}\n  namespace: {NS}\n  \
+         labels: {{istio: ingressgateway, sidecar.istio.io/inject: \"true\"}}\n  \
+         annotations: {{inject.istio.io/templates: gateway}}\n\
+         spec:\n  serviceAccountName: ingress\n  containers:\n  - {{name: istio-proxy, image: auto}}\n"
+    );
+    cluster.kubectl.apply(&gateway_pod);
+    set_pod_ip(GATEWAY_POD, GATEWAY_IP);
+
+    let dir = tempfile::tempdir().unwrap();
+    self_signed(dir.path(), "first");
+    apply_tls_secret(&cluster, dir.path(), "first");
+    let port = free_port();
+    cluster.kubectl.apply(&format!(
+        "apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {{name: ingress-gw, namespace: {NS}}}\n\
+         spec:\n  selector: {{istio: ingressgateway}}\n  servers:\n  - port: {{number: {port}, name: https, protocol: HTTPS}}\n    \
+         hosts: [\"{HOST}\"]\n    tls: {{mode: SIMPLE, credentialName: web-tls}}\n\
+         ---\napiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: web, namespace: {NS}}}\n\
+         spec:\n  hosts: [\"{HOST}\"]\n  gateways: [ingress-gw]\n  http:\n  - route: [{{destination: {{host: web}}}}]\n"
+    ));
+
+    let xds_port = free_port();
+    let mut args = default_args();
+    args.extend([
+        "--xds-addr".to_string(),
+        format!("127.0.0.1:{xds_port}"),
+        "--xds-advertise-addr".to_string(),
+        format!("127.0.0.1:{xds_port}"),
+    ]);
+    let mut op = Operator::start(cluster.server.kubeconfig_path(), "op-1", &args);
+    op.wait_ready();
+    let bootstrap = wait_for(
+        "ConfigMap edge/trellis-sidecar-bootstrap",
+        Duration::from_secs(60),
+        || pod_proxy::bootstrap_config_map(&cluster, NS),
+    );
+
+    // The gateway as `trellis inject` makes it of Istio's gateway pod.
+    let pod = cluster
+        .kubectl
+        .get_json(&["pod", "-n", NS, GATEWAY_POD])
+        .expect("the gateway Pod");
+    let container = pod_proxy::injected_container(&gateway_pod, "istio-proxy");
+    let envoy_args = pod_proxy::proxy_args(&container, &pod);
+    let node = format!("router~{GATEWAY_IP}~{GATEWAY_POD}.{NS}~{NS}.svc.cluster.local");
+    assert!(envoy_args.contains(&node), "{envoy_args:?}");
+    let gateway = PodProxy::start(&cluster, NS, "ingress", &bootstrap, &envoy_args);
+
+    let answer = |name: &str| get_through_gateway(dir.path(), name, port);
+    let mut last = Err(String::new());
+    let served = wait_for(
+        "the gateway to serve HTTPS with the Secret's certificate",
+        Duration::from_secs(60),
+        || {
+            last = answer("first");
+            last.clone().ok().filter(|(status, _)| *status == 200)
+        },
+    );
+    assert_eq!(served, (200, "web-app".to_string()), "{last:?}");
+    assert!(web.hits() >= 1);
+    // The certificate served is the Secret's: a client trusting another one is refused.
+    self_signed(dir.path(), "second");
+    assert!(
+        answer("second").is_err(),
+        "verified against the wrong certificate"
+    );
+
+    // A renewed Secret (cert-manager's way) reaches the running gateway over SDS.
+    apply_tls_secret(&cluster, dir.path(), "second");
+    wait_for(
+        "the gateway to serve the renewed certificate",
+        Duration::from_secs(60),
+        || answer("second").ok().filter(|(status, _)| *status == 200),
+    );
+    assert!(
+        answer("first").is_err(),
+        "the old certificate is still served"
+    );
+
+    assert_eq!(
+        op.metric("trellis_xds_nacks_total").unwrap_or(0.0),
+        0.0,
+        "{}",
+        gateway.log()
+    );
+    let key = std::fs::read_to_string(dir.path().join("second.key")).unwrap();
+    let key_body = key.lines().nth(1).expect("a PEM body line");
+    let log = op.log_text();
+    assert!(
+        !log.contains("PRIVATE KEY") && !log.contains(key_body),
+        "a private key reached the operator's log"
+    );
+    drop(gateway);
+    op.terminate();
+}
