@@ -6,7 +6,9 @@
 //! operator reads the Kubernetes TLS Secret and serves it to the gateway over
 //! SDS; a client that trusts only that certificate gets the backend's answer
 //! through the gateway, and a renewed Secret reaches the gateway without a
-//! restart. The private key never reaches the operator's log.
+//! restart. It answers the kubelet's readiness probe on 15021 and listens
+//! for Prometheus on 15090, as a sidecar does. The private key never reaches the
+//! operator's log.
 
 mod operator_support;
 
@@ -182,6 +184,12 @@ fn an_injected_gateway_serves_https_with_a_kubernetes_tls_secret() {
     );
     assert_eq!(served, (200, "web-app".to_string()), "{last:?}");
     assert!(web.hits() >= 1);
+    // Ready for the kubelet's probe, and listening for Prometheus on 15090
+    // (whose answers come from the admin port, moved off 15000 here).
+    let ready = std::net::SocketAddr::from(([127, 0, 0, 1], 15021));
+    assert!(pod_proxy::http_get(ready, "/healthz/ready").is_some());
+    let listeners = gateway.admin_get("/listeners").unwrap_or_default();
+    assert!(listeners.contains("0.0.0.0:15090"), "{listeners}");
     // The certificate served is the Secret's: a client trusting another one is refused.
     self_signed(dir.path(), "second");
     assert!(

@@ -359,7 +359,17 @@ fn golden_gateway_interception_bootstrap() {
     let sds = relative_file_sds("etc/certs");
     let out = translate_in(ListenerShape::Interception, &ports, cart, web, sds);
     let names: Vec<&str> = out.listeners.iter().map(|l| l.name.as_str()).collect();
-    assert_eq!(names, ["0.0.0.0_443", "0.0.0.0_80", "0.0.0.0_8080"]);
+    // besides the servers' ports, readiness (15021) and metrics (15090) for the kubelet
+    assert_eq!(
+        names,
+        [
+            "0.0.0.0_15021",
+            "0.0.0.0_15090",
+            "0.0.0.0_443",
+            "0.0.0.0_80",
+            "0.0.0.0_8080"
+        ]
+    );
     check_golden_gateway("gateway-ingress-interception", &out, "etc/certs");
 }
 

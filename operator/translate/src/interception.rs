@@ -312,6 +312,17 @@ pub fn clusters() -> Vec<Arc<Cluster>> {
         }),
         ..Default::default()
     };
+    vec![
+        Arc::new(crate::cluster::passthrough_cluster()),
+        Arc::new(crate::cluster::blackhole_cluster()),
+        Arc::new(inbound_passthrough),
+        Arc::new(stats_cluster()),
+    ]
+}
+
+/// The admin endpoint, which the 15090 listener of [`agent_listeners`] serves
+/// `/stats/prometheus` from.
+pub fn stats_cluster() -> Cluster {
     let admin = trellis_model::Endpoint {
         address: "127.0.0.1".into(),
         port: ADMIN_PORT,
@@ -321,19 +332,13 @@ pub fn clusters() -> Vec<Arc<Cluster>> {
         service_account: None,
         weight: 1,
     };
-    let stats = Cluster {
+    Cluster {
         name: PROMETHEUS_STATS_CLUSTER.into(),
         cluster_discovery_type: Some(ClusterDiscoveryType::Type(DiscoveryType::Static as i32)),
         connect_timeout: Some(duration(DEFAULT_CONNECT_TIMEOUT)),
         load_assignment: Some(load_assignment(PROMETHEUS_STATS_CLUSTER, &[admin])),
         ..Default::default()
-    };
-    vec![
-        Arc::new(crate::cluster::passthrough_cluster()),
-        Arc::new(crate::cluster::blackhole_cluster()),
-        Arc::new(inbound_passthrough),
-        Arc::new(stats),
-    ]
+    }
 }
 
 /// A CIDR range (`ip/bits`) as a filter chain's destination match; `None`

@@ -161,8 +161,16 @@ impl<'m> Translator<'m> {
             );
             out.listeners = gw.listeners;
             out.routes = gw.routes;
-            if !gw.clusters.is_empty() {
-                out.clusters.extend(gw.clusters);
+            let mut gw_clusters = gw.clusters;
+            // In a pod, the kubelet probes readiness on 15021 and Prometheus
+            // scrapes 15090, as for sidecars.
+            if self.options.shape == ListenerShape::Interception {
+                out.listeners.extend(crate::interception::agent_listeners());
+                out.listeners.sort_by(|a, b| a.name.cmp(&b.name));
+                gw_clusters.push(Arc::new(crate::interception::stats_cluster()));
+            }
+            if !gw_clusters.is_empty() {
+                out.clusters.extend(gw_clusters);
                 out.clusters.sort_by(|a, b| a.name.cmp(&b.name));
                 out.clusters.dedup_by(|a, b| a.name == b.name);
             }
