@@ -6,7 +6,9 @@
 //! operator reads the Kubernetes TLS Secret and serves it to the gateway over
 //! SDS; a client that trusts only that certificate gets the backend's answer
 //! through the gateway, and a renewed Secret reaches the gateway without a
-//! restart. It answers the kubelet's readiness probe on 15021 and listens
+//! restart. The namespace is not labelled for injection: the gateway pod's
+//! own label `sidecar.istio.io/inject=true` brings its identity and
+//! ConfigMaps, which go with the pod. It answers the kubelet's readiness probe on 15021 and listens
 //! for Prometheus on 15090, as a sidecar does. The private key never reaches the
 //! operator's log.
 
@@ -102,7 +104,10 @@ fn get_through_gateway(dir: &Path, name: &str, port: u16) -> Result<(u16, String
 fn an_injected_gateway_serves_https_with_a_kubernetes_tls_secret() {
     let web = trellis_e2e::Upstream::echo("web-app", Ipv4Addr::new(127, 0, 0, 81));
     let cluster = Cluster::start();
-    cluster.namespace(NS, &["istio-injection=enabled"], &["ingress", "web"]);
+    // Not labelled for injection: the gateway pod's own label selects it, as
+    // Istio's gateway charts do, and brings the namespace's identities and
+    // ConfigMaps with it.
+    cluster.namespace(NS, &[], &["ingress", "web"]);
     let set_pod_ip = |pod: &str, ip: &str| {
         cluster.kubectl.run(&[
             "patch",
@@ -223,5 +228,24 @@ fn an_injected_gateway_serves_https_with_a_kubernetes_tls_secret() {
         "a private key reached the operator's log"
     );
     drop(gateway);
+
+    // The last selected pod gone, the namespace leaves the mesh.
+    cluster
+        .kubectl
+        .run(&["delete", "pod", "-n", NS, GATEWAY_POD]);
+    wait_for(
+        "ConfigMap edge/trellis-sidecar-bootstrap to go with the gateway pod",
+        Duration::from_secs(60),
+        || {
+            pod_proxy::bootstrap_config_map(&cluster, NS)
+                .is_none()
+                .then_some(())
+        },
+    );
+    wait_for(
+        "the identity of edge/ingress to go with the gateway pod",
+        Duration::from_secs(60),
+        || cluster.identity(NS, "ingress").is_none().then_some(()),
+    );
     op.terminate();
 }

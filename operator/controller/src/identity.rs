@@ -9,11 +9,12 @@ use crate::context::Context;
 use crate::error::{Error, Result};
 use crate::events::reference;
 use crate::identity_plan::{self, Decision, IssueReason, Wanted, desired_secret, secret_name};
-use crate::mesh::namespace_in_mesh;
+use crate::mesh::needs_mesh;
 use crate::runtime::cache_synced;
+use crate::selected_pods;
 use crate::{FIELD_MANAGER, MANAGED_BY, MANAGED_BY_LABEL};
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::{Namespace, Secret, ServiceAccount};
+use k8s_openapi::api::core::v1::{Namespace, Pod, Secret, ServiceAccount};
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::reflector::{self, ObjectRef, Store};
@@ -155,6 +156,8 @@ impl ExpiryIndex {
 struct State {
     ctx: Arc<Context>,
     namespaces: Store<Namespace>,
+    /// Pods selected by their own label ([`crate::selected_pods`]).
+    selected_pods: Store<Pod>,
     secrets: Store<Secret>,
     /// What this process wrote last per Secret, until the watch catches up.
     written: Mutex<HashMap<(String, String), Arc<Secret>>>,
@@ -260,7 +263,11 @@ async fn reconcile(sa: Arc<ServiceAccount>, state: Arc<State>) -> Result<Action>
     // means "not seen yet": acting on it would reissue or delete valid identities.
     if caches_listing(
         &ctx,
-        &["cache/identity-namespaces", "cache/identity-secrets"],
+        &[
+            "cache/identity-namespaces",
+            "cache/identity-secrets",
+            SELECTED_PODS_GATE,
+        ],
     ) {
         return Ok(Action::requeue(std::time::Duration::from_millis(500)));
     }
@@ -270,10 +277,11 @@ async fn reconcile(sa: Arc<ServiceAccount>, state: Arc<State>) -> Result<Action>
     let object = format!("Secret {ns}/{name}");
     let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &ns);
     let existing = state.current_secret(&ns, &name);
+    let has_selected_pod = selected_pods::any_in(&state.selected_pods, &ns);
     let in_mesh = state
         .namespaces
         .get(&ObjectRef::new(&ns))
-        .is_some_and(|n| namespace_in_mesh(&n));
+        .is_some_and(|n| needs_mesh(&n, has_selected_pod, &ctx.config.namespace));
     if !in_mesh || sa.metadata.deletion_timestamp.is_some() {
         if existing.as_deref().is_some_and(is_ours) {
             let _permit = ctx.leader.permit()?;
@@ -452,6 +460,23 @@ pub(crate) fn caches_listing(ctx: &Context, gates: &[&str]) -> bool {
 }
 
 /// Runs the controller until shutdown.
+/// The ServiceAccounts of `namespace`, each reconciled when its namespace's
+/// membership may have changed.
+fn service_accounts_in(
+    service_accounts: &Store<ServiceAccount>,
+    namespace: Option<&str>,
+) -> Vec<ObjectRef<ServiceAccount>> {
+    service_accounts
+        .state()
+        .into_iter()
+        .filter(|sa| sa.metadata.namespace.as_deref() == namespace)
+        .map(|sa| ObjectRef::from_obj(sa.as_ref()))
+        .collect()
+}
+
+/// Readiness gate of this controller's cache of label-selected pods.
+const SELECTED_PODS_GATE: &str = "cache/identity-selected-pods";
+
 pub async fn run(ctx: Arc<Context>) {
     let readiness = &ctx.telemetry.readiness;
     let (sa_reader, sa_writer) = reflector::store();
@@ -525,9 +550,11 @@ pub async fn run(ctx: Arc<Context>) {
             _ => {}
         }
     });
+    let (selected_pods, pod_stream) = selected_pods::watch(&ctx, SELECTED_PODS_GATE);
     let state = Arc::new(State {
         ctx: ctx.clone(),
         namespaces: ns_reader,
+        selected_pods,
         secrets: secret_reader,
         written: Mutex::new(HashMap::new()),
         limiter: RateLimiter::new(ctx.config.rotation_rate),
@@ -546,6 +573,7 @@ pub async fn run(ctx: Arc<Context>) {
         .touched_objects();
     let gauge_task = tokio::spawn(expiry_gauge(ctx.clone(), expiry));
     let by_namespace = sa_reader.clone();
+    let by_pod_namespace = sa_reader.clone();
     // A new renewal ratio moves every renewal time.
     let settings =
         tokio_stream::wrappers::WatchStream::from_changes(ctx.identity_settings.subscribe())
@@ -557,13 +585,11 @@ pub async fn run(ctx: Arc<Context>) {
     Controller::for_stream(sa_stream, sa_reader)
         .owns_stream(secret_stream)
         .watches_stream(ns_stream, move |ns: Namespace| {
-            let name = ns.metadata.name.unwrap_or_default();
-            by_namespace
-                .state()
-                .into_iter()
-                .filter(|sa| sa.metadata.namespace.as_deref() == Some(name.as_str()))
-                .map(|sa| ObjectRef::from_obj(sa.as_ref()))
-                .collect::<Vec<_>>()
+            service_accounts_in(&by_namespace, ns.metadata.name.as_deref())
+        })
+        // A selected pod may bring its namespace in or, gone, take it out.
+        .watches_stream(pod_stream, move |pod: Pod| {
+            service_accounts_in(&by_pod_namespace, pod.metadata.namespace.as_deref())
         })
         .reconcile_all_on(triggers)
         .with_config(kube::runtime::controller::Config::default().concurrency(16))

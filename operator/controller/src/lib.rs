@@ -86,6 +86,7 @@ pub mod namespaces;
 pub mod rbac;
 
 pub mod runtime;
+pub mod selected_pods;
 
 pub use ca_state::{CaHandle, CaMode, CaSnapshot, CaStatus};
 pub use config::{LeaseConfig, OperatorConfig};

@@ -6,11 +6,12 @@
 use crate::backoff;
 use crate::context::Context;
 use crate::error::{Error, Result};
-use crate::mesh::namespace_in_mesh;
+use crate::mesh::needs_mesh;
 use crate::runtime::cache_synced;
+use crate::selected_pods;
 use crate::{FIELD_MANAGER, MANAGED_BY, MANAGED_BY_LABEL};
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod};
 use kube::api::{Api, DeleteParams, ObjectMeta, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::reflector::{self, ObjectRef, Store};
@@ -29,11 +30,15 @@ pub const ROOT_CERT_KEY: &str = "root-cert.pem";
 pub const BOOTSTRAP_CONFIG_MAP: &str = "trellis-sidecar-bootstrap";
 /// Label value of `trellis.dev/component` on the ConfigMap.
 pub const COMPONENT_LABEL: &str = "trellis.dev/component";
+/// Readiness gate of this controller's cache of label-selected pods.
+const SELECTED_PODS_GATE: &str = "cache/namespace-selected-pods";
 
-/// What the root ConfigMap should hold, or `None` when it should not exist.
-pub fn desired_config_map(ns: &Namespace, bundle_pem: &str) -> Option<ConfigMap> {
+/// What the root ConfigMap should hold, or `None` when it should not exist
+/// (namespace outside the mesh: not `in_mesh`).
+pub fn desired_config_map(ns: &Namespace, in_mesh: bool, bundle_pem: &str) -> Option<ConfigMap> {
     desired(
         ns,
+        in_mesh,
         ROOT_CERT_CONFIG_MAP,
         "root-cert",
         BTreeMap::from([(ROOT_CERT_KEY.to_string(), bundle_pem.to_string())]),
@@ -44,6 +49,7 @@ pub fn desired_config_map(ns: &Namespace, bundle_pem: &str) -> Option<ConfigMap>
 /// (namespace outside the mesh, or no bootstrap configured).
 pub fn desired_bootstrap_config_map(
     ns: &Namespace,
+    in_mesh: bool,
     bootstrap: &BTreeMap<String, String>,
 ) -> Option<ConfigMap> {
     if bootstrap.is_empty() {
@@ -51,6 +57,7 @@ pub fn desired_bootstrap_config_map(
     }
     desired(
         ns,
+        in_mesh,
         BOOTSTRAP_CONFIG_MAP,
         "sidecar-bootstrap",
         bootstrap.clone(),
@@ -59,11 +66,12 @@ pub fn desired_bootstrap_config_map(
 
 fn desired(
     ns: &Namespace,
+    in_mesh: bool,
     name: &str,
     component: &str,
     data: BTreeMap<String, String>,
 ) -> Option<ConfigMap> {
-    if !namespace_in_mesh(ns) {
+    if !in_mesh {
         return None;
     }
     let namespace = ns.metadata.name.clone()?;
@@ -126,6 +134,8 @@ fn holds(cached: &ConfigMap, want: Option<&BTreeMap<String, String>>) -> bool {
 struct State {
     ctx: Arc<Context>,
     config_maps: Store<ConfigMap>,
+    /// Pods selected by their own label ([`crate::selected_pods`]).
+    selected_pods: Store<Pod>,
 }
 
 async fn reconcile(ns: Arc<Namespace>, state: Arc<State>) -> Result<Action> {
@@ -137,17 +147,19 @@ async fn reconcile(ns: Arc<Namespace>, state: Arc<State>) -> Result<Action> {
     }
     // Until the ConfigMap cache has listed, a missing ConfigMap only means "not seen
     // yet": writing then would rewrite what a previous operator already wrote.
-    if crate::identity::caches_listing(ctx, &["cache/root-cert-configmaps"]) {
+    if crate::identity::caches_listing(ctx, &["cache/root-cert-configmaps", SELECTED_PODS_GATE]) {
         return Ok(Action::requeue(std::time::Duration::from_millis(500)));
     }
-    let bootstrap = desired_bootstrap_config_map(&ns, &ctx.config.sidecar_bootstrap);
+    let has_selected_pod = selected_pods::any_in(&state.selected_pods, &name);
+    let in_mesh = needs_mesh(&ns, has_selected_pod, &ctx.config.namespace);
+    let bootstrap = desired_bootstrap_config_map(&ns, in_mesh, &ctx.config.sidecar_bootstrap);
     sync(&state, &name, BOOTSTRAP_CONFIG_MAP, bootstrap).await?;
     let Some(ca) = ctx.ca.current() else {
         // The CA loader triggers every namespace once a CA is in; the requeue covers a
         // trigger sent before this controller subscribed.
         return Ok(Action::requeue(std::time::Duration::from_secs(1)));
     };
-    let root = desired_config_map(&ns, &ca.trust_bundle_pem);
+    let root = desired_config_map(&ns, in_mesh, &ca.trust_bundle_pem);
     sync(&state, &name, ROOT_CERT_CONFIG_MAP, root).await?;
     ctx.backoffs.succeeded(&backoff::key(NAME, ns.as_ref()));
     Ok(Action::await_change())
@@ -231,14 +243,19 @@ pub async fn run(ctx: Arc<Context>) {
         ns_gate,
     )
     .touched_objects();
+    let (selected_pods, pod_stream) = selected_pods::watch(&ctx, SELECTED_PODS_GATE);
     let state = Arc::new(State {
         ctx: ctx.clone(),
         config_maps: reader,
+        selected_pods,
     });
     let triggers = futures::stream::select(ctx.leader.on_elected(), ctx.ca.on_change());
     Controller::for_stream(ns_stream, ns_reader)
         .watches_stream(cm_stream, |cm: ConfigMap| {
             cm.metadata.namespace.map(|ns| ObjectRef::new(&ns))
+        })
+        .watches_stream(pod_stream, |pod: Pod| {
+            pod.metadata.namespace.map(|ns| ObjectRef::new(&ns))
         })
         .reconcile_all_on(triggers)
         // Bounded like the identity controller: unbounded, 1,000 mesh namespaces were
@@ -282,7 +299,7 @@ mod tests {
     fn bootstrap_config_map_only_in_mesh_namespaces_and_only_when_configured() {
         let files = BTreeMap::from([("envoy.json".to_string(), "{}".to_string())]);
         let mesh = ns(&[("istio-injection", "enabled")]);
-        let cm = desired_bootstrap_config_map(&mesh, &files).expect("mesh namespace");
+        let cm = desired_bootstrap_config_map(&mesh, true, &files).expect("mesh namespace");
         let mut cached = cm.clone();
         assert_eq!(cm.metadata.name.as_deref(), Some(BOOTSTRAP_CONFIG_MAP));
         assert_eq!(cm.metadata.namespace.as_deref(), Some("shop"));
@@ -290,15 +307,15 @@ mod tests {
         let labels = cm.metadata.labels.unwrap();
         assert_eq!(labels[COMPONENT_LABEL], "sidecar-bootstrap");
         assert_eq!(labels[MANAGED_BY_LABEL], MANAGED_BY);
-        assert!(desired_bootstrap_config_map(&ns(&[]), &files).is_none());
-        assert!(desired_bootstrap_config_map(&mesh, &BTreeMap::new()).is_none());
+        assert!(desired_bootstrap_config_map(&ns(&[]), false, &files).is_none());
+        assert!(desired_bootstrap_config_map(&mesh, true, &BTreeMap::new()).is_none());
         digest_data(&mut cached);
         assert!(holds(&cached, Some(&files)));
         assert!(!format!("{cached:?}").contains("envoy.json"));
         let other = BTreeMap::from([("envoy.json".to_string(), "{ }".to_string())]);
         assert!(!holds(&cached, Some(&other)));
         assert!(!holds(&cached, None));
-        let root = desired_config_map(&mesh, "PEM").unwrap();
+        let root = desired_config_map(&mesh, true, "PEM").unwrap();
         assert_eq!(root.data.unwrap()[ROOT_CERT_KEY], "PEM");
         assert_eq!(root.metadata.labels.unwrap()[COMPONENT_LABEL], "root-cert");
     }
