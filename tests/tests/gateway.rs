@@ -373,38 +373,12 @@ fn golden_gateway_interception_bootstrap() {
     check_golden_gateway("gateway-ingress-interception", &out, "etc/certs");
 }
 
-/// The gateway workload `shop/ingress-1` at [`GW_IP`].
-fn ingress_workload() -> Resource {
-    workload(
-        "shop",
-        "ingress-1",
-        &GW_IP.to_string(),
-        &[("istio", "ingressgateway")],
-        true,
-    )
-}
-
-/// Gateway `shop/shop-gw` for the ingress workload, with one server (flow YAML).
-fn one_server_gateway(server: &str) -> Resource {
-    object(&format!(
-        "apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {{name: shop-gw, namespace: shop}}\n\
-         spec: {{selector: {{istio: ingressgateway}}, servers: [{server}]}}\n"
-    ))
-}
-
-/// Translates gateway `shop/ingress-1` for `resources` (which must give no
-/// errors), validates its bootstrap and starts it on real Envoy; the identity
-/// directory lives as long as the returned guard.
+/// Starts gateway `shop/ingress-1` for `resources` ([`start_gateway`]) with an
+/// identity that lives as long as the returned guard.
 fn start_ingress(resources: Vec<Resource>) -> (Envoy, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let gw_id = Identity::issue(&test_ca(), &dir.path().join("ingress"), "shop", "ingress");
-    let model = model_of(MeshSettings::default(), resources);
-    let out = Translator::new(&model, options(free_ports_on(GW_IP, 1)[0], gw_id.sds()))
-        .translate(&Proxy::gateway("shop", "ingress-1"));
-    assert!(out.errors.is_empty(), "{:?}", out.errors);
-    let yaml = static_bootstrap("ingress", &out, &SecretFiles::new());
-    validate_bootstrap_in(dir.path(), &yaml).expect("gateway validates");
-    (Envoy::start(&yaml), dir)
+    (start_gateway(GW_IP, dir.path(), &gw_id, resources), dir)
 }
 
 /// Ingress to a service with a sidecar: the gateway originates mesh mTLS (auto mTLS,
@@ -427,7 +401,7 @@ fn gateway_reaches_a_sidecar_service_over_mesh_mtls() {
     let resources = vec![
         service("shop", "web", "web", &[("http", 80, target)]),
         Resource::Workload(Box::new(web)),
-        ingress_workload(),
+        ingress_workload(GW_IP),
         one_server_gateway(&format!(
             "{{port: {{number: {gw_port}, name: http, protocol: HTTP}}, hosts: [\"*\"]}}"
         )),
@@ -495,7 +469,7 @@ fn passthrough_server_routes_tls_by_sni_on_real_envoy() {
             &[("app", "vault")],
             false,
         ),
-        ingress_workload(),
+        ingress_workload(GW_IP),
         one_server_gateway(&format!(
             "{{port: {{number: {gw_port}, name: tls, protocol: TLS}}, hosts: [\"*.example.com\"], tls: {{mode: PASSTHROUGH}}}}"
         )),
@@ -542,7 +516,7 @@ fn tcp_server_carries_connections_by_its_tcp_route_on_real_envoy() {
             &[("app", "ledger")],
             false,
         ),
-        ingress_workload(),
+        ingress_workload(GW_IP),
         one_server_gateway(&format!(
             "{{port: {{number: {gw_port}, name: tcp, protocol: TCP}}, hosts: [\"*\"]}}"
         )),
@@ -580,7 +554,7 @@ fn a_gateway_without_a_selector_is_served_by_the_gateway_workload_on_real_envoy(
     let resources = vec![
         service("shop", "web", "web", &[("http", 80, web.port())]),
         workload("shop", "web-1", &web.ip(), &[("app", "web")], false),
-        ingress_workload(),
+        ingress_workload(GW_IP),
         object(&format!(
             "apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {{name: any-gw, namespace: edge}}\n\
              spec: {{servers: [{{port: {{number: {gw_port}, name: http, protocol: HTTP}}, hosts: [\"*/*\"]}}]}}\n"
@@ -616,7 +590,7 @@ fn a_bound_server_listens_on_its_address_only_on_real_envoy() {
     let resources = vec![
         service("shop", "web", "web", &[("http", 80, app.port())]),
         workload("shop", "web-1", &app.ip(), &[("app", "web")], false),
-        ingress_workload(),
+        ingress_workload(GW_IP),
         one_server_gateway(&format!(
             "{{port: {{number: {gw_port}, name: http, protocol: HTTP}}, bind: {bound_ip}, hosts: [\"*\"]}}"
         )),

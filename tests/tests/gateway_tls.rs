@@ -15,48 +15,15 @@ use std::time::{Duration, SystemTime};
 use mesh_fixtures::*;
 use trellis_e2e::golden::check_golden;
 use trellis_e2e::mesh::{Identity, relative_file_sds, test_ca, write_sds_file};
-use trellis_e2e::sidecar_mesh::options;
 use trellis_e2e::static_bootstrap::{SecretFiles, static_bootstrap};
 use trellis_e2e::{
-    Envoy, TlsClient, Upstream, free_ports_on, self_signed, tls_exchange, validate_bootstrap_in,
+    TlsClient, Upstream, free_ports_on, self_signed, tls_exchange, validate_bootstrap_in,
 };
-use trellis_model::{MeshSettings, Resource};
+use trellis_model::MeshSettings;
 use trellis_translate::security::sds::{trust_bundle_secret, workload_cert_secret};
 use trellis_translate::{ListenerShape, Proxy, TranslateOptions, Translator};
 
 const GW_IP: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 170);
-
-/// The gateway workload `shop/ingress-1` at [`GW_IP`].
-fn ingress_workload() -> Resource {
-    workload(
-        "shop",
-        "ingress-1",
-        &GW_IP.to_string(),
-        &[("istio", "ingressgateway")],
-        true,
-    )
-}
-
-/// Gateway `shop/shop-gw` for the ingress workload, with one server (flow YAML).
-fn one_server_gateway(server: &str) -> Resource {
-    object(&format!(
-        "apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {{name: shop-gw, namespace: shop}}\n\
-         spec: {{selector: {{istio: ingressgateway}}, servers: [{server}]}}\n"
-    ))
-}
-
-/// Translates gateway `shop/ingress-1` with identity `gw_id` for `resources`
-/// (which must give no errors), validates its bootstrap in `dir` and starts
-/// it on real Envoy.
-fn start_ingress(dir: &Path, gw_id: &Identity, resources: Vec<Resource>) -> Envoy {
-    let model = model_of(MeshSettings::default(), resources);
-    let out = Translator::new(&model, options(free_ports_on(GW_IP, 1)[0], gw_id.sds()))
-        .translate(&Proxy::gateway("shop", "ingress-1"));
-    assert!(out.errors.is_empty(), "{:?}", out.errors);
-    let yaml = static_bootstrap("ingress", &out, &SecretFiles::new());
-    validate_bootstrap_in(dir, &yaml).expect("gateway validates");
-    Envoy::start(&yaml)
-}
 
 /// A client of `api.example.com` trusting the mesh root `ca` (the gateway's
 /// mesh certificate names no host), presenting `client`.
@@ -102,7 +69,7 @@ fn istio_mutual_https_server_admits_only_mesh_clients_on_real_envoy() {
     let resources = vec![
         service("shop", "api", "api", &[("http", 80, api.port())]),
         workload("shop", "api-1", &api.ip(), &[("app", "api")], false),
-        ingress_workload(),
+        ingress_workload(GW_IP),
         one_server_gateway(&format!(
             "{{port: {{number: {gw_port}, name: https-mesh, protocol: HTTPS}}, hosts: [api.example.com], tls: {{mode: ISTIO_MUTUAL}}}}"
         )),
@@ -119,7 +86,7 @@ spec:
 "#,
         ),
     ];
-    let envoy = start_ingress(d, &gw_id, resources);
+    let envoy = start_gateway(GW_IP, d, &gw_id, resources);
     let at = SocketAddr::from((GW_IP, gw_port));
     let root = gw_id.dir.join("root-cert.pem");
     let (cert, key) = (d.join("client.pem"), d.join("client-key.pem"));
@@ -187,7 +154,7 @@ fn tls_server_terminates_simple_tls_and_carries_tcp_on_real_envoy() {
             &[("app", "ledger")],
             false,
         ),
-        ingress_workload(),
+        ingress_workload(GW_IP),
         one_server_gateway(&format!(
             "{{port: {{number: {gw_port}, name: tls-ledger, protocol: TLS}}, hosts: [ledger.example.com], \
              tls: {{mode: SIMPLE, serverCertificate: {}, privateKey: {}}}}}",
@@ -207,7 +174,7 @@ spec:
 "#,
         ),
     ];
-    let envoy = start_ingress(d, &gw_id, resources);
+    let envoy = start_gateway(GW_IP, d, &gw_id, resources);
     let at = SocketAddr::from((GW_IP, gw_port));
     let root = d.join("root.pem");
     let client = |sni| TlsClient {
@@ -261,7 +228,7 @@ fn istio_mutual_tls_server_carries_tcp_for_mesh_clients_on_real_envoy() {
     let resources = vec![
         service("shop", "vault", "vault", &[("tcp", 7000, vault.port())]),
         workload("shop", "vault-1", &vault.ip(), &[("app", "vault")], false),
-        ingress_workload(),
+        ingress_workload(GW_IP),
         one_server_gateway(&format!(
             "{{port: {{number: {gw_port}, name: tls-vault, protocol: TLS}}, hosts: [vault.example.com], tls: {{mode: ISTIO_MUTUAL}}}}"
         )),
@@ -278,7 +245,7 @@ spec:
 "#,
         ),
     ];
-    let envoy = start_ingress(d, &gw_id, resources);
+    let envoy = start_gateway(GW_IP, d, &gw_id, resources);
     let at = SocketAddr::from((GW_IP, gw_port));
     let root = gw_id.dir.join("root-cert.pem");
     let who = |client| TlsClient {
@@ -340,7 +307,7 @@ fn optional_mutual_https_server_checks_only_presented_certificates_on_real_envoy
     let resources = vec![
         service("shop", "api", "api", &[("http", 80, api.port())]),
         workload("shop", "api-1", &api.ip(), &[("app", "api")], false),
-        ingress_workload(),
+        ingress_workload(GW_IP),
         one_server_gateway(&format!(
             "{{port: {{number: {gw_port}, name: https-opt, protocol: HTTPS}}, hosts: [api.example.com], \
              tls: {{mode: OPTIONAL_MUTUAL, serverCertificate: {}, privateKey: {}, caCertificates: {}}}}}",
@@ -361,7 +328,7 @@ spec:
 "#,
         ),
     ];
-    let envoy = start_ingress(d, &gw_id, resources);
+    let envoy = start_gateway(GW_IP, d, &gw_id, resources);
     let at = SocketAddr::from((GW_IP, gw_port));
     let root = d.join("root.pem");
     let exchange = |client: Option<(&Path, &Path)>| {

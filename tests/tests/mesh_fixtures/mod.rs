@@ -1,11 +1,17 @@
 //! Model building blocks shared by the gateway / ServiceEntry / Sidecar / interception
-//! end-to-end tests: mesh objects from YAML, workloads, and curl for HTTPS clients.
+//! end-to-end tests: mesh objects from YAML, workloads, an ingress gateway on real
+//! Envoy, and curl for HTTPS clients.
 #![allow(dead_code)]
-use std::net::SocketAddr;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::Path;
 use std::process::Command;
 
+use trellis_e2e::mesh::Identity;
+use trellis_e2e::sidecar_mesh::options;
+use trellis_e2e::static_bootstrap::{SecretFiles, static_bootstrap};
+use trellis_e2e::{Envoy, free_ports_on, validate_bootstrap_in};
 use trellis_model::{MeshModel, MeshSettings, Resource, Workload};
+use trellis_translate::{Proxy, Translator};
 
 /// YAML through JSON: the API's enums are externally tagged maps, as in Istio's JSON.
 pub fn from_yaml<T: serde::de::DeserializeOwned>(yaml: &str) -> T {
@@ -108,4 +114,41 @@ pub fn curl_https(
         status: code.trim().parse().unwrap_or(0),
         body: body.to_string(),
     }
+}
+
+/// The gateway workload `shop/ingress-1` at `ip`, labelled `istio: ingressgateway`.
+pub fn ingress_workload(ip: Ipv4Addr) -> Resource {
+    workload(
+        "shop",
+        "ingress-1",
+        &ip.to_string(),
+        &[("istio", "ingressgateway")],
+        true,
+    )
+}
+
+/// Gateway `shop/shop-gw` for the ingress workload, with one server (flow YAML).
+pub fn one_server_gateway(server: &str) -> Resource {
+    object(&format!(
+        "apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {{name: shop-gw, namespace: shop}}\n\
+         spec: {{selector: {{istio: ingressgateway}}, servers: [{server}]}}\n"
+    ))
+}
+
+/// Translates gateway `shop/ingress-1` at `ip` with identity `gw_id` for
+/// `resources` (which must give no errors), validates its bootstrap in `dir`
+/// and starts it on real Envoy.
+pub fn start_gateway(
+    ip: Ipv4Addr,
+    dir: &Path,
+    gw_id: &Identity,
+    resources: Vec<Resource>,
+) -> Envoy {
+    let model = model_of(MeshSettings::default(), resources);
+    let out = Translator::new(&model, options(free_ports_on(ip, 1)[0], gw_id.sds()))
+        .translate(&Proxy::gateway("shop", "ingress-1"));
+    assert!(out.errors.is_empty(), "{:?}", out.errors);
+    let yaml = static_bootstrap("ingress", &out, &SecretFiles::new());
+    validate_bootstrap_in(dir, &yaml).expect("gateway validates");
+    Envoy::start(&yaml)
 }
