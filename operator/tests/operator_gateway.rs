@@ -150,14 +150,7 @@ fn an_injected_gateway_serves_https_with_a_kubernetes_tls_secret() {
          spec:\n  hosts: [\"{HOST}\"]\n  gateways: [ingress-gw]\n  http:\n  - route: [{{destination: {{host: web}}}}]\n"
     ));
 
-    let xds_port = free_port();
-    let mut args = default_args();
-    args.extend([
-        "--xds-addr".to_string(),
-        format!("127.0.0.1:{xds_port}"),
-        "--xds-advertise-addr".to_string(),
-        format!("127.0.0.1:{xds_port}"),
-    ]);
+    let args = pod_proxy::operator_args_with_xds();
     let mut op = Operator::start(cluster.server.kubeconfig_path(), "op-1", &args);
     op.wait_ready();
     let bootstrap = wait_for(

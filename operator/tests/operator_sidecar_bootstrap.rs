@@ -10,7 +10,7 @@
 
 mod operator_support;
 
-use operator_support::pod_proxy::{self, PodProxy, free_port, http_get};
+use operator_support::pod_proxy::{self, PodProxy, http_get};
 use operator_support::*;
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -57,16 +57,7 @@ fn injected_sidecar_connects_to_the_operator_with_the_namespace_bootstrap() {
         "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata:\n  name: web\n  namespace: {NS}\nspec:\n  hosts: [web]\n  http:\n  - match:\n    - uri: {{regex: \"{USERS_REGEX}\"}}\n    route:\n    - destination: {{host: web}}\n"
     ));
 
-    // The operator's xDS port is only known once it listens; start it on an ephemeral
-    // port and advertise that port on loopback.
-    let xds_port = free_port();
-    let mut args = default_args();
-    args.extend([
-        "--xds-addr".to_string(),
-        format!("127.0.0.1:{xds_port}"),
-        "--xds-advertise-addr".to_string(),
-        format!("127.0.0.1:{xds_port}"),
-    ]);
+    let args = pod_proxy::operator_args_with_xds();
     let mut op = Operator::start(cluster.server.kubeconfig_path(), "op-1", &args);
     op.wait_ready();
     assert!(

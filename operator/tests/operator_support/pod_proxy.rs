@@ -46,6 +46,20 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// `trellis operator`'s default arguments with its xDS server on a free
+/// loopback port, advertised there to the proxies (the bootstrap names it).
+pub fn operator_args_with_xds() -> Vec<String> {
+    let xds_port = free_port();
+    let mut args = super::default_args();
+    args.extend([
+        "--xds-addr".to_string(),
+        format!("127.0.0.1:{xds_port}"),
+        "--xds-advertise-addr".to_string(),
+        format!("127.0.0.1:{xds_port}"),
+    ]);
+    args
+}
+
 /// GET from Envoy's admin with curl (responses are chunked); the body on 200.
 pub fn http_get(addr: SocketAddr, path: &str) -> Option<String> {
     let out = Command::new("curl")
