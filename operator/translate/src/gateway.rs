@@ -298,6 +298,22 @@ pub fn gateway_resources(
                 ));
                 continue;
             };
+            // In a pod the proxy's own readiness and metrics listeners hold these.
+            let agent_ports = [
+                crate::interception::HEALTH_PORT,
+                crate::interception::STATS_PORT,
+            ];
+            if *shape == ListenerShape::Interception && agent_ports.contains(&port) {
+                out.errors.push(gw_error(
+                    gw,
+                    format!("spec.servers[{i}].port.number"),
+                    format!(
+                        "port {port} is the proxy's own (readiness 15021, metrics 15090); \
+                         serve on another port"
+                    ),
+                ));
+                continue;
+            }
             let bind = server.bind.clone().filter(|b| !b.is_empty());
             if bind
                 .as_deref()

@@ -709,3 +709,48 @@ spec:
     route_config(&out, "http.8081.127.0.0.99");
     assert!(out.listeners.iter().all(|l| !l.name.ends_with("_8082")));
 }
+
+/// In a pod the gateway's own readiness (15021) and metrics (15090)
+/// listeners are there: a server on either port is left out with an error
+/// instead of colliding with them, and the rest is served.
+#[test]
+fn a_server_on_the_proxys_own_ports_is_refused_in_a_pod() {
+    let mut r = gateway_resources();
+    r.push(gateway(
+        r#"
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: agent-gw, namespace: shop}
+spec:
+  selector: {istio: ingressgateway}
+  servers:
+  - port: {number: 15021, name: http-health, protocol: HTTP}
+    hosts: ["*"]
+  - port: {number: 15090, name: http-stats, protocol: HTTP}
+    bind: 127.0.0.9
+    hosts: ["*"]
+"#,
+    ));
+    let model = model_of(r);
+    let out = Translator::new(&model, trellis_translate::TranslateOptions::default())
+        .translate(&Proxy::gateway("shop", "ingress-1"));
+    let paths: Vec<(&str, &str)> = out
+        .errors
+        .iter()
+        .map(|e| (e.name.as_str(), e.path.as_str()))
+        .collect();
+    assert_eq!(
+        paths,
+        [
+            ("agent-gw", "spec.servers[0].port.number"),
+            ("agent-gw", "spec.servers[1].port.number")
+        ]
+    );
+    let names: Vec<&str> = out.listeners.iter().map(|l| l.name.as_str()).collect();
+    assert_eq!(
+        names.iter().filter(|n| n.ends_with("_15021")).count(),
+        1,
+        "{names:?}"
+    );
+    assert!(names.contains(&"0.0.0.0_15090") && !names.contains(&"127.0.0.9_15090"));
+}
