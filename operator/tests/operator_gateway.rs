@@ -7,8 +7,8 @@
 //! SDS; a client that trusts only that certificate gets the backend's answer
 //! through the gateway, and a renewed Secret reaches the gateway without a
 //! restart. The namespace is not labelled for injection: the gateway pod's
-//! own label `sidecar.istio.io/inject=true` brings its identity and
-//! ConfigMaps, which go with the pod. It answers the kubelet's readiness probe on 15021 and listens
+//! own label `sidecar.istio.io/inject=true` brings its identity, ConfigMaps
+//! and MeshStatus, which go with the pod. It answers the kubelet's readiness probe on 15021 and listens
 //! for Prometheus on 15090, as a sidecar does. The private key never reaches the
 //! operator's log.
 
@@ -220,6 +220,10 @@ fn an_injected_gateway_serves_https_with_a_kubernetes_tls_secret() {
         !log.contains("PRIVATE KEY") && !log.contains(key_body),
         "a private key reached the operator's log"
     );
+    // The namespace is in the mesh for status too: it gets its MeshStatus.
+    wait_for("MeshStatus edge/mesh", Duration::from_secs(60), || {
+        cluster.kubectl.get_json(&["meshstatus", "mesh", "-n", NS])
+    });
     drop(gateway);
 
     // The last selected pod gone, the namespace leaves the mesh.
@@ -239,6 +243,16 @@ fn an_injected_gateway_serves_https_with_a_kubernetes_tls_secret() {
         "the identity of edge/ingress to go with the gateway pod",
         Duration::from_secs(60),
         || cluster.identity(NS, "ingress").is_none().then_some(()),
+    );
+    wait_for(
+        "MeshStatus edge/mesh to go with the gateway pod",
+        Duration::from_secs(60),
+        || {
+            (cluster.kubectl)
+                .get_json(&["meshstatus", "mesh", "-n", NS])
+                .is_none()
+                .then_some(())
+        },
     );
     op.terminate();
 }

@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use k8s_openapi::api::core::v1::ObjectReference;
+use k8s_openapi::api::core::v1::{Namespace, ObjectReference};
 use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams};
 use serde_json::json;
 use tokio::sync::watch;
@@ -82,6 +82,24 @@ pub async fn run(ctx: Arc<Context>, mut inputs: StatusInputs) {
     }
 }
 
+/// Whether namespace `ns` is in the mesh as the identity and namespace
+/// controllers see it: by its labels, or by a pod selected by its own label.
+fn needs_mesh(view: &MeshView, ns: &Namespace, operator_namespace: &str) -> bool {
+    let name = ns.metadata.name.clone().unwrap_or_default();
+    let selected = view
+        .pods
+        .range((name.clone(), String::new())..)
+        .take_while(|((pod_ns, _), _)| *pod_ns == name)
+        .any(|(_, pod)| {
+            pod.metadata
+                .labels
+                .as_ref()
+                .and_then(|l| l.get(trellis_controller::mesh::POD_INJECT_LABEL))
+                .is_some_and(|v| v == "true")
+        });
+    trellis_controller::mesh::needs_mesh(ns, selected, operator_namespace)
+}
+
 /// Identities per mesh namespace, from the identity controller's index.
 fn identity_facts(ctx: &Context, view: &MeshView) -> BTreeMap<String, IdentityFacts> {
     let now = ctx.clock.now();
@@ -93,7 +111,7 @@ fn identity_facts(ctx: &Context, view: &MeshView) -> BTreeMap<String, IdentityFa
     let index = ctx.identities.lock().unwrap_or_else(|p| p.into_inner());
     view.namespaces
         .iter()
-        .filter(|(_, n)| trellis_controller::mesh::namespace_in_mesh(n))
+        .filter(|(_, n)| needs_mesh(view, n, &ctx.config.namespace))
         .map(|(ns, _)| ns)
         .map(|ns| {
             let facts = IdentityFacts {
@@ -323,7 +341,7 @@ impl Writer {
         let mesh_namespaces: BTreeSet<String> = view
             .namespaces
             .values()
-            .filter(|ns| trellis_controller::mesh::namespace_in_mesh(ns))
+            .filter(|ns| needs_mesh(view, ns, &control_ns))
             .filter_map(|ns| ns.metadata.name.clone())
             .filter(|name| *name != control_ns)
             .collect();
