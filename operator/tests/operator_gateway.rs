@@ -6,7 +6,8 @@
 //! operator reads the Kubernetes TLS Secret and serves it to the gateway over
 //! SDS; a client that trusts only that certificate gets the backend's answer
 //! through the gateway, and a renewed Secret reaches the gateway without a
-//! restart. The namespace is not labelled for injection: the gateway pod's
+//! restart; without it the Gateway carries a Warning naming the field. The
+//! namespace is not labelled for injection: the gateway pod's
 //! own label `sidecar.istio.io/inject=true` brings its identity, ConfigMaps
 //! and MeshStatus, which go with the pod. It answers the kubelet's readiness probe on 15021 and listens
 //! for Prometheus on 15090, as a sidecar does. The private key never reaches the
@@ -220,6 +221,29 @@ fn an_injected_gateway_serves_https_with_a_kubernetes_tls_secret() {
         !log.contains("PRIVATE KEY") && !log.contains(key_body),
         "a private key reached the operator's log"
     );
+    // Without its Secret the server cannot be served: the Gateway says so.
+    cluster
+        .kubectl
+        .run(&["delete", "secret", "-n", NS, "web-tls"]);
+    let warning = wait_for(
+        "a Warning on Gateway edge/ingress-gw for its missing credential",
+        Duration::from_secs(60),
+        || {
+            let gw = cluster
+                .kubectl
+                .get_json(&["gateway", "-n", NS, "ingress-gw"])?;
+            let conditions = gw["status"]["conditions"].as_array()?.clone();
+            conditions
+                .into_iter()
+                .find(|c| c["type"] == "Warning" && c["reason"] == "MissingCredential")
+        },
+    );
+    let message = warning["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("spec.servers[0].tls.credentialName") && message.contains("edge/web-tls"),
+        "{warning}"
+    );
+
     // The namespace is in the mesh for status too: it gets its MeshStatus.
     wait_for("MeshStatus edge/mesh", Duration::from_secs(60), || {
         cluster.kubectl.get_json(&["meshstatus", "mesh", "-n", NS])

@@ -1,16 +1,21 @@
 //! The translation's findings about mesh objects (unknown subsets, unknown
 //! hosts, conflicting hosts, gateway bindings...), found by building the outbound
 //! view of every namespace that has workloads or configuration and translating
-//! every gateway workload. Pure.
+//! every gateway workload, plus the `credentialName`s those gateways cannot be
+//! served. Pure.
 use std::collections::{BTreeMap, BTreeSet};
 
 use trellis_api::ObjectRef;
-use trellis_model::MeshModel;
-use trellis_translate::{Proxy, TranslateError, TranslateOptions, Translator};
+use trellis_model::{MeshModel, Workload};
+use trellis_sources::credentials::{self, Credentials};
+use trellis_translate::{
+    ErrorCode, Proxy, SecretRef, TranslateError, TranslateOptions, Translator,
+};
 
 /// Findings per mesh object, each reported once.
 pub fn analyze(
     model: &MeshModel,
+    credentials: &Credentials,
     config_namespaces: impl IntoIterator<Item = String>,
 ) -> BTreeMap<ObjectRef, Vec<TranslateError>> {
     let mut namespaces: BTreeSet<String> = config_namespaces.into_iter().collect();
@@ -24,7 +29,9 @@ pub fn analyze(
     for w in model.workloads() {
         if !model.gateways_for(w).is_empty() {
             let proxy = Proxy::gateway(&w.namespace, &w.name);
-            found.extend(translator.translate(&proxy).errors);
+            let out = translator.translate(&proxy);
+            found.extend(out.errors);
+            found.extend(missing_credentials(model, w, &out.secrets, credentials));
         }
     }
     let mut out: BTreeMap<ObjectRef, Vec<TranslateError>> = BTreeMap::new();
@@ -35,6 +42,49 @@ pub fn analyze(
             name: e.name.clone(),
         };
         out.entry(key).or_default().push(e);
+    }
+    out
+}
+
+/// A finding on every Gateway server of gateway workload `w` whose
+/// `credentialName` its namespace cannot serve (no such Secret, or no
+/// certificate and key in it): that server's listener would wait for it.
+fn missing_credentials(
+    model: &MeshModel,
+    w: &Workload,
+    secrets: &[SecretRef],
+    credentials: &Credentials,
+) -> Vec<TranslateError> {
+    let mut out = Vec::new();
+    for secret in secrets {
+        let SecretRef::GatewayCredential { namespace, name } = secret else {
+            continue;
+        };
+        let Err(reason) = credentials::sds_secret(credentials, namespace, name, "") else {
+            continue;
+        };
+        for gw in model.gateways_for(w) {
+            for (i, server) in gw.object.spec.servers.iter().enumerate() {
+                let named = server
+                    .tls
+                    .as_ref()
+                    .and_then(|t| t.credential_name.as_deref())
+                    .is_some_and(|c| credentials::serves(c, name));
+                if named {
+                    out.push(TranslateError {
+                        kind: "Gateway".into(),
+                        namespace: gw.namespace.clone(),
+                        name: gw.name.clone(),
+                        path: format!("spec.servers[{i}].tls.credentialName"),
+                        message: format!(
+                            "gateway {}/{} cannot be served it: {reason}",
+                            w.namespace, w.name
+                        ),
+                        code: ErrorCode::MissingCredential,
+                    });
+                }
+            }
+        }
     }
     out
 }
@@ -72,7 +122,7 @@ mod tests {
                    "spec": {"hosts": ["cart"], "http": [{"route": [
                        {"destination": {"host": "cart", "subset": "v2"}}]}]}}),
         )));
-        let found = analyze(feed.model(), ["shop".to_string()]);
+        let found = analyze(feed.model(), &Default::default(), ["shop".to_string()]);
         let key = ObjectRef {
             kind: "VirtualService".into(),
             namespace: Some("shop".into()),
@@ -109,7 +159,7 @@ mod tests {
                    "spec": {"hosts": ["other.example.com"], "gateways": ["public"],
                             "http": [{"route": [{"destination": {"host": "web.shop.svc.cluster.local"}}]}]}}),
         )));
-        let found = analyze(feed.model(), ["edge".to_string()]);
+        let found = analyze(feed.model(), &Default::default(), ["edge".to_string()]);
         let key = ObjectRef {
             kind: "VirtualService".into(),
             namespace: Some("edge".into()),
@@ -122,5 +172,60 @@ mod tests {
                 .any(|e| e.code == trellis_translate::ErrorCode::HostNotServedByGateway),
             "{errors:?}"
         );
+    }
+
+    /// A `credentialName` the gateway's namespace cannot serve is found on the
+    /// Gateway server naming it, until a Secret with a certificate and key comes.
+    #[test]
+    fn a_credential_the_gateway_cannot_be_served_is_found_on_its_server() {
+        let mut feed = MeshFeed::new(Default::default());
+        let pod = serde_json::from_value(json!({
+            "metadata": {"name": "ingress-1", "namespace": "edge", "labels": {"istio": "ingressgateway"}},
+            "spec": {"containers": [{"name": "istio-proxy"}]},
+            "status": {"podIP": "10.0.0.20"}
+        }))
+        .unwrap();
+        feed.apply(Change::Apply(Input::Pod(Box::new(pod))));
+        feed.apply(Change::Apply(input_from_json(
+            SourceKind::Gateway,
+            json!({"apiVersion": "networking.istio.io/v1", "kind": "Gateway",
+                   "metadata": {"name": "public", "namespace": "edge"},
+                   "spec": {"selector": {"istio": "ingressgateway"},
+                            "servers": [
+                                {"port": {"number": 80, "name": "http", "protocol": "HTTP"}, "hosts": ["*"]},
+                                {"port": {"number": 443, "name": "https", "protocol": "HTTPS"}, "hosts": ["*"],
+                                 "tls": {"mode": "SIMPLE", "credentialName": "web-tls"}}]}}),
+        )));
+        let key = ObjectRef {
+            kind: "Gateway".into(),
+            namespace: Some("edge".into()),
+            name: "public".into(),
+        };
+        let findings = |feed: &MeshFeed| {
+            let view = feed.view(true);
+            analyze(&view.model, &view.credentials, ["edge".to_string()])
+                .remove(&key)
+                .unwrap_or_default()
+        };
+        let errors = findings(&feed);
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert_eq!(
+            errors[0].code,
+            trellis_translate::ErrorCode::MissingCredential
+        );
+        assert_eq!(errors[0].path, "spec.servers[1].tls.credentialName");
+        assert!(
+            errors[0].message.contains("edge/web-tls"),
+            "{}",
+            errors[0].message
+        );
+        let secret: k8s_openapi::api::core::v1::Secret = serde_json::from_value(json!({
+            "metadata": {"name": "web-tls", "namespace": "edge"},
+            "type": "kubernetes.io/tls",
+            "data": {"tls.crt": "Q0VSVA==", "tls.key": "S0VZ"}
+        }))
+        .unwrap();
+        feed.apply(Change::Apply(trellis_sources::secret_input(&secret)));
+        assert!(findings(&feed).is_empty());
     }
 }

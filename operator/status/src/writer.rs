@@ -148,6 +148,7 @@ type Findings = BTreeMap<ObjectRef, Vec<trellis_translate::TranslateError>>;
 
 struct Analysis {
     model: Arc<trellis_model::MeshModel>,
+    credentials: Arc<trellis_sources::credentials::Credentials>,
     namespaces: BTreeSet<String>,
     findings: Arc<Findings>,
 }
@@ -172,13 +173,19 @@ impl Writer {
     fn findings(&mut self, view: &MeshView, namespaces: BTreeSet<String>) -> Arc<Findings> {
         if let Some(a) = &self.analysis
             && Arc::ptr_eq(&a.model, &view.model)
+            && Arc::ptr_eq(&a.credentials, &view.credentials)
             && a.namespaces == namespaces
         {
             return a.findings.clone();
         }
-        let findings = Arc::new(analyze(&view.model, namespaces.iter().cloned()));
+        let findings = Arc::new(analyze(
+            &view.model,
+            &view.credentials,
+            namespaces.iter().cloned(),
+        ));
         self.analysis = Some(Analysis {
             model: view.model.clone(),
+            credentials: view.credentials.clone(),
             namespaces,
             findings: findings.clone(),
         });

@@ -169,4 +169,8 @@ pub enum ErrorCode {
     InvalidValue,
     /// The proxy's own workload is not in the model.
     UnknownProxy,
+    /// A Gateway server's `credentialName` names no Secret of the gateway's
+    /// namespace that holds a certificate and key (found outside translation,
+    /// where the Secrets are).
+    MissingCredential,
 }
