@@ -2,16 +2,19 @@
 //! Kubernetes API simulator; a gateway Pod as Istio's gateway charts write it
 //! (container `istio-proxy`, `image: auto`, annotation
 //! `inject.istio.io/templates: gateway`) run as the real Envoy `trellis inject`
-//! makes of it. Its Gateway terminates HTTPS with `credentialName`: the
-//! operator reads the Kubernetes TLS Secret and serves it to the gateway over
-//! SDS; a client that trusts only that certificate gets the backend's answer
-//! through the gateway, and a renewed Secret reaches the gateway without a
-//! restart; without it the Gateway carries a Warning naming the field. The
-//! namespace is not labelled for injection: the gateway pod's
-//! own label `sidecar.istio.io/inject=true` brings its identity, ConfigMaps
-//! and MeshStatus, which go with the pod. It answers the kubelet's readiness probe on 15021 and listens
-//! for Prometheus on 15090, as a sidecar does. The private key never reaches the
-//! operator's log.
+//! makes of it.
+//!
+//! - Its Gateway terminates HTTPS with `credentialName`: the operator reads the
+//!   Kubernetes TLS Secret and serves it to the gateway over SDS; a client that
+//!   trusts only that certificate gets the backend's answer through the
+//!   gateway, and a renewed Secret reaches the gateway without a restart.
+//!   Without the Secret, the Gateway carries a Warning naming the field.
+//! - The namespace is not labelled for injection: the gateway pod's own label
+//!   `sidecar.istio.io/inject=true` brings its identity, ConfigMaps and
+//!   MeshStatus, which go with the pod.
+//! - It answers the kubelet's readiness probe on 15021 and listens for
+//!   Prometheus on 15090, as a sidecar does.
+//! - The private key never reaches the operator's log.
 
 mod operator_support;
 
