@@ -168,15 +168,6 @@ impl GatewayTlsMode {
     }
 }
 
-/// SDS names of a gateway credential, as Istio names them: the key pair
-/// `kubernetes://<name>` and, for MUTUAL, the client CA `kubernetes://<name>-cacert`.
-pub fn gateway_credential_names(credential_name: &str) -> (String, String) {
-    (
-        format!("kubernetes://{credential_name}"),
-        format!("kubernetes://{credential_name}-cacert"),
-    )
-}
-
 /// Server TLS of a gateway listener: the credential (and for MUTUAL and
 /// OPTIONAL_MUTUAL the client CA) as SDS secret references (file-based, or over
 /// ADS from the xDS server), offering `alpn`.
@@ -254,15 +245,16 @@ mod tests {
 
     #[test]
     fn gateway_mutual_requires_client_certs_and_simple_does_not() {
-        let (cred, ca) = gateway_credential_names("shop-cert");
-        assert_eq!(cred, "kubernetes://shop-cert");
-        assert_eq!(ca, "kubernetes://shop-cert-cacert");
+        let (cred, ca) = (
+            "kubernetes://shop/shop-cert",
+            "kubernetes://shop/shop-cert-cacert",
+        );
         let sds = |name: &str| SdsSecretConfig {
             name: name.into(),
             sds_config: None,
         };
         let alpn = ["h2", "http/1.1"];
-        let mutual = gateway_server_tls(GatewayTlsMode::Mutual, sds(&cred), Some(sds(&ca)), &alpn);
+        let mutual = gateway_server_tls(GatewayTlsMode::Mutual, sds(cred), Some(sds(ca)), &alpn);
         assert_eq!(
             mutual.require_client_certificate,
             Some(BoolValue { value: true })
@@ -274,7 +266,7 @@ mod tests {
                 .validation_context_type
                 .is_some()
         );
-        let simple = gateway_server_tls(GatewayTlsMode::Simple, sds(&cred), Some(sds(&ca)), &alpn);
+        let simple = gateway_server_tls(GatewayTlsMode::Simple, sds(cred), Some(sds(ca)), &alpn);
         assert_eq!(simple.require_client_certificate, None);
         assert!(
             simple
