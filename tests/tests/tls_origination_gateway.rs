@@ -13,8 +13,7 @@ use trellis_e2e::mesh::{
 };
 use trellis_e2e::{Envoy, HttpRequest, Upstream, free_ports_on, validate_bootstrap};
 use trellis_translate::security::origination::{
-    ClientTls, GatewayTlsMode, OriginationSettings, client_tls_context, gateway_credential_names,
-    gateway_server_tls,
+    ClientTls, GatewayTlsMode, OriginationSettings, client_tls_context, gateway_server_tls,
 };
 use trellis_translate::security::sds::{SdsSource, trust_bundle_secret, workload_cert_secret};
 use trellis_translate::security::tls::{downstream_transport_socket, upstream_transport_socket};
@@ -54,7 +53,14 @@ fn gateway_simple_and_mutual_with_tls_origination() {
     std::fs::write(path("client-key.pem"), client.key_pem.expose()).unwrap();
 
     // gateway credentials as Istio names them, served by file SDS
-    let (cred_name, ca_name) = gateway_credential_names("shop-cert");
+    let credential = |name: &str| {
+        trellis_translate::SecretRef::GatewayCredential {
+            namespace: "shop".into(),
+            name: name.into(),
+        }
+        .sds_name()
+    };
+    let (cred_name, ca_name) = (credential("shop-cert"), credential("shop-cert-cacert"));
     let mut cred = workload_cert_secret(&path("server.pem"), &path("server-key.pem"), None);
     cred.name = cred_name.clone();
     let mut cacert = trust_bundle_secret(&path("root.pem"), None);
