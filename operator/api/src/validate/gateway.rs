@@ -17,6 +17,7 @@ pub fn gateway(gw: &Gateway) -> Vec<FieldError> {
         errors.add("spec.servers", "at least one server is required");
     }
     let mut names = BTreeSet::new();
+    let mut port_names = BTreeSet::new();
     for (i, server) in spec.servers.iter().enumerate() {
         let path = format!("spec.servers[{i}]");
         errors.check(format!("{path}.port.number"), port(server.port.number));
@@ -32,8 +33,14 @@ pub fn gateway(gw: &Gateway) -> Vec<FieldError> {
             ),
             Some(_) => {}
         }
-        if server.port.name.is_none() {
-            errors.add(format!("{path}.port.name"), "required");
+        match &server.port.name {
+            None => errors.add(format!("{path}.port.name"), "required"),
+            // As in Istio: the proxy's listener chains and routes are named by them.
+            Some(name) if !port_names.insert(name.as_str()) => errors.add(
+                format!("{path}.port.name"),
+                format!("duplicate port name {name:?}: port names in servers must be unique"),
+            ),
+            Some(_) => {}
         }
         if let Some(name) = &server.name
             && !names.insert(name.as_str())
