@@ -382,7 +382,8 @@ fn start_ingress(resources: Vec<Resource>) -> (Envoy, tempfile::TempDir) {
 }
 
 /// Ingress to a service with a sidecar: the gateway originates mesh mTLS (auto mTLS,
-/// the server's SPIFFE id checked) and the service's sidecar terminates it.
+/// the server's SPIFFE id checked) and the service's sidecar terminates it, telling
+/// the app its caller in `x-forwarded-client-cert`.
 #[test]
 fn gateway_reaches_a_sidecar_service_over_mesh_mtls() {
     let dir = tempfile::tempdir().unwrap();
@@ -433,8 +434,14 @@ spec:
     let gateway = Envoy::start(&gw_yaml);
     let sidecar = web_thread.join().expect("web sidecar starts");
 
+    // A client's own x-forwarded-client-cert stops at the gateway (the edge);
+    // the app learns its caller, the gateway, from its sidecar, as in Istio.
     let r = HttpRequest::get("/")
         .host("shop.example.com")
+        .header(
+            "x-forwarded-client-cert",
+            "By=spiffe://forged;URI=spiffe://forged",
+        )
         .send(SocketAddr::from((GW_IP, gw_port)))
         .unwrap();
     assert_eq!(
@@ -442,6 +449,14 @@ spec:
         (200, Some("web-app")),
         "{}",
         r.body_text()
+    );
+    let xfcc = r.json()["headers"]["x-forwarded-client-cert"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        xfcc.contains("URI=spiffe://cluster.local/ns/shop/sa/ingress") && !xfcc.contains("forged"),
+        "{xfcc}"
     );
     assert!(gateway.stat("cluster.outbound|80||web.shop.svc.cluster.local.ssl.handshake") >= 1);
     assert!(sidecar.stat(&format!("listener.{web_ip}_{target}.ssl.handshake")) >= 1);

@@ -99,6 +99,11 @@ spec:
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
     assert!(answer.contains("x-upstream: api-app"), "{answer}");
     assert_eq!(api.hits(), 1);
+    // The backend learns the client from the gateway: its certificate's URI.
+    assert!(
+        answer.contains("URI=spiffe://cluster.local/ns/shop/sa/client"),
+        "no x-forwarded-client-cert naming the client: {answer}"
+    );
 
     let refused = |r: Result<String, String>| match r {
         Ok(text) | Err(text) => !text.contains("x-upstream"),

@@ -9,24 +9,22 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use envoy_types::pb::envoy::config::cluster::v3::Cluster;
-use envoy_types::pb::envoy::config::listener::v3::filter::ConfigType;
 use envoy_types::pb::envoy::config::listener::v3::{
     Filter, FilterChain, FilterChainMatch, Listener,
 };
 use envoy_types::pb::envoy::config::route::v3::{
     RouteConfiguration, VirtualHost, virtual_host::TlsRequirementType,
 };
-use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
-    HttpConnectionManager, HttpFilter,
-};
+use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::HttpFilter;
 use envoy_types::pb::google::protobuf::BoolValue;
-use envoy_types::util::pack_any;
-use prost::Message;
 use trellis_api::networking::{self as api, Gateway, Server, ServerTLSMode, VirtualService};
 use trellis_model::{MeshModel, Stored, Workload, gateway_ref, host_matches};
 
 use crate::http_rule::HttpRule;
-use crate::listener::{Routes, http_connection_manager, listener, sni_inspector};
+use crate::listener::{
+    ClientCertHeader, Routes, connection_manager, forward_client_cert, hcm_filter, listener,
+    sni_inspector,
+};
 use crate::names;
 use crate::outbound::{OutboundScope, destination_cluster};
 use crate::policy::HashKey;
@@ -247,27 +245,18 @@ fn classify(gw: &Stored<Gateway>, i: usize, server: &Server) -> Result<Kind, Box
 /// (the gateway workload's RequestAuthentications and AuthorizationPolicies)
 /// before the router.
 fn gateway_hcm(stat_prefix: &str, route_name: &str, http_filters: &[HttpFilter]) -> Filter {
-    let filter = http_connection_manager(
+    let mut hcm = connection_manager(
         stat_prefix,
         Routes::Rds(route_name.into()),
         http_filters.to_vec(),
     );
-    let Some(ConfigType::TypedConfig(any)) = &filter.config_type else {
-        return filter;
-    };
-    let Ok(mut hcm) = HttpConnectionManager::decode(any.value.as_slice()) else {
-        return filter;
-    };
     // Domains are matched without the port, and the gateway is the edge.
     hcm.strip_matching_host_port = false;
     hcm.strip_port_mode = Some(
         envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::http_connection_manager::StripPortMode::StripAnyHostPort(true),
     );
     hcm.use_remote_address = Some(BoolValue { value: true });
-    Filter {
-        name: filter.name,
-        config_type: Some(ConfigType::TypedConfig(pack_any(hcm))),
-    }
+    hcm_filter(forward_client_cert(hcm, ClientCertHeader::SetFromClient))
 }
 
 /// Listeners and routes of gateway workload `workload`; `sds` is where its

@@ -10,7 +10,10 @@ use envoy_types::pb::envoy::extensions::filters::http::cors::v3::Cors;
 use envoy_types::pb::envoy::extensions::filters::http::fault::v3::HttpFault;
 use envoy_types::pb::envoy::extensions::filters::http::router::v3::Router;
 use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
-    HttpConnectionManager, HttpFilter, Rds, http_connection_manager::RouteSpecifier,
+    HttpConnectionManager, HttpFilter, Rds,
+    http_connection_manager::{
+        ForwardClientCertDetails, RouteSpecifier, SetCurrentClientCertDetails,
+    },
     http_filter::ConfigType as HttpFilterConfig,
 };
 use envoy_types::pb::envoy::extensions::filters::network::tcp_proxy::v3::{
@@ -21,6 +24,7 @@ use envoy_types::pb::envoy::r#type::v3::{
     HashPolicy,
     hash_policy::{PolicySpecifier, SourceIp},
 };
+use envoy_types::pb::google::protobuf::BoolValue;
 use envoy_types::util::pack_any;
 
 use crate::endpoints::socket_address;
@@ -99,6 +103,38 @@ pub fn connection_manager(
         http_filters,
         ..Default::default()
     }
+}
+
+/// Who a request's `x-forwarded-client-cert` tells the upstream about, as
+/// Istio sets it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientCertHeader {
+    /// A sidecar's inbound side: the mTLS peer (subject, URI, DNS SANs) is
+    /// appended to what came, so the app learns its caller's SPIFFE id.
+    AppendPeer,
+    /// A gateway, the edge: what came is replaced (no client forges it) by the
+    /// TLS client's certificate, when there is one.
+    SetFromClient,
+}
+
+/// `hcm` with the client certificate forwarded as `how` says.
+pub fn forward_client_cert(
+    mut hcm: HttpConnectionManager,
+    how: ClientCertHeader,
+) -> HttpConnectionManager {
+    let (mode, cert) = match how {
+        ClientCertHeader::AppendPeer => (ForwardClientCertDetails::AppendForward, false),
+        ClientCertHeader::SetFromClient => (ForwardClientCertDetails::SanitizeSet, true),
+    };
+    hcm.forward_client_cert_details = mode as i32;
+    hcm.set_current_client_cert_details = Some(SetCurrentClientCertDetails {
+        subject: Some(BoolValue { value: true }),
+        cert,
+        uri: true,
+        dns: true,
+        ..Default::default()
+    });
+    hcm
 }
 
 pub fn tcp_proxy(stat_prefix: &str, cluster: &str) -> Filter {

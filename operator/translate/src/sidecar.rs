@@ -11,7 +11,8 @@ use trellis_model::{MeshModel, MtlsMode, Workload};
 
 use crate::cluster::{blackhole_cluster, inbound_cluster};
 use crate::listener::{
-    Routes, connection_manager, hcm_filter, http_connection_manager, listener, tcp_proxy,
+    ClientCertHeader, Routes, connection_manager, forward_client_cert, hcm_filter, listener,
+    tcp_proxy,
 };
 use crate::names;
 use crate::outbound::{OutboundScope, outbound_scope_shared};
@@ -312,11 +313,15 @@ impl<'m> Translator<'m> {
                     .collect();
                 let filters = if port.protocol.is_http() {
                     let rc = inbound_routes(target, &cluster);
-                    vec![http_connection_manager(
+                    let hcm = connection_manager(
                         &cluster,
                         Routes::Inline(Box::new(rc)),
                         http_filters.to_vec(),
-                    )]
+                    );
+                    vec![hcm_filter(forward_client_cert(
+                        hcm,
+                        ClientCertHeader::AppendPeer,
+                    ))]
                 } else {
                     as_tcp.clone()
                 };
