@@ -314,6 +314,9 @@ metadata: {name: gw-errors, namespace: shop}
 spec:
   host: gw-errors
   trafficPolicy:
+    # Round robin, so the 500 endpoint surely gets its share of the requests
+    # (the default, least request, picks at random among idle endpoints).
+    loadBalancer: {simple: ROUND_ROBIN}
     outlierDetection:
       consecutive5xxErrors: 0
       consecutiveGatewayErrors: 2
