@@ -95,6 +95,24 @@ mod tests {
     use serde_json::json;
     use trellis_sources::{Change, Input, MeshFeed, SourceKind, input_from_json};
 
+    /// Gateway workload `edge/ingress-1` (label `istio: ingressgateway`) and
+    /// Gateway `edge/public` selecting it, with `servers`.
+    fn edge_gateway(feed: &mut MeshFeed, servers: serde_json::Value) {
+        let pod = serde_json::from_value(json!({
+            "metadata": {"name": "ingress-1", "namespace": "edge", "labels": {"istio": "ingressgateway"}},
+            "spec": {"containers": [{"name": "istio-proxy"}]},
+            "status": {"podIP": "10.0.0.20"}
+        }))
+        .unwrap();
+        feed.apply(Change::Apply(Input::Pod(Box::new(pod))));
+        feed.apply(Change::Apply(input_from_json(
+            SourceKind::Gateway,
+            json!({"apiVersion": "networking.istio.io/v1", "kind": "Gateway",
+                   "metadata": {"name": "public", "namespace": "edge"},
+                   "spec": {"selector": {"istio": "ingressgateway"}, "servers": servers}}),
+        )));
+    }
+
     #[test]
     fn an_unknown_subset_is_found_once_and_attributed_to_its_virtual_service() {
         let mut feed = MeshFeed::new(Default::default());
@@ -137,21 +155,11 @@ mod tests {
     #[test]
     fn a_virtual_service_binding_a_missing_gateway_is_found_through_the_gateway_workload() {
         let mut feed = MeshFeed::new(Default::default());
-        let pod = serde_json::from_value(json!({
-            "metadata": {"name": "ingress-1", "namespace": "edge", "labels": {"istio": "ingressgateway"}},
-            "spec": {"containers": [{"name": "istio-proxy"}]},
-            "status": {"podIP": "10.0.0.20"}
-        }))
-        .unwrap();
-        feed.apply(Change::Apply(Input::Pod(Box::new(pod))));
-        feed.apply(Change::Apply(input_from_json(
-            SourceKind::Gateway,
-            json!({"apiVersion": "networking.istio.io/v1", "kind": "Gateway",
-                   "metadata": {"name": "public", "namespace": "edge"},
-                   "spec": {"selector": {"istio": "ingressgateway"},
-                            "servers": [{"port": {"number": 80, "name": "http", "protocol": "HTTP"},
-                                         "hosts": ["shop.example.com"]}]}}),
-        )));
+        edge_gateway(
+            &mut feed,
+            json!([{"port": {"number": 80, "name": "http", "protocol": "HTTP"},
+                    "hosts": ["shop.example.com"]}]),
+        );
         feed.apply(Change::Apply(input_from_json(
             SourceKind::VirtualService,
             json!({"apiVersion": "networking.istio.io/v1", "kind": "VirtualService",
@@ -179,23 +187,13 @@ mod tests {
     #[test]
     fn a_credential_the_gateway_cannot_be_served_is_found_on_its_server() {
         let mut feed = MeshFeed::new(Default::default());
-        let pod = serde_json::from_value(json!({
-            "metadata": {"name": "ingress-1", "namespace": "edge", "labels": {"istio": "ingressgateway"}},
-            "spec": {"containers": [{"name": "istio-proxy"}]},
-            "status": {"podIP": "10.0.0.20"}
-        }))
-        .unwrap();
-        feed.apply(Change::Apply(Input::Pod(Box::new(pod))));
-        feed.apply(Change::Apply(input_from_json(
-            SourceKind::Gateway,
-            json!({"apiVersion": "networking.istio.io/v1", "kind": "Gateway",
-                   "metadata": {"name": "public", "namespace": "edge"},
-                   "spec": {"selector": {"istio": "ingressgateway"},
-                            "servers": [
-                                {"port": {"number": 80, "name": "http", "protocol": "HTTP"}, "hosts": ["*"]},
-                                {"port": {"number": 443, "name": "https", "protocol": "HTTPS"}, "hosts": ["*"],
-                                 "tls": {"mode": "SIMPLE", "credentialName": "web-tls"}}]}}),
-        )));
+        edge_gateway(
+            &mut feed,
+            json!([
+                {"port": {"number": 80, "name": "http", "protocol": "HTTP"}, "hosts": ["*"]},
+                {"port": {"number": 443, "name": "https", "protocol": "HTTPS"}, "hosts": ["*"],
+                 "tls": {"mode": "SIMPLE", "credentialName": "web-tls"}}]),
+        );
         let key = ObjectRef {
             kind: "Gateway".into(),
             namespace: Some("edge".into()),
