@@ -13,7 +13,8 @@ use trellis_e2e::mesh::{
 };
 use trellis_e2e::{Envoy, HttpRequest, Upstream, free_ports_on, validate_bootstrap};
 use trellis_translate::security::origination::{
-    ClientTls, GatewayTlsMode, OriginationSettings, client_tls_context, gateway_server_tls,
+    ClientTls, GatewayTlsMode, OriginationSettings, ServerCredential, client_tls_context,
+    gateway_server_tls,
 };
 use trellis_translate::security::sds::{SdsSource, trust_bundle_secret, workload_cert_secret};
 use trellis_translate::security::tls::{downstream_transport_socket, upstream_transport_socket};
@@ -76,12 +77,11 @@ fn gateway_simple_and_mutual_with_tls_origination() {
     let (simple_port, mutual_port) = (ports[0], ports[1]);
     let routes = || vec![vhost("shop", &[HOST], vec![route_to("shop-app")])];
     let gw_listener = |name: &str, port: u16, mode| {
-        let tls = gateway_server_tls(
-            mode,
-            cred_ref.clone(),
-            Some(ca_ref.clone()),
-            &["h2", "http/1.1"],
-        );
+        let credential = ServerCredential::Sds {
+            certificate: &cred_ref,
+            client_ca: Some(&ca_ref),
+        };
+        let tls = gateway_server_tls(mode, credential, &["h2", "http/1.1"]);
         let chain = FilterChain {
             filters: vec![http_connection_manager(name, routes(), vec![], false)],
             transport_socket: Some(downstream_transport_socket(&tls)),

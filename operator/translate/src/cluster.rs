@@ -12,8 +12,7 @@ use envoy_types::pb::envoy::config::cluster::v3::{
     },
 };
 use envoy_types::pb::envoy::config::core::v3::{
-    AggregatedConfigSource, ApiVersion, ConfigSource, Http2ProtocolOptions, HttpProtocolOptions,
-    TcpKeepalive, TransportSocket, config_source::ConfigSourceSpecifier,
+    Http2ProtocolOptions, HttpProtocolOptions, TcpKeepalive, TransportSocket,
     transport_socket::ConfigType,
 };
 use envoy_types::pb::envoy::extensions::transport_sockets::raw_buffer::v3::RawBuffer;
@@ -78,7 +77,7 @@ pub fn outbound_cluster(spec: &OutboundCluster<'_>, sds: &SdsSource) -> Cluster 
             cluster.cluster_discovery_type =
                 Some(ClusterDiscoveryType::Type(DiscoveryType::Eds as i32));
             cluster.eds_cluster_config = Some(EdsClusterConfig {
-                eds_config: Some(ads_config_source()),
+                eds_config: Some(crate::listener::ads_config_source()),
                 service_name: name.clone(),
             });
         }
@@ -356,14 +355,6 @@ fn outlier_detection(o: &OutlierDetection) -> EnvoyOutlier {
         base_ejection_time: o.base_ejection_time.map(duration),
         max_ejection_percent: u(o.max_ejection_percent),
         enforcing_success_rate: Some(UInt32Value { value: 0 }),
-        ..Default::default()
-    }
-}
-
-fn ads_config_source() -> ConfigSource {
-    ConfigSource {
-        resource_api_version: ApiVersion::V3 as i32,
-        config_source_specifier: Some(ConfigSourceSpecifier::Ads(AggregatedConfigSource {})),
         ..Default::default()
     }
 }

@@ -87,13 +87,7 @@ pub fn connection_manager(
     let route_specifier = match routes {
         Routes::Rds(name) => RouteSpecifier::Rds(Rds {
             route_config_name: name,
-            config_source: Some(ConfigSource {
-                resource_api_version: ApiVersion::V3 as i32,
-                config_source_specifier: Some(ConfigSourceSpecifier::Ads(
-                    AggregatedConfigSource {},
-                )),
-                ..Default::default()
-            }),
+            config_source: Some(ads_config_source()),
         }),
         Routes::Inline(rc) => RouteSpecifier::RouteConfig(*rc),
     };
@@ -101,6 +95,16 @@ pub fn connection_manager(
         stat_prefix: stat_prefix.to_string(),
         route_specifier: Some(route_specifier),
         http_filters,
+        ..Default::default()
+    }
+}
+
+/// Resources fetched over the proxy's one aggregated xDS stream (routes,
+/// endpoints, gateway credentials).
+pub fn ads_config_source() -> ConfigSource {
+    ConfigSource {
+        resource_api_version: ApiVersion::V3 as i32,
+        config_source_specifier: Some(ConfigSourceSpecifier::Ads(AggregatedConfigSource {})),
         ..Default::default()
     }
 }

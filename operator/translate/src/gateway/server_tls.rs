@@ -9,19 +9,15 @@
 //! `caCertificates`); OPTIONAL_MUTUAL checks one against that CA when the
 //! client presents it; ISTIO_MUTUAL presents the gateway's own workload
 //! identity and requires a client certificate from the mesh's trust bundle.
-use envoy_types::pb::envoy::config::core::v3::{
-    AggregatedConfigSource, ApiVersion, ConfigSource, DataSource,
-    config_source::ConfigSourceSpecifier, data_source::Specifier,
-};
 use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{
-    CertificateValidationContext, CommonTlsContext, DownstreamTlsContext, SdsSecretConfig,
-    SubjectAltNameMatcher, TlsCertificate, TlsParameters,
+    CertificateValidationContext, DownstreamTlsContext, SdsSecretConfig, SubjectAltNameMatcher,
+    TlsParameters,
     common_tls_context::{CombinedCertificateValidationContext, ValidationContextType},
     tls_parameters::TlsProtocol,
 };
 use trellis_api::networking::{self as api, ServerTLSMode};
 
-use crate::security::origination::{GatewayTlsMode, gateway_server_tls};
+use crate::security::origination::{GatewayTlsMode, ServerCredential, gateway_server_tls};
 use crate::security::sds::SdsSource;
 use crate::security::tls::{MESH_ALPN, downstream_mtls};
 use crate::types::SecretRef;
@@ -123,14 +119,6 @@ pub(super) fn termination(tls: &api::ServerTLSSettings) -> Result<Termination, T
     Ok(Termination { mode, credential })
 }
 
-fn ads() -> ConfigSource {
-    ConfigSource {
-        resource_api_version: ApiVersion::V3 as i32,
-        config_source_specifier: Some(ConfigSourceSpecifier::Ads(AggregatedConfigSource {})),
-        ..Default::default()
-    }
-}
-
 /// ALPN a terminating server offers: HTTP versions on HTTPS servers; on TLS
 /// servers (opaque TCP after termination) only the mesh's protocol for
 /// ISTIO_MUTUAL, nothing otherwise, so a client does not agree on an HTTP
@@ -167,13 +155,16 @@ pub(super) fn server_tls(
             };
             let sds = |r: &SecretRef| SdsSecretConfig {
                 name: r.sds_name(),
-                sds_config: Some(ads()),
+                sds_config: Some(crate::listener::ads_config_source()),
             };
             let validates = t.mode.validates_client();
+            let (certificate, client_ca) = (sds(&cred_ref), sds(&ca_ref));
             let tls = gateway_server_tls(
                 t.mode,
-                sds(&cred_ref),
-                validates.then(|| sds(&ca_ref)),
+                ServerCredential::Sds {
+                    certificate: &certificate,
+                    client_ca: validates.then_some(&client_ca),
+                },
                 &alpn,
             );
             let mut secrets = vec![cred_ref];
@@ -183,7 +174,12 @@ pub(super) fn server_tls(
             (tls, secrets)
         }
         Credential::Files { cert, key, ca } => {
-            (file_server_tls(t.mode, cert, key, ca, &alpn), Vec::new())
+            let files = ServerCredential::Files {
+                cert,
+                key,
+                client_ca: ca.as_deref(),
+            };
+            (gateway_server_tls(t.mode, files, &alpn), Vec::new())
         }
         Credential::Workload => {
             let mut tls = downstream_mtls(sds);
@@ -263,43 +259,10 @@ fn with_server_settings(
     tls
 }
 
-/// Server TLS from certificate files on the proxy (`serverCertificate`,
-/// `privateKey`, and where client certificates are checked `caCertificates`).
-fn file_server_tls(
-    mode: GatewayTlsMode,
-    cert: &str,
-    key: &str,
-    ca: &Option<String>,
-    alpn: &[&str],
-) -> DownstreamTlsContext {
-    let file = |p: &str| DataSource {
-        specifier: Some(Specifier::Filename(p.to_string())),
-        ..Default::default()
-    };
-    DownstreamTlsContext {
-        common_tls_context: Some(CommonTlsContext {
-            tls_certificates: vec![TlsCertificate {
-                certificate_chain: Some(file(cert)),
-                private_key: Some(file(key)),
-                ..Default::default()
-            }],
-            validation_context_type: ca.as_deref().filter(|_| mode.validates_client()).map(|ca| {
-                ValidationContextType::ValidationContext(CertificateValidationContext {
-                    trusted_ca: Some(file(ca)),
-                    ..Default::default()
-                })
-            }),
-            alpn_protocols: alpn.iter().map(|p| p.to_string()).collect(),
-            ..Default::default()
-        }),
-        require_client_certificate: mode.require_client_certificate(),
-        ..Default::default()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use envoy_types::pb::envoy::config::core::v3::data_source::Specifier;
     use envoy_types::pb::envoy::r#type::matcher::v3::string_matcher::MatchPattern;
 
     fn settings(yaml: &str) -> api::ServerTLSSettings {

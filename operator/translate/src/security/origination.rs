@@ -168,24 +168,64 @@ impl GatewayTlsMode {
     }
 }
 
-/// Server TLS of a gateway listener: the credential (and for MUTUAL and
-/// OPTIONAL_MUTUAL the client CA) as SDS secret references (file-based, or over
-/// ADS from the xDS server), offering `alpn`.
+/// Where a gateway server's certificate (and, for MUTUAL and OPTIONAL_MUTUAL,
+/// the client CA) comes from.
+#[derive(Debug, Clone)]
+pub enum ServerCredential<'a> {
+    /// SDS secret references (file-based, or over ADS from the xDS server).
+    Sds {
+        certificate: &'a SdsSecretConfig,
+        client_ca: Option<&'a SdsSecretConfig>,
+    },
+    /// Files on the proxy (`serverCertificate`, `privateKey`, `caCertificates`).
+    Files {
+        cert: &'a str,
+        key: &'a str,
+        client_ca: Option<&'a str>,
+    },
+}
+
+/// Server TLS of a gateway listener with `credential`, offering `alpn`.
 pub fn gateway_server_tls(
     mode: GatewayTlsMode,
-    credential: SdsSecretConfig,
-    client_ca: Option<SdsSecretConfig>,
+    credential: ServerCredential<'_>,
     alpn: &[&str],
 ) -> DownstreamTlsContext {
+    let validates = mode.validates_client();
+    let mut common = CommonTlsContext {
+        alpn_protocols: alpn.iter().map(|p| p.to_string()).collect(),
+        ..Default::default()
+    };
+    match credential {
+        ServerCredential::Sds {
+            certificate,
+            client_ca,
+        } => {
+            common.tls_certificate_sds_secret_configs = vec![certificate.clone()];
+            common.validation_context_type = client_ca
+                .filter(|_| validates)
+                .map(|ca| ValidationContextType::ValidationContextSdsSecretConfig(ca.clone()));
+        }
+        ServerCredential::Files {
+            cert,
+            key,
+            client_ca,
+        } => {
+            common.tls_certificates = vec![TlsCertificate {
+                certificate_chain: Some(file(cert)),
+                private_key: Some(file(key)),
+                ..Default::default()
+            }];
+            common.validation_context_type = client_ca.filter(|_| validates).map(|ca| {
+                ValidationContextType::ValidationContext(CertificateValidationContext {
+                    trusted_ca: Some(file(ca)),
+                    ..Default::default()
+                })
+            });
+        }
+    }
     DownstreamTlsContext {
-        common_tls_context: Some(CommonTlsContext {
-            tls_certificate_sds_secret_configs: vec![credential],
-            validation_context_type: client_ca
-                .filter(|_| mode.validates_client())
-                .map(ValidationContextType::ValidationContextSdsSecretConfig),
-            alpn_protocols: alpn.iter().map(|p| p.to_string()).collect(),
-            ..Default::default()
-        }),
+        common_tls_context: Some(common),
         require_client_certificate: mode.require_client_certificate(),
         ..Default::default()
     }
@@ -254,7 +294,12 @@ mod tests {
             sds_config: None,
         };
         let alpn = ["h2", "http/1.1"];
-        let mutual = gateway_server_tls(GatewayTlsMode::Mutual, sds(cred), Some(sds(ca)), &alpn);
+        let (cred, ca) = (sds(cred), sds(ca));
+        let credential = || ServerCredential::Sds {
+            certificate: &cred,
+            client_ca: Some(&ca),
+        };
+        let mutual = gateway_server_tls(GatewayTlsMode::Mutual, credential(), &alpn);
         assert_eq!(
             mutual.require_client_certificate,
             Some(BoolValue { value: true })
@@ -266,7 +311,7 @@ mod tests {
                 .validation_context_type
                 .is_some()
         );
-        let simple = gateway_server_tls(GatewayTlsMode::Simple, sds(cred), Some(sds(ca)), &alpn);
+        let simple = gateway_server_tls(GatewayTlsMode::Simple, credential(), &alpn);
         assert_eq!(simple.require_client_certificate, None);
         assert!(
             simple
@@ -287,8 +332,10 @@ mod tests {
         };
         let tls = gateway_server_tls(
             GatewayTlsMode::OptionalMutual,
-            sds("kubernetes://shop/c"),
-            Some(sds("kubernetes://shop/c-cacert")),
+            ServerCredential::Sds {
+                certificate: &sds("kubernetes://shop/c"),
+                client_ca: Some(&sds("kubernetes://shop/c-cacert")),
+            },
             &[],
         );
         assert_eq!(tls.require_client_certificate, None);
