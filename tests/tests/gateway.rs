@@ -522,32 +522,13 @@ spec:
 fn tcp_server_carries_connections_by_its_tcp_route_on_real_envoy() {
     let ledger = Upstream::echo("ledger-app", Ipv4Addr::new(127, 0, 0, 77));
     let gw_port = free_ports_on(GW_IP, 1)[0];
-    let resources = vec![
-        service("shop", "ledger", "ledger", &[("tcp", 7000, ledger.port())]),
-        workload(
-            "shop",
-            "ledger-1",
-            &ledger.ip(),
-            &[("app", "ledger")],
-            false,
-        ),
+    let mut resources = behind_gateway("ledger", &ledger, ("tcp", 7000), "[\"*\"]", "tcp");
+    resources.extend([
         ingress_workload(GW_IP),
         one_server_gateway(&format!(
             "{{port: {{number: {gw_port}, name: tcp, protocol: TCP}}, hosts: [\"*\"]}}"
         )),
-        object(
-            r#"
-apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata: {name: ledger, namespace: shop}
-spec:
-  hosts: ["*"]
-  gateways: [shop-gw]
-  tcp:
-  - route: [{destination: {host: ledger}}]
-"#,
-        ),
-    ];
+    ]);
     let (gateway, _identity) = start_ingress(resources);
     let r = HttpRequest::get("/")
         .host("anything")
@@ -602,26 +583,13 @@ fn a_bound_server_listens_on_its_address_only_on_real_envoy() {
     let app = Upstream::echo("web-app", Ipv4Addr::new(127, 0, 0, 80));
     let bound_ip = Ipv4Addr::new(127, 0, 0, 81);
     let gw_port = free_ports_on(bound_ip, 1)[0];
-    let resources = vec![
-        service("shop", "web", "web", &[("http", 80, app.port())]),
-        workload("shop", "web-1", &app.ip(), &[("app", "web")], false),
-        ingress_workload(GW_IP),
-        one_server_gateway(&format!(
-            "{{port: {{number: {gw_port}, name: http, protocol: HTTP}}, bind: {bound_ip}, hosts: [\"*\"]}}"
-        )),
-        object(
-            r#"
-apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata: {name: web, namespace: shop}
-spec:
-  hosts: ["*"]
-  gateways: [shop-gw]
-  http:
-  - route: [{destination: {host: web}}]
-"#,
-        ),
-    ];
+    let mut resources = behind_gateway("web", &app, ("http", 80), "[\"*\"]", "http");
+    resources.extend([
+            ingress_workload(GW_IP),
+            one_server_gateway(&format!(
+                "{{port: {{number: {gw_port}, name: http, protocol: HTTP}}, bind: {bound_ip}, hosts: [\"*\"]}}"
+            )),
+    ]);
     let (gateway, _identity) = start_ingress(resources);
     let r = HttpRequest::get("/")
         .host("shop.example.com")

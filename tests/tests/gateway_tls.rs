@@ -66,26 +66,13 @@ fn istio_mutual_https_server_admits_only_mesh_clients_on_real_envoy() {
 
     let api = Upstream::echo("api-app", Ipv4Addr::new(127, 0, 0, 171));
     let gw_port = free_ports_on(GW_IP, 1)[0];
-    let resources = vec![
-        service("shop", "api", "api", &[("http", 80, api.port())]),
-        workload("shop", "api-1", &api.ip(), &[("app", "api")], false),
-        ingress_workload(GW_IP),
-        one_server_gateway(&format!(
-            "{{port: {{number: {gw_port}, name: https-mesh, protocol: HTTPS}}, hosts: [api.example.com], tls: {{mode: ISTIO_MUTUAL}}}}"
-        )),
-        object(
-            r#"
-apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata: {name: api, namespace: shop}
-spec:
-  hosts: [api.example.com]
-  gateways: [shop-gw]
-  http:
-  - route: [{destination: {host: api}}]
-"#,
-        ),
-    ];
+    let mut resources = behind_gateway("api", &api, ("http", 80), "[api.example.com]", "http");
+    resources.extend([
+            ingress_workload(GW_IP),
+            one_server_gateway(&format!(
+                "{{port: {{number: {gw_port}, name: https-mesh, protocol: HTTPS}}, hosts: [api.example.com], tls: {{mode: ISTIO_MUTUAL}}}}"
+            )),
+    ]);
     let envoy = start_gateway(GW_IP, d, &gw_id, resources);
     let at = SocketAddr::from((GW_IP, gw_port));
     let root = gw_id.dir.join("root-cert.pem");
@@ -150,35 +137,22 @@ fn tls_server_terminates_simple_tls_and_carries_tcp_on_real_envoy() {
 
     let ledger = Upstream::echo("ledger-app", Ipv4Addr::new(127, 0, 0, 172));
     let gw_port = free_ports_on(GW_IP, 1)[0];
-    let resources = vec![
-        service("shop", "ledger", "ledger", &[("tcp", 7000, ledger.port())]),
-        workload(
-            "shop",
-            "ledger-1",
-            &ledger.ip(),
-            &[("app", "ledger")],
-            false,
-        ),
-        ingress_workload(GW_IP),
-        one_server_gateway(&format!(
-            "{{port: {{number: {gw_port}, name: tls-ledger, protocol: TLS}}, hosts: [ledger.example.com], \
-             tls: {{mode: SIMPLE, serverCertificate: {}, privateKey: {}}}}}",
-            d.join("ledger.pem").display(),
-            d.join("ledger-key.pem").display()
-        )),
-        object(
-            r#"
-apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata: {name: ledger, namespace: shop}
-spec:
-  hosts: [ledger.example.com]
-  gateways: [shop-gw]
-  tcp:
-  - route: [{destination: {host: ledger}}]
-"#,
-        ),
-    ];
+    let mut resources = behind_gateway(
+        "ledger",
+        &ledger,
+        ("tcp", 7000),
+        "[ledger.example.com]",
+        "tcp",
+    );
+    resources.extend([
+            ingress_workload(GW_IP),
+            one_server_gateway(&format!(
+                "{{port: {{number: {gw_port}, name: tls-ledger, protocol: TLS}}, hosts: [ledger.example.com], \
+                 tls: {{mode: SIMPLE, serverCertificate: {}, privateKey: {}}}}}",
+                d.join("ledger.pem").display(),
+                d.join("ledger-key.pem").display()
+            )),
+    ]);
     let envoy = start_gateway(GW_IP, d, &gw_id, resources);
     let at = SocketAddr::from((GW_IP, gw_port));
     let root = d.join("root.pem");
@@ -230,26 +204,14 @@ fn istio_mutual_tls_server_carries_tcp_for_mesh_clients_on_real_envoy() {
 
     let vault = Upstream::echo("vault-app", Ipv4Addr::new(127, 0, 0, 174));
     let gw_port = free_ports_on(GW_IP, 1)[0];
-    let resources = vec![
-        service("shop", "vault", "vault", &[("tcp", 7000, vault.port())]),
-        workload("shop", "vault-1", &vault.ip(), &[("app", "vault")], false),
-        ingress_workload(GW_IP),
-        one_server_gateway(&format!(
-            "{{port: {{number: {gw_port}, name: tls-vault, protocol: TLS}}, hosts: [vault.example.com], tls: {{mode: ISTIO_MUTUAL}}}}"
-        )),
-        object(
-            r#"
-apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata: {name: vault, namespace: shop}
-spec:
-  hosts: [vault.example.com]
-  gateways: [shop-gw]
-  tcp:
-  - route: [{destination: {host: vault}}]
-"#,
-        ),
-    ];
+    let mut resources =
+        behind_gateway("vault", &vault, ("tcp", 7000), "[vault.example.com]", "tcp");
+    resources.extend([
+            ingress_workload(GW_IP),
+            one_server_gateway(&format!(
+                "{{port: {{number: {gw_port}, name: tls-vault, protocol: TLS}}, hosts: [vault.example.com], tls: {{mode: ISTIO_MUTUAL}}}}"
+            )),
+    ]);
     let envoy = start_gateway(GW_IP, d, &gw_id, resources);
     let at = SocketAddr::from((GW_IP, gw_port));
     let root = gw_id.dir.join("root-cert.pem");
@@ -309,30 +271,17 @@ fn optional_mutual_https_server_checks_only_presented_certificates_on_real_envoy
     let api = Upstream::echo("api-app", Ipv4Addr::new(127, 0, 0, 173));
     let gw_port = free_ports_on(GW_IP, 1)[0];
     let file = |n: &str| d.join(n).display().to_string();
-    let resources = vec![
-        service("shop", "api", "api", &[("http", 80, api.port())]),
-        workload("shop", "api-1", &api.ip(), &[("app", "api")], false),
-        ingress_workload(GW_IP),
-        one_server_gateway(&format!(
-            "{{port: {{number: {gw_port}, name: https-opt, protocol: HTTPS}}, hosts: [api.example.com], \
-             tls: {{mode: OPTIONAL_MUTUAL, serverCertificate: {}, privateKey: {}, caCertificates: {}}}}}",
-            file("server.pem"),
-            file("server-key.pem"),
-            file("root.pem")
-        )),
-        object(
-            r#"
-apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata: {name: api, namespace: shop}
-spec:
-  hosts: [api.example.com]
-  gateways: [shop-gw]
-  http:
-  - route: [{destination: {host: api}}]
-"#,
-        ),
-    ];
+    let mut resources = behind_gateway("api", &api, ("http", 80), "[api.example.com]", "http");
+    resources.extend([
+            ingress_workload(GW_IP),
+            one_server_gateway(&format!(
+                "{{port: {{number: {gw_port}, name: https-opt, protocol: HTTPS}}, hosts: [api.example.com], \
+                 tls: {{mode: OPTIONAL_MUTUAL, serverCertificate: {}, privateKey: {}, caCertificates: {}}}}}",
+                file("server.pem"),
+                file("server-key.pem"),
+                file("root.pem")
+            )),
+    ]);
     let envoy = start_gateway(GW_IP, d, &gw_id, resources);
     let at = SocketAddr::from((GW_IP, gw_port));
     let root = d.join("root.pem");

@@ -9,7 +9,7 @@ use std::process::Command;
 use trellis_e2e::mesh::Identity;
 use trellis_e2e::sidecar_mesh::options;
 use trellis_e2e::static_bootstrap::{SecretFiles, static_bootstrap};
-use trellis_e2e::{Envoy, free_ports_on, validate_bootstrap_in};
+use trellis_e2e::{Envoy, Upstream, free_ports_on, validate_bootstrap_in};
 use trellis_model::{MeshModel, MeshSettings, Resource, Workload};
 use trellis_translate::{Proxy, Translator};
 
@@ -151,4 +151,33 @@ pub fn start_gateway(
     let yaml = static_bootstrap("ingress", &out, &SecretFiles::new());
     validate_bootstrap_in(dir, &yaml).expect("gateway validates");
     Envoy::start(&yaml)
+}
+
+/// Service `shop/<name>` on `port` (its name and number) served by `app`
+/// (workload `<name>-1`, no sidecar), and VirtualService `shop/<name>`
+/// sending `hosts` (a flow YAML list) that reach Gateway `shop/shop-gw` to
+/// it by one route of `kind` (`http` or `tcp`).
+pub fn behind_gateway(
+    name: &str,
+    app: &Upstream,
+    port: (&str, u16),
+    hosts: &str,
+    kind: &str,
+) -> Vec<Resource> {
+    vec![
+        service("shop", name, name, &[(port.0, port.1, app.port())]),
+        workload(
+            "shop",
+            &format!("{name}-1"),
+            &app.ip(),
+            &[("app", name)],
+            false,
+        ),
+        object(&format!(
+            "apiVersion: networking.istio.io/v1\nkind: VirtualService\n\
+             metadata: {{name: {name}, namespace: shop}}\n\
+             spec:\n  hosts: {hosts}\n  gateways: [shop-gw]\n  {kind}:\n  \
+             - route: [{{destination: {{host: {name}}}}}]\n"
+        )),
+    ]
 }
