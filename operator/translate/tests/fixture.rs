@@ -129,3 +129,19 @@ pub fn cluster<'a>(
         .find(|c| c.name == name)
         .unwrap_or_else(|| panic!("no cluster {name}"))
 }
+
+/// The listener `name` of `out`; panics naming the ones there are.
+pub fn listener<'a>(
+    out: &'a ProxyResources,
+    name: &str,
+) -> &'a envoy_types::pb::envoy::config::listener::v3::Listener {
+    out.listeners
+        .iter()
+        .find(|l| l.name == name)
+        .unwrap_or_else(|| {
+            panic!(
+                "no listener {name} in {:?}",
+                out.listeners.iter().map(|l| &l.name).collect::<Vec<_>>()
+            )
+        })
+}

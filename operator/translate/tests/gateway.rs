@@ -2,7 +2,6 @@
 mod fixture;
 
 use envoy_types::pb::envoy::config::core::v3::transport_socket::ConfigType;
-use envoy_types::pb::envoy::config::listener::v3::Listener;
 use envoy_types::pb::envoy::config::route::v3::{
     RouteConfiguration, virtual_host::TlsRequirementType,
 };
@@ -102,13 +101,6 @@ fn route_config<'a>(out: &'a ProxyResources, name: &str) -> &'a RouteConfigurati
                 out.routes.iter().map(|r| &r.name).collect::<Vec<_>>()
             )
         })
-}
-
-fn listener<'a>(out: &'a ProxyResources, name: &str) -> &'a Listener {
-    out.listeners
-        .iter()
-        .find(|l| l.name == name)
-        .unwrap_or_else(|| panic!("no listener {name}"))
 }
 
 fn domains(rc: &RouteConfiguration) -> Vec<&str> {

@@ -38,18 +38,6 @@ fn gateway_proxy(servers: &str, more: Vec<Resource>) -> ProxyResources {
     Translator::new(&model, explicit_options()).translate(&Proxy::gateway("shop", "ingress-1"))
 }
 
-fn listener<'a>(out: &'a ProxyResources, name: &str) -> &'a Listener {
-    out.listeners
-        .iter()
-        .find(|l| l.name == name)
-        .unwrap_or_else(|| {
-            panic!(
-                "no listener {name} in {:?}",
-                out.listeners.iter().map(|l| &l.name).collect::<Vec<_>>()
-            )
-        })
-}
-
 fn chain<'a>(l: &'a Listener, name: &str) -> &'a FilterChain {
     l.filter_chains
         .iter()

@@ -14,18 +14,6 @@ fn intercepted(model: &MeshModel) -> ProxyResources {
     Translator::new(model, options).translate(&Proxy::sidecar("shop", "web-1"))
 }
 
-fn listener<'a>(out: &'a ProxyResources, name: &str) -> &'a Listener {
-    out.listeners
-        .iter()
-        .find(|l| l.name == name)
-        .unwrap_or_else(|| {
-            panic!(
-                "no listener {name} in {:?}",
-                out.listeners.iter().map(|l| &l.name).collect::<Vec<_>>()
-            )
-        })
-}
-
 fn port(l: &Listener) -> u32 {
     let text = format!("{:?}", l.address);
     let n = text.split("PortValue(").nth(1).unwrap();
