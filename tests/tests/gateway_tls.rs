@@ -36,6 +36,21 @@ fn as_client<'a>(ca: &'a Path, client: Option<(&'a Path, &'a Path)>) -> TlsClien
     }
 }
 
+/// A mesh certificate of `shop/client` and its key, as `dir/client.pem` and
+/// `dir/client-key.pem`.
+fn write_mesh_client(ca: &trellis_ca::CertificateAuthority, dir: &Path) {
+    let client = ca
+        .issue_for_service_account(
+            "shop",
+            "client",
+            Duration::from_secs(3600),
+            SystemTime::now(),
+        )
+        .unwrap();
+    std::fs::write(dir.join("client.pem"), &client.cert_chain_pem).unwrap();
+    std::fs::write(dir.join("client-key.pem"), client.key_pem.expose()).unwrap();
+}
+
 /// `GET /` for `host`, closing after the answer.
 fn get(host: &str) -> Vec<u8> {
     format!("GET / HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").into_bytes()
@@ -51,16 +66,7 @@ fn istio_mutual_https_server_admits_only_mesh_clients_on_real_envoy() {
     let d = dir.path();
     let ca = test_ca();
     let gw_id = Identity::issue(&ca, &d.join("ingress"), "shop", "ingress");
-    let client = ca
-        .issue_for_service_account(
-            "shop",
-            "client",
-            Duration::from_secs(3600),
-            SystemTime::now(),
-        )
-        .unwrap();
-    std::fs::write(d.join("client.pem"), &client.cert_chain_pem).unwrap();
-    std::fs::write(d.join("client-key.pem"), client.key_pem.expose()).unwrap();
+    write_mesh_client(&ca, d);
     // A certificate no mesh root signed.
     self_signed(d, "rogue-key.pem", "rogue.pem", "/CN=rogue", &[]);
 
@@ -191,16 +197,7 @@ fn istio_mutual_tls_server_carries_tcp_for_mesh_clients_on_real_envoy() {
     let d = dir.path();
     let ca = test_ca();
     let gw_id = Identity::issue(&ca, &d.join("ingress"), "shop", "ingress");
-    let client = ca
-        .issue_for_service_account(
-            "shop",
-            "client",
-            Duration::from_secs(3600),
-            SystemTime::now(),
-        )
-        .unwrap();
-    std::fs::write(d.join("client.pem"), &client.cert_chain_pem).unwrap();
-    std::fs::write(d.join("client-key.pem"), client.key_pem.expose()).unwrap();
+    write_mesh_client(&ca, d);
 
     let vault = Upstream::echo("vault-app", Ipv4Addr::new(127, 0, 0, 174));
     let gw_port = free_ports_on(GW_IP, 1)[0];
@@ -261,11 +258,7 @@ fn optional_mutual_https_server_checks_only_presented_certificates_on_real_envoy
     std::fs::write(d.join("server.pem"), &server.cert_chain_pem).unwrap();
     std::fs::write(d.join("server-key.pem"), server.key_pem.expose()).unwrap();
     std::fs::write(d.join("root.pem"), &server.root_cert_pem).unwrap();
-    let client = ca
-        .issue_for_service_account("shop", "client", Duration::from_secs(3600), now)
-        .unwrap();
-    std::fs::write(d.join("client.pem"), &client.cert_chain_pem).unwrap();
-    std::fs::write(d.join("client-key.pem"), client.key_pem.expose()).unwrap();
+    write_mesh_client(&ca, d);
     self_signed(d, "rogue-key.pem", "rogue.pem", "/CN=rogue", &[]);
 
     let api = Upstream::echo("api-app", Ipv4Addr::new(127, 0, 0, 173));
