@@ -31,6 +31,7 @@ use crate::policy::HashKey;
 use crate::route::routes;
 use crate::security::sds::SdsSource;
 use crate::security::tls::downstream_transport_socket;
+use crate::security::workload::InboundSecurity;
 use crate::types::{ErrorCode, ListenerShape, SecretRef, TranslateError};
 use crate::virtual_service::{Client, http_rule, tcp_route, tls_routes};
 use server_tls::{Termination, server_tls, termination};
@@ -274,58 +275,7 @@ pub fn gateway_resources(
     let security = crate::security::workload::inbound_security(model, workload);
     out.errors.extend(security.errors.iter().cloned());
     out.clusters = security.clusters.iter().cloned().map(Arc::new).collect();
-    // By (`bind` address, port): servers bound to another address get a
-    // listener of their own.
-    let mut by_port: BTreeMap<(Option<String>, u16), Vec<ServerRef<'_>>> = BTreeMap::new();
-    for gw in model.gateways_for(workload) {
-        for (i, server) in gw.object.spec.servers.iter().enumerate() {
-            let Some(port) = u16::try_from(server.port.number).ok().filter(|p| *p > 0) else {
-                out.errors.push(gw_error(
-                    gw,
-                    format!("spec.servers[{i}].port.number"),
-                    format!("{} is not a port number", server.port.number),
-                ));
-                continue;
-            };
-            // In a pod the proxy's own readiness and metrics listeners hold these.
-            let agent_ports = [
-                crate::interception::HEALTH_PORT,
-                crate::interception::STATS_PORT,
-            ];
-            if *shape == ListenerShape::Interception && agent_ports.contains(&port) {
-                out.errors.push(gw_error(
-                    gw,
-                    format!("spec.servers[{i}].port.number"),
-                    format!(
-                        "port {port} is the proxy's own (readiness 15021, metrics 15090); \
-                         serve on another port"
-                    ),
-                ));
-                continue;
-            }
-            let bind = server.bind.clone().filter(|b| !b.is_empty());
-            if bind
-                .as_deref()
-                .is_some_and(|b| b.parse::<std::net::IpAddr>().is_err())
-            {
-                out.errors.push(gw_error(
-                    gw,
-                    format!("spec.servers[{i}].bind"),
-                    "only an IP address is supported (not a Unix domain socket)".into(),
-                ));
-                continue;
-            }
-            match classify(gw, i, server) {
-                Ok(kind) => by_port.entry((bind, port)).or_default().push(ServerRef {
-                    gw,
-                    index: i,
-                    server,
-                    kind,
-                }),
-                Err(e) => out.errors.push(*e),
-            }
-        }
-    }
+    let by_port = servers_by_port(model, workload, shape, &mut out.errors);
     for ((bind, port), servers) in by_port {
         let traffic = servers[0].kind.traffic();
         let plain = matches!(servers[0].kind, Kind::Plain { .. });
@@ -354,9 +304,8 @@ pub fn gateway_resources(
             }
         };
         let name = names::listener_name(&address, listen_port);
-        let mut chains = Vec::new();
-        if let Kind::Tcp = keep[0].kind {
-            chains.extend(tcp_chain(
+        let chains: Vec<FilterChain> = if let Kind::Tcp = keep[0].kind {
+            Vec::from_iter(tcp_chain(
                 model,
                 scope,
                 workload,
@@ -364,7 +313,7 @@ pub fn gateway_resources(
                 port,
                 &security.tcp_filters,
                 &mut out.errors,
-            ));
+            ))
         } else if plain {
             let route_name = match &bind {
                 None => names::gateway_route(port),
@@ -380,7 +329,7 @@ pub fn gateway_resources(
                 &mut out.errors,
             );
             out.routes.push(Arc::new(rc));
-            chains.push(FilterChain {
+            vec![FilterChain {
                 name: route_name.clone(),
                 filters: vec![gateway_hcm(
                     &route_name,
@@ -388,122 +337,12 @@ pub fn gateway_resources(
                     &security.http_filters,
                 )],
                 ..Default::default()
-            });
+            }]
         } else {
-            let mut taken = TakenNames::default();
-            let mut used_names: BTreeSet<String> = BTreeSet::new();
-            for s in &keep {
-                if let Kind::Passthrough = s.kind {
-                    chains.extend(passthrough_chains(
-                        model,
-                        scope,
-                        workload,
-                        s,
-                        port,
-                        &security.tcp_filters,
-                        &mut taken,
-                        &mut out.errors,
-                    ));
-                    continue;
-                }
-                let Kind::Terminated { termination, http } = &s.kind else {
-                    continue;
-                };
-                let mut server_names: Vec<String> = s
-                    .server
-                    .hosts
-                    .iter()
-                    .map(|h| server_host(h, &s.gw.namespace).1)
-                    .filter(|h| h != "*")
-                    .collect();
-                server_names.sort();
-                server_names.dedup();
-                if s.server
-                    .hosts
-                    .iter()
-                    .any(|h| server_host(h, &s.gw.namespace).1 == "*")
-                {
-                    server_names.clear();
-                }
-                // A TLS server carries its connections by the first `tcp` route
-                // bound to it; without one it has nothing to serve.
-                let tcp = if *http {
-                    None
-                } else {
-                    let Some(chain) = tcp_chain(
-                        model,
-                        scope,
-                        workload,
-                        std::slice::from_ref(s),
-                        port,
-                        &security.tcp_filters,
-                        &mut out.errors,
-                    ) else {
-                        continue;
-                    };
-                    Some(chain)
-                };
-                // Envoy refuses two chains that could match the same SNI.
-                if !taken.take(&server_names) {
-                    out.errors.push(gw_error(
-                        s.gw,
-                        format!("spec.servers[{}].hosts", s.index),
-                        format!("another TLS server on port {port} already serves these hosts"),
-                    ));
-                    continue;
-                }
-                let port_name = s
-                    .server
-                    .port
-                    .name
-                    .clone()
-                    .unwrap_or_else(|| s.index.to_string());
-                let scheme = if *http { "https" } else { "tls" };
-                let mut chain_name = format!(
-                    "{scheme}.{port}.{port_name}.{}.{}",
-                    s.gw.name, s.gw.namespace
-                );
-                // Port names should be unique in a Gateway; keep chain names unique anyway.
-                if !used_names.insert(chain_name.clone()) {
-                    chain_name = format!("{chain_name}.{}", s.index);
-                    used_names.insert(chain_name.clone());
-                }
-                let settings = s.server.tls.clone().unwrap_or_default();
-                let (tls, secrets) =
-                    server_tls(termination, &settings, &workload.namespace, sds, *http);
-                out.secrets.extend(secrets);
-                let filters = match tcp {
-                    Some(chain) => chain.filters,
-                    None => {
-                        let rc = route_config(
-                            model,
-                            scope,
-                            workload,
-                            &chain_name,
-                            port,
-                            std::slice::from_ref(s),
-                            &mut out.errors,
-                        );
-                        out.routes.push(Arc::new(rc));
-                        vec![gateway_hcm(
-                            &chain_name,
-                            &chain_name,
-                            &security.http_filters,
-                        )]
-                    }
-                };
-                chains.push(FilterChain {
-                    name: chain_name,
-                    filter_chain_match: (!server_names.is_empty()).then(|| FilterChainMatch {
-                        server_names,
-                        ..Default::default()
-                    }),
-                    filters,
-                    transport_socket: Some(downstream_transport_socket(&tls)),
-                    ..Default::default()
-                });
-            }
-        }
+            tls_chains(
+                model, scope, workload, &keep, port, &security, sds, &mut out,
+            )
+        };
         if chains.is_empty() {
             continue;
         }
@@ -516,6 +355,198 @@ pub fn gateway_resources(
     out.secrets.sort();
     out.secrets.dedup();
     out
+}
+
+/// The servers of the Gateways `workload` runs, by (`bind` address, port):
+/// servers bound to another address get a listener of their own. A server
+/// that cannot be served is reported in `errors` and left out.
+fn servers_by_port<'m>(
+    model: &'m MeshModel,
+    workload: &Workload,
+    shape: &ListenerShape,
+    errors: &mut Vec<TranslateError>,
+) -> BTreeMap<(Option<String>, u16), Vec<ServerRef<'m>>> {
+    let mut by_port: BTreeMap<(Option<String>, u16), Vec<ServerRef<'m>>> = BTreeMap::new();
+    for gw in model.gateways_for(workload) {
+        for (i, server) in gw.object.spec.servers.iter().enumerate() {
+            let Some(port) = u16::try_from(server.port.number).ok().filter(|p| *p > 0) else {
+                errors.push(gw_error(
+                    gw,
+                    format!("spec.servers[{i}].port.number"),
+                    format!("{} is not a port number", server.port.number),
+                ));
+                continue;
+            };
+            // In a pod the proxy's own readiness and metrics listeners hold these.
+            let agent_ports = [
+                crate::interception::HEALTH_PORT,
+                crate::interception::STATS_PORT,
+            ];
+            if *shape == ListenerShape::Interception && agent_ports.contains(&port) {
+                errors.push(gw_error(
+                    gw,
+                    format!("spec.servers[{i}].port.number"),
+                    format!(
+                        "port {port} is the proxy's own (readiness 15021, metrics 15090); \
+                         serve on another port"
+                    ),
+                ));
+                continue;
+            }
+            let bind = server.bind.clone().filter(|b| !b.is_empty());
+            if bind
+                .as_deref()
+                .is_some_and(|b| b.parse::<std::net::IpAddr>().is_err())
+            {
+                errors.push(gw_error(
+                    gw,
+                    format!("spec.servers[{i}].bind"),
+                    "only an IP address is supported (not a Unix domain socket)".into(),
+                ));
+                continue;
+            }
+            match classify(gw, i, server) {
+                Ok(kind) => by_port.entry((bind, port)).or_default().push(ServerRef {
+                    gw,
+                    index: i,
+                    server,
+                    kind,
+                }),
+                Err(e) => errors.push(*e),
+            }
+        }
+    }
+    by_port
+}
+
+/// The filter chains of one TLS listener on `port`: SNI chains of the
+/// PASSTHROUGH servers, then one chain per terminating server (its routes and
+/// secrets go to `out`).
+#[allow(clippy::too_many_arguments)]
+fn tls_chains(
+    model: &MeshModel,
+    scope: &OutboundScope,
+    workload: &Workload,
+    keep: &[ServerRef<'_>],
+    port: u16,
+    security: &InboundSecurity,
+    sds: &SdsSource,
+    out: &mut GatewayOutput,
+) -> Vec<FilterChain> {
+    let mut chains = Vec::new();
+    let mut taken = TakenNames::default();
+    let mut used_names: BTreeSet<String> = BTreeSet::new();
+    for s in keep {
+        if let Kind::Passthrough = s.kind {
+            chains.extend(passthrough_chains(
+                model,
+                scope,
+                workload,
+                s,
+                port,
+                &security.tcp_filters,
+                &mut taken,
+                &mut out.errors,
+            ));
+            continue;
+        }
+        let Kind::Terminated { termination, http } = &s.kind else {
+            continue;
+        };
+        let mut server_names: Vec<String> = s
+            .server
+            .hosts
+            .iter()
+            .map(|h| server_host(h, &s.gw.namespace).1)
+            .filter(|h| h != "*")
+            .collect();
+        server_names.sort();
+        server_names.dedup();
+        if s.server
+            .hosts
+            .iter()
+            .any(|h| server_host(h, &s.gw.namespace).1 == "*")
+        {
+            server_names.clear();
+        }
+        // A TLS server carries its connections by the first `tcp` route
+        // bound to it; without one it has nothing to serve.
+        let tcp = if *http {
+            None
+        } else {
+            let Some(chain) = tcp_chain(
+                model,
+                scope,
+                workload,
+                std::slice::from_ref(s),
+                port,
+                &security.tcp_filters,
+                &mut out.errors,
+            ) else {
+                continue;
+            };
+            Some(chain)
+        };
+        // Envoy refuses two chains that could match the same SNI.
+        if !taken.take(&server_names) {
+            out.errors.push(gw_error(
+                s.gw,
+                format!("spec.servers[{}].hosts", s.index),
+                format!("another TLS server on port {port} already serves these hosts"),
+            ));
+            continue;
+        }
+        let port_name = s
+            .server
+            .port
+            .name
+            .clone()
+            .unwrap_or_else(|| s.index.to_string());
+        let scheme = if *http { "https" } else { "tls" };
+        let mut chain_name = format!(
+            "{scheme}.{port}.{port_name}.{}.{}",
+            s.gw.name, s.gw.namespace
+        );
+        // Port names should be unique in a Gateway; keep chain names unique anyway.
+        if !used_names.insert(chain_name.clone()) {
+            chain_name = format!("{chain_name}.{}", s.index);
+            used_names.insert(chain_name.clone());
+        }
+        let settings = s.server.tls.clone().unwrap_or_default();
+        let (tls, secrets) = server_tls(termination, &settings, &workload.namespace, sds, *http);
+        out.secrets.extend(secrets);
+        let filters = match tcp {
+            Some(chain) => chain.filters,
+            None => {
+                let rc = route_config(
+                    model,
+                    scope,
+                    workload,
+                    &chain_name,
+                    port,
+                    std::slice::from_ref(s),
+                    &mut out.errors,
+                );
+                out.routes.push(Arc::new(rc));
+                vec![gateway_hcm(
+                    &chain_name,
+                    &chain_name,
+                    &security.http_filters,
+                )]
+            }
+        };
+        chains.push(FilterChain {
+            name: chain_name,
+            filter_chain_match: (!server_names.is_empty()).then(|| FilterChainMatch {
+                server_names,
+                ..Default::default()
+            }),
+            filters,
+            transport_socket: Some(downstream_transport_socket(&tls)),
+            ..Default::default()
+        });
+    }
+    chains
 }
 
 /// The SNI names the filter chains of one TLS listener match so far: Envoy
