@@ -334,7 +334,7 @@ fn random_meshes_give_configuration_envoy_accepts() {
     let mut files = SecretFiles::new();
     for ns in NAMESPACES {
         for cred in ["a-cert", "a-cert-cacert", "b-cert", "b-cert-cacert"] {
-            let name = SecretRef::GatewayCredential {
+            let name = SecretRef::Credential {
                 namespace: ns.to_string(),
                 name: cred.to_string(),
             }

@@ -55,7 +55,7 @@ fn gateway_simple_and_mutual_with_tls_origination() {
 
     // gateway credentials as Istio names them, served by file SDS
     let credential = |name: &str| {
-        trellis_translate::SecretRef::GatewayCredential {
+        trellis_translate::SecretRef::Credential {
             namespace: "shop".into(),
             name: name.into(),
         }

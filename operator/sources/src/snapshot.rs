@@ -93,7 +93,7 @@ impl SnapshotSource for ModelSnapshots {
         }
         for s in &out.secrets {
             // The translator names only credentials of the gateway's own namespace.
-            if let SecretRef::GatewayCredential { namespace, name } = s {
+            if let SecretRef::Credential { namespace, name } = s {
                 match credentials::sds_secret(&credentials, namespace, name, &s.sds_name()) {
                     Ok(secret) => {
                         b.add(secret.name.clone(), pack(&secret))?;

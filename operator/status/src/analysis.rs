@@ -57,7 +57,7 @@ fn missing_credentials(
 ) -> Vec<TranslateError> {
     let mut out = Vec::new();
     for secret in secrets {
-        let SecretRef::GatewayCredential { namespace, name } = secret else {
+        let SecretRef::Credential { namespace, name } = secret else {
             continue;
         };
         let Err(reason) = credentials::sds_secret(credentials, namespace, name, "") else {

@@ -92,8 +92,9 @@ pub enum SecretRef {
     WorkloadCertificate,
     /// The mesh trust bundle ([`TRUST_BUNDLE_SECRET`]).
     TrustBundle,
-    /// A gateway server credential (`credentialName`), in the gateway's namespace.
-    GatewayCredential { namespace: String, name: String },
+    /// A Secret named by `credentialName` (a Gateway server's, or a
+    /// DestinationRule's TLS origination), in the proxy's own namespace.
+    Credential { namespace: String, name: String },
 }
 
 impl SecretRef {
@@ -102,7 +103,7 @@ impl SecretRef {
         match self {
             SecretRef::WorkloadCertificate => WORKLOAD_CERT_SECRET.to_string(),
             SecretRef::TrustBundle => TRUST_BUNDLE_SECRET.to_string(),
-            SecretRef::GatewayCredential { namespace, name } => {
+            SecretRef::Credential { namespace, name } => {
                 format!("kubernetes://{namespace}/{name}")
             }
         }

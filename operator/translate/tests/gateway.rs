@@ -165,7 +165,7 @@ fn servers_become_listeners_on_offset_ports_with_routes_per_port() {
     let creds: Vec<String> = out
         .secrets
         .iter()
-        .filter(|s| matches!(s, SecretRef::GatewayCredential { .. }))
+        .filter(|s| matches!(s, SecretRef::Credential { .. }))
         .map(SecretRef::sds_name)
         .collect();
     assert_eq!(

@@ -117,7 +117,7 @@ fn istio_mutual_https_presents_the_workload_identity_and_requires_a_mesh_client(
     assert!(out.secrets.contains(&SecretRef::WorkloadCertificate));
     assert!(out.secrets.contains(&SecretRef::TrustBundle));
     assert!(
-        !(out.secrets.iter()).any(|s| matches!(s, SecretRef::GatewayCredential { .. })),
+        !(out.secrets.iter()).any(|s| matches!(s, SecretRef::Credential { .. })),
         "{:?}",
         out.secrets
     );
@@ -152,7 +152,7 @@ fn optional_mutual_https_checks_but_does_not_require_client_certificates() {
     };
     assert_eq!(ca.name, "kubernetes://shop/api-cert-cacert");
     let creds: Vec<String> = (out.secrets.iter())
-        .filter(|s| matches!(s, SecretRef::GatewayCredential { .. }))
+        .filter(|s| matches!(s, SecretRef::Credential { .. }))
         .map(SecretRef::sds_name)
         .collect();
     assert_eq!(
@@ -253,7 +253,7 @@ fn tls_servers_terminate_and_carry_tcp_by_their_tcp_routes() {
     assert_eq!(routes, ["https.443.https-api.edge.shop"]);
     // none-cert is not referenced: its server has no chain.
     let creds: Vec<String> = (out.secrets.iter())
-        .filter(|s| matches!(s, SecretRef::GatewayCredential { .. }))
+        .filter(|s| matches!(s, SecretRef::Credential { .. }))
         .map(SecretRef::sds_name)
         .collect();
     assert_eq!(

@@ -145,11 +145,11 @@ pub(super) fn server_tls(
     let alpn = alpn(&t.credential, http);
     let (tls, secrets) = match &t.credential {
         Credential::Sds(cred) => {
-            let cred_ref = SecretRef::GatewayCredential {
+            let cred_ref = SecretRef::Credential {
                 namespace: namespace.to_string(),
                 name: cred.clone(),
             };
-            let ca_ref = SecretRef::GatewayCredential {
+            let ca_ref = SecretRef::Credential {
                 namespace: namespace.to_string(),
                 name: format!("{cred}-cacert"),
             };
