@@ -234,6 +234,15 @@ pub(crate) fn client_tls(errors: &mut Errors, path: &str, tls: &ClientTLSSetting
             }
         }
     }
+    // As in Istio: the Secret holds the certificates, so none come from files too.
+    let credential = tls.credential_name.as_ref().is_some_and(|c| !c.is_empty());
+    let with_files = has_files || tls.ca_certificates.is_some();
+    if matches!(mode, ClientTLSMode::Simple | ClientTLSMode::Mutual) && credential && with_files {
+        errors.add(
+            format!("{path}.credentialName"),
+            "credentialName cannot be set with clientCertificate, privateKey or caCertificates",
+        );
+    }
     if let Some(sni) = &tls.sni
         && host(sni).is_err()
     {
