@@ -223,7 +223,7 @@ fn a_destination_rule_reaches_only_the_clients_its_workload_selector_selects() {
                 "metadata: {name: default, namespace: shop}\nspec: {mtls: {mode: PERMISSIVE}}\n",
             ),
             destination_rule(&format!(
-                "metadata: {{name: pay-plain, namespace: shop}}\nspec: {{host: pay, workloadSelector: {{labels: {{app: {selected}}}}}, trafficPolicy: {{tls: {{mode: DISABLE}}}}}}\n"
+                "metadata: {{name: pay-plain, namespace: shop}}\nspec: {{host: pay, workloadSelector: {{matchLabels: {{app: {selected}}}}}, trafficPolicy: {{tls: {{mode: DISABLE}}}}}}\n"
             )),
         ];
         let m = model(resources.clone(), client_ip);

@@ -110,7 +110,7 @@ pub(crate) fn destination_rule_selects(
 ) -> Option<bool> {
     match &dr.object.spec.workload_selector {
         Some(selector) => (dr.namespace == namespace
-            && crate::labels_match(&selector.labels, client_labels))
+            && crate::labels_match(&selector.match_labels, client_labels))
         .then_some(true),
         None => {
             (dr.export_to.visible_from(namespace) || dr.namespace == namespace).then_some(false)

@@ -290,7 +290,7 @@ fn destination_rules_with_a_workload_selector_apply_to_the_clients_they_select()
     let dr = |ns: &str, name: &str, host: &str, selector: Option<serde_json::Value>| {
         let mut spec = json!({"host": host});
         if let Some(s) = selector {
-            spec["workloadSelector"] = json!({"labels": s});
+            spec["workloadSelector"] = json!({"matchLabels": s});
         }
         let value = json!({"metadata": {"name": name, "namespace": ns}, "spec": spec});
         Resource::DestinationRule(Box::new(serde_json::from_value(value).unwrap()))

@@ -69,7 +69,7 @@ impl<'m> Translator<'m> {
         let workload_selectors = model
             .destination_rules()
             .filter_map(|dr| dr.object.spec.workload_selector.as_ref())
-            .map(|s| &s.labels);
+            .map(|s| &s.match_labels);
         let client_selectors: BTreeSet<&BTreeMap<String, String>> = source_labels
             .chain(workload_selectors)
             .filter(|s| !s.is_empty())

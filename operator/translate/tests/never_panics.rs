@@ -235,7 +235,7 @@ fn resource() -> impl Strategy<Value = Option<Resource>> {
                 spec["trafficPolicy"] = json!({"tls": {"mode": "SIMPLE"}});
             }
             if let Some(app) = selected_app {
-                spec["workloadSelector"] = json!({"labels": {"app": app}});
+                spec["workloadSelector"] = json!({"matchLabels": {"app": app}});
             }
             serde_json::from_value(json!({"metadata": meta(ns, format!("dr{i}")), "spec": spec}))
                 .ok()

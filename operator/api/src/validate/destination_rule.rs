@@ -33,7 +33,7 @@ pub fn destination_rule(dr: &DestinationRule) -> Vec<FieldError> {
         }
     }
     if let Some(ws) = &spec.workload_selector {
-        labels(&mut errors, "spec.workloadSelector.labels", &ws.labels);
+        labels(&mut errors, "spec.workloadSelector.matchLabels", &ws.match_labels);
     }
     errors.0
 }
