@@ -770,7 +770,7 @@ spec: {host: cart, trafficPolicy: {loadBalancer: {simple: RANDOM}}}
 metadata: {name: cart-for-canaries, namespace: shop}
 spec:
   host: cart
-  workloadSelector: {labels: {track: canary}}
+  workloadSelector: {matchLabels: {track: canary}}
   trafficPolicy: {loadBalancer: {simple: LEAST_REQUEST}}
 "#),
     ]);
