@@ -1,10 +1,10 @@
 //! `DestinationRule`: policies applied to traffic after routing.
 
 use super::common::PortSelector;
+use crate::duration::Duration;
 // Istio's `istio.type.v1beta1.WorkloadSelector` (`matchLabels`), as the
 // security kinds use, not the networking one (`labels`).
 use crate::security::WorkloadSelector;
-use crate::duration::Duration;
 use crate::status::ResourceStatus;
 use kube::CustomResource;
 use schemars::JsonSchema;

@@ -33,7 +33,11 @@ pub fn destination_rule(dr: &DestinationRule) -> Vec<FieldError> {
         }
     }
     if let Some(ws) = &spec.workload_selector {
-        labels(&mut errors, "spec.workloadSelector.matchLabels", &ws.match_labels);
+        labels(
+            &mut errors,
+            "spec.workloadSelector.matchLabels",
+            &ws.match_labels,
+        );
     }
     errors.0
 }
