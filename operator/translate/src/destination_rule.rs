@@ -7,15 +7,20 @@ use trellis_api::networking::{
 use crate::policy::{
     ClientTls, ClusterPolicy, ConnectionPool, HashKey, Keepalive, LoadBalancer, OutlierDetection,
 };
-use crate::security::origination::{ClientTls as Origination, OriginationSettings};
+use crate::security::origination::{ClientTls as Origination, CredentialName, OriginationSettings};
 use crate::types::{ErrorCode, TranslateError};
 
 /// The policy for `port` (and `subset`), with errors for values that cannot be used.
+/// `credentials_in` is the namespace of the proxy when the rule's `credentialName`s
+/// apply to it (gateways, and sidecars the rule's `workloadSelector` selects),
+/// as in Istio; `None` elsewhere: there, TLS with a `credentialName` verifies
+/// the server against the system roots and presents no client certificate.
 pub fn cluster_policy(
     dr: &DestinationRule,
     namespace: &str,
     port: u16,
     subset: Option<&str>,
+    credentials_in: Option<&str>,
     errors: &mut Vec<TranslateError>,
 ) -> ClusterPolicy {
     let name = dr.metadata.name.clone().unwrap_or_default();
@@ -30,7 +35,7 @@ pub fn cluster_policy(
         })
     };
     let mut policy = match &dr.spec.traffic_policy {
-        Some(tp) => with_ports(tp, port, "spec.trafficPolicy", &mut err),
+        Some(tp) => with_ports(tp, port, "spec.trafficPolicy", credentials_in, &mut err),
         None => ClusterPolicy::default(),
     };
     let subset_entry = subset.and_then(|name| {
@@ -45,6 +50,7 @@ pub fn cluster_policy(
             tp,
             port,
             &format!("spec.subsets[{i}].trafficPolicy"),
+            credentials_in,
             &mut err,
         );
         policy = policy.overlay(&over);
@@ -56,6 +62,7 @@ fn with_ports(
     tp: &TrafficPolicy,
     port: u16,
     path: &str,
+    credentials_in: Option<&str>,
     err: &mut impl FnMut(String, String),
 ) -> ClusterPolicy {
     let base = ClusterPolicy {
@@ -74,7 +81,7 @@ fn with_ports(
         tls: tp
             .tls
             .as_ref()
-            .and_then(|t| client_tls(t, &format!("{path}.tls"), err)),
+            .and_then(|t| client_tls(t, &format!("{path}.tls"), credentials_in, err)),
     };
     let Some((i, pl)) = tp
         .port_level_settings
@@ -101,7 +108,7 @@ fn with_ports(
         tls: pl
             .tls
             .as_ref()
-            .and_then(|t| client_tls(t, &format!("{ppath}.tls"), err)),
+            .and_then(|t| client_tls(t, &format!("{ppath}.tls"), credentials_in, err)),
     };
     base.overlay(&over)
 }
@@ -127,12 +134,12 @@ fn outlier_detection(
     }
 }
 
-/// `tls` settings -> [`ClientTls`]. MUTUAL needs `clientCertificate` and `privateKey`
-/// (files on the proxy); without them it is reported and originates SIMPLE TLS, so
-/// the server's refusal shows instead of silent plaintext.
+/// `tls` settings -> [`ClientTls`]. Certificates come from files on the proxy,
+/// or from a `credentialName` Secret where it applies (`credentials_in`).
 fn client_tls(
     t: &ClientTLSSettings,
     path: &str,
+    credentials_in: Option<&str>,
     err: &mut impl FnMut(String, String),
 ) -> Option<ClientTls> {
     let settings = OriginationSettings {
@@ -141,30 +148,38 @@ fn client_tls(
         sni: t.sni.clone(),
         insecure_skip_verify: t.insecure_skip_verify == Some(true),
     };
-    Some(match t.mode? {
+    let credential = t.credential_name.as_ref().filter(|c| !c.is_empty());
+    let mode = t.mode?;
+    if let (Some(name), Some(namespace), ClientTLSMode::Simple | ClientTLSMode::Mutual) =
+        (credential, credentials_in, mode)
+    {
+        return Some(ClientTls::Origination(Origination::Credential {
+            settings,
+            credential: CredentialName {
+                namespace: namespace.to_string(),
+                name: name.clone(),
+            },
+            mutual: mode == ClientTLSMode::Mutual,
+        }));
+    }
+    Some(match mode {
         ClientTLSMode::Disable => ClientTls::Disable,
-        ClientTLSMode::Simple => {
-            if t.credential_name.as_ref().is_some_and(|c| !c.is_empty()) {
-                err(
-                    format!("{path}.credentialName"),
-                    "credentialName is not supported for sidecars yet: the server is verified \
-                     against caCertificates, else the system roots"
-                        .into(),
-                );
-            }
-            ClientTls::Origination(Origination::Simple(settings))
-        }
+        ClientTLSMode::Simple => ClientTls::Origination(Origination::Simple(settings)),
         ClientTLSMode::Mutual => match (&t.client_certificate, &t.private_key) {
             (Some(cert), Some(key)) => ClientTls::Origination(Origination::Mutual {
                 settings,
                 client_certificate: cert.clone(),
                 private_key: key.clone(),
             }),
+            // Validation admits MUTUAL without files only with a credentialName,
+            // which does not apply to this proxy.
             _ => {
-                err(
-                    format!("{path}.clientCertificate"),
-                    "MUTUAL needs clientCertificate and privateKey (credentialName is not supported for sidecars yet)".into(),
-                );
+                if credential.is_none() {
+                    err(
+                        format!("{path}.clientCertificate"),
+                        "MUTUAL needs credentialName, or clientCertificate and privateKey".into(),
+                    );
+                }
                 ClientTls::Origination(Origination::Simple(settings))
             }
         },
@@ -173,6 +188,37 @@ fn client_tls(
             subject_alt_names: t.subject_alt_names.clone(),
         },
     })
+}
+
+/// The TLS settings of `tp` (at `path`) and of its ports, with their paths.
+fn tls_settings(tp: &TrafficPolicy, path: String) -> Vec<(String, &ClientTLSSettings)> {
+    let top = tp.tls.as_ref().map(|t| (format!("{path}.tls"), t));
+    let ports = (tp.port_level_settings.iter().enumerate()).filter_map(|(i, p)| {
+        Some((
+            format!("{path}.portLevelSettings[{i}].tls"),
+            p.tls.as_ref()?,
+        ))
+    });
+    top.into_iter().chain(ports).collect()
+}
+
+/// Every `credentialName` of `dr`'s TLS settings, with its field path.
+pub fn credential_names(dr: &DestinationRule) -> Vec<(String, &str)> {
+    let mut all = Vec::new();
+    if let Some(tp) = &dr.spec.traffic_policy {
+        all.extend(tls_settings(tp, "spec.trafficPolicy".into()));
+    }
+    for (i, subset) in dr.spec.subsets.iter().enumerate() {
+        if let Some(tp) = &subset.traffic_policy {
+            all.extend(tls_settings(tp, format!("spec.subsets[{i}].trafficPolicy")));
+        }
+    }
+    all.into_iter()
+        .filter_map(|(path, t)| {
+            let name = t.credential_name.as_deref().filter(|c| !c.is_empty())?;
+            Some((format!("{path}.credentialName"), name))
+        })
+        .collect()
 }
 
 fn load_balancer(

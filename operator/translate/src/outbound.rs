@@ -16,6 +16,7 @@ use trellis_model::{
     MeshModel, MeshService, OutboundPolicy, Protocol, Resolution, ServicePort, Stored,
 };
 
+use crate::destination_rule::credential_names;
 use crate::http_rule::HttpRule;
 use crate::listener::weighted_tcp_proxy;
 use crate::names;
@@ -23,7 +24,7 @@ use crate::policy::{HashKey, TcpProxyPolicy};
 use crate::route::routes;
 use crate::security::sds::SdsSource;
 use crate::shared::Shared;
-use crate::types::{ErrorCode, TranslateError};
+use crate::types::{ErrorCode, ProxyKind, SecretRef, TranslateError};
 use crate::virtual_service::{Client, SniRoute, TcpDestinations, http_rule, tcp_route, tls_routes};
 
 type Labels = std::collections::BTreeMap<String, String>;
@@ -58,6 +59,8 @@ pub struct OutboundScope {
     pub outbound_policy: OutboundPolicy,
     /// Interception shape: one route configuration per outbound HTTP port (named by port).
     pub port_routes: Vec<Arc<RouteConfiguration>>,
+    /// The `credentialName` Secrets the clusters reference (origination).
+    pub secrets: Vec<SecretRef>,
 }
 
 impl OutboundScope {
@@ -227,7 +230,8 @@ pub fn outbound_scope_for(
         namespace,
         gateway: None,
     };
-    outbound_scope_shared(model, &client, sds, sidecar, &mut Shared::new(model))
+    let shared = &mut Shared::new(model);
+    outbound_scope_shared(model, &client, ProxyKind::Sidecar, sds, sidecar, shared)
 }
 
 /// [`outbound_scope_for`] for the sidecars that are `client`, with clusters and
@@ -236,6 +240,7 @@ pub fn outbound_scope_for(
 pub(crate) fn outbound_scope_shared(
     model: &MeshModel,
     client: &Client<'_>,
+    proxy: ProxyKind,
     sds: &SdsSource,
     sidecar: Option<&Stored<Sidecar>>,
     shared: &mut Shared<'_>,
@@ -274,10 +279,18 @@ pub(crate) fn outbound_scope_shared(
     let mut known_subsets: BTreeSet<(String, String)> = BTreeSet::new();
     let mut hash_keys: BTreeMap<String, HashKey> = BTreeMap::new();
     let mut tcp_proxy_policies: BTreeMap<String, TcpProxyPolicy> = BTreeMap::new();
+    let mut secrets: BTreeSet<SecretRef> = BTreeSet::new();
     for service in &services {
         let dr = shared
             .index
             .destination_rule_for(&service.hostname, namespace, client.labels);
+        // As in Istio, a rule's credentialName applies at gateways, and at
+        // sidecars only through a workloadSelector (the Secret is then in the
+        // client's namespace too).
+        let credentials_in = dr
+            .filter(|dr| proxy == ProxyKind::Gateway || dr.object.spec.workload_selector.is_some())
+            .filter(|dr| !credential_names(&dr.object).is_empty())
+            .map(|_| namespace);
         for port in &service.ports {
             let mut variants: Vec<(Option<&str>, Option<&Labels>)> = vec![(None, None)];
             if let Some(dr) = dr {
@@ -287,7 +300,17 @@ pub(crate) fn outbound_scope_shared(
                 }
             }
             for (subset, labels) in variants {
-                let built = shared.cluster(model, sds, service, port, subset, labels, dr);
+                let built = shared.cluster(
+                    model,
+                    sds,
+                    service,
+                    port,
+                    subset,
+                    labels,
+                    dr,
+                    credentials_in,
+                );
+                secrets.extend(built.secrets.iter().cloned());
                 // Report each DestinationRule problem once, from its default cluster.
                 if subset.is_none() && port == &service.ports[0] {
                     scope.errors.extend(built.policy_errors.iter().cloned());
@@ -437,6 +460,7 @@ pub(crate) fn outbound_scope_shared(
     scope.known_subsets = known_subsets;
     scope.hash_keys = hash_keys;
     scope.tcp_proxy_policies = tcp_proxy_policies;
+    scope.secrets = secrets.into_iter().collect();
     scope.clusters = clusters.into_values().collect();
     scope.endpoints = endpoints.into_values().collect();
     scope.services = services.into_iter().cloned().collect();

@@ -19,14 +19,21 @@ use crate::cluster::{OutboundCluster, outbound_cluster};
 use crate::destination_rule::cluster_policy;
 use crate::endpoints::load_assignment;
 use crate::names;
-use crate::policy::{ClusterPolicy, HashKey, LoadBalancer, TcpProxyPolicy};
+use crate::policy::{ClientTls, ClusterPolicy, HashKey, LoadBalancer, TcpProxyPolicy};
 use crate::security::sds::SdsSource;
-use crate::types::TranslateError;
+use crate::types::{SecretRef, TranslateError};
 
 type Labels = std::collections::BTreeMap<String, String>;
 
-/// (service host, port, subset, DestinationRule in force as (namespace, name)).
-type ClusterKey = (String, u16, Option<String>, Option<(String, String)>);
+/// (service host, port, subset, DestinationRule in force as (namespace, name),
+/// the namespace its `credentialName`s are read in, where they apply).
+type ClusterKey = (
+    String,
+    u16,
+    Option<String>,
+    Option<(String, String)>,
+    Option<String>,
+);
 
 /// One outbound cluster as built for a (port, subset, DestinationRule).
 pub(crate) struct SharedCluster {
@@ -41,6 +48,8 @@ pub(crate) struct SharedCluster {
     pub hash_key: Option<HashKey>,
     /// What the TCP proxy to this cluster is given.
     pub tcp_proxy: TcpProxyPolicy,
+    /// The `credentialName` Secrets its TLS references.
+    pub secrets: Vec<SecretRef>,
 }
 
 /// Which outbound route forms the scopes carry.
@@ -93,7 +102,8 @@ impl<'m> Shared<'m> {
     }
 
     /// The cluster of `service` port `port` (subset `subset` with `labels`) under
-    /// DestinationRule `dr`, built on first use.
+    /// DestinationRule `dr`, built on first use. `credentials_in`: see
+    /// [`cluster_policy`].
     #[allow(clippy::too_many_arguments)]
     pub fn cluster(
         &mut self,
@@ -104,12 +114,14 @@ impl<'m> Shared<'m> {
         subset: Option<&str>,
         labels: Option<&Labels>,
         dr: Option<&Stored<DestinationRule>>,
+        credentials_in: Option<&str>,
     ) -> Arc<SharedCluster> {
         let key = (
             service.hostname.clone(),
             port.port,
             subset.map(str::to_string),
             dr.map(|d| (d.namespace.clone(), d.name.clone())),
+            credentials_in.map(str::to_string),
         );
         if let Some(c) = self.clusters.get(&key) {
             return c.clone();
@@ -126,6 +138,7 @@ impl<'m> Shared<'m> {
                 &dr.namespace,
                 port.port,
                 subset,
+                credentials_in,
                 &mut policy_errors,
             ),
             None => ClusterPolicy::default(),
@@ -164,6 +177,10 @@ impl<'m> Shared<'m> {
             policy_errors,
             hash_key,
             tcp_proxy: policy.tcp_proxy(),
+            secrets: match &policy.tls {
+                Some(ClientTls::Origination(tls)) => tls.credential_secrets(),
+                _ => Vec::new(),
+            },
         });
         self.clusters.insert(key, shared.clone());
         shared

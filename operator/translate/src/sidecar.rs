@@ -46,8 +46,9 @@ pub struct Translator<'m> {
 }
 
 /// A client namespace, the Sidecar resource (namespace, name) in force, if
-/// any, and which of [`Translator::client_selectors`] the client's labels satisfy.
-type ScopeKey = (String, Option<(String, String)>, Vec<usize>);
+/// any, which of [`Translator::client_selectors`] the client's labels satisfy,
+/// and the kind of proxy (DestinationRules' `credentialName`s apply at gateways).
+type ScopeKey = (String, Option<(String, String)>, Vec<usize>, ProxyKind);
 
 impl<'m> Translator<'m> {
     pub fn new(model: &'m MeshModel, options: TranslateOptions) -> Self {
@@ -86,7 +87,7 @@ impl<'m> Translator<'m> {
 
     /// The outbound view of `namespace`, for a sidecar without labels (cached).
     pub fn scope(&mut self, namespace: &str) -> Arc<OutboundScope> {
-        self.scope_for(namespace, &BTreeMap::new(), None)
+        self.scope_for(namespace, &BTreeMap::new(), ProxyKind::Sidecar, None)
     }
 
     /// The outbound view of `namespace` for a sidecar with `labels`, narrowed
@@ -95,6 +96,7 @@ impl<'m> Translator<'m> {
         &mut self,
         namespace: &str,
         labels: &BTreeMap<String, String>,
+        kind: ProxyKind,
         sidecar: Option<&trellis_model::Stored<trellis_api::networking::Sidecar>>,
     ) -> Arc<OutboundScope> {
         let satisfied = (self.client_selectors.iter().enumerate())
@@ -105,6 +107,7 @@ impl<'m> Translator<'m> {
             namespace.to_string(),
             sidecar.map(|s| (s.namespace.clone(), s.name.clone())),
             satisfied,
+            kind,
         );
         if let Some(s) = self.scopes.get(&key) {
             return s.clone();
@@ -117,6 +120,7 @@ impl<'m> Translator<'m> {
         let s = Arc::new(outbound_scope_shared(
             self.model,
             &client,
+            kind,
             &self.options.sds,
             sidecar,
             &mut self.shared,
@@ -145,7 +149,7 @@ impl<'m> Translator<'m> {
             ProxyKind::Sidecar => model.sidecar_for(workload),
             ProxyKind::Gateway => None,
         };
-        let scope = self.scope_for(&proxy.namespace, &workload.labels, sidecar);
+        let scope = self.scope_for(&proxy.namespace, &workload.labels, proxy.kind, sidecar);
         let mut out = ProxyResources {
             clusters: scope.clusters.clone(),
             endpoints: scope.endpoints.clone(),
@@ -179,6 +183,7 @@ impl<'m> Translator<'m> {
             out.errors.sort();
             out.errors.dedup();
             out.secrets = gw.secrets;
+            out.secrets.extend(scope.secrets.iter().cloned());
             if !out.clusters.is_empty() {
                 out.secrets
                     .extend([SecretRef::TrustBundle, SecretRef::WorkloadCertificate]);
@@ -278,6 +283,7 @@ impl<'m> Translator<'m> {
         if mtls_used || !out.clusters.is_empty() {
             out.secrets = vec![SecretRef::TrustBundle, SecretRef::WorkloadCertificate];
         }
+        out.secrets.extend(scope.secrets.iter().cloned());
         out.secrets.sort();
         out
     }

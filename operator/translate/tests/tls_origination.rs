@@ -1,13 +1,15 @@
 //! DestinationRule TLS origination on outbound clusters (SIMPLE, MUTUAL, port level).
 mod fixture;
 
+use envoy_types::pb::envoy::config::core::v3::data_source::Specifier;
 use envoy_types::pb::envoy::config::core::v3::transport_socket::ConfigType;
 use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::UpstreamTlsContext;
+use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::common_tls_context::ValidationContextType;
 use fixture::*;
 use prost::Message;
 use trellis_api::networking::ServiceEntry;
 use trellis_model::Resource;
-use trellis_translate::{ErrorCode, ProxyResources};
+use trellis_translate::{Proxy, ProxyResources, SecretRef, Translator};
 
 fn entry() -> Resource {
     let se: ServiceEntry = from_yaml(
@@ -83,51 +85,157 @@ spec:
     );
 }
 
-#[test]
-fn mutual_without_client_certificate_is_reported() {
-    let mut r = base_resources();
-    r.push(entry());
-    r.push(dr(r#"
-apiVersion: networking.istio.io/v1
-kind: DestinationRule
-metadata: {name: api, namespace: shop}
-spec:
-  host: api.example.com
-  trafficPolicy:
-    tls: {mode: MUTUAL, credentialName: api-client}
-"#));
-    let model = model_of(r);
-    let out = web_sidecar(&model);
-    let e = out
-        .errors
-        .iter()
-        .find(|e| e.code == ErrorCode::InvalidValue)
-        .expect("error");
-    assert_eq!(
-        (e.name.as_str(), e.path.as_str()),
-        ("api", "spec.trafficPolicy.tls.clientCertificate")
-    );
-    // still TLS (the server's refusal shows), never silent plaintext
-    assert!(tls_of(&out, "outbound|80||api.example.com").is_some());
+fn credential_rule(tls: &str, selector: &str) -> Resource {
+    dr(&format!(
+        "apiVersion: networking.istio.io/v1\nkind: DestinationRule\n\
+         metadata: {{name: api, namespace: shop}}\n\
+         spec:\n  host: api.example.com\n{selector}  trafficPolicy:\n    tls: {tls}\n"
+    ))
 }
 
-/// SIMPLE with `credentialName`: the sidecar cannot read the Secret, so the
-/// rule is reported rather than verifying with other roots in silence.
+fn credential(name: &str) -> SecretRef {
+    SecretRef::Credential {
+        namespace: "shop".into(),
+        name: name.into(),
+    }
+}
+
+fn credential_refs(out: &ProxyResources) -> Vec<&SecretRef> {
+    (out.secrets.iter())
+        .filter(|s| matches!(s, SecretRef::Credential { .. }))
+        .collect()
+}
+
+/// The CA a context verifies the server with: a file, or an SDS secret name.
+fn trust(ctx: &UpstreamTlsContext) -> Option<String> {
+    match ctx
+        .common_tls_context
+        .as_ref()?
+        .validation_context_type
+        .as_ref()?
+    {
+        ValidationContextType::ValidationContext(v) => match v.trusted_ca.as_ref()?.specifier {
+            Some(Specifier::Filename(ref f)) => Some(format!("file {f}")),
+            _ => None,
+        },
+        ValidationContextType::CombinedValidationContext(c) => {
+            let sans = &c
+                .default_validation_context
+                .as_ref()?
+                .match_typed_subject_alt_names;
+            assert!(!sans.is_empty(), "the server's name is checked too");
+            Some(format!(
+                "sds {}",
+                c.validation_context_sds_secret_config.as_ref()?.name
+            ))
+        }
+        _ => None,
+    }
+}
+
+/// MUTUAL with `credentialName` and no `workloadSelector`: as in Istio, the
+/// Secret (in the gateway's own namespace) is used at gateways, over SDS; a
+/// sidecar the rule reaches cannot read it and verifies the server with the
+/// system roots, with no client certificate; neither is an error.
 #[test]
-fn simple_with_a_credential_name_is_reported() {
+fn a_credential_name_applies_at_gateways_and_not_at_sidecars() {
     let mut r = base_resources();
     r.push(entry());
-    r.push(dr(r#"
-apiVersion: networking.istio.io/v1
-kind: DestinationRule
-metadata: {name: api, namespace: shop}
-spec:
-  host: api.example.com
-  trafficPolicy:
-    tls: {mode: SIMPLE, credentialName: api-ca}
-"#));
-    let out = web_sidecar(&model_of(r));
-    let paths: Vec<&str> = out.errors.iter().map(|e| e.path.as_str()).collect();
-    assert_eq!(paths, ["spec.trafficPolicy.tls.credentialName"]);
-    assert!(tls_of(&out, "outbound|80||api.example.com").is_some());
+    r.push(workload(
+        "shop",
+        "egress-1",
+        "127.0.0.20",
+        &[("istio", "egressgateway")],
+    ));
+    r.push(credential_rule(
+        "{mode: MUTUAL, credentialName: api-client}",
+        "",
+    ));
+    let model = model_of(r);
+    let mut translator = Translator::new(&model, explicit_options());
+    let gateway = translator.translate(&Proxy::gateway("shop", "egress-1"));
+    let sidecar = translator.translate(&Proxy::sidecar("shop", "web-1"));
+    for out in [&gateway, &sidecar] {
+        assert!(out.errors.is_empty(), "{:?}", out.errors);
+    }
+
+    let at_gateway = tls_of(&gateway, "outbound|80||api.example.com").expect("TLS at the gateway");
+    assert_eq!(at_gateway.sni, "api.example.com");
+    assert_eq!(
+        trust(&at_gateway).as_deref(),
+        Some("sds kubernetes://shop/api-client-cacert")
+    );
+    let common = at_gateway.common_tls_context.as_ref().unwrap();
+    let names: Vec<&str> = (common.tls_certificate_sds_secret_configs.iter())
+        .map(|c| c.name.as_str())
+        .collect();
+    assert_eq!(names, ["kubernetes://shop/api-client"]);
+    assert!(common.tls_certificates.is_empty());
+    assert_eq!(
+        credential_refs(&gateway),
+        [&credential("api-client"), &credential("api-client-cacert")]
+    );
+
+    let at_sidecar = tls_of(&sidecar, "outbound|80||api.example.com").expect("TLS at the sidecar");
+    assert_eq!(
+        trust(&at_sidecar),
+        Some(format!(
+            "file {}",
+            trellis_translate::security::origination::SYSTEM_ROOTS
+        ))
+    );
+    let common = at_sidecar.common_tls_context.as_ref().unwrap();
+    assert!(
+        common.tls_certificate_sds_secret_configs.is_empty() && common.tls_certificates.is_empty()
+    );
+    assert!(
+        credential_refs(&sidecar).is_empty(),
+        "{:?}",
+        sidecar.secrets
+    );
+}
+
+/// With a `workloadSelector`, the sidecars it selects read the Secret from
+/// their own namespace (SIMPLE: its CA only); the others are not reached.
+#[test]
+fn a_credential_name_applies_at_the_sidecars_a_rule_selects() {
+    let mut r = base_resources();
+    r.push(entry());
+    r.push(credential_rule(
+        "{mode: SIMPLE, credentialName: api-ca, subjectAltNames: [api.internal]}",
+        "  workloadSelector: {matchLabels: {app: web}}\n",
+    ));
+    let model = model_of(r);
+    let mut translator = Translator::new(&model, explicit_options());
+    let web = translator.translate(&Proxy::sidecar("shop", "web-1"));
+    assert!(web.errors.is_empty(), "{:?}", web.errors);
+    let tls = tls_of(&web, "outbound|80||api.example.com").expect("TLS at web");
+    assert_eq!(
+        trust(&tls).as_deref(),
+        Some("sds kubernetes://shop/api-ca-cacert")
+    );
+    assert!(format!("{tls:?}").contains("api.internal"));
+    let common = tls.common_tls_context.as_ref().unwrap();
+    assert!(common.tls_certificate_sds_secret_configs.is_empty());
+    assert_eq!(credential_refs(&web), [&credential("api-ca-cacert")]);
+
+    let cart = translator.translate(&Proxy::sidecar("shop", "cart-v1"));
+    assert!(tls_of(&cart, "outbound|80||api.example.com").is_none());
+    assert!(credential_refs(&cart).is_empty());
+}
+
+/// `insecureSkipVerify` with a `credentialName`: nothing verifies the server,
+/// so no CA is asked for.
+#[test]
+fn a_credential_name_without_verification_asks_for_no_ca() {
+    let mut r = base_resources();
+    r.push(entry());
+    r.push(credential_rule(
+        "{mode: SIMPLE, credentialName: api-ca, insecureSkipVerify: true}",
+        "  workloadSelector: {matchLabels: {app: web}}\n",
+    ));
+    let web = web_sidecar(&model_of(r));
+    let tls = tls_of(&web, "outbound|80||api.example.com").expect("TLS at web");
+    assert_eq!(trust(&tls), None);
+    assert!(credential_refs(&web).is_empty());
 }

@@ -10,14 +10,15 @@
 //! client presents it; ISTIO_MUTUAL presents the gateway's own workload
 //! identity and requires a client certificate from the mesh's trust bundle.
 use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{
-    CertificateValidationContext, DownstreamTlsContext, SdsSecretConfig, SubjectAltNameMatcher,
-    TlsParameters,
+    CertificateValidationContext, DownstreamTlsContext, SubjectAltNameMatcher, TlsParameters,
     common_tls_context::{CombinedCertificateValidationContext, ValidationContextType},
     tls_parameters::TlsProtocol,
 };
 use trellis_api::networking::{self as api, ServerTLSMode};
 
-use crate::security::origination::{GatewayTlsMode, ServerCredential, gateway_server_tls};
+use crate::security::origination::{
+    GatewayTlsMode, ServerCredential, ads_secret, gateway_server_tls,
+};
 use crate::security::sds::SdsSource;
 use crate::security::tls::{MESH_ALPN, downstream_mtls};
 use crate::types::SecretRef;
@@ -153,12 +154,8 @@ pub(super) fn server_tls(
                 namespace: namespace.to_string(),
                 name: format!("{cred}-cacert"),
             };
-            let sds = |r: &SecretRef| SdsSecretConfig {
-                name: r.sds_name(),
-                sds_config: Some(crate::listener::ads_config_source()),
-            };
             let validates = t.mode.validates_client();
-            let (certificate, client_ca) = (sds(&cred_ref), sds(&ca_ref));
+            let (certificate, client_ca) = (ads_secret(&cred_ref), ads_secret(&ca_ref));
             let tls = gateway_server_tls(
                 t.mode,
                 ServerCredential::Sds {

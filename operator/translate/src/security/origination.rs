@@ -4,7 +4,8 @@
 use envoy_types::pb::envoy::config::core::v3::{DataSource, data_source::Specifier};
 use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{
     CertificateValidationContext, CommonTlsContext, DownstreamTlsContext, SdsSecretConfig,
-    TlsCertificate, UpstreamTlsContext, common_tls_context::ValidationContextType,
+    TlsCertificate, UpstreamTlsContext,
+    common_tls_context::{CombinedCertificateValidationContext, ValidationContextType},
     subject_alt_name_matcher::SanType,
 };
 use envoy_types::pb::google::protobuf::BoolValue;
@@ -12,6 +13,7 @@ use envoy_types::pb::google::protobuf::BoolValue;
 use super::matchers::{san, san_any_type};
 use super::sds::SdsSource;
 use super::tls::upstream_mtls;
+use crate::types::SecretRef;
 
 /// `DestinationRule.trafficPolicy.tls` (files as paths on the proxy).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -26,8 +28,65 @@ pub enum ClientTls {
         client_certificate: String,
         private_key: String,
     },
+    /// SIMPLE or MUTUAL with `credentialName`, where it applies (gateways, and
+    /// sidecars of a rule with a `workloadSelector`): the server is verified
+    /// with the CA of Secret `credential` (`<name>-cacert`, else its own CA
+    /// key), and MUTUAL presents the Secret's certificate; both over SDS.
+    Credential {
+        settings: OriginationSettings,
+        credential: CredentialName,
+        mutual: bool,
+    },
     /// Mesh mTLS with the workload certificate.
     IstioMutual,
+}
+
+/// A Secret named by `credentialName`, in the namespace of the proxy using it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CredentialName {
+    pub namespace: String,
+    pub name: String,
+}
+
+impl CredentialName {
+    /// The Secret's certificate and key.
+    pub fn certificate(&self) -> SecretRef {
+        SecretRef::Credential {
+            namespace: self.namespace.clone(),
+            name: self.name.clone(),
+        }
+    }
+
+    /// The Secret's CA (Istio's `<name>-cacert`).
+    pub fn ca(&self) -> SecretRef {
+        SecretRef::Credential {
+            namespace: self.namespace.clone(),
+            name: format!("{}-cacert", self.name),
+        }
+    }
+}
+
+impl ClientTls {
+    /// The secrets the upstream TLS context references over SDS, beyond the
+    /// proxy's own (a `credentialName`'s).
+    pub fn credential_secrets(&self) -> Vec<SecretRef> {
+        let ClientTls::Credential {
+            settings,
+            credential,
+            mutual,
+        } = self
+        else {
+            return Vec::new();
+        };
+        let mut refs = Vec::new();
+        if *mutual {
+            refs.push(credential.certificate());
+        }
+        if !settings.insecure_skip_verify {
+            refs.push(credential.ca());
+        }
+        refs
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -41,6 +100,14 @@ pub struct OriginationSettings {
 /// Where the proxy finds the operating system's root certificates.
 pub const SYSTEM_ROOTS: &str = "/etc/ssl/certs/ca-certificates.crt";
 
+/// A reference to `secret`, served over the aggregated xDS stream.
+pub(crate) fn ads_secret(secret: &SecretRef) -> SdsSecretConfig {
+    SdsSecretConfig {
+        name: secret.sds_name(),
+        sds_config: Some(crate::listener::ads_config_source()),
+    }
+}
+
 fn file(path: &str) -> DataSource {
     DataSource {
         specifier: Some(Specifier::Filename(path.to_string())),
@@ -48,7 +115,19 @@ fn file(path: &str) -> DataSource {
     }
 }
 
-fn origination(settings: &OriginationSettings, host: &str) -> (CommonTlsContext, String) {
+/// Where an originating proxy finds the CA that verifies the server.
+enum Trust<'a> {
+    /// `caCertificates`, else the system roots.
+    Files,
+    /// A `credentialName` Secret's CA, over SDS.
+    Credential(&'a CredentialName),
+}
+
+fn origination(
+    settings: &OriginationSettings,
+    host: &str,
+    trust: Trust<'_>,
+) -> (CommonTlsContext, String) {
     let sni = settings.sni.clone().unwrap_or_else(|| host.to_string());
     let validation = (!settings.insecure_skip_verify).then(|| {
         let sans = if settings.subject_alt_names.is_empty() {
@@ -59,13 +138,27 @@ fn origination(settings: &OriginationSettings, host: &str) -> (CommonTlsContext,
                 .flat_map(|s| san_any_type(s))
                 .collect()
         };
-        ValidationContextType::ValidationContext(CertificateValidationContext {
-            trusted_ca: Some(file(
-                settings.ca_certificates.as_deref().unwrap_or(SYSTEM_ROOTS),
-            )),
-            match_typed_subject_alt_names: sans,
-            ..Default::default()
-        })
+        match trust {
+            Trust::Files => {
+                ValidationContextType::ValidationContext(CertificateValidationContext {
+                    trusted_ca: Some(file(
+                        settings.ca_certificates.as_deref().unwrap_or(SYSTEM_ROOTS),
+                    )),
+                    match_typed_subject_alt_names: sans,
+                    ..Default::default()
+                })
+            }
+            Trust::Credential(credential) => ValidationContextType::CombinedValidationContext(
+                CombinedCertificateValidationContext {
+                    default_validation_context: Some(CertificateValidationContext {
+                        match_typed_subject_alt_names: sans,
+                        ..Default::default()
+                    }),
+                    validation_context_sds_secret_config: Some(ads_secret(&credential.ca())),
+                    ..Default::default()
+                },
+            ),
+        }
     });
     (
         CommonTlsContext {
@@ -82,7 +175,7 @@ fn origination(settings: &OriginationSettings, host: &str) -> (CommonTlsContext,
 /// no SNI (RFC 6066 forbids addresses there).
 pub fn verified_tls_to(host: &str) -> UpstreamTlsContext {
     if host.parse::<std::net::IpAddr>().is_err() {
-        let (common, sni) = origination(&OriginationSettings::default(), host);
+        let (common, sni) = origination(&OriginationSettings::default(), host, Trust::Files);
         return UpstreamTlsContext {
             common_tls_context: Some(common),
             sni,
@@ -115,7 +208,7 @@ pub fn client_tls_context(
         ClientTls::Disable => None,
         ClientTls::IstioMutual => Some(upstream_mtls(sds, host, mesh_sans)),
         ClientTls::Simple(settings) => {
-            let (common, sni) = origination(settings, host);
+            let (common, sni) = origination(settings, host, Trust::Files);
             Some(UpstreamTlsContext {
                 common_tls_context: Some(common),
                 sni,
@@ -127,12 +220,28 @@ pub fn client_tls_context(
             client_certificate,
             private_key,
         } => {
-            let (mut common, sni) = origination(settings, host);
+            let (mut common, sni) = origination(settings, host, Trust::Files);
             common.tls_certificates = vec![TlsCertificate {
                 certificate_chain: Some(file(client_certificate)),
                 private_key: Some(file(private_key)),
                 ..Default::default()
             }];
+            Some(UpstreamTlsContext {
+                common_tls_context: Some(common),
+                sni,
+                ..Default::default()
+            })
+        }
+        ClientTls::Credential {
+            settings,
+            credential,
+            mutual,
+        } => {
+            let (mut common, sni) = origination(settings, host, Trust::Credential(credential));
+            if *mutual {
+                common.tls_certificate_sds_secret_configs =
+                    vec![ads_secret(&credential.certificate())];
+            }
             Some(UpstreamTlsContext {
                 common_tls_context: Some(common),
                 sni,
