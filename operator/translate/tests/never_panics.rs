@@ -5,7 +5,7 @@ use proptest::prelude::*;
 use serde_json::{Value, json};
 use trellis_model::{MeshModel, MeshSettings, MtlsMode, OutboundPolicy, Resource, Workload};
 use trellis_translate::{
-    ExplicitPorts, ListenerShape, Proxy, SdsSource, TranslateOptions, Translator,
+    ExplicitPorts, ListenerShape, Proxy, SdsSource, SecretRef, TranslateOptions, Translator,
 };
 
 const NAMESPACES: &[&str] = &["shop", "other", "istio-system"];
@@ -222,7 +222,13 @@ fn resource() -> impl Strategy<Value = Option<Resource>> {
         0u8..3,
         pick(HOSTS),
         prop::collection::vec(pick(SUBSETS), 0..3),
-        any::<bool>(),
+        prop::option::of(pick(&[
+            r#"{"mode": "SIMPLE"}"#,
+            r#"{"mode": "SIMPLE", "credentialName": "api-ca"}"#,
+            r#"{"mode": "SIMPLE", "credentialName": "api-ca", "insecureSkipVerify": true}"#,
+            r#"{"mode": "MUTUAL", "credentialName": "api-client"}"#,
+            r#"{"mode": "MUTUAL", "clientCertificate": "/c.pem", "privateKey": "/k.pem"}"#,
+        ])),
         prop::option::of(pick(LABELS)),
     )
         .prop_map(|(ns, i, host, subsets, tls, selected_app)| {
@@ -231,8 +237,9 @@ fn resource() -> impl Strategy<Value = Option<Resource>> {
                 .map(|s| json!({"name": s, "labels": {"version": s}}))
                 .collect();
             let mut spec = json!({"host": host, "subsets": subsets});
-            if tls {
-                spec["trafficPolicy"] = json!({"tls": {"mode": "SIMPLE"}});
+            if let Some(tls) = tls {
+                let tls: Value = serde_json::from_str(tls).unwrap();
+                spec["trafficPolicy"] = json!({"tls": tls});
             }
             if let Some(app) = selected_app {
                 spec["workloadSelector"] = json!({"matchLabels": {"app": app}});
@@ -400,6 +407,12 @@ proptest! {
                     prop_assert_eq!(&out, &again);
                     for e in &out.errors {
                         prop_assert!(!e.kind.is_empty() && !e.message.is_empty(), "{:?}", e);
+                    }
+                    // A proxy is only ever pointed at Secrets of its own namespace.
+                    for secret in &out.secrets {
+                        if let SecretRef::Credential { namespace, .. } = secret {
+                            prop_assert_eq!(namespace, ns, "{:?}", secret);
+                        }
                     }
                 }
             }
