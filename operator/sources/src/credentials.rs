@@ -1,7 +1,8 @@
-//! Gateway credentials: the TLS material a Gateway server names by
-//! `credentialName`, read from Kubernetes Secrets of the gateway's namespace and
-//! served to that gateway over SDS as `kubernetes://<namespace>/<name>`, as
-//! Istio does. Pure: Secrets in, SDS resources out.
+//! Credentials: the TLS material a Gateway server or a DestinationRule's TLS
+//! origination names by `credentialName`, read from Kubernetes Secrets of the
+//! proxy's namespace and served to that proxy over SDS as
+//! `kubernetes://<namespace>/<name>`, as Istio does. Pure: Secrets in, SDS
+//! resources out.
 //!
 //! A Secret holds a credential in Istio's two shapes: `kubernetes.io/tls`
 //! (`tls.crt`, `tls.key`, optionally `ca.crt`) or generic (`cert`, `key`,

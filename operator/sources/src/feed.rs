@@ -18,6 +18,8 @@ use trellis_model::{
 };
 use trellis_xds::{ProxyId, ProxyKind, PushScope};
 
+use trellis_translate::destination_rule::credential_names;
+
 use crate::credentials::{self, Credential, Credentials};
 use crate::input::{Change, Input, SourceKind, normalize, strip_meta};
 
@@ -56,7 +58,7 @@ pub struct MeshView {
     pub namespaces: Arc<BTreeMap<String, Namespace>>,
     pub pods: Arc<BTreeMap<NsName, Pod>>,
     pub service_accounts: Arc<BTreeSet<NsName>>,
-    /// Gateway credentials, by the namespace and name of their Secret.
+    /// Credentials (`credentialName`), by the namespace and name of their Secret.
     pub credentials: Arc<Credentials>,
 }
 
@@ -411,8 +413,8 @@ impl MeshFeed {
         }
     }
 
-    /// Keeps (or forgets) the credential of Secret `key`. The gateways of its
-    /// namespace need a push only when some Gateway names it.
+    /// Keeps (or forgets) the credential of Secret `key`. The proxies of its
+    /// namespace need a push only when some Gateway or DestinationRule names it.
     fn set_credential(
         &mut self,
         key: &ObjectRef,
@@ -428,7 +430,7 @@ impl MeshFeed {
             Some(c) => credentials.insert(id.clone(), c),
             None => credentials.remove(&id),
         };
-        let named = self.model.gateways().any(|g| {
+        let by_gateway = self.model.gateways().any(|g| {
             g.object.spec.servers.iter().any(|s| {
                 s.tls
                     .as_ref()
@@ -436,6 +438,12 @@ impl MeshFeed {
                     .is_some_and(|c| credentials::serves(c, &id.1))
             })
         });
+        let named = by_gateway
+            || self.model.destination_rules().any(|dr| {
+                credential_names(&dr.object)
+                    .iter()
+                    .any(|(_, c)| credentials::serves(c, &id.1))
+            });
         if named {
             ChangeScope::namespace(&id.0)
         } else {

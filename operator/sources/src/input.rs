@@ -32,7 +32,7 @@ pub enum SourceKind {
     PeerAuthentication,
     RequestAuthentication,
     AuthorizationPolicy,
-    /// Only for Gateway credentials ([`crate::credentials`]).
+    /// Only for credentials ([`crate::credentials`]).
     Secret,
 }
 

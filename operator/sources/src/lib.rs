@@ -6,7 +6,7 @@
 //!   [`trellis_api::Resource`], the type universal mode loads from files) — pure.
 //! - [`feed`]: the synchronous index (apply / delete / reset) over the model,
 //!   with the configuration objects, namespaces and pods status needs — pure.
-//! - [`credentials`]: Gateway `credentialName` Secrets → SDS resources — pure.
+//! - [`credentials`]: `credentialName` Secrets (Gateways, DestinationRules) → SDS resources — pure.
 //! - [`snapshot`]: the xDS [`SnapshotSource`](trellis_xds::SnapshotSource) over
 //!   the current model.
 //! - [`reflect`]: the watchers and the batching loop (the only I/O).

@@ -92,15 +92,18 @@ impl SnapshotSource for ModelSnapshots {
             b.add(e.cluster_name.clone(), pack(e.as_ref()))?;
         }
         for s in &out.secrets {
-            // The translator names only credentials of the gateway's own namespace.
-            if let SecretRef::Credential { namespace, name } = s {
+            // The translator names only credentials of the proxy's own
+            // namespace; a proxy is never served another namespace's Secret.
+            if let SecretRef::Credential { namespace, name } = s
+                && *namespace == proxy.namespace
+            {
                 match credentials::sds_secret(&credentials, namespace, name, &s.sds_name()) {
                     Ok(secret) => {
                         b.add(secret.name.clone(), pack(&secret))?;
                     }
                     // Envoy keeps the listener that needs it warming until it comes.
                     Err(reason) => {
-                        tracing::warn!(proxy = %proxy, secret = %s.sds_name(), %reason, "gateway credential not served")
+                        tracing::warn!(proxy = %proxy, secret = %s.sds_name(), %reason, "credential not served")
                     }
                 }
             }

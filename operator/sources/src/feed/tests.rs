@@ -442,6 +442,42 @@ fn credentials_are_kept_and_push_the_gateways_only_when_a_gateway_names_them() {
     assert!(feed.view(true).credentials.is_empty());
 }
 
+/// A Secret a DestinationRule names (`credentialName`, at any level) pushes
+/// the proxies of the Secret's namespace; before the rule, nothing.
+#[test]
+fn credentials_named_by_a_destination_rule_push_their_namespace() {
+    let mut feed = MeshFeed::new(MeshSettings::default());
+    assert_eq!(
+        feed.apply(Change::Apply(tls_secret("egress", "api-client", "C1"))),
+        ChangeScope::None
+    );
+    feed.apply(Change::Apply(input_from_json(
+        SourceKind::DestinationRule,
+        json!({"apiVersion": "networking.istio.io/v1", "kind": "DestinationRule",
+               "metadata": {"name": "api", "namespace": "egress"},
+               "spec": {"host": "api.example.com", "subsets": [{"name": "v1",
+                   "trafficPolicy": {"portLevelSettings": [{"port": {"number": 443},
+                       "tls": {"mode": "MUTUAL", "credentialName": "api-client"}}]}}]}}),
+    )));
+    let egress = ChangeScope::namespace("egress");
+    assert_eq!(
+        feed.apply(Change::Apply(tls_secret("egress", "api-client", "C2"))),
+        egress
+    );
+    assert_eq!(
+        feed.apply(Change::Apply(tls_secret(
+            "egress",
+            "api-client-cacert",
+            "CA"
+        ))),
+        egress
+    );
+    assert_eq!(
+        feed.apply(Change::Apply(tls_secret("egress", "unrelated", "C"))),
+        ChangeScope::None
+    );
+}
+
 mod convergence {
     //! Any sequence of applies, deletes and relists leaves the feed where a fresh
     //! feed fed only the surviving objects ends up.
