@@ -6,8 +6,10 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use trellis_api::ObjectRef;
-use trellis_model::{MeshModel, Workload};
+use trellis_api::networking::DestinationRule;
+use trellis_model::{MeshModel, Stored, Workload, labels_match};
 use trellis_sources::credentials::{self, Credentials};
+use trellis_translate::destination_rule::credential_names;
 use trellis_translate::{
     ErrorCode, Proxy, SecretRef, TranslateError, TranslateOptions, Translator,
 };
@@ -25,13 +27,33 @@ pub fn analyze(
     for ns in &namespaces {
         found.extend(translator.scope(ns).errors.iter().cloned());
     }
-    // Gateway bindings are checked by translating the workloads that run a gateway.
+    // Gateway bindings are checked by translating the workloads that run a
+    // gateway; credentials by translating the proxies that use them.
     for w in model.workloads() {
         if !model.gateways_for(w).is_empty() {
             let proxy = Proxy::gateway(&w.namespace, &w.name);
             let out = translator.translate(&proxy);
             found.extend(out.errors);
-            found.extend(missing_credentials(model, w, &out.secrets, credentials));
+            found.extend(missing_credentials(
+                model,
+                w,
+                true,
+                &out.secrets,
+                credentials,
+            ));
+        }
+        let selected = model
+            .destination_rules()
+            .any(|dr| applies_to(dr, w, false) && !credential_names(&dr.object).is_empty());
+        if selected {
+            let out = translator.translate(&Proxy::sidecar(&w.namespace, &w.name));
+            found.extend(missing_credentials(
+                model,
+                w,
+                false,
+                &out.secrets,
+                credentials,
+            ));
         }
     }
     let mut out: BTreeMap<ObjectRef, Vec<TranslateError>> = BTreeMap::new();
@@ -46,12 +68,24 @@ pub fn analyze(
     out
 }
 
-/// A finding on every Gateway server of gateway workload `w` whose
-/// `credentialName` its namespace cannot serve (no such Secret, or no
-/// certificate and key in it): that server's listener would wait for it.
+/// Whether DestinationRule `dr` is one whose `credentialName`s apply to
+/// workload `w` (as a gateway when `gateway`): a rule selecting it, or at a
+/// gateway any rule its namespace sees.
+fn applies_to(dr: &Stored<DestinationRule>, w: &Workload, gateway: bool) -> bool {
+    match &dr.object.spec.workload_selector {
+        Some(s) => dr.namespace == w.namespace && labels_match(&s.match_labels, &w.labels),
+        None => gateway && (dr.namespace == w.namespace || dr.export_to.visible_from(&w.namespace)),
+    }
+}
+
+/// A finding on every Gateway server and DestinationRule that names a
+/// `credentialName` proxy `w` (a gateway when `gateway`) references and its
+/// namespace cannot serve (no such Secret, or not what the use needs): the
+/// listener or cluster that needs it would wait for it.
 fn missing_credentials(
     model: &MeshModel,
     w: &Workload,
+    gateway: bool,
     secrets: &[SecretRef],
     credentials: &Credentials,
 ) -> Vec<TranslateError> {
@@ -79,6 +113,28 @@ fn missing_credentials(
                         message: format!(
                             "gateway {}/{} cannot be served it: {reason}",
                             w.namespace, w.name
+                        ),
+                        code: ErrorCode::MissingCredential,
+                    });
+                }
+            }
+        }
+        let rules = model
+            .destination_rules()
+            .filter(|dr| applies_to(dr, w, gateway));
+        for dr in rules {
+            for (path, c) in credential_names(&dr.object) {
+                if credentials::serves(c, name) {
+                    out.push(TranslateError {
+                        kind: "DestinationRule".into(),
+                        namespace: dr.namespace.clone(),
+                        name: dr.name.clone(),
+                        path,
+                        message: format!(
+                            "{} {}/{} cannot be served it: {reason}",
+                            if gateway { "gateway" } else { "sidecar" },
+                            w.namespace,
+                            w.name
                         ),
                         code: ErrorCode::MissingCredential,
                     });
@@ -225,5 +281,102 @@ mod tests {
         .unwrap();
         feed.apply(Change::Apply(trellis_sources::secret_input(&secret)));
         assert!(findings(&feed).is_empty());
+    }
+
+    /// A DestinationRule's `credentialName` is found on the rule when a proxy
+    /// it applies to cannot be served it: the gateway for a rule without
+    /// selector (needing the client certificate and the CA), the sidecars a
+    /// selector picks; never the sidecars it does not apply to.
+    #[test]
+    fn a_credential_a_destination_rule_names_is_found_on_the_rule() {
+        let mut feed = MeshFeed::new(Default::default());
+        edge_gateway(
+            &mut feed,
+            json!([{"port": {"number": 80, "name": "http", "protocol": "HTTP"}, "hosts": ["*"]}]),
+        );
+        let entry = json!({"apiVersion": "networking.istio.io/v1", "kind": "ServiceEntry",
+            "metadata": {"name": "api", "namespace": "edge"},
+            "spec": {"hosts": ["api.example.com"], "resolution": "DNS",
+                     "ports": [{"number": 443, "name": "https", "protocol": "HTTPS"}]}});
+        feed.apply(Change::Apply(input_from_json(
+            SourceKind::ServiceEntry,
+            entry,
+        )));
+        let rule = |name: &str, selector: Option<serde_json::Value>| {
+            let mut spec = json!({"host": "api.example.com",
+                "trafficPolicy": {"tls": {"mode": "MUTUAL", "credentialName": name}}});
+            if let Some(s) = selector {
+                spec["workloadSelector"] = json!({"matchLabels": s});
+            }
+            input_from_json(
+                SourceKind::DestinationRule,
+                json!({"apiVersion": "networking.istio.io/v1", "kind": "DestinationRule",
+                       "metadata": {"name": name, "namespace": "edge"}, "spec": spec}),
+            )
+        };
+        feed.apply(Change::Apply(rule("api-client", None)));
+        let findings = |feed: &MeshFeed, name: &str| {
+            let view = feed.view(true);
+            let key = ObjectRef {
+                kind: "DestinationRule".into(),
+                namespace: Some("edge".into()),
+                name: name.into(),
+            };
+            analyze(&view.model, &view.credentials, ["edge".to_string()])
+                .remove(&key)
+                .unwrap_or_default()
+        };
+        let errors = findings(&feed, "api-client");
+        let found: Vec<(&str, bool)> = (errors.iter())
+            .map(|e| {
+                (
+                    e.path.as_str(),
+                    e.message.starts_with("gateway edge/ingress-1 "),
+                )
+            })
+            .collect();
+        // the certificate and the CA, both missing
+        assert_eq!(
+            found,
+            [("spec.trafficPolicy.tls.credentialName", true); 2],
+            "{errors:?}"
+        );
+        let secret = |name: &str, data: serde_json::Value| {
+            let secret: k8s_openapi::api::core::v1::Secret = serde_json::from_value(
+                json!({"metadata": {"name": name, "namespace": "edge"}, "data": data}),
+            )
+            .unwrap();
+            Change::Apply(trellis_sources::secret_input(&secret))
+        };
+        feed.apply(secret(
+            "api-client",
+            json!({"cert": "Q0VSVA==", "key": "S0VZ"}),
+        ));
+        let errors = findings(&feed, "api-client");
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert!(errors[0].message.contains("no client CA"), "{errors:?}");
+        feed.apply(secret("api-client-cacert", json!({"cacert": "Q0E="})));
+        assert!(findings(&feed, "api-client").is_empty());
+
+        // a sidecar the selector picks; the gateway is not picked
+        let pod = serde_json::from_value(json!({
+            "metadata": {"name": "web-1", "namespace": "edge", "labels": {"app": "web"}},
+            "spec": {"containers": [{"name": "app"}]},
+            "status": {"podIP": "10.0.0.21"}
+        }))
+        .unwrap();
+        feed.apply(Change::Apply(Input::Pod(Box::new(pod))));
+        feed.apply(Change::Apply(rule(
+            "web-client",
+            Some(json!({"app": "web"})),
+        )));
+        let errors = findings(&feed, "web-client");
+        assert!(!errors.is_empty());
+        assert!(
+            errors
+                .iter()
+                .all(|e| e.message.starts_with("sidecar edge/web-1 ")),
+            "{errors:?}"
+        );
     }
 }
