@@ -14,7 +14,10 @@
 //!   MeshStatus, which go with the pod.
 //! - It answers the kubelet's readiness probe on 15021 and listens for
 //!   Prometheus on 15090, as a sidecar does.
-//! - The private key never reaches the operator's log.
+//! - As an egress gateway it originates mutual TLS to a server outside the
+//!   mesh with the client certificate of a Secret that a DestinationRule
+//!   names by `credentialName`; without the Secret the rule carries a Warning.
+//! - The private keys never reach the operator's log.
 
 mod operator_support;
 
@@ -102,6 +105,81 @@ fn get_through_gateway(dir: &Path, name: &str, port: u16) -> Result<(u16, String
         .map(|v| v.trim().to_string())
         .unwrap_or_default();
     Ok((status, upstream))
+}
+
+const API_HOST: &str = "api.example.com";
+const EXTERNAL_IP: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 84);
+
+/// A server outside the mesh that requires a client certificate: a real
+/// Envoy on [`EXTERNAL_IP`] serving [`API_HOST`] with a certificate from
+/// `ca`, accepting only clients `ca` signed, in front of echo upstream
+/// `external-app`. Also writes Secret material for a client of it:
+/// `dir/client.{crt,key}` and `dir/ca.crt`.
+fn external_mtls_server(dir: &Path, app: &trellis_e2e::Upstream) -> (trellis_e2e::Envoy, u16) {
+    use trellis_e2e::mesh::{
+        bootstrap_yaml, http_connection_manager, listener, route_to, static_cluster, test_ca, vhost,
+    };
+    use trellis_translate::security::origination::{
+        GatewayTlsMode, ServerCredential, gateway_server_tls,
+    };
+    use trellis_translate::security::tls::downstream_transport_socket;
+    let ca = test_ca();
+    let now = std::time::SystemTime::now();
+    let hour = Duration::from_secs(3600);
+    let server = ca
+        .issue_server_cert(&[API_HOST.to_string()], hour, now)
+        .unwrap();
+    let client = ca
+        .issue_for_service_account(NS, "egress", hour, now)
+        .unwrap();
+    let write = |name: &str, text: &str| std::fs::write(dir.join(name), text).unwrap();
+    write("server.crt", &server.cert_chain_pem);
+    write("server.key", server.key_pem.expose());
+    write("ca.crt", &server.root_cert_pem);
+    write("client.crt", &client.cert_chain_pem);
+    write("client.key", client.key_pem.expose());
+    let path = |name: &str| dir.join(name).display().to_string();
+    let (cert, key, client_ca) = (path("server.crt"), path("server.key"), path("ca.crt"));
+    let files = ServerCredential::Files {
+        cert: &cert,
+        key: &key,
+        client_ca: Some(&client_ca),
+    };
+    let tls = gateway_server_tls(GatewayTlsMode::Mutual, files, &["http/1.1"]);
+    let port = trellis_e2e::free_ports_on(EXTERNAL_IP, 1)[0];
+    let chain = envoy_types::pb::envoy::config::listener::v3::FilterChain {
+        filters: vec![http_connection_manager(
+            "external",
+            vec![vhost("api", &["*"], vec![route_to("external-app")])],
+            vec![],
+            false,
+        )],
+        transport_socket: Some(downstream_transport_socket(&tls)),
+        ..Default::default()
+    };
+    let bootstrap = bootstrap_yaml(
+        "external",
+        vec![listener(
+            "external",
+            std::net::SocketAddr::from((EXTERNAL_IP, port)),
+            vec![chain],
+            vec![],
+        )],
+        vec![static_cluster("external-app", &[app.addr()], None)],
+    );
+    (trellis_e2e::Envoy::start(&bootstrap), port)
+}
+
+/// A plain HTTP GET of [`API_HOST`] through the gateway's `port`: the status
+/// and the answering upstream.
+fn get_api_through_gateway(port: u16) -> Option<(u16, String)> {
+    let addr = format!("{GATEWAY_IP}:{port}").parse().unwrap();
+    let r = trellis_e2e::HttpRequest::get("/")
+        .host(API_HOST)
+        .send(addr)
+        .ok()?;
+    let upstream = r.header("x-upstream").unwrap_or_default().to_string();
+    Some((r.status, upstream))
 }
 
 #[test]
@@ -211,19 +289,75 @@ fn an_injected_gateway_serves_https_with_a_kubernetes_tls_secret() {
         "the old certificate is still served"
     );
 
+    // Egress: the same gateway originates mutual TLS to a server outside the
+    // mesh with the client certificate of Secret `api-client`, which a
+    // DestinationRule names by credentialName (Istio's egress TLS origination).
+    let external_app = trellis_e2e::Upstream::echo("external-app", Ipv4Addr::new(127, 0, 0, 85));
+    let (external, external_port) = external_mtls_server(dir.path(), &external_app);
+    let egress_port = free_port();
+    let from =
+        |key: &str, file: &str| format!("--from-file={key}={}", dir.path().join(file).display());
+    let secret = cluster.kubectl.run(&[
+        "create",
+        "secret",
+        "generic",
+        "api-client",
+        "-n",
+        NS,
+        &from("tls.crt", "client.crt"),
+        &from("tls.key", "client.key"),
+        &from("ca.crt", "ca.crt"),
+        "--dry-run=client",
+        "-o",
+        "yaml",
+    ]);
+    cluster.kubectl.apply(&secret);
+    cluster.kubectl.apply(&format!(
+        "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {{name: api, namespace: {NS}}}\n\
+         spec:\n  hosts: [\"{API_HOST}\"]\n  resolution: STATIC\n  \
+         ports: [{{number: 443, name: https, protocol: HTTPS}}]\n  \
+         endpoints: [{{address: {EXTERNAL_IP}, ports: {{https: {external_port}}}}}]\n\
+         ---\napiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {{name: egress-gw, namespace: {NS}}}\n\
+         spec:\n  selector: {{istio: ingressgateway}}\n  servers:\n  - port: {{number: {egress_port}, name: http-egress, protocol: HTTP}}\n    \
+         hosts: [\"{API_HOST}\"]\n\
+         ---\napiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: api, namespace: {NS}}}\n\
+         spec:\n  hosts: [\"{API_HOST}\"]\n  gateways: [egress-gw]\n  http:\n  - route: [{{destination: {{host: \"{API_HOST}\", port: {{number: 443}}}}}}]\n\
+         ---\napiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {{name: api, namespace: {NS}}}\n\
+         spec:\n  host: \"{API_HOST}\"\n  trafficPolicy:\n    portLevelSettings:\n    - port: {{number: 443}}\n      \
+         tls: {{mode: MUTUAL, credentialName: api-client, sni: \"{API_HOST}\"}}\n"
+    ));
+    let mut last = None;
+    let through = wait_for(
+        "the gateway to originate mutual TLS with Secret api-client",
+        Duration::from_secs(60),
+        || {
+            last = get_api_through_gateway(egress_port);
+            last.clone().filter(|(status, _)| *status == 200)
+        },
+    );
+    assert_eq!(through, (200, "external-app".to_string()), "{last:?}");
+    // The server saw the Secret's client certificate: it refuses connections without one.
+    assert!(
+        external.stat(&format!(
+            "listener.{EXTERNAL_IP}_{external_port}.ssl.handshake"
+        )) >= 1
+    );
+
     assert_eq!(
         op.metric("trellis_xds_nacks_total").unwrap_or(0.0),
         0.0,
         "{}",
         gateway.log()
     );
-    let key = std::fs::read_to_string(dir.path().join("second.key")).unwrap();
-    let key_body = key.lines().nth(1).expect("a PEM body line");
     let log = op.log_text();
-    assert!(
-        !log.contains("PRIVATE KEY") && !log.contains(key_body),
-        "a private key reached the operator's log"
-    );
+    for key in ["second.key", "client.key"] {
+        let key = std::fs::read_to_string(dir.path().join(key)).unwrap();
+        let key_body = key.lines().nth(1).expect("a PEM body line");
+        assert!(
+            !log.contains("PRIVATE KEY") && !log.contains(key_body),
+            "a private key reached the operator's log"
+        );
+    }
     // Without its Secret the server cannot be served: the Gateway says so.
     cluster
         .kubectl
@@ -244,6 +378,29 @@ fn an_injected_gateway_serves_https_with_a_kubernetes_tls_secret() {
     let message = warning["message"].as_str().unwrap_or_default();
     assert!(
         message.contains("spec.servers[0].tls.credentialName") && message.contains("edge/web-tls"),
+        "{warning}"
+    );
+    // So does the DestinationRule whose client certificate is gone.
+    cluster
+        .kubectl
+        .run(&["delete", "secret", "-n", NS, "api-client"]);
+    let warning = wait_for(
+        "a Warning on DestinationRule edge/api for its missing credential",
+        Duration::from_secs(60),
+        || {
+            let dr = cluster
+                .kubectl
+                .get_json(&["destinationrule", "-n", NS, "api"])?;
+            let conditions = dr["status"]["conditions"].as_array()?.clone();
+            conditions
+                .into_iter()
+                .find(|c| c["type"] == "Warning" && c["reason"] == "MissingCredential")
+        },
+    );
+    let message = warning["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("spec.trafficPolicy.portLevelSettings[0].tls.credentialName")
+            && message.contains("edge/api-client"),
         "{warning}"
     );
 
