@@ -23,8 +23,7 @@ use k8s_openapi::api::core::v1::Secret;
 
 use crate::feed::NsName;
 
-/// The suffix of the SDS name of a credential's client CA.
-pub const CA_SUFFIX: &str = "-cacert";
+pub use trellis_translate::credential_uses::{CA_SUFFIX, serves};
 
 /// The field selector of the Secrets watch: neither service account tokens
 /// nor Helm releases can hold a credential, and the control plane's own
@@ -81,11 +80,6 @@ impl Credential {
             || credential.ca.is_some())
         .then_some(credential)
     }
-}
-
-/// Whether Secret `name` is one that `credentialName: credential` reads.
-pub fn serves(credential: &str, name: &str) -> bool {
-    name == credential || name.strip_suffix(CA_SUFFIX) == Some(credential)
 }
 
 /// The SDS resource `sds_name` for the credential reference `namespace/name`

@@ -6,13 +6,11 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use trellis_api::ObjectRef;
-use trellis_api::networking::DestinationRule;
-use trellis_model::{MeshModel, Stored, Workload, labels_match};
+use trellis_model::{MeshModel, Workload};
 use trellis_sources::credentials::{self, Credentials};
+use trellis_translate::credential_uses::{credential_findings, destination_rule_applies};
 use trellis_translate::destination_rule::credential_names;
-use trellis_translate::{
-    ErrorCode, Proxy, SecretRef, TranslateError, TranslateOptions, Translator,
-};
+use trellis_translate::{Proxy, SecretRef, TranslateError, TranslateOptions, Translator};
 
 /// Findings per mesh object, each reported once.
 pub fn analyze(
@@ -42,9 +40,9 @@ pub fn analyze(
                 credentials,
             ));
         }
-        let selected = model
-            .destination_rules()
-            .any(|dr| applies_to(dr, w, false) && !credential_names(&dr.object).is_empty());
+        let selected = model.destination_rules().any(|dr| {
+            destination_rule_applies(dr, w, false) && !credential_names(&dr.object).is_empty()
+        });
         if selected {
             let out = translator.translate(&Proxy::sidecar(&w.namespace, &w.name));
             found.extend(missing_credentials(
@@ -68,16 +66,6 @@ pub fn analyze(
     out
 }
 
-/// Whether DestinationRule `dr` is one whose `credentialName`s apply to
-/// workload `w` (as a gateway when `gateway`): a rule selecting it, or at a
-/// gateway any rule its namespace sees.
-fn applies_to(dr: &Stored<DestinationRule>, w: &Workload, gateway: bool) -> bool {
-    match &dr.object.spec.workload_selector {
-        Some(s) => dr.namespace == w.namespace && labels_match(&s.match_labels, &w.labels),
-        None => gateway && (dr.namespace == w.namespace || dr.export_to.visible_from(&w.namespace)),
-    }
-}
-
 /// A finding on every Gateway server and DestinationRule that names a
 /// `credentialName` proxy `w` (a gateway when `gateway`) references and its
 /// namespace cannot serve (no such Secret, or not what the use needs): the
@@ -94,52 +82,8 @@ fn missing_credentials(
         let SecretRef::Credential { namespace, name } = secret else {
             continue;
         };
-        let Err(reason) = credentials::sds_secret(credentials, namespace, name, "") else {
-            continue;
-        };
-        for gw in model.gateways_for(w) {
-            for (i, server) in gw.object.spec.servers.iter().enumerate() {
-                let named = server
-                    .tls
-                    .as_ref()
-                    .and_then(|t| t.credential_name.as_deref())
-                    .is_some_and(|c| credentials::serves(c, name));
-                if named {
-                    out.push(TranslateError {
-                        kind: "Gateway".into(),
-                        namespace: gw.namespace.clone(),
-                        name: gw.name.clone(),
-                        path: format!("spec.servers[{i}].tls.credentialName"),
-                        message: format!(
-                            "gateway {}/{} cannot be served it: {reason}",
-                            w.namespace, w.name
-                        ),
-                        code: ErrorCode::MissingCredential,
-                    });
-                }
-            }
-        }
-        let rules = model
-            .destination_rules()
-            .filter(|dr| applies_to(dr, w, gateway));
-        for dr in rules {
-            for (path, c) in credential_names(&dr.object) {
-                if credentials::serves(c, name) {
-                    out.push(TranslateError {
-                        kind: "DestinationRule".into(),
-                        namespace: dr.namespace.clone(),
-                        name: dr.name.clone(),
-                        path,
-                        message: format!(
-                            "{} {}/{} cannot be served it: {reason}",
-                            if gateway { "gateway" } else { "sidecar" },
-                            w.namespace,
-                            w.name
-                        ),
-                        code: ErrorCode::MissingCredential,
-                    });
-                }
-            }
+        if let Err(reason) = credentials::sds_secret(credentials, namespace, name, "") {
+            out.extend(credential_findings(model, w, gateway, name, &reason));
         }
     }
     out

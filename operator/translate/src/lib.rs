@@ -5,6 +5,7 @@
 #![forbid(unsafe_code)]
 
 pub mod cluster;
+pub mod credential_uses;
 pub mod destination_rule;
 pub mod endpoints;
 pub mod forward_proxy;

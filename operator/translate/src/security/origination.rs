@@ -61,7 +61,7 @@ impl CredentialName {
     pub fn ca(&self) -> SecretRef {
         SecretRef::Credential {
             namespace: self.namespace.clone(),
-            name: format!("{}-cacert", self.name),
+            name: format!("{}{}", self.name, crate::credential_uses::CA_SUFFIX),
         }
     }
 }
