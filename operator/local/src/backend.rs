@@ -20,8 +20,10 @@ use trellis_api::networking::OutboundTrafficPolicyMode;
 use trellis_api::security::MutualTLSMode;
 use trellis_api::{ObjectRef, Resource};
 use trellis_model::{MeshModel, MeshSettings, MtlsMode, OutboundPolicy, Workload};
+use trellis_translate::credential_uses::credential_findings;
 use trellis_translate::{
-    ExplicitPorts, ListenerShape, Proxy, SdsSource, TranslateError, TranslateOptions, Translator,
+    ExplicitPorts, ListenerShape, Proxy, SdsSource, SecretRef, TranslateError, TranslateOptions,
+    Translator,
 };
 use trellis_xds::{
     ProxyId, ProxyKind, PushScope, ResourceCache, Snapshot, SnapshotSource, XdsError,
@@ -207,11 +209,10 @@ impl SnapshotSource for Source {
             ProxyKind::Gateway => Proxy::gateway(&proxy.namespace, &proxy.name),
         };
         let out = Translator::new(&model, options).translate(&target);
+        let mut found = out.errors.clone();
+        found.extend(unservable_credentials(&model, &target, &out.secrets));
         if let Ok(mut errors) = shared.translate_errors.lock() {
-            errors.insert(
-                format!("{}/{}", proxy.namespace, proxy.name),
-                out.errors.clone(),
-            );
+            errors.insert(format!("{}/{}", proxy.namespace, proxy.name), found);
         }
         let mut builder = Snapshot::builder();
         for l in &out.listeners {
@@ -231,6 +232,29 @@ impl SnapshotSource for Source {
         }
         Ok(builder.build(&shared.cache))
     }
+}
+
+/// Universal mode reads no Kubernetes Secrets, so a `credentialName` the
+/// proxy references is never served and what needs it waits: a finding on
+/// every field that names one.
+fn unservable_credentials(
+    model: &MeshModel,
+    proxy: &Proxy,
+    secrets: &[SecretRef],
+) -> Vec<TranslateError> {
+    let Some(w) = model.workload(&proxy.namespace, &proxy.name) else {
+        return Vec::new();
+    };
+    let gateway = proxy.kind == trellis_translate::ProxyKind::Gateway;
+    let why = "universal mode reads no Kubernetes Secrets; use certificate files \
+               (serverCertificate and privateKey; clientCertificate, privateKey and caCertificates)";
+    let mut found = Vec::new();
+    for secret in secrets {
+        if let SecretRef::Credential { name, .. } = secret {
+            found.extend(credential_findings(model, w, gateway, name, why));
+        }
+    }
+    found
 }
 
 fn error_at(kind: &str, r: &Resource, field: &str, message: String) -> ConfigError {

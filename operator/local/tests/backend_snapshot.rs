@@ -196,6 +196,37 @@ fn translation_errors_are_reported_and_forgotten_with_their_proxy() {
     );
 }
 
+/// Universal mode reads no Kubernetes Secrets: a DestinationRule credential
+/// that applies to a sidecar (through its selector) is reported on the rule's
+/// field instead of leaving the cluster waiting in silence.
+#[test]
+fn a_credential_name_is_reported_in_universal_mode() {
+    let tmp = tempfile::tempdir().unwrap();
+    let b = backend(tmp.path());
+    let dr = "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: cart, namespace: shop}\n\
+              spec:\n  host: cart\n  workloadSelector: {matchLabels: {app: frontend}}\n  \
+              trafficPolicy: {tls: {mode: MUTUAL, credentialName: cart-client}}\n";
+    b.apply(&changes(&format!("{OBJECTS}\n---\n{dr}")));
+    let _ = snapshot(&b, "frontend", "frontend");
+    let errors = b.config_errors();
+    let on_rule: Vec<_> = (errors.iter())
+        .filter(|e| e.kind.as_deref() == Some("DestinationRule"))
+        .collect();
+    // once, for both the client certificate and the CA
+    assert_eq!(on_rule.len(), 1, "{errors:?}");
+    for e in on_rule {
+        assert_eq!(
+            e.field.as_deref(),
+            Some("spec.trafficPolicy.tls.credentialName")
+        );
+        assert!(
+            e.message.contains("sidecar shop/frontend")
+                && e.message.contains("no Kubernetes Secrets"),
+            "{e:?}"
+        );
+    }
+}
+
 #[test]
 fn a_meshconfig_trust_domain_other_than_the_running_one_is_reported() {
     let tmp = tempfile::tempdir().unwrap();
