@@ -1,5 +1,6 @@
 //! VirtualService features through the whole translator (model -> sidecar -> real Envoy)
-//! that `routing.rs` (route builder only) does not cover: withoutHeaders, authority and
+//! that `routing.rs` (route builder only) does not cover: withoutHeaders, Istio's `{}`
+//! (a header or query parameter present, any path), authority and
 //! regex queryParams and scheme matches, header set/add/remove on request and response, CORS
 //! preflight, mirror with a percentage, fault delay and abort with a percentage, and
 //! matches that name their clients (sourceLabels, sourceNamespace, gateways); `tcp`
@@ -47,6 +48,15 @@ spec:
   - name: without-headers
     match: [{uri: {prefix: /guarded}, withoutHeaders: {x-debug: {exact: "1"}}}]
     route: [{destination: {host: routes, subset: v2}}]
+  - name: header-present
+    match: [{uri: {prefix: /present}, headers: {x-canary: {}}}]
+    route: [{destination: {host: routes, subset: v2}}]
+  - name: header-absent
+    match: [{uri: {prefix: /absent}, withoutHeaders: {x-canary: {}}}]
+    route: [{destination: {host: routes, subset: v2}}]
+  - name: query-present
+    match: [{uri: {}, queryParams: {debug: {}}}]
+    route: [{destination: {host: routes, subset: v2}}]
   - name: authority
     match: [{uri: {prefix: /authority}, authority: {prefix: routes.shop}}]
     route: [{destination: {host: routes, subset: v2}}]
@@ -66,7 +76,7 @@ spec:
   - name: cors
     match: [{uri: {prefix: /cors}}]
     corsPolicy:
-      allowOrigins: [{exact: "https://shop.example"}]
+      allowOrigins: [{exact: "https://shop.example"}, {}]
       allowMethods: [GET, POST]
       allowHeaders: [x-token]
       exposeHeaders: [x-upstream]
@@ -167,6 +177,16 @@ fn routing_features_through_the_translator_on_real_envoy() {
     assert_eq!(server(get("/guarded")), "b");
     assert_eq!(server(get("/guarded").header("x-debug", "2")), "b");
     assert_eq!(server(get("/guarded").header("x-debug", "1")), "a");
+    // `{}`: present (whatever the value, empty too), or absent in withoutHeaders
+    assert_eq!(server(get("/present").header("x-canary", "")), "b");
+    assert_eq!(server(get("/present").header("x-canary", "yes")), "b");
+    assert_eq!(server(get("/present")), "a");
+    assert_eq!(server(get("/absent")), "b");
+    assert_eq!(server(get("/absent").header("x-canary", "yes")), "a");
+    // a query parameter present, on any path (`uri: {}` matches every path)
+    assert_eq!(server(get("/anywhere?debug")), "b");
+    assert_eq!(server(get("/anywhere?x=1&debug=0")), "b");
+    assert_eq!(server(get("/anywhere?debugx=1")), "a");
     // authority prefix
     assert_eq!(server(get("/authority").host("routes.shop")), "b");
     assert_eq!(server(get("/authority").host("routes")), "a");
@@ -233,7 +253,8 @@ fn routing_features_through_the_translator_on_real_envoy() {
         r.header("access-control-expose-headers"),
         Some("x-upstream")
     );
-    // another origin: no CORS answer; the preflight is forwarded to the app
+    // another origin (`{}` allows none, as in Istio): no CORS answer; the
+    // preflight is forwarded to the app
     let before = hits("a");
     let r = send(
         HttpRequest::new("OPTIONS", "/cors")

@@ -10,6 +10,8 @@ pub enum StringMatch {
     Prefix(String),
     /// RE2 syntax, as Envoy runs it.
     Regex(String),
+    /// Istio's `{}`: any value; for a header or a query parameter, present.
+    Any,
 }
 
 /// One `match[]` entry; every set condition must hold.

@@ -271,7 +271,7 @@ fn route_match(m: Option<&RequestMatch>) -> RouteMatch {
         };
     };
     let path_specifier = match &m.uri {
-        None => PathSpecifier::Prefix("/".into()),
+        None | Some(StringMatch::Any) => PathSpecifier::Prefix("/".into()),
         Some(StringMatch::Exact(p)) => PathSpecifier::Path(p.clone()),
         Some(StringMatch::Prefix(p)) => PathSpecifier::Prefix(p.clone()),
         Some(StringMatch::Regex(r)) => PathSpecifier::SafeRegex(regex(r)),
@@ -303,9 +303,10 @@ fn route_match(m: Option<&RequestMatch>) -> RouteMatch {
             .iter()
             .map(|(k, v)| QueryParameterMatcher {
                 name: k.clone(),
-                query_parameter_match_specifier: Some(QueryParameterMatchSpecifier::StringMatch(
-                    string_matcher(v),
-                )),
+                query_parameter_match_specifier: Some(match v {
+                    StringMatch::Any => QueryParameterMatchSpecifier::PresentMatch(true),
+                    v => QueryParameterMatchSpecifier::StringMatch(string_matcher(v)),
+                }),
             })
             .collect(),
         ..Default::default()
@@ -313,8 +314,10 @@ fn route_match(m: Option<&RequestMatch>) -> RouteMatch {
 }
 
 fn header_matcher(name: &str, value: &StringMatch, invert: bool) -> HeaderMatcher {
-    // `withoutHeaders` with an empty exact value means "header absent".
-    let present_only = invert && matches!(value, StringMatch::Exact(v) if v.is_empty());
+    // `{}` matches a header that is present (inverted: absent), and so does
+    // an empty exact value in `withoutHeaders`.
+    let present_only = matches!(value, StringMatch::Any)
+        || (invert && matches!(value, StringMatch::Exact(v) if v.is_empty()));
     HeaderMatcher {
         name: name.to_string(),
         invert_match: invert,
@@ -335,6 +338,7 @@ pub fn string_matcher(value: &StringMatch) -> StringMatcher {
             StringMatch::Exact(v) => MatchPattern::Exact(v.clone()),
             StringMatch::Prefix(v) => MatchPattern::Prefix(v.clone()),
             StringMatch::Regex(v) => MatchPattern::SafeRegex(regex(v)),
+            StringMatch::Any => MatchPattern::SafeRegex(regex(".*")),
         }),
         ignore_case: false,
     }
@@ -392,7 +396,11 @@ fn http_fault(fault: &Fault) -> HttpFault {
 /// `corsPolicy` -> the CORS filter's per-route policy (lists comma-joined, max age in seconds).
 pub fn cors_policy(cors: &Cors) -> CorsPolicy {
     CorsPolicy {
-        allow_origin_string_match: cors.allow_origins.iter().map(string_matcher).collect(),
+        // As in Istio, an origin written `{}` allows nothing (never every origin).
+        allow_origin_string_match: (cors.allow_origins.iter())
+            .filter(|o| **o != StringMatch::Any)
+            .map(string_matcher)
+            .collect(),
         allow_methods: cors.allow_methods.join(","),
         allow_headers: cors.allow_headers.join(","),
         expose_headers: cors.expose_headers.join(","),

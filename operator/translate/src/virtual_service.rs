@@ -430,6 +430,7 @@ pub fn string_match(m: &api::StringMatch) -> StringMatch {
         api::StringMatch::Exact(v) => StringMatch::Exact(v.clone()),
         api::StringMatch::Prefix(v) => StringMatch::Prefix(v.clone()),
         api::StringMatch::Regex(v) => StringMatch::Regex(v.clone()),
+        api::StringMatch::Any => StringMatch::Any,
     }
 }
 

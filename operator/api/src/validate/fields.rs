@@ -216,7 +216,7 @@ fn re2_rules(ast: &regex_syntax::ast::Ast) -> Result<(), String> {
 pub(crate) fn string_match(errors: &mut Errors, path: &str, value: &StringMatch) {
     match value {
         StringMatch::Regex(r) => errors.check(format!("{path}.regex"), regex(r)),
-        StringMatch::Exact(_) | StringMatch::Prefix(_) => {}
+        StringMatch::Exact(_) | StringMatch::Prefix(_) | StringMatch::Any => {}
     }
 }
 
