@@ -8,6 +8,7 @@ use k8s_openapi::api::core::v1::ResourceRequirements;
 use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 
 /// The only `MeshConfig` the operator reads.
 pub const MESH_CONFIG_NAME: &str = "default";
@@ -57,6 +58,10 @@ pub struct MeshConfigSpec {
     pub proxy: Option<ProxySettings>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub injection: Option<InjectionSettings>,
+    /// External authorizers that `AuthorizationPolicy` objects with the
+    /// `CUSTOM` action name in `spec.provider.name` (Istio's MeshConfig field).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub extension_providers: Vec<ExtensionProviderConfig>,
 }
 
 impl MeshConfigSpec {
@@ -96,4 +101,115 @@ pub struct InjectionSettings {
     /// lets Jobs complete. A pod's `sidecar.istio.io/nativeSidecar` overrides it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hold_application_until_proxy_starts: Option<bool>,
+}
+
+/// One entry of `extensionProviders`: a name and exactly one provider kind.
+/// Only Envoy's external authorization (HTTP or gRPC) is supported.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, Default, PartialEq, Eq, Hash)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ExtensionProviderConfig {
+    /// The name `AuthorizationPolicy.spec.provider.name` refers to; unique.
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub envoy_ext_authz_http: Option<EnvoyExternalAuthorizationHttpProvider>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub envoy_ext_authz_grpc: Option<EnvoyExternalAuthorizationGrpcProvider>,
+}
+
+/// An external authorizer spoken to over HTTP (Envoy's `ext_authz` filter with
+/// an `http_service`): a request is allowed when the authorizer answers 2xx.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, Default, PartialEq, Eq, Hash)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct EnvoyExternalAuthorizationHttpProvider {
+    /// The authorizer's mesh host: `ext-authz.foo.svc.cluster.local`, a
+    /// ServiceEntry host, or `<namespace>/<host>` when the host is defined in
+    /// several namespaces.
+    pub service: String,
+    /// The service port the authorizer listens on.
+    pub port: u32,
+    /// How long to wait for the authorizer (default 600s).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<Duration>,
+    /// Prepended to the request path in the check request (starts with `/`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path_prefix: Option<String>,
+    /// Allow the request when the authorizer cannot be reached or errs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fail_open: Option<bool>,
+    /// Re-pick the route after the authorizer changed request headers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clear_route_cache: Option<bool>,
+    /// HTTP status returned when the authorizer cannot be reached (default 403).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status_on_error: Option<String>,
+    /// Client request headers sent to the authorizer besides `Host`, `Method`,
+    /// `Path`, `Content-Length` and `Authorization`; `x-foo-*` is a prefix,
+    /// `*-foo` a suffix, matched case-insensitively.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub include_request_headers_in_check: Vec<String>,
+    /// Headers (name: value) added to every check request.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub include_additional_headers_in_check: BTreeMap<String, String>,
+    /// Send (part of) the request body to the authorizer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub include_request_body_in_check: Option<EnvoyExternalAuthorizationRequestBody>,
+    /// Authorizer response headers copied to the request sent upstream when allowed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub headers_to_upstream_on_allow: Vec<String>,
+    /// Authorizer response headers returned to the client when denied.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub headers_to_downstream_on_deny: Vec<String>,
+    /// Authorizer response headers added to the response to the client when allowed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub headers_to_downstream_on_allow: Vec<String>,
+}
+
+/// An external authorizer spoken to over gRPC (`envoy.service.auth.v3.Authorization/Check`).
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, Default, PartialEq, Eq, Hash)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct EnvoyExternalAuthorizationGrpcProvider {
+    /// The authorizer's mesh host, as for the HTTP provider.
+    pub service: String,
+    /// The service port the authorizer listens on (an HTTP/2 or gRPC port).
+    pub port: u32,
+    /// How long to wait for the authorizer (default 600s).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<Duration>,
+    /// Allow the request when the authorizer cannot be reached or errs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fail_open: Option<bool>,
+    /// Re-pick the route after the authorizer changed request headers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clear_route_cache: Option<bool>,
+    /// HTTP status returned when the authorizer cannot be reached (default 403).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status_on_error: Option<String>,
+    /// Send (part of) the request body to the authorizer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub include_request_body_in_check: Option<EnvoyExternalAuthorizationRequestBody>,
+}
+
+/// How much of the request body a check request carries.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, Default, PartialEq, Eq, Hash)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct EnvoyExternalAuthorizationRequestBody {
+    /// Buffer at most this many bytes (more than 0).
+    pub max_request_bytes: u32,
+    /// Send the first `maxRequestBytes` of a longer body instead of answering 413.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allow_partial_message: Option<bool>,
+    /// Send the body as raw bytes (gRPC) instead of a UTF-8 string.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pack_as_bytes: Option<bool>,
+}
+
+impl ExtensionProviderConfig {
+    /// The `service`/`port` of whichever provider kind is set.
+    pub fn service_port(&self) -> Option<(&str, u32)> {
+        match (&self.envoy_ext_authz_http, &self.envoy_ext_authz_grpc) {
+            (Some(h), _) => Some((h.service.as_str(), h.port)),
+            (None, Some(g)) => Some((g.service.as_str(), g.port)),
+            (None, None) => None,
+        }
+    }
 }

@@ -13,7 +13,7 @@ mod workloads;
 
 pub use destination_rule::destination_rule;
 pub use gateway::{CIPHER_SUITES, gateway};
-pub use mesh::{mesh_config, mesh_status};
+pub use mesh::{ENVOY_STATUS_CODES, mesh_config, mesh_status};
 pub use metadata::metadata;
 pub use security::{authorization_policy, peer_authentication, request_authentication};
 pub use service_entry::service_entry;
