@@ -27,6 +27,9 @@ pub struct MeshSettings {
     pub root_namespace: String,
     pub default_mtls: MtlsMode,
     pub outbound_policy: OutboundPolicy,
+    /// MeshConfig `extensionProviders`: the external authorizers CUSTOM
+    /// AuthorizationPolicies name.
+    pub extension_providers: Vec<trellis_api::mesh::ExtensionProviderConfig>,
 }
 
 impl Default for MeshSettings {
@@ -37,6 +40,7 @@ impl Default for MeshSettings {
             root_namespace: "istio-system".into(),
             default_mtls: MtlsMode::Permissive,
             outbound_policy: OutboundPolicy::AllowAny,
+            extension_providers: Vec::new(),
         }
     }
 }

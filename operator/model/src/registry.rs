@@ -85,6 +85,30 @@ impl Registry {
             .find(|s| s.hostname == hostname)
     }
 
+    /// The service defining exactly `hostname` in `namespace` (Istio's
+    /// `<namespace>/<host>` reference), and every namespace defining it.
+    pub fn in_namespace(&self, hostname: &str, namespace: &str) -> Option<&MeshService> {
+        self.by_host
+            .get(hostname)?
+            .iter()
+            .filter_map(|source| self.by_source.get(source))
+            .flatten()
+            .find(|s| s.hostname == hostname && s.namespace == namespace)
+    }
+
+    /// The namespaces whose objects define exactly `hostname`, sorted.
+    pub fn namespaces_of(&self, hostname: &str) -> Vec<&str> {
+        let mut out: Vec<&str> = (self.by_host.get(hostname).into_iter().flatten())
+            .filter_map(|source| self.by_source.get(source))
+            .flatten()
+            .filter(|s| s.hostname == hostname)
+            .map(|s| s.namespace.as_str())
+            .collect();
+        out.sort_unstable();
+        out.dedup();
+        out
+    }
+
     /// Every distinct host, sorted, with the service that wins it.
     pub fn services(&self) -> impl Iterator<Item = &MeshService> {
         self.by_host.keys().filter_map(|h| self.exact(h))

@@ -715,6 +715,7 @@ pub fn settings_from(spec: &MeshConfigSpec, base: &MeshSettings) -> MeshSettings
         Some(OutboundTrafficPolicyMode::RegistryOnly) => OutboundPolicy::RegistryOnly,
         Some(OutboundTrafficPolicyMode::AllowAny) | None => OutboundPolicy::AllowAny,
     };
+    s.extension_providers = spec.extension_providers.clone();
     s
 }
 

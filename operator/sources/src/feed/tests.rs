@@ -210,10 +210,14 @@ fn mesh_config_default_sets_the_model_settings_and_its_deletion_restores_the_bas
         json!({"apiVersion": "mesh.trellis.dev/v1alpha1", "kind": "MeshConfig",
                "metadata": {"name": "default"},
                "spec": {"trustDomain": "corp.example", "defaultMtlsMode": "STRICT",
-                        "outboundTrafficPolicy": {"mode": "REGISTRY_ONLY"}}}),
+                        "outboundTrafficPolicy": {"mode": "REGISTRY_ONLY"},
+                        "extensionProviders": [{"name": "authz",
+                            "envoyExtAuthzHttp": {"service": "authz.shop.svc.cluster.local", "port": 8000}}]}}),
     );
     assert_eq!(feed.apply(Change::Apply(mc)), ChangeScope::All);
     let s = feed.model().settings();
+    assert_eq!(s.extension_providers.len(), 1);
+    assert_eq!(s.extension_providers[0].name, "authz");
     assert_eq!(s.trust_domain, "corp.example");
     assert_eq!(s.default_mtls, MtlsMode::Strict);
     assert_eq!(s.outbound_policy, OutboundPolicy::RegistryOnly);
