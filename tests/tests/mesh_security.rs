@@ -89,6 +89,7 @@ fn authorization_policies() -> Vec<AuthzPolicy> {
         name: name.into(),
         action,
         rules,
+        provider: None,
     };
     vec![
         policy(
@@ -178,6 +179,7 @@ fn jwt_policies(jwks: &str) -> (Vec<RequestAuthnPolicy>, Vec<AuthzPolicy>) {
         namespace: "shop".into(),
         name: "require-jwt".into(),
         action: AuthzAction::Allow,
+        provider: None,
         rules: vec![
             Rule {
                 from: vec![Source {
@@ -251,6 +253,7 @@ fn cart_bootstrap(plan: &CartPlan) -> String {
             namespace: "shop".into(),
             name: name.into(),
             action: AuthzAction::Allow,
+            provider: None,
             rules: vec![Rule {
                 from: vec![Source {
                     principals: vec![format!("cluster.local/ns/shop/sa/{allowed_sa}")],

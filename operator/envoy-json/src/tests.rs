@@ -114,6 +114,8 @@ fn every_resource_type_the_translator_emits_is_known() {
         "envoy.extensions.transport_sockets.tls.v3.Secret",
         "envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext",
         "envoy.extensions.filters.http.rbac.v3.RBAC",
+        "envoy.extensions.filters.http.ext_authz.v3.ExtAuthz",
+        "envoy.extensions.filters.network.ext_authz.v3.ExtAuthz",
         "envoy.extensions.filters.http.jwt_authn.v3.JwtAuthentication",
         "envoy.extensions.filters.http.fault.v3.HTTPFault",
         "envoy.extensions.filters.http.cors.v3.Cors",

@@ -272,7 +272,8 @@ pub fn gateway_resources(
     let mut out = GatewayOutput::default();
     // The edge is guarded as a sidecar's inbound side is: the policies whose
     // selector picks the gateway workload apply to every request it serves.
-    let security = crate::security::workload::inbound_security(model, workload);
+    let has_cluster = |name: &str| scope.clusters.iter().any(|c| c.name == name);
+    let security = crate::security::workload::inbound_security(model, workload, &has_cluster);
     out.errors.extend(security.errors.iter().cloned());
     out.clusters = security.clusters.iter().cloned().map(Arc::new).collect();
     let by_port = servers_by_port(model, workload, shape, &mut out.errors);

@@ -196,7 +196,12 @@ impl<'m> Translator<'m> {
         let mut listeners = Vec::new();
         let mut extra_clusters = Vec::new();
         let mut inbound_chains = Vec::new();
-        let security = crate::security::workload::inbound_security(model, workload);
+        let has_cluster = |name: &str| {
+            (out.clusters)
+                .binary_search_by(|c| c.name.as_str().cmp(name))
+                .is_ok()
+        };
+        let security = crate::security::workload::inbound_security(model, workload, &has_cluster);
         out.errors.extend(security.errors);
         extra_clusters.extend(security.clusters.into_iter().map(Arc::new));
         let (mtls_used, inspector) = self.inbound(

@@ -1,5 +1,6 @@
 //! Property: random meshes (services, workloads, VirtualServices, DestinationRules,
-//! Gateways, ServiceEntries, Sidecars, settings) never make translation panic, the
+//! Gateways, ServiceEntries, Sidecars, CUSTOM AuthorizationPolicies and their
+//! extension providers, settings) never make translation panic, the
 //! output is deterministic, and every error names its object.
 use proptest::prelude::*;
 use serde_json::{Value, json};
@@ -353,23 +354,71 @@ fn resource() -> impl Strategy<Value = Option<Resource>> {
                 .ok()
                 .map(|s| Resource::Sidecar(Box::new(s)))
         });
-    prop_oneof![service, workload, vs, dr, gateway, se, sidecar]
+    let authz = (
+        pick(NAMESPACES),
+        pick(LABELS),
+        pick(&["authz-http", "authz-grpc", "missing", ""]),
+        pick(&["CUSTOM", "CUSTOM", "DENY", "ALLOW"]),
+        prop::collection::vec(pick(&["/admin", "/a*", "*", "bad", ""]), 0..3),
+    )
+        .prop_map(|(ns, app, provider, action, paths)| {
+            serde_json::from_value(json!({
+                "metadata": meta(ns, format!("{app}-{provider}")),
+                "spec": {"selector": {"matchLabels": {"app": app}}, "action": action,
+                         "provider": {"name": provider},
+                         "rules": [{"to": [{"operation": {"paths": paths}}]}]}
+            }))
+            .ok()
+            .map(|a| Resource::AuthorizationPolicy(Box::new(a)))
+        });
+    prop_oneof![service, workload, vs, dr, gateway, se, sidecar, authz]
+}
+
+fn extension_providers() -> impl Strategy<Value = Vec<trellis_api::mesh::ExtensionProviderConfig>> {
+    let one = (
+        pick(&["authz-http", "authz-grpc", "missing"]),
+        any::<bool>(),
+        pick(HOSTS),
+        pick(&["", "shop/", "other/", "bad ns/"]),
+        pick(PORTS),
+        pick(&["403", "299", "x", ""]),
+        pick(&["1s", "0s", "-1s", "x", ""]),
+    )
+        .prop_map(|(name, grpc, host, ns, port, status, timeout)| {
+            let kind = if grpc {
+                "envoyExtAuthzGrpc"
+            } else {
+                "envoyExtAuthzHttp"
+            };
+            let mut provider = json!({"service": format!("{ns}{host}"), "port": port.max(0)});
+            if !status.is_empty() {
+                provider["statusOnError"] = json!(status);
+            }
+            if !timeout.is_empty() {
+                provider["timeout"] = json!(timeout);
+            }
+            serde_json::from_value(json!({"name": name, kind: provider})).ok()
+        });
+    prop::collection::vec(one, 0..3).prop_map(|v| v.into_iter().flatten().collect())
 }
 
 fn settings() -> impl Strategy<Value = MeshSettings> {
-    (any::<bool>(), any::<bool>()).prop_map(|(strict, registry_only)| MeshSettings {
-        default_mtls: if strict {
-            MtlsMode::Strict
-        } else {
-            MtlsMode::Permissive
+    (any::<bool>(), any::<bool>(), extension_providers()).prop_map(
+        |(strict, registry_only, extension_providers)| MeshSettings {
+            extension_providers,
+            default_mtls: if strict {
+                MtlsMode::Strict
+            } else {
+                MtlsMode::Permissive
+            },
+            outbound_policy: if registry_only {
+                OutboundPolicy::RegistryOnly
+            } else {
+                OutboundPolicy::AllowAny
+            },
+            ..Default::default()
         },
-        outbound_policy: if registry_only {
-            OutboundPolicy::RegistryOnly
-        } else {
-            OutboundPolicy::AllowAny
-        },
-        ..Default::default()
-    })
+    )
 }
 
 proptest! {

@@ -208,3 +208,107 @@ fn a_tcp_port_gets_network_rbac_before_its_proxy() {
         .collect();
     assert_eq!(names, ["envoy.filters.network.tcp_proxy"]);
 }
+
+fn with_providers(mut model: MeshModel, yaml: &str) -> MeshModel {
+    let spec: trellis_api::mesh::MeshConfigSpec = from_yaml(yaml);
+    let settings = trellis_model::MeshSettings {
+        extension_providers: spec.extension_providers,
+        ..model.settings().clone()
+    };
+    model
+        .apply(Resource::MeshSettings(settings))
+        .expect("settings apply");
+    model
+}
+
+const PROVIDERS: &str = "extensionProviders:\n- name: authz-http\n  envoyExtAuthzHttp: {service: cart.shop.svc.cluster.local, port: 8080}\n- name: authz-grpc\n  envoyExtAuthzGrpc: {service: shop/cart.shop.svc.cluster.local, port: 8080}\n- name: nowhere\n  envoyExtAuthzHttp: {service: nope.shop.svc.cluster.local, port: 80}\n";
+
+fn custom_on_web_and_db(provider: &str) -> Vec<Resource> {
+    let mut resources = base_resources();
+    for app in ["web", "db"] {
+        resources.push(ap(&format!(
+            "metadata: {{name: {app}-ext, namespace: shop}}\nspec:\n  selector: {{matchLabels: {{app: {app}}}}}\n  action: CUSTOM\n  provider: {{name: {provider}}}\n  rules:\n  - to:\n    - operation: {{paths: [/admin]}}\n"
+        )));
+    }
+    resources.push(ap(
+        "metadata: {name: deny-admin, namespace: istio-system}\nspec:\n  action: DENY\n  rules:\n  - to:\n    - operation: {paths: [/root]}\n",
+    ));
+    resources
+}
+
+fn tcp_filter_names(out: &ProxyResources, name: &str) -> Vec<String> {
+    let listener = out.listeners.iter().find(|l| l.name == name).unwrap();
+    (listener.filter_chains[0].filters.iter())
+        .map(|f| f.name.clone())
+        .collect()
+}
+
+#[test]
+fn custom_http_provider_puts_ext_authz_before_deny_and_skips_tcp() {
+    let model = with_providers(model_of(custom_on_web_and_db("authz-http")), PROVIDERS);
+    let web = sidecar(&model, "web-1");
+    assert!(web.errors.is_empty(), "{:?}", web.errors);
+    let filters = inbound_filters(&web, "127.0.0.10", 8000);
+    assert_eq!(
+        filters[..3],
+        [
+            "envoy.filters.http.rbac",
+            "envoy.filters.http.ext_authz",
+            "envoy.filters.http.rbac",
+        ],
+        "CUSTOM (shadow RBAC, ext_authz), then DENY"
+    );
+    let db = sidecar(&model, "db-1");
+    assert!(db.errors.is_empty(), "{:?}", db.errors);
+    assert_eq!(
+        tcp_filter_names(&db, "127.0.0.13_5432"),
+        [
+            "envoy.filters.network.rbac",
+            "envoy.filters.network.tcp_proxy"
+        ],
+        "an HTTP provider does not guard TCP ports (Istio)"
+    );
+}
+
+#[test]
+fn custom_grpc_provider_guards_tcp_ports_too() {
+    let model = with_providers(model_of(custom_on_web_and_db("authz-grpc")), PROVIDERS);
+    let db = sidecar(&model, "db-1");
+    assert!(db.errors.is_empty(), "{:?}", db.errors);
+    assert_eq!(
+        tcp_filter_names(&db, "127.0.0.13_5432"),
+        [
+            "envoy.filters.network.rbac",
+            "envoy.filters.network.ext_authz",
+            "envoy.filters.network.rbac",
+            "envoy.filters.network.tcp_proxy"
+        ]
+    );
+}
+
+#[test]
+fn custom_with_unusable_provider_denies_everything_with_an_error() {
+    for (provider, needle) in [
+        ("missing", "no extension provider \"missing\""),
+        ("nowhere", "envoyExtAuthzHttp.service: no service"),
+    ] {
+        let model = with_providers(model_of(custom_on_web_and_db(provider)), PROVIDERS);
+        let web = sidecar(&model, "web-1");
+        let errors: Vec<String> = web.errors.iter().map(ToString::to_string).collect();
+        assert!(
+            errors.iter().any(|e| e
+                .starts_with("AuthorizationPolicy/shop/web-ext: spec.provider.name")
+                && e.contains(needle)),
+            "{errors:?}"
+        );
+        let filters = inbound_filters(&web, "127.0.0.10", 8000);
+        assert!(
+            !filters.contains(&"envoy.filters.http.ext_authz".to_string()),
+            "{filters:?}"
+        );
+        assert_eq!(
+            filters[0], "envoy.filters.http.rbac",
+            "a deny-all RBAC comes first"
+        );
+    }
+}

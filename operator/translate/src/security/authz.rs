@@ -3,7 +3,8 @@
 //! Istio evaluates CUSTOM, then DENY, then ALLOW: a request matching any DENY
 //! policy is denied; if no ALLOW policy applies it is allowed; otherwise it must
 //! match one ALLOW policy. AUDIT only logs. The filters returned here run in
-//! that order (CUSTOM is refused: it needs an external authorizer).
+//! that order; CUSTOM policies are left to [`super::ext_authz`], which runs
+//! before them and reads their rules through [`custom_shadow_rules`].
 //!
 //! Each rule becomes one Envoy policy: permissions = AND(OR(to), to-side
 //! `when` conditions), principals = AND(OR(from), from-side `when` conditions).
@@ -18,7 +19,7 @@ use envoy_types::pb::envoy::extensions::filters::network::http_connection_manage
 use envoy_types::pb::envoy::extensions::filters::network::rbac::v3::Rbac as NetworkRbacFilter;
 
 use super::authz_match::{rule_permissions, rule_principals};
-use super::{ObjectRef, SecurityError, pack};
+use super::{ObjectRef, SecurityError, pack_http_rbac, pack_network_rbac};
 
 /// Name of the HTTP RBAC filter.
 pub const HTTP_RBAC: &str = "envoy.filters.http.rbac";
@@ -83,6 +84,8 @@ pub struct AuthzPolicy {
     pub action: AuthzAction,
     /// `None` when `rules` is absent: an ALLOW policy without rules allows nothing.
     pub rules: Vec<Rule>,
+    /// `spec.provider.name` (CUSTOM policies).
+    pub provider: Option<String>,
 }
 
 impl AuthzPolicy {
@@ -113,7 +116,7 @@ pub fn rbac_filters(
         .into_iter()
         .map(|rules| HttpFilter {
             name: HTTP_RBAC.to_string(),
-            config_type: Some(ConfigType::TypedConfig(pack(&RbacFilter {
+            config_type: Some(ConfigType::TypedConfig(pack_http_rbac(&RbacFilter {
                 rules: Some(rules),
                 ..Default::default()
             }))),
@@ -140,7 +143,7 @@ pub fn network_rbac_filters(
         .into_iter()
         .map(|rules| NetworkFilter {
             name: NETWORK_RBAC.to_string(),
-            config_type: Some(network_filter::ConfigType::TypedConfig(pack(
+            config_type: Some(network_filter::ConfigType::TypedConfig(pack_network_rbac(
                 &NetworkRbacFilter {
                     rules: Some(rules),
                     stat_prefix: stat_prefix.to_string(),
@@ -153,7 +156,7 @@ pub fn network_rbac_filters(
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Protocol {
+pub(crate) enum Protocol {
     Http,
     Tcp,
 }
@@ -178,14 +181,8 @@ fn rbac_configs(
     ];
     for policy in sorted {
         let slot = match policy.action {
-            AuthzAction::Custom => {
-                errors.push(SecurityError::Unsupported {
-                    object: policy.object(),
-                    field: "spec.action".into(),
-                    reason: "CUSTOM (external authorization) is not supported".into(),
-                });
-                continue;
-            }
+            // Built by ext_authz (a shadow RBAC filter and the authorizer).
+            AuthzAction::Custom => continue,
             AuthzAction::Deny => &mut slots[0],
             AuthzAction::Allow => &mut slots[1],
             AuthzAction::Audit => &mut slots[2],
@@ -261,7 +258,56 @@ fn tcp_view(rule: &Rule, action: AuthzAction) -> Option<Rule> {
     })
 }
 
-fn deny_all() -> Policy {
+/// Prefix of the shadow policies of CUSTOM rules; ext_authz runs when the
+/// effective shadow policy's name starts with it (Istio's names).
+pub const EXT_AUTHZ_POLICY_PREFIX: &str = "istio-ext-authz";
+
+/// The rules of the CUSTOM `policies` as one RBAC whose matching policy names
+/// the request for the external authorizer: meant as `shadow_rules`, so it
+/// enforces nothing and only records the match in dynamic metadata. Built with
+/// the DENY action, as Istio does, so on TCP a rule with HTTP-only fields is
+/// checked without them (more connections go to the authorizer, never fewer).
+/// A rule that cannot be translated sends every request to the authorizer.
+pub(crate) fn custom_shadow_rules(
+    policies: &[&AuthzPolicy],
+    ctx: AuthzContext<'_>,
+    protocol: Protocol,
+) -> (Rbac, Vec<SecurityError>) {
+    let mut errors = Vec::new();
+    let mut rbac = Rbac {
+        action: RbacAction::Deny as i32,
+        ..Default::default()
+    };
+    let mut sorted = policies.to_vec();
+    sorted.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
+    for policy in sorted {
+        let as_deny = AuthzPolicy {
+            action: AuthzAction::Deny,
+            ..policy.clone()
+        };
+        match policy_rules(&as_deny, ctx, protocol) {
+            Ok(rules) => rbac.policies.extend(
+                rules
+                    .into_iter()
+                    .map(|(name, p)| (format!("{EXT_AUTHZ_POLICY_PREFIX}-{name}"), p)),
+            ),
+            Err(err) => {
+                rbac.policies.insert(
+                    format!(
+                        "{EXT_AUTHZ_POLICY_PREFIX}-ns[{}]-policy[{}]-invalid",
+                        policy.namespace, policy.name
+                    ),
+                    deny_all(),
+                );
+                errors.push(err);
+            }
+        }
+    }
+    (rbac, errors)
+}
+
+/// A policy matching every request.
+pub(crate) fn deny_all() -> Policy {
     use envoy_types::pb::envoy::config::rbac::v3::{Permission, Principal, permission, principal};
     Policy {
         permissions: vec![Permission {

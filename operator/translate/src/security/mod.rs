@@ -8,6 +8,7 @@
 pub mod authz;
 mod authz_match;
 pub mod error;
+pub mod ext_authz;
 pub mod jwt;
 pub mod matchers;
 pub mod origination;
@@ -25,5 +26,107 @@ pub(crate) fn pack<M: prost::Message + prost::Name>(message: &M) -> Any {
     Any {
         type_url: M::type_url(),
         value: message.encode_to_vec(),
+    }
+}
+
+/// Packs an HTTP RBAC filter config with its policies in name order (see [`rbac_bytes`]).
+pub(crate) fn pack_http_rbac(
+    filter: &envoy_types::pb::envoy::extensions::filters::http::rbac::v3::Rbac,
+) -> Any {
+    use envoy_types::pb::envoy::extensions::filters::http::rbac::v3::Rbac as F;
+    let mut rest = filter.clone();
+    let (rules, shadow) = (rest.rules.take(), rest.shadow_rules.take());
+    Any {
+        type_url: <F as prost::Name>::type_url(),
+        value: with_rbacs(prost::Message::encode_to_vec(&rest), rules, shadow),
+    }
+}
+
+/// Packs a network RBAC filter config with its policies in name order (see [`rbac_bytes`]).
+pub(crate) fn pack_network_rbac(
+    filter: &envoy_types::pb::envoy::extensions::filters::network::rbac::v3::Rbac,
+) -> Any {
+    use envoy_types::pb::envoy::extensions::filters::network::rbac::v3::Rbac as F;
+    let mut rest = filter.clone();
+    let (rules, shadow) = (rest.rules.take(), rest.shadow_rules.take());
+    Any {
+        type_url: <F as prost::Name>::type_url(),
+        value: with_rbacs(prost::Message::encode_to_vec(&rest), rules, shadow),
+    }
+}
+
+/// Both RBAC filters carry `rules` as field 1 and `shadow_rules` as field 2;
+/// protobuf readers accept fields in any order, so they are appended.
+fn with_rbacs(
+    mut buf: Vec<u8>,
+    rules: Option<envoy_types::pb::envoy::config::rbac::v3::Rbac>,
+    shadow: Option<envoy_types::pb::envoy::config::rbac::v3::Rbac>,
+) -> Vec<u8> {
+    for (tag, rbac) in [(1, rules), (2, shadow)] {
+        if let Some(rbac) = rbac {
+            prost::encoding::bytes::encode(tag, &rbac_bytes(&rbac), &mut buf);
+        }
+    }
+    buf
+}
+
+/// One entry of the `policies` map, as protobuf encodes a map entry.
+#[derive(Clone, PartialEq, prost::Message)]
+struct PolicyEntry {
+    #[prost(string, tag = "1")]
+    key: String,
+    #[prost(message, optional, tag = "2")]
+    value: Option<envoy_types::pb::envoy::config::rbac::v3::Policy>,
+}
+
+/// An RBAC message with its `policies` (field 2) encoded in name order: prost
+/// encodes a map in `HashMap` order, which differs from one build to the next,
+/// so two translations of the same mesh would differ in bytes (and versions).
+fn rbac_bytes(rbac: &envoy_types::pb::envoy::config::rbac::v3::Rbac) -> Vec<u8> {
+    let mut rest = rbac.clone();
+    let policies = std::mem::take(&mut rest.policies);
+    let mut buf = prost::Message::encode_to_vec(&rest);
+    let mut sorted: Vec<_> = policies.into_iter().collect();
+    sorted.sort_by(|a, b| a.0.cmp(&b.0));
+    for (key, value) in sorted {
+        let entry = PolicyEntry {
+            key,
+            value: Some(value),
+        };
+        prost::encoding::message::encode(2, &entry, &mut buf);
+    }
+    buf
+}
+
+#[cfg(test)]
+mod pack_tests {
+    use super::*;
+    use envoy_types::pb::envoy::config::rbac::v3::{Policy, Rbac};
+    use envoy_types::pb::envoy::extensions::filters::http::rbac::v3::Rbac as HttpRbac;
+    use prost::Message;
+
+    #[test]
+    fn rbac_packing_is_deterministic_and_decodes_to_the_same_config() {
+        let rbac = |n: usize| Rbac {
+            action: 1,
+            policies: (0..n)
+                .map(|i| (format!("policy-{i}"), Policy::default()))
+                .collect(),
+            ..Default::default()
+        };
+        let filter = HttpRbac {
+            rules: Some(rbac(20)),
+            shadow_rules: Some(rbac(7)),
+            shadow_rules_stat_prefix: "p_".into(),
+            ..Default::default()
+        };
+        let a = pack_http_rbac(&filter);
+        // a clone gets a new HashMap (new iteration order), same bytes out
+        let b = pack_http_rbac(&HttpRbac {
+            rules: Some(rbac(20)),
+            ..filter.clone()
+        });
+        assert_eq!(a, b);
+        assert_eq!(HttpRbac::decode(a.value.as_slice()).unwrap(), filter);
     }
 }

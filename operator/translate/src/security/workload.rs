@@ -2,7 +2,8 @@
 //! jwt_authn from the RequestAuthentications that apply to it, then RBAC from
 //! its AuthorizationPolicies; for TCP ports network RBAC from the same
 //! policies (the model decides which apply; this maps the Istio objects into
-//! the builders' inputs).
+//! the builders' inputs). CUSTOM policies come first: a shadow RBAC filter and
+//! the external authorizer (see [`super::ext_authz`]).
 use envoy_types::pb::envoy::config::cluster::v3::Cluster;
 use envoy_types::pb::envoy::config::listener::v3::Filter;
 use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::HttpFilter;
@@ -13,15 +14,19 @@ use super::authz::{
     AuthzAction, AuthzContext, AuthzPolicy, Condition, Operation, Rule, Source,
     network_rbac_filters, rbac_filters,
 };
+use super::ext_authz::{custom_filters, resolve_provider};
 use super::jwt::{FromHeader, JwtRule, PAYLOAD_METADATA_KEY, RequestAuthnPolicy, jwt_authn_filter};
+use crate::names;
 use crate::types::TranslateError;
 
 /// The inbound security of a workload's ports.
 #[derive(Debug, Clone, Default)]
 pub struct InboundSecurity {
-    /// jwt_authn first, then the RBAC filters (DENY, ALLOW, AUDIT).
+    /// jwt_authn first, then CUSTOM (shadow RBAC, ext_authz), then the RBAC
+    /// filters (DENY, ALLOW, AUDIT).
     pub http_filters: Vec<HttpFilter>,
-    /// The network RBAC filters (DENY, ALLOW, AUDIT), before a TCP port's proxy.
+    /// CUSTOM with a gRPC provider (shadow RBAC, ext_authz), then the network
+    /// RBAC filters (DENY, ALLOW, AUDIT), before a TCP port's proxy.
     pub tcp_filters: Vec<Filter>,
     /// Clusters that fetch `jwksUri` key sets.
     pub clusters: Vec<Cluster>,
@@ -110,8 +115,52 @@ fn action(a: Option<AuthorizationAction>) -> AuthzAction {
     }
 }
 
-/// jwt_authn and RBAC for `workload`'s inbound HTTP connection managers.
-pub fn inbound_security(model: &MeshModel, workload: &Workload) -> InboundSecurity {
+/// Resolves an extension provider's `service` (`host` or `namespace/host`) and
+/// port to its host and outbound cluster, which must be among the proxy's
+/// clusters (`has_cluster`).
+fn provider_service(
+    model: &MeshModel,
+    has_cluster: &dyn Fn(&str) -> bool,
+    service: &str,
+    port: u16,
+) -> Result<(String, String), String> {
+    let registry = model.registry();
+    let found = match service.split_once('/') {
+        Some((ns, host)) => registry
+            .in_namespace(host, ns)
+            .ok_or_else(|| format!("no service {host:?} in namespace {ns:?}"))?,
+        None => {
+            let namespaces = registry.namespaces_of(service);
+            if namespaces.len() > 1 {
+                return Err(format!(
+                    "{service:?} is defined in namespaces {namespaces:?}: write it as <namespace>/{service}"
+                ));
+            }
+            registry
+                .exact(service)
+                .ok_or_else(|| format!("no service {service:?} in the mesh"))?
+        }
+    };
+    if found.port(port).is_none() {
+        return Err(format!("service {} has no port {port}", found.hostname));
+    }
+    let cluster = names::outbound_cluster(port, None, &found.hostname);
+    if !has_cluster(&cluster) {
+        return Err(format!(
+            "cluster {cluster} is not visible to this proxy (exportTo, or a Sidecar's egress hosts)"
+        ));
+    }
+    Ok((found.hostname.clone(), cluster))
+}
+
+/// jwt_authn, CUSTOM and RBAC for `workload`'s inbound HTTP connection
+/// managers; `has_cluster` tells whether the proxy has an outbound cluster
+/// (the external authorizer is reached through one).
+pub fn inbound_security(
+    model: &MeshModel,
+    workload: &Workload,
+    has_cluster: &dyn Fn(&str) -> bool,
+) -> InboundSecurity {
     let authn: Vec<RequestAuthnPolicy> = model
         .request_authentications_for(workload)
         .into_iter()
@@ -129,6 +178,7 @@ pub fn inbound_security(model: &MeshModel, workload: &Workload) -> InboundSecuri
             name: ap.name.clone(),
             action: action(ap.object.spec.action),
             rules: ap.object.spec.rules.iter().map(rule).collect(),
+            provider: ap.object.spec.provider.as_ref().map(|p| p.name.clone()),
         })
         .collect();
     let mut out = InboundSecurity::default();
@@ -143,13 +193,27 @@ pub fn inbound_security(model: &MeshModel, workload: &Workload) -> InboundSecuri
         let ctx = AuthzContext {
             jwt_payload_key: PAYLOAD_METADATA_KEY,
         };
+        let custom: Vec<&AuthzPolicy> = (authz.iter())
+            .filter(|p| p.action == AuthzAction::Custom)
+            .collect();
+        if !custom.is_empty() {
+            let lookup =
+                |service: &str, port: u16| provider_service(model, has_cluster, service, port);
+            let provider =
+                resolve_provider(&custom, &model.settings().extension_providers, &lookup);
+            let filters = custom_filters(&authz, provider, ctx, "inbound_tcp.");
+            out.http_filters.extend(filters.http);
+            out.tcp_filters.extend(filters.tcp);
+            out.errors
+                .extend(filters.errors.into_iter().map(TranslateError::from));
+        }
         let (filters, errors) = rbac_filters(&authz, ctx);
         out.http_filters.extend(filters);
         out.errors
             .extend(errors.into_iter().map(TranslateError::from));
         // The same policies read for TCP: a policy's errors are reported once.
         let (filters, _same_errors) = network_rbac_filters(&authz, ctx, "inbound_tcp.");
-        out.tcp_filters = filters;
+        out.tcp_filters.extend(filters);
     }
     out
 }
