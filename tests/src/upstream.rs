@@ -30,6 +30,10 @@ pub enum Behavior {
     SlowStatus(Duration, u16),
     /// 200 with a fixed body instead of the echo (e.g. a JWKS document).
     Document { content_type: String, body: String },
+    /// An external authorizer (Envoy's HTTP ext_authz protocol): 200 when the
+    /// request carries `header: value`, else 403; either answer carries
+    /// `x-ext-authz-check-result: allowed|denied` (with the JSON echo as body).
+    Authorizer { header: String, value: String },
 }
 
 /// What an upstream saw, in the order it happened (across all connections).
@@ -193,6 +197,20 @@ impl Server {
                 *code
             }
             Behavior::Document { .. } => 200,
+            Behavior::Authorizer { header, value } => {
+                if request.headers.get(header) == Some(value) {
+                    200
+                } else {
+                    403
+                }
+            }
+        };
+        let extra = match &self.behavior {
+            Behavior::Authorizer { .. } => format!(
+                "x-ext-authz-check-result: {}\r\n",
+                if status == 200 { "allowed" } else { "denied" }
+            ),
+            _ => String::new(),
         };
         let (content_type, body) = match &self.behavior {
             Behavior::Document { content_type, body } => (content_type.as_str(), body.clone()),
@@ -200,7 +218,7 @@ impl Server {
         };
         self.log(UpstreamEvent::Answering(request.path.clone()));
         let head = format!(
-            "HTTP/1.1 {status} {}\r\ncontent-type: {content_type}\r\nx-upstream: {}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+            "HTTP/1.1 {status} {}\r\ncontent-type: {content_type}\r\nx-upstream: {}\r\n{extra}content-length: {}\r\nconnection: close\r\n\r\n",
             reason(status),
             self.name,
             body.len()
@@ -235,6 +253,7 @@ impl Server {
 fn reason(status: u16) -> &'static str {
     match status {
         200 => "OK",
+        403 => "Forbidden",
         503 => "Service Unavailable",
         500 => "Internal Server Error",
         _ => "Status",
