@@ -228,3 +228,208 @@ fn custom_policy_sends_only_matching_requests_to_the_external_authorizer() {
     assert_eq!(app.hits(), 4);
     assert_eq!(send("/public", false).status, 200);
 }
+
+/// A gRPC external authorizer of ours (`envoy.service.auth.v3.Authorization`):
+/// an HTTP check is allowed when the request carries `x-ext-authz: allow` (and
+/// then adds `x-ext-authz-check-result: allowed` to the request), a TCP check
+/// (no HTTP attributes) is always denied. Records what it checked (the path,
+/// or `tcp`). Stops when dropped.
+mod grpc_authorizer {
+    use std::net::SocketAddr;
+    use std::sync::{Arc, Mutex};
+
+    use envoy_types::pb::envoy::config::core::v3::{HeaderValue, HeaderValueOption};
+    use envoy_types::pb::envoy::service::auth::v3::authorization_server::{
+        Authorization, AuthorizationServer,
+    };
+    use envoy_types::pb::envoy::service::auth::v3::{
+        CheckRequest, CheckResponse, DeniedHttpResponse, OkHttpResponse, check_response,
+    };
+    use envoy_types::pb::envoy::r#type::v3::HttpStatus;
+    use envoy_types::pb::google::rpc::Status;
+
+    #[derive(Clone, Default)]
+    struct Checks(Arc<Mutex<Vec<String>>>);
+
+    #[tonic::async_trait]
+    impl Authorization for Checks {
+        async fn check(
+            &self,
+            request: tonic::Request<CheckRequest>,
+        ) -> Result<tonic::Response<CheckResponse>, tonic::Status> {
+            let http = (request.into_inner().attributes)
+                .and_then(|a| a.request)
+                .and_then(|r| r.http);
+            let (what, allowed) = match &http {
+                Some(h) => (
+                    h.path.clone(),
+                    h.headers.get("x-ext-authz").map(String::as_str) == Some("allow"),
+                ),
+                None => ("tcp".to_string(), false),
+            };
+            self.0.lock().expect("checks").push(what);
+            let header = HeaderValueOption {
+                header: Some(HeaderValue {
+                    key: "x-ext-authz-check-result".into(),
+                    value: if allowed { "allowed" } else { "denied" }.into(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            };
+            let http_response = if allowed {
+                check_response::HttpResponse::OkResponse(OkHttpResponse {
+                    headers: vec![header],
+                    ..Default::default()
+                })
+            } else {
+                check_response::HttpResponse::DeniedResponse(DeniedHttpResponse {
+                    status: Some(HttpStatus { code: 403 }),
+                    headers: vec![header],
+                    ..Default::default()
+                })
+            };
+            Ok(tonic::Response::new(CheckResponse {
+                // OK or PERMISSION_DENIED
+                status: Some(Status {
+                    code: if allowed { 0 } else { 7 },
+                    ..Default::default()
+                }),
+                http_response: Some(http_response),
+                ..Default::default()
+            }))
+        }
+    }
+
+    pub struct GrpcAuthorizer {
+        pub addr: SocketAddr,
+        checks: Checks,
+        stop: Option<tokio::sync::oneshot::Sender<()>>,
+        thread: Option<std::thread::JoinHandle<()>>,
+    }
+
+    impl GrpcAuthorizer {
+        pub fn start(ip: std::net::Ipv4Addr) -> GrpcAuthorizer {
+            let addr = SocketAddr::from((ip, trellis_e2e::free_port_on(ip)));
+            let checks = Checks::default();
+            let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+            let service = AuthorizationServer::new(checks.clone());
+            let thread = std::thread::spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .expect("tokio runtime");
+                rt.block_on(async move {
+                    let _ = tonic::transport::Server::builder()
+                        .add_service(service)
+                        .serve_with_shutdown(addr, async {
+                            let _ = stopped.await;
+                        })
+                        .await;
+                });
+            });
+            // bounded wait until it accepts connections
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+            while std::net::TcpStream::connect(addr).is_err() {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "gRPC authorizer did not start on {addr}"
+                );
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            GrpcAuthorizer {
+                addr,
+                checks,
+                stop: Some(stop),
+                thread: Some(thread),
+            }
+        }
+
+        /// What was checked so far, in order.
+        pub fn checks(&self) -> Vec<String> {
+            self.checks.0.lock().expect("checks").clone()
+        }
+    }
+
+    impl Drop for GrpcAuthorizer {
+        fn drop(&mut self) {
+            if let Some(stop) = self.stop.take() {
+                let _ = stop.send(());
+            }
+            if let Some(t) = self.thread.take() {
+                let _ = t.join();
+            }
+        }
+    }
+}
+
+/// The gRPC provider on real Envoy: the HTTP port is checked as with the HTTP
+/// provider (the authorizer's headers reach the app), and on the TCP port the
+/// network `ext_authz` filter asks the authorizer for every connection (the
+/// CUSTOM rule's path cannot be seen on TCP, so it matches every connection,
+/// as in Istio), which this authorizer refuses.
+#[test]
+fn custom_policy_with_a_grpc_provider_checks_http_requests_and_tcp_connections() {
+    let ca = test_ca();
+    let app = Upstream::echo("cart-app", Ipv4Addr::LOCALHOST);
+    let db = Upstream::echo("cart-db", Ipv4Addr::LOCALHOST);
+    let authorizer = grpc_authorizer::GrpcAuthorizer::start(Ipv4Addr::new(127, 0, 0, 156));
+    let cart_ip = Ipv4Addr::new(127, 0, 0, 157);
+    let ports = free_ports_on(cart_ip, 3);
+    let plan = Plan {
+        cart: SocketAddr::from((cart_ip, ports[0])),
+        app_port: app.port(),
+        authorizer: authorizer.addr,
+    };
+    let mut resources = grpc_scenario(&plan);
+    for r in &mut resources {
+        if let Resource::Workload(w) = r {
+            match w.name.as_str() {
+                "cart-v1" => {
+                    w.ports.insert("tcp-db".into(), ports[1]);
+                    w.app_ports.insert(ports[1], db.port());
+                }
+                "ext-authz-1" => {
+                    w.ports.insert("grpc".into(), authorizer.addr.port());
+                }
+                _ => {}
+            }
+        }
+    }
+    let m = model(resources, Ipv4Addr::new(127, 0, 0, 158));
+    let (sidecar, _identity) = start_sidecar(&ca, &m, "cart-v1", "cart", ports[2]);
+    let send = |path: &str, allow: bool| {
+        let mut request = HttpRequest::get(path).host("cart");
+        if allow {
+            request = request.header("x-ext-authz", "allow");
+        }
+        request
+            .send(plan.cart)
+            .unwrap_or_else(|e| panic!("GET {path}: {e}; envoy log:\n{}", sidecar.log()))
+    };
+
+    let r = send("/admin/users", false);
+    assert_eq!(r.status, 403, "{}; log:\n{}", r.body_text(), sidecar.log());
+    assert_eq!(r.header("x-ext-authz-check-result"), Some("denied"));
+    let r = send("/admin/users", true);
+    assert_eq!(r.status, 200, "{}; log:\n{}", r.body_text(), sidecar.log());
+    assert_eq!(r.json()["headers"]["x-ext-authz-check-result"], "allowed");
+    assert_eq!(send("/public", false).status, 200);
+    assert_eq!(authorizer.checks(), ["/admin/users", "/admin/users"]);
+    assert_eq!(app.hits(), 2);
+
+    // TCP: the connection is checked and refused before anything reaches the app
+    let r = HttpRequest::get("/")
+        .timeout(std::time::Duration::from_secs(5))
+        .send(SocketAddr::from((cart_ip, ports[1])));
+    assert!(
+        r.as_ref().map_or(true, |r| r.status != 200),
+        "a refused TCP connection got an answer: {r:?}"
+    );
+    assert_eq!(
+        authorizer.checks().last().map(String::as_str),
+        Some("tcp"),
+        "the network ext_authz filter asked the authorizer; log:\n{}",
+        sidecar.log()
+    );
+    assert_eq!(db.hits(), 0, "the TCP app was never reached");
+}
