@@ -244,3 +244,82 @@ fn a_meshconfig_trust_domain_other_than_the_running_one_is_reported() {
         "{errors:?}"
     );
 }
+
+/// CUSTOM authorization in universal mode: the directory's MeshConfig
+/// `extensionProviders` name the authorizer, a CUSTOM policy puts `ext_authz`
+/// on the selected workload's inbound listener; without the provider the
+/// workload denies everything and the policy reports why.
+#[test]
+fn a_custom_policy_uses_the_directorys_mesh_config_provider() {
+    let authz = r#"
+apiVersion: v1
+kind: Service
+metadata: {name: authz, namespace: shop}
+spec:
+  selector: {app: authz}
+  ports:
+  - {name: http, port: 8000, targetPort: 8000}
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: cart-ext, namespace: shop}
+spec:
+  selector: {matchLabels: {app: cart}}
+  action: CUSTOM
+  provider: {name: ext-authz}
+  rules:
+  - to:
+    - operation: {paths: [/admin/*]}
+"#;
+    let mesh_config = "apiVersion: mesh.trellis.dev/v1alpha1\nkind: MeshConfig\nmetadata: {name: default}\nspec:\n  extensionProviders:\n  - name: ext-authz\n    envoyExtAuthzHttp: {service: authz.shop.svc.cluster.local, port: 8000}\n";
+    let tmp = tempfile::tempdir().unwrap();
+    let b = backend(tmp.path());
+    b.apply(&changes(&format!(
+        "{OBJECTS}\n---\n{authz}\n---\n{mesh_config}"
+    )));
+    let cart = snapshot(&b, "cart-v1", "cart");
+    let listener = cart
+        .get(ResourceType::Listener)
+        .get("127.0.0.11_8080")
+        .unwrap();
+    let text = json(&listener.any);
+    assert!(
+        text.contains("envoy.filters.http.ext_authz")
+            && text.contains("outbound|8000||authz.shop.svc.cluster.local")
+            && text.contains("istio_ext_authz_shadow_effective_policy_id"),
+        "{text}"
+    );
+    assert!(b.config_errors().is_empty(), "{:?}", b.config_errors());
+    // frontend is not selected: no authorizer there
+    let frontend = snapshot(&b, "frontend", "frontend");
+    let all: String = (frontend.get(ResourceType::Listener).iter())
+        .map(|r| json(&r.any))
+        .collect();
+    assert!(!all.contains("ext_authz"), "{all}");
+
+    // The MeshConfig loses its provider: cart denies everything, with an error.
+    let (resources, _) = trellis_api::load_all("test.yaml", mesh_config);
+    b.apply(&[ResourceChange::Delete(resources[0].object_ref())]);
+    let cart = snapshot(&b, "cart-v1", "cart");
+    let text = json(
+        &cart
+            .get(ResourceType::Listener)
+            .get("127.0.0.11_8080")
+            .unwrap()
+            .any,
+    );
+    assert!(
+        !text.contains("envoy.filters.http.ext_authz")
+            && text.contains("default-deny-all-due-to-bad-CUSTOM-action"),
+        "{text}"
+    );
+    let errors = b.config_errors();
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.kind.as_deref() == Some("AuthorizationPolicy")
+                && e.name.as_deref() == Some("cart-ext")
+                && e.message.contains("ext-authz")),
+        "{errors:?}"
+    );
+}
