@@ -448,6 +448,55 @@ fn the_gateway_workloads_policies_guard_its_servers() {
     }
 }
 
+/// A CUSTOM policy selecting the gateway workload sends the requests it
+/// matches to the provider on every server (the common ingress use: an
+/// oauth2 proxy in front of the mesh).
+#[test]
+fn a_custom_policy_on_the_gateway_workload_guards_its_servers() {
+    use envoy_types::pb::envoy::config::listener::v3::filter::ConfigType;
+    use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::HttpConnectionManager;
+    let mut resources = gateway_resources();
+    let ap: trellis_api::security::AuthorizationPolicy = from_yaml(
+        "metadata: {name: edge-ext, namespace: shop}\nspec:\n  selector: {matchLabels: {istio: ingressgateway}}\n  action: CUSTOM\n  provider: {name: oauth2}\n  rules: [{to: [{operation: {notPaths: [/healthz]}}]}]\n",
+    );
+    resources.push(Resource::AuthorizationPolicy(Box::new(ap)));
+    let mut model = model_of(resources);
+    let spec: trellis_api::mesh::MeshConfigSpec = from_yaml(
+        "extensionProviders:\n- name: oauth2\n  envoyExtAuthzHttp: {service: cart.shop.svc.cluster.local, port: 8080}\n",
+    );
+    let settings = trellis_model::MeshSettings {
+        extension_providers: spec.extension_providers,
+        ..model.settings().clone()
+    };
+    model.apply(Resource::MeshSettings(settings)).unwrap();
+    let out = gateway_proxy(&model);
+    assert!(
+        !out.errors.iter().any(|e| e.kind == "AuthorizationPolicy"),
+        "{:?}",
+        out.errors
+    );
+    let mut checked = 0;
+    for l in &out.listeners {
+        for chain in &l.filter_chains {
+            let Some(ConfigType::TypedConfig(any)) = &chain.filters[0].config_type else {
+                continue;
+            };
+            let Ok(hcm) = HttpConnectionManager::decode(any.value.as_slice()) else {
+                continue;
+            };
+            let filters: Vec<String> = hcm.http_filters.into_iter().map(|f| f.name).collect();
+            assert_eq!(
+                filters[..2],
+                ["envoy.filters.http.rbac", "envoy.filters.http.ext_authz"],
+                "{}: {filters:?}",
+                l.name
+            );
+            checked += 1;
+        }
+    }
+    assert!(checked > 0, "the gateway serves HTTP");
+}
+
 /// A server's protocol versions and cipher suites reach its TLS context, and
 /// MUTUAL `subjectAltNames` are checked on the client certificate next to the
 /// client CA from SDS.
