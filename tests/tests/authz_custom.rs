@@ -36,6 +36,7 @@ fn http_provider() -> ExtensionProviderConfig {
             include_request_headers_in_check: vec!["x-ext-authz".into()],
             headers_to_upstream_on_allow: vec!["x-ext-authz-check-*".into()],
             headers_to_downstream_on_deny: vec!["x-ext-authz-check-result".into()],
+            headers_to_downstream_on_allow: vec!["x-ext-authz-check-result".into()],
             ..Default::default()
         }),
         envoy_ext_authz_grpc: None,
@@ -190,6 +191,11 @@ fn custom_policy_sends_only_matching_requests_to_the_external_authorizer() {
     let r = send("/admin/users", true);
     assert_eq!(r.status, 200, "{}; log:\n{}", r.body_text(), sidecar.log());
     assert_eq!(authorizer.hits(), 2);
+    assert_eq!(
+        r.header("x-ext-authz-check-result"),
+        Some("allowed"),
+        "headersToDownstreamOnAllow adds the authorizer's header to the client's response"
+    );
     let echo = r.json();
     assert_eq!(echo["server"], "cart-app");
     assert_eq!(echo["path"], "/admin/users");
