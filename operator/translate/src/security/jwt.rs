@@ -192,9 +192,10 @@ pub fn jwt_authn_filter(
     if config.providers.is_empty() {
         return (None, clusters, errors);
     }
-    let mut requirements: Vec<JwtRequirement> = config
-        .providers
-        .keys()
+    let mut names: Vec<&String> = config.providers.keys().collect();
+    names.sort();
+    let mut requirements: Vec<JwtRequirement> = names
+        .into_iter()
         .map(|name| JwtRequirement {
             requires_type: Some(RequiresType::ProviderName(name.clone())),
         })
@@ -216,10 +217,22 @@ pub fn jwt_authn_filter(
     });
     let filter = HttpFilter {
         name: JWT_AUTHN.to_string(),
-        config_type: Some(ConfigType::TypedConfig(pack(&config))),
+        config_type: Some(ConfigType::TypedConfig(pack_jwt_authn(config))),
         ..Default::default()
     };
     (Some(filter), clusters, errors)
+}
+
+/// The filter config with its `providers` map (field 1) in name order, so the
+/// same policies always give the same bytes.
+fn pack_jwt_authn(mut config: JwtAuthentication) -> envoy_types::pb::google::protobuf::Any {
+    let providers = std::mem::take(&mut config.providers);
+    let mut value = prost::Message::encode_to_vec(&config);
+    super::encode_sorted_map(1, providers, &mut value);
+    envoy_types::pb::google::protobuf::Any {
+        type_url: <JwtAuthentication as prost::Name>::type_url(),
+        value,
+    }
 }
 
 type Provider = (String, JwtProvider, Option<Cluster>);

@@ -184,3 +184,37 @@ fn https_jwks_servers_are_verified_with_the_system_roots_and_the_host() {
     let plain = JwksUri::parse("http://keys.example.com/jwks.json").unwrap();
     assert!(plain.cluster().transport_socket.is_none());
 }
+
+/// Many providers: the same policies give the same bytes (the providers map and
+/// the requirement list in name order), and the bytes decode to every provider.
+#[test]
+fn many_providers_pack_to_the_same_bytes_every_time() {
+    let rules: Vec<JwtRule> = (0..12)
+        .map(|i| JwtRule {
+            issuer: format!("https://issuer-{i}.example"),
+            jwks: Some("{\"keys\":[]}".into()),
+            ..Default::default()
+        })
+        .collect();
+    let (a, _, _) = jwt_authn_filter(&[policy(rules.clone())]);
+    let (b, _, _) = jwt_authn_filter(&[policy(rules)]);
+    let (a, b) = (a.unwrap(), b.unwrap());
+    assert_eq!(a, b);
+    let config = decode(&a);
+    assert_eq!(config.providers.len(), 12);
+    let Some(RequirementType::Requires(req)) = &config.rules[0].requirement_type else {
+        panic!("requires expected");
+    };
+    let Some(RequiresType::RequiresAny(any)) = &req.requires_type else {
+        panic!("requires_any expected");
+    };
+    let names: Vec<&str> = (any.requirements.iter())
+        .filter_map(|r| match &r.requires_type {
+            Some(RequiresType::ProviderName(n)) => Some(n.as_str()),
+            _ => None,
+        })
+        .collect();
+    let mut sorted = names.clone();
+    sorted.sort_unstable();
+    assert_eq!(names, sorted);
+}
