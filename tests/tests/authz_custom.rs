@@ -438,4 +438,10 @@ fn custom_policy_with_a_grpc_provider_checks_http_requests_and_tcp_connections()
         sidecar.log()
     );
     assert_eq!(db.hits(), 0, "the TCP app was never reached");
+
+    // The authorizer gone: statusOnError (503) for a matching request.
+    drop(authorizer);
+    let r = send("/admin/users", true);
+    assert_eq!(r.status, 503, "statusOnError: {}", r.body_text());
+    assert_eq!(app.hits(), 2, "the failed check did not reach the app");
 }
