@@ -193,14 +193,18 @@ impl HttpsFileServer {
         use std::io::Write;
         let request = format!("GET /{name} HTTP/1.0\r\n\r\n");
         let mut stdin = child.stdin.take().expect("s_client stdin");
-        stdin
-            .write_all(request.as_bytes())
-            .expect("writing to s_client");
+        // A refused handshake can end s_client before the request is written
+        // (a broken pipe): that is a refusal too, not a harness failure.
+        let written = stdin.write_all(request.as_bytes());
         // The server closes after its answer; keep stdin open until then.
         let out = child.wait_with_output().expect("openssl s_client");
         drop(stdin);
-        if !out.status.success() {
-            return Err(String::from_utf8_lossy(&out.stderr).into_owned());
+        if !out.status.success() || written.is_err() {
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            return Err(match written {
+                Err(e) => format!("s_client ended before the request was written ({e}): {stderr}"),
+                Ok(()) => stderr.into_owned(),
+            });
         }
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
