@@ -107,6 +107,7 @@ fn rules() -> Vec<HttpRule> {
     rewrite.rewrite = Some(Rewrite {
         uri: Some("/new".into()),
         authority: None,
+        uri_regex: None,
     });
     let mut redirect = rule("redirect", vec![uri(prefix("/redirect"))], &[]);
     redirect.action = Action::Redirect(Redirect {

@@ -2,7 +2,8 @@
 //! that `routing.rs` (route builder only) does not cover: withoutHeaders, Istio's `{}`
 //! (a header or query parameter present, any path), authority and
 //! regex queryParams and scheme matches, header set/add/remove on request and response, CORS
-//! preflight, mirror with a percentage, fault delay and abort with a percentage, and
+//! preflight, mirror with a percentage, several mirrors, direct responses (text
+//! and base64 bytes), uriRegexRewrite, fault delay and abort with a percentage, and
 //! matches that name their clients (sourceLabels, sourceNamespace, gateways); `tcp`
 //! routes, and `tls` routes that take connections to a TLS port by SNI.
 use std::collections::BTreeMap;
@@ -88,6 +89,25 @@ spec:
     mirror: {host: mirror}
     mirrorPercentage: {value: 50}
     route: [{destination: {host: routes, subset: v1}}]
+  - name: mirrors
+    match: [{uri: {prefix: /mirror-two}}]
+    mirrors:
+    - destination: {host: mirror}
+    - {destination: {host: routes, subset: v2}, percentage: {value: 100}}
+    route: [{destination: {host: routes, subset: v1}}]
+  - name: maintenance
+    match: [{uri: {prefix: /maintenance}}]
+    directResponse: {status: 503, body: {string: "down for maintenance"}}
+  - name: teapot
+    match: [{uri: {prefix: /teapot}}]
+    directResponse: {status: 418, body: {bytes: "aGVsbG8="}}
+  - name: empty
+    match: [{uri: {prefix: /empty}}]
+    directResponse: {status: 204}
+  - name: regex-rewrite
+    match: [{uri: {prefix: /v1/}}]
+    rewrite: {uriRegexRewrite: {match: "^/v1/([^/]+)/(.*)$", rewrite: "/\\2/\\1"}}
+    route: [{destination: {host: routes, subset: v2}}]
   - name: mirror-all
     match: [{uri: {prefix: /mirror-all}}]
     mirror: {host: mirror}
@@ -267,6 +287,37 @@ fn routing_features_through_the_translator_on_real_envoy() {
         before + 1,
         "the unmatched preflight was forwarded"
     );
+
+    // directResponse: answered by Envoy with the status and body, never routed
+    let (a0, b0) = (hits("a"), hits("b"));
+    let r = send(get("/maintenance"));
+    assert_eq!(
+        (r.status, r.body_text()),
+        (503, "down for maintenance".to_string())
+    );
+    let r = send(get("/teapot"));
+    assert_eq!(
+        (r.status, r.body_text()),
+        (418, "hello".to_string()),
+        "bytes are base64"
+    );
+    assert_eq!(send(get("/empty")).status, 204);
+    assert_eq!(
+        (hits("a"), hits("b")),
+        (a0, b0),
+        "a direct response reached an app"
+    );
+    // uriRegexRewrite: groups swapped in the path the app sees
+    let r = send(get("/v1/cart/items/7"));
+    assert_eq!(r.status, 200);
+    assert_eq!(r.json()["path"], "/items/7/cart");
+    // mirrors: each request copied to both mirrors, answered by the route
+    let (m0, b0) = (hits("m"), hits("b"));
+    for _ in 0..5 {
+        assert_eq!(server(get("/mirror-two")), "a");
+    }
+    assert_eq!(settled(|| hits("m")) - m0, 5, "copies to mirror");
+    assert_eq!(settled(|| hits("b")) - b0, 5, "copies to subset v2");
 
     // mirror at 100 %: every request is copied to `mirror`
     let m0 = hits("m");

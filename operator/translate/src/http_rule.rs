@@ -75,13 +75,22 @@ pub struct Redirect {
 pub enum Action {
     Route(Vec<Destination>),
     Redirect(Redirect),
-    DirectResponse { status: u32, body: Option<String> },
+    DirectResponse { status: u32, body: Option<Body> },
+}
+
+/// A direct response's body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Body {
+    Text(String),
+    Bytes(Vec<u8>),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rewrite {
     pub uri: Option<String>,
     pub authority: Option<String>,
+    /// `uriRegexRewrite`: (RE2 pattern, substitution).
+    pub uri_regex: Option<(String, String)>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -132,7 +141,8 @@ pub struct HttpRule {
     /// `None`: Istio's default retry policy.
     pub retries: Option<Retries>,
     pub fault: Option<Fault>,
-    pub mirror: Option<Mirror>,
+    /// `mirror`, or each of `mirrors`.
+    pub mirrors: Vec<Mirror>,
     pub headers: Headers,
     pub cors: Option<Cors>,
 }
@@ -153,7 +163,7 @@ impl HttpRule {
             timeout: None,
             retries: None,
             fault: None,
-            mirror: None,
+            mirrors: Vec::new(),
             headers: Headers::default(),
             cors: None,
         }

@@ -31,14 +31,16 @@ use envoy_types::pb::envoy::extensions::filters::http::fault::v3::{
     FaultAbort, HttpFault, fault_abort::ErrorType,
 };
 use envoy_types::pb::envoy::extensions::retry::host::previous_hosts::v3::PreviousHostsPredicate;
-use envoy_types::pb::envoy::r#type::matcher::v3::{StringMatcher, string_matcher::MatchPattern};
+use envoy_types::pb::envoy::r#type::matcher::v3::{
+    RegexMatchAndSubstitute, StringMatcher, string_matcher::MatchPattern,
+};
 use envoy_types::pb::envoy::r#type::v3::{FractionalPercent, fractional_percent::DenominatorType};
 use envoy_types::pb::google::protobuf::{Any, BoolValue, UInt32Value};
 use envoy_types::util::pack_any;
 
 use crate::cluster::duration;
 use crate::http_rule::{
-    Action, Cors, Destination, Fault, HeaderOps, HttpRule, RequestMatch, Retries, StringMatch,
+    Action, Body, Cors, Destination, Fault, HeaderOps, HttpRule, RequestMatch, Retries, StringMatch,
 };
 use crate::policy::HashKey;
 use crate::security::matchers::regex;
@@ -108,7 +110,10 @@ fn route(rule: &HttpRule, m: Option<&RequestMatch>, index: usize) -> Route {
         Action::DirectResponse { status, body } => EnvoyAction::DirectResponse(DirectResponseAction {
             status: *status,
             body: body.as_ref().map(|b| DataSource {
-                specifier: Some(Specifier::InlineString(b.clone())),
+                specifier: Some(match b {
+                    Body::Text(text) => Specifier::InlineString(text.clone()),
+                    Body::Bytes(bytes) => Specifier::InlineBytes(bytes.clone()),
+                }),
                 ..Default::default()
             }),
             ..Default::default()
@@ -193,7 +198,7 @@ fn route_action(rule: &HttpRule, destinations: &[Destination]) -> RouteAction {
         retry_policy: Some(retry_policy(rule.retries.as_ref())),
         hash_policy,
         request_mirror_policies: rule
-            .mirror
+            .mirrors
             .iter()
             .map(|m| RequestMirrorPolicy {
                 cluster: m.cluster.clone(),
@@ -209,6 +214,12 @@ fn route_action(rule: &HttpRule, destinations: &[Destination]) -> RouteAction {
     if let Some(rewrite) = &rule.rewrite {
         if let Some(uri) = &rewrite.uri {
             action.prefix_rewrite = uri.clone();
+        }
+        if let Some((pattern, substitution)) = &rewrite.uri_regex {
+            action.regex_rewrite = Some(RegexMatchAndSubstitute {
+                pattern: Some(regex(pattern)),
+                substitution: substitution.clone(),
+            });
         }
         if let Some(authority) = &rewrite.authority {
             action.host_rewrite_specifier =

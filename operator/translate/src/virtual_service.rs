@@ -5,6 +5,9 @@
 //! PASSTHROUGH servers.
 use std::collections::BTreeMap;
 
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as BASE64;
+
 use trellis_api::networking::{
     self as api, HTTPMatchRequest, HTTPRoute, L4MatchAttributes, RouteDestination,
     TLSMatchAttributes,
@@ -13,8 +16,8 @@ use trellis_model::{Stored, gateway_ref, labels_match};
 
 use crate::destination_rule::dur;
 use crate::http_rule::{
-    Action, Cors, Destination, Fault, HeaderOps, Headers, HttpRule, Mirror, Redirect, RequestMatch,
-    Retries, Rewrite, StringMatch,
+    Action, Body, Cors, Destination, Fault, HeaderOps, Headers, HttpRule, Mirror, Redirect,
+    RequestMatch, Retries, Rewrite, StringMatch,
 };
 use crate::policy::HashKey;
 use crate::types::{ErrorCode, TranslateError};
@@ -335,7 +338,26 @@ pub fn http_rule(
         ),
         allow_credentials: c.allow_credentials,
     });
-    let action = if let Some(r) = &route.redirect {
+    let action = if let Some(d) = &route.direct_response {
+        let body = d.body.as_ref().and_then(|b| match (&b.string, &b.bytes) {
+            (Some(text), _) => Some(Body::Text(text.clone())),
+            (None, Some(bytes)) => match BASE64.decode(bytes) {
+                Ok(bytes) => Some(Body::Bytes(bytes)),
+                Err(e) => {
+                    invalid(
+                        format!("{path}.directResponse.body.bytes"),
+                        format!("not base64: {e}"),
+                    );
+                    None
+                }
+            },
+            (None, None) => None,
+        });
+        Action::DirectResponse {
+            status: d.status,
+            body,
+        }
+    } else if let Some(r) = &route.redirect {
         Action::Redirect(Redirect {
             uri: r.uri.clone(),
             authority: r.authority.clone(),
@@ -368,16 +390,25 @@ pub fn http_rule(
         }
         Action::Route(destinations)
     };
-    let mirror = route.mirror.as_ref().and_then(|m| match resolve(m) {
-        Ok((cluster, _)) => Some(Mirror {
-            cluster,
-            percentage: route.mirror_percentage.as_ref().map(|p| p.value),
-        }),
-        Err((code, message)) => {
-            push(code, format!("{path}.mirror"), message);
-            None
-        }
+    let single =
+        (route.mirror.iter()).map(|m| (m, route.mirror_percentage.as_ref(), "mirror".to_string()));
+    let listed = (route.mirrors.iter().enumerate()).map(|(k, m)| {
+        (
+            &m.destination,
+            m.percentage.as_ref(),
+            format!("mirrors[{k}].destination"),
+        )
     });
+    let mut mirrors = Vec::new();
+    for (destination, percentage, field) in single.chain(listed) {
+        match resolve(destination) {
+            Ok((cluster, _)) => mirrors.push(Mirror {
+                cluster,
+                percentage: percentage.map(|p| p.value),
+            }),
+            Err((code, message)) => push(code, format!("{path}.{field}"), message),
+        }
+    }
     Some(HttpRule {
         name: route
             .name
@@ -415,11 +446,13 @@ pub fn http_rule(
         rewrite: route.rewrite.as_ref().map(|r| Rewrite {
             uri: r.uri.clone(),
             authority: r.authority.clone(),
+            uri_regex: (r.uri_regex_rewrite.as_ref())
+                .map(|x| (x.match_.clone(), x.rewrite.clone())),
         }),
         timeout,
         retries,
         fault,
-        mirror,
+        mirrors,
         headers: headers(route.headers.as_ref()),
         cors,
     })

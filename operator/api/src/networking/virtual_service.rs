@@ -54,6 +54,8 @@ pub struct HTTPRoute {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub redirect: Option<HTTPRedirect>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub direct_response: Option<HTTPDirectResponse>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rewrite: Option<HTTPRewrite>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout: Option<Duration>,
@@ -65,6 +67,9 @@ pub struct HTTPRoute {
     pub mirror: Option<Destination>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mirror_percentage: Option<Percent>,
+    /// Copies of each request to several destinations (instead of `mirror`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mirrors: Vec<HTTPMirrorPolicy>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cors_policy: Option<CorsPolicy>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -147,6 +152,48 @@ pub struct HTTPRewrite {
     pub uri: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub authority: Option<String>,
+    /// Rewrites the path by a regular expression (instead of `uri`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uri_regex_rewrite: Option<RegexRewrite>,
+}
+
+/// The path's matches of `match` (RE2) are replaced by `rewrite` (`\1`
+/// names a group).
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RegexRewrite {
+    #[serde(rename = "match", default)]
+    pub match_: String,
+    #[serde(default)]
+    pub rewrite: String,
+}
+
+/// A fixed response, sent instead of routing the request.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct HTTPDirectResponse {
+    pub status: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body: Option<HTTPBody>,
+}
+
+/// A direct response's body: text, or bytes (base64 in YAML and JSON).
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct HTTPBody {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub string: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bytes: Option<String>,
+}
+
+/// One destination requests are copied to, at `percentage` (all when unset).
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct HTTPMirrorPolicy {
+    pub destination: Destination,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub percentage: Option<Percent>,
 }
 
 /// Retry policy.

@@ -1,14 +1,17 @@
 //! VirtualService rules.
 
 use super::fields::{
-    cidr, duration, exact_host, export_to, header_name, host, labels, percent, port, string_match,
+    cidr, duration, exact_host, export_to, header_name, host, labels, percent, port, regex,
+    string_match,
 };
 use super::{Errors, FieldError};
 use crate::duration::parse_duration;
 use crate::networking::{
-    CorsPolicy, Destination, HTTPFaultInjection, HTTPMatchRequest, HTTPRedirect, HTTPRoute,
-    Headers, RouteDestination, VirtualService,
+    CorsPolicy, Destination, HTTPDirectResponse, HTTPFaultInjection, HTTPMatchRequest,
+    HTTPRedirect, HTTPRoute, Headers, RouteDestination, VirtualService,
 };
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as BASE64;
 
 const RETRY_ON_POLICIES: &[&str] = &[
     "5xx",
@@ -124,13 +127,42 @@ fn http_route(errors: &mut Errors, path: &str, route: &HTTPRoute) {
     for (j, m) in route.match_.iter().enumerate() {
         http_match(errors, &format!("{path}.match[{j}]"), m);
     }
-    match (route.route.is_empty(), &route.redirect) {
-        (true, None) => errors.add(path.to_owned(), "a route or a redirect is required"),
-        (false, Some(_)) => errors.add(
+    match (
+        route.route.is_empty(),
+        &route.redirect,
+        &route.direct_response,
+    ) {
+        (true, None, None) => errors.add(
+            path.to_owned(),
+            "a route, a redirect or a directResponse is required",
+        ),
+        (false, Some(_), _) => errors.add(
             format!("{path}.redirect"),
             "a rule cannot have both a route and a redirect",
         ),
+        (_, Some(_), Some(_)) => errors.add(
+            format!("{path}.directResponse"),
+            "a rule cannot have both a redirect and a directResponse",
+        ),
+        (false, None, Some(_)) => errors.add(
+            format!("{path}.directResponse"),
+            "a rule cannot have both a route and a directResponse",
+        ),
         _ => {}
+    }
+    if let Some(direct) = &route.direct_response {
+        direct_response(errors, &format!("{path}.directResponse"), direct);
+        for (set, field) in [
+            (route.rewrite.is_some(), "rewrite"),
+            (route.fault.is_some(), "fault"),
+        ] {
+            if set {
+                errors.add(
+                    format!("{path}.{field}"),
+                    format!("a rule cannot have both a directResponse and a {field}"),
+                );
+            }
+        }
     }
     if let Some(redirect) = &route.redirect {
         http_redirect(errors, &format!("{path}.redirect"), redirect);
@@ -152,11 +184,21 @@ fn http_route(errors: &mut Errors, path: &str, route: &HTTPRoute) {
         }
         check_weights(errors, &format!("{path}.route"), &weights);
     }
-    if let Some(rewrite) = &route.rewrite
-        && let Some(authority) = &rewrite.authority
-        && authority.is_empty()
-    {
-        errors.add(format!("{path}.rewrite.authority"), "must not be empty");
+    if let Some(rewrite) = &route.rewrite {
+        if rewrite.authority.as_ref().is_some_and(|a| a.is_empty()) {
+            errors.add(format!("{path}.rewrite.authority"), "must not be empty");
+        }
+        if let Some(r) = &rewrite.uri_regex_rewrite {
+            let rpath = format!("{path}.rewrite.uriRegexRewrite");
+            if rewrite.uri.is_some() {
+                errors.add(rpath.clone(), "set only one of uri and uriRegexRewrite");
+            }
+            if r.match_.is_empty() || r.rewrite.is_empty() {
+                errors.add(rpath.clone(), "both match and rewrite are required");
+            } else {
+                errors.check(format!("{rpath}.match"), regex(&r.match_));
+            }
+        }
     }
     let timeout = route.timeout.as_ref().and_then(|t| {
         // Istio documents "0s" as "no timeout".
@@ -215,6 +257,19 @@ fn http_route(errors: &mut Errors, path: &str, route: &HTTPRoute) {
             errors.add(format!("{path}.mirrorPercentage"), "requires mirror");
         }
     }
+    if route.mirror.is_some() && !route.mirrors.is_empty() {
+        errors.add(
+            format!("{path}.mirrors"),
+            "a rule cannot have both mirror and mirrors",
+        );
+    }
+    for (k, m) in route.mirrors.iter().enumerate() {
+        let mpath = format!("{path}.mirrors[{k}]");
+        destination(errors, &format!("{mpath}.destination"), &m.destination);
+        if let Some(p) = &m.percentage {
+            errors.check(format!("{mpath}.percentage.value"), percent(p));
+        }
+    }
     if let Some(cors) = &route.cors_policy {
         cors_policy(errors, &format!("{path}.corsPolicy"), cors);
     }
@@ -253,6 +308,33 @@ fn http_match(errors: &mut Errors, path: &str, m: &HTTPMatchRequest) {
     labels(errors, &format!("{path}.sourceLabels"), &m.source_labels);
     for (i, g) in m.gateways.iter().enumerate() {
         errors.check(format!("{path}.gateways[{i}]"), gateway_ref(g));
+    }
+}
+
+/// Istio's limits: a status Envoy can send, a body of text or base64 bytes
+/// (not both), under 1 MB.
+fn direct_response(errors: &mut Errors, path: &str, d: &HTTPDirectResponse) {
+    if !(200..=599).contains(&d.status) {
+        errors.add(format!("{path}.status"), "must be between 200 and 599");
+    }
+    let Some(body) = &d.body else { return };
+    let len = match (&body.string, &body.bytes) {
+        (Some(_), Some(_)) => {
+            errors.add(format!("{path}.body"), "set only one of string and bytes");
+            return;
+        }
+        (Some(s), None) => s.len(),
+        (None, Some(b)) => match BASE64.decode(b) {
+            Ok(bytes) => bytes.len(),
+            Err(e) => {
+                errors.add(format!("{path}.body.bytes"), format!("not base64: {e}"));
+                return;
+            }
+        },
+        (None, None) => 0,
+    };
+    if len > 1 << 20 {
+        errors.add(format!("{path}.body"), "must be smaller than 1 MB");
     }
 }
 
