@@ -76,8 +76,15 @@ fn http_route() -> impl Strategy<Value = Value> {
             json!({"gateways": ["mesh"]}),
             json!({"gateways": ["gw", "a/gw"]}),
         ])),
+        prop::option::of(prop::sample::select(vec![
+            json!({"directResponse": {"status": 503, "body": {"string": "down"}}}),
+            json!({"directResponse": {"status": 200, "body": {"bytes": "not base64"}}}),
+            json!({"mirrors": [{"destination": {"host": "a"}}, {"destination": {"host": "nope"}, "percentage": {"value": 5}}]}),
+            json!({"rewrite": {"uriRegexRewrite": {"match": "^/(.*)", "rewrite": "/x/\\1"}}}),
+            json!({"rewrite": {"uriRegexRewrite": {"match": "^(", "rewrite": ""}}}),
+        ])),
     )
-        .prop_map(|(dests, uri, redirect, timeout, client)| {
+        .prop_map(|(dests, uri, redirect, timeout, client, extra)| {
             let route: Vec<Value> = dests
                 .into_iter()
                 .map(|(d, w)| {
@@ -102,6 +109,12 @@ fn http_route() -> impl Strategy<Value = Value> {
             }
             if let Some(t) = timeout {
                 h["timeout"] = json!(t);
+            }
+            // Added without validation: the translator must cope with any mix.
+            if let Some(Value::Object(extra)) = extra {
+                for (k, v) in extra {
+                    h[k] = v;
+                }
             }
             h
         })
