@@ -166,6 +166,7 @@ fn jwt_policies(jwks: &str) -> (Vec<RequestAuthnPolicy>, Vec<AuthzPolicy>) {
         jwt_rules: vec![JwtRule {
             issuer: ISSUER.into(),
             jwks: Some(jwks.to_string()),
+            output_claim_to_headers: vec![("x-jwt-sub".into(), "sub".into())],
             ..Default::default()
         }],
     };
@@ -599,6 +600,33 @@ fn mtls_peer_authentication_rbac_and_jwt_on_real_envoy() {
         "claims[groups] contains admins"
     );
     assert_eq!(call("/admin", Some(&alice)), 403);
+    // outputClaimToHeaders: the app sees the verified token's claim, in place
+    // of whatever the client wrote in that header.
+    let r = HttpRequest::get("/public")
+        .host("cart")
+        .header("authorization", &format!("Bearer {alice}"))
+        .header("x-jwt-sub", "mallory")
+        .send(jwt_addr)
+        .unwrap();
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        r.json()["headers"]["x-jwt-sub"],
+        "alice",
+        "{}",
+        r.body_text()
+    );
+    // Without a token the header is not the client's to set either.
+    let r = HttpRequest::get("/public")
+        .host("cart")
+        .header("x-jwt-sub", "mallory")
+        .send(jwt_addr)
+        .unwrap();
+    assert_eq!(r.status, 200);
+    assert!(
+        r.json()["headers"]["x-jwt-sub"].is_null(),
+        "{}",
+        r.body_text()
+    );
     drop(cart);
     drop(web);
 }

@@ -51,6 +51,17 @@ pub struct JWTRule {
     pub output_payload_to_header: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub forward_original_token: Option<bool>,
+    /// Claims copied to request headers once the token is verified.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub output_claim_to_headers: Vec<ClaimToHeader>,
+}
+
+/// A claim of a verified token copied into a request header.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ClaimToHeader {
+    pub header: String,
+    pub claim: String,
 }
 
 /// A header carrying the token, with an optional prefix such as `"Bearer "`.

@@ -92,6 +92,20 @@ pub fn request_authentication(ra: &RequestAuthentication) -> Vec<FieldError> {
         if let Some(h) = &rule.output_payload_to_header {
             errors.check(format!("{path}.outputPayloadToHeader"), header_name(h));
         }
+        let mut headers = std::collections::BTreeSet::new();
+        for (j, c) in rule.output_claim_to_headers.iter().enumerate() {
+            let cpath = format!("{path}.outputClaimToHeaders[{j}]");
+            errors.check(format!("{cpath}.header"), header_name(&c.header));
+            if !headers.insert(c.header.to_ascii_lowercase()) {
+                errors.add(
+                    format!("{cpath}.header"),
+                    format!("header {:?} is already set by another claim", c.header),
+                );
+            }
+            if c.claim.is_empty() {
+                errors.add(format!("{cpath}.claim"), "must not be empty");
+            }
+        }
     }
     errors.0
 }

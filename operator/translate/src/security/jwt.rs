@@ -15,9 +15,9 @@ use envoy_types::pb::envoy::config::endpoint::v3::{
 };
 use envoy_types::pb::envoy::config::route::v3::{RouteMatch, route_match::PathSpecifier};
 use envoy_types::pb::envoy::extensions::filters::http::jwt_authn::v3::{
-    JwtAuthentication, JwtHeader, JwtProvider, JwtRequirement, JwtRequirementOrList, RemoteJwks,
-    RequirementRule, jwt_provider::JwksSourceSpecifier, jwt_requirement::RequiresType,
-    requirement_rule::RequirementType,
+    JwtAuthentication, JwtClaimToHeader, JwtHeader, JwtProvider, JwtRequirement,
+    JwtRequirementOrList, RemoteJwks, RequirementRule, jwt_provider::JwksSourceSpecifier,
+    jwt_requirement::RequiresType, requirement_rule::RequirementType,
 };
 use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
     HttpFilter, http_filter::ConfigType,
@@ -51,6 +51,8 @@ pub struct JwtRule {
     pub from_params: Vec<String>,
     pub output_payload_to_header: Option<String>,
     pub forward_original_token: bool,
+    /// `outputClaimToHeaders`: (header, claim).
+    pub output_claim_to_headers: Vec<(String, String)>,
 }
 
 /// The fields of a RequestAuthentication that applies to one workload.
@@ -313,6 +315,13 @@ fn policy_providers(policy: &RequestAuthnPolicy) -> Result<Vec<Provider>, Securi
                     .collect(),
                 from_params: rule.from_params.clone(),
                 forward_payload_header: rule.output_payload_to_header.clone().unwrap_or_default(),
+                claim_to_headers: (rule.output_claim_to_headers.iter())
+                    .map(|(header, claim)| JwtClaimToHeader {
+                        header_name: header.clone(),
+                        claim_name: claim.clone(),
+                        ..Default::default()
+                    })
+                    .collect(),
                 payload_in_metadata: PAYLOAD_METADATA_KEY.to_string(),
                 jwks_source_specifier: Some(source),
                 ..Default::default()

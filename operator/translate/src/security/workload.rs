@@ -49,6 +49,9 @@ fn jwt_rule(rule: &api::JWTRule) -> JwtRule {
             .collect(),
         from_params: rule.from_params.clone(),
         output_payload_to_header: rule.output_payload_to_header.clone(),
+        output_claim_to_headers: (rule.output_claim_to_headers.iter())
+            .map(|c| (c.header.clone(), c.claim.clone()))
+            .collect(),
         forward_original_token: rule.forward_original_token.unwrap_or(false),
     }
 }
