@@ -7,6 +7,7 @@ use envoy_types::pb::google::protobuf::Any;
 use trellis_model::MeshModel;
 
 use crate::credentials::{self, Credentials};
+use trellis_translate::encode::pack_route_configuration;
 use trellis_translate::{Proxy, SecretRef, TranslateOptions, Translator};
 use trellis_xds::{ProxyId, ProxyKind, ResourceCache, Snapshot, SnapshotSource, XdsError};
 
@@ -83,7 +84,7 @@ impl SnapshotSource for ModelSnapshots {
             b.add(l.name.clone(), pack(l))?;
         }
         for r in &out.routes {
-            b.add(r.name.clone(), pack(r.as_ref()))?;
+            b.add(r.name.clone(), pack_route_configuration(r))?;
         }
         for c in &out.clusters {
             b.add(c.name.clone(), pack(c.as_ref()))?;

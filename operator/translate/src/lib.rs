@@ -7,6 +7,7 @@
 pub mod cluster;
 pub mod credential_uses;
 pub mod destination_rule;
+pub mod encode;
 pub mod endpoints;
 pub mod forward_proxy;
 pub mod gateway;

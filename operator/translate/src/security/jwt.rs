@@ -230,7 +230,7 @@ pub fn jwt_authn_filter(
 fn pack_jwt_authn(mut config: JwtAuthentication) -> envoy_types::pb::google::protobuf::Any {
     let providers = std::mem::take(&mut config.providers);
     let mut value = prost::Message::encode_to_vec(&config);
-    super::encode_sorted_map(1, providers, &mut value);
+    crate::encode::encode_sorted_map(1, providers, &mut value);
     envoy_types::pb::google::protobuf::Any {
         type_url: <JwtAuthentication as prost::Name>::type_url(),
         value,

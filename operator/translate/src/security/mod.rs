@@ -29,7 +29,7 @@ pub(crate) fn pack<M: prost::Message + prost::Name>(message: &M) -> Any {
     }
 }
 
-/// Packs an HTTP RBAC filter config with its policies in name order (see [`encode_sorted_map`]).
+/// Packs an HTTP RBAC filter config with its policies in name order (see [`crate::encode`]).
 pub(crate) fn pack_http_rbac(
     filter: &envoy_types::pb::envoy::extensions::filters::http::rbac::v3::Rbac,
 ) -> Any {
@@ -42,7 +42,7 @@ pub(crate) fn pack_http_rbac(
     }
 }
 
-/// Packs a network RBAC filter config with its policies in name order (see [`encode_sorted_map`]).
+/// Packs a network RBAC filter config with its policies in name order (see [`crate::encode`]).
 pub(crate) fn pack_network_rbac(
     filter: &envoy_types::pb::envoy::extensions::filters::network::rbac::v3::Rbac,
 ) -> Any {
@@ -70,30 +70,12 @@ fn with_rbacs(
     buf
 }
 
-/// Appends a `map<string, V>` field (number `tag`) in key order: prost encodes
-/// a map in `HashMap` order, which differs from one build to the next, so two
-/// translations of the same mesh would differ in bytes (and xDS versions).
-pub(crate) fn encode_sorted_map<V: prost::Message>(
-    tag: u32,
-    map: std::collections::HashMap<String, V>,
-    buf: &mut Vec<u8>,
-) {
-    let mut entries: Vec<(String, V)> = map.into_iter().collect();
-    entries.sort_by(|a, b| a.0.cmp(&b.0));
-    for (key, value) in entries {
-        let mut entry = Vec::new();
-        prost::encoding::string::encode(1, &key, &mut entry);
-        prost::encoding::message::encode(2, &value, &mut entry);
-        prost::encoding::bytes::encode(tag, &entry, buf);
-    }
-}
-
 /// An RBAC message with its `policies` (field 2) in name order.
 fn rbac_bytes(rbac: &envoy_types::pb::envoy::config::rbac::v3::Rbac) -> Vec<u8> {
     let mut rest = rbac.clone();
     let policies = std::mem::take(&mut rest.policies);
     let mut buf = prost::Message::encode_to_vec(&rest);
-    encode_sorted_map(2, policies, &mut buf);
+    crate::encode::encode_sorted_map(2, policies, &mut buf);
     buf
 }
 
