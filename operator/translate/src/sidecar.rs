@@ -7,7 +7,7 @@ use envoy_types::pb::envoy::config::listener::v3::{
     Filter, FilterChain, FilterChainMatch, Listener,
 };
 use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::HttpFilter;
-use trellis_model::{MeshModel, MtlsMode, Workload};
+use trellis_model::{MeshModel, MtlsMode, Protocol, Workload};
 
 use crate::cluster::{blackhole_cluster, inbound_cluster};
 use crate::listener::{
@@ -204,8 +204,13 @@ impl<'m> Translator<'m> {
         let security = crate::security::workload::inbound_security(model, workload, &has_cluster);
         out.errors.extend(security.errors);
         extra_clusters.extend(security.clusters.into_iter().map(Arc::new));
+        let ports = match sidecar.filter(|s| !s.object.spec.ingress.is_empty()) {
+            Some(sc) => ingress_ports(workload, sc, &mut out.errors),
+            None => self.service_ports(workload),
+        };
         let (mtls_used, inspector) = self.inbound(
             workload,
+            &ports,
             (&security.http_filters, &security.tcp_filters),
             &mut listeners,
             &mut inbound_chains,
@@ -293,89 +298,105 @@ impl<'m> Translator<'m> {
         out
     }
 
-    /// Inbound listeners (explicit shape: one per target port of the services the
-    /// workload is behind; interception: filter chains of `virtualInbound` matching
-    /// the destination port) and their `inbound|<port>||` clusters. Returns whether
-    /// mTLS is served and whether the TLS inspector is needed.
-    fn inbound(
-        &self,
-        workload: &Workload,
-        (http_filters, tcp_filters): (&[HttpFilter], &[Filter]),
-        listeners: &mut Vec<Listener>,
-        chains_out: &mut Vec<FilterChain>,
-        clusters: &mut Vec<Arc<envoy_types::pb::envoy::config::cluster::v3::Cluster>>,
-    ) -> (bool, bool) {
+    /// The inbound ports the workload's services give it: each target port
+    /// once, to the application on loopback.
+    fn service_ports(&self, workload: &Workload) -> Vec<InboundPort> {
         let mut seen = BTreeSet::new();
-        let mut mtls = false;
-        let mut any_inspector = false;
+        let mut ports = Vec::new();
         for service in self.shared.services_of(workload) {
             for port in &service.ports {
                 let Some(target) = workload.target_port(port) else {
                     continue;
                 };
-                if !seen.insert(target) {
-                    continue;
+                if seen.insert(target) {
+                    ports.push(InboundPort {
+                        target,
+                        protocol: port.protocol,
+                        app_address: "127.0.0.1".into(),
+                        app_port: workload.app_port(target),
+                    });
                 }
-                let cluster = names::inbound_cluster(target);
-                // What a connection the proxy does not terminate gets: the
-                // app's own TLS from outside the mesh (PERMISSIVE), and TCP.
-                let as_tcp: Vec<Filter> = (tcp_filters.iter().cloned())
-                    .chain([tcp_proxy(&cluster, &cluster)])
-                    .collect();
-                let filters = if port.protocol.is_http() {
-                    let rc = inbound_routes(target, &cluster);
-                    let hcm = connection_manager(
-                        &cluster,
-                        Routes::Inline(Box::new(rc)),
-                        http_filters.to_vec(),
-                    );
-                    vec![hcm_filter(forward_client_cert(
-                        hcm,
-                        ClientCertHeader::AppendPeer,
-                    ))]
-                } else {
-                    as_tcp.clone()
-                };
-                let mode = self.mtls_mode(workload, target);
-                mtls |= mode != EffectiveMtls::Disable;
-                let name = names::listener_name(&workload.address, target);
-                let explicit = matches!(self.options.shape, ListenerShape::Explicit(_));
-                let base = if explicit {
-                    FilterChainMatch::default()
-                } else {
-                    FilterChainMatch {
-                        destination_port: Some(envoy_types::pb::google::protobuf::UInt32Value {
-                            value: u32::from(target),
-                        }),
-                        ..Default::default()
-                    }
-                };
-                let (chains, inspector) = inbound_filter_chains(
-                    &name,
-                    mode,
-                    base,
-                    &downstream_mtls(&self.options.sds),
-                    filters,
-                    as_tcp,
-                );
-                any_inspector |= inspector;
-                if explicit {
-                    let filters = if inspector {
-                        vec![tls_inspector()]
-                    } else {
-                        Vec::new()
-                    };
-                    listeners.push(listener(name, &workload.address, target, chains, filters));
-                } else {
-                    chains_out.extend(chains);
-                }
-                clusters.push(Arc::new(inbound_cluster(
-                    target,
-                    "127.0.0.1",
-                    workload.app_port(target),
-                    port.protocol,
-                )));
             }
+        }
+        ports
+    }
+
+    /// Inbound listeners (explicit shape: one per port; interception: filter
+    /// chains of `virtualInbound` matching the destination port) and their
+    /// `inbound|<port>||` clusters. Returns whether mTLS is served and whether
+    /// the TLS inspector is needed.
+    fn inbound(
+        &self,
+        workload: &Workload,
+        ports: &[InboundPort],
+        (http_filters, tcp_filters): (&[HttpFilter], &[Filter]),
+        listeners: &mut Vec<Listener>,
+        chains_out: &mut Vec<FilterChain>,
+        clusters: &mut Vec<Arc<envoy_types::pb::envoy::config::cluster::v3::Cluster>>,
+    ) -> (bool, bool) {
+        let mut mtls = false;
+        let mut any_inspector = false;
+        for port in ports {
+            let target = port.target;
+            let cluster = names::inbound_cluster(target);
+            // What a connection the proxy does not terminate gets: the
+            // app's own TLS from outside the mesh (PERMISSIVE), and TCP.
+            let as_tcp: Vec<Filter> = (tcp_filters.iter().cloned())
+                .chain([tcp_proxy(&cluster, &cluster)])
+                .collect();
+            let filters = if port.protocol.is_http() {
+                let rc = inbound_routes(target, &cluster);
+                let hcm = connection_manager(
+                    &cluster,
+                    Routes::Inline(Box::new(rc)),
+                    http_filters.to_vec(),
+                );
+                vec![hcm_filter(forward_client_cert(
+                    hcm,
+                    ClientCertHeader::AppendPeer,
+                ))]
+            } else {
+                as_tcp.clone()
+            };
+            let mode = self.mtls_mode(workload, target);
+            mtls |= mode != EffectiveMtls::Disable;
+            let name = names::listener_name(&workload.address, target);
+            let explicit = matches!(self.options.shape, ListenerShape::Explicit(_));
+            let base = if explicit {
+                FilterChainMatch::default()
+            } else {
+                FilterChainMatch {
+                    destination_port: Some(envoy_types::pb::google::protobuf::UInt32Value {
+                        value: u32::from(target),
+                    }),
+                    ..Default::default()
+                }
+            };
+            let (chains, inspector) = inbound_filter_chains(
+                &name,
+                mode,
+                base,
+                &downstream_mtls(&self.options.sds),
+                filters,
+                as_tcp,
+            );
+            any_inspector |= inspector;
+            if explicit {
+                let filters = if inspector {
+                    vec![tls_inspector()]
+                } else {
+                    Vec::new()
+                };
+                listeners.push(listener(name, &workload.address, target, chains, filters));
+            } else {
+                chains_out.extend(chains);
+            }
+            clusters.push(Arc::new(inbound_cluster(
+                target,
+                &port.app_address,
+                port.app_port,
+                port.protocol,
+            )));
         }
         (mtls, any_inspector)
     }
@@ -544,4 +565,87 @@ fn peer_authn_policy(
             .map(|(port, m)| (*port, mode(Some(m))))
             .collect(),
     }
+}
+
+/// One inbound port of a proxy: where it accepts traffic and where the
+/// application behind it listens.
+struct InboundPort {
+    target: u16,
+    protocol: Protocol,
+    app_address: String,
+    app_port: u16,
+}
+
+/// The inbound ports a Sidecar resource's `ingress` listeners give workload
+/// `w` (instead of those of its services), as Istio reads them. What Trellis
+/// does not implement on them (`bind`, capture mode `NONE`, `tls`,
+/// `connectionPool`, Unix sockets) is reported on the field.
+fn ingress_ports(
+    w: &Workload,
+    sc: &trellis_model::Stored<trellis_api::networking::Sidecar>,
+    errors: &mut Vec<TranslateError>,
+) -> Vec<InboundPort> {
+    use trellis_api::networking::CaptureMode;
+    let mut unsupported = |path: String, message: &str| {
+        errors.push(TranslateError {
+            kind: "Sidecar".into(),
+            namespace: sc.namespace.clone(),
+            name: sc.name.clone(),
+            path,
+            message: message.into(),
+            code: ErrorCode::InvalidValue,
+        })
+    };
+    let mut ports = Vec::new();
+    for (i, l) in sc.object.spec.ingress.iter().enumerate() {
+        let path = format!("spec.ingress[{i}]");
+        let Ok(target) = u16::try_from(l.port.number) else {
+            continue;
+        };
+        if l.bind.is_some() {
+            unsupported(
+                format!("{path}.bind"),
+                "not supported: the listener takes the workload's own address",
+            );
+        }
+        if l.capture_mode == Some(CaptureMode::None) {
+            unsupported(
+                format!("{path}.captureMode"),
+                "NONE is not supported: inbound traffic is captured",
+            );
+        }
+        if l.tls.is_some() {
+            unsupported(
+                format!("{path}.tls"),
+                "not supported: the port serves the mesh's mTLS (as its PeerAuthentication says), not TLS of its own",
+            );
+        }
+        if l.connection_pool.is_some() {
+            unsupported(
+                format!("{path}.connectionPool"),
+                "not supported: Envoy's defaults apply",
+            );
+        }
+        let (app_address, app_port) = match l.default_endpoint.as_deref() {
+            None => ("127.0.0.1".to_string(), w.app_port(target)),
+            Some(endpoint) => match endpoint.parse::<std::net::SocketAddr>() {
+                Ok(a) if a.ip().is_unspecified() => (w.address.clone(), a.port()),
+                Ok(a) if a.ip().is_loopback() => (a.ip().to_string(), a.port()),
+                _ => {
+                    unsupported(
+                        format!("{path}.defaultEndpoint"),
+                        "only 127.0.0.1:PORT, [::1]:PORT, 0.0.0.0:PORT and [::]:PORT are supported; the listener is left out",
+                    );
+                    continue;
+                }
+            },
+        };
+        ports.push(InboundPort {
+            target,
+            protocol: Protocol::detect(l.port.protocol.as_deref(), l.port.name.as_deref()),
+            app_address,
+            app_port,
+        });
+    }
+    ports
 }

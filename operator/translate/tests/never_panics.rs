@@ -354,9 +354,33 @@ fn resource() -> impl Strategy<Value = Option<Resource>> {
         ),
         any::<bool>(),
         prop::option::of(port()),
+        prop::option::of((
+            port(),
+            pick(&["HTTP", "TCP", "GRPC", "weird"]),
+            prop::option::of(pick(&[
+                "127.0.0.1:9000",
+                "0.0.0.0:9000",
+                "[::1]:9000",
+                "unix:///var/run/app.sock",
+                "10.0.0.1:80",
+            ])),
+            any::<bool>(),
+        )),
     )
-        .prop_map(|(ns, hosts, registry_only, egress_port)| {
+        .prop_map(|(ns, hosts, registry_only, egress_port, ingress)| {
             let mut spec = json!({"egress": [{"hosts": hosts}]});
+            if let Some((number, protocol, endpoint, tls)) = ingress {
+                let mut listener =
+                    json!({"port": {"number": number, "protocol": protocol, "name": "in"}});
+                if let Some(e) = endpoint {
+                    listener["defaultEndpoint"] = json!(e);
+                }
+                if tls {
+                    listener["tls"] = json!({"mode": "SIMPLE"});
+                    listener["captureMode"] = json!("NONE");
+                }
+                spec["ingress"] = json!([listener]);
+            }
             if let Some(p) = egress_port {
                 spec["egress"][0]["port"] = json!({"number": p, "protocol": "HTTP", "name": "p"});
             }

@@ -1053,3 +1053,66 @@ spec:
         .collect();
     assert_eq!(names, ["by-header.canary", "by-header.1", "shop.cart.1"]);
 }
+
+/// A Sidecar resource's `ingress` listeners replace the inbound ports of the
+/// workload's services; each sends its port to its `defaultEndpoint`. What
+/// Trellis does not do on them is reported on the field, and a listener it
+/// cannot serve (a Unix socket) is left out.
+#[test]
+fn sidecar_ingress_listeners_replace_the_service_ports() {
+    let mut r = base_resources();
+    r.push(trellis_model::Resource::Sidecar(Box::new(from_yaml(
+        r#"
+metadata: {name: web-in, namespace: shop}
+spec:
+  workloadSelector: {labels: {app: web}}
+  ingress:
+  - port: {number: 9000, protocol: HTTP, name: http}
+    defaultEndpoint: 127.0.0.1:7000
+  - port: {number: 9001, protocol: TCP, name: tcp}
+    defaultEndpoint: 0.0.0.0:7001
+    tls: {mode: SIMPLE, credentialName: web-cert}
+  - port: {number: 9002, protocol: HTTP, name: http-sock}
+    defaultEndpoint: unix:///run/web.sock
+"#,
+    ))));
+    let model = model_of(r);
+    let out = web_sidecar(&model);
+    let found: Vec<(&str, &str)> = (out.errors.iter())
+        .map(|e| (e.kind.as_str(), e.path.as_str()))
+        .collect();
+    assert_eq!(
+        found,
+        [
+            ("Sidecar", "spec.ingress[1].tls"),
+            ("Sidecar", "spec.ingress[2].defaultEndpoint"),
+        ],
+        "{:?}",
+        out.errors
+    );
+    let names: Vec<&str> = out.listeners.iter().map(|l| l.name.as_str()).collect();
+    for (name, there) in [
+        ("127.0.0.10_9000", true),
+        ("127.0.0.10_9001", true),
+        ("127.0.0.10_9002", false),
+        // the web service's target port
+        ("127.0.0.10_8000", false),
+    ] {
+        assert_eq!(names.contains(&name), there, "{name} in {names:?}");
+    }
+    let endpoint = |name: &str| {
+        let c = cluster(&out, name);
+        let lb = &c.load_assignment.as_ref().unwrap().endpoints[0].lb_endpoints[0];
+        format!("{lb:?}")
+    };
+    let to_app = endpoint("inbound|9000||");
+    assert!(
+        to_app.contains("127.0.0.1") && to_app.contains("7000"),
+        "{to_app}"
+    );
+    let to_own_address = endpoint("inbound|9001||");
+    assert!(
+        to_own_address.contains("127.0.0.10") && to_own_address.contains("7001"),
+        "{to_own_address}"
+    );
+}

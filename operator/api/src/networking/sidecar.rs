@@ -23,6 +23,10 @@ use serde::{Deserialize, Serialize};
 pub struct SidecarSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub workload_selector: Option<WorkloadSelector>,
+    /// Inbound ports: when set, they replace those the workload's services
+    /// would give its proxy.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ingress: Vec<IstioIngressListener>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub egress: Vec<IstioEgressListener>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -39,6 +43,37 @@ pub struct IstioEgressListener {
     pub bind: Option<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub hosts: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub capture_mode: Option<CaptureMode>,
+}
+
+/// One inbound port of the selected workloads and where its traffic goes.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct IstioIngressListener {
+    pub port: Port,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bind: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub capture_mode: Option<CaptureMode>,
+    /// Where the application listens: `127.0.0.1:PORT` or `[::1]:PORT`
+    /// (loopback), `0.0.0.0:PORT` or `[::]:PORT` (the workload's address), or
+    /// `unix:///path`. Unset: loopback, on the port's own number.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default_endpoint: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<super::ServerTLSSettings>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connection_pool: Option<super::ConnectionPoolSettings>,
+}
+
+/// How traffic reaches a listener: Istio's capture modes.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum CaptureMode {
+    Default,
+    Iptables,
+    None,
 }
 
 /// What happens to traffic for hosts outside the registry.

@@ -18,6 +18,33 @@ pub fn sidecar(sc: &Sidecar) -> Vec<FieldError> {
         }
         labels(&mut errors, "spec.workloadSelector.labels", &ws.labels);
     }
+    let mut ingress_ports = std::collections::BTreeMap::new();
+    for (i, listener) in spec.ingress.iter().enumerate() {
+        let path = format!("spec.ingress[{i}]");
+        errors.check(format!("{path}.port.number"), port(listener.port.number));
+        if let Some(j) = ingress_ports.insert(listener.port.number, i) {
+            errors.add(
+                format!("{path}.port.number"),
+                format!(
+                    "port {} is already used by spec.ingress[{j}]",
+                    listener.port.number
+                ),
+            );
+        }
+        if let Some(bind) = &listener.bind
+            && bind.parse::<IpAddr>().is_err()
+        {
+            errors.add(
+                format!("{path}.bind"),
+                format!("{bind:?} is not an IP address"),
+            );
+        }
+        if let Some(endpoint) = &listener.default_endpoint
+            && let Err(e) = default_endpoint(endpoint)
+        {
+            errors.add(format!("{path}.defaultEndpoint"), e);
+        }
+    }
     for (i, listener) in spec.egress.iter().enumerate() {
         let path = format!("spec.egress[{i}]");
         if listener.hosts.is_empty() {
@@ -40,6 +67,30 @@ pub fn sidecar(sc: &Sidecar) -> Vec<FieldError> {
         }
     }
     errors.0
+}
+
+/// Istio's forms of an ingress listener's `defaultEndpoint`: loopback or
+/// any-address with a port, or a Unix domain socket.
+fn default_endpoint(endpoint: &str) -> Result<(), String> {
+    if let Some(path) = endpoint.strip_prefix("unix://") {
+        return if path.starts_with('/') {
+            Ok(())
+        } else {
+            Err(format!("{endpoint:?}: a Unix socket path must be absolute"))
+        };
+    }
+    let addr: std::net::SocketAddr = endpoint.parse().map_err(|_| {
+        format!("{endpoint:?} is not 127.0.0.1:PORT, [::1]:PORT, 0.0.0.0:PORT, [::]:PORT or unix:///path")
+    })?;
+    if !(addr.ip().is_loopback() || addr.ip().is_unspecified()) {
+        return Err(format!(
+            "{endpoint:?}: only loopback or 0.0.0.0 (the workload's address) may be named"
+        ));
+    }
+    if addr.port() == 0 {
+        return Err(format!("{endpoint:?}: the port must not be 0"));
+    }
+    Ok(())
 }
 
 /// Validates a WorkloadEntry.
