@@ -204,6 +204,9 @@ impl<'m> Translator<'m> {
         let security = crate::security::workload::inbound_security(model, workload, &has_cluster);
         out.errors.extend(security.errors);
         extra_clusters.extend(security.clusters.into_iter().map(Arc::new));
+        if let Some(sc) = sidecar {
+            out.errors.extend(egress_capture_none(sc));
+        }
         let ports = match sidecar.filter(|s| !s.object.spec.ingress.is_empty()) {
             Some(sc) => ingress_ports(workload, sc, &mut out.errors),
             None => self.service_ports(workload),
@@ -648,4 +651,23 @@ fn ingress_ports(
         });
     }
     ports
+}
+
+/// Egress listeners with capture mode `NONE` (the application sends to the
+/// listener's `bind` itself): not supported; every egress port is captured.
+fn egress_capture_none(
+    sc: &trellis_model::Stored<trellis_api::networking::Sidecar>,
+) -> Vec<TranslateError> {
+    use trellis_api::networking::CaptureMode;
+    (sc.object.spec.egress.iter().enumerate())
+        .filter(|(_, l)| l.capture_mode == Some(CaptureMode::None))
+        .map(|(i, _)| TranslateError {
+            kind: "Sidecar".into(),
+            namespace: sc.namespace.clone(),
+            name: sc.name.clone(),
+            path: format!("spec.egress[{i}].captureMode"),
+            message: "NONE is not supported: outbound traffic is captured".into(),
+            code: ErrorCode::InvalidValue,
+        })
+        .collect()
 }

@@ -1074,6 +1074,9 @@ spec:
     tls: {mode: SIMPLE, credentialName: web-cert}
   - port: {number: 9002, protocol: HTTP, name: http-sock}
     defaultEndpoint: unix:///run/web.sock
+  egress:
+  - hosts: ["./*"]
+    captureMode: NONE
 "#,
     ))));
     let model = model_of(r);
@@ -1084,6 +1087,7 @@ spec:
     assert_eq!(
         found,
         [
+            ("Sidecar", "spec.egress[0].captureMode"),
             ("Sidecar", "spec.ingress[1].tls"),
             ("Sidecar", "spec.ingress[2].defaultEndpoint"),
         ],
