@@ -26,7 +26,8 @@ pub fn analyze(
         found.extend(translator.scope(ns).errors.iter().cloned());
     }
     // Gateway bindings are checked by translating the workloads that run a
-    // gateway; credentials by translating the proxies that use them.
+    // gateway; credentials and Sidecar listeners by translating the proxies
+    // that use them.
     for w in model.workloads() {
         if !model.gateways_for(w).is_empty() {
             let proxy = Proxy::gateway(&w.namespace, &w.name);
@@ -43,7 +44,12 @@ pub fn analyze(
         let selected = model.destination_rules().any(|dr| {
             destination_rule_applies(dr, w, false) && !credential_names(&dr.object).is_empty()
         });
-        if selected {
+        // A Sidecar resource's listeners are read per workload it selects.
+        let listeners = model.sidecar_for(w).is_some_and(|sc| {
+            let spec = &sc.object.spec;
+            !spec.ingress.is_empty() || spec.egress.iter().any(|e| e.capture_mode.is_some())
+        });
+        if selected || listeners {
             let out = translator.translate(&Proxy::sidecar(&w.namespace, &w.name));
             found.extend(missing_credentials(
                 model,
@@ -52,6 +58,7 @@ pub fn analyze(
                 &out.secrets,
                 credentials,
             ));
+            found.extend(out.errors.into_iter().filter(|e| e.kind == "Sidecar"));
         }
     }
     let mut out: BTreeMap<ObjectRef, Vec<TranslateError>> = BTreeMap::new();
@@ -322,5 +329,36 @@ mod tests {
                 .all(|e| e.message.starts_with("sidecar edge/web-1 ")),
             "{errors:?}"
         );
+    }
+
+    /// What a Sidecar resource's listeners ask for and Trellis does not do is
+    /// found on the Sidecar, through a workload it selects.
+    #[test]
+    fn unsupported_sidecar_listener_fields_are_found_on_the_sidecar() {
+        let mut feed = MeshFeed::new(Default::default());
+        let pod = serde_json::from_value(json!({
+            "metadata": {"name": "pay-1", "namespace": "shop", "labels": {"app": "pay"}},
+            "spec": {"containers": [{"name": "app"}]},
+            "status": {"podIP": "10.0.0.31"}
+        }))
+        .unwrap();
+        feed.apply(Change::Apply(Input::Pod(Box::new(pod))));
+        feed.apply(Change::Apply(input_from_json(
+            SourceKind::Sidecar,
+            json!({"apiVersion": "networking.istio.io/v1", "kind": "Sidecar",
+                   "metadata": {"name": "pay", "namespace": "shop"},
+                   "spec": {"workloadSelector": {"labels": {"app": "pay"}},
+                            "ingress": [{"port": {"number": 8443, "protocol": "HTTPS", "name": "https"},
+                                         "tls": {"mode": "SIMPLE", "credentialName": "pay-cert"}}]}}),
+        )));
+        let found = analyze(feed.model(), &Default::default(), ["shop".to_string()]);
+        let key = ObjectRef {
+            kind: "Sidecar".into(),
+            namespace: Some("shop".into()),
+            name: "pay".into(),
+        };
+        let errors = found.get(&key).expect("a finding for the Sidecar");
+        let paths: Vec<&str> = errors.iter().map(|e| e.path.as_str()).collect();
+        assert_eq!(paths, ["spec.ingress[0].tls"]);
     }
 }
