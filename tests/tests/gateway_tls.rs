@@ -15,6 +15,7 @@ use std::time::{Duration, SystemTime};
 use mesh_fixtures::*;
 use trellis_e2e::golden::check_golden;
 use trellis_e2e::mesh::{Identity, relative_file_sds, test_ca, write_sds_file};
+use trellis_e2e::openssl::{openssl, self_signed_ca, signed_by};
 use trellis_e2e::static_bootstrap::{SecretFiles, static_bootstrap};
 use trellis_e2e::{
     TlsClient, Upstream, free_ports_on, self_signed, tls_exchange, validate_bootstrap_in,
@@ -436,4 +437,206 @@ spec:
     check_golden("gateway-tls-termination", &yaml);
     Identity::issue_with_relative_sds(&ca, d, "etc/certs", "shop", "ingress");
     validate_bootstrap_in(d, &yaml).expect("golden gateway bootstrap validates");
+}
+
+/// The SHA-256 fingerprint of certificate `cert` in `dir`, colon-separated
+/// hex (as `openssl x509 -fingerprint` prints it, a form Istio accepts), and
+/// the base64 SHA-256 of its SubjectPublicKeyInfo.
+fn pins_of(dir: &Path, cert: &str) -> (String, String) {
+    let out = openssl(
+        &["x509", "-in", cert, "-noout", "-fingerprint", "-sha256"],
+        dir,
+    );
+    let hash = out.trim().rsplit('=').next().unwrap().to_string();
+    let (public, der, digest) = (
+        format!("{cert}.pub.pem"),
+        format!("{cert}.pub.der"),
+        format!("{cert}.pub.sha256"),
+    );
+    openssl(
+        &["x509", "-in", cert, "-noout", "-pubkey", "-out", &public],
+        dir,
+    );
+    openssl(
+        &[
+            "pkey", "-pubin", "-in", &public, "-outform", "DER", "-out", &der,
+        ],
+        dir,
+    );
+    openssl(&["dgst", "-sha256", "-binary", "-out", &digest, &der], dir);
+    use base64::Engine;
+    let spki =
+        base64::engine::general_purpose::STANDARD.encode(std::fs::read(dir.join(&digest)).unwrap());
+    (hash, spki)
+}
+
+/// A CA `ca.pem` (key `ca-key.pem`) in `dir`, the gateway's certificate for
+/// api.example.com from it, and client certificates `<name>.pem` (keys
+/// `<name>-key.pem`) for `clients`, all signed by that CA.
+fn openssl_pki(dir: &Path, clients: &[&str]) {
+    self_signed_ca(dir, "ca-key.pem", "ca.pem", "/CN=partners-ca");
+    signed_by(
+        dir,
+        ("ca-key.pem", "ca.pem"),
+        ("server-key.pem", "server.pem"),
+        "/CN=api.example.com",
+        "subjectAltName=DNS:api.example.com\nextendedKeyUsage=serverAuth\n",
+    );
+    for name in clients {
+        signed_by(
+            dir,
+            ("ca-key.pem", "ca.pem"),
+            (&format!("{name}-key.pem"), &format!("{name}.pem")),
+            &format!("/CN={name}"),
+            "extendedKeyUsage=clientAuth\n",
+        );
+    }
+}
+
+/// A MUTUAL HTTPS server pinning client certificates: `verifyCertificateHash`
+/// names client `pinned` (colon form), `verifyCertificateSpki` client
+/// `by-key`; both are served. `other`, signed by the same client CA but
+/// matching neither, is refused in the handshake (Envoy's
+/// `ssl.fail_verify_cert_hash`) and reaches nothing.
+#[test]
+fn mutual_server_admits_only_pinned_client_certificates_on_real_envoy() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let ca = test_ca();
+    let gw_id = Identity::issue(&ca, &d.join("ingress"), "shop", "ingress");
+    openssl_pki(d, &["pinned", "by-key", "other"]);
+    let (hash, _) = pins_of(d, "pinned.pem");
+    let (_, spki) = pins_of(d, "by-key.pem");
+    let (other_hash, other_spki) = pins_of(d, "other.pem");
+    assert_ne!(hash, other_hash);
+    assert_ne!(spki, other_spki);
+
+    let api = Upstream::echo("api-app", Ipv4Addr::new(127, 0, 0, 174));
+    let gw_port = free_ports_on(GW_IP, 1)[0];
+    let file = |n: &str| d.join(n).display().to_string();
+    let mut resources = behind_gateway("api", &api, ("http", 80), "[api.example.com]", "http");
+    resources.extend([
+        ingress_workload(GW_IP),
+        one_server_gateway(&format!(
+            "{{port: {{number: {gw_port}, name: https-pinned, protocol: HTTPS}}, hosts: [api.example.com], \
+             tls: {{mode: MUTUAL, serverCertificate: {}, privateKey: {}, caCertificates: {}, \
+             verifyCertificateHash: [\"{hash}\"], verifyCertificateSpki: [\"{spki}\"]}}}}",
+            file("server.pem"),
+            file("server-key.pem"),
+            file("ca.pem")
+        )),
+    ]);
+    let envoy = start_gateway(GW_IP, d, &gw_id, resources);
+    let at = SocketAddr::from((GW_IP, gw_port));
+    let root = d.join("ca.pem");
+    let exchange = |name: &str| {
+        let (cert, key) = (
+            d.join(format!("{name}.pem")),
+            d.join(format!("{name}-key.pem")),
+        );
+        let who = TlsClient {
+            sni: "api.example.com",
+            ca: &root,
+            verify_hostname: true,
+            client: Some((&cert, &key)),
+        };
+        tls_exchange(at, &who, &get("api.example.com"))
+    };
+    for name in ["pinned", "by-key"] {
+        let answer = exchange(name).unwrap_or_else(|e| panic!("{name}: {e}\n{}", envoy.log()));
+        assert!(answer.contains("x-upstream: api-app"), "{name}: {answer}");
+    }
+    assert_eq!(api.hits(), 2);
+    let r = exchange("other");
+    let answered = match &r {
+        Ok(text) | Err(text) => text.contains("x-upstream"),
+    };
+    assert!(!answered, "a certificate matching no pin was served: {r:?}");
+    assert!(
+        envoy.wait_stat(
+            &format!("listener.{GW_IP}_{gw_port}.ssl.fail_verify_cert_hash"),
+            1
+        ) >= 1
+    );
+    assert_eq!(api.hits(), 2);
+}
+
+/// A MUTUAL HTTPS server with `caCrl`: a client certificate the CA revoked
+/// (listed in the CRL file) is refused in the handshake; another one from
+/// the same CA is served.
+#[test]
+fn mutual_server_refuses_revoked_client_certificates_on_real_envoy() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let ca = test_ca();
+    let gw_id = Identity::issue(&ca, &d.join("ingress"), "shop", "ingress");
+    openssl_pki(d, &["good", "revoked"]);
+    // A minimal `openssl ca` database: revoke one client, then issue the CRL.
+    std::fs::write(d.join("index.txt"), "").unwrap();
+    std::fs::write(
+        d.join("ca.cnf"),
+        "[ca]\ndefault_ca = partners\n[partners]\ndatabase = index.txt\n\
+         default_md = sha256\ndefault_crl_days = 30\n",
+    )
+    .unwrap();
+    let ca_args = [
+        "-config",
+        "ca.cnf",
+        "-keyfile",
+        "ca-key.pem",
+        "-cert",
+        "ca.pem",
+    ];
+    let mut revoke = vec!["ca", "-revoke", "revoked.pem"];
+    revoke.extend(ca_args);
+    openssl(&revoke, d);
+    let mut crl = vec!["ca", "-gencrl", "-out", "ca.crl"];
+    crl.extend(ca_args);
+    openssl(&crl, d);
+
+    let api = Upstream::echo("api-app", Ipv4Addr::new(127, 0, 0, 175));
+    let gw_port = free_ports_on(GW_IP, 1)[0];
+    let file = |n: &str| d.join(n).display().to_string();
+    let mut resources = behind_gateway("api", &api, ("http", 80), "[api.example.com]", "http");
+    resources.extend([
+        ingress_workload(GW_IP),
+        one_server_gateway(&format!(
+            "{{port: {{number: {gw_port}, name: https-crl, protocol: HTTPS}}, hosts: [api.example.com], \
+             tls: {{mode: MUTUAL, serverCertificate: {}, privateKey: {}, caCertificates: {}, caCrl: {}}}}}",
+            file("server.pem"),
+            file("server-key.pem"),
+            file("ca.pem"),
+            file("ca.crl")
+        )),
+    ]);
+    let envoy = start_gateway(GW_IP, d, &gw_id, resources);
+    let at = SocketAddr::from((GW_IP, gw_port));
+    let root = d.join("ca.pem");
+    let exchange = |name: &str| {
+        let (cert, key) = (
+            d.join(format!("{name}.pem")),
+            d.join(format!("{name}-key.pem")),
+        );
+        let who = TlsClient {
+            sni: "api.example.com",
+            ca: &root,
+            verify_hostname: true,
+            client: Some((&cert, &key)),
+        };
+        tls_exchange(at, &who, &get("api.example.com"))
+    };
+    let answer = exchange("good").unwrap_or_else(|e| panic!("{e}\n{}", envoy.log()));
+    assert!(answer.contains("x-upstream: api-app"), "{answer}");
+    let r = exchange("revoked");
+    let answered = match &r {
+        Ok(text) | Err(text) => text.contains("x-upstream"),
+    };
+    assert!(!answered, "a revoked certificate was served: {r:?}");
+    assert!(
+        envoy.wait_stat(
+            &format!("listener.{GW_IP}_{gw_port}.ssl.fail_verify_error"),
+            1
+        ) >= 1
+    );
+    assert_eq!(api.hits(), 1);
 }

@@ -242,6 +242,8 @@ fn resource() -> impl Strategy<Value = Option<Resource>> {
             r#"{"mode": "SIMPLE", "credentialName": "api-ca", "insecureSkipVerify": true}"#,
             r#"{"mode": "MUTUAL", "credentialName": "api-client"}"#,
             r#"{"mode": "MUTUAL", "clientCertificate": "/c.pem", "privateKey": "/k.pem"}"#,
+            r#"{"mode": "SIMPLE", "caCertificates": "/ca.pem", "caCrl": "/ca.crl"}"#,
+            r#"{"mode": "MUTUAL", "credentialName": "api-client", "caCrl": "/ca.crl"}"#,
         ])),
         prop::option::of(pick(LABELS)),
     )
@@ -279,6 +281,14 @@ fn resource() -> impl Strategy<Value = Option<Resource>> {
                 ])),
                 any::<bool>(),
                 any::<bool>(),
+                // Client pins and a CRL, some of them malformed.
+                prop::option::of(pick(&[
+                    r#"{"verifyCertificateHash": ["df6ff72fe9116521268f6590dd4ab9755e1dbb2c9c3f2bd5fa9ca2f8a82bcccb"]}"#,
+                    r#"{"verifyCertificateHash": ["zz:zz"], "verifyCertificateSpki": ["AAAA"]}"#,
+                    r#"{"verifyCertificateSpki": ["2Xy+aHR1gD0mRUmcvQbbvcUx0XUcsjsV6kLPK5I4Ogo="]}"#,
+                    r#"{"caCrl": "/ca.crl", "caCertificates": "/ca.pem"}"#,
+                    r#"{"caCrl": "", "serverCertificate": "/s.pem", "privateKey": "/k.pem"}"#,
+                ])),
             ),
             0..4,
         ),
@@ -286,7 +296,7 @@ fn resource() -> impl Strategy<Value = Option<Resource>> {
         .prop_map(|(ns, servers)| {
             let servers: Vec<Value> = servers
                 .into_iter()
-                .map(|(p, proto, hosts, mode, cred, redirect)| {
+                .map(|(p, proto, hosts, mode, cred, redirect, extra)| {
                     let mut tls = json!({});
                     if let Some(m) = mode {
                         tls["mode"] = json!(m);
@@ -296,6 +306,12 @@ fn resource() -> impl Strategy<Value = Option<Resource>> {
                     }
                     if redirect {
                         tls["httpsRedirect"] = json!(true);
+                    }
+                    if let Some(extra) = extra {
+                        let extra: Value = serde_json::from_str(extra).unwrap();
+                        for (k, v) in extra.as_object().unwrap() {
+                            tls[k] = v.clone();
+                        }
                     }
                     json!({"port": {"number": p, "protocol": proto, "name": "p"}, "hosts": hosts, "tls": tls})
                 })

@@ -239,6 +239,10 @@ pub struct ClientTLSSettings {
     pub private_key: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ca_certificates: Option<String>,
+    /// Path on the proxy of the certificate revocation list that the
+    /// server's certificate is checked against (not with credentialName).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_crl: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub credential_name: Option<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

@@ -63,6 +63,19 @@ pub struct ServerTLSSettings {
     pub credential_name: Option<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub subject_alt_names: Vec<String>,
+    /// Base64 SHA-256 hashes of the SubjectPublicKeyInfo of accepted client
+    /// certificates (MUTUAL, OPTIONAL_MUTUAL).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub verify_certificate_spki: Vec<String>,
+    /// Hex SHA-256 hashes (plain or colon-separated) of accepted client
+    /// certificates (MUTUAL, OPTIONAL_MUTUAL).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub verify_certificate_hash: Vec<String>,
+    /// Path on the proxy of the certificate revocation list that client
+    /// certificates are checked against (with certificate files, not
+    /// credentialName, whose Secret carries its own `ca.crl`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_crl: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub min_protocol_version: Option<TLSProtocol>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

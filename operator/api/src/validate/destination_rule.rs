@@ -225,13 +225,14 @@ pub(crate) fn client_tls(errors: &mut Errors, path: &str, tls: &ClientTLSSetting
         ClientTLSMode::Disable | ClientTLSMode::IstioMutual => {
             let any = has_files
                 || tls.ca_certificates.is_some()
+                || tls.ca_crl.is_some()
                 || tls.credential_name.is_some()
                 || (mode == ClientTLSMode::Disable && !tls.subject_alt_names.is_empty());
             if any {
                 errors.add(
                     path.to_owned(),
                     format!(
-                        "{} takes no certificates (clientCertificate, privateKey, caCertificates, credentialName)",
+                        "{} takes no certificates (clientCertificate, privateKey, caCertificates, caCrl, credentialName)",
                         if mode == ClientTLSMode::Disable { "DISABLE" } else { "ISTIO_MUTUAL (the mesh provides them)" }
                     ),
                 );
@@ -240,11 +241,12 @@ pub(crate) fn client_tls(errors: &mut Errors, path: &str, tls: &ClientTLSSetting
     }
     // As in Istio: the Secret holds the certificates, so none come from files too.
     let credential = tls.credential_name.as_ref().is_some_and(|c| !c.is_empty());
-    let with_files = has_files || tls.ca_certificates.is_some();
+    let with_files = has_files || tls.ca_certificates.is_some() || tls.ca_crl.is_some();
     if matches!(mode, ClientTLSMode::Simple | ClientTLSMode::Mutual) && credential && with_files {
         errors.add(
             format!("{path}.credentialName"),
-            "credentialName cannot be set with clientCertificate, privateKey or caCertificates",
+            "credentialName cannot be set with clientCertificate, privateKey, caCertificates or caCrl \
+             (the Secret carries its CA and CRL)",
         );
     }
     if let Some(sni) = &tls.sni

@@ -94,6 +94,9 @@ pub fn gateway(gw: &Gateway) -> Vec<FieldError> {
                         || tls.private_key.is_some()
                         || tls.ca_certificates.is_some()
                         || !tls.subject_alt_names.is_empty()
+                        || !tls.verify_certificate_spki.is_empty()
+                        || !tls.verify_certificate_hash.is_empty()
+                        || tls.ca_crl.is_some()
                         || tls.min_protocol_version.is_some()
                         || tls.max_protocol_version.is_some()
                         || !tls.cipher_suites.is_empty();
@@ -108,6 +111,7 @@ pub fn gateway(gw: &Gateway) -> Vec<FieldError> {
                     }
                 }
                 certificates(&mut errors, &tpath, tls);
+                client_pins(&mut errors, &tpath, tls);
                 if let (Some(min), Some(max)) = (tls.min_protocol_version, tls.max_protocol_version)
                     && max != TLSProtocol::TlsAuto
                     && (min as u8) > (max as u8)
@@ -147,6 +151,7 @@ fn certificates(errors: &mut Errors, tpath: &str, tls: &ServerTLSSettings) {
                 ("privateKey", tls.private_key.is_some()),
                 ("caCertificates", tls.ca_certificates.is_some()),
                 ("credentialName", tls.credential_name.is_some()),
+                ("caCrl", tls.ca_crl.is_some()),
             ];
             for (field, _) in set.iter().filter(|(_, set)| *set) {
                 errors.add(
@@ -176,12 +181,66 @@ fn certificates(errors: &mut Errors, tpath: &str, tls: &ServerTLSSettings) {
             format!("{name} requires credentialName, or serverCertificate and privateKey"),
         );
     }
+    // As Istio: a credential's Secret carries its own CRL (`ca.crl`), and
+    // SIMPLE checks no client certificate a CRL could revoke.
+    if tls.ca_crl.is_some() {
+        if credential {
+            errors.add(
+                format!("{tpath}.caCrl"),
+                "CRL is not supported with credentialName: the credential's Secret carries it (ca.crl)",
+            );
+        }
+        if name == "SIMPLE" {
+            errors.add(
+                format!("{tpath}.caCrl"),
+                "CRL is not supported with SIMPLE TLS: no client certificate is checked",
+            );
+        }
+    }
     if name != "SIMPLE" && !credential && tls.ca_certificates.is_none() {
         errors.add(
             format!("{tpath}.caCertificates"),
             format!("{name} requires caCertificates or credentialName"),
         );
     }
+}
+
+/// `verifyCertificateSpki` (base64 of a SHA-256 digest) and
+/// `verifyCertificateHash` (hex of one, colons allowed): Envoy refuses a
+/// listener with any other, so each is checked here, where the user is told.
+fn client_pins(errors: &mut Errors, tpath: &str, tls: &ServerTLSSettings) {
+    for (k, spki) in tls.verify_certificate_spki.iter().enumerate() {
+        if !is_sha256_base64(spki) {
+            errors.add(
+                format!("{tpath}.verifyCertificateSpki[{k}]"),
+                format!("{spki:?} is not a base64-encoded SHA-256 hash (44 characters)"),
+            );
+        }
+    }
+    for (k, hash) in tls.verify_certificate_hash.iter().enumerate() {
+        if !is_sha256_hex(hash) {
+            errors.add(
+                format!("{tpath}.verifyCertificateHash[{k}]"),
+                format!(
+                    "{hash:?} is not a hex-encoded SHA-256 hash (64 hex digits, colons allowed)"
+                ),
+            );
+        }
+    }
+}
+
+/// Whether `s` is the standard base64 of 32 bytes.
+pub(crate) fn is_sha256_base64(s: &str) -> bool {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD
+        .decode(s)
+        .is_ok_and(|bytes| bytes.len() == 32)
+}
+
+/// Whether `s` is 32 bytes in hex, with or without colons between them.
+pub(crate) fn is_sha256_hex(s: &str) -> bool {
+    let digits: Vec<char> = s.chars().filter(|c| *c != ':').collect();
+    digits.len() == 64 && digits.iter().all(char::is_ascii_hexdigit)
 }
 
 /// The TLS 1.2 cipher suites Envoy's BoringSSL takes by name (TLS 1.3 suites

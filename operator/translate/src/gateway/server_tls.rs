@@ -9,6 +9,7 @@
 //! `caCertificates`); OPTIONAL_MUTUAL checks one against that CA when the
 //! client presents it; ISTIO_MUTUAL presents the gateway's own workload
 //! identity and requires a client certificate from the mesh's trust bundle.
+use envoy_types::pb::envoy::config::core::v3::{DataSource, data_source::Specifier};
 use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{
     CertificateValidationContext, DownstreamTlsContext, SubjectAltNameMatcher, TlsParameters,
     common_tls_context::{CombinedCertificateValidationContext, ValidationContextType},
@@ -192,9 +193,10 @@ pub(super) fn server_tls(
     (with_server_settings(tls, settings), secrets)
 }
 
-/// `tls` with the server's protocol versions, cipher suites and the names a
-/// client certificate must carry (`subjectAltNames`, where client
-/// certificates are checked).
+/// `tls` with the server's protocol versions, cipher suites and, where
+/// client certificates are checked, what they must match: names
+/// (`subjectAltNames`), hashes (`verifyCertificateSpki`,
+/// `verifyCertificateHash`) and, with a client CA file, the CRL (`caCrl`).
 fn with_server_settings(
     mut tls: DownstreamTlsContext,
     settings: &api::ServerTLSSettings,
@@ -220,37 +222,57 @@ fn with_server_settings(
     if params != TlsParameters::default() {
         common.tls_params = Some(params);
     }
-    if settings.subject_alt_names.is_empty() {
+    let pinned = !settings.subject_alt_names.is_empty()
+        || !settings.verify_certificate_spki.is_empty()
+        || !settings.verify_certificate_hash.is_empty();
+    let crl = settings.ca_crl.as_ref().map(|path| DataSource {
+        specifier: Some(Specifier::Filename(path.clone())),
+        ..Default::default()
+    });
+    if !pinned && crl.is_none() {
         return tls;
     }
     let matchers: Vec<SubjectAltNameMatcher> = (settings.subject_alt_names.iter())
         .flat_map(|name| crate::security::matchers::san_any_type(name))
         .collect();
+    // What a client certificate must match besides its CA, as Istio puts it
+    // in the context (the default part next to an SDS client CA).
+    let pin = |v: &mut CertificateValidationContext| {
+        if !matchers.is_empty() {
+            v.match_typed_subject_alt_names = matchers.clone();
+        }
+        v.verify_certificate_spki = settings.verify_certificate_spki.clone();
+        v.verify_certificate_hash = settings.verify_certificate_hash.clone();
+    };
     common.validation_context_type = match common.validation_context_type.take() {
+        // The client CA from a file: the CRL file next to it.
         Some(ValidationContextType::ValidationContext(mut v)) => {
-            v.match_typed_subject_alt_names = matchers;
+            pin(&mut v);
+            v.crl = crl;
             Some(ValidationContextType::ValidationContext(v))
         }
+        // A credential's client CA: its Secret carries the CRL (validation
+        // refuses caCrl there, as Istio).
         Some(ValidationContextType::ValidationContextSdsSecretConfig(ca)) => {
+            let mut default = CertificateValidationContext::default();
+            pin(&mut default);
             Some(ValidationContextType::CombinedValidationContext(
                 CombinedCertificateValidationContext {
-                    default_validation_context: Some(CertificateValidationContext {
-                        match_typed_subject_alt_names: matchers,
-                        ..Default::default()
-                    }),
+                    default_validation_context: Some(default),
                     validation_context_sds_secret_config: Some(ca),
                     ..Default::default()
                 },
             ))
         }
-        // ISTIO_MUTUAL: the mesh's trust bundle, plus the names.
+        // ISTIO_MUTUAL: the mesh's trust bundle, plus the pins.
         Some(ValidationContextType::CombinedValidationContext(mut c)) => {
-            c.default_validation_context
-                .get_or_insert_with(Default::default)
-                .match_typed_subject_alt_names = matchers;
+            pin(c
+                .default_validation_context
+                .get_or_insert_with(Default::default));
             Some(ValidationContextType::CombinedValidationContext(c))
         }
-        // No client certificates are checked (SIMPLE): no names to match.
+        // No client certificates are checked (SIMPLE): nothing to pin, as in
+        // Istio.
         other => other,
     };
     tls
@@ -259,7 +281,6 @@ fn with_server_settings(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use envoy_types::pb::envoy::config::core::v3::data_source::Specifier;
     use envoy_types::pb::envoy::r#type::matcher::v3::string_matcher::MatchPattern;
 
     fn settings(yaml: &str) -> api::ServerTLSSettings {
@@ -404,6 +425,75 @@ mod tests {
         );
         assert!(tls.common_tls_context.unwrap().alpn_protocols.is_empty());
         assert_eq!(secrets.len(), 1, "no client CA for SIMPLE");
+    }
+
+    const HASH: &str = "DF:6F:F7:2F:E9:11:65:21:26:8F:65:90:DD:4A:B9:75:5E:1D:BB:2C:9C:3F:2B:D5:FA:9C:A2:F8:A8:2B:CC:CB";
+    const SPKI: &str = "2Xy+aHR1gD0mRUmcvQbbvcUx0XUcsjsV6kLPK5I4Ogo=";
+
+    /// MUTUAL with a credential: the hashes a client certificate must match
+    /// sit in the default part of a combined context next to the SDS client
+    /// CA, as in Istio; no CRL there (the Secret carries it).
+    #[test]
+    fn mutual_credential_pins_client_hashes_in_the_default_context() {
+        let s = settings(&format!(
+            "{{mode: MUTUAL, credentialName: shop-cert, verifyCertificateHash: [\"{HASH}\"], \
+             verifyCertificateSpki: [\"{SPKI}\"]}}"
+        ));
+        let (tls, _) = server_tls(&termination(&s).unwrap(), &s, "shop", &SdsSource::Ads, true);
+        let c = combined(&tls);
+        let default = c.default_validation_context.as_ref().unwrap();
+        assert_eq!(default.verify_certificate_hash, [HASH]);
+        assert_eq!(default.verify_certificate_spki, [SPKI]);
+        assert!(default.match_typed_subject_alt_names.is_empty());
+        assert_eq!(default.crl, None);
+        assert_eq!(
+            c.validation_context_sds_secret_config
+                .as_ref()
+                .unwrap()
+                .name,
+            "kubernetes://shop/shop-cert-cacert"
+        );
+    }
+
+    /// OPTIONAL_MUTUAL with files: hashes and the CRL file in the context of
+    /// the client CA file.
+    #[test]
+    fn mutual_files_take_hashes_and_the_crl_file() {
+        let s = settings(&format!(
+            "{{mode: OPTIONAL_MUTUAL, serverCertificate: /c/cert.pem, privateKey: /c/key.pem, \
+             caCertificates: /c/ca.pem, caCrl: /c/ca.crl, verifyCertificateHash: [\"{HASH}\"]}}"
+        ));
+        let (tls, _) = server_tls(&termination(&s).unwrap(), &s, "shop", &SdsSource::Ads, true);
+        let Some(ValidationContextType::ValidationContext(v)) =
+            tls.common_tls_context.unwrap().validation_context_type
+        else {
+            panic!("the client CA from its file");
+        };
+        assert_eq!(
+            v.trusted_ca.unwrap().specifier,
+            Some(Specifier::Filename("/c/ca.pem".into()))
+        );
+        assert_eq!(
+            v.crl.unwrap().specifier,
+            Some(Specifier::Filename("/c/ca.crl".into()))
+        );
+        assert_eq!(v.verify_certificate_hash, [HASH]);
+        assert!(v.verify_certificate_spki.is_empty());
+    }
+
+    /// SIMPLE checks no client certificate: hashes are not applied (as Istio).
+    #[test]
+    fn simple_ignores_client_hashes() {
+        let s = settings(&format!(
+            "{{mode: SIMPLE, credentialName: c, verifyCertificateSpki: [\"{SPKI}\"]}}"
+        ));
+        let (tls, _) = server_tls(&termination(&s).unwrap(), &s, "shop", &SdsSource::Ads, true);
+        assert!(
+            tls.common_tls_context
+                .unwrap()
+                .validation_context_type
+                .is_none()
+        );
     }
 
     #[test]

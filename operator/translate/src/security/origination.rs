@@ -92,6 +92,9 @@ impl ClientTls {
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct OriginationSettings {
     pub ca_certificates: Option<String>,
+    /// `caCrl`: revoked server certificates, a file next to the CA (a
+    /// credential's Secret carries its own CRL).
+    pub ca_crl: Option<String>,
     pub subject_alt_names: Vec<String>,
     pub sni: Option<String>,
     pub insecure_skip_verify: bool,
@@ -144,6 +147,7 @@ fn origination(
                     trusted_ca: Some(file(
                         settings.ca_certificates.as_deref().unwrap_or(SYSTEM_ROOTS),
                     )),
+                    crl: settings.ca_crl.as_deref().map(file),
                     match_typed_subject_alt_names: sans,
                     ..Default::default()
                 })
@@ -364,6 +368,24 @@ mod tests {
             v.match_typed_subject_alt_names,
             vec![san(SanType::Dns, "api.example.com")]
         );
+    }
+
+    /// `caCrl` is a file next to the CA that verifies the server.
+    #[test]
+    fn simple_with_a_crl_file_checks_it() {
+        let tls = ClientTls::Simple(OriginationSettings {
+            ca_certificates: Some("/c/ca.pem".into()),
+            ca_crl: Some("/c/ca.crl".into()),
+            ..Default::default()
+        });
+        let ctx = client_tls_context(&tls, "api.example.com", &SdsSource::Ads, &[]).unwrap();
+        let Some(ValidationContextType::ValidationContext(v)) =
+            ctx.common_tls_context.unwrap().validation_context_type
+        else {
+            panic!("validation context expected");
+        };
+        assert_eq!(v.trusted_ca, Some(file("/c/ca.pem")));
+        assert_eq!(v.crl, Some(file("/c/ca.crl")));
     }
 
     #[test]
