@@ -15,8 +15,8 @@ use trellis_e2e::golden::check_golden;
 use trellis_e2e::mesh::{bootstrap_yaml, http_connection_manager, listener, static_cluster, vhost};
 use trellis_e2e::{Behavior, Envoy, HttpRequest, Upstream, free_ports_on, validate_bootstrap};
 use trellis_translate::http_rule::{
-    Action, Destination, Fault, HeaderOps, Headers, HttpRule, Redirect, RequestMatch, Retries,
-    Rewrite, StringMatch,
+    AbortStatus, Action, Destination, Fault, HeaderOps, Headers, HttpRule, Redirect, RequestMatch,
+    Retries, Rewrite, StringMatch,
 };
 use trellis_translate::route::{FAULT_FILTER, routes};
 
@@ -156,7 +156,7 @@ fn rules() -> Vec<HttpRule> {
     let mut fault = rule("fault", vec![uri(prefix("/fault"))], &[("a", 100)]);
     fault.fault = Some(Fault {
         delay: None,
-        abort: Some((418, 100.0)),
+        abort: Some((AbortStatus::Http(418), 100.0)),
     });
     out.extend([
         rewrite,

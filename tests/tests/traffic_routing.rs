@@ -3,7 +3,8 @@
 //! (a header or query parameter present, any path), authority and
 //! regex queryParams and scheme matches, header set/add/remove on request and response, CORS
 //! preflight, mirror with a percentage, several mirrors, direct responses (text
-//! and base64 bytes), uriRegexRewrite, fault delay and abort with a percentage, and
+//! and base64 bytes), uriRegexRewrite, fault delay and abort with a percentage, an
+//! abort with a gRPC status, CORS unmatchedPreflights IGNORE, a match's statPrefix, and
 //! matches that name their clients (sourceLabels, sourceNamespace, gateways); `tcp`
 //! routes, and `tls` routes that take connections to a TLS port by SNI.
 use std::collections::BTreeMap;
@@ -83,6 +84,20 @@ spec:
       exposeHeaders: [x-upstream]
       maxAge: 60s
       allowCredentials: true
+    route: [{destination: {host: routes, subset: v1}}]
+  - name: cors-ignore
+    match: [{uri: {prefix: /preflight-ignored}}]
+    corsPolicy:
+      allowOrigins: [{exact: "https://shop.example"}]
+      allowMethods: [GET]
+      unmatchedPreflights: IGNORE
+    route: [{destination: {host: routes, subset: v1}}]
+  - name: grpc-abort
+    match: [{uri: {prefix: /grpc-abort}}]
+    fault: {abort: {grpcStatus: UNAVAILABLE}}
+    route: [{destination: {host: routes, subset: v1}}]
+  - name: stats
+    match: [{uri: {prefix: /stats-route}, statPrefix: shop_stats}]
     route: [{destination: {host: routes, subset: v1}}]
   - name: mirror-half
     match: [{uri: {prefix: /mirror-half}}]
@@ -286,6 +301,60 @@ fn routing_features_through_the_translator_on_real_envoy() {
         hits("a"),
         before + 1,
         "the unmatched preflight was forwarded"
+    );
+
+    // unmatchedPreflights IGNORE: Envoy answers an unmatched preflight itself,
+    // without CORS headers, and the app never sees it
+    let before = hits("a");
+    let r = send(
+        HttpRequest::new("OPTIONS", "/preflight-ignored")
+            .header("origin", "https://evil.example")
+            .header("access-control-request-method", "GET"),
+    );
+    assert_eq!(r.status, 200, "{:?}", r.headers);
+    assert_eq!(r.header("access-control-allow-origin"), None);
+    assert_eq!(
+        hits("a"),
+        before,
+        "an ignored preflight reached the upstream"
+    );
+    // ...and an allowed origin's preflight is answered with CORS headers
+    let r = send(
+        HttpRequest::new("OPTIONS", "/preflight-ignored")
+            .header("origin", "https://shop.example")
+            .header("access-control-request-method", "GET"),
+    );
+    assert_eq!(
+        r.header("access-control-allow-origin"),
+        Some("https://shop.example")
+    );
+    assert_eq!(hits("a"), before);
+
+    // fault abort with a gRPC status: a gRPC error (grpc-status 14, UNAVAILABLE)
+    // from Envoy, the app never reached
+    let r = send(
+        HttpRequest::new("POST", "/grpc-abort")
+            .header("content-type", "application/grpc")
+            .header("te", "trailers"),
+    );
+    assert_eq!(r.header("grpc-status"), Some("14"), "{:?}", r.headers);
+    assert_eq!(
+        hits("a"),
+        before,
+        "an aborted gRPC call reached the upstream"
+    );
+
+    // statPrefix: the route's own stats under that prefix
+    for _ in 0..3 {
+        assert_eq!(server(get("/stats-route")), "a");
+    }
+    let stats = client.envoy.stats();
+    let completed: Vec<_> = (stats.iter())
+        .filter(|(k, _)| k.ends_with(".route.shop_stats.upstream_rq_completed"))
+        .collect();
+    assert!(
+        completed.iter().any(|(_, v)| **v >= 3),
+        "no route stats under shop_stats: {completed:?}"
     );
 
     // directResponse: answered by Envoy with the status and body, never routed

@@ -8,6 +8,7 @@
 pub mod crd;
 pub mod duration;
 mod error;
+pub mod grpc;
 pub mod load;
 pub mod mesh;
 pub mod networking;

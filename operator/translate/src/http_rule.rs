@@ -30,6 +30,8 @@ pub struct RequestMatch {
     pub ignore_uri_case: bool,
     /// Only for requests arriving on this port.
     pub port: Option<u16>,
+    /// `statPrefix`: the prefix of the route's own stats.
+    pub stat_prefix: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -105,7 +107,15 @@ pub struct Retries {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Fault {
     pub delay: Option<(Duration, f64)>,
-    pub abort: Option<(u32, f64)>,
+    pub abort: Option<(AbortStatus, f64)>,
+}
+
+/// What an injected abort answers with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AbortStatus {
+    Http(u32),
+    /// A gRPC status code (the response is a gRPC error).
+    Grpc(u32),
 }
 
 impl Eq for Fault {}
@@ -127,6 +137,8 @@ pub struct Cors {
     pub expose_headers: Vec<String>,
     pub max_age: Option<Duration>,
     pub allow_credentials: Option<bool>,
+    /// Envoy's `forward_not_matching_preflights` (Istio's `unmatchedPreflights`).
+    pub forward_not_matching_preflights: Option<bool>,
 }
 
 /// One `http[]` rule of a VirtualService.

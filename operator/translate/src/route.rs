@@ -40,7 +40,8 @@ use envoy_types::util::pack_any;
 
 use crate::cluster::duration;
 use crate::http_rule::{
-    Action, Body, Cors, Destination, Fault, HeaderOps, HttpRule, RequestMatch, Retries, StringMatch,
+    AbortStatus, Action, Body, Cors, Destination, Fault, HeaderOps, HttpRule, RequestMatch,
+    Retries, StringMatch,
 };
 use crate::policy::HashKey;
 use crate::security::matchers::regex;
@@ -127,6 +128,7 @@ fn route(rule: &HttpRule, m: Option<&RequestMatch>, index: usize) -> Route {
             (None, _) => format!("{}.{index}", rule.name),
         },
         r#match: Some(route_match(m)),
+        stat_prefix: (m.and_then(|m| m.stat_prefix.clone())).unwrap_or_default(),
         action: Some(action),
         typed_per_filter_config,
         request_headers_to_add,
@@ -397,7 +399,10 @@ fn http_fault(fault: &Fault) -> HttpFault {
         }),
         abort: fault.abort.map(|(status, pct)| FaultAbort {
             percentage: Some(fraction(pct)),
-            error_type: Some(ErrorType::HttpStatus(status)),
+            error_type: Some(match status {
+                AbortStatus::Http(code) => ErrorType::HttpStatus(code),
+                AbortStatus::Grpc(code) => ErrorType::GrpcStatus(code),
+            }),
             ..Default::default()
         }),
         ..Default::default()
@@ -420,6 +425,8 @@ pub fn cors_policy(cors: &Cors) -> CorsPolicy {
             .map(|d| d.as_secs().to_string())
             .unwrap_or_default(),
         allow_credentials: cors.allow_credentials.map(|value| BoolValue { value }),
+        forward_not_matching_preflights: (cors.forward_not_matching_preflights)
+            .map(|value| BoolValue { value }),
         ..Default::default()
     }
 }

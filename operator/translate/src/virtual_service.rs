@@ -10,14 +10,14 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 
 use trellis_api::networking::{
     self as api, HTTPMatchRequest, HTTPRoute, L4MatchAttributes, RouteDestination,
-    TLSMatchAttributes,
+    TLSMatchAttributes, UnmatchedPreflights,
 };
 use trellis_model::{Stored, gateway_ref, labels_match};
 
 use crate::destination_rule::dur;
 use crate::http_rule::{
-    Action, Body, Cors, Destination, Fault, HeaderOps, Headers, HttpRule, Mirror, Redirect,
-    RequestMatch, Retries, Rewrite, StringMatch,
+    AbortStatus, Action, Body, Cors, Destination, Fault, HeaderOps, Headers, HttpRule, Mirror,
+    Redirect, RequestMatch, Retries, Rewrite, StringMatch,
 };
 use crate::policy::HashKey;
 use crate::types::{ErrorCode, TranslateError};
@@ -322,7 +322,11 @@ pub fn http_rule(
             Some((fixed, d.percentage.as_ref().map_or(100.0, |p| p.value)))
         }),
         abort: f.abort.as_ref().and_then(|a| {
-            let status = u32::try_from(a.http_status?).ok()?;
+            let status = match (a.http_status, &a.grpc_status) {
+                (Some(code), _) => AbortStatus::Http(u32::try_from(code).ok()?),
+                (None, Some(name)) => AbortStatus::Grpc(trellis_api::grpc::status_code(name)?),
+                (None, None) => return None,
+            };
             Some((status, a.percentage.as_ref().map_or(100.0, |p| p.value)))
         }),
     });
@@ -337,6 +341,12 @@ pub fn http_rule(
             &mut invalid,
         ),
         allow_credentials: c.allow_credentials,
+        // As Istio: IGNORE keeps unmatched preflights from the upstream.
+        forward_not_matching_preflights: c.unmatched_preflights.and_then(|u| match u {
+            UnmatchedPreflights::Unspecified => None,
+            UnmatchedPreflights::Forward => Some(true),
+            UnmatchedPreflights::Ignore => Some(false),
+        }),
     });
     let action = if let Some(d) = &route.direct_response {
         let body = d.body.as_ref().and_then(|b| match (&b.string, &b.bytes) {
@@ -440,6 +450,7 @@ pub fn http_rule(
                     .collect(),
                 ignore_uri_case: m.ignore_uri_case.unwrap_or(false),
                 port: m.port.and_then(|p| u16::try_from(p).ok()),
+                stat_prefix: m.stat_prefix.clone().filter(|p| !p.is_empty()),
             })
             .collect(),
         action,

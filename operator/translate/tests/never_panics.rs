@@ -82,9 +82,15 @@ fn http_route() -> impl Strategy<Value = Value> {
             json!({"mirrors": [{"destination": {"host": "a"}}, {"destination": {"host": "nope"}, "percentage": {"value": 5}}]}),
             json!({"rewrite": {"uriRegexRewrite": {"match": "^/(.*)", "rewrite": "/x/\\1"}}}),
             json!({"rewrite": {"uriRegexRewrite": {"match": "^(", "rewrite": ""}}}),
+            json!({"fault": {"abort": {"grpcStatus": "UNAVAILABLE", "percentage": {"value": 50}}}}),
+            json!({"fault": {"abort": {"grpcStatus": "not-a-status"}}}),
+            json!({"fault": {"abort": {"grpcStatus": "INTERNAL", "httpStatus": 503}}}),
+            json!({"corsPolicy": {"allowOrigins": [{"exact": "https://a"}], "unmatchedPreflights": "IGNORE"}}),
+            json!({"corsPolicy": {"unmatchedPreflights": "UNSPECIFIED"}}),
         ])),
+        prop::option::of(pick(&["", "cart_stats", "a.b.c"])),
     )
-        .prop_map(|(dests, uri, redirect, timeout, client, extra)| {
+        .prop_map(|(dests, uri, redirect, timeout, client, extra, stat_prefix)| {
             let route: Vec<Value> = dests
                 .into_iter()
                 .map(|(d, w)| {
@@ -103,6 +109,15 @@ fn http_route() -> impl Strategy<Value = Value> {
             if let Some(client) = client {
                 let matches = h["match"].as_array().cloned().unwrap_or_default();
                 h["match"] = Value::Array(matches.into_iter().chain([client]).collect());
+            }
+            if let Some(prefix) = stat_prefix {
+                let mut matches = h["match"].as_array().cloned().unwrap_or_default();
+                if let Some(Value::Object(first)) = matches.first_mut() {
+                    first.insert("statPrefix".into(), json!(prefix));
+                } else {
+                    matches.push(json!({ "statPrefix": prefix }));
+                }
+                h["match"] = Value::Array(matches);
             }
             if redirect {
                 h = json!({ "redirect": { "uri": "/moved", "redirectCode": 308 } });

@@ -1119,4 +1119,62 @@ spec:
         to_own_address.contains("127.0.0.10") && to_own_address.contains("7001"),
         "{to_own_address}"
     );
+
+/// `match[].statPrefix` becomes the route's `stat_prefix` (per match);
+/// `fault.abort.grpcStatus` an abort with that gRPC code (UNAVAILABLE = 14);
+/// `corsPolicy.unmatchedPreflights` Envoy's `forward_not_matching_preflights`
+/// (IGNORE false, FORWARD true, unset left to Envoy's default, forwarding).
+#[test]
+fn stat_prefix_grpc_abort_and_unmatched_preflights_reach_the_routes() {
+    use envoy_types::pb::envoy::extensions::filters::http::cors::v3::CorsPolicy;
+    use envoy_types::pb::envoy::extensions::filters::http::fault::v3::HttpFault;
+    use envoy_types::pb::envoy::extensions::filters::http::fault::v3::fault_abort::ErrorType;
+    use prost::Message;
+    let mut resources = base_resources();
+    resources.push(vs(r#"
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: cart, namespace: shop}
+spec:
+  hosts: [cart]
+  http:
+  - name: drill
+    match:
+    - {uri: {prefix: /a}, statPrefix: cart_a}
+    - {uri: {prefix: /b}}
+    fault: {abort: {grpcStatus: UNAVAILABLE, percentage: {value: 10}}}
+    corsPolicy: {allowOrigins: [{exact: "https://a.example"}], unmatchedPreflights: IGNORE}
+    route: [{destination: {host: cart}}]
+  - name: forward
+    corsPolicy: {allowOrigins: [{exact: "https://a.example"}], unmatchedPreflights: FORWARD}
+    route: [{destination: {host: cart}}]
+"#));
+    let model = model_of(resources);
+    let out = web_sidecar(&model);
+    assert!(out.errors.is_empty(), "{:?}", out.errors);
+    let routes = http_routes(vhost(&out, &format!("{CART}:8080")));
+    let prefixes: Vec<&str> = routes.iter().map(|r| r.stat_prefix.as_str()).collect();
+    assert_eq!(prefixes, ["cart_a", "", ""]);
+    let fault = HttpFault::decode(
+        routes[0].typed_per_filter_config["envoy.filters.http.fault"]
+            .value
+            .as_slice(),
+    )
+    .unwrap();
+    let abort = fault.abort.unwrap();
+    assert_eq!(abort.error_type, Some(ErrorType::GrpcStatus(14)));
+    assert_eq!(abort.percentage.unwrap().numerator, 100_000);
+    let forward = |route: &Route| {
+        CorsPolicy::decode(
+            route.typed_per_filter_config["envoy.filters.http.cors"]
+                .value
+                .as_slice(),
+        )
+        .unwrap()
+        .forward_not_matching_preflights
+        .map(|b| b.value)
+    };
+    assert_eq!(forward(&routes[0]), Some(false));
+    assert_eq!(forward(&routes[1]), Some(false));
+    assert_eq!(forward(&routes[2]), Some(true));
 }

@@ -106,6 +106,9 @@ pub struct HTTPMatchRequest {
     pub without_headers: BTreeMap<String, StringMatch>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source_namespace: Option<String>,
+    /// The prefix of the route's own stats (Envoy `Route.stat_prefix`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stat_prefix: Option<String>,
 }
 
 /// A weighted destination of an HTTP route.
@@ -230,12 +233,16 @@ pub struct Delay {
     pub percentage: Option<Percent>,
 }
 
-/// An aborted request with an HTTP status, for a percentage of requests.
+/// An aborted request with an HTTP status or a gRPC status (one of them),
+/// for a percentage of requests.
 #[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, Default, PartialEq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Abort {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub http_status: Option<i32>,
+    /// A gRPC status by its name (`UNAVAILABLE`, `NOT_FOUND`, ...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grpc_status: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub percentage: Option<Percent>,
 }
@@ -256,6 +263,20 @@ pub struct CorsPolicy {
     pub max_age: Option<Duration>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub allow_credentials: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unmatched_preflights: Option<UnmatchedPreflights>,
+}
+
+/// What happens to a preflight request whose origin the policy does not allow.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum UnmatchedPreflights {
+    /// As FORWARD.
+    Unspecified,
+    /// Forwarded to the upstream.
+    Forward,
+    /// Answered by the proxy, without CORS headers; not forwarded.
+    Ignore,
 }
 
 /// A TLS route: matches on SNI, forwards the encrypted stream.

@@ -381,13 +381,27 @@ fn fault_injection(errors: &mut Errors, path: &str, fault: &HTTPFaultInjection) 
         }
     }
     if let Some(abort) = &fault.abort {
-        match abort.http_status {
-            Some(s) if (200..=599).contains(&s) => {}
-            Some(s) => errors.add(
+        match (abort.http_status, &abort.grpc_status) {
+            (Some(_), Some(_)) => errors.add(
+                format!("{path}.abort"),
+                "only one of httpStatus and grpcStatus may be set",
+            ),
+            (Some(s), None) if !(200..=599).contains(&s) => errors.add(
                 format!("{path}.abort.httpStatus"),
                 format!("HTTP status {s} must be between 200 and 599"),
             ),
-            None => errors.add(format!("{path}.abort.httpStatus"), "required"),
+            (None, Some(name)) if crate::grpc::status_code(name).is_none() => errors.add(
+                format!("{path}.abort.grpcStatus"),
+                format!(
+                    "gRPC status {name:?} is not supported; one of {}",
+                    crate::grpc::STATUS_NAMES.join(", ")
+                ),
+            ),
+            (None, None) => errors.add(
+                format!("{path}.abort"),
+                "httpStatus or grpcStatus is required",
+            ),
+            _ => {}
         }
         if let Some(p) = &abort.percentage {
             errors.check(format!("{path}.abort.percentage.value"), percent(p));
