@@ -68,6 +68,8 @@ const SUBSETS: &[&str] = &["v1", "v2", "nope"];
 const TRAFFIC_POLICIES: &[&str] = &[
     r#"{"loadBalancer": {"consistentHash": {"httpCookie": {"name": "s", "path": "/", "ttl": "60s"}, "minimumRingSize": 512}}}"#,
     r#"{"loadBalancer": {"consistentHash": {"useSourceIp": true}}}"#,
+    r#"{"loadBalancer": {"consistentHash": {"httpHeaderName": "x-user", "maglev": {"tableSize": 65537}}}}"#,
+    r#"{"loadBalancer": {"consistentHash": {"httpHeaderName": "x-user", "ringHash": {"minimumRingSize": 8388608}}}, "outlierDetection": {"consecutiveErrors": 4}}"#,
     r#"{"loadBalancer": {"consistentHash": {"httpQueryParameterName": "u"}}}"#,
     r#"{"outlierDetection": {"consecutive5xxErrors": 0, "consecutiveGatewayErrors": 3, "splitExternalLocalOriginErrors": true, "consecutiveLocalOriginFailures": 2, "minHealthPercent": 30}}"#,
     r#"{"connectionPool": {"tcp": {"tcpKeepalive": {"probes": 2, "time": "10s", "interval": "1s"}, "maxConnectionDuration": "30m", "idleTimeout": "90s"}, "http": {"idleTimeout": "5m", "h2UpgradePolicy": "UPGRADE", "maxConcurrentStreams": 10}}}"#,

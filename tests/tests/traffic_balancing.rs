@@ -31,10 +31,10 @@ fn get(host: &str) -> HttpRequest {
 
 // ---------------------------------------------------------------- load balancing
 
-const LB_UPSTREAMS: [&str; 19] = [
+const LB_UPSTREAMS: [&str; 25] = [
     "rr-1", "rr-2", "rr-3", "random-1", "random-2", "random-3", "hash-1", "hash-2", "hash-3",
     "lr-slow", "lr-1", "lr-2", "lr-3", "cookie-1", "cookie-2", "cookie-3", "query-1", "query-2",
-    "query-3",
+    "query-3", "maglev-1", "maglev-2", "maglev-3", "ring-1", "ring-2", "ring-3",
 ];
 
 fn lb_dr(name: &str, lb: &str) -> Resource {
@@ -60,12 +60,41 @@ fn lb_scenario(addr: &Addrs) -> Vec<Resource> {
         lb_dr("random", "{simple: RANDOM}"),
         lb_dr("hash", "{consistentHash: {httpHeaderName: x-user}}"),
         lb_dr("lr", "{simple: LEAST_REQUEST}"),
+        service("maglev", "maglev"),
+        service("ring", "ring"),
+        lb_dr(
+            "maglev",
+            "{consistentHash: {httpHeaderName: x-user, maglev: {tableSize: 1031}}}",
+        ),
+        lb_dr(
+            "ring",
+            "{consistentHash: {httpHeaderName: x-user, ringHash: {minimumRingSize: 2048}}}",
+        ),
     ];
     for name in LB_UPSTREAMS {
         let app = name.split('-').next().unwrap();
         out.push(plain_workload(name, app, addr[name], &[]));
     }
     out
+}
+
+/// The cluster named `name` in an Envoy config dump.
+fn cluster_in_dump(dump: &serde_json::Value, name: &str) -> serde_json::Value {
+    fn find(v: &serde_json::Value, name: &str) -> Option<serde_json::Value> {
+        match v {
+            serde_json::Value::Object(map) => {
+                if map.get("name").and_then(|n| n.as_str()) == Some(name)
+                    && map.contains_key("connect_timeout")
+                {
+                    return Some(v.clone());
+                }
+                map.values().find_map(|v| find(v, name))
+            }
+            serde_json::Value::Array(items) => items.iter().find_map(|v| find(v, name)),
+            _ => None,
+        }
+    }
+    find(dump, name).unwrap_or_else(|| panic!("no cluster {name} in the config dump"))
 }
 
 #[test]
@@ -122,18 +151,36 @@ fn load_balancer_policies_on_real_envoy() {
         "cyclic: {seq:?}"
     );
 
-    // consistentHash on x-user: the same user always lands on the same endpoint;
-    // 20 users spread over more than one endpoint (all on one: probability 3^-19)
-    let mut placed = BTreeSet::new();
-    for user in 0..20 {
-        let user = format!("user-{user}");
-        let first = server(get("hash").header("x-user", &user));
-        for _ in 0..4 {
-            assert_eq!(server(get("hash").header("x-user", &user)), first, "{user}");
+    // consistentHash on x-user (the default ring, a sized ring, Maglev): the
+    // same user always lands on the same endpoint; 20 users spread over more
+    // than one endpoint (all on one: probability 3^-19)
+    for host in ["hash", "ring", "maglev"] {
+        let mut placed = BTreeSet::new();
+        for user in 0..20 {
+            let user = format!("user-{user}");
+            let first = server(get(host).header("x-user", &user));
+            for _ in 0..4 {
+                assert_eq!(
+                    server(get(host).header("x-user", &user)),
+                    first,
+                    "{host}: {user}"
+                );
+            }
+            placed.insert(first);
         }
-        placed.insert(first);
+        assert!(placed.len() >= 2, "{host}: every user on {placed:?}");
     }
-    assert!(placed.len() >= 2, "every user on {placed:?}");
+    // ...and Envoy runs the clusters with the algorithm and size each rule names
+    let dump = client.envoy.config_dump();
+    let ring = cluster_in_dump(&dump, "outbound|80||ring.shop.svc.cluster.local");
+    assert_eq!(ring["lb_policy"], "RING_HASH", "{ring}");
+    assert_eq!(
+        ring["ring_hash_lb_config"]["minimum_ring_size"], "2048",
+        "{ring}"
+    );
+    let maglev = cluster_in_dump(&dump, "outbound|80||maglev.shop.svc.cluster.local");
+    assert_eq!(maglev["lb_policy"], "MAGLEV", "{maglev}");
+    assert_eq!(maglev["maglev_lb_config"]["table_size"], "1031", "{maglev}");
 
     // consistentHash on a cookie: a client without it gets one from Envoy on its
     // first response and keeps its endpoint while it sends it back

@@ -8,7 +8,7 @@ use envoy_types::pb::envoy::config::cluster::v3::{
     circuit_breakers::Thresholds,
     cluster::{
         ClusterDiscoveryType, CommonLbConfig, DiscoveryType, DnsLookupFamily, EdsClusterConfig,
-        LbConfig, LbPolicy, RingHashLbConfig, TransportSocketMatch,
+        LbConfig, LbPolicy, MaglevLbConfig, RingHashLbConfig, TransportSocketMatch,
     },
 };
 use envoy_types::pb::envoy::config::core::v3::{
@@ -33,7 +33,8 @@ use trellis_model::{MeshService, Protocol, Resolution, ServicePort};
 use crate::endpoints;
 use crate::names;
 use crate::policy::{
-    ClientTls, ClusterPolicy, ConnectionPool, Keepalive, LoadBalancer, OutlierDetection,
+    ClientTls, ClusterPolicy, ConnectionPool, HashAlgorithm, Keepalive, LoadBalancer,
+    OutlierDetection,
 };
 use crate::security::sds::SdsSource;
 use crate::security::tls::{upstream_mtls, upstream_transport_socket};
@@ -226,17 +227,30 @@ fn base_cluster(name: &str, policy: &ClusterPolicy, protocol: Protocol) -> Clust
         LoadBalancer::RoundRobin => LbPolicy::RoundRobin,
         LoadBalancer::LeastRequest => LbPolicy::LeastRequest,
         LoadBalancer::Random => LbPolicy::Random,
-        LoadBalancer::ConsistentHash { .. } => LbPolicy::RingHash,
+        LoadBalancer::ConsistentHash {
+            algorithm: HashAlgorithm::RingHash { .. },
+            ..
+        } => LbPolicy::RingHash,
+        LoadBalancer::ConsistentHash {
+            algorithm: HashAlgorithm::Maglev { .. },
+            ..
+        } => LbPolicy::Maglev,
     } as i32;
-    if let Some(LoadBalancer::ConsistentHash {
-        minimum_ring_size: Some(size),
-        ..
-    }) = &policy.load_balancer
-    {
-        cluster.lb_config = Some(LbConfig::RingHashLbConfig(RingHashLbConfig {
-            minimum_ring_size: Some(UInt64Value { value: *size }),
-            ..Default::default()
-        }));
+    if let Some(LoadBalancer::ConsistentHash { algorithm, .. }) = &policy.load_balancer {
+        cluster.lb_config = match *algorithm {
+            HashAlgorithm::RingHash {
+                minimum_ring_size: Some(size),
+            } => Some(LbConfig::RingHashLbConfig(RingHashLbConfig {
+                minimum_ring_size: Some(UInt64Value { value: size }),
+                ..Default::default()
+            })),
+            HashAlgorithm::Maglev {
+                table_size: Some(size),
+            } => Some(LbConfig::MaglevLbConfig(MaglevLbConfig {
+                table_size: Some(UInt64Value { value: size }),
+            })),
+            _ => None,
+        };
     }
     let http_options = http_protocol_options(protocol, &pool);
     if let Some(options) = http_options {
@@ -339,13 +353,18 @@ fn outlier_detection(o: &OutlierDetection) -> EnvoyOutlier {
         })
     };
     let local = o.split_external_local_origin_errors;
+    // The deprecated consecutiveErrors, as Istio maps it: gateway errors
+    // only (5xx ejection off), unless the newer fields say otherwise.
+    let legacy = o.consecutive_errors.filter(|n| *n > 0);
+    let gateway = o.consecutive_gateway_errors.or(legacy);
     EnvoyOutlier {
         consecutive_5xx: u(o.consecutive_5xx_errors),
-        enforcing_consecutive_5xx: o
-            .consecutive_5xx_errors
-            .and_then(|n| enforcing(Some(n), 100)),
-        consecutive_gateway_failure: u(o.consecutive_gateway_errors),
-        enforcing_consecutive_gateway_failure: enforcing(o.consecutive_gateway_errors, 0),
+        enforcing_consecutive_5xx: match o.consecutive_5xx_errors {
+            Some(n) => enforcing(Some(n), 100),
+            None => legacy.map(|_| UInt32Value { value: 0 }),
+        },
+        consecutive_gateway_failure: u(gateway),
+        enforcing_consecutive_gateway_failure: enforcing(gateway, 0),
         split_external_local_origin_errors: local,
         consecutive_local_origin_failure: u(o.consecutive_local_origin_failures.filter(|_| local)),
         enforcing_consecutive_local_origin_failure: local

@@ -5,7 +5,8 @@ use trellis_api::networking::{
 };
 
 use crate::policy::{
-    ClientTls, ClusterPolicy, ConnectionPool, HashKey, Keepalive, LoadBalancer, OutlierDetection,
+    ClientTls, ClusterPolicy, ConnectionPool, HashAlgorithm, HashKey, Keepalive, LoadBalancer,
+    OutlierDetection,
 };
 use crate::security::origination::{ClientTls as Origination, CredentialName, OriginationSettings};
 use crate::types::{ErrorCode, TranslateError};
@@ -121,6 +122,9 @@ fn outlier_detection(
     OutlierDetection {
         consecutive_5xx_errors: o.consecutive_5xx_errors,
         consecutive_gateway_errors: o.consecutive_gateway_errors,
+        consecutive_errors: (o.consecutive_errors)
+            .and_then(|n| u32::try_from(n).ok())
+            .filter(|n| *n > 0),
         consecutive_local_origin_failures: o.consecutive_local_origin_failures,
         split_external_local_origin_errors: o.split_external_local_origin_errors == Some(true),
         min_health_percent: o.min_health_percent.and_then(|p| u32::try_from(p).ok()),
@@ -249,10 +253,20 @@ fn load_balancer(
                 .map(HashKey::QueryParameter)
         };
         if let Some(key) = key {
-            return LoadBalancer::ConsistentHash {
-                key,
-                minimum_ring_size: c.minimum_ring_size,
+            // As Istio: maglev, else ringHash, else the deprecated
+            // minimumRingSize on a ring.
+            let algorithm = match (&c.maglev, &c.ring_hash) {
+                (Some(m), _) => HashAlgorithm::Maglev {
+                    table_size: m.table_size.filter(|s| *s > 0),
+                },
+                (None, Some(r)) => HashAlgorithm::RingHash {
+                    minimum_ring_size: r.minimum_ring_size.filter(|s| *s > 0),
+                },
+                (None, None) => HashAlgorithm::RingHash {
+                    minimum_ring_size: c.minimum_ring_size,
+                },
             };
+            return LoadBalancer::ConsistentHash { key, algorithm };
         }
     }
     match lb.simple {

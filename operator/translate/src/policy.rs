@@ -12,8 +12,17 @@ pub enum LoadBalancer {
     /// `consistentHash`: ring hash on the cluster, hash policy on routes.
     ConsistentHash {
         key: HashKey,
-        minimum_ring_size: Option<u64>,
+        algorithm: HashAlgorithm,
     },
+}
+
+/// The consistent-hash algorithm of a cluster.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HashAlgorithm {
+    /// Envoy RING_HASH (with Envoy's default size when `None`).
+    RingHash { minimum_ring_size: Option<u64> },
+    /// Envoy MAGLEV (with Envoy's default table size when `None`).
+    Maglev { table_size: Option<u64> },
 }
 
 /// What consistent-hash balancing hashes a request on.
@@ -98,6 +107,9 @@ pub struct OutlierDetection {
     pub consecutive_5xx_errors: Option<u32>,
     /// 502, 503 and 504 only.
     pub consecutive_gateway_errors: Option<u32>,
+    /// Istio's deprecated `consecutiveErrors` (above 0): gateway errors,
+    /// with 5xx ejection turned off.
+    pub consecutive_errors: Option<u32>,
     /// Connect failures and timeouts counted apart from the server's answers
     /// (`splitExternalLocalOriginErrors`), ejecting after this many.
     pub consecutive_local_origin_failures: Option<u32>,

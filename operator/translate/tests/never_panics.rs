@@ -261,8 +261,16 @@ fn resource() -> impl Strategy<Value = Option<Resource>> {
             r#"{"mode": "MUTUAL", "credentialName": "api-client", "caCrl": "/ca.crl"}"#,
         ])),
         prop::option::of(pick(LABELS)),
+        // Hash algorithms and the deprecated outlier field, some out of range.
+        prop::option::of(pick(&[
+            r#"{"loadBalancer": {"consistentHash": {"httpHeaderName": "x", "maglev": {"tableSize": 65537}}}}"#,
+            r#"{"loadBalancer": {"consistentHash": {"useSourceIp": true, "maglev": {"tableSize": 0}, "ringHash": {}}}}"#,
+            r#"{"loadBalancer": {"consistentHash": {"httpQueryParameterName": "q", "ringHash": {"minimumRingSize": 18446744073709551615}, "minimumRingSize": 3}}}"#,
+            r#"{"outlierDetection": {"consecutiveErrors": -4}}"#,
+            r#"{"outlierDetection": {"consecutiveErrors": 2, "consecutive5xxErrors": 0}}"#,
+        ])),
     )
-        .prop_map(|(ns, i, host, subsets, tls, selected_app)| {
+        .prop_map(|(ns, i, host, subsets, tls, selected_app, policy)| {
             let subsets: Vec<Value> = subsets
                 .iter()
                 .map(|s| json!({"name": s, "labels": {"version": s}}))
@@ -271,6 +279,12 @@ fn resource() -> impl Strategy<Value = Option<Resource>> {
             if let Some(tls) = tls {
                 let tls: Value = serde_json::from_str(tls).unwrap();
                 spec["trafficPolicy"] = json!({"tls": tls});
+            }
+            if let Some(policy) = policy {
+                let policy: Value = serde_json::from_str(policy).unwrap();
+                for (k, v) in policy.as_object().unwrap() {
+                    spec["trafficPolicy"][k] = v.clone();
+                }
             }
             if let Some(app) = selected_app {
                 spec["workloadSelector"] = json!({"matchLabels": {"app": app}});

@@ -1178,3 +1178,63 @@ spec:
     assert_eq!(forward(&routes[1]), Some(false));
     assert_eq!(forward(&routes[2]), Some(true));
 }
+
+/// consistentHash algorithms as Istio picks them: `maglev` (MAGLEV with its
+/// table size), `ringHash` (RING_HASH with its ring size), or the deprecated
+/// `minimumRingSize` (RING_HASH); a size left out leaves Envoy's default.
+/// The deprecated `outlierDetection.consecutiveErrors` ejects on gateway
+/// errors only (5xx ejection off), unless consecutiveGatewayErrors is set.
+#[test]
+fn maglev_ring_hash_and_deprecated_consecutive_errors() {
+    use envoy_types::pb::envoy::config::cluster::v3::cluster::LbConfig;
+    let cart_with = |policy: &str| {
+        let mut resources = base_resources();
+        resources.push(dr(&format!(
+            "metadata: {{name: cart, namespace: shop}}\nspec: {{host: cart, trafficPolicy: {policy}}}\n"
+        )));
+        let model = model_of(resources);
+        let out = web_sidecar(&model);
+        assert!(out.errors.is_empty(), "{:?}", out.errors);
+        cluster(&out, &format!("outbound|8080||{CART}")).clone()
+    };
+    let c = cart_with(
+        "{loadBalancer: {consistentHash: {httpHeaderName: x-user, maglev: {tableSize: 1031}}}}",
+    );
+    assert_eq!(c.lb_policy, LbPolicy::Maglev as i32);
+    let Some(LbConfig::MaglevLbConfig(m)) = &c.lb_config else {
+        panic!("maglev config: {:?}", c.lb_config);
+    };
+    assert_eq!(m.table_size.unwrap().value, 1031);
+    let c = cart_with("{loadBalancer: {consistentHash: {httpHeaderName: x-user, maglev: {}}}}");
+    assert_eq!(c.lb_policy, LbPolicy::Maglev as i32);
+    assert_eq!(c.lb_config, None);
+    let c = cart_with(
+        "{loadBalancer: {consistentHash: {httpHeaderName: x-user, ringHash: {minimumRingSize: 4096}}}}",
+    );
+    assert_eq!(c.lb_policy, LbPolicy::RingHash as i32);
+    let Some(LbConfig::RingHashLbConfig(r)) = &c.lb_config else {
+        panic!("ring hash config: {:?}", c.lb_config);
+    };
+    assert_eq!(r.minimum_ring_size.unwrap().value, 4096);
+
+    let c = cart_with("{outlierDetection: {consecutiveErrors: 3}}");
+    let o = c.outlier_detection.unwrap();
+    assert_eq!(o.consecutive_gateway_failure.unwrap().value, 3);
+    assert_eq!(o.enforcing_consecutive_gateway_failure.unwrap().value, 100);
+    assert_eq!(o.consecutive_5xx, None);
+    assert_eq!(o.enforcing_consecutive_5xx.unwrap().value, 0);
+    // The newer fields win.
+    let c = cart_with(
+        "{outlierDetection: {consecutiveErrors: 3, consecutiveGatewayErrors: 7, consecutive5xxErrors: 9}}",
+    );
+    let o = c.outlier_detection.unwrap();
+    assert_eq!(o.consecutive_gateway_failure.unwrap().value, 7);
+    assert_eq!(o.consecutive_5xx.unwrap().value, 9);
+    assert_eq!(o.enforcing_consecutive_5xx.unwrap().value, 100);
+    // 0 is off, as unset.
+    let c = cart_with("{outlierDetection: {consecutiveErrors: 0}}");
+    let o = c.outlier_detection.unwrap();
+    assert_eq!(o.consecutive_gateway_failure, None);
+    assert_eq!(o.enforcing_consecutive_gateway_failure.unwrap().value, 0);
+    assert_eq!(o.enforcing_consecutive_5xx, None);
+}

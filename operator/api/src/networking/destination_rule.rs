@@ -117,8 +117,33 @@ pub struct ConsistentHashLB {
     pub use_source_ip: Option<bool>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub http_query_parameter_name: Option<String>,
+    /// Deprecated: `ringHash.minimumRingSize`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub minimum_ring_size: Option<u64>,
+    /// Ring hash (Envoy RING_HASH), the default algorithm.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ring_hash: Option<RingHash>,
+    /// Maglev (Envoy MAGLEV).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub maglev: Option<MagLev>,
+}
+
+/// Ring hash settings.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RingHash {
+    /// The minimum number of virtual nodes on the ring (Envoy's default 1024).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub minimum_ring_size: Option<u64>,
+}
+
+/// Maglev settings.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct MagLev {
+    /// The lookup table size: a prime below 5000011 (Envoy's default 65537).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub table_size: Option<u64>,
 }
 
 /// Cookie used as hash key (generated when absent if `ttl` is set).
@@ -209,6 +234,10 @@ pub struct OutlierDetection {
     pub split_external_local_origin_errors: Option<bool>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub consecutive_local_origin_failures: Option<u32>,
+    /// Deprecated: ejects after this many consecutive gateway errors (502,
+    /// 503, 504), as `consecutiveGatewayErrors`, with 5xx ejection off.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub consecutive_errors: Option<i32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub consecutive_gateway_errors: Option<u32>,
     #[serde(

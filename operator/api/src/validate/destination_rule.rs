@@ -3,7 +3,7 @@
 use super::fields::{dns_label, duration, export_to, header_name, host, labels, port};
 use super::{Errors, FieldError};
 use crate::networking::{
-    ClientTLSMode, ClientTLSSettings, ConnectionPoolSettings, DestinationRule,
+    ClientTLSMode, ClientTLSSettings, ConnectionPoolSettings, ConsistentHashLB, DestinationRule,
     LoadBalancerSettings, OutlierDetection, TrafficPolicy,
 };
 use std::collections::BTreeSet;
@@ -116,6 +116,7 @@ fn load_balancer(errors: &mut Errors, path: &str, lb: &LoadBalancerSettings) {
         if let Some(name) = &ch.http_header_name {
             errors.check(format!("{chpath}.httpHeaderName"), header_name(name));
         }
+        hash_algorithm(errors, &chpath, ch);
         if let Some(cookie) = &ch.http_cookie {
             if cookie.name.is_empty() {
                 errors.add(format!("{chpath}.httpCookie.name"), "required");
@@ -128,6 +129,59 @@ fn load_balancer(errors: &mut Errors, path: &str, lb: &LoadBalancerSettings) {
             }
         }
     }
+}
+
+/// Envoy's largest `minimum_ring_size`.
+const MAX_RING_SIZE: u64 = 8_388_608;
+
+/// `ringHash` or `maglev` (one of them, not with the deprecated
+/// `minimumRingSize`), with the sizes Envoy takes: as Istio, a Maglev table
+/// size is a prime below 5000011.
+fn hash_algorithm(errors: &mut Errors, chpath: &str, ch: &ConsistentHashLB) {
+    if ch.ring_hash.is_some() && ch.maglev.is_some() {
+        errors.add(
+            chpath.to_owned(),
+            "only one of ringHash and maglev may be set",
+        );
+    }
+    if ch.minimum_ring_size.is_some() && (ch.ring_hash.is_some() || ch.maglev.is_some()) {
+        errors.add(
+            format!("{chpath}.minimumRingSize"),
+            "only one of minimumRingSize (deprecated) or maglev/ringHash can be specified",
+        );
+    }
+    let ring_sizes = [
+        ("minimumRingSize", ch.minimum_ring_size),
+        (
+            "ringHash.minimumRingSize",
+            ch.ring_hash.as_ref().and_then(|r| r.minimum_ring_size),
+        ),
+    ];
+    for (field, size) in ring_sizes {
+        if let Some(size) = size
+            && size > MAX_RING_SIZE
+        {
+            errors.add(
+                format!("{chpath}.{field}"),
+                format!("{size} is above Envoy's largest ring ({MAX_RING_SIZE})"),
+            );
+        }
+    }
+    if let Some(maglev) = &ch.maglev {
+        let path = format!("{chpath}.maglev.tableSize");
+        match maglev.table_size {
+            None | Some(0) => errors.add(path, "required for maglev"),
+            Some(size) if size >= 5_000_011 => errors.add(path, "must be less than 5000011"),
+            Some(size) if !is_prime(size) => {
+                errors.add(path, format!("{size} is not a prime number"))
+            }
+            Some(_) => {}
+        }
+    }
+}
+
+fn is_prime(n: u64) -> bool {
+    n >= 2 && (2..).take_while(|d| d * d <= n).all(|d| !n.is_multiple_of(d))
 }
 
 fn connection_pool(errors: &mut Errors, path: &str, cp: &ConnectionPoolSettings) {
@@ -187,6 +241,11 @@ fn outlier_detection(errors: &mut Errors, path: &str, od: &OutlierDetection) {
         if let Some(d) = d {
             errors.check(format!("{path}.{field}"), duration(d));
         }
+    }
+    if let Some(n) = od.consecutive_errors
+        && n < 0
+    {
+        errors.add(format!("{path}.consecutiveErrors"), "must not be negative");
     }
     for (field, v) in [
         ("maxEjectionPercent", od.max_ejection_percent),
