@@ -302,34 +302,53 @@ fn outlier_detection_ejects_the_failing_endpoint() {
 /// an endpoint answering 502 is ejected, one answering 500 is not.
 #[test]
 fn outlier_detection_on_gateway_errors_only() {
-    let ip = Ipv4Addr::new(127, 0, 0, 98);
+    gateway_errors_only(
+        "consecutive5xxErrors: 0\n      consecutiveGatewayErrors: 2",
+        Ipv4Addr::new(127, 0, 0, 98),
+        Ipv4Addr::new(127, 0, 0, 95),
+    );
+}
+
+/// The deprecated `consecutiveErrors`, as Istio maps it, behaves the same:
+/// gateway errors only.
+#[test]
+fn deprecated_consecutive_errors_count_gateway_errors_only() {
+    gateway_errors_only(
+        "consecutiveErrors: 2",
+        Ipv4Addr::new(127, 0, 0, 88),
+        Ipv4Addr::new(127, 0, 0, 89),
+    );
+}
+
+/// With the outlier detection `counting` (YAML fields), on upstreams at `ip`
+/// and a client at `client_ip`: the 502 endpoint is ejected, the 500 one not.
+fn gateway_errors_only(counting: &str, ip: Ipv4Addr, client_ip: Ipv4Addr) {
     let good = Upstream::echo("good", ip);
     let gateway_error = Upstream::start("gateway-error", ip, Behavior::Status(502));
     let server_error = Upstream::start("server-error", ip, Behavior::Status(500));
     let mut resources = vec![
         service("gw-errors", "gw-errors"),
-        destination_rule(
+        destination_rule(&format!(
             r#"
-metadata: {name: gw-errors, namespace: shop}
+metadata: {{name: gw-errors, namespace: shop}}
 spec:
   host: gw-errors
   trafficPolicy:
     # Round robin, so the 500 endpoint surely gets its share of the requests
     # (the default, least request, picks at random among idle endpoints).
-    loadBalancer: {simple: ROUND_ROBIN}
+    loadBalancer: {{simple: ROUND_ROBIN}}
     outlierDetection:
-      consecutive5xxErrors: 0
-      consecutiveGatewayErrors: 2
+      {counting}
       interval: 1s
       baseEjectionTime: 5m
       maxEjectionPercent: 100
 "#,
-        ),
+        )),
     ];
     for u in [&good, &gateway_error, &server_error] {
         resources.push(plain_workload(u.name(), "gw-errors", u.addr(), &[]));
     }
-    let client = start_client(&test_ca(), resources, Ipv4Addr::new(127, 0, 0, 95));
+    let client = start_client(&test_ca(), resources, client_ip);
     let name = cluster("gw-errors", None);
     let stat = |s: &str| {
         client
