@@ -310,7 +310,8 @@ fn optional_mutual_https_server_checks_only_presented_certificates_on_real_envoy
 }
 
 /// The golden bootstrap of a gateway (Kubernetes listener shape) with an
-/// ISTIO_MUTUAL and an OPTIONAL_MUTUAL HTTPS server, and TLS servers that
+/// ISTIO_MUTUAL and an OPTIONAL_MUTUAL HTTPS server (its client certificates
+/// pinned by hash and SPKI next to the credential's CA), and TLS servers that
 /// terminate SIMPLE and ISTIO_MUTUAL before their `tcp` route; Envoy
 /// validates it with the gateway's identity and the credentials written
 /// where the golden file names them.
@@ -328,7 +329,11 @@ spec:
     tls: {mode: ISTIO_MUTUAL, subjectAltNames: [spiffe://cluster.local/ns/shop/sa/client]}
   - port: {number: 443, name: https-partners, protocol: HTTPS}
     hosts: [partners.example.com]
-    tls: {mode: OPTIONAL_MUTUAL, credentialName: partners-cert}
+    tls:
+      mode: OPTIONAL_MUTUAL
+      credentialName: partners-cert
+      verifyCertificateHash: ["DF:6F:F7:2F:E9:11:65:21:26:8F:65:90:DD:4A:B9:75:5E:1D:BB:2C:9C:3F:2B:D5:FA:9C:A2:F8:A8:2B:CC:CB"]
+      verifyCertificateSpki: ["2Xy+aHR1gD0mRUmcvQbbvcUx0XUcsjsV6kLPK5I4Ogo="]
   - port: {number: 9443, name: tls-ledger, protocol: TLS}
     hosts: [ledger.example.com]
     tls: {mode: SIMPLE, serverCertificate: credentials/ledger.pem, privateKey: credentials/ledger-key.pem, minProtocolVersion: TLSV1_3}

@@ -180,8 +180,12 @@ fn hash_algorithm(errors: &mut Errors, chpath: &str, ch: &ConsistentHashLB) {
     }
 }
 
+/// Whether `n` is prime (trial division; callers bound `n`).
 fn is_prime(n: u64) -> bool {
-    n >= 2 && (2..).take_while(|d| d * d <= n).all(|d| !n.is_multiple_of(d))
+    n >= 2
+        && (2..)
+            .take_while(|d| *d <= n / d)
+            .all(|d| !n.is_multiple_of(d))
 }
 
 fn connection_pool(errors: &mut Errors, path: &str, cp: &ConnectionPoolSettings) {
@@ -315,5 +319,20 @@ pub(crate) fn client_tls(errors: &mut Errors, path: &str, tls: &ClientTLSSetting
             format!("{path}.sni"),
             format!("{sni:?} is not a valid server name"),
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_prime;
+
+    #[test]
+    fn primes_by_trial_division() {
+        let primes: Vec<u64> = (0..30).filter(|n| is_prime(*n)).collect();
+        assert_eq!(primes, [2, 3, 5, 7, 11, 13, 17, 19, 23, 29]);
+        assert!(is_prime(65537) && is_prime(1031) && is_prime(5_000_011));
+        assert!(!is_prime(65536) && !is_prime(5_000_013 * 3));
+        // No overflow near the top of the range.
+        assert!(!is_prime(u64::MAX));
     }
 }
