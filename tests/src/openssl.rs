@@ -304,3 +304,24 @@ impl Drop for HttpsFileServer {
         let _ = self.child.wait();
     }
 }
+
+/// A CRL `crl` (PEM) from the CA `ca_cert`/`ca_key` listing the certificates
+/// `revoked`, made with a minimal `openssl ca` database in `dir`.
+pub fn revocation_list(dir: &Path, (ca_key, ca_cert): (&str, &str), revoked: &[&str], crl: &str) {
+    std::fs::write(dir.join("index.txt"), "").expect("writing the CA database");
+    std::fs::write(
+        dir.join("ca.cnf"),
+        "[ca]\ndefault_ca = test\n[test]\ndatabase = index.txt\n\
+         default_md = sha256\ndefault_crl_days = 30\n",
+    )
+    .expect("writing the CA configuration");
+    let ca_args = ["-config", "ca.cnf", "-keyfile", ca_key, "-cert", ca_cert];
+    for cert in revoked {
+        let mut revoke = vec!["ca", "-revoke", cert];
+        revoke.extend(ca_args);
+        let _ = openssl(&revoke, dir);
+    }
+    let mut gencrl = vec!["ca", "-gencrl", "-out", crl];
+    gencrl.extend(ca_args);
+    let _ = openssl(&gencrl, dir);
+}

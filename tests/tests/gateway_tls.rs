@@ -15,7 +15,7 @@ use std::time::{Duration, SystemTime};
 use mesh_fixtures::*;
 use trellis_e2e::golden::check_golden;
 use trellis_e2e::mesh::{Identity, relative_file_sds, test_ca, write_sds_file};
-use trellis_e2e::openssl::{openssl, self_signed_ca, signed_by};
+use trellis_e2e::openssl::{openssl, revocation_list, self_signed_ca, signed_by};
 use trellis_e2e::static_bootstrap::{SecretFiles, static_bootstrap};
 use trellis_e2e::{
     TlsClient, Upstream, free_ports_on, self_signed, tls_exchange, validate_bootstrap_in,
@@ -576,28 +576,7 @@ fn mutual_server_refuses_revoked_client_certificates_on_real_envoy() {
     let ca = test_ca();
     let gw_id = Identity::issue(&ca, &d.join("ingress"), "shop", "ingress");
     openssl_pki(d, &["good", "revoked"]);
-    // A minimal `openssl ca` database: revoke one client, then issue the CRL.
-    std::fs::write(d.join("index.txt"), "").unwrap();
-    std::fs::write(
-        d.join("ca.cnf"),
-        "[ca]\ndefault_ca = partners\n[partners]\ndatabase = index.txt\n\
-         default_md = sha256\ndefault_crl_days = 30\n",
-    )
-    .unwrap();
-    let ca_args = [
-        "-config",
-        "ca.cnf",
-        "-keyfile",
-        "ca-key.pem",
-        "-cert",
-        "ca.pem",
-    ];
-    let mut revoke = vec!["ca", "-revoke", "revoked.pem"];
-    revoke.extend(ca_args);
-    openssl(&revoke, d);
-    let mut crl = vec!["ca", "-gencrl", "-out", "ca.crl"];
-    crl.extend(ca_args);
-    openssl(&crl, d);
+    revocation_list(d, ("ca-key.pem", "ca.pem"), &["revoked.pem"], "ca.crl");
 
     let api = Upstream::echo("api-app", Ipv4Addr::new(127, 0, 0, 175));
     let gw_port = free_ports_on(GW_IP, 1)[0];

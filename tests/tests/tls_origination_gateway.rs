@@ -1,5 +1,5 @@
 //! Gateway server TLS (SIMPLE, MUTUAL) and DestinationRule TLS origination
-//! (SIMPLE, MUTUAL) through real Envoy: an egress Envoy originates TLS to a
+//! (SIMPLE, MUTUAL, a CRL) through real Envoy: an egress Envoy originates TLS to a
 //! gateway Envoy that terminates it; certificates from trellis-ca.
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::Path;
@@ -197,4 +197,142 @@ fn gateway_simple_and_mutual_with_tls_origination() {
         ) >= 1
     );
     assert!(gateway.stat(&format!("listener.{gw_ip}_{simple_port}.ssl.handshake")) >= 1);
+}
+
+/// DestinationRule `tls.caCrl` on origination: two gateway listeners present
+/// certificates from one CA, one of them revoked in the CRL. An egress
+/// cluster with the CRL reaches the good one and is refused by the revoked
+/// one (`ssl.fail_verify_error`); without the CRL the revoked one is reached,
+/// so the refusal is the CRL's.
+#[test]
+fn origination_checks_the_server_against_the_ca_crl() {
+    use trellis_e2e::openssl::{revocation_list, self_signed_ca, signed_by};
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let path = |n: &str| d.join(n).to_string_lossy().into_owned();
+    self_signed_ca(d, "ca-key.pem", "ca.pem", "/CN=shop-ca");
+    let ext = format!("subjectAltName=DNS:{HOST}\nextendedKeyUsage=serverAuth\n");
+    for name in ["good", "revoked"] {
+        signed_by(
+            d,
+            ("ca-key.pem", "ca.pem"),
+            (&format!("{name}-key.pem"), &format!("{name}.pem")),
+            &format!("/CN={HOST}"),
+            &ext,
+        );
+    }
+    revocation_list(d, ("ca-key.pem", "ca.pem"), &["revoked.pem"], "ca.crl");
+
+    let app = Upstream::echo("shop-app", Ipv4Addr::new(127, 0, 0, 57));
+    let gw_ip = Ipv4Addr::new(127, 0, 0, 56);
+    let ports = free_ports_on(gw_ip, 2);
+    let routes = || vec![vhost("shop", &[HOST], vec![route_to("shop-app")])];
+    let (cert_files, key_files) = (
+        [path("good.pem"), path("revoked.pem")],
+        [path("good-key.pem"), path("revoked-key.pem")],
+    );
+    let gw_listeners = (0..2)
+        .map(|i| {
+            let credential = ServerCredential::Files {
+                cert: &cert_files[i],
+                key: &key_files[i],
+                client_ca: None,
+            };
+            let tls = gateway_server_tls(GatewayTlsMode::Simple, credential, &["http/1.1"]);
+            let name = format!("https-{i}");
+            let chain = FilterChain {
+                filters: vec![http_connection_manager(&name, routes(), vec![], false)],
+                transport_socket: Some(downstream_transport_socket(&tls)),
+                ..Default::default()
+            };
+            listener(
+                &name,
+                SocketAddr::from((gw_ip, ports[i])),
+                vec![chain],
+                vec![],
+            )
+        })
+        .collect();
+    let gateway_yaml = bootstrap_yaml(
+        "gateway",
+        gw_listeners,
+        vec![static_cluster("shop-app", &[app.addr()], None)],
+    );
+    let with_crl = OriginationSettings {
+        ca_certificates: Some(path("ca.pem")),
+        ca_crl: Some(path("ca.crl")),
+        ..Default::default()
+    };
+    let without_crl = OriginationSettings {
+        ca_crl: None,
+        ..with_crl.clone()
+    };
+    let cases = [
+        ("good", ports[0], with_crl.clone()),
+        ("revoked", ports[1], with_crl),
+        ("revoked-unchecked", ports[1], without_crl),
+    ];
+    let clusters = cases
+        .iter()
+        .map(|(name, port, settings)| {
+            let ctx = client_tls_context(
+                &ClientTls::Simple(settings.clone()),
+                HOST,
+                &SdsSource::Ads,
+                &[],
+            )
+            .expect("tls context");
+            static_cluster(
+                name,
+                &[SocketAddr::from((gw_ip, *port))],
+                Some(upstream_transport_socket(&ctx)),
+            )
+        })
+        .collect();
+    let vhosts = cases
+        .iter()
+        .map(|(name, _, _)| {
+            let mut route = route_to(name);
+            if let Some(envoy_types::pb::envoy::config::route::v3::route::Action::Route(action)) =
+                route.action.as_mut()
+            {
+                action.host_rewrite_specifier = Some(
+                    envoy_types::pb::envoy::config::route::v3::route_action::HostRewriteSpecifier::HostRewriteLiteral(
+                        HOST.into(),
+                    ),
+                );
+            }
+            vhost(name, &[name], vec![route])
+        })
+        .collect();
+    let egress_ip = Ipv4Addr::new(127, 0, 0, 58);
+    let egress_listen = SocketAddr::from((egress_ip, free_ports_on(egress_ip, 1)[0]));
+    let egress_yaml = bootstrap_yaml(
+        "egress",
+        vec![listener(
+            "egress",
+            egress_listen,
+            vec![FilterChain {
+                filters: vec![http_connection_manager("egress", vhosts, vec![], false)],
+                ..Default::default()
+            }],
+            vec![],
+        )],
+        clusters,
+    );
+    validate_bootstrap(&gateway_yaml).expect("gateway bootstrap validates");
+    validate_bootstrap(&egress_yaml).expect("egress bootstrap validates");
+    let _gateway = Envoy::start(&gateway_yaml);
+    let egress = Envoy::start(&egress_yaml);
+    let get = |case: &str| {
+        HttpRequest::get("/")
+            .host(case)
+            .send(egress_listen)
+            .unwrap_or_else(|e| panic!("{case}: {e}"))
+    };
+    assert_eq!(get("good").status, 200);
+    assert_eq!(get("revoked").status, 503);
+    assert!(egress.stat("cluster.revoked.ssl.fail_verify_error") >= 1);
+    assert_eq!(get("revoked-unchecked").status, 200);
+    assert_eq!(app.hits(), 2);
 }
