@@ -148,7 +148,7 @@ fn client_tls(
 ) -> Option<ClientTls> {
     let settings = OriginationSettings {
         ca_certificates: t.ca_certificates.clone(),
-        ca_crl: t.ca_crl.clone(),
+        ca_crl: t.ca_crl.clone().filter(|p| !p.is_empty()),
         subject_alt_names: t.subject_alt_names.clone(),
         sni: t.sni.clone(),
         insecure_skip_verify: t.insecure_skip_verify == Some(true),

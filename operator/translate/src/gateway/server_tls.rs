@@ -225,10 +225,14 @@ fn with_server_settings(
     let pinned = !settings.subject_alt_names.is_empty()
         || !settings.verify_certificate_spki.is_empty()
         || !settings.verify_certificate_hash.is_empty();
-    let crl = settings.ca_crl.as_ref().map(|path| DataSource {
-        specifier: Some(Specifier::Filename(path.clone())),
-        ..Default::default()
-    });
+    let crl = settings
+        .ca_crl
+        .as_ref()
+        .filter(|p| !p.is_empty())
+        .map(|path| DataSource {
+            specifier: Some(Specifier::Filename(path.clone())),
+            ..Default::default()
+        });
     if !pinned && crl.is_none() {
         return tls;
     }
@@ -479,6 +483,22 @@ mod tests {
         );
         assert_eq!(v.verify_certificate_hash, [HASH]);
         assert!(v.verify_certificate_spki.is_empty());
+    }
+
+    /// An empty caCrl is unset, as a proto3 string in Istio: no CRL file.
+    #[test]
+    fn an_empty_ca_crl_is_unset() {
+        let s = settings(
+            "{mode: MUTUAL, serverCertificate: /c/cert.pem, privateKey: /c/key.pem, \
+             caCertificates: /c/ca.pem, caCrl: ''}",
+        );
+        let (tls, _) = server_tls(&termination(&s).unwrap(), &s, "shop", &SdsSource::Ads, true);
+        let Some(ValidationContextType::ValidationContext(v)) =
+            tls.common_tls_context.unwrap().validation_context_type
+        else {
+            panic!("the client CA from its file");
+        };
+        assert_eq!(v.crl, None);
     }
 
     /// SIMPLE checks no client certificate: hashes are not applied (as Istio).
