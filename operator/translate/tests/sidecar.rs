@@ -1119,6 +1119,7 @@ spec:
         to_own_address.contains("127.0.0.10") && to_own_address.contains("7001"),
         "{to_own_address}"
     );
+}
 
 /// `match[].statPrefix` becomes the route's `stat_prefix` (per match);
 /// `fault.abort.grpcStatus` an abort with that gRPC code (UNAVAILABLE = 14);
