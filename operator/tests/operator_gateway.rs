@@ -182,6 +182,21 @@ fn get_api_through_gateway(port: u16) -> Option<(u16, String)> {
     Some((r.status, upstream))
 }
 
+/// Waits for the `MissingCredential` Warning condition on object `kind/name` of [`NS`].
+fn missing_credential_warning(cluster: &Cluster, kind: &str, name: &str) -> serde_json::Value {
+    wait_for(
+        &format!("a Warning on {kind} {NS}/{name} for its missing credential"),
+        Duration::from_secs(60),
+        || {
+            let object = cluster.kubectl.get_json(&[kind, "-n", NS, name])?;
+            let conditions = object["status"]["conditions"].as_array()?.clone();
+            conditions
+                .into_iter()
+                .find(|c| c["type"] == "Warning" && c["reason"] == "MissingCredential")
+        },
+    )
+}
+
 #[test]
 fn an_injected_gateway_serves_https_with_a_kubernetes_tls_secret() {
     let web = trellis_e2e::Upstream::echo("web-app", Ipv4Addr::new(127, 0, 0, 81));
@@ -362,19 +377,7 @@ fn an_injected_gateway_serves_https_with_a_kubernetes_tls_secret() {
     cluster
         .kubectl
         .run(&["delete", "secret", "-n", NS, "web-tls"]);
-    let warning = wait_for(
-        "a Warning on Gateway edge/ingress-gw for its missing credential",
-        Duration::from_secs(60),
-        || {
-            let gw = cluster
-                .kubectl
-                .get_json(&["gateway", "-n", NS, "ingress-gw"])?;
-            let conditions = gw["status"]["conditions"].as_array()?.clone();
-            conditions
-                .into_iter()
-                .find(|c| c["type"] == "Warning" && c["reason"] == "MissingCredential")
-        },
-    );
+    let warning = missing_credential_warning(&cluster, "gateway", "ingress-gw");
     let message = warning["message"].as_str().unwrap_or_default();
     assert!(
         message.contains("spec.servers[0].tls.credentialName") && message.contains("edge/web-tls"),
@@ -384,19 +387,7 @@ fn an_injected_gateway_serves_https_with_a_kubernetes_tls_secret() {
     cluster
         .kubectl
         .run(&["delete", "secret", "-n", NS, "api-client"]);
-    let warning = wait_for(
-        "a Warning on DestinationRule edge/api for its missing credential",
-        Duration::from_secs(60),
-        || {
-            let dr = cluster
-                .kubectl
-                .get_json(&["destinationrule", "-n", NS, "api"])?;
-            let conditions = dr["status"]["conditions"].as_array()?.clone();
-            conditions
-                .into_iter()
-                .find(|c| c["type"] == "Warning" && c["reason"] == "MissingCredential")
-        },
-    );
+    let warning = missing_credential_warning(&cluster, "destinationrule", "api");
     let message = warning["message"].as_str().unwrap_or_default();
     assert!(
         message.contains("spec.trafficPolicy.portLevelSettings[0].tls.credentialName")

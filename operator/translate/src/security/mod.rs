@@ -33,25 +33,30 @@ pub(crate) fn pack<M: prost::Message + prost::Name>(message: &M) -> Any {
 pub(crate) fn pack_http_rbac(
     filter: &envoy_types::pb::envoy::extensions::filters::http::rbac::v3::Rbac,
 ) -> Any {
-    use envoy_types::pb::envoy::extensions::filters::http::rbac::v3::Rbac as F;
     let mut rest = filter.clone();
     let (rules, shadow) = (rest.rules.take(), rest.shadow_rules.take());
-    Any {
-        type_url: <F as prost::Name>::type_url(),
-        value: with_rbacs(prost::Message::encode_to_vec(&rest), rules, shadow),
-    }
+    pack_rbac_filter(&rest, rules, shadow)
 }
 
 /// Packs a network RBAC filter config with its policies in name order (see [`crate::encode`]).
 pub(crate) fn pack_network_rbac(
     filter: &envoy_types::pb::envoy::extensions::filters::network::rbac::v3::Rbac,
 ) -> Any {
-    use envoy_types::pb::envoy::extensions::filters::network::rbac::v3::Rbac as F;
     let mut rest = filter.clone();
     let (rules, shadow) = (rest.rules.take(), rest.shadow_rules.take());
+    pack_rbac_filter(&rest, rules, shadow)
+}
+
+/// An RBAC filter config (`rest`, its rule sets taken out) packed with its
+/// `rules` and `shadow_rules` appended in name order.
+fn pack_rbac_filter<F: prost::Message + prost::Name>(
+    rest: &F,
+    rules: Option<envoy_types::pb::envoy::config::rbac::v3::Rbac>,
+    shadow: Option<envoy_types::pb::envoy::config::rbac::v3::Rbac>,
+) -> Any {
     Any {
-        type_url: <F as prost::Name>::type_url(),
-        value: with_rbacs(prost::Message::encode_to_vec(&rest), rules, shadow),
+        type_url: F::type_url(),
+        value: with_rbacs(rest.encode_to_vec(), rules, shadow),
     }
 }
 
