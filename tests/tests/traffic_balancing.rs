@@ -31,10 +31,11 @@ fn get(host: &str) -> HttpRequest {
 
 // ---------------------------------------------------------------- load balancing
 
-const LB_UPSTREAMS: [&str; 25] = [
+const LB_UPSTREAMS: [&str; 27] = [
     "rr-1", "rr-2", "rr-3", "random-1", "random-2", "random-3", "hash-1", "hash-2", "hash-3",
     "lr-slow", "lr-1", "lr-2", "lr-3", "cookie-1", "cookie-2", "cookie-3", "query-1", "query-2",
-    "query-3", "maglev-1", "maglev-2", "maglev-3", "ring-1", "ring-2", "ring-3",
+    "query-3", "maglev-1", "maglev-2", "maglev-3", "ring-1", "ring-2", "ring-3", "warm-1",
+    "warm-2",
 ];
 
 fn lb_dr(name: &str, lb: &str) -> Resource {
@@ -70,6 +71,8 @@ fn lb_scenario(addr: &Addrs) -> Vec<Resource> {
             "ring",
             "{consistentHash: {httpHeaderName: x-user, ringHash: {minimumRingSize: 2048}}}",
         ),
+        service("warm", "warm"),
+        lb_dr("warm", "{simple: ROUND_ROBIN, warmupDurationSecs: 90s}"),
     ];
     for name in LB_UPSTREAMS {
         let app = name.split('-').next().unwrap();
@@ -181,6 +184,15 @@ fn load_balancer_policies_on_real_envoy() {
     let maglev = cluster_in_dump(&dump, "outbound|80||maglev.shop.svc.cluster.local");
     assert_eq!(maglev["lb_policy"], "MAGLEV", "{maglev}");
     assert_eq!(maglev["maglev_lb_config"]["table_size"], "1031", "{maglev}");
+    // warmupDurationSecs: round robin with Envoy's slow start over that window,
+    // which still serves both endpoints
+    let warm = cluster_in_dump(&dump, "outbound|80||warm.shop.svc.cluster.local");
+    assert_eq!(
+        warm["round_robin_lb_config"]["slow_start_config"]["slow_start_window"], "90s",
+        "{warm}"
+    );
+    let served: BTreeSet<String> = (0..20).map(|_| server(get("warm"))).collect();
+    assert_eq!(served.len(), 2, "{served:?}");
 
     // consistentHash on a cookie: a client without it gets one from Envoy on its
     // first response and keeps its endpoint while it sends it back

@@ -8,7 +8,8 @@ use envoy_types::pb::envoy::config::cluster::v3::{
     circuit_breakers::Thresholds,
     cluster::{
         ClusterDiscoveryType, CommonLbConfig, DiscoveryType, DnsLookupFamily, EdsClusterConfig,
-        LbConfig, LbPolicy, MaglevLbConfig, RingHashLbConfig, TransportSocketMatch,
+        LbConfig, LbPolicy, LeastRequestLbConfig, MaglevLbConfig, RingHashLbConfig,
+        RoundRobinLbConfig, SlowStartConfig, TransportSocketMatch,
     },
 };
 use envoy_types::pb::envoy::config::core::v3::{
@@ -236,6 +237,25 @@ fn base_cluster(name: &str, policy: &ClusterPolicy, protocol: Protocol) -> Clust
             ..
         } => LbPolicy::Maglev,
     } as i32;
+    // Istio's warmup is Envoy's slow start, for the two algorithms that have it.
+    let slow_start = policy.warmup.map(|window| SlowStartConfig {
+        slow_start_window: Some(duration(window)),
+        ..Default::default()
+    });
+    cluster.lb_config = match (policy.load_balancer.clone().unwrap_or_default(), slow_start) {
+        (LoadBalancer::RoundRobin, Some(s)) => {
+            Some(LbConfig::RoundRobinLbConfig(RoundRobinLbConfig {
+                slow_start_config: Some(s),
+            }))
+        }
+        (LoadBalancer::LeastRequest, Some(s)) => {
+            Some(LbConfig::LeastRequestLbConfig(LeastRequestLbConfig {
+                slow_start_config: Some(s),
+                ..Default::default()
+            }))
+        }
+        _ => None,
+    };
     if let Some(LoadBalancer::ConsistentHash { algorithm, .. }) = &policy.load_balancer {
         cluster.lb_config = match *algorithm {
             HashAlgorithm::RingHash {

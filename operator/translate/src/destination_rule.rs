@@ -71,6 +71,10 @@ fn with_ports(
             .load_balancer
             .as_ref()
             .map(|lb| load_balancer(lb, &format!("{path}.loadBalancer"), err)),
+        warmup: tp.load_balancer.as_ref().and_then(|lb| {
+            let path = format!("{path}.loadBalancer.warmupDurationSecs");
+            dur(lb.warmup_duration_secs.as_ref(), &path, err)
+        }),
         connection_pool: tp
             .connection_pool
             .as_ref()
@@ -98,6 +102,10 @@ fn with_ports(
             .load_balancer
             .as_ref()
             .map(|lb| load_balancer(lb, &format!("{ppath}.loadBalancer"), err)),
+        warmup: pl.load_balancer.as_ref().and_then(|lb| {
+            let path = format!("{ppath}.loadBalancer.warmupDurationSecs");
+            dur(lb.warmup_duration_secs.as_ref(), &path, err)
+        }),
         connection_pool: pl
             .connection_pool
             .as_ref()

@@ -143,6 +143,8 @@ pub enum ClientTls {
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct ClusterPolicy {
     pub load_balancer: Option<LoadBalancer>,
+    /// `loadBalancer.warmupDurationSecs`: Envoy's slow start window.
+    pub warmup: Option<Duration>,
     pub connection_pool: Option<ConnectionPool>,
     pub outlier_detection: Option<OutlierDetection>,
     /// `None`: auto mTLS (mTLS to endpoints with a sidecar, plaintext otherwise).
@@ -157,6 +159,12 @@ impl ClusterPolicy {
                 .load_balancer
                 .clone()
                 .or_else(|| self.load_balancer.clone()),
+            // Part of the load balancer settings: they are replaced as one.
+            warmup: if over.load_balancer.is_some() {
+                over.warmup
+            } else {
+                self.warmup
+            },
             connection_pool: over
                 .connection_pool
                 .clone()

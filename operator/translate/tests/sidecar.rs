@@ -1239,3 +1239,51 @@ fn maglev_ring_hash_and_deprecated_consecutive_errors() {
     assert_eq!(o.enforcing_consecutive_gateway_failure.unwrap().value, 0);
     assert_eq!(o.enforcing_consecutive_5xx, None);
 }
+
+/// `warmupDurationSecs` is Envoy's slow start for LEAST_REQUEST (the default)
+/// and ROUND_ROBIN; a subset's own `loadBalancer` replaces the rule's, warmup
+/// included, and a subset without one inherits it.
+#[test]
+fn warmup_is_slow_start_replaced_with_the_load_balancer() {
+    use envoy_types::pb::envoy::config::cluster::v3::cluster::LbConfig;
+    let mut resources = base_resources();
+    resources.push(dr(r#"
+metadata: {name: cart, namespace: shop}
+spec:
+  host: cart
+  trafficPolicy: {loadBalancer: {warmupDurationSecs: 30s}}
+  subsets:
+  - {name: v1, labels: {version: v1}}
+  - {name: v2, labels: {version: v2}, trafficPolicy: {loadBalancer: {simple: ROUND_ROBIN}}}
+"#));
+    let model = model_of(resources);
+    let out = web_sidecar(&model);
+    assert!(out.errors.is_empty(), "{:?}", out.errors);
+    let window = |name: &str| {
+        let c = cluster(&out, name);
+        match &c.lb_config {
+            Some(LbConfig::LeastRequestLbConfig(l)) => {
+                assert_eq!(c.lb_policy, LbPolicy::LeastRequest as i32);
+                l.slow_start_config
+                    .as_ref()?
+                    .slow_start_window
+                    .as_ref()
+                    .map(|d| d.seconds)
+            }
+            Some(LbConfig::RoundRobinLbConfig(r)) => r
+                .slow_start_config
+                .as_ref()?
+                .slow_start_window
+                .as_ref()
+                .map(|d| d.seconds),
+            _ => None,
+        }
+    };
+    assert_eq!(window(&format!("outbound|8080||{CART}")), Some(30));
+    assert_eq!(window(&format!("outbound|8080|v1|{CART}")), Some(30));
+    assert_eq!(window(&format!("outbound|8080|v2|{CART}")), None);
+    assert_eq!(
+        cluster(&out, &format!("outbound|8080|v2|{CART}")).lb_policy,
+        LbPolicy::RoundRobin as i32
+    );
+}

@@ -91,6 +91,10 @@ pub struct LoadBalancerSettings {
     pub simple: Option<SimpleLB>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub consistent_hash: Option<ConsistentHashLB>,
+    /// A new endpoint's share of requests grows over this window (slow start;
+    /// ROUND_ROBIN and LEAST_REQUEST only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub warmup_duration_secs: Option<Duration>,
 }
 
 /// Standard load balancing algorithms.

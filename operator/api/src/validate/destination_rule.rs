@@ -4,7 +4,7 @@ use super::fields::{dns_label, duration, export_to, header_name, host, labels, p
 use super::{Errors, FieldError};
 use crate::networking::{
     ClientTLSMode, ClientTLSSettings, ConnectionPoolSettings, ConsistentHashLB, DestinationRule,
-    LoadBalancerSettings, OutlierDetection, TrafficPolicy,
+    LoadBalancerSettings, OutlierDetection, SimpleLB, TrafficPolicy,
 };
 use std::collections::BTreeSet;
 
@@ -90,11 +90,26 @@ fn load_balancer(errors: &mut Errors, path: &str, lb: &LoadBalancerSettings) {
         (Some(_), Some(_)) => {
             errors.add(path.to_owned(), "set only one of simple and consistentHash")
         }
-        (None, None) => errors.add(
+        (None, None) if lb.warmup_duration_secs.is_none() => errors.add(
             path.to_owned(),
             "one of simple or consistentHash is required",
         ),
         _ => {}
+    }
+    if let Some(w) = &lb.warmup_duration_secs {
+        let wpath = format!("{path}.warmupDurationSecs");
+        errors.check(wpath.clone(), duration(w));
+        let slow_start = lb.consistent_hash.is_none()
+            && !matches!(
+                lb.simple,
+                Some(SimpleLB::Random) | Some(SimpleLB::Passthrough)
+            );
+        if !slow_start {
+            errors.add(
+                wpath,
+                "applies only to ROUND_ROBIN and LEAST_REQUEST (the default)",
+            );
+        }
     }
     if let Some(ch) = &lb.consistent_hash {
         let chpath = format!("{path}.consistentHash");
