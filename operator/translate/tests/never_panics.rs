@@ -268,6 +268,9 @@ fn resource() -> impl Strategy<Value = Option<Resource>> {
             r#"{"loadBalancer": {"consistentHash": {"httpQueryParameterName": "q", "ringHash": {"minimumRingSize": 18446744073709551615}, "minimumRingSize": 3}}}"#,
             r#"{"outlierDetection": {"consecutiveErrors": -4}}"#,
             r#"{"outlierDetection": {"consecutiveErrors": 2, "consecutive5xxErrors": 0}}"#,
+            r#"{"loadBalancer": {"warmupDurationSecs": "45s"}}"#,
+            r#"{"loadBalancer": {"simple": "ROUND_ROBIN", "warmupDurationSecs": "1h"}}"#,
+            r#"{"loadBalancer": {"simple": "RANDOM", "warmupDurationSecs": "never"}}"#,
         ])),
     )
         .prop_map(|(ns, i, host, subsets, tls, selected_app, policy)| {
