@@ -123,6 +123,13 @@ spec:
     match: [{uri: {prefix: /v1/}}]
     rewrite: {uriRegexRewrite: {match: "^/v1/([^/]+)/(.*)$", rewrite: "/\\2/\\1"}}
     route: [{destination: {host: routes, subset: v2}}]
+  - name: old-style
+    match: [{uri: {prefix: /old-style}}]
+    mirror: {host: mirror}
+    mirrorPercent: 100
+    corsPolicy: {allowOrigin: ["https://old.example"], allowMethods: [GET]}
+    fault: {delay: {fixedDelay: 1ms, percent: 100}}
+    route: [{destination: {host: routes, subset: v1}}]
   - name: mirror-all
     match: [{uri: {prefix: /mirror-all}}]
     mirror: {host: mirror}
@@ -387,6 +394,32 @@ fn routing_features_through_the_translator_on_real_envoy() {
     }
     assert_eq!(settled(|| hits("m")) - m0, 5, "copies to mirror");
     assert_eq!(settled(|| hits("b")) - b0, 5, "copies to subset v2");
+
+    // Istio's deprecated spellings still work: mirrorPercent, corsPolicy.allowOrigin
+    // and fault.delay.percent
+    let m0 = hits("m");
+    let delays = || {
+        client
+            .envoy
+            .stat("http.outbound_http_proxy.fault.delays_injected")
+    };
+    let delayed0 = delays();
+    for _ in 0..5 {
+        assert_eq!(server(get("/old-style")), "a");
+    }
+    assert_eq!(settled(|| hits("m")) - m0, 5, "mirrorPercent: 100");
+    let r = send(
+        HttpRequest::new("OPTIONS", "/old-style")
+            .header("origin", "https://old.example")
+            .header("access-control-request-method", "GET"),
+    );
+    assert_eq!(
+        r.header("access-control-allow-origin"),
+        Some("https://old.example"),
+        "{:?}",
+        r.headers
+    );
+    assert_eq!(delays() - delayed0, 5, "fault.delay.percent: 100");
 
     // mirror at 100 %: every request is copied to `mirror`
     let m0 = hits("m");

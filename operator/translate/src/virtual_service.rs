@@ -319,7 +319,11 @@ pub fn http_rule(
                 &format!("{path}.fault.delay.fixedDelay"),
                 &mut invalid,
             )?;
-            Some((fixed, d.percentage.as_ref().map_or(100.0, |p| p.value)))
+            // The deprecated integer `percent` counts when `percentage` is unset.
+            let share = (d.percentage.as_ref().map(|p| p.value))
+                .or(d.percent.map(f64::from))
+                .unwrap_or(100.0);
+            Some((fixed, share))
         }),
         abort: f.abort.as_ref().and_then(|a| {
             let status = match (a.http_status, &a.grpc_status) {
@@ -331,7 +335,14 @@ pub fn http_rule(
         }),
     });
     let cors = route.cors_policy.as_ref().map(|c| Cors {
-        allow_origins: c.allow_origins.iter().map(string_match).collect(),
+        // The deprecated `allowOrigin` (exact origins) counts when `allowOrigins` is unset.
+        allow_origins: if c.allow_origins.is_empty() {
+            (c.allow_origin.iter())
+                .map(|o| StringMatch::Exact(o.clone()))
+                .collect()
+        } else {
+            c.allow_origins.iter().map(string_match).collect()
+        },
         allow_methods: c.allow_methods.clone(),
         allow_headers: c.allow_headers.clone(),
         expose_headers: c.expose_headers.clone(),
@@ -400,8 +411,12 @@ pub fn http_rule(
         }
         Action::Route(destinations)
     };
-    let single =
-        (route.mirror.iter()).map(|m| (m, route.mirror_percentage.as_ref(), "mirror".to_string()));
+    // The deprecated integer `mirrorPercent` counts when `mirrorPercentage` is unset.
+    let deprecated = (route.mirror_percent).map(|p| api::Percent {
+        value: f64::from(p),
+    });
+    let mirror_percentage = route.mirror_percentage.as_ref().or(deprecated.as_ref());
+    let single = (route.mirror.iter()).map(|m| (m, mirror_percentage, "mirror".to_string()));
     let listed = (route.mirrors.iter().enumerate()).map(|(k, m)| {
         (
             &m.destination,

@@ -82,6 +82,8 @@ fn http_route() -> impl Strategy<Value = Value> {
             json!({"mirrors": [{"destination": {"host": "a"}}, {"destination": {"host": "nope"}, "percentage": {"value": 5}}]}),
             json!({"rewrite": {"uriRegexRewrite": {"match": "^/(.*)", "rewrite": "/x/\\1"}}}),
             json!({"rewrite": {"uriRegexRewrite": {"match": "^(", "rewrite": ""}}}),
+            json!({"mirror": {"host": "a"}, "mirrorPercent": 250, "corsPolicy": {"allowOrigin": ["https://x"]}}),
+            json!({"fault": {"delay": {"fixedDelay": "1s", "percent": -3}}}),
             json!({"fault": {"abort": {"grpcStatus": "UNAVAILABLE", "percentage": {"value": 50}}}}),
             json!({"fault": {"abort": {"grpcStatus": "not-a-status"}}}),
             json!({"fault": {"abort": {"grpcStatus": "INTERNAL", "httpStatus": 503}}}),

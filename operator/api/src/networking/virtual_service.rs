@@ -67,6 +67,9 @@ pub struct HTTPRoute {
     pub mirror: Option<Destination>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mirror_percentage: Option<Percent>,
+    /// Deprecated in Istio for `mirrorPercentage`, which wins when both are set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mirror_percent: Option<u32>,
     /// Copies of each request to several destinations (instead of `mirror`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub mirrors: Vec<HTTPMirrorPolicy>,
@@ -231,6 +234,9 @@ pub struct Delay {
     pub fixed_delay: Option<Duration>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub percentage: Option<Percent>,
+    /// Deprecated in Istio for `percentage`, which wins when set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub percent: Option<i32>,
 }
 
 /// An aborted request with an HTTP status or a gRPC status (one of them),
@@ -253,6 +259,9 @@ pub struct Abort {
 pub struct CorsPolicy {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub allow_origins: Vec<StringMatch>,
+    /// Deprecated in Istio for `allowOrigins`, which wins when set: exact origins.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allow_origin: Vec<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub allow_methods: Vec<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

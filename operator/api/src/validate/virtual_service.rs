@@ -257,6 +257,14 @@ fn http_route(errors: &mut Errors, path: &str, route: &HTTPRoute) {
             errors.add(format!("{path}.mirrorPercentage"), "requires mirror");
         }
     }
+    if let Some(p) = route.mirror_percent {
+        if p > 100 {
+            errors.add(format!("{path}.mirrorPercent"), "must be between 0 and 100");
+        }
+        if route.mirror.is_none() {
+            errors.add(format!("{path}.mirrorPercent"), "requires mirror");
+        }
+    }
     if route.mirror.is_some() && !route.mirrors.is_empty() {
         errors.add(
             format!("{path}.mirrors"),
@@ -378,6 +386,11 @@ fn fault_injection(errors: &mut Errors, path: &str, fault: &HTTPFaultInjection) 
         }
         if let Some(p) = &delay.percentage {
             errors.check(format!("{path}.delay.percentage.value"), percent(p));
+        }
+        if let Some(p) = delay.percent
+            && !(0..=100).contains(&p)
+        {
+            errors.add(format!("{path}.delay.percent"), "must be between 0 and 100");
         }
     }
     if let Some(abort) = &fault.abort {
