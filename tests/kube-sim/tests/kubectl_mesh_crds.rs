@@ -41,9 +41,8 @@ metadata: {name: legacy, namespace: shop}
 spec:
   hosts: [legacy]
   http:
-  - route:
-    - destination: {host: legacy}
-    mirrorPercent: 5
+  - match: [{uri: {prefix: /reviews}}]
+    delegate: {name: reviews, namespace: shop}
 ";
 
 #[test]
@@ -185,7 +184,7 @@ fn generated_crds_accept_the_corpus_and_reject_unsupported_fields() {
     // A field outside the supported set is rejected by strict validation, not dropped.
     let err = common::fails(&k, &["apply", "-f", "-"], Some(UNSUPPORTED));
     assert!(
-        err.contains(r#"strict decoding error: unknown field "spec.http[0].mirrorPercent""#),
+        err.contains(r#"strict decoding error: unknown field "spec.http[0].delegate""#),
         "{err}"
     );
 }
