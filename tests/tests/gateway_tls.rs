@@ -498,6 +498,50 @@ fn openssl_pki(dir: &Path, clients: &[&str]) {
     }
 }
 
+/// A gateway (certificates from `d`) with one MUTUAL HTTPS server `name` for
+/// api.example.com in front of `api`, its `tls` settings extended by `extra`;
+/// Envoy and the server's address.
+fn mutual_api_gateway(
+    d: &Path,
+    gw_id: &Identity,
+    api: &Upstream,
+    name: &str,
+    extra: &str,
+) -> (trellis_e2e::Envoy, SocketAddr) {
+    let gw_port = free_ports_on(GW_IP, 1)[0];
+    let file = |n: &str| d.join(n).display().to_string();
+    let mut resources = behind_gateway("api", api, ("http", 80), "[api.example.com]", "http");
+    resources.extend([
+        ingress_workload(GW_IP),
+        one_server_gateway(&format!(
+            "{{port: {{number: {gw_port}, name: {name}, protocol: HTTPS}}, hosts: [api.example.com], \
+             tls: {{mode: MUTUAL, serverCertificate: {}, privateKey: {}, caCertificates: {}, {extra}}}}}",
+            file("server.pem"),
+            file("server-key.pem"),
+            file("ca.pem"),
+        )),
+    ]);
+    let envoy = start_gateway(GW_IP, d, gw_id, resources);
+    (envoy, SocketAddr::from((GW_IP, gw_port)))
+}
+
+/// A GET of api.example.com at `at` over TLS, presenting client `name`'s
+/// certificate from `d` and trusting `d/ca.pem`.
+fn exchange_as(d: &Path, at: SocketAddr, name: &str) -> Result<String, String> {
+    let (cert, key) = (
+        d.join(format!("{name}.pem")),
+        d.join(format!("{name}-key.pem")),
+    );
+    let root = d.join("ca.pem");
+    let who = TlsClient {
+        sni: "api.example.com",
+        ca: &root,
+        verify_hostname: true,
+        client: Some((&cert, &key)),
+    };
+    tls_exchange(at, &who, &get("api.example.com"))
+}
+
 /// A MUTUAL HTTPS server pinning client certificates: `verifyCertificateHash`
 /// names client `pinned` (colon form), `verifyCertificateSpki` client
 /// `by-key`; both are served. `other`, signed by the same client CA but
@@ -517,36 +561,10 @@ fn mutual_server_admits_only_pinned_client_certificates_on_real_envoy() {
     assert_ne!(spki, other_spki);
 
     let api = Upstream::echo("api-app", Ipv4Addr::new(127, 0, 0, 174));
-    let gw_port = free_ports_on(GW_IP, 1)[0];
-    let file = |n: &str| d.join(n).display().to_string();
-    let mut resources = behind_gateway("api", &api, ("http", 80), "[api.example.com]", "http");
-    resources.extend([
-        ingress_workload(GW_IP),
-        one_server_gateway(&format!(
-            "{{port: {{number: {gw_port}, name: https-pinned, protocol: HTTPS}}, hosts: [api.example.com], \
-             tls: {{mode: MUTUAL, serverCertificate: {}, privateKey: {}, caCertificates: {}, \
-             verifyCertificateHash: [\"{hash}\"], verifyCertificateSpki: [\"{spki}\"]}}}}",
-            file("server.pem"),
-            file("server-key.pem"),
-            file("ca.pem")
-        )),
-    ]);
-    let envoy = start_gateway(GW_IP, d, &gw_id, resources);
-    let at = SocketAddr::from((GW_IP, gw_port));
-    let root = d.join("ca.pem");
-    let exchange = |name: &str| {
-        let (cert, key) = (
-            d.join(format!("{name}.pem")),
-            d.join(format!("{name}-key.pem")),
-        );
-        let who = TlsClient {
-            sni: "api.example.com",
-            ca: &root,
-            verify_hostname: true,
-            client: Some((&cert, &key)),
-        };
-        tls_exchange(at, &who, &get("api.example.com"))
-    };
+    let tls = format!("verifyCertificateHash: [\"{hash}\"], verifyCertificateSpki: [\"{spki}\"]");
+    let (envoy, at) = mutual_api_gateway(d, &gw_id, &api, "https-pinned", &tls);
+    let gw_port = at.port();
+    let exchange = |name: &str| exchange_as(d, at, name);
     for name in ["pinned", "by-key"] {
         let answer = exchange(name).unwrap_or_else(|e| panic!("{name}: {e}\n{}", envoy.log()));
         assert!(answer.contains("x-upstream: api-app"), "{name}: {answer}");
@@ -579,36 +597,10 @@ fn mutual_server_refuses_revoked_client_certificates_on_real_envoy() {
     revocation_list(d, ("ca-key.pem", "ca.pem"), &["revoked.pem"], "ca.crl");
 
     let api = Upstream::echo("api-app", Ipv4Addr::new(127, 0, 0, 175));
-    let gw_port = free_ports_on(GW_IP, 1)[0];
-    let file = |n: &str| d.join(n).display().to_string();
-    let mut resources = behind_gateway("api", &api, ("http", 80), "[api.example.com]", "http");
-    resources.extend([
-        ingress_workload(GW_IP),
-        one_server_gateway(&format!(
-            "{{port: {{number: {gw_port}, name: https-crl, protocol: HTTPS}}, hosts: [api.example.com], \
-             tls: {{mode: MUTUAL, serverCertificate: {}, privateKey: {}, caCertificates: {}, caCrl: {}}}}}",
-            file("server.pem"),
-            file("server-key.pem"),
-            file("ca.pem"),
-            file("ca.crl")
-        )),
-    ]);
-    let envoy = start_gateway(GW_IP, d, &gw_id, resources);
-    let at = SocketAddr::from((GW_IP, gw_port));
-    let root = d.join("ca.pem");
-    let exchange = |name: &str| {
-        let (cert, key) = (
-            d.join(format!("{name}.pem")),
-            d.join(format!("{name}-key.pem")),
-        );
-        let who = TlsClient {
-            sni: "api.example.com",
-            ca: &root,
-            verify_hostname: true,
-            client: Some((&cert, &key)),
-        };
-        tls_exchange(at, &who, &get("api.example.com"))
-    };
+    let tls = format!("caCrl: {}", d.join("ca.crl").display());
+    let (envoy, at) = mutual_api_gateway(d, &gw_id, &api, "https-crl", &tls);
+    let gw_port = at.port();
+    let exchange = |name: &str| exchange_as(d, at, name);
     let answer = exchange("good").unwrap_or_else(|e| panic!("{e}\n{}", envoy.log()));
     assert!(answer.contains("x-upstream: api-app"), "{answer}");
     let r = exchange("revoked");
