@@ -478,6 +478,11 @@ impl MeshModel {
         self.virtual_services.values()
     }
 
+    pub fn virtual_service(&self, namespace: &str, name: &str) -> Option<&Stored<VirtualService>> {
+        self.virtual_services
+            .get(&(namespace.to_string(), name.to_string()))
+    }
+
     /// Every DestinationRule, by namespace and name.
     pub fn destination_rules(&self) -> impl Iterator<Item = &Stored<DestinationRule>> {
         self.destination_rules.values()

@@ -341,7 +341,7 @@ mod tests {
                 "apiVersion": "networking.istio.io/v1",
                 "kind": "VirtualService",
                 "metadata": {"name": "r", "namespace": "shop", "generation": 2},
-                "spec": {"hosts": ["cart"], "http": [{"delegate": {"name": "cart"}}]}
+                "spec": {"hosts": ["cart"], "http": [{"timeoutMs": 500}]}
             }),
         );
         let Input::Unreadable(u) = input else {
@@ -350,7 +350,7 @@ mod tests {
         assert_eq!(u.object.to_string(), "VirtualService/shop/r");
         assert_eq!(u.generation, Some(2));
         assert!(u.path.starts_with("spec.http[0]"), "{}", u.path);
-        assert!(u.message.contains("delegate"), "{}", u.message);
+        assert!(u.message.contains("timeoutMs"), "{}", u.message);
     }
 
     #[test]

@@ -20,6 +20,7 @@ use envoy_types::pb::google::protobuf::BoolValue;
 use trellis_api::networking::{self as api, Gateway, Server, ServerTLSMode, VirtualService};
 use trellis_model::{MeshModel, Stored, Workload, gateway_ref, host_matches};
 
+use crate::delegate::served_routes;
 use crate::http_rule::HttpRule;
 use crate::listener::{
     ClientCertHeader, Routes, connection_manager, forward_client_cert, hcm_filter, listener,
@@ -801,10 +802,14 @@ fn gateway_rules(
     client: &Client<'_>,
     errors: &mut Vec<TranslateError>,
 ) -> Vec<HttpRule> {
-    let resolve = |d: &api::Destination| gateway_destination(model, scope, &vs.namespace, d);
     let mut out = Vec::new();
-    for (i, r) in vs.object.spec.http.iter().enumerate() {
-        if let Some(rule) = http_rule(r, i, (&vs.namespace, &vs.name), &resolve, errors)
+    for served in served_routes(model, vs, errors) {
+        let (r, owner) = (served.route.as_ref(), served.owner);
+        // Short names resolve in the namespace of the VirtualService that
+        // wrote the rule (a delegate's own, for its rules).
+        let resolve = |d: &api::Destination| gateway_destination(model, scope, &owner.namespace, d);
+        let object = (owner.namespace.as_str(), owner.name.as_str());
+        if let Some(rule) = http_rule(r, served.index, object, &resolve, errors)
             && let Some(rule) = client.narrow(r, rule, &vs.namespace)
         {
             out.push(rule);

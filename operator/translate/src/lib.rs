@@ -6,6 +6,7 @@
 
 pub mod cluster;
 pub mod credential_uses;
+pub mod delegate;
 pub mod destination_rule;
 pub mod encode;
 pub mod endpoints;

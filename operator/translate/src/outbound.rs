@@ -16,6 +16,7 @@ use trellis_model::{
     MeshModel, MeshService, OutboundPolicy, Protocol, Resolution, ServicePort, Stored,
 };
 
+use crate::delegate::served_routes;
 use crate::destination_rule::credential_names;
 use crate::http_rule::HttpRule;
 use crate::listener::weighted_tcp_proxy;
@@ -348,6 +349,7 @@ pub(crate) fn outbound_scope_shared(
     }
     let global = shared.global_errors.get_or_insert_with(|| {
         let mut errors = unknown_dr_hosts(model);
+        errors.extend(crate::delegate::unused_delegates(model));
         errors.extend(crate::gateway::analyze_gateway_bindings(model));
         errors
     });
@@ -390,10 +392,12 @@ pub(crate) fn outbound_scope_shared(
                 }
                 continue;
             };
-            let resolve = |d: &api::Destination| {
+            // Short names resolve in the namespace of the VirtualService
+            // that wrote the rule (a delegate's own, for its rules).
+            let resolve_in = |namespace: &str, d: &api::Destination| {
                 resolve_destination(
                     model,
-                    vs.namespace.as_str(),
+                    namespace,
                     service,
                     port,
                     d,
@@ -401,6 +405,7 @@ pub(crate) fn outbound_scope_shared(
                     &hash_keys,
                 )
             };
+            let resolve = |d: &api::Destination| resolve_in(&vs.namespace, d);
             if !port.protocol.is_http() {
                 let address = service.address();
                 let route = tcp_route(vs, client, port.port, address, &resolve, &mut scope.errors);
@@ -420,17 +425,20 @@ pub(crate) fn outbound_scope_shared(
             // to these sidecars leaves its hosts to their default.
             let mut applies = vs.object.spec.http.is_empty();
             let mut rules = Vec::new();
-            for (i, r) in vs.object.spec.http.iter().enumerate() {
+            let mut errs = Vec::new();
+            for served in served_routes(model, vs, &mut errs) {
+                let (r, owner) = (served.route.as_ref(), served.owner);
                 applies |= client.admits_route(r, &vs.namespace);
-                let mut errs = Vec::new();
-                if let Some(rule) = http_rule(r, i, (&vs.namespace, &vs.name), &resolve, &mut errs)
+                let resolve = |d: &api::Destination| resolve_in(&owner.namespace, d);
+                let object = (owner.namespace.as_str(), owner.name.as_str());
+                if let Some(rule) = http_rule(r, served.index, object, &resolve, &mut errs)
                     && let Some(rule) = client.narrow(r, rule, &vs.namespace)
                 {
                     rules.push(rule);
                 }
-                if Some(port) == first_http_port {
-                    scope.errors.extend(errs);
-                }
+            }
+            if Some(port) == first_http_port {
+                scope.errors.extend(errs);
             }
             let rules = if applies { rules } else { default_rules() };
             scope.http_rules.insert(key, rules);

@@ -174,4 +174,11 @@ pub enum ErrorCode {
     /// namespace that holds a certificate and key (found outside translation,
     /// where the Secrets are).
     MissingCredential,
+    /// A rule's `delegate` names no VirtualService without hosts exported to
+    /// the delegating one's namespace.
+    UnknownDelegate,
+    /// A delegate's rule matches requests outside the rule that delegates to it.
+    DelegateConflict,
+    /// A VirtualService without hosts (a delegate) that no rule delegates to.
+    UnusedDelegate,
 }

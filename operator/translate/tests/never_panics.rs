@@ -89,6 +89,12 @@ fn http_route() -> impl Strategy<Value = Value> {
             json!({"fault": {"abort": {"grpcStatus": "INTERNAL", "httpStatus": 503}}}),
             json!({"corsPolicy": {"allowOrigins": [{"exact": "https://a"}], "unmatchedPreflights": "IGNORE"}}),
             json!({"corsPolicy": {"unmatchedPreflights": "UNSPECIFIED"}}),
+            // Delegation, to VirtualServices that may have hosts, be missing,
+            // delegate again, or have matches outside this one.
+            json!({"delegate": {"name": "vs1"}}),
+            json!({"delegate": {"name": "vs2", "namespace": "other"}}),
+            json!({"match": [{"uri": {"prefix": "/a"}, "headers": {"x": {}}}], "delegate": {"name": "vs0"}}),
+            json!({"match": [{"uri": {"exact": "/a/b"}, "port": 80}], "delegate": {"name": "vs0", "namespace": "shop"}}),
         ])),
         prop::option::of(pick(&["", "cart_stats", "a.b.c"])),
     )

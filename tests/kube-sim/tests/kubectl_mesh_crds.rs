@@ -42,7 +42,8 @@ spec:
   hosts: [legacy]
   http:
   - match: [{uri: {prefix: /reviews}}]
-    delegate: {name: reviews, namespace: shop}
+    timeoutMs: 500
+    route: [{destination: {host: reviews}}]
 ";
 
 #[test]
@@ -184,7 +185,7 @@ fn generated_crds_accept_the_corpus_and_reject_unsupported_fields() {
     // A field outside the supported set is rejected by strict validation, not dropped.
     let err = common::fails(&k, &["apply", "-f", "-"], Some(UNSUPPORTED));
     assert!(
-        err.contains(r#"strict decoding error: unknown field "spec.http[0].delegate""#),
+        err.contains(r#"strict decoding error: unknown field "spec.http[0].timeoutMs""#),
         "{err}"
     );
 }

@@ -77,6 +77,21 @@ pub struct HTTPRoute {
     pub cors_policy: Option<CorsPolicy>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub headers: Option<Headers>,
+    /// Hands the requests this rule matches to the `http` rules of another
+    /// VirtualService, one without hosts (instead of a route, redirect or
+    /// direct response).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delegate: Option<Delegate>,
+}
+
+/// The VirtualService a rule delegates to: `name` in `namespace`, the
+/// delegating VirtualService's namespace when unset.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Delegate {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
 }
 
 /// Conditions a request must meet for an [`HTTPRoute`] to apply (all must hold).

@@ -36,8 +36,27 @@ const RETRY_ON_POLICIES: &[&str] = &[
 pub fn virtual_service(vs: &VirtualService) -> Vec<FieldError> {
     let mut errors = Errors::default();
     let spec = &vs.spec;
-    if spec.hosts.is_empty() {
-        errors.add("spec.hosts", "at least one host is required");
+    // As in Istio, a VirtualService without hosts is a delegate: its http rules
+    // are served only through the rules that delegate to it, so it binds to
+    // nothing itself.
+    let is_delegate = spec.hosts.is_empty();
+    if is_delegate {
+        for (set, field) in [
+            (!spec.gateways.is_empty(), "gateways"),
+            (!spec.tcp.is_empty(), "tcp"),
+            (!spec.tls.is_empty(), "tls"),
+        ] {
+            if set {
+                errors.add(
+                    format!("spec.{field}"),
+                    format!(
+                        "a VirtualService without hosts is a delegate, served only through \
+                         the http rules that delegate to it; it cannot have {field} (set hosts, \
+                         or remove {field})"
+                    ),
+                );
+            }
+        }
     }
     for (i, h) in spec.hosts.iter().enumerate() {
         errors.check(format!("spec.hosts[{i}]"), host(h));
@@ -53,7 +72,7 @@ pub fn virtual_service(vs: &VirtualService) -> Vec<FieldError> {
         );
     }
     for (i, route) in spec.http.iter().enumerate() {
-        http_route(&mut errors, &format!("spec.http[{i}]"), route);
+        http_route(&mut errors, &format!("spec.http[{i}]"), route, is_delegate);
     }
     for (i, route) in spec.tcp.iter().enumerate() {
         let path = format!("spec.tcp[{i}]");
@@ -105,28 +124,8 @@ pub fn virtual_service(vs: &VirtualService) -> Vec<FieldError> {
     errors.0
 }
 
-fn gateway_ref(value: &str) -> Result<(), String> {
-    if value == "mesh" {
-        return Ok(());
-    }
-    let name = value.rsplit_once('/').map_or(value, |(_, n)| n);
-    super::fields::dns_subdomain(name).map_err(|e| format!("gateway {value:?}: {e}"))?;
-    if let Some((ns, _)) = value.rsplit_once('/') {
-        super::fields::dns_label(ns).map_err(|e| format!("gateway {value:?}: {e}"))?;
-    }
-    Ok(())
-}
-
-fn subnets(errors: &mut Errors, path: &str, values: &[String]) {
-    for (k, s) in values.iter().enumerate() {
-        errors.check(format!("{path}.destinationSubnets[{k}]"), cidr(s));
-    }
-}
-
-fn http_route(errors: &mut Errors, path: &str, route: &HTTPRoute) {
-    for (j, m) in route.match_.iter().enumerate() {
-        http_match(errors, &format!("{path}.match[{j}]"), m);
-    }
+/// A rule's own action: exactly one of a route, a redirect or a direct response.
+fn route_action(errors: &mut Errors, path: &str, route: &HTTPRoute) {
     match (
         route.route.is_empty(),
         &route.redirect,
@@ -149,6 +148,73 @@ fn http_route(errors: &mut Errors, path: &str, route: &HTTPRoute) {
             "a rule cannot have both a route and a directResponse",
         ),
         _ => {}
+    }
+}
+
+/// A rule that delegates: no action of its own, a delegate that can be named,
+/// and one level only (as in Istio).
+fn delegate(
+    errors: &mut Errors,
+    path: &str,
+    route: &HTTPRoute,
+    delegate: &crate::networking::Delegate,
+    in_delegate: bool,
+) {
+    let dpath = format!("{path}.delegate");
+    if in_delegate {
+        errors.add(
+            dpath.clone(),
+            "a delegate VirtualService (one without hosts) cannot delegate again: \
+             delegation is one level deep",
+        );
+    }
+    for (set, field) in [
+        (!route.route.is_empty(), "route"),
+        (route.redirect.is_some(), "redirect"),
+        (route.direct_response.is_some(), "directResponse"),
+    ] {
+        if set {
+            errors.add(
+                format!("{path}.{field}"),
+                format!("a rule cannot have both a delegate and a {field}"),
+            );
+        }
+    }
+    errors.check(
+        format!("{dpath}.name"),
+        super::fields::dns_subdomain(&delegate.name),
+    );
+    if let Some(ns) = &delegate.namespace {
+        errors.check(format!("{dpath}.namespace"), super::fields::dns_label(ns));
+    }
+}
+
+fn gateway_ref(value: &str) -> Result<(), String> {
+    if value == "mesh" {
+        return Ok(());
+    }
+    let name = value.rsplit_once('/').map_or(value, |(_, n)| n);
+    super::fields::dns_subdomain(name).map_err(|e| format!("gateway {value:?}: {e}"))?;
+    if let Some((ns, _)) = value.rsplit_once('/') {
+        super::fields::dns_label(ns).map_err(|e| format!("gateway {value:?}: {e}"))?;
+    }
+    Ok(())
+}
+
+fn subnets(errors: &mut Errors, path: &str, values: &[String]) {
+    for (k, s) in values.iter().enumerate() {
+        errors.check(format!("{path}.destinationSubnets[{k}]"), cidr(s));
+    }
+}
+
+/// `in_delegate`: the rule belongs to a delegate VirtualService (one without hosts).
+fn http_route(errors: &mut Errors, path: &str, route: &HTTPRoute, in_delegate: bool) {
+    for (j, m) in route.match_.iter().enumerate() {
+        http_match(errors, &format!("{path}.match[{j}]"), m);
+    }
+    match &route.delegate {
+        Some(d) => delegate(errors, path, route, d, in_delegate),
+        None => route_action(errors, path, route),
     }
     if let Some(direct) = &route.direct_response {
         direct_response(errors, &format!("{path}.directResponse"), direct);
