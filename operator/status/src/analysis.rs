@@ -159,6 +159,59 @@ mod tests {
         assert_eq!(errors[0].path, "spec.http[0].route[0].destination");
     }
 
+    /// Delegation findings reach the objects they concern: the delegate
+    /// rule outside the root's match, and a delegate nothing names.
+    #[test]
+    fn delegation_findings_are_attributed_to_the_delegates() {
+        let mut feed = MeshFeed::new(Default::default());
+        let service: k8s_openapi::api::core::v1::Service = serde_json::from_value(json!({
+            "metadata": {"name": "cart", "namespace": "shop"},
+            "spec": {"selector": {"app": "cart"}, "ports": [{"name": "http", "port": 8080}]}
+        }))
+        .unwrap();
+        feed.apply(Change::Apply(Input::Resource(Box::new(
+            trellis_api::Resource::Service(service),
+        ))));
+        let vs = |value: serde_json::Value| {
+            Change::Apply(input_from_json(SourceKind::VirtualService, value))
+        };
+        feed.apply(vs(json!({"apiVersion": "networking.istio.io/v1", "kind": "VirtualService",
+            "metadata": {"name": "root", "namespace": "shop"},
+            "spec": {"hosts": ["cart"], "http": [
+                {"match": [{"uri": {"prefix": "/team"}}], "delegate": {"name": "team", "namespace": "team"}},
+                {"route": [{"destination": {"host": "cart"}}]}]}})));
+        feed.apply(vs(
+            json!({"apiVersion": "networking.istio.io/v1", "kind": "VirtualService",
+            "metadata": {"name": "team", "namespace": "team"},
+            "spec": {"http": [
+                {"match": [{"uri": {"prefix": "/other"}}],
+                 "route": [{"destination": {"host": "cart.shop.svc.cluster.local"}}]}]}}),
+        ));
+        feed.apply(vs(json!({"apiVersion": "networking.istio.io/v1", "kind": "VirtualService",
+            "metadata": {"name": "orphan", "namespace": "team"},
+            "spec": {"http": [{"route": [{"destination": {"host": "cart.shop.svc.cluster.local"}}]}]}})));
+        let found = analyze(
+            feed.model(),
+            &Default::default(),
+            ["shop".into(), "team".into()],
+        );
+        let codes = |name: &str| -> Vec<(trellis_translate::ErrorCode, String)> {
+            let key = ObjectRef {
+                kind: "VirtualService".into(),
+                namespace: Some("team".into()),
+                name: name.into(),
+            };
+            let errors = found.get(&key).map(Vec::as_slice).unwrap_or_default();
+            errors.iter().map(|e| (e.code, e.path.clone())).collect()
+        };
+        use trellis_translate::ErrorCode::{DelegateConflict, UnusedDelegate};
+        assert_eq!(
+            codes("team"),
+            vec![(DelegateConflict, "spec.http[0].match".into())]
+        );
+        assert_eq!(codes("orphan"), vec![(UnusedDelegate, "spec.hosts".into())]);
+    }
+
     #[test]
     fn a_virtual_service_binding_a_missing_gateway_is_found_through_the_gateway_workload() {
         let mut feed = MeshFeed::new(Default::default());
