@@ -155,7 +155,7 @@ fn injection_skips_and_denials() {
 fn validation_lists_every_error_and_load_errors_by_path() {
     let vs = json!({"apiVersion": "networking.istio.io/v1", "kind": "VirtualService",
         "metadata": {"name": "r", "namespace": "shop"},
-        "spec": {"hosts": [], "http": [{"route": [{"destination": {"host": "r"}, "weight": -1}]}]}});
+        "spec": {"hosts": ["r", ""], "http": [{"route": [{"destination": {"host": "r"}, "weight": -1}]}]}});
     let Verdict::Deny {
         message, causes, ..
     } = review_object(&request(

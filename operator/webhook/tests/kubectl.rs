@@ -152,14 +152,14 @@ spec:
             "shop",
             "--type=merge",
             "-p",
-            r#"{"spec":{"hosts":[]}}"#,
+            r#"{"spec":{"hosts":[""]}}"#,
         ],
         None,
     );
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
-        stderr.contains("denied the request: VirtualService/shop/reviews is invalid: spec.hosts: "),
+        stderr.contains("denied the request: VirtualService/shop/reviews is invalid: spec.hosts[0]: host must not be empty"),
         "{stderr}"
     );
 }
