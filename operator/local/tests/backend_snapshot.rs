@@ -323,3 +323,38 @@ spec:
         "{errors:?}"
     );
 }
+
+/// Universal mode reads the directory's MeshConfig access log: the proxies'
+/// listeners log to the file, in its encoding.
+#[test]
+fn the_mesh_configs_access_log_reaches_the_listeners() {
+    let tmp = tempfile::tempdir().unwrap();
+    let b = backend(tmp.path());
+    let mesh_config = "apiVersion: mesh.trellis.dev/v1alpha1\nkind: MeshConfig\nmetadata: {name: default}\nspec:\n  accessLogFile: /var/log/trellis/access.log\n  accessLogEncoding: JSON\n";
+    b.apply(&changes(&format!("{OBJECTS}---\n{mesh_config}")));
+    let frontend = snapshot(&b, "frontend", "frontend");
+    let outbound = frontend
+        .get(ResourceType::Listener)
+        .get("127.0.0.10_15001")
+        .unwrap();
+    let text = json(&outbound.any);
+    assert!(text.contains("envoy.access_loggers.file"), "{text}");
+    assert!(text.contains("/var/log/trellis/access.log"), "{text}");
+    assert!(
+        text.contains("\"upstream_cluster\""),
+        "the JSON line: {text}"
+    );
+    // Without it, no access log.
+    let tmp = tempfile::tempdir().unwrap();
+    let b = backend(tmp.path());
+    b.apply(&changes(OBJECTS));
+    let frontend = snapshot(&b, "frontend", "frontend");
+    let text = json(
+        &frontend
+            .get(ResourceType::Listener)
+            .get("127.0.0.10_15001")
+            .unwrap()
+            .any,
+    );
+    assert!(!text.contains("access_log"), "{text}");
+}

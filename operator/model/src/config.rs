@@ -30,6 +30,29 @@ pub struct MeshSettings {
     /// MeshConfig `extensionProviders`: the external authorizers CUSTOM
     /// AuthorizationPolicies name.
     pub extension_providers: Vec<trellis_api::mesh::ExtensionProviderConfig>,
+    /// MeshConfig `accessLogFile` and its encoding and format; `None`: no access log.
+    pub access_log: Option<AccessLog>,
+}
+
+/// Where and how every proxy writes an access log line per request and per
+/// TCP connection.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct AccessLog {
+    pub path: String,
+    pub encoding: trellis_api::mesh::AccessLogEncoding,
+    /// The line's format operators; `None`: the translator's default for the encoding.
+    pub format: Option<String>,
+}
+
+impl AccessLog {
+    /// The access log a MeshConfig asks for, if any.
+    pub fn from_spec(spec: &trellis_api::mesh::MeshConfigSpec) -> Option<AccessLog> {
+        Some(AccessLog {
+            path: spec.access_log_file.clone()?,
+            encoding: spec.access_log_encoding.unwrap_or_default(),
+            format: spec.access_log_format.clone(),
+        })
+    }
 }
 
 impl Default for MeshSettings {
@@ -41,6 +64,7 @@ impl Default for MeshSettings {
             default_mtls: MtlsMode::Permissive,
             outbound_policy: OutboundPolicy::AllowAny,
             extension_providers: Vec::new(),
+            access_log: None,
         }
     }
 }

@@ -18,7 +18,7 @@ mod traffic;
 mod traffic_index;
 mod workload;
 
-pub use config::{MeshSettings, MtlsMode, OutboundPolicy};
+pub use config::{AccessLog, MeshSettings, MtlsMode, OutboundPolicy};
 pub use error::ModelError;
 pub use index::{Endpoint, MeshModel, Resource, ResourceKey, ResourceKind};
 pub use registry::{Registry, ServiceSource, fqdn_candidates, host_matches, strip_port};

@@ -716,6 +716,7 @@ pub fn settings_from(spec: &MeshConfigSpec, base: &MeshSettings) -> MeshSettings
         Some(OutboundTrafficPolicyMode::AllowAny) | None => OutboundPolicy::AllowAny,
     };
     s.extension_providers = spec.extension_providers.clone();
+    s.access_log = trellis_model::AccessLog::from_spec(spec);
     s
 }
 

@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 
 use envoy_types::pb::envoy::config::route::v3::{Route, RouteConfiguration, VirtualHost};
-use envoy_types::pb::google::protobuf::Any;
+use envoy_types::pb::google::protobuf::{Any, Struct, Value, value::Kind};
 use prost::Message;
 
 /// Appends a `map<string, V>` field (number `tag`) with its entries in key order.
@@ -17,6 +17,49 @@ pub(crate) fn encode_sorted_map<V: Message>(tag: u32, map: HashMap<String, V>, b
         prost::encoding::string::encode(1, &key, &mut entry);
         prost::encoding::message::encode(2, &value, &mut entry);
         prost::encoding::bytes::encode(tag, &entry, buf);
+    }
+}
+
+// Field numbers of google.protobuf.Struct, Value and ListValue.
+const STRUCT_FIELDS: u32 = 1;
+const VALUE_STRUCT: u32 = 5;
+const VALUE_LIST: u32 = 6;
+const LIST_VALUES: u32 = 1;
+
+/// Appends `s`'s fields, nested structs too, in key order (the body of a
+/// `google.protobuf.Struct`, without a tag).
+pub(crate) fn encode_struct_sorted(s: &Struct, buf: &mut Vec<u8>) {
+    let mut keys: Vec<&String> = s.fields.keys().collect();
+    keys.sort();
+    for key in keys {
+        let mut entry = Vec::new();
+        prost::encoding::string::encode(1, key, &mut entry);
+        let mut value = Vec::new();
+        encode_value_sorted(&s.fields[key], &mut value);
+        prost::encoding::bytes::encode(2, &value, &mut entry);
+        prost::encoding::bytes::encode(STRUCT_FIELDS, &entry, buf);
+    }
+}
+
+/// The body of a `google.protobuf.Value`, its structs' keys in order.
+fn encode_value_sorted(v: &Value, buf: &mut Vec<u8>) {
+    match &v.kind {
+        Some(Kind::StructValue(s)) => {
+            let mut inner = Vec::new();
+            encode_struct_sorted(s, &mut inner);
+            prost::encoding::bytes::encode(VALUE_STRUCT, &inner, buf);
+        }
+        Some(Kind::ListValue(list)) => {
+            let mut inner = Vec::new();
+            for item in &list.values {
+                let mut value = Vec::new();
+                encode_value_sorted(item, &mut value);
+                prost::encoding::bytes::encode(LIST_VALUES, &value, &mut inner);
+            }
+            prost::encoding::bytes::encode(VALUE_LIST, &inner, buf);
+        }
+        // Scalars hold no map.
+        _ => v.encode_raw(buf),
     }
 }
 

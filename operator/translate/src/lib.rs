@@ -4,6 +4,7 @@
 //! (every list sorted by name, names such as `outbound|<port>|<subset>|<host>`).
 #![forbid(unsafe_code)]
 
+pub mod access_log;
 pub mod cluster;
 pub mod credential_uses;
 pub mod delegate;

@@ -191,6 +191,9 @@ impl<'m> Translator<'m> {
             out.secrets.sort();
             // ISTIO_MUTUAL servers reference the same two.
             out.secrets.dedup();
+            if let Some(log) = &model.settings().access_log {
+                crate::access_log::add_access_logs(&mut out.listeners, log);
+            }
             return out;
         }
         let mut listeners = Vec::new();
@@ -291,6 +294,9 @@ impl<'m> Translator<'m> {
             }
         }
         listeners.sort_by(|a, b| a.name.cmp(&b.name));
+        if let Some(log) = &model.settings().access_log {
+            crate::access_log::add_access_logs(&mut listeners, log);
+        }
         out.listeners = listeners;
         out.routes.sort_by(|a, b| a.name.cmp(&b.name));
         if mtls_used || !out.clusters.is_empty() {

@@ -258,3 +258,69 @@ spec:
         ]
     );
 }
+
+/// (listener, filter, access logs) of every HTTP connection manager and TCP proxy.
+fn access_logs(out: &ProxyResources) -> Vec<(String, String, usize)> {
+    use envoy_types::pb::envoy::config::listener::v3::filter::ConfigType;
+    use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::HttpConnectionManager;
+    use envoy_types::pb::envoy::extensions::filters::network::tcp_proxy::v3::TcpProxy;
+    use prost::Message;
+    let mut logged = Vec::new();
+    for l in &out.listeners {
+        let chains = l.filter_chains.iter().chain(&l.default_filter_chain);
+        for f in chains.flat_map(|c| &c.filters) {
+            let Some(ConfigType::TypedConfig(any)) = &f.config_type else {
+                continue;
+            };
+            let logs = match f.name.as_str() {
+                "envoy.filters.network.http_connection_manager" => {
+                    HttpConnectionManager::decode(any.value.as_slice())
+                        .unwrap()
+                        .access_log
+                }
+                "envoy.filters.network.tcp_proxy" => {
+                    TcpProxy::decode(any.value.as_slice()).unwrap().access_log
+                }
+                _ => continue,
+            };
+            logged.push((l.name.clone(), f.name.clone(), logs.len()));
+        }
+    }
+    logged
+}
+
+/// MeshConfig's access log reaches every HTTP connection manager and TCP
+/// proxy of the sidecar (inbound, outbound, passthrough), but not the
+/// agent's health and stats listeners.
+#[test]
+fn the_access_log_is_on_every_listener_but_the_agents() {
+    let mut resources = base_resources();
+    resources.push(trellis_model::Resource::MeshSettings(MeshSettings {
+        access_log: Some(trellis_model::AccessLog {
+            path: "/dev/stdout".into(),
+            encoding: trellis_api::mesh::AccessLogEncoding::Text,
+            format: None,
+        }),
+        ..MeshSettings::default()
+    }));
+    let logged = access_logs(&intercepted(&model_of(resources)));
+    let agent = |name: &str| name == "0.0.0.0_15021" || name == "0.0.0.0_15090";
+    for (listener, filter, logs) in &logged {
+        let expected = usize::from(!agent(listener));
+        assert_eq!(*logs, expected, "{listener} {filter}");
+    }
+    for name in [
+        "virtualInbound",
+        "virtualOutbound",
+        "0.0.0.0_8080",
+        "0.0.0.0_15021",
+    ] {
+        assert!(
+            logged.iter().any(|(l, _, _)| l == name),
+            "{name}: {logged:?}"
+        );
+    }
+    // Without the setting, no access log anywhere.
+    let logged = access_logs(&intercepted(&model_of(base_resources())));
+    assert!(logged.iter().all(|(_, _, logs)| *logs == 0), "{logged:?}");
+}

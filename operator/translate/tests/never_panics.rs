@@ -496,22 +496,50 @@ fn extension_providers() -> impl Strategy<Value = Vec<trellis_api::mesh::Extensi
 }
 
 fn settings() -> impl Strategy<Value = MeshSettings> {
-    (any::<bool>(), any::<bool>(), extension_providers()).prop_map(
-        |(strict, registry_only, extension_providers)| MeshSettings {
-            extension_providers,
-            default_mtls: if strict {
-                MtlsMode::Strict
+    // Access logs, formats included that validation would refuse.
+    let access_log = prop::option::of((
+        any::<bool>(),
+        prop::option::of(pick(&[
+            "%RESPONSE_CODE%",
+            r#"{"code": "%RESPONSE_CODE%", "n": 1, "deep": {"a": [null, true]}}"#,
+            "[not json",
+            "",
+        ])),
+    ))
+    .prop_map(|log| {
+        log.map(|(json, format)| trellis_model::AccessLog {
+            path: "/dev/stdout".into(),
+            encoding: if json {
+                trellis_api::mesh::AccessLogEncoding::Json
             } else {
-                MtlsMode::Permissive
+                trellis_api::mesh::AccessLogEncoding::Text
             },
-            outbound_policy: if registry_only {
-                OutboundPolicy::RegistryOnly
-            } else {
-                OutboundPolicy::AllowAny
-            },
-            ..Default::default()
-        },
+            format: format.map(str::to_string),
+        })
+    });
+    (
+        any::<bool>(),
+        any::<bool>(),
+        extension_providers(),
+        access_log,
     )
+        .prop_map(
+            |(strict, registry_only, extension_providers, access_log)| MeshSettings {
+                extension_providers,
+                access_log,
+                default_mtls: if strict {
+                    MtlsMode::Strict
+                } else {
+                    MtlsMode::Permissive
+                },
+                outbound_policy: if registry_only {
+                    OutboundPolicy::RegistryOnly
+                } else {
+                    OutboundPolicy::AllowAny
+                },
+                ..Default::default()
+            },
+        )
 }
 
 proptest! {

@@ -62,6 +62,28 @@ pub struct MeshConfigSpec {
     /// `CUSTOM` action name in `spec.provider.name` (Istio's MeshConfig field).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub extension_providers: Vec<ExtensionProviderConfig>,
+    /// Where every sidecar and gateway writes an access log line per request
+    /// and per TCP connection (`/dev/stdout`: the proxy container's log).
+    /// Unset: no access log (Istio's MeshConfig field).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access_log_file: Option<String>,
+    /// `TEXT` (default) or `JSON` lines.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access_log_encoding: Option<AccessLogEncoding>,
+    /// The line, in Envoy's format operators (`%REQ(:PATH)%`, `%RESPONSE_CODE%`...):
+    /// a string for `TEXT`, a JSON object of field -> operator for `JSON`.
+    /// Unset: Trellis's default (see the README).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access_log_format: Option<String>,
+}
+
+/// How access log lines are written.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum AccessLogEncoding {
+    #[default]
+    Text,
+    Json,
 }
 
 impl MeshConfigSpec {

@@ -5,7 +5,7 @@ use super::{Errors, FieldError};
 use crate::duration::parse_duration;
 use crate::mesh::{
     EnvoyExternalAuthorizationRequestBody, ExtensionProviderConfig, MESH_CONFIG_NAME, MeshConfig,
-    MeshStatus,
+    MeshConfigSpec, MeshStatus,
 };
 
 /// Validates the MeshConfig.
@@ -88,6 +88,7 @@ pub fn mesh_config(mc: &MeshConfig) -> Vec<FieldError> {
             );
         }
     }
+    access_log(&mut errors, spec);
     let mut names = std::collections::BTreeSet::new();
     for (i, provider) in spec.extension_providers.iter().enumerate() {
         let path = format!("spec.extensionProviders[{i}]");
@@ -102,6 +103,50 @@ pub fn mesh_config(mc: &MeshConfig) -> Vec<FieldError> {
         extension_provider(&mut errors, &path, provider);
     }
     errors.0
+}
+
+/// The access log: an absolute file path, and a format its encoding can
+/// read (a JSON format is an object). Encoding or format without a file would
+/// do nothing, so they are refused.
+fn access_log(errors: &mut Errors, spec: &MeshConfigSpec) {
+    use crate::mesh::AccessLogEncoding;
+    match &spec.access_log_file {
+        Some(file) if !file.starts_with('/') || file.contains('\0') => errors.add(
+            "spec.accessLogFile",
+            format!("{file:?} is not an absolute path (for the proxy's log: /dev/stdout)"),
+        ),
+        Some(_) => {}
+        None => {
+            for (set, field) in [
+                (spec.access_log_encoding.is_some(), "accessLogEncoding"),
+                (spec.access_log_format.is_some(), "accessLogFormat"),
+            ] {
+                if set {
+                    errors.add(
+                        format!("spec.{field}"),
+                        "has no effect without accessLogFile",
+                    );
+                }
+            }
+        }
+    }
+    let Some(format) = &spec.access_log_format else {
+        return;
+    };
+    match spec.access_log_encoding.unwrap_or_default() {
+        AccessLogEncoding::Text if format.trim().is_empty() => {
+            errors.add("spec.accessLogFormat", "must not be empty")
+        }
+        AccessLogEncoding::Text => {}
+        AccessLogEncoding::Json => match serde_json::from_str::<serde_json::Value>(format) {
+            Ok(serde_json::Value::Object(fields)) if !fields.is_empty() => {}
+            _ => errors.add(
+                "spec.accessLogFormat",
+                "with accessLogEncoding JSON, a JSON object of field name to format \
+                     operator, e.g. {\"path\": \"%REQ(:PATH)%\"}",
+            ),
+        },
+    }
 }
 
 /// Envoy's `envoy.type.v3.StatusCode` values: anything else is NACKed.

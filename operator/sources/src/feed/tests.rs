@@ -211,6 +211,7 @@ fn mesh_config_default_sets_the_model_settings_and_its_deletion_restores_the_bas
                "metadata": {"name": "default"},
                "spec": {"trustDomain": "corp.example", "defaultMtlsMode": "STRICT",
                         "outboundTrafficPolicy": {"mode": "REGISTRY_ONLY"},
+                        "accessLogFile": "/dev/stdout", "accessLogEncoding": "JSON",
                         "extensionProviders": [{"name": "authz",
                             "envoyExtAuthzHttp": {"service": "authz.shop.svc.cluster.local", "port": 8000}}]}}),
     );
@@ -221,6 +222,10 @@ fn mesh_config_default_sets_the_model_settings_and_its_deletion_restores_the_bas
     assert_eq!(s.trust_domain, "corp.example");
     assert_eq!(s.default_mtls, MtlsMode::Strict);
     assert_eq!(s.outbound_policy, OutboundPolicy::RegistryOnly);
+    let log = s.access_log.as_ref().expect("the access log");
+    assert_eq!(log.path, "/dev/stdout");
+    assert_eq!(log.encoding, trellis_api::mesh::AccessLogEncoding::Json);
+    assert_eq!(log.format, None);
     let key = ObjectRef {
         kind: "MeshConfig".into(),
         namespace: None,
