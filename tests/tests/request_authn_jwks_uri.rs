@@ -28,6 +28,8 @@ struct Plan {
     cart: SocketAddr,
     app_port: u16,
     jwks_uri: String,
+    /// How the rule spells the field: `jwksUri`, or `jwks_uri` as Istio's CRD also does.
+    key: &'static str,
 }
 
 fn yaml<T: serde::de::DeserializeOwned>(text: &str) -> T {
@@ -48,9 +50,9 @@ spec:
   selector: {{matchLabels: {{app: cart}}}}
   jwtRules:
   - issuer: "{ISSUER}"
-    jwksUri: "{}"
+    {}: "{}"
 "#,
-            p.jwks_uri
+            p.key, p.jwks_uri
         )))),
         Resource::AuthorizationPolicy(Box::new(yaml(&format!(
             r#"
@@ -73,6 +75,7 @@ fn golden_security_jwks_uri() {
         cart: SocketAddr::from(([127, 0, 0, 161], 9000)),
         app_port: 9100,
         jwks_uri: format!("http://127.0.0.162:9200{JWKS_PATH}"),
+        key: "jwksUri",
     };
     let yaml = golden_sidecar_bootstrap(scenario(&plan), "cart-v1", "cart");
     check_golden_bootstrap("security-jwks-uri", &yaml, &["cart"]);
@@ -81,13 +84,19 @@ fn golden_security_jwks_uri() {
 #[test]
 fn jwks_uri_is_fetched_by_envoy_and_enforced() {
     // an address: the translator's JWKS cluster is STATIC
-    jwks_uri_scenario(Ipv4Addr::new(127, 0, 0, 162), None);
+    jwks_uri_scenario(Ipv4Addr::new(127, 0, 0, 162), None, "jwksUri");
+}
+
+#[test]
+fn jwks_uri_in_istios_snake_case_spelling_is_fetched_and_enforced() {
+    // Istio's RequestAuthentication CRD has both `jwksUri` and `jwks_uri`
+    jwks_uri_scenario(Ipv4Addr::new(127, 0, 0, 164), None, "jwks_uri");
 }
 
 #[test]
 fn jwks_uri_with_a_host_name_is_resolved_by_dns() {
     // a name: the translator's JWKS cluster is LOGICAL_DNS (localhost -> 127.0.0.1)
-    jwks_uri_scenario(Ipv4Addr::LOCALHOST, Some("localhost"));
+    jwks_uri_scenario(Ipv4Addr::LOCALHOST, Some("localhost"), "jwksUri");
 }
 
 /// The cart sidecar of [`scenario`] in a real Envoy, with the app behind it.
@@ -99,7 +108,7 @@ struct Cart {
 }
 
 impl Cart {
-    fn start(jwks_uri: String) -> Cart {
+    fn start(jwks_uri: String, key: &'static str) -> Cart {
         let app = Upstream::echo("cart-app", Ipv4Addr::LOCALHOST);
         let cart_ip = Ipv4Addr::new(127, 0, 0, 161);
         let ports = free_ports_on(cart_ip, 2);
@@ -107,6 +116,7 @@ impl Cart {
             cart: SocketAddr::from((cart_ip, ports[0])),
             app_port: app.port(),
             jwks_uri,
+            key,
         };
         let m = model(scenario(&plan), Ipv4Addr::new(127, 0, 0, 160));
         let identity_dir = tempfile::tempdir().unwrap();
@@ -144,8 +154,9 @@ fn claims(sub: &str, exp_offset: i64) -> serde_json::Value {
         "exp": unix_now() as i64 + exp_offset, "iat": unix_now()})
 }
 
-/// The JWKS server on `jwks_ip`, named in the jwksUri by `host` (or by its address).
-fn jwks_uri_scenario(jwks_ip: Ipv4Addr, host: Option<&str>) {
+/// The JWKS server on `jwks_ip`, named in the jwksUri by `host` (or by its
+/// address), the rule spelling the field `key`.
+fn jwks_uri_scenario(jwks_ip: Ipv4Addr, host: Option<&str>, key: &'static str) {
     let signer = JwtSigner::generate("remote-key");
     let jwks = Upstream::start(
         "jwks",
@@ -155,11 +166,14 @@ fn jwks_uri_scenario(jwks_ip: Ipv4Addr, host: Option<&str>) {
             body: signer.jwks(),
         },
     );
-    let cart = Cart::start(format!(
-        "http://{}:{}{JWKS_PATH}",
-        host.unwrap_or(&jwks.ip()),
-        jwks.port()
-    ));
+    let cart = Cart::start(
+        format!(
+            "http://{}:{}{JWKS_PATH}",
+            host.unwrap_or(&jwks.ip()),
+            jwks.port()
+        ),
+        key,
+    );
     let alice = signer.sign(&claims("alice", 600));
     let bob = signer.sign(&claims("bob", 600));
     let expired = signer.sign(&claims("alice", -600));
@@ -249,7 +263,7 @@ fn an_https_jwks_server_the_proxy_cannot_verify_is_not_trusted() {
         served.contains("\"keys\"") && served.contains("remote-key"),
         "the server serves the key set to a client that trusts it: {served}"
     );
-    let cart = Cart::start(format!("https://{}/jwks.json", jwks.addr()));
+    let cart = Cart::start(format!("https://{}/jwks.json", jwks.addr()), "jwksUri");
 
     let alice = signer.sign(&claims("alice", 600));
     let r = cart.call("/secure", Some(&alice));

@@ -130,6 +130,11 @@ spec:
     corsPolicy: {allowOrigin: ["https://old.example"], allowMethods: [GET]}
     fault: {delay: {fixedDelay: 1ms, percent: 100}}
     route: [{destination: {host: routes, subset: v1}}]
+  - name: snake-case-none
+    match: [{uri: {prefix: /snake-case-none}}]
+    mirror: {host: mirror}
+    mirror_percent: 0
+    route: [{destination: {host: routes, subset: v1}}]
   - name: mirror-all
     match: [{uri: {prefix: /mirror-all}}]
     mirror: {host: mirror}
@@ -421,12 +426,21 @@ fn routing_features_through_the_translator_on_real_envoy() {
     );
     assert_eq!(delays() - delayed0, 5, "fault.delay.percent: 100");
 
-    // mirror at 100 %: every request is copied to `mirror`
+    // mirror at 100 %: every request is copied to `mirror`; before them, none
+    // of those to the route whose `mirror_percent` (Istio's other spelling of
+    // mirrorPercent) is 0 (without it, a mirror copies them all)
     let m0 = hits("m");
+    for _ in 0..5 {
+        assert_eq!(server(get("/snake-case-none")), "a");
+    }
     for _ in 0..20 {
         assert_eq!(server(get("/mirror-all")), "a");
     }
-    assert_eq!(settled(|| hits("m")) - m0, 20, "100 % mirror");
+    assert_eq!(
+        settled(|| hits("m")) - m0,
+        20,
+        "100 % mirror, and mirror_percent: 0 copies nothing"
+    );
     // mirror at 50 % of 400 requests: expected 200 copies, sd 10; accept 140..=260 (6 sd)
     let m0 = hits("m");
     for _ in 0..400 {

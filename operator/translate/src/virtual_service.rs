@@ -411,10 +411,12 @@ pub fn http_rule(
         }
         Action::Route(destinations)
     };
-    // The deprecated integer `mirrorPercent` counts when `mirrorPercentage` is unset.
-    let deprecated = (route.mirror_percent).map(|p| api::Percent {
-        value: f64::from(p),
-    });
+    // The deprecated integer `mirrorPercent` (or `mirror_percent`, its other
+    // spelling) counts when `mirrorPercentage` is unset.
+    let deprecated =
+        (route.mirror_percent.or(route.mirror_percent_snake_case)).map(|p| api::Percent {
+            value: f64::from(p),
+        });
     let mirror_percentage = route.mirror_percentage.as_ref().or(deprecated.as_ref());
     let single = (route.mirror.iter()).map(|m| (m, mirror_percentage, "mirror".to_string()));
     let listed = (route.mirrors.iter().enumerate()).map(|(k, m)| {

@@ -83,6 +83,8 @@ fn http_route() -> impl Strategy<Value = Value> {
             json!({"rewrite": {"uriRegexRewrite": {"match": "^/(.*)", "rewrite": "/x/\\1"}}}),
             json!({"rewrite": {"uriRegexRewrite": {"match": "^(", "rewrite": ""}}}),
             json!({"mirror": {"host": "a"}, "mirrorPercent": 250, "corsPolicy": {"allowOrigin": ["https://x"]}}),
+            json!({"mirror": {"host": "a"}, "mirror_percent": 30, "mirrorPercent": 5}),
+            json!({"mirror_percent": 500}),
             json!({"fault": {"delay": {"fixedDelay": "1s", "percent": -3}}}),
             json!({"fault": {"abort": {"grpcStatus": "UNAVAILABLE", "percentage": {"value": 50}}}}),
             json!({"fault": {"abort": {"grpcStatus": "not-a-status"}}}),

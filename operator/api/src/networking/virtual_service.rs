@@ -70,6 +70,14 @@ pub struct HTTPRoute {
     /// Deprecated in Istio for `mirrorPercentage`, which wins when both are set.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mirror_percent: Option<u32>,
+    /// `mirrorPercent` as Istio's own CRD also spells it (the protobuf field
+    /// name); giving both spellings is an error.
+    #[serde(
+        rename = "mirror_percent",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub mirror_percent_snake_case: Option<u32>,
     /// Copies of each request to several destinations (instead of `mirror`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub mirrors: Vec<HTTPMirrorPolicy>,

@@ -40,6 +40,10 @@ pub struct JWTRule {
     pub audiences: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub jwks_uri: Option<String>,
+    /// `jwksUri` as Istio's own CRD also spells it (the protobuf field name);
+    /// giving both spellings is an error.
+    #[serde(rename = "jwks_uri", default, skip_serializing_if = "Option::is_none")]
+    pub jwks_uri_snake_case: Option<String>,
     /// Inline JSON Web Key Set.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub jwks: Option<String>,
@@ -54,6 +58,14 @@ pub struct JWTRule {
     /// Claims copied to request headers once the token is verified.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub output_claim_to_headers: Vec<ClaimToHeader>,
+}
+
+impl JWTRule {
+    /// The key set's URL, whichever of Istio's two spellings gives it
+    /// (`jwksUri` first when, invalidly, both are set).
+    pub fn jwks_url(&self) -> Option<&str> {
+        (self.jwks_uri.as_deref()).or(self.jwks_uri_snake_case.as_deref())
+    }
 }
 
 /// A claim of a verified token copied into a request header.

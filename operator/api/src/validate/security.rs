@@ -48,16 +48,31 @@ pub fn request_authentication(ra: &RequestAuthentication) -> Vec<FieldError> {
         if rule.issuer.is_empty() {
             errors.add(format!("{path}.issuer"), "required");
         }
-        if rule.jwks.is_some() && rule.jwks_uri.is_some() {
-            errors.add(path.clone(), "set only one of jwks and jwksUri");
+        if rule.jwks_uri.is_some() && rule.jwks_uri_snake_case.is_some() {
+            errors.add(
+                format!("{path}.jwks_uri"),
+                "jwksUri and jwks_uri are two spellings of one field: set only one",
+            );
         }
-        if let Some(uri) = &rule.jwks_uri {
+        if rule.jwks.is_some() && rule.jwks_url().is_some() {
+            let field = if rule.jwks_uri.is_some() {
+                "jwksUri"
+            } else {
+                "jwks_uri"
+            };
+            errors.add(path.clone(), format!("set only one of jwks and {field}"));
+        }
+        for (field, uri) in [
+            ("jwksUri", &rule.jwks_uri),
+            ("jwks_uri", &rule.jwks_uri_snake_case),
+        ] {
+            let Some(uri) = uri else { continue };
             let ok = ["http://", "https://"]
                 .iter()
                 .any(|s| uri.strip_prefix(s).is_some_and(|rest| !rest.is_empty()));
             if !ok {
                 errors.add(
-                    format!("{path}.jwksUri"),
+                    format!("{path}.{field}"),
                     format!("{uri:?} must be an http:// or https:// URL"),
                 );
             }

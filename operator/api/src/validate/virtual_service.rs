@@ -323,12 +323,22 @@ fn http_route(errors: &mut Errors, path: &str, route: &HTTPRoute, in_delegate: b
             errors.add(format!("{path}.mirrorPercentage"), "requires mirror");
         }
     }
-    if let Some(p) = route.mirror_percent {
+    if route.mirror_percent.is_some() && route.mirror_percent_snake_case.is_some() {
+        errors.add(
+            format!("{path}.mirror_percent"),
+            "mirrorPercent and mirror_percent are two spellings of one field: set only one",
+        );
+    }
+    for (field, percent) in [
+        ("mirrorPercent", route.mirror_percent),
+        ("mirror_percent", route.mirror_percent_snake_case),
+    ] {
+        let Some(p) = percent else { continue };
         if p > 100 {
-            errors.add(format!("{path}.mirrorPercent"), "must be between 0 and 100");
+            errors.add(format!("{path}.{field}"), "must be between 0 and 100");
         }
         if route.mirror.is_none() {
-            errors.add(format!("{path}.mirrorPercent"), "requires mirror");
+            errors.add(format!("{path}.{field}"), "requires mirror");
         }
     }
     if route.mirror.is_some() && !route.mirrors.is_empty() {

@@ -47,6 +47,8 @@ pub struct JwtRule {
     /// Inline JWKS (JSON text).
     pub jwks: Option<String>,
     pub jwks_uri: Option<String>,
+    /// The URI was spelled `jwks_uri` (Istio's other spelling): errors name that field.
+    pub jwks_uri_snake_case: bool,
     pub from_headers: Vec<FromHeader>,
     pub from_params: Vec<String>,
     pub output_payload_to_header: Option<String>,
@@ -265,7 +267,11 @@ fn policy_providers(policy: &RequestAuthnPolicy) -> Result<Vec<Provider>, Securi
                 (None, Some(uri)) => {
                     let parsed = JwksUri::parse(uri).ok_or_else(|| SecurityError::Invalid {
                         object: object.clone(),
-                        field: format!("{field}.jwksUri"),
+                        field: if rule.jwks_uri_snake_case {
+                            format!("{field}.jwks_uri")
+                        } else {
+                            format!("{field}.jwksUri")
+                        },
                         reason: format!(
                             "invalid value {uri:?}: expected http(s)://host[:port]/path"
                         ),

@@ -38,7 +38,8 @@ fn jwt_rule(rule: &api::JWTRule) -> JwtRule {
         issuer: rule.issuer.clone(),
         audiences: rule.audiences.clone(),
         jwks: rule.jwks.clone(),
-        jwks_uri: rule.jwks_uri.clone(),
+        jwks_uri: rule.jwks_url().map(str::to_owned),
+        jwks_uri_snake_case: rule.jwks_uri.is_none() && rule.jwks_uri_snake_case.is_some(),
         from_headers: rule
             .from_headers
             .iter()
