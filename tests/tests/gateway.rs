@@ -109,6 +109,10 @@ spec:
   http:
   - match: [{uri: {prefix: /cart}}]
     route: [{destination: {host: cart}}]
+  - match: [{uri: {prefix: /moved-keep-port}}]
+    redirect: {authority: www.example.com, derivePort: FROM_REQUEST_PORT}
+  - match: [{uri: {prefix: /moved-default-port}}]
+    redirect: {authority: www.example.com, derivePort: FROM_PROTOCOL_DEFAULT}
   - route: [{destination: {host: web}}]
 "#,
         ),
@@ -273,6 +277,21 @@ fn ingress_gateway_http_https_redirect_and_bindings() {
         (200, Some("web")),
         "port in Host is ignored"
     );
+    // redirect.derivePort: FROM_REQUEST_PORT names the server's port (Envoy
+    // cannot read the request's; the route serves only that port),
+    // FROM_PROTOCOL_DEFAULT none
+    let location = |r: &trellis_e2e::HttpResponse| {
+        assert_eq!(r.status, 301, "{}", r.body_text());
+        r.header("location").unwrap_or_default().to_string()
+    };
+    assert_eq!(
+        location(&get(ports.plain, "shop.example.com", "/moved-keep-port")),
+        format!("http://www.example.com:{}/moved-keep-port", ports.plain)
+    );
+    assert_eq!(
+        location(&get(ports.plain, "shop.example.com", "/moved-default-port")),
+        "http://www.example.com/moved-default-port"
+    );
     // bound by ns/name from namespace team
     let r = get(ports.plain, "api.example.com", "/");
     assert_eq!((r.status, r.header("x-upstream")), (200, Some("cart")));
@@ -286,6 +305,15 @@ fn ingress_gateway_http_https_redirect_and_bindings() {
     let r = curl_https("shop.example.com", https, "/cart", &root, None);
     assert_eq!(r.status, 200, "{}", r.body);
     assert!(r.body.contains("\"cart\""), "{}", r.body);
+    // derivePort on an HTTPS server: its port, with the request's scheme
+    assert_eq!(
+        curl_https_location("shop.example.com", https, "/moved-keep-port", &root),
+        format!("https://www.example.com:{}/moved-keep-port", ports.https)
+    );
+    assert_eq!(
+        curl_https_location("shop.example.com", https, "/moved-default-port", &root),
+        "https://www.example.com/moved-default-port"
+    );
     // HTTPS MUTUAL: no client certificate, no response; with one, routed
     let r = curl_https("admin.example.com", https, "/", &root, None);
     assert_eq!(
@@ -313,6 +341,24 @@ fn ingress_gateway_http_https_redirect_and_bindings() {
             1
         ) >= 1
     );
+}
+
+/// The Location of the 301 redirect `https://host{path}` (at `addr`) answers.
+fn curl_https_location(host: &str, addr: SocketAddr, path: &str, ca: &Path) -> String {
+    let out = std::process::Command::new("curl")
+        .args(["-s", "-o", "/dev/null", "--max-time", "10"])
+        .args(["-w", "%{http_code} %{redirect_url}"])
+        .arg("--resolve")
+        .arg(format!("{host}:{}:{}", addr.port(), addr.ip()))
+        .arg("--cacert")
+        .arg(ca)
+        .arg(format!("https://{host}:{}{path}", addr.port()))
+        .output()
+        .unwrap_or_else(|e| panic!("curl is needed for HTTPS tests (run make setup): {e}"));
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (status, location) = text.split_once(' ').unwrap_or((&text, ""));
+    assert_eq!(status, "301", "https://{host}{path}: {text}");
+    location.to_string()
 }
 
 /// `out`'s bootstrap, with the gateway credentials under `credentials/`, matches the

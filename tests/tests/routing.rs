@@ -173,7 +173,10 @@ fn rules() -> Vec<HttpRule> {
 }
 
 fn bootstrap(listen: SocketAddr, upstreams: &BTreeMap<&str, SocketAddr>) -> String {
-    let routes = rules().iter().flat_map(|r| routes(r, None)).collect();
+    let routes = rules()
+        .iter()
+        .flat_map(|r| routes(r, None, false))
+        .collect();
     let fault_filter = HttpFilter {
         name: FAULT_FILTER.into(),
         config_type: Some(http_filter::ConfigType::TypedConfig(

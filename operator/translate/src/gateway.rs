@@ -719,6 +719,8 @@ fn route_config(
     servers: &[ServerRef<'_>],
     errors: &mut Vec<TranslateError>,
 ) -> RouteConfiguration {
+    // Requests reach the routes over TLS the gateway terminates (HTTPS servers).
+    let tls = (servers.iter()).any(|s| matches!(s.kind, Kind::Terminated { .. }));
     // domain -> (owner VS key, rules, https redirect)
     let mut hosts: BTreeMap<String, DomainRoutes> = BTreeMap::new();
     for s in servers {
@@ -775,7 +777,10 @@ fn route_config(
         .map(|(domain, (_, rules, redirect))| VirtualHost {
             name: format!("{domain}:{port}"),
             domains: vec![domain],
-            routes: rules.iter().flat_map(|r| routes(r, Some(port))).collect(),
+            routes: rules
+                .iter()
+                .flat_map(|r| routes(r, Some(port), tls))
+                .collect(),
             require_tls: if redirect {
                 TlsRequirementType::All as i32
             } else {

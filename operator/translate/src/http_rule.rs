@@ -68,9 +68,20 @@ pub struct Redirect {
     pub uri: Option<String>,
     pub authority: Option<String>,
     pub scheme: Option<String>,
-    pub port: Option<u16>,
+    pub port: Option<RedirectPort>,
     /// 301 unless set.
     pub code: Option<u32>,
+}
+
+/// The port a redirect's Location names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RedirectPort {
+    /// `port`.
+    Number(u16),
+    /// `derivePort: FROM_PROTOCOL_DEFAULT`: none (the scheme's default).
+    ProtocolDefault,
+    /// `derivePort: FROM_REQUEST_PORT`: the port the route serves.
+    RequestPort,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

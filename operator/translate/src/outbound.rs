@@ -637,7 +637,11 @@ fn http_proxy_routes(
                 domains,
                 routes: tunnel
                     .into_iter()
-                    .chain(port_rules.iter().flat_map(|r| routes(r, Some(port.port))))
+                    .chain(
+                        port_rules
+                            .iter()
+                            .flat_map(|r| routes(r, Some(port.port), false)),
+                    )
                     .collect(),
                 name,
                 ..Default::default()
@@ -750,7 +754,7 @@ fn port_routes(
                 domains,
                 routes: port_rules
                     .iter()
-                    .flat_map(|r| routes(r, Some(port.port)))
+                    .flat_map(|r| routes(r, Some(port.port), false))
                     .collect(),
                 ..Default::default()
             });

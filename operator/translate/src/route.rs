@@ -40,8 +40,8 @@ use envoy_types::util::pack_any;
 
 use crate::cluster::duration;
 use crate::http_rule::{
-    AbortStatus, Action, Body, Cors, Destination, Fault, HeaderOps, HttpRule, RequestMatch,
-    Retries, StringMatch,
+    AbortStatus, Action, Body, Cors, Destination, Fault, HeaderOps, HttpRule, Redirect,
+    RedirectPort, RequestMatch, Retries, StringMatch,
 };
 use crate::policy::HashKey;
 use crate::security::matchers::regex;
@@ -54,8 +54,11 @@ pub const DEFAULT_RETRY_ON: &str =
     "connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes";
 pub const DEFAULT_RETRY_ATTEMPTS: u32 = 2;
 
-/// The Envoy routes of one rule; `port` drops `match[]` entries for another port.
-pub fn routes(rule: &HttpRule, port: Option<u16>) -> Vec<Route> {
+/// The Envoy routes of one rule; `port` drops `match[]` entries for another
+/// port. `port` is the port the routes serve and `tls` whether requests reach
+/// them over TLS (gateway HTTPS servers): redirects that derive their port
+/// from the request's read them.
+pub fn routes(rule: &HttpRule, port: Option<u16>, tls: bool) -> Vec<Route> {
     let matches: Vec<Option<&RequestMatch>> = if rule.matches.is_empty() {
         vec![None]
     } else {
@@ -71,11 +74,35 @@ pub fn routes(rule: &HttpRule, port: Option<u16>) -> Vec<Route> {
     matches
         .into_iter()
         .enumerate()
-        .map(|(i, m)| route(rule, m, i))
+        .map(|(i, m)| route(rule, m, i, port, tls))
         .collect()
 }
 
-fn route(rule: &HttpRule, m: Option<&RequestMatch>, index: usize) -> Route {
+/// The `port_redirect` of a redirect on routes serving `port`, as Istio sets
+/// it: `derivePort: FROM_REQUEST_PORT` is the served port (Envoy cannot read
+/// the request's), `FROM_PROTOCOL_DEFAULT` none; a derived port that is the
+/// Location scheme's default (80 for http, 443 for https) is left out. An
+/// explicit `port` is always written.
+fn redirect_port(r: &Redirect, port: Option<u16>, tls: bool) -> u32 {
+    let derived = match r.port {
+        None | Some(RedirectPort::ProtocolDefault) => return 0,
+        Some(RedirectPort::Number(p)) => return u32::from(p),
+        Some(RedirectPort::RequestPort) => port.unwrap_or(0),
+    };
+    let scheme = (r.scheme.as_deref()).unwrap_or(if tls { "https" } else { "http" });
+    match (derived, scheme) {
+        (80, "http") | (443, "https") => 0,
+        _ => u32::from(derived),
+    }
+}
+
+fn route(
+    rule: &HttpRule,
+    m: Option<&RequestMatch>,
+    index: usize,
+    port: Option<u16>,
+    tls: bool,
+) -> Route {
     let mut typed_per_filter_config: HashMap<String, Any> = HashMap::new();
     if let Some(fault) = &rule.fault {
         typed_per_filter_config.insert(FAULT_FILTER.into(), pack_any(http_fault(fault)));
@@ -100,7 +127,7 @@ fn route(rule: &HttpRule, m: Option<&RequestMatch>, index: usize) -> Route {
         }
         Action::Redirect(r) => EnvoyAction::Redirect(RedirectAction {
             host_redirect: r.authority.clone().unwrap_or_default(),
-            port_redirect: r.port.map(u32::from).unwrap_or(0),
+            port_redirect: redirect_port(r, port, tls),
             scheme_rewrite_specifier: r.scheme.clone().map(SchemeRewriteSpecifier::SchemeRedirect),
             path_rewrite_specifier: r.uri.clone().map(
                 envoy_types::pb::envoy::config::route::v3::redirect_action::PathRewriteSpecifier::PathRedirect,
@@ -438,5 +465,39 @@ fn redirect_code(code: u32) -> RedirectResponseCode {
         307 => RedirectResponseCode::TemporaryRedirect,
         308 => RedirectResponseCode::PermanentRedirect,
         _ => RedirectResponseCode::MovedPermanently,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn redirect(port: Option<RedirectPort>, scheme: Option<&str>) -> Redirect {
+        Redirect {
+            uri: None,
+            authority: Some("www.example.com".into()),
+            scheme: scheme.map(str::to_owned),
+            port,
+            code: None,
+        }
+    }
+
+    #[test]
+    fn derived_redirect_ports_as_istio_writes_them() {
+        use RedirectPort::*;
+        let at = |p, scheme, port, tls| redirect_port(&redirect(p, scheme), port, tls);
+        // the served port, unless it is the Location scheme's default
+        assert_eq!(at(Some(RequestPort), None, Some(8080), false), 8080);
+        assert_eq!(at(Some(RequestPort), None, Some(80), false), 0);
+        assert_eq!(at(Some(RequestPort), None, Some(443), true), 0);
+        assert_eq!(at(Some(RequestPort), None, Some(443), false), 443);
+        assert_eq!(at(Some(RequestPort), Some("https"), Some(443), false), 0);
+        assert_eq!(at(Some(RequestPort), Some("https"), Some(80), false), 80);
+        assert_eq!(at(Some(RequestPort), None, None, false), 0);
+        // the scheme's default: no port
+        assert_eq!(at(Some(ProtocolDefault), None, Some(8080), false), 0);
+        assert_eq!(at(None, None, Some(8080), false), 0);
+        // an explicit port is written as given
+        assert_eq!(at(Some(Number(80)), None, Some(8080), false), 80);
     }
 }

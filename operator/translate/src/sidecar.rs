@@ -519,7 +519,7 @@ fn inbound_routes(
 ) -> envoy_types::pb::envoy::config::route::v3::RouteConfiguration {
     use envoy_types::pb::envoy::config::route::v3::{RouteConfiguration, VirtualHost};
     let rule = crate::http_rule::HttpRule::default_to(cluster.to_string(), None);
-    let mut routes = crate::route::routes(&rule, None);
+    let mut routes = crate::route::routes(&rule, None, false);
     // Inbound: no retries (the client side retries), no timeout.
     for r in &mut routes {
         if let Some(envoy_types::pb::envoy::config::route::v3::route::Action::Route(a)) =

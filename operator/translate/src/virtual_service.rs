@@ -17,7 +17,7 @@ use trellis_model::{Stored, gateway_ref, labels_match};
 use crate::destination_rule::dur;
 use crate::http_rule::{
     AbortStatus, Action, Body, Cors, Destination, Fault, HeaderOps, Headers, HttpRule, Mirror,
-    Redirect, RequestMatch, Retries, Rewrite, StringMatch,
+    Redirect, RedirectPort, RequestMatch, Retries, Rewrite, StringMatch,
 };
 use crate::policy::HashKey;
 use crate::types::{ErrorCode, TranslateError};
@@ -383,7 +383,16 @@ pub fn http_rule(
             uri: r.uri.clone(),
             authority: r.authority.clone(),
             scheme: r.scheme.clone(),
-            port: r.port.and_then(|p| u16::try_from(p).ok()),
+            port: match (r.port, r.derive_port) {
+                (Some(p), _) => u16::try_from(p).ok().map(RedirectPort::Number),
+                (None, Some(api::RedirectPortSelection::FromRequestPort)) => {
+                    Some(RedirectPort::RequestPort)
+                }
+                (None, Some(api::RedirectPortSelection::FromProtocolDefault)) => {
+                    Some(RedirectPort::ProtocolDefault)
+                }
+                (None, None) => None,
+            },
             code: r.redirect_code,
         })
     } else {

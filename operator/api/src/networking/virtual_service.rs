@@ -167,10 +167,22 @@ pub struct HTTPRedirect {
     pub authority: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub port: Option<u32>,
+    /// Instead of `port`: the port of the request (the port the route serves),
+    /// or the scheme's default (the Location names no port).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub derive_port: Option<RedirectPortSelection>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scheme: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub redirect_code: Option<u32>,
+}
+
+/// Where a redirect's port comes from when it names none.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum RedirectPortSelection {
+    FromProtocolDefault,
+    FromRequestPort,
 }
 
 /// Rewrites applied before forwarding.

@@ -433,6 +433,12 @@ fn http_redirect(errors: &mut Errors, path: &str, r: &HTTPRedirect) {
     }
     if let Some(p) = r.port {
         errors.check(format!("{path}.port"), port(p));
+        if r.derive_port.is_some() {
+            errors.add(
+                format!("{path}.derivePort"),
+                "port and derivePort are exclusive: set only one",
+            );
+        }
     }
     if let Some(scheme) = &r.scheme
         && scheme != "http"
@@ -443,10 +449,15 @@ fn http_redirect(errors: &mut Errors, path: &str, r: &HTTPRedirect) {
             format!("scheme {scheme:?} must be http or https"),
         );
     }
-    if r.uri.is_none() && r.authority.is_none() && r.port.is_none() && r.scheme.is_none() {
+    if r.uri.is_none()
+        && r.authority.is_none()
+        && r.port.is_none()
+        && r.derive_port.is_none()
+        && r.scheme.is_none()
+    {
         errors.add(
             path.to_owned(),
-            "a redirect must set uri, authority, port or scheme",
+            "a redirect must set uri, authority, port, derivePort or scheme",
         );
     }
 }
