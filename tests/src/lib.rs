@@ -15,6 +15,7 @@
 //! - [`jwt`]: ES256 tokens and JWKS for RequestAuthentication tests.
 //! - [`static_bootstrap`]: a translator result as a static bootstrap (RDS/EDS inlined, ADS secrets as files).
 //! - [`proxy_bootstrap`]: the translator's output for one proxy as a static bootstrap.
+//! - [`proxy_protocol`]: a backend that reads the PROXY protocol header a proxy sends.
 //! - [`sidecar_mesh`]: small meshes translated by the real translator, run in real Envoy.
 //!
 //! Everything listens on 127.0.0.0/8 only; every process a test starts is
@@ -28,6 +29,7 @@ pub mod jwt;
 pub mod mesh;
 pub mod openssl;
 pub mod proxy_bootstrap;
+pub mod proxy_protocol;
 pub mod sidecar_mesh;
 pub mod static_bootstrap;
 pub mod upstream;

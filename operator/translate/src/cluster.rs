@@ -13,9 +13,10 @@ use envoy_types::pb::envoy::config::cluster::v3::{
     },
 };
 use envoy_types::pb::envoy::config::core::v3::{
-    Http2ProtocolOptions, HttpProtocolOptions, TcpKeepalive, TransportSocket,
-    transport_socket::ConfigType,
+    Http2ProtocolOptions, HttpProtocolOptions, ProxyProtocolConfig, TcpKeepalive, TransportSocket,
+    proxy_protocol_config::Version as ProxyProtocolVersion, transport_socket::ConfigType,
 };
+use envoy_types::pb::envoy::extensions::transport_sockets::proxy_protocol::v3::ProxyProtocolUpstreamTransport;
 use envoy_types::pb::envoy::extensions::transport_sockets::raw_buffer::v3::RawBuffer;
 use envoy_types::pb::envoy::extensions::upstreams::http::v3::{
     HttpProtocolOptions as UpstreamHttpOptions,
@@ -35,7 +36,7 @@ use crate::endpoints;
 use crate::names;
 use crate::policy::{
     ClientTls, ClusterPolicy, ConnectionPool, HashAlgorithm, Keepalive, LoadBalancer,
-    OutlierDetection,
+    OutlierDetection, ProxyProtocol,
 };
 use crate::security::sds::SdsSource;
 use crate::security::tls::{upstream_mtls, upstream_transport_socket};
@@ -50,6 +51,8 @@ pub const TLS_MODE_ISTIO: &str = "istio";
 
 const HTTP_PROTOCOL_OPTIONS: &str = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions";
 const RAW_BUFFER: &str = "envoy.transport_sockets.raw_buffer";
+/// Envoy's transport socket that sends the PROXY header first.
+const UPSTREAM_PROXY_PROTOCOL: &str = "envoy.transport_sockets.upstream_proxy_protocol";
 
 pub fn duration(d: StdDuration) -> Duration {
     Duration {
@@ -151,7 +154,46 @@ pub fn outbound_cluster(spec: &OutboundCluster<'_>, sds: &SdsSource) -> Cluster 
                     .map(|ctx| upstream_transport_socket(&ctx));
         }
     }
+    if let Some(version) = spec.policy.proxy_protocol {
+        wrap_in_proxy_protocol(&mut cluster, version);
+    }
     cluster
+}
+
+/// `proxyProtocol`, as Istio applies it: Envoy's upstream PROXY protocol
+/// socket around the cluster's transport socket (plaintext when it has
+/// none), or around each socket of its auto mTLS matches, so the header
+/// precedes the TLS handshake.
+fn wrap_in_proxy_protocol(cluster: &mut Cluster, version: ProxyProtocol) {
+    let wrap = |inner: TransportSocket| TransportSocket {
+        name: UPSTREAM_PROXY_PROTOCOL.into(),
+        config_type: Some(ConfigType::TypedConfig(pack_any(
+            ProxyProtocolUpstreamTransport {
+                config: Some(ProxyProtocolConfig {
+                    version: match version {
+                        ProxyProtocol::V1 => ProxyProtocolVersion::V1,
+                        ProxyProtocol::V2 => ProxyProtocolVersion::V2,
+                    } as i32,
+                    ..Default::default()
+                }),
+                transport_socket: Some(inner),
+                ..Default::default()
+            },
+        ))),
+    };
+    if cluster.transport_socket_matches.is_empty() {
+        let inner = cluster
+            .transport_socket
+            .take()
+            .unwrap_or_else(raw_buffer_socket);
+        cluster.transport_socket = Some(wrap(inner));
+    } else {
+        for m in &mut cluster.transport_socket_matches {
+            if let Some(inner) = m.transport_socket.take() {
+                m.transport_socket = Some(wrap(inner));
+            }
+        }
+    }
 }
 
 /// `inbound|<port>||`: the local application behind one target port.

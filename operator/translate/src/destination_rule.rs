@@ -1,12 +1,12 @@
 //! DestinationRule (API) -> [`ClusterPolicy`] per port and subset.
 use trellis_api::networking::{
     ClientTLSMode, ClientTLSSettings, ConnectionPoolSettings, DestinationRule, H2UpgradePolicy,
-    LoadBalancerSettings, SimpleLB, TrafficPolicy,
+    LoadBalancerSettings, ProxyProtocolVersion, SimpleLB, TrafficPolicy,
 };
 
 use crate::policy::{
     ClientTls, ClusterPolicy, ConnectionPool, HashAlgorithm, HashKey, Keepalive, LoadBalancer,
-    OutlierDetection,
+    OutlierDetection, ProxyProtocol,
 };
 use crate::security::origination::{ClientTls as Origination, CredentialName, OriginationSettings};
 use crate::types::{ErrorCode, TranslateError};
@@ -87,6 +87,10 @@ fn with_ports(
             .tls
             .as_ref()
             .and_then(|t| client_tls(t, &format!("{path}.tls"), credentials_in, err)),
+        proxy_protocol: tp.proxy_protocol.as_ref().map(|p| match p.version {
+            None | Some(ProxyProtocolVersion::V1) => ProxyProtocol::V1,
+            Some(ProxyProtocolVersion::V2) => ProxyProtocol::V2,
+        }),
     };
     let Some((i, pl)) = tp
         .port_level_settings
@@ -118,6 +122,7 @@ fn with_ports(
             .tls
             .as_ref()
             .and_then(|t| client_tls(t, &format!("{ppath}.tls"), credentials_in, err)),
+        proxy_protocol: None,
     };
     base.overlay(&over)
 }

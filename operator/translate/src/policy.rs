@@ -149,6 +149,16 @@ pub struct ClusterPolicy {
     pub outlier_detection: Option<OutlierDetection>,
     /// `None`: auto mTLS (mTLS to endpoints with a sidecar, plaintext otherwise).
     pub tls: Option<ClientTls>,
+    /// `proxyProtocol`: the PROXY header on each upstream connection (rule
+    /// and subset level; Istio has no port-level setting).
+    pub proxy_protocol: Option<ProxyProtocol>,
+}
+
+/// The PROXY protocol version a cluster sends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProxyProtocol {
+    V1,
+    V2,
 }
 
 impl ClusterPolicy {
@@ -174,6 +184,7 @@ impl ClusterPolicy {
                 .clone()
                 .or_else(|| self.outlier_detection.clone()),
             tls: over.tls.clone().or_else(|| self.tls.clone()),
+            proxy_protocol: over.proxy_protocol.or(self.proxy_protocol),
         }
     }
 }

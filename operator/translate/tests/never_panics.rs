@@ -284,6 +284,8 @@ fn resource() -> impl Strategy<Value = Option<Resource>> {
             r#"{"loadBalancer": {"warmupDurationSecs": "45s"}}"#,
             r#"{"loadBalancer": {"simple": "ROUND_ROBIN", "warmupDurationSecs": "1h"}}"#,
             r#"{"loadBalancer": {"simple": "RANDOM", "warmupDurationSecs": "never"}}"#,
+            r#"{"proxyProtocol": {}}"#,
+            r#"{"proxyProtocol": {"version": "V2"}, "tls": {"mode": "ISTIO_MUTUAL"}}"#,
         ])),
     )
         .prop_map(|(ns, i, host, subsets, tls, selected_app, policy)| {

@@ -1287,3 +1287,71 @@ spec:
         LbPolicy::RoundRobin as i32
     );
 }
+
+/// `proxyProtocol` wraps whatever transport socket the cluster has, as Istio
+/// does: plaintext (`tls: DISABLE`), mesh mTLS (`ISTIO_MUTUAL`), or each
+/// socket of the auto mTLS matches; a subset may set it alone.
+#[test]
+fn proxy_protocol_wraps_the_cluster_transport_socket() {
+    use envoy_types::pb::envoy::config::core::v3::TransportSocket;
+    use envoy_types::pb::envoy::config::core::v3::transport_socket::ConfigType;
+    use envoy_types::pb::envoy::extensions::transport_sockets::proxy_protocol::v3::ProxyProtocolUpstreamTransport;
+    use prost::Message;
+    let mut resources = base_resources();
+    resources.push(dr(r#"
+metadata: {name: cart, namespace: shop}
+spec:
+  host: cart
+  trafficPolicy: {tls: {mode: DISABLE}, proxyProtocol: {version: V2}}
+  subsets:
+  - {name: v1, labels: {version: v1}, trafficPolicy: {tls: {mode: ISTIO_MUTUAL}}}
+  - {name: v2, labels: {version: v2}, trafficPolicy: {proxyProtocol: {}}}
+"#));
+    let model = model_of(resources);
+    let out = web_sidecar(&model);
+    assert!(out.errors.is_empty(), "{:?}", out.errors);
+    // (version, the wrapped socket's name)
+    let wrapped = |socket: &TransportSocket| {
+        assert_eq!(
+            socket.name,
+            "envoy.transport_sockets.upstream_proxy_protocol"
+        );
+        let Some(ConfigType::TypedConfig(any)) = &socket.config_type else {
+            panic!("{socket:?}")
+        };
+        let pp = ProxyProtocolUpstreamTransport::decode(any.value.as_slice()).unwrap();
+        let inner = pp.transport_socket.expect("a wrapped socket");
+        (pp.config.expect("config").version, inner.name)
+    };
+    let plain = cluster(&out, &format!("outbound|8080||{CART}"));
+    assert_eq!(
+        wrapped(plain.transport_socket.as_ref().expect("a socket")),
+        (1, "envoy.transport_sockets.raw_buffer".to_string()),
+        "V2 (Envoy's enum: V1 = 0, V2 = 1)"
+    );
+    let mutual = cluster(&out, &format!("outbound|8080|v1|{CART}"));
+    assert_eq!(
+        wrapped(mutual.transport_socket.as_ref().expect("a socket")),
+        (1, "envoy.transport_sockets.tls".to_string())
+    );
+    // v2's own policy: V1, and the rule's DISABLE
+    let v2 = cluster(&out, &format!("outbound|8080|v2|{CART}"));
+    assert_eq!(
+        wrapped(v2.transport_socket.as_ref().expect("a socket")).0,
+        0,
+        "V1"
+    );
+    // no DestinationRule: auto mTLS matches, no wrapping
+    let other = (out.clusters.iter())
+        .find(|c| c.name.starts_with("outbound|") && !c.name.ends_with(CART))
+        .expect("another outbound cluster");
+    assert!(
+        other.transport_socket.is_none()
+            && other.transport_socket_matches.iter().all(|m| {
+                m.transport_socket
+                    .as_ref()
+                    .is_some_and(|s| s.name != "envoy.transport_sockets.upstream_proxy_protocol")
+            }),
+        "{other:?}"
+    );
+}

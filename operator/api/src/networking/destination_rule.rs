@@ -54,6 +54,26 @@ pub struct TrafficPolicy {
     pub tls: Option<ClientTLSSettings>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub port_level_settings: Vec<PortTrafficPolicy>,
+    /// Send the PROXY protocol header (the original client and destination)
+    /// on each upstream connection, before its TLS, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proxy_protocol: Option<ProxyProtocol>,
+}
+
+/// `trafficPolicy.proxyProtocol`.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ProxyProtocol {
+    /// V1 (text) unless set, as in Istio.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<ProxyProtocolVersion>,
+}
+
+/// The PROXY protocol version: V1 is text, V2 binary.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ProxyProtocolVersion {
+    V1,
+    V2,
 }
 
 /// Traffic policy for one port of the destination.
