@@ -795,3 +795,34 @@ spec:
     );
     assert!(names.contains(&"0.0.0.0_15090") && !names.contains(&"127.0.0.9_15090"));
 }
+
+/// MeshConfig's access log reaches the gateway's server listeners too.
+#[test]
+fn the_access_log_reaches_gateway_servers() {
+    use envoy_types::pb::envoy::config::listener::v3::filter::ConfigType;
+    use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::HttpConnectionManager;
+    let mut resources = gateway_resources();
+    resources.push(Resource::MeshSettings(trellis_model::MeshSettings {
+        access_log: Some(trellis_model::AccessLog {
+            path: "/var/log/gw.log".into(),
+            encoding: trellis_api::mesh::AccessLogEncoding::Text,
+            format: None,
+        }),
+        ..Default::default()
+    }));
+    let out = gateway_proxy(&model_of(resources));
+    let mut hcms = 0;
+    for l in &out.listeners {
+        for f in l.filter_chains.iter().flat_map(|c| &c.filters) {
+            let Some(ConfigType::TypedConfig(any)) = &f.config_type else {
+                continue;
+            };
+            if f.name == "envoy.filters.network.http_connection_manager" {
+                let hcm = HttpConnectionManager::decode(any.value.as_slice()).unwrap();
+                assert_eq!(hcm.access_log.len(), 1, "{}", l.name);
+                hcms += 1;
+            }
+        }
+    }
+    assert!(hcms >= 2, "the gateway's HTTP servers: {hcms}");
+}
