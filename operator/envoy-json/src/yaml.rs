@@ -51,8 +51,11 @@ fn quote(text: &str) -> String {
     out
 }
 
+/// Printable and not a line break: YAML also breaks lines at U+2028 and
+/// U+2029, so raw they would end a quoted scalar's line.
 fn is_yaml_printable(c: char) -> bool {
-    matches!(c as u32, 0xA0..=0xD7FF | 0xE000..=0xFFFD | 0x10000..=0x10FFFF) && c != '\u{FEFF}'
+    matches!(c as u32, 0xA0..=0xD7FF | 0xE000..=0xFFFD | 0x10000..=0x10FFFF)
+        && !matches!(c, '\u{FEFF}' | '\u{2028}' | '\u{2029}')
 }
 
 fn key_text(key: &str) -> String {
@@ -159,6 +162,19 @@ mod tests {
                     .prop_map(|m| Value::Object(m.into_iter().collect())),
             ]
         })
+    }
+
+    /// Found by the property below: the line and paragraph separators.
+    #[test]
+    fn unicode_line_separators_round_trip() {
+        let v = serde_json::json!({"": {"a\u{2028}b": "c\u{2029}d"}});
+        let text = to_yaml(&v);
+        assert!(
+            text.contains("\\u2028") && text.contains("\\u2029"),
+            "{text}"
+        );
+        let back: Value = serde_yaml::from_str(&text).unwrap();
+        assert_eq!(back, v);
     }
 
     proptest! {
