@@ -120,9 +120,8 @@ mod tests {
         )));
     }
 
-    #[test]
-    fn an_unknown_subset_is_found_once_and_attributed_to_its_virtual_service() {
-        let mut feed = MeshFeed::new(Default::default());
+    /// Service `shop/cart`, HTTP port 8080.
+    fn cart_service(feed: &mut MeshFeed) {
         let service: k8s_openapi::api::core::v1::Service = serde_json::from_value(json!({
             "metadata": {"name": "cart", "namespace": "shop"},
             "spec": {"selector": {"app": "cart"}, "ports": [{"name": "http", "port": 8080}]}
@@ -131,6 +130,12 @@ mod tests {
         feed.apply(Change::Apply(Input::Resource(Box::new(
             trellis_api::Resource::Service(service),
         ))));
+    }
+
+    #[test]
+    fn an_unknown_subset_is_found_once_and_attributed_to_its_virtual_service() {
+        let mut feed = MeshFeed::new(Default::default());
+        cart_service(&mut feed);
         for ns in ["shop", "web"] {
             let pod = serde_json::from_value(json!({
                 "metadata": {"name": "p", "namespace": ns, "labels": {"app": "cart"}},
@@ -164,14 +169,7 @@ mod tests {
     #[test]
     fn delegation_findings_are_attributed_to_the_delegates() {
         let mut feed = MeshFeed::new(Default::default());
-        let service: k8s_openapi::api::core::v1::Service = serde_json::from_value(json!({
-            "metadata": {"name": "cart", "namespace": "shop"},
-            "spec": {"selector": {"app": "cart"}, "ports": [{"name": "http", "port": 8080}]}
-        }))
-        .unwrap();
-        feed.apply(Change::Apply(Input::Resource(Box::new(
-            trellis_api::Resource::Service(service),
-        ))));
+        cart_service(&mut feed);
         let vs = |value: serde_json::Value| {
             Change::Apply(input_from_json(SourceKind::VirtualService, value))
         };
