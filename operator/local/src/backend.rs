@@ -291,6 +291,7 @@ fn settings(objects: &[Resource], options: &BackendOptions) -> MeshSettings {
         if let Resource::MeshConfig(mc) = r {
             s.extension_providers = mc.spec.extension_providers.clone();
             s.access_log = trellis_model::AccessLog::from_spec(&mc.spec);
+            s.locality_lb = mc.spec.locality_lb_setting.clone();
             if let Some(mode) = mc.spec.default_mtls_mode.as_ref().and_then(mtls) {
                 s.default_mtls = mode;
             }

@@ -32,6 +32,10 @@ pub struct MeshSettings {
     pub extension_providers: Vec<trellis_api::mesh::ExtensionProviderConfig>,
     /// MeshConfig `accessLogFile` and its encoding and format; `None`: no access log.
     pub access_log: Option<AccessLog>,
+    /// MeshConfig `localityLbSetting`: the mesh-wide locality load balancing
+    /// that DestinationRules without their own setting follow (unset: on,
+    /// failover by region, zone and subzone when outlier detection is set).
+    pub locality_lb: Option<trellis_api::networking::LocalityLoadBalancerSetting>,
 }
 
 /// Where and how every proxy writes an access log line per request and per
@@ -65,6 +69,7 @@ impl Default for MeshSettings {
             outbound_policy: OutboundPolicy::AllowAny,
             extension_providers: Vec::new(),
             access_log: None,
+            locality_lb: None,
         }
     }
 }

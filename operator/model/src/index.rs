@@ -673,6 +673,7 @@ impl MeshModel {
                     namespace: service.namespace.clone(),
                     service_account: e.service_account.clone(),
                     weight: e.weight.max(1),
+                    locality: e.locality.clone(),
                 })
                 .collect()
         };
@@ -692,6 +693,7 @@ impl MeshModel {
                         namespace: w.namespace.clone(),
                         service_account: Some(w.service_account.clone()),
                         weight: w.weight,
+                        locality: w.locality.clone(),
                     })
                 })
                 .collect(),
@@ -742,6 +744,9 @@ pub struct Endpoint {
     pub namespace: String,
     pub service_account: Option<String>,
     pub weight: u32,
+    /// `region/zone/subzone` (WorkloadEntry or ServiceEntry `locality`, a pod's
+    /// node or `istio-locality` label); `None` when unknown.
+    pub locality: Option<String>,
 }
 
 fn object_key(kind: &str, meta: &ObjectMeta) -> Result<(String, String), ModelError> {

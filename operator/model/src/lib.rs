@@ -30,4 +30,8 @@ pub use service::{
 pub use service_entry::{gateway_ref, services_of_entry};
 pub use traffic::{Store, Stored, qualify};
 pub use traffic_index::TrafficIndex;
-pub use workload::{SIDECAR_CONTAINER_NAMES, TLS_MODE_LABEL, Workload, labels_match};
+pub use workload::{
+    LEGACY_LOCALITY_LABEL, LOCALITY_LABEL, NODE_REGION_LABELS, NODE_SUBZONE_LABEL,
+    NODE_ZONE_LABELS, SIDECAR_CONTAINER_NAMES, TLS_MODE_LABEL, Workload, labels_match,
+    node_locality, pod_label_locality,
+};

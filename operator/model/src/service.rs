@@ -108,6 +108,8 @@ pub struct StaticEndpoint {
     /// Whose identity the endpoint's server presents (ServiceEntry
     /// `endpoints[].serviceAccount`, in the entry's namespace).
     pub service_account: Option<String>,
+    /// ServiceEntry `endpoints[].locality` (`region/zone/subzone`).
+    pub locality: Option<String>,
 }
 
 /// Who may see a resource (`exportTo`).

@@ -94,6 +94,7 @@ pub fn services_of_entry(
             labels: e.labels.clone(),
             weight: e.weight.unwrap_or(1),
             service_account: e.service_account.clone(),
+            locality: e.locality.clone().filter(|l| !l.is_empty()),
         });
     }
     let external = spec.location != Some(ServiceEntryLocation::MeshInternal);

@@ -100,7 +100,7 @@ impl Workload {
             has_sidecar,
             app_ports: BTreeMap::new(),
             weight: 1,
-            locality: None,
+            locality: pod_label_locality(pod.metadata.labels.as_ref()),
         })
     }
 
@@ -124,7 +124,7 @@ impl Workload {
             .collect();
         w.ports_by_service_port = true;
         w.weight = we.spec.weight.unwrap_or(1).max(1);
-        w.locality = we.spec.locality.clone();
+        w.locality = we.spec.locality.clone().filter(|l| !l.is_empty());
         w.has_sidecar = we.spec.labels.get(TLS_MODE_LABEL).map(String::as_str) == Some("istio");
         Some(w)
     }
@@ -162,6 +162,55 @@ impl Workload {
         service.namespace == self.namespace
             && service.selector.as_ref().is_some_and(|s| self.matches(s))
     }
+}
+
+/// The pod label that sets a pod's locality over its node's (Istio's), and
+/// the older one read when it is absent.
+pub const LOCALITY_LABEL: &str = "topology.istio.io/locality";
+pub const LEGACY_LOCALITY_LABEL: &str = "istio-locality";
+
+/// A pod's locality from its labels, as Istio reads them: a label value
+/// cannot hold `/`, so `region.zone.subzone` stands for `region/zone/subzone`.
+pub fn pod_label_locality(labels: Option<&BTreeMap<String, String>>) -> Option<String> {
+    let labels = labels?;
+    let value = labels
+        .get(LOCALITY_LABEL)
+        .or_else(|| labels.get(LEGACY_LOCALITY_LABEL))
+        .filter(|v| !v.is_empty())?;
+    Some(if value.contains('/') {
+        value.clone()
+    } else {
+        value.replace('.', "/")
+    })
+}
+
+/// Node labels Istio reads a pod's locality from, in order of preference.
+pub const NODE_REGION_LABELS: [&str; 2] = [
+    "topology.kubernetes.io/region",
+    "failure-domain.beta.kubernetes.io/region",
+];
+pub const NODE_ZONE_LABELS: [&str; 2] = [
+    "topology.kubernetes.io/zone",
+    "failure-domain.beta.kubernetes.io/zone",
+];
+pub const NODE_SUBZONE_LABEL: &str = "topology.istio.io/subzone";
+
+/// The locality of a node, `region/zone/subzone`, from its labels; `None`
+/// when it has none of them.
+pub fn node_locality(labels: &BTreeMap<String, String>) -> Option<String> {
+    let first = |keys: &[&str]| {
+        keys.iter()
+            .find_map(|k| labels.get(*k).filter(|v| !v.is_empty()))
+            .cloned()
+            .unwrap_or_default()
+    };
+    let region = first(&NODE_REGION_LABELS);
+    let zone = first(&NODE_ZONE_LABELS);
+    let subzone = first(&[NODE_SUBZONE_LABEL]);
+    if region.is_empty() && zone.is_empty() && subzone.is_empty() {
+        return None;
+    }
+    Some(format!("{region}/{zone}/{subzone}"))
 }
 
 /// Every selector label is present with the same value (an empty selector matches all).

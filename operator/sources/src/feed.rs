@@ -717,6 +717,7 @@ pub fn settings_from(spec: &MeshConfigSpec, base: &MeshSettings) -> MeshSettings
     };
     s.extension_providers = spec.extension_providers.clone();
     s.access_log = trellis_model::AccessLog::from_spec(spec);
+    s.locality_lb = spec.locality_lb_setting.clone();
     s
 }
 

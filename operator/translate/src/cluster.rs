@@ -10,6 +10,7 @@ use envoy_types::pb::envoy::config::cluster::v3::{
         ClusterDiscoveryType, CommonLbConfig, DiscoveryType, DnsLookupFamily, EdsClusterConfig,
         LbConfig, LbPolicy, LeastRequestLbConfig, MaglevLbConfig, RingHashLbConfig,
         RoundRobinLbConfig, SlowStartConfig, TransportSocketMatch,
+        common_lb_config::{LocalityConfigSpecifier, LocalityWeightedLbConfig},
     },
 };
 use envoy_types::pb::envoy::config::core::v3::{
@@ -33,6 +34,7 @@ use envoy_types::util::pack_any;
 use trellis_model::{MeshService, Protocol, Resolution, ServicePort};
 
 use crate::endpoints;
+use crate::locality::LocalityLb;
 use crate::names;
 use crate::policy::{
     ClientTls, ClusterPolicy, ConnectionPool, HashAlgorithm, Keepalive, LoadBalancer,
@@ -71,6 +73,8 @@ pub struct OutboundCluster<'a> {
     pub identities: &'a [String],
     /// Endpoints for STATIC / DNS services (EDS services get theirs over EDS).
     pub inline_endpoints: Vec<trellis_model::Endpoint>,
+    /// Locality load balancing for the client the cluster is built for.
+    pub locality: Option<LocalityLb<'a>>,
 }
 
 /// `outbound|<port>|<subset>|<host>`.
@@ -98,8 +102,12 @@ pub fn outbound_cluster(spec: &OutboundCluster<'_>, sds: &SdsSource) -> Cluster 
             };
             cluster.cluster_discovery_type = Some(ClusterDiscoveryType::Type(kind as i32));
             cluster.dns_lookup_family = DnsLookupFamily::V4Only as i32;
-            cluster.load_assignment =
-                Some(endpoints::load_assignment(&name, &spec.inline_endpoints));
+            cluster.load_assignment = Some(endpoints::locality_load_assignment(
+                &name,
+                &spec.inline_endpoints,
+                spec.locality.as_ref(),
+                false,
+            ));
         }
         Resolution::Passthrough => {
             cluster.cluster_discovery_type = Some(ClusterDiscoveryType::Type(
@@ -107,6 +115,14 @@ pub fn outbound_cluster(spec: &OutboundCluster<'_>, sds: &SdsSource) -> Cluster 
             ));
             cluster.lb_policy = LbPolicy::ClusterProvided as i32;
         }
+    }
+    if spec.locality.is_some_and(|l| l.weighted_config()) {
+        cluster
+            .common_lb_config
+            .get_or_insert_with(Default::default)
+            .locality_config_specifier = Some(LocalityConfigSpecifier::LocalityWeightedLbConfig(
+            LocalityWeightedLbConfig {},
+        ));
     }
     let sni = format!(
         "outbound_.{}_.{}_.{}",
@@ -216,6 +232,7 @@ pub fn inbound_cluster(
         namespace: String::new(),
         service_account: None,
         weight: 1,
+        locality: None,
     };
     cluster.load_assignment = Some(endpoints::load_assignment(&name, &[endpoint]));
     cluster

@@ -75,6 +75,7 @@ fn with_ports(
             let path = format!("{path}.loadBalancer.warmupDurationSecs");
             dur(lb.warmup_duration_secs.as_ref(), &path, err)
         }),
+        locality_lb: (tp.load_balancer.as_ref()).and_then(|lb| lb.locality_lb_setting.clone()),
         connection_pool: tp
             .connection_pool
             .as_ref()
@@ -110,6 +111,7 @@ fn with_ports(
             let path = format!("{ppath}.loadBalancer.warmupDurationSecs");
             dur(lb.warmup_duration_secs.as_ref(), &path, err)
         }),
+        locality_lb: (pl.load_balancer.as_ref()).and_then(|lb| lb.locality_lb_setting.clone()),
         connection_pool: pl
             .connection_pool
             .as_ref()

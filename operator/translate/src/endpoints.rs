@@ -2,7 +2,8 @@
 use std::collections::HashMap;
 
 use envoy_types::pb::envoy::config::core::v3::{
-    Address, Metadata, Pipe, SocketAddress, address, socket_address::PortSpecifier,
+    Address, Locality as EnvoyLocality, Metadata, Pipe, SocketAddress, address,
+    socket_address::PortSpecifier,
 };
 use envoy_types::pb::envoy::config::endpoint::v3::{
     ClusterLoadAssignment, Endpoint as EnvoyEndpoint, LbEndpoint, LocalityLbEndpoints,
@@ -13,6 +14,7 @@ use envoy_types::pb::google::protobuf::UInt32Value;
 use trellis_model::Endpoint;
 
 use crate::cluster::{TRANSPORT_SOCKET_MATCH, tls_mode_struct};
+use crate::locality::{LocalityLb, Member, groups};
 
 /// A TCP socket address.
 pub fn socket_address(address: &str, port: u16) -> Address {
@@ -42,39 +44,67 @@ fn endpoint_address(address: &str, port: u16) -> Address {
 /// The assignment for `cluster_name`, endpoints sorted by address and port. Endpoints
 /// with a sidecar carry `tlsMode: istio` so auto mTLS picks the mTLS socket for them.
 pub fn load_assignment(cluster_name: &str, endpoints: &[Endpoint]) -> ClusterLoadAssignment {
+    locality_load_assignment(cluster_name, endpoints, None, false)
+}
+
+/// [`load_assignment`] with the endpoints grouped by locality, with the
+/// priorities and weights locality load balancing `lb` gives them for its
+/// client; `eds`: the assignment goes over EDS (`failoverPriority` applies).
+pub fn locality_load_assignment(
+    cluster_name: &str,
+    endpoints: &[Endpoint],
+    lb: Option<&LocalityLb<'_>>,
+    eds: bool,
+) -> ClusterLoadAssignment {
     let mut sorted: Vec<&Endpoint> = endpoints.iter().collect();
     sorted.sort_by(|a, b| (&a.address, a.port).cmp(&(&b.address, b.port)));
     sorted.dedup_by(|a, b| a.address == b.address && a.port == b.port);
-    let lb_endpoints: Vec<LbEndpoint> = sorted
+    let members: Vec<Member<'_>> = (sorted.iter())
+        .map(|e| Member {
+            locality: e.locality.as_deref(),
+            labels: &e.labels,
+            weight: e.weight,
+        })
+        .collect();
+    let endpoints = groups(&members, lb, eds)
         .into_iter()
-        .map(|e| LbEndpoint {
-            host_identifier: Some(HostIdentifier::Endpoint(EnvoyEndpoint {
-                address: Some(endpoint_address(&e.address, e.port)),
-                ..Default::default()
-            })),
-            metadata: e.has_sidecar.then(|| Metadata {
-                filter_metadata: HashMap::from([(
-                    TRANSPORT_SOCKET_MATCH.to_string(),
-                    tls_mode_struct(),
-                )]),
-                ..Default::default()
+        .map(|g| LocalityLbEndpoints {
+            locality: (!g.locality.is_empty()).then(|| EnvoyLocality {
+                region: g.locality.region.clone(),
+                zone: g.locality.zone.clone(),
+                sub_zone: g.locality.subzone.clone(),
             }),
+            lb_endpoints: g.members.iter().map(|i| lb_endpoint(sorted[*i])).collect(),
             load_balancing_weight: Some(UInt32Value {
-                value: e.weight.max(1),
+                value: g.weight.max(1),
             }),
+            priority: g.priority,
             ..Default::default()
         })
         .collect();
     ClusterLoadAssignment {
         cluster_name: cluster_name.to_string(),
-        endpoints: if lb_endpoints.is_empty() {
-            Vec::new()
-        } else {
-            vec![LocalityLbEndpoints {
-                lb_endpoints,
-                ..Default::default()
-            }]
-        },
+        endpoints,
+        ..Default::default()
+    }
+}
+
+fn lb_endpoint(e: &Endpoint) -> LbEndpoint {
+    LbEndpoint {
+        host_identifier: Some(HostIdentifier::Endpoint(EnvoyEndpoint {
+            address: Some(endpoint_address(&e.address, e.port)),
+            ..Default::default()
+        })),
+        metadata: e.has_sidecar.then(|| Metadata {
+            filter_metadata: HashMap::from([(
+                TRANSPORT_SOCKET_MATCH.to_string(),
+                tls_mode_struct(),
+            )]),
+            ..Default::default()
+        }),
+        load_balancing_weight: Some(UInt32Value {
+            value: e.weight.max(1),
+        }),
         ..Default::default()
     }
 }

@@ -331,6 +331,7 @@ pub fn stats_cluster() -> Cluster {
         namespace: String::new(),
         service_account: None,
         weight: 1,
+        locality: None,
     };
     Cluster {
         name: PROMETHEUS_STATS_CLUSTER.into(),

@@ -16,6 +16,7 @@ pub mod gateway;
 pub mod http_rule;
 pub mod interception;
 pub mod listener;
+pub mod locality;
 pub mod names;
 pub mod outbound;
 pub mod policy;

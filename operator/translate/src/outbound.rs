@@ -2,6 +2,7 @@
 //! HTTP and TCP routes per host. Computed once per namespace and shared (`Arc`);
 //! where matches name their clients by `sourceLabels`, or DestinationRules select
 //! them by `workloadSelector`, once per set of those the sidecar's labels satisfy.
+use crate::locality::ClientLocality;
 use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -232,7 +233,16 @@ pub fn outbound_scope_for(
         gateway: None,
     };
     let shared = &mut Shared::new(model);
-    outbound_scope_shared(model, &client, ProxyKind::Sidecar, sds, sidecar, shared)
+    let locality = ClientLocality::default();
+    outbound_scope_shared(
+        model,
+        &client,
+        ProxyKind::Sidecar,
+        sds,
+        sidecar,
+        shared,
+        &locality,
+    )
 }
 
 /// [`outbound_scope_for`] for the sidecars that are `client`, with clusters and
@@ -245,6 +255,7 @@ pub(crate) fn outbound_scope_shared(
     sds: &SdsSource,
     sidecar: Option<&Stored<Sidecar>>,
     shared: &mut Shared<'_>,
+    locality: &ClientLocality,
 ) -> OutboundScope {
     let namespace = client.namespace;
     let mut scope = OutboundScope {
@@ -310,6 +321,7 @@ pub(crate) fn outbound_scope_shared(
                     labels,
                     dr,
                     credentials_in,
+                    locality,
                 );
                 secrets.extend(built.secrets.iter().cloned());
                 // Report each DestinationRule problem once, from its default cluster.

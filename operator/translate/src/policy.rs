@@ -145,6 +145,8 @@ pub struct ClusterPolicy {
     pub load_balancer: Option<LoadBalancer>,
     /// `loadBalancer.warmupDurationSecs`: Envoy's slow start window.
     pub warmup: Option<Duration>,
+    /// `loadBalancer.localityLbSetting` (replaced with the load balancer).
+    pub locality_lb: Option<trellis_api::networking::LocalityLoadBalancerSetting>,
     pub connection_pool: Option<ConnectionPool>,
     pub outlier_detection: Option<OutlierDetection>,
     /// `None`: auto mTLS (mTLS to endpoints with a sidecar, plaintext otherwise).
@@ -174,6 +176,11 @@ impl ClusterPolicy {
                 over.warmup
             } else {
                 self.warmup
+            },
+            locality_lb: if over.load_balancer.is_some() {
+                over.locality_lb.clone()
+            } else {
+                self.locality_lb.clone()
             },
             connection_pool: over
                 .connection_pool

@@ -17,7 +17,8 @@ use trellis_model::{
 
 use crate::cluster::{OutboundCluster, outbound_cluster};
 use crate::destination_rule::cluster_policy;
-use crate::endpoints::load_assignment;
+use crate::endpoints::locality_load_assignment;
+use crate::locality::{ClientLocality, LocalityLb, effective_setting};
 use crate::names;
 use crate::policy::{ClientTls, ClusterPolicy, HashKey, LoadBalancer, TcpProxyPolicy};
 use crate::security::sds::SdsSource;
@@ -27,12 +28,15 @@ type Labels = std::collections::BTreeMap<String, String>;
 
 /// (service host, port, subset, DestinationRule in force as (namespace, name),
 /// the namespace its `credentialName`s are read in, where they apply).
+/// The client's locality and labels are part of it: locality load balancing
+/// gives each client its own priorities and weights.
 type ClusterKey = (
     String,
     u16,
     Option<String>,
     Option<(String, String)>,
     Option<String>,
+    ClientLocality,
 );
 
 /// One outbound cluster as built for a (port, subset, DestinationRule).
@@ -115,6 +119,7 @@ impl<'m> Shared<'m> {
         labels: Option<&Labels>,
         dr: Option<&Stored<DestinationRule>>,
         credentials_in: Option<&str>,
+        client: &ClientLocality,
     ) -> Arc<SharedCluster> {
         let key = (
             service.hostname.clone(),
@@ -122,6 +127,7 @@ impl<'m> Shared<'m> {
             subset.map(str::to_string),
             dr.map(|d| (d.namespace.clone(), d.name.clone())),
             credentials_in.map(str::to_string),
+            client.clone(),
         );
         if let Some(c) = self.clusters.get(&key) {
             return c.clone();
@@ -161,7 +167,23 @@ impl<'m> Shared<'m> {
         };
         let eds = service.resolution == Resolution::Endpoints;
         let empty = found.is_empty();
-        let endpoints = eds.then(|| Arc::new(load_assignment(&cluster_name, &found)));
+        let setting = effective_setting(
+            model.settings().locality_lb.as_ref(),
+            policy.locality_lb.as_ref(),
+        );
+        let locality = LocalityLb {
+            client,
+            setting: setting.as_ref(),
+            failover: policy.outlier_detection.is_some(),
+        };
+        let endpoints = eds.then(|| {
+            Arc::new(locality_load_assignment(
+                &cluster_name,
+                &found,
+                Some(&locality),
+                true,
+            ))
+        });
         let spec = OutboundCluster {
             service,
             port,
@@ -169,6 +191,7 @@ impl<'m> Shared<'m> {
             policy: &policy,
             identities: &identities,
             inline_endpoints: if eds { Vec::new() } else { found },
+            locality: Some(locality),
         };
         let shared = Arc::new(SharedCluster {
             cluster: Arc::new(outbound_cluster(&spec, sds)),

@@ -14,6 +14,7 @@ use crate::listener::{
     ClientCertHeader, Routes, connection_manager, forward_client_cert, hcm_filter, listener,
     tcp_proxy,
 };
+use crate::locality::{ClientLocality, failover_priority_keys};
 use crate::names;
 use crate::outbound::{OutboundScope, outbound_scope_shared};
 use crate::security::peer_authn::{
@@ -43,12 +44,21 @@ pub struct Translator<'m> {
     shared: Shared<'m>,
     /// The model's PeerAuthentications and mesh default, read once.
     peer_policies: Vec<PeerAuthnPolicy>,
+    /// The labels some `failoverPriority` names (a proxy's endpoints depend on them).
+    priority_keys: BTreeSet<String>,
 }
 
 /// A client namespace, the Sidecar resource (namespace, name) in force, if
 /// any, which of [`Translator::client_selectors`] the client's labels satisfy,
-/// and the kind of proxy (DestinationRules' `credentialName`s apply at gateways).
-type ScopeKey = (String, Option<(String, String)>, Vec<usize>, ProxyKind);
+/// the kind of proxy (DestinationRules' `credentialName`s apply at gateways),
+/// and what locality load balancing reads of the client.
+type ScopeKey = (
+    String,
+    Option<(String, String)>,
+    Vec<usize>,
+    ProxyKind,
+    ClientLocality,
+);
 
 impl<'m> Translator<'m> {
     pub fn new(model: &'m MeshModel, options: TranslateOptions) -> Self {
@@ -82,12 +92,20 @@ impl<'m> Translator<'m> {
             client_selectors: client_selectors.into_iter().cloned().collect(),
             shared,
             peer_policies: peer_policies(model),
+            priority_keys: failover_priority_keys(model),
         }
     }
 
     /// The outbound view of `namespace`, for a sidecar without labels (cached).
     pub fn scope(&mut self, namespace: &str) -> Arc<OutboundScope> {
-        self.scope_for(namespace, &BTreeMap::new(), ProxyKind::Sidecar, None)
+        let locality = ClientLocality::default();
+        self.scope_for(
+            namespace,
+            &BTreeMap::new(),
+            ProxyKind::Sidecar,
+            None,
+            &locality,
+        )
     }
 
     /// The outbound view of `namespace` for a sidecar with `labels`, narrowed
@@ -98,6 +116,7 @@ impl<'m> Translator<'m> {
         labels: &BTreeMap<String, String>,
         kind: ProxyKind,
         sidecar: Option<&trellis_model::Stored<trellis_api::networking::Sidecar>>,
+        locality: &ClientLocality,
     ) -> Arc<OutboundScope> {
         let satisfied = (self.client_selectors.iter().enumerate())
             .filter(|(_, selector)| trellis_model::labels_match(selector, labels))
@@ -108,6 +127,7 @@ impl<'m> Translator<'m> {
             sidecar.map(|s| (s.namespace.clone(), s.name.clone())),
             satisfied,
             kind,
+            locality.clone(),
         );
         if let Some(s) = self.scopes.get(&key) {
             return s.clone();
@@ -124,6 +144,7 @@ impl<'m> Translator<'m> {
             &self.options.sds,
             sidecar,
             &mut self.shared,
+            locality,
         ));
         self.scopes.insert(key, s.clone());
         s
@@ -149,7 +170,14 @@ impl<'m> Translator<'m> {
             ProxyKind::Sidecar => model.sidecar_for(workload),
             ProxyKind::Gateway => None,
         };
-        let scope = self.scope_for(&proxy.namespace, &workload.labels, proxy.kind, sidecar);
+        let locality = ClientLocality::of(workload, &self.priority_keys);
+        let scope = self.scope_for(
+            &proxy.namespace,
+            &workload.labels,
+            proxy.kind,
+            sidecar,
+            &locality,
+        );
         let mut out = ProxyResources {
             clusters: scope.clusters.clone(),
             endpoints: scope.endpoints.clone(),

@@ -233,13 +233,24 @@ fn resource() -> impl Strategy<Value = Option<Resource>> {
         0u8..4,
         pick(SUBSETS),
         any::<bool>(),
+        // Localities, some partial or odd (the model takes any string).
+        prop::option::of(pick(&[
+            "us-east/a/1",
+            "us-east/a",
+            "us-east/b",
+            "eu",
+            "",
+            "//",
+            "a/b/c/d",
+        ])),
     )
-        .prop_map(|(ns, app, i, version, sidecar)| {
+        .prop_map(|(ns, app, i, version, sidecar, locality)| {
             let mut w = Workload::new(ns, format!("{app}-{i}"), format!("127.0.1.{i}"));
             w.labels.insert("app".into(), app.into());
             w.labels.insert("version".into(), version.into());
             w.labels.insert("istio".into(), "ingressgateway".into());
             w.has_sidecar = sidecar;
+            w.locality = locality.map(str::to_string);
             Some(Resource::Workload(Box::new(w)))
         });
     let vs = (
@@ -286,6 +297,12 @@ fn resource() -> impl Strategy<Value = Option<Resource>> {
             r#"{"loadBalancer": {"simple": "RANDOM", "warmupDurationSecs": "never"}}"#,
             r#"{"proxyProtocol": {}}"#,
             r#"{"proxyProtocol": {"version": "V2"}, "tls": {"mode": "ISTIO_MUTUAL"}}"#,
+            // Locality load balancing, some of it invalid (weights off, both kinds).
+            r#"{"outlierDetection": {"consecutive5xxErrors": 1}, "loadBalancer": {"localityLbSetting": {}}}"#,
+            r#"{"outlierDetection": {"consecutive5xxErrors": 1}, "loadBalancer": {"localityLbSetting": {"failover": [{"from": "us-east", "to": "eu"}], "failoverPriority": ["version", "app=web", "topology.kubernetes.io/zone"]}}}"#,
+            r#"{"loadBalancer": {"simple": "ROUND_ROBIN", "localityLbSetting": {"distribute": [{"from": "us-east/*", "to": {"us-east/a/*": 70, "eu": 30}}, {"from": "*", "to": {"*": 0, "x": 4294967295}}]}}}"#,
+            r#"{"outlierDetection": {}, "loadBalancer": {"localityLbSetting": {"enabled": false, "distribute": [{"from": "", "to": {}}], "failover": [{"from": "", "to": ""}]}}}"#,
+            r#"{"outlierDetection": {"consecutive5xxErrors": 1}, "loadBalancer": {"localityLbSetting": {"failoverPriority": ["=", "version="]}}}"#,
         ])),
     )
         .prop_map(|(ns, i, host, subsets, tls, selected_app, policy)| {
@@ -524,16 +541,25 @@ fn settings() -> impl Strategy<Value = MeshSettings> {
             format: format.map(str::to_string),
         })
     });
+    let locality_lb = prop::option::of(pick(&[
+        r#"{"enabled": false}"#,
+        r#"{"failover": [{"from": "us-east", "to": "eu"}]}"#,
+        r#"{"distribute": [{"from": "*", "to": {"us-east": 50, "eu/x/*": 50}}]}"#,
+        r#"{"failoverPriority": ["app", "topology.istio.io/subzone"]}"#,
+    ]))
+    .prop_map(|s| s.and_then(|s| serde_json::from_str(s).ok()));
     (
         any::<bool>(),
         any::<bool>(),
         extension_providers(),
         access_log,
+        locality_lb,
     )
         .prop_map(
-            |(strict, registry_only, extension_providers, access_log)| MeshSettings {
+            |(strict, registry_only, extension_providers, access_log, locality_lb)| MeshSettings {
                 extension_providers,
                 access_log,
+                locality_lb,
                 default_mtls: if strict {
                     MtlsMode::Strict
                 } else {

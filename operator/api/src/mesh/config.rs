@@ -1,7 +1,7 @@
 //! `MeshConfig`: the mesh-wide settings (cluster-scoped singleton `default`).
 
 use crate::duration::Duration;
-use crate::networking::OutboundTrafficPolicy;
+use crate::networking::{LocalityLoadBalancerSetting, OutboundTrafficPolicy};
 use crate::security::MutualTLSMode;
 use crate::status::ResourceStatus;
 use k8s_openapi::api::core::v1::ResourceRequirements;
@@ -75,6 +75,11 @@ pub struct MeshConfigSpec {
     /// Unset: Trellis's default (see the README).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub access_log_format: Option<String>,
+    /// Mesh-wide locality load balancing (Istio's MeshConfig field); a
+    /// DestinationRule's `loadBalancer.localityLbSetting` replaces it. Unset,
+    /// it is on with no `distribute` or `failover`, as in Istio.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub locality_lb_setting: Option<LocalityLoadBalancerSetting>,
 }
 
 /// How access log lines are written.

@@ -115,6 +115,55 @@ pub struct LoadBalancerSettings {
     /// ROUND_ROBIN and LEAST_REQUEST only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub warmup_duration_secs: Option<Duration>,
+    /// Locality-aware load balancing for this destination; replaces the
+    /// MeshConfig's `localityLbSetting` as a whole.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub locality_lb_setting: Option<LocalityLoadBalancerSetting>,
+}
+
+/// Istio's `LocalityLoadBalancerSetting`: how traffic is spread over, or
+/// fails over between, the localities (`region/zone/subzone`) of the
+/// endpoints, relative to the client's own locality. Set at most one of
+/// `distribute` and `failover`.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, Default, PartialEq, Eq, Hash)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct LocalityLoadBalancerSetting {
+    /// Weights per destination locality for clients of a source locality.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub distribute: Vec<LocalityDistribute>,
+    /// Region failover: when the client's region has no healthy endpoint,
+    /// traffic goes to region `to` first. Needs outlier detection.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub failover: Vec<LocalityFailover>,
+    /// Labels (`key`, or `key=value` to compare with a fixed value) ordering
+    /// the failover: endpoints sharing more of them, in order, with the client
+    /// come first. Needs outlier detection.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub failover_priority: Vec<String>,
+    /// `false` turns locality load balancing off for this destination.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enabled: Option<bool>,
+}
+
+/// Clients in locality `from` send each locality of `to` its weight (in
+/// percent, summing to 100). `*` matches any value at its level.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, Default, PartialEq, Eq, Hash)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct LocalityDistribute {
+    #[serde(default)]
+    pub from: String,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub to: BTreeMap<String, u32>,
+}
+
+/// Clients of region `from` fail over to region `to` first.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, Default, PartialEq, Eq, Hash)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct LocalityFailover {
+    #[serde(default)]
+    pub from: String,
+    #[serde(default)]
+    pub to: String,
 }
 
 /// Standard load balancing algorithms.

@@ -90,10 +90,12 @@ fn load_balancer(errors: &mut Errors, path: &str, lb: &LoadBalancerSettings) {
         (Some(_), Some(_)) => {
             errors.add(path.to_owned(), "set only one of simple and consistentHash")
         }
-        (None, None) if lb.warmup_duration_secs.is_none() => errors.add(
-            path.to_owned(),
-            "one of simple or consistentHash is required",
-        ),
+        (None, None) if lb.warmup_duration_secs.is_none() && lb.locality_lb_setting.is_none() => {
+            errors.add(
+                path.to_owned(),
+                "one of simple, consistentHash or localityLbSetting is required",
+            )
+        }
         _ => {}
     }
     if let Some(w) = &lb.warmup_duration_secs {
@@ -110,6 +112,9 @@ fn load_balancer(errors: &mut Errors, path: &str, lb: &LoadBalancerSettings) {
                 "applies only to ROUND_ROBIN and LEAST_REQUEST (the default)",
             );
         }
+    }
+    if let Some(l) = &lb.locality_lb_setting {
+        super::locality::locality_lb_setting(errors, &format!("{path}.localityLbSetting"), l);
     }
     if let Some(ch) = &lb.consistent_hash {
         let chpath = format!("{path}.consistentHash");

@@ -45,6 +45,9 @@ pub fn mesh_config(mc: &MeshConfig) -> Vec<FieldError> {
             format!("{ratio} must be between 0 and 1 (exclusive)"),
         );
     }
+    if let Some(l) = &spec.locality_lb_setting {
+        super::locality::locality_lb_setting(&mut errors, "spec.localityLbSetting", l);
+    }
     if let Some(proxy) = &spec.proxy {
         if let Some(image) = &proxy.image
             && (image.is_empty() || image.contains(char::is_whitespace))

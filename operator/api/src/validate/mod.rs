@@ -4,6 +4,7 @@
 mod destination_rule;
 mod fields;
 mod gateway;
+mod locality;
 mod mesh;
 mod metadata;
 mod security;
