@@ -193,16 +193,15 @@ pub struct Member<'a> {
 /// weights `lb` gives them. `by_labels`: `failoverPriority` applies (Istio
 /// applies it to EDS endpoints, not to DNS and static clusters).
 pub fn groups(members: &[Member<'_>], lb: Option<&LocalityLb<'_>>, by_labels: bool) -> Vec<Group> {
-    let mut by_locality: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
+    // By the parsed locality: `a/b` and `a/b/` (a node without a subzone) are one.
+    let mut by_locality: BTreeMap<Locality, Vec<usize>> = BTreeMap::new();
     for (i, m) in members.iter().enumerate() {
-        by_locality
-            .entry(m.locality.unwrap_or_default())
-            .or_default()
-            .push(i);
+        let locality = Locality::parse(m.locality.unwrap_or_default());
+        by_locality.entry(locality).or_default().push(i);
     }
     let mut out: Vec<Group> = (by_locality.into_iter())
         .map(|(locality, members_here)| Group {
-            locality: Locality::parse(locality),
+            locality,
             priority: 0,
             weight: weight_sum(members, &members_here),
             members: members_here,

@@ -380,3 +380,22 @@ fn subset_load_balancer_replaces_the_locality_setting() {
     // The subset's loadBalancer has no localityLbSetting: the mesh default (on) applies.
     assert_eq!(priorities(subset)["us-east/b"], 2);
 }
+
+#[test]
+fn a_locality_with_an_empty_subzone_is_one_group_with_its_short_form() {
+    // A node without a subzone gives `region/zone/`; a WorkloadEntry says `region/zone`.
+    let m = model(
+        vec![located(
+            "cart-b2",
+            "127.0.0.16",
+            "cart",
+            Some("us-east/b/"),
+            &[],
+        )],
+        MeshSettings::default(),
+    );
+    let s = shape(assignment(&sidecar(&m, "web-a")));
+    let b: Vec<_> = s.iter().filter(|(l, ..)| l == "us-east/b").collect();
+    assert_eq!(b.len(), 1, "{s:?}");
+    assert_eq!(b[0].3.len(), 2);
+}
