@@ -84,6 +84,12 @@ fn check_rbac(r: &Rendered) {
         );
         assert_eq!(rule.verbs, ["get", "patch"], "{rule:?}");
     }
+    // Nodes: read only, for their topology labels (the locality of their pods).
+    let nodes: Vec<_> = (cluster.iter())
+        .filter(|r| r.resources.iter().flatten().any(|x| x == "nodes"))
+        .collect();
+    assert_eq!(nodes.len(), 1, "one rule names nodes: {nodes:?}");
+    assert_eq!(nodes[0].verbs, ["list", "watch"], "{:?}", nodes[0]);
     assert_eq!(r.roles.len(), 1, "one Role");
     let role = &r.roles[0];
     assert_eq!(role.metadata.namespace.as_deref(), Some(NS));

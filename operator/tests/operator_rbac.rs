@@ -83,6 +83,7 @@ fn every_api_call_of_the_operator_is_allowed_by_rbac_yaml() {
         ("delete", "", "configmaps"),
         ("watch", "", "serviceaccounts"),
         ("watch", "", "namespaces"),
+        ("watch", "", "nodes"),
         ("create", "events.k8s.io", "events"),
         ("update", "coordination.k8s.io", "leases"),
     ] {

@@ -96,6 +96,8 @@ pub struct MeshFeed {
     service_accounts: Arc<BTreeSet<NsName>>,
     credentials: Arc<Credentials>,
     slices: BTreeMap<NsName, EndpointSlice>,
+    /// Node name -> the locality its labels give (the locality of its pods).
+    nodes: BTreeMap<String, Option<String>>,
     /// Pod address learnt from EndpointSlices, for pods whose status has none yet.
     /// pod -> (slice -> address), so a pod keeps an address while any slice lists it.
     slice_addresses: BTreeMap<NsName, BTreeMap<NsName, String>>,
@@ -218,6 +220,10 @@ impl MeshFeed {
             Input::Secret(key, credential) => {
                 self.mark(kind, key.clone(), true);
                 self.set_credential(&key, credential)
+            }
+            Input::Node(name, locality) => {
+                self.mark(kind, key.clone(), true);
+                self.set_node(name, Some(locality))
             }
             Input::EndpointSlice(mut slice) => {
                 strip_meta(&mut slice.metadata);
@@ -399,6 +405,7 @@ impl MeshFeed {
                 let old = self.slices.remove(&id);
                 self.slice_changed(&id, old.as_ref(), None)
             }
+            SourceKind::Node => self.set_node(key.name.clone(), None),
             SourceKind::Secret => self.set_credential(key, None),
             _ => {
                 if Arc::make_mut(&mut self.config).remove(key).is_some() {
@@ -501,8 +508,31 @@ impl MeshFeed {
         scope
     }
 
+    /// Node `name` appeared with (or changed to) `locality`, or is gone
+    /// (`None`): its pods are programmed again when their locality changes.
+    fn set_node(&mut self, name: String, locality: Option<Option<String>>) -> ChangeScope {
+        let changed = match locality {
+            Some(l) => self.nodes.insert(name.clone(), l.clone()) != Some(l),
+            None => self.nodes.remove(&name).is_some(),
+        };
+        if !changed {
+            return ChangeScope::None;
+        }
+        self.revision += 1;
+        let on_node: Vec<NsName> = (self.pods.iter())
+            .filter(|(_, p)| p.spec.as_ref().and_then(|s| s.node_name.as_deref()) == Some(&name))
+            .map(|(id, _)| id.clone())
+            .collect();
+        let mut scope = ChangeScope::None;
+        for id in on_node {
+            scope = scope.union(self.program_pod(&id));
+        }
+        scope
+    }
+
     /// Feeds a pod to the model, with the address its EndpointSlices give when its
-    /// status has none. A pod that is terminating or finished serves nothing.
+    /// status has none. A pod that is terminating or finished serves nothing. Its
+    /// locality is its label's, else its node's (as Istio reads them).
     fn program_pod(&mut self, id: &NsName) -> ChangeScope {
         let Some(pod) = self.pods.get(id) else {
             return ChangeScope::None;
@@ -522,7 +552,19 @@ impl MeshFeed {
                 .get(id)
                 .and_then(|by_slice| by_slice.values().next().cloned());
         }
-        self.model_apply(trellis_model::Resource::Pod(Box::new(pod)))
+        let node_locality = (pod.spec.as_ref())
+            .and_then(|s| s.node_name.as_ref())
+            .and_then(|n| self.nodes.get(n).cloned().flatten());
+        match trellis_model::Workload::from_pod(&pod) {
+            Some(mut workload) => {
+                if workload.locality.is_none() {
+                    workload.locality = node_locality;
+                }
+                self.model_apply(trellis_model::Resource::Workload(Box::new(workload)))
+            }
+            // No address: the model forgets the pod.
+            None => self.model_apply(trellis_model::Resource::Pod(Box::new(pod))),
+        }
     }
 
     /// An EndpointSlice was added, changed (`old` and `new`) or removed: the

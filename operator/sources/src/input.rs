@@ -7,7 +7,7 @@
 use std::sync::Arc;
 
 use crate::credentials::Credential;
-use k8s_openapi::api::core::v1::{Pod, Secret};
+use k8s_openapi::api::core::v1::{Node, Pod, Secret};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde_json::Value;
@@ -22,6 +22,8 @@ pub enum SourceKind {
     ServiceAccount,
     Pod,
     EndpointSlice,
+    /// Only for the locality of the pods on them.
+    Node,
     MeshConfig,
     VirtualService,
     DestinationRule,
@@ -37,12 +39,13 @@ pub enum SourceKind {
 }
 
 impl SourceKind {
-    pub const ALL: [SourceKind; 16] = [
+    pub const ALL: [SourceKind; 17] = [
         SourceKind::Namespace,
         SourceKind::Service,
         SourceKind::ServiceAccount,
         SourceKind::Pod,
         SourceKind::EndpointSlice,
+        SourceKind::Node,
         SourceKind::MeshConfig,
         SourceKind::VirtualService,
         SourceKind::DestinationRule,
@@ -76,6 +79,7 @@ impl SourceKind {
             SourceKind::ServiceAccount => "ServiceAccount",
             SourceKind::Pod => "Pod",
             SourceKind::EndpointSlice => "EndpointSlice",
+            SourceKind::Node => "Node",
             SourceKind::MeshConfig => "MeshConfig",
             SourceKind::VirtualService => "VirtualService",
             SourceKind::DestinationRule => "DestinationRule",
@@ -101,6 +105,7 @@ impl SourceKind {
             | SourceKind::Service
             | SourceKind::ServiceAccount
             | SourceKind::Pod
+            | SourceKind::Node
             | SourceKind::Secret => ("", "v1"),
             SourceKind::EndpointSlice => ("discovery.k8s.io", "v1"),
             SourceKind::MeshConfig => (trellis_api::mesh::GROUP, trellis_api::mesh::VERSION),
@@ -132,6 +137,7 @@ impl SourceKind {
             SourceKind::ServiceAccount => "serviceaccounts",
             SourceKind::Pod => "pods",
             SourceKind::EndpointSlice => "endpointslices",
+            SourceKind::Node => "nodes",
             SourceKind::MeshConfig => "meshconfigs",
             SourceKind::VirtualService => "virtualservices",
             SourceKind::DestinationRule => "destinationrules",
@@ -147,7 +153,10 @@ impl SourceKind {
     }
 
     pub fn is_cluster_scoped(self) -> bool {
-        matches!(self, SourceKind::Namespace | SourceKind::MeshConfig)
+        matches!(
+            self,
+            SourceKind::Namespace | SourceKind::MeshConfig | SourceKind::Node
+        )
     }
 }
 
@@ -171,6 +180,9 @@ pub enum Input {
     Unreadable(Box<Unreadable>),
     Pod(Box<Pod>),
     EndpointSlice(Box<EndpointSlice>),
+    /// A Node: its name and the locality its labels give (the rest of it is
+    /// not kept).
+    Node(String, Option<String>),
     /// A Secret: the credential it holds, if any (the rest of it is not kept).
     Secret(ObjectRef, Option<Arc<Credential>>),
 }
@@ -182,6 +194,11 @@ impl Input {
             Input::Unreadable(u) => u.object.clone(),
             Input::Pod(p) => object_ref("Pod", &p.metadata),
             Input::EndpointSlice(s) => object_ref("EndpointSlice", &s.metadata),
+            Input::Node(name, _) => ObjectRef {
+                kind: "Node".into(),
+                namespace: None,
+                name: name.clone(),
+            },
             Input::Secret(key, _) => key.clone(),
         }
     }
@@ -192,6 +209,16 @@ pub fn secret_input(secret: &Secret) -> Input {
     Input::Secret(
         object_ref("Secret", &secret.metadata),
         Credential::from_secret(secret).map(Arc::new),
+    )
+}
+
+/// A Node as the sources keep it: its name and its locality
+/// (`topology.kubernetes.io/region`, `.../zone`, `topology.istio.io/subzone`).
+pub fn node_input(node: &Node) -> Input {
+    let labels = node.metadata.labels.clone().unwrap_or_default();
+    Input::Node(
+        node.metadata.name.clone().unwrap_or_default(),
+        trellis_model::node_locality(&labels),
     )
 }
 
@@ -207,7 +234,7 @@ pub enum Change {
 pub(crate) fn object_ref(kind: &str, meta: &ObjectMeta) -> ObjectRef {
     ObjectRef {
         kind: kind.to_string(),
-        namespace: if trellis_api::is_cluster_scoped_kind(kind) {
+        namespace: if trellis_api::is_cluster_scoped_kind(kind) || kind == "Node" {
             None
         } else {
             Some(

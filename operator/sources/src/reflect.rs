@@ -7,7 +7,7 @@ use std::fmt::Debug;
 use std::sync::Arc;
 
 use futures_util::StreamExt;
-use k8s_openapi::api::core::v1::{Namespace, Pod, Secret, Service, ServiceAccount};
+use k8s_openapi::api::core::v1::{Namespace, Node, Pod, Secret, Service, ServiceAccount};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::{Api, ApiResource, DynamicObject};
 use kube::runtime::WatchStreamExt;
@@ -22,7 +22,9 @@ use trellis_xds::XdsServer;
 use crate::SourcesError;
 use crate::credentials;
 use crate::feed::{MeshFeed, MeshView, push_scope};
-use crate::input::{Change, Input, SourceKind, input_from_json, object_ref, secret_input};
+use crate::input::{
+    Change, Input, SourceKind, input_from_json, node_input, object_ref, secret_input,
+};
 use crate::snapshot::ModelSnapshots;
 
 /// Most changes applied in one batch before the model is published.
@@ -141,6 +143,13 @@ fn spawn_watch(
             all.clone(),
             kind,
             |o| Input::Pod(Box::new(o)),
+            tx,
+        )),
+        SourceKind::Node => tokio::spawn(watch_kind(
+            Api::<Node>::all(client),
+            all.clone(),
+            kind,
+            |o| node_input(&o),
             tx,
         )),
         SourceKind::EndpointSlice => tokio::spawn(watch_kind(

@@ -126,6 +126,15 @@ const BUILTINS: &[Builtin] = &[
     Builtin {
         group: "",
         version: "v1",
+        resource: "nodes",
+        kind: "Node",
+        namespaced: false,
+        short: &["no"],
+        status: true,
+    },
+    Builtin {
+        group: "",
+        version: "v1",
         resource: "pods",
         kind: "Pod",
         namespaced: true,

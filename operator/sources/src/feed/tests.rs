@@ -655,3 +655,92 @@ mod convergence {
         }
     }
 }
+
+fn node(name: &str, labels: serde_json::Value) -> Input {
+    crate::input::node_input(
+        &serde_json::from_value(json!({"metadata": {"name": name, "labels": labels}})).unwrap(),
+    )
+}
+
+/// A running pod `name` on `node`, with `labels` besides `app: cart`.
+fn pod_on(name: &str, node: &str, ip: &str, labels: serde_json::Value) -> Input {
+    let mut all = json!({"app": "cart"});
+    for (k, v) in labels.as_object().unwrap() {
+        all[k] = v.clone();
+    }
+    Input::Pod(Box::new(
+        serde_json::from_value(json!({
+            "metadata": {"name": name, "namespace": "shop", "labels": all},
+            "spec": {"nodeName": node, "serviceAccountName": "cart", "containers": [
+                {"name": "app", "image": "cart"}, {"name": "trellis-proxy", "image": "envoy"}
+            ]},
+            "status": {"phase": "Running", "podIP": ip}
+        }))
+        .unwrap(),
+    ))
+}
+
+#[test]
+fn pods_take_the_locality_of_their_node_unless_their_label_sets_one() {
+    let mut feed = MeshFeed::new(MeshSettings::default());
+    let locality = |feed: &MeshFeed, name: &str| {
+        feed.model()
+            .workload("shop", name)
+            .and_then(|w| w.locality.clone())
+    };
+    // A pod before its node is known: no locality yet.
+    feed.apply(Change::Apply(pod_on("cart-1", "n1", "10.0.0.1", json!({}))));
+    assert_eq!(locality(&feed, "cart-1"), None);
+    let scope = feed.apply(Change::Apply(node(
+        "n1",
+        json!({"topology.kubernetes.io/region": "us-east", "topology.kubernetes.io/zone": "us-east-1a",
+               "topology.istio.io/subzone": "rack-7"}),
+    )));
+    assert_ne!(scope, ChangeScope::None, "the pod's endpoints moved");
+    assert_eq!(
+        locality(&feed, "cart-1").as_deref(),
+        Some("us-east/us-east-1a/rack-7")
+    );
+    // The deprecated labels count when the GA ones are absent.
+    feed.apply(Change::Apply(node(
+        "n2",
+        json!({"failure-domain.beta.kubernetes.io/region": "eu", "failure-domain.beta.kubernetes.io/zone": "eu-1"}),
+    )));
+    feed.apply(Change::Apply(pod_on("cart-2", "n2", "10.0.0.2", json!({}))));
+    assert_eq!(locality(&feed, "cart-2").as_deref(), Some("eu/eu-1/"));
+    // The pod label wins over the node, dots standing for slashes.
+    feed.apply(Change::Apply(pod_on(
+        "cart-3",
+        "n1",
+        "10.0.0.3",
+        json!({"istio-locality": "ap.ap-2"}),
+    )));
+    assert_eq!(locality(&feed, "cart-3").as_deref(), Some("ap/ap-2"));
+    feed.apply(Change::Apply(pod_on(
+        "cart-4",
+        "n1",
+        "10.0.0.4",
+        json!({"topology.istio.io/locality": "sa.sa-1.x", "istio-locality": "ignored"}),
+    )));
+    assert_eq!(locality(&feed, "cart-4").as_deref(), Some("sa/sa-1/x"));
+    // A node relabelled moves its pods; an unrelated change to it pushes nothing.
+    feed.apply(Change::Apply(node(
+        "n1",
+        json!({"topology.kubernetes.io/region": "us-west", "topology.kubernetes.io/zone": "b"}),
+    )));
+    assert_eq!(locality(&feed, "cart-1").as_deref(), Some("us-west/b/"));
+    assert_eq!(locality(&feed, "cart-3").as_deref(), Some("ap/ap-2"));
+    let again = node(
+        "n1",
+        json!({"topology.kubernetes.io/region": "us-west", "topology.kubernetes.io/zone": "b", "other": "x"}),
+    );
+    assert_eq!(feed.apply(Change::Apply(again)), ChangeScope::None);
+    // The node gone (or relisted without it): its pods lose the locality.
+    feed.apply(Change::Reset(SourceKind::Node, vec![node("n2", json!({}))]));
+    assert_eq!(locality(&feed, "cart-1"), None);
+    assert_eq!(
+        locality(&feed, "cart-2"),
+        None,
+        "n2 has no topology labels now"
+    );
+}
