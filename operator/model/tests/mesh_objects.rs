@@ -382,3 +382,70 @@ fn workload_entry_ports_are_keyed_by_service_port_name() {
     assert_eq!(port_of(80), ("10.1.2.3".to_string(), 9090));
     assert_eq!(port_of(81), ("10.1.2.3".to_string(), 8081));
 }
+
+/// Endpoints carry their locality: a ServiceEntry endpoint's, a WorkloadEntry's,
+/// a pod's label (dots for slashes); none when unset or empty.
+#[test]
+fn endpoints_carry_the_locality_of_their_source() {
+    let mut m = MeshModel::new(MeshSettings::default());
+    m.apply(se(
+        "vault",
+        json!({"hosts": ["vault.internal"], "location": "MESH_INTERNAL", "resolution": "STATIC",
+        "ports": [{"number": 8200, "name": "tcp", "protocol": "TCP"}],
+        "endpoints": [
+            {"address": "127.0.0.41", "locality": "us-east/a/1"},
+            {"address": "127.0.0.42", "locality": ""},
+            {"address": "127.0.0.43"}
+        ]}),
+    ))
+    .unwrap();
+    let service = m.resolve_host("vault.internal", "shop").unwrap().clone();
+    let localities: Vec<Option<String>> = m
+        .endpoints(&service, &service.ports[0], None)
+        .into_iter()
+        .map(|e| e.locality)
+        .collect();
+    assert_eq!(localities, [Some("us-east/a/1".to_string()), None, None]);
+
+    let svc: k8s_openapi::api::core::v1::Service = serde_json::from_value(json!({
+        "metadata": {"name": "vm", "namespace": "shop"},
+        "spec": {"selector": {"app": "vm"}, "clusterIP": "10.0.0.9",
+                 "ports": [{"name": "http", "port": 80, "targetPort": 8080}]}
+    }))
+    .unwrap();
+    m.apply(Resource::Service(Box::new(svc))).unwrap();
+    let we: trellis_api::networking::WorkloadEntry = serde_json::from_value(json!({
+        "metadata": {"name": "vm-1", "namespace": "shop"},
+        "spec": {"address": "10.1.2.3", "labels": {"app": "vm"}, "locality": "eu/west"}
+    }))
+    .unwrap();
+    m.apply(Resource::Workload(Box::new(
+        Workload::from_workload_entry(&we).unwrap(),
+    )))
+    .unwrap();
+    let pod: k8s_openapi::api::core::v1::Pod = serde_json::from_value(json!({
+        "metadata": {"name": "vm-pod", "namespace": "shop",
+                     "labels": {"app": "vm", "istio-locality": "ap.ap-2.rack"}},
+        "spec": {"containers": [{"name": "app", "image": "x"}]},
+        "status": {"podIP": "10.1.2.4"}
+    }))
+    .unwrap();
+    m.apply(Resource::Pod(Box::new(pod))).unwrap();
+    let service = m
+        .resolve_host("vm.shop.svc.cluster.local", "shop")
+        .unwrap()
+        .clone();
+    let mut by_address: Vec<(String, Option<String>)> = m
+        .endpoints(&service, &service.ports[0], None)
+        .into_iter()
+        .map(|e| (e.address, e.locality))
+        .collect();
+    by_address.sort();
+    assert_eq!(
+        by_address,
+        [
+            ("10.1.2.3".to_string(), Some("eu/west".to_string())),
+            ("10.1.2.4".to_string(), Some("ap/ap-2/rack".to_string())),
+        ]
+    );
+}

@@ -93,6 +93,12 @@ fn with_ports(
             Some(ProxyProtocolVersion::V2) => ProxyProtocol::V2,
         }),
     };
+    failover_without_outlier(
+        tp.load_balancer.as_ref(),
+        tp.outlier_detection.is_some(),
+        path,
+        err,
+    );
     let Some((i, pl)) = tp
         .port_level_settings
         .iter()
@@ -102,6 +108,12 @@ fn with_ports(
         return base;
     };
     let ppath = format!("{path}.portLevelSettings[{i}]");
+    failover_without_outlier(
+        pl.load_balancer.as_ref(),
+        pl.outlier_detection.is_some(),
+        &ppath,
+        err,
+    );
     let over = ClusterPolicy {
         load_balancer: pl
             .load_balancer
@@ -127,6 +139,27 @@ fn with_ports(
         proxy_protocol: None,
     };
     base.overlay(&over)
+}
+
+/// Istio's warning: failover (by region or by labels) takes effect only with
+/// outlier detection at the same level, else Envoy never sees an endpoint fail.
+fn failover_without_outlier(
+    lb: Option<&LoadBalancerSettings>,
+    outlier: bool,
+    path: &str,
+    err: &mut impl FnMut(String, String),
+) {
+    let Some(l) = lb.and_then(|lb| lb.locality_lb_setting.as_ref()) else {
+        return;
+    };
+    if !outlier && (!l.failover.is_empty() || !l.failover_priority.is_empty()) {
+        err(
+            format!("{path}.loadBalancer.localityLbSetting"),
+            "outlier detection policy must be provided for failover (without outlierDetection \
+             failover and failoverPriority have no effect)"
+                .into(),
+        );
+    }
 }
 
 fn outlier_detection(

@@ -234,6 +234,17 @@ fn failover_needs_outlier_detection() {
     let a = sidecar(&m, "web-a");
     assert!(priorities(assignment(&a)).values().all(|p| *p == 0));
     assert!(!weighted(&a));
+    // Istio's warning, on the field.
+    let warning = a
+        .errors
+        .iter()
+        .find(|e| e.kind == "DestinationRule")
+        .expect("a finding on the rule");
+    assert_eq!(
+        warning.path,
+        "spec.trafficPolicy.loadBalancer.localityLbSetting"
+    );
+    assert!(warning.message.contains("outlier detection"), "{warning}");
 }
 
 #[test]
