@@ -27,7 +27,7 @@ use serde_json::Value;
 use trellis_e2e::{HttpRequest, Upstream};
 
 mod up_support;
-use up_support::{Up, signal, wait_gone};
+use up_support::{Up, proxy_config, signal, trellis, wait_gone};
 
 /// A mesh on `127.<net>.0.x`: a `frontend` client workload and `cart` v1 (and
 /// optionally v2) behind the `cart` service, subsets from a DestinationRule.
@@ -316,32 +316,6 @@ fn admin_get(port: u16, path: &str) -> String {
         .send(SocketAddr::from(([127, 0, 0, 1], port)))
         .map(|r| r.body_text())
         .unwrap_or_else(|e| panic!("admin {port}{path}: {e}"))
-}
-
-fn trellis(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_trellis"))
-        .args(args)
-        .output()
-        .expect("run trellis")
-}
-
-fn proxy_config(state: &Path, proxy: &str, section: &str, output: &str) -> String {
-    let out = trellis(&[
-        "proxy-config",
-        "--proxy",
-        proxy,
-        section,
-        "-o",
-        output,
-        "--state-dir",
-        state.to_str().unwrap(),
-    ]);
-    assert!(
-        out.status.success(),
-        "proxy-config {proxy} {section} -o {output}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
 }
 
 #[test]

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use trellis_e2e::{HttpRequest, Upstream};
 
 mod up_support;
-use up_support::Up;
+use up_support::{Up, proxy_config};
 
 /// Two clients (`frontend` in us-east/zone-a, `backoffice` in
 /// us-east/zone-b) and `cart` in both zones, on `127.<net>.0.x`.
@@ -173,6 +173,19 @@ fn each_client_prefers_its_own_zone_and_fails_over_when_the_endpoint_there_is_do
         backoffice.get("cart-b"),
         Some(&40),
         "backoffice: {backoffice:?}"
+    );
+    // `trellis proxy-config` shows each endpoint's locality and priority for that proxy.
+    let table = proxy_config(&zones.state, "shop/frontend", "endpoints", "table");
+    assert!(
+        table.contains("127.71.0.11:8080 (us-east/zone-a p0)")
+            && table.contains("127.71.0.21:8080 (us-east/zone-b p1)"),
+        "{table}"
+    );
+    let table = proxy_config(&zones.state, "shop/backoffice", "endpoints", "table");
+    assert!(
+        table.contains("127.71.0.11:8080 (us-east/zone-a p1)")
+            && table.contains("127.71.0.21:8080 (us-east/zone-b p0)"),
+        "{table}"
     );
 
     // zone-a's cart stops: its sidecar answers 503, frontend's outlier

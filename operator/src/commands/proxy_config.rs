@@ -142,10 +142,12 @@ fn detail(type_name: &str, config: &Value) -> String {
         "endpoints" => {
             let mut addrs = Vec::new();
             for locality in config["endpoints"].as_array().into_iter().flatten() {
+                // Locality load balancing: where the endpoints are and their priority.
+                let place = locality_label(locality);
                 for ep in locality["lb_endpoints"].as_array().into_iter().flatten() {
                     let a = &ep["endpoint"]["address"]["socket_address"];
                     addrs.push(format!(
-                        "{}:{}",
+                        "{}:{}{place}",
                         a["address"].as_str().unwrap_or("?"),
                         a["port_value"]
                     ));
@@ -155,6 +157,21 @@ fn detail(type_name: &str, config: &Value) -> String {
         }
         _ => config["kind"].as_str().unwrap_or("").to_string(),
     }
+}
+
+/// ` (region/zone/subzone p<priority>)` for a group of endpoints with a
+/// locality or a priority, nothing for the plain group.
+fn locality_label(group: &Value) -> String {
+    let l = &group["locality"];
+    let parts: Vec<&str> = ["region", "zone", "sub_zone"]
+        .iter()
+        .filter_map(|k| l[*k].as_str().filter(|s| !s.is_empty()))
+        .collect();
+    let priority = group["priority"].as_u64().unwrap_or(0);
+    if parts.is_empty() && priority == 0 {
+        return String::new();
+    }
+    format!(" ({} p{priority})", parts.join("/"))
 }
 
 fn table(dump: &ProxyConfigDump, section: Section) -> String {

@@ -186,3 +186,29 @@ pub fn wait_gone(pids: &[u32]) {
         }
     }
 }
+
+pub fn trellis(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_trellis"))
+        .args(args)
+        .output()
+        .expect("run trellis")
+}
+
+pub fn proxy_config(state: &Path, proxy: &str, section: &str, output: &str) -> String {
+    let out = trellis(&[
+        "proxy-config",
+        "--proxy",
+        proxy,
+        section,
+        "-o",
+        output,
+        "--state-dir",
+        state.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "proxy-config {proxy} {section} -o {output}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
