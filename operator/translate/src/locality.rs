@@ -254,11 +254,10 @@ fn distribute(groups: &mut Vec<Group>, client: &Locality, rules: &[LocalityDistr
             }
         }
     }
-    let mut i = 0;
-    groups.retain(|_| {
-        i += 1;
-        !unclaimed.contains(&(i - 1))
-    });
+    *groups = (std::mem::take(groups).into_iter().enumerate())
+        .filter(|(i, _)| !unclaimed.contains(i))
+        .map(|(_, g)| g)
+        .collect();
 }
 
 /// `failoverPriority`: each locality is split by how many of the labels, in
@@ -346,4 +345,68 @@ fn with_topology(
         out.insert(k.to_string(), v.clone());
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rule_localities_match_by_level_with_wildcards_and_missing_levels() {
+        let l = Locality::parse("us-east/a/1");
+        for rule in [
+            "*",
+            "us-east",
+            "us-east/*",
+            "us-east/a",
+            "us-east/a/*",
+            "us-east/a/1",
+        ] {
+            assert!(l.matches(rule), "{rule}");
+        }
+        for rule in ["eu", "eu/*", "us-east/b", "us-east/a/2", "us-east/*/2"] {
+            assert!(!l.matches(rule), "{rule}");
+        }
+        assert!(Locality::default().matches("*"));
+        assert!(!Locality::default().matches("us-east/*"));
+    }
+
+    #[test]
+    fn priorities_are_relative_to_the_client_and_compacted() {
+        let client = ClientLocality {
+            locality: Locality::parse("r1/z1/s1"),
+            ..Default::default()
+        };
+        let labels = BTreeMap::new();
+        let member = |l: &'static str| Member {
+            locality: Some(l),
+            labels: &labels,
+            weight: 1,
+        };
+        // No same-subzone endpoint: the nearest (same zone) is priority 0.
+        let members = [member("r1/z1/s2"), member("r2/z9"), member("r1/z2")];
+        let setting = LocalityLoadBalancerSetting::default();
+        let lb = LocalityLb {
+            client: &client,
+            setting: Some(&setting),
+            failover: true,
+        };
+        let got: Vec<(String, u32)> = groups(&members, Some(&lb), true)
+            .into_iter()
+            .map(|g| {
+                (
+                    format!("{}/{}", g.locality.region, g.locality.zone),
+                    g.priority,
+                )
+            })
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("r1/z1".to_string(), 0),
+                ("r1/z2".to_string(), 1),
+                ("r2/z9".to_string(), 2)
+            ]
+        );
+    }
 }
