@@ -41,6 +41,11 @@ fn workload_entry(name: &str, app: &str, host: (u8, u8), app_port: u16, locality
 
 impl Zones {
     fn new(net: u8, destination_rule: &str) -> Zones {
+        Self::with_mesh_config(net, destination_rule, None)
+    }
+
+    /// [`Zones::new`] with a MeshConfig `default` of `spec` (YAML, indented by two).
+    fn with_mesh_config(net: u8, destination_rule: &str, mesh_config: Option<&str>) -> Zones {
         let tmp = tempfile::tempdir().unwrap();
         let config = tmp.path().join("config");
         let state = tmp.path().join("state");
@@ -55,6 +60,11 @@ impl Zones {
                  spec:\n  host: cart\n  trafficPolicy:\n{destination_rule}"
             ),
         ];
+        if let Some(spec) = mesh_config {
+            docs.push(format!(
+                "apiVersion: mesh.trellis.dev/v1alpha1\nkind: MeshConfig\nmetadata: {{name: default}}\nspec:\n{spec}"
+            ));
+        }
         let clients = [
             ("frontend", 10, "us-east/zone-a"),
             ("backoffice", 20, "us-east/zone-b"),
@@ -230,4 +240,23 @@ fn distribute_splits_each_zones_requests_by_its_weights() {
     let remote = backoffice.get("cart-a").copied().unwrap_or(0);
     assert_eq!(local + remote, n, "backoffice: {backoffice:?}");
     assert!((125..=190).contains(&local), "backoffice: {backoffice:?}");
+}
+
+#[test]
+fn the_mesh_config_setting_applies_to_a_rule_without_its_own() {
+    let zones = Zones::with_mesh_config(
+        73,
+        "    connectionPool: {tcp: {maxConnections: 100}}\n",
+        Some(
+            "  localityLbSetting:\n    distribute:\n    - from: us-east/zone-a/*\n      to: {\"us-east/zone-b/*\": 100}\n",
+        ),
+    );
+    let up = zones.start();
+    until_served_by(zones.proxy(FRONTEND), "cart-b", &up);
+    until_served_by(zones.proxy(BACKOFFICE), "cart-b", &up);
+    // zone-a's clients are sent to zone-b only; zone-b's, whom no `from`
+    // names, to both zones.
+    let frontend = answers(zones.proxy(FRONTEND), 30);
+    assert_eq!(frontend.get("cart-b"), Some(&30), "frontend: {frontend:?}");
+    until_served_by(zones.proxy(BACKOFFICE), "cart-a", &up);
 }

@@ -213,10 +213,16 @@ fn mesh_config_default_sets_the_model_settings_and_its_deletion_restores_the_bas
                         "outboundTrafficPolicy": {"mode": "REGISTRY_ONLY"},
                         "accessLogFile": "/dev/stdout", "accessLogEncoding": "JSON",
                         "extensionProviders": [{"name": "authz",
-                            "envoyExtAuthzHttp": {"service": "authz.shop.svc.cluster.local", "port": 8000}}]}}),
+                            "envoyExtAuthzHttp": {"service": "authz.shop.svc.cluster.local", "port": 8000}}],
+                        "localityLbSetting": {"failover": [{"from": "us-east", "to": "eu"}]}}}),
     );
     assert_eq!(feed.apply(Change::Apply(mc)), ChangeScope::All);
     let s = feed.model().settings();
+    let locality = s
+        .locality_lb
+        .as_ref()
+        .expect("the mesh-wide locality setting");
+    assert_eq!(locality.failover[0].to, "eu");
     assert_eq!(s.extension_providers.len(), 1);
     assert_eq!(s.extension_providers[0].name, "authz");
     assert_eq!(s.trust_domain, "corp.example");
