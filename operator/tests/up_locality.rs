@@ -6,7 +6,12 @@
 //!   `localityLbSetting`): each client stays in its own zone while the
 //!   endpoint there is up, and fails over to the other zone when it is down;
 //! - `distribute`: clients of each zone split their requests by the weights
-//!   the rule gives them (counted, wide bounds).
+//!   the rule gives them (counted, wide bounds);
+//! - the MeshConfig's setting applies to a rule without its own;
+//! - `trellis proxy-config` shows each client its endpoints' priorities.
+//!
+//! An endpoint ejected early (before its sidecar listens) comes back after
+//! 30 s, within the 60 s the tests wait for a first answer from it.
 //!
 //! Every process is killed by PID in a Drop guard; waits are bounded by counts.
 use std::net::{Ipv4Addr, SocketAddr};
@@ -169,7 +174,7 @@ fn answers(proxy: SocketAddr, n: usize) -> std::collections::BTreeMap<String, us
 fn each_client_prefers_its_own_zone_and_fails_over_when_the_endpoint_there_is_down() {
     let mut zones = Zones::new(
         71,
-        "    outlierDetection: {consecutive5xxErrors: 1, interval: 1s, baseEjectionTime: 300s, maxEjectionPercent: 100}\n",
+        "    outlierDetection: {consecutive5xxErrors: 1, interval: 1s, baseEjectionTime: 30s, maxEjectionPercent: 100}\n",
     );
     let up = zones.start();
     until_served_by(zones.proxy(FRONTEND), "cart-a", &up);
