@@ -212,15 +212,21 @@ fn wrap_in_proxy_protocol(cluster: &mut Cluster, version: ProxyProtocol) {
     }
 }
 
-/// `inbound|<port>||`: the local application behind one target port.
+/// `inbound|<port>||`: the local application behind one target port, with
+/// the Sidecar's connection pool for it.
 pub fn inbound_cluster(
     target_port: u16,
     app_address: &str,
     app_port: u16,
     protocol: Protocol,
+    pool: Option<ConnectionPool>,
 ) -> Cluster {
     let name = names::inbound_cluster(target_port);
-    let mut cluster = base_cluster(&name, &ClusterPolicy::default(), protocol);
+    let policy = ClusterPolicy {
+        connection_pool: pool,
+        ..ClusterPolicy::default()
+    };
+    let mut cluster = base_cluster(&name, &policy, protocol);
     // One endpoint, so no balancing to choose; Istio sets none on inbound clusters.
     cluster.lb_policy = LbPolicy::RoundRobin as i32;
     cluster.cluster_discovery_type = Some(ClusterDiscoveryType::Type(DiscoveryType::Static as i32));

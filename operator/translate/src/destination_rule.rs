@@ -334,7 +334,7 @@ fn load_balancer(
     }
 }
 
-fn connection_pool(
+pub(crate) fn connection_pool(
     c: &ConnectionPoolSettings,
     path: &str,
     err: &mut impl FnMut(String, String),

@@ -238,10 +238,15 @@ impl<'m> Translator<'m> {
         if let Some(sc) = sidecar {
             out.errors.extend(egress_capture_none(sc));
         }
-        let ports = match sidecar.filter(|s| !s.object.spec.ingress.is_empty()) {
+        let mut ports = match sidecar.filter(|s| !s.object.spec.ingress.is_empty()) {
             Some(sc) => ingress_ports(workload, sc, &mut out.errors),
             None => self.service_ports(workload),
         };
+        if let Some(sc) = sidecar {
+            for port in &mut ports {
+                port.pool = inbound_pool(sc, port.target, &mut out.errors);
+            }
+        }
         let (mtls_used, inspector) = self.inbound(
             workload,
             &ports,
@@ -351,6 +356,7 @@ impl<'m> Translator<'m> {
                         protocol: port.protocol,
                         app_address: "127.0.0.1".into(),
                         app_port: workload.app_port(target),
+                        pool: None,
                     });
                 }
             }
@@ -378,8 +384,20 @@ impl<'m> Translator<'m> {
             let cluster = names::inbound_cluster(target);
             // What a connection the proxy does not terminate gets: the
             // app's own TLS from outside the mesh (PERMISSIVE), and TCP.
+            // The pool's TCP idle timeout and connection lifetime, as on
+            // outbound TCP proxies.
+            let tcp_policy = crate::policy::TcpProxyPolicy {
+                idle_timeout: port.pool.as_ref().and_then(|p| p.tcp_idle_timeout),
+                max_connection_duration: (port.pool.as_ref())
+                    .and_then(|p| p.max_connection_duration),
+                hash_source_ip: false,
+            };
             let as_tcp: Vec<Filter> = (tcp_filters.iter().cloned())
-                .chain([tcp_proxy(&cluster, &cluster)])
+                .chain([crate::listener::weighted_tcp_proxy(
+                    &cluster,
+                    &[(cluster.clone(), 100)],
+                    &tcp_policy,
+                )])
                 .collect();
             let filters = if port.protocol.is_http() {
                 let rc = inbound_routes(target, &cluster);
@@ -433,6 +451,7 @@ impl<'m> Translator<'m> {
                 &port.app_address,
                 port.app_port,
                 port.protocol,
+                port.pool.clone(),
             )));
         }
         (mtls, any_inspector)
@@ -611,12 +630,51 @@ struct InboundPort {
     protocol: Protocol,
     app_address: String,
     app_port: u16,
+    /// The Sidecar's connection pool for the port (`ingress[].connectionPool`,
+    /// else `inboundConnectionPool`).
+    pool: Option<crate::policy::ConnectionPool>,
+}
+
+/// The connection pool a Sidecar gives the inbound cluster of `target`, as
+/// Istio picks it: the ingress listener of that port's own, else
+/// `inboundConnectionPool`. HTTP/2 upgrade is an outbound setting: ignored.
+fn inbound_pool(
+    sc: &trellis_model::Stored<trellis_api::networking::Sidecar>,
+    target: u16,
+    errors: &mut Vec<TranslateError>,
+) -> Option<crate::policy::ConnectionPool> {
+    let spec = &sc.object.spec;
+    let own = (spec.ingress.iter().enumerate())
+        .find(|(_, l)| l.port.number == u32::from(target) && l.connection_pool.is_some())
+        .and_then(|(i, l)| {
+            Some((
+                format!("spec.ingress[{i}].connectionPool"),
+                l.connection_pool.as_ref()?,
+            ))
+        });
+    let (path, settings) = own.or_else(|| {
+        (spec.inbound_connection_pool.as_ref())
+            .map(|p| ("spec.inboundConnectionPool".to_string(), p))
+    })?;
+    let mut err = |path: String, message: String| {
+        errors.push(TranslateError {
+            kind: "Sidecar".into(),
+            namespace: sc.namespace.clone(),
+            name: sc.name.clone(),
+            path,
+            message,
+            code: ErrorCode::InvalidValue,
+        })
+    };
+    let mut pool = crate::destination_rule::connection_pool(settings, &path, &mut err);
+    pool.h2_upgrade = false;
+    Some(pool)
 }
 
 /// The inbound ports a Sidecar resource's `ingress` listeners give workload
 /// `w` (instead of those of its services), as Istio reads them. What Trellis
-/// does not implement on them (`bind`, capture mode `NONE`, `tls`,
-/// `connectionPool`, Unix sockets) is reported on the field.
+/// does not implement on them (`bind`, capture mode `NONE`, `tls`, Unix
+/// sockets) is reported on the field.
 fn ingress_ports(
     w: &Workload,
     sc: &trellis_model::Stored<trellis_api::networking::Sidecar>,
@@ -657,12 +715,6 @@ fn ingress_ports(
                 "not supported: the port serves the mesh's mTLS (as its PeerAuthentication says), not TLS of its own",
             );
         }
-        if l.connection_pool.is_some() {
-            unsupported(
-                format!("{path}.connectionPool"),
-                "not supported: Envoy's defaults apply",
-            );
-        }
         let (app_address, app_port) = match l.default_endpoint.as_deref() {
             None => ("127.0.0.1".to_string(), w.app_port(target)),
             Some(endpoint) => match endpoint.parse::<std::net::SocketAddr>() {
@@ -682,6 +734,7 @@ fn ingress_ports(
             protocol: Protocol::detect(l.port.protocol.as_deref(), l.port.name.as_deref()),
             app_address,
             app_port,
+            pool: None,
         });
     }
     ports

@@ -446,9 +446,25 @@ fn resource() -> impl Strategy<Value = Option<Resource>> {
             ])),
             any::<bool>(),
         )),
+        // inbound connection pools: the Sidecar's, and the listener's own
+        prop::option::of((
+            pick(&[
+                r#"{"tcp": {"maxConnections": 1, "idleTimeout": "1s"}, "http": {"h2UpgradePolicy": "UPGRADE"}}"#,
+                r#"{"tcp": {"maxConnections": -1, "connectTimeout": "soon"}}"#,
+                r#"{"http": {"useClientProtocol": true, "http1MaxPendingRequests": 0}}"#,
+            ]),
+            any::<bool>(),
+        )),
     )
-        .prop_map(|(ns, hosts, registry_only, egress_port, ingress)| {
+        .prop_map(|(ns, hosts, registry_only, egress_port, ingress, pool)| {
             let mut spec = json!({"egress": [{"hosts": hosts}]});
+            if let Some((pool, own)) = pool {
+                let pool: Value = serde_json::from_str(pool).unwrap();
+                spec["inboundConnectionPool"] = pool.clone();
+                if own {
+                    spec["ingress"] = json!([{"port": {"number": 9080, "protocol": "HTTP", "name": "in"}, "connectionPool": pool}]);
+                }
+            }
             if let Some((number, protocol, endpoint, tls)) = ingress {
                 let mut listener =
                     json!({"port": {"number": number, "protocol": protocol, "name": "in"}});

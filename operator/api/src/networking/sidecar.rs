@@ -31,6 +31,11 @@ pub struct SidecarSpec {
     pub egress: Vec<IstioEgressListener>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub outbound_traffic_policy: Option<OutboundTrafficPolicy>,
+    /// Connection pool of the inbound clusters (the proxy's connections to
+    /// the application), for every port without a pool of its own in
+    /// `ingress[].connectionPool`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inbound_connection_pool: Option<super::ConnectionPoolSettings>,
 }
 
 /// Hosts (`namespace/dnsName`) the workload's proxy may reach.
@@ -63,6 +68,7 @@ pub struct IstioIngressListener {
     pub default_endpoint: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<super::ServerTLSSettings>,
+    /// This port's inbound connection pool, instead of `inboundConnectionPool`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub connection_pool: Option<super::ConnectionPoolSettings>,
 }

@@ -208,7 +208,7 @@ fn is_prime(n: u64) -> bool {
             .all(|d| !n.is_multiple_of(d))
 }
 
-fn connection_pool(errors: &mut Errors, path: &str, cp: &ConnectionPoolSettings) {
+pub(crate) fn connection_pool(errors: &mut Errors, path: &str, cp: &ConnectionPoolSettings) {
     let mut non_negative = |field: &str, value: Option<i32>| {
         if let Some(v) = value
             && v < 0

@@ -1,5 +1,6 @@
 //! Sidecar and WorkloadEntry rules.
 
+use super::destination_rule::connection_pool;
 use super::fields::{dns_label, host, labels, namespaced_host, port};
 use super::{Errors, FieldError};
 use crate::networking::{Sidecar, WorkloadEntry, WorkloadEntrySpec};
@@ -44,6 +45,12 @@ pub fn sidecar(sc: &Sidecar) -> Vec<FieldError> {
         {
             errors.add(format!("{path}.defaultEndpoint"), e);
         }
+        if let Some(cp) = &listener.connection_pool {
+            connection_pool(&mut errors, &format!("{path}.connectionPool"), cp);
+        }
+    }
+    if let Some(cp) = &spec.inbound_connection_pool {
+        connection_pool(&mut errors, "spec.inboundConnectionPool", cp);
     }
     for (i, listener) in spec.egress.iter().enumerate() {
         let path = format!("spec.egress[{i}]");
