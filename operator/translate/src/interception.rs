@@ -55,7 +55,7 @@ fn original_dst() -> ListenerFilter {
 /// ports get `<service address>_<port>`.
 pub fn outbound_listeners(scope: &OutboundScope) -> Vec<Listener> {
     let fallback = match scope.outbound_policy {
-        OutboundPolicy::AllowAny => names::PASSTHROUGH_CLUSTER,
+        OutboundPolicy::AllowAny => scope.allow_any_cluster.as_str(),
         OutboundPolicy::RegistryOnly => names::BLACKHOLE_CLUSTER,
     };
     let mut virtual_outbound = listener(

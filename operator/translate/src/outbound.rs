@@ -59,6 +59,9 @@ pub struct OutboundScope {
     pub tcp_proxy_policies: BTreeMap<String, TcpProxyPolicy>,
     /// What happens to hosts outside the registry (MeshConfig, or the Sidecar resource).
     pub outbound_policy: OutboundPolicy,
+    /// Under ALLOW_ANY, the cluster traffic to hosts outside the registry goes
+    /// to: PassthroughCluster, or the Sidecar's `egressProxy`.
+    pub allow_any_cluster: String,
     /// Interception shape: one route configuration per outbound HTTP port (named by port).
     pub port_routes: Vec<Arc<RouteConfiguration>>,
     /// The `credentialName` Secrets the clusters reference (origination).
@@ -260,6 +263,7 @@ pub(crate) fn outbound_scope_shared(
     let namespace = client.namespace;
     let mut scope = OutboundScope {
         outbound_policy: effective_outbound_policy(model, sidecar),
+        allow_any_cluster: names::PASSTHROUGH_CLUSTER.into(),
         ..Default::default()
     };
     let visible = (model.registry().services())
@@ -457,6 +461,15 @@ pub(crate) fn outbound_scope_shared(
         }
     }
     // Each listener shape reads one of the two route forms; build only what is read.
+    if let Some(sc) = sidecar
+        && scope.outbound_policy == OutboundPolicy::AllowAny
+    {
+        let visible = |host: &str| (services.iter()).find(|s| s.hostname == host).copied();
+        let (cluster, error) =
+            egress_proxy_cluster(model, sc, &visible, &clusters, &known_subsets, &hash_keys);
+        scope.allow_any_cluster = cluster;
+        scope.errors.extend(error);
+    }
     if shared.routes.http_proxy {
         scope.http_proxy_routes = Arc::new(http_proxy_routes(
             model,
@@ -465,7 +478,7 @@ pub(crate) fn outbound_scope_shared(
             &scope.http_rules,
             &scope.tcp_routes,
             &tcp_proxy_policies,
-            scope.outbound_policy,
+            (scope.outbound_policy, &scope.allow_any_cluster),
         ));
     }
     if shared.routes.per_port {
@@ -475,6 +488,7 @@ pub(crate) fn outbound_scope_shared(
             &services,
             &scope.http_rules,
             scope.outbound_policy,
+            &scope.allow_any_cluster,
         );
     }
     scope.known_subsets = known_subsets;
@@ -487,6 +501,62 @@ pub(crate) fn outbound_scope_shared(
     scope.errors.sort();
     scope.errors.dedup();
     scope
+}
+
+/// The cluster of a Sidecar's `outboundTrafficPolicy.egressProxy`, as Istio
+/// names it (`outbound|port|subset|host`, the host resolved in the Sidecar's
+/// namespace as a VirtualService's would be), when it is one of this proxy's
+/// clusters. Else BlackHoleCluster with the error: traffic meant for the
+/// egress proxy is refused rather than sent to its original destination.
+fn egress_proxy_cluster<'m>(
+    model: &'m MeshModel,
+    sc: &Stored<Sidecar>,
+    visible: &dyn Fn(&str) -> Option<&'m MeshService>,
+    clusters: &BTreeMap<String, Arc<Cluster>>,
+    known_subsets: &BTreeSet<(String, String)>,
+    hash_keys: &BTreeMap<String, HashKey>,
+) -> (String, Option<TranslateError>) {
+    let Some(proxy) =
+        (sc.object.spec.outbound_traffic_policy.as_ref()).and_then(|p| p.egress_proxy.as_ref())
+    else {
+        return (names::PASSTHROUGH_CLUSTER.into(), None);
+    };
+    let path = "spec.outboundTrafficPolicy.egressProxy";
+    let found = match model.resolve_host(&proxy.host, &sc.namespace) {
+        None => Err((
+            format!("{path}.host"),
+            format!("host {} matches no service", proxy.host),
+        )),
+        Some(target) => match visible(&target.hostname) {
+            None => Err((
+                format!("{path}.host"),
+                format!(
+                    "service {} is not in this Sidecar's egress hosts",
+                    target.hostname
+                ),
+            )),
+            Some(target) => destination_cluster(target, proxy, None, known_subsets, hash_keys)
+                .map(|(cluster, _)| cluster)
+                .map_err(|(_, message)| (path.to_string(), message)),
+        },
+    };
+    let (path, message) = match found {
+        Ok(cluster) if clusters.contains_key(&cluster) => return (cluster, None),
+        Ok(cluster) => (
+            path.to_string(),
+            format!("this proxy has no cluster {cluster}"),
+        ),
+        Err(e) => e,
+    };
+    let error = TranslateError {
+        kind: "Sidecar".into(),
+        namespace: sc.namespace.clone(),
+        name: sc.name.clone(),
+        path,
+        message: format!("{message}; traffic to hosts outside the registry is refused"),
+        code: ErrorCode::UnknownDestination,
+    };
+    (names::BLACKHOLE_CLUSTER.into(), Some(error))
 }
 
 /// Resolves a route destination (as written in a VirtualService of `vs_namespace`)
@@ -614,7 +684,7 @@ fn http_proxy_routes(
     rules: &BTreeMap<(String, u16), Vec<HttpRule>>,
     tcp_routes: &BTreeMap<(String, u16), TcpDestinations>,
     tcp_proxy_policies: &BTreeMap<String, TcpProxyPolicy>,
-    policy: OutboundPolicy,
+    (policy, allow_any_cluster): (OutboundPolicy, &str),
 ) -> RouteConfiguration {
     let mut virtual_hosts = Vec::new();
     for service in services {
@@ -678,11 +748,11 @@ fn http_proxy_routes(
             });
         }
     }
-    let mut catch_all = catch_all_vhost(policy);
+    let mut catch_all = catch_all_vhost(policy, allow_any_cluster);
     if policy == OutboundPolicy::AllowAny {
         catch_all.routes.insert(
             0,
-            crate::forward_proxy::connect_route("allow_any_connect", names::PASSTHROUGH_CLUSTER),
+            crate::forward_proxy::connect_route("allow_any_connect", allow_any_cluster),
         );
     }
     virtual_hosts.push(catch_all);
@@ -699,9 +769,10 @@ fn connect_to_port(name: &str, host: &str, port: u16) -> Route {
     crate::forward_proxy::connect_route(name, &names::outbound_cluster(port, None, host))
 }
 
-/// The virtual host for hosts outside the registry: ALLOW_ANY forwards to the
-/// original destination (PassthroughCluster), REGISTRY_ONLY answers 502 as Istio does.
-pub fn catch_all_vhost(policy: OutboundPolicy) -> VirtualHost {
+/// The virtual host for hosts outside the registry: ALLOW_ANY forwards to
+/// `allow_any_cluster` (the original destination, PassthroughCluster, or a
+/// Sidecar's egress proxy), REGISTRY_ONLY answers 502 as Istio does.
+pub fn catch_all_vhost(policy: OutboundPolicy, allow_any_cluster: &str) -> VirtualHost {
     use envoy_types::pb::envoy::config::route::v3::{
         DirectResponseAction, RouteAction, RouteMatch, route, route_action, route_match,
     };
@@ -714,7 +785,7 @@ pub fn catch_all_vhost(policy: OutboundPolicy) -> VirtualHost {
             ALLOW_ANY_VHOST,
             route::Action::Route(RouteAction {
                 cluster_specifier: Some(route_action::ClusterSpecifier::Cluster(
-                    names::PASSTHROUGH_CLUSTER.into(),
+                    allow_any_cluster.into(),
                 )),
                 // Passthrough keeps whatever the app expects: no timeout.
                 timeout: Some(crate::cluster::duration(std::time::Duration::ZERO)),
@@ -751,6 +822,7 @@ fn port_routes(
     services: &[&MeshService],
     rules: &BTreeMap<(String, u16), Vec<HttpRule>>,
     policy: OutboundPolicy,
+    allow_any_cluster: &str,
 ) -> Vec<Arc<RouteConfiguration>> {
     let mut by_port: BTreeMap<u16, Vec<VirtualHost>> = BTreeMap::new();
     for service in services {
@@ -775,7 +847,7 @@ fn port_routes(
     by_port
         .into_iter()
         .map(|(port, mut virtual_hosts)| {
-            virtual_hosts.push(catch_all_vhost(policy));
+            virtual_hosts.push(catch_all_vhost(policy, allow_any_cluster));
             Arc::new(RouteConfiguration {
                 name: names::outbound_route(port),
                 virtual_hosts: unique_domains(virtual_hosts),

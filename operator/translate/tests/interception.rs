@@ -324,3 +324,64 @@ fn the_access_log_is_on_every_listener_but_the_agents() {
     let logged = access_logs(&intercepted(&model_of(base_resources())));
     assert!(logged.iter().all(|(_, _, logs)| *logs == 0), "{logged:?}");
 }
+
+fn sidecar(yaml: &str) -> trellis_model::Resource {
+    trellis_model::Resource::Sidecar(Box::new(from_yaml(yaml)))
+}
+
+/// A Sidecar's `egressProxy` (under ALLOW_ANY) takes what PassthroughCluster
+/// would: connections of virtualOutbound to unknown destinations and the
+/// catch-all route of every port; an egress proxy the proxy cannot reach is
+/// reported, and unknown destinations are then refused, not passed through.
+#[test]
+fn an_egress_proxy_takes_the_traffic_to_unknown_destinations() {
+    let fallback = |out: &ProxyResources| {
+        let outbound = listener(out, "virtualOutbound");
+        let routes: Vec<String> = (out.routes.iter())
+            .map(|r| format!("{:?}", r.virtual_hosts.last().unwrap().routes[0].action))
+            .collect();
+        (outbound.filter_chains[0].name.clone(), routes)
+    };
+    let with = |proxy: &str| {
+        let mut resources = base_resources();
+        resources.push(sidecar(&format!(
+            "metadata: {{name: default, namespace: shop}}\n\
+             spec: {{outboundTrafficPolicy: {{mode: ALLOW_ANY, egressProxy: {proxy}}}}}\n"
+        )));
+        intercepted(&model_of(resources))
+    };
+    let out = with("{host: cart, port: {number: 8080}}");
+    assert!(out.errors.is_empty(), "{:?}", out.errors);
+    let (chain, routes) = fallback(&out);
+    let cart = "outbound|8080||cart.shop.svc.cluster.local";
+    assert_eq!(chain, cart);
+    assert_eq!(routes.len(), 2);
+    assert!(routes.iter().all(|r| r.contains(cart)), "{routes:?}");
+    // cart has no port 9090; ghost is no service
+    for (proxy, path, message) in [
+        (
+            "{host: cart, port: {number: 9090}}",
+            "spec.outboundTrafficPolicy.egressProxy",
+            "has no port 9090",
+        ),
+        (
+            "{host: ghost.example.com, port: {number: 80}}",
+            "spec.outboundTrafficPolicy.egressProxy.host",
+            "matches no service",
+        ),
+    ] {
+        let out = with(proxy);
+        assert!(
+            (out.errors.iter())
+                .any(|e| e.kind == "Sidecar" && e.path == path && e.message.contains(message)),
+            "{:?}",
+            out.errors
+        );
+        let (chain, routes) = fallback(&out);
+        assert_eq!(chain, "BlackHoleCluster");
+        assert!(
+            routes.iter().all(|r| r.contains("BlackHoleCluster")),
+            "{routes:?}"
+        );
+    }
+}

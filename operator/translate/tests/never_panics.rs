@@ -482,6 +482,10 @@ fn resource() -> impl Strategy<Value = Option<Resource>> {
             }
             if registry_only {
                 spec["outboundTrafficPolicy"] = json!({"mode": "REGISTRY_ONLY"});
+            } else if egress_port.is_some() {
+                // an egress proxy, on a port the host may not have
+                spec["outboundTrafficPolicy"] = json!({"mode": "ALLOW_ANY",
+                    "egressProxy": {"host": hosts.first().map_or("cart", |h| h.rsplit('/').next().unwrap_or("cart")), "port": {"number": egress_port}}});
             }
             serde_json::from_value(json!({"metadata": meta(ns, "default".into()), "spec": spec}))
                 .ok()

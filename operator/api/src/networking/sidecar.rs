@@ -30,7 +30,7 @@ pub struct SidecarSpec {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub egress: Vec<IstioEgressListener>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub outbound_traffic_policy: Option<OutboundTrafficPolicy>,
+    pub outbound_traffic_policy: Option<SidecarOutboundTrafficPolicy>,
     /// Connection pool of the inbound clusters (the proxy's connections to
     /// the application), for every port without a pool of its own in
     /// `ingress[].connectionPool`.
@@ -88,6 +88,19 @@ pub enum CaptureMode {
 pub struct OutboundTrafficPolicy {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mode: Option<OutboundTrafficPolicyMode>,
+}
+
+/// A Sidecar's outbound traffic policy: the mesh's, plus an egress proxy.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SidecarOutboundTrafficPolicy {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<OutboundTrafficPolicyMode>,
+    /// With `mode: ALLOW_ANY`: traffic to hosts outside the registry goes to
+    /// this service (an egress proxy) instead of its original destination.
+    /// The port is required.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub egress_proxy: Option<super::Destination>,
 }
 
 /// `ALLOW_ANY` passes unknown destinations through; `REGISTRY_ONLY` blocks them.

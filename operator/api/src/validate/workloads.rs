@@ -3,7 +3,7 @@
 use super::destination_rule::connection_pool;
 use super::fields::{dns_label, host, labels, namespaced_host, port};
 use super::{Errors, FieldError};
-use crate::networking::{Sidecar, WorkloadEntry, WorkloadEntrySpec};
+use crate::networking::{OutboundTrafficPolicyMode, Sidecar, WorkloadEntry, WorkloadEntrySpec};
 use std::net::IpAddr;
 
 /// Validates a Sidecar.
@@ -51,6 +51,19 @@ pub fn sidecar(sc: &Sidecar) -> Vec<FieldError> {
     }
     if let Some(cp) = &spec.inbound_connection_pool {
         connection_pool(&mut errors, "spec.inboundConnectionPool", cp);
+    }
+    if let Some(policy) = &spec.outbound_traffic_policy
+        && let Some(proxy) = &policy.egress_proxy
+    {
+        // As Istio: only with ALLOW_ANY set here, and with a port.
+        let path = "spec.outboundTrafficPolicy.egressProxy";
+        if policy.mode != Some(OutboundTrafficPolicyMode::AllowAny) {
+            errors.add(path, "requires mode: ALLOW_ANY");
+        }
+        if proxy.port.is_none() {
+            errors.add(format!("{path}.port"), "required");
+        }
+        super::virtual_service::destination(&mut errors, path, proxy);
     }
     for (i, listener) in spec.egress.iter().enumerate() {
         let path = format!("spec.egress[{i}]");
