@@ -16,6 +16,7 @@
 //! - [`static_bootstrap`]: a translator result as a static bootstrap (RDS/EDS inlined, ADS secrets as files).
 //! - [`proxy_bootstrap`]: the translator's output for one proxy as a static bootstrap.
 //! - [`proxy_protocol`]: a backend that reads the PROXY protocol header a proxy sends.
+//! - [`tunnel_proxy`]: an HTTP/1.1 tunnelling proxy (CONNECT and POST) that records the tunnels asked for.
 //! - [`sidecar_mesh`]: small meshes translated by the real translator, run in real Envoy.
 //!
 //! Everything listens on 127.0.0.0/8 only; every process a test starts is
@@ -32,6 +33,7 @@ pub mod proxy_bootstrap;
 pub mod proxy_protocol;
 pub mod sidecar_mesh;
 pub mod static_bootstrap;
+pub mod tunnel_proxy;
 pub mod upstream;
 
 pub use client::{HttpRequest, HttpResponse, connect_and_get, open_tunnel};

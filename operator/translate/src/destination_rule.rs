@@ -6,7 +6,7 @@ use trellis_api::networking::{
 
 use crate::policy::{
     ClientTls, ClusterPolicy, ConnectionPool, HashAlgorithm, HashKey, Keepalive, LoadBalancer,
-    OutlierDetection, ProxyProtocol,
+    OutlierDetection, ProxyProtocol, Tunnel,
 };
 use crate::security::origination::{ClientTls as Origination, CredentialName, OriginationSettings};
 use crate::types::{ErrorCode, TranslateError};
@@ -56,7 +56,24 @@ pub fn cluster_policy(
         );
         policy = policy.overlay(&over);
     }
+    // As Istio: a subset's cluster tunnels by the subset's own setting only.
+    if subset.is_some() {
+        policy.tunnel = (subset_entry.and_then(|(_, s)| s.traffic_policy.as_ref()))
+            .and_then(|tp| tp.tunnel.as_ref())
+            .map(tunnel);
+    }
     policy
+}
+
+fn tunnel(t: &trellis_api::networking::TunnelSettings) -> Tunnel {
+    let host = match t.target_host.parse::<std::net::Ipv6Addr>() {
+        Ok(_) => format!("[{}]", t.target_host),
+        Err(_) => t.target_host.clone(),
+    };
+    Tunnel {
+        authority: format!("{host}:{}", t.target_port),
+        use_post: t.protocol.as_deref() == Some("POST"),
+    }
 }
 
 fn with_ports(
@@ -88,6 +105,7 @@ fn with_ports(
             .tls
             .as_ref()
             .and_then(|t| client_tls(t, &format!("{path}.tls"), credentials_in, err)),
+        tunnel: tp.tunnel.as_ref().map(tunnel),
         proxy_protocol: tp.proxy_protocol.as_ref().map(|p| match p.version {
             None | Some(ProxyProtocolVersion::V1) => ProxyProtocol::V1,
             Some(ProxyProtocolVersion::V2) => ProxyProtocol::V2,
@@ -137,6 +155,7 @@ fn with_ports(
             .as_ref()
             .and_then(|t| client_tls(t, &format!("{ppath}.tls"), credentials_in, err)),
         proxy_protocol: None,
+        tunnel: None,
     };
     base.overlay(&over)
 }

@@ -99,7 +99,9 @@ pub fn connect_route(name: &str, cluster: &str) -> Route {
 }
 
 /// [`connect_route`] to `destinations` (cluster, weight): each tunnel goes to
-/// one of them, picked by weight. `policy` is applied as a TCP proxy would.
+/// one of them, picked by weight. `policy` is applied as a TCP proxy would;
+/// with a DestinationRule `tunnel`, the CONNECT is not terminated but sent on
+/// to the cluster (the tunnelling proxy) for the tunnel's target instead.
 pub fn weighted_connect_route(
     name: &str,
     destinations: &[(String, u32)],
@@ -131,9 +133,15 @@ pub fn weighted_connect_route(
             cluster_specifier: Some(cluster_specifier),
             upgrade_configs: vec![route_action::UpgradeConfig {
                 upgrade_type: CONNECT.into(),
-                connect_config: Some(route_action::upgrade_config::ConnectConfig::default()),
+                connect_config: policy
+                    .tunnel
+                    .is_none()
+                    .then(route_action::upgrade_config::ConnectConfig::default),
                 ..Default::default()
             }],
+            host_rewrite_specifier: policy.tunnel.as_ref().map(|t| {
+                route_action::HostRewriteSpecifier::HostRewriteLiteral(t.authority.clone())
+            }),
             // A tunnel lasts as long as its client keeps it, unless idle
             // for the destination's `tcp.idleTimeout`.
             timeout: Some(crate::cluster::duration(std::time::Duration::ZERO)),

@@ -18,7 +18,9 @@ use envoy_types::pb::envoy::extensions::filters::network::http_connection_manage
 };
 use envoy_types::pb::envoy::extensions::filters::network::tcp_proxy::v3::{
     TcpProxy,
-    tcp_proxy::{ClusterSpecifier, WeightedCluster, weighted_cluster::ClusterWeight},
+    tcp_proxy::{
+        ClusterSpecifier, TunnelingConfig, WeightedCluster, weighted_cluster::ClusterWeight,
+    },
 };
 use envoy_types::pb::envoy::r#type::v3::{
     HashPolicy,
@@ -183,6 +185,11 @@ pub fn weighted_tcp_proxy(
         max_downstream_connection_duration: (policy.max_connection_duration)
             .map(crate::cluster::duration),
         hash_policy,
+        tunneling_config: policy.tunnel.as_ref().map(|t| TunnelingConfig {
+            hostname: t.authority.clone(),
+            use_post: t.use_post,
+            ..Default::default()
+        }),
         ..Default::default()
     };
     Filter {

@@ -73,6 +73,8 @@ pub struct TcpProxyPolicy {
     pub idle_timeout: Option<Duration>,
     /// `consistentHash.useSourceIp`: a client IP's connections go to one endpoint.
     pub hash_source_ip: bool,
+    /// `tunnel`: connections are carried in an HTTP tunnel over the cluster.
+    pub tunnel: Option<Tunnel>,
     /// `connectionPool.tcp.maxConnectionDuration`: a connection is closed
     /// after this long, busy or not.
     pub max_connection_duration: Option<Duration>,
@@ -91,6 +93,7 @@ impl ClusterPolicy {
                     ..
                 })
             ),
+            tunnel: self.tunnel.clone(),
         }
     }
 }
@@ -154,6 +157,18 @@ pub struct ClusterPolicy {
     /// `proxyProtocol`: the PROXY header on each upstream connection (rule
     /// and subset level; Istio has no port-level setting).
     pub proxy_protocol: Option<ProxyProtocol>,
+    /// `tunnel`: TCP to the host carried in an HTTP tunnel (rule level for
+    /// the host's clusters, a subset's own for its cluster, as Istio reads it).
+    pub tunnel: Option<Tunnel>,
+}
+
+/// An HTTP tunnel a TCP proxy opens over its cluster for each connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tunnel {
+    /// `targetHost:targetPort`, what the tunnel asks the proxy to reach.
+    pub authority: String,
+    /// POST instead of CONNECT.
+    pub use_post: bool,
 }
 
 /// The PROXY protocol version a cluster sends.
@@ -192,6 +207,7 @@ impl ClusterPolicy {
                 .or_else(|| self.outlier_detection.clone()),
             tls: over.tls.clone().or_else(|| self.tls.clone()),
             proxy_protocol: over.proxy_protocol.or(self.proxy_protocol),
+            tunnel: over.tunnel.clone().or_else(|| self.tunnel.clone()),
         }
     }
 }

@@ -391,6 +391,7 @@ impl<'m> Translator<'m> {
                 max_connection_duration: (port.pool.as_ref())
                     .and_then(|p| p.max_connection_duration),
                 hash_source_ip: false,
+                tunnel: None,
             };
             let as_tcp: Vec<Filter> = (tcp_filters.iter().cloned())
                 .chain([crate::listener::weighted_tcp_proxy(

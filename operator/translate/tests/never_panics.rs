@@ -296,6 +296,8 @@ fn resource() -> impl Strategy<Value = Option<Resource>> {
             r#"{"loadBalancer": {"simple": "ROUND_ROBIN", "warmupDurationSecs": "1h"}}"#,
             r#"{"loadBalancer": {"simple": "RANDOM", "warmupDurationSecs": "never"}}"#,
             r#"{"proxyProtocol": {}}"#,
+            r#"{"tunnel": {"targetHost": "proxy.example", "targetPort": 3128}}"#,
+            r#"{"tunnel": {"protocol": "POST", "targetHost": "::1", "targetPort": 70000}}"#,
             r#"{"proxyProtocol": {"version": "V2"}, "tls": {"mode": "ISTIO_MUTUAL"}}"#,
             // Locality load balancing, some of it invalid (weights off, both kinds).
             r#"{"outlierDetection": {"consecutive5xxErrors": 1}, "loadBalancer": {"localityLbSetting": {}}}"#,

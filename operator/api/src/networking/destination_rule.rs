@@ -58,6 +58,24 @@ pub struct TrafficPolicy {
     /// on each upstream connection, before its TLS, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub proxy_protocol: Option<ProxyProtocol>,
+    /// Carry TCP connections to the host through an HTTP tunnel (CONNECT, or
+    /// POST) to `targetHost:targetPort` over the host's endpoints (a proxy).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tunnel: Option<TunnelSettings>,
+}
+
+/// `trafficPolicy.tunnel`: where tunnels ask the proxy to connect.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TunnelSettings {
+    /// `CONNECT` (the default) or `POST`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub protocol: Option<String>,
+    /// The host (a name or an IP address) the proxy connects the tunnel to.
+    #[serde(default)]
+    pub target_host: String,
+    #[serde(default)]
+    pub target_port: u32,
 }
 
 /// `trafficPolicy.proxyProtocol`.

@@ -55,6 +55,28 @@ fn traffic_policy(errors: &mut Errors, path: &str, tp: &TrafficPolicy) {
     if let Some(tls) = &tp.tls {
         client_tls(errors, &format!("{path}.tls"), tls);
     }
+    if let Some(tunnel) = &tp.tunnel {
+        let tpath = format!("{path}.tunnel");
+        match tunnel.protocol.as_deref() {
+            None | Some("CONNECT") => {}
+            // Istio's other protocol; refused, not ignored.
+            Some("POST") => errors.add(
+                format!("{tpath}.protocol"),
+                "POST is not supported (Envoy 1.40 crashes when the tunnelling proxy ends a POST tunnel); use CONNECT",
+            ),
+            Some(p) => errors.add(
+                format!("{tpath}.protocol"),
+                format!("protocol {p:?} must be CONNECT or POST"),
+            ),
+        }
+        if tunnel.target_host.parse::<std::net::IpAddr>().is_err() {
+            errors.check(
+                format!("{tpath}.targetHost"),
+                super::fields::exact_host(&tunnel.target_host),
+            );
+        }
+        errors.check(format!("{tpath}.targetPort"), port(tunnel.target_port));
+    }
     let mut ports = BTreeSet::new();
     for (i, pls) in tp.port_level_settings.iter().enumerate() {
         let ppath = format!("{path}.portLevelSettings[{i}]");
