@@ -59,6 +59,8 @@ spec:
     tls: {{httpsRedirect: true}}
   - port: {{number: {plain}, name: http, protocol: HTTP}}
     hosts: ["shop/*.example.com", "*/api.example.com"]
+    # without effect, as in Istio: the server is served as without it
+    defaultEndpoint: 127.0.0.1:9999
   - port: {{number: {https}, name: https-shop, protocol: HTTPS}}
     hosts: [shop.example.com]
     tls: {{mode: SIMPLE, credentialName: shop-cert, cipherSuites: [{ciphers}]}}
@@ -233,13 +235,24 @@ fn ingress_gateway_http_https_redirect_and_bindings() {
         https: p[2],
     };
     let out = translate(&ports, cart.addr(), web.addr(), identity.sds());
-    // the only problem in the model: the sneaky VirtualService's host is not served
-    let codes: Vec<(ErrorCode, &str)> = out
+    // the problems in the model: the sneaky VirtualService's host is not
+    // served, and the plain server's defaultEndpoint has no effect
+    let codes: Vec<(ErrorCode, &str, &str)> = out
         .errors
         .iter()
-        .map(|e| (e.code, e.name.as_str()))
+        .map(|e| (e.code, e.name.as_str(), e.path.as_str()))
         .collect();
-    assert_eq!(codes, [(ErrorCode::HostNotServedByGateway, "sneaky")]);
+    assert_eq!(
+        codes,
+        [
+            (
+                ErrorCode::InvalidValue,
+                "shop-gw",
+                "spec.servers[1].defaultEndpoint"
+            ),
+            (ErrorCode::HostNotServedByGateway, "sneaky", "spec.hosts[0]")
+        ]
+    );
     let yaml = static_bootstrap("ingress", &out, &files);
     validate_bootstrap_in(d, &yaml).expect("gateway bootstrap validates");
     let envoy = Envoy::start(&yaml);

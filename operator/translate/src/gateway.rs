@@ -371,6 +371,19 @@ fn servers_by_port<'m>(
     let mut by_port: BTreeMap<(Option<String>, u16), Vec<ServerRef<'m>>> = BTreeMap::new();
     for gw in model.gateways_for(workload) {
         for (i, server) in gw.object.spec.servers.iter().enumerate() {
+            if server
+                .default_endpoint
+                .as_deref()
+                .is_some_and(|e| !e.is_empty())
+            {
+                errors.push(gw_error(
+                    gw,
+                    format!("spec.servers[{i}].defaultEndpoint"),
+                    "has no effect: Istio does not implement it either; the server is served \
+                     as without it"
+                        .into(),
+                ));
+            }
             let Some(port) = u16::try_from(server.port.number).ok().filter(|p| *p > 0) else {
                 errors.push(gw_error(
                     gw,

@@ -826,3 +826,37 @@ fn the_access_log_reaches_gateway_servers() {
     }
     assert!(hcms >= 2, "the gateway's HTTP servers: {hcms}");
 }
+
+/// A server's `defaultEndpoint` is accepted and changes nothing, as in Istio
+/// (which does not implement it); the field is reported as without effect.
+#[test]
+fn a_servers_default_endpoint_is_accepted_without_effect() {
+    let plain = gateway_proxy(&model_of(gateway_resources()));
+    let mut resources = gateway_resources();
+    let with_endpoint = (resources.iter_mut())
+        .find_map(|r| match r {
+            Resource::Gateway(g) => Some(g),
+            _ => None,
+        })
+        .expect("the gateway");
+    with_endpoint.spec.servers[0].default_endpoint = Some("127.0.0.1:8080".into());
+    let out = gateway_proxy(&model_of(resources));
+    assert_eq!(
+        (&out.listeners, &out.routes, &out.clusters),
+        (&plain.listeners, &plain.routes, &plain.clusters),
+        "the same configuration"
+    );
+    let added: Vec<_> = (out.errors.iter())
+        .filter(|e| !plain.errors.contains(e))
+        .collect();
+    assert_eq!(added.len(), 1, "{added:?}");
+    assert_eq!(
+        (added[0].kind.as_str(), added[0].path.as_str()),
+        ("Gateway", "spec.servers[0].defaultEndpoint")
+    );
+    assert!(
+        added[0].message.contains("no effect"),
+        "{}",
+        added[0].message
+    );
+}

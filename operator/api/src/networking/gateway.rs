@@ -43,6 +43,10 @@ pub struct Server {
     pub tls: Option<ServerTLSSettings>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
+    /// Accepted and without effect, as in Istio, which does not implement it
+    /// (the field is hidden from its documentation); reported as a warning.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default_endpoint: Option<String>,
 }
 
 /// TLS terminated (or passed through) by the gateway.
