@@ -75,6 +75,8 @@ const TRAFFIC_POLICIES: &[&str] = &[
     r#"{"connectionPool": {"tcp": {"tcpKeepalive": {"probes": 2, "time": "10s", "interval": "1s"}, "maxConnectionDuration": "30m", "idleTimeout": "90s"}, "http": {"idleTimeout": "5m", "h2UpgradePolicy": "UPGRADE", "maxConcurrentStreams": 10}}}"#,
     r#"{"connectionPool": {"http": {"useClientProtocol": true}}, "portLevelSettings": [{"port": {"number": 8080}, "outlierDetection": {"consecutive5xxErrors": 2}}]}"#,
     r#"{"tls": {"mode": "ISTIO_MUTUAL", "subjectAltNames": ["spiffe://cluster.local/ns/shop/sa/db"]}}"#,
+    r#"{"proxyProtocol": {"version": "V2"}, "tls": {"mode": "ISTIO_MUTUAL"}}"#,
+    r#"{"proxyProtocol": {}, "tunnel": {"targetHost": "proxy.example", "targetPort": 3128}}"#,
 ];
 
 fn random_mesh(seed: u64) -> (MeshSettings, Vec<Resource>) {
@@ -307,10 +309,21 @@ fn random_mesh(seed: u64) -> (MeshSettings, Vec<Resource>) {
                 "hosts": [r.pick(&["*/*", "shop/*"])]}),
             );
         }
+        let mut spec = json!({"egress": egress});
+        if r.chance() {
+            // hosts outside the registry through an egress proxy, which may be
+            // out of reach (then refused)
+            spec["outboundTrafficPolicy"] = json!({"mode": "ALLOW_ANY",
+                "egressProxy": {"host": r.pick(&["web", "db.shop.svc.cluster.local", "nope.example.com"]),
+                    "port": {"number": r.pick(PORTS)}}});
+        }
+        if r.chance() {
+            spec["inboundConnectionPool"] = json!({"tcp": {"maxConnections": 5, "idleTimeout": "1m"}, "http": {"http1MaxPendingRequests": 3}});
+        }
         objects.push(json!({
             "apiVersion": "networking.istio.io/v1", "kind": "Sidecar",
             "metadata": {"name": "default", "namespace": r.pick(NAMESPACES)},
-            "spec": {"egress": egress}
+            "spec": spec
         }));
     }
     out.extend(objects.iter().map(|o| object(&o.to_string())));
