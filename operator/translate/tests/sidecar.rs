@@ -1422,3 +1422,66 @@ spec:
     assert_eq!(proxied_to(subset.clone()), [(DB_V2.to_string(), 100)]);
     assert!(subset.tunneling_config.is_none(), "{subset:?}");
 }
+
+/// A Sidecar's `inboundConnectionPool` on a TCP port: the inbound cluster's
+/// circuit breakers, and the inbound TCP proxy's idle timeout and connection
+/// lifetime (as on outbound TCP proxies); on an HTTP port, HTTP/2 upgrade,
+/// an outbound setting, is not applied.
+#[test]
+fn an_inbound_connection_pool_reaches_the_inbound_tcp_proxy_and_cluster() {
+    use envoy_types::pb::envoy::extensions::upstreams::http::v3::HttpProtocolOptions;
+    use envoy_types::pb::envoy::extensions::upstreams::http::v3::http_protocol_options::{
+        UpstreamProtocolOptions, explicit_http_config::ProtocolConfig,
+    };
+    use prost::Message;
+    let mut resources = base_resources();
+    // the namespace's Sidecar: for db-1 and web-1
+    resources.push(trellis_model::Resource::Sidecar(Box::new(from_yaml(
+        r#"
+metadata: {name: default, namespace: shop}
+spec:
+  inboundConnectionPool:
+    tcp: {maxConnections: 7, idleTimeout: 45s, maxConnectionDuration: 2h}
+    http: {h2UpgradePolicy: UPGRADE}
+"#,
+    ))));
+    let model = model_of(resources);
+    let translate = |workload: &str| {
+        let out = Translator::new(&model, explicit_options())
+            .translate(&Proxy::sidecar("shop", workload));
+        assert!(out.errors.is_empty(), "{:?}", out.errors);
+        out
+    };
+    let out = translate("db-1");
+    let inbound = cluster(&out, "inbound|5432||");
+    let thresholds = &inbound.circuit_breakers.as_ref().unwrap().thresholds[0];
+    assert_eq!(thresholds.max_connections.unwrap().value, 7);
+    let listener = (out.listeners.iter())
+        .find(|l| l.name == "127.0.0.13_5432")
+        .expect("the inbound listener");
+    let tcp = chain_tcp_proxy(listener.filter_chains.last().unwrap());
+    assert_eq!(tcp.idle_timeout.unwrap().seconds, 45);
+    assert_eq!(
+        tcp.max_downstream_connection_duration.unwrap().seconds,
+        7200
+    );
+    // web's HTTP port: the pool, but HTTP/1.1 to the application
+    let out = translate("web-1");
+    let inbound = cluster(&out, "inbound|8000||");
+    let thresholds = &inbound.circuit_breakers.as_ref().unwrap().thresholds[0];
+    assert_eq!(thresholds.max_connections.unwrap().value, 7);
+    for any in inbound.typed_extension_protocol_options.values() {
+        let options = HttpProtocolOptions::decode(any.value.as_slice()).unwrap();
+        if let Some(UpstreamProtocolOptions::ExplicitHttpConfig(c)) =
+            options.upstream_protocol_options
+        {
+            assert!(
+                !matches!(
+                    c.protocol_config,
+                    Some(ProtocolConfig::Http2ProtocolOptions(_))
+                ),
+                "no HTTP/2 upgrade"
+            );
+        }
+    }
+}
