@@ -8,15 +8,23 @@ use std::path::PathBuf;
 use trellis_api::crd::crds;
 use trellis_api::{load, validate};
 
+/// examples/istio, plus tests/corpus-extra: documents that cannot sit beside
+/// the examples, such as a second MeshConfig (there is one per mesh) showing
+/// the other form of a one-of.
 fn corpus() -> Vec<(String, String)> {
-    let dir = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/istio"));
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .expect("examples/istio exists")
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
-        .collect();
-    files.sort();
-    assert!(files.len() >= 5, "corpus too small: {files:?}");
+    let yaml_in = |dir: &str| -> Vec<PathBuf> {
+        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(dir);
+        let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+            .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+            .collect();
+        files.sort();
+        files
+    };
+    let examples = yaml_in("../../examples/istio");
+    assert!(examples.len() >= 5, "corpus too small: {examples:?}");
+    let files = examples.into_iter().chain(yaml_in("tests/corpus-extra"));
     files
         .into_iter()
         .map(|p| {
