@@ -116,6 +116,26 @@ pub fn destination_rule(yaml: &str) -> Resource {
     Resource::DestinationRule(Box::new(dr))
 }
 
+/// Service `shop/routes` served by `v1` at `v1_addr` and `v2` at `v2_addr`
+/// (workloads `a` and `b`), with a DestinationRule defining subsets v1 and v2.
+pub fn routes_with_subsets(v1_addr: SocketAddr, v2_addr: SocketAddr) -> Vec<Resource> {
+    vec![
+        service("routes", "routes"),
+        plain_workload("a", "routes", v1_addr, &[("version", "v1")]),
+        plain_workload("b", "routes", v2_addr, &[("version", "v2")]),
+        destination_rule(
+            r#"
+metadata: {name: routes, namespace: shop}
+spec:
+  host: routes
+  subsets:
+  - {name: v1, labels: {version: v1}}
+  - {name: v2, labels: {version: v2}}
+"#,
+        ),
+    ]
+}
+
 /// Mesh settings with `default_mtls`.
 pub fn mesh_settings(default_mtls: MtlsMode) -> Resource {
     Resource::MeshSettings(MeshSettings {

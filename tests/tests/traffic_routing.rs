@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 use trellis_e2e::mesh::test_ca;
 use trellis_e2e::sidecar_mesh::{
     check_golden_bootstrap, destination_rule, golden_addrs, golden_client_bootstrap,
-    plain_workload, service, start_client, start_client_with_tcp, tcp_service, tls_service,
-    virtual_service,
+    plain_workload, routes_with_subsets, service, start_client, start_client_with_tcp, tcp_service,
+    tls_service, virtual_service,
 };
 use trellis_e2e::{HttpRequest, HttpResponse, Upstream};
 use trellis_model::Resource;
@@ -25,22 +25,10 @@ const UPSTREAMS: [&str; 3] = ["a", "b", "m"];
 /// Service `routes` (a = v1, b = v2, subsets from a DestinationRule) with one
 /// VirtualService exercising every feature; service `mirror` (m) receives copies.
 fn scenario(addr: &BTreeMap<String, SocketAddr>) -> Vec<Resource> {
-    vec![
-        service("routes", "routes"),
+    let mut resources = routes_with_subsets(addr["a"], addr["b"]);
+    resources.extend([
         service("mirror", "mirror"),
-        plain_workload("a", "routes", addr["a"], &[("version", "v1")]),
-        plain_workload("b", "routes", addr["b"], &[("version", "v2")]),
         plain_workload("m", "mirror", addr["m"], &[]),
-        destination_rule(
-            r#"
-metadata: {name: routes, namespace: shop}
-spec:
-  host: routes
-  subsets:
-  - {name: v1, labels: {version: v1}}
-  - {name: v2, labels: {version: v2}}
-"#,
-        ),
         virtual_service(
             r#"
 metadata: {name: routes, namespace: shop}
@@ -169,7 +157,8 @@ spec:
     route: [{destination: {host: routes, subset: v1}}]
 "#,
         ),
-    ]
+    ]);
+    resources
 }
 
 #[test]

@@ -8,7 +8,7 @@ use std::net::{Ipv4Addr, SocketAddr};
 
 use trellis_e2e::mesh::test_ca;
 use trellis_e2e::sidecar_mesh::{
-    destination_rule, plain_workload, service, start_client, virtual_service,
+    plain_workload, routes_with_subsets, service, start_client, virtual_service,
 };
 use trellis_e2e::{HttpRequest, Upstream};
 use trellis_model::Resource;
@@ -18,22 +18,10 @@ const UPSTREAMS: [&str; 3] = ["a", "b", "c"];
 /// Service `routes` (a = v1, b = v2) and `other` (c) in `shop`; the root
 /// `shop/routes` delegates `/team` for `x-env: prod` to `team/team-routes`.
 fn scenario(addr: &BTreeMap<String, SocketAddr>) -> Vec<Resource> {
-    vec![
-        service("routes", "routes"),
+    let mut resources = routes_with_subsets(addr["a"], addr["b"]);
+    resources.extend([
         service("other", "other"),
-        plain_workload("a", "routes", addr["a"], &[("version", "v1")]),
-        plain_workload("b", "routes", addr["b"], &[("version", "v2")]),
         plain_workload("c", "other", addr["c"], &[]),
-        destination_rule(
-            r#"
-metadata: {name: routes, namespace: shop}
-spec:
-  host: routes
-  subsets:
-  - {name: v1, labels: {version: v1}}
-  - {name: v2, labels: {version: v2}}
-"#,
-        ),
         virtual_service(
             r#"
 metadata: {name: routes, namespace: shop}
@@ -64,7 +52,8 @@ spec:
     route: [{destination: {host: other.shop.svc.cluster.local}}]
 "#,
         ),
-    ]
+    ]);
+    resources
 }
 
 #[test]
