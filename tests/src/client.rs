@@ -256,6 +256,27 @@ pub fn open_tunnel(proxy: SocketAddr, target: &str) -> (u16, TcpStream) {
     (status, conn)
 }
 
+/// One `GET /` over a new HTTP/1.1 connection to `to`, for servers reached
+/// through a raw TCP port: the client's own address and the JSON body.
+pub fn json_exchange(to: SocketAddr) -> (SocketAddr, serde_json::Value) {
+    let mut stream = TcpStream::connect(to).unwrap_or_else(|e| panic!("connect {to}: {e}"));
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let me = stream.local_addr().unwrap();
+    stream
+        .write_all(b"GET / HTTP/1.1\r\nhost: backend\r\nconnection: close\r\n\r\n")
+        .unwrap();
+    let mut response = String::new();
+    let _ = stream.read_to_string(&mut response);
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b)
+        .unwrap_or_else(|| panic!("no response from {to}: {response:?}"));
+    let json = serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {response}"));
+    (me, json)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -23,6 +23,7 @@
 //! stopped by its guard, also when the test panics.
 #![forbid(unsafe_code)]
 
+pub mod accept_loop;
 pub mod client;
 pub mod envoy;
 pub mod golden;
@@ -36,7 +37,7 @@ pub mod static_bootstrap;
 pub mod tunnel_proxy;
 pub mod upstream;
 
-pub use client::{HttpRequest, HttpResponse, connect_and_get, open_tunnel};
+pub use client::{HttpRequest, HttpResponse, connect_and_get, json_exchange, open_tunnel};
 pub use envoy::{Envoy, envoy_bin, validate_bootstrap, validate_bootstrap_in};
 pub use openssl::{
     HttpsFileServer, TlsClient, openssl, openssl_bin, self_signed, self_signed_ca, signed_by,

@@ -5,10 +5,10 @@
 //! A connection without a header is answered too (`"proxy": null`).
 
 use std::io::{Read, Write};
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, Shutdown, SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, Shutdown, SocketAddr, TcpStream};
 use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
+
+use crate::accept_loop::AcceptLoop;
 use std::time::Duration;
 
 /// What a connection's PROXY header said.
@@ -27,37 +27,22 @@ const V2_SIGNATURE: [u8; 12] = *b"\r\n\r\n\0\r\nQUIT\n";
 /// A running backend; stops accepting when dropped.
 pub struct ProxyProtocolServer {
     name: String,
-    addr: SocketAddr,
     seen: Arc<Mutex<Vec<Option<ProxyHeader>>>>,
-    stop: Arc<AtomicBool>,
-    accept_thread: Option<JoinHandle<()>>,
+    accept: AcceptLoop,
 }
 
 impl ProxyProtocolServer {
     /// Binds `ip:0` and serves each connection in a thread of its own.
     pub fn start(name: &str, ip: Ipv4Addr) -> ProxyProtocolServer {
-        let listener = TcpListener::bind((ip, 0))
-            .unwrap_or_else(|e| panic!("backend {name}: bind {ip}:0: {e}"));
-        let addr = listener.local_addr().expect("backend local addr");
         let seen = Arc::new(Mutex::new(Vec::new()));
-        let stop = Arc::new(AtomicBool::new(false));
-        let (stop_flag, log, server) = (stop.clone(), seen.clone(), name.to_string());
-        let accept_thread = std::thread::spawn(move || {
-            for stream in listener.incoming() {
-                if stop_flag.load(Ordering::SeqCst) {
-                    break;
-                }
-                let Ok(stream) = stream else { continue };
-                let (log, server) = (log.clone(), server.clone());
-                std::thread::spawn(move || serve(stream, &server, &log));
-            }
+        let (log, server) = (seen.clone(), name.to_string());
+        let accept = AcceptLoop::start(&format!("backend {name}"), ip, move |stream| {
+            serve(stream, &server, &log)
         });
         ProxyProtocolServer {
             name: name.to_string(),
-            addr,
             seen,
-            stop,
-            accept_thread: Some(accept_thread),
+            accept,
         }
     }
 
@@ -66,22 +51,12 @@ impl ProxyProtocolServer {
     }
 
     pub fn addr(&self) -> SocketAddr {
-        self.addr
+        self.accept.addr()
     }
 
     /// The header of every connection that sent a request, in order (`None`: no header).
     pub fn seen(&self) -> Vec<Option<ProxyHeader>> {
         self.seen.lock().expect("backend log").clone()
-    }
-}
-
-impl Drop for ProxyProtocolServer {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        let _ = TcpStream::connect_timeout(&self.addr, Duration::from_millis(200));
-        if let Some(t) = self.accept_thread.take() {
-            let _ = t.join();
-        }
     }
 }
 

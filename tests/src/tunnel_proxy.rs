@@ -6,10 +6,10 @@
 //! answered 405.
 
 use std::io::{Read, Write};
-use std::net::{Ipv4Addr, Shutdown, SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::net::{Ipv4Addr, Shutdown, SocketAddr, TcpStream};
 use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
+
+use crate::accept_loop::AcceptLoop;
 use std::time::Duration;
 
 /// One request a client sent: its method and target (the CONNECT
@@ -22,56 +22,26 @@ pub struct TunnelRequest {
 
 /// A running tunnelling proxy; stops accepting when dropped.
 pub struct TunnelProxy {
-    addr: SocketAddr,
     seen: Arc<Mutex<Vec<TunnelRequest>>>,
-    stop: Arc<AtomicBool>,
-    accept_thread: Option<JoinHandle<()>>,
+    accept: AcceptLoop,
 }
 
 impl TunnelProxy {
     /// Binds `ip:0` and serves each connection in a thread of its own.
     pub fn start(name: &str, ip: Ipv4Addr) -> TunnelProxy {
-        let listener =
-            TcpListener::bind((ip, 0)).unwrap_or_else(|e| panic!("{name}: bind {ip}:0: {e}"));
-        let addr = listener.local_addr().expect("local addr");
         let seen = Arc::new(Mutex::new(Vec::new()));
-        let stop = Arc::new(AtomicBool::new(false));
-        let (stop_flag, log, server) = (stop.clone(), seen.clone(), name.to_string());
-        let accept_thread = std::thread::spawn(move || {
-            for stream in listener.incoming() {
-                if stop_flag.load(Ordering::SeqCst) {
-                    break;
-                }
-                let Ok(stream) = stream else { continue };
-                let (log, server) = (log.clone(), server.clone());
-                std::thread::spawn(move || serve(stream, &server, &log));
-            }
-        });
-        TunnelProxy {
-            addr,
-            seen,
-            stop,
-            accept_thread: Some(accept_thread),
-        }
+        let (log, server) = (seen.clone(), name.to_string());
+        let accept = AcceptLoop::start(name, ip, move |stream| serve(stream, &server, &log));
+        TunnelProxy { seen, accept }
     }
 
     pub fn addr(&self) -> SocketAddr {
-        self.addr
+        self.accept.addr()
     }
 
     /// Every tunnel asked for, in order.
     pub fn seen(&self) -> Vec<TunnelRequest> {
         self.seen.lock().expect("tunnel log").clone()
-    }
-}
-
-impl Drop for TunnelProxy {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        let _ = TcpStream::connect_timeout(&self.addr, Duration::from_millis(200));
-        if let Some(t) = self.accept_thread.take() {
-            let _ = t.join();
-        }
     }
 }
 

@@ -7,11 +7,12 @@
 //! Responses close the connection, so framing stays trivial.
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
-use std::net::{Ipv4Addr, Shutdown, SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::net::{Ipv4Addr, Shutdown, SocketAddr, TcpStream};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
 use std::time::Duration;
+
+use crate::accept_loop::AcceptLoop;
 
 /// How an upstream answers.
 #[derive(Debug, Clone, PartialEq)]
@@ -49,46 +50,30 @@ pub enum UpstreamEvent {
 /// A running upstream; stops accepting when dropped.
 pub struct Upstream {
     name: String,
-    addr: SocketAddr,
     hits: Arc<AtomicU64>,
     events: Arc<Mutex<Vec<UpstreamEvent>>>,
-    stop: Arc<AtomicBool>,
-    accept_thread: Option<JoinHandle<()>>,
+    accept: AcceptLoop,
 }
 
 impl Upstream {
     /// Binds `ip:0` (any 127.0.0.x works on Linux) and serves in background threads.
     pub fn start(name: &str, ip: Ipv4Addr, behavior: Behavior) -> Upstream {
-        let listener = TcpListener::bind((ip, 0))
-            .unwrap_or_else(|e| panic!("upstream {name}: bind {ip}:0: {e}"));
-        let addr = listener.local_addr().expect("upstream local addr");
         let hits = Arc::new(AtomicU64::new(0));
         let events = Arc::new(Mutex::new(Vec::new()));
-        let stop = Arc::new(AtomicBool::new(false));
         let server = Arc::new(Server {
             name: name.to_string(),
             behavior,
             hits: hits.clone(),
             events: events.clone(),
         });
-        let stop_flag = stop.clone();
-        let accept_thread = std::thread::spawn(move || {
-            for stream in listener.incoming() {
-                if stop_flag.load(Ordering::SeqCst) {
-                    break;
-                }
-                let Ok(stream) = stream else { continue };
-                let server = server.clone();
-                std::thread::spawn(move || server.serve(stream));
-            }
+        let accept = AcceptLoop::start(&format!("upstream {name}"), ip, move |stream| {
+            server.serve(stream)
         });
         Upstream {
             name: name.to_string(),
-            addr,
             hits,
             events,
-            stop,
-            accept_thread: Some(accept_thread),
+            accept,
         }
     }
 
@@ -102,15 +87,15 @@ impl Upstream {
     }
 
     pub fn addr(&self) -> SocketAddr {
-        self.addr
+        self.accept.addr()
     }
 
     pub fn ip(&self) -> String {
-        self.addr.ip().to_string()
+        self.accept.addr().ip().to_string()
     }
 
     pub fn port(&self) -> u16 {
-        self.addr.port()
+        self.accept.addr().port()
     }
 
     /// Requests received so far.
@@ -135,17 +120,6 @@ impl Upstream {
             max = max.max(now);
         }
         max
-    }
-}
-
-impl Drop for Upstream {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        // wake the blocking accept so the thread sees the flag
-        let _ = TcpStream::connect_timeout(&self.addr, Duration::from_millis(200));
-        if let Some(t) = self.accept_thread.take() {
-            let _ = t.join();
-        }
     }
 }
 

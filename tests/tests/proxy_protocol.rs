@@ -5,9 +5,7 @@
 //! for TCP ports (the sidecar's local TCP listeners), and for HTTP, where the
 //! subset's policy adds it; a service without the policy gets no header.
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
-use std::net::{Ipv4Addr, SocketAddr, TcpStream};
-use std::time::Duration;
+use std::net::{Ipv4Addr, SocketAddr};
 
 use trellis_e2e::mesh::test_ca;
 use trellis_e2e::proxy_protocol::ProxyProtocolServer;
@@ -68,27 +66,6 @@ fn golden_traffic_proxy_protocol() {
     check_golden_bootstrap("traffic-proxy-protocol", &yaml, &["web"]);
 }
 
-/// One HTTP/1.1 request over a new connection to `to`: the client's own
-/// address and the backend's JSON answer.
-fn exchange(to: SocketAddr) -> (SocketAddr, serde_json::Value) {
-    let mut stream = TcpStream::connect(to).unwrap_or_else(|e| panic!("connect {to}: {e}"));
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    let me = stream.local_addr().unwrap();
-    stream
-        .write_all(b"GET / HTTP/1.1\r\nhost: backend\r\nconnection: close\r\n\r\n")
-        .unwrap();
-    let mut response = String::new();
-    let _ = stream.read_to_string(&mut response);
-    let body = response
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b)
-        .unwrap_or_else(|| panic!("no response from {to}: {response:?}"));
-    let json = serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {response}"));
-    (me, json)
-}
-
 #[test]
 fn upstream_connections_carry_the_proxy_header_on_real_envoy() {
     let ip = Ipv4Addr::new(127, 0, 0, 200);
@@ -108,7 +85,7 @@ fn upstream_connections_carry_the_proxy_header_on_real_envoy() {
     let (ledger, vault, plain) = (client.tcp[0], client.tcp[1], client.tcp[2]);
 
     // TCP, V1 by default: the original client and the address it dialed
-    let (me, answer) = exchange(ledger);
+    let (me, answer) = trellis_e2e::json_exchange(ledger);
     assert_eq!(answer["server"], "ledger", "{answer}");
     let proxy = &answer["proxy"];
     assert_eq!(
@@ -121,7 +98,7 @@ fn upstream_connections_carry_the_proxy_header_on_real_envoy() {
     assert_eq!(proxy["destination"], ledger.to_string(), "{answer}");
 
     // TCP, V2 (binary)
-    let (me, answer) = exchange(vault);
+    let (me, answer) = trellis_e2e::json_exchange(vault);
     assert_eq!(answer["server"], "vault", "{answer}");
     assert_eq!(answer["proxy"]["version"], 2, "{answer}");
     assert_eq!(answer["proxy"]["source"], me.to_string(), "{answer}");
@@ -149,7 +126,7 @@ fn upstream_connections_carry_the_proxy_header_on_real_envoy() {
     );
 
     // no policy, no header
-    let (_, answer) = exchange(plain);
+    let (_, answer) = trellis_e2e::json_exchange(plain);
     assert_eq!(answer["server"], "plain", "{answer}");
     assert!(answer["proxy"].is_null(), "{answer}");
     assert_eq!(backends["plain"].seen(), [None]);

@@ -63,24 +63,6 @@ fn golden_traffic_tunnel() {
     check_golden_bootstrap("traffic-tunnel", &yaml, &["web"]);
 }
 
-/// One HTTP/1.1 request over a new connection to `to`: the JSON answer.
-fn exchange(to: SocketAddr) -> serde_json::Value {
-    let mut stream = TcpStream::connect(to).unwrap_or_else(|e| panic!("connect {to}: {e}"));
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    stream
-        .write_all(b"GET / HTTP/1.1\r\nhost: backend\r\nconnection: close\r\n\r\n")
-        .unwrap();
-    let mut response = String::new();
-    let _ = stream.read_to_string(&mut response);
-    let body = response
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b)
-        .unwrap_or_else(|| panic!("no response from {to}: {response:?}"));
-    serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {response}"))
-}
-
 #[test]
 fn tcp_connections_are_carried_in_http_tunnels_on_real_envoy() {
     let ip = Ipv4Addr::new(127, 0, 0, 220);
@@ -100,7 +82,7 @@ fn tcp_connections_are_carried_in_http_tunnels_on_real_envoy() {
     let (ledger, vault, plain) = (client.tcp[0], client.tcp[1], client.tcp[2]);
 
     // CONNECT by default, to the rule's target; the tunnel then carries the request
-    let answer = exchange(ledger);
+    let (_, answer) = trellis_e2e::json_exchange(ledger);
     assert_eq!(
         (answer["server"].as_str(), answer["method"].as_str()),
         (Some("ledger"), Some("CONNECT")),
@@ -109,7 +91,7 @@ fn tcp_connections_are_carried_in_http_tunnels_on_real_envoy() {
     );
     assert_eq!(answer["target"], "ledger.internal.example:7443", "{answer}");
     // the subset's own tunnel, to its target
-    let answer = exchange(vault);
+    let (_, answer) = trellis_e2e::json_exchange(vault);
     assert_eq!(answer["server"], "vault", "{answer}");
     assert_eq!(answer["method"], "CONNECT", "{answer}");
     assert_eq!(answer["target"], "10.1.2.3:8443", "{answer}");
