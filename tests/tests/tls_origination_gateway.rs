@@ -128,49 +128,8 @@ fn gateway_simple_and_mutual_with_tls_origination() {
             ClientTls::Simple(verified.clone()),
         ),
     ];
-    let clusters = cases
-        .iter()
-        .map(|(name, port, tls)| {
-            let ctx = client_tls_context(tls, HOST, &SdsSource::Ads, &[]).expect("tls context");
-            static_cluster(
-                name,
-                &[SocketAddr::from((gw_ip, *port))],
-                Some(upstream_transport_socket(&ctx)),
-            )
-        })
-        .collect();
-    let vhosts = cases
-        .iter()
-        .map(|(name, _, _)| {
-            let mut route = route_to(name);
-            // the gateway routes by the original host
-            if let Some(envoy_types::pb::envoy::config::route::v3::route::Action::Route(action)) =
-                route.action.as_mut()
-            {
-                action.host_rewrite_specifier = Some(
-                    envoy_types::pb::envoy::config::route::v3::route_action::HostRewriteSpecifier::HostRewriteLiteral(
-                        HOST.into(),
-                    ),
-                );
-            }
-            vhost(name, &[name], vec![route])
-        })
-        .collect();
-    let egress_ip = Ipv4Addr::new(127, 0, 0, 53);
-    let egress_listen = SocketAddr::from((egress_ip, free_ports_on(egress_ip, 1)[0]));
-    let egress_yaml = bootstrap_yaml(
-        "egress",
-        vec![listener(
-            "egress",
-            egress_listen,
-            vec![FilterChain {
-                filters: vec![http_connection_manager("egress", vhosts, vec![], false)],
-                ..Default::default()
-            }],
-            vec![],
-        )],
-        clusters,
-    );
+    let (egress_yaml, egress_listen) =
+        egress_to_gateway(&cases, gw_ip, Ipv4Addr::new(127, 0, 0, 53));
     validate_bootstrap(&gateway_yaml).expect("gateway bootstrap validates");
     validate_bootstrap(&egress_yaml).expect("egress bootstrap validates");
     let egress_thread = std::thread::spawn(move || Envoy::start(&egress_yaml));
@@ -272,54 +231,9 @@ fn origination_checks_the_server_against_the_ca_crl() {
         ("revoked", ports[1], with_crl),
         ("revoked-unchecked", ports[1], without_crl),
     ];
-    let clusters = cases
-        .iter()
-        .map(|(name, port, settings)| {
-            let ctx = client_tls_context(
-                &ClientTls::Simple(settings.clone()),
-                HOST,
-                &SdsSource::Ads,
-                &[],
-            )
-            .expect("tls context");
-            static_cluster(
-                name,
-                &[SocketAddr::from((gw_ip, *port))],
-                Some(upstream_transport_socket(&ctx)),
-            )
-        })
-        .collect();
-    let vhosts = cases
-        .iter()
-        .map(|(name, _, _)| {
-            let mut route = route_to(name);
-            if let Some(envoy_types::pb::envoy::config::route::v3::route::Action::Route(action)) =
-                route.action.as_mut()
-            {
-                action.host_rewrite_specifier = Some(
-                    envoy_types::pb::envoy::config::route::v3::route_action::HostRewriteSpecifier::HostRewriteLiteral(
-                        HOST.into(),
-                    ),
-                );
-            }
-            vhost(name, &[name], vec![route])
-        })
-        .collect();
-    let egress_ip = Ipv4Addr::new(127, 0, 0, 58);
-    let egress_listen = SocketAddr::from((egress_ip, free_ports_on(egress_ip, 1)[0]));
-    let egress_yaml = bootstrap_yaml(
-        "egress",
-        vec![listener(
-            "egress",
-            egress_listen,
-            vec![FilterChain {
-                filters: vec![http_connection_manager("egress", vhosts, vec![], false)],
-                ..Default::default()
-            }],
-            vec![],
-        )],
-        clusters,
-    );
+    let cases = cases.map(|(name, port, settings)| (name, port, ClientTls::Simple(settings)));
+    let (egress_yaml, egress_listen) =
+        egress_to_gateway(&cases, gw_ip, Ipv4Addr::new(127, 0, 0, 58));
     validate_bootstrap(&gateway_yaml).expect("gateway bootstrap validates");
     validate_bootstrap(&egress_yaml).expect("egress bootstrap validates");
     let _gateway = Envoy::start(&gateway_yaml);
@@ -335,4 +249,58 @@ fn origination_checks_the_server_against_the_ca_crl() {
     assert!(egress.stat("cluster.revoked.ssl.fail_verify_error") >= 1);
     assert_eq!(get("revoked-unchecked").status, 200);
     assert_eq!(app.hits(), 2);
+}
+
+/// The egress Envoy of these tests, listening on `egress_ip`: per case (name,
+/// gateway port, client TLS) a cluster to the gateway at `gw_ip` with that
+/// TLS, and a virtual host named after the case that routes to it and sends
+/// the gateway the original host. Its bootstrap and listen address.
+fn egress_to_gateway(
+    cases: &[(&str, u16, ClientTls)],
+    gw_ip: Ipv4Addr,
+    egress_ip: Ipv4Addr,
+) -> (String, SocketAddr) {
+    let clusters = cases
+        .iter()
+        .map(|(name, port, tls)| {
+            let ctx = client_tls_context(tls, HOST, &SdsSource::Ads, &[]).expect("tls context");
+            static_cluster(
+                name,
+                &[SocketAddr::from((gw_ip, *port))],
+                Some(upstream_transport_socket(&ctx)),
+            )
+        })
+        .collect();
+    let vhosts = cases
+        .iter()
+        .map(|(name, _, _)| {
+            let mut route = route_to(name);
+            // the gateway routes by the original host
+            if let Some(envoy_types::pb::envoy::config::route::v3::route::Action::Route(action)) =
+                route.action.as_mut()
+            {
+                action.host_rewrite_specifier = Some(
+                    envoy_types::pb::envoy::config::route::v3::route_action::HostRewriteSpecifier::HostRewriteLiteral(
+                        HOST.into(),
+                    ),
+                );
+            }
+            vhost(name, &[name], vec![route])
+        })
+        .collect();
+    let egress_listen = SocketAddr::from((egress_ip, free_ports_on(egress_ip, 1)[0]));
+    let egress_yaml = bootstrap_yaml(
+        "egress",
+        vec![listener(
+            "egress",
+            egress_listen,
+            vec![FilterChain {
+                filters: vec![http_connection_manager("egress", vhosts, vec![], false)],
+                ..Default::default()
+            }],
+            vec![],
+        )],
+        clusters,
+    );
+    (egress_yaml, egress_listen)
 }
