@@ -32,16 +32,6 @@ impl Drop for KillOnDrop {
     }
 }
 
-fn running(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
-        !s.rsplit(')')
-            .next()
-            .unwrap_or("")
-            .trim_start()
-            .starts_with('Z')
-    })
-}
-
 /// The demo binds fixed addresses (the example's), so its runs take turns.
 static DEMO: Mutex<()> = Mutex::new(());
 
@@ -120,7 +110,7 @@ impl Run {
         for p in proxies {
             let pid = u32::try_from(p["pid"].as_u64().expect("a pid")).unwrap();
             let deadline = Instant::now() + Duration::from_secs(10);
-            while running(pid) {
+            while trellis_e2e::process_running(pid) {
                 assert!(Instant::now() < deadline, "Envoy {pid} outlived the demo");
                 std::thread::sleep(Duration::from_millis(50));
             }

@@ -100,3 +100,15 @@ pub fn free_port_on(ip: Ipv4Addr) -> u16 {
         .expect("local addr of probe listener")
         .port()
 }
+
+/// Whether process `pid` runs: it has a /proc entry and is not a zombie
+/// (whose state letter is Z).
+pub fn process_running(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+        !s.rsplit(')')
+            .next()
+            .unwrap_or("")
+            .trim_start()
+            .starts_with('Z')
+    })
+}

@@ -57,18 +57,6 @@ fn workload(name: &str, ip: u8) -> String {
     )
 }
 
-fn running(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .map(|s| {
-            !s.rsplit(')')
-                .next()
-                .unwrap_or("")
-                .trim_start()
-                .starts_with('Z')
-        })
-        .unwrap_or(false)
-}
-
 fn wait_status(state: &Path, what: &str, cond: impl Fn(&MeshStatus) -> bool) -> MeshStatus {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
@@ -195,7 +183,7 @@ fn loop_runs_envoys_follows_the_directory_and_reuses_state() {
     std::fs::remove_file(config_dir.join("cart-v2.yaml")).unwrap();
     wait_status(&state_dir, "cart-v2 to stop", |s| s.proxies.len() == 1);
     let deadline = Instant::now() + Duration::from_secs(10);
-    while running(pid2) {
+    while trellis_e2e::process_running(pid2) {
         assert!(Instant::now() < deadline, "cart-v2's Envoy still runs");
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -211,7 +199,10 @@ fn loop_runs_envoys_follows_the_directory_and_reuses_state() {
 
     let root_before = std::fs::read(state_dir.join("ca/root-cert.pem")).unwrap();
     mesh.stop();
-    assert!(!running(pid1), "Envoy survived shutdown");
+    assert!(
+        !trellis_e2e::process_running(pid1),
+        "Envoy survived shutdown"
+    );
 
     // Restart on the same state directory: same root, same xDS and admin ports.
     std::fs::remove_file(state_dir.join("status.json")).unwrap();

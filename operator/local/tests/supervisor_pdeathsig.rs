@@ -65,18 +65,6 @@ impl Drop for KillOnDrop {
     }
 }
 
-fn running(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .map(|s| {
-            !s.rsplit(')')
-                .next()
-                .unwrap_or("")
-                .trim_start()
-                .starts_with('Z')
-        })
-        .unwrap_or(false)
-}
-
 fn admin_ready(port: u16) -> bool {
     let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) else {
         return false;
@@ -144,7 +132,7 @@ fn envoy_dies_when_its_parent_is_sigkilled() {
     parent.wait().unwrap();
 
     let deadline = Instant::now() + Duration::from_secs(20);
-    while running(envoy_pid) {
+    while trellis_e2e::process_running(envoy_pid) {
         assert!(
             Instant::now() < deadline,
             "Envoy {envoy_pid} outlived its SIGKILLed parent"

@@ -19,18 +19,6 @@ pub fn envoy_bin() -> PathBuf {
     PathBuf::from(bin)
 }
 
-pub fn running(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .map(|s| {
-            !s.rsplit(')')
-                .next()
-                .unwrap_or("")
-                .trim_start()
-                .starts_with('Z')
-        })
-        .unwrap_or(false)
-}
-
 pub fn signal(pid: u32, sig: &str) {
     let _ = Command::new("kill")
         .args([&format!("-{sig}"), &pid.to_string()])
@@ -170,7 +158,7 @@ impl Drop for Up {
         }
         // PDEATHSIG already took them; this only covers a broken build.
         for pid in envoys {
-            if running(pid) {
+            if trellis_e2e::process_running(pid) {
                 signal(pid, "KILL");
             }
         }
@@ -180,7 +168,7 @@ impl Drop for Up {
 pub fn wait_gone(pids: &[u32]) {
     let deadline = Instant::now() + Duration::from_secs(15);
     for pid in pids {
-        while running(*pid) {
+        while trellis_e2e::process_running(*pid) {
             assert!(Instant::now() < deadline, "Envoy {pid} outlived trellis up");
             std::thread::sleep(Duration::from_millis(50));
         }
