@@ -391,8 +391,12 @@ pub(crate) fn outbound_scope_shared(
         }
         let vs = vss.first().copied();
         // The same VirtualService is seen by every HTTP port: its errors are
-        // reported from the first.
+        // reported from the first, and its delegations merged once.
         let first_http_port = service.ports.iter().find(|p| p.protocol.is_http());
+        let served = match vs {
+            Some(vs) if first_http_port.is_some() => served_routes(model, vs, &mut scope.errors),
+            _ => Vec::new(),
+        };
         for port in &service.ports {
             let key = (service.hostname.clone(), port.port);
             let default_cluster = names::outbound_cluster(port.port, None, &service.hostname);
@@ -442,7 +446,7 @@ pub(crate) fn outbound_scope_shared(
             let mut applies = vs.object.spec.http.is_empty();
             let mut rules = Vec::new();
             let mut errs = Vec::new();
-            for served in served_routes(model, vs, &mut errs) {
+            for served in &served {
                 let (r, owner) = (served.route.as_ref(), served.owner);
                 applies |= client.admits_route(r, &vs.namespace);
                 let resolve = |d: &api::Destination| resolve_in(&owner.namespace, d);
