@@ -207,6 +207,7 @@ fn json_value(v: serde_json::Value) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use envoy_types::pb::envoy::config::listener::v3::FilterChain;
 
     fn file_log(log: &AccessLog) -> FileAccessLog {
         let Some(access_log::ConfigType::TypedConfig(any)) = &log.config_type else {
@@ -304,5 +305,48 @@ mod tests {
             panic!("json")
         };
         assert_eq!(s.fields.len(), DEFAULT_JSON.len());
+    }
+
+    fn decoded<M: Message + Default>(filter: &Filter) -> M {
+        let Some(ConfigType::TypedConfig(any)) = &filter.config_type else {
+            panic!("typed config")
+        };
+        M::decode(any.value.as_slice()).unwrap()
+    }
+
+    #[test]
+    fn every_connection_manager_and_tcp_proxy_logs_but_the_agents() {
+        use crate::listener::{Routes, http_connection_manager, listener, tcp_proxy};
+        let hcm = http_connection_manager("http", Routes::Rds("8080".into()), Vec::new());
+        let tcp = tcp_proxy("tcp", "outbound|5432||db.shop.svc.cluster.local");
+        let chain = FilterChain {
+            filters: vec![hcm.clone(), tcp.clone()],
+            ..Default::default()
+        };
+        let health = names::listener_name("0.0.0.0", HEALTH_PORT);
+        let mut listeners = vec![
+            listener(
+                "app".into(),
+                "0.0.0.0",
+                8080,
+                vec![chain.clone()],
+                Vec::new(),
+            ),
+            listener(health, "0.0.0.0", HEALTH_PORT, vec![chain], Vec::new()),
+        ];
+        let settings = settings(AccessLogEncoding::Json, None);
+        add_access_logs(&mut listeners, &settings);
+        let log = access_log(&settings);
+
+        let filters = &listeners[0].filter_chains[0].filters;
+        let mut expected_hcm: HttpConnectionManager = decoded(&hcm);
+        expected_hcm.access_log.push(log.clone());
+        assert_eq!(decoded::<HttpConnectionManager>(&filters[0]), expected_hcm);
+        let mut expected_tcp: TcpProxy = decoded(&tcp);
+        expected_tcp.access_log.push(log);
+        assert_eq!(decoded::<TcpProxy>(&filters[1]), expected_tcp);
+
+        let agent = &listeners[1].filter_chains[0].filters;
+        assert_eq!(agent, &vec![hcm, tcp]);
     }
 }
