@@ -40,6 +40,11 @@ fn json<T: serde::de::DeserializeOwned>(value: serde_json::Value) -> T {
     serde_json::from_value(value).expect("synthetic object")
 }
 
+// The operator's allocator (operator/src/main.rs): the translator is measured
+// as it runs there.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn resources() -> Vec<Resource> {
     let mut out = Vec::new();
     for s in 0..SERVICES {
