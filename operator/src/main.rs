@@ -11,9 +11,9 @@ use std::process::ExitCode;
 // Webhook CPU per injection in make bench: glibc's malloc 23.5 us, mimalloc
 // 19-20 us; in the static musl binary, musl's malloc 108-136 us, mimalloc 22-23 us.
 // Built without transparent huge pages (feature `no_thp`): with them, every
-// fault cleared a 2 MiB page and the first translation of 2,000 sidecars in
-// make bench took 5.0-7.4 s instead of 1.7-2.0 s; the webhook's CPU per
-// injection did not change, and its RSS fell from 52 to 36 MB.
+// fault cleared a 2 MiB page, and the first translation of 2,000 sidecars in
+// make bench took a median 5.3 s (14 runs) instead of 2.0 s (13 runs); the
+// webhook's CPU per injection did not change, and its RSS fell from 52 to 36 MB.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
