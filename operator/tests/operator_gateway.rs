@@ -250,11 +250,7 @@ fn an_injected_gateway_serves_https_with_a_kubernetes_tls_secret() {
     let args = pod_proxy::operator_args_with_xds();
     let mut op = Operator::start(cluster.server.kubeconfig_path(), "op-1", &args);
     op.wait_ready();
-    let bootstrap = wait_for(
-        "ConfigMap edge/trellis-sidecar-bootstrap",
-        Duration::from_secs(60),
-        || pod_proxy::bootstrap_config_map(&cluster, NS),
-    );
+    let bootstrap = pod_proxy::wait_bootstrap(&cluster, NS);
 
     // The gateway as `trellis inject` makes it of Istio's gateway pod.
     let pod = cluster

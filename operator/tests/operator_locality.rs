@@ -116,11 +116,7 @@ fn pods_are_placed_by_their_nodes_zone_and_a_relabelled_node_moves_them() {
     cluster
         .kubectl
         .run(&["label", "namespace", NS, "istio-injection=enabled"]);
-    let bootstrap = wait_for(
-        "ConfigMap shop/trellis-sidecar-bootstrap",
-        Duration::from_secs(60),
-        || pod_proxy::bootstrap_config_map(&cluster, NS),
-    );
+    let bootstrap = pod_proxy::wait_bootstrap(&cluster, NS);
     let pod = cluster
         .kubectl
         .get_json(&["pod", "-n", NS, POD])

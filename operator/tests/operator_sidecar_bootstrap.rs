@@ -68,11 +68,7 @@ fn injected_sidecar_connects_to_the_operator_with_the_namespace_bootstrap() {
     cluster
         .kubectl
         .run(&["label", "namespace", NS, "istio-injection=enabled"]);
-    let bootstrap = wait_for(
-        "ConfigMap shop/trellis-sidecar-bootstrap",
-        Duration::from_secs(60),
-        || bootstrap_config_map(&cluster),
-    );
+    let bootstrap = pod_proxy::wait_bootstrap(&cluster, NS);
     assert_eq!(
         bootstrap.keys().map(String::as_str).collect::<Vec<_>>(),
         ["envoy.json", "sds-root-ca.json", "sds-workload-cert.json"]

@@ -37,6 +37,16 @@ pub fn bootstrap_config_map(cluster: &Cluster, ns: &str) -> Option<BTreeMap<Stri
     serde_json::from_value(cm["data"].clone()).ok()
 }
 
+/// The data of ConfigMap `trellis-sidecar-bootstrap` in `ns`, waited for up
+/// to 60 s (the operator writes it once the namespace is in the mesh).
+pub fn wait_bootstrap(cluster: &Cluster, ns: &str) -> BTreeMap<String, String> {
+    wait_for(
+        &format!("ConfigMap {ns}/trellis-sidecar-bootstrap"),
+        Duration::from_secs(60),
+        || bootstrap_config_map(cluster, ns),
+    )
+}
+
 /// A free loopback port (bound, then released).
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
