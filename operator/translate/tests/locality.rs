@@ -117,6 +117,11 @@ fn shape(cla: &ClusterLoadAssignment) -> Vec<(String, u32, u32, Vec<String>)> {
         .collect()
 }
 
+/// Expected priorities, by locality (or by address).
+fn table(rows: &[(&str, u32)]) -> BTreeMap<String, u32> {
+    rows.iter().map(|(l, p)| (l.to_string(), *p)).collect()
+}
+
 fn priorities(cla: &ClusterLoadAssignment) -> BTreeMap<String, u32> {
     shape(cla).into_iter().map(|(l, p, _, _)| (l, p)).collect()
 }
@@ -138,6 +143,17 @@ fn cart_rule(tp: &str) -> Resource {
     dr(&format!(
         "metadata: {{name: cart, namespace: shop}}\nspec: {{host: cart, trafficPolicy: {tp}}}\n"
     ))
+}
+
+/// The model with cart's rule setting outlier detection and `setting` as its
+/// `localityLbSetting`.
+fn with_outlier_and_locality(setting: &str) -> MeshModel {
+    model(
+        vec![cart_rule(&format!(
+            "{{{OUTLIER}, loadBalancer: {{localityLbSetting: {setting}}}}}"
+        ))],
+        MeshSettings::default(),
+    )
 }
 
 #[test]
@@ -170,24 +186,24 @@ fn default_failover_orders_by_subzone_zone_region_relative_to_each_client() {
     let a = sidecar(&m, "web-a");
     assert_eq!(
         priorities(assignment(&a)),
-        BTreeMap::from([
-            ("us-east/a/1".to_string(), 0),
-            ("us-east/a/2".to_string(), 1),
-            ("us-east/b".to_string(), 2),
-            ("us-west/b".to_string(), 3),
-            ("eu/c".to_string(), 3),
+        table(&[
+            ("us-east/a/1", 0),
+            ("us-east/a/2", 1),
+            ("us-east/b", 2),
+            ("us-west/b", 3),
+            ("eu/c", 3),
         ])
     );
     // Another client, other priorities: the endpoints are not shared between them.
     let w = sidecar(&m, "web-w");
     assert_eq!(
         priorities(assignment(&w)),
-        BTreeMap::from([
-            ("us-west/b".to_string(), 0),
-            ("us-east/a/1".to_string(), 1),
-            ("us-east/a/2".to_string(), 1),
-            ("us-east/b".to_string(), 1),
-            ("eu/c".to_string(), 1),
+        table(&[
+            ("us-west/b", 0),
+            ("us-east/a/1", 1),
+            ("us-east/a/2", 1),
+            ("us-east/b", 1),
+            ("eu/c", 1),
         ])
     );
     // One translator for both proxies (the status analysis shares one): still
@@ -203,21 +219,16 @@ fn default_failover_orders_by_subzone_zone_region_relative_to_each_client() {
 
 #[test]
 fn failover_region_comes_before_other_regions() {
-    let m = model(
-        vec![cart_rule(&format!(
-            "{{{OUTLIER}, loadBalancer: {{localityLbSetting: {{failover: [{{from: us-east, to: eu}}]}}}}}}"
-        ))],
-        MeshSettings::default(),
-    );
+    let m = with_outlier_and_locality("{failover: [{from: us-east, to: eu}]}");
     let a = sidecar(&m, "web-a");
     assert_eq!(
         priorities(assignment(&a)),
-        BTreeMap::from([
-            ("us-east/a/1".to_string(), 0),
-            ("us-east/a/2".to_string(), 1),
-            ("us-east/b".to_string(), 2),
-            ("eu/c".to_string(), 3),
-            ("us-west/b".to_string(), 4),
+        table(&[
+            ("us-east/a/1", 0),
+            ("us-east/a/2", 1),
+            ("us-east/b", 2),
+            ("eu/c", 3),
+            ("us-west/b", 4),
         ])
     );
     assert!(weighted(&a));
@@ -333,12 +344,7 @@ fn mesh_wide_distribute_applies_without_a_rule_and_a_rule_replaces_it() {
 
 #[test]
 fn failover_priority_orders_by_labels_shared_with_the_client() {
-    let m = model(
-        vec![cart_rule(&format!(
-            "{{{OUTLIER}, loadBalancer: {{localityLbSetting: {{failoverPriority: [tier, topology.kubernetes.io/region]}}}}}}"
-        ))],
-        MeshSettings::default(),
-    );
+    let m = with_outlier_and_locality("{failoverPriority: [tier, topology.kubernetes.io/region]}");
     // web-a: tier gold, region us-east. cart-a shares both (0); cart-eu shares
     // the tier only (1); the others differ at the first label (2).
     let a = sidecar(&m, "web-a");
@@ -348,22 +354,17 @@ fn failover_priority_orders_by_labels_shared_with_the_client() {
         .collect();
     assert_eq!(
         by_addr,
-        BTreeMap::from([
-            ("127.0.0.11".to_string(), 0),
-            ("127.0.0.15".to_string(), 1),
-            ("127.0.0.12".to_string(), 2),
-            ("127.0.0.13".to_string(), 2),
-            ("127.0.0.14".to_string(), 2),
+        table(&[
+            ("127.0.0.11", 0),
+            ("127.0.0.15", 1),
+            ("127.0.0.12", 2),
+            ("127.0.0.13", 2),
+            ("127.0.0.14", 2),
         ])
     );
     assert!(weighted(&a));
     // A fixed value: `tier=gold` for every client.
-    let m = model(
-        vec![cart_rule(&format!(
-            "{{{OUTLIER}, loadBalancer: {{localityLbSetting: {{failoverPriority: [tier=gold]}}}}}}"
-        ))],
-        MeshSettings::default(),
-    );
+    let m = with_outlier_and_locality("{failoverPriority: [tier=gold]}");
     let w = sidecar(&m, "web-w");
     let gold: Vec<u32> = shape(assignment(&w))
         .into_iter()
