@@ -7,7 +7,7 @@ use crate::error::ApiError;
 use crate::meta;
 use crate::registry::{Registry, ResourceType};
 use serde_json::{Value, json};
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 use tokio::sync::broadcast;
 
@@ -107,6 +107,9 @@ pub struct DeleteOptions {
 struct Inner {
     rv: u64,
     objects: BTreeMap<ObjKey, Value>,
+    /// The uids of `objects`, so the garbage collector's "is this owner still there?" does not
+    /// scan the store on every write of an owned object (that made writes O(n)).
+    uids: HashSet<String>,
     history: VecDeque<Arc<WatchEvent>>,
     /// Events at or below this resourceVersion are no longer in the history.
     floor: u64,
@@ -139,6 +142,7 @@ impl Store {
             inner: Mutex::new(Inner {
                 rv: 0,
                 objects: BTreeMap::new(),
+                uids: HashSet::new(),
                 history: VecDeque::new(),
                 floor: 0,
                 history_limit: history_limit.max(1),
@@ -192,10 +196,7 @@ impl Store {
     ) -> ListResult {
         let inner = self.lock();
         let items = inner
-            .objects
-            .iter()
-            .filter(|(k, _)| k.group == rt.group && k.resource == rt.resource)
-            .filter(|(k, _)| namespace.is_none_or(|ns| !rt.namespaced || k.namespace == ns))
+            .of_type(rt, namespace)
             .map(|(_, v)| v)
             .filter(|v| keep(v))
             .cloned()
@@ -477,9 +478,7 @@ impl Store {
         let feed = self.tx.subscribe();
         let replay = match from {
             None => inner
-                .objects
-                .iter()
-                .filter(|(k, _)| k.group == rt.group && k.resource == rt.resource)
+                .of_type(rt, None)
                 .map(|(k, v)| {
                     Arc::new(WatchEvent {
                         rv: inner.rv,
@@ -598,6 +597,27 @@ fn spec_changed(old: &Value, new: &Value) -> bool {
 }
 
 impl Inner {
+    /// The objects of one type (in one namespace when given), in key order: a range of the
+    /// map, not a scan of the whole store, since the store sorts by group and resource first.
+    fn of_type<'a>(
+        &'a self,
+        rt: &'a ResourceType,
+        namespace: Option<&'a str>,
+    ) -> impl Iterator<Item = (&'a ObjKey, &'a Value)> + 'a {
+        let namespace = namespace.filter(|_| rt.namespaced);
+        let first = ObjKey {
+            group: rt.group.clone(),
+            resource: rt.resource.clone(),
+            namespace: namespace.unwrap_or("").to_string(),
+            name: String::new(),
+        };
+        self.objects.range(first..).take_while(move |(k, _)| {
+            k.group == rt.group
+                && k.resource == rt.resource
+                && namespace.is_none_or(|ns| k.namespace == ns)
+        })
+    }
+
     /// Stores `obj` under a new resourceVersion and publishes the event.
     fn write(
         &mut self,
@@ -609,7 +629,12 @@ impl Inner {
         self.rv += 1;
         obj["metadata"]["resourceVersion"] = json!(self.rv.to_string());
         let is_crd = is_crd_key(&key);
-        self.objects.insert(key.clone(), obj.clone());
+        self.uids.insert(meta::uid_of(&obj).to_string());
+        if let Some(old) = self.objects.insert(key.clone(), obj.clone())
+            && meta::uid_of(&old) != meta::uid_of(&obj)
+        {
+            self.uids.remove(meta::uid_of(&old));
+        }
         self.publish(tx, key, obj.clone(), event_type);
         if is_crd {
             self.refresh_crds();
@@ -625,6 +650,9 @@ impl Inner {
         last: Option<Value>,
     ) -> Value {
         let stored = self.objects.remove(key);
+        if let Some(old) = &stored {
+            self.uids.remove(meta::uid_of(old));
+        }
         let mut obj = last.or(stored).unwrap_or(Value::Null);
         self.rv += 1;
         obj["metadata"]["resourceVersion"] = json!(self.rv.to_string());
@@ -772,7 +800,7 @@ impl Inner {
     }
 
     fn uid_exists(&self, uid: &str) -> bool {
-        self.objects.values().any(|o| meta::uid_of(o) == uid)
+        self.uids.contains(uid)
     }
 
     /// Drops the owner reference to `owner_uid` from every dependant.
@@ -876,4 +904,135 @@ fn drop_owner_ref(obj: &mut Value, owner_uid: &str) {
 
 fn is_crd_key(key: &ObjKey) -> bool {
     key.group == "apiextensions.k8s.io" && key.resource == "customresourcedefinitions"
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn types(store: &Store) -> (ResourceType, ResourceType) {
+        let registry = store.registry();
+        let config_maps = registry.find("", "v1", "configmaps").cloned().unwrap();
+        let secrets = registry.find("", "v1", "secrets").cloned().unwrap();
+        (config_maps, secrets)
+    }
+
+    fn object(name: &str, owner_uids: &[&str]) -> Value {
+        let refs: Vec<Value> = owner_uids
+            .iter()
+            .map(|uid| json!({"apiVersion": "v1", "kind": "ConfigMap", "name": "o", "uid": uid}))
+            .collect();
+        json!({"metadata": {"name": name, "ownerReferences": refs}})
+    }
+
+    fn create_owner(store: &Store, rt: &ResourceType, name: &str) -> String {
+        let created = store
+            .create(rt, "default", object(name, &[]), false)
+            .unwrap();
+        meta::uid_of(&created).to_string()
+    }
+
+    fn delete(store: &Store, rt: &ResourceType, name: &str) {
+        store
+            .delete(rt, "default", name, &DeleteOptions::default(), false)
+            .unwrap();
+    }
+
+    #[test]
+    fn a_dependant_written_after_its_owner_is_gone_is_collected() {
+        let store = Store::new(100);
+        let (config_maps, secrets) = types(&store);
+        let uid = create_owner(&store, &config_maps, "owner");
+        store
+            .create(&secrets, "default", object("kept", &[&uid]), false)
+            .unwrap();
+        delete(&store, &config_maps, "owner");
+        assert!(store.get(&secrets, "default", "kept").is_err());
+        // Written from a stale cache after the owner went away.
+        store
+            .create(&secrets, "default", object("late", &[&uid]), false)
+            .unwrap();
+        assert!(store.get(&secrets, "default", "late").is_err());
+    }
+
+    #[test]
+    fn an_owner_recreated_under_its_name_is_a_different_owner() {
+        let store = Store::new(100);
+        let (config_maps, secrets) = types(&store);
+        let old = create_owner(&store, &config_maps, "owner");
+        delete(&store, &config_maps, "owner");
+        let new = create_owner(&store, &config_maps, "owner");
+        assert_ne!(old, new);
+        store
+            .create(&secrets, "default", object("to-new", &[&new]), false)
+            .unwrap();
+        store
+            .create(&secrets, "default", object("to-old", &[&old]), false)
+            .unwrap();
+        assert!(store.get(&secrets, "default", "to-new").is_ok());
+        assert!(store.get(&secrets, "default", "to-old").is_err());
+    }
+
+    #[test]
+    fn a_dependant_with_a_live_owner_left_loses_only_the_gone_reference() {
+        let store = Store::new(100);
+        let (config_maps, secrets) = types(&store);
+        let first = create_owner(&store, &config_maps, "first");
+        let second = create_owner(&store, &config_maps, "second");
+        store
+            .create(
+                &secrets,
+                "default",
+                object("shared", &[&first, &second]),
+                false,
+            )
+            .unwrap();
+        delete(&store, &config_maps, "first");
+        let shared = store.get(&secrets, "default", "shared").unwrap();
+        assert_eq!(meta::owner_uids(&shared), vec![second.clone()]);
+        delete(&store, &config_maps, "second");
+        assert!(store.get(&secrets, "default", "shared").is_err());
+    }
+
+    #[test]
+    fn list_and_watch_see_only_their_type_and_namespace() {
+        let store = Store::new(100);
+        let (config_maps, secrets) = types(&store);
+        let namespaces = store
+            .registry()
+            .find("", "v1", "namespaces")
+            .cloned()
+            .unwrap();
+        store
+            .create(
+                &namespaces,
+                "",
+                json!({"metadata": {"name": "other"}}),
+                false,
+            )
+            .unwrap();
+        for (ns, name) in [("default", "a"), ("other", "b"), ("default", "c")] {
+            store
+                .create(&secrets, ns, object(name, &[]), false)
+                .unwrap();
+            store
+                .create(&config_maps, ns, object(name, &[]), false)
+                .unwrap();
+        }
+        let names = |items: &[Value]| -> Vec<String> {
+            items.iter().map(|o| meta::name_of(o).to_string()).collect()
+        };
+        let all = store.list(&secrets, None, &|_| true);
+        assert_eq!(names(&all.items), ["a", "c", "b"]);
+        let default = store.list(&secrets, Some("default"), &|_| true);
+        assert_eq!(names(&default.items), ["a", "c"]);
+        let other = store.list(&secrets, Some("other"), &|_| true);
+        assert_eq!(names(&other.items), ["b"]);
+        // Namespaces are cluster-scoped: a namespace in the request does not narrow them.
+        let ns_list = store.list(&namespaces, Some("default"), &|_| true);
+        assert_eq!(ns_list.items.len(), 5);
+        let replay = store.watch(&secrets, None).unwrap().replay;
+        assert_eq!(replay.len(), 3);
+        assert!(replay.iter().all(|e| e.key.resource == "secrets"));
+    }
 }
