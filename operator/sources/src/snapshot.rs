@@ -1,15 +1,23 @@
 //! What the xDS server serves each proxy in the cluster: the current model,
 //! translated for that proxy and packed into a snapshot, with the Gateway
 //! credentials it names (SDS).
-use std::sync::{Arc, RwLock};
+//!
+//! One translator serves every proxy while its model is current: a namespace's
+//! outbound view and the clusters it shares with other namespaces are computed once,
+//! and each shared resource is packed (encoded and hashed) once, not once per proxy.
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, RwLock};
 
 use envoy_types::pb::google::protobuf::Any;
 use trellis_model::MeshModel;
 
 use crate::credentials::{self, Credentials};
 use trellis_translate::encode::pack_route_configuration;
-use trellis_translate::{Proxy, SecretRef, TranslateOptions, Translator};
-use trellis_xds::{ProxyId, ProxyKind, ResourceCache, Snapshot, SnapshotSource, XdsError};
+use trellis_translate::{Proxy, ProxyResources, SecretRef, TranslateOptions, Translator};
+use trellis_xds::{
+    ProxyId, ProxyKind, Resource, ResourceCache, Snapshot, SnapshotBuilder, SnapshotSource,
+    XdsError,
+};
 
 /// The model the xDS server translates from, and the credentials gateways are
 /// served; replaced after each batch of changes.
@@ -17,6 +25,61 @@ pub struct ModelSnapshots {
     current: RwLock<(Arc<MeshModel>, Arc<Credentials>)>,
     options: TranslateOptions,
     cache: ResourceCache,
+    /// The translator of the current model, made by the first snapshot after a change.
+    translated: Mutex<Option<Translated>>,
+}
+
+type BorrowedTranslator<'m> = Translator<'m>;
+
+self_cell::self_cell!(
+    /// A translator with the model it reads.
+    struct ModelTranslator {
+        owner: Arc<MeshModel>,
+        #[not_covariant]
+        dependent: BorrowedTranslator,
+    }
+);
+
+struct Translated {
+    translator: ModelTranslator,
+    /// Resources the translator shares between proxies, packed once: by the address
+    /// of the translator's `Arc`, with that `Arc` kept so the address is not reused.
+    packed: HashMap<usize, (Arc<dyn std::any::Any + Send + Sync>, Arc<Resource>)>,
+}
+
+impl Translated {
+    fn new(model: Arc<MeshModel>, options: TranslateOptions) -> Self {
+        Translated {
+            translator: ModelTranslator::new(model, |model| Translator::new(model, options)),
+            packed: HashMap::new(),
+        }
+    }
+
+    fn translate(&mut self, proxy: &Proxy) -> ProxyResources {
+        (self.translator).with_dependent_mut(|_, translator| translator.translate(proxy))
+    }
+
+    /// `shared` packed by `pack`, interned in `cache`: once for a resource the
+    /// translator holds (it comes back for other proxies), every time for one made
+    /// for this proxy alone (holding it would only keep it alive).
+    fn packed<T: Send + Sync + 'static>(
+        &mut self,
+        shared: &Arc<T>,
+        name: &str,
+        pack: impl FnOnce(&T) -> Any,
+        cache: &ResourceCache,
+    ) -> Arc<Resource> {
+        let intern = || cache.intern(Resource::new(name.to_string(), pack(shared)));
+        if Arc::strong_count(shared) == 1 {
+            return intern();
+        }
+        let address = Arc::as_ptr(shared) as usize;
+        let (_, resource) = self
+            .packed
+            .entry(address)
+            .or_insert_with(|| (shared.clone(), intern()));
+        resource.clone()
+    }
 }
 
 impl ModelSnapshots {
@@ -25,6 +88,7 @@ impl ModelSnapshots {
             current: RwLock::new(Default::default()),
             options,
             cache: ResourceCache::new(),
+            translated: Mutex::new(None),
         })
     }
 
@@ -33,6 +97,9 @@ impl ModelSnapshots {
     pub fn set(&self, model: Arc<MeshModel>, credentials: Arc<Credentials>) {
         let mut current = self.current.write().unwrap_or_else(|e| e.into_inner());
         *current = (model, credentials);
+        drop(current);
+        // The old model's translator and packed resources are not needed any more.
+        *self.lock_translated() = None;
     }
 
     pub fn model(&self) -> Arc<MeshModel> {
@@ -44,6 +111,40 @@ impl ModelSnapshots {
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .clone()
+    }
+
+    fn lock_translated(&self) -> std::sync::MutexGuard<'_, Option<Translated>> {
+        self.translated.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// `proxy` translated from `model`, its shared resources packed once.
+    fn translate_and_pack(
+        &self,
+        model: &Arc<MeshModel>,
+        proxy: &Proxy,
+    ) -> Result<(SnapshotBuilder, ProxyResources), XdsError> {
+        let mut slot = self.lock_translated();
+        let translated = match slot.take() {
+            Some(t) if Arc::ptr_eq(t.translator.borrow_owner(), model) => t,
+            _ => Translated::new(model.clone(), self.options.clone()),
+        };
+        let translated = slot.insert(translated);
+        let out = translated.translate(proxy);
+        let cache = &self.cache;
+        let mut b = Snapshot::builder();
+        for l in &out.listeners {
+            b.add(l.name.clone(), pack(l))?;
+        }
+        for r in &out.routes {
+            b.add_interned(translated.packed(r, &r.name, pack_route_configuration, cache))?;
+        }
+        for c in &out.clusters {
+            b.add_interned(translated.packed(c, &c.name, pack, cache))?;
+        }
+        for e in &out.endpoints {
+            b.add_interned(translated.packed(e, &e.cluster_name, pack, cache))?;
+        }
+        Ok((b, out))
     }
 }
 
@@ -75,22 +176,9 @@ impl SnapshotSource for ModelSnapshots {
             ProxyKind::Sidecar => Proxy::sidecar(&proxy.namespace, &proxy.name),
             ProxyKind::Gateway => Proxy::gateway(&proxy.namespace, &proxy.name),
         };
-        let out = Translator::new(&model, self.options.clone()).translate(&target);
+        let (mut b, out) = self.translate_and_pack(&model, &target)?;
         for e in &out.errors {
             tracing::debug!(proxy = %proxy, error = %e, "translation left something out");
-        }
-        let mut b = Snapshot::builder();
-        for l in &out.listeners {
-            b.add(l.name.clone(), pack(l))?;
-        }
-        for r in &out.routes {
-            b.add(r.name.clone(), pack_route_configuration(r))?;
-        }
-        for c in &out.clusters {
-            b.add(c.name.clone(), pack(c.as_ref()))?;
-        }
-        for e in &out.endpoints {
-            b.add(e.cluster_name.clone(), pack(e.as_ref()))?;
         }
         for s in &out.secrets {
             // The translator names only credentials of the proxy's own
@@ -110,5 +198,109 @@ impl SnapshotSource for ModelSnapshots {
             }
         }
         Ok(b.build(&self.cache))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::core::v1::Service;
+    use trellis_model::{MeshSettings, Resource as MeshResource, Workload};
+    use trellis_xds::ResourceType;
+
+    fn service(name: &str, ip: &str) -> MeshResource {
+        let service: Service = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": name, "namespace": "shop"},
+            "spec": {
+                "selector": {"app": name},
+                "clusterIP": ip,
+                "ports": [{"name": "http", "port": 80, "targetPort": 8080}],
+            }
+        }))
+        .unwrap();
+        MeshResource::Service(Box::new(service))
+    }
+
+    fn workload(app: &str, name: &str, ip: &str) -> MeshResource {
+        let mut w = Workload::new("shop", name, ip);
+        w.labels = [("app".to_string(), app.to_string())].into();
+        w.service_account = app.into();
+        MeshResource::Workload(Box::new(w))
+    }
+
+    fn model(resources: Vec<MeshResource>) -> Arc<MeshModel> {
+        let mut model = MeshModel::new(MeshSettings::default());
+        for r in resources {
+            model.apply(r).unwrap();
+        }
+        Arc::new(model)
+    }
+
+    fn shop() -> Vec<MeshResource> {
+        vec![
+            service("web", "10.0.0.1"),
+            service("cart", "10.0.0.2"),
+            workload("web", "web-1", "10.1.0.1"),
+            workload("web", "web-2", "10.1.0.2"),
+            workload("cart", "cart-1", "10.1.0.3"),
+        ]
+    }
+
+    fn sidecar(name: &str, account: &str) -> ProxyId {
+        ProxyId::new(ProxyKind::Sidecar, "shop", name, account)
+    }
+
+    fn served(snapshots: &ModelSnapshots, proxy: &ProxyId) -> Snapshot {
+        snapshots.snapshot(proxy).unwrap()
+    }
+
+    fn names(snapshot: &Snapshot, ty: ResourceType) -> Vec<String> {
+        snapshot.get(ty).iter().map(|r| r.name.clone()).collect()
+    }
+
+    #[test]
+    fn proxies_share_packed_resources_and_get_what_a_fresh_translation_gives() {
+        let snapshots = ModelSnapshots::new(TranslateOptions::default());
+        snapshots.set(model(shop()), Default::default());
+        let (web1, web2, cart1) = (
+            sidecar("web-1", "web"),
+            sidecar("web-2", "web"),
+            sidecar("cart-1", "cart"),
+        );
+        let first = served(&snapshots, &web1);
+        let second = served(&snapshots, &web2);
+        let cart = served(&snapshots, &cart1);
+        let outbound = "outbound|80||cart.shop.svc.cluster.local";
+        let shared = |s: &Snapshot| s.get(ResourceType::Cluster).get(outbound).unwrap().clone();
+        assert!(Arc::ptr_eq(&shared(&first), &shared(&second)));
+        assert!(Arc::ptr_eq(&shared(&first), &shared(&cart)));
+        // Each is what a source that never served another proxy gives.
+        for (proxy, snapshot) in [(&web1, &first), (&web2, &second), (&cart1, &cart)] {
+            let fresh = ModelSnapshots::new(TranslateOptions::default());
+            fresh.set(snapshots.model(), Default::default());
+            assert_eq!(served(&fresh, proxy).hash(), snapshot.hash(), "{proxy}");
+        }
+        // The same proxy again gives the same snapshot.
+        assert_eq!(served(&snapshots, &web1).hash(), first.hash());
+    }
+
+    #[test]
+    fn a_new_model_is_translated_afresh() {
+        let snapshots = ModelSnapshots::new(TranslateOptions::default());
+        snapshots.set(model(shop()), Default::default());
+        let web1 = sidecar("web-1", "web");
+        let before = served(&snapshots, &web1);
+        let mut grown = shop();
+        grown.push(service("pay", "10.0.0.3"));
+        grown.push(workload("pay", "pay-1", "10.1.0.4"));
+        snapshots.set(model(grown), Default::default());
+        let after = served(&snapshots, &web1);
+        let pay = "outbound|80||pay.shop.svc.cluster.local".to_string();
+        assert!(!names(&before, ResourceType::Cluster).contains(&pay));
+        assert!(names(&after, ResourceType::Cluster).contains(&pay));
+        assert!(names(&after, ResourceType::Endpoint).contains(&pay));
+        // And back: nothing of the bigger model stays.
+        snapshots.set(model(shop()), Default::default());
+        assert_eq!(served(&snapshots, &web1).hash(), before.hash());
     }
 }

@@ -159,17 +159,39 @@ impl Snapshot {
 /// Collects named resources; [`SnapshotBuilder::build`] interns them and computes hashes.
 #[derive(Default, Debug)]
 pub struct SnapshotBuilder {
-    types: [BTreeMap<String, Any>; 5],
+    types: [BTreeMap<String, Entry>; 5],
+}
+
+/// A resource as added: packed (interned at build), or already interned by a caller
+/// that packs a resource shared by many proxies once.
+#[derive(Debug)]
+enum Entry {
+    Packed(Any),
+    Interned(Arc<Resource>),
 }
 
 impl SnapshotBuilder {
     /// Adds a resource; its type comes from `any.type_url`.
     pub fn add(&mut self, name: impl Into<String>, any: Any) -> Result<&mut Self, XdsError> {
         let name = name.into();
-        let ty = ResourceType::from_type_url(&any.type_url).ok_or_else(|| {
+        let ty = self.check(&name, &any.type_url)?;
+        self.types[ty.index()].insert(name, Entry::Packed(any));
+        Ok(self)
+    }
+
+    /// Adds a resource interned already (see [`ResourceCache::intern`]).
+    pub fn add_interned(&mut self, resource: Arc<Resource>) -> Result<&mut Self, XdsError> {
+        let ty = self.check(&resource.name, &resource.any.type_url)?;
+        self.types[ty.index()].insert(resource.name.clone(), Entry::Interned(resource));
+        Ok(self)
+    }
+
+    /// The type of a resource named `name`, if it is served and not added yet.
+    fn check(&self, name: &str, type_url: &str) -> Result<ResourceType, XdsError> {
+        let ty = ResourceType::from_type_url(type_url).ok_or_else(|| {
             XdsError::UnsupportedResourceType {
-                resource: name.clone(),
-                type_url: any.type_url.clone(),
+                resource: name.to_string(),
+                type_url: type_url.to_string(),
             }
         })?;
         if name.is_empty() {
@@ -178,22 +200,26 @@ impl SnapshotBuilder {
                 reason: "resource name is empty".to_string(),
             });
         }
-        let slot = &mut self.types[ty.index()];
-        if slot.contains_key(&name) {
+        if self.types[ty.index()].contains_key(name) {
             return Err(XdsError::InvalidResource {
                 resource: format!("{ty}/{name}"),
                 reason: "two resources of this type have the same name".to_string(),
             });
         }
-        slot.insert(name, any);
-        Ok(self)
+        Ok(ty)
     }
 
     pub fn build(self, cache: &ResourceCache) -> Snapshot {
         let types = self.types.map(|resources| {
             let resources: BTreeMap<String, Arc<Resource>> = resources
                 .into_iter()
-                .map(|(name, any)| (name.clone(), cache.intern(Resource::new(name, any))))
+                .map(|(name, entry)| {
+                    let resource = match entry {
+                        Entry::Packed(any) => cache.intern(Resource::new(name.clone(), any)),
+                        Entry::Interned(resource) => resource,
+                    };
+                    (name, resource)
+                })
                 .collect();
             let hash =
                 ContentHash::of_entries(resources.iter().map(|(n, r)| (n.as_str(), &r.hash)));
@@ -259,6 +285,31 @@ mod tests {
         );
         drop((a, b));
         assert_eq!(cache.live(), 1);
+    }
+
+    #[test]
+    fn an_interned_resource_is_the_same_as_one_added_packed() {
+        let cache = ResourceCache::new();
+        let interned = cache.intern(Resource::new("c1".into(), any(ResourceType::Cluster, b"x")));
+        let mut a = Snapshot::builder();
+        a.add_interned(interned.clone()).unwrap();
+        let mut b = Snapshot::builder();
+        b.add("c1", any(ResourceType::Cluster, b"x")).unwrap();
+        let (a, b) = (a.build(&cache), b.build(&cache));
+        assert_eq!(a.hash(), b.hash());
+        assert!(Arc::ptr_eq(
+            a.get(ResourceType::Cluster).get("c1").unwrap(),
+            &interned
+        ));
+        assert!(Arc::ptr_eq(
+            b.get(ResourceType::Cluster).get("c1").unwrap(),
+            &interned
+        ));
+        // The same name twice is refused, however it was added.
+        let mut c = Snapshot::builder();
+        c.add("c1", any(ResourceType::Cluster, b"y")).unwrap();
+        let err = c.add_interned(interned).unwrap_err();
+        assert!(err.to_string().contains("clusters/c1"), "{err}");
     }
 
     #[test]
