@@ -160,15 +160,21 @@ impl AdsStream {
         let state = &mut self.types[ty.index()];
         let subscription = state.subscription.as_ref()?;
         let resources = snapshot.get(ty);
-        let selected: Vec<Arc<Resource>> = match subscription {
-            Subscription::Wildcard => resources.iter().cloned().collect(),
-            Subscription::Names(names) => names
-                .iter()
-                .filter_map(|n| resources.get(n).cloned())
-                .collect(),
+        let (selected, version): (Vec<Arc<Resource>>, String) = match subscription {
+            // The type's hash is of the same resources, computed once per snapshot.
+            Subscription::Wildcard => (
+                resources.iter().cloned().collect(),
+                resources.hash().version(),
+            ),
+            Subscription::Names(names) => {
+                let selected: Vec<Arc<Resource>> = names
+                    .iter()
+                    .filter_map(|n| resources.get(n).cloned())
+                    .collect();
+                let version = ContentHash::of_resources(&selected).version();
+                (selected, version)
+            }
         };
-        let version =
-            ContentHash::of_entries(selected.iter().map(|r| (r.name.as_str(), &r.hash))).version();
         let unchanged = state
             .status
             .last_sent

@@ -1,6 +1,6 @@
 //! Per-proxy snapshots: named resources per type, each with a content hash, shared
 //! across proxies through a [`ResourceCache`].
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::fmt;
 use std::sync::{Arc, Mutex, Weak};
 
@@ -20,7 +20,17 @@ impl ContentHash {
         hex::encode(&self.0[..8])
     }
 
-    /// Hash of named hashes in order (used for types and whole snapshots).
+    /// Hash of resources in order (a type's resources, or those a proxy subscribed to):
+    /// of their hashes alone, since a resource's hash covers its name.
+    pub fn of_resources<'a>(resources: impl IntoIterator<Item = &'a Arc<Resource>>) -> Self {
+        let mut h = Sha256::new();
+        for r in resources {
+            h.update(r.hash.0);
+        }
+        ContentHash(h.finalize().into())
+    }
+
+    /// Hash of named hashes in order (used for whole snapshots).
     pub fn of_entries<'a>(entries: impl IntoIterator<Item = (&'a str, &'a ContentHash)>) -> Self {
         let mut h = Sha256::new();
         for (name, hash) in entries {
@@ -110,19 +120,22 @@ impl ResourceCache {
     }
 }
 
-/// The resources of one type in a snapshot, by name.
+/// The resources of one type in a snapshot, sorted by name.
 #[derive(Debug, Default, Clone)]
 pub struct TypeSnapshot {
-    resources: BTreeMap<String, Arc<Resource>>,
+    resources: Vec<Arc<Resource>>,
     hash: ContentHash,
 }
 
 impl TypeSnapshot {
     pub fn get(&self, name: &str) -> Option<&Arc<Resource>> {
-        self.resources.get(name)
+        let at = self
+            .resources
+            .binary_search_by(|r| r.name.as_str().cmp(name));
+        at.ok().map(|at| &self.resources[at])
     }
     pub fn iter(&self) -> impl Iterator<Item = &Arc<Resource>> {
-        self.resources.values()
+        self.resources.iter()
     }
     pub fn len(&self) -> usize {
         self.resources.len()
@@ -159,70 +172,71 @@ impl Snapshot {
 /// Collects named resources; [`SnapshotBuilder::build`] interns them and computes hashes.
 #[derive(Default, Debug)]
 pub struct SnapshotBuilder {
-    types: [BTreeMap<String, Entry>; 5],
+    /// Per type, sorted by name. Callers mostly add in name order (the translator's
+    /// output is sorted), so adding is usually a push, not a search.
+    types: [Vec<Entry>; 5],
 }
 
 /// A resource as added: packed (interned at build), or already interned by a caller
 /// that packs a resource shared by many proxies once.
 #[derive(Debug)]
 enum Entry {
-    Packed(Any),
+    Packed(String, Any),
     Interned(Arc<Resource>),
+}
+
+impl Entry {
+    fn name(&self) -> &str {
+        match self {
+            Entry::Packed(name, _) => name,
+            Entry::Interned(resource) => &resource.name,
+        }
+    }
 }
 
 impl SnapshotBuilder {
     /// Adds a resource; its type comes from `any.type_url`.
     pub fn add(&mut self, name: impl Into<String>, any: Any) -> Result<&mut Self, XdsError> {
         let name = name.into();
-        let ty = self.check(&name, &any.type_url)?;
-        self.types[ty.index()].insert(name, Entry::Packed(any));
-        Ok(self)
+        let ty = type_of(&name, &any.type_url)?;
+        self.insert(ty, Entry::Packed(name, any))
     }
 
     /// Adds a resource interned already (see [`ResourceCache::intern`]).
     pub fn add_interned(&mut self, resource: Arc<Resource>) -> Result<&mut Self, XdsError> {
-        let ty = self.check(&resource.name, &resource.any.type_url)?;
-        self.types[ty.index()].insert(resource.name.clone(), Entry::Interned(resource));
-        Ok(self)
+        let ty = type_of(&resource.name, &resource.any.type_url)?;
+        self.insert(ty, Entry::Interned(resource))
     }
 
-    /// The type of a resource named `name`, if it is served and not added yet.
-    fn check(&self, name: &str, type_url: &str) -> Result<ResourceType, XdsError> {
-        let ty = ResourceType::from_type_url(type_url).ok_or_else(|| {
-            XdsError::UnsupportedResourceType {
-                resource: name.to_string(),
-                type_url: type_url.to_string(),
-            }
-        })?;
-        if name.is_empty() {
-            return Err(XdsError::InvalidResource {
-                resource: format!("{ty}/<empty>"),
-                reason: "resource name is empty".to_string(),
-            });
+    fn insert(&mut self, ty: ResourceType, entry: Entry) -> Result<&mut Self, XdsError> {
+        let entries = &mut self.types[ty.index()];
+        let name = entry.name();
+        if entries.last().is_none_or(|last| last.name() < name) {
+            entries.push(entry);
+            return Ok(self);
         }
-        if self.types[ty.index()].contains_key(name) {
-            return Err(XdsError::InvalidResource {
+        match entries.binary_search_by(|e| e.name().cmp(name)) {
+            Ok(_) => Err(XdsError::InvalidResource {
                 resource: format!("{ty}/{name}"),
                 reason: "two resources of this type have the same name".to_string(),
-            });
+            }),
+            Err(at) => {
+                entries.insert(at, entry);
+                Ok(self)
+            }
         }
-        Ok(ty)
     }
 
     pub fn build(self, cache: &ResourceCache) -> Snapshot {
-        let types = self.types.map(|resources| {
-            let resources: BTreeMap<String, Arc<Resource>> = resources
+        let types = self.types.map(|entries| {
+            let resources: Vec<Arc<Resource>> = entries
                 .into_iter()
-                .map(|(name, entry)| {
-                    let resource = match entry {
-                        Entry::Packed(any) => cache.intern(Resource::new(name.clone(), any)),
-                        Entry::Interned(resource) => resource,
-                    };
-                    (name, resource)
+                .map(|entry| match entry {
+                    Entry::Packed(name, any) => cache.intern(Resource::new(name, any)),
+                    Entry::Interned(resource) => resource,
                 })
                 .collect();
-            let hash =
-                ContentHash::of_entries(resources.iter().map(|(n, r)| (n.as_str(), &r.hash)));
+            let hash = ContentHash::of_resources(&resources);
             TypeSnapshot { resources, hash }
         });
         let hash = ContentHash::of_entries(
@@ -232,6 +246,22 @@ impl SnapshotBuilder {
         );
         Snapshot { types, hash }
     }
+}
+
+/// The type of a resource named `name`, if it is one the server serves.
+fn type_of(name: &str, type_url: &str) -> Result<ResourceType, XdsError> {
+    let ty =
+        ResourceType::from_type_url(type_url).ok_or_else(|| XdsError::UnsupportedResourceType {
+            resource: name.to_string(),
+            type_url: type_url.to_string(),
+        })?;
+    if name.is_empty() {
+        return Err(XdsError::InvalidResource {
+            resource: format!("{ty}/<empty>"),
+            reason: "resource name is empty".to_string(),
+        });
+    }
+    Ok(ty)
 }
 
 /// Where the server gets a proxy's configuration: called when a proxy connects and on
@@ -310,6 +340,40 @@ mod tests {
         c.add("c1", any(ResourceType::Cluster, b"y")).unwrap();
         let err = c.add_interned(interned).unwrap_err();
         assert!(err.to_string().contains("clusters/c1"), "{err}");
+    }
+
+    #[test]
+    fn resources_added_in_any_order_are_served_sorted_and_duplicates_refused() {
+        let mut b = Snapshot::builder();
+        for name in ["b", "d", "a", "c"] {
+            b.add(name, any(ResourceType::Cluster, name.as_bytes()))
+                .unwrap();
+        }
+        for name in ["a", "c", "d"] {
+            let err = b
+                .add(name, any(ResourceType::Cluster, b"again"))
+                .unwrap_err();
+            assert!(
+                err.to_string().contains(&format!("clusters/{name}")),
+                "{err}"
+            );
+        }
+        let built = b.build(&ResourceCache::new());
+        let clusters = built.get(ResourceType::Cluster);
+        let names: Vec<&str> = clusters.iter().map(|r| r.name.as_str()).collect();
+        assert_eq!(names, ["a", "b", "c", "d"]);
+        for name in names {
+            assert_eq!(clusters.get(name).unwrap().any.value, name.as_bytes());
+        }
+        assert!(clusters.get("e").is_none());
+        // The order of adding does not change the content hash.
+        let mut sorted = Snapshot::builder();
+        for name in ["a", "b", "c", "d"] {
+            sorted
+                .add(name, any(ResourceType::Cluster, name.as_bytes()))
+                .unwrap();
+        }
+        assert_eq!(sorted.build(&ResourceCache::new()).hash(), built.hash());
     }
 
     #[test]
