@@ -98,7 +98,7 @@ fn fix_socket(ts: &mut TransportSocket, files: &SecretFiles, downstream: bool) {
 
 /// The listeners with RDS inlined and ADS secrets pointed at files.
 pub fn static_listeners(res: &ProxyResources, files: &SecretFiles) -> Vec<Listener> {
-    let mut listeners = res.listeners.clone();
+    let mut listeners: Vec<Listener> = res.listeners.iter().map(|l| (**l).clone()).collect();
     for l in &mut listeners {
         for chain in &mut l.filter_chains {
             if let Some(ts) = chain.transport_socket.as_mut() {

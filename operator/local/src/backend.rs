@@ -217,7 +217,7 @@ impl SnapshotSource for Source {
         }
         let mut builder = Snapshot::builder();
         for l in &out.listeners {
-            builder.add(l.name.clone(), envoy_types::util::pack_any(l.clone()))?;
+            builder.add(l.name.clone(), envoy_types::util::pack_any((**l).clone()))?;
         }
         for r in &out.routes {
             builder.add(r.name.clone(), pack_route_configuration(r))?;

@@ -133,7 +133,7 @@ impl ModelSnapshots {
         let cache = &self.cache;
         let mut b = Snapshot::builder();
         for l in &out.listeners {
-            b.add(l.name.clone(), pack(l))?;
+            b.add_interned(translated.packed(l, &l.name, pack, cache))?;
         }
         for r in &out.routes {
             b.add_interned(translated.packed(r, &r.name, pack_route_configuration, cache))?;

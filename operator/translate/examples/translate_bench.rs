@@ -41,7 +41,7 @@ fn options() -> TranslateOptions {
 /// Visits every resource of `out`; shared ones (`Arc`) are told apart by pointer.
 fn for_each_resource(out: &ProxyResources, mut f: impl FnMut(Option<usize>, &dyn Encode)) {
     for l in &out.listeners {
-        f(None, l);
+        f(Some(Arc::as_ptr(l) as usize), l.as_ref());
     }
     for r in &out.routes {
         f(Some(Arc::as_ptr(r) as usize), r.as_ref());

@@ -5,11 +5,13 @@
 use crate::locality::ClientLocality;
 use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use envoy_types::pb::envoy::config::cluster::v3::Cluster;
 use envoy_types::pb::envoy::config::endpoint::v3::ClusterLoadAssignment;
-use envoy_types::pb::envoy::config::listener::v3::{Filter, FilterChain, FilterChainMatch};
+use envoy_types::pb::envoy::config::listener::v3::{
+    Filter, FilterChain, FilterChainMatch, Listener,
+};
 use envoy_types::pb::envoy::config::route::v3::{Route, RouteConfiguration, VirtualHost};
 use trellis_api::networking as api;
 use trellis_api::networking::{OutboundTrafficPolicyMode, Sidecar};
@@ -66,9 +68,27 @@ pub struct OutboundScope {
     pub port_routes: Vec<Arc<RouteConfiguration>>,
     /// The `credentialName` Secrets the clusters reference (origination).
     pub secrets: Vec<SecretRef>,
+    /// Interception shape: the outbound listeners, built for the first sidecar.
+    interception_listeners: OnceLock<Vec<Arc<Listener>>>,
 }
 
 impl OutboundScope {
+    /// Interception shape: the outbound listeners of every sidecar that sees this scope,
+    /// sorted by name, with MeshConfig's access log `log`. Built once and shared: they
+    /// depend on the scope alone, and a mesh's scope can have a listener per service.
+    pub(crate) fn interception_listeners(
+        &self,
+        log: Option<&trellis_model::AccessLog>,
+    ) -> &[Arc<Listener>] {
+        self.interception_listeners.get_or_init(|| {
+            let mut listeners = crate::interception::outbound_listeners(self);
+            if let Some(log) = log {
+                crate::access_log::add_access_logs(&mut listeners, log);
+            }
+            listeners.into_iter().map(Arc::new).collect()
+        })
+    }
+
     /// The TCP proxy for connections to `port` of `host` (named in stats by the
     /// port's default cluster), with the policy of its first destination.
     pub fn tcp_proxy(&self, host: &str, port: u16) -> Filter {

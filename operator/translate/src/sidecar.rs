@@ -192,14 +192,14 @@ impl<'m> Translator<'m> {
                 &self.options.shape,
                 &self.options.sds,
             );
-            out.listeners = gw.listeners;
+            let mut gw_listeners = gw.listeners;
             out.routes = gw.routes;
             let mut gw_clusters = gw.clusters;
             // In a pod, the kubelet probes readiness on 15021 and Prometheus
             // scrapes 15090, as for sidecars.
             if self.options.shape == ListenerShape::Interception {
-                out.listeners.extend(crate::interception::agent_listeners());
-                out.listeners.sort_by(|a, b| a.name.cmp(&b.name));
+                gw_listeners.extend(crate::interception::agent_listeners());
+                gw_listeners.sort_by(|a, b| a.name.cmp(&b.name));
                 gw_clusters.push(Arc::new(crate::interception::stats_cluster()));
             }
             if !gw_clusters.is_empty() {
@@ -220,11 +220,13 @@ impl<'m> Translator<'m> {
             // ISTIO_MUTUAL servers reference the same two.
             out.secrets.dedup();
             if let Some(log) = &model.settings().access_log {
-                crate::access_log::add_access_logs(&mut out.listeners, log);
+                crate::access_log::add_access_logs(&mut gw_listeners, log);
             }
+            out.listeners = gw_listeners.into_iter().map(Arc::new).collect();
             return out;
         }
         let mut listeners = Vec::new();
+        let mut shared_listeners: &[Arc<Listener>] = &[];
         let mut extra_clusters = Vec::new();
         let mut inbound_chains = Vec::new();
         let has_cluster = |name: &str| {
@@ -294,7 +296,8 @@ impl<'m> Translator<'m> {
                 }
             }
             ListenerShape::Interception => {
-                listeners.extend(crate::interception::outbound_listeners(&scope));
+                shared_listeners =
+                    scope.interception_listeners(model.settings().access_log.as_ref());
                 let declared: BTreeSet<u32> = (inbound_chains.iter())
                     .filter_map(|c| c.filter_chain_match.as_ref()?.destination_port)
                     .map(|p| p.value)
@@ -330,7 +333,7 @@ impl<'m> Translator<'m> {
         if let Some(log) = &model.settings().access_log {
             crate::access_log::add_access_logs(&mut listeners, log);
         }
-        out.listeners = listeners;
+        out.listeners = merge_by_name(shared_listeners, listeners);
         out.routes.sort_by(|a, b| a.name.cmp(&b.name));
         if mtls_used || !out.clusters.is_empty() {
             out.secrets = vec![SecretRef::TrustBundle, SecretRef::WorkloadCertificate];
@@ -758,4 +761,19 @@ fn egress_capture_none(
             code: ErrorCode::InvalidValue,
         })
         .collect()
+}
+
+/// The proxy's own listeners (sorted by name) among the shared ones of its scope
+/// (sorted too), in name order.
+fn merge_by_name(shared: &[Arc<Listener>], own: Vec<Listener>) -> Vec<Arc<Listener>> {
+    let mut merged = Vec::with_capacity(shared.len() + own.len());
+    let mut shared = shared.iter().peekable();
+    for listener in own {
+        while let Some(s) = shared.next_if(|s| s.name < listener.name) {
+            merged.push(s.clone());
+        }
+        merged.push(Arc::new(listener));
+    }
+    merged.extend(shared.cloned());
+    merged
 }

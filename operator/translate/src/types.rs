@@ -114,7 +114,8 @@ impl SecretRef {
 /// endpoints are shared (`Arc`) between proxies that see the same services.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct ProxyResources {
-    pub listeners: Vec<Listener>,
+    /// Shared (`Arc`) where many proxies get the same, as routes and clusters are.
+    pub listeners: Vec<Arc<Listener>>,
     pub routes: Vec<Arc<RouteConfiguration>>,
     pub clusters: Vec<Arc<Cluster>>,
     pub endpoints: Vec<Arc<ClusterLoadAssignment>>,

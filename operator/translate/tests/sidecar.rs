@@ -111,7 +111,7 @@ fn http_proxy_routes_by_every_host_alias() {
         .iter()
         .find(|l| l.name == "127.0.0.10_15001")
         .unwrap();
-    let bytes = prost::Message::encode_to_vec(listener);
+    let bytes = prost::Message::encode_to_vec(listener.as_ref());
     let needle = b"outbound_http_proxy";
     assert!(
         bytes.windows(needle.len()).any(|w| w == needle),
