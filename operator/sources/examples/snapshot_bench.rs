@@ -6,7 +6,9 @@
 //! Baseline, measured in the same run: translating the same proxies with one
 //! translator and nothing else (issue 4's "all sidecars" figure, in this shape).
 //! `--proxies N` takes the first N sidecars only. Prints `key value` lines.
+use std::alloc::{GlobalAlloc, Layout};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Instant;
 
 use trellis_model::{MeshModel, MeshSettings};
@@ -18,9 +20,32 @@ use trellis_xds::{ProxyId, ProxyKind, SnapshotSource};
 #[allow(dead_code)]
 mod synthetic_mesh;
 
-// The operator's allocator (operator/src/main.rs).
+// The operator's allocator (operator/src/main.rs), counting what is freed while
+// `COUNT_FREES` is on (a relaxed load otherwise).
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: CountingFrees = CountingFrees;
+static COUNT_FREES: AtomicBool = AtomicBool::new(false);
+static FREED: AtomicUsize = AtomicUsize::new(0);
+
+struct CountingFrees;
+
+unsafe impl GlobalAlloc for CountingFrees {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        unsafe { mimalloc::MiMalloc.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        if COUNT_FREES.load(Ordering::Relaxed) {
+            FREED.fetch_add(layout.size(), Ordering::Relaxed);
+        }
+        unsafe { mimalloc::MiMalloc.dealloc(ptr, layout) }
+    }
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        unsafe { mimalloc::MiMalloc.alloc_zeroed(layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        unsafe { mimalloc::MiMalloc.realloc(ptr, layout, new_size) }
+    }
+}
 
 /// The shape and certificate files of an injected sidecar (as the operator runs it).
 fn options() -> TranslateOptions {
@@ -85,6 +110,16 @@ fn main() {
         clusters, translated,
         "snapshots carry every translated cluster"
     );
+    // What the source keeps between snapshots (the translator and the packed
+    // resources): the bytes freed when a new model replaces them.
+    COUNT_FREES.store(true, Ordering::Relaxed);
+    snapshots.set(
+        Arc::new(MeshModel::new(MeshSettings::default())),
+        Default::default(),
+    );
+    COUNT_FREES.store(false, Ordering::Relaxed);
+    let kept_bytes = FREED.load(Ordering::Relaxed);
+    drop(held);
 
     println!("proxies {}", proxies.len());
     println!("translate_all_ms {:.1}", translate_all.as_secs_f64() * 1e3);
@@ -93,6 +128,7 @@ fn main() {
         "push_per_proxy_ms {:.2}",
         push.as_secs_f64() * 1e3 / proxies.len() as f64
     );
+    println!("translator_kept_mb {:.1}", kept_bytes as f64 / 1e6);
     println!(
         "ratio_push_to_translate {:.2}",
         push.as_secs_f64() / translate_all.as_secs_f64()
