@@ -385,3 +385,52 @@ fn an_egress_proxy_takes_the_traffic_to_unknown_destinations() {
         );
     }
 }
+
+/// Sidecars that see the same outbound scope share its outbound listeners (one
+/// `Arc` each, built once, with the access log), and each still gets its own
+/// `virtualInbound`.
+#[test]
+fn sidecars_of_a_scope_share_their_outbound_listeners() {
+    let mut resources = base_resources();
+    resources.push(trellis_model::Resource::MeshSettings(MeshSettings {
+        access_log: Some(trellis_model::AccessLog {
+            path: "/dev/stdout".into(),
+            encoding: trellis_api::mesh::AccessLogEncoding::Text,
+            format: None,
+        }),
+        ..MeshSettings::default()
+    }));
+    let model = model_of(resources);
+    let options = TranslateOptions {
+        sds: SdsSource::Ads,
+        ..Default::default()
+    };
+    let mut translator = Translator::new(&model, options.clone());
+    let web = translator.translate(&Proxy::sidecar("shop", "web-1"));
+    let db = translator.translate(&Proxy::sidecar("shop", "db-1"));
+    let find = |out: &ProxyResources, name: &str| {
+        (out.listeners.iter())
+            .find(|l| l.name == name)
+            .unwrap_or_else(|| panic!("{name}"))
+            .clone()
+    };
+    for shared in ["virtualOutbound", "0.0.0.0_80", "10.0.0.1_5432"] {
+        assert!(
+            std::sync::Arc::ptr_eq(&find(&web, shared), &find(&db, shared)),
+            "{shared}"
+        );
+    }
+    assert_ne!(
+        find(&web, "virtualInbound"),
+        find(&db, "virtualInbound"),
+        "each sidecar's inbound is its own"
+    );
+    // The second sidecar gets what a translator of its own gives, access log included.
+    let alone = Translator::new(&model, options).translate(&Proxy::sidecar("shop", "db-1"));
+    assert_eq!(db, alone);
+    assert!(
+        access_logs(&db)
+            .iter()
+            .any(|(l, _, logs)| l == "virtualOutbound" && *logs == 1)
+    );
+}
