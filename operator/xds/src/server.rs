@@ -317,7 +317,15 @@ impl AggregatedDiscoveryService for AdsService {
         authorize(&proxy, &peer, &trust_domain)
             .map_err(|e| inner.refuse(Status::permission_denied(e.to_string())))?;
         let rounds_before = inner.push_rounds_started.load(Ordering::SeqCst);
-        let snapshot = inner.source.snapshot(&proxy).map_err(|e| {
+        // Translation is CPU work (a cold namespace can take long at scale): off the
+        // runtime's workers, as push rounds are.
+        let snapshot = {
+            let (inner, proxy) = (inner.clone(), proxy.clone());
+            tokio::task::spawn_blocking(move || inner.source.snapshot(&proxy))
+                .await
+                .map_err(|e| Status::internal(format!("snapshot task failed: {e}")))?
+        }
+        .map_err(|e| {
             Metrics::inc(&inner.metrics.snapshot_errors_total);
             Status::unavailable(e.to_string())
         })?;
