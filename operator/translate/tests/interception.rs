@@ -6,12 +6,30 @@ use fixture::*;
 use trellis_model::{MeshModel, MeshSettings, OutboundPolicy};
 use trellis_translate::{Proxy, ProxyResources, SdsSource, TranslateOptions, Translator};
 
-fn intercepted(model: &MeshModel) -> ProxyResources {
-    let options = TranslateOptions {
+/// The interception shape with secrets over ADS.
+fn ads_options() -> TranslateOptions {
+    TranslateOptions {
         sds: SdsSource::Ads,
         ..Default::default()
-    };
-    Translator::new(model, options).translate(&Proxy::sidecar("shop", "web-1"))
+    }
+}
+
+fn intercepted(model: &MeshModel) -> ProxyResources {
+    Translator::new(model, ads_options()).translate(&Proxy::sidecar("shop", "web-1"))
+}
+
+/// The base resources with MeshConfig's access log on (text).
+fn with_access_log() -> Vec<trellis_model::Resource> {
+    let mut resources = base_resources();
+    resources.push(trellis_model::Resource::MeshSettings(MeshSettings {
+        access_log: Some(trellis_model::AccessLog {
+            path: "/dev/stdout".into(),
+            encoding: trellis_api::mesh::AccessLogEncoding::Text,
+            format: None,
+        }),
+        ..MeshSettings::default()
+    }));
+    resources
 }
 
 fn port(l: &Listener) -> u32 {
@@ -294,16 +312,7 @@ fn access_logs(out: &ProxyResources) -> Vec<(String, String, usize)> {
 /// agent's health and stats listeners.
 #[test]
 fn the_access_log_is_on_every_listener_but_the_agents() {
-    let mut resources = base_resources();
-    resources.push(trellis_model::Resource::MeshSettings(MeshSettings {
-        access_log: Some(trellis_model::AccessLog {
-            path: "/dev/stdout".into(),
-            encoding: trellis_api::mesh::AccessLogEncoding::Text,
-            format: None,
-        }),
-        ..MeshSettings::default()
-    }));
-    let logged = access_logs(&intercepted(&model_of(resources)));
+    let logged = access_logs(&intercepted(&model_of(with_access_log())));
     let agent = |name: &str| name == "0.0.0.0_15021" || name == "0.0.0.0_15090";
     for (listener, filter, logs) in &logged {
         let expected = usize::from(!agent(listener));
@@ -391,20 +400,8 @@ fn an_egress_proxy_takes_the_traffic_to_unknown_destinations() {
 /// `virtualInbound`.
 #[test]
 fn sidecars_of_a_scope_share_their_outbound_listeners() {
-    let mut resources = base_resources();
-    resources.push(trellis_model::Resource::MeshSettings(MeshSettings {
-        access_log: Some(trellis_model::AccessLog {
-            path: "/dev/stdout".into(),
-            encoding: trellis_api::mesh::AccessLogEncoding::Text,
-            format: None,
-        }),
-        ..MeshSettings::default()
-    }));
-    let model = model_of(resources);
-    let options = TranslateOptions {
-        sds: SdsSource::Ads,
-        ..Default::default()
-    };
+    let model = model_of(with_access_log());
+    let options = ads_options();
     let mut translator = Translator::new(&model, options.clone());
     let web = translator.translate(&Proxy::sidecar("shop", "web-1"));
     let db = translator.translate(&Proxy::sidecar("shop", "db-1"));
