@@ -20,6 +20,7 @@ pub mod locality;
 pub mod names;
 pub mod outbound;
 pub mod policy;
+pub mod resource_list;
 pub mod route;
 pub mod security;
 mod shared;
@@ -27,6 +28,7 @@ mod sidecar;
 mod types;
 pub mod virtual_service;
 
+pub use resource_list::ResourceList;
 pub use sidecar::{Translator, translate};
 pub use types::{
     ErrorCode, ExplicitPorts, ListenerShape, Proxy, ProxyKind, ProxyResources, SdsSource,

@@ -36,8 +36,9 @@ type Labels = std::collections::BTreeMap<String, String>;
 /// The shared outbound view of one namespace.
 #[derive(Debug, Clone, Default)]
 pub struct OutboundScope {
-    pub clusters: Vec<Arc<Cluster>>,
-    pub endpoints: Vec<Arc<ClusterLoadAssignment>>,
+    /// Sorted by name, as a proxy's [`crate::ResourceList`] shares them.
+    pub clusters: Arc<[Arc<Cluster>]>,
+    pub endpoints: Arc<[Arc<ClusterLoadAssignment>]>,
     /// HTTP rules per (service FQDN, port), in order.
     pub http_rules: BTreeMap<(String, u16), Vec<HttpRule>>,
     /// Per (service FQDN, port) that is not HTTP: where its VirtualService's
@@ -69,7 +70,7 @@ pub struct OutboundScope {
     /// The `credentialName` Secrets the clusters reference (origination).
     pub secrets: Vec<SecretRef>,
     /// Interception shape: the outbound listeners, built for the first sidecar.
-    interception_listeners: OnceLock<Vec<Arc<Listener>>>,
+    interception_listeners: OnceLock<Arc<[Arc<Listener>]>>,
 }
 
 impl OutboundScope {
@@ -79,14 +80,15 @@ impl OutboundScope {
     pub(crate) fn interception_listeners(
         &self,
         log: Option<&trellis_model::AccessLog>,
-    ) -> &[Arc<Listener>] {
-        self.interception_listeners.get_or_init(|| {
+    ) -> Arc<[Arc<Listener>]> {
+        let listeners = self.interception_listeners.get_or_init(|| {
             let mut listeners = crate::interception::outbound_listeners(self);
             if let Some(log) = log {
                 crate::access_log::add_access_logs(&mut listeners, log);
             }
             listeners.into_iter().map(Arc::new).collect()
-        })
+        });
+        listeners.clone()
     }
 
     /// The TCP proxy for connections to `port` of `host` (named in stats by the

@@ -17,6 +17,7 @@ use crate::listener::{
 use crate::locality::{ClientLocality, failover_priority_keys};
 use crate::names;
 use crate::outbound::{OutboundScope, outbound_scope_shared};
+use crate::resource_list::ResourceList;
 use crate::security::peer_authn::{
     EffectiveMtls, MtlsMode as PeerMode, PeerAuthnPolicy, WorkloadRef, effective_mode,
     inbound_filter_chains, tls_inspector,
@@ -179,8 +180,8 @@ impl<'m> Translator<'m> {
             &locality,
         );
         let mut out = ProxyResources {
-            clusters: scope.clusters.clone(),
-            endpoints: scope.endpoints.clone(),
+            clusters: ResourceList::shared(scope.clusters.clone()),
+            endpoints: ResourceList::shared(scope.endpoints.clone()),
             errors: scope.errors.clone(),
             ..Default::default()
         };
@@ -202,11 +203,8 @@ impl<'m> Translator<'m> {
                 gw_listeners.sort_by(|a, b| a.name.cmp(&b.name));
                 gw_clusters.push(Arc::new(crate::interception::stats_cluster()));
             }
-            if !gw_clusters.is_empty() {
-                out.clusters.extend(gw_clusters);
-                out.clusters.sort_by(|a, b| a.name.cmp(&b.name));
-                out.clusters.dedup_by(|a, b| a.name == b.name);
-            }
+            // The scope's cluster of a name stays.
+            out.clusters.extend(gw_clusters);
             out.errors.extend(gw.errors);
             out.errors.sort();
             out.errors.dedup();
@@ -226,14 +224,10 @@ impl<'m> Translator<'m> {
             return out;
         }
         let mut listeners = Vec::new();
-        let mut shared_listeners: &[Arc<Listener>] = &[];
+        let mut shared_listeners = None;
         let mut extra_clusters = Vec::new();
         let mut inbound_chains = Vec::new();
-        let has_cluster = |name: &str| {
-            (out.clusters)
-                .binary_search_by(|c| c.name.as_str().cmp(name))
-                .is_ok()
-        };
+        let has_cluster = |name: &str| out.clusters.contains(name);
         let security = crate::security::workload::inbound_security(model, workload, &has_cluster);
         out.errors.extend(security.errors);
         extra_clusters.extend(security.clusters.into_iter().map(Arc::new));
@@ -297,7 +291,7 @@ impl<'m> Translator<'m> {
             }
             ListenerShape::Interception => {
                 shared_listeners =
-                    scope.interception_listeners(model.settings().access_log.as_ref());
+                    Some(scope.interception_listeners(model.settings().access_log.as_ref()));
                 let declared: BTreeSet<u32> = (inbound_chains.iter())
                     .filter_map(|c| c.filter_chain_match.as_ref()?.destination_port)
                     .map(|p| p.value)
@@ -318,22 +312,15 @@ impl<'m> Translator<'m> {
             extra_clusters.push(Arc::new(crate::forward_proxy::passthrough_cluster()));
             extra_clusters.push(Arc::new(blackhole_cluster()));
         }
-        // The scope's clusters are sorted and distinct already: insert the few extras
-        // by binary search instead of sorting thousands of long names per proxy.
-        for extra in extra_clusters {
-            match out
-                .clusters
-                .binary_search_by(|c| c.name.as_str().cmp(extra.name.as_str()))
-            {
-                Ok(_) => {}
-                Err(at) => out.clusters.insert(at, extra),
-            }
-        }
-        listeners.sort_by(|a, b| a.name.cmp(&b.name));
+        // The scope's cluster of a name stays.
+        out.clusters.extend(extra_clusters);
         if let Some(log) = &model.settings().access_log {
             crate::access_log::add_access_logs(&mut listeners, log);
         }
-        out.listeners = merge_by_name(shared_listeners, listeners);
+        out.listeners = shared_listeners
+            .map(ResourceList::shared)
+            .unwrap_or_default();
+        out.listeners.extend(listeners.into_iter().map(Arc::new));
         out.routes.sort_by(|a, b| a.name.cmp(&b.name));
         if mtls_used || !out.clusters.is_empty() {
             out.secrets = vec![SecretRef::TrustBundle, SecretRef::WorkloadCertificate];
@@ -761,19 +748,4 @@ fn egress_capture_none(
             code: ErrorCode::InvalidValue,
         })
         .collect()
-}
-
-/// The proxy's own listeners (sorted by name) among the shared ones of its scope
-/// (sorted too), in name order.
-fn merge_by_name(shared: &[Arc<Listener>], own: Vec<Listener>) -> Vec<Arc<Listener>> {
-    let mut merged = Vec::with_capacity(shared.len() + own.len());
-    let mut shared = shared.iter().peekable();
-    for listener in own {
-        while let Some(s) = shared.next_if(|s| s.name < listener.name) {
-            merged.push(s.clone());
-        }
-        merged.push(Arc::new(listener));
-    }
-    merged.extend(shared.cloned());
-    merged
 }

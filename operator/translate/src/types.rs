@@ -8,6 +8,7 @@ use envoy_types::pb::envoy::config::endpoint::v3::ClusterLoadAssignment;
 use envoy_types::pb::envoy::config::listener::v3::Listener;
 use envoy_types::pb::envoy::config::route::v3::RouteConfiguration;
 
+use crate::resource_list::ResourceList;
 pub use crate::security::sds::{SdsSource, TRUST_BUNDLE_SECRET, WORKLOAD_CERT_SECRET};
 
 /// Which proxy the resources are for. The workload `namespace/name` must be in
@@ -110,15 +111,16 @@ impl SecretRef {
     }
 }
 
-/// Everything one proxy gets. Every list is sorted by resource name. Clusters and
-/// endpoints are shared (`Arc`) between proxies that see the same services.
+/// Everything one proxy gets. Every list is sorted by resource name. Resources
+/// are shared (`Arc`) between proxies that get the same; the lists of clusters,
+/// endpoints and listeners share, as one part, what the proxy's outbound scope
+/// gives every proxy of the scope.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct ProxyResources {
-    /// Shared (`Arc`) where many proxies get the same, as routes and clusters are.
-    pub listeners: Vec<Arc<Listener>>,
+    pub listeners: ResourceList<Listener>,
     pub routes: Vec<Arc<RouteConfiguration>>,
-    pub clusters: Vec<Arc<Cluster>>,
-    pub endpoints: Vec<Arc<ClusterLoadAssignment>>,
+    pub clusters: ResourceList<Cluster>,
+    pub endpoints: ResourceList<ClusterLoadAssignment>,
     pub secrets: Vec<SecretRef>,
     /// Mesh resources (or parts of them) that were left out, with the reason.
     pub errors: Vec<TranslateError>,

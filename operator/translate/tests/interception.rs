@@ -417,6 +417,11 @@ fn sidecars_of_a_scope_share_their_outbound_listeners() {
             "{shared}"
         );
     }
+    // As one list, not a copy per sidecar.
+    assert!(std::sync::Arc::ptr_eq(
+        web.listeners.shared_part(),
+        db.listeners.shared_part()
+    ));
     assert_ne!(
         find(&web, "virtualInbound"),
         find(&db, "virtualInbound"),

@@ -116,3 +116,40 @@ fn traffic_index_answers_like_the_model() {
         }
     }
 }
+
+#[test]
+fn sidecars_of_a_namespace_share_its_cluster_and_endpoint_lists() {
+    let model = mesh();
+    let mut t = Translator::new(&model, explicit_options());
+    let web = t.translate(&Proxy::sidecar("shop", "web-1"));
+    let cart = t.translate(&Proxy::sidecar("shop", "cart-v1"));
+    // One list for the namespace, not a copy per sidecar.
+    assert!(!web.clusters.shared_part().is_empty());
+    assert!(Arc::ptr_eq(
+        web.clusters.shared_part(),
+        cart.clusters.shared_part()
+    ));
+    assert!(Arc::ptr_eq(
+        web.endpoints.shared_part(),
+        cart.endpoints.shared_part()
+    ));
+    // Each sidecar's inbound clusters are its own, listed in name order with the shared.
+    let inbound = |out: &trellis_translate::ProxyResources| -> Vec<String> {
+        (out.clusters.iter())
+            .map(|c| c.name.clone())
+            .filter(|n| n.starts_with("inbound|"))
+            .collect()
+    };
+    assert_eq!(inbound(&web), ["inbound|8000||"]);
+    assert_eq!(inbound(&cart), ["inbound|8080||"]);
+    for out in [&web, &cart] {
+        assert!(
+            out.clusters
+                .shared_part()
+                .iter()
+                .all(|c| !c.name.starts_with("inbound|"))
+        );
+        let names: Vec<&str> = out.clusters.iter().map(|c| c.name.as_str()).collect();
+        assert!(names.is_sorted(), "{names:?}");
+    }
+}
