@@ -13,10 +13,13 @@ use trellis_model::MeshModel;
 
 use crate::credentials::{self, Credentials};
 use trellis_translate::encode::pack_route_configuration;
-use trellis_translate::{Proxy, ProxyResources, SecretRef, TranslateOptions, Translator};
+use trellis_translate::resource_list::{Named, merged_by_name};
+use trellis_translate::{
+    Proxy, ProxyResources, ResourceList, SecretRef, TranslateOptions, Translator,
+};
 use trellis_xds::{
-    ProxyId, ProxyKind, Resource, ResourceCache, Snapshot, SnapshotBuilder, SnapshotSource,
-    XdsError,
+    ProxyId, ProxyKind, Resource, ResourceCache, ResourceType, Snapshot, SnapshotBuilder,
+    SnapshotSource, XdsError,
 };
 
 /// The model the xDS server translates from, and the credentials gateways are
@@ -45,13 +48,20 @@ struct Translated {
     /// Resources the translator shares between proxies, packed once: by the address
     /// of the translator's `Arc`, with that `Arc` kept so the address is not reused.
     packed: HashMap<usize, (Arc<dyn std::any::Any + Send + Sync>, Arc<Resource>)>,
+    /// The parts of resource lists that proxies of a scope share (its clusters,
+    /// endpoints, outbound listeners), packed once: by the part's address, with
+    /// the part kept.
+    packed_parts: HashMap<usize, (Box<dyn std::any::Any + Send + Sync>, PackedPart)>,
 }
+
+type PackedPart = Arc<[Arc<Resource>]>;
 
 impl Translated {
     fn new(model: Arc<MeshModel>, options: TranslateOptions) -> Self {
         Translated {
             translator: ModelTranslator::new(model, |model| Translator::new(model, options)),
             packed: HashMap::new(),
+            packed_parts: HashMap::new(),
         }
     }
 
@@ -79,6 +89,37 @@ impl Translated {
             .entry(address)
             .or_insert_with(|| (shared.clone(), intern()));
         resource.clone()
+    }
+
+    /// Adds `list` to `b`, its shared part packed once for every list that shares it.
+    fn add_list<T: Named + Send + Sync + 'static>(
+        &mut self,
+        b: &mut SnapshotBuilder,
+        (ty, list): (ResourceType, &ResourceList<T>),
+        pack: fn(&T) -> Any,
+        cache: &ResourceCache,
+    ) -> Result<(), XdsError> {
+        let part = list.shared_part();
+        let address = Arc::as_ptr(part) as *const () as usize;
+        let shared = match self.packed_parts.get(&address) {
+            Some((_, packed)) => packed.clone(),
+            None => {
+                let packed: PackedPart = (part.iter())
+                    .map(|r| self.packed(r, r.resource_name(), pack, cache))
+                    .collect();
+                let kept = Box::new(part.clone());
+                self.packed_parts.insert(address, (kept, packed.clone()));
+                packed
+            }
+        };
+        let own: Vec<Arc<Resource>> = (list.own_part().iter())
+            .map(|r| self.packed(r, r.resource_name(), pack, cache))
+            .collect();
+        b.reserve(ty, shared.len() + own.len());
+        for r in merged_by_name(&shared, &own, |r| r.name.as_str()) {
+            b.add_interned(r.clone())?;
+        }
+        Ok(())
     }
 }
 
@@ -132,18 +173,22 @@ impl ModelSnapshots {
         let out = translated.translate(proxy);
         let cache = &self.cache;
         let mut b = Snapshot::builder();
-        for l in &out.listeners {
-            b.add_interned(translated.packed(l, &l.name, pack, cache))?;
-        }
+        translated.add_list(
+            &mut b,
+            (ResourceType::Listener, &out.listeners),
+            pack,
+            cache,
+        )?;
         for r in &out.routes {
             b.add_interned(translated.packed(r, &r.name, pack_route_configuration, cache))?;
         }
-        for c in &out.clusters {
-            b.add_interned(translated.packed(c, &c.name, pack, cache))?;
-        }
-        for e in &out.endpoints {
-            b.add_interned(translated.packed(e, &e.cluster_name, pack, cache))?;
-        }
+        translated.add_list(&mut b, (ResourceType::Cluster, &out.clusters), pack, cache)?;
+        translated.add_list(
+            &mut b,
+            (ResourceType::Endpoint, &out.endpoints),
+            pack,
+            cache,
+        )?;
         Ok((b, out))
     }
 }

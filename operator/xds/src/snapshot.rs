@@ -202,6 +202,12 @@ impl SnapshotBuilder {
         self.insert(ty, Entry::Packed(name, any))
     }
 
+    /// Room for `additional` more resources of type `ty`.
+    pub fn reserve(&mut self, ty: ResourceType, additional: usize) -> &mut Self {
+        self.types[ty.index()].reserve(additional);
+        self
+    }
+
     /// Adds a resource interned already (see [`ResourceCache::intern`]).
     pub fn add_interned(&mut self, resource: Arc<Resource>) -> Result<&mut Self, XdsError> {
         let ty = type_of(&resource.name, &resource.any.type_url)?;
