@@ -523,9 +523,20 @@ impl MeshFeed {
             .filter(|(_, p)| p.spec.as_ref().and_then(|s| s.node_name.as_deref()) == Some(&name))
             .map(|(id, _)| id.clone())
             .collect();
+        let on_node_listed: Vec<NsName> = (self.listings.iter())
+            .filter(|(_, slices)| {
+                (slices.iter().filter_map(|id| self.slices.get(id)))
+                    .flat_map(|slice| &slice.endpoints)
+                    .any(|e| e.node_name.as_deref() == Some(&name))
+            })
+            .map(|(service, _)| service.clone())
+            .collect();
         let mut scope = ChangeScope::None;
         for id in on_node {
             scope = scope.union(self.program_pod(&id));
+        }
+        for service in on_node_listed {
+            scope = scope.union(self.program_listing(service));
         }
         scope
     }
@@ -605,24 +616,30 @@ impl MeshFeed {
         let services: BTreeSet<NsName> = before.into_iter().chain(after).collect();
         let mut scope = ChangeScope::None;
         for service in services {
-            let mut endpoints: Vec<StaticEndpoint> = self
-                .listings
-                .get(&service)
-                .into_iter()
-                .flatten()
-                .filter_map(|id| self.slices.get(id))
-                .flat_map(listed_endpoints)
-                .collect();
-            endpoints.sort();
-            endpoints.dedup();
-            let (namespace, service) = service;
-            scope = scope.union(self.model_apply(trellis_model::Resource::ServiceEndpoints {
-                namespace,
-                service,
-                endpoints,
-            }));
+            scope = scope.union(self.program_listing(service));
         }
         scope
+    }
+
+    /// Feeds the endpoints all of `service`'s listing slices give it, each with
+    /// the locality of its node.
+    fn program_listing(&mut self, service: NsName) -> ChangeScope {
+        let mut endpoints: Vec<StaticEndpoint> = self
+            .listings
+            .get(&service)
+            .into_iter()
+            .flatten()
+            .filter_map(|id| self.slices.get(id))
+            .flat_map(|slice| listed_endpoints(slice, &self.nodes))
+            .collect();
+        endpoints.sort();
+        endpoints.dedup();
+        let (namespace, service) = service;
+        self.model_apply(trellis_model::Resource::ServiceEndpoints {
+            namespace,
+            service,
+            endpoints,
+        })
     }
 
     fn reindex_slice(
@@ -687,8 +704,13 @@ fn listing_for(slice: &EndpointSlice) -> Option<NsName> {
 }
 
 /// The ready (or not known unready) endpoints of a slice, with the slice's ports
-/// by name: what a Service without a selector serves.
-fn listed_endpoints(slice: &EndpointSlice) -> Vec<StaticEndpoint> {
+/// by name: what a Service without a selector serves. An endpoint's locality is
+/// its node's (`nodeName`), as a pod's is; its `zone` alone is not used, since a
+/// locality without its region would rank it as another region's.
+fn listed_endpoints(
+    slice: &EndpointSlice,
+    nodes: &BTreeMap<String, Option<String>>,
+) -> Vec<StaticEndpoint> {
     let ports: BTreeMap<String, u16> = slice
         .ports
         .iter()
@@ -706,6 +728,7 @@ fn listed_endpoints(slice: &EndpointSlice) -> Vec<StaticEndpoint> {
             Some(StaticEndpoint {
                 address: e.addresses.first()?.clone(),
                 ports: ports.clone(),
+                locality: (e.node_name.as_ref()).and_then(|n| nodes.get(n).cloned().flatten()),
                 ..Default::default()
             })
         })

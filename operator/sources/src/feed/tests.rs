@@ -750,3 +750,82 @@ fn pods_take_the_locality_of_their_node_unless_their_label_sets_one() {
         "n2 has no topology labels now"
     );
 }
+
+#[test]
+fn listed_endpoints_take_the_locality_of_their_node() {
+    let mut feed = MeshFeed::new(MeshSettings::default());
+    feed.apply(Change::Apply(input_from_json(
+        SourceKind::Service,
+        json!({"apiVersion": "v1", "kind": "Service",
+               "metadata": {"name": "db", "namespace": "shop"},
+               "spec": {"ports": [{"name": "tcp", "port": 5432}]}}),
+    )));
+    // Listed by hand for the Service (it has no selector): one endpoint on node n1,
+    // one outside the cluster, one on a node not known yet.
+    let listing = Input::EndpointSlice(Box::new(
+        serde_json::from_value(json!({
+            "metadata": {"name": "db-1", "namespace": "shop",
+                         "labels": {"kubernetes.io/service-name": "db"}},
+            "addressType": "IPv4",
+            "ports": [{"name": "tcp", "port": 5432}],
+            "endpoints": [
+                {"addresses": ["10.0.0.1"], "nodeName": "n1", "zone": "us-east-1a"},
+                {"addresses": ["192.0.2.7"], "zone": "us-east-1a"},
+                {"addresses": ["10.0.0.2"], "nodeName": "n2"}
+            ]
+        }))
+        .unwrap(),
+    ));
+    feed.apply(Change::Apply(node(
+        "n1",
+        json!({"topology.kubernetes.io/region": "us-east", "topology.kubernetes.io/zone": "us-east-1a"}),
+    )));
+    feed.apply(Change::Apply(listing));
+    let localities = |feed: &MeshFeed| -> Vec<(String, Option<String>)> {
+        let model = feed.model();
+        let db = (model.registry().services())
+            .find(|s| s.hostname == "db.shop.svc.cluster.local")
+            .expect("the Service is in the model")
+            .clone();
+        let mut endpoints: Vec<(String, Option<String>)> = model
+            .endpoints(&db, &db.ports[0], None)
+            .into_iter()
+            .map(|e| (e.address, e.locality))
+            .collect();
+        endpoints.sort();
+        endpoints
+    };
+    let east = Some("us-east/us-east-1a/".to_string());
+    assert_eq!(
+        localities(&feed),
+        [
+            ("10.0.0.1".to_string(), east.clone()),
+            ("10.0.0.2".to_string(), None),
+            ("192.0.2.7".to_string(), None)
+        ]
+    );
+    // The other node becomes known, and the first is relabelled: their endpoints move.
+    let scope = feed.apply(Change::Apply(node(
+        "n2",
+        json!({"topology.kubernetes.io/region": "eu", "topology.kubernetes.io/zone": "eu-1"}),
+    )));
+    assert_ne!(scope, ChangeScope::None, "an endpoint's locality changed");
+    feed.apply(Change::Apply(node(
+        "n1",
+        json!({"topology.kubernetes.io/region": "us-west", "topology.kubernetes.io/zone": "b"}),
+    )));
+    assert_eq!(
+        localities(&feed),
+        [
+            ("10.0.0.1".to_string(), Some("us-west/b/".to_string())),
+            ("10.0.0.2".to_string(), Some("eu/eu-1/".to_string())),
+            ("192.0.2.7".to_string(), None)
+        ]
+    );
+    // A node no endpoint is on pushes nothing.
+    let scope = feed.apply(Change::Apply(node(
+        "n3",
+        json!({"topology.kubernetes.io/region": "ap", "topology.kubernetes.io/zone": "ap-1"}),
+    )));
+    assert_eq!(scope, ChangeScope::None);
+}
