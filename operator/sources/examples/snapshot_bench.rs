@@ -119,7 +119,13 @@ fn main() {
     );
     COUNT_FREES.store(false, Ordering::Relaxed);
     let kept_bytes = FREED.load(Ordering::Relaxed);
+    // What the server holds for the proxies it serves: their snapshots, with
+    // the packed resources only they keep now.
+    FREED.store(0, Ordering::Relaxed);
+    COUNT_FREES.store(true, Ordering::Relaxed);
     drop(held);
+    COUNT_FREES.store(false, Ordering::Relaxed);
+    let held_bytes = FREED.load(Ordering::Relaxed);
 
     println!("proxies {}", proxies.len());
     println!("translate_all_ms {:.1}", translate_all.as_secs_f64() * 1e3);
@@ -129,6 +135,7 @@ fn main() {
         push.as_secs_f64() * 1e3 / proxies.len() as f64
     );
     println!("translator_kept_mb {:.1}", kept_bytes as f64 / 1e6);
+    println!("snapshots_held_mb {:.1}", held_bytes as f64 / 1e6);
     println!(
         "ratio_push_to_translate {:.2}",
         push.as_secs_f64() / translate_all.as_secs_f64()

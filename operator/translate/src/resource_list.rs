@@ -146,6 +146,9 @@ impl<T: Named> FromIterator<Arc<T>> for ResourceList<T> {
         // Stable: the first of equal names is kept by `dedup_by`.
         own.sort_by(|a, b| a.resource_name().cmp(b.resource_name()));
         own.dedup_by(|later, first| later.resource_name() == first.resource_name());
+        // `collect` may have reused the buffer of larger items (`Arc::new` over a
+        // vector of resources).
+        own.shrink_to_fit();
         ResourceList {
             shared: Arc::from(Vec::new()),
             own,

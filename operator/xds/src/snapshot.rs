@@ -235,13 +235,13 @@ impl SnapshotBuilder {
 
     pub fn build(self, cache: &ResourceCache) -> Snapshot {
         let types = self.types.map(|entries| {
-            let resources: Vec<Arc<Resource>> = entries
-                .into_iter()
-                .map(|entry| match entry {
-                    Entry::Packed(name, any) => cache.intern(Resource::new(name, any)),
-                    Entry::Interned(resource) => resource,
-                })
-                .collect();
+            // Into a vector of its own: `collect` would reuse the entries' buffer,
+            // ten times the size, for as long as the snapshot is served.
+            let mut resources = Vec::with_capacity(entries.len());
+            resources.extend(entries.into_iter().map(|entry| match entry {
+                Entry::Packed(name, any) => cache.intern(Resource::new(name, any)),
+                Entry::Interned(resource) => resource,
+            }));
             let hash = ContentHash::of_resources(&resources);
             TypeSnapshot { resources, hash }
         });
@@ -380,6 +380,23 @@ mod tests {
                 .unwrap();
         }
         assert_eq!(sorted.build(&ResourceCache::new()).hash(), built.hash());
+    }
+
+    #[test]
+    fn a_snapshot_holds_no_more_room_than_its_resources() {
+        // The server holds a snapshot per proxy for as long as it serves it:
+        // room left over from building would be held as long.
+        let cache = ResourceCache::new();
+        let mut b = Snapshot::builder();
+        b.reserve(ResourceType::Cluster, 1000);
+        for i in 0..777 {
+            b.add(format!("c{i:04}"), any(ResourceType::Cluster, b"x"))
+                .unwrap();
+        }
+        let built = b.build(&cache);
+        let clusters = &built.get(ResourceType::Cluster).resources;
+        assert_eq!(clusters.len(), 777);
+        assert_eq!(clusters.capacity(), 777);
     }
 
     #[test]
