@@ -13,13 +13,13 @@ use trellis_model::MeshModel;
 
 use crate::credentials::{self, Credentials};
 use trellis_translate::encode::pack_route_configuration;
-use trellis_translate::resource_list::{Named, merged_by_name};
+use trellis_translate::resource_list::Named;
 use trellis_translate::{
     Proxy, ProxyResources, ResourceList, SecretRef, TranslateOptions, Translator,
 };
 use trellis_xds::{
-    ProxyId, ProxyKind, Resource, ResourceCache, ResourceType, Snapshot, SnapshotBuilder,
-    SnapshotSource, XdsError,
+    ProxyId, ProxyKind, Resource, ResourceCache, ResourceType, SharedResources, Snapshot,
+    SnapshotBuilder, SnapshotSource, XdsError,
 };
 
 /// The model the xDS server translates from, and the credentials gateways are
@@ -54,7 +54,7 @@ struct Translated {
     packed_parts: HashMap<usize, (Box<dyn std::any::Any + Send + Sync>, PackedPart)>,
 }
 
-type PackedPart = Arc<[Arc<Resource>]>;
+type PackedPart = Arc<SharedResources>;
 
 impl Translated {
     fn new(model: Arc<MeshModel>, options: TranslateOptions) -> Self {
@@ -101,23 +101,25 @@ impl Translated {
     ) -> Result<(), XdsError> {
         let part = list.shared_part();
         let address = Arc::as_ptr(part) as *const () as usize;
-        let shared = match self.packed_parts.get(&address) {
-            Some((_, packed)) => packed.clone(),
-            None => {
-                let packed: PackedPart = (part.iter())
-                    .map(|r| self.packed(r, r.resource_name(), pack, cache))
-                    .collect();
-                let kept = Box::new(part.clone());
-                self.packed_parts.insert(address, (kept, packed.clone()));
-                packed
-            }
-        };
-        let own: Vec<Arc<Resource>> = (list.own_part().iter())
-            .map(|r| self.packed(r, r.resource_name(), pack, cache))
-            .collect();
-        b.reserve(ty, shared.len() + own.len());
-        for r in merged_by_name(&shared, &own, |r| r.name.as_str()) {
-            b.add_interned(r.clone())?;
+        if !part.is_empty() {
+            let shared = match self.packed_parts.get(&address) {
+                Some((_, packed)) => packed.clone(),
+                None => {
+                    let resources = (part.iter())
+                        .map(|r| self.packed(r, r.resource_name(), pack, cache))
+                        .collect();
+                    let packed = SharedResources::new(ty, resources)?;
+                    let kept = Box::new(part.clone());
+                    self.packed_parts.insert(address, (kept, packed.clone()));
+                    packed
+                }
+            };
+            b.add_shared(shared)?;
+        }
+        let own = list.own_part();
+        b.reserve(ty, own.len());
+        for r in own {
+            b.add_interned(self.packed(r, r.resource_name(), pack, cache))?;
         }
         Ok(())
     }

@@ -184,7 +184,7 @@ pub type Iter<'a, T> = Merged<'a, Arc<T>, fn(&Arc<T>) -> &str>;
 /// Where each of `own` goes among `shared` is found by binary search: a few
 /// resources of a proxy's own among the thousands of its scope cost a few
 /// name comparisons, not thousands.
-pub fn merged_by_name<'a, T, F: Fn(&T) -> &str>(
+fn merged_by_name<'a, T, F: Fn(&T) -> &str>(
     shared: &'a [T],
     own: &'a [T],
     name: F,

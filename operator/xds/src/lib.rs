@@ -42,7 +42,8 @@ pub use metrics::MetricsSnapshot;
 pub use protocol::AdsStream;
 pub use server::{XdsConfig, XdsServer};
 pub use snapshot::{
-    ContentHash, Resource, ResourceCache, Snapshot, SnapshotBuilder, SnapshotSource,
+    ContentHash, Resource, ResourceCache, SharedResources, Snapshot, SnapshotBuilder,
+    SnapshotSource,
 };
 pub use status::{NackRecord, ProxyStatus, SentResponse, TypeStatus};
 pub use tls::TlsSettings;

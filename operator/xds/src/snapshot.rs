@@ -120,29 +120,82 @@ impl ResourceCache {
     }
 }
 
-/// The resources of one type in a snapshot, sorted by name.
+/// Resources of one type that the snapshots of many proxies hold as one part
+/// (a namespace's clusters, say), sorted by name: held once, hashed once.
+#[derive(Debug)]
+pub struct SharedResources {
+    ty: ResourceType,
+    resources: Vec<Arc<Resource>>,
+    hash: ContentHash,
+}
+
+impl SharedResources {
+    /// `resources`, all of type `ty`, sorted by name with each name once.
+    pub fn new(ty: ResourceType, resources: Vec<Arc<Resource>>) -> Result<Arc<Self>, XdsError> {
+        for r in &resources {
+            if type_of(&r.name, &r.any.type_url)? != ty {
+                return Err(XdsError::InvalidResource {
+                    resource: format!("{ty}/{}", r.name),
+                    reason: format!("a shared part of type {ty} holds a {}", r.any.type_url),
+                });
+            }
+        }
+        if let Some(w) = resources.windows(2).find(|w| w[0].name >= w[1].name) {
+            return Err(XdsError::InvalidResource {
+                resource: format!("{ty}/{}", w[1].name),
+                reason: "a shared part is sorted by name, each name once".to_string(),
+            });
+        }
+        let hash = ContentHash::of_resources(&resources);
+        Ok(Arc::new(SharedResources {
+            ty,
+            resources,
+            hash,
+        }))
+    }
+
+    pub fn len(&self) -> usize {
+        self.resources.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.resources.is_empty()
+    }
+
+    fn get(&self, name: &str) -> Option<&Arc<Resource>> {
+        get_by_name(&self.resources, name)
+    }
+}
+
+fn get_by_name<'a>(sorted: &'a [Arc<Resource>], name: &str) -> Option<&'a Arc<Resource>> {
+    let at = sorted.binary_search_by(|r| r.name.as_str().cmp(name));
+    at.ok().map(|at| &sorted[at])
+}
+
+/// The resources of one type in a snapshot: a part shared with other snapshots
+/// (if any), then the proxy's own, each sorted by name, no name in both.
 #[derive(Debug, Default, Clone)]
 pub struct TypeSnapshot {
-    resources: Vec<Arc<Resource>>,
+    shared: Option<Arc<SharedResources>>,
+    own: Vec<Arc<Resource>>,
     hash: ContentHash,
 }
 
 impl TypeSnapshot {
     pub fn get(&self, name: &str) -> Option<&Arc<Resource>> {
-        let at = self
-            .resources
-            .binary_search_by(|r| r.name.as_str().cmp(name));
-        at.ok().map(|at| &self.resources[at])
+        (self.shared.as_ref().and_then(|s| s.get(name))).or_else(|| get_by_name(&self.own, name))
     }
+    /// The shared part first, then the proxy's own.
     pub fn iter(&self) -> impl Iterator<Item = &Arc<Resource>> {
-        self.resources.iter()
+        (self.shared.iter().flat_map(|s| s.resources.iter())).chain(self.own.iter())
     }
     pub fn len(&self) -> usize {
-        self.resources.len()
+        self.shared.as_ref().map_or(0, |s| s.len()) + self.own.len()
     }
     pub fn is_empty(&self) -> bool {
-        self.resources.is_empty()
+        self.len() == 0
     }
+    /// Equal for equal resources split alike into shared and own.
     pub fn hash(&self) -> ContentHash {
         self.hash
     }
@@ -175,6 +228,8 @@ pub struct SnapshotBuilder {
     /// Per type, sorted by name. Callers mostly add in name order (the translator's
     /// output is sorted), so adding is usually a push, not a search.
     types: [Vec<Entry>; 5],
+    /// Per type, the part shared with other snapshots.
+    shared: [Option<Arc<SharedResources>>; 5],
 }
 
 /// A resource as added: packed (interned at build), or already interned by a caller
@@ -208,6 +263,23 @@ impl SnapshotBuilder {
         self
     }
 
+    /// Adds the part of type `part.ty` this snapshot shares with others (one per type).
+    pub fn add_shared(&mut self, part: Arc<SharedResources>) -> Result<&mut Self, XdsError> {
+        let ty = part.ty;
+        let slot = &mut self.shared[ty.index()];
+        if slot.is_some() {
+            return Err(XdsError::InvalidResource {
+                resource: format!("{ty}/*"),
+                reason: "a snapshot shares one part of each type".to_string(),
+            });
+        }
+        if let Some(own) = (self.types[ty.index()].iter()).find(|e| part.get(e.name()).is_some()) {
+            return Err(duplicate(ty, own.name()));
+        }
+        *slot = Some(part);
+        Ok(self)
+    }
+
     /// Adds a resource interned already (see [`ResourceCache::intern`]).
     pub fn add_interned(&mut self, resource: Arc<Resource>) -> Result<&mut Self, XdsError> {
         let ty = type_of(&resource.name, &resource.any.type_url)?;
@@ -217,15 +289,17 @@ impl SnapshotBuilder {
     fn insert(&mut self, ty: ResourceType, entry: Entry) -> Result<&mut Self, XdsError> {
         let entries = &mut self.types[ty.index()];
         let name = entry.name();
+        if let Some(shared) = &self.shared[ty.index()]
+            && shared.get(name).is_some()
+        {
+            return Err(duplicate(ty, name));
+        }
         if entries.last().is_none_or(|last| last.name() < name) {
             entries.push(entry);
             return Ok(self);
         }
         match entries.binary_search_by(|e| e.name().cmp(name)) {
-            Ok(_) => Err(XdsError::InvalidResource {
-                resource: format!("{ty}/{name}"),
-                reason: "two resources of this type have the same name".to_string(),
-            }),
+            Ok(_) => Err(duplicate(ty, name)),
             Err(at) => {
                 entries.insert(at, entry);
                 Ok(self)
@@ -233,17 +307,37 @@ impl SnapshotBuilder {
         }
     }
 
-    pub fn build(self, cache: &ResourceCache) -> Snapshot {
-        let types = self.types.map(|entries| {
+    pub fn build(mut self, cache: &ResourceCache) -> Snapshot {
+        let types: [TypeSnapshot; 5] = std::array::from_fn(|ty| {
+            let entries = std::mem::take(&mut self.types[ty]);
+            let shared = self.shared[ty].take();
             // Into a vector of its own: `collect` would reuse the entries' buffer,
-            // ten times the size, for as long as the snapshot is served.
+            // nine times the size, for as long as the snapshot is served.
             let mut resources = Vec::with_capacity(entries.len());
             resources.extend(entries.into_iter().map(|entry| match entry {
                 Entry::Packed(name, any) => cache.intern(Resource::new(name, any)),
                 Entry::Interned(resource) => resource,
             }));
-            let hash = ContentHash::of_resources(&resources);
-            TypeSnapshot { resources, hash }
+            let hash = match &shared {
+                None => ContentHash::of_resources(&resources),
+                // The shared part's hash stands for its resources (once per
+                // part, not once per snapshot); marked, so no list of own
+                // resources hashes alike.
+                Some(part) => {
+                    let mut h = Sha256::new();
+                    h.update(b"shared part");
+                    h.update(part.hash.0);
+                    for r in &resources {
+                        h.update(r.hash.0);
+                    }
+                    ContentHash(h.finalize().into())
+                }
+            };
+            TypeSnapshot {
+                shared,
+                own: resources,
+                hash,
+            }
         });
         let hash = ContentHash::of_entries(
             ResourceType::ALL
@@ -251,6 +345,13 @@ impl SnapshotBuilder {
                 .map(|t| (t.type_url(), &types[t.index()].hash)),
         );
         Snapshot { types, hash }
+    }
+}
+
+fn duplicate(ty: ResourceType, name: &str) -> XdsError {
+    XdsError::InvalidResource {
+        resource: format!("{ty}/{name}"),
+        reason: "two resources of this type have the same name".to_string(),
     }
 }
 
@@ -382,6 +483,78 @@ mod tests {
         assert_eq!(sorted.build(&ResourceCache::new()).hash(), built.hash());
     }
 
+    fn interned(cache: &ResourceCache, ty: ResourceType, name: &str) -> Arc<Resource> {
+        cache.intern(Resource::new(name.into(), any(ty, name.as_bytes())))
+    }
+
+    #[test]
+    fn snapshots_hold_a_shared_part_once_beside_their_own_resources() {
+        let cache = ResourceCache::new();
+        let c = |name: &str| interned(&cache, ResourceType::Cluster, name);
+        let part = SharedResources::new(ResourceType::Cluster, vec![c("b"), c("d")]).unwrap();
+        let build = |own: &[&str]| {
+            let mut b = Snapshot::builder();
+            b.add_shared(part.clone()).unwrap();
+            for name in own {
+                b.add_interned(c(name)).unwrap();
+            }
+            b.build(&cache)
+        };
+        let (one, two, other) = (build(&["a", "c"]), build(&["a", "c"]), build(&["e"]));
+        let clusters = one.get(ResourceType::Cluster);
+        assert_eq!(clusters.len(), 4);
+        let names: Vec<&str> = clusters.iter().map(|r| r.name.as_str()).collect();
+        assert_eq!(names, ["b", "d", "a", "c"], "the shared part, then the own");
+        for name in ["a", "b", "c", "d"] {
+            assert_eq!(clusters.get(name).unwrap().any.value, name.as_bytes());
+        }
+        assert!(clusters.get("e").is_none());
+        assert!(Arc::ptr_eq(
+            one.get(ResourceType::Cluster).shared.as_ref().unwrap(),
+            two.get(ResourceType::Cluster).shared.as_ref().unwrap()
+        ));
+        assert_eq!(one.hash(), two.hash());
+        assert_ne!(one.hash(), other.hash());
+        // The same resources all own are another list: another version, not a clash.
+        let mut all_own = Snapshot::builder();
+        for name in ["a", "b", "c", "d"] {
+            all_own.add_interned(c(name)).unwrap();
+        }
+        assert_ne!(all_own.build(&cache).hash(), one.hash());
+    }
+
+    #[test]
+    fn a_name_in_the_shared_part_and_the_own_is_refused() {
+        let cache = ResourceCache::new();
+        let c = |name: &str| interned(&cache, ResourceType::Cluster, name);
+        let part = SharedResources::new(ResourceType::Cluster, vec![c("b")]).unwrap();
+        let mut shared_first = Snapshot::builder();
+        shared_first.add_shared(part.clone()).unwrap();
+        let err = shared_first.add_interned(c("b")).unwrap_err().to_string();
+        assert!(err.contains("same name"), "{err}");
+        let mut own_first = Snapshot::builder();
+        own_first.add_interned(c("b")).unwrap();
+        let err = own_first.add_shared(part.clone()).unwrap_err().to_string();
+        assert!(err.contains("same name"), "{err}");
+        own_first.add_interned(c("a")).unwrap();
+        let mut twice = Snapshot::builder();
+        twice.add_shared(part.clone()).unwrap();
+        assert!(twice.add_shared(part).is_err(), "one shared part per type");
+    }
+
+    #[test]
+    fn a_shared_part_is_sorted_distinct_and_of_its_type() {
+        let cache = ResourceCache::new();
+        let c = |name: &str| interned(&cache, ResourceType::Cluster, name);
+        let unsorted = SharedResources::new(ResourceType::Cluster, vec![c("b"), c("a")]);
+        assert!(unsorted.unwrap_err().to_string().contains("sorted"));
+        let twice = SharedResources::new(ResourceType::Cluster, vec![c("a"), c("a")]);
+        assert!(twice.is_err());
+        let listener = interned(&cache, ResourceType::Listener, "l");
+        let mixed = SharedResources::new(ResourceType::Cluster, vec![c("a"), listener]);
+        assert!(mixed.unwrap_err().to_string().contains("Listener"));
+    }
+
     #[test]
     fn a_snapshot_holds_no_more_room_than_its_resources() {
         // The server holds a snapshot per proxy for as long as it serves it:
@@ -394,7 +567,7 @@ mod tests {
                 .unwrap();
         }
         let built = b.build(&cache);
-        let clusters = &built.get(ResourceType::Cluster).resources;
+        let clusters = &built.get(ResourceType::Cluster).own;
         assert_eq!(clusters.len(), 777);
         assert_eq!(clusters.capacity(), 777);
     }
