@@ -5,6 +5,8 @@
 //! One translator serves every proxy while its model is current: a namespace's
 //! outbound view and the clusters it shares with other namespaces are computed once,
 //! and each shared resource is packed (encoded and hashed) once, not once per proxy.
+//! What a namespace gives all its proxies (its clusters, endpoints and outbound
+//! listeners) goes into each of their snapshots as one shared part.
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
 
@@ -51,10 +53,8 @@ struct Translated {
     /// The parts of resource lists that proxies of a scope share (its clusters,
     /// endpoints, outbound listeners), packed once: by the part's address, with
     /// the part kept.
-    packed_parts: HashMap<usize, (Box<dyn std::any::Any + Send + Sync>, PackedPart)>,
+    packed_parts: HashMap<usize, (Box<dyn std::any::Any + Send + Sync>, Arc<SharedResources>)>,
 }
-
-type PackedPart = Arc<SharedResources>;
 
 impl Translated {
     fn new(model: Arc<MeshModel>, options: TranslateOptions) -> Self {
@@ -100,8 +100,8 @@ impl Translated {
         cache: &ResourceCache,
     ) -> Result<(), XdsError> {
         let part = list.shared_part();
-        let address = Arc::as_ptr(part) as *const () as usize;
         if !part.is_empty() {
+            let address = Arc::as_ptr(part) as *const () as usize;
             let shared = match self.packed_parts.get(&address) {
                 Some((_, packed)) => packed.clone(),
                 None => {
