@@ -142,13 +142,33 @@ async fn server_run(n: usize) {
 
     // The change: cluster 0's endpoints for every proxy; measured until N ACKs arrived.
     let acks_before = running.server.metrics().acks_total;
+    let eds_before: std::collections::HashMap<String, Option<String>> = (running.server)
+        .proxy_statuses()
+        .into_iter()
+        .map(|s| {
+            let acked = s.types[ResourceType::Endpoint.index()]
+                .acked_version
+                .clone();
+            (s.node_id, acked)
+        })
+        .collect();
     generation.store(2, Ordering::SeqCst);
     let push_start = Instant::now();
     let server = running.server.clone();
     tokio::task::spawn_blocking(move || server.push_now(&PushScope::All))
         .await
         .unwrap();
-    while running.server.metrics().acks_total < acks_before + n as u64 {
+    // N more ACKs can include late ones of the initial sync: done when every
+    // proxy has also ACKed endpoints other than those it had before the change.
+    let all_acked_the_change = || {
+        let statuses = running.server.proxy_statuses();
+        statuses.len() == n
+            && statuses.iter().all(|s| {
+                let acked = &s.types[ResourceType::Endpoint.index()].acked_version;
+                s.in_sync() && acked.is_some() && eds_before.get(&s.node_id) != Some(acked)
+            })
+    };
+    while running.server.metrics().acks_total < acks_before + n as u64 || !all_acked_the_change() {
         tokio::time::sleep(Duration::from_micros(200)).await;
     }
     let push_to_ack = push_start.elapsed();
