@@ -388,6 +388,7 @@ pub(crate) fn outbound_scope_shared(
     let global = shared.global_errors.get_or_insert_with(|| {
         let mut errors = unknown_dr_hosts(model);
         errors.extend(crate::delegate::unused_delegates(model));
+        errors.extend(unused_tunnels(model));
         errors.extend(crate::gateway::analyze_gateway_bindings(model));
         errors
     });
@@ -677,6 +678,57 @@ fn unknown_dr_hosts(model: &MeshModel) -> Vec<TranslateError> {
             code: ErrorCode::UnknownHost,
         })
         .collect()
+}
+
+/// DestinationRules whose `tunnel` no connection can take: as in Istio, a tunnel
+/// carries TCP connections (`tcp` and `tls` routes), and every port of the host
+/// is served as HTTP, a port without a declared protocol included (Istio would
+/// sniff it; Trellis serves it as HTTP).
+fn unused_tunnels(model: &MeshModel) -> Vec<TranslateError> {
+    let mut errors = Vec::new();
+    for dr in model.destination_rules() {
+        let spec = &dr.object.spec;
+        if spec.host.starts_with('*') {
+            continue;
+        }
+        let Some(service) = model.resolve_host(&spec.host, &dr.namespace) else {
+            continue;
+        };
+        if service.ports.is_empty() || !service.ports.iter().all(|p| p.protocol.is_http()) {
+            continue;
+        }
+        let has_tunnel = |tp: &Option<trellis_api::networking::TrafficPolicy>| {
+            tp.as_ref().is_some_and(|tp| tp.tunnel.is_some())
+        };
+        let paths = (has_tunnel(&spec.traffic_policy)
+            .then(|| "spec.trafficPolicy.tunnel".to_string()))
+        .into_iter()
+        .chain(
+            (spec.subsets.iter().enumerate())
+                .filter(|(_, s)| has_tunnel(&s.traffic_policy))
+                .map(|(i, _)| format!("spec.subsets[{i}].trafficPolicy.tunnel")),
+        );
+        let ports: Vec<String> = (service.ports.iter())
+            .map(|p| format!("{} ({:?})", p.port, p.protocol))
+            .collect();
+        for path in paths {
+            errors.push(TranslateError {
+                kind: "DestinationRule".into(),
+                namespace: dr.namespace.clone(),
+                name: dr.name.clone(),
+                path,
+                message: format!(
+                    "never used: every port of {} is served as HTTP ({}), and a tunnel \
+                     carries TCP connections only (tcp and tls routes); declare a port's \
+                     protocol as TCP or TLS (its name's prefix or appProtocol) to tunnel it",
+                    service.hostname,
+                    ports.join(", ")
+                ),
+                code: ErrorCode::UnusedTunnel,
+            });
+        }
+    }
+    errors
 }
 
 /// The names a client in `namespace` may use for `service` (without port).

@@ -184,4 +184,7 @@ pub enum ErrorCode {
     DelegateConflict,
     /// A VirtualService without hosts (a delegate) that no rule delegates to.
     UnusedDelegate,
+    /// A DestinationRule's `tunnel` on a host whose every port is served as
+    /// HTTP: a tunnel carries TCP connections only, so it is never used.
+    UnusedTunnel,
 }

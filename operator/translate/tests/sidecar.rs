@@ -1423,6 +1423,48 @@ spec:
     assert!(subset.tunneling_config.is_none(), "{subset:?}");
 }
 
+/// A `tunnel` on a host served only as HTTP is never used (a tunnel carries
+/// TCP connections): each one is reported where it is set, naming the ports.
+#[test]
+fn a_tunnel_on_a_host_served_only_as_http_is_reported_unused() {
+    let mut resources = base_resources();
+    resources.push(dr(r#"
+metadata: {name: cart, namespace: shop}
+spec:
+  host: cart
+  trafficPolicy: {tunnel: {targetHost: proxy.internal, targetPort: 3128}}
+  subsets:
+  - {name: v1, labels: {version: v1}}
+  - {name: v2, labels: {version: v2}, trafficPolicy: {tunnel: {targetHost: proxy.internal, targetPort: 3128}}}
+"#));
+    let out = web_sidecar(&model_of(resources));
+    let unused: Vec<(&str, &str)> = (out.errors.iter())
+        .filter(|e| e.code == ErrorCode::UnusedTunnel)
+        .map(|e| (e.name.as_str(), e.path.as_str()))
+        .collect();
+    assert_eq!(
+        unused,
+        [
+            ("cart", "spec.subsets[1].trafficPolicy.tunnel"),
+            ("cart", "spec.trafficPolicy.tunnel")
+        ]
+    );
+    let message = &out
+        .errors
+        .iter()
+        .find(|e| e.code == ErrorCode::UnusedTunnel)
+        .unwrap()
+        .message;
+    assert!(message.contains("8080 (Http)"), "{message}");
+    // A host with a TCP port can use it: nothing to report (the test above
+    // checks that db's tunnel is applied).
+    let mut resources = base_resources();
+    resources.push(dr("metadata: {name: db, namespace: shop}\n\
+         spec: {host: db, trafficPolicy: {tunnel: {targetHost: db.internal, targetPort: 1}}}\n"));
+    let out = web_sidecar(&model_of(resources));
+    assert!(out.errors.is_empty(), "{:?}", out.errors);
+}
+
 /// A Sidecar's `inboundConnectionPool` on a TCP port: the inbound cluster's
 /// circuit breakers, and the inbound TCP proxy's idle timeout and connection
 /// lifetime (as on outbound TCP proxies); on an HTTP port, HTTP/2 upgrade,
