@@ -21,7 +21,7 @@ use trellis_api::security::MutualTLSMode;
 use trellis_api::{ObjectRef, Resource};
 use trellis_model::{MeshModel, MeshSettings, MtlsMode, OutboundPolicy, Workload};
 use trellis_translate::credential_uses::credential_findings;
-use trellis_translate::encode::pack_route_configuration;
+use trellis_translate::encode::{pack, pack_route_configuration};
 use trellis_translate::{
     ExplicitPorts, ListenerShape, Proxy, SdsSource, SecretRef, TranslateError, TranslateOptions,
     Translator,
@@ -217,19 +217,16 @@ impl SnapshotSource for Source {
         }
         let mut builder = Snapshot::builder();
         for l in &out.listeners {
-            builder.add(l.name.clone(), envoy_types::util::pack_any((**l).clone()))?;
+            builder.add(l.name.clone(), pack(&**l))?;
         }
         for r in &out.routes {
             builder.add(r.name.clone(), pack_route_configuration(r))?;
         }
         for c in &out.clusters {
-            builder.add(c.name.clone(), envoy_types::util::pack_any((**c).clone()))?;
+            builder.add(c.name.clone(), pack(&**c))?;
         }
         for e in &out.endpoints {
-            builder.add(
-                e.cluster_name.clone(),
-                envoy_types::util::pack_any((**e).clone()),
-            )?;
+            builder.add(e.cluster_name.clone(), pack(&**e))?;
         }
         Ok(builder.build(&shared.cache))
     }

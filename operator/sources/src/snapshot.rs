@@ -14,7 +14,7 @@ use envoy_types::pb::google::protobuf::Any;
 use trellis_model::MeshModel;
 
 use crate::credentials::{self, Credentials};
-use trellis_translate::encode::pack_route_configuration;
+use trellis_translate::encode::{pack, pack_route_configuration};
 use trellis_translate::resource_list::Named;
 use trellis_translate::{
     Proxy, ProxyResources, ResourceList, SecretRef, TranslateOptions, Translator,
@@ -192,13 +192,6 @@ impl ModelSnapshots {
             cache,
         )?;
         Ok((b, out))
-    }
-}
-
-fn pack<M: prost::Message + prost::Name>(message: &M) -> Any {
-    Any {
-        type_url: M::type_url(),
-        value: message.encode_to_vec(),
     }
 }
 

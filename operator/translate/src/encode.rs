@@ -71,6 +71,15 @@ const VIRTUAL_HOST_ROUTES: u32 = 3;
 const VIRTUAL_HOST_FILTER_CONFIG: u32 = 15;
 const ROUTE_FILTER_CONFIG: u32 = 13;
 
+/// `message` packed as `Any`, encoded straight from the reference (packing
+/// through `envoy_types::util::pack_any` needs an owned copy).
+pub fn pack<M: Message + prost::Name>(message: &M) -> Any {
+    Any {
+        type_url: M::type_url(),
+        value: message.encode_to_vec(),
+    }
+}
+
 /// `rc` packed with every per-filter config map (route configuration,
 /// virtual hosts, routes) in key order. Protobuf readers accept fields in
 /// any order, so the maps (and the repeated fields that hold them, in their
