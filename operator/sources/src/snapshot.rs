@@ -47,21 +47,44 @@ self_cell::self_cell!(
 
 struct Translated {
     translator: ModelTranslator,
-    /// Resources the translator shares between proxies, packed once: by the address
-    /// of the translator's `Arc`, with that `Arc` kept so the address is not reused.
-    packed: HashMap<usize, (Arc<dyn std::any::Any + Send + Sync>, Arc<Resource>)>,
+    /// Resources the translator shares between proxies, packed once.
+    packed: ByAddress<Arc<Resource>>,
     /// The parts of resource lists that proxies of a scope share (its clusters,
-    /// endpoints, outbound listeners), packed once: by the part's address, with
-    /// the part kept.
-    packed_parts: HashMap<usize, (Box<dyn std::any::Any + Send + Sync>, Arc<SharedResources>)>,
+    /// endpoints, outbound listeners), packed once.
+    packed_parts: ByAddress<Arc<SharedResources>>,
+}
+
+/// What was made from objects the translator shares, by each object's address.
+/// The object is kept with its entry, so no other object can take its address.
+struct ByAddress<V> {
+    entries: HashMap<usize, (Box<dyn std::any::Any + Send + Sync>, V)>,
+}
+
+impl<V: Clone> ByAddress<V> {
+    fn new() -> Self {
+        ByAddress {
+            entries: HashMap::new(),
+        }
+    }
+
+    fn get<K: ?Sized>(&self, object: &Arc<K>) -> Option<V> {
+        let address = Arc::as_ptr(object) as *const () as usize;
+        self.entries.get(&address).map(|(_, v)| v.clone())
+    }
+
+    fn insert<K: ?Sized + Send + Sync + 'static>(&mut self, object: &Arc<K>, value: V) {
+        let address = Arc::as_ptr(object) as *const () as usize;
+        self.entries
+            .insert(address, (Box::new(object.clone()), value));
+    }
 }
 
 impl Translated {
     fn new(model: Arc<MeshModel>, options: TranslateOptions) -> Self {
         Translated {
             translator: ModelTranslator::new(model, |model| Translator::new(model, options)),
-            packed: HashMap::new(),
-            packed_parts: HashMap::new(),
+            packed: ByAddress::new(),
+            packed_parts: ByAddress::new(),
         }
     }
 
@@ -83,34 +106,32 @@ impl Translated {
         if Arc::strong_count(shared) == 1 {
             return intern();
         }
-        let address = Arc::as_ptr(shared) as usize;
-        let (_, resource) = self
-            .packed
-            .entry(address)
-            .or_insert_with(|| (shared.clone(), intern()));
-        resource.clone()
+        if let Some(resource) = self.packed.get(shared) {
+            return resource;
+        }
+        let resource = intern();
+        self.packed.insert(shared, resource.clone());
+        resource
     }
 
     /// Adds `list` to `b`, its shared part packed once for every list that shares it.
-    fn add_list<T: Named + Send + Sync + 'static>(
+    fn add_list<T: Named + prost::Message + prost::Name + Send + Sync + 'static>(
         &mut self,
         b: &mut SnapshotBuilder,
-        (ty, list): (ResourceType, &ResourceList<T>),
-        pack: fn(&T) -> Any,
+        ty: ResourceType,
+        list: &ResourceList<T>,
         cache: &ResourceCache,
     ) -> Result<(), XdsError> {
         let part = list.shared_part();
         if !part.is_empty() {
-            let address = Arc::as_ptr(part) as *const () as usize;
-            let shared = match self.packed_parts.get(&address) {
-                Some((_, packed)) => packed.clone(),
+            let shared = match self.packed_parts.get(part) {
+                Some(packed) => packed,
                 None => {
                     let resources = (part.iter())
                         .map(|r| self.packed(r, r.resource_name(), pack, cache))
                         .collect();
                     let packed = SharedResources::new(ty, resources)?;
-                    let kept = Box::new(part.clone());
-                    self.packed_parts.insert(address, (kept, packed.clone()));
+                    self.packed_parts.insert(part, packed.clone());
                     packed
                 }
             };
@@ -175,22 +196,12 @@ impl ModelSnapshots {
         let out = translated.translate(proxy);
         let cache = &self.cache;
         let mut b = Snapshot::builder();
-        translated.add_list(
-            &mut b,
-            (ResourceType::Listener, &out.listeners),
-            pack,
-            cache,
-        )?;
+        translated.add_list(&mut b, ResourceType::Listener, &out.listeners, cache)?;
         for r in &out.routes {
             b.add_interned(translated.packed(r, &r.name, pack_route_configuration, cache))?;
         }
-        translated.add_list(&mut b, (ResourceType::Cluster, &out.clusters), pack, cache)?;
-        translated.add_list(
-            &mut b,
-            (ResourceType::Endpoint, &out.endpoints),
-            pack,
-            cache,
-        )?;
+        translated.add_list(&mut b, ResourceType::Cluster, &out.clusters, cache)?;
+        translated.add_list(&mut b, ResourceType::Endpoint, &out.endpoints, cache)?;
         Ok((b, out))
     }
 }
