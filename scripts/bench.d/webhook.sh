@@ -10,6 +10,10 @@
 # Goal (issue 8): injection p99 <= 5 ms, no memory growth over 100,000 requests.
 # With 200 requests always in flight, mean latency is 200 / throughput (Little's law),
 # so the goal needs >= 40,000 injections/s on the two cores client and server share.
+# Each run also prints what shapes its tail: pauses of 2 ms or more in which no answer
+# arrived (the scheduler running the server's threads on both cores while the client
+# waits, or a core taken by another process), the share of requests in flight through a
+# whole pause, and the CPU time every other process on the machine used meanwhile.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 cargo build --release --quiet -p trellis --bin trellis
@@ -27,8 +31,16 @@ function median(kind, key,   n, i, j, t, v) {
 $1 == "run" {
   kind = $2; round = $3; runs[kind] = round
   for (i = 4; i < NF; i += 2) field[kind, round, $i] = $(i + 1)
+  f = "p50_us p90_us p99_us p999_us rps server_cpu_us silences silent_ms through_silence_pct others_cpu_ms seconds"
+  n = split(f, names, " "); for (i = 1; i <= n; i++) v[names[i]] = field[kind, round, names[i]]
   printf "%-9s run %d  p50 %.2f ms  p90 %.2f ms  p99 %.2f ms  p99.9 %.2f ms  %d req/s  operator CPU %.1f us/req\n", \
-    (kind == "inject" ? "injection" : "baseline"), round, $5 / 1000, $7 / 1000, $9 / 1000, $11 / 1000, $13, $15
+    (kind == "inject" ? "injection" : "baseline"), round, v["p50_us"] / 1000, v["p90_us"] / 1000, v["p99_us"] / 1000, v["p999_us"] / 1000, v["rps"], v["server_cpu_us"]
+  printf "          %d pauses >= 2 ms without an answer (%.0f ms of %.2f s); %.1f%% of requests waited through one\n", \
+    v["silences"], v["silent_ms"], v["seconds"], v["through_silence_pct"]
+}
+$1 == "others" {
+  line = ""; for (i = 4; i <= NF; i++) line = line " " $i
+  printf "          other processes on the machine used %.1f ms of CPU:%s\n", field[$2, $3, "others_cpu_ms"], line
 }
 END {
   for (k = 1; k <= 2; k++) {

@@ -16,10 +16,12 @@
 //! - injection: `/inject` with a pod of a mesh namespace (the full sidecar patch).
 //!
 //! Prints a `run <kind> <round>` line per run with latency percentiles (µs),
-//! throughput and the operator's CPU time per request (from /proc, so the
-//! client's own work is not counted), and `key value` lines with the
-//! operator's RSS after a warm-up of 10% of the first injection run and at
-//! the end.
+//! throughput, the operator's CPU time per request (from /proc, so the
+//! client's own work is not counted), the pauses in which no answer arrived
+//! and the CPU time every other process on the machine used meanwhile (an
+//! `others <kind> <round>` line names the four that used most), and
+//! `key value` lines with the operator's RSS after a warm-up of 10% of the
+//! first injection run and at the end.
 
 use k8s_openapi::api::core::v1::{Namespace, Secret};
 use kube::Api;
@@ -27,6 +29,7 @@ use kube::api::{ObjectMeta, PostParams};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, ServerName};
 use serde_json::json;
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -34,6 +37,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_rustls::client::TlsStream;
+
+/// A pause in the answers this long (µs) is a silence: at the throughputs
+/// measured an answer arrives every 10-30 µs, so 2 ms without one means the
+/// client was not running or the server sent nothing.
+const SILENCE_US: u64 = 2_000;
 
 /// The operator's namespace, and the name its serving certificate is for.
 const NS: &str = "trellis-system";
@@ -75,6 +83,85 @@ fn cpu_ticks(pid: u32) -> u64 {
     };
     // `rest` starts at field 3 (state): utime is field 14, stime field 15.
     get(11) + get(12)
+}
+
+/// CPU time each thread on the machine has run so far, in ns, by
+/// (process, thread), with its process's name: the first field of
+/// /proc/<pid>/task/<tid>/schedstat. Kernel threads are processes here too.
+fn threads_cpu_ns() -> HashMap<(u32, u32), (String, u64)> {
+    let mut out = HashMap::new();
+    let ids = |dir: &str| -> Vec<u32> {
+        std::fs::read_dir(dir)
+            .map(|entries| {
+                entries
+                    .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    for pid in ids("/proc") {
+        // A process may exit between the listing and the read: skipped.
+        let Ok(name) = std::fs::read_to_string(format!("/proc/{pid}/comm")) else {
+            continue;
+        };
+        for tid in ids(&format!("/proc/{pid}/task")) {
+            let ns = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/schedstat"))
+                .ok()
+                .and_then(|s| s.split_whitespace().next()?.parse().ok());
+            if let Some(ns) = ns {
+                out.insert((pid, tid), (name.trim().to_string(), ns));
+            }
+        }
+    }
+    out
+}
+
+/// CPU time in ms that processes other than `ours` ran between two
+/// readings of [`threads_cpu_ns`], by process name, most first. A thread
+/// started in between counts whole; one that ended in between is missed.
+fn others_cpu_ms(
+    before: &HashMap<(u32, u32), (String, u64)>,
+    after: &HashMap<(u32, u32), (String, u64)>,
+    ours: &[u32],
+) -> Vec<(String, f64)> {
+    let mut by_name: HashMap<&str, u64> = HashMap::new();
+    for (key, (name, ns)) in after {
+        if ours.contains(&key.0) {
+            continue;
+        }
+        let earlier = before.get(key).map_or(0, |(_, ns)| *ns);
+        *by_name.entry(name).or_default() += ns.saturating_sub(earlier);
+    }
+    let mut out: Vec<(String, f64)> = by_name
+        .into_iter()
+        .filter(|(_, ns)| *ns > 0)
+        .map(|(name, ns)| (name.to_string(), ns as f64 / 1e6))
+        .collect();
+    out.sort_by(|a, b| b.1.total_cmp(&a.1));
+    out
+}
+
+/// Silences of at least `min_us` between consecutive answers (`answered_at`:
+/// offsets in µs from the start, sorted), as (start, end) offsets.
+fn silences(answered_at: &[u64], min_us: u64) -> Vec<(u64, u64)> {
+    answered_at
+        .windows(2)
+        .filter(|w| w[1] - w[0] >= min_us)
+        .map(|w| (w[0], w[1]))
+        .collect()
+}
+
+/// How many of the requests (`(sent, answered)` offsets) were in flight
+/// through a whole silence (`silences` sorted, not overlapping).
+fn waited_through(requests: &[(u64, u64)], silences: &[(u64, u64)]) -> usize {
+    requests
+        .iter()
+        .filter(|(sent, answered)| {
+            // The first silence that starts at or after the request was sent.
+            let i = silences.partition_point(|(start, _)| start < sent);
+            silences.get(i).is_some_and(|(_, end)| end <= answered)
+        })
+        .count()
 }
 
 fn clock_ticks_per_second() -> f64 {
@@ -240,6 +327,10 @@ fn response_head(buf: &[u8]) -> std::io::Result<Option<(u16, usize, usize)>> {
 
 struct Run {
     latencies_us: Vec<u64>,
+    /// When each request was sent and answered, in µs from the start.
+    exchanges_us: Vec<(u64, u64)>,
+    /// CPU time of every other process on the machine during the run.
+    others_cpu_ms: Vec<(String, f64)>,
     seconds: f64,
     server_cpu_ticks: u64,
     server_rss_after_warmup_kib: u64,
@@ -271,12 +362,13 @@ async fn load(
         connections.push(conn);
     }
     let cpu_start = cpu_ticks(server_pid);
+    let threads_start = threads_cpu_ns();
     let started = Instant::now();
     let mut tasks = Vec::new();
     for mut conn in connections {
         let (next, bodies, warm_rss) = (next.clone(), bodies.clone(), warm_rss.clone());
         tasks.push(tokio::spawn(async move {
-            let mut mine = Vec::new();
+            let mut exchanges = Vec::new();
             loop {
                 let i = next.fetch_add(1, Ordering::Relaxed);
                 if i >= requests {
@@ -285,12 +377,12 @@ async fn load(
                 if i == warmup {
                     *warm_rss.lock().unwrap() = rss_kib(server_pid);
                 }
-                let t = Instant::now();
+                let sent = started.elapsed().as_micros() as u64;
                 let (status, body) = conn
                     .exchange(&bodies[i % bodies.len()])
                     .await
                     .expect("request");
-                mine.push(t.elapsed().as_micros() as u64);
+                exchanges.push((sent, started.elapsed().as_micros() as u64));
                 assert_eq!(status, 200);
                 // Check the answer once in a while (cheap enough not to skew).
                 if i % 1000 == 0 {
@@ -299,19 +391,30 @@ async fn load(
                     assert_eq!(v["response"]["patch"].is_string(), path == "/inject");
                 }
             }
-            mine
+            exchanges
         }));
     }
-    let mut latencies_us = Vec::with_capacity(requests);
+    let mut exchanges_us = Vec::with_capacity(requests);
     for t in tasks {
-        latencies_us.extend(t.await.expect("client task"));
+        exchanges_us.extend(t.await.expect("client task"));
     }
     let seconds = started.elapsed().as_secs_f64();
     let server_cpu_ticks = cpu_ticks(server_pid) - cpu_start;
+    let others_cpu_ms = others_cpu_ms(
+        &threads_start,
+        &threads_cpu_ns(),
+        &[std::process::id(), server_pid],
+    );
+    let mut latencies_us: Vec<u64> = exchanges_us
+        .iter()
+        .map(|(sent, answered)| answered - sent)
+        .collect();
     latencies_us.sort_unstable();
     let server_rss_after_warmup_kib = *warm_rss.lock().unwrap();
     Run {
         latencies_us,
+        exchanges_us,
+        others_cpu_ms,
         seconds,
         server_cpu_ticks,
         server_rss_after_warmup_kib,
@@ -398,15 +501,33 @@ fn main() {
             let inject = load(addr, tls.clone(), "/inject", requests, concurrency, pid).await;
             for (name, run) in [("baseline", &base), ("inject", &inject)] {
                 let n = run.latencies_us.len() as f64;
+                let mut answered: Vec<u64> = run.exchanges_us.iter().map(|e| e.1).collect();
+                answered.sort_unstable();
+                let silent = silences(&answered, SILENCE_US);
+                let silent_us: u64 = silent.iter().map(|(start, end)| end - start).sum();
+                let through = waited_through(&run.exchanges_us, &silent);
+                let others: f64 = run.others_cpu_ms.iter().map(|(_, ms)| ms).sum();
                 println!(
-                    "run {name} {round} p50_us {} p90_us {} p99_us {} p999_us {} rps {:.0} server_cpu_us {:.1}",
+                    "run {name} {round} p50_us {} p90_us {} p99_us {} p999_us {} rps {:.0} server_cpu_us {:.1} \
+                     silences {} silent_ms {:.1} through_silence_pct {:.2} others_cpu_ms {others:.1} seconds {:.2}",
                     pct(&run.latencies_us, 0.50),
                     pct(&run.latencies_us, 0.90),
                     pct(&run.latencies_us, 0.99),
                     pct(&run.latencies_us, 0.999),
                     n / run.seconds,
-                    run.server_cpu_ticks as f64 / ticks * 1e6 / n
+                    run.server_cpu_ticks as f64 / ticks * 1e6 / n,
+                    silent.len(),
+                    silent_us as f64 / 1e3,
+                    100.0 * through as f64 / n,
+                    run.seconds,
                 );
+                let top: Vec<String> = run
+                    .others_cpu_ms
+                    .iter()
+                    .take(4)
+                    .map(|(process, ms)| format!("{process}={ms:.1}"))
+                    .collect();
+                println!("others {name} {round} {}", top.join(" "));
             }
             if round == 1 {
                 println!("rss_inject_warm_kib {}", inject.server_rss_after_warmup_kib);
@@ -415,4 +536,33 @@ fn main() {
         println!("rss_end_kib {}", rss_kib(pid));
     });
     drop(operator);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn silences_are_the_long_gaps_between_answers() {
+        let answered = [0, 100, 2_100, 2_200, 5_000, 5_010];
+        assert_eq!(
+            silences(&answered, 2_000),
+            vec![(100, 2_100), (2_200, 5_000)]
+        );
+        assert!(silences(&answered, 3_000).is_empty());
+    }
+
+    #[test]
+    fn a_request_waited_through_a_silence_only_if_in_flight_for_all_of_it() {
+        let silent = [(100, 2_100), (2_200, 5_000)];
+        let requests = [
+            (0, 2_150),     // through the first
+            (150, 2_150),   // sent during the first, answered before the second
+            (2_150, 5_001), // through the second
+            (2_250, 5_001), // sent during the second
+            (5_000, 6_000), // after both
+            (0, 6_000),     // through both: counted once
+        ];
+        assert_eq!(waited_through(&requests, &silent), 3);
+    }
 }
