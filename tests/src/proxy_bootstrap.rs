@@ -23,11 +23,9 @@ use crate::mesh::bootstrap_yaml;
 /// listener names a route configuration or a cluster names endpoints that are not
 /// in `resources`: that is a translator bug the test should show.
 pub fn static_bootstrap(node_id: &str, resources: &ProxyResources) -> String {
-    let routes: BTreeMap<&str, &RouteConfiguration> = resources
-        .routes
-        .iter()
-        .map(|r| (r.name.as_str(), r.as_ref()))
-        .collect();
+    let decoded: Vec<RouteConfiguration> = resources.routes.iter().map(|r| r.decode()).collect();
+    let routes: BTreeMap<&str, &RouteConfiguration> =
+        decoded.iter().map(|r| (r.name.as_str(), r)).collect();
     let endpoints: BTreeMap<&str, &ClusterLoadAssignment> = resources
         .endpoints
         .iter()

@@ -116,14 +116,14 @@ pub fn static_listeners(res: &ProxyResources, files: &SecretFiles) -> Vec<Listen
                     let rc = res
                         .routes
                         .iter()
-                        .find(|r| r.name == rds.route_config_name)
+                        .find(|r| r.name() == rds.route_config_name)
                         .unwrap_or_else(|| {
                             panic!(
                                 "listener {} names route configuration {} that the translator did not produce",
                                 l.name, rds.route_config_name
                             )
                         });
-                    hcm.route_specifier = Some(RouteSpecifier::RouteConfig((**rc).clone()));
+                    hcm.route_specifier = Some(RouteSpecifier::RouteConfig(rc.decode()));
                 }
                 *any = pack(&hcm);
             }

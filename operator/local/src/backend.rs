@@ -21,7 +21,7 @@ use trellis_api::security::MutualTLSMode;
 use trellis_api::{ObjectRef, Resource};
 use trellis_model::{MeshModel, MeshSettings, MtlsMode, OutboundPolicy, Workload};
 use trellis_translate::credential_uses::credential_findings;
-use trellis_translate::encode::{pack, pack_route_configuration};
+use trellis_translate::encode::pack;
 use trellis_translate::{
     ExplicitPorts, ListenerShape, Proxy, SdsSource, SecretRef, TranslateError, TranslateOptions,
     Translator,
@@ -220,7 +220,7 @@ impl SnapshotSource for Source {
             builder.add(l.name.clone(), pack(&**l))?;
         }
         for r in &out.routes {
-            builder.add(r.name.clone(), pack_route_configuration(r))?;
+            builder.add(r.name().to_string(), r.any().clone())?;
         }
         for c in &out.clusters {
             builder.add(c.name.clone(), pack(&**c))?;

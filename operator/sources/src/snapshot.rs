@@ -14,7 +14,7 @@ use envoy_types::pb::google::protobuf::Any;
 use trellis_model::MeshModel;
 
 use crate::credentials::{self, Credentials};
-use trellis_translate::encode::{pack, pack_route_configuration};
+use trellis_translate::encode::pack;
 use trellis_translate::resource_list::Named;
 use trellis_translate::{
     Proxy, ProxyResources, ResourceList, SecretRef, TranslateOptions, Translator,
@@ -198,7 +198,7 @@ impl ModelSnapshots {
         let mut b = Snapshot::builder();
         translated.add_list(&mut b, ResourceType::Listener, &out.listeners, cache)?;
         for r in &out.routes {
-            b.add_interned(translated.packed(r, &r.name, pack_route_configuration, cache))?;
+            b.add_interned(translated.packed(r, r.name(), |r| r.any().clone(), cache))?;
         }
         translated.add_list(&mut b, ResourceType::Cluster, &out.clusters, cache)?;
         translated.add_list(&mut b, ResourceType::Endpoint, &out.endpoints, cache)?;

@@ -44,7 +44,7 @@ fn for_each_resource(out: &ProxyResources, mut f: impl FnMut(Option<usize>, &dyn
         f(Some(Arc::as_ptr(l) as usize), l.as_ref());
     }
     for r in &out.routes {
-        f(Some(Arc::as_ptr(r) as usize), r.as_ref());
+        f(Some(Arc::as_ptr(r) as usize), &Packed(&r.any().value));
     }
     for c in &out.clusters {
         f(Some(Arc::as_ptr(c) as usize), c.as_ref());
@@ -57,6 +57,18 @@ fn for_each_resource(out: &ProxyResources, mut f: impl FnMut(Option<usize>, &dyn
 trait Encode {
     fn len(&self) -> usize;
     fn bytes(&self) -> Vec<u8>;
+}
+
+/// Bytes the translator already encoded (route configurations).
+struct Packed<'a>(&'a [u8]);
+
+impl Encode for Packed<'_> {
+    fn len(&self) -> usize {
+        self.0.len()
+    }
+    fn bytes(&self) -> Vec<u8> {
+        self.0.to_vec()
+    }
 }
 
 impl<M: Message> Encode for M {

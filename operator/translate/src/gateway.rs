@@ -21,6 +21,7 @@ use trellis_api::networking::{self as api, Gateway, Server, ServerTLSMode, Virtu
 use trellis_model::{MeshModel, Stored, Workload, gateway_ref, host_matches};
 
 use crate::delegate::served_routes;
+use crate::encode::PackedRouteConfiguration;
 use crate::http_rule::HttpRule;
 use crate::listener::{
     ClientCertHeader, Routes, connection_manager, forward_client_cert, hcm_filter, listener,
@@ -41,7 +42,7 @@ use server_tls::{Termination, server_tls, termination};
 #[derive(Debug, Default)]
 pub struct GatewayOutput {
     pub listeners: Vec<Listener>,
-    pub routes: Vec<Arc<RouteConfiguration>>,
+    pub routes: Vec<Arc<PackedRouteConfiguration>>,
     pub secrets: Vec<SecretRef>,
     /// Clusters that fetch the `jwksUri` key sets of its RequestAuthentications.
     pub clusters: Vec<Arc<Cluster>>,
@@ -330,7 +331,8 @@ pub fn gateway_resources(
                 &keep,
                 &mut out.errors,
             );
-            out.routes.push(Arc::new(rc));
+            out.routes
+                .push(Arc::new(PackedRouteConfiguration::new(&rc)));
             vec![FilterChain {
                 name: route_name.clone(),
                 filters: vec![gateway_hcm(
@@ -353,7 +355,7 @@ pub fn gateway_resources(
             .push(listener(name, &address, listen_port, chains, filters));
     }
     out.listeners.sort_by(|a, b| a.name.cmp(&b.name));
-    out.routes.sort_by(|a, b| a.name.cmp(&b.name));
+    out.routes.sort_by(|a, b| a.name().cmp(b.name()));
     out.secrets.sort();
     out.secrets.dedup();
     out
@@ -542,7 +544,8 @@ fn tls_chains(
                     std::slice::from_ref(s),
                     &mut out.errors,
                 );
-                out.routes.push(Arc::new(rc));
+                out.routes
+                    .push(Arc::new(PackedRouteConfiguration::new(&rc)));
                 vec![gateway_hcm(
                     &chain_name,
                     &chain_name,

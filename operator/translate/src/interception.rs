@@ -72,11 +72,11 @@ pub fn outbound_listeners(scope: &OutboundScope) -> Vec<Listener> {
     virtual_outbound.use_original_dst = Some(BoolValue { value: true });
     let mut out = vec![virtual_outbound];
     for rc in &scope.port_routes {
-        let Ok(port) = rc.name.parse::<u16>() else {
+        let Ok(port) = rc.name().parse::<u16>() else {
             continue;
         };
         let name = names::listener_name("0.0.0.0", port);
-        let http = http_connection_manager(&name, Routes::Rds(rc.name.clone()), Vec::new());
+        let http = http_connection_manager(&name, Routes::Rds(rc.name().to_string()), Vec::new());
         out.push(unbound(listener(
             name,
             "0.0.0.0",

@@ -28,6 +28,7 @@ mod sidecar;
 mod types;
 pub mod virtual_service;
 
+pub use encode::PackedRouteConfiguration;
 pub use resource_list::ResourceList;
 pub use sidecar::{Translator, translate};
 pub use types::{

@@ -21,6 +21,7 @@ use trellis_model::{
 
 use crate::delegate::served_routes;
 use crate::destination_rule::credential_names;
+use crate::encode::PackedRouteConfiguration;
 use crate::http_rule::HttpRule;
 use crate::listener::weighted_tcp_proxy;
 use crate::names;
@@ -49,7 +50,7 @@ pub struct OutboundScope {
     /// name goes to the first route that names it).
     pub tls_routes: BTreeMap<(String, u16), Vec<SniRoute>>,
     /// The HTTP proxy route configuration (explicit shape).
-    pub http_proxy_routes: Arc<RouteConfiguration>,
+    pub http_proxy_routes: Arc<PackedRouteConfiguration>,
     /// Services visible from the namespace, by host.
     pub services: Vec<MeshService>,
     pub errors: Vec<TranslateError>,
@@ -66,7 +67,7 @@ pub struct OutboundScope {
     /// to: PassthroughCluster, or the Sidecar's `egressProxy`.
     pub allow_any_cluster: String,
     /// Interception shape: one route configuration per outbound HTTP port (named by port).
-    pub port_routes: Vec<Arc<RouteConfiguration>>,
+    pub port_routes: Vec<Arc<PackedRouteConfiguration>>,
     /// The `credentialName` Secrets the clusters reference (origination).
     pub secrets: Vec<SecretRef>,
     /// Interception shape: the outbound listeners, built for the first sidecar.
@@ -498,7 +499,7 @@ pub(crate) fn outbound_scope_shared(
         scope.errors.extend(error);
     }
     if shared.routes.http_proxy {
-        scope.http_proxy_routes = Arc::new(http_proxy_routes(
+        scope.http_proxy_routes = Arc::new(PackedRouteConfiguration::new(&http_proxy_routes(
             model,
             namespace,
             &services,
@@ -506,7 +507,7 @@ pub(crate) fn outbound_scope_shared(
             &scope.tcp_routes,
             &tcp_proxy_policies,
             (scope.outbound_policy, &scope.allow_any_cluster),
-        ));
+        )));
     }
     if shared.routes.per_port {
         scope.port_routes = port_routes(
@@ -901,7 +902,7 @@ fn port_routes(
     rules: &BTreeMap<(String, u16), Vec<HttpRule>>,
     policy: OutboundPolicy,
     allow_any_cluster: &str,
-) -> Vec<Arc<RouteConfiguration>> {
+) -> Vec<Arc<PackedRouteConfiguration>> {
     let mut by_port: BTreeMap<u16, Vec<VirtualHost>> = BTreeMap::new();
     for service in services {
         let aliases = host_aliases(model, service, namespace);
@@ -926,14 +927,14 @@ fn port_routes(
         .into_iter()
         .map(|(port, mut virtual_hosts)| {
             virtual_hosts.push(catch_all_vhost(policy, allow_any_cluster));
-            Arc::new(RouteConfiguration {
+            Arc::new(PackedRouteConfiguration::new(&RouteConfiguration {
                 name: names::outbound_route(port),
                 virtual_hosts: unique_domains(virtual_hosts),
                 validate_clusters: Some(envoy_types::pb::google::protobuf::BoolValue {
                     value: false,
                 }),
                 ..Default::default()
-            })
+            }))
         })
         .collect()
 }

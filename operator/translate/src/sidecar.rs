@@ -321,7 +321,7 @@ impl<'m> Translator<'m> {
             .map(ResourceList::shared)
             .unwrap_or_default();
         out.listeners.extend(listeners.into_iter().map(Arc::new));
-        out.routes.sort_by(|a, b| a.name.cmp(&b.name));
+        out.routes.sort_by(|a, b| a.name().cmp(b.name()));
         if mtls_used || !out.clusters.is_empty() {
             out.secrets = vec![SecretRef::TrustBundle, SecretRef::WorkloadCertificate];
         }

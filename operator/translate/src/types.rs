@@ -6,8 +6,8 @@ use std::sync::Arc;
 use envoy_types::pb::envoy::config::cluster::v3::Cluster;
 use envoy_types::pb::envoy::config::endpoint::v3::ClusterLoadAssignment;
 use envoy_types::pb::envoy::config::listener::v3::Listener;
-use envoy_types::pb::envoy::config::route::v3::RouteConfiguration;
 
+use crate::encode::PackedRouteConfiguration;
 use crate::resource_list::ResourceList;
 pub use crate::security::sds::{SdsSource, TRUST_BUNDLE_SECRET, WORKLOAD_CERT_SECRET};
 
@@ -114,11 +114,12 @@ impl SecretRef {
 /// Everything one proxy gets. Every list is sorted by resource name. Resources
 /// are shared (`Arc`) between proxies that get the same; the lists of clusters,
 /// endpoints and listeners share, as one part, what the proxy's outbound scope
-/// gives every proxy of the scope.
+/// gives every proxy of the scope. Route configurations come packed, as they
+/// are sent ([`PackedRouteConfiguration::decode`] reads one).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct ProxyResources {
     pub listeners: ResourceList<Listener>,
-    pub routes: Vec<Arc<RouteConfiguration>>,
+    pub routes: Vec<Arc<PackedRouteConfiguration>>,
     pub clusters: ResourceList<Cluster>,
     pub endpoints: ResourceList<ClusterLoadAssignment>,
     pub secrets: Vec<SecretRef>,

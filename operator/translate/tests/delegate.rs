@@ -58,14 +58,14 @@ spec:
     route: [{destination: {host: cart.shop.svc.cluster.local}}]
 "#;
 
-fn routes_of<'a>(out: &'a ProxyResources, vhost: &str) -> Vec<&'a Route> {
+fn routes_of(out: &ProxyResources, vhost: &str) -> Vec<Route> {
     out.routes
         .iter()
-        .flat_map(|rc| rc.virtual_hosts.iter())
+        .flat_map(|rc| rc.decode().virtual_hosts)
         .find(|v| v.name == vhost)
         .unwrap_or_else(|| panic!("no virtual host {vhost}"))
         .routes
-        .iter()
+        .into_iter()
         .filter(|r| {
             !matches!(
                 r.r#match.as_ref().unwrap().path_specifier,
@@ -106,7 +106,7 @@ fn delegate_rules_are_served_within_the_delegating_rule() {
     let model = model_of(resources);
     let out = web_sidecar(&model);
     let routes = routes_of(&out, &format!("{CART}:8080"));
-    let got: Vec<_> = routes.iter().map(|r| summary(r)).collect();
+    let got: Vec<_> = routes.iter().map(summary).collect();
     let env = vec!["x-env".to_string()];
     assert_eq!(
         got,
@@ -284,7 +284,10 @@ spec:
     let model = model_of(resources);
     let out =
         Translator::new(&model, explicit_options()).translate(&Proxy::gateway("shop", "ingress-1"));
-    let rc: &RouteConfiguration = out.routes.iter().find(|r| r.name == "http.8081").unwrap();
+    let rc: RouteConfiguration = (out.routes.iter())
+        .find(|r| r.name() == "http.8081")
+        .unwrap()
+        .decode();
     let got: Vec<_> = rc.virtual_hosts[0].routes.iter().map(summary).collect();
     assert_eq!(
         got,

@@ -91,16 +91,17 @@ fn gateway_proxy(model: &trellis_model::MeshModel) -> ProxyResources {
     Translator::new(model, explicit_options()).translate(&Proxy::gateway("shop", "ingress-1"))
 }
 
-fn route_config<'a>(out: &'a ProxyResources, name: &str) -> &'a RouteConfiguration {
+fn route_config(out: &ProxyResources, name: &str) -> RouteConfiguration {
     out.routes
         .iter()
-        .find(|r| r.name == name)
+        .find(|r| r.name() == name)
         .unwrap_or_else(|| {
             panic!(
                 "no route configuration {name} in {:?}",
-                out.routes.iter().map(|r| &r.name).collect::<Vec<_>>()
+                out.routes.iter().map(|r| r.name()).collect::<Vec<_>>()
             )
         })
+        .decode()
 }
 
 fn domains(rc: &RouteConfiguration) -> Vec<&str> {
@@ -122,14 +123,14 @@ fn servers_become_listeners_on_offset_ports_with_routes_per_port() {
     );
     // httpsRedirect: the host is served and redirected to https.
     let http = route_config(&out, "http.80");
-    assert_eq!(domains(http), ["shop.example.com"]);
+    assert_eq!(domains(&http), ["shop.example.com"]);
     assert_eq!(
         http.virtual_hosts[0].require_tls,
         TlsRequirementType::All as i32
     );
     // The wildcard server serves both VirtualService hosts under their own names.
     let plain = route_config(&out, "http.8081");
-    assert_eq!(domains(plain), ["admin.example.com", "shop.example.com"]);
+    assert_eq!(domains(&plain), ["admin.example.com", "shop.example.com"]);
     let shop = &plain.virtual_hosts[1];
     assert_eq!(
         shop.routes.len(),
@@ -154,11 +155,11 @@ fn servers_become_listeners_on_offset_ports_with_routes_per_port() {
     );
     assert_eq!(https.listener_filters.len(), 1, "TLS inspector for SNI");
     assert_eq!(
-        domains(route_config(&out, "https.443.https-shop.shop-gw.shop")),
+        domains(&route_config(&out, "https.443.https-shop.shop-gw.shop")),
         ["shop.example.com"]
     );
     assert_eq!(
-        domains(route_config(&out, "https.443.https-admin.shop-gw.shop")),
+        domains(&route_config(&out, "https.443.https-admin.shop-gw.shop")),
         ["admin.example.com"]
     );
     // Credentials by SDS name; MUTUAL also needs the client CA.
@@ -202,7 +203,7 @@ fn namespace_restricted_server_host_rejects_other_namespaces() {
     );
     assert_eq!(e.path, "spec.hosts[0]");
     assert!(
-        !domains(route_config(&out, "http.8081")).contains(&"other.example.com"),
+        !domains(&route_config(&out, "http.8081")).contains(&"other.example.com"),
         "the unserved host gets no virtual host"
     );
     // The rest of the gateway is untouched.
@@ -243,7 +244,10 @@ fn two_virtual_services_on_one_gateway_host_conflict() {
         .find(|e| e.code == ErrorCode::ConflictingHost)
         .expect("conflict");
     assert_eq!(e.name, "shop-copy");
-    assert_eq!(domains(route_config(&out, "http.80")), ["shop.example.com"]);
+    assert_eq!(
+        domains(&route_config(&out, "http.80")),
+        ["shop.example.com"]
+    );
 }
 
 #[test]
@@ -348,7 +352,7 @@ spec:
         Some(true)
     );
     // both servers are named `https`: the second route configuration gets its index
-    let names: Vec<&str> = out.routes.iter().map(|r| r.name.as_str()).collect();
+    let names: Vec<&str> = out.routes.iter().map(|r| r.name()).collect();
     assert!(
         names.contains(&"https.9443.https.files-gw.shop"),
         "{names:?}"
@@ -571,7 +575,7 @@ spec:
         r.push(team_vs(export));
         let model = model_of(r);
         let out = gateway_proxy(&model);
-        domains(route_config(&out, "http.8082")).contains(&"team.example.com")
+        domains(&route_config(&out, "http.8082")).contains(&"team.example.com")
     };
     assert!(served("\"*\""), "exported everywhere");
     assert!(served("shop"), "exported to the gateway's namespace");

@@ -127,7 +127,7 @@ fn istio_mutual_https_presents_the_workload_identity_and_requires_a_mesh_client(
     assert!(
         out.routes
             .iter()
-            .any(|r| r.name == "https.443.https-mesh.edge.shop")
+            .any(|r| r.name() == "https.443.https-mesh.edge.shop")
     );
 }
 
@@ -249,7 +249,7 @@ fn tls_servers_terminate_and_carry_tcp_by_their_tcp_routes() {
     assert_eq!(ca.name, "kubernetes://shop/admin-cert-cacert");
 
     // Only the HTTPS server has a route configuration.
-    let routes: Vec<&str> = out.routes.iter().map(|r| r.name.as_str()).collect();
+    let routes: Vec<&str> = out.routes.iter().map(|r| r.name()).collect();
     assert_eq!(routes, ["https.443.https-api.edge.shop"]);
     // none-cert is not referenced: its server has no chain.
     let creds: Vec<String> = (out.secrets.iter())

@@ -115,9 +115,9 @@ fn istio_ports_and_listener_names() {
     assert_eq!(port(listener(&out, "0.0.0.0_15021")), 15021);
     assert_eq!(port(listener(&out, "0.0.0.0_15090")), 15090);
     // route configurations named by port, each ending with the catch-all
-    let routes: Vec<&str> = out.routes.iter().map(|r| r.name.as_str()).collect();
+    let routes: Vec<&str> = out.routes.iter().map(|r| r.name()).collect();
     assert_eq!(routes, ["80", "8080"]);
-    let rc8080 = &out.routes[1];
+    let rc8080 = out.routes[1].decode();
     assert_eq!(rc8080.virtual_hosts.last().unwrap().name, "allow_any");
     assert!(
         rc8080.virtual_hosts[0]
@@ -151,7 +151,7 @@ fn registry_only_blackholes_unknown_destinations() {
     assert!(
         out.routes
             .iter()
-            .all(|r| r.virtual_hosts.last().unwrap().name == "block_all")
+            .all(|r| r.decode().virtual_hosts.last().unwrap().name == "block_all")
     );
 }
 
@@ -347,7 +347,12 @@ fn an_egress_proxy_takes_the_traffic_to_unknown_destinations() {
     let fallback = |out: &ProxyResources| {
         let outbound = listener(out, "virtualOutbound");
         let routes: Vec<String> = (out.routes.iter())
-            .map(|r| format!("{:?}", r.virtual_hosts.last().unwrap().routes[0].action))
+            .map(|r| {
+                format!(
+                    "{:?}",
+                    r.decode().virtual_hosts.last().unwrap().routes[0].action
+                )
+            })
             .collect();
         (outbound.filter_chains[0].name.clone(), routes)
     };

@@ -10,20 +10,20 @@ use envoy_types::pb::envoy::config::route::v3::{
 use fixture::*;
 use trellis_translate::{ErrorCode, Proxy, ProxyResources, Translator};
 
-fn vhost<'a>(out: &'a ProxyResources, name: &str) -> &'a VirtualHost {
+fn vhost(out: &ProxyResources, name: &str) -> VirtualHost {
     out.routes
         .iter()
-        .flat_map(|rc| rc.virtual_hosts.iter())
+        .flat_map(|rc| rc.decode().virtual_hosts)
         .find(|v| v.name == name)
         .unwrap_or_else(|| panic!("no virtual host {name}"))
 }
 
 /// The routes of `v` for requests; the first route of a service port's virtual
 /// host takes `CONNECT` (a tunnel to the port's cluster).
-fn http_routes(v: &VirtualHost) -> &[Route] {
+fn http_routes(v: &VirtualHost) -> Vec<Route> {
     match v.routes.split_first() {
-        Some((first, rest)) if is_connect(first) => rest,
-        _ => &v.routes,
+        Some((first, rest)) if is_connect(first) => rest.to_vec(),
+        _ => v.routes.clone(),
     }
 }
 
@@ -132,7 +132,7 @@ fn route_without_virtual_service_gets_istio_default_retries() {
     let model = model_of(base_resources());
     let out = web_sidecar(&model);
     let v = vhost(&out, &format!("{CART}:8080"));
-    let retry = action(&http_routes(v)[0]).retry_policy.clone().unwrap();
+    let retry = action(&http_routes(&v)[0]).retry_policy.clone().unwrap();
     assert_eq!(retry.num_retries.unwrap().value, 2);
     assert_eq!(
         retry.retry_on,
@@ -197,7 +197,7 @@ fn virtual_service_routes_weights_subsets_retries_and_timeouts() {
         action(&v.routes[0]).cluster_specifier,
         Some(ClusterSpecifier::Cluster(format!("outbound|8080||{CART}")))
     );
-    let routes = http_routes(v);
+    let routes = http_routes(&v);
     assert_eq!(routes.len(), 2);
     let canary = &routes[0];
     let m = canary.r#match.as_ref().unwrap();
@@ -684,7 +684,7 @@ spec:
     );
     let mut translator = Translator::new(&model, explicit_options());
     let routes_of = |out: &ProxyResources| -> Vec<(Option<String>, String)> {
-        http_routes(vhost(out, &format!("{CART}:8080")))
+        http_routes(&vhost(out, &format!("{CART}:8080")))
             .iter()
             .map(|r| {
                 let prefix = match r.r#match.as_ref().unwrap().path_specifier.as_ref() {
@@ -743,11 +743,11 @@ spec:
     );
     let mut translator = Translator::new(&model, explicit_options());
     let stable = translator.translate(&Proxy::sidecar("shop", "web-1"));
-    let routes = http_routes(vhost(&stable, &format!("{CART}:8080")));
+    let routes = http_routes(&vhost(&stable, &format!("{CART}:8080")));
     assert_eq!(routes.len(), 1);
     assert_eq!(cluster_of(&routes[0]), format!("outbound|8080||{CART}"));
     let canary = translator.translate(&Proxy::sidecar("shop", "web-2"));
-    let routes = http_routes(vhost(&canary, &format!("{CART}:8080")));
+    let routes = http_routes(&vhost(&canary, &format!("{CART}:8080")));
     assert_eq!(routes.len(), 1);
     assert_eq!(cluster_of(&routes[0]), V2);
     assert!(stable.errors.is_empty() && canary.errors.is_empty());
@@ -923,7 +923,7 @@ spec:
         "{:?}",
         cart.lb_config
     );
-    let route = &http_routes(vhost(&out, &format!("{CART}:8080")))[0];
+    let route = &http_routes(&vhost(&out, &format!("{CART}:8080")))[0];
     let policy = format!("{:?}", action(route).hash_policy);
     assert!(
         policy.contains("ConnectionProperties(ConnectionProperties { source_ip: true })"),
@@ -1047,9 +1047,9 @@ spec:
   - route: [{destination: {host: cart}}]
 "#));
     let out = web_sidecar(&model_of(resources));
-    let names: Vec<&str> = http_routes(vhost(&out, &format!("{CART}:8080")))
-        .iter()
-        .map(|r| r.name.as_str())
+    let names: Vec<String> = http_routes(&vhost(&out, &format!("{CART}:8080")))
+        .into_iter()
+        .map(|r| r.name)
         .collect();
     assert_eq!(names, ["by-header.canary", "by-header.1", "shop.cart.1"]);
 }
@@ -1153,7 +1153,7 @@ spec:
     let model = model_of(resources);
     let out = web_sidecar(&model);
     assert!(out.errors.is_empty(), "{:?}", out.errors);
-    let routes = http_routes(vhost(&out, &format!("{CART}:8080")));
+    let routes = http_routes(&vhost(&out, &format!("{CART}:8080")));
     let prefixes: Vec<&str> = routes.iter().map(|r| r.stat_prefix.as_str()).collect();
     assert_eq!(prefixes, ["cart_a", "", ""]);
     let fault = HttpFault::decode(

@@ -35,8 +35,9 @@ fn catch_all(out: &ProxyResources) -> String {
     let rc = out
         .routes
         .iter()
-        .find(|r| r.name == "outbound_http_proxy")
-        .unwrap();
+        .find(|r| r.name() == "outbound_http_proxy")
+        .unwrap()
+        .decode();
     rc.virtual_hosts.last().unwrap().name.clone()
 }
 
@@ -113,8 +114,9 @@ fn namespace_sidecar_limits_egress_hosts() {
     let rc = out
         .routes
         .iter()
-        .find(|r| r.name == "outbound_http_proxy")
-        .unwrap();
+        .find(|r| r.name() == "outbound_http_proxy")
+        .unwrap()
+        .decode();
     assert!(
         rc.virtual_hosts
             .iter()
@@ -142,8 +144,9 @@ fn workload_selector_wins_and_brings_its_outbound_policy() {
     let rc = out
         .routes
         .iter()
-        .find(|r| r.name == "outbound_http_proxy")
-        .unwrap();
+        .find(|r| r.name() == "outbound_http_proxy")
+        .unwrap()
+        .decode();
     let block = rc.virtual_hosts.last().unwrap();
     assert!(matches!(
         block.routes[0].action,
@@ -243,8 +246,9 @@ spec:
     let rc = out
         .routes
         .iter()
-        .find(|r| r.name == "outbound_http_proxy")
-        .unwrap();
+        .find(|r| r.name() == "outbound_http_proxy")
+        .unwrap()
+        .decode();
     assert!(
         rc.virtual_hosts
             .iter()
