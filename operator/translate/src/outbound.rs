@@ -40,8 +40,6 @@ pub struct OutboundScope {
     /// Sorted by name, as a proxy's [`crate::ResourceList`] shares them.
     pub clusters: Arc<[Arc<Cluster>]>,
     pub endpoints: Arc<[Arc<ClusterLoadAssignment>]>,
-    /// HTTP rules per (service FQDN, port), in order.
-    pub http_rules: BTreeMap<(String, u16), Vec<HttpRule>>,
     /// Per (service FQDN, port) that is not HTTP: where its VirtualService's
     /// `tcp` route sends connections (absent: to the port's default cluster).
     pub tcp_routes: BTreeMap<(String, u16), TcpDestinations>,
@@ -289,6 +287,9 @@ pub(crate) fn outbound_scope_shared(
         allow_any_cluster: names::PASSTHROUGH_CLUSTER.into(),
         ..Default::default()
     };
+    // HTTP rules per (service FQDN, port), in order: what the route
+    // configurations are built from (not kept: a scope's take megabytes).
+    let mut http_rules: BTreeMap<(String, u16), Vec<HttpRule>> = BTreeMap::new();
     let visible = (model.registry().services())
         .filter(|s| s.export_to.visible_from(namespace) || s.namespace == namespace);
     // A Sidecar resource's egress listeners with a port admit a service on
@@ -432,7 +433,7 @@ pub(crate) fn outbound_scope_shared(
             };
             let Some(vs) = vs else {
                 if port.protocol.is_http() {
-                    scope.http_rules.insert(key, default_rules());
+                    http_rules.insert(key, default_rules());
                 }
                 continue;
             };
@@ -485,7 +486,7 @@ pub(crate) fn outbound_scope_shared(
                 scope.errors.extend(errs);
             }
             let rules = if applies { rules } else { default_rules() };
-            scope.http_rules.insert(key, rules);
+            http_rules.insert(key, rules);
         }
     }
     // Each listener shape reads one of the two route forms; build only what is read.
@@ -503,7 +504,7 @@ pub(crate) fn outbound_scope_shared(
             model,
             namespace,
             &services,
-            &scope.http_rules,
+            &http_rules,
             &scope.tcp_routes,
             &tcp_proxy_policies,
             (scope.outbound_policy, &scope.allow_any_cluster),
@@ -514,7 +515,7 @@ pub(crate) fn outbound_scope_shared(
             model,
             namespace,
             &services,
-            &scope.http_rules,
+            &http_rules,
             scope.outbound_policy,
             &scope.allow_any_cluster,
         );
