@@ -79,13 +79,14 @@ impl OutboundScope {
     pub(crate) fn interception_listeners(
         &self,
         log: Option<&trellis_model::AccessLog>,
+        shared: &mut Shared<'_>,
     ) -> Arc<[Arc<Listener>]> {
         let listeners = self.interception_listeners.get_or_init(|| {
             let mut listeners = crate::interception::outbound_listeners(self);
             if let Some(log) = log {
                 crate::access_log::add_access_logs(&mut listeners, log);
             }
-            listeners.into_iter().map(Arc::new).collect()
+            listeners.into_iter().map(|l| shared.listener(l)).collect()
         });
         listeners.clone()
     }

@@ -2,13 +2,16 @@
 //! outbound scopes of all namespaces (and so between all proxies): the traffic
 //! index, and each outbound cluster with its endpoints keyed by what they depend
 //! on — the service port, the subset and the DestinationRule in force. Two namespaces
-//! that see the same DestinationRule for a host get the same `Arc`s. Pure: the same
-//! model gives the same values whatever the order of the queries.
+//! that see the same DestinationRule for a host get the same `Arc`s. Outbound
+//! listeners are shared by content: namespaces that see a service alike get the
+//! same listener for it. Pure: the same model gives the same values whatever the
+//! order of the queries.
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use envoy_types::pb::envoy::config::cluster::v3::Cluster;
 use envoy_types::pb::envoy::config::endpoint::v3::ClusterLoadAssignment;
+use envoy_types::pb::envoy::config::listener::v3::Listener;
 use trellis_api::networking::DestinationRule;
 use trellis_model::{
     Endpoint, MeshModel, MeshService, Resolution, ServicePort, Stored, TrafficIndex, Workload,
@@ -69,6 +72,8 @@ pub(crate) struct Shared<'m> {
     pub index: TrafficIndex<'m>,
     pub routes: RouteForms,
     clusters: HashMap<ClusterKey, Arc<SharedCluster>>,
+    /// Outbound listeners already built for some scope, by name.
+    listeners: HashMap<String, Vec<Arc<Listener>>>,
     identities: HashMap<String, Arc<Vec<String>>>,
     /// Every endpoint of a service port (subsets filter these by labels).
     port_endpoints: HashMap<(String, u16), Arc<Vec<Endpoint>>>,
@@ -79,6 +84,19 @@ pub(crate) struct Shared<'m> {
 }
 
 impl<'m> Shared<'m> {
+    /// `listener`, or the equal one some other scope built: a large mesh's
+    /// namespaces mostly see its services alike, and each scope has a
+    /// listener per service port.
+    pub fn listener(&mut self, listener: Listener) -> Arc<Listener> {
+        let same_name = self.listeners.entry(listener.name.clone()).or_default();
+        if let Some(built) = same_name.iter().find(|l| ***l == listener) {
+            return built.clone();
+        }
+        let listener = Arc::new(listener);
+        same_name.push(listener.clone());
+        listener
+    }
+
     pub fn new(model: &'m MeshModel) -> Self {
         let mut workload_services: HashMap<&'m str, Vec<&'m MeshService>> = HashMap::new();
         for s in model
@@ -98,6 +116,7 @@ impl<'m> Shared<'m> {
                 per_port: true,
             },
             clusters: HashMap::new(),
+            listeners: HashMap::new(),
             identities: HashMap::new(),
             port_endpoints: HashMap::new(),
             workload_services,

@@ -290,8 +290,10 @@ impl<'m> Translator<'m> {
                 }
             }
             ListenerShape::Interception => {
-                shared_listeners =
-                    Some(scope.interception_listeners(model.settings().access_log.as_ref()));
+                shared_listeners = Some(scope.interception_listeners(
+                    model.settings().access_log.as_ref(),
+                    &mut self.shared,
+                ));
                 let declared: BTreeSet<u32> = (inbound_chains.iter())
                     .filter_map(|c| c.filter_chain_match.as_ref()?.destination_port)
                     .map(|p| p.value)

@@ -153,3 +153,57 @@ fn sidecars_of_a_namespace_share_its_cluster_and_endpoint_lists() {
         assert!(names.is_sorted(), "{names:?}");
     }
 }
+
+/// In the interception shape, namespaces that see a service alike share its
+/// outbound listener (one `Arc`, built once); one that sees it differently
+/// gets its own.
+#[test]
+fn namespaces_share_the_outbound_listeners_they_see_alike() {
+    let mut resources = base_resources();
+    resources.extend([
+        service("other", "api", "api", &[("http", 8080, 8080)]),
+        workload("other", "api-1", "127.0.0.21", &[("app", "api")]),
+        service("third", "batch", "batch", &[("http", 9000, 9000)]),
+        workload("third", "batch-1", "127.0.0.31", &[("app", "batch")]),
+        // Seen from `third` only: its connections to db go to cart.
+        vs(r#"
+metadata: {name: db-from-third, namespace: third}
+spec:
+  hosts: [db.shop.svc.cluster.local]
+  exportTo: ["."]
+  tcp:
+  - route: [{destination: {host: cart.shop.svc.cluster.local, port: {number: 8080}}}]
+"#),
+    ]);
+    let model = model_of(resources);
+    let options = trellis_translate::TranslateOptions {
+        sds: trellis_translate::SdsSource::Ads,
+        ..Default::default()
+    };
+    let mut t = Translator::new(&model, options);
+    let db = |out: &trellis_translate::ProxyResources| {
+        (out.listeners.iter())
+            .find(|l| l.name == "10.0.0.1_5432")
+            .expect("db's listener")
+            .clone()
+    };
+    let shop = db(&t.translate(&Proxy::sidecar("shop", "web-1")));
+    let other = db(&t.translate(&Proxy::sidecar("other", "api-1")));
+    let third = db(&t.translate(&Proxy::sidecar("third", "batch-1")));
+    assert!(Arc::ptr_eq(&shop, &other), "seen alike: one listener");
+    assert_ne!(shop, third, "third's VirtualService changes the listener");
+    let to = |l: &envoy_types::pb::envoy::config::listener::v3::Listener| {
+        proxied_to(chain_tcp_proxy(l.filter_chains.last().unwrap()))
+    };
+    assert_eq!(
+        to(&shop),
+        [("outbound|5432||db.shop.svc.cluster.local".to_string(), 100)]
+    );
+    assert_eq!(
+        to(&third),
+        [(
+            "outbound|8080||cart.shop.svc.cluster.local".to_string(),
+            100
+        )]
+    );
+}
