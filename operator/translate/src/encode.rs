@@ -84,7 +84,7 @@ pub fn pack<M: Message + prost::Name>(message: &M) -> Any {
 /// virtual hosts, routes) in key order. Protobuf readers accept fields in
 /// any order, so the maps (and the repeated fields that hold them, in their
 /// order) are appended after the rest.
-pub fn pack_route_configuration(rc: &RouteConfiguration) -> Any {
+fn pack_route_configuration(rc: &RouteConfiguration) -> Any {
     let many = |m: &HashMap<String, Any>| m.len() > 1;
     let unordered = many(&rc.typed_per_filter_config)
         || rc.virtual_hosts.iter().any(|vh| {
@@ -111,7 +111,7 @@ pub fn pack_route_configuration(rc: &RouteConfiguration) -> Any {
     }
 }
 
-/// A route configuration packed once ([`pack_route_configuration`]), as every
+/// A route configuration packed once, map entries in key order, as every
 /// proxy that gets it receives it. Route configurations are most of a mesh's
 /// configuration (a virtual host per service and port, in each namespace's
 /// view, shared by the namespace's proxies), and decoded they take about nine
